@@ -1,0 +1,135 @@
+"""Tiny models, tokenizers and SAEs built from configs, so every test runs offline in seconds."""
+
+from __future__ import annotations
+
+import os
+import random
+import string
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+torch.set_num_threads(2)
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SPECIALS = ["<pad>", "<bos>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>", "<unk>"]
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+NO_SYSTEM_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}"
+    "{{ raise_exception('System role not supported') }}{% endif %}"
+    "<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def make_tokenizer(chat_template: str | None = CHAT_TEMPLATE):
+    """A character-level fast tokenizer (any ASCII text) with chat special tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from transformers import PreTrainedTokenizerFast
+
+    chars = list(string.printable)
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + chars)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<|end|>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        additional_special_tokens=["<|user|>", "<|assistant|>", "<|system|>"],
+    )
+    if chat_template:
+        fast.chat_template = chat_template
+    return fast
+
+
+VOCAB = len(SPECIALS) + len(string.printable)
+
+
+def tiny_config(family: str):
+    from transformers import Gemma2Config, GPT2Config, GPTNeoXConfig, LlamaConfig, Qwen2Config
+
+    common = dict(vocab_size=VOCAB, bos_token_id=1, eos_token_id=2, pad_token_id=0, initializer_range=0.2)
+    if family == "llama":
+        return LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+                           num_key_value_heads=2, max_position_embeddings=512, **common)
+    if family == "qwen2":
+        return Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+                           num_key_value_heads=2, max_position_embeddings=512, **common)
+    if family == "gemma2":
+        return Gemma2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+                            num_key_value_heads=2, head_dim=8, max_position_embeddings=512, sliding_window=16,
+                            query_pre_attn_scalar=8, **common)
+    if family == "gpt2":
+        return GPT2Config(n_embd=32, n_layer=4, n_head=4, n_positions=512, **common)
+    if family == "gpt_neox":
+        return GPTNeoXConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+                             max_position_embeddings=512, **common)
+    raise ValueError(family)
+
+
+def make_model(family: str = "llama", seed: int = 0):
+    from transformers import AutoModelForCausalLM
+
+    from yapo_core.models import prepare_model
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(family), attn_implementation="eager")
+    model.config._name_or_path = f"tiny-{family}"
+    return prepare_model(model)
+
+
+def make_sae(d_in: int = 32, d_sae: int = 128, layer: int = 1, seed: int = 0, position: str = "post"):
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    torch.manual_seed(seed)
+    cfg = StandardSAEConfig(d_in=d_in, d_sae=d_sae)
+    cfg.metadata.hook_name = f"blocks.{layer}.hook_resid_{position}"
+    sae = StandardSAE(cfg)
+    with torch.no_grad():
+        sae.b_enc.normal_(0, 0.1)
+        sae.b_dec.normal_(0, 0.1)
+    sae.eval()
+    sae.requires_grad_(False)
+    return sae
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return make_tokenizer()
+
+
+@pytest.fixture(params=["llama", "gemma2", "gpt2"])
+def family(request):
+    return request.param
+
+
+@pytest.fixture
+def sae_dir(tmp_path):
+    """A tiny SAE saved the way sae-lens saves SAEs, at blocks.1.hook_resid_post."""
+    path = tmp_path / "sae"
+    make_sae().save_model(path)
+    return path
+
+
+def consistent_pairs(n: int, seed: int = 0):
+    """Pairs whose chosen answer always agrees and whose rejected answer always refuses."""
+    from yapo_core.data import PreferencePair
+
+    rng = random.Random(seed)
+    things = ["cats", "tea", "rain", "maps", "jazz", "bread", "trains", "snow", "rice", "kites", "boats", "owls"]
+    verbs = ["like", "want", "need", "see", "draw", "find"]
+    pairs = []
+    for _ in range(n):
+        thing, verb = rng.choice(things), rng.choice(verbs)
+        pairs.append(PreferencePair(f"Do you {verb} {thing}?", f"yes, I {verb} {thing}", f"no, never {thing}"))
+    return pairs

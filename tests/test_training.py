@@ -1,0 +1,99 @@
+"""Training: both kinds learn a consistent preference; metrics, checkpoints, NaN handling."""
+
+import math
+
+import pytest
+import torch
+from conftest import consistent_pairs, make_model, make_sae
+
+from yapo_core import TrainConfig, Trainer, TrainingError
+from yapo_core.evaluation import preference_accuracy, score_pairs
+from yapo_core.errors import SettingsError
+
+FAST = dict(lr=0.05, warmup_steps=5, epochs=100, max_steps=60, batch_size=4, seed=0)
+
+
+@pytest.mark.parametrize("kind", ["sparse", "dense"])
+def test_vector_learns_a_consistent_preference(tokenizer, kind):
+    model, sae = make_model("llama"), make_sae()
+    train, test = consistent_pairs(48, seed=1), consistent_pairs(24, seed=2)
+    trainer = Trainer(model, tokenizer, train, TrainConfig(kind=kind, layer=1, **FAST), sae=sae)
+    history = list(trainer)
+    assert history[0].loss == pytest.approx(math.log(2), abs=1e-4)  # v = 0: loss is ln 2
+    assert sum(m.loss for m in history[-10:]) / 10 < 0.45
+    vector = trainer.vector
+    assert preference_accuracy(model, tokenizer, test, vector, 1.0, sae=sae) >= 0.95
+    up = score_pairs(model, tokenizer, test, vector, 1.0, sae=sae)
+    down = score_pairs(model, tokenizer, test, vector, -1.0, sae=sae)
+    # the chosen answer's log-probability within the pair, log σ(log p(y_w) − log p(y_l)),
+    # rises at +1 and falls at −1
+    two_way = lambda s: torch.nn.functional.logsigmoid(s.chosen - s.rejected)  # noqa: E731
+    two_way_ref = lambda s: torch.nn.functional.logsigmoid(s.chosen_ref - s.rejected_ref)  # noqa: E731
+    assert (two_way(up) > two_way_ref(up)).float().mean() >= 0.95
+    assert (two_way(down) < two_way_ref(down)).float().mean() >= 0.95
+
+
+def test_metrics_are_reported_every_step(tokenizer):
+    model, sae = make_model("llama"), make_sae()
+    trainer = Trainer(model, tokenizer, consistent_pairs(8), TrainConfig(kind="sparse", max_steps=3, batch_size=4), sae=sae)
+    steps = list(trainer)
+    assert [m.step for m in steps] == [1, 2, 3]
+    m = steps[-1]
+    assert m.total_steps == 3 and m.multiplier in (-1.0, 1.0) and m.step_time > 0
+    assert m.l0 == int((trainer.vector.values != 0).sum()) and 0 < m.l0 <= 128
+    assert m.vector_norm == pytest.approx(trainer.vector.norm())
+    assert steps[0].lr == pytest.approx(5e-4 / 100)  # first warm-up step
+
+
+def test_stop_ends_iteration(tokenizer):
+    model = make_model("llama")
+    trainer = Trainer(model, tokenizer, consistent_pairs(8), TrainConfig(kind="dense", layer=1, max_steps=50))
+    for m in trainer:
+        if m.step == 2:
+            trainer.stop()
+    assert trainer.step == 2
+
+
+def test_checkpoint_and_resume_continue_exactly(tokenizer, tmp_path):
+    pairs = consistent_pairs(16)
+    cfg = dict(kind="sparse", max_steps=6, batch_size=4, lr=0.01, warmup_steps=2)
+    full = Trainer(make_model("llama"), tokenizer, pairs, TrainConfig(**cfg, checkpoint_every=3, checkpoint_dir=str(tmp_path)), sae=make_sae())
+    full_losses = [m.loss for m in full]
+    resumed = Trainer(make_model("llama"), tokenizer, pairs, TrainConfig(**cfg), sae=make_sae())
+    resumed.load_checkpoint(tmp_path / "step-000003.safetensors")
+    rest = [m.loss for m in resumed]
+    assert rest == pytest.approx(full_losses[3:], rel=1e-5)
+    torch.testing.assert_close(resumed.vector.values, full.vector.values)
+
+
+def test_nan_stops_training_and_keeps_the_last_good_vector(tokenizer):
+    model, sae = make_model("llama"), make_sae()
+    trainer = Trainer(model, tokenizer, consistent_pairs(8), TrainConfig(kind="sparse", max_steps=10, lr=0.01, warmup_steps=1), sae=sae)
+    next(iter(trainer))
+    good = trainer.vector.values.clone()
+    with torch.no_grad():
+        sae.W_dec[:, 0] = float("nan")
+    with pytest.raises(TrainingError, match="non-finite|became nan"):
+        next(iter(trainer))
+    torch.testing.assert_close(trainer.vector.values, good)
+    assert torch.isfinite(trainer.vector.values).all()
+
+
+def test_bad_settings_are_refused(tokenizer):
+    model = make_model("llama")
+    with pytest.raises(SettingsError, match="needs an SAE"):
+        Trainer(model, tokenizer, consistent_pairs(4), TrainConfig(kind="sparse"))
+    with pytest.raises(SettingsError, match="layer 9 is out of range"):
+        Trainer(model, tokenizer, consistent_pairs(4), TrainConfig(kind="dense", layer=9))
+    with pytest.raises(SettingsError, match="lr=-1"):
+        TrainConfig(lr=-1)
+    with pytest.raises(TrainingError, match="raise max_length"):
+        Trainer(model, tokenizer, consistent_pairs(4), TrainConfig(kind="dense", layer=1, max_length=8))
+
+
+def test_vector_and_optimiser_stay_fp32_with_a_bf16_model(tokenizer):
+    model, sae = make_model("llama").to(torch.bfloat16), make_sae()
+    trainer = Trainer(model, tokenizer, consistent_pairs(4), TrainConfig(kind="sparse", max_steps=2), sae=sae)
+    list(trainer)
+    assert trainer.v.dtype == torch.float32
+    assert all(s.dtype == torch.float32 for s in trainer.optimizer.state[trainer.v].values() if s.ndim)

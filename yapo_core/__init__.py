@@ -1,0 +1,55 @@
+"""YaPO Studio core: learn, apply, inspect and export sparse (YaPO) and dense (BiPO) steering
+vectors on Hugging Face causal LMs with sae-lens SAEs.
+
+Quick use::
+
+    from yapo_core import load_model, load_sae, load_pairs, train_vector
+    model, tok = load_model("google/gemma-2-2b-it", dtype="bf16")
+    sae = load_sae("gemma-scope-2b-pt-res-canonical", "layer_15/width_65k/canonical")
+    vec = train_vector(model, tok, load_pairs("pairs.csv"), sae=sae, kind="sparse")
+    with vec.apply(model, multiplier=1.0):
+        ...
+"""
+
+from .data import PairSet, PreferencePair, load_pairs
+from .errors import (
+    DataError,
+    ModelLoadError,
+    SAELoadError,
+    SettingsError,
+    TrainingError,
+    VectorFileError,
+    YapoError,
+)
+from .export import export_gguf, load_vector, save_vector
+from .generation import generate
+from .models import load_model
+from .saes import load_sae
+from .steering import SteeringVector, dense_equivalent
+from .training import StepMetrics, TrainConfig, Trainer, __version__, train_vector
+
+__all__ = [
+    "DataError",
+    "ModelLoadError",
+    "PairSet",
+    "PreferencePair",
+    "SAELoadError",
+    "SettingsError",
+    "SteeringVector",
+    "StepMetrics",
+    "TrainConfig",
+    "Trainer",
+    "TrainingError",
+    "VectorFileError",
+    "YapoError",
+    "__version__",
+    "dense_equivalent",
+    "export_gguf",
+    "generate",
+    "load_model",
+    "load_pairs",
+    "load_sae",
+    "load_vector",
+    "save_vector",
+    "train_vector",
+]

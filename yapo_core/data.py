@@ -1,0 +1,470 @@
+"""Preference pairs: loading them from files, DataFrames and Hugging Face datasets, and turning
+them into token sequences with the tokenizer's chat template.
+
+Schemas (detected from the columns, or named with ``schema=``):
+
+- ``pairs``: ``prompt, chosen, rejected``.
+- ``bipo``: BiPO's ``question, matching, not_matching`` (``matching`` shows the behaviour).
+- ``bipo_ab``: BiPO's ``test_infer`` form ``question, A, B, matching`` (``matching`` is a letter);
+  turned into pairs whose answers are the option letters.
+- ``dcl``: Deep-Culture-Lense (``country``, ``localization_status``, ``prompt-mcq``,
+  ``chosen-mcq``, ``prompt_open_ended``, ``chosen_open_ended``, ``rejected_<model>_{mcq,open_ended}``).
+
+Models without a chat template get a plain format, documented in :func:`render_prompt`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from .errors import DataError
+
+SCHEMA_COLUMNS: dict[str, dict[str, str]] = {
+    "pairs": {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"},
+    "bipo": {"prompt": "question", "chosen": "matching", "rejected": "not_matching"},
+    "bipo_ab": {"prompt": "question", "A": "A", "B": "B", "matching": "matching"},
+    "dcl": {"country": "country", "localization_status": "localization_status"},
+}
+DCL_FORMS = {
+    "mcq": ("prompt-mcq", "chosen-mcq", "_mcq"),
+    "open_ended": ("prompt_open_ended", "chosen_open_ended", "_open_ended"),
+}
+LOCALIZATION = ("localized", "nolocalized", "both")
+PLAIN_USER, PLAIN_ASSISTANT = "User: ", "\nAssistant:"
+
+
+@dataclass
+class PreferencePair:
+    """One preference triple; ``chosen`` shows the target behaviour or culture."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+    system: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PairSet:
+    """Loaded pairs plus a report of where they came from and what was left out."""
+
+    pairs: list[PreferencePair]
+    schema: str
+    columns: dict[str, str]
+    source: str
+    skipped_rows: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __iter__(self):
+        return iter(self.pairs)
+
+    def __getitem__(self, i):
+        return self.pairs[i]
+
+    def split(self, test_fraction: float = 0.2, seed: int = 0) -> tuple["PairSet", "PairSet"]:
+        """A seeded train/test split (for data that comes without one)."""
+        gen = torch.Generator().manual_seed(seed)
+        order = torch.randperm(len(self.pairs), generator=gen).tolist()
+        n_test = max(1, int(round(len(order) * test_fraction))) if len(order) > 1 else 0
+        pick = lambda idx: PairSet([self.pairs[i] for i in idx], self.schema, self.columns, self.source)  # noqa: E731
+        return pick(order[n_test:]), pick(order[:n_test])
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading tables
+
+
+def read_table(source: Any, split: str | None = None):
+    """A pandas DataFrame from a path, URL, hub id, DataFrame or ``datasets`` object."""
+    import pandas as pd
+
+    if isinstance(source, pd.DataFrame):
+        return source
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - datasets is a hard requirement
+        datasets = None
+    if datasets is not None and isinstance(source, datasets.DatasetDict):
+        if split is None:
+            split = "train" if "train" in source else next(iter(source))
+        if split not in source:
+            raise DataError(f"split {split!r} is not in this dataset; it has {list(source)}.")
+        source = source[split]
+    if datasets is not None and isinstance(source, datasets.Dataset):
+        return source.to_pandas()
+    if isinstance(source, (list, tuple)) and source and isinstance(source[0], dict):
+        return pd.DataFrame(list(source))
+    if not isinstance(source, (str, os.PathLike)):
+        raise DataError(f"cannot read preference data from a {type(source).__name__}.")
+    text = str(source)
+    if text.startswith(("http://", "https://")):
+        return _read_with_datasets("url", text, split)
+    path = Path(text).expanduser()
+    if path.exists():
+        return _read_local(path, split)
+    if text.startswith((".", "/", "~")) or Path(text).suffix in _READERS:
+        raise DataError(f"data file {text!r} does not exist; check the path.")
+    return _read_with_datasets("hub", text, split)
+
+
+def _read_jsonl(path: Path):
+    import pandas as pd
+
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}: line {n} is not valid JSON ({exc.msg}).") from None
+    return pd.DataFrame(rows)
+
+
+def _read_json(path: Path):
+    import pandas as pd
+
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError:
+            return _read_jsonl(path)  # many ".json" files are really JSON Lines
+    if isinstance(data, dict):
+        data = next((v for v in data.values() if isinstance(v, list)), [data])
+    return pd.DataFrame(data)
+
+
+def _read_csv(path: Path):
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, keep_default_na=False, dtype=str)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
+def _read_parquet(path: Path):
+    import pandas as pd
+
+    return pd.read_parquet(path)
+
+
+_READERS = {".csv": _read_csv, ".jsonl": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet}
+
+
+def _read_local(path: Path, split: str | None):
+    if path.is_dir():
+        for suffix in _READERS:
+            candidates = sorted(path.glob(f"{split or 'train'}*{suffix}"))
+            if candidates:
+                return _read_local(candidates[0], None)
+        raise DataError(f"folder {str(path)!r} has no {split or 'train'}.csv/.jsonl/.json/.parquet.")
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        if path.suffix.lower() in (".pt", ".pth", ".pkl", ".pickle", ".bin"):
+            raise DataError(
+                f"{path.name!r} looks like a pickle; pickles can run code when loaded and are "
+                "never opened. Save the pairs as CSV, JSON Lines or Parquet."
+            )
+        raise DataError(
+            f"cannot read {path.name!r}: use a .csv, .jsonl, .json or .parquet file."
+        )
+    if path.stat().st_size == 0:
+        raise DataError(f"data file {str(path)!r} is empty.")
+    return reader(path)
+
+
+def _read_with_datasets(kind: str, source: str, split: str | None):
+    import datasets
+
+    try:
+        if kind == "url":
+            suffix = Path(source.split("?")[0]).suffix.lower().lstrip(".")
+            builder = {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet"}.get(suffix)
+            if builder is None:
+                raise DataError(f"URL {source!r} does not end in .csv, .jsonl, .json or .parquet.")
+            ds = datasets.load_dataset(builder, data_files=source, split="train")
+        else:
+            ds = datasets.load_dataset(source, split=split or "train")
+    except DataError:
+        raise
+    except Exception as exc:
+        from .models import explain_hub_error
+
+        raise DataError(explain_hub_error("dataset", source, exc)) from exc
+    return ds.to_pandas()
+
+
+# ---------------------------------------------------------------------------------------------
+# Schemas
+
+
+def detect_schema(columns: Iterable[str]) -> str:
+    cols = set(columns)
+    for schema in ("dcl", "bipo_ab", "bipo", "pairs"):
+        if set(SCHEMA_COLUMNS[schema].values()) <= cols:
+            return schema
+    raise DataError(
+        f"cannot tell the schema of columns {sorted(cols)}: expected prompt/chosen/rejected, "
+        "question/matching/not_matching, question/A/B/matching, or Deep-Culture-Lense columns. "
+        "Name yours with columns={'prompt': ..., 'chosen': ..., 'rejected': ...}."
+    )
+
+
+def _require(df, wanted: dict[str, str], schema: str) -> None:
+    missing = [f"{role} -> {col!r}" for role, col in wanted.items() if col not in df.columns]
+    if missing:
+        raise DataError(
+            f"column(s) {', '.join(missing)} missing for schema {schema!r}; the data has "
+            f"{list(df.columns)}. Map yours with columns={{'<role>': '<your column>'}}."
+        )
+
+
+def load_pairs(
+    source: Any,
+    schema: str = "auto",
+    columns: dict[str, str] | None = None,
+    split: str | None = None,
+    country: str | Sequence[str] | None = None,
+    localization: str = "both",
+    form: str = "mcq",
+    rejected_model: str | None = None,
+    system_prompt: str | None = None,
+    limit: int | None = None,
+) -> PairSet:
+    """Load preference pairs from ``source`` (path, URL, hub id, DataFrame or ``datasets`` object).
+
+    ``columns`` overrides column names by role (``prompt``, ``chosen``, ``rejected``, or for the
+    A/B schema ``A``, ``B``, ``matching``). Deep-Culture-Lense data is filtered by ``country``
+    and ``localization`` (localized / nolocalized / both) and read in ``form`` ``mcq`` or
+    ``open_ended``, with the rejected answers of ``rejected_model`` (the only one present is
+    used when not named).
+    """
+    df = read_table(source, split)
+    name = source if isinstance(source, (str, os.PathLike)) else type(source).__name__
+    if len(df) == 0 or len(df.columns) == 0:
+        raise DataError(f"data {str(name)!r} is empty: it has no rows.")
+    if schema == "auto":
+        schema = "pairs" if columns and {"prompt", "chosen", "rejected"} <= set(columns) else detect_schema(df.columns)
+    if schema not in SCHEMA_COLUMNS:
+        raise DataError(f"schema {schema!r} is unknown; use one of {sorted(SCHEMA_COLUMNS)}.")
+    if schema == "dcl":
+        df, cols = _dcl_columns(df, country, localization, form, rejected_model, columns)
+        roles = dict(cols)
+    else:
+        roles = {**SCHEMA_COLUMNS[schema], **(columns or {})}
+        _require(df, roles, schema)
+    if limit is not None:
+        df = df.head(limit)
+    pairs, skipped = [], 0
+    for row in df.to_dict("records"):
+        pair = _row_to_pair(row, schema, roles, system_prompt)
+        if pair is None:
+            skipped += 1
+        else:
+            pairs.append(pair)
+    if not pairs:
+        raise DataError(f"no usable pairs in {str(name)!r}: all {len(df)} rows had empty fields.")
+    notes = [f"{skipped} row(s) skipped: an empty prompt or answer"] if skipped else []
+    return PairSet(pairs, schema, roles, str(name), skipped, notes)
+
+
+def _dcl_columns(df, country, localization, form, rejected_model, overrides):
+    _require(df, SCHEMA_COLUMNS["dcl"], "dcl")
+    if form not in DCL_FORMS:
+        raise DataError(f"form {form!r} is unknown; use 'mcq' or 'open_ended'.")
+    if localization not in LOCALIZATION:
+        raise DataError(f"localization {localization!r} is unknown; use one of {LOCALIZATION}.")
+    prompt_col, chosen_col, suffix = DCL_FORMS[form]
+    rejected_cols = [c for c in df.columns if c.startswith("rejected_") and c.endswith(suffix)]
+    if rejected_model is None:
+        if len(rejected_cols) != 1:
+            raise DataError(
+                f"choose the model whose rejected answers to use with rejected_model=; columns "
+                f"found: {rejected_cols or 'none'}."
+            )
+        rejected_col = rejected_cols[0]
+    else:
+        rejected_col = f"rejected_{rejected_model}{suffix}"
+    roles = {"prompt": prompt_col, "chosen": chosen_col, "rejected": rejected_col, **(overrides or {})}
+    _require(df, roles, "dcl")
+    if country is not None:
+        wanted = {country.lower()} if isinstance(country, str) else {c.lower() for c in country}
+        known = sorted(set(df["country"].astype(str).str.lower()))
+        unknown = wanted - set(known)
+        if unknown:
+            raise DataError(f"country {sorted(unknown)} is not in the data; it has {known}.")
+        df = df[df["country"].astype(str).str.lower().isin(wanted)]
+    if localization != "both":
+        df = df[df["localization_status"] == localization]
+    if len(df) == 0:
+        raise DataError(f"no rows left for country={country!r}, localization={localization!r}.")
+    return df, roles
+
+
+def _text(value) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return str(value).strip()
+
+
+def _row_to_pair(row: dict, schema: str, roles: dict[str, str], system: str | None):
+    meta = {k: v for k, v in row.items() if k in ("country", "localization_status", "id")}
+    if schema == "bipo_ab":
+        question, a, b = (_text(row[roles[k]]) for k in ("prompt", "A", "B"))
+        letter = _text(row[roles["matching"]]).strip("() ").upper()[:1]
+        if not question or letter not in ("A", "B"):
+            return None
+        prompt = format_ab_prompt(question, a, b)
+        other = "B" if letter == "A" else "A"
+        return PreferencePair(prompt, letter, other, system, {**meta, "A": a, "B": b, "matching": letter})
+    prompt, chosen, rejected = (_text(row[roles[k]]) for k in ("prompt", "chosen", "rejected"))
+    if not prompt or not chosen or not rejected:
+        return None
+    return PreferencePair(prompt, chosen, rejected, system, meta)
+
+
+def format_ab_prompt(question: str, a: str, b: str) -> str:
+    """The A/B question shown to the model for BiPO's ``test_infer`` data."""
+    return f"{question}\n\nChoices:\n(A) {a}\n(B) {b}\nAnswer with A or B."
+
+
+# ---------------------------------------------------------------------------------------------
+# Chat formatting and tokenisation
+
+
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def _messages(prompt: str, system: str | None, tokenizer) -> list[dict[str, str]]:
+    """Chat messages; a system prompt only when given, folded into the user turn when the
+    template has no system role (Gemma's raises on one)."""
+    user = {"role": "user", "content": prompt}
+    if not system:
+        return [user]
+    with_system = [{"role": "system", "content": system}, user]
+    try:
+        tokenizer.apply_chat_template(with_system, tokenize=False, add_generation_prompt=True)
+        return with_system
+    except Exception:
+        return [{"role": "user", "content": f"{system}\n\n{prompt}"}]
+
+
+def render_prompt(tokenizer, prompt: str, system: str | None = None) -> str:
+    """The text the model sees before its answer.
+
+    With a chat template: the template with ``add_generation_prompt=True`` (it carries BOS, so
+    it is tokenised without adding special tokens again). Without one, the plain format
+    ``[system + "\\n\\n"] + "User: " + prompt + "\\nAssistant:"`` (BOS added by the tokenizer).
+    """
+    if has_chat_template(tokenizer):
+        return tokenizer.apply_chat_template(
+            _messages(prompt, system, tokenizer), tokenize=False, add_generation_prompt=True
+        )
+    head = f"{system}\n\n" if system else ""
+    return f"{head}{PLAIN_USER}{prompt}{PLAIN_ASSISTANT}"
+
+
+def render_answer(tokenizer, prompt: str, answer: str, system: str | None = None) -> str:
+    """The assistant turn for ``answer``, up to and including the template's end of turn."""
+    if has_chat_template(tokenizer):
+        messages = _messages(prompt, system, tokenizer)
+        head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(
+            messages + [{"role": "assistant", "content": answer}], tokenize=False
+        )
+        if not full.startswith(head):
+            raise DataError("the chat template renders the answer turn inconsistently with its prompt.")
+        return full[len(head):]
+    return f" {answer}{tokenizer.eos_token or ''}"
+
+
+def encode_prompt(tokenizer, prompt: str, system: str | None = None) -> list[int]:
+    text = render_prompt(tokenizer, prompt, system)
+    return tokenizer(text, add_special_tokens=not has_chat_template(tokenizer))["input_ids"]
+
+
+@dataclass
+class EncodedPair:
+    prompt_ids: list[int]
+    chosen_ids: list[int]
+    rejected_ids: list[int]
+    truncated: bool = False
+
+
+@dataclass
+class EncodeReport:
+    kept: int
+    truncated: int
+    dropped: int
+
+    def describe(self) -> str:
+        return f"{self.kept} pairs kept, {self.truncated} with prompts cut from the left, {self.dropped} dropped"
+
+
+def encode_pairs(
+    tokenizer, pairs: Iterable[PreferencePair], max_length: int = 512
+) -> tuple[list[EncodedPair], EncodeReport]:
+    """Tokenise pairs. Over-long ones lose prompt tokens from the left, never answer tokens;
+    a pair whose answer alone does not fit is dropped. Both are counted in the report."""
+    out, truncated, dropped = [], 0, 0
+    for pair in pairs:
+        prompt_ids = encode_prompt(tokenizer, pair.prompt, pair.system)
+        answers = [
+            tokenizer(render_answer(tokenizer, pair.prompt, a, pair.system), add_special_tokens=False)["input_ids"]
+            for a in (pair.chosen, pair.rejected)
+        ]
+        room = max_length - max(len(a) for a in answers)
+        if room < 1 or min(len(a) for a in answers) == 0:
+            dropped += 1
+            continue
+        cut = len(prompt_ids) > room
+        if cut:
+            prompt_ids = prompt_ids[-room:]
+            truncated += 1
+        out.append(EncodedPair(prompt_ids, answers[0], answers[1], cut))
+    return out, EncodeReport(len(out), truncated, dropped)
+
+
+@dataclass
+class SequenceBatch:
+    """Chosen sequences in rows ``0..B-1``, rejected in ``B..2B-1``, right-padded.
+
+    ``answer_mask[i, t]`` is True where token ``t`` of row ``i`` belongs to the answer.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    answer_mask: torch.Tensor
+    prompt_lengths: torch.Tensor
+
+    def to(self, device) -> "SequenceBatch":
+        return SequenceBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.answer_mask, self.prompt_lengths)))
+
+    @property
+    def n_pairs(self) -> int:
+        return self.input_ids.shape[0] // 2
+
+
+def collate(pairs: Sequence[EncodedPair], pad_token_id: int) -> SequenceBatch:
+    rows = [p.prompt_ids + p.chosen_ids for p in pairs] + [p.prompt_ids + p.rejected_ids for p in pairs]
+    prompt_lengths = [len(p.prompt_ids) for p in pairs] * 2
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)
+    answer = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, (row, n_prompt) in enumerate(zip(rows, prompt_lengths)):
+        ids[i, : len(row)] = torch.tensor(row)
+        attn[i, : len(row)] = 1
+        answer[i, n_prompt : len(row)] = True
+    return SequenceBatch(ids, attn, answer, torch.tensor(prompt_lengths))

@@ -1,0 +1,207 @@
+"""Saving and loading steering vectors (safetensors, never pickle) and llama.cpp GGUF export.
+
+A vector file holds one tensor, ``vector``, and string metadata that explains it: method, kind,
+model id, layer, hook name, SAE release and id (or path), widths, default multiplier, training
+settings and library version. :func:`load_vector` checks it against the model and SAE it is
+going to be applied to and says what does not match.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .architectures import architecture_of, hook_point_from_name, num_layers
+from .errors import VectorFileError
+from .models import model_id as model_id_of
+from .saes import SAESource, sae_source
+from .steering import SteeringVector, dense_equivalent
+
+FORMAT = "yapo-steering-vector"
+FORMAT_VERSION = "1"
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+def _check_not_pickle(path: Path) -> None:
+    """Refuse files that are not safetensors before any parser sees them.
+
+    ``torch.save`` files are zip archives ("PK") or raw pickles (first byte 0x80); opening
+    either with ``torch.load`` can run arbitrary code, so they are never opened.
+    """
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise VectorFileError(
+            f"{path.name!r} is a pickle/torch.save file; pickles can run code when loaded and are "
+            "never opened. Convert it to .safetensors where it was made (safetensors.torch.save_file)."
+        )
+    if len(head) < 8 or int.from_bytes(head, "little") > MAX_HEADER_BYTES:
+        raise VectorFileError(f"{path.name!r} is not a safetensors file (bad header).")
+
+
+def open_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors and the metadata of a safetensors file, after the pickle check."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise VectorFileError(f"file {str(path)!r} does not exist.")
+    _check_not_pickle(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise VectorFileError(f"{path.name!r} is not a readable safetensors file: {exc}") from exc
+
+
+def vector_metadata(vector: SteeringVector, sae: nn.Module | None = None) -> dict[str, str]:
+    sae = sae if sae is not None else vector.sae
+    source = vector.sae_source
+    meta = {
+        **{k: str(v) for k, v in vector.metadata.items()},
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": vector.kind,
+        "method": vector.method,
+        "model_id": vector.model_id,
+        "layer": str(vector.layer),
+        "hook_name": vector.hook_name,
+        "width": str(vector.width),
+        "default_multiplier": repr(float(vector.default_multiplier)),
+        "sae_release": source.release or "",
+        "sae_id": source.sae_id or "",
+        "sae_path": source.path or "",
+        "sae_neuronpedia_id": source.neuronpedia_id or "",
+    }
+    if sae is not None:
+        meta["d_sae"] = str(sae.cfg.d_sae)
+        meta["d_model"] = str(sae.cfg.d_in)
+    if "library_version" not in meta:
+        from .training import __version__
+
+        meta["library_version"] = __version__
+    return meta
+
+
+def save_vector(vector: SteeringVector, path: str | Path, sae: nn.Module | None = None) -> Path:
+    """Write ``vector`` to a ``.safetensors`` file with self-describing metadata."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"vector": vector.values.detach().cpu().contiguous()}, str(path), metadata=vector_metadata(vector, sae))
+    return path
+
+
+def load_vector(
+    path: str | Path,
+    model: nn.Module | None = None,
+    sae: nn.Module | None = None,
+    allow_other_model: bool = False,
+) -> SteeringVector:
+    """Read a vector file; with ``model`` (and ``sae`` for sparse vectors) check that it fits.
+
+    Refused, with the reason: another model (unless ``allow_other_model``), a layer the model
+    does not have, another SAE (release/id or width), a wrong shape.
+    """
+    tensors, meta = open_safetensors(path)
+    name = Path(path).name
+    if meta.get("format") != FORMAT or "vector" not in tensors:
+        raise VectorFileError(
+            f"{name!r} is a safetensors file but not a YaPO Studio steering vector (no 'vector' "
+            "tensor / format metadata)."
+        )
+    values = tensors["vector"]
+    if values.ndim != 1 or str(values.numel()) != meta.get("width"):
+        raise VectorFileError(f"{name!r}: the vector's shape {tuple(values.shape)} disagrees with its metadata.")
+    vector = SteeringVector(
+        kind=meta["kind"],
+        values=values,
+        hook_name=meta["hook_name"],
+        method=meta.get("method", ""),
+        model_id=meta.get("model_id", ""),
+        sae_source=SAESource(
+            release=meta.get("sae_release") or None,
+            sae_id=meta.get("sae_id") or None,
+            path=meta.get("sae_path") or None,
+            neuronpedia_id=meta.get("sae_neuronpedia_id") or None,
+        ),
+        default_multiplier=float(meta.get("default_multiplier", "1.0")),
+        metadata={k: v for k, v in meta.items() if k in ("training", "steps", "library_version", "data_report", "d_sae", "d_model")},
+        sae=sae if meta["kind"] == "sparse" else None,
+    )
+    if model is not None:
+        check_vector_matches(vector, model, sae, allow_other_model, name)
+    return vector
+
+
+def check_vector_matches(vector, model, sae=None, allow_other_model=False, name="vector") -> None:
+    """Raise :class:`VectorFileError` naming the first mismatch between vector, model and SAE."""
+    here = model_id_of(model)
+    if vector.model_id and here and vector.model_id != here and not allow_other_model:
+        raise VectorFileError(
+            f"{name} was trained on model {vector.model_id!r} but is being applied to {here!r}; "
+            "load the matching model, or pass allow_other_model=True if they are the same weights."
+        )
+    n = num_layers(model)
+    point = hook_point_from_name(vector.hook_name)
+    if point.layer >= n:
+        raise VectorFileError(f"{name} steers layer {point.layer} but this model has only {n} blocks (0..{n - 1}).")
+    if vector.kind == "sparse" and sae is not None:
+        theirs, ours = vector.sae_source, sae_source(sae)
+        if theirs.release and ours.release and (theirs.release, theirs.sae_id) != (ours.release, ours.sae_id):
+            raise VectorFileError(
+                f"{name} was trained with SAE {theirs.describe()} but {ours.describe()} was given; "
+                "load the SAE it was trained with."
+            )
+        sae_hook = sae.cfg.metadata.get("hook_name")
+        if sae_hook and hook_point_from_name(sae_hook).resid_layer != vector.layer:
+            raise VectorFileError(
+                f"{name} steers the output of block {vector.layer} but the SAE reads {sae_hook!r}; "
+                "load the SAE of that layer."
+            )
+    try:
+        vector.check_fits(model, sae)
+    except Exception as exc:
+        raise VectorFileError(f"{name} does not fit: {exc}") from exc
+
+
+def export_gguf(
+    vector: SteeringVector,
+    path: str | Path,
+    model: nn.Module | None = None,
+    sae: nn.Module | None = None,
+    multiplier: float = 1.0,
+    model_hint: str | None = None,
+) -> dict[str, float | str]:
+    """Write a llama.cpp control vector (GGUF) for ``vector`` at ``multiplier``.
+
+    llama.cpp adds ``direction.L`` to the output of block L at every token, L ≥ 1. A sparse
+    vector is exported as its dense decoding ``relu(m·v) @ W_dec``, exact only when ``m·v ≥ 0``;
+    the share of the vector it had to drop is returned (``dropped_fraction``).
+    """
+    import gguf
+    import numpy as np
+
+    layer = vector.layer
+    if layer < 1:
+        raise VectorFileError("llama.cpp control vectors cannot steer block 0 (its layers start at 1).")
+    delta, dropped = dense_equivalent(vector, sae, multiplier)
+    hint = model_hint or (architecture_of(model).name if model is not None else vector.model_id or "unknown")
+    n_layers = num_layers(model) if model is not None else layer + 1
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(str(path), "controlvector")
+    writer.add_string("controlvector.model_hint", hint)
+    writer.add_uint32("controlvector.layer_count", n_layers)
+    writer.add_string("yapo.metadata", json.dumps(vector_metadata(vector, sae)))
+    writer.add_float32("yapo.dropped_fraction", float(dropped))
+    writer.add_tensor(f"direction.{layer}", delta.numpy().astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return {"path": str(path), "layer": layer, "dropped_fraction": dropped, "norm": float(delta.norm())}

@@ -1,0 +1,130 @@
+"""Loading causal LMs and tokenizers from the Hugging Face Hub or a local folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .architectures import architecture_of
+from .errors import ModelLoadError, SettingsError
+
+DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
+
+
+def resolve_device(device: str | None = None) -> str:
+    """``"auto"``/None picks cuda, then mps, then cpu; anything else is checked and returned."""
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SettingsError(f"device {device!r} was asked for but no CUDA GPU is visible; use 'cpu'.")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise SettingsError("device 'mps' was asked for but Metal is not available; use 'cpu'.")
+    return device
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise SettingsError(f"dtype {dtype!r} is unknown; use one of {sorted(DTYPES)}.") from None
+
+
+def is_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def explain_hub_error(what: str, source: str, exc: BaseException) -> str:
+    """A message that says why a hub download failed and what the user can do about it."""
+    text = f"{type(exc).__name__}: {exc}"
+    low = text.lower()
+    if "gated" in low or "401" in low or "403" in low or "restricted" in low:
+        return (
+            f"{what} {source!r} is gated or needs a login: accept its licence on "
+            f"https://huggingface.co/{source} and set HF_TOKEN (or run `hf auth login`)."
+        )
+    if is_offline() or "offline" in low or "connection" in low or "resolve" in low:
+        return (
+            f"{what} {source!r} is not in the local Hugging Face cache and the Hub cannot be "
+            "reached (HF_HUB_OFFLINE is set or there is no network). Download it once while "
+            "online, or pass a local folder."
+        )
+    if "not found" in low or "404" in low or "repository" in low or "is not a valid" in low:
+        return (
+            f"{what} {source!r} was not found: check the spelling of the Hugging Face id, or pass "
+            "an existing local folder."
+        )
+    return f"{what} {source!r} could not be loaded: {text}"
+
+
+def load_model(
+    source: str | os.PathLike,
+    device: str | None = "auto",
+    dtype: str | torch.dtype = "fp32",
+    trust_remote_code: bool = False,
+    token: str | None = None,
+    device_map: str | dict | None = None,
+):
+    """Load ``(model, tokenizer)`` from a Hugging Face id or a local folder, in eval mode.
+
+    The model is frozen (``requires_grad_(False)``): only steering vectors are ever trained.
+    ``device_map="auto"`` (accelerate) spreads a model over several GPUs instead of ``device``.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = str(source)
+    if source.startswith((".", "/", "~")) and not Path(source).expanduser().exists():
+        raise ModelLoadError(f"model folder {source!r} does not exist; check the path.")
+    torch_dtype = resolve_dtype(dtype)
+    kwargs = dict(trust_remote_code=trust_remote_code, token=token or os.environ.get("HF_TOKEN"))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch_dtype, device_map=device_map, **kwargs
+        )
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise ModelLoadError(explain_hub_error("model", source, exc)) from exc
+    if device_map is None:
+        model.to(resolve_device(device))
+    prepare_model(model)
+    prepare_tokenizer(tokenizer)
+    return model, tokenizer
+
+
+def prepare_model(model: nn.Module) -> nn.Module:
+    """Freeze and switch to eval mode (no dropout); checks the architecture is supported."""
+    architecture_of(model)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def prepare_tokenizer(tokenizer):
+    """Give the tokenizer a pad token (its eos) when it has none; padding side is set per use."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def model_id(model: nn.Module) -> str:
+    """The id or folder the model was loaded from (``config._name_or_path``)."""
+    return str(getattr(model.config, "_name_or_path", "") or model.config.model_type)

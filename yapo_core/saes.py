@@ -1,0 +1,140 @@
+"""Loading SAEs through sae-lens and checking that they fit the model and layer they steer."""
+
+from __future__ import annotations
+
+import os
+import weakref
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .architectures import HookPoint, hidden_size, parse_hook_name
+from .errors import SAELoadError
+from .models import explain_hub_error, resolve_device
+
+
+@dataclass(frozen=True)
+class SAESource:
+    """Where an SAE came from: a sae-lens release and id, or a local folder."""
+
+    release: str | None = None
+    sae_id: str | None = None
+    path: str | None = None
+    neuronpedia_id: str | None = None
+
+    def describe(self) -> str:
+        return f"{self.release}/{self.sae_id}" if self.release else f"local folder {self.path}"
+
+    def as_dict(self) -> dict[str, str | None]:
+        return asdict(self)
+
+
+_SOURCES: "weakref.WeakKeyDictionary[nn.Module, SAESource]" = weakref.WeakKeyDictionary()
+
+
+def neuronpedia_id(release: str, sae_id: str) -> str | None:
+    """The ``<model>/<sae-id>`` part of a Neuronpedia URL, from sae-lens's offline registry."""
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    lookup = get_pretrained_saes_directory().get(release)
+    return lookup.neuronpedia_id.get(sae_id) if lookup else None
+
+
+def known_releases() -> list[str]:
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    return sorted(get_pretrained_saes_directory())
+
+
+def load_sae(
+    release: str | None = None,
+    sae_id: str | None = None,
+    path: str | os.PathLike | None = None,
+    device: str | None = "auto",
+    dtype: str = "float32",
+):
+    """Load a frozen sae-lens SAE, by registry ``release`` + ``sae_id`` or from a local ``path``."""
+    from sae_lens import SAE
+
+    device = resolve_device(device)
+    if path is not None:
+        folder = Path(path).expanduser()
+        if not (folder / "cfg.json").is_file():
+            raise SAELoadError(
+                f"SAE folder {str(folder)!r} has no cfg.json; point to a folder written by "
+                "sae-lens's save_model (cfg.json + sae_weights.safetensors)."
+            )
+        try:
+            sae = SAE.load_from_disk(folder, device=device, dtype=dtype)
+        except Exception as exc:  # sae-lens raises many kinds; all mean "this folder is unusable"
+            raise SAELoadError(f"SAE folder {str(folder)!r} could not be loaded: {exc}") from exc
+        source = SAESource(path=str(folder))
+    else:
+        if not release or not sae_id:
+            raise SAELoadError("give either path=<local SAE folder> or both release= and sae_id=.")
+        from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+        lookup = get_pretrained_saes_directory().get(release)
+        if lookup is not None and sae_id not in lookup.saes_map:
+            close = [i for i in lookup.saes_map if sae_id.split("/")[0] in i][:5]
+            raise SAELoadError(
+                f"SAE id {sae_id!r} is not in release {release!r}"
+                + (f"; similar ids: {close}" if close else f" ({len(lookup.saes_map)} ids listed)")
+            )
+        try:
+            sae = SAE.from_pretrained(release, sae_id, device=device, dtype=dtype)
+        except Exception as exc:
+            raise SAELoadError(explain_hub_error("SAE release", f"{release}/{sae_id}", exc)) from exc
+        source = SAESource(release=release, sae_id=sae_id, neuronpedia_id=neuronpedia_id(release, sae_id))
+    sae.eval()
+    sae.requires_grad_(False)
+    _SOURCES[sae] = source
+    return sae
+
+
+def sae_source(sae: nn.Module) -> SAESource:
+    """Where ``sae`` was loaded from (empty when it was built in memory)."""
+    return _SOURCES.get(sae, SAESource())
+
+
+def set_sae_source(sae: nn.Module, source: SAESource) -> None:
+    """Record where an in-memory SAE comes from (used when it is saved or built by the project)."""
+    _SOURCES[sae] = source
+
+
+def sae_hook_name(sae: nn.Module) -> str | None:
+    return sae.cfg.metadata.get("hook_name")
+
+
+def check_sae_fits(model: nn.Module, sae: nn.Module, layer: int | None = None) -> HookPoint:
+    """Check the SAE's width and hook against the model; returns the hook point to steer.
+
+    ``layer`` (the block whose output is steered) must agree with the SAE's hook when given.
+    """
+    d_model = hidden_size(model)
+    if sae.cfg.d_in != d_model:
+        raise SAELoadError(
+            f"SAE input width d_in={sae.cfg.d_in} does not match the model's hidden size "
+            f"{d_model}: this SAE ({sae_source(sae).describe()}) was trained for another model."
+        )
+    hook_name = sae_hook_name(sae)
+    if hook_name is None:
+        if layer is None:
+            raise SAELoadError("the SAE names no hook in its config; pass layer= explicitly.")
+        return parse_hook_name(model, f"blocks.{layer}.hook_resid_post")
+    point = parse_hook_name(model, hook_name)
+    if layer is not None and point.resid_layer != layer:
+        raise SAELoadError(
+            f"the SAE reads {hook_name!r} (the output of block {point.resid_layer}) but layer "
+            f"{layer} was chosen; use layer={point.resid_layer} or an SAE trained at layer {layer}."
+        )
+    return point
+
+
+def decoder_is_linear(sae: nn.Module) -> bool:
+    """True when ``decode(z) = z @ W_dec + b_dec`` exactly, so the sparse identity applies."""
+    return sae.cfg.normalize_activations in ("none", "expected_average_only_in") and (
+        sae.cfg.reshape_activations == "none"
+    ) and isinstance(getattr(sae, "W_dec", None), torch.Tensor)

@@ -1,0 +1,209 @@
+"""The steering-vector value and how it is applied to a model (method.md §2).
+
+Dense (BiPO, CAA):   h' = h + m·v
+Sparse (YaPO, SAS):  h' = dec(relu(enc(h) + m·v)) + (h − dec(enc(h)))
+
+A vector is applied with forward hooks at the output of one decoder block, at every position of
+every forward pass (all prompt tokens during prefill and each generated token). The hooks are
+registered by a context manager and always removed, also when the body raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field, replace
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .architectures import (
+    HookPoint,
+    decoder_layers,
+    hidden_size,
+    hook_point_from_name,
+    parse_hook_name,
+)
+from .errors import SAELoadError, SettingsError
+from .saes import SAESource, check_sae_fits, decoder_is_linear, sae_source
+
+KINDS = ("sparse", "dense")
+METHOD_KIND = {"yapo": "sparse", "sas": "sparse", "bipo": "dense", "caa": "dense"}
+
+
+def sparse_delta(h: torch.Tensor, sae: nn.Module, a: torch.Tensor) -> torch.Tensor:
+    """``dec(relu(z + a)) − dec(z)`` with ``z = enc(h)``: what the sparse method adds to ``h``.
+
+    Computed in the SAE's dtype. For SAEs whose decoder is linear the difference is taken in
+    latent space first (``(relu(z + a) − z) @ W_dec``), which is exact and avoids two decodes.
+    """
+    z = sae.encode(h.to(sae.dtype))
+    shifted = F.relu(z + a.to(z.dtype))
+    if decoder_is_linear(sae):
+        return (shifted - z) @ sae.W_dec
+    return sae.decode(shifted) - sae.decode(z)
+
+
+def steer_hidden(
+    h: torch.Tensor, kind: str, values: torch.Tensor, multiplier: float | torch.Tensor, sae=None
+) -> torch.Tensor:
+    """The steered residual ``h'`` for a vector of ``kind`` at ``multiplier`` (method.md §2)."""
+    a = values * multiplier
+    if kind == "dense":
+        return h + a.to(h.dtype)
+    return h + sparse_delta(h, sae, a).to(h.dtype)
+
+
+@dataclass
+class SteeringVector:
+    """A learned or computed steering vector, with everything needed to apply and check it.
+
+    ``values`` has the SAE's width for ``kind="sparse"`` and the model's hidden size for
+    ``kind="dense"``; it is kept in fp32 whatever the model's dtype.
+    """
+
+    kind: str
+    values: torch.Tensor
+    hook_name: str
+    method: str = ""
+    model_id: str = ""
+    sae_source: SAESource = field(default_factory=SAESource)
+    default_multiplier: float = 1.0
+    metadata: dict[str, str] = field(default_factory=dict)
+    sae: nn.Module | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise SettingsError(f"kind {self.kind!r} is unknown; use 'sparse' or 'dense'.")
+        if self.values.ndim != 1:
+            raise SettingsError(f"a steering vector is 1-D; got shape {tuple(self.values.shape)}.")
+        self.values = self.values.detach().to(torch.float32)
+        if not self.method:
+            self.method = "yapo" if self.kind == "sparse" else "bipo"
+        if self.sae is not None and not self.sae_source.release and not self.sae_source.path:
+            self.sae_source = sae_source(self.sae)
+
+    @property
+    def layer(self) -> int:
+        """The block whose output is steered (``hook_resid_pre`` of L is the output of L−1)."""
+        return hook_point_from_name(self.hook_name).resid_layer
+
+    @property
+    def width(self) -> int:
+        return int(self.values.numel())
+
+    def l0(self) -> int:
+        return int((self.values != 0).sum())
+
+    def norm(self) -> float:
+        return float(self.values.norm())
+
+    def top_mass(self, k: int = 10) -> float:
+        """Share of the vector's L1 mass in its ``k`` largest-magnitude entries."""
+        mags = self.values.abs()
+        total = float(mags.sum())
+        return float(mags.topk(min(k, mags.numel())).values.sum()) / total if total else 0.0
+
+    def with_values(self, values: torch.Tensor) -> "SteeringVector":
+        return replace(self, values=values.detach().clone(), metadata=dict(self.metadata))
+
+    def check_fits(self, model: nn.Module, sae: nn.Module | None = None) -> HookPoint:
+        """Raise a clear error when this vector cannot be applied to ``model`` (and ``sae``)."""
+        point = parse_hook_name(model, self.hook_name)
+        if self.kind == "dense":
+            d = hidden_size(model)
+            if self.width != d:
+                raise SettingsError(
+                    f"this dense vector has {self.width} entries but the model's hidden size is "
+                    f"{d}: it was made for another model ({self.model_id or 'unknown'})."
+                )
+            return point
+        sae = sae if sae is not None else self.sae
+        if sae is None:
+            raise SAELoadError(
+                "a sparse vector needs its SAE to be applied: pass sae= (load it with "
+                f"yapo_core.load_sae; this vector was trained with {self.sae_source.describe()})."
+            )
+        check_sae_fits(model, sae)
+        if sae.cfg.d_sae != self.width:
+            raise SAELoadError(
+                f"this sparse vector has {self.width} entries but the SAE has d_sae="
+                f"{sae.cfg.d_sae}; load the SAE it was trained with ({self.sae_source.describe()})."
+            )
+        return point
+
+    @contextlib.contextmanager
+    def apply(
+        self, model: nn.Module, multiplier: float | None = None, sae: nn.Module | None = None
+    ) -> Iterator[nn.Module]:
+        """Steer ``model`` inside the ``with`` block; hooks come off on exit, also on errors.
+
+        Multiplier 0 registers nothing, so the model's outputs are bit-identical to unsteered.
+        """
+        multiplier = self.default_multiplier if multiplier is None else float(multiplier)
+        sae = sae if sae is not None else self.sae
+        point = self.check_fits(model, sae)
+        if multiplier == 0.0:
+            yield model
+            return
+        device = next(model.parameters()).device
+        values = self.values.to(device)
+        if sae is not None:
+            sae.to(device)
+        with steering_hook(model, point, lambda h: steer_hidden(h, self.kind, values, multiplier, sae)):
+            yield model
+
+
+@contextlib.contextmanager
+def steering_hook(model: nn.Module, point: HookPoint, fn) -> Iterator[None]:
+    """Replace the residual at ``point`` by ``fn(residual)`` inside the ``with`` block.
+
+    ``post`` points hook the output of block L; ``pre`` points hook the input of block L (for
+    L=0 that is the embedding output, which has no block before it).
+    """
+    block = decoder_layers(model)[point.layer]
+    if point.position == "post":
+
+        def hook(module, args, output):
+            if isinstance(output, tuple):
+                return (fn(output[0]),) + tuple(output[1:])
+            return fn(output)
+
+        handle = block.register_forward_hook(hook)
+    else:
+
+        def hook(module, args, kwargs):
+            if args:
+                return (fn(args[0]),) + tuple(args[1:]), kwargs
+            kwargs = dict(kwargs, hidden_states=fn(kwargs["hidden_states"]))
+            return args, kwargs
+
+        handle = block.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def dense_equivalent(
+    vector: SteeringVector, sae: nn.Module | None = None, multiplier: float = 1.0
+) -> tuple[torch.Tensor, float]:
+    """A dense residual vector for ``vector`` at ``multiplier``, and the share of it dropped.
+
+    Dense vectors are returned scaled. For sparse ones, ``relu(m·v) @ W_dec`` is exact when
+    ``m·v ≥ 0`` everywhere; negative entries only clamp latents that are already active and have
+    no token-independent equivalent, so they are dropped and their share of the L1 mass of
+    ``m·v`` is returned (0.0 means the export is exact).
+    """
+    if vector.kind == "dense":
+        return vector.values * multiplier, 0.0
+    sae = sae if sae is not None else vector.sae
+    if sae is None or not decoder_is_linear(sae):
+        raise SAELoadError("a dense export of a sparse vector needs its (linear-decoder) SAE.")
+    a = vector.values.to(sae.W_dec.device) * multiplier
+    total = float(a.abs().sum())
+    dropped = float(a.clamp(max=0).abs().sum()) / total if total else 0.0
+    with torch.no_grad():
+        delta = F.relu(a).to(sae.W_dec.dtype) @ sae.W_dec
+    return delta.float().cpu(), dropped

@@ -1,0 +1,407 @@
+"""Training sparse (YaPO) and dense (BiPO) vectors with the bi-directional preference objective.
+
+For a batch, ``d ∈ {−1, +1}`` is drawn and, with the vector applied at multiplier ``d``::
+
+    r(y) = log π_{v,d}(y | x) − log π_0(y | x)
+    loss = −log σ(d · β · (r(y_w) − r(y_l)))
+
+``π_0`` is the unsteered model itself (the "reference-free" of the YaPO paper means no second
+model copy, not no reference term; its published curves start at ln 2, as this does). Only the
+vector is trained; it and its optimiser state stay in fp32 whatever the model's dtype.
+
+:class:`Trainer` is an iterator of per-step :class:`StepMetrics` (for live plots), can be
+stopped, checkpoints and resumes. The straightforward and the fast objective (issue 4) share it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .architectures import check_layer, hidden_size, parse_hook_name
+from .data import EncodedPair, EncodeReport, PairSet, PreferencePair, SequenceBatch, collate, encode_pairs
+from .errors import SettingsError, TrainingError
+from .models import model_device, model_id
+from .saes import SAESource, check_sae_fits, sae_source
+from .steering import SteeringVector, steer_hidden, steering_hook
+
+__version__ = "0.1.0"
+
+
+@dataclass
+class TrainConfig:
+    """Training settings; the defaults are those of the public YaPO/BiPO runs (method.md §3)."""
+
+    kind: str = "sparse"
+    layer: int | None = None  # block whose output is steered; from the SAE's hook when sparse
+    lr: float = 5e-4
+    warmup_steps: int = 100
+    epochs: int = 20
+    max_steps: int | None = None  # stop earlier than ``epochs`` when set
+    batch_size: int = 4
+    beta: float = 0.1
+    grad_clip: float = 1.0
+    weight_decay: float = 0.0
+    seed: int = 11
+    max_length: int = 512
+    checkpoint_every: int = 0  # steps; 0 = no checkpoints
+    checkpoint_dir: str | None = None
+    engine: str = "simple"  # "simple": hook the whole model each step
+
+    def __post_init__(self):
+        if self.kind not in ("sparse", "dense"):
+            raise SettingsError(f"kind {self.kind!r} is unknown; use 'sparse' (YaPO) or 'dense' (BiPO).")
+        for name in ("lr", "batch_size", "epochs", "max_length", "beta"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name}={getattr(self, name)!r} must be positive.")
+        if self.checkpoint_every and not self.checkpoint_dir:
+            raise SettingsError("checkpoint_every is set but checkpoint_dir is not; give a folder.")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+
+
+@dataclass
+class StepMetrics:
+    """What one optimisation step reports; rewards are ``β · r(y)`` as in DPO."""
+
+    step: int
+    total_steps: int
+    epoch: int
+    loss: float
+    reward_accuracy: float  # share of pairs where d·(r(y_w) − r(y_l)) > 0
+    margin: float  # mean of d·β·(r(y_w) − r(y_l))
+    chosen_reward: float
+    rejected_reward: float
+    vector_norm: float
+    l0: int  # non-zero entries of the vector
+    lr: float
+    multiplier: float  # the d drawn for this step
+    step_time: float  # seconds
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def answer_logprobs(logits: torch.Tensor, batch: SequenceBatch) -> torch.Tensor:
+    """Sum over answer tokens of ``log p(token | prefix)``, one number per row."""
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    targets = batch.input_ids[:, 1:]
+    token_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return (token_logp * batch.answer_mask[:, 1:]).sum(-1)
+
+
+def sequence_logprobs(model: nn.Module, batch: SequenceBatch) -> torch.Tensor:
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+    return answer_logprobs(out.logits, batch)
+
+
+def preference_loss(
+    steered: torch.Tensor, reference: torch.Tensor, direction: float, beta: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The bi-directional loss from per-row answer log-probs (chosen rows first), and metrics."""
+    n = steered.shape[0] // 2
+    rewards = beta * (steered - reference)
+    chosen, rejected = rewards[:n], rewards[n:]
+    margins = direction * (chosen - rejected)
+    loss = -F.logsigmoid(margins).mean()
+    margins, chosen, rejected = margins.detach(), chosen.detach(), rejected.detach()
+    metrics = dict(
+        reward_accuracy=float((margins > 0).float().mean()),
+        margin=float(margins.mean()),
+        chosen_reward=float(chosen.mean()),
+        rejected_reward=float(rejected.mean()),
+    )
+    return loss, metrics
+
+
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """Learning-rate factor: linear warm-up to 1, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class SimpleObjective:
+    """The straightforward loop: the whole model with the hook, and an unsteered pass for the
+    reference, every step (dense SAE encode/decode). Kept as the readable definition."""
+
+    def __init__(self, model, sae, point, kind):
+        self.model, self.sae, self.point, self.kind = model, sae, point, kind
+
+    def prepare(self, batches: Sequence[list[EncodedPair]], pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def logprobs(self, pairs: list[EncodedPair], v: torch.Tensor, direction: float):
+        batch = collate(pairs, self.pad_id).to(model_device(self.model))
+        with torch.no_grad():
+            reference = sequence_logprobs(self.model, batch)
+        with steering_hook(self.model, self.point, lambda h: steer_hidden(h, self.kind, v, direction, self.sae)):
+            steered = sequence_logprobs(self.model, batch)
+        return steered, reference
+
+
+ENGINES = {"simple": SimpleObjective}
+
+
+class Trainer:
+    """Trains one steering vector; iterate over it to run steps and get :class:`StepMetrics`.
+
+    ``pairs`` are :class:`PreferencePair` objects (a :class:`PairSet` or a list); they are
+    tokenised with the chat template and over-long ones are cut (see ``data_report``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer,
+        pairs: PairSet | Sequence[PreferencePair],
+        config: TrainConfig | None = None,
+        sae: nn.Module | None = None,
+    ):
+        self.model, self.tokenizer, self.sae = model, tokenizer, sae
+        self.config = config = config or TrainConfig()
+        if config.kind == "sparse":
+            if sae is None:
+                raise SettingsError("a sparse (YaPO) vector needs an SAE: pass sae=.")
+            self.point = check_sae_fits(model, sae, config.layer)
+            width = sae.cfg.d_sae
+        else:
+            if config.layer is None and sae is None:
+                raise SettingsError("a dense (BiPO) vector needs layer= (or an SAE to take it from).")
+            self.point = (
+                check_sae_fits(model, sae, config.layer) if sae is not None
+                else parse_hook_name(model, f"blocks.{check_layer(model, config.layer)}.hook_resid_post")
+            )
+            width = hidden_size(model)
+        self.encoded, self.data_report = encode_pairs(tokenizer, list(pairs), config.max_length)
+        if not self.encoded:
+            raise TrainingError(
+                f"no training pairs left after tokenisation ({self.data_report.describe()}); "
+                f"raise max_length={config.max_length}."
+            )
+        self.v = torch.zeros(width, dtype=torch.float32, device=model_device(model), requires_grad=True)
+        self.optimizer = torch.optim.AdamW([self.v], lr=config.lr, weight_decay=config.weight_decay)
+        self.steps_per_epoch = math.ceil(len(self.encoded) / config.batch_size)
+        self.total_steps = self.steps_per_epoch * config.epochs
+        if config.max_steps is not None:
+            self.total_steps = min(self.total_steps, config.max_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: warmup_cosine(s, config.warmup_steps, self.total_steps)
+        )
+        self.order_rng = torch.Generator().manual_seed(config.seed)
+        self.sign_rng = torch.Generator().manual_seed(config.seed + 1)
+        self.step = 0
+        self.history: list[StepMetrics] = []
+        self._stop = False
+        self._good = self.v.detach().clone()
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if config.engine not in ENGINES:
+            raise SettingsError(f"engine {config.engine!r} is unknown; use one of {sorted(ENGINES)}.")
+        self.objective = ENGINES[config.engine](model, sae, self.point, config.kind)
+        self._epoch_orders: dict[int, list[int]] = {}
+        self.objective.prepare(self.encoded, self.pad_id)
+
+    # -- running -------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the iterator to end after the current step (safe to call from another thread)."""
+        self._stop = True
+
+    def _epoch_order(self, epoch: int) -> list[int]:
+        while len(self._epoch_orders) <= epoch:
+            e = len(self._epoch_orders)
+            self._epoch_orders[e] = torch.randperm(len(self.encoded), generator=self.order_rng).tolist()
+        return self._epoch_orders[epoch]
+
+    def batch_for_step(self, step: int) -> list[EncodedPair]:
+        epoch, k = divmod(step, self.steps_per_epoch)
+        order = self._epoch_order(epoch)
+        return [self.encoded[i] for i in order[k * self.config.batch_size : (k + 1) * self.config.batch_size]]
+
+    def draw_direction(self) -> float:
+        return 1.0 if torch.rand((), generator=self.sign_rng).item() < 0.5 else -1.0
+
+    def __iter__(self) -> Iterator[StepMetrics]:
+        self._stop = False
+        while self.step < self.total_steps and not self._stop:
+            yield self.run_step()
+
+    def run_step(self) -> StepMetrics:
+        cfg = self.config
+        start = time.perf_counter()
+        pairs = self.batch_for_step(self.step)
+        direction = self.draw_direction()
+        self.optimizer.zero_grad(set_to_none=True)
+        steered, reference = self.objective.logprobs(pairs, self.v, direction)
+        loss, metrics = preference_loss(steered, reference, direction, cfg.beta)
+        if not torch.isfinite(loss):
+            self._fail(f"the loss became {float(loss)} at step {self.step + 1}")
+        loss.backward()
+        if self.v.grad is None or not torch.isfinite(self.v.grad).all():
+            self._fail(f"the gradient became non-finite at step {self.step + 1}")
+        torch.nn.utils.clip_grad_norm_([self.v], cfg.grad_clip)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        if not torch.isfinite(self.v).all():
+            self._fail(f"the vector became non-finite at step {self.step + 1}")
+        self._good = self.v.detach().clone()
+        self.step += 1
+        values = self._good
+        record = StepMetrics(
+            step=self.step,
+            total_steps=self.total_steps,
+            epoch=(self.step - 1) // self.steps_per_epoch,
+            loss=float(loss.detach()),
+            vector_norm=float(values.norm()),
+            l0=int((values != 0).sum()),
+            lr=lr,
+            multiplier=direction,
+            step_time=time.perf_counter() - start,
+            **metrics,
+        )
+        self.history.append(record)
+        if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+            self.save_checkpoint(Path(cfg.checkpoint_dir) / f"step-{self.step:06d}.safetensors")
+        return record
+
+    def _fail(self, why: str):
+        with torch.no_grad():
+            self.v.copy_(self._good)
+        self._stop = True
+        raise TrainingError(
+            f"training stopped: {why}. The last good vector (step {self.step}) is kept in "
+            "trainer.vector; lower the learning rate or use fp32."
+        )
+
+    def run(self, progress: bool = False) -> SteeringVector:
+        """Run to the end (or until stopped); returns the trained vector."""
+        iterator = iter(self)
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.total_steps, initial=self.step, desc=f"training {self.config.kind}")
+            for m in iterator:
+                bar.update(1)
+                bar.set_postfix(loss=f"{m.loss:.4f}", acc=f"{m.reward_accuracy:.2f}")
+            bar.close()
+        else:
+            for _ in iterator:
+                pass
+        return self.vector
+
+    # -- results -------------------------------------------------------------------------------
+
+    @property
+    def vector(self) -> SteeringVector:
+        """The last good vector, with its provenance and training settings."""
+        cfg = self.config
+        return SteeringVector(
+            kind=cfg.kind,
+            values=self._good.detach().cpu().clone(),
+            hook_name=self.point.hook_name,
+            method="yapo" if cfg.kind == "sparse" else "bipo",
+            model_id=model_id(self.model),
+            sae_source=sae_source(self.sae) if self.sae is not None else SAESource(),
+            default_multiplier=1.0,
+            metadata={"training": cfg.to_json(), "steps": str(self.step), "library_version": __version__,
+                      "data_report": self.data_report.describe()},
+            sae=self.sae if cfg.kind == "sparse" else None,
+        )
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """Vector, AdamW moments, step and RNG states in one safetensors file (no pickle)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = self.optimizer.state.get(self.v, {})
+        tensors = {
+            "v": self._good.detach().cpu().contiguous(),
+            "order_rng": self.order_rng.get_state(),
+            "sign_rng": self.sign_rng.get_state(),
+        }
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in state:
+                tensors[key] = state[key].detach().cpu().contiguous()
+        meta = {
+            "config": self.config.to_json(),
+            "step": str(self.step),
+            "adam_step": str(float(state["step"])) if "step" in state else "0",
+            "epoch_orders": json.dumps(self._epoch_orders),
+            "hook_name": self.point.hook_name,
+            "width": str(self.v.numel()),
+        }
+        save_file(tensors, str(path), metadata=meta)
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Continue from a checkpoint written by :meth:`save_checkpoint` for the same setup."""
+        from .export import open_safetensors
+
+        tensors, meta = open_safetensors(path)
+        if meta.get("hook_name") != self.point.hook_name or int(meta.get("width", -1)) != self.v.numel():
+            raise TrainingError(
+                f"checkpoint {str(path)!r} is for {meta.get('hook_name')} width {meta.get('width')}, "
+                f"not {self.point.hook_name} width {self.v.numel()}."
+            )
+        device = self.v.device
+        with torch.no_grad():
+            self.v.copy_(tensors["v"].to(device))
+        self._good = self.v.detach().clone()
+        self.step = int(meta["step"])
+        if "exp_avg" in tensors:
+            self.optimizer.state[self.v] = {
+                "step": torch.tensor(float(meta["adam_step"])),
+                "exp_avg": tensors["exp_avg"].to(device),
+                "exp_avg_sq": tensors["exp_avg_sq"].to(device),
+            }
+        for _ in range(self.step):
+            self.scheduler.step()
+        self.order_rng.set_state(tensors["order_rng"])
+        self.sign_rng.set_state(tensors["sign_rng"])
+        self._epoch_orders = {int(k): v for k, v in json.loads(meta["epoch_orders"]).items()}
+
+
+def train_vector(
+    model: nn.Module,
+    tokenizer,
+    pairs,
+    sae: nn.Module | None = None,
+    progress: bool = False,
+    resume_from: str | Path | None = None,
+    **config,
+) -> SteeringVector:
+    """Train a vector to the end and return it; keyword arguments are :class:`TrainConfig` fields."""
+    trainer = Trainer(model, tokenizer, pairs, TrainConfig(**config), sae=sae)
+    if resume_from is not None:
+        trainer.load_checkpoint(resume_from)
+    return trainer.run(progress=progress)
+
+
+__all__ = [
+    "EncodeReport",
+    "StepMetrics",
+    "TrainConfig",
+    "Trainer",
+    "answer_logprobs",
+    "preference_loss",
+    "train_vector",
+]
