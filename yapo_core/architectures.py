@@ -63,7 +63,7 @@ ARCHITECTURES: tuple[Architecture, ...] = (
         layers="gpt_neox.layers",
         final_norm="gpt_neox.final_layer_norm",
         embed="gpt_neox.embed_in",
-        lm_head="embed_out",
+        lm_head="lm_head",
         rotary="gpt_neox.rotary_emb",
     ),
 )

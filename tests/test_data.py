@@ -1,0 +1,198 @@
+"""Loading preference data in every schema and format, chat formatting, truncation, bad input."""
+
+import json
+import pickle
+
+import pandas as pd
+import pytest
+from conftest import NO_SYSTEM_TEMPLATE, SHARED_DATA, make_tokenizer
+
+from yapo_core.data import (
+    PreferencePair,
+    collate,
+    encode_pairs,
+    load_pairs,
+    render_answer,
+    render_prompt,
+)
+from yapo_core.errors import DataError
+
+ROWS = [
+    {"prompt": "Hello?", "chosen": "Hi!", "rejected": "Go away."},
+    {"prompt": "Tea?", "chosen": "Yes please.", "rejected": "No."},
+]
+
+
+def _dcl_frame():
+    rows = []
+    for country in ("egypt", "uk"):
+        for status in ("localized", "nolocalized"):
+            rows.append({
+                "country": country, "localization_status": status,
+                "prompt-mcq": f"{country} {status} mcq?", "chosen-mcq": "A", "rejected_gemma_mcq": "B",
+                "prompt_open_ended": f"{country} {status} open?", "chosen_open_ended": "koshari",
+                "rejected_gemma_open_ended": "fish and chips",
+            })
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "json", "parquet"])
+def test_pairs_load_from_every_file_format(tmp_path, fmt):
+    df, path = pd.DataFrame(ROWS), tmp_path / f"pairs.{fmt}"
+    if fmt == "csv":
+        df.to_csv(path, index=False)
+    elif fmt == "jsonl":
+        df.to_json(path, orient="records", lines=True)
+    elif fmt == "json":
+        path.write_text(json.dumps(ROWS))
+    else:
+        df.to_parquet(path)
+    pairs = load_pairs(path)
+    assert pairs.schema == "pairs" and len(pairs) == 2
+    assert (pairs[1].prompt, pairs[1].chosen, pairs[1].rejected) == ("Tea?", "Yes please.", "No.")
+
+
+def test_dataframe_and_datasets_objects_load():
+    import datasets
+
+    assert len(load_pairs(pd.DataFrame(ROWS))) == 2
+    dd = datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS), "test": datasets.Dataset.from_list(ROWS[:1])})
+    assert len(load_pairs(dd, split="test")) == 1
+    assert len(load_pairs(datasets.Dataset.from_list(ROWS))) == 2
+
+
+def test_local_files_through_datasets_builders(tmp_path):
+    """A folder with train/test files, as `datasets` lays them out."""
+    pd.DataFrame(ROWS).to_csv(tmp_path / "train.csv", index=False)
+    pd.DataFrame(ROWS[:1]).to_csv(tmp_path / "test.csv", index=False)
+    assert len(load_pairs(tmp_path)) == 2
+    assert len(load_pairs(tmp_path, split="test")) == 1
+
+
+def test_bipo_schemas():
+    df = pd.DataFrame([{"question": "Q?", "matching": "power!", "not_matching": "no power"}])
+    p = load_pairs(df)
+    assert p.schema == "bipo" and (p[0].chosen, p[0].rejected) == ("power!", "no power")
+    ab = pd.DataFrame([{"question": "Q?", "A": "Take it all", "B": "Share", "matching": "(B)"}])
+    p = load_pairs(ab)
+    assert p.schema == "bipo_ab" and (p[0].chosen, p[0].rejected) == ("B", "A")
+    assert "(A) Take it all" in p[0].prompt and "(B) Share" in p[0].prompt
+
+
+def test_deep_culture_lense_filters_and_forms():
+    df = _dcl_frame()
+    p = load_pairs(df, country="Egypt", localization="nolocalized")
+    assert len(p) == 1 and p[0].prompt == "egypt nolocalized mcq?" and (p[0].chosen, p[0].rejected) == ("A", "B")
+    p = load_pairs(df, country=["egypt", "uk"], form="open_ended", rejected_model="gemma")
+    assert len(p) == 4 and p[0].chosen == "koshari" and p[0].meta["country"] == "egypt"
+    with pytest.raises(DataError, match="country \\['mars'\\] is not in the data"):
+        load_pairs(df, country="mars")
+    with pytest.raises(DataError, match="rejected_llama_mcq"):
+        load_pairs(df, rejected_model="llama")
+    with pytest.raises(DataError, match="localization 'local' is unknown"):
+        load_pairs(df, localization="local")
+
+
+def test_column_overrides():
+    df = pd.DataFrame([{"q": "Hi?", "good": "Hello", "bad": "Bye"}])
+    p = load_pairs(df, columns={"prompt": "q", "chosen": "good", "rejected": "bad"})
+    assert (p[0].prompt, p[0].chosen) == ("Hi?", "Hello")
+
+
+def test_missing_column_names_the_column_and_the_fix():
+    df = pd.DataFrame([{"prompt": "Hi?", "chosen": "Hello", "reject": "Bye"}])
+    with pytest.raises(DataError, match="cannot tell the schema"):
+        load_pairs(df)
+    with pytest.raises(DataError, match="rejected -> 'rejected' missing.*columns="):
+        load_pairs(df, schema="pairs")
+
+
+def test_empty_and_unreadable_files(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataError, match="empty"):
+        load_pairs(empty)
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("prompt,chosen,rejected\n")
+    with pytest.raises(DataError, match="no rows"):
+        load_pairs(header_only)
+    with pytest.raises(DataError, match="does not exist"):
+        load_pairs(tmp_path / "missing.csv")
+    pkl = tmp_path / "pairs.pkl"
+    pkl.write_bytes(pickle.dumps(ROWS))
+    with pytest.raises(DataError, match="pickle"):
+        load_pairs(pkl)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a"}\n{oops\n')
+    with pytest.raises(DataError, match="line 2 is not valid JSON"):
+        load_pairs(bad)
+
+
+def test_unknown_hub_dataset_offline_fails_fast_with_a_clear_message(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DataError, match="not in the local Hugging Face cache|was not found"):
+        load_pairs("nobody-xyz/no-such-dataset-123")
+
+
+def test_rows_with_empty_fields_are_skipped_and_counted():
+    df = pd.DataFrame(ROWS + [{"prompt": "x", "chosen": "", "rejected": "y"}])
+    p = load_pairs(df)
+    assert len(p) == 2 and p.skipped_rows == 1 and "1 row(s) skipped" in p.notes[0]
+
+
+def test_chat_template_puts_the_answer_in_the_assistant_turn(tokenizer):
+    prompt = render_prompt(tokenizer, "Hi?")
+    assert prompt == "<bos><|user|>Hi?<|end|><|assistant|>"
+    assert render_answer(tokenizer, "Hi?", "Hello") == "Hello<|end|>"
+    assert "None" not in render_prompt(tokenizer, "Hi?", system=None)  # pitfall 1 of method.md
+    assert render_prompt(tokenizer, "Hi?", system="Be brief.").startswith("<bos><|system|>Be brief.<|end|>")
+    [enc], _ = encode_pairs(tokenizer, [PreferencePair("Hi?", "Hello", "Bye")])
+    assert enc.prompt_ids.count(tokenizer.bos_token_id) == 1  # pitfall 2: no double BOS
+    assert enc.chosen_ids[-1] == tokenizer.eos_token_id
+
+
+def test_template_without_system_role_folds_the_system_prompt_into_the_user_turn():
+    tok = make_tokenizer(NO_SYSTEM_TEMPLATE)
+    assert render_prompt(tok, "Hi?", system="Be brief.") == "<bos><|user|>Be brief.\n\nHi?<|end|><|assistant|>"
+
+
+def test_plain_format_without_a_chat_template():
+    tok = make_tokenizer(chat_template=None)
+    assert render_prompt(tok, "Hi?") == "User: Hi?\nAssistant:"
+    assert render_answer(tok, "Hi?", "Hello") == " Hello<|end|>"
+
+
+def test_overlong_pairs_cut_the_prompt_from_the_left_and_keep_the_answer(tokenizer):
+    long = PreferencePair("x" * 100 + "END?", "yes", "no")
+    too_long_answer = PreferencePair("q?", "y" * 80, "n")
+    encoded, report = encode_pairs(tokenizer, [long, too_long_answer, PreferencePair("q?", "a", "b")], max_length=40)
+    assert (report.kept, report.truncated, report.dropped) == (2, 1, 1)
+    first = encoded[0]
+    assert len(first.prompt_ids) + len(first.chosen_ids) <= 40
+    assert tokenizer.decode(first.chosen_ids) == "yes<|end|>"
+    assert tokenizer.decode(first.prompt_ids).endswith("END?<|end|><|assistant|>")
+
+
+def test_collate_marks_answer_tokens(tokenizer):
+    encoded, _ = encode_pairs(tokenizer, [PreferencePair("a?", "yes", "no"), PreferencePair("bb?", "ok", "nope")])
+    batch = collate(encoded, tokenizer.pad_token_id)
+    assert batch.input_ids.shape[0] == 4 and batch.n_pairs == 2
+    for row, answer in enumerate(["yes", "ok", "no", "nope"]):
+        ids = batch.input_ids[row][batch.answer_mask[row]]
+        assert tokenizer.decode(ids) == answer + "<|end|>"
+    assert (batch.attention_mask.sum(1) == (batch.input_ids != tokenizer.pad_token_id).sum(1)).all()
+
+
+BIPO = SHARED_DATA / "bipo"
+
+
+@pytest.mark.skipif(not BIPO.is_dir(), reason="../shared/data/bipo is not present")
+@pytest.mark.parametrize("behaviour", ["power-seeking", "wealth-seeking", "hallucination"])
+def test_real_bipo_csvs_load(behaviour):
+    train = load_pairs(BIPO / behaviour / "train.csv")
+    test_infer = load_pairs(BIPO / behaviour / "test_infer.csv")
+    assert train.schema == "bipo" and len(train) >= 600
+    assert test_infer.schema == "bipo_ab" and len(test_infer) == 200
+    assert {p.chosen for p in test_infer} == {"A", "B"}
+    assert all(p.prompt and p.chosen and p.rejected for p in train)

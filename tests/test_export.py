@@ -1,0 +1,97 @@
+"""Vector files: bit-exact round trip, self-describing metadata, refusals, GGUF export."""
+
+import pickle
+
+import pytest
+import torch
+from conftest import make_model, make_sae
+
+from yapo_core import SteeringVector, load_vector, save_vector
+from yapo_core.errors import VectorFileError
+from yapo_core.export import export_gguf, open_safetensors
+from yapo_core.saes import SAESource, load_sae
+
+
+def _sparse(sae, model_id="tiny-llama"):
+    values = torch.randn(128, generator=torch.Generator().manual_seed(0))
+    values[values.abs() < 1] = 0
+    return SteeringVector("sparse", values, "blocks.1.hook_resid_post", model_id=model_id, sae=sae,
+                          default_multiplier=1.5, metadata={"training": '{"lr": 0.0005}'})
+
+
+def test_round_trip_is_bit_exact_with_metadata(tmp_path, sae_dir):
+    sae, model = load_sae(path=sae_dir, device="cpu"), make_model("llama")
+    vec = _sparse(sae)
+    path = save_vector(vec, tmp_path / "v.safetensors")
+    _, meta = open_safetensors(path)
+    assert meta["method"] == "yapo" and meta["layer"] == "1" and meta["hook_name"] == "blocks.1.hook_resid_post"
+    assert meta["sae_path"] == str(sae_dir) and meta["d_sae"] == "128" and meta["model_id"] == "tiny-llama"
+    assert meta["default_multiplier"] == "1.5" and meta["training"] == '{"lr": 0.0005}' and meta["library_version"]
+    loaded = load_vector(path, model=model, sae=sae)
+    assert torch.equal(loaded.values, vec.values)
+    assert (loaded.kind, loaded.hook_name, loaded.default_multiplier, loaded.sae_source) == (
+        "sparse", "blocks.1.hook_resid_post", 1.5, vec.sae_source)
+    with loaded.apply(model, 1.0):  # the SAE given at load time travels with the vector
+        model(torch.tensor([[5, 6, 7]]))
+
+
+def test_vector_for_another_model_layer_or_sae_is_refused(tmp_path, sae_dir):
+    sae, model = load_sae(path=sae_dir, device="cpu"), make_model("llama")
+    path = save_vector(_sparse(sae), tmp_path / "v.safetensors")
+    with pytest.raises(VectorFileError, match="trained on model 'tiny-llama' but is being applied to 'tiny-gpt2'"):
+        load_vector(path, model=make_model("gpt2"), sae=sae)
+    assert load_vector(path, model=make_model("gpt2"), sae=sae, allow_other_model=True).width == 128
+    with pytest.raises(VectorFileError, match="d_sae=64"):
+        load_vector(path, model=model, sae=make_sae(d_sae=64))
+    with pytest.raises(VectorFileError, match="reads 'blocks.2.hook_resid_post'"):
+        load_vector(path, model=model, sae=make_sae(layer=2))
+    deep = SteeringVector("dense", torch.ones(32), "blocks.3.hook_resid_post", model_id="tiny-llama")
+    shallow = make_model("llama")
+    shallow.model.layers = shallow.model.layers[:2]
+    with pytest.raises(VectorFileError, match="steers layer 3 but this model has only 2 blocks"):
+        load_vector(save_vector(deep, tmp_path / "d.safetensors"), model=shallow)
+    other = _sparse(sae)
+    other.sae_source = SAESource(release="gpt2-small-res-jb", sae_id="blocks.1.hook_resid_pre")
+    hub_sae = make_sae()
+    from yapo_core.saes import set_sae_source
+    set_sae_source(hub_sae, SAESource(release="gemma-scope-2b-pt-res-canonical", sae_id="layer_1/width_16k/canonical"))
+    with pytest.raises(VectorFileError, match="trained with SAE gpt2-small-res-jb"):
+        load_vector(save_vector(other, tmp_path / "o.safetensors"), model=model, sae=hub_sae)
+
+
+def test_pickles_and_foreign_files_are_never_opened(tmp_path):
+    pt = tmp_path / "v.pt"
+    torch.save({"vector": torch.ones(3)}, pt)
+    with pytest.raises(VectorFileError, match="pickle"):
+        load_vector(pt)
+    raw = tmp_path / "v.bin"
+    raw.write_bytes(pickle.dumps([1, 2]))
+    with pytest.raises(VectorFileError, match="pickle"):
+        load_vector(raw)
+    from safetensors.torch import save_file
+    save_file({"weights": torch.ones(2)}, tmp_path / "other.safetensors")
+    with pytest.raises(VectorFileError, match="not a YaPO Studio steering vector"):
+        load_vector(tmp_path / "other.safetensors")
+    with pytest.raises(VectorFileError, match="does not exist"):
+        load_vector(tmp_path / "nope.safetensors")
+
+
+def test_gguf_control_vector(tmp_path):
+    import gguf
+
+    sae, model = make_sae(), make_model("llama")
+    vec = _sparse(sae)
+    info = export_gguf(vec, tmp_path / "v.gguf", model=model, sae=sae, multiplier=1.0)
+    assert 0 < info["dropped_fraction"] < 1  # the vector has negative entries
+    reader = gguf.GGUFReader(tmp_path / "v.gguf")
+    tensors = {t.name: t for t in reader.tensors}
+    assert list(tensors) == ["direction.1"]
+    expected = torch.relu(vec.values) @ sae.W_dec
+    torch.testing.assert_close(torch.tensor(tensors["direction.1"].data.copy()), expected)
+    fields = reader.fields
+    assert bytes(fields["general.architecture"].parts[-1]).decode() == "controlvector"
+    assert int(fields["controlvector.layer_count"].parts[-1][0]) == 4
+    positive = SteeringVector("sparse", vec.values.clamp(min=0), vec.hook_name, sae=sae)
+    assert export_gguf(positive, tmp_path / "p.gguf", model=model, sae=sae)["dropped_fraction"] == 0.0
+    with pytest.raises(VectorFileError, match="block 0"):
+        export_gguf(SteeringVector("dense", torch.ones(32), "blocks.0.hook_resid_post"), tmp_path / "z.gguf")

@@ -1,0 +1,39 @@
+"""Loading models and tokenizers from local folders, and clear errors for hub ids offline."""
+
+import pytest
+import torch
+from conftest import make_model
+
+from yapo_core.errors import ModelLoadError, SettingsError
+from yapo_core.models import load_model, resolve_device, resolve_dtype
+
+
+def test_load_local_folder_frozen_in_eval_mode(tmp_path, tokenizer):
+    make_model("llama").save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model, tok = load_model(tmp_path, device="cpu", dtype="bf16")
+    assert not model.training
+    assert all(not p.requires_grad for p in model.parameters())
+    assert next(model.parameters()).dtype == torch.bfloat16
+    assert tok.chat_template and tok.pad_token_id is not None
+
+
+def test_unknown_hub_id_offline_fails_fast_with_a_clear_message(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache|was not found"):
+        load_model("nobody-xyz/no-such-model-123", device="cpu")
+
+
+def test_missing_local_folder():
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model("./no/such/folder")
+
+
+def test_device_and_dtype_checks():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(SettingsError, match="no CUDA GPU"):
+            resolve_device("cuda")
+    with pytest.raises(SettingsError, match="dtype 'fp8' is unknown"):
+        resolve_dtype("fp8")

@@ -1,0 +1,49 @@
+"""SAEs load through sae-lens and are checked against the model and layer."""
+
+import pytest
+from conftest import make_model, make_sae
+
+from yapo_core.errors import SAELoadError
+from yapo_core.saes import check_sae_fits, load_sae, neuronpedia_id, sae_source
+
+
+def test_load_from_disk_records_its_source(sae_dir):
+    sae = load_sae(path=sae_dir, device="cpu")
+    assert sae.cfg.d_in == 32 and sae.cfg.d_sae == 128
+    assert sae_source(sae).path == str(sae_dir)
+    assert not any(p.requires_grad for p in sae.parameters())
+    assert check_sae_fits(make_model("llama"), sae).resid_layer == 1
+
+
+def test_width_mismatch_is_refused():
+    with pytest.raises(SAELoadError, match="d_in=48 does not match the model's hidden size 32"):
+        check_sae_fits(make_model("llama"), make_sae(d_in=48))
+
+
+def test_layer_mismatch_is_refused():
+    with pytest.raises(SAELoadError, match="output of block 1.*layer 2 was chosen"):
+        check_sae_fits(make_model("llama"), make_sae(layer=1), layer=2)
+    with pytest.raises(Exception, match="layer 9 is out of range"):
+        check_sae_fits(make_model("llama"), make_sae(layer=9))
+
+
+def test_resid_pre_sae_reads_the_previous_block():
+    point = check_sae_fits(make_model("gpt2"), make_sae(layer=2, position="pre"), layer=1)
+    assert point.hook_name == "blocks.2.hook_resid_pre"
+
+
+def test_neuronpedia_ids_come_from_the_offline_registry():
+    assert neuronpedia_id("gpt2-small-res-jb", "blocks.8.hook_resid_pre") == "gpt2-small/8-res-jb"
+    assert neuronpedia_id("no-such-release", "x") is None
+
+
+def test_bad_sources_fail_fast(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SAELoadError, match="no cfg.json"):
+        load_sae(path=tmp_path)
+    with pytest.raises(SAELoadError, match="is not in release 'gpt2-small-res-jb'"):
+        load_sae("gpt2-small-res-jb", "blocks.99.hook_resid_pre")
+    with pytest.raises(SAELoadError, match="not in the local Hugging Face cache|could not be loaded|not found"):
+        load_sae("gpt2-small-res-jb", "blocks.8.hook_resid_pre", device="cpu")
+    with pytest.raises(SAELoadError, match="give either path"):
+        load_sae()

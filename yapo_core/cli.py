@@ -1,0 +1,198 @@
+"""Command line: ``python -m yapo_core {train,generate,export,demo} ...`` (``--help`` on each)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+
+from .errors import YapoError
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="Hugging Face id or local folder of a causal LM")
+    p.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default)")
+    p.add_argument("--dtype", default="fp32", help="fp32 (default) or bf16")
+    p.add_argument("--trust-remote-code", action="store_true", help="run the model repo's own code (off by default)")
+
+
+def _add_sae_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sae-release", help="sae-lens release, e.g. gemma-scope-2b-pt-res-canonical")
+    p.add_argument("--sae-id", help="SAE id within the release, e.g. layer_15/width_65k/canonical")
+    p.add_argument("--sae-path", help="local SAE folder written by sae-lens (instead of release/id)")
+
+
+def _load_sae_from_args(args, vector=None):
+    from .saes import load_sae
+
+    if args.sae_path or args.sae_release:
+        return load_sae(args.sae_release, args.sae_id, path=args.sae_path, device=args.device)
+    if vector is not None and vector.kind == "sparse":
+        src = vector.sae_source
+        if src.release or src.path:
+            return load_sae(src.release, src.sae_id, path=src.path, device=args.device)
+        raise YapoError("this sparse vector names no SAE; pass --sae-path or --sae-release/--sae-id.")
+    return None
+
+
+def _columns(text: str | None) -> dict[str, str] | None:
+    if not text:
+        return None
+    try:
+        return dict(part.split("=", 1) for part in text.split(","))
+    except ValueError:
+        raise YapoError(f"--columns {text!r} must look like prompt=q,chosen=good,rejected=bad") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .training import TrainConfig
+
+    parser = argparse.ArgumentParser(prog="python -m yapo_core", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a sparse (YaPO) or dense (BiPO) vector from preference pairs")
+    _add_model_args(t)
+    _add_sae_args(t)
+    t.add_argument("--data", required=True, help="CSV/JSONL/JSON/Parquet file, folder, URL or hub dataset id")
+    t.add_argument("--schema", default="auto", help="auto, pairs, bipo, bipo_ab or dcl")
+    t.add_argument("--columns", help="column overrides: prompt=q,chosen=good,rejected=bad")
+    t.add_argument("--split", help="dataset split (default train)")
+    t.add_argument("--country", help="Deep-Culture-Lense country filter (comma-separated)")
+    t.add_argument("--localization", default="both", help="localized, nolocalized or both")
+    t.add_argument("--form", default="mcq", help="mcq or open_ended (Deep-Culture-Lense)")
+    t.add_argument("--rejected-model", help="which rejected_<model>_* column to use")
+    t.add_argument("--system", help="system prompt (only used when given)")
+    t.add_argument("--limit", type=int, help="use only the first N pairs")
+    t.add_argument("--out", required=True, help="where to write the .safetensors vector")
+    t.add_argument("--resume", help="checkpoint .safetensors to continue from")
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        if f.name in ("checkpoint_dir",):
+            t.add_argument("--checkpoint-dir")
+            continue
+        kind = {"layer": int, "max_steps": int}.get(f.name, type(getattr(defaults, f.name)))
+        t.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=getattr(defaults, f.name),
+                       help=f"default: {getattr(defaults, f.name)}")
+
+    g = sub.add_parser("generate", help="print steered and unsteered answers side by side")
+    _add_model_args(g)
+    _add_sae_args(g)
+    g.add_argument("--vector", required=True, help=".safetensors vector file")
+    g.add_argument("--prompt", action="append", required=True, help="prompt (repeat for several)")
+    g.add_argument("--multipliers", default="0,1", help="comma-separated, 0 = unsteered (default 0,1)")
+    g.add_argument("--system", help="system prompt")
+    g.add_argument("--max-new-tokens", type=int, default=64)
+    g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--allow-other-model", action="store_true", help="apply a vector trained on another model id")
+
+    e = sub.add_parser("export", help="export a vector as a llama.cpp GGUF control vector")
+    e.add_argument("--vector", required=True, help=".safetensors vector file")
+    e.add_argument("--out", required=True, help="output .gguf path")
+    e.add_argument("--multiplier", type=float, default=1.0, help="scale baked into the file (default 1)")
+    e.add_argument("--model", help="model (for the layer count and architecture hint)")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--dtype", default="fp32")
+    e.add_argument("--trust-remote-code", action="store_true")
+    _add_sae_args(e)
+
+    d = sub.add_parser("demo", help="build or describe the built-in demo world", add_help=False)
+    d.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def cmd_train(args) -> int:
+    from .data import load_pairs
+    from .export import save_vector
+    from .models import load_model
+    from .training import TrainConfig, Trainer
+
+    model, tokenizer = load_model(args.model, args.device, args.dtype, args.trust_remote_code)
+    sae = _load_sae_from_args(args)
+    pairs = load_pairs(
+        args.data, schema=args.schema, columns=_columns(args.columns), split=args.split,
+        country=args.country.split(",") if args.country else None, localization=args.localization,
+        form=args.form, rejected_model=args.rejected_model, system_prompt=args.system, limit=args.limit,
+    )
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    trainer = Trainer(model, tokenizer, pairs, config, sae=sae)
+    print(f"{len(pairs)} pairs ({pairs.schema}); {trainer.data_report.describe()}", file=sys.stderr)
+    if args.resume:
+        trainer.load_checkpoint(args.resume)
+    try:
+        vector = trainer.run(progress=True)
+    finally:
+        if trainer.step:
+            save_vector(trainer.vector, args.out, sae=sae)
+    last = trainer.history[-1] if trainer.history else None
+    print(json.dumps({"out": args.out, "steps": trainer.step, "l0": vector.l0(), "norm": round(vector.norm(), 4),
+                      "final_loss": last and round(last.loss, 4)}))
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from .export import load_vector
+    from .generation import generate
+    from .models import load_model
+
+    model, tokenizer = load_model(args.model, args.device, args.dtype, args.trust_remote_code)
+    vector = load_vector(args.vector)
+    sae = _load_sae_from_args(args, vector)
+    vector = load_vector(args.vector, model=model, sae=sae, allow_other_model=args.allow_other_model)
+    multipliers = [float(m) for m in args.multipliers.split(",")]
+    results = generate(model, tokenizer, args.prompt, vector, multipliers, sae=sae, system=args.system,
+                       max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
+                       top_p=args.top_p, seed=args.seed)
+    for prompt, answers in zip(args.prompt, results):
+        print(f"### prompt: {prompt}")
+        for m, text in answers.items():
+            label = "unsteered" if m == 0 else f"steered x{m:g}"
+            print(f"--- {label}:\n{text}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_gguf, load_vector
+
+    vector = load_vector(args.vector)
+    sae = _load_sae_from_args(args, vector)
+    model = None
+    if args.model:
+        from .models import load_model
+
+        model, _ = load_model(args.model, args.device, args.dtype, args.trust_remote_code)
+    info = export_gguf(vector, args.out, model=model, sae=sae, multiplier=args.multiplier)
+    if info["dropped_fraction"]:
+        print(f"note: {info['dropped_fraction']:.1%} of the vector (negative latents) has no dense "
+              "equivalent and was dropped; the GGUF file is an approximation.", file=sys.stderr)
+    print(json.dumps(info))
+    return 0
+
+
+def cmd_demo(rest: list[str]) -> int:
+    from . import demo
+
+    return demo.main(rest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:
+        return _guarded(lambda: cmd_demo(argv[1:]))
+    args = build_parser().parse_args(argv)
+    handler = {"train": cmd_train, "generate": cmd_generate, "export": cmd_export}[args.command]
+    return _guarded(lambda: handler(args))
+
+
+def _guarded(fn) -> int:
+    try:
+        return fn()
+    except YapoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
