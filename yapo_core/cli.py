@@ -68,12 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", help="checkpoint .safetensors to continue from")
     defaults = TrainConfig()
     for f in fields(TrainConfig):
-        if f.name in ("checkpoint_dir",):
-            t.add_argument("--checkpoint-dir")
-            continue
-        kind = {"layer": int, "max_steps": int}.get(f.name, type(getattr(defaults, f.name)))
-        t.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=getattr(defaults, f.name),
-                       help=f"default: {getattr(defaults, f.name)}")
+        default, flag = getattr(defaults, f.name), f"--{f.name.replace('_', '-')}"
+        if isinstance(default, bool):
+            t.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif default is None:
+            t.add_argument(flag, type=int if f.name in ("layer", "max_steps") else str, default=None)
+        else:
+            t.add_argument(flag, type=type(default), default=default, help=f"default: {default}")
 
     g = sub.add_parser("generate", help="print steered and unsteered answers side by side")
     _add_model_args(g)
@@ -118,7 +119,7 @@ def cmd_train(args) -> int:
         form=args.form, rejected_model=args.rejected_model, system_prompt=args.system, limit=args.limit,
     )
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
-    trainer = Trainer(model, tokenizer, pairs, config, sae=sae)
+    trainer = Trainer(model, tokenizer, pairs, config, sae=sae, progress=True)
     print(f"{len(pairs)} pairs ({pairs.schema}); {trainer.data_report.describe()}", file=sys.stderr)
     if args.resume:
         trainer.load_checkpoint(args.resume)

@@ -54,7 +54,9 @@ class TrainConfig:
     max_length: int = 512
     checkpoint_every: int = 0  # steps; 0 = no checkpoints
     checkpoint_dir: str | None = None
-    engine: str = "simple"  # "simple": hook the whole model each step
+    engine: str = "auto"  # "fast" (cached, tail-only; yapo_core.fast), "simple", or "auto"
+    cache_dir: str | None = None  # where the fast engine keeps its activation cache on disk
+    cache_in_memory: bool = True  # False: read cached pairs from cache_dir at each step
 
     def __post_init__(self):
         if self.kind not in ("sparse", "dense"):
@@ -155,7 +157,24 @@ class SimpleObjective:
         return steered, reference
 
 
-ENGINES = {"simple": SimpleObjective}
+ENGINES = ("auto", "fast", "simple")
+
+
+def make_objective(config: "TrainConfig", model, sae, point, progress: bool = False):
+    """The fast engine where it applies (any supported architecture; sparse vectors need a
+    linear SAE decoder), else the straightforward loop. Both compute the same loss and gradient."""
+    from .fast import FastObjective
+    from .saes import decoder_is_linear
+
+    if config.engine not in ENGINES:
+        raise SettingsError(f"engine {config.engine!r} is unknown; use one of {ENGINES}.")
+    fast_ok = config.kind == "dense" or decoder_is_linear(sae)
+    if config.engine == "fast" and not fast_ok:
+        raise SettingsError("engine='fast' needs an SAE with a linear decoder; use engine='simple'.")
+    if config.engine == "simple" or not fast_ok:
+        return SimpleObjective(model, sae, point, config.kind)
+    return FastObjective(model, sae, point, config.kind, cache_dir=config.cache_dir,
+                         in_memory=config.cache_in_memory, progress=progress)
 
 
 class Trainer:
@@ -172,6 +191,7 @@ class Trainer:
         pairs: PairSet | Sequence[PreferencePair],
         config: TrainConfig | None = None,
         sae: nn.Module | None = None,
+        progress: bool = False,
     ):
         self.model, self.tokenizer, self.sae = model, tokenizer, sae
         self.config = config = config or TrainConfig()
@@ -210,9 +230,9 @@ class Trainer:
         self._stop = False
         self._good = self.v.detach().clone()
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        if config.engine not in ENGINES:
-            raise SettingsError(f"engine {config.engine!r} is unknown; use one of {sorted(ENGINES)}.")
-        self.objective = ENGINES[config.engine](model, sae, self.point, config.kind)
+        if config.cache_dir is None and not config.cache_in_memory:
+            raise SettingsError("cache_in_memory=False needs cache_dir= (a folder for the cache).")
+        self.objective = make_objective(config, model, sae, self.point, progress)
         self._epoch_orders: dict[int, list[int]] = {}
         self.objective.prepare(self.encoded, self.pad_id)
 
@@ -390,7 +410,7 @@ def train_vector(
     **config,
 ) -> SteeringVector:
     """Train a vector to the end and return it; keyword arguments are :class:`TrainConfig` fields."""
-    trainer = Trainer(model, tokenizer, pairs, TrainConfig(**config), sae=sae)
+    trainer = Trainer(model, tokenizer, pairs, TrainConfig(**config), sae=sae, progress=progress)
     if resume_from is not None:
         trainer.load_checkpoint(resume_from)
     return trainer.run(progress=progress)

@@ -1,0 +1,124 @@
+"""The fast trainer computes the straightforward objective: same loss, same vector gradient."""
+
+import pytest
+import torch
+from conftest import consistent_pairs, make_model, make_sae
+from oracle import oracle_loss
+
+from yapo_core import TrainConfig, Trainer
+from yapo_core.data import collate
+from yapo_core.errors import SettingsError
+from yapo_core.fast import PairCache, capture_block_inputs, run_blocks, sparse_update
+
+
+def _pairs(n=10):
+    pairs = consistent_pairs(n, seed=5)
+    pairs[0].prompt = "A much longer question that makes this prompt the longest one: " + pairs[0].prompt
+    return pairs
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "gpt2", "gpt_neox", "qwen2"])
+@pytest.mark.parametrize("kind", ["sparse", "dense"])
+def test_fast_matches_the_oracle_step_by_step(tokenizer, family, kind):
+    model = make_model(family)
+    if family == "gemma2":
+        model.config.final_logit_softcapping = 5.0  # exercise the soft-capped head
+    sae = make_sae(layer=1)
+    cfg = dict(kind=kind, layer=1, max_steps=4, batch_size=4, lr=0.05, warmup_steps=1, seed=3)
+    fast = Trainer(model, tokenizer, _pairs(), TrainConfig(engine="fast", **cfg), sae=sae)
+    for _ in range(cfg["max_steps"]):
+        pairs = fast.batch_for_step(fast.step)
+        v = fast.v.detach().clone().requires_grad_(True)
+        saved_rng = fast.sign_rng.get_state()
+        direction = fast.draw_direction()
+        fast.sign_rng.set_state(saved_rng)  # the trainer draws the same d again in run_step
+        batch = collate(pairs, tokenizer.pad_token_id)
+        expected = oracle_loss(model, sae, kind, 1, v, direction, batch)
+        expected.backward()
+        metrics = fast.run_step()
+        assert metrics.multiplier == direction
+        assert metrics.loss == pytest.approx(float(expected), rel=1e-4, abs=1e-6)
+        # relative tolerance 1e-4 on the gradient vector (elementwise ratios of near-zero
+        # entries are float noise)
+        assert (fast.v.grad - v.grad).norm() <= 1e-4 * v.grad.norm()
+        torch.testing.assert_close(fast.v.grad, v.grad, rtol=1e-4, atol=1e-4 * float(v.grad.abs().max()))
+
+
+def test_fast_and_simple_trainers_agree_over_several_steps(tokenizer):
+    runs = {}
+    for engine in ("fast", "simple"):
+        trainer = Trainer(make_model("llama"), tokenizer, _pairs(12),
+                          TrainConfig(kind="sparse", engine=engine, max_steps=6, batch_size=4, lr=0.05, warmup_steps=1),
+                          sae=make_sae())
+        runs[engine] = ([m.loss for m in trainer], [m.multiplier for m in trainer.history], trainer.vector.values)
+    assert runs["fast"][1] == runs["simple"][1]
+    assert runs["fast"][0] == pytest.approx(runs["simple"][0], rel=1e-4)
+    torch.testing.assert_close(runs["fast"][2], runs["simple"][2], rtol=1e-3, atol=1e-5)
+
+
+def test_sparse_identity_has_the_straightforward_gradient_at_zero():
+    sae = make_sae()
+    h = torch.randn(7, 32)
+    z = sae.encode(h)
+    counts = (z > 0).sum(-1).int()
+    idx = (z > 0).nonzero()[:, 1].int()
+    vals = z[z > 0]
+    for a0 in (torch.zeros(128), torch.randn(128)):
+        a1 = a0.clone().requires_grad_(True)
+        a2 = a0.clone().requires_grad_(True)
+        fast = sparse_update(h, a1, sae.W_dec, counts, idx, vals)
+        plain = sae.decode(torch.relu(z + a2)) + (h - sae.decode(z))
+        torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+        fast.pow(2).sum().backward()
+        plain.pow(2).sum().backward()
+        torch.testing.assert_close(a1.grad, a2.grad, rtol=1e-4, atol=1e-5)
+        assert a1.grad.abs().sum() > 0
+
+
+def test_block_inputs_reproduce_the_full_forward(tokenizer):
+    for family in ("llama", "gemma2", "gpt2"):
+        model = make_model(family)
+        ids = torch.randint(7, 100, (2, 9))
+        attn = torch.ones_like(ids)
+        attn[1, 6:] = 0
+        seen = {}
+        handle = model.get_submodule({"gpt2": "transformer.h"}.get(family, "model.layers"))[1].register_forward_hook(
+            lambda m, a, o: seen.setdefault("h", o))
+        try:
+            with torch.no_grad():
+                full = model(input_ids=ids, attention_mask=attn, output_hidden_states=True)
+        finally:
+            handle.remove()
+        with torch.no_grad():
+            tail = run_blocks(model, seen["h"], capture_block_inputs(model, ids, attn), 2)
+        from yapo_core.architectures import unembed
+        torch.testing.assert_close(unembed(model, tail)[attn.bool()], full.logits[attn.bool()], rtol=1e-5, atol=1e-5)
+
+
+def test_cache_on_disk_is_reused_and_rebuilt_when_inputs_change(tokenizer, tmp_path):
+    from yapo_core.data import encode_pairs
+
+    model, sae = make_model("llama"), make_sae()
+    encoded, _ = encode_pairs(tokenizer, _pairs(6))
+    build = lambda m, s, enc, **kw: PairCache.build(m, s, 1, "blocks.1.hook_resid_post", enc, 0, cache_dir=tmp_path, **kw)  # noqa: E731
+    first = build(model, sae, encoded)
+    assert len(list(tmp_path.iterdir())) == 1
+    again = build(model, sae, encoded, in_memory=False)
+    assert again.key == first.key and again._entries is None
+    torch.testing.assert_close(again[3].chosen_h, first[3].chosen_h)
+    assert again[3].reference == first[3].reference
+    build(model, make_sae(seed=1), encoded)  # another SAE
+    build(make_model("llama", seed=1), sae, encoded)  # other weights
+    build(model, sae, encoded[:5])  # other data
+    assert len(list(tmp_path.iterdir())) == 4
+
+
+def test_disk_backed_training_matches_memory(tokenizer, tmp_path):
+    losses = []
+    for in_memory in (True, False):
+        cfg = TrainConfig(kind="sparse", engine="fast", max_steps=3, batch_size=4, cache_dir=str(tmp_path / str(in_memory)),
+                          cache_in_memory=in_memory)
+        losses.append([m.loss for m in Trainer(make_model("llama"), tokenizer, _pairs(8), cfg, sae=make_sae())])
+    assert losses[0] == losses[1]
+    with pytest.raises(SettingsError, match="needs cache_dir"):
+        Trainer(make_model("llama"), tokenizer, _pairs(4), TrainConfig(kind="dense", layer=1, cache_in_memory=False))
