@@ -67,7 +67,7 @@ def tiny_config(family: str):
                            num_key_value_heads=2, max_position_embeddings=512, **common)
     if family == "gemma2":
         return Gemma2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-                            num_key_value_heads=2, head_dim=8, max_position_embeddings=512, sliding_window=16,
+                            num_key_value_heads=2, head_dim=8, max_position_embeddings=512, sliding_window=12,
                             query_pre_attn_scalar=8, **common)
     if family == "gpt2":
         return GPT2Config(n_embd=32, n_layer=4, n_head=4, n_positions=512, **common)
@@ -77,13 +77,13 @@ def tiny_config(family: str):
     raise ValueError(family)
 
 
-def make_model(family: str = "llama", seed: int = 0):
+def make_model(family: str = "llama", seed: int = 0, attn: str = "eager"):
     from transformers import AutoModelForCausalLM
 
     from yapo_core.models import prepare_model
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(family), attn_implementation="eager")
+    model = AutoModelForCausalLM.from_config(tiny_config(family), attn_implementation=attn)
     model.config._name_or_path = f"tiny-{family}"
     return prepare_model(model)
 

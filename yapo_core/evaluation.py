@@ -12,7 +12,7 @@ from torch import nn
 from .data import PreferencePair, collate, encode_pairs
 from .models import model_device
 from .steering import SteeringVector
-from .training import sequence_logprobs
+from .training import pad_token_id, sequence_logprobs
 
 
 @dataclass
@@ -42,7 +42,7 @@ def score_pairs(
     max_length: int = 512,
 ) -> PairScores:
     encoded, _ = encode_pairs(tokenizer, pairs, max_length)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_token_id(tokenizer, model)
     steered, reference = [], []
     for start in range(0, len(encoded), batch_size):
         batch = collate(encoded[start : start + batch_size], pad).to(model_device(model))

@@ -49,7 +49,7 @@ def layer_types(model: nn.Module) -> list[str]:
 
 
 @torch.no_grad()
-def capture_block_inputs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+def capture_block_inputs(model: nn.Module, input_ids: torch.Tensor, attention_mask, position_ids=None):
     """The (positional, keyword) arguments the model passes its blocks, per attention type.
 
     Runs the model's own forward with pre-hooks that record each new attention type's
@@ -72,7 +72,8 @@ def capture_block_inputs(model: nn.Module, input_ids: torch.Tensor, attention_ma
         handles.append(layer.register_forward_pre_hook(make_hook(kind), with_kwargs=True))
     base = model.get_submodule(architecture_of(model).base)
     try:
-        base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        extra = {"position_ids": position_ids} if position_ids is not None else {}
+        base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra)
     except _ProbeDone:
         pass
     finally:
@@ -87,6 +88,44 @@ def run_blocks(model: nn.Module, hidden: torch.Tensor, block_inputs, start: int)
         out = layer(hidden, *args, **kwargs)
         hidden = out[0] if isinstance(out, tuple) else out
     return hidden
+
+
+def sliding_windows(model: nn.Module) -> dict[str, int | None]:
+    """Attention window per attention type (None = full), as the model's own masks apply it."""
+    cfg, types = model.config, set(layer_types(model))
+    window = getattr(cfg, "sliding_window", None)
+    if types == {"all"}:  # one type for every block (Mistral applies its window to all)
+        return {"all": window}
+    return {t: window if t == "sliding_attention" else None for t in types}
+
+
+def packed_pair_masks(model: nn.Module, segments: torch.Tensor, positions: torch.Tensor, dtype: torch.dtype):
+    """4-D attention masks for rows packed as ``[prompt | chosen | rejected | pad]``.
+
+    ``segments``: 0 prompt, 1 chosen, 2 rejected, -1 pad; ``positions``: the position ids
+    (both answers start right after the prompt). A token sees the tokens before it except that
+    rejected tokens do not see chosen ones, so each answer sees exactly what it would see in
+    its own sequence. Returns what the model's forward accepts as ``attention_mask``: one mask,
+    or a dict per attention type; bool for SDPA, additive float for eager attention.
+    """
+    n, t = segments.shape
+    q, k = torch.arange(t).view(t, 1), torch.arange(t).view(1, t)
+    seg_q, seg_k = segments.view(n, t, 1), segments.view(n, 1, t)
+    allowed = (k <= q) & (seg_k >= 0) & ~((seg_q == 2) & (seg_k == 1))
+    distance = positions.view(n, t, 1) - positions.view(n, 1, t)
+    masks = {}
+    for kind, window in sliding_windows(model).items():
+        ok = allowed if window is None else allowed & (distance < window)
+        ok = ok.unsqueeze(1).to(segments.device)
+        if model.config._attn_implementation == "eager":
+            ok = torch.zeros(ok.shape, dtype=dtype, device=ok.device).masked_fill(~ok, torch.finfo(dtype).min)
+        masks[kind] = ok
+    return masks["all"] if "all" in masks else masks
+
+
+def supports_packing(model: nn.Module) -> bool:
+    """Prompt sharing passes custom 4-D masks, which eager and SDPA attention take as they are."""
+    return getattr(model.config, "_attn_implementation", None) in ("eager", "sdpa")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,8 +311,10 @@ def sparse_update(h: torch.Tensor, a: torch.Tensor, W_dec: torch.Tensor, counts,
 class FastObjective:
     """Drop-in replacement of the straightforward objective for :class:`~.training.Trainer`."""
 
-    def __init__(self, model, sae, point, kind, cache_dir=None, in_memory=True, progress=False, cache_batch_size=8):
+    def __init__(self, model, sae, point, kind, cache_dir=None, in_memory=True, progress=False, cache_batch_size=8,
+                 share_prompt: bool | None = None):
         self.model, self.sae, self.point, self.kind = model, sae, point, kind
+        self.share_prompt = supports_packing(model) if share_prompt is None else share_prompt
         self.cache_dir, self.in_memory, self.progress = cache_dir, in_memory, progress
         self.cache_batch_size = cache_batch_size
         self.layer = point.resid_layer
@@ -294,31 +335,77 @@ class FastObjective:
         return sparse_update(h, a, self.sae.W_dec, *codes)
 
     def logprobs(self, pairs: list[EncodedPair], v: torch.Tensor, direction: float):
+        entries = [self.cache[self.index[id(p)]] for p in pairs]
+        if self.share_prompt:
+            return self._packed_logprobs(pairs, entries, v * direction)
+        return self._separate_logprobs(pairs, entries, v * direction)
+
+    def _codes(self, e: CachedPair, parts: Sequence[int], device):
+        if self.kind == "dense":
+            return None
+        return tuple(torch.cat([e.codes[i][k] for i in parts]).to(device) for k in range(3))
+
+    def _head_logprobs(self, hidden, rows, positions, targets, out_rows, n_out):
+        """Sum of log p(target) per output row, the LM head applied at the given positions only."""
+        logits = unembed(self.model, hidden[rows, positions])
+        token_logp = torch.log_softmax(logits.float(), -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        return torch.zeros(n_out, dtype=token_logp.dtype, device=hidden.device).index_add(0, out_rows, token_logp)
+
+    def _reference(self, entries, device):
+        return torch.tensor([e.reference[0] for e in entries] + [e.reference[1] for e in entries], device=device)
+
+    def _packed_logprobs(self, pairs, entries, a):
+        """One row per pair, ``[prompt | chosen | rejected]``: the prompt runs through the blocks
+        once for both answers."""
+        device = model_device(self.model)
+        n = len(pairs)
+        width = max(len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
+        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        segments = torch.full((n, width), -1, dtype=torch.long)
+        positions = torch.zeros((n, width), dtype=torch.long)
+        rows, head_rows, head_pos, targets, out_rows = [], [], [], [], []
+        for i, (pair, e) in enumerate(zip(pairs, entries)):
+            p, aw, al = len(pair.prompt_ids), len(pair.chosen_ids), len(pair.rejected_ids)
+            ids[i, : p + aw + al] = torch.tensor(pair.prompt_ids + pair.chosen_ids + pair.rejected_ids)
+            segments[i, :p], segments[i, p : p + aw], segments[i, p + aw : p + aw + al] = 0, 1, 2
+            positions[i, : p + aw] = torch.arange(p + aw)
+            positions[i, p + aw : p + aw + al] = torch.arange(p, p + al)
+            h = torch.cat([e.prompt_h, e.chosen_h, e.rejected_h]).to(device)
+            steered = self._steer(h, self._codes(e, (0, 1, 2), device), a)
+            rows.append(F.pad(steered, (0, 0, 0, width - steered.shape[0])))
+            # answer token j is predicted by the position before it; both answers' first token by
+            # the prompt's last position
+            chosen_pos = [p - 1] + list(range(p, p + aw - 1))
+            rejected_pos = [p - 1] + list(range(p + aw, p + aw + al - 1))
+            for pos, answer, out in ((chosen_pos, pair.chosen_ids, i), (rejected_pos, pair.rejected_ids, n + i)):
+                head_rows += [i] * len(pos)
+                head_pos += pos
+                targets += answer
+                out_rows += [out] * len(pos)
+        hidden = torch.stack(rows)
+        masks = packed_pair_masks(self.model, segments, positions, hidden.dtype)
+        block_inputs = capture_block_inputs(self.model, ids.to(device), masks, positions.to(device))
+        hidden = run_blocks(self.model, hidden, block_inputs, self.layer + 1)
+        as_tensor = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
+        steered = self._head_logprobs(hidden, as_tensor(head_rows), as_tensor(head_pos), as_tensor(targets),
+                                      as_tensor(out_rows), 2 * n)
+        return steered, self._reference(entries, device)
+
+    def _separate_logprobs(self, pairs, entries, a):
+        """Chosen and rejected as separate right-padded rows (attention without custom masks)."""
         device = model_device(self.model)
         batch = collate(pairs, self.pad_id).to(device)
         n, width = len(pairs), batch.input_ids.shape[1]
-        entries = [self.cache[self.index[id(p)]] for p in pairs]
-        a = v * direction
         rows = []
-        for side in (0, 1):  # chosen rows, then rejected rows, as in collate
+        for side in (1, 2):  # chosen rows, then rejected rows, as in collate
             for e in entries:
-                answer_h = e.chosen_h if side == 0 else e.rejected_h
-                h = torch.cat([e.prompt_h, answer_h]).to(device)
-                if self.kind == "sparse":
-                    parts = (e.codes[0], e.codes[1 + side])
-                    codes = tuple(torch.cat([parts[0][k], parts[1][k]]).to(device) for k in range(3))
-                else:
-                    codes = None
-                steered = self._steer(h, codes, a)
+                h = torch.cat([e.prompt_h, e.chosen_h if side == 1 else e.rejected_h]).to(device)
+                steered = self._steer(h, self._codes(e, (0, side), device), a)
                 rows.append(F.pad(steered, (0, 0, 0, width - steered.shape[0])))
         hidden = torch.stack(rows)
         block_inputs = capture_block_inputs(self.model, batch.input_ids, batch.attention_mask)
         hidden = run_blocks(self.model, hidden, block_inputs, self.layer + 1)
         # position t predicts token t+1: keep the positions whose next token is an answer token
-        predicts = batch.answer_mask[:, 1:]
-        row_of, pos_of = predicts.nonzero(as_tuple=True)
-        logits = unembed(self.model, hidden[row_of, pos_of])
-        token_logp = torch.log_softmax(logits.float(), -1).gather(-1, batch.input_ids[row_of, pos_of + 1].unsqueeze(-1)).squeeze(-1)
-        steered = torch.zeros(2 * n, dtype=token_logp.dtype, device=device).index_add(0, row_of, token_logp)
-        reference = torch.tensor([e.reference[0] for e in entries] + [e.reference[1] for e in entries], device=device)
-        return steered, reference
+        row_of, pos_of = batch.answer_mask[:, 1:].nonzero(as_tuple=True)
+        steered = self._head_logprobs(hidden, row_of, pos_of, batch.input_ids[row_of, pos_of + 1], row_of, 2 * n)
+        return steered, self._reference(entries, device)

@@ -130,6 +130,18 @@ def preference_loss(
     return loss, metrics
 
 
+def pad_token_id(tokenizer, model) -> int:
+    """The tokenizer's pad (else eos) id; the model config's when no tokenizer is given."""
+    source = tokenizer if tokenizer is not None else model.config
+    for name in ("pad_token_id", "eos_token_id"):
+        value = getattr(source, name, None)
+        if isinstance(value, list):
+            value = value[0]
+        if value is not None:
+            return int(value)
+    return 0
+
+
 def warmup_cosine(step: int, warmup: int, total: int) -> float:
     """Learning-rate factor: linear warm-up to 1, then cosine decay to 0 at ``total``."""
     if step < warmup:
@@ -182,6 +194,7 @@ class Trainer:
 
     ``pairs`` are :class:`PreferencePair` objects (a :class:`PairSet` or a list); they are
     tokenised with the chat template and over-long ones are cut (see ``data_report``).
+    Already tokenised :class:`~.data.EncodedPair` objects are used as they are.
     """
 
     def __init__(
@@ -208,7 +221,11 @@ class Trainer:
                 else parse_hook_name(model, f"blocks.{check_layer(model, config.layer)}.hook_resid_post")
             )
             width = hidden_size(model)
-        self.encoded, self.data_report = encode_pairs(tokenizer, list(pairs), config.max_length)
+        pairs = list(pairs)
+        if pairs and all(isinstance(p, EncodedPair) for p in pairs):  # already tokenised
+            self.encoded, self.data_report = pairs, EncodeReport(len(pairs), 0, 0)
+        else:
+            self.encoded, self.data_report = encode_pairs(tokenizer, pairs, config.max_length)
         if not self.encoded:
             raise TrainingError(
                 f"no training pairs left after tokenisation ({self.data_report.describe()}); "
@@ -229,7 +246,7 @@ class Trainer:
         self.history: list[StepMetrics] = []
         self._stop = False
         self._good = self.v.detach().clone()
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = pad_token_id(tokenizer, model)
         if config.cache_dir is None and not config.cache_in_memory:
             raise SettingsError("cache_in_memory=False needs cache_dir= (a folder for the cache).")
         self.objective = make_objective(config, model, sae, self.point, progress)
