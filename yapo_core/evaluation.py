@@ -1,18 +1,53 @@
-"""Measuring what a vector does: answer log-probabilities and held-out preference accuracy."""
+"""Measuring what a vector does (method.md §7).
+
+- :func:`preference_accuracy`: held-out pairs whose chosen answer gains more log-probability
+  than the rejected one under the vector.
+- :func:`mcq_accuracy`: multiple choice by the likelihood of each answer letter (the answer turn
+  "X" + end of turn); with two options and the behaviour's letter as gold it is BiPO's behaviour
+  rate (:func:`behaviour_rate`).
+- :func:`generation_accuracy`: open answers by greedy generation, correct when the expected
+  answer text appears in the output.
+- :func:`sweep`: any of them as a function of the multiplier; :func:`capability_change`: the same
+  general set with and without the vector.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-from .data import PreferencePair, collate, encode_pairs
+from .data import EncodedPair, PreferencePair, collate, encode_pairs, encode_prompt, render_answer
+from .errors import DataError
 from .models import model_device
 from .steering import SteeringVector
 from .training import pad_token_id, sequence_logprobs
+
+DEFAULT_MULTIPLIERS = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
+
+
+def steered(model, vector: SteeringVector | None, multiplier: float, sae=None):
+    """``vector.apply`` or, without a vector (or at 0), a context that changes nothing."""
+    if vector is None or multiplier == 0:
+        return contextlib.nullcontext(model)
+    return vector.apply(model, multiplier, sae=sae)
+
+
+@torch.no_grad()
+def _logprobs_of(model, tokenizer, encoded: list[EncodedPair], batch_size: int) -> torch.Tensor:
+    """Answer log-probs of chosen then rejected rows, batch by batch: (len, 2)."""
+    pad = pad_token_id(tokenizer, model)
+    out = []
+    for start in range(0, len(encoded), batch_size):
+        batch = collate(encoded[start : start + batch_size], pad).to(model_device(model))
+        lp = sequence_logprobs(model, batch).cpu()
+        n = batch.n_pairs
+        out.append(torch.stack([lp[:n], lp[n:]], 1))
+    return torch.cat(out) if out else torch.zeros(0, 2)
 
 
 @dataclass
@@ -30,7 +65,6 @@ class PairScores:
         return (self.chosen - self.chosen_ref) - (self.rejected - self.rejected_ref)
 
 
-@torch.no_grad()
 def score_pairs(
     model: nn.Module,
     tokenizer,
@@ -42,18 +76,10 @@ def score_pairs(
     max_length: int = 512,
 ) -> PairScores:
     encoded, _ = encode_pairs(tokenizer, pairs, max_length)
-    pad = pad_token_id(tokenizer, model)
-    steered, reference = [], []
-    for start in range(0, len(encoded), batch_size):
-        batch = collate(encoded[start : start + batch_size], pad).to(model_device(model))
-        reference.append(sequence_logprobs(model, batch))
-        ctx = vector.apply(model, multiplier, sae=sae) if vector is not None else contextlib.nullcontext()
-        with ctx:
-            steered.append(sequence_logprobs(model, batch))
-    halves = lambda rows: (torch.cat([r[: len(r) // 2] for r in rows]), torch.cat([r[len(r) // 2 :] for r in rows]))  # noqa: E731
-    chosen, rejected = halves(steered)
-    chosen_ref, rejected_ref = halves(reference)
-    return PairScores(chosen, rejected, chosen_ref, rejected_ref)
+    reference = _logprobs_of(model, tokenizer, encoded, batch_size)
+    with steered(model, vector, multiplier, sae):
+        scores = _logprobs_of(model, tokenizer, encoded, batch_size)
+    return PairScores(scores[:, 0], scores[:, 1], reference[:, 0], reference[:, 1])
 
 
 def preference_accuracy(model, tokenizer, pairs, vector, multiplier: float = 1.0, sae=None, **kwargs) -> float:
@@ -61,3 +87,130 @@ def preference_accuracy(model, tokenizer, pairs, vector, multiplier: float = 1.0
     the vector is applied at ``multiplier`` (the held-out form of the training reward accuracy)."""
     scores = score_pairs(model, tokenizer, pairs, vector, multiplier, sae, **kwargs)
     return float((scores.reward_margin > 0).float().mean())
+
+
+@dataclass
+class MCQItem:
+    """A multiple-choice question: the prompt (options included), the option letters, the gold."""
+
+    prompt: str
+    gold: str
+    letters: str = "ABCD"
+    system: str | None = None
+
+
+_LETTER = re.compile(r"^\W*([A-Z])\b")
+
+
+def gold_letter(answer: str) -> str:
+    """``"B"``, ``"(B)"``, ``"B) text"`` → ``"B"``."""
+    match = _LETTER.match(answer.strip())
+    if not match:
+        raise DataError(f"cannot read an answer letter from {answer!r}.")
+    return match.group(1)
+
+
+def mcq_items_from_pairs(pairs: Sequence[PreferencePair], letters: str = "ABCD") -> list[MCQItem]:
+    """MCQ items from pairs whose chosen answer is a letter (Deep-Culture-Lense MCQ, BiPO A/B)."""
+    return [MCQItem(p.prompt, gold_letter(p.chosen), letters, p.system) for p in pairs]
+
+
+@torch.no_grad()
+def letter_logprobs(model, tokenizer, items: Sequence[MCQItem], batch_size: int = 8) -> list[torch.Tensor]:
+    """log p(answer turn = letter) for each option letter of each item."""
+    encoded = []
+    for item in items:
+        prompt_ids = encode_prompt(tokenizer, item.prompt, item.system)
+        for letter in item.letters:
+            answer = tokenizer(render_answer(tokenizer, item.prompt, letter, item.system), add_special_tokens=False)["input_ids"]
+            encoded.append(EncodedPair(prompt_ids, answer, answer))
+    flat = _logprobs_of(model, tokenizer, encoded, batch_size)[:, 0]
+    out, i = [], 0
+    for item in items:
+        out.append(flat[i : i + len(item.letters)])
+        i += len(item.letters)
+    return out
+
+
+def mcq_accuracy(model, tokenizer, items: Sequence[MCQItem], vector=None, multiplier: float = 1.0, sae=None,
+                 batch_size: int = 8) -> float:
+    """Share of items whose most likely answer letter is the gold one."""
+    if not items:
+        raise DataError("no MCQ items to evaluate.")
+    with steered(model, vector, multiplier, sae):
+        scores = letter_logprobs(model, tokenizer, items, batch_size)
+    right = [item.letters[int(s.argmax())] == item.gold for item, s in zip(items, scores)]
+    return sum(right) / len(right)
+
+
+def behaviour_rate(model, tokenizer, pairs: Sequence[PreferencePair], vector=None, multiplier: float = 1.0,
+                   sae=None) -> float:
+    """BiPO's A/B evaluation (``test_infer`` pairs): share of questions where the model picks the
+    option that shows the behaviour."""
+    return mcq_accuracy(model, tokenizer, mcq_items_from_pairs(pairs, "AB"), vector, multiplier, sae)
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", text.lower())).strip()
+
+
+def generation_accuracy(model, tokenizer, prompts: Sequence[str], answers: Sequence[str], vector=None,
+                        multiplier: float = 1.0, sae=None, max_new_tokens: int = 24, batch_size: int = 16) -> float:
+    """Share of prompts whose greedy answer contains the expected answer (case and punctuation
+    ignored)."""
+    from .generation import generate
+
+    hits = 0
+    for start in range(0, len(prompts), batch_size):
+        chunk = list(prompts[start : start + batch_size])
+        out = generate(model, tokenizer, chunk, vector, [multiplier], sae=sae, max_new_tokens=max_new_tokens)
+        for got, want in zip(out, answers[start : start + batch_size]):
+            text = got[multiplier if vector is not None else 0.0]
+            hits += _normalise(want) in _normalise(text)
+    return hits / max(1, len(prompts))
+
+
+def sweep(metric: Callable[[float], float], multipliers: Sequence[float] = DEFAULT_MULTIPLIERS) -> dict[float, float]:
+    """``{multiplier: metric(multiplier)}``, e.g. ``sweep(lambda m: mcq_accuracy(..., multiplier=m))``."""
+    return {float(m): float(metric(float(m))) for m in multipliers}
+
+
+@torch.no_grad()
+def text_logprob(model, tokenizer, texts: Sequence[str], batch_size: int = 8) -> float:
+    """Mean per-token log-probability of plain texts (a perplexity-style capability measure)."""
+    total, count = 0.0, 0
+    pad = pad_token_id(tokenizer, model)
+    for start in range(0, len(texts), batch_size):
+        ids_list = tokenizer(list(texts[start : start + batch_size]))["input_ids"]
+        enc = [EncodedPair(ids[:1], ids[1:], ids[1:]) for ids in ids_list if len(ids) > 1]
+        batch = collate(enc, pad).to(model_device(model))
+        lp = sequence_logprobs(model, batch)[: batch.n_pairs]
+        total += float(lp.sum())
+        count += int(batch.answer_mask[: batch.n_pairs].sum())
+    return total / max(1, count)
+
+
+def capability_change(measure: Callable[[], float], model, vector, multiplier: float = 1.0, sae=None) -> dict:
+    """``measure()`` without and with the vector, and the change."""
+    base = measure()
+    with steered(model, vector, multiplier, sae):
+        steered_value = measure()
+    return {"unsteered": base, "steered": steered_value, "change": steered_value - base}
+
+
+def load_mmlu_subset(n: int = 100, subject: str = "all", seed: int = 0) -> list[MCQItem]:
+    """A seeded MMLU subset (``cais/mmlu`` through ``datasets``; needs the Hub or its cache)."""
+    import datasets
+
+    try:
+        ds = datasets.load_dataset("cais/mmlu", subject, split="test")
+    except Exception as exc:
+        from .models import explain_hub_error
+
+        raise DataError(explain_hub_error("dataset", "cais/mmlu", exc)) from exc
+    ds = ds.shuffle(seed=seed).select(range(min(n, len(ds))))
+    items = []
+    for row in ds:
+        options = "\n".join(f"{letter}. {choice}" for letter, choice in zip("ABCD", row["choices"]))
+        items.append(MCQItem(f"{row['question']}\n{options}\nAnswer with the letter.", "ABCD"[row["answer"]]))
+    return items

@@ -1,0 +1,75 @@
+"""CAA and SAS on cases whose answers are known in advance."""
+
+import pytest
+import torch
+from conftest import consistent_pairs, make_model, make_sae
+
+from yapo_core import load_vector, save_vector
+from yapo_core.architectures import decoder_layers
+from yapo_core.baselines import answer_activations, make_vector, sas_direction, train_caa, train_sas
+from yapo_core.data import PreferencePair
+from yapo_core.errors import SettingsError
+
+
+def test_caa_is_the_mean_difference_at_the_last_answer_token(tokenizer):
+    model = make_model("llama")
+    pairs = [PreferencePair("Q?", "yes", "no"), PreferencePair("R?", "sure", "nope")]
+    vec = train_caa(model, tokenizer, pairs, layer=2)
+    expected = []
+    for pair in pairs:
+        rows = []
+        for answer in (pair.chosen, pair.rejected):
+            text = tokenizer.apply_chat_template([{"role": "user", "content": pair.prompt},
+                                                  {"role": "assistant", "content": answer}], tokenize=False)
+            ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+            seen = {}
+            h = decoder_layers(model)[2].register_forward_hook(lambda m, a, o: seen.setdefault("h", o))
+            try:
+                model(ids)
+            finally:
+                h.remove()
+            rows.append(seen["h"][0, -2])  # the answer's last letter, before <|end|>
+        expected.append(rows[0] - rows[1])
+    torch.testing.assert_close(vec.values, torch.stack(expected).mean(0), rtol=1e-5, atol=1e-6)
+    assert (vec.method, vec.kind, vec.layer, vec.default_multiplier) == ("caa", "dense", 2, 0.5)
+
+
+def test_caa_of_identical_answers_is_zero(tokenizer):
+    pairs = [PreferencePair("Q?", "same", "same")] * 3
+    assert train_caa(make_model("gpt2"), tokenizer, pairs, layer=1).values.abs().max() == 0
+
+
+def test_sas_rule_keeps_side_specific_latents():
+    # latent 0: on in every chosen example; 1: on everywhere (dropped); 2: on in 1/3 of rejected
+    # (below tau); 3: on in every rejected example
+    pos = torch.tensor([[1.0, 1.0, 0.0, 0.0], [3.0, 2.0, 0.0, 0.0], [2.0, 1.0, 0.0, 0.0]])
+    neg = torch.tensor([[0.0, 1.0, 5.0, 1.0], [0.0, 1.0, 0.0, 2.0], [0.0, 1.0, 0.0, 3.0]])
+    values, kept_pos, kept_neg = sas_direction(pos, neg, tau=0.7)
+    torch.testing.assert_close(values, torch.tensor([2.0, 0.0, 0.0, -2.0]))
+    assert kept_pos.tolist() == [True, True, False, False] and kept_neg.tolist() == [False, True, False, True]
+
+
+def test_sas_vector_applies_and_round_trips(tokenizer, tmp_path):
+    model, sae = make_model("llama"), make_sae()
+    vec = train_sas(model, tokenizer, consistent_pairs(12), sae, tau=0.7)
+    assert vec.kind == "sparse" and vec.method == "sas" and vec.width == 128
+    chosen, rejected = answer_activations(model, tokenizer, consistent_pairs(12), 1, "all")
+    pos = torch.stack([sae.encode(r).mean(0) for r in chosen])
+    neg = torch.stack([sae.encode(r).mean(0) for r in rejected])
+    torch.testing.assert_close(vec.values, sas_direction(pos, neg, 0.7)[0])
+    loaded = load_vector(save_vector(vec, tmp_path / "sas.safetensors"), model=model, sae=sae)
+    assert loaded.method == "sas" and torch.equal(loaded.values, vec.values)
+    with loaded.apply(model, 0.5):
+        model(torch.tensor([[5, 6, 7]]))
+
+
+def test_make_vector_dispatches_and_checks(tokenizer):
+    model, sae = make_model("llama"), make_sae()
+    pairs = consistent_pairs(8)
+    assert make_vector("CAA", model, tokenizer, pairs, sae=sae).layer == 1  # layer from the SAE
+    assert make_vector("bipo", model, tokenizer, pairs, layer=1, max_steps=2).method == "bipo"
+    assert make_vector("yapo", model, tokenizer, pairs, sae=sae, max_steps=2).kind == "sparse"
+    with pytest.raises(SettingsError, match="pass an SAE"):
+        make_vector("sas", model, tokenizer, pairs, layer=1)
+    with pytest.raises(SettingsError, match="method 'pca' is unknown"):
+        make_vector("pca", model, tokenizer, pairs, sae=sae)

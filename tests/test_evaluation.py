@@ -1,0 +1,97 @@
+"""Each metric on a case whose answer is known in advance."""
+
+import pytest
+import torch
+from conftest import make_model, make_sae
+
+from yapo_core import SteeringVector
+from yapo_core.data import PreferencePair
+from yapo_core.evaluation import (
+    MCQItem,
+    behaviour_rate,
+    capability_change,
+    generation_accuracy,
+    gold_letter,
+    letter_logprobs,
+    mcq_accuracy,
+    preference_accuracy,
+    sweep,
+    text_logprob,
+)
+from yapo_core.generation import generate
+
+PROMPTS = ["Which? A) tea B) rice C) jazz D) owls", "Pick one: A) x B) y C) z D) w", "Q3 A) 1 B) 2 C) 3 D) 4"]
+
+
+def test_mcq_accuracy_counts_the_most_likely_letter(tokenizer):
+    model = make_model("llama")
+    scores = letter_logprobs(model, tokenizer, [MCQItem(p, "A") for p in PROMPTS])
+    best = ["ABCD"[int(s.argmax())] for s in scores]
+    worst = ["ABCD"[int(s.argmin())] for s in scores]
+    assert mcq_accuracy(model, tokenizer, [MCQItem(p, g) for p, g in zip(PROMPTS, best)]) == 1.0
+    assert mcq_accuracy(model, tokenizer, [MCQItem(p, g) for p, g in zip(PROMPTS, worst)]) == 0.0
+    mixed = [MCQItem(PROMPTS[0], best[0]), MCQItem(PROMPTS[1], worst[1])]
+    assert mcq_accuracy(model, tokenizer, mixed) == 0.5
+
+
+def test_letter_logprobs_are_the_answer_turn_logprobs(tokenizer):
+    from yapo_core.evaluation import score_pairs
+
+    model = make_model("llama")
+    [scores] = letter_logprobs(model, tokenizer, [MCQItem(PROMPTS[0], "A", "AB")])
+    direct = score_pairs(model, tokenizer, [PreferencePair(PROMPTS[0], "A", "B")])
+    torch.testing.assert_close(scores, torch.stack([direct.chosen_ref[0], direct.rejected_ref[0]]))
+
+
+def test_behaviour_rate_on_ab_pairs(tokenizer):
+    model = make_model("gpt2")
+    items = [MCQItem(p, "A", "AB") for p in PROMPTS]
+    preferred = ["AB"[int(s.argmax())] for s in letter_logprobs(model, tokenizer, items)]
+    other = {"A": "B", "B": "A"}
+    pairs = [PreferencePair(p, g, other[g]) for p, g in zip(PROMPTS, preferred)]
+    assert behaviour_rate(model, tokenizer, pairs) == 1.0
+    flipped = [PreferencePair(p.prompt, p.rejected, p.chosen) for p in pairs]
+    assert behaviour_rate(model, tokenizer, flipped) == 0.0
+
+
+def test_gold_letter_forms():
+    assert [gold_letter(x) for x in ("B", "(C)", "D) owls", " A. tea")] == ["B", "C", "D", "A"]
+
+
+def test_generation_accuracy(tokenizer):
+    model = make_model("llama")
+    own = [o[0.0] for o in generate(model, tokenizer, PROMPTS[:2], max_new_tokens=8)]
+    assert generation_accuracy(model, tokenizer, PROMPTS[:2], own, max_new_tokens=8) == 1.0
+    assert generation_accuracy(model, tokenizer, PROMPTS[:2], ["zebra crossing"] * 2, max_new_tokens=8) == 0.0
+
+
+def test_sweep_and_capability_change_with_a_vector(tokenizer):
+    model, sae = make_model("llama"), make_sae()
+    vec = SteeringVector("sparse", torch.randn(128, generator=torch.Generator().manual_seed(0)) * 4,
+                         "blocks.1.hook_resid_post", sae=sae)
+    items = [MCQItem(p, "B") for p in PROMPTS]
+    curve = sweep(lambda m: mcq_accuracy(model, tokenizer, items, vec, m), [-1.0, 0.0, 1.0])
+    assert list(curve) == [-1.0, 0.0, 1.0]
+    assert curve[0.0] == mcq_accuracy(model, tokenizer, items)
+    texts = ["the cat sat on the mat", "tea and rice"]
+    none = capability_change(lambda: text_logprob(model, tokenizer, texts), model, vec, 0.0)
+    assert none["change"] == 0.0 and none["unsteered"] < 0
+    strong = capability_change(lambda: text_logprob(model, tokenizer, texts), model, vec, 3.0)
+    assert strong["change"] != 0.0
+
+
+def test_preference_accuracy_of_a_vector_that_does_nothing_is_zero(tokenizer):
+    model = make_model("llama")
+    vec = SteeringVector("dense", torch.zeros(32), "blocks.1.hook_resid_post")
+    pairs = [PreferencePair("Q?", "yes", "no")] * 2
+    assert preference_accuracy(model, tokenizer, pairs, vec, 1.0) == 0.0  # no margin is gained
+
+
+def test_mmlu_offline_fails_fast(monkeypatch):
+    from yapo_core.errors import DataError
+    from yapo_core.evaluation import load_mmlu_subset
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DataError, match="cais/mmlu"):
+        load_mmlu_subset(5)

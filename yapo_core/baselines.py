@@ -1,0 +1,158 @@
+"""The paper's baselines (method.md §5), as :class:`~.steering.SteeringVector` values that apply
+and export like learned ones.
+
+- CAA (contrastive activation addition): ``v = mean_i [h_L(x ⊕ y_w) − h_L(x ⊕ y_l)]`` at the
+  last answer token (the letter for A/B data), applied densely.
+- SAS (sparse activation steering): SAE-encode the chosen and the rejected completions; keep
+  latents active in at least a fraction τ of a side's examples, drop latents kept on both sides,
+  ``v = mean⁺ − mean⁻`` in SAE space over the kept latents; applied like YaPO.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .architectures import check_layer, decoder_layers, parse_hook_name
+from .data import EncodedPair, PreferencePair, collate, encode_pairs
+from .errors import SettingsError
+from .models import model_device, model_id
+from .saes import check_sae_fits, sae_source
+from .steering import SteeringVector
+from .training import pad_token_id
+
+DEFAULT_MULTIPLIER = {"caa": 0.5, "sas": 0.5}  # the paper compares CAA at 0.5
+
+
+def _answer_content_lengths(tokenizer, pairs: Sequence[PreferencePair]) -> list[tuple[int, int]]:
+    """Tokens of each answer's own text (without the end-of-turn the template appends)."""
+    count = lambda text: max(1, len(tokenizer(text, add_special_tokens=False)["input_ids"]))  # noqa: E731
+    return [(count(p.chosen), count(p.rejected)) for p in pairs]
+
+
+@torch.no_grad()
+def answer_activations(
+    model: nn.Module,
+    tokenizer,
+    pairs: Sequence[PreferencePair],
+    layer: int,
+    reduce: str = "last",
+    batch_size: int = 8,
+    max_length: int = 512,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layer-``layer`` residuals of the chosen and the rejected completions, one row per pair.
+
+    ``reduce="last"``: at the answer's last own token (before the end of turn);
+    ``reduce="all"``: every answer token, returned as a list per pair instead of a stacked row.
+    """
+    pairs = list(pairs)
+    encoded, report = encode_pairs(tokenizer, pairs, max_length)
+    if report.dropped:
+        raise SettingsError(f"{report.dropped} pair(s) do not fit max_length={max_length}; raise it.")
+    lengths = _answer_content_lengths(tokenizer, pairs)
+    block = decoder_layers(model)[check_layer(model, layer)]
+    device = model_device(model)
+    pad = pad_token_id(tokenizer, model)
+    chosen, rejected = [], []
+    for start in range(0, len(encoded), batch_size):
+        chunk: list[EncodedPair] = encoded[start : start + batch_size]
+        batch = collate(chunk, pad).to(device)
+        seen = {}
+        handle = block.register_forward_hook(lambda m, a, o: seen.__setitem__("h", o[0] if isinstance(o, tuple) else o))
+        try:
+            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+        finally:
+            handle.remove()
+        h = seen["h"].float()
+        n = len(chunk)
+        for j, pair in enumerate(chunk):
+            p = len(pair.prompt_ids)
+            own_w, own_l = lengths[start + j]
+            for out, row, own, total in ((chosen, j, own_w, len(pair.chosen_ids)), (rejected, n + j, own_l, len(pair.rejected_ids))):
+                own = min(own, total)
+                out.append(h[row, p + own - 1].cpu() if reduce == "last" else h[row, p : p + own].cpu())
+    if reduce == "last":
+        return torch.stack(chosen), torch.stack(rejected)
+    return chosen, rejected
+
+
+def train_caa(model: nn.Module, tokenizer, pairs: Sequence[PreferencePair], layer: int, **kwargs) -> SteeringVector:
+    """CAA: the mean difference of chosen and rejected residuals at the last answer token."""
+    chosen, rejected = answer_activations(model, tokenizer, pairs, layer, "last", **kwargs)
+    values = (chosen - rejected).mean(0)
+    point = parse_hook_name(model, f"blocks.{layer}.hook_resid_post")
+    return SteeringVector("dense", values, point.hook_name, method="caa", model_id=model_id(model),
+                          default_multiplier=DEFAULT_MULTIPLIER["caa"],
+                          metadata={"n_pairs": str(len(chosen)), "position": "last answer token"})
+
+
+def sas_direction(pos: torch.Tensor, neg: torch.Tensor, tau: float = 0.7):
+    """SAS's rule on per-example SAE codes (rows = examples): keep latents active in at least
+    ``tau`` of a side's examples, drop those kept on both sides, and take ``mean⁺ − mean⁻`` there.
+    Returns the vector and the kept masks of each side."""
+    kept_pos = (pos > 0).float().mean(0) >= tau
+    kept_neg = (neg > 0).float().mean(0) >= tau
+    keep = kept_pos ^ kept_neg
+    return torch.where(keep, pos.mean(0) - neg.mean(0), torch.zeros(())), kept_pos, kept_neg
+
+
+@torch.no_grad()
+def train_sas(
+    model: nn.Module, tokenizer, pairs: Sequence[PreferencePair], sae: nn.Module, tau: float = 0.7, **kwargs
+) -> SteeringVector:
+    """SAS: mean SAE codes of chosen minus rejected completions over side-specific latents.
+
+    A completion's code is the mean of its answer tokens' SAE codes; a latent is "active in an
+    example" when that mean is positive.
+    """
+    if not 0 < tau <= 1:
+        raise SettingsError(f"tau={tau} must be in (0, 1].")
+    point = check_sae_fits(model, sae)
+    chosen, rejected = answer_activations(model, tokenizer, pairs, point.resid_layer, "all", **kwargs)
+    encode = lambda rows: torch.stack([sae.encode(r.to(sae.W_enc.device, sae.dtype)).mean(0).float().cpu() for r in rows])  # noqa: E731
+    values, kept_pos, kept_neg = sas_direction(encode(chosen), encode(rejected), tau)
+    return SteeringVector("sparse", values, point.hook_name, method="sas", model_id=model_id(model),
+                          sae_source=sae_source(sae), default_multiplier=DEFAULT_MULTIPLIER["sas"], sae=sae,
+                          metadata={"tau": str(tau), "n_pairs": str(len(chosen)),
+                                    "kept_chosen_only": str(int((kept_pos & ~kept_neg).sum())),
+                                    "kept_rejected_only": str(int((kept_neg & ~kept_pos).sum()))})
+
+
+METHODS = ("yapo", "bipo", "caa", "sas")
+
+
+def make_vector(
+    method: str,
+    model: nn.Module,
+    tokenizer,
+    pairs: Sequence[PreferencePair],
+    sae: nn.Module | None = None,
+    layer: int | None = None,
+    progress: bool = False,
+    **train_config,
+) -> SteeringVector:
+    """One entry point for the four methods: YaPO/BiPO are trained, CAA/SAS computed."""
+    method = method.lower()
+    if method not in METHODS:
+        raise SettingsError(f"method {method!r} is unknown; use one of {METHODS}.")
+    if method in ("yapo", "sas") and sae is None:
+        raise SettingsError(f"{method.upper()} works in an SAE's latent space: pass an SAE.")
+    if layer is None:
+        if sae is None:
+            raise SettingsError(f"{method.upper()} needs layer= (or an SAE to take it from).")
+        layer = check_sae_fits(model, sae).resid_layer
+    if method == "caa":
+        return train_caa(model, tokenizer, pairs, layer)
+    if method == "sas":
+        return train_sas(model, tokenizer, pairs, sae)
+    from .training import TrainConfig, Trainer
+
+    kind = "sparse" if method == "yapo" else "dense"
+    trainer = Trainer(model, tokenizer, pairs, TrainConfig(kind=kind, layer=layer, **train_config),
+                      sae=sae if kind == "sparse" else None, progress=progress)
+    return trainer.run(progress=progress)
+
+
+__all__ = ["METHODS", "answer_activations", "make_vector", "train_caa", "train_sas"]
