@@ -63,3 +63,19 @@ def test_help_on_each_command(command):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     result = subprocess.run([sys.executable, "-m", "yapo_core", command, "--help"], capture_output=True, text=True, env=env)
     assert result.returncode == 0 and "usage: python -m yapo_core " + command in result.stdout
+
+
+def test_eval_sweeps_multipliers(tmp_path, model_dir, sae_dir, data_csv, capsys):
+    out = tmp_path / "v.safetensors"
+    assert main(["train", "--model", str(model_dir), "--sae-path", str(sae_dir), "--data", str(data_csv),
+                 "--out", str(out), "--max-steps", "2", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    report = tmp_path / "sweep.json"
+    assert main(["eval", "--model", str(model_dir), "--vector", str(out), "--data", str(data_csv), "--metric",
+                 "preference", "--multipliers=-1,0,1", "--out", str(report), "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(result["by_multiplier"]) == ["-1", "0", "1"] and result["n"] == 8
+    assert result["by_multiplier"]["0"] == 0.0  # at 0 nothing is gained
+    assert report.exists() and report.with_suffix(".html").exists()
+    assert main(["eval", "--model", str(model_dir), "--data", str(data_csv), "--metric", "preference",
+                 "--multipliers", "x", "--vector", str(out), "--device", "cpu"]) == 2

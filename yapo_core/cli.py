@@ -1,4 +1,5 @@
-"""Command line: ``python -m yapo_core {train,generate,export,demo} ...`` (``--help`` on each)."""
+"""Command line: ``python -m yapo_core {train,generate,export,eval,compare,demo} ...``
+(``--help`` on each)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,36 @@ def _columns(text: str | None) -> dict[str, str] | None:
         raise YapoError(f"--columns {text!r} must look like prompt=q,chosen=good,rejected=bad") from None
 
 
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="CSV/JSONL/JSON/Parquet file, folder, URL or hub dataset id")
+    p.add_argument("--schema", default="auto", help="auto, pairs, bipo, bipo_ab or dcl")
+    p.add_argument("--columns", help="column overrides: prompt=q,chosen=good,rejected=bad")
+    p.add_argument("--split", help="dataset split (default train)")
+    p.add_argument("--country", help="Deep-Culture-Lense country filter (comma-separated)")
+    p.add_argument("--localization", default="both", help="localized, nolocalized or both")
+    p.add_argument("--form", default="mcq", help="mcq or open_ended (Deep-Culture-Lense)")
+    p.add_argument("--rejected-model", help="which rejected_<model>_* column to use")
+    p.add_argument("--system", help="system prompt (only used when given)")
+    p.add_argument("--limit", type=int, help="use only the first N pairs")
+
+
+def _load_pairs_from_args(args):
+    from .data import load_pairs
+
+    return load_pairs(
+        args.data, schema=args.schema, columns=_columns(args.columns), split=args.split,
+        country=args.country.split(",") if args.country else None, localization=args.localization,
+        form=args.form, rejected_model=args.rejected_model, system_prompt=args.system, limit=args.limit,
+    )
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise YapoError(f"{text!r} is not a comma-separated list of numbers, e.g. -2,-1,0,1,2") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .training import TrainConfig
 
@@ -54,16 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a sparse (YaPO) or dense (BiPO) vector from preference pairs")
     _add_model_args(t)
     _add_sae_args(t)
-    t.add_argument("--data", required=True, help="CSV/JSONL/JSON/Parquet file, folder, URL or hub dataset id")
-    t.add_argument("--schema", default="auto", help="auto, pairs, bipo, bipo_ab or dcl")
-    t.add_argument("--columns", help="column overrides: prompt=q,chosen=good,rejected=bad")
-    t.add_argument("--split", help="dataset split (default train)")
-    t.add_argument("--country", help="Deep-Culture-Lense country filter (comma-separated)")
-    t.add_argument("--localization", default="both", help="localized, nolocalized or both")
-    t.add_argument("--form", default="mcq", help="mcq or open_ended (Deep-Culture-Lense)")
-    t.add_argument("--rejected-model", help="which rejected_<model>_* column to use")
-    t.add_argument("--system", help="system prompt (only used when given)")
-    t.add_argument("--limit", type=int, help="use only the first N pairs")
+    _add_data_args(t)
     t.add_argument("--out", required=True, help="where to write the .safetensors vector")
     t.add_argument("--resume", help="checkpoint .safetensors to continue from")
     defaults = TrainConfig()
@@ -100,24 +122,41 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--trust-remote-code", action="store_true")
     _add_sae_args(e)
 
+    v = sub.add_parser("eval", help="measure a vector (or the unsteered model) over a multiplier sweep")
+    _add_model_args(v)
+    _add_sae_args(v)
+    _add_data_args(v)
+    v.add_argument("--vector", help=".safetensors vector file (omit to measure the unsteered model)")
+    v.add_argument("--metric", default="mcq", choices=["preference", "mcq", "behaviour", "generation"],
+                   help="preference: held-out pairs; mcq: answer-letter likelihood (chosen = letter); "
+                        "behaviour: BiPO A/B test_infer data; generation: expected answer in the greedy output")
+    v.add_argument("--multipliers", default="-2,-1,-0.5,0,0.5,1,2", help="sweep, comma-separated")
+    v.add_argument("--out", help="write the sweep as JSON, and a plot beside it (.html)")
+    v.add_argument("--allow-other-model", action="store_true")
+
+    c = sub.add_parser("compare", help="YaPO, BiPO, CAA and SAS on one demo-world culture task")
+    c.add_argument("--country", default="egypt", help="target culture (not the demo world's default)")
+    c.add_argument("--methods", default="yapo,bipo,caa,sas")
+    c.add_argument("--steps", type=int, default=300, help="training steps for YaPO and BiPO")
+    c.add_argument("--size", default="full", help="demo world size: full or mini")
+    c.add_argument("--multipliers", default="-2,-1.5,-1,-0.5,0,0.5,1,1.5,2")
+    c.add_argument("--lr", type=float, default=5e-4)
+    c.add_argument("--batch-size", type=int, default=4)
+    c.add_argument("--out", default="runs/comparison", help="folder for the table and plots")
+
     d = sub.add_parser("demo", help="build or describe the built-in demo world", add_help=False)
     d.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
 def cmd_train(args) -> int:
-    from .data import load_pairs
     from .export import save_vector
     from .models import load_model
     from .training import TrainConfig, Trainer
 
     model, tokenizer = load_model(args.model, args.device, args.dtype, args.trust_remote_code)
     sae = _load_sae_from_args(args)
-    pairs = load_pairs(
-        args.data, schema=args.schema, columns=_columns(args.columns), split=args.split,
-        country=args.country.split(",") if args.country else None, localization=args.localization,
-        form=args.form, rejected_model=args.rejected_model, system_prompt=args.system, limit=args.limit,
-    )
+    pairs = _load_pairs_from_args(args)
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     trainer = Trainer(model, tokenizer, pairs, config, sae=sae, progress=True)
     print(f"{len(pairs)} pairs ({pairs.schema}); {trainer.data_report.describe()}", file=sys.stderr)
@@ -173,6 +212,55 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from . import evaluation as ev
+    from .export import load_vector
+    from .models import load_model
+
+    model, tokenizer = load_model(args.model, args.device, args.dtype, args.trust_remote_code)
+    vector = sae = None
+    if args.vector:
+        vector = load_vector(args.vector)
+        sae = _load_sae_from_args(args, vector)
+        vector = load_vector(args.vector, model=model, sae=sae, allow_other_model=args.allow_other_model)
+    pairs = list(_load_pairs_from_args(args))
+    multipliers = _floats(args.multipliers) if vector is not None else [0.0]
+    metrics = {
+        "preference": lambda m: ev.preference_accuracy(model, tokenizer, pairs, vector, m, sae=sae) if vector else float("nan"),
+        "mcq": lambda m: ev.mcq_accuracy(model, tokenizer, ev.mcq_items_from_pairs(pairs), vector, m, sae=sae),
+        "behaviour": lambda m: ev.behaviour_rate(model, tokenizer, pairs, vector, m, sae=sae),
+        "generation": lambda m: ev.generation_accuracy(model, tokenizer, [p.prompt for p in pairs],
+                                                       [p.chosen for p in pairs], vector, m, sae=sae),
+    }
+    curve = ev.sweep(metrics[args.metric], multipliers)
+    result = {"metric": args.metric, "n": len(pairs), "by_multiplier": {f"{m:g}": v for m, v in curve.items()}}
+    print(json.dumps(result))
+    if args.out:
+        import plotly.graph_objects as go
+        from pathlib import Path
+
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+        fig = go.Figure(go.Scatter(x=list(curve), y=list(curve.values()), mode="lines+markers",
+                                   name=vector.method if vector else "unsteered"))
+        fig.update_layout(xaxis_title="multiplier", yaxis_title=args.metric)
+        fig.write_html(out.with_suffix(".html"), include_plotlyjs="cdn")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .comparison import demo_comparison
+
+    result = demo_comparison(args.country, args.methods.split(","), args.steps, args.size,
+                             multipliers=_floats(args.multipliers), lr=args.lr, batch_size=args.batch_size,
+                             on_progress=lambda msg: print(msg, file=sys.stderr))
+    folder = result.save(args.out)
+    print(result.to_markdown())
+    print(f"written to {folder}", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(rest: list[str]) -> int:
     from . import demo
 
@@ -184,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["demo"]:
         return _guarded(lambda: cmd_demo(argv[1:]))
     args = build_parser().parse_args(argv)
-    handler = {"train": cmd_train, "generate": cmd_generate, "export": cmd_export}[args.command]
+    handler = {"train": cmd_train, "generate": cmd_generate, "export": cmd_export, "eval": cmd_eval,
+               "compare": cmd_compare}[args.command]
     return _guarded(lambda: handler(args))
 
 

@@ -1,0 +1,186 @@
+"""YaPO, BiPO, CAA and SAS on the same task, measured the same way (issue: method comparison).
+
+:func:`compare_methods` trains or computes each method's vector on the same training pairs and
+reports, per method: steps until the training loss first falls below 0.1 (YaPO, BiPO), the
+final loss, MCQ accuracy over a multiplier sweep (at the best multiplier, at 1 and at 2, where
+the paper reports CAA and SAS collapse) and the capability change at multiplier 1.
+:func:`demo_comparison` runs it on a culture task of the built-in demo world.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from torch import nn
+
+from .baselines import METHODS, train_caa, train_sas
+from .data import PreferencePair
+from .evaluation import DEFAULT_MULTIPLIERS, MCQItem, capability_change, mcq_accuracy, sweep
+from .saes import check_sae_fits
+from .steering import SteeringVector
+from .training import TrainConfig, Trainer
+
+LOSS_THRESHOLD = 0.1
+
+
+@dataclass
+class MethodResult:
+    method: str
+    seconds: float
+    steps_to_loss_below_0_1: int | None = None
+    final_loss: float | None = None
+    accuracy: dict[float, float] = field(default_factory=dict)
+    capability_change: float | None = None
+    l0: int = 0
+    loss_curve: list[float] = field(default_factory=list)
+
+    @property
+    def best_multiplier(self) -> float:
+        return max(self.accuracy, key=lambda m: (self.accuracy[m], -abs(m)))
+
+    def row(self) -> dict:
+        acc = self.accuracy
+        return {
+            "method": self.method.upper() if self.method != "yapo" else "YaPO",
+            "steps to loss < 0.1": self.steps_to_loss_below_0_1 if self.steps_to_loss_below_0_1 is not None else "—",
+            "final loss": f"{self.final_loss:.3f}" if self.final_loss is not None else "—",
+            "best multiplier": f"{self.best_multiplier:g}",
+            "accuracy at best": f"{acc[self.best_multiplier]:.2f}",
+            "accuracy at 1": f"{acc.get(1.0, float('nan')):.2f}",
+            "accuracy at 2": f"{acc.get(2.0, float('nan')):.2f}",
+            "capability change": f"{self.capability_change:+.3f}" if self.capability_change is not None else "—",
+            "L0": self.l0,
+            "seconds": f"{self.seconds:.0f}",
+        }
+
+
+@dataclass
+class ComparisonResult:
+    task: str
+    baseline_accuracy: float
+    results: list[MethodResult]
+    settings: dict
+
+    def table(self) -> list[dict]:
+        return [r.row() for r in self.results]
+
+    def to_markdown(self) -> str:
+        rows = self.table()
+        head = list(rows[0])
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(str(r[h]) for h in head) + " |" for r in rows]
+        return f"Task {self.task}; unsteered accuracy {self.baseline_accuracy:.2f}.\n\n" + "\n".join(lines)
+
+    def figures(self):
+        """Accuracy against multiplier (one line per method) and the training-loss curves."""
+        import plotly.graph_objects as go
+
+        sweep_fig = go.Figure()
+        for r in self.results:
+            ms = sorted(r.accuracy)
+            sweep_fig.add_trace(go.Scatter(x=ms, y=[r.accuracy[m] for m in ms], mode="lines+markers", name=r.row()["method"]))
+        sweep_fig.update_layout(title=f"MCQ accuracy by multiplier — {self.task}", xaxis_title="multiplier",
+                                yaxis_title="accuracy", yaxis_range=[0, 1])
+        loss_fig = go.Figure()
+        for r in self.results:
+            if r.loss_curve:
+                loss_fig.add_trace(go.Scatter(y=r.loss_curve, mode="lines", name=r.row()["method"]))
+        loss_fig.add_hline(y=LOSS_THRESHOLD, line_dash="dot")
+        loss_fig.update_layout(title="training loss", xaxis_title="step", yaxis_title="loss")
+        return sweep_fig, loss_fig
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "comparison.md").write_text(self.to_markdown() + "\n")
+        (folder / "comparison.json").write_text(json.dumps(
+            {"task": self.task, "baseline_accuracy": self.baseline_accuracy, "settings": self.settings,
+             "results": [{**asdict(r), "accuracy": {str(k): v for k, v in r.accuracy.items()}} for r in self.results]},
+            indent=2))
+        sweep_fig, loss_fig = self.figures()
+        sweep_fig.write_html(folder / "accuracy_by_multiplier.html", include_plotlyjs="cdn")
+        loss_fig.write_html(folder / "training_loss.html", include_plotlyjs="cdn")
+        return folder
+
+
+def compare_methods(
+    model: nn.Module,
+    tokenizer,
+    sae: nn.Module,
+    train_pairs: Sequence[PreferencePair],
+    test_items: Sequence[MCQItem],
+    capability: Callable[[], float] | None = None,
+    methods: Sequence[str] = METHODS,
+    multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
+    train_config: dict | None = None,
+    task: str = "task",
+    on_progress: Callable[[str], None] | None = None,
+) -> ComparisonResult:
+    """Make each method's vector on ``train_pairs`` and measure it on ``test_items``."""
+    say = on_progress or (lambda msg: None)
+    layer = check_sae_fits(model, sae).resid_layer
+    config = dict(train_config or {})
+    results = []
+    baseline = mcq_accuracy(model, tokenizer, test_items)
+    for method in methods:
+        say(f"{method}: building the vector")
+        start = time.perf_counter()
+        losses: list[float] = []
+        if method in ("yapo", "bipo"):
+            kind = "sparse" if method == "yapo" else "dense"
+            trainer = Trainer(model, tokenizer, train_pairs, TrainConfig(kind=kind, layer=layer, **config),
+                              sae=sae if kind == "sparse" else None)
+            losses = [m.loss for m in trainer]
+            vector: SteeringVector = trainer.vector
+        elif method == "caa":
+            vector = train_caa(model, tokenizer, train_pairs, layer)
+        else:
+            vector = train_sas(model, tokenizer, train_pairs, sae)
+        seconds = time.perf_counter() - start
+        say(f"{method}: sweeping multipliers")
+        accuracy = sweep(lambda m: mcq_accuracy(model, tokenizer, test_items, vector, m, sae=sae), multipliers)
+        change = capability_change(capability, model, vector, 1.0, sae)["change"] if capability else None
+        below = next((i + 1 for i, loss in enumerate(losses) if loss < LOSS_THRESHOLD), None)
+        results.append(MethodResult(method, seconds, below, losses[-1] if losses else None, accuracy, change,
+                                    vector.l0(), losses))
+    return ComparisonResult(task, baseline, results, {"train_config": config, "multipliers": list(multipliers),
+                                                      "n_train": len(train_pairs), "n_test": len(test_items)})
+
+
+def demo_comparison(
+    country: str = "egypt",
+    methods: Sequence[str] = METHODS,
+    steps: int = 300,
+    size: str = "full",
+    seed: int = 0,
+    multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
+    on_progress=None,
+    **train_config,
+) -> ComparisonResult:
+    """The comparison on the demo world's culture task for ``country``: trained on its
+    non-localized MCQ training pairs, measured on held-out non-localized MCQ questions."""
+    from .data import load_pairs
+    from .demo import build_demo_world, list_demo_tasks
+    from .evaluation import generation_accuracy, mcq_items_from_pairs
+    from .models import load_model
+    from .saes import load_sae
+
+    world = build_demo_world(seed=seed, size=size)
+    model, tokenizer = load_model(world.model_dir, device="cpu")
+    sae = load_sae(path=world.sae_dir, device="cpu")
+    task = next(t for t in list_demo_tasks(world) if t["kind"] == "culture" and t["country"] == country)
+    train = load_pairs(task["paths"]["train"], country=country, localization="nolocalized", form="mcq")
+    test = load_pairs(task["paths"]["test"], country=country, localization="nolocalized", form="mcq")
+    general = next(t for t in list_demo_tasks(world) if t["kind"] == "general")
+    import pandas as pd
+
+    questions = pd.read_json(general["paths"]["questions"], lines=True).head(64)
+    capability = lambda: generation_accuracy(model, tokenizer, list(questions["prompt"]), list(questions["answer"]),  # noqa: E731
+                                             max_new_tokens=8)
+    config = {"max_steps": steps, "epochs": 10_000, "seed": 11, **train_config}
+    return compare_methods(model, tokenizer, sae, list(train), mcq_items_from_pairs(test), capability, methods,
+                           multipliers, config, task=f"demo culture-{country} (non-localized MCQ)", on_progress=on_progress)
