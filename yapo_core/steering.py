@@ -48,11 +48,18 @@ def sparse_delta(h: torch.Tensor, sae: nn.Module, a: torch.Tensor) -> torch.Tens
 def steer_hidden(
     h: torch.Tensor, kind: str, values: torch.Tensor, multiplier: float | torch.Tensor, sae=None
 ) -> torch.Tensor:
-    """The steered residual ``h'`` for a vector of ``kind`` at ``multiplier`` (method.md §2)."""
-    a = values * multiplier
+    """The steered residual ``h'`` for a vector of ``kind`` at ``multiplier`` (method.md §2).
+
+    Tensors are moved to where they are needed, so a model sharded over several devices
+    (``device_map="auto"``) is steered on whichever device holds the hooked block.
+    """
+    if isinstance(multiplier, torch.Tensor):
+        multiplier = multiplier.to(h.device)
+    a = values.to(h.device) * multiplier
     if kind == "dense":
         return h + a.to(h.dtype)
-    return h + sparse_delta(h, sae, a).to(h.dtype)
+    sae_device = sae.W_dec.device
+    return h + sparse_delta(h.to(sae_device), sae, a.to(sae_device)).to(h.device, h.dtype)
 
 
 @dataclass

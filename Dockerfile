@@ -1,0 +1,34 @@
+# YaPO Studio: the Gradio app on port 7860, with the demo world built into the image.
+#   docker build -t yapo-studio .                                   # CPU torch (default)
+#   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu126 -t yapo-studio:cuda .
+#   docker run -p 7860:7860 -e HF_TOKEN=hf_... yapo-studio          # the token is read at run time only
+FROM python:3.11-slim
+
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HOME=/home/app \
+    YAPO_CACHE_DIR=/home/app/.cache/yapo-studio \
+    HF_HOME=/home/app/.cache/huggingface \
+    YAPO_HOST=0.0.0.0 \
+    YAPO_PORT=7860
+
+RUN useradd --create-home --uid 1000 app
+WORKDIR /home/app/studio
+
+COPY requirements.txt .
+RUN pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" \
+    && pip install -r requirements.txt
+
+COPY --chown=app:app . .
+USER 1000
+# Built once here so the app starts instantly and offline (deterministic from its seed).
+RUN python -m yapo_core demo build
+
+EXPOSE 7860
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:7860/', timeout=4)"]
+CMD ["python", "app.py"]
