@@ -37,3 +37,21 @@ def test_device_and_dtype_checks():
             resolve_device("cuda")
     with pytest.raises(SettingsError, match="dtype 'fp8' is unknown"):
         resolve_dtype("fp8")
+
+
+def test_device_map_auto_loads_through_accelerate_and_steers(tmp_path, tokenizer):
+    """Sharding itself needs several GPUs; this checks the accelerate path end to end on CPU."""
+    from conftest import consistent_pairs, make_sae
+
+    from yapo_core import SteeringVector, TrainConfig, Trainer
+
+    make_model("llama").save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model, tok = load_model(tmp_path, dtype="fp32", device_map="auto")
+    vec = SteeringVector("dense", torch.ones(32), "blocks.1.hook_resid_post")
+    ids = torch.tensor([[5, 6, 7]])
+    with vec.apply(model, 1.0):
+        steered = model(ids).logits
+    assert not torch.equal(steered, model(ids).logits)
+    trainer = Trainer(model, tok, consistent_pairs(4), TrainConfig(kind="sparse", max_steps=1), sae=make_sae())
+    assert len(list(trainer)) == 1
