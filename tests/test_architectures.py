@@ -14,7 +14,7 @@ from yapo_core.architectures import (
 from yapo_core.errors import ModelLoadError, SAELoadError, SettingsError
 
 
-@pytest.mark.parametrize("family", ["llama", "gemma2", "gpt2", "gpt_neox", "qwen2"])
+@pytest.mark.parametrize("family", ["llama", "gemma2", "mistral", "gpt2", "gpt_neox", "qwen2"])
 def test_table_finds_blocks_and_unembedding(family):
     model = make_model(family)
     assert len(decoder_layers(model)) == 4

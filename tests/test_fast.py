@@ -17,7 +17,7 @@ def _pairs(n=10):
     return pairs
 
 
-@pytest.mark.parametrize("family", ["llama", "gemma2", "gpt2", "gpt_neox", "qwen2"])
+@pytest.mark.parametrize("family", ["llama", "gemma2", "mistral", "gpt2", "gpt_neox", "qwen2"])
 @pytest.mark.parametrize("kind", ["sparse", "dense"])
 @pytest.mark.parametrize("layout", ["shared-prompt eager", "shared-prompt sdpa", "separate"])
 def test_fast_matches_the_oracle_step_by_step(tokenizer, family, kind, layout):

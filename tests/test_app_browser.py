@@ -1,0 +1,191 @@
+"""A new user's walk through the app in a real browser, on the demo world.
+
+Starts ``python app.py`` on a free local port and drives Debian's chromium (headless) with
+playwright: load the demo preset, see an unreachable source fail with a message, pick a culture
+task, train 30 steps while the curves grow, open feature cards, compare steered and unsteered
+answers, export and download the vector, and load the file back. One screenshot per page goes to
+``$YAPO_SCREENSHOTS`` when set (e.g. ``assets/screenshots``), else to the test's tmp folder.
+
+The app uses the ``mini`` demo world unless ``YAPO_DEMO_SIZE`` says otherwise (``full`` gives
+the README's screenshots); it is built on first use into the usual demo cache (its own folder,
+never the full world's), or under ``$YAPO_CACHE_DIR`` when set.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+STEPS = 30
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium)"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("app") / "app.log"
+    env = {**os.environ, "YAPO_HOST": "127.0.0.1", "YAPO_PORT": str(port),
+           "YAPO_DEMO_SIZE": os.environ.get("YAPO_DEMO_SIZE", "mini"),
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled", "GRADIO_ANALYTICS_ENABLED": "False"}
+    env.pop("GRADIO_SERVER_NAME", None)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the app exited with code {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"the app did not answer within 120 s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        page.goto(app_url)
+        yield page
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    folder = Path(os.environ.get("YAPO_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def curve_points(page) -> int:
+    """Points in the first trace of the training-curve figure (-1 before it is drawn)."""
+    return page.evaluate(
+        "() => { const g = document.querySelector('#train-curves .js-plotly-plot');"
+        " return g && g.data && g.data.length ? g.data[0].x.length : -1 }"
+    )
+
+
+def pick(page, dropdown_id: str, option: str | None = None) -> None:
+    """Open a Gradio dropdown and click an option (the first one when not named)."""
+    page.locator(f"#{dropdown_id} input").click()
+    (page.get_by_role("option", name=option, exact=True) if option else page.get_by_role("option").first).click()
+
+
+def test_new_user_walk(page, shots, tmp_path):
+    from yapo_core.export import load_vector
+
+    # Setup: the demo preset is the default; loading it builds the world on first use.
+    page.get_by_role("button", name="Load model").click()
+    page.locator("#model-status").filter(has_text="✓ Loaded").wait_for(timeout=300_000)
+    assert "block" in page.locator("#model-status").inner_text()
+
+    # An unreachable source answers with a message within seconds, not a hang or a traceback.
+    page.get_by_role("radio", name="Behaviour: BiPO data (GitHub)").click()
+    started = time.time()
+    page.get_by_role("button", name="Load task").click()
+    page.get_by_text("cannot be reached").first.wait_for(timeout=30_000)
+    assert time.time() - started < 30
+    assert "Traceback" not in page.content()
+
+    # A culture task of the demo world.
+    page.get_by_role("radio", name="Demo world").click()
+    pick(page, "demo-task", "culture · morocco")
+    page.get_by_role("button", name="Load task").click()
+    page.locator("#task-status").filter(has_text="✓ Task loaded").wait_for()
+    assert "morocco" in page.locator("#task-status").inner_text()
+    page.screenshot(path=str(shots / "setup.png"), full_page=True)
+
+    # Train: 30 steps of YaPO, watching the curves grow while the run is live.
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#train-summary").filter(has_text="Demo world").wait_for()
+    page.get_by_label("Epochs", exact=True).fill(str(STEPS))
+    page.get_by_label("Max steps (0: all epochs)").fill(str(STEPS))
+    page.get_by_label("Warm-up steps", exact=True).fill("5")
+    page.get_by_role("button", name="Start").click()
+    seen, deadline = set(), time.time() + 240
+    while "finished" not in page.locator("#run-status").inner_text():
+        assert "failed" not in page.locator("#run-status").inner_text(), page.locator("#run-status").inner_text()
+        assert time.time() < deadline, "training did not finish within 240 s"
+        seen.add(curve_points(page))
+        page.wait_for_timeout(100)
+    page.wait_for_function(f"() => document.querySelector('#train-curves .js-plotly-plot').data[0].x.length === {STEPS}")
+    print(page.locator("#run-status").inner_text())
+    growing = sorted(n for n in seen if 0 < n < STEPS)
+    assert growing, f"the curves never showed a run in progress (point counts seen: {sorted(seen)})"
+    assert f"step {STEPS}/{STEPS}" in page.locator("#run-status").inner_text()
+    page.screenshot(path=str(shots / "train.png"), full_page=True)
+
+    # Features: the new vector is preselected; its cards appear.
+    page.get_by_role("tab", name="Features").click()
+    page.wait_for_function("() => document.querySelector('#features-vector input').value.includes('YaPO')")
+    page.get_by_role("button", name="Show features").click()
+    page.locator(".latent-card").first.wait_for()
+    assert page.locator(".latent-card").count() >= 1
+    assert "logit lens" in page.locator("#vector-card").inner_text().lower()
+    assert page.locator(".latent-card .lens .tok").count() > 0
+    page.screenshot(path=str(shots / "features.png"), full_page=True)
+
+    # Compare: a test prompt, steered and unsteered side by side.
+    page.get_by_role("tab", name="Compare").click()
+    page.wait_for_function("() => document.querySelector('#compare-vector input').value.includes('YaPO')")
+    note = page.locator("#where-steering").inner_text()
+    assert "every prompt token" in note and "every generated token" in note
+    pick(page, "test-prompt")
+    page.wait_for_function("() => document.querySelector('#compare-prompt textarea').value.length > 0")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.wait_for_function("() => ['#unsteered', '#steered'].every(s => document.querySelector(s + ' textarea').value.length > 0)")
+    page.wait_for_function("() => !document.querySelector('#generate').disabled")
+    page.screenshot(path=str(shots / "compare.png"), full_page=True)
+
+    # Export: download the .safetensors file and check it; load it back.
+    page.get_by_role("tab", name="Export").click()
+    page.get_by_role("button", name="Export", exact=True).click()
+    page.locator("#download-safetensors").wait_for(state="visible")
+    assert "GGUF" in page.locator("#export-note").inner_text()
+    with page.expect_download() as download:
+        page.locator("#download-safetensors").click()
+    saved = tmp_path / download.value.suggested_filename
+    download.value.save_as(saved)
+    vector = load_vector(saved)
+    assert vector.kind == "sparse" and vector.method == "yapo" and vector.metadata["steps"] == str(STEPS)
+    page.locator("#vector-upload input[type=file]").set_input_files(str(saved))
+    page.locator("#load-note").filter(has_text="✓ Loaded").wait_for()
+    page.screenshot(path=str(shots / "export.png"), full_page=True)
