@@ -127,3 +127,15 @@ def test_disk_backed_training_matches_memory(tokenizer, tmp_path):
     assert losses[0] == losses[1]
     with pytest.raises(SettingsError, match="needs cache_dir"):
         Trainer(make_model("llama"), tokenizer, _pairs(4), TrainConfig(kind="dense", layer=1, cache_in_memory=False))
+
+
+def test_cache_goes_to_disk_when_it_would_not_fit_in_memory(tokenizer, tmp_path, monkeypatch):
+    import yapo_core.fast as fast
+
+    monkeypatch.setattr(fast, "available_memory", lambda: 1000)  # bytes
+    cfg = TrainConfig(kind="sparse", engine="fast", max_steps=1, cache_dir=str(tmp_path))
+    trainer = Trainer(make_model("llama"), tokenizer, _pairs(4), cfg, sae=make_sae())
+    assert trainer.objective.in_memory is False and trainer.objective.cache._entries is None
+    monkeypatch.setattr(fast, "available_memory", lambda: 2**40)
+    trainer = Trainer(make_model("llama"), tokenizer, _pairs(4), cfg, sae=make_sae())
+    assert trainer.objective.in_memory is True

@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         default, flag = getattr(defaults, f.name), f"--{f.name.replace('_', '-')}"
-        if isinstance(default, bool):
+        if isinstance(default, bool) or f.name == "cache_in_memory":
             t.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         elif default is None:
             t.add_argument(flag, type=int if f.name in ("layer", "max_steps") else str, default=None)

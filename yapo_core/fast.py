@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -308,6 +309,24 @@ def sparse_update(h: torch.Tensor, a: torch.Tensor, W_dec: torch.Tensor, counts,
     return h + (dense + per_token).to(h.dtype)
 
 
+def estimate_cache_bytes(model: nn.Module, sae: nn.Module | None, encoded: Sequence[EncodedPair]) -> int:
+    """Bytes the cache will take: residuals at every token, plus sparse codes (assuming the
+    SAE's active latents per token stay under 1% of its width)."""
+    d = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.n_embd
+    element = next(model.parameters()).element_size()
+    tokens = sum(len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in encoded)
+    codes = tokens * max(1, sae.cfg.d_sae // 100) * 8 if sae is not None else 0
+    return tokens * d * element + codes
+
+
+def available_memory() -> int:
+    """Physical memory available now (Linux/macOS), or a generous guess elsewhere."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
 class FastObjective:
     """Drop-in replacement of the straightforward objective for :class:`~.training.Trainer`."""
 
@@ -324,6 +343,8 @@ class FastObjective:
     def prepare(self, encoded: Sequence[EncodedPair], pad_id: int) -> None:
         self.pad_id = pad_id
         self.index = {id(pair): i for i, pair in enumerate(encoded)}
+        if self.in_memory is None:  # auto: memory unless the cache would take over half of it
+            self.in_memory = self.cache_dir is None or estimate_cache_bytes(self.model, self.sae, encoded) < 0.5 * available_memory()
         self.cache = PairCache.build(
             self.model, self.sae if self.kind == "sparse" else None, self.layer, self.point.hook_name, encoded,
             pad_id, self.cache_batch_size, self.cache_dir, self.in_memory, self.progress,

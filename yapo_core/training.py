@@ -56,7 +56,7 @@ class TrainConfig:
     checkpoint_dir: str | None = None
     engine: str = "auto"  # "fast" (cached, tail-only; yapo_core.fast), "simple", or "auto"
     cache_dir: str | None = None  # where the fast engine keeps its activation cache on disk
-    cache_in_memory: bool = True  # False: read cached pairs from cache_dir at each step
+    cache_in_memory: bool | None = None  # None: in memory unless too large and cache_dir is set
 
     def __post_init__(self):
         if self.kind not in ("sparse", "dense"):
@@ -247,7 +247,7 @@ class Trainer:
         self._stop = False
         self._good = self.v.detach().clone()
         self.pad_id = pad_token_id(tokenizer, model)
-        if config.cache_dir is None and not config.cache_in_memory:
+        if config.cache_dir is None and config.cache_in_memory is False:
             raise SettingsError("cache_in_memory=False needs cache_dir= (a folder for the cache).")
         self.objective = make_objective(config, model, sae, self.point, progress)
         self._epoch_orders: dict[int, list[int]] = {}
