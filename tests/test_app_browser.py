@@ -2,18 +2,20 @@
 
 Starts ``python app.py`` on a free local port and drives Debian's chromium (headless) with
 playwright: load the demo preset, see an unreachable source fail with a message, pick a culture
-task, train 30 steps while the curves grow, open feature cards, compare steered and unsteered
+task, train while the curves grow (past 30 steps, then Stop), open feature cards, compare steered and unsteered
 answers, export and download the vector, and load the file back. One screenshot per page goes to
 ``$YAPO_SCREENSHOTS`` when set (e.g. ``assets/screenshots``), else to the test's tmp folder.
 
 The app uses the ``mini`` demo world unless ``YAPO_DEMO_SIZE`` says otherwise (``full`` gives
 the README's screenshots); it is built on first use into the usual demo cache (its own folder,
-never the full world's), or under ``$YAPO_CACHE_DIR`` when set.
+never the full world's), or under ``$YAPO_CACHE_DIR`` when set. On a failure the page is saved
+as ``failure.png`` beside the screenshots.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -27,7 +29,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
-STEPS = 30
+STEPS = 30  # the run is watched until its curves have at least this many points
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium)"
@@ -109,12 +111,30 @@ def pick(page, dropdown_id: str, option: str | None = None) -> None:
     (page.get_by_role("option", name=option, exact=True) if option else page.get_by_role("option").first).click()
 
 
+def succeed(page, selector: str, text: str, timeout: float = 60_000) -> None:
+    """Wait until ``selector`` shows ``text``; fail at once with the app's message if an error
+    toast appears instead."""
+    done = page.locator(selector).filter(has_text=text)
+    toast = page.get_by_test_id("toast-text")
+    done.or_(toast).first.wait_for(timeout=timeout)
+    if not done.count():
+        pytest.fail(f"the app said: {toast.first.inner_text()}")
+
+
 def test_new_user_walk(page, shots, tmp_path):
+    try:
+        walk(page, shots, tmp_path)
+    except BaseException:
+        page.screenshot(path=str(shots / "failure.png"), full_page=True)
+        raise
+
+
+def walk(page, shots: Path, tmp_path: Path) -> None:
     from yapo_core.export import load_vector
 
     # Setup: the demo preset is the default; loading it builds the world on first use.
     page.get_by_role("button", name="Load model").click()
-    page.locator("#model-status").filter(has_text="✓ Loaded").wait_for(timeout=300_000)
+    succeed(page, "#model-status", "✓ Loaded", timeout=300_000)
     assert "block" in page.locator("#model-status").inner_text()
 
     # An unreachable source answers with a message within seconds, not a hang or a traceback.
@@ -124,33 +144,34 @@ def test_new_user_walk(page, shots, tmp_path):
     page.get_by_text("cannot be reached").first.wait_for(timeout=30_000)
     assert time.time() - started < 30
     assert "Traceback" not in page.content()
+    page.get_by_test_id("toast-close").first.click()  # errors stay until closed
 
     # A culture task of the demo world.
     page.get_by_role("radio", name="Demo world").click()
     pick(page, "demo-task", "culture · morocco")
     page.get_by_role("button", name="Load task").click()
-    page.locator("#task-status").filter(has_text="✓ Task loaded").wait_for()
+    succeed(page, "#task-status", "✓ Task loaded")
     assert "morocco" in page.locator("#task-status").inner_text()
     page.screenshot(path=str(shots / "setup.png"), full_page=True)
 
-    # Train: 30 steps of YaPO, watching the curves grow while the run is live.
+    # Train: start a long YaPO run, watch the curves grow past 30 steps while it is live, stop it.
     page.get_by_role("tab", name="Train").click()
     page.locator("#train-summary").filter(has_text="Demo world").wait_for()
-    page.get_by_label("Epochs", exact=True).fill(str(STEPS))
-    page.get_by_label("Max steps (0: all epochs)").fill(str(STEPS))
+    page.get_by_label("Epochs", exact=True).fill("100000")
     page.get_by_label("Warm-up steps", exact=True).fill("5")
     page.get_by_role("button", name="Start").click()
-    seen, deadline = set(), time.time() + 240
-    while "finished" not in page.locator("#run-status").inner_text():
-        assert "failed" not in page.locator("#run-status").inner_text(), page.locator("#run-status").inner_text()
-        assert time.time() < deadline, "training did not finish within 240 s"
-        seen.add(curve_points(page))
-        page.wait_for_timeout(100)
-    page.wait_for_function(f"() => document.querySelector('#train-curves .js-plotly-plot').data[0].x.length === {STEPS}")
-    print(page.locator("#run-status").inner_text())
-    growing = sorted(n for n in seen if 0 < n < STEPS)
-    assert growing, f"the curves never showed a run in progress (point counts seen: {sorted(seen)})"
-    assert f"step {STEPS}/{STEPS}" in page.locator("#run-status").inner_text()
+    page.wait_for_function("() => { const g = document.querySelector('#train-curves .js-plotly-plot');"
+                           " return g && g.data.length && g.data[0].x.length > 0 }", timeout=240_000)
+    first = curve_points(page)
+    page.wait_for_function("([n, steps]) => { const x = document.querySelector('#train-curves .js-plotly-plot').data[0].x;"
+                           " return x.length > n && x.length >= steps }", arg=[first, STEPS], timeout=240_000)
+    assert "running" in page.locator("#run-status").inner_text()
+    page.get_by_role("button", name="Stop").click()
+    page.locator("#run-status").filter(has_text="stopped").wait_for()
+    status = page.locator("#run-status").inner_text()
+    steps = int(re.search(r"step (\d+)/", status).group(1))
+    page.wait_for_function("(n) => document.querySelector('#train-curves .js-plotly-plot').data[0].x.length === n", arg=steps)
+    assert steps >= STEPS and "loss" in status
     page.screenshot(path=str(shots / "train.png"), full_page=True)
 
     # Features: the new vector is preselected; its cards appear.
@@ -185,7 +206,7 @@ def test_new_user_walk(page, shots, tmp_path):
     saved = tmp_path / download.value.suggested_filename
     download.value.save_as(saved)
     vector = load_vector(saved)
-    assert vector.kind == "sparse" and vector.method == "yapo" and vector.metadata["steps"] == str(STEPS)
+    assert vector.kind == "sparse" and vector.method == "yapo" and vector.metadata["steps"] == str(steps)
     page.locator("#vector-upload input[type=file]").set_input_files(str(saved))
-    page.locator("#load-note").filter(has_text="✓ Loaded").wait_for()
+    succeed(page, "#load-note", "✓ Loaded")
     page.screenshot(path=str(shots / "export.png"), full_page=True)

@@ -1,0 +1,82 @@
+"""YaPO Studio's web app: ``python app.py`` locally; the same file is a Hugging Face Space's entry point.
+
+Pages live in ``pages/`` (one module each) and call ``yapo_core`` only; this file assembles them
+into tabs that share one per-user :class:`~yapo_core.session.Session` (a ``gr.State``), so two
+users never see each other's runs.
+
+Environment: ``YAPO_HOST`` / ``GRADIO_SERVER_NAME`` (default 127.0.0.1: local only),
+``YAPO_PORT`` / ``GRADIO_SERVER_PORT`` (7860), ``YAPO_DEMO_SIZE`` (``full`` or ``mini``),
+``YAPO_MAX_UPLOAD_MB`` (50), ``YAPO_HEAVY_JOBS`` (2), ``YAPO_TRAINING_JOBS`` (1), ``YAPO_PRESETS``,
+``YAPO_BIPO_DIR`` (a local copy of BiPO's data/ folder).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import gradio as gr
+
+from pages import compare, export, features, setup, train
+from pages.common import AppContext, close_session, vector_choices
+
+CSS = (Path(__file__).resolve().parent / "assets" / "app.css").read_text(encoding="utf-8")
+THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+"""System fonts only: the app must not wait on font downloads when offline."""
+INTRO = """# YaPO Studio
+Learn **sparse steering vectors in an SAE's latent space (YaPO)** or dense ones (BiPO) from preference pairs, watch them
+train, read them latent by latent, compare steered and unsteered answers, and export them (safetensors, llama.cpp GGUF).
+Start on **Setup**: the demo world is built on this machine and needs no download."""
+
+
+def build_app(ctx: AppContext | None = None) -> gr.Blocks:
+    """All pages in tabs around one session per browser tab."""
+    ctx = ctx or AppContext.from_env()
+    with gr.Blocks(title="YaPO Studio", analytics_enabled=False) as demo:
+        gr.Markdown(INTRO)
+        state = gr.State(None, delete_callback=close_session)
+        with gr.Tabs():
+            with gr.Tab("Setup", id="setup"):
+                demo_tasks = setup.build(ctx, state)
+            with gr.Tab("Train", id="train") as train_tab:
+                train_page = train.build(state)
+            with gr.Tab("Features", id="features") as features_tab:
+                features_vector = features.build(ctx, state)
+            with gr.Tab("Compare", id="compare") as compare_tab:
+                compare_vector = compare.build(ctx, state)
+            with gr.Tab("Export", id="export") as export_tab:
+                export_vector = export.build(ctx, state)
+
+        demo.load(ctx.open_session, None, state).then(setup.demo_task_update, None, demo_tasks)
+        demo.unload(ctx.end_session)
+        train_tab.select(train.on_open, state, [train_page.summary, train_page.status, train_page.curves,
+                                                train_page.timer, train_page.which])
+        for tab, dropdown in ((features_tab, features_vector), (compare_tab, compare_vector), (export_tab, export_vector)):
+            tab.select(vector_choices, [state, dropdown], dropdown)
+    return demo
+
+
+def server_address(env=os.environ) -> tuple[str, int]:
+    """Where to listen: local only unless ``YAPO_HOST`` (or Gradio's ``GRADIO_SERVER_NAME``, which
+    Spaces set) says otherwise."""
+    host = env.get("YAPO_HOST") or env.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+    port = env.get("YAPO_PORT") or env.get("GRADIO_SERVER_PORT") or "7860"
+    try:
+        return host, int(port)
+    except ValueError:
+        raise SystemExit(f"the port {port!r} must be a number.") from None
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx = AppContext.from_env()
+    host, port = server_address()
+    demo = build_app(ctx)
+    demo.queue(default_concurrency_limit=ctx.heavy_jobs, max_size=64)
+    demo.launch(server_name=host, server_port=port, max_file_size=f"{ctx.max_upload_mb}mb", css=CSS,
+                theme=THEME, run_history=False, footer_links=["api", "gradio"], show_error=False)
+
+
+if __name__ == "__main__":
+    main()

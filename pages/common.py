@@ -1,0 +1,139 @@
+"""What every page shares: the app-wide context, the per-user session, and error handling.
+
+Pages call :mod:`yapo_core` only. Errors the library raises on purpose (:class:`YapoError`) are
+shown to the user with their own message; anything else is logged with its traceback for the
+operator and shown as a short message, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import inspect
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+
+from yapo_core.errors import YapoError
+from yapo_core.session import Catalog, JobLimiter, ModelStore, Session, load_catalog
+
+log = logging.getLogger("yapo_studio")
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = "heavy"
+"""Concurrency group of every event that runs the model (loading, features, generation, sweeps,
+export); the queue lets at most ``AppContext.heavy_jobs`` of them run at once, across users."""
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise SystemExit(f"{name}={value!r} must be a whole number.") from None
+
+
+@dataclass
+class AppContext:
+    """Shared by all sessions of one app: presets, loaded models, and the limits on heavy work."""
+
+    catalog: Catalog
+    store: ModelStore
+    limiter: JobLimiter
+    heavy_jobs: int
+    max_upload_mb: int
+    _open: dict[str, Session] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def from_env(cls) -> "AppContext":
+        """``YAPO_PRESETS`` (presets file), ``YAPO_TRAINING_JOBS`` (runs computing at once, 1),
+        ``YAPO_HEAVY_JOBS`` (other model calls at once, 2), ``YAPO_MAX_UPLOAD_MB`` (50),
+        ``YAPO_KEEP_MODELS`` (models kept loaded when unused, 1)."""
+        return cls(
+            catalog=load_catalog(os.environ.get("YAPO_PRESETS") or ROOT / "assets" / "presets.json"),
+            store=ModelStore(keep=_env_int("YAPO_KEEP_MODELS", 1)),
+            limiter=JobLimiter(_env_int("YAPO_TRAINING_JOBS", 1)),
+            heavy_jobs=_env_int("YAPO_HEAVY_JOBS", 2),
+            max_upload_mb=_env_int("YAPO_MAX_UPLOAD_MB", 50),
+        )
+
+    def new_session(self) -> Session:
+        return Session(self.store, self.limiter, self.catalog)
+
+    def open_session(self, request: gr.Request) -> Session:
+        """A fresh session for a page load, remembered until the tab is closed."""
+        session = self.new_session()
+        with self._lock:
+            self._open[request.session_hash] = session
+        return session
+
+    def end_session(self, request: gr.Request) -> None:
+        """The tab was closed or reloaded: nobody can see its runs any more, so stop them now
+        (Gradio itself drops the state only an hour later)."""
+        with self._lock:
+            session = self._open.pop(request.session_hash, None)
+        close_session(session)
+
+
+def close_session(session: Session | None) -> None:
+    """Stop a session's runs and remove its files (also gr.State's delete callback)."""
+    if session is not None:
+        session.close()
+
+
+def need(session: Session | None) -> Session:
+    if session is None:
+        raise gr.Error("Your session is not ready yet: reload the page.")
+    return session
+
+
+def _to_gradio(exc: BaseException) -> gr.Error:
+    if isinstance(exc, gr.Error):
+        return exc
+    if isinstance(exc, YapoError):
+        return gr.Error(html.escape(str(exc)), duration=None)
+    log.exception("unexpected error in a page callback")
+    return gr.Error(html.escape(f"Unexpected error ({type(exc).__name__}: {exc}). Details are in the server log."),
+                    duration=None)
+
+
+def user_errors(fn):
+    """Show errors of a callback (plain or generator) as Gradio error messages."""
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as exc:
+                raise _to_gradio(exc) from exc
+
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            raise _to_gradio(exc) from exc
+
+    return wrapper
+
+
+def vector_choices(session: Session | None, value: str | None = None) -> dict:
+    """A dropdown update listing the session's vectors, keeping ``value`` when it still exists
+    (else the newest vector)."""
+    labels = list(session.vectors()) if session is not None else []
+    if value not in labels:
+        value = labels[-1] if labels else None
+    return gr.update(choices=labels, value=value)
+
+
+def esc(text) -> str:
+    return html.escape(str(text))
+

@@ -1,0 +1,124 @@
+"""Compare: steered and unsteered answers side by side, streamed from one batched generate call."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from yapo_core.errors import SettingsError
+from yapo_core.plots import multiplier_sweep
+from yapo_core.session import Session
+
+from .common import HEAVY, AppContext, esc, need, user_errors
+
+FORMULAS = {
+    "sparse": "h′ = dec(relu(enc(h) + m·v)) + (h − dec(enc(h)))",
+    "dense": "h′ = h + m·v",
+}
+
+
+def where_steering_applies(session: Session | None, label: str | None) -> str:
+    """The sentence that says exactly where and how the chosen vector acts."""
+    if session is None or not label or label not in session.vectors():
+        return ("Steering applies at the output of one decoder block, at **every token**: every prompt token "
+                "(prefill) and every generated token.")
+    v = session.entry(label).vector
+    return (f"**Where steering applies:** the output of block **{v.layer}** (`{esc(v.hook_name)}`), at **every "
+            f"token**: every prompt token (prefill) and every generated token, as `{FORMULAS[v.kind]}`. Both columns "
+            "come from one batched `generate` call with identical decoding settings and seed; at m = 0 the model is "
+            "exactly unsteered.")
+
+
+def parse_multipliers(text: str) -> list[float]:
+    try:
+        values = sorted({float(x) for x in text.replace(";", ",").split(",") if x.strip()})
+    except ValueError:
+        raise SettingsError(f"multipliers {text!r} must be numbers separated by commas, e.g. -2, -1, 0, 1, 2.") from None
+    if not values or len(values) > 9 or any(abs(m) > 10 for m in values):
+        raise SettingsError("give 1 to 9 multipliers between −10 and 10.")
+    return values
+
+
+def prompt_choices(session: Session | None, label: str | None) -> dict:
+    prompts = []
+    if session is not None:
+        try:
+            prompts = session.test_prompts(label if label in session.vectors() else None)
+        except SettingsError:
+            prompts = []
+    return gr.update(choices=[(_short(p), p) for p in prompts], value=None)
+
+
+def _short(prompt: str, width: int = 90) -> str:
+    flat = " ".join(prompt.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
+    """The page's components and callbacks; returns its vector list, refreshed when the tab opens."""
+    with gr.Row():
+        vector = gr.Dropdown([], label="Vector", elem_id="compare-vector", scale=2)
+        test_prompt = gr.Dropdown([], label="A prompt from the test split", elem_id="test-prompt", scale=3)
+    where = gr.Markdown(where_steering_applies(None, None), elem_id="where-steering")
+    prompt = gr.Textbox(label="Prompt", lines=3, elem_id="compare-prompt",
+                        placeholder="Type a prompt, or pick one from the test split above.")
+    multiplier = gr.Slider(-2, 2, value=1.0, step=0.1, label="Multiplier m", elem_id="multiplier")
+    with gr.Accordion("Decoding (identical for every column)", open=False):
+        with gr.Row():
+            max_new = gr.Slider(8, 256, value=64, step=8, label="Max new tokens")
+            sample = gr.Checkbox(False, label="Sample (off: greedy)")
+            temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.1, label="Temperature (when sampling)")
+            seed = gr.Number(0, label="Seed", precision=0)
+    run = gr.Button("Generate", variant="primary", elem_id="generate")
+    with gr.Row():
+        plain = gr.Textbox(label="Unsteered (m = 0)", lines=8, interactive=False, elem_id="unsteered")
+        steered = gr.Textbox(label="Steered (m = +1.0)", lines=8, interactive=False, elem_id="steered")
+    with gr.Accordion("Grid over several multipliers", open=False):
+        with gr.Row():
+            grid_ms = gr.Textbox("-2, -1, 0, 1, 2", label="Multipliers", scale=3)
+            grid_btn = gr.Button("Generate grid", scale=1)
+        grid = gr.Dataframe(headers=["multiplier", "answer"], interactive=False, wrap=True, elem_id="grid")
+    with gr.Accordion("Sweep: held-out preference accuracy against the multiplier", open=False):
+        gr.Markdown("Share of the test split's pairs whose chosen answer gains more log-probability than the rejected "
+                    "one under the vector (at m = 0 no pair gains anything, so the share is 0).")
+        with gr.Row():
+            sweep_ms = gr.Textbox("-2, -1, -0.5, 0, 0.5, 1, 2", label="Multipliers", scale=3)
+            sweep_btn = gr.Button("Sweep", scale=1)
+        sweep_plot = gr.Plot(label="Sweep")
+
+    def decoding(max_new_, sample_, temperature_, seed_):
+        return dict(max_new_tokens=int(max_new_), do_sample=bool(sample_), temperature=float(temperature_),
+                    seed=int(seed_ or 0))
+
+    @user_errors
+    def on_generate(session, label, text, m, max_new_, sample_, temperature_, seed_):
+        session = need(session)
+        m = round(float(m), 2)
+        title = f"Steered (m = {m:+.1f})"
+        for answers in session.generate_stream(label, text, [0.0, m], **decoding(max_new_, sample_, temperature_, seed_)):
+            yield answers.get(0.0, ""), gr.update(value=answers.get(m, ""), label=title)
+
+    @user_errors
+    def on_grid(session, label, text, ms, max_new_, sample_, temperature_, seed_):
+        session = need(session)
+        multipliers = parse_multipliers(ms)
+        for answers in session.generate_stream(label, text, multipliers, **decoding(max_new_, sample_, temperature_, seed_)):
+            yield pd.DataFrame({"multiplier": multipliers, "answer": [answers.get(m, "") for m in multipliers]})
+
+    @user_errors
+    def on_sweep(session, label, ms):
+        session = need(session)
+        points = session.sweep(label, parse_multipliers(ms))
+        return multiplier_sweep([(label, points)])
+
+    def on_vector(session, label):
+        return where_steering_applies(session, label), prompt_choices(session, label)
+
+    heavy = dict(concurrency_id=HEAVY, concurrency_limit=ctx.heavy_jobs)
+    inputs = [state, vector, prompt, multiplier, max_new, sample, temperature, seed]
+    run.click(on_generate, inputs, [plain, steered], **heavy)
+    grid_btn.click(on_grid, [state, vector, prompt, grid_ms, max_new, sample, temperature, seed], grid, **heavy)
+    sweep_btn.click(on_sweep, [state, vector, sweep_ms], sweep_plot, **heavy)
+    vector.change(on_vector, [state, vector], [where, test_prompt])
+    test_prompt.change(lambda p: gr.update(value=p) if p else gr.update(), test_prompt, prompt)
+    return vector

@@ -1,0 +1,156 @@
+"""Features: the learned vector read through the SAE, one card per latent and one for the whole vector."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor, wait
+
+import gradio as gr
+
+from yapo_core.features import (
+    FeatureReport,
+    LatentCard,
+    LatentMatch,
+    LatentWeight,
+    LogitLens,
+    VectorCard,
+    neuronpedia_explanation,
+    neuronpedia_reachable,
+)
+from yapo_core.plots import cosine_bars, latent_bars
+
+from .common import HEAVY, AppContext, esc, need, user_errors
+
+EXPLANATION_DEADLINE = 8.0  # seconds for all Neuronpedia requests together
+
+
+def token_chip(token: str, score: float | None = None, cls: str = "") -> str:
+    shown = token.replace("\n", "⏎") or "∅"
+    title = f" title='{score:+.3f}'" if score is not None else ""
+    return f"<span class='tok {cls}'{title}>{esc(shown)}</span>"
+
+
+def lens_html(lens: LogitLens) -> str:
+    if not lens.top:
+        return "<div class='muted'>(zero direction)</div>"
+    up = "".join(token_chip(t.token, t.score, "up") for t in lens.top)
+    down = "".join(token_chip(t.token, t.score, "down") for t in lens.bottom)
+    return (f"<div class='lens'><div><span class='lbl'>promotes</span>{up}</div>"
+            f"<div><span class='lbl'>suppresses</span>{down}</div></div>")
+
+
+def histogram_html(counts: list[int]) -> str:
+    if not counts:
+        return ""
+    peak = max(counts) or 1
+    bars = "".join(f"<span style='height:{max(2, round(28 * c / peak))}px' title='{c}'></span>" for c in counts)
+    return f"<div class='hist' title='histogram of non-zero activations'>{bars}</div>"
+
+
+def example_html(tokens: list[str], values: list[float], scale: float) -> str:
+    spans = []
+    for tok, v in zip(tokens, values):
+        alpha = 0 if scale <= 0 else min(1.0, max(0.0, v / scale))
+        style = f" style='background:rgba(234,88,12,{alpha:.2f})'" if alpha > 0 else ""
+        spans.append(f"<span class='act'{style} title='{v:.3f}'>{esc(tok.replace(chr(10), '⏎'))}</span>")
+    return f"<div class='example'>{''.join(spans)}</div>"
+
+
+def latent_card_html(card: LatentCard, explanation: str | None = None) -> str:
+    weight = f"v = {card.weight:+.4g}" if card.weight_kind == "value" else f"cos = {card.weight:+.3f}"
+    link = (f"<a href='{esc(card.neuronpedia_url)}' target='_blank' rel='noopener'>Neuronpedia ↗</a>"
+            if card.neuronpedia_url else "<span class='muted'>no Neuronpedia page (local SAE)</span>")
+    parts = [f"<div class='latent-card' data-index='{card.index}'>",
+             f"<div class='card-head'><b>latent #{card.index}</b> <span class='w {'pos' if card.weight >= 0 else 'neg'}'>{weight}</span> {link}</div>"]
+    if explanation:
+        parts.append(f"<div class='explanation'>“{esc(explanation)}”</div>")
+    parts.append(lens_html(card.logit_lens))
+    a = card.activity
+    if a is not None:
+        parts.append(f"<div class='density'>fires on <b>{a.density:.1%}</b> of {a.n_tokens:,} tokens · max {a.max_value:.3g}"
+                     f" · mean when active {a.mean_active:.3g}{histogram_html(a.histogram_counts)}</div>")
+        if a.examples:
+            parts.append("<div class='lbl'>top-activating tokens on the task's pairs</div>")
+            parts += [example_html(e.tokens, e.values, a.max_value) for e in a.examples]
+        else:
+            parts.append("<div class='muted'>never active on the task's pairs</div>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def vector_card_html(card: VectorCard, hook: str) -> str:
+    rows = [("kind", f"{card.kind} ({card.method})"), ("entries", f"{card.width:,}"), ("non-zero (L0)", f"{card.l0:,}"),
+            ("‖v‖", f"{card.norm:.4g}"), ("top-10 share of |v|", f"{card.top10_mass:.1%}"),
+            ("‖decoded direction‖" if card.kind == "sparse" else "‖v‖ in the residual", f"{card.direction_norm:.4g}")]
+    if card.dropped_at_plus is not None:
+        rows.append(("dense export drops", f"{card.dropped_at_plus:.1%} at m=+1 · {card.dropped_at_minus:.1%} at m=−1"))
+    table = "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in rows)
+    what = ("the signed decoding v·W_dec of the whole vector" if card.kind == "sparse" else "the vector itself")
+    return (f"<div class='vector-card'><div class='card-head'><b>The whole vector</b> · steers <code>{esc(hook)}</code></div>"
+            f"<table>{table}</table><div class='lbl'>logit lens of {what}</div>{lens_html(card.logit_lens)}</div>")
+
+
+def cards_html(report: FeatureReport, explanations: dict[int, str] | None = None) -> str:
+    if not report.latents:
+        return "<div class='muted'>No latents to show: the vector is zero (train a few steps first).</div>"
+    explanations = explanations or {}
+    return "<div class='cards'>" + "".join(latent_card_html(c, explanations.get(c.index)) for c in report.latents) + "</div>"
+
+
+def bars(report: FeatureReport):
+    if report.vector.kind == "sparse":
+        return latent_bars([LatentWeight(c.index, c.weight) for c in report.latents], "top latents of v by |v| (signed)")
+    return cosine_bars([LatentMatch(c.index, c.weight) for c in report.latents], "SAE latents nearest to the dense vector (cosine)")
+
+
+def fetch_explanations(report: FeatureReport) -> dict[int, str]:
+    """Explanations of the cards' latents from Neuronpedia, all within EXPLANATION_DEADLINE seconds."""
+    if not report.neuronpedia_id or not report.latents:
+        raise gr.Error("This SAE has no Neuronpedia pages (a local or unlisted SAE).")
+    if not neuronpedia_reachable():
+        raise gr.Error("Neuronpedia cannot be reached (offline?). The links on the cards work once you are online.")
+    pool = ThreadPoolExecutor(max_workers=8)
+    futures = {c.index: pool.submit(neuronpedia_explanation, report.neuronpedia_id, c.index) for c in report.latents}
+    wait(futures.values(), timeout=EXPLANATION_DEADLINE)
+    pool.shutdown(wait=False, cancel_futures=True)
+    return {i: f.result() for i, f in futures.items() if f.done() and f.result()}
+
+
+def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
+    """The page's components and callbacks; returns its vector list, refreshed when the tab opens."""
+    with gr.Row():
+        vector = gr.Dropdown([], label="Vector", elem_id="features-vector", scale=3)
+        k = gr.Slider(1, 40, value=10, step=1, label="Latents to show", scale=2)
+        show = gr.Button("Show features", variant="primary", elem_id="show-features", scale=1)
+    gr.Markdown("Cards read each latent through the model's final norm and unembedding (logit lens) and show where it "
+                "fires on the task's pairs (prompt and chosen answer). For a dense (BiPO) vector the cards are the "
+                "SAE latents whose decoder directions are nearest to it.")
+    report_state = gr.State(None)
+    with gr.Row():
+        with gr.Column(scale=2):
+            vector_card = gr.HTML(elem_id="vector-card")
+        with gr.Column(scale=3):
+            bar_plot = gr.Plot(label="Latents", elem_id="latent-bars")
+    explain = gr.Button("Fetch explanations from Neuronpedia", size="sm", visible=False)
+    cards = gr.HTML(elem_id="latent-cards")
+
+    @user_errors
+    def on_show(session, label, k_):
+        session = need(session)
+        entry = session.entry(label)
+        report = session.features(label, k=int(k_))
+        return (vector_card_html(report.vector, entry.vector.hook_name), bars(report), cards_html(report), report,
+                gr.update(visible=bool(report.neuronpedia_id and report.latents)))
+
+    @user_errors
+    def on_explain(report):
+        if report is None:
+            raise gr.Error("Show the features first.")
+        found = fetch_explanations(report)
+        if not found:
+            gr.Warning("Neuronpedia has no explanations for these latents.")
+        return cards_html(report, found)
+
+    show.click(on_show, [state, vector, k], [vector_card, bar_plot, cards, report_state, explain],
+               concurrency_id=HEAVY, concurrency_limit=ctx.heavy_jobs)
+    explain.click(on_explain, report_state, cards)
+    return vector

@@ -1,0 +1,196 @@
+"""Setup: choose the model + SAE (presets from assets/presets.json), the task, and the method."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from yapo_core.architectures import num_layers
+from yapo_core.session import METHODS, Session, TaskSpec, demo_task_names, demo_world_ready, preview_file
+
+from .common import HEAVY, AppContext, esc, need, user_errors
+
+SOURCES = [
+    ("Demo world", "demo"),
+    ("Culture: Deep-Culture-Lense (Hugging Face)", "culture"),
+    ("Behaviour: BiPO data (GitHub)", "behaviour"),
+    ("Upload a CSV / JSONL / JSON / Parquet file", "file"),
+]
+ALL_COUNTRIES = "(all countries)"
+AUTO = "(auto)"
+DATA_TYPES = [".csv", ".jsonl", ".json", ".parquet"]
+
+
+def demo_task_label(name: str) -> str:
+    return f"culture · {name.removeprefix('culture-')}" if name.startswith("culture-") else f"behaviour · {name}"
+
+
+def demo_task_update() -> dict:
+    """The demo world's tasks (a culture task preselected), or none before it is built."""
+    names = demo_task_names()
+    value = next((n for n in names if n.startswith("culture-")), names[0] if names else None)
+    return gr.update(choices=[(demo_task_label(n), n) for n in names], value=value)
+
+
+def preset_notes(ctx: AppContext, key: str) -> str:
+    p = ctx.catalog.preset(key)
+    parts = [esc(p.notes)] if p.notes else []
+    if p.model:
+        sae = f"`{p.sae_release}` / `{p.sae_id}`" if p.sae_release else "none"
+        parts.append(f"Model `{p.model}` · SAE {sae} · layer {p.layer} · {p.dtype}")
+    if p.gated:
+        parts.append("**Gated** on Hugging Face: accept the licence on its page and set `HF_TOKEN` before starting the app.")
+    return "\n\n".join(parts)
+
+
+def bundle_summary(session: Session) -> str:
+    b = session.bundle
+    sae = "no SAE (BiPO only)"
+    if b.sae is not None:
+        sae = f"SAE with {b.sae.cfg.d_sae:,} latents reading `{b.hook_name}`"
+    return (f"✓ **Loaded** {esc(b.label)}: `{esc(b.spec.model)}` ({num_layers(b.model)} blocks, "
+            f"{sum(p.numel() for p in b.model.parameters()):,} parameters), {sae}. "
+            f"Vectors steer the output of block **{b.layer}**.")
+
+
+def pairs_frame(session: Session, n: int = 5) -> pd.DataFrame:
+    pairs = session.task.train.pairs[:n]
+    return pd.DataFrame({"prompt": [p.prompt for p in pairs], "chosen": [p.chosen for p in pairs],
+                         "rejected": [p.rejected for p in pairs]})
+
+
+def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
+    """The page's components and callbacks; returns the demo-task list, which the app fills on load."""
+    tasks = ctx.catalog.tasks
+    culture = tasks.get("culture", {})
+    behaviours = tasks.get("behaviour", {}).get("behaviours", [])
+
+    gr.Markdown("### 1 · Model and SAE")
+    with gr.Row():
+        with gr.Column(scale=3):
+            preset = gr.Dropdown([(p.label, p.key) for p in ctx.catalog.presets], value=ctx.catalog.presets[0].key,
+                                 label="Preset", elem_id="preset")
+            notes = gr.Markdown(preset_notes(ctx, ctx.catalog.presets[0].key))
+        with gr.Column(scale=1, min_width=160):
+            load_model_btn = gr.Button("Load model", variant="primary", elem_id="load-model")
+    with gr.Group(visible=False) as custom_box:
+        with gr.Row():
+            model = gr.Textbox(label="Model: Hugging Face id or local folder", placeholder="openai-community/gpt2")
+            layer = gr.Number(label="Layer (block whose output is steered)", precision=0, value=None)
+        with gr.Row():
+            sae_release = gr.Textbox(label="SAE release (sae-lens registry)", placeholder="gpt2-small-res-jb")
+            sae_id = gr.Textbox(label="SAE id", placeholder="blocks.8.hook_resid_pre")
+            sae_path = gr.Textbox(label="…or a local sae-lens SAE folder", placeholder="/path/to/sae")
+    model_status = gr.Markdown("No model loaded yet.", elem_id="model-status")
+
+    gr.Markdown("### 2 · Task (preference pairs: prompt, chosen, rejected)")
+    source = gr.Radio(SOURCES, value="demo", label="Source", elem_id="task-source")
+    with gr.Group(visible=True) as demo_box:
+        demo_task = gr.Dropdown(label="Demo task", choices=[], elem_id="demo-task",
+                                info="Appears once the demo world is built (Load model with the demo preset).")
+    with gr.Group(visible=False) as culture_box:
+        with gr.Row():
+            country = gr.Dropdown([ALL_COUNTRIES] + culture.get("countries", []), value="egypt", label="Country")
+            rejected_model = gr.Textbox(label="Rejected answers of model (rejected_<model>_… columns)",
+                                        placeholder="e.g. gemma_2_2b_it; empty: the preset's model")
+    with gr.Row(visible=True) as culture_options:
+        localization = gr.Radio(culture.get("localization", ["both", "localized", "nolocalized"]), value="both",
+                                label="Prompts", info="localized prompts name the country; non-localized ones do not")
+        form = gr.Radio([("multiple choice", "mcq"), ("open-ended", "open_ended")], value="mcq", label="Answer form")
+    with gr.Group(visible=False) as behaviour_box:
+        behaviour = gr.Dropdown(behaviours, value=behaviours[0] if behaviours else None, label="Behaviour",
+                                info="BiPO's train.csv and test.csv; set YAPO_BIPO_DIR to read a local copy")
+    with gr.Group(visible=False) as file_box:
+        upload = gr.File(label=f"Preference data (up to {ctx.max_upload_mb} MB)", file_types=DATA_TYPES,
+                         type="filepath")
+        preview_info = gr.Markdown()
+        preview = gr.Dataframe(label="Preview", interactive=False, wrap=True, max_height=240)
+        with gr.Row():
+            prompt_col = gr.Dropdown([AUTO], value=AUTO, label="Prompt column", elem_id="prompt-col")
+            chosen_col = gr.Dropdown([AUTO], value=AUTO, label="Chosen column (shows the target behaviour)",
+                                     elem_id="chosen-col")
+            rejected_col = gr.Dropdown([AUTO], value=AUTO, label="Rejected column", elem_id="rejected-col")
+        test_fraction = gr.Slider(0.05, 0.5, value=0.2, step=0.05, label="Share held out for testing")
+    load_task_btn = gr.Button("Load task", variant="primary", elem_id="load-task")
+    task_status = gr.Markdown("No task loaded yet.", elem_id="task-status")
+    task_preview = gr.Dataframe(label="First training pairs", interactive=False, wrap=True, visible=False, max_height=300,
+                                column_widths=["50%", "25%", "25%"])
+
+    gr.Markdown("### 3 · Method")
+    method = gr.Radio([(m.label, m.key) for m in METHODS.values()], value="yapo", label="Method", elem_id="method")
+    method_info = gr.Markdown(f"`{METHODS['yapo'].summary}`")
+
+    # -- callbacks --
+
+    def on_preset(key):
+        p = ctx.catalog.preset(key)
+        return preset_notes(ctx, key), gr.update(visible=p.custom), gr.update(value=p.dcl_rejected_model or "")
+
+    @user_errors
+    def on_load_model(session, key, model_, release, sae_id_, path, layer_, progress=gr.Progress(track_tqdm=True)):
+        session = need(session)
+        preset_ = ctx.catalog.preset(key)
+        building = preset_.demo and not demo_world_ready()
+        progress(0, desc="building the demo world (first use only, a few minutes)" if building else "loading model and SAE")
+        custom = {}
+        if preset_.custom:
+            custom = dict(model=model_, sae_release=release, sae_id=sae_id_, sae_path=path,
+                          layer=int(layer_) if layer_ is not None else None)
+        session.load_preset(preset_, **custom)
+        return bundle_summary(session), demo_task_update()
+
+    def on_source(src):
+        culture_like = src in ("demo", "culture")
+        return (gr.update(visible=src == "demo"), gr.update(visible=src == "culture"),
+                gr.update(visible=culture_like), gr.update(visible=src == "behaviour"), gr.update(visible=src == "file"))
+
+    @user_errors
+    def on_upload(path):
+        if not path:
+            return "", gr.update(value=None), *(gr.update(choices=[AUTO], value=AUTO),) * 3
+        p = preview_file(path)
+        info = f"{p.n_rows} rows, columns: {', '.join(f'`{esc(c)}`' for c in p.columns)}. "
+        info += (f"Recognised as **{p.schema}**; leave the mapping on (auto)." if p.schema
+                 else "Schema not recognised: map the three columns below.")
+        choices = [AUTO] + p.columns
+        return info, gr.update(value=p.rows), *(gr.update(choices=choices, value=AUTO),) * 3
+
+    @user_errors
+    def on_load_task(session, src, demo_name, country_, rejected, loc, form_, behaviour_, path, pc, cc, rc, frac,
+                     progress=gr.Progress(track_tqdm=True)):
+        session = need(session)
+        progress(0, desc="loading the task")
+        if src == "demo":
+            if not demo_name:
+                raise gr.Error("Build the demo world first: choose the demo preset and press Load model.")
+            spec = TaskSpec("demo", name=demo_name, localization=loc, form=form_)
+        elif src == "culture":
+            spec = TaskSpec("culture", country=None if country_ == ALL_COUNTRIES else country_, localization=loc,
+                            form=form_, rejected_model=(rejected or "").strip() or None)
+        elif src == "behaviour":
+            spec = TaskSpec("behaviour", name=behaviour_)
+        else:
+            mapped = {role: col for role, col in (("prompt", pc), ("chosen", cc), ("rejected", rc)) if col and col != AUTO}
+            if mapped and len(mapped) < 3:
+                raise gr.Error("Map all three columns (prompt, chosen, rejected), or leave all three on (auto).")
+            spec = TaskSpec("file", path=path, columns=mapped or None, schema="pairs" if mapped else "auto",
+                            test_fraction=float(frac))
+        task = session.load_task(spec)
+        return f"✓ **Task loaded**: {esc(task.describe())}", gr.update(value=pairs_frame(session), visible=True)
+
+    @user_errors
+    def on_method(session, key):
+        m = need(session).set_method(key)
+        return f"`{m.summary}`"
+
+    preset.change(on_preset, preset, [notes, custom_box, rejected_model])
+    load_model_btn.click(on_load_model, [state, preset, model, sae_release, sae_id, sae_path, layer],
+                         [model_status, demo_task], concurrency_id=HEAVY, concurrency_limit=ctx.heavy_jobs)
+    source.change(on_source, source, [demo_box, culture_box, culture_options, behaviour_box, file_box])
+    upload.change(on_upload, upload, [preview_info, preview, prompt_col, chosen_col, rejected_col])
+    load_task_btn.click(on_load_task, [state, source, demo_task, country, rejected_model, localization, form, behaviour,
+                                       upload, prompt_col, chosen_col, rejected_col, test_fraction],
+                        [task_status, task_preview], concurrency_id=HEAVY, concurrency_limit=ctx.heavy_jobs)
+    method.change(on_method, [state, method], method_info)
+    return demo_task
+

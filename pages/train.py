@@ -1,0 +1,152 @@
+"""Train: hyper-parameters (the paper's defaults), Start/Stop, live curves of every run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from yapo_core.errors import SettingsError
+from yapo_core.plots import run_color, training_curves
+from yapo_core.session import Run, Session, format_seconds
+from yapo_core.training import ENGINES, TrainConfig
+
+from .common import esc, need, user_errors
+
+DEFAULTS = TrainConfig()
+POLL_SECONDS = 0.5  # curves refresh twice a second while a run is active
+
+
+@dataclass
+class TrainPage:
+    summary: gr.Markdown
+    status: gr.HTML
+    curves: gr.Plot
+    timer: gr.Timer
+    which: gr.Dropdown
+
+
+def number(value, name: str, cast=float):
+    """A hyper-parameter field's value; an emptied field is an error the user can fix."""
+    if value is None:
+        raise SettingsError(f"{name} is empty; enter a number.")
+    return cast(value)
+
+
+def setup_summary(session: Session | None) -> str:
+    if session is None or session.bundle is None:
+        return "⚠ Load a model and a task on the **Setup** page first."
+    task = esc(session.task.describe()) if session.task else "⚠ no task loaded (Setup page)"
+    return (f"**Model** {esc(session.bundle.label)} · **Task** {task} · **Method** {esc(session.method.label)} "
+            f"(change it on Setup; runs of both methods are overlaid below)")
+
+
+def run_html(i: int, run: Run) -> str:
+    total = run.total_steps or 0
+    bar = f"<progress max='{max(total, 1)}' value='{run.step}'></progress>" if total else ""
+    eta = run.eta()
+    bits = [f"step {run.step}/{total}" if total else "", f"≈ {format_seconds(eta)} left" if eta is not None else ""]
+    history = run.history
+    if history:
+        m = history[-1]
+        bits.append(f"loss {m.loss:.4f} · reward acc {m.reward_accuracy:.2f} · margin {m.margin:+.3f} · "
+                    f"‖v‖ {m.vector_norm:.3g} · L0 {m.l0}")
+    if run.status in ("finished", "stopped") and run.elapsed():
+        bits.append(f"took {format_seconds(run.elapsed())}")
+    error = f"<div class='run-error'>{esc(run.error)}</div>" if run.error else ""
+    detail = " · ".join(esc(b) for b in bits if b)
+    return (f"<div class='run-line' data-status='{run.status}'><span class='run-dot' style='background:{run_color(i)}'></span>"
+            f"<b>{esc(run.name)}</b> <span class='run-status {run.status}'>{run.status}</span> {bar} "
+            f"<span class='run-detail'>{detail}</span>{error}</div>")
+
+
+def runs_html(session: Session | None) -> str:
+    if session is None or not session.runs:
+        return "<div class='run-line'>No runs yet.</div>"
+    return "".join(run_html(i, r) for i, r in enumerate(session.runs.values()))
+
+
+def curves(session: Session | None):
+    runs = list(session.runs.values()) if session is not None else []
+    return training_curves([(r.name, r.history) for r in runs])
+
+
+def snapshot(session: Session | None):
+    """Status, curves and whether to keep polling: one call per timer tick."""
+    active = session is not None and any(r.active for r in session.runs.values())
+    return runs_html(session), curves(session), gr.Timer(active=active)
+
+
+def build(state: gr.State) -> TrainPage:
+    summary = gr.Markdown(setup_summary(None), elem_id="train-summary")
+    with gr.Accordion("Hyper-parameters (defaults: the public YaPO/BiPO runs)", open=True):
+        with gr.Row():
+            lr = gr.Number(DEFAULTS.lr, label="Learning rate", minimum=0)
+            warmup = gr.Number(DEFAULTS.warmup_steps, label="Warm-up steps", precision=0, minimum=0)
+            epochs = gr.Number(DEFAULTS.epochs, label="Epochs", precision=0, minimum=1)
+            max_steps = gr.Number(0, label="Max steps (0: all epochs)", precision=0, minimum=0)
+            batch = gr.Number(DEFAULTS.batch_size, label="Batch size", precision=0, minimum=1)
+        with gr.Row():
+            beta = gr.Number(DEFAULTS.beta, label="β", minimum=0)
+            clip = gr.Number(DEFAULTS.grad_clip, label="Gradient clipping", minimum=0)
+            decay = gr.Number(DEFAULTS.weight_decay, label="Weight decay", minimum=0)
+            seed = gr.Number(DEFAULTS.seed, label="Seed", precision=0)
+            max_length = gr.Number(DEFAULTS.max_length, label="Max length (tokens)", precision=0, minimum=8)
+            engine = gr.Dropdown(list(ENGINES), value=DEFAULTS.engine, label="Engine",
+                                 info="fast = cached activations, tail blocks only; same loss and gradient")
+    with gr.Row():
+        start = gr.Button("Start", variant="primary", elem_id="start-run")
+        stop = gr.Button("Stop", variant="stop", elem_id="stop-runs")  # every active run of this session
+    status = gr.HTML(runs_html(None), elem_id="run-status")
+    plot = gr.Plot(curves(None), label="Training curves", elem_id="train-curves")
+    timer = gr.Timer(POLL_SECONDS, active=False)
+    with gr.Accordion("Remove a run or a loaded vector file", open=False):
+        with gr.Row():
+            which = gr.Dropdown([], label="Vector")
+            remove = gr.Button("Remove", size="sm")
+
+    @user_errors
+    def on_start(session, lr_, warmup_, epochs_, max_steps_, batch_, beta_, clip_, decay_, seed_, max_length_, engine_):
+        session = need(session)
+        config = TrainConfig(
+            kind=session.method.kind, lr=number(lr_, "learning rate"), warmup_steps=number(warmup_, "warm-up steps", int),
+            epochs=number(epochs_, "epochs", int), max_steps=number(max_steps_, "max steps", int) or None,
+            batch_size=number(batch_, "batch size", int), beta=number(beta_, "β"), grad_clip=number(clip_, "gradient clipping"),
+            weight_decay=number(decay_, "weight decay"), seed=number(seed_, "seed", int),
+            max_length=number(max_length_, "max length", int), engine=engine_,
+        )
+        session.start_run(config)
+        return setup_summary(session), *snapshot(session)[:2], gr.Timer(active=True), removable(session)
+
+    def on_tick(session):
+        return snapshot(session)
+
+    @user_errors
+    def on_stop(session):
+        need(session).stop_all()
+        return snapshot(session)
+
+    @user_errors
+    def on_remove(session, name):
+        session = need(session)
+        if name:
+            session.delete(name)
+        return (*snapshot(session), removable(session))
+
+    hparams = [lr, warmup, epochs, max_steps, batch, beta, clip, decay, seed, max_length, engine]
+    start.click(on_start, [state, *hparams], [summary, status, plot, timer, which])
+    timer.tick(on_tick, state, [status, plot, timer], show_progress="hidden", concurrency_limit=None)
+    stop.click(on_stop, state, [status, plot, timer])
+    remove.click(on_remove, [state, which], [status, plot, timer, which])
+    return TrainPage(summary, status, plot, timer, which)
+
+
+def removable(session: Session | None) -> dict:
+    """Runs and loaded vector files, for the Remove control."""
+    names = [r.name for r in session.runs.values()] + list(session.files) if session is not None else []
+    return gr.update(choices=names, value=None)
+
+
+def on_open(session: Session | None):
+    """When the tab is shown: the setup summary, the runs, and polling while any is active."""
+    return (setup_summary(session), *snapshot(session), removable(session))

@@ -1,0 +1,193 @@
+"""Page logic that needs no browser: rendering, parsing, error display, the app's assembly."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import gradio as gr
+import pytest
+import torch
+from app_fixtures import tiny_world  # noqa: F401 (fixture)
+
+import app
+from pages import common, compare, export, features, setup, train
+from yapo_core import features as F
+from yapo_core.errors import DataError, SettingsError
+from yapo_core.session import ExportResult, TaskSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    return common.AppContext.from_env()
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_world, ctx):
+    """A session with one finished 3-step YaPO run on the tiny world."""
+    s = ctx.new_session()
+    s.load_preset(ctx.catalog.preset("custom"), model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir))
+    s.load_task(TaskSpec("file", path=str(tiny_world.data_file)))
+    run = s.start_run(s.default_config(max_steps=3, lr=0.05, warmup_steps=1))
+    deadline = time.time() + 60
+    while run.active and time.time() < deadline:
+        time.sleep(0.05)
+    assert run.status == "finished", run.error
+    yield s
+    s.close()
+
+
+def test_the_app_assembles_and_listens_locally_by_default(ctx):
+    demo = app.build_app(ctx)
+    assert isinstance(demo, gr.Blocks)
+    assert app.server_address({}) == ("127.0.0.1", 7860)
+    assert app.server_address({"GRADIO_SERVER_NAME": "0.0.0.0"}) == ("0.0.0.0", 7860)
+    assert app.server_address({"YAPO_HOST": "::1", "GRADIO_SERVER_NAME": "0.0.0.0", "YAPO_PORT": "8001"}) == ("::1", 8001)
+    with pytest.raises(SystemExit, match="must be a number"):
+        app.server_address({"YAPO_PORT": "eighty"})
+
+
+def test_context_reads_limits_from_the_environment(monkeypatch):
+    monkeypatch.setenv("YAPO_HEAVY_JOBS", "3")
+    monkeypatch.setenv("YAPO_TRAINING_JOBS", "2")
+    ctx = common.AppContext.from_env()
+    assert (ctx.heavy_jobs, ctx.limiter.slots) == (3, 2)
+    a, b = ctx.new_session(), ctx.new_session()
+    assert a is not b and a.store is b.store and a.limiter is b.limiter and a.runs is not b.runs
+    monkeypatch.setenv("YAPO_HEAVY_JOBS", "many")
+    with pytest.raises(SystemExit, match="YAPO_HEAVY_JOBS"):
+        common.AppContext.from_env()
+
+
+def test_closing_a_tab_stops_its_runs(tiny_world, ctx):
+    from types import SimpleNamespace
+
+    tab = SimpleNamespace(session_hash="tab-1")
+    s = ctx.open_session(tab)
+    s.load_preset(ctx.catalog.preset("custom"), model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir))
+    s.load_task(TaskSpec("file", path=str(tiny_world.data_file)))
+    run = s.start_run(s.default_config(max_steps=100_000, warmup_steps=1))
+    ctx.end_session(tab)
+    run.join(timeout=60)
+    assert run.status == "stopped"
+    ctx.end_session(tab)  # a second close (Gradio's own state deletion) is harmless
+
+
+def test_library_errors_become_user_messages_never_tracebacks():
+    @common.user_errors
+    def fails(kind):
+        raise {"yapo": DataError("column 'prompt' missing"), "bug": KeyError("x")}[kind]
+
+    with pytest.raises(gr.Error) as info:
+        fails("yapo")
+    assert info.value.message == "column &#x27;prompt&#x27; missing"
+    with pytest.raises(gr.Error, match="Unexpected error \\(KeyError"):
+        fails("bug")
+
+    @common.user_errors
+    def streams():
+        yield 1
+        raise SettingsError("enter a prompt")
+
+    stream = streams()
+    assert next(stream) == 1
+    with pytest.raises(gr.Error, match="enter a prompt"):
+        next(stream)
+    with pytest.raises(gr.Error, match="reload the page"):
+        common.need(None)
+
+
+def test_vector_dropdowns_keep_the_choice_or_take_the_newest(trained):
+    label = next(iter(trained.vectors()))
+    update = common.vector_choices(trained, None)
+    assert update["choices"] == [label] and update["value"] == label
+    assert common.vector_choices(trained, label)["value"] == label
+    assert common.vector_choices(None, "gone") == gr.update(choices=[], value=None)
+
+
+def test_multipliers_are_parsed_and_bounded():
+    assert compare.parse_multipliers("1, -2; 0,1") == [-2.0, 0.0, 1.0]
+    for bad in ("", "one, two", "1,2,3,4,5,6,7,8,9,10", "50"):
+        with pytest.raises(SettingsError):
+            compare.parse_multipliers(bad)
+
+
+def test_compare_says_where_steering_applies(trained):
+    label = next(iter(trained.vectors()))
+    text = compare.where_steering_applies(trained, label)
+    assert "block **1**" in text and "blocks.1.hook_resid_post" in text
+    assert "every prompt token" in text and "every generated token" in text and "dec(relu(enc(h) + m·v))" in text
+    assert "every token" in compare.where_steering_applies(None, None)
+    prompts = compare.prompt_choices(trained, label)["choices"]
+    assert prompts and all(len(shown) <= 90 and "\n" not in shown for shown, _ in prompts)
+
+
+def test_export_note_states_the_dropped_share(tmp_path):
+    result = ExportResult(tmp_path / "v.safetensors", tmp_path / "v.m+1.gguf", None, 0.25, 15, 1.0)
+    note = export.export_note(result, "sparse")
+    assert "Not exact" in note and "25.0%" in note and "direction.15" in note and "m = +1" in note
+    exact = ExportResult(tmp_path / "v.safetensors", tmp_path / "v.gguf", None, 0.0, 15, 1.0)
+    assert "exact at m = +1" in export.export_note(exact, "sparse")
+    assert "Not exact" not in export.export_note(exact, "dense")
+    failed = ExportResult(tmp_path / "v.safetensors", None, "cannot steer block 0", None, 0, 1.0)
+    assert "No GGUF: cannot steer block 0" in export.export_note(failed, "dense")
+
+
+def test_feature_cards_escape_tokens_and_scale_highlights():
+    lens = F.LogitLens([F.TokenScore("<script>", 5, 1.5)], [F.TokenScore("a\nb", 6, -1.0)])
+    activity = F.LatentActivity(index=7, n_tokens=10, density=0.2, max_value=2.0, mean_active=1.0,
+                                examples=[F.ActivationExample(0, ["x", "<b>"], [0.0, 2.0], 1)],
+                                histogram_counts=[1, 1], histogram_edges=[0.0, 1.0, 2.0])
+    card = F.LatentCard(7, -0.5, "value", lens, activity, "https://www.neuronpedia.org/m/s/7")
+    html = features.latent_card_html(card, explanation="tea & coffee")
+    assert "<script>" not in html and "&lt;script&gt;" in html and "&lt;b&gt;" in html
+    assert "a⏎b" in html and "v = -0.5" in html and "tea &amp; coffee" in html
+    assert "rgba(234,88,12,1.00)" in html and "20.0%" in html and "neuronpedia.org/m/s/7" in html
+    local = F.LatentCard(8, 0.1, "cosine", lens, None, None)
+    assert "no Neuronpedia page" in features.latent_card_html(local) and "cos = +0.100" in features.latent_card_html(local)
+    empty = F.FeatureReport(vector=None, latents=[], n_texts=0)
+    assert "vector is zero" in features.cards_html(empty)
+
+
+def test_feature_page_renders_a_real_report(trained):
+    label = next(iter(trained.vectors()))
+    report = trained.features(label, k=4)
+    html = features.cards_html(report)
+    assert html.count("class='latent-card'") == len(report.latents) > 0
+    assert "The whole vector" in features.vector_card_html(report.vector, "blocks.1.hook_resid_post")
+    assert len(features.bars(report).data[0].y) == len(report.latents)
+    with pytest.raises(gr.Error, match="no Neuronpedia"):
+        features.fetch_explanations(report)
+
+
+def test_train_page_status_and_polling(trained):
+    html = train.runs_html(trained)
+    assert "finished" in html and "step 3/3" in html and "loss" in html
+    status, figure, timer = train.snapshot(trained)
+    assert timer.active is False and len(figure.data) == 5 and list(figure.data[0].x) == [1, 2, 3]
+    assert "No runs yet" in train.runs_html(None)
+    assert "Setup" in train.setup_summary(None) and "Method" in train.setup_summary(trained)
+    assert train.number(3.0, "epochs", int) == 3
+    with pytest.raises(SettingsError, match="epochs is empty"):
+        train.number(None, "epochs", int)
+
+
+def test_setup_page_notes_and_task_labels(ctx):
+    assert "Gated" in setup.preset_notes(ctx, "gemma-2-2b-it") and "HF_TOKEN" in setup.preset_notes(ctx, "gemma-2-2b-it")
+    assert "layer_15/width_65k/canonical" in setup.preset_notes(ctx, "gemma-2-2b-it")
+    assert setup.demo_task_label("culture-egypt") == "culture · egypt"
+    assert setup.demo_task_label("power-seeking") == "behaviour · power-seeking"
+
+
+def test_training_curves_are_thinned_for_long_runs():
+    from yapo_core.plots import thin, training_curves
+    from yapo_core.training import StepMetrics
+
+    history = [StepMetrics(i, 5000, 0, 0.6, 1.0, 0.1, 0.1, 0.0, 1.0, 3, 1e-4, 1.0, 0.01) for i in range(1, 5001)]
+    fig = training_curves([("a", history)], max_points=1000)
+    xs = list(fig.data[0].x)
+    assert len(xs) <= 1001 and xs[0] == 1 and xs[-1] == 5000
+    assert thin([1, 2, 3], 10) == [1, 2, 3]
+    assert torch.tensor(xs).diff().min() > 0

@@ -1,0 +1,245 @@
+"""Sessions: presets, tasks, background runs, isolation, limits, streaming, export round trips."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from app_fixtures import tiny_world, write_pairs_jsonl  # noqa: F401 (fixture)
+from conftest import SHARED_DATA, make_sae
+
+from yapo_core import session as S
+from yapo_core.errors import DataError, ModelLoadError, SAELoadError, SettingsError, VectorFileError
+from yapo_core.export import load_vector
+from yapo_core.generation import generate
+from yapo_core.steering import dense_equivalent
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = dict(lr=0.05, warmup_steps=2, batch_size=4, seed=0)
+
+
+def wait(run, timeout=60.0):
+    deadline = time.time() + timeout
+    while run.active and time.time() < deadline:
+        time.sleep(0.05)
+    assert not run.active, f"run still {run.status} after {timeout} s"
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return S.load_catalog(ROOT / "assets" / "presets.json")
+
+
+@pytest.fixture
+def ready(tiny_world, catalog):
+    """A session with the tiny model + SAE and a file task loaded."""
+    s = S.Session(catalog=catalog)
+    s.load_preset(catalog.preset("custom"), model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir))
+    s.load_task(S.TaskSpec("file", path=str(tiny_world.data_file), test_fraction=0.25))
+    yield s
+    s.close()
+
+
+def test_presets_file_names_real_registry_entries(catalog):
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    registry = get_pretrained_saes_directory()
+    keys = [p.key for p in catalog.presets]
+    assert keys[0] == "demo" and len(set(keys)) == len(keys) and "custom" in keys
+    for p in catalog.presets:
+        if p.sae_release:
+            assert p.sae_id in registry[p.sae_release].saes_map, p.key
+            assert p.model and p.layer is not None
+    paper = catalog.preset("gemma-2-2b-it")
+    assert (paper.sae_release, paper.sae_id, paper.layer) == ("gemma-scope-2b-pt-res-canonical", "layer_15/width_65k/canonical", 15)
+    assert len(catalog.tasks["culture"]["countries"]) == 15
+    with pytest.raises(SettingsError, match="unknown"):
+        catalog.preset("nope")
+
+
+def test_custom_preset_loads_local_folders_and_reports_mismatches(tiny_world, catalog, tmp_path):
+    s = S.Session(catalog=catalog)
+    custom = catalog.preset("custom")
+    bundle = s.load_preset(custom, model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir))
+    assert bundle.hook_name == "blocks.1.hook_resid_post" and bundle.layer == 1
+    with pytest.raises(SettingsError, match="enter a model"):
+        s.load_preset(custom, model=" ")
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        s.load_preset(custom, model="/no/such/folder", layer=1)
+    wide = tmp_path / "wide-sae"
+    make_sae(d_in=48).save_model(wide)
+    with pytest.raises(SAELoadError, match="d_in=48"):
+        s.load_preset(custom, model=str(tiny_world.model_dir), sae_path=str(wide))
+    with pytest.raises(SAELoadError, match="layer 3"):
+        s.load_preset(custom, model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir), layer=3)
+
+
+def test_an_unreachable_hub_fails_within_seconds(catalog, monkeypatch):
+    s = S.Session(catalog=catalog)
+    start = time.perf_counter()
+    with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):  # HF_HUB_OFFLINE=1 in tests
+        s.load_preset(catalog.preset("gpt2-small"))
+    monkeypatch.setattr(S, "is_offline", lambda: False)
+    monkeypatch.setattr(S, "host_reachable", lambda url, timeout=3.0: False)
+    with pytest.raises(ModelLoadError, match="cannot be reached"):
+        s.load_preset(catalog.preset("gemma-2-2b-it"))
+    with pytest.raises(DataError, match="cannot be reached"):
+        S.load_task(S.TaskSpec("behaviour", name="power-seeking"), catalog.tasks)
+    assert time.perf_counter() - start < 15
+
+
+def test_models_are_shared_between_sessions_but_runs_are_not(tiny_world, catalog):
+    store, limiter = S.ModelStore(), S.JobLimiter(2)
+    a, b = S.Session(store, limiter, catalog), S.Session(store, limiter, catalog)
+    for s in (a, b):
+        s.load_preset(catalog.preset("custom"), model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir))
+        s.load_task(S.TaskSpec("file", path=str(tiny_world.data_file)))
+    assert a.bundle is b.bundle
+    run = a.start_run(a.default_config(max_steps=3, **QUICK))
+    wait(run)
+    assert list(a.vectors()) == [run.name] and b.vectors() == {} and b.runs == {}
+
+
+def test_a_run_trains_in_the_background_and_reports_progress(ready):
+    run = ready.start_run(ready.default_config(max_steps=6, **QUICK))
+    assert run.status in ("queued", "preparing", "running")
+    wait(run)
+    assert run.status == "finished", run.error
+    assert [m.step for m in run.history] == list(range(1, 7)) and run.total_steps == 6
+    assert run.history[0].loss == pytest.approx(0.6931, abs=1e-3)
+    assert run.vector.kind == "sparse" and run.vector.l0() > 0 and run.eta() is None
+    assert "finished, step 6/6" in run.describe()
+
+
+def test_stop_ends_a_run_early_and_keeps_its_vector(ready):
+    run = ready.start_run(ready.default_config(max_steps=10_000, **QUICK))
+    while run.step < 2:
+        assert run.active, run.error
+        time.sleep(0.02)
+    assert run.eta() is not None and run.eta() > 0
+    run.stop()
+    wait(run)
+    assert run.status == "stopped" and 2 <= run.step < 10_000 and run.vector is not None
+
+
+def test_the_limiter_queues_runs_beyond_its_slots(tiny_world, catalog):
+    limiter = S.JobLimiter(1)
+    a, b = S.Session(limiter=limiter, catalog=catalog), S.Session(limiter=limiter, catalog=catalog)
+    for s in (a, b):
+        s.load_preset(catalog.preset("custom"), model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir))
+        s.load_task(S.TaskSpec("file", path=str(tiny_world.data_file)))
+    first = a.start_run(a.default_config(max_steps=10_000, **QUICK))
+    while first.status != "running":
+        time.sleep(0.02)
+    second = b.start_run(b.default_config(max_steps=2, **QUICK))
+    time.sleep(0.5)
+    assert second.status == "queued"
+    first.stop()
+    wait(second)
+    assert second.status == "finished" and first.status == "stopped"
+
+
+def test_run_settings_are_checked(ready):
+    with pytest.raises(SettingsError, match="sparse vector, but the settings say 'dense'"):
+        ready.start_run(S.TrainConfig(kind="dense", layer=1))
+    empty = S.Session()
+    with pytest.raises(SettingsError, match="load a model"):
+        empty.start_run()
+    with pytest.raises(SettingsError, match="unknown"):
+        ready.set_method("caa")
+
+
+def test_dense_runs_take_the_layer_of_the_sae(ready):
+    ready.set_method("bipo")
+    run = ready.start_run(ready.default_config(max_steps=2, **QUICK))
+    wait(run)
+    assert run.status == "finished", run.error
+    assert run.vector.kind == "dense" and run.vector.layer == 1
+
+
+def test_file_tasks_preview_split_and_refuse_bad_uploads(tmp_path, monkeypatch):
+    data = write_pairs_jsonl(tmp_path / "p.jsonl", 10)
+    preview = S.preview_file(data)
+    assert preview.columns == ["prompt", "chosen", "rejected"] and preview.schema == "pairs" and preview.n_rows == 10
+    task = S.load_task(S.TaskSpec("file", path=str(data), test_fraction=0.2))
+    assert (len(task.train), len(task.test)) == (8, 2)
+    renamed = tmp_path / "r.csv"
+    renamed.write_text("q,good,bad\nhi,yes,no\nho,yes,no\n")
+    preview = S.preview_file(renamed)
+    assert preview.schema is None and "cannot tell the schema" in preview.message
+    task = S.load_task(S.TaskSpec("file", path=str(renamed), columns={"prompt": "q", "chosen": "good", "rejected": "bad"}))
+    assert task.train.pairs[0].chosen == "yes"
+    pickle = tmp_path / "p.pkl"
+    pickle.write_bytes(b"\x80\x04")
+    with pytest.raises(DataError, match="not accepted"):
+        S.preview_file(pickle)
+    monkeypatch.setattr(S, "MAX_UPLOAD_BYTES", 10)
+    with pytest.raises(DataError, match="limit"):
+        S.load_task(S.TaskSpec("file", path=str(data)))
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "bipo").is_dir(), reason="the BiPO reference data is not in shared/data")
+def test_behaviour_tasks_read_a_local_copy_of_bipo(monkeypatch, catalog):
+    monkeypatch.setenv("YAPO_BIPO_DIR", str(SHARED_DATA / "bipo"))
+    task = S.load_task(S.TaskSpec("behaviour", name="power-seeking", limit=20), catalog.tasks)
+    assert len(task.train) == 20 and task.train.schema == "bipo"
+    with pytest.raises(DataError, match="does not exist"):
+        S.load_task(S.TaskSpec("behaviour", name="jailbreak"), catalog.tasks)  # not in the reference copy
+    with pytest.raises(DataError, match="unknown"):
+        S.load_task(S.TaskSpec("behaviour", name="sycophancy"), catalog.tasks)
+
+
+def test_streamed_generation_ends_with_the_batched_result(ready):
+    run = ready.start_run(ready.default_config(max_steps=4, **QUICK))
+    wait(run)
+    prompt = ready.test_prompts()[0]
+    parts = list(ready.generate_stream(run.name, prompt, [0.0, 2.0], max_new_tokens=8))
+    b = ready.bundle
+    direct = generate(b.model, b.tokenizer, prompt, run.vector, [0.0, 2.0], sae=b.sae, max_new_tokens=8)[0]
+    assert parts[-1] == direct and len(parts) >= 2
+    assert all(parts[-1][m].startswith(p[m]) for p in parts[:-1] for m in p)
+    with pytest.raises(SettingsError, match="enter a prompt"):
+        next(ready.generate_stream(run.name, "  ", [0.0, 1.0]))
+
+
+def test_export_round_trip_and_loading_a_vector_file(ready, tmp_path):
+    run = ready.start_run(ready.default_config(max_steps=4, **QUICK))
+    wait(run)
+    result = ready.export(run.name, multiplier=1.0)
+    assert result.safetensors.is_file() and result.gguf.is_file() and result.gguf_error is None
+    assert result.dropped_fraction == pytest.approx(dense_equivalent(run.vector, ready.bundle.sae, 1.0)[1])
+    entry = ready.load_vector_file(result.safetensors)
+    torch.testing.assert_close(entry.vector.values, run.vector.values)
+    assert entry.label in ready.vectors() and entry.source == "file"
+    again = ready.load_vector_file(result.safetensors)
+    assert again.label != entry.label
+    bogus = tmp_path / "bogus.safetensors"
+    bogus.write_text("not a vector")
+    with pytest.raises(VectorFileError):
+        ready.load_vector_file(bogus)
+    with pytest.raises(DataError, match="not accepted"):
+        ready.load_vector_file(ready.bundle.spec.model + "/config.json")
+    assert load_vector(result.safetensors).metadata["steps"] == "4"
+
+
+def test_features_and_sweep_through_the_session(ready):
+    run = ready.start_run(ready.default_config(max_steps=4, **QUICK))
+    wait(run)
+    report = ready.features(run.name, k=3)
+    assert 1 <= len(report.latents) <= 3 and report.n_texts > 0
+    assert all(c.activity is not None for c in report.latents)
+    points = ready.sweep(run.name, [-1.0, 0.0, 1.0])
+    assert [m for m, _ in points] == [-1.0, 0.0, 1.0] and all(0 <= acc <= 1 for _, acc in points)
+    assert points[1][1] == 0.0  # at m = 0 no pair gains anything: the margin is exactly 0
+
+
+def test_close_stops_runs_and_removes_files(ready):
+    run = ready.start_run(ready.default_config(max_steps=10_000, **QUICK))
+    while run.step < 1:
+        time.sleep(0.02)
+    folder = ready.export(run.name).safetensors.parent.parent
+    ready.close()
+    wait(run)
+    assert run.status == "stopped" and not folder.exists()

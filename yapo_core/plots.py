@@ -1,0 +1,149 @@
+"""Plotly figures of training runs, vectors and multiplier sweeps.
+
+Built from the core's plain results (:class:`~yapo_core.training.StepMetrics`,
+:class:`~yapo_core.features.LatentWeight`, ...), so the app's pages stay thin and a notebook gets
+the same figures.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .features import LatentMatch, LatentWeight
+from .training import StepMetrics
+
+PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777")
+POSITIVE, NEGATIVE = "#2563eb", "#dc2626"
+
+TRAINING_METRICS: tuple[tuple[str, str], ...] = (
+    ("loss", "loss"),
+    ("reward_accuracy", "reward accuracy"),
+    ("margin", "reward margin"),
+    ("vector_norm", "vector norm ‖v‖"),
+    ("l0", "L0 (non-zero entries)"),
+)
+
+
+def run_color(i: int) -> str:
+    """A run's colour, stable by its position in the session (the same in every figure)."""
+    return PALETTE[i % len(PALETTE)]
+
+
+def training_curves(
+    runs: Sequence[tuple[str, Sequence[StepMetrics]]],
+    metrics: Sequence[tuple[str, str]] = TRAINING_METRICS,
+    colors: Sequence[str] | None = None,
+    height: int = 480,
+    max_points: int = 1500,
+) -> go.Figure:
+    """One panel per metric, every run overlaid (one colour per run, one legend entry).
+
+    The loss panel has a dashed line at ln 2, where the objective starts (v = 0). ``uirevision``
+    is fixed, so zoom and legend toggles survive the figure being rebuilt every second. Runs
+    longer than ``max_points`` steps are thinned evenly (the last step is always kept), so the
+    figure sent to the browser stays small.
+    """
+    cols = 3
+    rows = math.ceil(len(metrics) / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[title for _, title in metrics],
+                        horizontal_spacing=0.07, vertical_spacing=0.16)
+    for r, (label, history) in enumerate(runs):
+        color = colors[r] if colors else run_color(r)
+        history = thin(history, max_points)
+        steps = [m.step for m in history]
+        for p, (field, _) in enumerate(metrics):
+            fig.add_trace(
+                go.Scatter(
+                    x=steps,
+                    y=[getattr(m, field) for m in history],
+                    mode="lines+markers" if len(steps) < 40 else "lines",
+                    marker=dict(size=4),
+                    line=dict(color=color, width=2),
+                    name=label,
+                    legendgroup=label,
+                    showlegend=p == 0,
+                    hovertemplate=f"{label}<br>step %{{x}}<br>%{{y:.4g}}<extra></extra>",
+                ),
+                row=p // cols + 1,
+                col=p % cols + 1,
+            )
+    loss_panel = [i for i, (field, _) in enumerate(metrics) if field == "loss"]
+    if loss_panel:
+        i = loss_panel[0]
+        fig.add_hline(y=math.log(2), line=dict(color="#9ca3af", dash="dash", width=1),
+                      annotation_text="ln 2", annotation_position="top right", row=i // cols + 1, col=i % cols + 1)
+    for p in range(len(metrics)):
+        fig.update_xaxes(title_text="step", row=p // cols + 1, col=p % cols + 1, title_standoff=4)
+    fig.update_layout(
+        height=height,
+        margin=dict(l=40, r=20, t=50, b=40),
+        legend=dict(orientation="h", y=-0.12),
+        template="plotly_white",
+        uirevision="training",
+    )
+    if not runs:
+        fig.add_annotation(text="No runs yet: press Start.", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+    return fig
+
+
+def thin(items: Sequence, max_points: int) -> Sequence:
+    """At most ``max_points`` items, evenly spaced, always including the last one."""
+    if len(items) <= max_points:
+        return items
+    stride = math.ceil(len(items) / max_points)
+    kept = list(items[::stride])
+    return kept if kept[-1] is items[-1] else kept + [items[-1]]
+
+
+def latent_bars(weights: Sequence[LatentWeight], title: str = "top latents by |v|", height: int | None = None) -> go.Figure:
+    """Signed horizontal bars, largest ``|v|`` on top; blue raises a latent, red lowers it."""
+    labels = [f"#{w.index}" for w in weights]
+    values = [w.value for w in weights]
+    return _signed_bars(labels, values, title, "value in v", height)
+
+
+def cosine_bars(matches: Sequence[LatentMatch], title: str = "nearest SAE latents", height: int | None = None) -> go.Figure:
+    """Signed cosines of a dense vector with SAE decoder rows."""
+    return _signed_bars([f"#{m.index}" for m in matches], [m.cosine for m in matches], title, "cosine", height)
+
+
+def _signed_bars(labels, values, title, axis, height) -> go.Figure:
+    fig = go.Figure(
+        go.Bar(
+            x=values[::-1],
+            y=labels[::-1],
+            orientation="h",
+            marker_color=[POSITIVE if v >= 0 else NEGATIVE for v in values[::-1]],
+            hovertemplate="latent %{y}<br>%{x:.4g}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        xaxis_title=axis,
+        height=height or max(220, 28 * len(labels) + 90),
+        margin=dict(l=70, r=20, t=50, b=40),
+        template="plotly_white",
+    )
+    fig.add_vline(x=0, line=dict(color="#6b7280", width=1))
+    return fig
+
+
+def multiplier_sweep(
+    curves: Sequence[tuple[str, Sequence[tuple[float, float]]]],
+    y_title: str = "held-out preference accuracy",
+    colors: Sequence[str] | None = None,
+) -> go.Figure:
+    """A metric against the multiplier, one line per vector (e.g. YaPO and BiPO on one task)."""
+    fig = go.Figure()
+    for r, (label, points) in enumerate(curves):
+        xs, ys = zip(*sorted(points)) if points else ((), ())
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label,
+                                 line=dict(color=colors[r] if colors else run_color(r), width=2)))
+    fig.add_vline(x=0, line=dict(color="#9ca3af", dash="dot", width=1))
+    fig.update_layout(xaxis_title="multiplier", yaxis_title=y_title, template="plotly_white", height=340,
+                      margin=dict(l=50, r=20, t=30, b=40), legend=dict(orientation="h", y=-0.2))
+    return fig
