@@ -18,14 +18,14 @@ from pathlib import Path
 
 import gradio as gr
 
-from pages import compare, export, features, setup, train
+from pages import compare, evaluate, export, features, setup, train
 from pages.common import AppContext, close_session, vector_choices
 
 CSS = (Path(__file__).resolve().parent / "assets" / "app.css").read_text(encoding="utf-8")
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 """System fonts only: the app must not wait on font downloads when offline."""
 INTRO = """# YaPO Studio
-Learn **sparse steering vectors in an SAE's latent space (YaPO)** or dense ones (BiPO) from preference pairs, watch them
+Learn **sparse steering vectors in an SAE's latent space (YaPO)** or dense ones (BiPO) from preference pairs (CAA and SAS as baselines), watch them
 train, read them latent by latent, compare steered and unsteered answers, and export them (safetensors, llama.cpp GGUF).
 Start on **Setup**: the demo world is built on this machine and needs no download."""
 
@@ -45,6 +45,8 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
                 features_vector = features.build(ctx, state)
             with gr.Tab("Compare", id="compare") as compare_tab:
                 compare_vector = compare.build(ctx, state)
+            with gr.Tab("Evaluate", id="evaluate") as evaluate_tab:
+                evaluate_vectors = evaluate.build(ctx, state)
             with gr.Tab("Export", id="export") as export_tab:
                 export_vector = export.build(ctx, state)
 
@@ -54,6 +56,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
                                                 train_page.timer, train_page.which])
         for tab, dropdown in ((features_tab, features_vector), (compare_tab, compare_vector), (export_tab, export_vector)):
             tab.select(vector_choices, [state, dropdown], dropdown)
+        evaluate_tab.select(evaluate.vector_checklist, [state, evaluate_vectors], evaluate_vectors)
     return demo
 
 

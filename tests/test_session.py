@@ -148,7 +148,7 @@ def test_run_settings_are_checked(ready):
     with pytest.raises(SettingsError, match="load a model"):
         empty.start_run()
     with pytest.raises(SettingsError, match="unknown"):
-        ready.set_method("caa")
+        ready.set_method("pca")
 
 
 def test_dense_runs_take_the_layer_of_the_sae(ready):
@@ -243,3 +243,32 @@ def test_close_stops_runs_and_removes_files(ready):
     ready.close()
     wait(run)
     assert run.status == "stopped" and not folder.exists()
+
+
+@pytest.mark.parametrize("method", ["caa", "sas"])
+def test_baselines_are_computed_runs(ready, method):
+    ready.set_method(method)
+    run = ready.start_run(ready.default_config())
+    wait(run)
+    assert run.status == "finished", run.error
+    assert run.vector.method == method and run.history == [] and "computed in one pass" in run.describe()
+    assert run.vector.kind == ("dense" if method == "caa" else "sparse") and run.vector.layer == 1
+
+
+def test_evaluate_sweeps_every_chosen_vector(ready, monkeypatch):
+    ready.set_method("caa")
+    caa = ready.start_run(ready.default_config())
+    ready.set_method("yapo")
+    yapo = ready.start_run(ready.default_config(max_steps=3, **QUICK))
+    wait(caa), wait(yapo)
+    curves = ready.evaluate([caa.name, yapo.name], "preference", [0.0, 1.0])
+    assert [label for label, _ in curves] == [caa.name, yapo.name]
+    assert all(points[0] == (0.0, 0.0) for _, points in curves)  # m = 0 gains nothing
+    with pytest.raises(SettingsError, match="answer letter.*preference metric"):
+        ready.evaluate([yapo.name], "mcq", [0.0, 1.0])  # the test answers are sentences
+    with pytest.raises(SettingsError, match="at least one vector"):
+        ready.evaluate([], "preference", [1.0])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DataError, match="cais/mmlu"):  # not the demo model: MMLU, which needs the Hub
+        ready.capability([yapo.name])

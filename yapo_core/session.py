@@ -101,22 +101,28 @@ def load_catalog(path: str | os.PathLike) -> Catalog:
 @dataclass(frozen=True)
 class Method:
     """A way of making a steering vector. YaPO and BiPO are trained with the preference
-    objective (:class:`~yapo_core.training.Trainer`); they differ only in the vector's space."""
+    objective (:class:`~yapo_core.training.Trainer`); CAA and SAS are computed from the pairs in
+    one pass (:mod:`yapo_core.baselines`)."""
 
     key: str
     label: str
     kind: str
     summary: str
+    trained: bool = True
 
 
 METHODS: dict[str, Method] = {
     "yapo": Method("yapo", "YaPO (sparse)", "sparse",
                    "a vector over the SAE's latents, applied through the SAE: h' = dec(relu(enc(h) + m·v)) + error"),
     "bipo": Method("bipo", "BiPO (dense)", "dense", "a vector in the residual stream: h' = h + m·v"),
+    "caa": Method("caa", "CAA (dense, computed)", "dense",
+                  "mean of h(chosen) − h(rejected) at the last answer token; h' = h + m·v (the paper uses m = 0.5)",
+                  trained=False),
+    "sas": Method("sas", "SAS (sparse, computed)", "sparse",
+                  "mean SAE codes of chosen − rejected over latents active in ≥ 70% of one side only; applied like YaPO",
+                  trained=False),
 }
-"""Methods offered in the app, by key. CAA and SAS (method.md §5) compute a vector from the
-pairs instead of training one; they belong here too, with :meth:`Session.start_run` dispatching
-on the method to a computing job instead of a :class:`Trainer`."""
+"""Methods offered in the app, by key."""
 
 
 # --- reachability ------------------------------------------------------------------------------
@@ -499,6 +505,7 @@ class Run:
         self.status = "queued"
         self.error: str | None = None
         self.trainer: Trainer | None = None
+        self._computed: SteeringVector | None = None  # CAA / SAS
         self.created = time.time()
         self._running_since: float | None = None
         self._finished_at: float | None = None
@@ -529,6 +536,9 @@ class Run:
         try:
             self.status = "preparing"
             b = self.bundle
+            if not self.method.trained:
+                self._compute(b)
+                return
             with b.lock:  # tokenising and caching activations run the model
                 self.trainer = Trainer(b.model, b.tokenizer, self.task.train, self.config, sae=b.sae)
             if self._cancel.is_set():
@@ -548,6 +558,19 @@ class Run:
         finally:
             self._finished_at = time.time()
             limiter.release()
+
+    def _compute(self, b: "Bundle") -> None:
+        """CAA / SAS: one pass over the training pairs, no steps."""
+        from .baselines import train_caa, train_sas
+
+        self.status, self._running_since = "running", time.time()
+        with b.lock:
+            if self.method.key == "caa":
+                layer = self.config.layer if self.config.layer is not None else b.layer
+                self._computed = train_caa(b.model, b.tokenizer, self.task.train, layer)
+            else:
+                self._computed = train_sas(b.model, b.tokenizer, self.task.train, b.sae)
+        self.status = "stopped" if self._cancel.is_set() else "finished"
 
     # -- reading --
 
@@ -570,6 +593,8 @@ class Run:
     @property
     def vector(self) -> SteeringVector | None:
         """The last good vector (also while training runs), or None before the first step."""
+        if self._computed is not None:
+            return self._computed
         if self.trainer is None or self.trainer.step == 0:
             return None
         return self.trainer.vector
@@ -594,6 +619,8 @@ class Run:
         eta = self.eta()
         if eta is not None:
             text += f", about {format_seconds(eta)} left"
+        if self._computed is not None:
+            text += f" · computed in one pass, L0 {self._computed.l0()}, norm {self._computed.norm():.3g}"
         history = self.trainer.history if self.trainer is not None else []
         if history:
             m = history[-1]
@@ -697,7 +724,8 @@ class Session:
         if config.kind != self.method.kind:
             raise SettingsError(f"{self.method.label} trains a {self.method.kind} vector, but the settings say {config.kind!r}.")
         if config.kind == "sparse" and bundle.sae is None:
-            raise SettingsError("YaPO needs an SAE; this model was loaded without one. Use BiPO or load an SAE.")
+            raise SettingsError(f"{self.method.label} needs an SAE; this model was loaded without one. "
+                                "Use a dense method (BiPO, CAA) or load an SAE.")
         if config.kind == "dense" and bundle.sae is None and config.layer is None:
             config = replace(config, layer=bundle.layer)
         if sum(r.active for r in self.runs.values()) >= 2:
@@ -803,6 +831,80 @@ class Session:
         with b.lock:
             return [(float(m), preference_accuracy(b.model, b.tokenizer, pairs, e.vector, float(m), sae=b.sae))
                     for m in multipliers]
+
+    EVAL_METRICS = {
+        "preference": "held-out preference accuracy",
+        "mcq": "MCQ accuracy (answer-letter likelihood)",
+        "behaviour": "behaviour rate (A/B: picks the behaviour's option)",
+    }
+
+    def evaluate(self, labels: Sequence[str], metric: str, multipliers: Sequence[float],
+                 max_items: int = 64) -> list[tuple[str, list[tuple[float, float]]]]:
+        """One curve per vector: ``metric`` on its task's test split at each multiplier.
+
+        ``mcq`` needs test pairs whose chosen answer is an option letter (Deep-Culture-Lense MCQ,
+        the demo world's MCQ tasks); ``behaviour`` needs BiPO-style A/B pairs.
+        """
+        from . import evaluation as ev
+
+        if metric not in self.EVAL_METRICS:
+            raise SettingsError(f"metric {metric!r} is unknown; use one of {sorted(self.EVAL_METRICS)}.")
+        if not labels:
+            raise SettingsError("choose at least one vector to evaluate.")
+        curves = []
+        for label in labels:
+            e = self.entry(label)
+            if e.task is None or not len(e.task.test):
+                raise SettingsError(f"{label}: this vector has no task with a test split; load a task first.")
+            pairs = e.task.test.pairs[:max_items]
+            b = e.bundle
+            if metric == "preference":
+                fn = lambda m: ev.preference_accuracy(b.model, b.tokenizer, pairs, e.vector, m, sae=b.sae)  # noqa: E731
+            else:
+                try:
+                    items = ev.mcq_items_from_pairs(pairs, "AB" if metric == "behaviour" else "ABCD")
+                except DataError as exc:
+                    raise SettingsError(f"{label}: {exc} Use the preference metric for open answers.") from None
+                fn = lambda m: ev.mcq_accuracy(b.model, b.tokenizer, items, e.vector, m, sae=b.sae)  # noqa: E731
+            with b.lock:
+                curves.append((label, list(ev.sweep(fn, multipliers).items())))
+        return curves
+
+    def capability(self, labels: Sequence[str], multiplier: float = 1.0, n: int = 48) -> list[dict]:
+        """General ability with and without each vector: the demo world's general questions
+        (greedy answers) for the demo model; a small MMLU subset (needs the Hub) for others."""
+        from . import evaluation as ev
+
+        rows = []
+        for label in labels:
+            e = self.entry(label)
+            b = e.bundle
+            general = self._demo_general_questions(b)
+            with b.lock:
+                if general is not None:
+                    prompts, answers = general[0][:n], general[1][:n]
+                    measure = lambda: ev.generation_accuracy(b.model, b.tokenizer, prompts, answers, max_new_tokens=8)  # noqa: E731
+                    what = f"demo general questions ({len(prompts)})"
+                else:
+                    items = ev.load_mmlu_subset(n)
+                    measure = lambda: ev.mcq_accuracy(b.model, b.tokenizer, items)  # noqa: E731
+                    what = f"MMLU subset ({len(items)})"
+                result = ev.capability_change(measure, b.model, e.vector, multiplier, b.sae)
+            rows.append({"vector": label, "measure": what, "multiplier": multiplier, **result})
+        return rows
+
+    @staticmethod
+    def _demo_general_questions(bundle: "Bundle"):
+        from .demo import list_demo_tasks, load_demo_world
+
+        world = load_demo_world(size=demo_size())
+        if world is None or Path(bundle.spec.model).resolve() != Path(world.model_dir).resolve():
+            return None
+        general = next(t for t in list_demo_tasks(world) if t["kind"] == "general")
+        import pandas as pd
+
+        table = pd.read_json(general["paths"]["questions"], lines=True)
+        return list(table["prompt"]), list(table["answer"])
 
     def features(self, label: str, k: int = 10, n_texts: int = 32, lens_k: int = 8):
         """The feature report of a vector, with activations on its task's test pairs."""

@@ -1,0 +1,59 @@
+"""Evaluate: a metric against the multiplier, one line per vector (e.g. YaPO, BiPO, CAA and SAS
+on one task), and the capability check with and without a vector."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from yapo_core.plots import multiplier_sweep
+from yapo_core.session import Session
+
+from .common import HEAVY, AppContext, need, user_errors
+from .compare import parse_multipliers
+
+HELP = """Which multiplier, and which method? Each vector is measured on **its own task's test split** at every
+multiplier (m = 0 is the unsteered model). *MCQ accuracy* reads the most likely answer letter (culture MCQ tasks);
+*behaviour rate* is BiPO's A/B evaluation; *preference accuracy* works for any pairs. The paper reports CAA and
+SAS peaking near m = 0.5 and collapsing at 1 and above, while YaPO keeps improving up to 2."""
+
+
+def vector_checklist(session: Session | None, chosen: list[str] | None = None) -> dict:
+    labels = list(session.vectors()) if session is not None else []
+    keep = [c for c in (chosen or []) if c in labels]
+    return gr.update(choices=labels, value=keep or labels)
+
+
+def build(ctx: AppContext, state: gr.State) -> gr.CheckboxGroup:
+    """The page's components and callbacks; returns its vector list, refreshed when the tab opens."""
+    gr.Markdown(HELP)
+    vectors = gr.CheckboxGroup([], label="Vectors", elem_id="eval-vectors")
+    with gr.Row():
+        metric = gr.Radio([(label, key) for key, label in Session.EVAL_METRICS.items()], value="mcq",
+                          label="Metric", elem_id="eval-metric", scale=3)
+        multipliers = gr.Textbox("-2, -1, -0.5, 0, 0.5, 1, 2", label="Multipliers", scale=2)
+    run = gr.Button("Sweep", variant="primary", elem_id="eval-sweep")
+    plot = gr.Plot(label="Metric against the multiplier", elem_id="eval-plot")
+    with gr.Accordion("Capability check: general questions with and without the vector", open=False):
+        gr.Markdown("The demo world's general questions (arithmetic, facts) answered greedily; for hub models a small "
+                    "MMLU subset (needs the Hub). Reported as the change when the vector is applied.")
+        with gr.Row():
+            cap_m = gr.Slider(-2, 2, value=1.0, step=0.5, label="Multiplier")
+            cap_btn = gr.Button("Check")
+        cap_table = gr.Dataframe(interactive=False, elem_id="capability")
+
+    @user_errors
+    def on_sweep(session, labels, metric_, ms):
+        session = need(session)
+        curves = session.evaluate(labels, metric_, parse_multipliers(ms))
+        return multiplier_sweep(curves, y_title=Session.EVAL_METRICS[metric_])
+
+    @user_errors
+    def on_capability(session, labels, m):
+        rows = need(session).capability(labels, float(m))
+        return pd.DataFrame(rows).round(3)
+
+    heavy = dict(concurrency_id=HEAVY, concurrency_limit=ctx.heavy_jobs)
+    run.click(on_sweep, [state, vectors, metric, multipliers], plot, **heavy)
+    cap_btn.click(on_capability, [state, vectors, cap_m], cap_table, **heavy)
+    return vectors
