@@ -68,9 +68,9 @@ def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
     gr.Markdown("### 1 · Model and SAE")
     with gr.Row():
         with gr.Column(scale=3):
-            preset = gr.Dropdown([(p.label, p.key) for p in ctx.catalog.presets], value=ctx.catalog.presets[0].key,
+            preset = gr.Dropdown([(p.label, p.key) for p in ctx.catalog.presets], value=ctx.catalog.default_key,
                                  label="Preset", elem_id="preset")
-            notes = gr.Markdown(preset_notes(ctx, ctx.catalog.presets[0].key))
+            notes = gr.Markdown(preset_notes(ctx, ctx.catalog.default_key))
         with gr.Column(scale=1, min_width=160):
             load_model_btn = gr.Button("Load model", variant="primary", elem_id="load-model")
     with gr.Group(visible=False) as custom_box:

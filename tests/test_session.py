@@ -272,3 +272,12 @@ def test_evaluate_sweeps_every_chosen_vector(ready, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(DataError, match="cais/mmlu"):  # not the demo model: MMLU, which needs the Hub
         ready.capability([yapo.name])
+
+
+def test_an_environment_variable_picks_the_default_preset(catalog, monkeypatch):
+    assert catalog.default_key == "demo"
+    monkeypatch.setenv("YAPO_DEFAULT_PRESET", "gemma-2-2b-it")
+    assert catalog.default_key == "gemma-2-2b-it"
+    monkeypatch.setenv("YAPO_DEFAULT_PRESET", "nope")
+    with pytest.raises(SettingsError, match="preset 'nope' is unknown"):
+        catalog.default_key

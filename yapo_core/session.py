@@ -77,6 +77,12 @@ class Catalog:
     presets: tuple[Preset, ...]
     tasks: dict
 
+    @property
+    def default_key(self) -> str:
+        """``$YAPO_DEFAULT_PRESET`` (e.g. ``gemma-2-2b-it`` on a GPU Space), else the first preset."""
+        key = os.environ.get("YAPO_DEFAULT_PRESET") or self.presets[0].key
+        return self.preset(key).key
+
     def preset(self, key: str) -> Preset:
         for p in self.presets:
             if p.key == key:
