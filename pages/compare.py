@@ -8,6 +8,7 @@ import pandas as pd
 from yapo_core.errors import SettingsError
 from yapo_core.plots import multiplier_sweep
 from yapo_core.session import Session
+from yapo_core.spaces_compat import gpu
 
 from .common import HEAVY, AppContext, esc, need, user_errors
 
@@ -91,6 +92,7 @@ def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
                     seed=int(seed_ or 0))
 
     @user_errors
+    @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere
     def on_generate(session, label, text, m, max_new_, sample_, temperature_, seed_):
         session = need(session)
         m = round(float(m), 2)
@@ -99,6 +101,7 @@ def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
             yield answers.get(0.0, ""), gr.update(value=answers.get(m, ""), label=title)
 
     @user_errors
+    @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere
     def on_grid(session, label, text, ms, max_new_, sample_, temperature_, seed_):
         session = need(session)
         multipliers = parse_multipliers(ms)
@@ -106,6 +109,7 @@ def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
             yield pd.DataFrame({"multiplier": multipliers, "answer": [answers.get(m, "") for m in multipliers]})
 
     @user_errors
+    @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere
     def on_sweep(session, label, ms):
         session = need(session)
         points = session.sweep(label, parse_multipliers(ms))

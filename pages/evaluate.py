@@ -8,6 +8,7 @@ import pandas as pd
 
 from yapo_core.plots import multiplier_sweep
 from yapo_core.session import Session
+from yapo_core.spaces_compat import gpu
 
 from .common import HEAVY, AppContext, need, user_errors
 from .compare import parse_multipliers
@@ -43,12 +44,14 @@ def build(ctx: AppContext, state: gr.State) -> gr.CheckboxGroup:
         cap_table = gr.Dataframe(interactive=False, elem_id="capability")
 
     @user_errors
+    @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere
     def on_sweep(session, labels, metric_, ms):
         session = need(session)
         curves = session.evaluate(labels, metric_, parse_multipliers(ms))
         return multiplier_sweep(curves, y_title=Session.EVAL_METRICS[metric_])
 
     @user_errors
+    @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere
     def on_capability(session, labels, m):
         rows = need(session).capability(labels, float(m))
         return pd.DataFrame(rows).round(3)

@@ -17,6 +17,7 @@ from yapo_core.features import (
     neuronpedia_reachable,
 )
 from yapo_core.plots import cosine_bars, latent_bars
+from yapo_core.spaces_compat import gpu
 
 from .common import HEAVY, AppContext, esc, need, user_errors
 
@@ -134,6 +135,7 @@ def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
     cards = gr.HTML(elem_id="latent-cards")
 
     @user_errors
+    @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere
     def on_show(session, label, k_):
         session = need(session)
         entry = session.entry(label)
