@@ -3,7 +3,7 @@
 Starts ``python app.py`` on a free local port and drives Debian's chromium (headless) with
 playwright: load the demo preset, see an unreachable source fail with a message, pick a culture
 task, train while the curves grow (past 30 steps, then Stop), open feature cards, compare steered and unsteered
-answers, export and download the vector, and load the file back. One screenshot per page goes to
+answers, sweep the multiplier on Evaluate, export and download the vector, and load the file back. One screenshot per page goes to
 ``$YAPO_SCREENSHOTS`` when set (e.g. ``assets/screenshots``), else to the test's tmp folder.
 
 The app uses the ``mini`` demo world unless ``YAPO_DEMO_SIZE`` says otherwise (``full`` gives
@@ -195,6 +195,15 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
     page.wait_for_function("() => ['#unsteered', '#steered'].every(s => document.querySelector(s + ' textarea').value.length > 0)")
     page.wait_for_function("() => !document.querySelector('#generate').disabled")
     page.screenshot(path=str(shots / "compare.png"), full_page=True)
+
+    # Evaluate: MCQ accuracy of the vector against the multiplier.
+    page.get_by_role("tab", name="Evaluate").click()
+    page.locator("#eval-vectors").filter(has_text="YaPO").wait_for()
+    page.get_by_role("radio", name="MCQ accuracy (answer-letter likelihood)").click()
+    page.get_by_role("button", name="Sweep").click()
+    page.wait_for_function("() => { const g = document.querySelector('#eval-plot .js-plotly-plot');"
+                           " return g && g.data.length && g.data[0].x.length === 7 }", timeout=120_000)
+    page.screenshot(path=str(shots / "evaluate.png"), full_page=True)
 
     # Export: download the .safetensors file and check it; load it back.
     page.get_by_role("tab", name="Export").click()
