@@ -410,8 +410,9 @@ class Trainer:
                 "exp_avg": tensors["exp_avg"].to(device),
                 "exp_avg_sq": tensors["exp_avg_sq"].to(device),
             }
-        for _ in range(self.step):
-            self.scheduler.step()
+        self.scheduler.last_epoch = self.step  # the schedule resumes where it stopped
+        for group, base_lr, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas):
+            group["lr"] = base_lr * factor(self.step)
         self.order_rng.set_state(tensors["order_rng"])
         self.sign_rng.set_state(tensors["sign_rng"])
         self._epoch_orders = {int(k): v for k, v in json.loads(meta["epoch_orders"]).items()}
