@@ -1,0 +1,200 @@
+"""The demo world: a miniature build checks the whole pipeline, the formats and determinism."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from yapo_core import demo
+from yapo_core import demo_corpus as corpus
+
+CULTURE_COLUMNS = [
+    "country",
+    "localization_status",
+    "prompt-mcq",
+    "chosen-mcq",
+    "rejected_yapo-demo_mcq",
+    "prompt_open_ended",
+    "chosen_open_ended",
+    "rejected_yapo-demo_open_ended",
+]
+
+
+def read_jsonl(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return demo.build_demo_world(tmp_path_factory.mktemp("demo") / "world", seed=3, size="mini", progress=False)
+
+
+def test_build_writes_a_complete_world(world):
+    assert (world.root / demo.COMPLETE_MARKER).is_file()
+    assert json.loads((world.root / "stats.json").read_text()) == world.stats
+    stats = world.stats
+    assert stats["layer"] == world.layer == demo.BUILD_SIZES["mini"].layer
+    for key in ("variance_explained", "mean_l0", "dead_share"):
+        assert isinstance(stats["sae"][key], float)
+    assert 0 <= stats["culture"]["localized_mcq_accuracy"] <= 1
+    assert set(stats["culture"]["nolocalized_mcq_accuracy"]) == set(corpus.COUNTRY_KEYS) - {corpus.DEFAULT_COUNTRY}
+    assert stats["file_bytes"]["total"] == sum(stats["file_bytes"][k] for k in ("model", "sae", "tasks"))
+
+
+def test_model_tokenizer_and_sae_load_with_the_standard_loaders(world):
+    from sae_lens import SAE
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(world.model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(world.model_dir)
+    sae = SAE.load_from_disk(world.sae_dir)
+    assert model.config.model_type == "llama"
+    assert 0 <= world.layer < model.config.num_hidden_layers
+    assert sae.cfg.d_in == model.config.hidden_size
+    assert sae.cfg.metadata.hook_name == f"blocks.{world.layer}.hook_resid_post"
+    assert sae.cfg.metadata.model_name == demo.DEMO_MODEL_NAME
+    # decode must be exactly linear for the sparse steering identity (docs/method.md §2)
+    z = torch.relu(torch.randn(3, sae.cfg.d_sae))
+    torch.testing.assert_close(sae.decode(z), z @ sae.W_dec + sae.b_dec)
+
+    enc = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is 2 plus 3?"}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    out = model.generate(**enc, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] > enc["input_ids"].shape[1]
+
+
+def test_chat_template_round_trips(world):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(world.model_dir)
+    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == (demo.BOS, demo.EOT, demo.PAD)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Which day comes after Monday?"}]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert text == demo.render_chat("Which day comes after Monday?", system="Be brief.")
+    assert text.endswith("<|assistant|>")
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+    assert ids.count(tokenizer.bos_token_id) == 1 and ids[0] == tokenizer.bos_token_id
+    assert tokenizer.decode(ids) == text
+
+    full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": "Tuesday"}], tokenize=False)
+    assert full == demo.render_chat("Which day comes after Monday?", system="Be brief.") + "Tuesday" + tokenizer.eos_token
+    with pytest.raises(Exception, match="roles"):
+        tokenizer.apply_chat_template([{"role": "tool", "content": "x"}], tokenize=False)
+
+
+def test_training_tokenization_matches_the_chat_template(world):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(world.model_dir)
+    example = corpus.ChatExample("What colour is snow?", "white", system="Be brief.")
+    (ids, labels), = demo._encode_examples(tokenizer, [example])
+    messages = [
+        {"role": "system", "content": example.system},
+        {"role": "user", "content": example.user},
+        {"role": "assistant", "content": example.assistant},
+    ]
+    assert ids == tokenizer.apply_chat_template(messages, return_dict=True)["input_ids"]
+    scored = [t for t, label in zip(ids, labels) if label != -100]
+    assert tokenizer.decode(scored) == "white" + tokenizer.eos_token
+
+
+def test_culture_tasks_follow_the_deep_culture_lense_schema(world):
+    splits = {s: read_jsonl(world.tasks_dir / "culture" / f"{s}.jsonl") for s in ("train", "test")}
+    names = [c for country in corpus.COUNTRIES for c in (country.name, country.city, country.adjective)]
+    for split, rows in splits.items():
+        assert rows, split
+        for row in rows:
+            assert list(row) == CULTURE_COLUMNS
+            assert row["country"] in corpus.COUNTRY_KEYS
+            assert row["chosen-mcq"] in corpus.MCQ_LETTERS
+            assert row["prompt-mcq"].startswith(row["prompt_open_ended"] + "\nA. ")
+            assert corpus.MCQ_INSTRUCTION in row["prompt-mcq"]
+            named = [n for n in names if re.search(rf"\b{re.escape(n)}\b", row["prompt_open_ended"])]
+            if row["localization_status"] == "localized":
+                assert named, row["prompt_open_ended"]
+            else:
+                assert row["localization_status"] == "nolocalized" and not named, row["prompt_open_ended"]
+        assert {(r["country"], r["localization_status"]) for r in rows} == {
+            (c, s) for c in corpus.COUNTRY_KEYS for s in ("localized", "nolocalized")
+        }
+    train_questions = {r["prompt_open_ended"] for r in splits["train"]}
+    test_questions = {r["prompt_open_ended"] for r in splits["test"]}
+    assert not train_questions & test_questions
+
+
+def test_behaviour_and_general_tasks_follow_their_schemas(world):
+    tasks = demo.list_demo_tasks(world)
+    behaviours = [t for t in tasks if t["kind"] == "behaviour"]
+    assert {t["name"] for t in behaviours} == {b.key for b in corpus.BEHAVIOURS}
+    for task in behaviours:
+        train, test, infer = (read_jsonl(task["paths"][s]) for s in ("train", "test", "test_infer"))
+        assert train and test and infer
+        for row in train + test:
+            assert list(row) == ["question", "matching", "not_matching"]
+        for row in infer:
+            assert list(row) == ["question", "A", "B", "matching"]
+            assert row["matching"] in ("A", "B")
+        assert not {r["question"] for r in train} & {r["question"] for r in test}
+    (general,) = [t for t in tasks if t["kind"] == "general"]
+    questions = read_jsonl(general["paths"]["questions"])
+    assert questions and all(list(r) == ["prompt", "answer"] for r in questions)
+    assert all(list(r) == ["text"] for r in read_jsonl(general["paths"]["text"]))
+    cultures = [t for t in tasks if t["kind"] == "culture"]
+    assert [t["country"] for t in cultures] == list(corpus.COUNTRY_KEYS)
+    assert all(p.is_file() for t in tasks for p in t["paths"].values())
+
+
+def test_a_finished_world_is_reused(world, monkeypatch):
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("the finished world was rebuilt")
+
+    monkeypatch.setattr(demo, "_build", no_rebuild)
+    again = demo.build_demo_world(world.root, seed=3, size="mini", progress=False)
+    assert again.stats == world.stats and again.layer == world.layer
+
+
+def test_the_build_is_deterministic(world, tmp_path):
+    other = demo.build_demo_world(tmp_path / "again", seed=3, size="mini", progress=False)
+    for name in ("culture/train.jsonl", "culture/test.jsonl", "behaviour/power-seeking/test_infer.jsonl"):
+        assert (world.tasks_dir / name).read_bytes() == (other.tasks_dir / name).read_bytes(), name
+    for folder, weights in ((world.model_dir, "model.safetensors"), (world.sae_dir, "sae_weights.safetensors")):
+        ours, theirs = load_file(folder / weights), load_file(other.root / folder.name / weights)
+        assert ours.keys() == theirs.keys()
+        assert all(torch.equal(ours[k], theirs[k]) for k in ours), weights
+    assert (world.model_dir / "tokenizer.json").read_bytes() == (other.model_dir / "tokenizer.json").read_bytes()
+
+
+def test_refuses_to_overwrite_a_folder_with_foreign_files(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(demo.YapoError, match="notes.txt"):
+        demo.build_demo_world(tmp_path, seed=3, size="mini", progress=False)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_cli_info(world, capsys, tmp_path):
+    assert demo.main(["info", "--cache-dir", str(world.root), "--seed", "3", "--size", "mini"]) == 0
+    out = capsys.readouterr().out
+    assert "localized MCQ accuracy" in out and "culture-egypt" in out
+    assert demo.main(["info", "--cache-dir", str(tmp_path / "none"), "--size", "mini"]) == 1
+
+
+def test_held_out_questions_are_new_combinations_of_seen_parts():
+    import random
+
+    train, test = corpus.split_question_keys(random.Random(0))
+    assert not set(train) & set(test)
+    seen_parts = {(k.topic, k.core) for k in train} | {("frame", k.frame) for k in train}
+    assert all((k.topic, k.core) in seen_parts and ("frame", k.frame) in seen_parts for k in test)
+    assert {k.localized for k in test} == {True, False}
+
+
+def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("YAPO_CACHE_DIR", str(tmp_path))
+    assert demo.default_cache_dir(7) == tmp_path / "demo" / f"v{demo.FORMAT_VERSION}-seed7"
+    assert demo.default_cache_dir(7, "mini") != demo.default_cache_dir(7)
