@@ -25,8 +25,9 @@ RUN pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" \
 
 COPY --chown=app:app . .
 USER 1000
-# Built once here so the app starts instantly and offline (deterministic from its seed).
-RUN python -m yapo_core demo build
+# Built once here so the app starts instantly and offline (deterministic from its seed; the
+# miniature world until the full one builds in minutes, see README).
+RUN python -m yapo_core demo build --size mini
 
 EXPOSE 7860
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \

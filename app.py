@@ -5,7 +5,7 @@ into tabs that share one per-user :class:`~yapo_core.session.Session` (a ``gr.St
 users never see each other's runs.
 
 Environment: ``YAPO_HOST`` / ``GRADIO_SERVER_NAME`` (default 127.0.0.1: local only),
-``YAPO_PORT`` / ``GRADIO_SERVER_PORT`` (7860), ``YAPO_DEMO_SIZE`` (``full`` or ``mini``),
+``YAPO_PORT`` / ``GRADIO_SERVER_PORT`` (7860), ``YAPO_DEMO_SIZE`` (``mini``, the default, or ``full``),
 ``YAPO_MAX_UPLOAD_MB`` (50), ``YAPO_HEAVY_JOBS`` (2), ``YAPO_TRAINING_JOBS`` (1), ``YAPO_PRESETS``,
 ``YAPO_BIPO_DIR`` (a local copy of BiPO's data/ folder).
 """

@@ -1,7 +1,7 @@
 """The Python API end to end on the built-in demo world (no download).
 
-    python scripts/example_api.py              # the full demo world (built once, a few minutes)
-    python scripts/example_api.py --size mini  # a seconds-scale miniature, for a smoke test
+    python scripts/example_api.py              # the miniature demo world (seconds)
+    python scripts/example_api.py --size full  # the full demo world (slow to build for now, see README)
 """
 
 import argparse
@@ -18,7 +18,7 @@ from yapo_core.evaluation import mcq_accuracy, mcq_items_from_pairs  # noqa: E40
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--size", default="full", choices=["full", "mini"])
+    parser.add_argument("--size", default="mini", choices=["full", "mini"])
     parser.add_argument("--country", default="egypt")
     parser.add_argument("--steps", type=int, default=200)
     args = parser.parse_args()

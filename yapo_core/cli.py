@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--country", default="egypt", help="target culture (not the demo world's default)")
     c.add_argument("--methods", default="yapo,bipo,caa,sas")
     c.add_argument("--steps", type=int, default=300, help="training steps for YaPO and BiPO")
-    c.add_argument("--size", default="full", help="demo world size: full or mini")
+    c.add_argument("--size", default="mini", help="demo world size: mini (default, seconds) or full (slow to build, see README)")
     c.add_argument("--multipliers", default="-2,-1.5,-1,-0.5,0,0.5,1,1.5,2")
     c.add_argument("--lr", type=float, default=5e-4)
     c.add_argument("--batch-size", type=int, default=4)

@@ -278,8 +278,11 @@ _DEMO_LOCK = threading.Lock()
 
 
 def demo_size() -> str:
-    """Which demo world the app uses: ``$YAPO_DEMO_SIZE`` (``full``, the default, or ``mini``)."""
-    return os.environ.get("YAPO_DEMO_SIZE", "full")
+    """Which demo world the app uses: ``$YAPO_DEMO_SIZE`` (``mini``, the default, or ``full``).
+
+    ``mini`` until the full world builds in minutes on a CPU: its current configuration takes
+    hours to train on 2 cores (see the README's demo-world section)."""
+    return os.environ.get("YAPO_DEMO_SIZE", "mini")
 
 
 def ensure_demo_world(progress: bool = True):
