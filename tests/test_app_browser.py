@@ -207,6 +207,7 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
 
     # Export: download the .safetensors file and check it; load it back.
     page.get_by_role("tab", name="Export").click()
+    page.wait_for_function("() => document.querySelector('#export-vector input').value.includes('YaPO')")
     page.get_by_role("button", name="Export", exact=True).click()
     page.locator("#download-safetensors").wait_for(state="visible")
     assert "GGUF" in page.locator("#export-note").inner_text()
