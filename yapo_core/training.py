@@ -287,7 +287,7 @@ class Trainer:
         steered, reference = self.objective.logprobs(pairs, self.v, direction)
         loss, metrics = preference_loss(steered, reference, direction, cfg.beta)
         if not torch.isfinite(loss):
-            self._fail(f"the loss became {float(loss)} at step {self.step + 1}")
+            self._fail(f"the loss became {float(loss.detach())} at step {self.step + 1}")
         loss.backward()
         if self.v.grad is None or not torch.isfinite(self.v.grad).all():
             self._fail(f"the gradient became non-finite at step {self.step + 1}")
