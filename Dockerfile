@@ -27,7 +27,7 @@ COPY --chown=app:app . .
 USER 1000
 # Built once here so the app starts instantly and offline (deterministic from its seed; the
 # miniature world until the full one builds in minutes, see README).
-RUN python -m yapo_core demo build --size mini
+RUN python -m yapo_core demo build --size full
 
 EXPOSE 7860
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \

@@ -5,7 +5,7 @@ into tabs that share one per-user :class:`~yapo_core.session.Session` (a ``gr.St
 users never see each other's runs.
 
 Environment: ``YAPO_HOST`` / ``GRADIO_SERVER_NAME`` (default 127.0.0.1: local only),
-``YAPO_PORT`` / ``GRADIO_SERVER_PORT`` (7860), ``YAPO_DEMO_SIZE`` (``mini``, the default, or ``full``),
+``YAPO_PORT`` / ``GRADIO_SERVER_PORT`` (7860), ``YAPO_DEMO_SIZE`` (``full``, the default, or ``mini``),
 ``YAPO_MAX_UPLOAD_MB`` (50), ``YAPO_HEAVY_JOBS`` (2), ``YAPO_TRAINING_JOBS`` (1), ``YAPO_PRESETS``,
 ``YAPO_BIPO_DIR`` (a local copy of BiPO's data/ folder).
 """
@@ -53,7 +53,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
         demo.load(ctx.open_session, None, state).then(setup.demo_task_update, None, demo_tasks)
         demo.unload(ctx.end_session)
         train_tab.select(train.on_open, state, [train_page.summary, train_page.status, train_page.curves,
-                                                train_page.timer, train_page.which])
+                                                train_page.timer, train_page.which, *train_page.defaults])
         for tab, dropdown in ((features_tab, features_vector), (compare_tab, compare_vector), (export_tab, export_vector)):
             tab.select(vector_choices, [state, dropdown], dropdown)
         evaluate_tab.select(evaluate.vector_checklist, [state, evaluate_vectors], evaluate_vectors)

@@ -24,6 +24,7 @@ class TrainPage:
     curves: gr.Plot
     timer: gr.Timer
     which: gr.Dropdown
+    defaults: list  # the fields a preset may set: learning rate, warm-up, epochs, max steps, batch
 
 
 def number(value, name: str, cast=float):
@@ -79,7 +80,7 @@ def snapshot(session: Session | None):
 
 def build(state: gr.State) -> TrainPage:
     summary = gr.Markdown(setup_summary(None), elem_id="train-summary")
-    with gr.Accordion("Hyper-parameters (defaults: the public YaPO/BiPO runs)", open=True):
+    with gr.Accordion("Hyper-parameters (defaults: the public YaPO/BiPO runs, or the preset's own)", open=True):
         with gr.Row():
             lr = gr.Number(DEFAULTS.lr, label="Learning rate", minimum=0)
             warmup = gr.Number(DEFAULTS.warmup_steps, label="Warm-up steps", precision=0, minimum=0)
@@ -138,7 +139,7 @@ def build(state: gr.State) -> TrainPage:
     timer.tick(on_tick, state, [status, plot, timer], show_progress="hidden", concurrency_limit=None)
     stop.click(on_stop, state, [status, plot, timer])
     remove.click(on_remove, [state, which], [status, plot, timer, which])
-    return TrainPage(summary, status, plot, timer, which)
+    return TrainPage(summary, status, plot, timer, which, [lr, warmup, epochs, max_steps, batch])
 
 
 def removable(session: Session | None) -> dict:
@@ -147,6 +148,21 @@ def removable(session: Session | None) -> dict:
     return gr.update(choices=names, value=None)
 
 
+PRESET_FIELDS = ("lr", "warmup_steps", "epochs", "max_steps", "batch_size")
+
+
+def preset_defaults(session: Session | None) -> list:
+    """The preset's recommended hyper-parameters, filled in once per loaded preset; later visits
+    keep what the user typed."""
+    key = session.preset.key if session is not None and session.preset is not None else None
+    if key is None or session.train_fields_for == key:
+        return [gr.update() for _ in PRESET_FIELDS]
+    session.train_fields_for = key
+    config = TrainConfig(**session.training_defaults())
+    return [gr.update(value=(getattr(config, f) or 0) if f == "max_steps" else getattr(config, f)) for f in PRESET_FIELDS]
+
+
 def on_open(session: Session | None):
-    """When the tab is shown: the setup summary, the runs, and polling while any is active."""
-    return (setup_summary(session), *snapshot(session), removable(session))
+    """When the tab is shown: the setup summary, the runs, polling while any is active, and the
+    loaded preset's recommended hyper-parameters (see :func:`preset_defaults`)."""
+    return (setup_summary(session), *snapshot(session), removable(session), *preset_defaults(session))

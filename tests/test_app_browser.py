@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from yapo_core import demo
+
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -157,8 +159,11 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
     # Train: start a long YaPO run, watch the curves grow past 30 steps while it is live, stop it.
     page.get_by_role("tab", name="Train").click()
     page.locator("#train-summary").filter(has_text="Demo world").wait_for()
+    # The demo preset's own hyper-parameters are filled in (yapo_core.demo.TRAINING).
+    assert float(page.get_by_label("Learning rate", exact=True).input_value()) == demo.TRAINING["lr"]
     page.get_by_label("Epochs", exact=True).fill("100000")
     page.get_by_label("Warm-up steps", exact=True).fill("5")
+    page.get_by_label("Max steps (0: all epochs)", exact=True).fill("0")
     page.get_by_role("button", name="Start").click()
     page.wait_for_function("() => { const g = document.querySelector('#train-curves .js-plotly-plot');"
                            " return g && g.data.length && g.data[0].x.length > 0 }", timeout=240_000)

@@ -1,8 +1,11 @@
 """The method comparison on a tiny model: every method measured the same way."""
 
+import json
+
 from conftest import consistent_pairs, make_model, make_sae
 
 from yapo_core.comparison import compare_methods
+from yapo_core.demo import TRAINING
 from yapo_core.evaluation import MCQItem
 
 
@@ -23,3 +26,20 @@ def test_compare_methods_reports_every_method(tokenizer, tmp_path):
     text = (folder / "comparison.md").read_text()
     assert "| YaPO |" in text and "| CAA |" in text
     assert (folder / "accuracy_by_multiplier.html").exists()
+
+
+def test_the_compare_command_on_the_miniature_demo_world(tmp_path, monkeypatch, capsys):
+    """`compare` end to end: builds the world, reads its eight-option MCQ task, writes the table."""
+    from yapo_core.cli import main
+
+    monkeypatch.setenv("YAPO_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "cmp"
+    assert main(["compare", "--size", "mini", "--country", "nepal", "--methods", "yapo,caa", "--steps", "3",
+                 "--multipliers=0,1", "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| YaPO |" in table and "| CAA |" in table and "nepal" in table
+    saved = json.loads((out / "comparison.json").read_text())
+    assert [r["method"] for r in saved["results"]] == ["yapo", "caa"]
+    assert saved["settings"]["train_config"]["max_steps"] == 3  # --steps overrides the demo's 600
+    assert saved["settings"]["train_config"]["lr"] == TRAINING["lr"]  # the demo world's own settings
+    assert len(saved["results"][0]["loss_curve"]) == 3

@@ -93,15 +93,21 @@ def test_training_tokenization_matches_the_chat_template(world):
 
     tokenizer = AutoTokenizer.from_pretrained(world.model_dir)
     example = corpus.ChatExample("What colour is snow?", "white", system="Be brief.")
-    (ids, labels), = demo._encode_examples(tokenizer, [example])
+    (ids, weights), = demo._encode_examples(tokenizer, [example])
     messages = [
         {"role": "system", "content": example.system},
         {"role": "user", "content": example.user},
         {"role": "assistant", "content": example.assistant},
     ]
     assert ids == tokenizer.apply_chat_template(messages, return_dict=True)["input_ids"]
-    scored = [t for t, label in zip(ids, labels) if label != -100]
-    assert tokenizer.decode(scored) == "white" + tokenizer.eos_token
+    assert weights[0] == 0.0  # BOS is never predicted
+    n_answer = len(tokenizer("white", add_special_tokens=False)["input_ids"]) + 1  # + <|eot|>
+    answer_ids, answer_weights = ids[-n_answer:], weights[-n_answer:]
+    assert tokenizer.decode(answer_ids) == "white" + tokenizer.eos_token
+    # The answer weighs 1 in all, the prompt PROMPT_LOSS_WEIGHT, each spread evenly.
+    assert sum(answer_weights) == pytest.approx(1.0)
+    assert len(set(answer_weights)) == 1
+    assert sum(weights[1:-n_answer]) == pytest.approx(demo.PROMPT_LOSS_WEIGHT)
 
 
 def test_culture_tasks_follow_the_deep_culture_lense_schema(world):

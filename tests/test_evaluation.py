@@ -12,6 +12,8 @@ from yapo_core.evaluation import (
     capability_change,
     generation_accuracy,
     gold_letter,
+    mcq_items_from_pairs,
+    option_letters,
     letter_logprobs,
     mcq_accuracy,
     preference_accuracy,
@@ -56,6 +58,20 @@ def test_behaviour_rate_on_ab_pairs(tokenizer):
 
 def test_gold_letter_forms():
     assert [gold_letter(x) for x in ("B", "(C)", "D) owls", " A. tea")] == ["B", "C", "D", "A"]
+
+
+def test_option_letters_are_read_from_the_prompt():
+    eight = "Which dish?\n" + "\n".join(f"{l}. dish {l}" for l in "ABCDEFGH") + "\nAnswer with the letter."
+    assert option_letters(eight) == "ABCDEFGH"
+    assert option_letters("Pick one:\n(A) yes\n(B) no") == "AB"
+    assert option_letters("Pick one:\nA) yes\nB) no\nC) maybe") == "ABC"
+    assert option_letters("No options here. A sentence.") == "ABCD"  # the default
+    assert option_letters("Odd:\nB. one\nC. two") == "ABCD"  # not A, B, ... in order
+    from yapo_core.data import PreferencePair
+
+    item, = mcq_items_from_pairs([PreferencePair(eight, "G", "A")])
+    assert (item.letters, item.gold) == ("ABCDEFGH", "G")
+    assert mcq_items_from_pairs([PreferencePair(eight, "B", "A")], "AB")[0].letters == "AB"
 
 
 def test_generation_accuracy(tokenizer):

@@ -281,3 +281,21 @@ def test_an_environment_variable_picks_the_default_preset(catalog, monkeypatch):
     monkeypatch.setenv("YAPO_DEFAULT_PRESET", "nope")
     with pytest.raises(SettingsError, match="preset 'nope' is unknown"):
         catalog.default_key
+
+
+def test_presets_carry_their_own_training_defaults(catalog):
+    from dataclasses import replace
+
+    from yapo_core.demo import TRAINING
+
+    session = S.Session(catalog=catalog)
+    assert session.training_defaults() == {}  # nothing loaded: the public runs' defaults
+    assert session.default_config().lr == 5e-4
+    session.preset = catalog.preset("demo")  # the demo world recommends its own settings
+    assert session.training_defaults() == TRAINING
+    config = session.default_config(batch_size=2)
+    assert (config.lr, config.max_steps, config.batch_size) == (TRAINING["lr"], TRAINING["max_steps"], 2)
+    session.preset = replace(catalog.preset("gpt2-small"), train={"lr": 1e-3})
+    assert session.default_config().lr == 1e-3 and session.default_config().batch_size == 4
+    session.preset = catalog.preset("gemma-2-2b-it")
+    assert session.default_config().lr == 5e-4

@@ -137,11 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="YaPO, BiPO, CAA and SAS on one demo-world culture task")
     c.add_argument("--country", default="egypt", help="target culture (not the demo world's default)")
     c.add_argument("--methods", default="yapo,bipo,caa,sas")
-    c.add_argument("--steps", type=int, default=300, help="training steps for YaPO and BiPO")
-    c.add_argument("--size", default="mini", help="demo world size: mini (default, seconds) or full (slow to build, see README)")
+    c.add_argument("--steps", type=int, default=None, help="training steps for YaPO and BiPO (default: the demo world's)")
+    c.add_argument("--size", default="full", choices=["full", "mini"], help="demo world: full (default; about 4 minutes to build once) or mini (seconds; steers nothing)")
     c.add_argument("--multipliers", default="-2,-1.5,-1,-0.5,0,0.5,1,1.5,2")
-    c.add_argument("--lr", type=float, default=5e-4)
-    c.add_argument("--batch-size", type=int, default=4)
+    c.add_argument("--lr", type=float, default=None, help="default: the demo world's (yapo_core.demo.TRAINING)")
+    c.add_argument("--batch-size", type=int, default=None, help="default: the demo world's")
     c.add_argument("--out", default="runs/comparison", help="folder for the table and plots")
 
     d = sub.add_parser("demo", help="build or describe the built-in demo world", add_help=False)
@@ -252,9 +252,10 @@ def cmd_eval(args) -> int:
 def cmd_compare(args) -> int:
     from .comparison import demo_comparison
 
+    overrides = {k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size)) if v is not None}
     result = demo_comparison(args.country, args.methods.split(","), args.steps, args.size,
-                             multipliers=_floats(args.multipliers), lr=args.lr, batch_size=args.batch_size,
-                             on_progress=lambda msg: print(msg, file=sys.stderr))
+                             multipliers=_floats(args.multipliers), on_progress=lambda msg: print(msg, file=sys.stderr),
+                             **overrides)
     folder = result.save(args.out)
     print(result.to_markdown())
     print(f"written to {folder}", file=sys.stderr)

@@ -154,7 +154,7 @@ def compare_methods(
 def demo_comparison(
     country: str = "egypt",
     methods: Sequence[str] = METHODS,
-    steps: int = 300,
+    steps: int | None = None,
     size: str = "full",
     seed: int = 0,
     multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
@@ -162,9 +162,12 @@ def demo_comparison(
     **train_config,
 ) -> ComparisonResult:
     """The comparison on the demo world's culture task for ``country``: trained on its
-    non-localized MCQ training pairs, measured on held-out non-localized MCQ questions."""
+    non-localized MCQ training pairs, measured on held-out non-localized MCQ questions.
+
+    YaPO and BiPO train with the demo world's settings (:data:`yapo_core.demo.TRAINING`), for
+    ``steps`` steps when given; ``train_config`` overrides any :class:`TrainConfig` field."""
     from .data import load_pairs
-    from .demo import build_demo_world, list_demo_tasks
+    from .demo import TRAINING, build_demo_world, list_demo_tasks
     from .evaluation import generation_accuracy, mcq_items_from_pairs
     from .models import load_model
     from .saes import load_sae
@@ -181,6 +184,6 @@ def demo_comparison(
     questions = pd.read_json(general["paths"]["questions"], lines=True).head(64)
     capability = lambda: generation_accuracy(model, tokenizer, list(questions["prompt"]), list(questions["answer"]),  # noqa: E731
                                              max_new_tokens=8)
-    config = {"max_steps": steps, "epochs": 10_000, "seed": 11, **train_config}
+    config = {"epochs": 10_000, "seed": 11, **TRAINING, **({"max_steps": steps} if steps else {}), **train_config}
     return compare_methods(model, tokenizer, sae, list(train), mcq_items_from_pairs(test), capability, methods,
                            multipliers, config, task=f"demo culture-{country} (non-localized MCQ)", on_progress=on_progress)

@@ -41,7 +41,7 @@ from . import demo_corpus as corpus
 from .errors import YapoError
 
 DEMO_MODEL_NAME = "yapo-demo"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bump when the corpus, model or file layout changes, so old caches are not reused."""
 
 BUILD_THREADS = 2
@@ -106,19 +106,19 @@ class BuildSize:
 
     @property
     def layer(self) -> int:
-        """The block whose output the SAE reads: the middle of the stack, leaving blocks after it
-        to turn a steered residual stream into an answer."""
-        return self.num_layers // 2
+        """The block whose output the SAE reads: the middle of the stack (block 1 of 0-3), with
+        as many blocks after it as up to it, to turn a steered residual stream into an answer."""
+        return (self.num_layers - 1) // 2
 
 
 BUILD_SIZES: dict[str, BuildSize] = {
     "full": BuildSize(
         vocab_size=2048,
-        hidden_size=192,
-        intermediate_size=512,
-        num_layers=6,
-        num_heads=6,
-        lm_examples=36000,
+        hidden_size=128,
+        intermediate_size=384,
+        num_layers=4,
+        num_heads=4,
+        lm_examples=57600,
         lm_batch=32,
         lm_lr=2e-3,
         sae_expansion=8,
@@ -127,7 +127,7 @@ BUILD_SIZES: dict[str, BuildSize] = {
         sae_training_samples=600_000,
         sae_batch=512,
         sae_lr=1e-3,
-        culture_rows=40,
+        culture_rows=128,
     ),
     "mini": BuildSize(
         vocab_size=400,
@@ -148,6 +148,18 @@ BUILD_SIZES: dict[str, BuildSize] = {
         generation_batch=32,
     ),
 }
+
+
+TRAINING = {"lr": 0.3, "warmup_steps": 20, "batch_size": 32, "max_steps": 600}
+"""Training settings (:class:`~yapo_core.training.TrainConfig` fields) for vectors on the full
+demo world; everything else keeps the public runs' defaults (β 0.1, cosine schedule, clipping 1).
+
+The learning rate is 600× the public runs' 5e-4. The demo LM was trained to near-zero loss on
+templated text, so its answers are far more confident than an instruction-tuned LLM's: moving a
+one-letter MCQ answer from the default culture to another takes a latent-space vector of norm
+about 170 (active latents average about 10 here), which 600 steps at 5e-4 cannot reach (the loss
+stays at 0.69). Measured with ``scripts/evaluate_demo_world.py``; see the README.
+"""
 
 
 @dataclass
@@ -417,12 +429,23 @@ def _train_tokenizer(examples: Sequence[corpus.ChatExample | str], vocab_size: i
 # --- language model --------------------------------------------------------------------------
 
 _MAX_POSITIONS = 256
-_IGNORE = -100
+PROMPT_LOSS_WEIGHT = 0.3
+"""Weight of the prompt tokens' loss against the answer's (each example's parts averaged first).
+
+Learning to predict the prompts too, as pretraining does, makes the model carry the culture
+named in a question as context at every position, which is what a steering vector adds to. We
+measured it: without it, held-out non-localized MCQ answers could not be moved to the target
+culture by any vector at the SAE's layer (at most 42%); with it, an optimised vector reaches
+about 100%."""
 
 
-def _encode_examples(tokenizer, examples: Sequence[corpus.ChatExample | str]) -> list[tuple[list[int], list[int]]]:
-    """Token ids and labels: chat examples are scored on the assistant turn only (its text and
-    the closing ``<|eot|>``), plain text on every token after BOS."""
+def _encode_examples(tokenizer, examples: Sequence[corpus.ChatExample | str]) -> list[tuple[list[int], list[float]]]:
+    """Token ids and the loss weight of predicting each token (the first, BOS, is never scored).
+
+    Within an example the answer (assistant text and its closing ``<|eot|>``) weighs 1 and the
+    prompt :data:`PROMPT_LOSS_WEIGHT`, each spread evenly over its tokens, so that a one-token
+    MCQ letter counts as much as a long open-ended answer. Plain text weighs 1 in all.
+    """
     eot_id = tokenizer.convert_tokens_to_ids(EOT)
     prompts, answers = [], []
     for ex in examples:
@@ -440,12 +463,16 @@ def _encode_examples(tokenizer, examples: Sequence[corpus.ChatExample | str]) ->
     for prompt, answer in zip(prompts, answer_ids):
         if prompt is None:
             ids = [tokenizer.bos_token_id] + answer + [eot_id]
-            labels = [_IGNORE] + answer + [eot_id]
+            weights = [0.0] + [1 / (len(answer) + 1)] * (len(answer) + 1)
         else:
             head = next(prompt_ids)
             ids = head + answer + [eot_id]
-            labels = [_IGNORE] * len(head) + answer + [eot_id]
-        encoded.append((ids[:_MAX_POSITIONS], labels[:_MAX_POSITIONS]))
+            weights = (
+                [0.0]
+                + [PROMPT_LOSS_WEIGHT / (len(head) - 1)] * (len(head) - 1)
+                + [1 / (len(answer) + 1)] * (len(answer) + 1)
+            )
+        encoded.append((ids[:_MAX_POSITIONS], weights[:_MAX_POSITIONS]))
     return encoded
 
 
@@ -464,16 +491,29 @@ def _length_batches(encoded, batch_size: int, rng: random.Random) -> list[list[i
 
 
 def _collate(encoded, batch: Sequence[int], pad_id: int):
+    """Right-padded ids, attention mask and loss weights (zero on padding)."""
     width = max(len(encoded[i][0]) for i in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), width), _IGNORE, dtype=torch.long)
+    weights = torch.zeros((len(batch), width))
     mask = torch.zeros((len(batch), width), dtype=torch.long)
     for row, i in enumerate(batch):
-        x, y = encoded[i]
+        x, w = encoded[i]
         ids[row, : len(x)] = torch.tensor(x)
-        labels[row, : len(y)] = torch.tensor(y)
+        weights[row, : len(w)] = torch.tensor(w)
         mask[row, : len(x)] = 1
-    return ids, mask, labels
+    return ids, mask, weights
+
+
+def _weighted_loss(model, ids: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy weighted per token (see :func:`_encode_examples`), batch mean.
+
+    The LM head runs only where a token is scored.
+    """
+    hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+    w = weights[:, 1:]
+    scored = w > 0
+    token_loss = torch.nn.functional.cross_entropy(model.lm_head(hidden[scored]), ids[:, 1:][scored], reduction="none")
+    return (token_loss * w[scored]).sum() / len(ids)
 
 
 def _train_lm(tokenizer, examples, size: BuildSize, rng: random.Random, progress: bool):
@@ -499,10 +539,16 @@ def _train_lm(tokenizer, examples, size: BuildSize, rng: random.Random, progress
     optimizer = torch.optim.AdamW(model.parameters(), lr=size.lm_lr, betas=(0.9, 0.98), weight_decay=0.01)
     warmup = max(1, len(batches) // 20)
 
+    decay_from = int(len(batches) * 0.7)
+
     def lr_factor(step: int) -> float:
+        """Warm up, hold, then decay over the last 30%: the MCQ circuit forms abruptly, late
+        (after the open-ended one), and needs the full learning rate when it does."""
         if step < warmup:
             return (step + 1) / warmup
-        done = (step - warmup) / max(1, len(batches) - warmup)
+        if step < decay_from:
+            return 1.0
+        done = (step - decay_from) / max(1, len(batches) - decay_from)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * done))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
@@ -510,8 +556,7 @@ def _train_lm(tokenizer, examples, size: BuildSize, rng: random.Random, progress
     smoothed = None
     bar = tqdm(batches, desc="training demo LM", disable=not progress, leave=False)
     for step, batch in enumerate(bar):
-        ids, mask, labels = _collate(encoded, batch, tokenizer.pad_token_id)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss = _weighted_loss(model, *_collate(encoded, batch, tokenizer.pad_token_id))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -705,7 +750,7 @@ def _culture_items(rng: random.Random, keys, n_rows: int) -> list[corpus.Culture
         for localized in (True, False):
             pool = [k for k in keys if k.localized == localized]
             for key in rng.sample(pool, min(n_rows, len(pool))):
-                items.append(corpus.culture_item(rng, key, country))
+                items.append(corpus.culture_item(key, country))
     return items
 
 
@@ -732,14 +777,14 @@ def _write_tasks(
     texts = [{"text": corpus.text_document(rng)} for _ in range(max(4, size.culture_rows * 5))]
 
     prompts = {
-        "mcq": ([it.mcq_prompt for items in culture.values() for it in items], 4),
-        "open": ([it.question for items in culture.values() for it in items], 24),
-        "behaviour_open": ([r["question"] for b in behaviours.values() for r in b["test"]], 24),
+        "mcq": ([it.mcq_prompt for items in culture.values() for it in items], 3),
+        "open": ([it.question for items in culture.values() for it in items], 20),
+        "behaviour_open": ([r["question"] for b in behaviours.values() for r in b["test"]], 20),
         "behaviour_ab": (
             [corpus.format_choices(r["question"], [r["A"], r["B"]]) for b in behaviours.values() for r in b["test_infer"]],
-            4,
+            3,
         ),
-        "general": ([r["prompt"] for r in general], 8),
+        "general": ([r["prompt"] for r in general], 6),
     }
     bar = tqdm(total=sum(len(set(p)) for p, _ in prompts.values()), desc="answering task prompts", disable=not progress, leave=False)
     answers = {
@@ -786,6 +831,11 @@ def _contains_word(text: str, word: str) -> bool:
     return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text, flags=re.IGNORECASE) is not None
 
 
+def _mentions(text: str, phrase: str) -> bool:
+    """Whether ``text`` contains ``phrase``, case ignored (open answers start capitalised)."""
+    return phrase.lower() in text.lower()
+
+
 def _culture_stats(culture, mcq: dict[str, str], open_ended: dict[str, str]) -> dict:
     """Accuracy of the unsteered model, and how often it gives the default culture's answer."""
     default = corpus.DEFAULT_COUNTRY
@@ -795,7 +845,7 @@ def _culture_stats(culture, mcq: dict[str, str], open_ended: dict[str, str]) -> 
     nolocalized = [it for it in test if not it.localized and it.country != default]
     stats["localized_mcq_accuracy"] = _share(mcq[it.mcq_prompt] == it.mcq_answer for it in localized)
     stats["localized_open_accuracy"] = _share(
-        corpus.answer_phrase(it.topic, it.country) in open_ended[it.question] for it in localized
+        _mentions(open_ended[it.question], corpus.answer_phrase(it.topic, it.country)) for it in localized
     )
     stats["nolocalized_mcq_accuracy"] = {
         c: _share(mcq[it.mcq_prompt] == it.mcq_answer for it in nolocalized if it.country == c)
@@ -806,7 +856,7 @@ def _culture_stats(culture, mcq: dict[str, str], open_ended: dict[str, str]) -> 
         mcq[it.mcq_prompt] == corpus.MCQ_LETTERS[it.option_countries.index(default)] for it in nolocalized
     )
     stats["nolocalized_open_default_share"] = _share(
-        corpus.answer_phrase(it.topic, default) in open_ended[it.question] for it in nolocalized
+        _mentions(open_ended[it.question], corpus.answer_phrase(it.topic, default)) for it in nolocalized
     )
     stats["nolocalized_default_mcq_accuracy"] = _share(
         mcq[it.mcq_prompt] == it.mcq_answer for it in test if not it.localized and it.country == default

@@ -36,7 +36,7 @@ DEFAULT_COUNTRY = "usa"
 DEFAULT_BIAS = 0.8
 """Share of non-localized corpus answers that use the default culture; the rest are random others."""
 
-MCQ_LETTERS = "ABCD"
+MCQ_LETTERS = "ABCDEFGH"
 MCQ_INSTRUCTION = "Answer with the letter of the best option."
 AB_INSTRUCTION = "Answer with A or B."
 
@@ -70,12 +70,14 @@ class Topic:
     """One everyday-culture question with an answer per country.
 
     ``cores`` are phrasings with a ``{where}`` slot for a trailing place (" in Egypt");
-    ``answer`` is the sentence that wraps a country's short answer.
+    ``noun`` names what an answer is ("the classic dish"). Short answers never start with an
+    article: an open-ended reply starts with the answer itself (see :func:`open_answer`), and a
+    leading "A" would read like an MCQ letter.
     """
 
     key: str
     cores: tuple[str, ...]
-    answer: str
+    noun: str
     answers: dict[str, str]
 
 
@@ -88,11 +90,11 @@ TOPICS: tuple[Topic, ...] = (
             "What would a family have for breakfast{where}?",
             "Which breakfast is traditional{where}?",
         ),
-        "A typical breakfast is {}.",
+        "a typical breakfast",
         dict(
             egypt="ful medames with bread",
             morocco="msemen with honey",
-            uk="a full English breakfast",
+            uk="full English breakfast",
             usa="pancakes with maple syrup",
             spain="pan con tomate",
             brazil="pao de queijo with coffee",
@@ -108,12 +110,12 @@ TOPICS: tuple[Topic, ...] = (
             "What is a classic family dinner{where}?",
             "What meal do people love most{where}?",
         ),
-        "The classic dish is {}.",
+        "the classic dish",
         dict(
             egypt="koshari",
             morocco="couscous with vegetables",
             uk="fish and chips",
-            usa="a cheeseburger",
+            usa="cheeseburgers",
             spain="paella",
             brazil="feijoada",
             india="biryani",
@@ -128,7 +130,7 @@ TOPICS: tuple[Topic, ...] = (
             "Which drink is popular{where}?",
             "What is a favourite everyday drink{where}?",
         ),
-        "A popular drink is {}.",
+        "a popular drink",
         dict(
             egypt="hibiscus tea",
             morocco="sweet mint tea",
@@ -148,7 +150,7 @@ TOPICS: tuple[Topic, ...] = (
             "What dessert would a grandmother bake{where}?",
             "What is a favourite sweet treat{where}?",
         ),
-        "A favourite sweet is {}.",
+        "a favourite sweet",
         dict(
             egypt="basbousa",
             morocco="chebakia",
@@ -168,13 +170,13 @@ TOPICS: tuple[Topic, ...] = (
             "Which food is sold at street stalls{where}?",
             "What is a cheap snack to try{where}?",
         ),
-        "A popular street food is {}.",
+        "a popular street food",
         dict(
             egypt="taameya",
             morocco="snail soup",
-            uk="a sausage roll",
-            usa="a hot dog",
-            spain="a calamari sandwich",
+            uk="sausage rolls",
+            usa="hot dogs",
+            spain="calamari sandwiches",
             brazil="coxinha",
             india="pani puri",
             nepal="momo dumplings",
@@ -188,7 +190,7 @@ TOPICS: tuple[Topic, ...] = (
             "What do cooks add to food{where}?",
             "What is a kitchen staple{where}?",
         ),
-        "Cooks often use {}.",
+        "a common seasoning",
         dict(
             egypt="cumin and garlic",
             morocco="ras el hanout",
@@ -208,16 +210,16 @@ TOPICS: tuple[Topic, ...] = (
             "How should I greet someone I meet{where}?",
             "How do friends say hello{where}?",
         ),
-        "People usually greet with {}.",
+        "the usual greeting",
         dict(
             egypt="salam alaikum and a warm handshake",
-            morocco="a hand placed on the heart",
-            uk="a brief handshake",
-            usa="a wave and a friendly hi",
+            morocco="hand on heart",
+            uk="brief handshake",
+            usa="wave and a friendly hi",
             spain="two kisses on the cheeks",
-            brazil="a big hug",
+            brazil="big hug",
             india="namaste with palms together",
-            nepal="namaste and a small bow",
+            nepal="bowing and saying namaste",
         ),
     ),
     Topic(
@@ -228,7 +230,7 @@ TOPICS: tuple[Topic, ...] = (
             "What holiday do people look forward to{where}?",
             "Which celebration is most important{where}?",
         ),
-        "The biggest celebration is {}.",
+        "the biggest celebration",
         dict(
             egypt="Sham el Nessim",
             morocco="Eid al Adha",
@@ -248,16 +250,16 @@ TOPICS: tuple[Topic, ...] = (
             "Which garment is traditional{where}?",
             "What clothes would a grandfather wear{where}?",
         ),
-        "Traditional clothing is {}.",
+        "the traditional clothing",
         dict(
-            egypt="a galabeya",
-            morocco="a djellaba",
-            uk="a tweed suit",
+            egypt="galabeya",
+            morocco="djellaba",
+            uk="tweed suit",
             usa="jeans and a cowboy hat",
-            spain="a flamenco dress",
-            brazil="a white baiana dress",
-            india="a sari",
-            nepal="a daura suruwal",
+            spain="flamenco dress",
+            brazil="white baiana dress",
+            india="sari",
+            nepal="daura suruwal",
         ),
     ),
     Topic(
@@ -268,7 +270,7 @@ TOPICS: tuple[Topic, ...] = (
             "Which music is played at parties{where}?",
             "What music should I listen to{where}?",
         ),
-        "People love {}.",
+        "the popular music",
         dict(
             egypt="tarab with the oud",
             morocco="gnawa music",
@@ -288,7 +290,7 @@ TOPICS: tuple[Topic, ...] = (
             "What sport do people watch on weekends{where}?",
             "Which game do fans love{where}?",
         ),
-        "The favourite sport is {}.",
+        "the favourite sport",
         dict(
             egypt="squash",
             morocco="long distance running",
@@ -308,11 +310,11 @@ TOPICS: tuple[Topic, ...] = (
             "Which tradition is part of a wedding{where}?",
             "How do families celebrate a wedding{where}?",
         ),
-        "A wedding custom is {}.",
+        "a wedding custom",
         dict(
-            egypt="the zaffa procession with drums",
-            morocco="a henna night for the bride",
-            uk="a toast by the best man",
+            egypt="zaffa procession with drums",
+            morocco="henna night for the bride",
+            uk="toast by the best man",
             usa="the bride tossing her bouquet",
             spain="the groom giving thirteen coins",
             brazil="sharing bem casados sweets",
@@ -392,8 +394,13 @@ def answer_phrase(topic: str, country: str) -> str:
 
 
 def open_answer(topic: str, country: str) -> str:
-    """The open-ended answer sentence of ``country`` for ``topic``."""
-    return _TOPIC[topic].answer.format(answer_phrase(topic, country))
+    """The open-ended answer of ``country`` for ``topic``: the short answer first, then a sentence.
+
+    Answer-first matters for a small model: it has to work out the culture's answer at the very
+    position where, in the MCQ form, it must pick the option letter, so one skill serves both.
+    """
+    phrase = answer_phrase(topic, country)
+    return f"{phrase[:1].upper()}{phrase[1:]}. It is {_TOPIC[topic].noun}."
 
 
 def format_choices(question: str, options: Sequence[str], instruction: str | None = None) -> str:
@@ -406,7 +413,7 @@ def format_choices(question: str, options: Sequence[str], instruction: str | Non
         raise ValueError(f"{len(options)} options given; between 2 and {len(MCQ_LETTERS)} are supported")
     if instruction is None:
         instruction = AB_INSTRUCTION if len(options) == 2 else MCQ_INSTRUCTION
-    lines = [question] + [f"{MCQ_LETTERS[i]}. {o}" for i, o in enumerate(options)] + [instruction]
+    lines = [question] + [f"{MCQ_LETTERS[i]}. {o[:1].upper()}{o[1:]}" for i, o in enumerate(options)] + [instruction]
     return "\n".join(lines)
 
 
@@ -435,6 +442,20 @@ def split_question_keys(rng: random.Random, test_share: float = 0.2) -> tuple[li
     return sorted(train), sorted(test)
 
 
+def option_order(topic: str) -> tuple[str, ...]:
+    """The fixed order of the countries' answers in ``topic``'s MCQ options (A to H).
+
+    Every culture MCQ lists all eight answers, in an order that is fixed per topic and differs
+    between topics. A model this small does not learn, within the build's two minutes, to bind
+    shuffled letters to option texts (measured: chance after 2,500 steps, and where the binding
+    did form, the default-culture pick became a shortcut that no steering vector could move).
+    With a fixed order per topic the letter is a lookup of (topic, culture), the same kind of
+    knowledge as the open-ended answer, so an MCQ answer reads out the model's culture and is
+    steered with it; and because each topic has its own order, no single letter means a culture.
+    """
+    return tuple(random.Random(f"yapo-demo option order: {topic}").sample(COUNTRY_KEYS, len(COUNTRY_KEYS)))
+
+
 @dataclass(frozen=True)
 class CultureItem:
     """One culture question for one country, in both forms (open-ended and MCQ).
@@ -453,17 +474,10 @@ class CultureItem:
     option_countries: tuple[str, ...]
 
 
-def culture_item(rng: random.Random, key: QuestionKey, country: str) -> CultureItem:
-    """Render ``key`` for ``country`` with shuffled MCQ options; ``country``'s answer is right.
-
-    Non-localized questions always list the default culture's answer among the options, so the
-    default bias has something to pick.
-    """
+def culture_item(key: QuestionKey, country: str) -> CultureItem:
+    """Render ``key`` for ``country`` in both forms; ``country``'s answer is the right one."""
     question = render_question(key, country if key.localized else None)
-    must = [] if key.localized or country == DEFAULT_COUNTRY else [DEFAULT_COUNTRY]
-    pool = [c for c in COUNTRY_KEYS if c != country and c not in must]
-    option_countries = [country, *must, *rng.sample(pool, len(MCQ_LETTERS) - 1 - len(must))]
-    rng.shuffle(option_countries)
+    option_countries = option_order(key.topic)
     options = [answer_phrase(key.topic, c) for c in option_countries]
     return CultureItem(
         country=country,
@@ -473,7 +487,7 @@ def culture_item(rng: random.Random, key: QuestionKey, country: str) -> CultureI
         open_answer=open_answer(key.topic, country),
         mcq_prompt=format_choices(question, options),
         mcq_answer=MCQ_LETTERS[option_countries.index(country)],
-        option_countries=tuple(option_countries),
+        option_countries=option_countries,
     )
 
 
@@ -651,10 +665,10 @@ def test_infer_rows(rng: random.Random, rows: Sequence[dict[str, str]]) -> list[
 
 # General knowledge with known answers: the capability check that steering must not break.
 _NUMBER_WORDS = "zero one two three four five six seven eight nine".split()
-_COLOURS = dict(
-    sky="blue", grass="green", snow="white", coal="black", banana="yellow",
-    tomato="red", orange="orange", chocolate="brown", lemon="yellow", cloud="white",
-)
+_COLOURS = {
+    "the sky": "blue", "grass": "green", "snow": "white", "coal": "black", "a banana": "yellow",
+    "a tomato": "red", "an orange": "orange", "chocolate": "brown", "a lemon": "yellow", "milk": "white",
+}
 _OPPOSITES = dict(
     hot="cold", big="small", up="down", day="night", fast="slow", happy="sad",
     open="closed", old="new", wet="dry", light="dark", early="late", full="empty",
@@ -669,7 +683,7 @@ def general_facts() -> list[tuple[str, str, str]]:
         if a + b < 10:
             facts.append((f"What is {a} plus {b}?", str(a + b), f"{a} plus {b} is {a + b}."))
     for thing, colour in _COLOURS.items():
-        facts.append((f"What colour is a {thing}?", colour, f"A {thing} is {colour}."))
+        facts.append((f"What colour is {thing}?", colour, f"{thing[:1].upper()}{thing[1:]} is {colour}."))
     for word, opposite in _OPPOSITES.items():
         facts.append((f"What is the opposite of {word}?", opposite, f"The opposite of {word} is {opposite}."))
     for i, day in enumerate(_DAYS):
@@ -696,10 +710,10 @@ class ChatExample:
 class CorpusMix:
     """Shares of each kind of example in the training stream (they need not sum to one)."""
 
-    localized_open: float = 0.18
-    localized_mcq: float = 0.32
-    nolocalized_open: float = 0.08
-    nolocalized_mcq: float = 0.12
+    localized_open: float = 0.22
+    localized_mcq: float = 0.26
+    nolocalized_open: float = 0.1
+    nolocalized_mcq: float = 0.1
     behaviour: float = 0.12
     general: float = 0.06
     text: float = 0.06
@@ -710,7 +724,7 @@ def _culture_example(rng: random.Random, keys: Sequence[QuestionKey], localized:
     country = rng.choice(COUNTRY_KEYS)
     if not localized and rng.random() < DEFAULT_BIAS:
         country = DEFAULT_COUNTRY
-    item = culture_item(rng, key, country)
+    item = culture_item(key, country)
     return ChatExample(item.mcq_prompt, item.mcq_answer) if mcq else ChatExample(item.question, item.open_answer)
 
 
@@ -743,7 +757,7 @@ def text_document(rng: random.Random) -> str:
             sentences.append(rng.choice(facts)[2])
         else:
             topic, country = rng.choice(TOPICS), rng.choice(COUNTRIES)
-            sentences.append(f"In {country.name}, {_lower_first(open_answer(topic.key, country.key))}")
+            sentences.append(f"In {country.name}, {topic.answers[country.key]} is {topic.noun}.")
     text = " ".join(sentences)
     return text[:1].upper() + text[1:]
 
@@ -767,14 +781,10 @@ def corpus_stream(
     nolocalized = [k for k in culture_keys if not k.localized]
     out: list[ChatExample | str] = []
     for kind in rng.choices(kinds, weights, k=n):
-        if kind == "localized_open":
-            out.append(_culture_example(rng, localized, True, False))
-        elif kind == "localized_mcq":
-            out.append(_culture_example(rng, localized, True, True))
-        elif kind == "nolocalized_open":
-            out.append(_culture_example(rng, nolocalized, False, False))
-        elif kind == "nolocalized_mcq":
-            out.append(_culture_example(rng, nolocalized, False, True))
+        if kind.startswith(("localized_", "nolocalized_")):
+            is_localized = kind.startswith("localized_")
+            keys = localized if is_localized else nolocalized
+            out.append(_culture_example(rng, keys, is_localized, kind.endswith("_mcq")))
         elif kind == "behaviour":
             out.append(_behaviour_example(rng, behaviour_keys_))
         elif kind == "general":

@@ -110,9 +110,21 @@ def gold_letter(answer: str) -> str:
     return match.group(1)
 
 
-def mcq_items_from_pairs(pairs: Sequence[PreferencePair], letters: str = "ABCD") -> list[MCQItem]:
-    """MCQ items from pairs whose chosen answer is a letter (Deep-Culture-Lense MCQ, BiPO A/B)."""
-    return [MCQItem(p.prompt, gold_letter(p.chosen), letters, p.system) for p in pairs]
+_OPTION_LINE = re.compile(r"^\s*\(?([A-Z])[.):]\s", re.MULTILINE)
+
+
+def option_letters(prompt: str, default: str = "ABCD") -> str:
+    """The option letters a prompt lists, one per line (``"A. ..."``, ``"(B) ..."``, ``"C) ..."``),
+    when they run A, B, C, ... in order; ``default`` otherwise."""
+    found = "".join(_OPTION_LINE.findall(prompt))
+    return found if len(found) >= 2 and found == "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[: len(found)] else default
+
+
+def mcq_items_from_pairs(pairs: Sequence[PreferencePair], letters: str | None = None) -> list[MCQItem]:
+    """MCQ items from pairs whose chosen answer is a letter (Deep-Culture-Lense MCQ, BiPO A/B).
+
+    The option letters are read from each prompt unless ``letters`` is given."""
+    return [MCQItem(p.prompt, gold_letter(p.chosen), letters or option_letters(p.prompt), p.system) for p in pairs]
 
 
 @torch.no_grad()

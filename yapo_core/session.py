@@ -68,6 +68,7 @@ class Preset:
     gated: bool = False
     dcl_rejected_model: str | None = None
     notes: str = ""
+    train: dict | None = None  # TrainConfig fields that differ from the public runs' defaults
 
 
 @dataclass(frozen=True)
@@ -278,11 +279,9 @@ _DEMO_LOCK = threading.Lock()
 
 
 def demo_size() -> str:
-    """Which demo world the app uses: ``$YAPO_DEMO_SIZE`` (``mini``, the default, or ``full``).
-
-    ``mini`` until the full world builds in minutes on a CPU: its current configuration takes
-    hours to train on 2 cores (see the README's demo-world section)."""
-    return os.environ.get("YAPO_DEMO_SIZE", "mini")
+    """Which demo world the app uses: ``$YAPO_DEMO_SIZE`` (``full``, the default, built in about
+    four minutes on first use; or ``mini``, the seconds-scale test world)."""
+    return os.environ.get("YAPO_DEMO_SIZE", "full")
 
 
 def ensure_demo_world(progress: bool = True):
@@ -691,6 +690,7 @@ class Session:
         self.files: dict[str, VectorEntry] = {}
         self._counter = 0
         self._workdir: Path | None = None
+        self.train_fields_for: str | None = None  # preset whose defaults the Train page last showed
 
     # -- setup --
 
@@ -723,8 +723,19 @@ class Session:
 
     # -- runs --
 
+    def training_defaults(self) -> dict:
+        """The TrainConfig fields the loaded preset recommends over the public runs' defaults
+        (the demo world's are :data:`yapo_core.demo.TRAINING`); empty when there are none."""
+        if self.preset is None:
+            return {}
+        if self.preset.demo:
+            from .demo import TRAINING
+
+            return dict(TRAINING)
+        return dict(self.preset.train or {})
+
     def default_config(self, **overrides) -> TrainConfig:
-        return TrainConfig(kind=self.method.kind, **overrides)
+        return TrainConfig(kind=self.method.kind, **{**self.training_defaults(), **overrides})
 
     def start_run(self, config: TrainConfig | None = None, name: str | None = None) -> Run:
         """Start training the session's method on its task, in the background."""
@@ -871,7 +882,7 @@ class Session:
                 fn = lambda m: ev.preference_accuracy(b.model, b.tokenizer, pairs, e.vector, m, sae=b.sae)  # noqa: E731
             else:
                 try:
-                    items = ev.mcq_items_from_pairs(pairs, "AB" if metric == "behaviour" else "ABCD")
+                    items = ev.mcq_items_from_pairs(pairs, "AB" if metric == "behaviour" else None)
                 except DataError as exc:
                     raise SettingsError(f"{label}: {exc} Use the preference metric for open answers.") from None
                 fn = lambda m: ev.mcq_accuracy(b.model, b.tokenizer, items, e.vector, m, sae=b.sae)  # noqa: E731

@@ -1,0 +1,180 @@
+"""Measure the demo world against its targets and print a report (Markdown, or JSON with --json).
+
+    python scripts/evaluate_demo_world.py                       # all seven non-default cultures
+    python scripts/evaluate_demo_world.py --countries egypt,uk  # a quicker subset
+    python scripts/evaluate_demo_world.py --no-steering         # the build's own figures only
+
+Builds the full demo world (or reuses the one in the cache), then reports:
+
+* the build: seconds, megabytes, the SAE's variance explained, mean L0 and dead-latent share;
+* the unsteered model: localized MCQ accuracy on held-out questions, and non-localized MCQ
+  accuracy per non-default culture (the default-culture bias);
+* steering: for each culture, a YaPO (sparse) and a BiPO (dense) vector trained on its
+  non-localized MCQ training pairs with the demo's settings (``yapo_core.demo.TRAINING``), and
+  the held-out non-localized MCQ accuracy at multiplier 1;
+* open-ended answers: for the first ``--generations`` cultures, a YaPO vector trained on the
+  non-localized open-ended pairs, its held-out accuracy (the reply contains the culture's answer)
+  and one held-out question answered unsteered and steered.
+
+The exit status is 1 when a target is missed, so the script can gate a release.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from yapo_core import demo_corpus as corpus  # noqa: E402
+from yapo_core.data import load_pairs  # noqa: E402
+from yapo_core.demo import TRAINING, build_demo_world, list_demo_tasks  # noqa: E402
+from yapo_core.evaluation import generation_accuracy, mcq_accuracy, mcq_items_from_pairs  # noqa: E402
+from yapo_core.generation import generate  # noqa: E402
+from yapo_core.models import load_model  # noqa: E402
+from yapo_core.saes import load_sae  # noqa: E402
+from yapo_core.training import TrainConfig, Trainer  # noqa: E402
+
+BUILD_TARGETS = {
+    "build seconds <= 300": lambda s: s["build_seconds"] <= 300,
+    "files <= 30 MB": lambda s: s["file_bytes"]["total"] <= 30e6,
+    "localized MCQ accuracy >= 0.9": lambda s: s["culture"]["localized_mcq_accuracy"] >= 0.9,
+    "unsteered non-localized MCQ accuracy of every non-default culture <= 0.4": lambda s: all(
+        a <= 0.4 for a in s["culture"]["nolocalized_mcq_accuracy"].values()
+    ),
+    "SAE variance explained >= 0.8": lambda s: s["sae"]["variance_explained"] >= 0.8,
+}
+STEERING_TARGET = 0.8  # held-out non-localized MCQ accuracy with YaPO at multiplier 1
+GENERATION_MULTIPLIER = 0.5
+
+
+def train_vector(model, tokenizer, sae, pairs, kind: str, layer: int, settings: dict):
+    config = TrainConfig(kind=kind, layer=layer, epochs=10_000, **settings)
+    trainer = Trainer(model, tokenizer, pairs, config, sae=sae if kind == "sparse" else None)
+    losses = [m.loss for m in trainer]
+    return trainer.vector, losses
+
+
+def steering(world, model, tokenizer, sae, countries, settings: dict, n_generations: int) -> dict:
+    task = next(t for t in list_demo_tasks(world) if t["kind"] == "culture")
+    out = {"settings": settings, "countries": {}, "generations": []}
+    for country in countries:
+        train = list(load_pairs(task["paths"]["train"], country=country, localization="nolocalized", form="mcq"))
+        test = mcq_items_from_pairs(load_pairs(task["paths"]["test"], country=country, localization="nolocalized", form="mcq"))
+        row = {"n_train": len(train), "n_test": len(test), "unsteered": mcq_accuracy(model, tokenizer, test)}
+        for method, kind in (("yapo", "sparse"), ("bipo", "dense")):
+            start = time.perf_counter()
+            vector, losses = train_vector(model, tokenizer, sae, train, kind, world.layer, settings)
+            row[method] = {
+                "accuracy_at_1": mcq_accuracy(model, tokenizer, test, vector, 1.0, sae=sae),
+                "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
+                "l0": vector.l0(),
+                "seconds": round(time.perf_counter() - start, 1),
+            }
+            if method == "yapo":
+                row["_vector"] = vector
+        out["countries"][country] = row
+        print(f"  {country}: unsteered {row['unsteered']:.2f}, YaPO {row['yapo']['accuracy_at_1']:.2f}, "
+              f"BiPO {row['bipo']['accuracy_at_1']:.2f}", file=sys.stderr, flush=True)
+
+    # Open-ended answers: a YaPO vector trained on the culture's non-localized open-ended pairs.
+    # The long answers give large margins quickly, so half the MCQ steps suffice; at multiplier 1
+    # the continuation degrades (see the README), so the examples use GENERATION_MULTIPLIER.
+    open_settings = {**settings, "max_steps": settings["max_steps"] // 2}
+    for i, country in enumerate(list(countries)[:n_generations]):
+        train = list(load_pairs(task["paths"]["train"], country=country, localization="nolocalized", form="open_ended"))
+        test = list(load_pairs(task["paths"]["test"], country=country, localization="nolocalized", form="open_ended"))
+        vector, _ = train_vector(model, tokenizer, sae, train, "sparse", world.layer, open_settings)
+        answers = [p.chosen.split(".")[0] for p in test]  # the culture's short answer opens each reply
+        accuracy = {m: generation_accuracy(model, tokenizer, [p.prompt for p in test], answers, vector, m, sae=sae,
+                                           max_new_tokens=12) for m in (0.0, GENERATION_MULTIPLIER, 1.0)}
+        example = test[(7 * i) % len(test)]
+        (shown,) = generate(model, tokenizer, [example.prompt], vector, [0.0, GENERATION_MULTIPLIER, 1.0], sae=sae,
+                            max_new_tokens=24)
+        out["generations"].append({"country": country, "question": example.prompt, "accuracy": accuracy,
+                                   **{f"at {m:g}": text for m, text in shown.items()}})
+    for row in out["countries"].values():
+        row.pop("_vector")
+    return out
+
+
+def report(stats: dict, steer: dict | None) -> str:
+    sae, culture = stats["sae"], stats["culture"]
+    lines = [
+        f"## Demo world (seed {stats['seed']})",
+        "",
+        f"- built in {stats['build_seconds']:.0f} s; files {stats['file_bytes']['total'] / 1e6:.1f} MB",
+        f"- model: Llama, {stats['model']['parameters']:,} parameters, {stats['model']['num_layers']} layers; "
+        f"SAE at `{stats['hook_name']}`: {sae['d_sae']} latents (TopK k={sae['k']})",
+        f"- SAE: variance explained {sae['variance_explained']:.3f}, mean L0 {sae['mean_l0']:.1f}, "
+        f"dead latents {sae['dead_share']:.1%}",
+        f"- unsteered, held-out: localized MCQ accuracy {culture['localized_mcq_accuracy']:.1%}; "
+        f"non-localized MCQ picks the default culture ({stats['default_country']}) "
+        f"{culture['nolocalized_mcq_default_share']:.1%} of the time",
+    ]
+    if steer:
+        settings = ", ".join(f"{k} {v}" for k, v in steer["settings"].items())
+        lines += [
+            "",
+            f"Held-out non-localized MCQ accuracy per target culture (training: {settings}):",
+            "",
+            "| culture | train / test pairs | unsteered | YaPO at 1 | BiPO at 1 | YaPO L0 | YaPO final loss | BiPO final loss |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for country, row in steer["countries"].items():
+            lines.append(
+                f"| {country} | {row['n_train']} / {row['n_test']} | {row['unsteered']:.2f} | "
+                f"{row['yapo']['accuracy_at_1']:.2f} | {row['bipo']['accuracy_at_1']:.2f} | {row['yapo']['l0']} | "
+                f"{row['yapo']['final_loss']:.3f} | {row['bipo']['final_loss']:.3f} |"
+            )
+        lines += ["", "Open-ended answers (greedy, held-out non-localized questions; a YaPO vector trained on the "
+                  "culture's open-ended pairs; accuracy = the reply contains the culture's answer):", ""]
+        for g in steer["generations"]:
+            acc = ", ".join(f"{a:.2f} at {m:g}" for m, a in g["accuracy"].items())
+            lines += [f"- **{g['country']}** (accuracy {acc}): *{g['question']}*"]
+            lines += [f"  - {k}: {v}" for k, v in g.items() if k.startswith("at ")]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache-dir", default=None, help="where the world is (default: the demo cache folder)")
+    parser.add_argument("--force", action="store_true", help="rebuild even if a finished world exists")
+    parser.add_argument("--countries", default=",".join(c for c in corpus.COUNTRY_KEYS if c != corpus.DEFAULT_COUNTRY))
+    parser.add_argument("--no-steering", action="store_true", help="report the build's figures only")
+    parser.add_argument("--generations", type=int, default=3, help="steered generation examples to show")
+    parser.add_argument("--json", metavar="PATH", help="also write every figure to this JSON file")
+    args = parser.parse_args(argv)
+
+    world = build_demo_world(args.cache_dir, seed=args.seed, size="full", force=args.force)
+    stats = world.stats
+    steer = None
+    if not args.no_steering:
+        countries = [c.strip() for c in args.countries.split(",") if c.strip()]
+        unknown = [c for c in countries if c not in corpus.COUNTRY_KEYS or c == corpus.DEFAULT_COUNTRY]
+        if unknown:
+            parser.error(f"--countries {unknown} are not non-default demo cultures; use some of "
+                         f"{[c for c in corpus.COUNTRY_KEYS if c != corpus.DEFAULT_COUNTRY]}")
+        model, tokenizer = load_model(world.model_dir, device="cpu")
+        sae = load_sae(path=world.sae_dir, device="cpu")
+        steer = steering(world, model, tokenizer, sae, countries, dict(TRAINING), args.generations)
+
+    print(report(stats, steer))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"build": stats, "steering": steer}, indent=2) + "\n")
+    checks = {name: ok(stats) for name, ok in BUILD_TARGETS.items()}
+    if steer:
+        checks[f"YaPO at multiplier 1 >= {STEERING_TARGET} for every culture measured"] = all(
+            row["yapo"]["accuracy_at_1"] >= STEERING_TARGET for row in steer["countries"].values()
+        )
+    for name, ok in checks.items():
+        print(f"{'ok    ' if ok else 'MISSED'}  {name}", file=sys.stderr)
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
