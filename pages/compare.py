@@ -17,6 +17,8 @@ FORMULAS = {
     "dense": "h′ = h + m·v",
 }
 
+EMPTY_ANSWER = "∅ (empty answer: the model ended its turn at once)"
+
 
 def where_steering_applies(session: Session | None, label: str | None) -> str:
     """The sentence that says exactly where and how the chosen vector acts."""
@@ -97,16 +99,21 @@ def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
         session = need(session)
         m = round(float(m), 2)
         title = f"Steered (m = {m:+.1f})"
+        answers = {}
         for answers in session.generate_stream(label, text, [0.0, m], **decoding(max_new_, sample_, temperature_, seed_)):
             yield answers.get(0.0, ""), gr.update(value=answers.get(m, ""), label=title)
+        # An empty box would look as if nothing ran: say so when a model ended its turn at once.
+        yield (answers.get(0.0) or EMPTY_ANSWER), gr.update(value=answers.get(m) or EMPTY_ANSWER, label=title)
 
     @user_errors
     @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere
     def on_grid(session, label, text, ms, max_new_, sample_, temperature_, seed_):
         session = need(session)
         multipliers = parse_multipliers(ms)
+        answers = {}
         for answers in session.generate_stream(label, text, multipliers, **decoding(max_new_, sample_, temperature_, seed_)):
             yield pd.DataFrame({"multiplier": multipliers, "answer": [answers.get(m, "") for m in multipliers]})
+        yield pd.DataFrame({"multiplier": multipliers, "answer": [answers.get(m) or EMPTY_ANSWER for m in multipliers]})
 
     @user_errors
     @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere

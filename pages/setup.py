@@ -94,7 +94,7 @@ def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
             rejected_model = gr.Textbox(label="Rejected answers of model (rejected_<model>_… columns)",
                                         placeholder="e.g. gemma_2_2b_it; empty: the preset's model")
     with gr.Row(visible=True) as culture_options:
-        localization = gr.Radio(culture.get("localization", ["both", "localized", "nolocalized"]), value="both",
+        localization = gr.Radio(culture.get("localization", ["both", "localized", "nolocalized"]), value="nolocalized",
                                 label="Prompts", info="localized prompts name the country; non-localized ones do not")
         form = gr.Radio([("multiple choice", "mcq"), ("open-ended", "open_ended")], value="mcq", label="Answer form")
     with gr.Group(visible=False) as behaviour_box:

@@ -299,3 +299,11 @@ def test_presets_carry_their_own_training_defaults(catalog):
     assert session.default_config().lr == 1e-3 and session.default_config().batch_size == 4
     session.preset = catalog.preset("gemma-2-2b-it")
     assert session.default_config().lr == 5e-4
+
+
+def test_spread_takes_evenly_spaced_items_in_order():
+    assert S.spread(range(10), 20) == list(range(10))
+    assert S.spread(range(10), 5) == [0, 2, 4, 6, 8]
+    grouped = ["localized"] * 50 + ["nolocalized"] * 50  # a test split grouped by localization
+    assert set(S.spread(grouped, 8)) == {"localized", "nolocalized"}
+    assert len(S.spread(grouped, 8)) == 8

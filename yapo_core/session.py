@@ -275,6 +275,15 @@ class ModelStore:
             return bundle
 
 
+def spread(items: Sequence, n: int) -> list:
+    """At most ``n`` of ``items``, evenly spaced and in order: a test split is often grouped (by
+    country, by localization), so its first ``n`` rows would not represent it."""
+    items = list(items)
+    if len(items) <= n:
+        return items
+    return [items[i * len(items) // n] for i in range(n)]
+
+
 _DEMO_LOCK = threading.Lock()
 
 
@@ -821,7 +830,7 @@ class Session:
         """Prompts of the test split of the vector's task (or the session's task)."""
         task = self.entry(label).task if label else self.task
         task = task or self.task
-        return [p.prompt for p in task.test.pairs[:n]] if task else []
+        return [p.prompt for p in spread(task.test.pairs, n)] if task else []
 
     def generate_stream(self, label: str, prompt: str, multipliers: Sequence[float], max_new_tokens: int = 64,
                         do_sample: bool = False, temperature: float = 1.0, seed: int = 0) -> Iterator[dict[float, str]]:
@@ -846,7 +855,7 @@ class Session:
         e = self.entry(label)
         if e.task is None or not len(e.task.test):
             raise SettingsError("this vector has no task with a test split; load a task first.")
-        pairs = e.task.test.pairs[:max_pairs]
+        pairs = spread(e.task.test.pairs, max_pairs)
         b = e.bundle
         with b.lock:
             return [(float(m), preference_accuracy(b.model, b.tokenizer, pairs, e.vector, float(m), sae=b.sae))
@@ -876,7 +885,7 @@ class Session:
             e = self.entry(label)
             if e.task is None or not len(e.task.test):
                 raise SettingsError(f"{label}: this vector has no task with a test split; load a task first.")
-            pairs = e.task.test.pairs[:max_items]
+            pairs = spread(e.task.test.pairs, max_items)
             b = e.bundle
             if metric == "preference":
                 fn = lambda m: ev.preference_accuracy(b.model, b.tokenizer, pairs, e.vector, m, sae=b.sae)  # noqa: E731
