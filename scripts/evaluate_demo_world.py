@@ -3,6 +3,7 @@
     python scripts/evaluate_demo_world.py                       # all seven non-default cultures
     python scripts/evaluate_demo_world.py --countries egypt,uk  # a quicker subset
     python scripts/evaluate_demo_world.py --no-steering         # the build's own figures only
+    python scripts/evaluate_demo_world.py --size mini --steps 4  # checks the script in seconds
 
 Builds the full demo world (or reuses the one in the cache), then reports:
 
@@ -83,7 +84,7 @@ def steering(world, model, tokenizer, sae, countries, settings: dict, n_generati
     # Open-ended answers: a YaPO vector trained on the culture's non-localized open-ended pairs.
     # The long answers give large margins quickly, so half the MCQ steps suffice; at multiplier 1
     # the continuation degrades (see the README), so the examples use GENERATION_MULTIPLIER.
-    open_settings = {**settings, "max_steps": settings["max_steps"] // 2}
+    open_settings = {**settings, "max_steps": max(1, settings["max_steps"] // 2)}
     for i, country in enumerate(list(countries)[:n_generations]):
         train = list(load_pairs(task["paths"]["train"], country=country, localization="nolocalized", form="open_ended"))
         test = list(load_pairs(task["paths"]["test"], country=country, localization="nolocalized", form="open_ended"))
@@ -148,9 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-steering", action="store_true", help="report the build's figures only")
     parser.add_argument("--generations", type=int, default=3, help="steered generation examples to show")
     parser.add_argument("--json", metavar="PATH", help="also write every figure to this JSON file")
+    parser.add_argument("--size", default="full", choices=["full", "mini"],
+                        help="mini: the seconds-scale test world (checks the script; its numbers mean nothing)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the demo world's)")
     args = parser.parse_args(argv)
 
-    world = build_demo_world(args.cache_dir, seed=args.seed, size="full", force=args.force)
+    world = build_demo_world(args.cache_dir, seed=args.seed, size=args.size, force=args.force)
     stats = world.stats
     steer = None
     if not args.no_steering:
@@ -161,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"{[c for c in corpus.COUNTRY_KEYS if c != corpus.DEFAULT_COUNTRY]}")
         model, tokenizer = load_model(world.model_dir, device="cpu")
         sae = load_sae(path=world.sae_dir, device="cpu")
-        steer = steering(world, model, tokenizer, sae, countries, dict(TRAINING), args.generations)
+        settings = {**TRAINING, **({"max_steps": args.steps} if args.steps else {})}
+        steer = steering(world, model, tokenizer, sae, countries, settings, args.generations)
 
     print(report(stats, steer))
     if args.json:
