@@ -9,11 +9,21 @@ import gradio as gr
 from yapo_core.errors import SettingsError
 from yapo_core.plots import run_color, training_curves
 from yapo_core.session import Run, Session, format_seconds
+from yapo_core.spaces_compat import on_zero_gpu
 from yapo_core.training import ENGINES, TrainConfig
 
 from .common import esc, need, user_errors
 
 DEFAULTS = TrainConfig()
+
+
+def zero_gpu_note() -> str:
+    """Shown on ZeroGPU Spaces, where a GPU exists only inside ``spaces.GPU`` calls."""
+    return ("⚠ **This Space runs on ZeroGPU.** ZeroGPU lends a GPU only for the length of one call, and "
+            "training runs in the background (so that the curves stream and Stop works): **it gets no GPU "
+            "here.** The demo world trains fine on the CPU; for hub models, train on a Space with a "
+            "dedicated GPU, locally, or with `python -m yapo_core train`, and load the `.safetensors` file "
+            "on the Export page. Generation, features and evaluation do use the GPU.")
 POLL_SECONDS = 0.5  # curves refresh twice a second while a run is active
 
 
@@ -80,6 +90,7 @@ def snapshot(session: Session | None):
 
 def build(state: gr.State) -> TrainPage:
     summary = gr.Markdown(setup_summary(None), elem_id="train-summary")
+    gr.Markdown(zero_gpu_note(), visible=on_zero_gpu(), elem_id="zero-gpu-note")
     with gr.Accordion("Hyper-parameters (defaults: the public YaPO/BiPO runs, or the preset's own)", open=True):
         with gr.Row():
             lr = gr.Number(DEFAULTS.lr, label="Learning rate", minimum=0)

@@ -191,3 +191,19 @@ def test_training_curves_are_thinned_for_long_runs():
     assert len(xs) <= 1001 and xs[0] == 1 and xs[-1] == 5000
     assert thin([1, 2, 3], 10) == [1, 2, 3]
     assert torch.tensor(xs).diff().min() > 0
+
+
+def test_the_train_page_warns_on_zero_gpu_spaces(monkeypatch):
+    from yapo_core.spaces_compat import on_zero_gpu
+
+    def note_visible() -> bool:
+        with gr.Blocks() as blocks:
+            train.build(gr.State())
+        (note,) = [b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "zero-gpu-note"]
+        assert "ZeroGPU" in note.value and "no GPU" in note.value and "Export" in note.value
+        return note.visible
+
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    assert not on_zero_gpu() and not note_visible()
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    assert on_zero_gpu() and note_visible()
