@@ -169,7 +169,7 @@ def preset_defaults(session: Session | None) -> list:
     if key is None or session.train_fields_for == key:
         return [gr.update() for _ in PRESET_FIELDS]
     session.train_fields_for = key
-    config = TrainConfig(**session.training_defaults())
+    config = session.default_config()
     return [gr.update(value=(getattr(config, f) or 0) if f == "max_steps" else getattr(config, f)) for f in PRESET_FIELDS]
 
 

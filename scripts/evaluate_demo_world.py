@@ -25,12 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from yapo_core import demo_corpus as corpus  # noqa: E402
+from yapo_core.comparison import compare_methods  # noqa: E402
 from yapo_core.data import load_pairs  # noqa: E402
 from yapo_core.demo import TRAINING, build_demo_world, list_demo_tasks  # noqa: E402
 from yapo_core.evaluation import generation_accuracy, mcq_accuracy, mcq_items_from_pairs  # noqa: E402
@@ -52,31 +52,22 @@ STEERING_TARGET = 0.8  # held-out non-localized MCQ accuracy with YaPO at multip
 GENERATION_MULTIPLIER = 0.5
 
 
-def train_vector(model, tokenizer, sae, pairs, kind: str, layer: int, settings: dict):
-    config = TrainConfig(kind=kind, layer=layer, epochs=10_000, **settings)
-    trainer = Trainer(model, tokenizer, pairs, config, sae=sae if kind == "sparse" else None)
-    losses = [m.loss for m in trainer]
-    return trainer.vector, losses
-
-
 def steering(world, model, tokenizer, sae, countries, settings: dict, n_generations: int) -> dict:
     task = next(t for t in list_demo_tasks(world) if t["kind"] == "culture")
     out = {"settings": settings, "countries": {}, "generations": []}
     for country in countries:
         train = list(load_pairs(task["paths"]["train"], country=country, localization="nolocalized", form="mcq"))
         test = mcq_items_from_pairs(load_pairs(task["paths"]["test"], country=country, localization="nolocalized", form="mcq"))
-        row = {"n_train": len(train), "n_test": len(test), "unsteered": mcq_accuracy(model, tokenizer, test)}
-        for method, kind in (("yapo", "sparse"), ("bipo", "dense")):
-            start = time.perf_counter()
-            vector, losses = train_vector(model, tokenizer, sae, train, kind, world.layer, settings)
-            row[method] = {
-                "accuracy_at_1": mcq_accuracy(model, tokenizer, test, vector, 1.0, sae=sae),
-                "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
-                "l0": vector.l0(),
-                "seconds": round(time.perf_counter() - start, 1),
+        result = compare_methods(model, tokenizer, sae, train, test, methods=("yapo", "bipo"), multipliers=(1.0,),
+                                 train_config={"epochs": 10_000, **settings})
+        row = {"n_train": len(train), "n_test": len(test), "unsteered": result.baseline_accuracy}
+        for r in result.results:
+            row[r.method] = {
+                "accuracy_at_1": r.accuracy[1.0],
+                "final_loss": round(sum(r.loss_curve[-20:]) / len(r.loss_curve[-20:]), 4),
+                "l0": r.l0,
+                "seconds": round(r.seconds, 1),
             }
-            if method == "yapo":
-                row["_vector"] = vector
         out["countries"][country] = row
         print(f"  {country}: unsteered {row['unsteered']:.2f}, YaPO {row['yapo']['accuracy_at_1']:.2f}, "
               f"BiPO {row['bipo']['accuracy_at_1']:.2f}", file=sys.stderr, flush=True)
@@ -88,7 +79,8 @@ def steering(world, model, tokenizer, sae, countries, settings: dict, n_generati
     for i, country in enumerate(list(countries)[:n_generations]):
         train = list(load_pairs(task["paths"]["train"], country=country, localization="nolocalized", form="open_ended"))
         test = list(load_pairs(task["paths"]["test"], country=country, localization="nolocalized", form="open_ended"))
-        vector, _ = train_vector(model, tokenizer, sae, train, "sparse", world.layer, open_settings)
+        config = TrainConfig(kind="sparse", layer=world.layer, epochs=10_000, **open_settings)
+        vector = Trainer(model, tokenizer, train, config, sae=sae).run()
         answers = [p.chosen.split(".")[0] for p in test]  # the culture's short answer opens each reply
         accuracy = {m: generation_accuracy(model, tokenizer, [p.prompt for p in test], answers, vector, m, sae=sae,
                                            max_new_tokens=12) for m in (0.0, GENERATION_MULTIPLIER, 1.0)}
@@ -97,8 +89,6 @@ def steering(world, model, tokenizer, sae, countries, settings: dict, n_generati
                             max_new_tokens=24)
         out["generations"].append({"country": country, "question": example.prompt, "accuracy": accuracy,
                                    **{f"at {m:g}": text for m, text in shown.items()}})
-    for row in out["countries"].values():
-        row.pop("_vector")
     return out
 
 

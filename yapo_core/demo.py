@@ -433,10 +433,11 @@ PROMPT_LOSS_WEIGHT = 0.3
 """Weight of the prompt tokens' loss against the answer's (each example's parts averaged first).
 
 Learning to predict the prompts too, as pretraining does, makes the model carry the culture
-named in a question as context at every position, which is what a steering vector adds to. We
-measured it: without it, held-out non-localized MCQ answers could not be moved to the target
-culture by any vector at the SAE's layer (at most 42%); with it, an optimised vector reaches
-about 100%."""
+named in a question as context at every position, which is what a steering vector adds to.
+Measured while building the world: without it, no vector at the SAE's layer moved held-out
+non-localized MCQ answers to the target culture beyond 42 %; with it, a vector in the SAE's
+latent space trained with cross-entropy on the right letter reaches 90 % for egypt (the
+preference objective: 83 %, see the README)."""
 
 
 def _encode_examples(tokenizer, examples: Sequence[corpus.ChatExample | str]) -> list[tuple[list[int], list[float]]]:
@@ -828,12 +829,9 @@ def _share(flags) -> float | None:
 
 
 def _contains_word(text: str, word: str) -> bool:
+    """Whether ``text`` contains ``word`` (or a phrase) as whole words, case ignored (open answers
+    start capitalised)."""
     return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text, flags=re.IGNORECASE) is not None
-
-
-def _mentions(text: str, phrase: str) -> bool:
-    """Whether ``text`` contains ``phrase``, case ignored (open answers start capitalised)."""
-    return phrase.lower() in text.lower()
 
 
 def _culture_stats(culture, mcq: dict[str, str], open_ended: dict[str, str]) -> dict:
@@ -845,7 +843,7 @@ def _culture_stats(culture, mcq: dict[str, str], open_ended: dict[str, str]) -> 
     nolocalized = [it for it in test if not it.localized and it.country != default]
     stats["localized_mcq_accuracy"] = _share(mcq[it.mcq_prompt] == it.mcq_answer for it in localized)
     stats["localized_open_accuracy"] = _share(
-        _mentions(open_ended[it.question], corpus.answer_phrase(it.topic, it.country)) for it in localized
+        _contains_word(open_ended[it.question], corpus.answer_phrase(it.topic, it.country)) for it in localized
     )
     stats["nolocalized_mcq_accuracy"] = {
         c: _share(mcq[it.mcq_prompt] == it.mcq_answer for it in nolocalized if it.country == c)
@@ -856,7 +854,7 @@ def _culture_stats(culture, mcq: dict[str, str], open_ended: dict[str, str]) -> 
         mcq[it.mcq_prompt] == corpus.MCQ_LETTERS[it.option_countries.index(default)] for it in nolocalized
     )
     stats["nolocalized_open_default_share"] = _share(
-        _mentions(open_ended[it.question], corpus.answer_phrase(it.topic, default)) for it in nolocalized
+        _contains_word(open_ended[it.question], corpus.answer_phrase(it.topic, default)) for it in nolocalized
     )
     stats["nolocalized_default_mcq_accuracy"] = _share(
         mcq[it.mcq_prompt] == it.mcq_answer for it in test if not it.localized and it.country == default
