@@ -13,6 +13,7 @@ from conftest import SHARED_DATA, make_sae
 from yapo_core import session as S
 from yapo_core.errors import DataError, ModelLoadError, SAELoadError, SettingsError, VectorFileError
 from yapo_core.export import load_vector
+from yapo_core.evaluation import generation_accuracy
 from yapo_core.generation import generate
 from yapo_core.steering import dense_equivalent
 
@@ -264,6 +265,11 @@ def test_evaluate_sweeps_every_chosen_vector(ready, monkeypatch):
     curves = ready.evaluate([caa.name, yapo.name], "preference", [0.0, 1.0])
     assert [label for label, _ in curves] == [caa.name, yapo.name]
     assert all(points[0] == (0.0, 0.0) for _, points in curves)  # m = 0 gains nothing
+    (label, points), = ready.evaluate([yapo.name], "generation", [0.0, 1.0])
+    pairs = S.spread(yapo.task.test.pairs, 64)
+    unsteered = generation_accuracy(ready.bundle.model, ready.bundle.tokenizer, [p.prompt for p in pairs],
+                                    [p.chosen for p in pairs])
+    assert label == yapo.name and [m for m, _ in points] == [0.0, 1.0] and points[0][1] == unsteered
     with pytest.raises(SettingsError, match="answer letter.*preference metric"):
         ready.evaluate([yapo.name], "mcq", [0.0, 1.0])  # the test answers are sentences
     with pytest.raises(SettingsError, match="at least one vector"):

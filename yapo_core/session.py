@@ -865,6 +865,7 @@ class Session:
         "preference": "held-out preference accuracy",
         "mcq": "MCQ accuracy (answer-letter likelihood)",
         "behaviour": "behaviour rate (A/B: picks the behaviour's option)",
+        "generation": "generation accuracy (the greedy answer contains the chosen one)",
     }
 
     def evaluate(self, labels: Sequence[str], metric: str, multipliers: Sequence[float],
@@ -872,7 +873,8 @@ class Session:
         """One curve per vector: ``metric`` on its task's test split at each multiplier.
 
         ``mcq`` needs test pairs whose chosen answer is an option letter (Deep-Culture-Lense MCQ,
-        the demo world's MCQ tasks); ``behaviour`` needs BiPO-style A/B pairs.
+        the demo world's MCQ tasks); ``behaviour`` needs BiPO-style A/B pairs; ``generation``
+        (open answers) counts greedy answers that contain the chosen one.
         """
         from . import evaluation as ev
 
@@ -889,6 +891,9 @@ class Session:
             b = e.bundle
             if metric == "preference":
                 fn = lambda m: ev.preference_accuracy(b.model, b.tokenizer, pairs, e.vector, m, sae=b.sae)  # noqa: E731
+            elif metric == "generation":
+                fn = lambda m: ev.generation_accuracy(b.model, b.tokenizer, [p.prompt for p in pairs],  # noqa: E731
+                                                      [p.chosen for p in pairs], e.vector, m, sae=b.sae)
             else:
                 try:
                     items = ev.mcq_items_from_pairs(pairs, "AB" if metric == "behaviour" else None)
