@@ -8,7 +8,7 @@ import gradio as gr
 
 from yapo_core.errors import SettingsError
 from yapo_core.plots import run_color, training_curves
-from yapo_core.session import Run, Session, format_seconds
+from yapo_core.session import CHUNK_SECONDS, Run, Session, chunk_seconds, format_seconds
 from yapo_core.spaces_compat import on_zero_gpu
 from yapo_core.training import ENGINES, TrainConfig
 
@@ -19,11 +19,15 @@ DEFAULTS = TrainConfig()
 
 def zero_gpu_note() -> str:
     """Shown on ZeroGPU Spaces, where a GPU exists only inside ``spaces.GPU`` calls."""
-    return ("⚠ **This Space runs on ZeroGPU.** ZeroGPU lends a GPU only for the length of one call, and "
-            "training runs in the background (so that the curves stream and Stop works): **it gets no GPU "
-            "here.** The demo world trains fine on the CPU; for hub models, train on a Space with a "
-            "dedicated GPU, locally, or with `python -m yapo_core train`, and load the `.safetensors` file "
-            "on the Export page. Generation, features and evaluation do use the GPU.")
+    seconds = chunk_seconds() or CHUNK_SECONDS
+    return (f"ℹ **This Space runs on ZeroGPU**, which lends a GPU one call at a time: training runs as a "
+            f"series of GPU calls of about {seconds:g} s of steps each. The curves update after each call, "
+            "**Stop** takes effect when the current call ends, and each call first re-reads the training "
+            "pairs' activations. Every call counts against your ZeroGPU quota; for long runs on hub models, "
+            "use a Space with a dedicated GPU or `python -m yapo_core train`, and load the `.safetensors` "
+            "file on the Export page.")
+
+
 POLL_SECONDS = 0.5  # curves refresh twice a second while a run is active
 
 

@@ -193,14 +193,14 @@ def test_training_curves_are_thinned_for_long_runs():
     assert torch.tensor(xs).diff().min() > 0
 
 
-def test_the_train_page_warns_on_zero_gpu_spaces(monkeypatch):
+def test_the_train_page_explains_chunked_training_on_zero_gpu_spaces(monkeypatch):
     from yapo_core.spaces_compat import on_zero_gpu
 
     def note_visible() -> bool:
         with gr.Blocks() as blocks:
             train.build(gr.State())
         (note,) = [b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "zero-gpu-note"]
-        assert "ZeroGPU" in note.value and "no GPU" in note.value and "Export" in note.value
+        assert "ZeroGPU" in note.value and "45 s" in note.value and "Stop" in note.value
         return note.visible
 
     monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)

@@ -125,6 +125,49 @@ def test_stop_ends_a_run_early_and_keeps_its_vector(ready):
     assert run.status == "stopped" and 2 <= run.step < 10_000 and run.vector is not None
 
 
+def test_zero_gpu_runs_train_in_chunks_in_worker_processes(ready, monkeypatch):
+    """As on ZeroGPU: each chunk is a call into a forked worker that gets its arguments and
+    returns its result pickled, on behalf of the request that started the run. The chunks add
+    up to the uninterrupted run."""
+    import contextvars
+    import multiprocessing
+    import pickle
+
+    request = contextvars.ContextVar("request", default=None)
+    calls = []
+    real_chunk = S.train_chunk_on_gpu
+
+    def in_worker(queue, payload):
+        queue.put(pickle.dumps(real_chunk(*pickle.loads(payload))))
+
+    def zero_gpu_call(*args):
+        calls.append(request.get())
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        worker = ctx.Process(target=in_worker, args=(queue, pickle.dumps(args)))
+        worker.start()
+        result = pickle.loads(queue.get(timeout=120))
+        worker.join(60)
+        return result
+
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    monkeypatch.setenv("YAPO_TRAIN_CHUNK_SECONDS", "0.001")  # one step per chunk
+    monkeypatch.setattr(S, "train_chunk_on_gpu", zero_gpu_call)
+    config = ready.default_config(max_steps=4, **QUICK)
+    request.set("user-request")
+    run = ready.start_run(config)
+    wait(run, timeout=120)
+    assert run.status == "finished", run.error
+    assert calls == ["user-request"] * 4  # one call per chunk, each in the starting request's context
+    assert [m.step for m in run.history] == [1, 2, 3, 4] and run.total_steps == 4
+    assert "finished, step 4/4" in run.describe()
+    b = ready.bundle
+    whole = S.Trainer(b.model, b.tokenizer, ready.task.train, config, sae=b.sae)
+    assert [m.loss for m in whole] == pytest.approx([m.loss for m in run.history], rel=1e-5)
+    torch.testing.assert_close(run.vector.values, whole.vector.values)
+    assert run.vector.hook_name == whole.vector.hook_name and run.vector.metadata["steps"] == "4"
+
+
 def test_the_limiter_queues_runs_beyond_its_slots(tiny_world, catalog):
     limiter = S.JobLimiter(1)
     a, b = S.Session(limiter=limiter, catalog=catalog), S.Session(limiter=limiter, catalog=catalog)

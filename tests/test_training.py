@@ -1,12 +1,14 @@
 """Training: both kinds learn a consistent preference; metrics, checkpoints, NaN handling."""
 
 import math
+import pickle
 
 import pytest
 import torch
 from conftest import consistent_pairs, make_model, make_sae
 
 from yapo_core import TrainConfig, Trainer, TrainingError
+from yapo_core.training import train_chunk
 from yapo_core.evaluation import preference_accuracy, score_pairs
 from yapo_core.errors import SettingsError
 
@@ -64,6 +66,50 @@ def test_checkpoint_and_resume_continue_exactly(tokenizer, tmp_path):
     rest = [m.loss for m in resumed]
     assert rest == pytest.approx(full_losses[3:], rel=1e-5)
     torch.testing.assert_close(resumed.vector.values, full.vector.values)
+
+
+def _chunk_in_fork(queue, *args, **kwargs):
+    queue.put(pickle.dumps(train_chunk(*args, **kwargs)))  # as spaces' workers return results
+
+
+def test_chunks_chain_to_the_same_vector_even_across_processes(tokenizer):
+    """Chunked training (ZeroGPU: short GPU calls, each in a worker process that returns its
+    result by pickling) gives the uninterrupted run's losses and vector."""
+    import multiprocessing
+
+    pairs = consistent_pairs(16)
+    config = TrainConfig(kind="sparse", max_steps=7, batch_size=4, lr=0.01, warmup_steps=2)
+    model, sae = make_model("llama"), make_sae()
+    full = Trainer(model, tokenizer, pairs, config, sae=sae)
+    full_losses = [m.loss for m in full]
+
+    first = train_chunk(model, tokenizer, pairs, config, sae=sae, max_steps=3)
+    assert [m.step for m in first.history] == [1, 2, 3] and not first.finished and first.total_steps == 7
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    worker = ctx.Process(target=_chunk_in_fork, args=(queue, model, tokenizer, pairs, config),
+                         kwargs=dict(sae=sae, state=first.state, max_steps=3))
+    worker.start()
+    second = pickle.loads(queue.get(timeout=120))
+    worker.join(60)
+    assert second.state.step == 6 and not second.finished
+    last = train_chunk(model, tokenizer, pairs, config, sae=sae, state=second.state, max_steps=50)
+    assert last.finished and last.error is None and last.state.step == 7
+    losses = [m.loss for chunk in (first, second, last) for m in chunk.history]
+    assert losses == pytest.approx(full_losses, rel=1e-5)
+    torch.testing.assert_close(last.state.tensors["v"], full.vector.values)
+
+
+def test_chunk_reports_a_non_finite_loss_and_keeps_the_last_good_state(tokenizer):
+    model, sae = make_model("llama"), make_sae()
+    config = TrainConfig(kind="sparse", max_steps=10, lr=0.01, warmup_steps=1)
+    first = train_chunk(model, tokenizer, consistent_pairs(8), config, sae=sae, max_steps=1)
+    with torch.no_grad():
+        sae.W_dec[:, 0] = float("nan")
+    failed = train_chunk(model, tokenizer, consistent_pairs(8), config, sae=sae, state=first.state)
+    assert failed.finished and failed.error and "last good vector" in failed.error
+    torch.testing.assert_close(failed.state.tensors["v"], first.state.tensors["v"])
+    assert failed.state.step == 1
 
 
 def test_nan_stops_training_and_keeps_the_last_good_vector(tokenizer):

@@ -15,6 +15,8 @@ reachability (seconds) before ``transformers``/``sae-lens`` would retry for minu
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -31,11 +33,12 @@ from typing import Iterator, Sequence
 from urllib.parse import urlparse
 
 from .data import PairSet, detect_schema, load_pairs, read_table
-from .errors import DataError, ModelLoadError, SAELoadError, SettingsError, VectorFileError, YapoError
+from .errors import DataError, ModelLoadError, SAELoadError, SettingsError, TrainingError, VectorFileError, YapoError
 from .models import is_offline, load_model
 from .saes import check_sae_fits, load_sae
 from .steering import SteeringVector
-from .training import StepMetrics, TrainConfig, Trainer
+from .spaces_compat import gpu, on_zero_gpu
+from .training import ChunkResult, StepMetrics, TrainConfig, Trainer, TrainState, train_chunk
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +250,18 @@ def load_bundle(spec: LoadSpec, label: str = "") -> Bundle:
     return Bundle(spec, label or spec.describe(), model, tokenizer, sae, hook)
 
 
+_LOADED: "weakref.WeakValueDictionary[LoadSpec, Bundle]" = weakref.WeakValueDictionary()
+
+
+def loaded_bundle(spec: LoadSpec) -> Bundle:
+    """The bundle of ``spec`` this process already holds, or a fresh load (a ZeroGPU worker that
+    was forked before the user loaded it)."""
+    bundle = _LOADED.get(spec)
+    if bundle is None:
+        bundle = _LOADED[spec] = load_bundle(spec)
+    return bundle
+
+
 class ModelStore:
     """Loaded bundles shared by all sessions of a process.
 
@@ -269,7 +284,7 @@ class ModelStore:
             bundle = self._live.get(spec)
             if bundle is None:
                 bundle = load_bundle(spec, label)
-                self._live[spec] = bundle
+                self._live[spec] = _LOADED[spec] = bundle
             with self._lock:
                 self._recent = ([bundle] + [b for b in self._recent if b is not bundle])[: self.keep]
             return bundle
@@ -513,6 +528,28 @@ class JobLimiter:
 
 RUN_STATES = ("queued", "preparing", "running", "finished", "stopped", "failed")
 
+CHUNK_SECONDS = 45.0
+"""On ZeroGPU, training runs as a series of GPU calls of this many seconds of steps each."""
+
+
+def chunk_seconds() -> float | None:
+    """Seconds per training chunk: set on ZeroGPU Spaces (or by ``YAPO_TRAIN_CHUNK_SECONDS``),
+    None (one uninterrupted run in a background thread) elsewhere."""
+    value = os.environ.get("YAPO_TRAIN_CHUNK_SECONDS")
+    if value:
+        return float(value)
+    return CHUNK_SECONDS if on_zero_gpu() else None
+
+
+@gpu(duration=int(CHUNK_SECONDS) + 60)  # the steps, plus tokenising and caching the activations
+def train_chunk_on_gpu(spec: LoadSpec, pairs, config: TrainConfig, state: TrainState | None,
+                       max_seconds: float) -> ChunkResult:
+    """One chunk of a run, as a ZeroGPU call: arguments and result are small and picklable (the
+    model is looked up by its spec, not sent), since the call may run in a worker process."""
+    bundle = loaded_bundle(spec)
+    return train_chunk(bundle.model, bundle.tokenizer, pairs, config, sae=bundle.sae, state=state,
+                       max_seconds=max_seconds)
+
 
 class Run:
     """One training run in a background thread; its metrics can be read at any time."""
@@ -528,11 +565,19 @@ class Run:
         self._finished_at: float | None = None
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
+        self.chunk_seconds: float | None = None  # set: train in chunks (see chunk_seconds())
+        self._chunk: ChunkResult | None = None  # chunked runs: the last chunk's result
+        self._chunk_history: list[StepMetrics] = []
+        self._chunk_vector: SteeringVector | None = None
 
     # -- control --
 
     def start(self, limiter: JobLimiter) -> None:
-        self._thread = threading.Thread(target=self._work, args=(limiter,), name=f"yapo-run-{self.id}", daemon=True)
+        # The thread runs in a copy of the caller's context, so that GPU calls made from it
+        # (ZeroGPU) are made on behalf of the request (the user's quota) that started the run.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, args=(self._work, limiter),
+                                        name=f"yapo-run-{self.id}", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -556,6 +601,9 @@ class Run:
             if not self.method.trained:
                 self._compute(b)
                 return
+            if self.chunk_seconds:
+                self._train_in_chunks(b)
+                return
             with b.lock:  # tokenising and caching activations run the model
                 self.trainer = Trainer(b.model, b.tokenizer, self.task.train, self.config, sae=b.sae)
             if self._cancel.is_set():
@@ -575,6 +623,24 @@ class Run:
         finally:
             self._finished_at = time.time()
             limiter.release()
+
+    def _train_in_chunks(self, b: "Bundle") -> None:
+        """Training as a series of short calls (:func:`train_chunk_on_gpu`), each continuing from
+        the state the last one returned; Stop takes effect between chunks."""
+        self.status, self._running_since = "running", time.time()
+        while not self._cancel.is_set():
+            # In-process (no ZeroGPU), a chunk uses the shared model like a step does: under its lock.
+            with contextlib.nullcontext() if on_zero_gpu() else b.lock:
+                chunk = train_chunk_on_gpu(b.spec, self.task.train, self.config,
+                                           self._chunk.state if self._chunk else None, self.chunk_seconds)
+            self._chunk = chunk
+            self._chunk_history = self._chunk_history + chunk.history
+            self._chunk_vector = chunk.vector(self.config, b.model, b.sae) if chunk.state.step else None
+            if chunk.error:
+                raise TrainingError(chunk.error)
+            if chunk.finished:
+                break
+        self.status = "stopped" if self._cancel.is_set() else "finished"
 
     def _compute(self, b: "Bundle") -> None:
         """CAA / SAS: one pass over the training pairs, no steps."""
@@ -597,14 +663,20 @@ class Run:
 
     @property
     def history(self) -> list[StepMetrics]:
+        if self._chunk is not None:
+            return list(self._chunk_history)
         return list(self.trainer.history) if self.trainer is not None else []
 
     @property
     def step(self) -> int:
+        if self._chunk is not None:
+            return self._chunk.state.step
         return self.trainer.step if self.trainer is not None else 0
 
     @property
     def total_steps(self) -> int | None:
+        if self._chunk is not None:
+            return self._chunk.total_steps
         return self.trainer.total_steps if self.trainer is not None else None
 
     @property
@@ -612,6 +684,8 @@ class Run:
         """The last good vector (also while training runs), or None before the first step."""
         if self._computed is not None:
             return self._computed
+        if self._chunk is not None:
+            return self._chunk_vector
         if self.trainer is None or self.trainer.step == 0:
             return None
         return self.trainer.vector
@@ -638,7 +712,7 @@ class Run:
             text += f", about {format_seconds(eta)} left"
         if self._computed is not None:
             text += f" · computed in one pass, L0 {self._computed.l0()}, norm {self._computed.norm():.3g}"
-        history = self.trainer.history if self.trainer is not None else []
+        history = self.history
         if history:
             m = history[-1]
             text += f" · loss {m.loss:.4f}, reward acc {m.reward_accuracy:.2f}, L0 {m.l0}"
@@ -765,6 +839,7 @@ class Session:
         run_id = f"run{self._counter}"
         name = name or f"{self._counter}. {self.method.label.split()[0]} · {self.task.label}"
         run = Run(run_id, name, self.method, config, self.task, bundle)
+        run.chunk_seconds = chunk_seconds()
         self.runs[run_id] = run
         run.start(self.limiter)
         return run

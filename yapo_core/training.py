@@ -347,28 +347,14 @@ class Trainer:
     @property
     def vector(self) -> SteeringVector:
         """The last good vector, with its provenance and training settings."""
-        cfg = self.config
-        return SteeringVector(
-            kind=cfg.kind,
-            values=self._good.detach().cpu().clone(),
-            hook_name=self.point.hook_name,
-            method="yapo" if cfg.kind == "sparse" else "bipo",
-            model_id=model_id(self.model),
-            sae_source=sae_source(self.sae) if self.sae is not None else SAESource(),
-            default_multiplier=1.0,
-            metadata={"training": cfg.to_json(), "steps": str(self.step), "library_version": __version__,
-                      "data_report": self.data_report.describe()},
-            sae=self.sae if cfg.kind == "sparse" else None,
-        )
+        return trained_vector(self._good, self.config, self.point.hook_name, self.model, self.sae, self.step,
+                              self.data_report.describe())
 
     # -- checkpoints ---------------------------------------------------------------------------
 
-    def save_checkpoint(self, path: str | Path) -> Path:
-        """Vector, AdamW moments, step and RNG states in one safetensors file (no pickle)."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def state(self) -> "TrainState":
+        """Everything needed to continue this run elsewhere: vector, AdamW moments, step and RNG
+        states, as CPU tensors and strings (what a checkpoint file holds; picklable)."""
         state = self.optimizer.state.get(self.v, {})
         tensors = {
             "v": self._good.detach().cpu().contiguous(),
@@ -386,17 +372,14 @@ class Trainer:
             "hook_name": self.point.hook_name,
             "width": str(self.v.numel()),
         }
-        save_file(tensors, str(path), metadata=meta)
-        return path
+        return TrainState(tensors, meta)
 
-    def load_checkpoint(self, path: str | Path) -> None:
-        """Continue from a checkpoint written by :meth:`save_checkpoint` for the same setup."""
-        from .export import open_safetensors
-
-        tensors, meta = open_safetensors(path)
+    def load_state(self, state: "TrainState", source: str = "the state") -> None:
+        """Continue from :meth:`state` (or a checkpoint) taken from a trainer with the same setup."""
+        tensors, meta = state.tensors, state.meta
         if meta.get("hook_name") != self.point.hook_name or int(meta.get("width", -1)) != self.v.numel():
             raise TrainingError(
-                f"checkpoint {str(path)!r} is for {meta.get('hook_name')} width {meta.get('width')}, "
+                f"{source} is for {meta.get('hook_name')} width {meta.get('width')}, "
                 f"not {self.point.hook_name} width {self.v.numel()}."
             )
         device = self.v.device
@@ -417,6 +400,105 @@ class Trainer:
         self.sign_rng.set_state(tensors["sign_rng"])
         self._epoch_orders = {int(k): v for k, v in json.loads(meta["epoch_orders"]).items()}
 
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """Vector, AdamW moments, step and RNG states in one safetensors file (no pickle)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = self.state()
+        save_file(state.tensors, str(path), metadata=state.meta)
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Continue from a checkpoint written by :meth:`save_checkpoint` for the same setup."""
+        from .export import open_safetensors
+
+        tensors, meta = open_safetensors(path)
+        self.load_state(TrainState(tensors, meta), source=f"checkpoint {str(path)!r}")
+
+
+def trained_vector(values: torch.Tensor, config: TrainConfig, hook_name: str, model: nn.Module,
+                   sae: nn.Module | None, step: int, data_report: str = "") -> SteeringVector:
+    """A trained vector with its provenance and training settings (see :attr:`Trainer.vector`)."""
+    return SteeringVector(
+        kind=config.kind,
+        values=values.detach().cpu().clone(),
+        hook_name=hook_name,
+        method="yapo" if config.kind == "sparse" else "bipo",
+        model_id=model_id(model),
+        sae_source=sae_source(sae) if sae is not None else SAESource(),
+        default_multiplier=1.0,
+        metadata={"training": config.to_json(), "steps": str(step), "library_version": __version__,
+                  **({"data_report": data_report} if data_report else {})},
+        sae=sae if config.kind == "sparse" else None,
+    )
+
+
+@dataclass
+class TrainState:
+    """A run's resumable state (see :meth:`Trainer.state`): CPU tensors and string metadata."""
+
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, str]
+
+    @property
+    def step(self) -> int:
+        return int(self.meta["step"])
+
+
+@dataclass
+class ChunkResult:
+    """What :func:`train_chunk` hands back: the state to continue from and the chunk's metrics."""
+
+    state: TrainState
+    history: list[StepMetrics]
+    total_steps: int
+    finished: bool  # the run reached its last step (or was stopped for a non-finite value)
+    error: str | None = None  # why it stopped early (a TrainingError's message); state is the last good one
+    data_report: str = ""  # how the pairs tokenised (EncodeReport.describe())
+
+    def vector(self, config: TrainConfig, model: nn.Module, sae: nn.Module | None = None) -> SteeringVector:
+        """The chunk's last good vector, built where the model and SAE are (e.g. the main process)."""
+        return trained_vector(self.state.tensors["v"], config, self.state.meta["hook_name"], model, sae,
+                              self.state.step, self.data_report)
+
+
+def train_chunk(
+    model: nn.Module,
+    tokenizer,
+    pairs,
+    config: TrainConfig,
+    sae: nn.Module | None = None,
+    state: TrainState | None = None,
+    max_steps: int | None = None,
+    max_seconds: float | None = None,
+) -> ChunkResult:
+    """Run up to ``max_steps`` steps (or ``max_seconds``) of a run, from ``state`` or the start.
+
+    A pure function of its arguments: chaining chunks gives the same vector as one uninterrupted
+    :class:`Trainer` run, which is what lets training run as a series of short calls that each
+    hold a GPU briefly and may run in another process (ZeroGPU's ``spaces.GPU`` workers). Each
+    call re-tokenises and, with the fast engine, re-caches the activations of ``pairs``.
+    """
+    trainer = Trainer(model, tokenizer, pairs, config, sae=sae)
+    if state is not None:
+        trainer.load_state(state)
+    started, done, error = time.perf_counter(), 0, None
+    try:
+        while trainer.step < trainer.total_steps:
+            if (max_steps is not None and done >= max_steps) or (
+                max_seconds is not None and done and time.perf_counter() - started >= max_seconds
+            ):
+                break
+            trainer.run_step()
+            done += 1
+    except TrainingError as exc:
+        error = str(exc)
+    return ChunkResult(trainer.state(), trainer.history, trainer.total_steps,
+                       finished=error is not None or trainer.step >= trainer.total_steps, error=error,
+                       data_report=trainer.data_report.describe())
+
 
 def train_vector(
     model: nn.Module,
@@ -435,11 +517,14 @@ def train_vector(
 
 
 __all__ = [
+    "ChunkResult",
     "EncodeReport",
     "StepMetrics",
     "TrainConfig",
+    "TrainState",
     "Trainer",
     "answer_logprobs",
     "preference_loss",
+    "train_chunk",
     "train_vector",
 ]
