@@ -5,7 +5,8 @@ import torch
 from conftest import make_model
 
 from yapo_core.errors import ModelLoadError, SettingsError
-from yapo_core.models import load_model, resolve_device, resolve_dtype
+from yapo_core.models import load_model, module_device, resolve_device, resolve_dtype
+from yapo_core.saes import sae_hook_name
 
 
 def test_load_local_folder_frozen_in_eval_mode(tmp_path, tokenizer):
@@ -55,3 +56,39 @@ def test_device_map_auto_loads_through_accelerate_and_steers(tmp_path, tokenizer
     assert not torch.equal(steered, model(ids).logits)
     trainer = Trainer(model, tok, consistent_pairs(4), TrainConfig(kind="sparse", max_steps=1), sae=make_sae())
     assert len(list(trainer)) == 1
+
+
+@pytest.mark.parametrize("engine", ["simple", "fast"])
+def test_a_dispatched_model_with_an_offloaded_block_steers_and_trains_as_a_plain_one(tmp_path, tokenizer, engine):
+    """accelerate's hooks on the steered block (its weights offloaded to disk, on the meta device
+    until it runs) as with a model sharded over GPUs: the SAE is placed on the block's execution
+    device, and steering and both training engines give the plain model's numbers."""
+    from conftest import consistent_pairs, make_sae
+
+    from yapo_core import SteeringVector, TrainConfig, Trainer
+    from yapo_core.architectures import decoder_layers
+    from yapo_core.saes import place_sae
+
+    plain = make_model("llama")
+    plain.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    layout = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.norm": "cpu", "lm_head": "cpu",
+              **{f"model.layers.{i}": "disk" if i in (1, 2) else "cpu" for i in range(plain.config.num_hidden_layers)}}
+    model, tok = load_model(tmp_path / "m", device_map=layout, offload_folder=tmp_path / "offload")
+    block = decoder_layers(model)[1]
+    assert next(block.parameters()).device.type == "meta" and module_device(block).type == "cpu"
+    sae = make_sae()
+    assert place_sae(model, sae).resid_layer == 1 and sae.W_dec.device.type == "cpu"
+
+    vector = SteeringVector("sparse", torch.rand(128), sae_hook_name(sae), sae=sae)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with vector.apply(model, 1.0):
+        steered = model(ids).logits
+    with vector.apply(plain, 1.0):
+        expected = plain(ids).logits
+    torch.testing.assert_close(steered, expected, rtol=1e-4, atol=1e-5)
+
+    config = TrainConfig(kind="sparse", max_steps=3, batch_size=2, lr=0.05, warmup_steps=1, engine=engine)
+    dispatched = [m.loss for m in Trainer(model, tok, consistent_pairs(6), config, sae=sae)]
+    reference = [m.loss for m in Trainer(plain, tokenizer, consistent_pairs(6), config, sae=make_sae())]
+    assert dispatched == pytest.approx(reference, rel=1e-4)

@@ -91,6 +91,18 @@ def test_an_unreachable_hub_fails_within_seconds(catalog, monkeypatch):
     assert time.perf_counter() - start < 15
 
 
+def test_yapo_device_map_loads_models_through_accelerate(tiny_world, catalog, monkeypatch):
+    monkeypatch.setenv("YAPO_DEVICE_MAP", "auto")
+    spec = S.spec_for(catalog.preset("custom"), model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir))
+    assert spec.device_map == "auto"
+    seen, real_load = [], S.load_model
+    monkeypatch.setattr(S, "load_model", lambda *a, **k: seen.append(k["device_map"]) or real_load(*a, **k))
+    bundle = S.load_bundle(spec)
+    assert seen == ["auto"] and bundle.sae.W_dec.device == next(bundle.model.parameters()).device
+    monkeypatch.delenv("YAPO_DEVICE_MAP")
+    assert S.spec_for(catalog.preset("custom"), model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir)).device_map is None
+
+
 def test_models_are_shared_between_sessions_but_runs_are_not(tiny_world, catalog):
     store, limiter = S.ModelStore(), S.JobLimiter(2)
     a, b = S.Session(store, limiter, catalog), S.Session(store, limiter, catalog)

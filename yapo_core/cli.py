@@ -14,6 +14,8 @@ from .errors import YapoError
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="Hugging Face id or local folder of a causal LM")
     p.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default)")
+    p.add_argument("--device-map", default=None,
+                   help="'auto': spread a model too large for one GPU over all visible GPUs (accelerate)")
     p.add_argument("--dtype", default="fp32", help="fp32 (default) or bf16")
     p.add_argument("--trust-remote-code", action="store_true", help="run the model repo's own code (off by default)")
 
@@ -24,17 +26,29 @@ def _add_sae_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sae-path", help="local SAE folder written by sae-lens (instead of release/id)")
 
 
-def _load_sae_from_args(args, vector=None):
-    from .saes import load_sae
+def _load_model_from_args(args):
+    from .models import load_model
+
+    return load_model(args.model, args.device, args.dtype, args.trust_remote_code,
+                      device_map=getattr(args, "device_map", None))
+
+
+def _load_sae_from_args(args, vector=None, model=None):
+    """The SAE the arguments (or the vector's provenance) name; beside its block of ``model``."""
+    from .saes import load_sae, place_sae
 
     if args.sae_path or args.sae_release:
-        return load_sae(args.sae_release, args.sae_id, path=args.sae_path, device=args.device)
-    if vector is not None and vector.kind == "sparse":
+        sae = load_sae(args.sae_release, args.sae_id, path=args.sae_path, device="cpu" if model else args.device)
+    elif vector is not None and vector.kind == "sparse":
         src = vector.sae_source
-        if src.release or src.path:
-            return load_sae(src.release, src.sae_id, path=src.path, device=args.device)
-        raise YapoError("this sparse vector names no SAE; pass --sae-path or --sae-release/--sae-id.")
-    return None
+        if not (src.release or src.path):
+            raise YapoError("this sparse vector names no SAE; pass --sae-path or --sae-release/--sae-id.")
+        sae = load_sae(src.release, src.sae_id, path=src.path, device="cpu" if model else args.device)
+    else:
+        return None
+    if model is not None:
+        place_sae(model, sae)
+    return sae
 
 
 def _columns(text: str | None) -> dict[str, str] | None:
@@ -151,11 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_train(args) -> int:
     from .export import save_vector
-    from .models import load_model
     from .training import TrainConfig, Trainer
 
-    model, tokenizer = load_model(args.model, args.device, args.dtype, args.trust_remote_code)
-    sae = _load_sae_from_args(args)
+    model, tokenizer = _load_model_from_args(args)
+    sae = _load_sae_from_args(args, model=model)
     pairs = _load_pairs_from_args(args)
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     trainer = Trainer(model, tokenizer, pairs, config, sae=sae, progress=True)
@@ -176,11 +189,10 @@ def cmd_train(args) -> int:
 def cmd_generate(args) -> int:
     from .export import load_vector
     from .generation import generate
-    from .models import load_model
 
-    model, tokenizer = load_model(args.model, args.device, args.dtype, args.trust_remote_code)
+    model, tokenizer = _load_model_from_args(args)
     vector = load_vector(args.vector)
-    sae = _load_sae_from_args(args, vector)
+    sae = _load_sae_from_args(args, vector, model)
     vector = load_vector(args.vector, model=model, sae=sae, allow_other_model=args.allow_other_model)
     multipliers = [float(m) for m in args.multipliers.split(",")]
     results = generate(model, tokenizer, args.prompt, vector, multipliers, sae=sae, system=args.system,
@@ -201,9 +213,7 @@ def cmd_export(args) -> int:
     sae = _load_sae_from_args(args, vector)
     model = None
     if args.model:
-        from .models import load_model
-
-        model, _ = load_model(args.model, args.device, args.dtype, args.trust_remote_code)
+        model, _ = _load_model_from_args(args)
     info = export_gguf(vector, args.out, model=model, sae=sae, multiplier=args.multiplier)
     if info["dropped_fraction"]:
         print(f"note: {info['dropped_fraction']:.1%} of the vector (negative latents) has no dense "
@@ -215,13 +225,12 @@ def cmd_export(args) -> int:
 def cmd_eval(args) -> int:
     from . import evaluation as ev
     from .export import load_vector
-    from .models import load_model
 
-    model, tokenizer = load_model(args.model, args.device, args.dtype, args.trust_remote_code)
+    model, tokenizer = _load_model_from_args(args)
     vector = sae = None
     if args.vector:
         vector = load_vector(args.vector)
-        sae = _load_sae_from_args(args, vector)
+        sae = _load_sae_from_args(args, vector, model)
         vector = load_vector(args.vector, model=model, sae=sae, allow_other_model=args.allow_other_model)
     pairs = list(_load_pairs_from_args(args))
     multipliers = _floats(args.multipliers) if vector is not None else [0.0]

@@ -79,11 +79,14 @@ def load_model(
     trust_remote_code: bool = False,
     token: str | None = None,
     device_map: str | dict | None = None,
+    offload_folder: str | os.PathLike | None = None,
 ):
     """Load ``(model, tokenizer)`` from a Hugging Face id or a local folder, in eval mode.
 
     The model is frozen (``requires_grad_(False)``): only steering vectors are ever trained.
-    ``device_map="auto"`` (accelerate) spreads a model over several GPUs instead of ``device``.
+    ``device_map="auto"`` (accelerate) spreads a model over several GPUs instead of ``device``;
+    put the SAE beside the steered block with :func:`yapo_core.saes.place_sae`. Blocks that fit
+    nowhere are offloaded to ``offload_folder`` (device ``"disk"`` in a ``device_map`` dict).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -95,7 +98,8 @@ def load_model(
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=torch_dtype, device_map=device_map, **kwargs
+            source, dtype=torch_dtype, device_map=device_map,
+            **({"offload_folder": str(offload_folder)} if offload_folder else {}), **kwargs
         )
     except (OSError, ValueError, EnvironmentError) as exc:
         raise ModelLoadError(explain_hub_error("model", source, exc)) from exc
@@ -123,6 +127,15 @@ def prepare_tokenizer(tokenizer):
 
 def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """Where ``module`` computes: its accelerate execution device when the model was loaded with
+    a ``device_map`` (weights may then be offloaded), else its parameters' device."""
+    device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+    if device is not None:
+        return torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+    return next(module.parameters()).device
 
 
 def model_id(model: nn.Module) -> str:

@@ -35,7 +35,7 @@ from urllib.parse import urlparse
 from .data import PairSet, detect_schema, load_pairs, read_table
 from .errors import DataError, ModelLoadError, SAELoadError, SettingsError, TrainingError, VectorFileError, YapoError
 from .models import is_offline, load_model
-from .saes import check_sae_fits, load_sae
+from .saes import load_sae, place_sae
 from .steering import SteeringVector
 from .spaces_compat import gpu, on_zero_gpu
 from .training import ChunkResult, StepMetrics, TrainConfig, Trainer, TrainState, train_chunk
@@ -196,6 +196,8 @@ class LoadSpec:
     layer: int | None = None
     dtype: str = "fp32"
     device: str = "auto"
+    device_map: str | None = field(default_factory=lambda: os.environ.get("YAPO_DEVICE_MAP") or None)
+    """``auto``: spread the model over every visible GPU (accelerate); set ``YAPO_DEVICE_MAP``."""
 
     def describe(self) -> str:
         sae = f"{self.sae_release}/{self.sae_id}" if self.sae_release else (self.sae_path or "no SAE")
@@ -236,11 +238,11 @@ def load_bundle(spec: LoadSpec, label: str = "") -> Bundle:
         if lookup is None:
             raise SAELoadError(f"SAE release {spec.sae_release!r} is not in sae-lens's registry; check the spelling.")
         require_hub("SAE release", lookup.repo_id, SAELoadError)
-    model, tokenizer = load_model(spec.model, device=spec.device, dtype=spec.dtype)
+    model, tokenizer = load_model(spec.model, device=spec.device, dtype=spec.dtype, device_map=spec.device_map)
     sae = None
     if spec.sae_release or spec.sae_path:
-        sae = load_sae(spec.sae_release, spec.sae_id, path=spec.sae_path, device=str(next(model.parameters()).device))
-        hook = check_sae_fits(model, sae, spec.layer).hook_name
+        sae = load_sae(spec.sae_release, spec.sae_id, path=spec.sae_path, device="cpu")
+        hook = place_sae(model, sae, spec.layer).hook_name
     elif spec.layer is not None:
         from .architectures import check_layer
 
