@@ -10,6 +10,7 @@ from yapo_core.errors import SettingsError
 from yapo_core.plots import run_color, training_curves
 from yapo_core.session import CHUNK_SECONDS, Run, Session, chunk_seconds, format_seconds
 from yapo_core.spaces_compat import on_zero_gpu
+from yapo_core.data import MCQ_REJECTED
 from yapo_core.training import ENGINES, TrainConfig
 
 from .common import esc, need, user_errors
@@ -38,7 +39,7 @@ class TrainPage:
     curves: gr.Plot
     timer: gr.Timer
     which: gr.Dropdown
-    defaults: list  # the fields a preset may set: learning rate, warm-up, epochs, max steps, batch
+    defaults: list  # the fields a preset may set (PRESET_FIELDS), in that order
 
 
 def number(value, name: str, cast=float):
@@ -110,6 +111,9 @@ def build(state: gr.State) -> TrainPage:
             max_length = gr.Number(DEFAULTS.max_length, label="Max length (tokens)", precision=0, minimum=8)
             engine = gr.Dropdown(list(ENGINES), value=DEFAULTS.engine, label="Engine",
                                  info="fast = cached activations, tail blocks only; same loss and gradient")
+            mcq_rejected = gr.Dropdown(list(MCQ_REJECTED), value=DEFAULTS.mcq_rejected, label="MCQ rejected answers",
+                                       info="every_option: the chosen letter must beat every option, not only "
+                                            "the given (default) answer")
     with gr.Row():
         start = gr.Button("Start", variant="primary", elem_id="start-run")
         stop = gr.Button("Stop", variant="stop", elem_id="stop-runs")  # every active run of this session
@@ -122,14 +126,15 @@ def build(state: gr.State) -> TrainPage:
             remove = gr.Button("Remove", size="sm")
 
     @user_errors
-    def on_start(session, lr_, warmup_, epochs_, max_steps_, batch_, beta_, clip_, decay_, seed_, max_length_, engine_):
+    def on_start(session, lr_, warmup_, epochs_, max_steps_, batch_, beta_, clip_, decay_, seed_, max_length_, engine_,
+                 mcq_rejected_):
         session = need(session)
         config = TrainConfig(
             kind=session.method.kind, lr=number(lr_, "learning rate"), warmup_steps=number(warmup_, "warm-up steps", int),
             epochs=number(epochs_, "epochs", int), max_steps=number(max_steps_, "max steps", int) or None,
             batch_size=number(batch_, "batch size", int), beta=number(beta_, "β"), grad_clip=number(clip_, "gradient clipping"),
             weight_decay=number(decay_, "weight decay"), seed=number(seed_, "seed", int),
-            max_length=number(max_length_, "max length", int), engine=engine_,
+            max_length=number(max_length_, "max length", int), engine=engine_, mcq_rejected=mcq_rejected_,
         )
         session.start_run(config)
         return setup_summary(session), *snapshot(session)[:2], gr.Timer(active=True), removable(session)
@@ -149,12 +154,12 @@ def build(state: gr.State) -> TrainPage:
             session.delete(name)
         return (*snapshot(session), removable(session))
 
-    hparams = [lr, warmup, epochs, max_steps, batch, beta, clip, decay, seed, max_length, engine]
+    hparams = [lr, warmup, epochs, max_steps, batch, beta, clip, decay, seed, max_length, engine, mcq_rejected]
     start.click(on_start, [state, *hparams], [summary, status, plot, timer, which])
     timer.tick(on_tick, state, [status, plot, timer], show_progress="hidden", concurrency_limit=None)
     stop.click(on_stop, state, [status, plot, timer])
     remove.click(on_remove, [state, which], [status, plot, timer, which])
-    return TrainPage(summary, status, plot, timer, which, [lr, warmup, epochs, max_steps, batch])
+    return TrainPage(summary, status, plot, timer, which, [lr, warmup, epochs, max_steps, batch, mcq_rejected])
 
 
 def removable(session: Session | None) -> dict:
@@ -163,7 +168,7 @@ def removable(session: Session | None) -> dict:
     return gr.update(choices=names, value=None)
 
 
-PRESET_FIELDS = ("lr", "warmup_steps", "epochs", "max_steps", "batch_size")
+PRESET_FIELDS = ("lr", "warmup_steps", "epochs", "max_steps", "batch_size", "mcq_rejected")
 
 
 def preset_defaults(session: Session | None) -> list:

@@ -11,8 +11,10 @@ Builds the full demo world (or reuses the one in the cache), then reports:
 * the unsteered model: localized MCQ accuracy on held-out questions, and non-localized MCQ
   accuracy per non-default culture (the default-culture bias);
 * steering: for each culture, a YaPO (sparse) and a BiPO (dense) vector trained on its
-  non-localized MCQ training pairs with the demo's settings (``yapo_core.demo.TRAINING``), and
-  the held-out non-localized MCQ accuracy at multiplier 1;
+  non-localized MCQ training pairs with the demo's settings (``yapo_core.demo.TRAINING``: every
+  wrong option as a rejected answer), and the held-out non-localized MCQ accuracy at multiplier 1;
+  beside them, the same trained against the given rejected answers only (the model's default, as
+  in the papers' data);
 * open-ended answers: for the first ``--generations`` cultures, a YaPO vector trained on the
   non-localized open-ended pairs, its held-out accuracy (the reply contains the culture's answer)
   and one held-out question answered unsteered and steered.
@@ -58,19 +60,25 @@ def steering(world, model, tokenizer, sae, countries, settings: dict, n_generati
     for country in countries:
         train = list(load_pairs(task["paths"]["train"], country=country, localization="nolocalized", form="mcq"))
         test = mcq_items_from_pairs(load_pairs(task["paths"]["test"], country=country, localization="nolocalized", form="mcq"))
-        result = compare_methods(model, tokenizer, sae, train, test, methods=("yapo", "bipo"), multipliers=(1.0,),
-                                 train_config={"epochs": 10_000, **settings})
-        row = {"n_train": len(train), "n_test": len(test), "unsteered": result.baseline_accuracy}
-        for r in result.results:
-            row[r.method] = {
-                "accuracy_at_1": r.accuracy[1.0],
-                "final_loss": round(sum(r.loss_curve[-20:]) / len(r.loss_curve[-20:]), 4),
-                "l0": r.l0,
-                "seconds": round(r.seconds, 1),
-            }
+        row = {"n_train": len(train), "n_test": len(test)}
+        for variant, rejected in (("", settings.get("mcq_rejected", "given")), ("_given", "given")):
+            if variant and rejected == settings.get("mcq_rejected", "given"):
+                continue
+            result = compare_methods(model, tokenizer, sae, train, test, methods=("yapo", "bipo"), multipliers=(1.0,),
+                                     train_config={"epochs": 10_000, **settings, "mcq_rejected": rejected})
+            row["unsteered"] = result.baseline_accuracy
+            for r in result.results:
+                row[r.method + variant] = {
+                    "accuracy_at_1": r.accuracy[1.0],
+                    "final_loss": round(sum(r.loss_curve[-20:]) / len(r.loss_curve[-20:]), 4),
+                    "l0": r.l0,
+                    "seconds": round(r.seconds, 1),
+                }
         out["countries"][country] = row
+        given = (f" (against the default only: YaPO {row['yapo_given']['accuracy_at_1']:.2f}, "
+                 f"BiPO {row['bipo_given']['accuracy_at_1']:.2f})") if "yapo_given" in row else ""
         print(f"  {country}: unsteered {row['unsteered']:.2f}, YaPO {row['yapo']['accuracy_at_1']:.2f}, "
-              f"BiPO {row['bipo']['accuracy_at_1']:.2f}", file=sys.stderr, flush=True)
+              f"BiPO {row['bipo']['accuracy_at_1']:.2f}{given}", file=sys.stderr, flush=True)
 
     # Open-ended answers: a YaPO vector trained on the culture's non-localized open-ended pairs.
     # The long answers give large margins quickly, so half the MCQ steps suffice; at multiplier 1
@@ -112,15 +120,20 @@ def report(stats: dict, steer: dict | None) -> str:
             "",
             f"Held-out non-localized MCQ accuracy per target culture (training: {settings}):",
             "",
-            "| culture | train / test pairs | unsteered | YaPO at 1 | BiPO at 1 | YaPO L0 | YaPO final loss | BiPO final loss |",
-            "|---|---|---|---|---|---|---|---|",
+            "| culture | train / test pairs | unsteered | YaPO at 1 | BiPO at 1 | YaPO at 1, vs default only | "
+            "BiPO at 1, vs default only | YaPO L0 | YaPO final loss | BiPO final loss |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
+        acc = lambda row, key: f"{row[key]['accuracy_at_1']:.2f}" if key in row else "–"  # noqa: E731
         for country, row in steer["countries"].items():
             lines.append(
                 f"| {country} | {row['n_train']} / {row['n_test']} | {row['unsteered']:.2f} | "
-                f"{row['yapo']['accuracy_at_1']:.2f} | {row['bipo']['accuracy_at_1']:.2f} | {row['yapo']['l0']} | "
-                f"{row['yapo']['final_loss']:.3f} | {row['bipo']['final_loss']:.3f} |"
+                f"{acc(row, 'yapo')} | {acc(row, 'bipo')} | {acc(row, 'yapo_given')} | {acc(row, 'bipo_given')} | "
+                f"{row['yapo']['l0']} | {row['yapo']['final_loss']:.3f} | {row['bipo']['final_loss']:.3f} |"
             )
+        means = {k: sum(r[k]["accuracy_at_1"] for r in steer["countries"].values()) / len(steer["countries"])
+                 for k in ("yapo", "bipo", "yapo_given", "bipo_given") if all(k in r for r in steer["countries"].values())}
+        lines += ["", "Means: " + ", ".join(f"{k.replace('_given', ' vs default only')} {v:.2f}" for k, v in means.items())]
         lines += ["", "Open-ended answers (greedy, held-out non-localized questions; a YaPO vector trained on the "
                   "culture's open-ended pairs; accuracy = the reply contains the culture's answer):", ""]
         for g in steer["generations"]:

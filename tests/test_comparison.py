@@ -35,11 +35,12 @@ def test_the_compare_command_on_the_miniature_demo_world(tmp_path, monkeypatch, 
     monkeypatch.setenv("YAPO_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "cmp"
     assert main(["compare", "--size", "mini", "--country", "nepal", "--methods", "yapo,caa", "--steps", "3",
-                 "--multipliers=0,1", "--out", str(out)]) == 0
+                 "--multipliers=0,1", "--mcq-rejected", "given", "--out", str(out)]) == 0
     table = capsys.readouterr().out
     assert "| YaPO |" in table and "| CAA |" in table and "nepal" in table
     saved = json.loads((out / "comparison.json").read_text())
     assert [r["method"] for r in saved["results"]] == ["yapo", "caa"]
     assert saved["settings"]["train_config"]["max_steps"] == 3  # --steps overrides the demo's 600
     assert saved["settings"]["train_config"]["lr"] == TRAINING["lr"]  # the demo world's own settings
+    assert TRAINING["mcq_rejected"] == "every_option" and saved["settings"]["train_config"]["mcq_rejected"] == "given"
     assert len(saved["results"][0]["loss_curve"]) == 3

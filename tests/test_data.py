@@ -196,3 +196,20 @@ def test_real_bipo_csvs_load(behaviour):
     assert test_infer.schema == "bipo_ab" and len(test_infer) == 200
     assert {p.chosen for p in test_infer} == {"A", "B"}
     assert all(p.prompt and p.chosen and p.rejected for p in train)
+
+
+def test_mcq_pairs_against_every_option_keep_the_answer_format_and_leave_other_pairs():
+    from yapo_core.data import against_every_option
+
+    eight = "Which?\n" + "\n".join(f"{c}. option {c}" for c in "ABCDEFGH") + "\nAnswer with the letter."
+    ab = "Pick one:\n(A) yes\n(B) no"
+    open_ended = PreferencePair("What do you eat?", "Koshari.", "Burgers.")
+    out = against_every_option([PreferencePair(eight, "H", "B", system="s"), PreferencePair(ab, "(A)", "(B)"), open_ended])
+    first = [p for p in out if p.prompt == eight]
+    assert [p.rejected for p in first] == list("ABCDEFG") and {p.chosen for p in first} == {"H"}
+    assert all(p.system == "s" for p in first)
+    assert [(p.chosen, p.rejected) for p in out if p.prompt == ab] == [("(A)", "(B)")]
+    assert out[-1] is open_ended
+    # a letter answer whose prompt lists no options is not multiple-choice
+    lone = PreferencePair("Answer A or B.", "A", "B")
+    assert against_every_option([lone]) == [lone]

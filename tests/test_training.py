@@ -143,3 +143,17 @@ def test_vector_and_optimiser_stay_fp32_with_a_bf16_model(tokenizer):
     list(trainer)
     assert trainer.v.dtype == torch.float32
     assert all(s.dtype == torch.float32 for s in trainer.optimizer.state[trainer.v].values() if s.ndim)
+
+
+def test_mcq_rejected_every_option_trains_against_each_wrong_letter(tokenizer):
+    from yapo_core.data import PreferencePair
+
+    prompt = "Which?\nA. red\nB. green\nC. blue\nAnswer with the letter."
+    pairs = [PreferencePair(prompt, "C", "A"), PreferencePair("Say hi.", "Hello there.", "Go away.")]
+    model = make_model("llama")
+    given = Trainer(model, tokenizer, pairs, TrainConfig(kind="dense", layer=1, max_steps=1))
+    every = Trainer(model, tokenizer, pairs, TrainConfig(kind="dense", layer=1, max_steps=1, mcq_rejected="every_option"))
+    assert len(given.encoded) == 2 and len(every.encoded) == 3  # C vs A, C vs B, and the open-ended pair
+    assert "every_option" in every.vector.metadata["training"]
+    with pytest.raises(SettingsError, match="mcq_rejected='all' is unknown"):
+        TrainConfig(mcq_rejected="all")

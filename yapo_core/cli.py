@@ -156,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--multipliers", default="-2,-1.5,-1,-0.5,0,0.5,1,1.5,2")
     c.add_argument("--lr", type=float, default=None, help="default: the demo world's (yapo_core.demo.TRAINING)")
     c.add_argument("--batch-size", type=int, default=None, help="default: the demo world's")
+    c.add_argument("--mcq-rejected", default=None, choices=["given", "every_option"],
+                   help="train against the given (default) answers only, or every wrong option (the demo world's)")
     c.add_argument("--out", default="runs/comparison", help="folder for the table and plots")
 
     d = sub.add_parser("demo", help="build or describe the built-in demo world", add_help=False)
@@ -261,7 +263,8 @@ def cmd_eval(args) -> int:
 def cmd_compare(args) -> int:
     from .comparison import demo_comparison
 
-    overrides = {k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size)) if v is not None}
+    overrides = {k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size), ("mcq_rejected", args.mcq_rejected))
+                 if v is not None}
     result = demo_comparison(args.country, args.methods.split(","), args.steps, args.size,
                              multipliers=_floats(args.multipliers), on_progress=lambda msg: print(msg, file=sys.stderr),
                              **overrides)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -331,6 +332,43 @@ def _row_to_pair(row: dict, schema: str, roles: dict[str, str], system: str | No
     if not prompt or not chosen or not rejected:
         return None
     return PreferencePair(prompt, chosen, rejected, system, meta)
+
+
+_OPTION_LINE = re.compile(r"^\s*\(?([A-Z])[.):]\s", re.MULTILINE)
+
+
+def option_letters(prompt: str, default: str = "ABCD") -> str:
+    """The option letters a prompt lists, one per line (``"A. ..."``, ``"(B) ..."``, ``"C) ..."``),
+    when they run A, B, C, ... in order; ``default`` otherwise."""
+    found = "".join(_OPTION_LINE.findall(prompt))
+    return found if len(found) >= 2 and found == "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[: len(found)] else default
+
+
+_BARE_LETTER = re.compile(r"^\s*\(?([A-Z])\)?\.?\s*$")
+MCQ_REJECTED = ("given", "every_option")
+
+
+def against_every_option(pairs: Iterable[PreferencePair]) -> list[PreferencePair]:
+    """Multiple-choice pairs become one pair per wrong option; other pairs stay as they are.
+
+    A pair counts as multiple-choice when its chosen and rejected answers are bare letters
+    (``"H"``, ``"(B)"``) and its prompt lists lettered options (:func:`option_letters`). The
+    preference objective compares only the chosen answer with the rejected one, so a vector
+    trained against the model's default answer alone can make the chosen letter beat the default
+    while a third option wins (measured on the demo world; see the README). Against every option,
+    the chosen letter has to beat them all. The new rejected answers keep the chosen answer's
+    format (``"(B)"`` → ``"(C)"``).
+    """
+    out: list[PreferencePair] = []
+    for p in pairs:
+        chosen, rejected = _BARE_LETTER.match(p.chosen), _BARE_LETTER.match(p.rejected)
+        letters = option_letters(p.prompt, default="")
+        if not (chosen and rejected and chosen.group(1) in letters):
+            out.append(p)
+            continue
+        gold = chosen.group(1)
+        out += [replace(p, rejected=p.chosen.replace(gold, letter, 1)) for letter in letters if letter != gold]
+    return out
 
 
 def format_ab_prompt(question: str, a: str, b: str) -> str:

@@ -150,7 +150,7 @@ BUILD_SIZES: dict[str, BuildSize] = {
 }
 
 
-TRAINING = {"lr": 0.3, "warmup_steps": 20, "batch_size": 32, "max_steps": 600}
+TRAINING = {"lr": 0.3, "warmup_steps": 20, "batch_size": 32, "max_steps": 600, "mcq_rejected": "every_option"}
 """Training settings (:class:`~yapo_core.training.TrainConfig` fields) for vectors on the full
 demo world; everything else keeps the public runs' defaults (β 0.1, cosine schedule, clipping 1).
 
@@ -158,7 +158,14 @@ The learning rate is 600× the public runs' 5e-4. The demo LM was trained to nea
 templated text, so its answers are far more confident than an instruction-tuned LLM's: moving a
 one-letter MCQ answer from the default culture to another takes a latent-space vector of norm
 about 170 (active latents average about 10 here), which 600 steps at 5e-4 cannot reach (the loss
-stays at 0.69). Measured with ``scripts/evaluate_demo_world.py``; see the README.
+stays at 0.69).
+
+MCQ pairs are trained against every wrong option (``mcq_rejected="every_option"``), not only
+the model's default answer: against the default alone the objective is met (the chosen letter
+beats the default on 100% of the pairs) while, in some topics, a third culture's letter wins the
+argmax, e.g. uk 0.72 held-out MCQ accuracy against the default only, 1.00 against every option.
+Open-ended and two-option pairs are unaffected. Measured with ``scripts/evaluate_demo_world.py``;
+see the README.
 """
 
 

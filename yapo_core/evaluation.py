@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .data import EncodedPair, PreferencePair, collate, encode_pairs, encode_prompt, render_answer
+from .data import EncodedPair, PreferencePair, collate, encode_pairs, encode_prompt, option_letters, render_answer
 from .errors import DataError
 from .models import model_device
 from .steering import SteeringVector
@@ -108,16 +108,6 @@ def gold_letter(answer: str) -> str:
     if not match:
         raise DataError(f"cannot read an answer letter from {answer!r}.")
     return match.group(1)
-
-
-_OPTION_LINE = re.compile(r"^\s*\(?([A-Z])[.):]\s", re.MULTILINE)
-
-
-def option_letters(prompt: str, default: str = "ABCD") -> str:
-    """The option letters a prompt lists, one per line (``"A. ..."``, ``"(B) ..."``, ``"C) ..."``),
-    when they run A, B, C, ... in order; ``default`` otherwise."""
-    found = "".join(_OPTION_LINE.findall(prompt))
-    return found if len(found) >= 2 and found == "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[: len(found)] else default
 
 
 def mcq_items_from_pairs(pairs: Sequence[PreferencePair], letters: str | None = None) -> list[MCQItem]:

@@ -27,7 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .architectures import check_layer, hidden_size, parse_hook_name
-from .data import EncodedPair, EncodeReport, PairSet, PreferencePair, SequenceBatch, collate, encode_pairs
+from .data import (
+    MCQ_REJECTED, EncodedPair, EncodeReport, PairSet, PreferencePair, SequenceBatch, against_every_option, collate,
+    encode_pairs,
+)
 from .errors import SettingsError, TrainingError
 from .models import model_device, model_id
 from .saes import SAESource, check_sae_fits, sae_source
@@ -57,6 +60,9 @@ class TrainConfig:
     engine: str = "auto"  # "fast" (cached, tail-only; yapo_core.fast), "simple", or "auto"
     cache_dir: str | None = None  # where the fast engine keeps its activation cache on disk
     cache_in_memory: bool | None = None  # None: in memory unless too large and cache_dir is set
+    # "given": each pair's own rejected answer (the papers); "every_option": multiple-choice pairs
+    # are trained against every wrong option (data.against_every_option)
+    mcq_rejected: str = "given"
 
     def __post_init__(self):
         if self.kind not in ("sparse", "dense"):
@@ -64,6 +70,8 @@ class TrainConfig:
         for name in ("lr", "batch_size", "epochs", "max_length", "beta"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name}={getattr(self, name)!r} must be positive.")
+        if self.mcq_rejected not in MCQ_REJECTED:
+            raise SettingsError(f"mcq_rejected={self.mcq_rejected!r} is unknown; use one of {list(MCQ_REJECTED)}.")
         if self.checkpoint_every and not self.checkpoint_dir:
             raise SettingsError("checkpoint_every is set but checkpoint_dir is not; give a folder.")
 
@@ -222,6 +230,9 @@ class Trainer:
             )
             width = hidden_size(model)
         pairs = list(pairs)
+        if config.mcq_rejected == "every_option":
+            pairs = [*against_every_option(p for p in pairs if isinstance(p, PreferencePair)),
+                     *(p for p in pairs if not isinstance(p, PreferencePair))]
         if pairs and all(isinstance(p, EncodedPair) for p in pairs):  # already tokenised
             self.encoded, self.data_report = pairs, EncodeReport(len(pairs), 0, 0)
         else:
