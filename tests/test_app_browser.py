@@ -2,7 +2,7 @@
 
 Starts ``python app.py`` on a free local port and drives Debian's chromium (headless) with
 playwright: load the demo preset, see an unreachable source fail with a message, pick a culture
-task, train while the curves grow (past 30 steps, then Stop), open feature cards, compare steered and unsteered
+task, train while the curves grow (past 30 steps, 600 on the full world, then Stop), open feature cards, compare steered and unsteered
 answers, sweep the multiplier on Evaluate, export and download the vector, and load the file back. One screenshot per page goes to
 ``$YAPO_SCREENSHOTS`` when set (e.g. ``assets/screenshots``), else to the test's tmp folder.
 
@@ -31,7 +31,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
-STEPS = 30  # the run is watched until its curves have at least this many points
+# The run is watched until its curves have at least this many points, then stopped: on the full
+# world (the README's screenshots) that is the demo's 600 steps, so the pages show a trained vector.
+STEPS = 600 if os.environ.get("YAPO_DEMO_SIZE") == "full" else 30
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium)"
@@ -169,7 +171,7 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
                            " return g && g.data.length && g.data[0].x.length > 0 }", timeout=240_000)
     first = curve_points(page)
     page.wait_for_function("([n, steps]) => { const x = document.querySelector('#train-curves .js-plotly-plot').data[0].x;"
-                           " return x.length > n && x.length >= steps }", arg=[first, STEPS], timeout=240_000)
+                           " return x.length > n && x.length >= steps }", arg=[first, STEPS], timeout=600_000)
     assert "running" in page.locator("#run-status").inner_text()
     page.get_by_role("button", name="Stop").click()
     page.locator("#run-status").filter(has_text="stopped").wait_for()
