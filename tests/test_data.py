@@ -210,6 +210,6 @@ def test_mcq_pairs_against_every_option_keep_the_answer_format_and_leave_other_p
     assert all(p.system == "s" for p in first)
     assert [(p.chosen, p.rejected) for p in out if p.prompt == ab] == [("(A)", "(B)")]
     assert out[-1] is open_ended
-    # a letter answer whose prompt lists no options is not multiple-choice
-    lone = PreferencePair("Answer A or B.", "A", "B")
-    assert against_every_option([lone]) == [lone]
+    # letter answers whose options cannot be read are an error, not silently left as they are
+    with pytest.raises(DataError, match="1 pair\\(s\\) answer with a letter.*mcq_rejected='given'"):
+        against_every_option([PreferencePair("Pick: A. red B. blue (one line)", "A", "B")])

@@ -357,17 +357,26 @@ def against_every_option(pairs: Iterable[PreferencePair]) -> list[PreferencePair
     trained against the model's default answer alone can make the chosen letter beat the default
     while a third option wins (measured on the demo world; see the README). Against every option,
     the chosen letter has to beat them all. The new rejected answers keep the chosen answer's
-    format (``"(B)"`` → ``"(C)"``).
+    format (``"(B)"`` → ``"(C)"``). Letter answers whose prompt lists no readable options are an
+    error (rather than silently trained against the given answer only).
     """
     out: list[PreferencePair] = []
+    unreadable = 0
     for p in pairs:
         chosen, rejected = _BARE_LETTER.match(p.chosen), _BARE_LETTER.match(p.rejected)
         letters = option_letters(p.prompt, default="")
         if not (chosen and rejected and chosen.group(1) in letters):
+            unreadable += bool(chosen and rejected)
             out.append(p)
             continue
         gold = chosen.group(1)
         out += [replace(p, rejected=p.chosen.replace(gold, letter, 1)) for letter in letters if letter != gold]
+    if unreadable:
+        raise DataError(
+            f"{unreadable} pair(s) answer with a letter, but their prompts do not list the options one "
+            "per line as 'A. ...', '(A) ...' or 'A) ...' (starting at A), so the wrong options cannot be "
+            "read; train them with mcq_rejected='given'."
+        )
     return out
 
 
