@@ -209,6 +209,9 @@ def test_mcq_pairs_against_every_option_keep_the_answer_format_and_leave_other_p
     assert [p.rejected for p in first] == list("ABCDEFG") and {p.chosen for p in first} == {"H"}
     assert all(p.system == "s" for p in first)
     assert [(p.chosen, p.rejected) for p in out if p.prompt == ab] == [("(A)", "(B)")]
+    # the given pair stays as it is, whatever its format; new ones take the chosen answer's
+    mixed = against_every_option([PreferencePair("Q: which?\n(A) x\n(B) y\n(C) z", "(A)", "B")])
+    assert [p.rejected for p in mixed] == ["B", "(C)"]
     assert out[-1] is open_ended
     # letter answers whose options cannot be read are an error, not silently left as they are
     with pytest.raises(DataError, match="1 pair\\(s\\) answer with a letter.*mcq_rejected='given'"):

@@ -67,6 +67,7 @@ def test_option_letters_are_read_from_the_prompt():
     assert option_letters("Pick one:\nA) yes\nB) no\nC) maybe") == "ABC"
     assert option_letters("No options here. A sentence.") == "ABCD"  # the default
     assert option_letters("Odd:\nB. one\nC. two") == "ABCD"  # not A, B, ... in order
+    assert option_letters("Q: Which one?\nA. red\nB. green\nC. blue") == "ABC"  # a "Q:" line is no option
     from yapo_core.data import PreferencePair
 
     item, = mcq_items_from_pairs([PreferencePair(eight, "G", "A")])

@@ -180,6 +180,46 @@ def test_zero_gpu_runs_train_in_chunks_in_worker_processes(ready, monkeypatch):
     assert run.vector.hook_name == whole.vector.hook_name and run.vector.metadata["steps"] == "4"
 
 
+def test_a_worker_keeps_the_model_it_had_to_load(tiny_world, monkeypatch):
+    """A ZeroGPU worker forked before the user loaded the model loads it once, not per chunk."""
+    loads = []
+    real = S.load_bundle
+    monkeypatch.setattr(S, "load_bundle", lambda spec, label="": loads.append(spec) or real(spec, label))
+    spec = S.LoadSpec(str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir), dtype="bf16")  # not loaded yet
+    first = S.loaded_bundle(spec)
+    del first
+    import gc
+
+    gc.collect()
+    assert S.loaded_bundle(spec) is not None and len(loads) == 1
+
+
+def test_chunked_runs_stop_between_chunks_and_report_a_failed_chunk(ready, monkeypatch):
+    monkeypatch.setenv("YAPO_TRAIN_CHUNK_SECONDS", "0.001")  # one step per chunk
+    run = ready.start_run(ready.default_config(max_steps=10_000, **QUICK))
+    while run.step < 2:
+        assert run.active, run.error
+        time.sleep(0.02)
+    run.stop()
+    wait(run)
+    assert run.status == "stopped" and 2 <= run.step < 10_000
+    assert [m.step for m in run.history] == list(range(1, run.step + 1)) and run.vector.metadata["steps"] == str(run.step)
+
+    real = S.train_chunk_on_gpu
+    def failing(spec, pairs, config, state, seconds):
+        result = real(spec, pairs, config, state, seconds)
+        if result.state.step >= 2:
+            result.error, result.finished = "training stopped: the loss became nan at step 3.", True
+        return result
+    monkeypatch.setattr(S, "train_chunk_on_gpu", failing)
+    run = ready.start_run(ready.default_config(max_steps=50, **QUICK))
+    wait(run)
+    assert run.status == "failed" and "nan" in run.error and run.step == 2 and run.vector is not None
+    with pytest.raises(SettingsError, match="YAPO_TRAIN_CHUNK_SECONDS='soon'"):
+        monkeypatch.setenv("YAPO_TRAIN_CHUNK_SECONDS", "soon")
+        ready.start_run(ready.default_config(max_steps=2, **QUICK))
+
+
 def test_the_limiter_queues_runs_beyond_its_slots(tiny_world, catalog):
     limiter = S.JobLimiter(1)
     a, b = S.Session(limiter=limiter, catalog=catalog), S.Session(limiter=limiter, catalog=catalog)

@@ -32,3 +32,10 @@ def test_delegates_to_spaces_gpu(monkeypatch):
     assert gpu(lambda x: x * 2)(3) == ("gpu", 6)
     assert gpu(duration=60)(lambda x: x)(1) == ("gpu", 1)
     assert calls == ["plain", 60]
+
+
+def test_training_chunks_reserve_their_own_length_on_zero_gpu():
+    from yapo_core import session as S
+
+    assert S._chunk_duration(None, [], None, None, 45.0) == 45 + S.CHUNK_MARGIN_SECONDS
+    assert S._chunk_duration(None, [], None, None, 120.0) == 120 + S.CHUNK_MARGIN_SECONDS

@@ -157,3 +157,5 @@ def test_mcq_rejected_every_option_trains_against_each_wrong_letter(tokenizer):
     assert "every_option" in every.vector.metadata["training"]
     with pytest.raises(SettingsError, match="mcq_rejected='all' is unknown"):
         TrainConfig(mcq_rejected="all")
+    with pytest.raises(SettingsError, match="needs the pairs as text"):
+        Trainer(model, tokenizer, given.encoded, TrainConfig(kind="dense", layer=1, mcq_rejected="every_option"))

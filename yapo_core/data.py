@@ -338,10 +338,21 @@ _OPTION_LINE = re.compile(r"^\s*\(?([A-Z])[.):]\s", re.MULTILINE)
 
 
 def option_letters(prompt: str, default: str = "ABCD") -> str:
-    """The option letters a prompt lists, one per line (``"A. ..."``, ``"(B) ..."``, ``"C) ..."``),
-    when they run A, B, C, ... in order; ``default`` otherwise."""
-    found = "".join(_OPTION_LINE.findall(prompt))
-    return found if len(found) >= 2 and found == "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[: len(found)] else default
+    """The option letters a prompt lists, one per line (``"A. ..."``, ``"(B) ..."``, ``"C) ..."``):
+    the longest run A, B, C, ... among such lines (so a ``"Q: ..."`` line is not an option), when
+    it has at least two; ``default`` otherwise."""
+    found = _OPTION_LINE.findall(prompt)
+    best = ""
+    for start, letter in enumerate(found):
+        if letter != "A":
+            continue
+        run = "A"
+        for nxt in found[start + 1:]:
+            if nxt != chr(ord(run[-1]) + 1):
+                break
+            run += nxt
+        best = max(best, run, key=len)
+    return best if len(best) >= 2 else default
 
 
 _BARE_LETTER = re.compile(r"^\s*\(?([A-Z])\)?\.?\s*$")
@@ -356,8 +367,8 @@ def against_every_option(pairs: Iterable[PreferencePair]) -> list[PreferencePair
     preference objective compares only the chosen answer with the rejected one, so a vector
     trained against the model's default answer alone can make the chosen letter beat the default
     while a third option wins (measured on the demo world; see the README). Against every option,
-    the chosen letter has to beat them all. The new rejected answers keep the chosen answer's
-    format (``"(B)"`` → ``"(C)"``). Letter answers whose prompt lists no readable options are an
+    the chosen letter has to beat them all. The given pair stays as it is; the new rejected
+    answers take the chosen answer's format (``"(B)"`` → ``"(C)"``). Letter answers whose prompt lists no readable options are an
     error (rather than silently trained against the given answer only).
     """
     out: list[PreferencePair] = []
@@ -369,8 +380,9 @@ def against_every_option(pairs: Iterable[PreferencePair]) -> list[PreferencePair
             unreadable += bool(chosen and rejected)
             out.append(p)
             continue
-        gold = chosen.group(1)
-        out += [replace(p, rejected=p.chosen.replace(gold, letter, 1)) for letter in letters if letter != gold]
+        gold, given = chosen.group(1), rejected.group(1)
+        out += [p if letter == given else replace(p, rejected=p.chosen.replace(gold, letter, 1))
+                for letter in letters if letter != gold]
     if unreadable:
         raise DataError(
             f"{unreadable} pair(s) answer with a letter, but their prompts do not list the options one "

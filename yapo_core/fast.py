@@ -145,7 +145,7 @@ class CachedPair:
 
 
 def _sparse_codes(sae: nn.Module, h: torch.Tensor):
-    z = sae.encode(h.to(sae.dtype))
+    z = sae.encode(h.to(sae.W_dec.device, sae.dtype))
     active = z > 0
     return active.sum(-1).to(torch.int32), active.nonzero()[:, -1].to(torch.int32), z[active].float()
 
@@ -353,7 +353,9 @@ class FastObjective:
     def _steer(self, h: torch.Tensor, codes, a: torch.Tensor) -> torch.Tensor:
         if self.kind == "dense":
             return h + a.to(h.dtype)
-        return sparse_update(h, a, self.sae.W_dec, *codes)
+        W_dec = self.sae.W_dec  # on the steered block's device, which on a sharded model is not h's
+        out = sparse_update(h.to(W_dec.device), a.to(W_dec.device), W_dec, *(c.to(W_dec.device) for c in codes))
+        return out.to(h.device)
 
     def logprobs(self, pairs: list[EncodedPair], v: torch.Tensor, direction: float):
         entries = [self.cache[self.index[id(p)]] for p in pairs]

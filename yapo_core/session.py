@@ -37,7 +37,7 @@ from .errors import DataError, ModelLoadError, SAELoadError, SettingsError, Trai
 from .models import is_offline, load_model
 from .saes import load_sae, place_sae
 from .steering import SteeringVector
-from .spaces_compat import gpu, on_zero_gpu
+from .spaces_compat import gpu, on_zero_gpu, zero_gpu_active
 from .training import ChunkResult, StepMetrics, TrainConfig, Trainer, TrainState, train_chunk
 
 log = logging.getLogger(__name__)
@@ -255,13 +255,19 @@ def load_bundle(spec: LoadSpec, label: str = "") -> Bundle:
 _LOADED: "weakref.WeakValueDictionary[LoadSpec, Bundle]" = weakref.WeakValueDictionary()
 
 
+_WORKER_KEPT: list[Bundle] = []  # the last bundle loaded_bundle had to load itself, kept alive
+_WORKER_LOCK = threading.Lock()
+
+
 def loaded_bundle(spec: LoadSpec) -> Bundle:
     """The bundle of ``spec`` this process already holds, or a fresh load (a ZeroGPU worker that
-    was forked before the user loaded it)."""
-    bundle = _LOADED.get(spec)
-    if bundle is None:
-        bundle = _LOADED[spec] = load_bundle(spec)
-    return bundle
+    was forked before the user loaded it), which then stays loaded for the next chunk."""
+    with _WORKER_LOCK:
+        bundle = _LOADED.get(spec)
+        if bundle is None:
+            bundle = _LOADED[spec] = load_bundle(spec)
+            _WORKER_KEPT[:] = [bundle]
+        return bundle
 
 
 class ModelStore:
@@ -534,16 +540,33 @@ CHUNK_SECONDS = 45.0
 """On ZeroGPU, training runs as a series of GPU calls of this many seconds of steps each."""
 
 
+CHUNK_MARGIN_SECONDS = 60
+"""What a ZeroGPU call may run past its chunk's seconds: the last step and the result's transfer
+(the chunk's clock includes re-tokenising and re-caching the pairs)."""
+
+
 def chunk_seconds() -> float | None:
     """Seconds per training chunk: set on ZeroGPU Spaces (or by ``YAPO_TRAIN_CHUNK_SECONDS``),
     None (one uninterrupted run in a background thread) elsewhere."""
     value = os.environ.get("YAPO_TRAIN_CHUNK_SECONDS")
     if value:
-        return float(value)
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = 0.0
+        if not seconds > 0:
+            raise SettingsError(f"YAPO_TRAIN_CHUNK_SECONDS={value!r} is not a positive number of seconds; "
+                                "set it to e.g. 45, or unset it.")
+        return seconds
     return CHUNK_SECONDS if on_zero_gpu() else None
 
 
-@gpu(duration=int(CHUNK_SECONDS) + 60)  # the steps, plus tokenising and caching the activations
+def _chunk_duration(spec, pairs, config, state, max_seconds: float) -> int:
+    """The GPU time ZeroGPU reserves for one call, from the chunk's own length."""
+    return int(max_seconds) + CHUNK_MARGIN_SECONDS
+
+
+@gpu(duration=_chunk_duration)
 def train_chunk_on_gpu(spec: LoadSpec, pairs, config: TrainConfig, state: TrainState | None,
                        max_seconds: float) -> ChunkResult:
     """One chunk of a run, as a ZeroGPU call: arguments and result are small and picklable (the
@@ -631,13 +654,16 @@ class Run:
         the state the last one returned; Stop takes effect between chunks."""
         self.status, self._running_since = "running", time.time()
         while not self._cancel.is_set():
-            # In-process (no ZeroGPU), a chunk uses the shared model like a step does: under its lock.
-            with contextlib.nullcontext() if on_zero_gpu() else b.lock:
+            # In-process, a chunk uses the shared model like a step does: under its lock (for the
+            # whole chunk). On ZeroGPU it runs in a worker process on that process's own copy.
+            with contextlib.nullcontext() if zero_gpu_active() else b.lock:
                 chunk = train_chunk_on_gpu(b.spec, self.task.train, self.config,
                                            self._chunk.state if self._chunk else None, self.chunk_seconds)
-            self._chunk = chunk
+            # History and vector first: readers take the step from _chunk, so they never see a
+            # step ahead of its metrics.
             self._chunk_history = self._chunk_history + chunk.history
             self._chunk_vector = chunk.vector(self.config, b.model, b.sae) if chunk.state.step else None
+            self._chunk = chunk
             if chunk.error:
                 raise TrainingError(chunk.error)
             if chunk.finished:

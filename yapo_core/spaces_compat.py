@@ -15,8 +15,20 @@ def on_zero_gpu() -> bool:
     return os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true")
 
 
-def gpu(fn=None, *, duration: int | None = None):
-    """Decorate GPU work: ``@gpu`` or ``@gpu(duration=120)``."""
+def zero_gpu_active() -> bool:
+    """On a ZeroGPU Space with the ``spaces`` package: ``@gpu`` calls run in worker processes."""
+    if not on_zero_gpu():
+        return False
+    try:
+        import spaces  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def gpu(fn=None, *, duration=None):
+    """Decorate GPU work: ``@gpu``, ``@gpu(duration=120)``, or ``@gpu(duration=f)`` where ``f``
+    takes the call's arguments and returns seconds (``spaces.GPU``'s dynamic duration)."""
     try:
         import spaces  # type: ignore[import-not-found]
     except ImportError:

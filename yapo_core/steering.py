@@ -26,6 +26,7 @@ from .architectures import (
     parse_hook_name,
 )
 from .errors import SAELoadError, SettingsError
+from .models import module_device
 from .saes import SAESource, check_sae_fits, decoder_is_linear, sae_source
 
 KINDS = ("sparse", "dense")
@@ -154,9 +155,10 @@ class SteeringVector:
         if multiplier == 0.0:
             yield model
             return
-        device = next(model.parameters()).device
+        # Beside the hooked block: on a model sharded over GPUs that is not the first device.
+        device = module_device(decoder_layers(model)[point.layer])
         values = self.values.to(device)
-        if sae is not None:
+        if sae is not None and sae.W_dec.device != device:
             sae.to(device)
         with steering_hook(model, point, lambda h: steer_hidden(h, self.kind, values, multiplier, sae)):
             yield model

@@ -231,8 +231,10 @@ class Trainer:
             width = hidden_size(model)
         pairs = list(pairs)
         if config.mcq_rejected == "every_option":
-            pairs = [*against_every_option(p for p in pairs if isinstance(p, PreferencePair)),
-                     *(p for p in pairs if not isinstance(p, PreferencePair))]
+            if any(not isinstance(p, PreferencePair) for p in pairs):
+                raise SettingsError("mcq_rejected='every_option' needs the pairs as text (PreferencePair), "
+                                    "not already tokenised; pass the pairs, or use mcq_rejected='given'.")
+            pairs = against_every_option(pairs)
         if pairs and all(isinstance(p, EncodedPair) for p in pairs):  # already tokenised
             self.encoded, self.data_report = pairs, EncodeReport(len(pairs), 0, 0)
         else:
@@ -485,17 +487,19 @@ def train_chunk(
     max_steps: int | None = None,
     max_seconds: float | None = None,
 ) -> ChunkResult:
-    """Run up to ``max_steps`` steps (or ``max_seconds``) of a run, from ``state`` or the start.
+    """Run up to ``max_steps`` steps (or until ``max_seconds`` have passed since the call began,
+    at least one step) of a run, from ``state`` or the start.
 
     A pure function of its arguments: chaining chunks gives the same vector as one uninterrupted
     :class:`Trainer` run, which is what lets training run as a series of short calls that each
     hold a GPU briefly and may run in another process (ZeroGPU's ``spaces.GPU`` workers). Each
     call re-tokenises and, with the fast engine, re-caches the activations of ``pairs``.
     """
+    started = time.perf_counter()  # the budget includes tokenising and caching
     trainer = Trainer(model, tokenizer, pairs, config, sae=sae)
     if state is not None:
         trainer.load_state(state)
-    started, done, error = time.perf_counter(), 0, None
+    done, error = 0, None
     try:
         while trainer.step < trainer.total_steps:
             if (max_steps is not None and done >= max_steps) or (
