@@ -20,16 +20,21 @@ FORMULAS = {
 EMPTY_ANSWER = "∅ (empty answer: the model ended its turn at once)"
 
 
-def where_steering_applies(session: Session | None, label: str | None) -> str:
+STEER_CHOICES = [("every token (the method)", "all"), ("prompt tokens only", "prompt")]
+
+
+def where_steering_applies(session: Session | None, label: str | None, positions: str = "all") -> str:
     """The sentence that says exactly where and how the chosen vector acts."""
+    tokens = ("at **every token**: every prompt token (prefill) and every generated token" if positions == "all" else
+              "at the **prompt tokens only** (prefill); the generated tokens run unsteered and read the steered "
+              "prompt through attention (not the method's default: it keeps long answers fluent where a strong "
+              "vector added at every new token derails them)")
     if session is None or not label or label not in session.vectors():
-        return ("Steering applies at the output of one decoder block, at **every token**: every prompt token "
-                "(prefill) and every generated token.")
+        return f"Steering applies at the output of one decoder block, {tokens}."
     v = session.entry(label).vector
-    return (f"**Where steering applies:** the output of block **{v.layer}** (`{esc(v.hook_name)}`), at **every "
-            f"token**: every prompt token (prefill) and every generated token, as `{FORMULAS[v.kind]}`. Both columns "
-            "come from one batched `generate` call with identical decoding settings and seed; at m = 0 the model is "
-            "exactly unsteered.")
+    return (f"**Where steering applies:** the output of block **{v.layer}** (`{esc(v.hook_name)}`), {tokens}, as "
+            f"`{FORMULAS[v.kind]}`. Both columns come from one batched `generate` call with identical decoding "
+            "settings and seed; at m = 0 the model is exactly unsteered.")
 
 
 def parse_multipliers(text: str) -> list[float]:
@@ -66,6 +71,7 @@ def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
     prompt = gr.Textbox(label="Prompt", lines=3, elem_id="compare-prompt",
                         placeholder="Type a prompt, or pick one from the test split above.")
     multiplier = gr.Slider(-2, 2, value=1.0, step=0.1, label="Multiplier m", elem_id="multiplier")
+    positions = gr.Radio(STEER_CHOICES, value="all", label="Steer", elem_id="steer-positions")
     with gr.Accordion("Decoding (identical for every column)", open=False):
         with gr.Row():
             max_new = gr.Slider(8, 256, value=64, step=8, label="Max new tokens")
@@ -89,29 +95,31 @@ def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
             sweep_btn = gr.Button("Sweep", scale=1)
         sweep_plot = gr.Plot(label="Sweep")
 
-    def decoding(max_new_, sample_, temperature_, seed_):
+    def decoding(max_new_, sample_, temperature_, seed_, positions_):
         return dict(max_new_tokens=int(max_new_), do_sample=bool(sample_), temperature=float(temperature_),
-                    seed=int(seed_ or 0))
+                    seed=int(seed_ or 0), steer_positions=positions_ or "all")
 
     @user_errors
     @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere
-    def on_generate(session, label, text, m, max_new_, sample_, temperature_, seed_):
+    def on_generate(session, label, text, m, max_new_, sample_, temperature_, seed_, positions_):
         session = need(session)
         m = round(float(m), 2)
         title = f"Steered (m = {m:+.1f})"
         answers = {}
-        for answers in session.generate_stream(label, text, [0.0, m], **decoding(max_new_, sample_, temperature_, seed_)):
+        for answers in session.generate_stream(label, text, [0.0, m],
+                                               **decoding(max_new_, sample_, temperature_, seed_, positions_)):
             yield answers.get(0.0, ""), gr.update(value=answers.get(m, ""), label=title)
         # An empty box would look as if nothing ran: say so when a model ended its turn at once.
         yield (answers.get(0.0) or EMPTY_ANSWER), gr.update(value=answers.get(m) or EMPTY_ANSWER, label=title)
 
     @user_errors
     @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere
-    def on_grid(session, label, text, ms, max_new_, sample_, temperature_, seed_):
+    def on_grid(session, label, text, ms, max_new_, sample_, temperature_, seed_, positions_):
         session = need(session)
         multipliers = parse_multipliers(ms)
         answers = {}
-        for answers in session.generate_stream(label, text, multipliers, **decoding(max_new_, sample_, temperature_, seed_)):
+        for answers in session.generate_stream(label, text, multipliers,
+                                               **decoding(max_new_, sample_, temperature_, seed_, positions_)):
             yield pd.DataFrame({"multiplier": multipliers, "answer": [answers.get(m, "") for m in multipliers]})
         yield pd.DataFrame({"multiplier": multipliers, "answer": [answers.get(m) or EMPTY_ANSWER for m in multipliers]})
 
@@ -122,14 +130,15 @@ def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
         points = session.sweep(label, parse_multipliers(ms))
         return multiplier_sweep([(label, points)])
 
-    def on_vector(session, label):
-        return where_steering_applies(session, label), prompt_choices(session, label)
+    def on_vector(session, label, positions_):
+        return where_steering_applies(session, label, positions_), prompt_choices(session, label)
 
     heavy = dict(concurrency_id=HEAVY, concurrency_limit=ctx.heavy_jobs)
-    inputs = [state, vector, prompt, multiplier, max_new, sample, temperature, seed]
+    inputs = [state, vector, prompt, multiplier, max_new, sample, temperature, seed, positions]
     run.click(on_generate, inputs, [plain, steered], **heavy)
-    grid_btn.click(on_grid, [state, vector, prompt, grid_ms, max_new, sample, temperature, seed], grid, **heavy)
+    grid_btn.click(on_grid, [state, vector, prompt, grid_ms, max_new, sample, temperature, seed, positions], grid, **heavy)
     sweep_btn.click(on_sweep, [state, vector, sweep_ms], sweep_plot, **heavy)
-    vector.change(on_vector, [state, vector], [where, test_prompt])
+    vector.change(on_vector, [state, vector, positions], [where, test_prompt])
+    positions.change(where_steering_applies, [state, vector, positions], where)
     test_prompt.change(lambda p: gr.update(value=p) if p else gr.update(), test_prompt, prompt)
     return vector

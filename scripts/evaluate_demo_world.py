@@ -17,7 +17,8 @@ Builds the full demo world (or reuses the one in the cache), then reports:
   in the papers' data);
 * open-ended answers: for the first ``--generations`` cultures, a YaPO vector trained on the
   non-localized open-ended pairs, its held-out accuracy (the reply contains the culture's answer)
-  and one held-out question answered unsteered and steered.
+  and one held-out question answered unsteered and steered, steering every token (the method) and
+  the prompt tokens only.
 
 The exit status is 1 when a target is missed, so the script can gate a release.
 """
@@ -36,7 +37,7 @@ from yapo_core.comparison import compare_methods  # noqa: E402
 from yapo_core.data import load_pairs  # noqa: E402
 from yapo_core.demo import TRAINING, build_demo_world, list_demo_tasks  # noqa: E402
 from yapo_core.evaluation import generation_accuracy, mcq_accuracy, mcq_items_from_pairs  # noqa: E402
-from yapo_core.generation import generate  # noqa: E402
+from yapo_core.generation import STEER_POSITIONS, generate  # noqa: E402
 from yapo_core.models import load_model  # noqa: E402
 from yapo_core.saes import load_sae  # noqa: E402
 from yapo_core.training import TrainConfig, Trainer  # noqa: E402
@@ -90,13 +91,17 @@ def steering(world, model, tokenizer, sae, countries, settings: dict, n_generati
         config = TrainConfig(kind="sparse", layer=world.layer, epochs=10_000, **open_settings)
         vector = Trainer(model, tokenizer, train, config, sae=sae).run()
         answers = [p.chosen.split(".")[0] for p in test]  # the culture's short answer opens each reply
-        accuracy = {m: generation_accuracy(model, tokenizer, [p.prompt for p in test], answers, vector, m, sae=sae,
-                                           max_new_tokens=12) for m in (0.0, GENERATION_MULTIPLIER, 1.0)}
         example = test[(7 * i) % len(test)]
-        (shown,) = generate(model, tokenizer, [example.prompt], vector, [0.0, GENERATION_MULTIPLIER, 1.0], sae=sae,
-                            max_new_tokens=24)
-        out["generations"].append({"country": country, "question": example.prompt, "accuracy": accuracy,
-                                   **{f"at {m:g}": text for m, text in shown.items()}})
+        row = {"country": country, "question": example.prompt}
+        for positions in STEER_POSITIONS:  # every token (the method), then the prompt tokens only
+            row[f"accuracy ({positions})"] = {
+                m: generation_accuracy(model, tokenizer, [p.prompt for p in test], answers, vector, m, sae=sae,
+                                       max_new_tokens=12, steer_positions=positions)
+                for m in (0.0, GENERATION_MULTIPLIER, 1.0)}
+            (shown,) = generate(model, tokenizer, [example.prompt], vector, [0.0, GENERATION_MULTIPLIER, 1.0], sae=sae,
+                                max_new_tokens=24, steer_positions=positions)
+            row.update({f"at {m:g} ({positions})": text for m, text in shown.items() if m or positions == "all"})
+        out["generations"].append(row)
     return out
 
 
@@ -135,9 +140,11 @@ def report(stats: dict, steer: dict | None) -> str:
                  for k in ("yapo", "bipo", "yapo_given", "bipo_given") if all(k in r for r in steer["countries"].values())}
         lines += ["", "Means: " + ", ".join(f"{k.replace('_given', ' vs default only')} {v:.2f}" for k, v in means.items())]
         lines += ["", "Open-ended answers (greedy, held-out non-localized questions; a YaPO vector trained on the "
-                  "culture's open-ended pairs; accuracy = the reply contains the culture's answer):", ""]
+                  "culture's open-ended pairs; accuracy = the reply contains the culture's answer; steering at every "
+                  "token (all, the method) or at the prompt tokens only (prompt)):", ""]
         for g in steer["generations"]:
-            acc = ", ".join(f"{a:.2f} at {m:g}" for m, a in g["accuracy"].items())
+            acc = "; ".join(f"{k[len('accuracy '):]} " + ", ".join(f"{a:.2f} at {m:g}" for m, a in v.items())
+                            for k, v in g.items() if k.startswith("accuracy"))
             lines += [f"- **{g['country']}** (accuracy {acc}): *{g['question']}*"]
             lines += [f"  - {k}: {v}" for k, v in g.items() if k.startswith("at ")]
     return "\n".join(lines)

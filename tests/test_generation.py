@@ -35,3 +35,36 @@ def test_sampling_is_reproducible_with_a_seed(tokenizer):
     a = generate(model, tokenizer, "Hi", do_sample=True, seed=3, max_new_tokens=8)
     b = generate(model, tokenizer, "Hi", do_sample=True, seed=3, max_new_tokens=8)
     assert a == b
+
+
+def test_prompt_only_steering_equals_steering_the_prompt_positions_without_a_cache(tokenizer):
+    """Oracle: a greedy loop without a KV cache that steers positions < prompt length only."""
+    import pytest
+
+    from yapo_core.errors import SettingsError
+    from yapo_core.steering import steer_hidden, steering_hook
+
+    model, sae = make_model("llama"), make_sae()
+    vec = SteeringVector("sparse", torch.randn(128, generator=torch.Generator().manual_seed(1)) * 4,
+                         "blocks.1.hook_resid_post", sae=sae)
+    prompt, n = "Do you like tea?", 6
+    ((answers),) = generate(model, tokenizer, [prompt], vec, [2.0], max_new_tokens=n, steer_positions="prompt")
+    ((every),) = generate(model, tokenizer, [prompt], vec, [2.0], max_new_tokens=n)
+
+    enc = encode_for_generation(tokenizer, [prompt])
+    ids, p = enc["input_ids"], enc["input_ids"].shape[1]
+
+    def prompt_part(h):
+        return torch.cat([steer_hidden(h[:, :p], "sparse", vec.values, 2.0, sae), h[:, p:]], dim=1)
+
+    with torch.no_grad(), steering_hook(model, vec.check_fits(model, sae), prompt_part):
+        for _ in range(n):
+            nxt = model(ids, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
+            ids = torch.cat([ids, nxt], dim=1)
+            if nxt.item() == tokenizer.eos_token_id:
+                break
+    expected = tokenizer.decode(ids[0, p:], skip_special_tokens=True).strip()
+    assert answers[2.0] == expected
+    assert answers[2.0][:1] == every[2.0][:1] and answers[2.0] != every[2.0]  # same prefill, then they part
+    with pytest.raises(SettingsError, match="steer_positions='answer' is unknown"):
+        generate(model, tokenizer, [prompt], vec, [1.0], steer_positions="answer")

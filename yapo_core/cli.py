@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     g.add_argument("--temperature", type=float, default=1.0)
     g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--steer-positions", default="all", choices=["all", "prompt"],
+                   help="all: every prompt and generated token (the method, default); prompt: the prompt tokens only")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--allow-other-model", action="store_true", help="apply a vector trained on another model id")
 
@@ -145,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="preference: held-out pairs; mcq: answer-letter likelihood (chosen = letter); "
                         "behaviour: BiPO A/B test_infer data; generation: expected answer in the greedy output")
     v.add_argument("--multipliers", default="-2,-1,-0.5,0,0.5,1,2", help="sweep, comma-separated")
+    v.add_argument("--steer-positions", default="all", choices=["all", "prompt"],
+                   help="generation metric: steer every token (the method, default) or the prompt tokens only")
     v.add_argument("--out", help="write the sweep as JSON, and a plot beside it (.html)")
     v.add_argument("--allow-other-model", action="store_true")
 
@@ -199,7 +203,7 @@ def cmd_generate(args) -> int:
     multipliers = [float(m) for m in args.multipliers.split(",")]
     results = generate(model, tokenizer, args.prompt, vector, multipliers, sae=sae, system=args.system,
                        max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
-                       top_p=args.top_p, seed=args.seed)
+                       top_p=args.top_p, seed=args.seed, steer_positions=args.steer_positions)
     for prompt, answers in zip(args.prompt, results):
         print(f"### prompt: {prompt}")
         for m, text in answers.items():
@@ -241,7 +245,8 @@ def cmd_eval(args) -> int:
         "mcq": lambda m: ev.mcq_accuracy(model, tokenizer, ev.mcq_items_from_pairs(pairs), vector, m, sae=sae),
         "behaviour": lambda m: ev.behaviour_rate(model, tokenizer, pairs, vector, m, sae=sae),
         "generation": lambda m: ev.generation_accuracy(model, tokenizer, [p.prompt for p in pairs],
-                                                       [p.chosen for p in pairs], vector, m, sae=sae),
+                                                       [p.chosen for p in pairs], vector, m, sae=sae,
+                                                       steer_positions=args.steer_positions),
     }
     curve = ev.sweep(metrics[args.metric], multipliers)
     result = {"metric": args.metric, "n": len(pairs), "by_multiplier": {f"{m:g}": v for m, v in curve.items()}}

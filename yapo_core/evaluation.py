@@ -157,15 +157,17 @@ def _normalise(text: str) -> str:
 
 
 def generation_accuracy(model, tokenizer, prompts: Sequence[str], answers: Sequence[str], vector=None,
-                        multiplier: float = 1.0, sae=None, max_new_tokens: int = 24, batch_size: int = 16) -> float:
+                        multiplier: float = 1.0, sae=None, max_new_tokens: int = 24, batch_size: int = 16,
+                        steer_positions: str = "all") -> float:
     """Share of prompts whose greedy answer contains the expected answer (case and punctuation
-    ignored)."""
+    ignored). ``steer_positions``: see :func:`~yapo_core.generation.generate`."""
     from .generation import generate
 
     hits = 0
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start : start + batch_size])
-        out = generate(model, tokenizer, chunk, vector, [multiplier], sae=sae, max_new_tokens=max_new_tokens)
+        out = generate(model, tokenizer, chunk, vector, [multiplier], sae=sae, max_new_tokens=max_new_tokens,
+                       steer_positions=steer_positions)
         for got, want in zip(out, answers[start : start + batch_size]):
             text = got[multiplier if vector is not None else 0.0]
             hits += _normalise(want) in _normalise(text)

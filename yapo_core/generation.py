@@ -15,7 +15,11 @@ from torch import nn
 
 from .data import has_chat_template, render_prompt
 from .models import model_device
+from .errors import SettingsError
 from .steering import SteeringVector, steer_hidden, steering_hook
+
+
+STEER_POSITIONS = ("all", "prompt")
 
 
 def encode_for_generation(tokenizer, prompts: Sequence[str], system: str | None = None):
@@ -44,9 +48,17 @@ def generate(
     top_p: float = 1.0,
     seed: int = 0,
     streamer=None,
+    steer_positions: str = "all",
 ) -> list[dict[float, str]]:
-    """For each prompt, ``{multiplier: answer}``; steering applies to every prompt and
-    generated token. Without a vector only multiplier 0 is produced."""
+    """For each prompt, ``{multiplier: answer}``. Without a vector only multiplier 0 is produced.
+
+    ``steer_positions="all"`` (the method, and the default): steering applies to every prompt
+    token and every generated token. ``"prompt"``: to the prompt tokens only (the prefill); the
+    generated tokens run unsteered, reading the steered prompt through attention. The second keeps
+    long answers fluent where a strong vector, added at every new token too, derails them.
+    """
+    if steer_positions not in STEER_POSITIONS:
+        raise SettingsError(f"steer_positions={steer_positions!r} is unknown; use one of {list(STEER_POSITIONS)}.")
     if isinstance(prompts, str):
         prompts = [prompts]
     multipliers = [float(m) for m in multipliers] if vector is not None else [0.0]
@@ -70,8 +82,17 @@ def generate(
             point = vector.check_fits(model, sae)
             values = vector.values.to(model_device(model))
             scale = per_row.view(-1, 1, 1)
-            with steering_hook(model, point, lambda h: steer_hidden(h, vector.kind, values, scale, sae)):
-                out = model.generate(**enc, streamer=streamer, **settings)
+            calls = 0
+
+            def steer(h):
+                nonlocal calls
+                calls += 1
+                if steer_positions == "prompt" and calls > 1:  # with the KV cache, call 1 is the prefill
+                    return h
+                return steer_hidden(h, vector.kind, values, scale, sae)
+
+            with steering_hook(model, point, steer):
+                out = model.generate(**enc, streamer=streamer, use_cache=True, **settings)
     new_tokens = out[:, enc["input_ids"].shape[1]:]
     texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
     results: list[dict[float, str]] = [dict() for _ in prompts]

@@ -936,8 +936,10 @@ class Session:
         return [p.prompt for p in spread(task.test.pairs, n)] if task else []
 
     def generate_stream(self, label: str, prompt: str, multipliers: Sequence[float], max_new_tokens: int = 64,
-                        do_sample: bool = False, temperature: float = 1.0, seed: int = 0) -> Iterator[dict[float, str]]:
-        """Answers to ``prompt`` at each multiplier, streamed; one batched call, same settings and seed."""
+                        do_sample: bool = False, temperature: float = 1.0, seed: int = 0,
+                        steer_positions: str = "all") -> Iterator[dict[float, str]]:
+        """Answers to ``prompt`` at each multiplier, streamed; one batched call, same settings and seed.
+        ``steer_positions``: ``"all"`` (the method) or ``"prompt"`` (see :func:`~yapo_core.generation.generate`)."""
         from .streaming import stream_generate
 
         if not prompt or not prompt.strip():
@@ -948,7 +950,7 @@ class Session:
         b = e.bundle
         for partial in stream_generate(b.model, b.tokenizer, prompt.strip(), e.vector, multipliers, lock=b.lock,
                                        sae=b.sae, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                                       temperature=temperature, seed=seed):
+                                       temperature=temperature, seed=seed, steer_positions=steer_positions):
             yield partial[0]
 
     def sweep(self, label: str, multipliers: Sequence[float], max_pairs: int = 64) -> list[tuple[float, float]]:
