@@ -202,6 +202,15 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
     page.wait_for_function("() => ['#unsteered', '#steered'].every(s => document.querySelector(s + ' textarea').value.length > 0)")
     page.wait_for_function("() => !document.querySelector('#generate').disabled")
     page.screenshot(path=str(shots / "compare.png"), full_page=True)
+    # The option beside the method: steer the prompt tokens only; the page says so.
+    page.get_by_role("radio", name="prompt tokens only").click()
+    page.locator("#where-steering").filter(has_text="prompt tokens only").wait_for()
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.wait_for_timeout(500)
+    page.wait_for_function("() => !document.querySelector('#generate').disabled")
+    page.wait_for_timeout(1000)
+    assert page.get_by_test_id("toast-text").count() == 0 and "Traceback" not in page.content()
+    assert page.locator("#steered textarea").input_value()
 
     # Evaluate: MCQ accuracy of the vector against the multiplier.
     page.get_by_role("tab", name="Evaluate").click()
