@@ -365,6 +365,12 @@ def test_evaluate_sweeps_every_chosen_vector(ready, monkeypatch):
     unsteered = generation_accuracy(ready.bundle.model, ready.bundle.tokenizer, [p.prompt for p in pairs],
                                     [p.chosen for p in pairs])
     assert label == yapo.name and [m for m, _ in points] == [0.0, 1.0] and points[0][1] == unsteered
+    seen = []
+    import yapo_core.evaluation as ev
+    monkeypatch.setattr(ev, "generation_accuracy", lambda *a, **k: seen.append(k["steer_positions"]) or 0.5)
+    ready.evaluate([yapo.name], "generation_prompt", [1.0])
+    ready.evaluate([yapo.name], "generation", [1.0])
+    assert seen == ["prompt", "all"]
     with pytest.raises(SettingsError, match="answer letter.*preference metric"):
         ready.evaluate([yapo.name], "mcq", [0.0, 1.0])  # the test answers are sentences
     with pytest.raises(SettingsError, match="at least one vector"):

@@ -971,6 +971,7 @@ class Session:
         "mcq": "MCQ accuracy (answer-letter likelihood)",
         "behaviour": "behaviour rate (A/B: picks the behaviour's option)",
         "generation": "generation accuracy (the greedy answer contains the chosen one)",
+        "generation_prompt": "generation accuracy, steering the prompt tokens only",
     }
 
     def evaluate(self, labels: Sequence[str], metric: str, multipliers: Sequence[float],
@@ -979,7 +980,8 @@ class Session:
 
         ``mcq`` needs test pairs whose chosen answer is an option letter (Deep-Culture-Lense MCQ,
         the demo world's MCQ tasks); ``behaviour`` needs BiPO-style A/B pairs; ``generation``
-        (open answers) counts greedy answers that contain the chosen one.
+        (open answers) counts greedy answers that contain the chosen one; ``generation_prompt``
+        does the same with only the prompt tokens steered (``steer_positions="prompt"``).
         """
         from . import evaluation as ev
 
@@ -996,9 +998,11 @@ class Session:
             b = e.bundle
             if metric == "preference":
                 fn = lambda m: ev.preference_accuracy(b.model, b.tokenizer, pairs, e.vector, m, sae=b.sae)  # noqa: E731
-            elif metric == "generation":
+            elif metric in ("generation", "generation_prompt"):
+                where = "prompt" if metric == "generation_prompt" else "all"
                 fn = lambda m: ev.generation_accuracy(b.model, b.tokenizer, [p.prompt for p in pairs],  # noqa: E731
-                                                      [p.chosen for p in pairs], e.vector, m, sae=b.sae)
+                                                      [p.chosen for p in pairs], e.vector, m, sae=b.sae,
+                                                      steer_positions=where)
             else:
                 try:
                     items = ev.mcq_items_from_pairs(pairs, "AB" if metric == "behaviour" else None)
