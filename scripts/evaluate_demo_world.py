@@ -82,8 +82,9 @@ def steering(world, model, tokenizer, sae, countries, settings: dict, n_generati
               f"BiPO {row['bipo']['accuracy_at_1']:.2f}{given}", file=sys.stderr, flush=True)
 
     # Open-ended answers: a YaPO vector trained on the culture's non-localized open-ended pairs.
-    # The long answers give large margins quickly, so half the MCQ steps suffice; at multiplier 1
-    # the continuation degrades (see the README), so the examples use GENERATION_MULTIPLIER.
+    # The long answers give large margins quickly, so half the MCQ steps suffice. Steering every
+    # token, the continuation degrades at multiplier 1 (see the README), so the examples also show
+    # GENERATION_MULTIPLIER, and both steering positions.
     open_settings = {**settings, "max_steps": max(1, settings["max_steps"] // 2)}
     for i, country in enumerate(list(countries)[:n_generations]):
         train = list(load_pairs(task["paths"]["train"], country=country, localization="nolocalized", form="open_ended"))
