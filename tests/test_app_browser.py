@@ -46,14 +46,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
+# The walk runs once with training in a background thread (local use) and once in one-second
+# chunks, each a separate call that continues from the last one's state (as on a ZeroGPU Space).
+TRAINING_MODES = ["thread"] + ([] if os.environ.get("YAPO_SCREENSHOTS") else ["chunks"])
+
+
+@pytest.fixture(scope="module", params=TRAINING_MODES)
+def app_url(request, tmp_path_factory):
     port = free_port()
     log_path = tmp_path_factory.mktemp("app") / "app.log"
     env = {**os.environ, "YAPO_HOST": "127.0.0.1", "YAPO_PORT": str(port),
            "YAPO_DEMO_SIZE": os.environ.get("YAPO_DEMO_SIZE", "mini"),
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled", "GRADIO_ANALYTICS_ENABLED": "False"}
     env.pop("GRADIO_SERVER_NAME", None)
+    env.pop("YAPO_TRAIN_CHUNK_SECONDS", None)
+    if request.param == "chunks":
+        env["YAPO_TRAIN_CHUNK_SECONDS"] = "1"
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
