@@ -12,7 +12,7 @@ from torch import nn
 
 from .architectures import HookPoint, hidden_size, parse_hook_name
 from .errors import SAELoadError
-from .models import explain_hub_error, module_device, resolve_device
+from .models import explain_hub_error, hook_device, resolve_device
 
 
 @dataclass(frozen=True)
@@ -134,13 +134,11 @@ def check_sae_fits(model: nn.Module, sae: nn.Module, layer: int | None = None) -
 
 
 def place_sae(model: nn.Module, sae: nn.Module, layer: int | None = None) -> HookPoint:
-    """Check the SAE fits the model and move it to the device of the block it reads, so that a
+    """Check the SAE fits the model and move it to the device of the block it is hooked on, so that a
     model sharded over several GPUs (``device_map="auto"``) steers without moving the SAE's
     weights on every forward pass. Returns the hook point."""
-    from .architectures import decoder_layers
-
     point = check_sae_fits(model, sae, layer)
-    device = module_device(decoder_layers(model)[point.resid_layer])
+    device = hook_device(model, point)
     if sae.W_dec.device != device:
         sae.to(device)
     return point

@@ -26,7 +26,7 @@ from .architectures import (
     parse_hook_name,
 )
 from .errors import SAELoadError, SettingsError
-from .models import module_device
+from .models import hook_device
 from .saes import SAESource, check_sae_fits, decoder_is_linear, sae_source
 
 KINDS = ("sparse", "dense")
@@ -156,7 +156,7 @@ class SteeringVector:
             yield model
             return
         # Beside the hooked block: on a model sharded over GPUs that is not the first device.
-        device = module_device(decoder_layers(model)[point.layer])
+        device = hook_device(model, point)
         values = self.values.to(device)
         if sae is not None and sae.W_dec.device != device:
             sae.to(device)
