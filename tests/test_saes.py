@@ -52,7 +52,6 @@ def test_bad_sources_fail_fast(tmp_path, monkeypatch):
 def test_place_sae_puts_the_sae_on_the_device_of_the_block_it_is_hooked_on(monkeypatch):
     """``blocks.L.hook_resid_pre`` is hooked on block L (for L = 0: not on block L-1 = the last one)."""
     import torch
-    from conftest import make_model, make_sae
 
     from yapo_core import models
     from yapo_core.architectures import decoder_layers

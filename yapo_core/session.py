@@ -227,6 +227,10 @@ def _local(source: str) -> bool:
     return source.startswith((".", "/", "~")) or Path(source).expanduser().exists()
 
 
+_LOADED: "weakref.WeakValueDictionary[LoadSpec, Bundle]" = weakref.WeakValueDictionary()
+"""Every bundle this process has loaded and still holds, by spec (see :func:`loaded_bundle`)."""
+
+
 def load_bundle(spec: LoadSpec, label: str = "") -> Bundle:
     """Load model, tokenizer and SAE of ``spec`` and check that they fit together."""
     if not _local(spec.model):
@@ -249,10 +253,8 @@ def load_bundle(spec: LoadSpec, label: str = "") -> Bundle:
         hook = f"blocks.{check_layer(model, spec.layer)}.hook_resid_post"
     else:
         raise SettingsError("without an SAE, give the layer to steer (only BiPO can be trained then).")
-    return Bundle(spec, label or spec.describe(), model, tokenizer, sae, hook)
-
-
-_LOADED: "weakref.WeakValueDictionary[LoadSpec, Bundle]" = weakref.WeakValueDictionary()
+    bundle = _LOADED[spec] = Bundle(spec, label or spec.describe(), model, tokenizer, sae, hook)
+    return bundle
 
 
 _WORKER_KEPT: list[Bundle] = []  # the last bundle loaded_bundle had to load itself, kept alive
@@ -265,7 +267,7 @@ def loaded_bundle(spec: LoadSpec) -> Bundle:
     with _WORKER_LOCK:
         bundle = _LOADED.get(spec)
         if bundle is None:
-            bundle = _LOADED[spec] = load_bundle(spec)
+            bundle = load_bundle(spec)
             _WORKER_KEPT[:] = [bundle]
         return bundle
 
@@ -292,7 +294,7 @@ class ModelStore:
             bundle = self._live.get(spec)
             if bundle is None:
                 bundle = load_bundle(spec, label)
-                self._live[spec] = _LOADED[spec] = bundle
+                self._live[spec] = bundle
             with self._lock:
                 self._recent = ([bundle] + [b for b in self._recent if b is not bundle])[: self.keep]
             return bundle
@@ -592,8 +594,7 @@ class Run:
         self._thread: threading.Thread | None = None
         self.chunk_seconds: float | None = None  # set: train in chunks (see chunk_seconds())
         self._chunk: ChunkResult | None = None  # chunked runs: the last chunk's result
-        self._chunk_history: list[StepMetrics] = []
-        self._chunk_vector: SteeringVector | None = None
+        self._chunk_history: list[StepMetrics] = []  # and every chunk's metrics so far
 
     # -- control --
 
@@ -659,10 +660,9 @@ class Run:
             with contextlib.nullcontext() if zero_gpu_active() else b.lock:
                 chunk = train_chunk_on_gpu(b.spec, self.task.train, self.config,
                                            self._chunk.state if self._chunk else None, self.chunk_seconds)
-            # History and vector first: readers take the step from _chunk, so they never see a
-            # step ahead of its metrics.
+            # History first: readers take the step from _chunk, so they never see a step ahead of
+            # its metrics.
             self._chunk_history = self._chunk_history + chunk.history
-            self._chunk_vector = chunk.vector(self.config, b.model, b.sae) if chunk.state.step else None
             self._chunk = chunk
             if chunk.error:
                 raise TrainingError(chunk.error)
@@ -712,8 +712,9 @@ class Run:
         """The last good vector (also while training runs), or None before the first step."""
         if self._computed is not None:
             return self._computed
-        if self._chunk is not None:
-            return self._chunk_vector
+        chunk = self._chunk
+        if chunk is not None:
+            return chunk.vector(self.config, self.bundle.model, self.bundle.sae) if chunk.state.step else None
         if self.trainer is None or self.trainer.step == 0:
             return None
         return self.trainer.vector
