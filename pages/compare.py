@@ -6,6 +6,7 @@ import gradio as gr
 import pandas as pd
 
 from yapo_core.errors import SettingsError
+from yapo_core.generation import STEER_POSITIONS
 from yapo_core.plots import multiplier_sweep
 from yapo_core.session import Session
 from yapo_core.spaces_compat import gpu
@@ -20,7 +21,7 @@ FORMULAS = {
 EMPTY_ANSWER = "∅ (empty answer: the model ended its turn at once)"
 
 
-STEER_CHOICES = [("every token (the method)", "all"), ("prompt tokens only", "prompt")]
+STEER_LABELS = {"all": "every token (the method)", "prompt": "prompt tokens only"}  # one per STEER_POSITIONS
 
 
 def where_steering_applies(session: Session | None, label: str | None, positions: str = "all") -> str:
@@ -71,7 +72,8 @@ def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
     prompt = gr.Textbox(label="Prompt", lines=3, elem_id="compare-prompt",
                         placeholder="Type a prompt, or pick one from the test split above.")
     multiplier = gr.Slider(-2, 2, value=1.0, step=0.1, label="Multiplier m", elem_id="multiplier")
-    positions = gr.Radio(STEER_CHOICES, value="all", label="Steer", elem_id="steer-positions")
+    positions = gr.Radio([(STEER_LABELS[k], k) for k in STEER_POSITIONS], value="all", label="Steer",
+                         elem_id="steer-positions")
     with gr.Accordion("Decoding (identical for every column)", open=False):
         with gr.Row():
             max_new = gr.Slider(8, 256, value=64, step=8, label="Max new tokens")

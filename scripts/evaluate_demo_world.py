@@ -62,9 +62,10 @@ def steering(world, model, tokenizer, sae, countries, settings: dict, n_generati
         train = list(load_pairs(task["paths"]["train"], country=country, localization="nolocalized", form="mcq"))
         test = mcq_items_from_pairs(load_pairs(task["paths"]["test"], country=country, localization="nolocalized", form="mcq"))
         row = {"n_train": len(train), "n_test": len(test)}
-        for variant, rejected in (("", settings.get("mcq_rejected", "given")), ("_given", "given")):
-            if variant and rejected == settings.get("mcq_rejected", "given"):
-                continue
+        demo_rejected = settings.get("mcq_rejected", "given")
+        # The demo's construction; beside it, the papers' (the given answer only) when they differ.
+        variants = {"": demo_rejected, **({"_given": "given"} if demo_rejected != "given" else {})}
+        for variant, rejected in variants.items():
             result = compare_methods(model, tokenizer, sae, train, test, methods=("yapo", "bipo"), multipliers=(1.0,),
                                      train_config={"epochs": 10_000, **settings, "mcq_rejected": rejected})
             row["unsteered"] = result.baseline_accuracy

@@ -38,14 +38,15 @@ def _load_sae_from_args(args, vector=None, model=None):
     from .saes import load_sae, place_sae
 
     if args.sae_path or args.sae_release:
-        sae = load_sae(args.sae_release, args.sae_id, path=args.sae_path, device="cpu" if model else args.device)
+        release, sae_id, path = args.sae_release, args.sae_id, args.sae_path
     elif vector is not None and vector.kind == "sparse":
         src = vector.sae_source
         if not (src.release or src.path):
             raise YapoError("this sparse vector names no SAE; pass --sae-path or --sae-release/--sae-id.")
-        sae = load_sae(src.release, src.sae_id, path=src.path, device="cpu" if model else args.device)
+        release, sae_id, path = src.release, src.sae_id, src.path
     else:
         return None
+    sae = load_sae(release, sae_id, path=path, device="cpu" if model is not None else args.device)
     if model is not None:
         place_sae(model, sae)
     return sae
@@ -91,6 +92,8 @@ def _floats(text: str) -> list[float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .data import MCQ_REJECTED
+    from .generation import STEER_POSITIONS
     from .training import TrainConfig
 
     parser = argparse.ArgumentParser(prog="python -m yapo_core", description=__doc__)
@@ -123,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     g.add_argument("--temperature", type=float, default=1.0)
     g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--steer-positions", default="all", choices=["all", "prompt"],
+    g.add_argument("--steer-positions", default="all", choices=STEER_POSITIONS,
                    help="all: every prompt and generated token (the method, default); prompt: the prompt tokens only")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--allow-other-model", action="store_true", help="apply a vector trained on another model id")
@@ -147,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="preference: held-out pairs; mcq: answer-letter likelihood (chosen = letter); "
                         "behaviour: BiPO A/B test_infer data; generation: expected answer in the greedy output")
     v.add_argument("--multipliers", default="-2,-1,-0.5,0,0.5,1,2", help="sweep, comma-separated")
-    v.add_argument("--steer-positions", default="all", choices=["all", "prompt"],
+    v.add_argument("--steer-positions", default="all", choices=STEER_POSITIONS,
                    help="generation metric: steer every token (the method, default) or the prompt tokens only")
     v.add_argument("--out", help="write the sweep as JSON, and a plot beside it (.html)")
     v.add_argument("--allow-other-model", action="store_true")
@@ -160,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--multipliers", default="-2,-1.5,-1,-0.5,0,0.5,1,1.5,2")
     c.add_argument("--lr", type=float, default=None, help="default: the demo world's (yapo_core.demo.TRAINING)")
     c.add_argument("--batch-size", type=int, default=None, help="default: the demo world's")
-    c.add_argument("--mcq-rejected", default=None, choices=["given", "every_option"],
+    c.add_argument("--mcq-rejected", default=None, choices=MCQ_REJECTED,
                    help="train against the given (default) answers only, or every wrong option (the demo world's)")
     c.add_argument("--out", default="runs/comparison", help="folder for the table and plots")
 
