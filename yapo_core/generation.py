@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .data import has_chat_template, render_prompt
-from .models import model_device
+from .models import hook_device, model_device
 from .errors import SettingsError
 from .steering import SteeringVector, steer_hidden, steering_hook
 
@@ -80,7 +80,7 @@ def generate(
         else:
             sae = sae if sae is not None else vector.sae
             point = vector.check_fits(model, sae)
-            values = vector.values.to(model_device(model))
+            values = vector.values.to(hook_device(model, point))  # where the steered block computes
             scale = per_row.view(-1, 1, 1)
             calls = 0
 
