@@ -206,11 +206,13 @@ def test_chunked_runs_stop_between_chunks_and_report_a_failed_chunk(ready, monke
     assert [m.step for m in run.history] == list(range(1, run.step + 1)) and run.vector.metadata["steps"] == str(run.step)
 
     real = S.train_chunk_on_gpu
+
     def failing(spec, pairs, config, state, seconds):
         result = real(spec, pairs, config, state, seconds)
         if result.state.step >= 2:
             result.error, result.finished = "training stopped: the loss became nan at step 3.", True
         return result
+
     monkeypatch.setattr(S, "train_chunk_on_gpu", failing)
     run = ready.start_run(ready.default_config(max_steps=50, **QUICK))
     wait(run)
