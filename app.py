@@ -13,13 +13,14 @@ Environment: ``YAPO_HOST`` / ``GRADIO_SERVER_NAME`` (default 127.0.0.1: local on
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import gradio as gr
 
 from pages import compare, evaluate, export, features, setup, train
 from pages.common import AppContext, close_session, vector_choices
+from yapo_core.errors import SettingsError
+from yapo_studio.settings import current
 
 CSS = (Path(__file__).resolve().parent / "assets" / "app.css").read_text(encoding="utf-8")
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
@@ -60,15 +61,14 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
     return demo
 
 
-def server_address(env=os.environ) -> tuple[str, int]:
+def server_address(env=None) -> tuple[str, int]:
     """Where to listen: local only unless ``YAPO_HOST`` (or Gradio's ``GRADIO_SERVER_NAME``, which
-    Spaces set) says otherwise."""
-    host = env.get("YAPO_HOST") or env.get("GRADIO_SERVER_NAME") or "127.0.0.1"
-    port = env.get("YAPO_PORT") or env.get("GRADIO_SERVER_PORT") or "7860"
+    Spaces set) says otherwise (see :mod:`yapo_studio.settings`)."""
     try:
-        return host, int(port)
-    except ValueError:
-        raise SystemExit(f"the port {port!r} must be a number.") from None
+        settings = current(env)
+    except SettingsError as exc:
+        raise SystemExit(str(exc)) from None
+    return settings.host, settings.port
 
 
 def main() -> None:

@@ -11,15 +11,18 @@ import functools
 import html
 import inspect
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
 
-from yapo_core.errors import YapoError
-from yapo_core.session import Catalog, JobLimiter, ModelStore, Session, load_catalog
+from yapo_core.errors import SettingsError, YapoError
+from yapo_studio.catalog import Catalog, load_catalog
+from yapo_studio.runs import JobLimiter
+from yapo_studio.session import Session
+from yapo_studio.settings import current
+from yapo_studio.store import ModelStore
 
 log = logging.getLogger("yapo_studio")
 
@@ -27,14 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAVY = "heavy"
 """Concurrency group of every event that runs the model (loading, features, generation, sweeps,
 export); the queue lets at most ``AppContext.heavy_jobs`` of them run at once, across users."""
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    try:
-        return int(value) if value else default
-    except ValueError:
-        raise SystemExit(f"{name}={value!r} must be a whole number.") from None
 
 
 @dataclass
@@ -54,12 +49,16 @@ class AppContext:
         """``YAPO_PRESETS`` (presets file), ``YAPO_TRAINING_JOBS`` (runs computing at once, 1),
         ``YAPO_HEAVY_JOBS`` (other model calls at once, 2), ``YAPO_MAX_UPLOAD_MB`` (50),
         ``YAPO_KEEP_MODELS`` (models kept loaded when unused, 1)."""
+        try:
+            settings = current()
+        except SettingsError as exc:  # at start-up: say what to fix and stop
+            raise SystemExit(str(exc)) from None
         return cls(
-            catalog=load_catalog(os.environ.get("YAPO_PRESETS") or ROOT / "assets" / "presets.json"),
-            store=ModelStore(keep=_env_int("YAPO_KEEP_MODELS", 1)),
-            limiter=JobLimiter(_env_int("YAPO_TRAINING_JOBS", 1)),
-            heavy_jobs=_env_int("YAPO_HEAVY_JOBS", 2),
-            max_upload_mb=_env_int("YAPO_MAX_UPLOAD_MB", 50),
+            catalog=load_catalog(settings.presets_file),
+            store=ModelStore(keep=settings.keep_models),
+            limiter=JobLimiter(settings.training_jobs),
+            heavy_jobs=settings.heavy_jobs,
+            max_upload_mb=settings.max_upload_mb,
         )
 
     def new_session(self) -> Session:

@@ -7,16 +7,12 @@ import pandas as pd
 
 from yapo_core.errors import SettingsError
 from yapo_core.generation import STEER_POSITIONS
+from yapo_core.steering import FORMULAS
 from yapo_core.plots import multiplier_sweep
-from yapo_core.session import Session
-from yapo_core.spaces_compat import gpu
+from yapo_studio.session import Session
+from yapo_studio.zero_gpu import gpu
 
 from .common import HEAVY, AppContext, esc, need, user_errors
-
-FORMULAS = {
-    "sparse": "h′ = dec(relu(enc(h) + m·v)) + (h − dec(enc(h)))",
-    "dense": "h′ = h + m·v",
-}
 
 EMPTY_ANSWER = "∅ (empty answer: the model ended its turn at once)"
 

@@ -7,8 +7,8 @@ import gradio as gr
 import pandas as pd
 
 from yapo_core.plots import multiplier_sweep
-from yapo_core.session import Session
-from yapo_core.spaces_compat import gpu
+from yapo_studio.session import Session
+from yapo_studio.zero_gpu import gpu
 
 from .common import HEAVY, AppContext, need, user_errors
 from .compare import parse_multipliers

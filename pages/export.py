@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from yapo_core.session import ExportResult
+from yapo_studio.session import ExportResult
 
 from .common import HEAVY, AppContext, esc, need, user_errors, vector_choices
 

@@ -17,7 +17,7 @@ from yapo_core.features import (
     neuronpedia_reachable,
 )
 from yapo_core.plots import cosine_bars, latent_bars
-from yapo_core.spaces_compat import gpu
+from yapo_studio.zero_gpu import gpu
 
 from .common import HEAVY, AppContext, esc, need, user_errors
 

@@ -6,7 +6,9 @@ import gradio as gr
 import pandas as pd
 
 from yapo_core.architectures import num_layers
-from yapo_core.session import METHODS, Session, TaskSpec, demo_task_names, demo_world_ready, preview_file
+from yapo_core.methods import METHODS
+from yapo_studio.session import Session
+from yapo_studio.tasks import TaskSpec, demo_task_names, demo_world_ready, preview_file
 
 from .common import HEAVY, AppContext, esc, need, user_errors
 

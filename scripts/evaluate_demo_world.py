@@ -36,7 +36,7 @@ from yapo_core import demo_corpus as corpus  # noqa: E402
 from yapo_core.comparison import compare_methods  # noqa: E402
 from yapo_core.data import load_pairs  # noqa: E402
 from yapo_core.demo import TRAINING, build_demo_world, list_demo_tasks  # noqa: E402
-from yapo_core.evaluation import generation_accuracy, mcq_accuracy, mcq_items_from_pairs  # noqa: E402
+from yapo_core.evaluation import generation_accuracy, mcq_items_from_pairs  # noqa: E402
 from yapo_core.generation import STEER_POSITIONS, generate  # noqa: E402
 from yapo_core.models import load_model  # noqa: E402
 from yapo_core.saes import load_sae  # noqa: E402

@@ -4,14 +4,8 @@ import pytest
 import torch
 from conftest import make_model
 
-from yapo_core.architectures import (
-    architecture_of,
-    decoder_layers,
-    hook_point_from_name,
-    parse_hook_name,
-    unembed,
-)
-from yapo_core.errors import ModelLoadError, SAELoadError, SettingsError
+from yapo_core.architectures import architecture_of, decoder_layers, unembed
+from yapo_core.errors import ModelLoadError
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma2", "mistral", "gpt2", "gpt_neox", "qwen2"])
@@ -35,19 +29,3 @@ def test_unsupported_model_type_names_the_fix():
     model.config.model_type = "mamba"
     with pytest.raises(ModelLoadError, match="'mamba' is not supported.*ARCHITECTURES"):
         architecture_of(model)
-
-
-def test_hook_names_map_to_residual_points():
-    model = make_model("llama")
-    assert parse_hook_name(model, "blocks.2.hook_resid_post").resid_layer == 2
-    assert parse_hook_name(model, "blocks.2.hook_resid_pre").resid_layer == 1
-    assert parse_hook_name(model, "model.layers.3").resid_layer == 3
-    assert parse_hook_name(model, "model.layers.3.output").position == "post"
-    assert hook_point_from_name("model.layers.3.input").position == "pre"
-    with pytest.raises(SAELoadError, match="not a residual-stream point"):
-        parse_hook_name(model, "blocks.2.ln2.hook_normalized")
-    with pytest.raises(SAELoadError, match="another architecture"):
-        parse_hook_name(model, "transformer.h.2")
-    with pytest.raises(SettingsError, match="layer 4 is out of range.*0 to 3"):
-        parse_hook_name(model, "blocks.4.hook_resid_post")
-    assert parse_hook_name(make_model("gpt2"), "transformer.h.1").layer == 1

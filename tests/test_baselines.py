@@ -6,7 +6,9 @@ from conftest import consistent_pairs, make_model, make_sae
 
 from yapo_core import load_vector, save_vector
 from yapo_core.architectures import decoder_layers
-from yapo_core.baselines import answer_activations, make_vector, sas_direction, train_caa, train_sas
+from yapo_core.baselines import answer_activations, compute_caa, compute_sas, sas_direction
+from yapo_core.hooks import HookPoint
+from yapo_core.methods import make_vector
 from yapo_core.data import PreferencePair
 from yapo_core.errors import SettingsError
 
@@ -14,7 +16,7 @@ from yapo_core.errors import SettingsError
 def test_caa_is_the_mean_difference_at_the_last_answer_token(tokenizer):
     model = make_model("llama")
     pairs = [PreferencePair("Q?", "yes", "no"), PreferencePair("R?", "sure", "nope")]
-    vec = train_caa(model, tokenizer, pairs, layer=2)
+    vec = compute_caa(model, tokenizer, pairs, layer=2)
     expected = []
     for pair in pairs:
         rows = []
@@ -36,7 +38,7 @@ def test_caa_is_the_mean_difference_at_the_last_answer_token(tokenizer):
 
 def test_caa_of_identical_answers_is_zero(tokenizer):
     pairs = [PreferencePair("Q?", "same", "same")] * 3
-    assert train_caa(make_model("gpt2"), tokenizer, pairs, layer=1).values.abs().max() == 0
+    assert compute_caa(make_model("gpt2"), tokenizer, pairs, layer=1).values.abs().max() == 0
 
 
 def test_sas_rule_keeps_side_specific_latents():
@@ -51,9 +53,9 @@ def test_sas_rule_keeps_side_specific_latents():
 
 def test_sas_vector_applies_and_round_trips(tokenizer, tmp_path):
     model, sae = make_model("llama"), make_sae()
-    vec = train_sas(model, tokenizer, consistent_pairs(12), sae, tau=0.7)
+    vec = compute_sas(model, tokenizer, consistent_pairs(12), sae, tau=0.7)
     assert vec.kind == "sparse" and vec.method == "sas" and vec.width == 128
-    chosen, rejected = answer_activations(model, tokenizer, consistent_pairs(12), 1, "all")
+    chosen, rejected = answer_activations(model, tokenizer, consistent_pairs(12), HookPoint(1, "post"), "all")
     pos = torch.stack([sae.encode(r).mean(0) for r in chosen])
     neg = torch.stack([sae.encode(r).mean(0) for r in rejected])
     torch.testing.assert_close(vec.values, sas_direction(pos, neg, 0.7)[0])

@@ -62,7 +62,7 @@ def test_dense_training_and_errors_print_a_message_not_a_traceback(tmp_path, mod
 def test_help_on_each_command(command):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     result = subprocess.run([sys.executable, "-m", "yapo_core", command, "--help"], capture_output=True, text=True, env=env)
-    assert result.returncode == 0 and "usage: python -m yapo_core " + command in result.stdout
+    assert result.returncode == 0 and "usage: yapo " + command in result.stdout
 
 
 def test_eval_sweeps_multipliers(tmp_path, model_dir, sae_dir, data_csv, capsys):

@@ -18,7 +18,6 @@ from yapo_core.evaluation import (
     mcq_accuracy,
     preference_accuracy,
     sweep,
-    text_logprob,
 )
 from yapo_core.generation import generate
 
@@ -90,10 +89,10 @@ def test_sweep_and_capability_change_with_a_vector(tokenizer):
     curve = sweep(lambda m: mcq_accuracy(model, tokenizer, items, vec, m), [-1.0, 0.0, 1.0])
     assert list(curve) == [-1.0, 0.0, 1.0]
     assert curve[0.0] == mcq_accuracy(model, tokenizer, items)
-    texts = ["the cat sat on the mat", "tea and rice"]
-    none = capability_change(lambda: text_logprob(model, tokenizer, texts), model, vec, 0.0)
+    best_letter = lambda: float(sum(s.max() for s in letter_logprobs(model, tokenizer, items)))  # noqa: E731
+    none = capability_change(best_letter, model, vec, 0.0)
     assert none["change"] == 0.0 and none["unsteered"] < 0
-    strong = capability_change(lambda: text_logprob(model, tokenizer, texts), model, vec, 3.0)
+    strong = capability_change(best_letter, model, vec, 3.0)
     assert strong["change"] != 0.0
 
 

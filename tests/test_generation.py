@@ -42,7 +42,8 @@ def test_prompt_only_steering_equals_steering_the_prompt_positions_without_a_cac
     import pytest
 
     from yapo_core.errors import SettingsError
-    from yapo_core.steering import steer_hidden, steering_hook
+    from yapo_core.hooks import steering_hook
+    from yapo_core.steering import steer_hidden
 
     model, sae = make_model("llama"), make_sae()
     vec = SteeringVector("sparse", torch.randn(128, generator=torch.Generator().manual_seed(1)) * 4,

@@ -5,7 +5,8 @@ import torch
 from conftest import make_model
 
 from yapo_core.errors import ModelLoadError, SettingsError
-from yapo_core.models import load_model, module_device, resolve_device, resolve_dtype
+from yapo_core.hooks import module_device
+from yapo_core.models import load_model, resolve_device, resolve_dtype
 from yapo_core.saes import sae_hook_name
 
 

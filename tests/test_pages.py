@@ -14,7 +14,7 @@ import app
 from pages import common, compare, export, features, setup, train
 from yapo_core import features as F
 from yapo_core.errors import DataError, SettingsError
-from yapo_core.session import ExportResult, TaskSpec
+from yapo_studio.session import ExportResult, TaskSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -194,7 +194,7 @@ def test_training_curves_are_thinned_for_long_runs():
 
 
 def test_the_train_page_explains_chunked_training_on_zero_gpu_spaces(monkeypatch):
-    from yapo_core.spaces_compat import on_zero_gpu
+    from yapo_studio.zero_gpu import on_zero_gpu
 
     def note_visible() -> bool:
         with gr.Blocks() as blocks:

@@ -53,14 +53,14 @@ def test_place_sae_puts_the_sae_on_the_device_of_the_block_it_is_hooked_on(monke
     """``blocks.L.hook_resid_pre`` is hooked on block L (for L = 0: not on block L-1 = the last one)."""
     import torch
 
-    from yapo_core import models
+    from yapo_core import hooks
     from yapo_core.architectures import decoder_layers
     from yapo_core.saes import place_sae
 
     model = make_model("llama")
     first = decoder_layers(model)[0]
     # As on a model split over GPUs: block 0 computes on one device, the others on another.
-    monkeypatch.setattr(models, "module_device", lambda m: torch.device("meta" if m is first else "cpu"))
+    monkeypatch.setattr(hooks, "module_device", lambda m: torch.device("meta" if m is first else "cpu"))
     pre = make_sae(layer=0, position="pre")
     assert place_sae(model, pre).hook_name == "blocks.0.hook_resid_pre" and pre.W_dec.device.type == "meta"
     post = make_sae(layer=1)

@@ -10,7 +10,8 @@ import torch
 from app_fixtures import tiny_world, write_pairs_jsonl  # noqa: F401 (fixture)
 from conftest import SHARED_DATA, make_sae
 
-from yapo_core import session as S
+from yapo_core import training
+from yapo_studio import catalog as S_catalog, runs as S_runs, session as S_session, store as S_store, tasks as S_tasks
 from yapo_core.errors import DataError, ModelLoadError, SAELoadError, SettingsError, VectorFileError
 from yapo_core.export import load_vector
 from yapo_core.evaluation import generation_accuracy
@@ -30,15 +31,15 @@ def wait(run, timeout=60.0):
 
 @pytest.fixture(scope="module")
 def catalog():
-    return S.load_catalog(ROOT / "assets" / "presets.json")
+    return S_catalog.load_catalog(ROOT / "assets" / "presets.json")
 
 
 @pytest.fixture
 def ready(tiny_world, catalog):
     """A session with the tiny model + SAE and a file task loaded."""
-    s = S.Session(catalog=catalog)
+    s = S_session.Session(catalog=catalog)
     s.load_preset(catalog.preset("custom"), model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir))
-    s.load_task(S.TaskSpec("file", path=str(tiny_world.data_file), test_fraction=0.25))
+    s.load_task(S_tasks.TaskSpec("file", path=str(tiny_world.data_file), test_fraction=0.25))
     yield s
     s.close()
 
@@ -61,7 +62,7 @@ def test_presets_file_names_real_registry_entries(catalog):
 
 
 def test_custom_preset_loads_local_folders_and_reports_mismatches(tiny_world, catalog, tmp_path):
-    s = S.Session(catalog=catalog)
+    s = S_session.Session(catalog=catalog)
     custom = catalog.preset("custom")
     bundle = s.load_preset(custom, model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir))
     assert bundle.hook_name == "blocks.1.hook_resid_post" and bundle.layer == 1
@@ -78,37 +79,37 @@ def test_custom_preset_loads_local_folders_and_reports_mismatches(tiny_world, ca
 
 
 def test_an_unreachable_hub_fails_within_seconds(catalog, monkeypatch):
-    s = S.Session(catalog=catalog)
+    s = S_session.Session(catalog=catalog)
     start = time.perf_counter()
     with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):  # HF_HUB_OFFLINE=1 in tests
         s.load_preset(catalog.preset("gpt2-small"))
-    monkeypatch.setattr(S, "is_offline", lambda: False)
-    monkeypatch.setattr(S, "host_reachable", lambda url, timeout=3.0: False)
+    monkeypatch.setattr(S_store, "is_offline", lambda: False)
+    monkeypatch.setattr(S_store, "host_reachable", lambda url, timeout=3.0: False)
     with pytest.raises(ModelLoadError, match="cannot be reached"):
         s.load_preset(catalog.preset("gemma-2-2b-it"))
     with pytest.raises(DataError, match="cannot be reached"):
-        S.load_task(S.TaskSpec("behaviour", name="power-seeking"), catalog.tasks)
+        S_tasks.load_task(S_tasks.TaskSpec("behaviour", name="power-seeking"), catalog.tasks)
     assert time.perf_counter() - start < 15
 
 
 def test_yapo_device_map_loads_models_through_accelerate(tiny_world, catalog, monkeypatch):
     monkeypatch.setenv("YAPO_DEVICE_MAP", "auto")
-    spec = S.spec_for(catalog.preset("custom"), model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir))
+    spec = S_catalog.spec_for(catalog.preset("custom"), model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir))
     assert spec.device_map == "auto"
-    seen, real_load = [], S.load_model
-    monkeypatch.setattr(S, "load_model", lambda *a, **k: seen.append(k["device_map"]) or real_load(*a, **k))
-    bundle = S.load_bundle(spec)
+    seen, real_load = [], S_store.load_model
+    monkeypatch.setattr(S_store, "load_model", lambda *a, **k: seen.append(k["device_map"]) or real_load(*a, **k))
+    bundle = S_store.load_bundle(spec)
     assert seen == ["auto"] and bundle.sae.W_dec.device == next(bundle.model.parameters()).device
     monkeypatch.delenv("YAPO_DEVICE_MAP")
-    assert S.spec_for(catalog.preset("custom"), model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir)).device_map is None
+    assert S_catalog.spec_for(catalog.preset("custom"), model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir)).device_map is None
 
 
 def test_models_are_shared_between_sessions_but_runs_are_not(tiny_world, catalog):
-    store, limiter = S.ModelStore(), S.JobLimiter(2)
-    a, b = S.Session(store, limiter, catalog), S.Session(store, limiter, catalog)
+    store, limiter = S_store.ModelStore(), S_runs.JobLimiter(2)
+    a, b = S_session.Session(store, limiter, catalog), S_session.Session(store, limiter, catalog)
     for s in (a, b):
         s.load_preset(catalog.preset("custom"), model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir))
-        s.load_task(S.TaskSpec("file", path=str(tiny_world.data_file)))
+        s.load_task(S_tasks.TaskSpec("file", path=str(tiny_world.data_file)))
     assert a.bundle is b.bundle
     run = a.start_run(a.default_config(max_steps=3, **QUICK))
     wait(run)
@@ -147,7 +148,7 @@ def test_zero_gpu_runs_train_in_chunks_in_worker_processes(ready, monkeypatch):
 
     request = contextvars.ContextVar("request", default=None)
     calls = []
-    real_chunk = S.train_chunk_on_gpu
+    real_chunk = S_runs.train_chunk_on_gpu
 
     def in_worker(queue, payload):
         queue.put(pickle.dumps(real_chunk(*pickle.loads(payload))))
@@ -164,7 +165,7 @@ def test_zero_gpu_runs_train_in_chunks_in_worker_processes(ready, monkeypatch):
 
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
     monkeypatch.setenv("YAPO_TRAIN_CHUNK_SECONDS", "0.001")  # one step per chunk
-    monkeypatch.setattr(S, "train_chunk_on_gpu", zero_gpu_call)
+    monkeypatch.setattr(S_runs, "train_chunk_on_gpu", zero_gpu_call)
     config = ready.default_config(max_steps=4, **QUICK)
     request.set("user-request")
     run = ready.start_run(config)
@@ -174,7 +175,7 @@ def test_zero_gpu_runs_train_in_chunks_in_worker_processes(ready, monkeypatch):
     assert [m.step for m in run.history] == [1, 2, 3, 4] and run.total_steps == 4
     assert "finished, step 4/4" in run.describe()
     b = ready.bundle
-    whole = S.Trainer(b.model, b.tokenizer, ready.task.train, config, sae=b.sae)
+    whole = training.Trainer(b.model, b.tokenizer, ready.task.train, config, sae=b.sae)
     assert [m.loss for m in whole] == pytest.approx([m.loss for m in run.history], rel=1e-5)
     torch.testing.assert_close(run.vector.values, whole.vector.values)
     assert run.vector.hook_name == whole.vector.hook_name and run.vector.metadata["steps"] == "4"
@@ -183,15 +184,15 @@ def test_zero_gpu_runs_train_in_chunks_in_worker_processes(ready, monkeypatch):
 def test_a_worker_keeps_the_model_it_had_to_load(tiny_world, monkeypatch):
     """A ZeroGPU worker forked before the user loaded the model loads it once, not per chunk."""
     loads = []
-    real = S.load_bundle
-    monkeypatch.setattr(S, "load_bundle", lambda spec, label="": loads.append(spec) or real(spec, label))
-    spec = S.LoadSpec(str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir), dtype="bf16")  # not loaded yet
-    first = S.loaded_bundle(spec)
+    real = S_store.load_bundle
+    monkeypatch.setattr(S_store, "load_bundle", lambda spec, label="": loads.append(spec) or real(spec, label))
+    spec = S_store.LoadSpec(str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir), dtype="bf16")  # not loaded yet
+    first = S_store.loaded_bundle(spec)
     del first
     import gc
 
     gc.collect()
-    assert S.loaded_bundle(spec) is not None and len(loads) == 1
+    assert S_store.loaded_bundle(spec) is not None and len(loads) == 1
 
 
 def test_chunked_runs_stop_between_chunks_and_report_a_failed_chunk(ready, monkeypatch):
@@ -205,7 +206,7 @@ def test_chunked_runs_stop_between_chunks_and_report_a_failed_chunk(ready, monke
     assert run.status == "stopped" and 2 <= run.step < 10_000
     assert [m.step for m in run.history] == list(range(1, run.step + 1)) and run.vector.metadata["steps"] == str(run.step)
 
-    real = S.train_chunk_on_gpu
+    real = S_runs.train_chunk_on_gpu
 
     def failing(spec, pairs, config, state, seconds):
         result = real(spec, pairs, config, state, seconds)
@@ -213,7 +214,7 @@ def test_chunked_runs_stop_between_chunks_and_report_a_failed_chunk(ready, monke
             result.error, result.finished = "training stopped: the loss became nan at step 3.", True
         return result
 
-    monkeypatch.setattr(S, "train_chunk_on_gpu", failing)
+    monkeypatch.setattr(S_runs, "train_chunk_on_gpu", failing)
     run = ready.start_run(ready.default_config(max_steps=50, **QUICK))
     wait(run)
     assert run.status == "failed" and "nan" in run.error and run.step == 2 and run.vector is not None
@@ -223,11 +224,11 @@ def test_chunked_runs_stop_between_chunks_and_report_a_failed_chunk(ready, monke
 
 
 def test_the_limiter_queues_runs_beyond_its_slots(tiny_world, catalog):
-    limiter = S.JobLimiter(1)
-    a, b = S.Session(limiter=limiter, catalog=catalog), S.Session(limiter=limiter, catalog=catalog)
+    limiter = S_runs.JobLimiter(1)
+    a, b = S_session.Session(limiter=limiter, catalog=catalog), S_session.Session(limiter=limiter, catalog=catalog)
     for s in (a, b):
         s.load_preset(catalog.preset("custom"), model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir))
-        s.load_task(S.TaskSpec("file", path=str(tiny_world.data_file)))
+        s.load_task(S_tasks.TaskSpec("file", path=str(tiny_world.data_file)))
     first = a.start_run(a.default_config(max_steps=10_000, **QUICK))
     while first.status != "running":
         time.sleep(0.02)
@@ -241,8 +242,8 @@ def test_the_limiter_queues_runs_beyond_its_slots(tiny_world, catalog):
 
 def test_run_settings_are_checked(ready):
     with pytest.raises(SettingsError, match="sparse vector, but the settings say 'dense'"):
-        ready.start_run(S.TrainConfig(kind="dense", layer=1))
-    empty = S.Session()
+        ready.start_run(training.TrainConfig(kind="dense", layer=1))
+    empty = S_session.Session()
     with pytest.raises(SettingsError, match="load a model"):
         empty.start_run()
     with pytest.raises(SettingsError, match="unknown"):
@@ -259,34 +260,34 @@ def test_dense_runs_take_the_layer_of_the_sae(ready):
 
 def test_file_tasks_preview_split_and_refuse_bad_uploads(tmp_path, monkeypatch):
     data = write_pairs_jsonl(tmp_path / "p.jsonl", 10)
-    preview = S.preview_file(data)
+    preview = S_tasks.preview_file(data)
     assert preview.columns == ["prompt", "chosen", "rejected"] and preview.schema == "pairs" and preview.n_rows == 10
-    task = S.load_task(S.TaskSpec("file", path=str(data), test_fraction=0.2))
+    task = S_tasks.load_task(S_tasks.TaskSpec("file", path=str(data), test_fraction=0.2))
     assert (len(task.train), len(task.test)) == (8, 2)
     renamed = tmp_path / "r.csv"
     renamed.write_text("q,good,bad\nhi,yes,no\nho,yes,no\n")
-    preview = S.preview_file(renamed)
+    preview = S_tasks.preview_file(renamed)
     assert preview.schema is None and "cannot tell the schema" in preview.message
-    task = S.load_task(S.TaskSpec("file", path=str(renamed), columns={"prompt": "q", "chosen": "good", "rejected": "bad"}))
+    task = S_tasks.load_task(S_tasks.TaskSpec("file", path=str(renamed), columns={"prompt": "q", "chosen": "good", "rejected": "bad"}))
     assert task.train.pairs[0].chosen == "yes"
     pickle = tmp_path / "p.pkl"
     pickle.write_bytes(b"\x80\x04")
     with pytest.raises(DataError, match="not accepted"):
-        S.preview_file(pickle)
-    monkeypatch.setattr(S, "MAX_UPLOAD_BYTES", 10)
+        S_tasks.preview_file(pickle)
+    monkeypatch.setattr(S_tasks, "MAX_UPLOAD_BYTES", 10)
     with pytest.raises(DataError, match="limit"):
-        S.load_task(S.TaskSpec("file", path=str(data)))
+        S_tasks.load_task(S_tasks.TaskSpec("file", path=str(data)))
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "bipo").is_dir(), reason="the BiPO reference data is not in shared/data")
 def test_behaviour_tasks_read_a_local_copy_of_bipo(monkeypatch, catalog):
     monkeypatch.setenv("YAPO_BIPO_DIR", str(SHARED_DATA / "bipo"))
-    task = S.load_task(S.TaskSpec("behaviour", name="power-seeking", limit=20), catalog.tasks)
+    task = S_tasks.load_task(S_tasks.TaskSpec("behaviour", name="power-seeking", limit=20), catalog.tasks)
     assert len(task.train) == 20 and task.train.schema == "bipo"
     with pytest.raises(DataError, match="does not exist"):
-        S.load_task(S.TaskSpec("behaviour", name="jailbreak"), catalog.tasks)  # not in the reference copy
+        S_tasks.load_task(S_tasks.TaskSpec("behaviour", name="jailbreak"), catalog.tasks)  # not in the reference copy
     with pytest.raises(DataError, match="unknown"):
-        S.load_task(S.TaskSpec("behaviour", name="sycophancy"), catalog.tasks)
+        S_tasks.load_task(S_tasks.TaskSpec("behaviour", name="sycophancy"), catalog.tasks)
 
 
 def test_streamed_generation_ends_with_the_batched_result(ready):
@@ -363,7 +364,7 @@ def test_evaluate_sweeps_every_chosen_vector(ready, monkeypatch):
     assert [label for label, _ in curves] == [caa.name, yapo.name]
     assert all(points[0] == (0.0, 0.0) for _, points in curves)  # m = 0 gains nothing
     (label, points), = ready.evaluate([yapo.name], "generation", [0.0, 1.0])
-    pairs = S.spread(yapo.task.test.pairs, 64)
+    pairs = S_tasks.spread(yapo.task.test.pairs, 64)
     unsteered = generation_accuracy(ready.bundle.model, ready.bundle.tokenizer, [p.prompt for p in pairs],
                                     [p.chosen for p in pairs])
     assert label == yapo.name and [m for m, _ in points] == [0.0, 1.0] and points[0][1] == unsteered
@@ -397,7 +398,7 @@ def test_presets_carry_their_own_training_defaults(catalog):
 
     from yapo_core.demo import TRAINING
 
-    session = S.Session(catalog=catalog)
+    session = S_session.Session(catalog=catalog)
     assert session.training_defaults() == {}  # nothing loaded: the public runs' defaults
     assert session.default_config().lr == 5e-4
     session.preset = catalog.preset("demo")  # the demo world recommends its own settings
@@ -411,8 +412,8 @@ def test_presets_carry_their_own_training_defaults(catalog):
 
 
 def test_spread_takes_evenly_spaced_items_in_order():
-    assert S.spread(range(10), 20) == list(range(10))
-    assert S.spread(range(10), 5) == [0, 2, 4, 6, 8]
+    assert S_tasks.spread(range(10), 20) == list(range(10))
+    assert S_tasks.spread(range(10), 5) == [0, 2, 4, 6, 8]
     grouped = ["localized"] * 50 + ["nolocalized"] * 50  # a test split grouped by localization
-    assert set(S.spread(grouped, 8)) == {"localized", "nolocalized"}
-    assert len(S.spread(grouped, 8)) == 8
+    assert set(S_tasks.spread(grouped, 8)) == {"localized", "nolocalized"}
+    assert len(S_tasks.spread(grouped, 8)) == 8

@@ -11,6 +11,7 @@ Quick use::
         ...
 """
 
+from ._version import __version__
 from .data import PairSet, PreferencePair, load_pairs
 from .errors import (
     DataError,
@@ -26,7 +27,7 @@ from .generation import generate
 from .models import load_model
 from .saes import load_sae
 from .steering import SteeringVector, dense_equivalent
-from .training import StepMetrics, TrainConfig, Trainer, __version__, train_vector
+from .training import StepMetrics, TrainConfig, Trainer, train_vector
 
 __all__ = [
     "DataError",

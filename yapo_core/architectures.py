@@ -6,13 +6,12 @@ elsewhere asks :func:`architecture_of` and never branches on model names.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .errors import ModelLoadError, SAELoadError, SettingsError
+from .errors import ModelLoadError, SettingsError
 
 
 @dataclass(frozen=True)
@@ -100,60 +99,6 @@ def hidden_size(model: nn.Module) -> int:
 def logit_softcap(model: nn.Module) -> float | None:
     """Gemma-2 squashes final logits with ``cap * tanh(logits / cap)``; None elsewhere."""
     return getattr(model.config, "final_logit_softcapping", None) or None
-
-
-@dataclass(frozen=True)
-class HookPoint:
-    """A point of the residual stream: the output (``post``) or input (``pre``) of a block."""
-
-    layer: int
-    position: str  # "post" or "pre"
-
-    @property
-    def hook_name(self) -> str:
-        return f"blocks.{self.layer}.hook_resid_{self.position}"
-
-    @property
-    def resid_layer(self) -> int:
-        """The block whose output this point is (``pre`` of block L is the output of L-1)."""
-        return self.layer if self.position == "post" else self.layer - 1
-
-
-_TL_NAME = re.compile(r"^blocks\.(\d+)\.hook_resid_(post|pre)$")
-_HF_NAME = re.compile(r"^([A-Za-z_][\w.]*?)\.(\d+)(?:\.(output|input))?$")
-
-
-def hook_point_from_name(hook_name: str) -> HookPoint:
-    """The residual-stream point a sae-lens hook name denotes, without needing the model.
-
-    Accepts TransformerLens names (``blocks.L.hook_resid_post``/``hook_resid_pre``) and the
-    Hugging Face module names sae-lens uses for AutoModel SAEs (``model.layers.L``,
-    ``model.layers.L.output``, ``model.layers.L.input``).
-    """
-    match = _TL_NAME.match(hook_name)
-    if match:
-        return HookPoint(int(match.group(1)), match.group(2))
-    match = _HF_NAME.match(hook_name)
-    if match and not match.group(1).startswith("blocks"):
-        return HookPoint(int(match.group(2)), "pre" if match.group(3) == "input" else "post")
-    raise SAELoadError(
-        f"hook {hook_name!r} is not a residual-stream point this project can steer; use "
-        "'blocks.L.hook_resid_post', 'blocks.L.hook_resid_pre' or the model's '<layers>.L'."
-    )
-
-
-def parse_hook_name(model: nn.Module, hook_name: str) -> HookPoint:
-    """:func:`hook_point_from_name`, checked against ``model``'s layer path and depth."""
-    point = hook_point_from_name(hook_name)
-    hf = _HF_NAME.match(hook_name)
-    layers_path = architecture_of(model).layers
-    if hf and not hook_name.startswith("blocks.") and hf.group(1) != layers_path:
-        raise SAELoadError(
-            f"hook {hook_name!r} names modules under {hf.group(1)!r}, but this model keeps its "
-            f"blocks under {layers_path!r}: the SAE was made for another architecture."
-        )
-    check_layer(model, point.layer)
-    return point
 
 
 def check_layer(model: nn.Module, layer: int) -> int:

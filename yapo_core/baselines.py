@@ -1,4 +1,4 @@
-"""The paper's baselines (method.md §5), as :class:`~.steering.SteeringVector` values that apply
+"""The paper's baselines (docs/method.md §5), computed in one pass (not trained), as :class:`~.steering.SteeringVector` values that apply
 and export like learned ones.
 
 - CAA (contrastive activation addition): ``v = mean_i [h_L(x ⊕ y_w) − h_L(x ⊕ y_l)]`` at the
@@ -15,13 +15,13 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .architectures import check_layer, decoder_layers, parse_hook_name
 from .data import EncodedPair, PreferencePair, collate, encode_pairs
 from .errors import SettingsError
+from .hooks import HookPoint, block_output, record_residual
+from .logprobs import pad_token_id
 from .models import model_device, model_id
 from .saes import check_sae_fits, sae_source
 from .steering import SteeringVector
-from .training import pad_token_id
 
 DEFAULT_MULTIPLIER = {"caa": 0.5, "sas": 0.5}  # the paper compares CAA at 0.5
 
@@ -37,12 +37,12 @@ def answer_activations(
     model: nn.Module,
     tokenizer,
     pairs: Sequence[PreferencePair],
-    layer: int,
+    point: HookPoint,
     reduce: str = "last",
     batch_size: int = 8,
     max_length: int = 512,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Layer-``layer`` residuals of the chosen and the rejected completions, one row per pair.
+    """Residuals at ``point`` of the chosen and the rejected completions, one row per pair.
 
     ``reduce="last"``: at the answer's last own token (before the end of turn);
     ``reduce="all"``: every answer token, returned as a list per pair instead of a stacked row.
@@ -52,20 +52,15 @@ def answer_activations(
     if report.dropped:
         raise SettingsError(f"{report.dropped} pair(s) do not fit max_length={max_length}; raise it.")
     lengths = _answer_content_lengths(tokenizer, pairs)
-    block = decoder_layers(model)[check_layer(model, layer)]
     device = model_device(model)
     pad = pad_token_id(tokenizer, model)
     chosen, rejected = [], []
     for start in range(0, len(encoded), batch_size):
         chunk: list[EncodedPair] = encoded[start : start + batch_size]
         batch = collate(chunk, pad).to(device)
-        seen = {}
-        handle = block.register_forward_hook(lambda m, a, o: seen.__setitem__("h", o[0] if isinstance(o, tuple) else o))
-        try:
+        with record_residual(model, point) as seen:
             model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
-        finally:
-            handle.remove()
-        h = seen["h"].float()
+        h = seen[-1].float()
         n = len(chunk)
         for j, pair in enumerate(chunk):
             p = len(pair.prompt_ids)
@@ -78,11 +73,12 @@ def answer_activations(
     return chosen, rejected
 
 
-def train_caa(model: nn.Module, tokenizer, pairs: Sequence[PreferencePair], layer: int, **kwargs) -> SteeringVector:
-    """CAA: the mean difference of chosen and rejected residuals at the last answer token."""
-    chosen, rejected = answer_activations(model, tokenizer, pairs, layer, "last", **kwargs)
+def compute_caa(model: nn.Module, tokenizer, pairs: Sequence[PreferencePair], layer: int, **kwargs) -> SteeringVector:
+    """CAA: the mean difference of chosen and rejected residuals at the last answer token, at the
+    output of block ``layer``."""
+    point = block_output(model, layer)
+    chosen, rejected = answer_activations(model, tokenizer, pairs, point, "last", **kwargs)
     values = (chosen - rejected).mean(0)
-    point = parse_hook_name(model, f"blocks.{layer}.hook_resid_post")
     return SteeringVector("dense", values, point.hook_name, method="caa", model_id=model_id(model),
                           default_multiplier=DEFAULT_MULTIPLIER["caa"],
                           metadata={"n_pairs": str(len(chosen)), "position": "last answer token"})
@@ -99,7 +95,7 @@ def sas_direction(pos: torch.Tensor, neg: torch.Tensor, tau: float = 0.7):
 
 
 @torch.no_grad()
-def train_sas(
+def compute_sas(
     model: nn.Module, tokenizer, pairs: Sequence[PreferencePair], sae: nn.Module, tau: float = 0.7, **kwargs
 ) -> SteeringVector:
     """SAS: mean SAE codes of chosen minus rejected completions over side-specific latents.
@@ -110,7 +106,7 @@ def train_sas(
     if not 0 < tau <= 1:
         raise SettingsError(f"tau={tau} must be in (0, 1].")
     point = check_sae_fits(model, sae)
-    chosen, rejected = answer_activations(model, tokenizer, pairs, point.resid_layer, "all", **kwargs)
+    chosen, rejected = answer_activations(model, tokenizer, pairs, point, "all", **kwargs)
     encode = lambda rows: torch.stack([sae.encode(r.to(sae.W_enc.device, sae.dtype)).mean(0).float().cpu() for r in rows])  # noqa: E731
     values, kept_pos, kept_neg = sas_direction(encode(chosen), encode(rejected), tau)
     return SteeringVector("sparse", values, point.hook_name, method="sas", model_id=model_id(model),
@@ -120,39 +116,4 @@ def train_sas(
                                     "kept_rejected_only": str(int((kept_neg & ~kept_pos).sum()))})
 
 
-METHODS = ("yapo", "bipo", "caa", "sas")
-
-
-def make_vector(
-    method: str,
-    model: nn.Module,
-    tokenizer,
-    pairs: Sequence[PreferencePair],
-    sae: nn.Module | None = None,
-    layer: int | None = None,
-    progress: bool = False,
-    **train_config,
-) -> SteeringVector:
-    """One entry point for the four methods: YaPO/BiPO are trained, CAA/SAS computed."""
-    method = method.lower()
-    if method not in METHODS:
-        raise SettingsError(f"method {method!r} is unknown; use one of {METHODS}.")
-    if method in ("yapo", "sas") and sae is None:
-        raise SettingsError(f"{method.upper()} works in an SAE's latent space: pass an SAE.")
-    if layer is None:
-        if sae is None:
-            raise SettingsError(f"{method.upper()} needs layer= (or an SAE to take it from).")
-        layer = check_sae_fits(model, sae).resid_layer
-    if method == "caa":
-        return train_caa(model, tokenizer, pairs, layer)
-    if method == "sas":
-        return train_sas(model, tokenizer, pairs, sae)
-    from .training import TrainConfig, Trainer
-
-    kind = "sparse" if method == "yapo" else "dense"
-    trainer = Trainer(model, tokenizer, pairs, TrainConfig(kind=kind, layer=layer, **train_config),
-                      sae=sae if kind == "sparse" else None, progress=progress)
-    return trainer.run(progress=progress)
-
-
-__all__ = ["METHODS", "answer_activations", "make_vector", "train_caa", "train_sas"]
+__all__ = ["answer_activations", "compute_caa", "compute_sas", "sas_direction"]

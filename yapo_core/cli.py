@@ -1,5 +1,5 @@
-"""Command line: ``python -m yapo_core {train,generate,export,eval,compare,demo} ...``
-(``--help`` on each)."""
+"""Command line: ``yapo {train,generate,export,eval,compare,demo} ...`` (or ``python -m yapo_core``;
+``--help`` on each). Imports of the heavy parts wait until a command runs, so ``--help`` is fast."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 from .errors import YapoError
 
@@ -84,19 +85,20 @@ def _load_pairs_from_args(args):
     )
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",")]
-    except ValueError:
-        raise YapoError(f"{text!r} is not a comma-separated list of numbers, e.g. -2,-1,0,1,2") from None
+def _multipliers(text: str) -> list[float]:
+    from .evaluation import parse_multipliers
+
+    return parse_multipliers(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .data import MCQ_REJECTED
+    from .evaluation import METRICS
     from .generation import STEER_POSITIONS
+    from .methods import METHODS
     from .training import TrainConfig
 
-    parser = argparse.ArgumentParser(prog="python -m yapo_core", description=__doc__)
+    parser = argparse.ArgumentParser(prog="yapo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a sparse (YaPO) or dense (BiPO) vector from preference pairs")
@@ -146,9 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sae_args(v)
     _add_data_args(v)
     v.add_argument("--vector", help=".safetensors vector file (omit to measure the unsteered model)")
-    v.add_argument("--metric", default="mcq", choices=["preference", "mcq", "behaviour", "generation"],
-                   help="preference: held-out pairs; mcq: answer-letter likelihood (chosen = letter); "
-                        "behaviour: BiPO A/B test_infer data; generation: expected answer in the greedy output")
+    v.add_argument("--metric", default="mcq", choices=list(METRICS),
+                   help="; ".join(f"{m.key}: {m.label}, on {m.needs}" for m in METRICS.values()))
     v.add_argument("--multipliers", default="-2,-1,-0.5,0,0.5,1,2", help="sweep, comma-separated")
     v.add_argument("--steer-positions", default="all", choices=STEER_POSITIONS,
                    help="generation metric: steer every token (the method, default) or the prompt tokens only")
@@ -157,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compare", help="YaPO, BiPO, CAA and SAS on one demo-world culture task")
     c.add_argument("--country", default="egypt", help="target culture (not the demo world's default)")
-    c.add_argument("--methods", default="yapo,bipo,caa,sas")
+    c.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
     c.add_argument("--steps", type=int, default=None, help="training steps for YaPO and BiPO (default: the demo world's)")
     c.add_argument("--size", default="full", choices=["full", "mini"], help="demo world: full (default; about 4 minutes to build once) or mini (seconds; steers nothing)")
     c.add_argument("--multipliers", default="-2,-1.5,-1,-0.5,0,0.5,1,1.5,2")
@@ -203,7 +204,7 @@ def cmd_generate(args) -> int:
     vector = load_vector(args.vector)
     sae = _load_sae_from_args(args, vector, model)
     vector = load_vector(args.vector, model=model, sae=sae, allow_other_model=args.allow_other_model)
-    multipliers = [float(m) for m in args.multipliers.split(",")]
+    multipliers = _multipliers(args.multipliers)
     results = generate(model, tokenizer, args.prompt, vector, multipliers, sae=sae, system=args.system,
                        max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
                        top_p=args.top_p, seed=args.seed, steer_positions=args.steer_positions)
@@ -232,9 +233,11 @@ def cmd_export(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from . import evaluation as ev
+    from .evaluation import METRICS, evaluate_metric
     from .export import load_vector
+    from .plots import multiplier_sweep
 
+    multipliers = _multipliers(args.multipliers)
     model, tokenizer = _load_model_from_args(args)
     vector = sae = None
     if args.vector:
@@ -242,39 +245,29 @@ def cmd_eval(args) -> int:
         sae = _load_sae_from_args(args, vector, model)
         vector = load_vector(args.vector, model=model, sae=sae, allow_other_model=args.allow_other_model)
     pairs = list(_load_pairs_from_args(args))
-    multipliers = _floats(args.multipliers) if vector is not None else [0.0]
-    metrics = {
-        "preference": lambda m: ev.preference_accuracy(model, tokenizer, pairs, vector, m, sae=sae) if vector else float("nan"),
-        "mcq": lambda m: ev.mcq_accuracy(model, tokenizer, ev.mcq_items_from_pairs(pairs), vector, m, sae=sae),
-        "behaviour": lambda m: ev.behaviour_rate(model, tokenizer, pairs, vector, m, sae=sae),
-        "generation": lambda m: ev.generation_accuracy(model, tokenizer, [p.prompt for p in pairs],
-                                                       [p.chosen for p in pairs], vector, m, sae=sae,
-                                                       steer_positions=args.steer_positions),
-    }
-    curve = ev.sweep(metrics[args.metric], multipliers)
+    curve = evaluate_metric(args.metric, model, tokenizer, pairs, vector, multipliers, sae=sae,
+                            steer_positions=args.steer_positions)
     result = {"metric": args.metric, "n": len(pairs), "by_multiplier": {f"{m:g}": v for m, v in curve.items()}}
     print(json.dumps(result))
     if args.out:
-        import plotly.graph_objects as go
-        from pathlib import Path
-
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
-        fig = go.Figure(go.Scatter(x=list(curve), y=list(curve.values()), mode="lines+markers",
-                                   name=vector.method if vector else "unsteered"))
-        fig.update_layout(xaxis_title="multiplier", yaxis_title=args.metric)
+        fig = multiplier_sweep([(vector.method if vector else "unsteered", list(curve.items()))],
+                               y_title=METRICS[args.metric].label)
         fig.write_html(out.with_suffix(".html"), include_plotlyjs="cdn")
     return 0
 
 
 def cmd_compare(args) -> int:
     from .comparison import demo_comparison
+    from .methods import get_method
 
+    methods = [get_method(m.strip()).key for m in args.methods.split(",") if m.strip()]
+    multipliers = _multipliers(args.multipliers)
     overrides = {k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size), ("mcq_rejected", args.mcq_rejected))
                  if v is not None}
-    result = demo_comparison(args.country, args.methods.split(","), args.steps, args.size,
-                             multipliers=_floats(args.multipliers), on_progress=lambda msg: print(msg, file=sys.stderr),
+    result = demo_comparison(args.country, methods, args.steps, args.size, multipliers=multipliers, on_progress=lambda msg: print(msg, file=sys.stderr),
                              **overrides)
     folder = result.save(args.out)
     print(result.to_markdown())

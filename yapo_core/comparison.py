@@ -1,4 +1,4 @@
-"""YaPO, BiPO, CAA and SAS on the same task, measured the same way (issue: method comparison).
+"""YaPO, BiPO, CAA and SAS on the same task, measured the same way.
 
 :func:`compare_methods` trains or computes each method's vector on the same training pairs and
 reports, per method: steps until the training loss first falls below 0.1 (YaPO, BiPO), the
@@ -17,12 +17,12 @@ from typing import Callable, Sequence
 
 from torch import nn
 
-from .baselines import METHODS, train_caa, train_sas
 from .data import PreferencePair
 from .evaluation import DEFAULT_MULTIPLIERS, MCQItem, capability_change, mcq_accuracy, sweep
+from .methods import METHODS, get_method, make_vector
+from .plots import loss_curves, multiplier_sweep
 from .saes import check_sae_fits
-from .steering import SteeringVector
-from .training import TrainConfig, Trainer
+from .training import TrainConfig
 
 LOSS_THRESHOLD = 0.1
 
@@ -77,20 +77,12 @@ class ComparisonResult:
 
     def figures(self):
         """Accuracy against multiplier (one line per method) and the training-loss curves."""
-        import plotly.graph_objects as go
-
-        sweep_fig = go.Figure()
-        for r in self.results:
-            ms = sorted(r.accuracy)
-            sweep_fig.add_trace(go.Scatter(x=ms, y=[r.accuracy[m] for m in ms], mode="lines+markers", name=r.row()["method"]))
-        sweep_fig.update_layout(title=f"MCQ accuracy by multiplier — {self.task}", xaxis_title="multiplier",
-                                yaxis_title="accuracy", yaxis_range=[0, 1])
-        loss_fig = go.Figure()
-        for r in self.results:
-            if r.loss_curve:
-                loss_fig.add_trace(go.Scatter(y=r.loss_curve, mode="lines", name=r.row()["method"]))
-        loss_fig.add_hline(y=LOSS_THRESHOLD, line_dash="dot")
-        loss_fig.update_layout(title="training loss", xaxis_title="step", yaxis_title="loss")
+        labels = [r.row()["method"] for r in self.results]
+        sweep_fig = multiplier_sweep([(label, sorted(r.accuracy.items())) for label, r in zip(labels, self.results)],
+                                     y_title="MCQ accuracy")
+        sweep_fig.update_layout(title=f"MCQ accuracy by multiplier — {self.task}", yaxis_range=[0, 1])
+        loss_fig = loss_curves([(label, r.loss_curve) for label, r in zip(labels, self.results) if r.loss_curve],
+                               threshold=LOSS_THRESHOLD)
         return sweep_fig, loss_fig
 
     def save(self, folder: str | Path) -> Path:
@@ -114,7 +106,7 @@ def compare_methods(
     train_pairs: Sequence[PreferencePair],
     test_items: Sequence[MCQItem],
     capability: Callable[[], float] | None = None,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] = tuple(METHODS),
     multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
     train_config: dict | None = None,
     task: str = "task",
@@ -124,28 +116,21 @@ def compare_methods(
     say = on_progress or (lambda msg: None)
     layer = check_sae_fits(model, sae).resid_layer
     config = dict(train_config or {})
+    chosen = [get_method(m) for m in methods]  # refuse an unknown method before any work
     results = []
     baseline = mcq_accuracy(model, tokenizer, test_items)
-    for method in methods:
-        say(f"{method}: building the vector")
+    for method in chosen:
+        say(f"{method.key}: building the vector")
         start = time.perf_counter()
         losses: list[float] = []
-        if method in ("yapo", "bipo"):
-            kind = "sparse" if method == "yapo" else "dense"
-            trainer = Trainer(model, tokenizer, train_pairs, TrainConfig(kind=kind, layer=layer, **config),
-                              sae=sae if kind == "sparse" else None)
-            losses = [m.loss for m in trainer]
-            vector: SteeringVector = trainer.vector
-        elif method == "caa":
-            vector = train_caa(model, tokenizer, train_pairs, layer)
-        else:
-            vector = train_sas(model, tokenizer, train_pairs, sae)
+        vector = make_vector(method, model, tokenizer, train_pairs, sae=sae, layer=layer, config=TrainConfig(**config),
+                             on_step=lambda m: losses.append(m.loss))
         seconds = time.perf_counter() - start
-        say(f"{method}: sweeping multipliers")
+        say(f"{method.key}: sweeping multipliers")
         accuracy = sweep(lambda m: mcq_accuracy(model, tokenizer, test_items, vector, m, sae=sae), multipliers)
         change = capability_change(capability, model, vector, 1.0, sae)["change"] if capability else None
         below = next((i + 1 for i, loss in enumerate(losses) if loss < LOSS_THRESHOLD), None)
-        results.append(MethodResult(method, seconds, below, losses[-1] if losses else None, accuracy, change,
+        results.append(MethodResult(method.key, seconds, below, losses[-1] if losses else None, accuracy, change,
                                     vector.l0(), losses))
     return ComparisonResult(task, baseline, results, {"train_config": config, "multipliers": list(multipliers),
                                                       "n_train": len(train_pairs), "n_test": len(test_items)})
@@ -153,7 +138,7 @@ def compare_methods(
 
 def demo_comparison(
     country: str = "egypt",
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] = tuple(METHODS),
     steps: int | None = None,
     size: str = "full",
     seed: int = 0,

@@ -1,4 +1,4 @@
-"""Measuring what a vector does (method.md §7).
+"""Measuring what a vector does (docs/method.md §7).
 
 - :func:`preference_accuracy`: held-out pairs whose chosen answer gains more log-probability
   than the rejected one under the vector.
@@ -9,6 +9,10 @@
   answer text appears in the output.
 - :func:`sweep`: any of them as a function of the multiplier; :func:`capability_change`: the same
   general set with and without the vector.
+
+:data:`METRICS` names each metric, what its pairs must hold and how it scores them; it is the
+one table the CLI, the app and the method comparison choose metrics from.
+:func:`parse_multipliers` reads a user's list of multipliers.
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ import torch
 from torch import nn
 
 from .data import EncodedPair, PreferencePair, collate, encode_pairs, encode_prompt, option_letters, render_answer
-from .errors import DataError
-from .models import model_device
+from .errors import DataError, SettingsError
+from .generation import STEER_POSITIONS, generate
+from .logprobs import pad_token_id, sequence_logprobs
+from .models import explain_hub_error, model_device
 from .steering import SteeringVector
-from .training import pad_token_id, sequence_logprobs
 
 DEFAULT_MULTIPLIERS = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
 
@@ -161,8 +166,6 @@ def generation_accuracy(model, tokenizer, prompts: Sequence[str], answers: Seque
                         steer_positions: str = "all") -> float:
     """Share of prompts whose greedy answer contains the expected answer (case and punctuation
     ignored). ``steer_positions``: see :func:`~yapo_core.generation.generate`."""
-    from .generation import generate
-
     hits = 0
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start : start + batch_size])
@@ -177,21 +180,6 @@ def generation_accuracy(model, tokenizer, prompts: Sequence[str], answers: Seque
 def sweep(metric: Callable[[float], float], multipliers: Sequence[float] = DEFAULT_MULTIPLIERS) -> dict[float, float]:
     """``{multiplier: metric(multiplier)}``, e.g. ``sweep(lambda m: mcq_accuracy(..., multiplier=m))``."""
     return {float(m): float(metric(float(m))) for m in multipliers}
-
-
-@torch.no_grad()
-def text_logprob(model, tokenizer, texts: Sequence[str], batch_size: int = 8) -> float:
-    """Mean per-token log-probability of plain texts (a perplexity-style capability measure)."""
-    total, count = 0.0, 0
-    pad = pad_token_id(tokenizer, model)
-    for start in range(0, len(texts), batch_size):
-        ids_list = tokenizer(list(texts[start : start + batch_size]))["input_ids"]
-        enc = [EncodedPair(ids[:1], ids[1:], ids[1:]) for ids in ids_list if len(ids) > 1]
-        batch = collate(enc, pad).to(model_device(model))
-        lp = sequence_logprobs(model, batch)[: batch.n_pairs]
-        total += float(lp.sum())
-        count += int(batch.answer_mask[: batch.n_pairs].sum())
-    return total / max(1, count)
 
 
 def capability_change(measure: Callable[[], float], model, vector, multiplier: float = 1.0, sae=None) -> dict:
@@ -209,8 +197,6 @@ def load_mmlu_subset(n: int = 100, subject: str = "all", seed: int = 0) -> list[
     try:
         ds = datasets.load_dataset("cais/mmlu", subject, split="test")
     except Exception as exc:
-        from .models import explain_hub_error
-
         raise DataError(explain_hub_error("dataset", "cais/mmlu", exc)) from exc
     ds = ds.shuffle(seed=seed).select(range(min(n, len(ds))))
     items = []
@@ -218,3 +204,93 @@ def load_mmlu_subset(n: int = 100, subject: str = "all", seed: int = 0) -> list[
         options = "\n".join(f"{letter}. {choice}" for letter, choice in zip("ABCD", row["choices"]))
         items.append(MCQItem(f"{row['question']}\n{options}\nAnswer with the letter.", "ABCD"[row["answer"]]))
     return items
+
+
+# --- the metric table ------------------------------------------------------------------------------
+
+
+def parse_multipliers(text: str | Sequence[float]) -> list[float]:
+    """Multipliers from ``"-2, -1, 0, 1, 2"`` (commas or semicolons) or a list, sorted and unique.
+
+    Refuses anything that is not a finite number, naming the value and the expected form.
+    """
+    parts = text.replace(";", ",").split(",") if isinstance(text, str) else list(text)
+    values = []
+    for part in parts:
+        if isinstance(part, str) and not part.strip():
+            continue
+        try:
+            value = float(part)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise SettingsError(f"multiplier {str(part).strip()!r} is not a finite number; give numbers separated by "
+                                "commas, e.g. -2, -1, 0, 1, 2.")
+        values.append(value)
+    if not values:
+        raise SettingsError("give at least one multiplier, e.g. -2, -1, 0, 1, 2.")
+    return sorted(set(values))
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One way of scoring a vector on test pairs at a multiplier.
+
+    ``score(model, tokenizer, pairs, vector, multiplier, sae, steer_positions)`` returns a number
+    in [0, 1]; ``needs`` says what the pairs must hold.
+    """
+
+    key: str
+    label: str
+    needs: str
+    score: Callable[..., float]
+
+
+def _preference(model, tokenizer, pairs, vector, m, sae, steer_positions):
+    return preference_accuracy(model, tokenizer, pairs, vector, m, sae=sae) if vector is not None else float("nan")
+
+
+def _mcq(model, tokenizer, pairs, vector, m, sae, steer_positions):
+    return mcq_accuracy(model, tokenizer, mcq_items_from_pairs(pairs), vector, m, sae=sae)
+
+
+def _behaviour(model, tokenizer, pairs, vector, m, sae, steer_positions):
+    return behaviour_rate(model, tokenizer, pairs, vector, m, sae=sae)
+
+
+def _generation(model, tokenizer, pairs, vector, m, sae, steer_positions):
+    return generation_accuracy(model, tokenizer, [p.prompt for p in pairs], [p.chosen for p in pairs], vector, m,
+                               sae=sae, steer_positions=steer_positions)
+
+
+METRICS: dict[str, Metric] = {
+    "preference": Metric("preference", "held-out preference accuracy", "any preference pairs", _preference),
+    "mcq": Metric("mcq", "MCQ accuracy (answer-letter likelihood)",
+                  "multiple-choice pairs whose chosen answer is an option letter", _mcq),
+    "behaviour": Metric("behaviour", "behaviour rate (A/B: picks the behaviour's option)",
+                        "A/B pairs whose chosen answer is the behaviour's letter (BiPO's test_infer)", _behaviour),
+    "generation": Metric("generation", "generation accuracy (the greedy answer contains the chosen one)",
+                         "open questions whose chosen answer is the expected text", _generation),
+}
+
+
+def get_metric(key: str) -> Metric:
+    """The table entry for ``key``, or an error naming the choices."""
+    if key not in METRICS:
+        raise SettingsError(f"metric {key!r} is unknown; use one of {', '.join(METRICS)}.")
+    return METRICS[key]
+
+
+def evaluate_metric(metric: str, model, tokenizer, pairs: Sequence[PreferencePair], vector: SteeringVector | None,
+                    multipliers: Sequence[float] = DEFAULT_MULTIPLIERS, sae=None,
+                    steer_positions: str = "all") -> dict[float, float]:
+    """``metric`` on ``pairs`` at each multiplier (see :data:`METRICS`); without a vector, the
+    unsteered model once (at 0)."""
+    chosen = get_metric(metric)
+    if steer_positions not in STEER_POSITIONS:
+        raise SettingsError(f"steer_positions={steer_positions!r} is unknown; use one of {list(STEER_POSITIONS)}.")
+    pairs = list(pairs)
+    if not pairs:
+        raise DataError("no pairs to evaluate.")
+    ms = multipliers if vector is not None else [0.0]
+    return sweep(lambda m: chosen.score(model, tokenizer, pairs, vector, m, sae, steer_positions), ms)

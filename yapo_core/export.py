@@ -14,7 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .architectures import architecture_of, hook_point_from_name, num_layers
+from ._version import __version__
+from .architectures import architecture_of, num_layers
+from .hooks import hook_point_from_name
 from .errors import VectorFileError
 from .models import model_id as model_id_of
 from .saes import SAESource, sae_source
@@ -80,8 +82,6 @@ def vector_metadata(vector: SteeringVector, sae: nn.Module | None = None) -> dic
         meta["d_sae"] = str(sae.cfg.d_sae)
         meta["d_model"] = str(sae.cfg.d_in)
     if "library_version" not in meta:
-        from .training import __version__
-
         meta["library_version"] = __version__
     return meta
 

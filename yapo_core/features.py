@@ -30,7 +30,8 @@ from .data import PreferencePair, has_chat_template, render_answer, render_promp
 from .errors import SAELoadError, SettingsError
 from .models import model_device
 from .saes import SAESource, check_sae_fits, decoder_is_linear, sae_source
-from .steering import SteeringVector, dense_equivalent, steering_hook
+from .hooks import record_residual
+from .steering import SteeringVector, dense_equivalent
 
 NEURONPEDIA = "https://www.neuronpedia.org"
 
@@ -93,7 +94,7 @@ def decoded_direction(vector: SteeringVector, sae: nn.Module | None = None) -> t
     """The vector as one residual-stream direction: ``v·W_dec`` for a sparse vector, ``v`` for a dense one.
 
     For a sparse vector this is the signed linear decoding (SAEDashboard's "vector set"); what the
-    vector actually adds at a token also depends on which latents are active there (method.md §2).
+    vector actually adds at a token also depends on which latents are active there (docs/method.md §2).
     """
     if vector.kind == "dense":
         return vector.values.detach().float().cpu()
@@ -229,19 +230,12 @@ def sae_codes(
     add_special = not has_chat_template(tokenizer)
     columns = torch.tensor(list(latents), dtype=torch.long)
     out: list[tuple[list[int], torch.Tensor]] = []
-    captured: list[torch.Tensor] = []
-
-    def record(h: torch.Tensor) -> torch.Tensor:
-        captured.append(h.detach())
-        return h
-
     for start in range(0, len(texts), batch_size):
         chunk = list(texts[start : start + batch_size])
         enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=add_special).to(device)
-        captured.clear()
-        with steering_hook(model, point, record):
+        with record_residual(model, point) as seen:
             model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], use_cache=False)
-        hidden = captured[0]
+        hidden = seen[-1]
         for row in range(len(chunk)):
             keep = enc["attention_mask"][row].bool()
             if tokenizer.bos_token_id is not None:

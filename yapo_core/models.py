@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .architectures import HookPoint, architecture_of, decoder_layers
+from .architectures import architecture_of
 from .errors import ModelLoadError, SettingsError
 
 DTYPES = {
@@ -127,21 +127,6 @@ def prepare_tokenizer(tokenizer):
 
 def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
-
-
-def module_device(module: nn.Module) -> torch.device:
-    """Where ``module`` computes: its accelerate execution device when the model was loaded with
-    a ``device_map`` (weights may then be offloaded), else its parameters' device."""
-    device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
-    if device is not None:
-        return torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
-    return next(module.parameters()).device
-
-
-def hook_device(model: nn.Module, point: HookPoint) -> torch.device:
-    """Where the residual at ``point`` is computed: the device of the block the steering hook sits
-    on (block L for both ``blocks.L.hook_resid_post`` and ``blocks.L.hook_resid_pre``)."""
-    return module_device(decoder_layers(model)[point.layer])
 
 
 def model_id(model: nn.Module) -> str:

@@ -147,3 +147,14 @@ def multiplier_sweep(
     fig.update_layout(xaxis_title="multiplier", yaxis_title=y_title, template="plotly_white", height=340,
                       margin=dict(l=50, r=20, t=30, b=40), legend=dict(orientation="h", y=-0.2))
     return fig
+
+
+def loss_curves(curves: Sequence[tuple[str, Sequence[float]]], threshold: float | None = None) -> go.Figure:
+    """Training loss against the step, one line per run; a dotted line at ``threshold``."""
+    fig = go.Figure()
+    for r, (label, losses) in enumerate(curves):
+        fig.add_trace(go.Scatter(y=list(losses), mode="lines", name=label, line=dict(color=run_color(r), width=2)))
+    if threshold is not None:
+        fig.add_hline(y=threshold, line_dash="dot")
+    fig.update_layout(title="training loss", xaxis_title="step", yaxis_title="loss", template="plotly_white")
+    return fig

@@ -10,9 +10,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .architectures import HookPoint, hidden_size, parse_hook_name
+from .architectures import hidden_size
 from .errors import SAELoadError
-from .models import explain_hub_error, hook_device, resolve_device
+from .hooks import HookPoint, block_output, hook_device, parse_hook_name
+from .models import explain_hub_error, resolve_device
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,6 @@ def neuronpedia_id(release: str, sae_id: str) -> str | None:
 
     lookup = get_pretrained_saes_directory().get(release)
     return lookup.neuronpedia_id.get(sae_id) if lookup else None
-
-
-def known_releases() -> list[str]:
-    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
-
-    return sorted(get_pretrained_saes_directory())
 
 
 def load_sae(
@@ -123,7 +118,7 @@ def check_sae_fits(model: nn.Module, sae: nn.Module, layer: int | None = None) -
     if hook_name is None:
         if layer is None:
             raise SAELoadError("the SAE names no hook in its config; pass layer= explicitly.")
-        return parse_hook_name(model, f"blocks.{layer}.hook_resid_post")
+        return block_output(model, layer)
     point = parse_hook_name(model, hook_name)
     if layer is not None and point.resid_layer != layer:
         raise SAELoadError(

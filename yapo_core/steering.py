@@ -1,4 +1,4 @@
-"""The steering-vector value and how it is applied to a model (method.md §2).
+"""The steering-vector value and how it is applied to a model (docs/method.md §2).
 
 Dense (BiPO, CAA):   h' = h + m·v
 Sparse (YaPO, SAS):  h' = dec(relu(enc(h) + m·v)) + (h − dec(enc(h)))
@@ -18,19 +18,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .architectures import (
-    HookPoint,
-    decoder_layers,
-    hidden_size,
-    hook_point_from_name,
-    parse_hook_name,
-)
+from .architectures import hidden_size
 from .errors import SAELoadError, SettingsError
-from .models import hook_device
+from .hooks import HookPoint, hook_device, hook_point_from_name, parse_hook_name, steering_hook
 from .saes import SAESource, check_sae_fits, decoder_is_linear, sae_source
 
 KINDS = ("sparse", "dense")
-METHOD_KIND = {"yapo": "sparse", "sas": "sparse", "bipo": "dense", "caa": "dense"}
+FORMULAS = {
+    "sparse": "h′ = dec(relu(enc(h) + m·v)) + (h − dec(enc(h)))",
+    "dense": "h′ = h + m·v",
+}
+"""How a vector of each kind is applied at multiplier m."""
+TRAINED_METHOD = {"sparse": "yapo", "dense": "bipo"}
+"""The method that trains a vector of each kind with the preference objective."""
 
 
 def sparse_delta(h: torch.Tensor, sae: nn.Module, a: torch.Tensor) -> torch.Tensor:
@@ -49,7 +49,7 @@ def sparse_delta(h: torch.Tensor, sae: nn.Module, a: torch.Tensor) -> torch.Tens
 def steer_hidden(
     h: torch.Tensor, kind: str, values: torch.Tensor, multiplier: float | torch.Tensor, sae=None
 ) -> torch.Tensor:
-    """The steered residual ``h'`` for a vector of ``kind`` at ``multiplier`` (method.md §2).
+    """The steered residual ``h'`` for a vector of ``kind`` at ``multiplier`` (docs/method.md §2).
 
     Tensors are moved to where they are needed, so a model sharded over several devices
     (``device_map="auto"``) is steered on whichever device holds the hooked block.
@@ -88,7 +88,7 @@ class SteeringVector:
             raise SettingsError(f"a steering vector is 1-D; got shape {tuple(self.values.shape)}.")
         self.values = self.values.detach().to(torch.float32)
         if not self.method:
-            self.method = "yapo" if self.kind == "sparse" else "bipo"
+            self.method = TRAINED_METHOD[self.kind]
         if self.sae is not None and not self.sae_source.release and not self.sae_source.path:
             self.sae_source = sae_source(self.sae)
 
@@ -162,37 +162,6 @@ class SteeringVector:
             sae.to(device)
         with steering_hook(model, point, lambda h: steer_hidden(h, self.kind, values, multiplier, sae)):
             yield model
-
-
-@contextlib.contextmanager
-def steering_hook(model: nn.Module, point: HookPoint, fn) -> Iterator[None]:
-    """Replace the residual at ``point`` by ``fn(residual)`` inside the ``with`` block.
-
-    ``post`` points hook the output of block L; ``pre`` points hook the input of block L (for
-    L=0 that is the embedding output, which has no block before it).
-    """
-    block = decoder_layers(model)[point.layer]
-    if point.position == "post":
-
-        def hook(module, args, output):
-            if isinstance(output, tuple):
-                return (fn(output[0]),) + tuple(output[1:])
-            return fn(output)
-
-        handle = block.register_forward_hook(hook)
-    else:
-
-        def hook(module, args, kwargs):
-            if args:
-                return (fn(args[0]),) + tuple(args[1:]), kwargs
-            kwargs = dict(kwargs, hidden_states=fn(kwargs["hidden_states"]))
-            return args, kwargs
-
-        handle = block.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 def dense_equivalent(

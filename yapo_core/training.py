@@ -10,7 +10,7 @@ model copy, not no reference term; its published curves start at ln 2, as this d
 vector is trained; it and its optimiser state stay in fp32 whatever the model's dtype.
 
 :class:`Trainer` is an iterator of per-step :class:`StepMetrics` (for live plots), can be
-stopped, checkpoints and resumes. The straightforward and the fast objective (issue 4) share it.
+stopped, checkpoints and resumes. The straightforward and the fast objective (:mod:`.objectives`) share it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -26,22 +26,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .architectures import check_layer, hidden_size, parse_hook_name
+from ._version import __version__
+from .architectures import hidden_size
 from .data import (
-    MCQ_REJECTED, EncodedPair, EncodeReport, PairSet, PreferencePair, SequenceBatch, against_every_option, collate,
-    encode_pairs,
+    MCQ_REJECTED, EncodedPair, EncodeReport, PairSet, PreferencePair, against_every_option, encode_pairs,
 )
 from .errors import SettingsError, TrainingError
+from .export import open_safetensors
 from .models import model_device, model_id
+from .hooks import block_output
+from .logprobs import pad_token_id
+from .objectives import ENGINES, make_objective
 from .saes import SAESource, check_sae_fits, sae_source
-from .steering import SteeringVector, steer_hidden, steering_hook
+from .steering import TRAINED_METHOD, SteeringVector
 
-__version__ = "0.1.0"
 
 
 @dataclass
 class TrainConfig:
-    """Training settings; the defaults are those of the public YaPO/BiPO runs (method.md §3)."""
+    """Training settings; the defaults are those of the public YaPO/BiPO runs (docs/method.md §3)."""
 
     kind: str = "sparse"
     layer: int | None = None  # block whose output is steered; from the SAE's hook when sparse
@@ -57,7 +60,7 @@ class TrainConfig:
     max_length: int = 512
     checkpoint_every: int = 0  # steps; 0 = no checkpoints
     checkpoint_dir: str | None = None
-    engine: str = "auto"  # "fast" (cached, tail-only; yapo_core.fast), "simple", or "auto"
+    engine: str = "auto"  # "fast" (cached, tail-only; yapo_core.objectives), "simple", or "auto"
     cache_dir: str | None = None  # where the fast engine keeps its activation cache on disk
     cache_in_memory: bool | None = None  # None: in memory unless too large and cache_dir is set
     # "given": each pair's own rejected answer (the papers); "every_option": multiple-choice pairs
@@ -70,6 +73,8 @@ class TrainConfig:
         for name in ("lr", "batch_size", "epochs", "max_length", "beta"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name}={getattr(self, name)!r} must be positive.")
+        if self.engine not in ENGINES:
+            raise SettingsError(f"engine {self.engine!r} is unknown; use one of {list(ENGINES)}.")
         if self.mcq_rejected not in MCQ_REJECTED:
             raise SettingsError(f"mcq_rejected={self.mcq_rejected!r} is unknown; use one of {list(MCQ_REJECTED)}.")
         if self.checkpoint_every and not self.checkpoint_dir:
@@ -106,19 +111,6 @@ class StepMetrics:
         return asdict(self)
 
 
-def answer_logprobs(logits: torch.Tensor, batch: SequenceBatch) -> torch.Tensor:
-    """Sum over answer tokens of ``log p(token | prefix)``, one number per row."""
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    targets = batch.input_ids[:, 1:]
-    token_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return (token_logp * batch.answer_mask[:, 1:]).sum(-1)
-
-
-def sequence_logprobs(model: nn.Module, batch: SequenceBatch) -> torch.Tensor:
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
-    return answer_logprobs(out.logits, batch)
-
-
 def preference_loss(
     steered: torch.Tensor, reference: torch.Tensor, direction: float, beta: float
 ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -138,63 +130,12 @@ def preference_loss(
     return loss, metrics
 
 
-def pad_token_id(tokenizer, model) -> int:
-    """The tokenizer's pad (else eos) id; the model config's when no tokenizer is given."""
-    source = tokenizer if tokenizer is not None else model.config
-    for name in ("pad_token_id", "eos_token_id"):
-        value = getattr(source, name, None)
-        if isinstance(value, list):
-            value = value[0]
-        if value is not None:
-            return int(value)
-    return 0
-
-
 def warmup_cosine(step: int, warmup: int, total: int) -> float:
     """Learning-rate factor: linear warm-up to 1, then cosine decay to 0 at ``total``."""
     if step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-class SimpleObjective:
-    """The straightforward loop: the whole model with the hook, and an unsteered pass for the
-    reference, every step (dense SAE encode/decode). Kept as the readable definition."""
-
-    def __init__(self, model, sae, point, kind):
-        self.model, self.sae, self.point, self.kind = model, sae, point, kind
-
-    def prepare(self, batches: Sequence[list[EncodedPair]], pad_id: int) -> None:
-        self.pad_id = pad_id
-
-    def logprobs(self, pairs: list[EncodedPair], v: torch.Tensor, direction: float):
-        batch = collate(pairs, self.pad_id).to(model_device(self.model))
-        with torch.no_grad():
-            reference = sequence_logprobs(self.model, batch)
-        with steering_hook(self.model, self.point, lambda h: steer_hidden(h, self.kind, v, direction, self.sae)):
-            steered = sequence_logprobs(self.model, batch)
-        return steered, reference
-
-
-ENGINES = ("auto", "fast", "simple")
-
-
-def make_objective(config: "TrainConfig", model, sae, point, progress: bool = False):
-    """The fast engine where it applies (any supported architecture; sparse vectors need a
-    linear SAE decoder), else the straightforward loop. Both compute the same loss and gradient."""
-    from .fast import FastObjective
-    from .saes import decoder_is_linear
-
-    if config.engine not in ENGINES:
-        raise SettingsError(f"engine {config.engine!r} is unknown; use one of {ENGINES}.")
-    fast_ok = config.kind == "dense" or decoder_is_linear(sae)
-    if config.engine == "fast" and not fast_ok:
-        raise SettingsError("engine='fast' needs an SAE with a linear decoder; use engine='simple'.")
-    if config.engine == "simple" or not fast_ok:
-        return SimpleObjective(model, sae, point, config.kind)
-    return FastObjective(model, sae, point, config.kind, cache_dir=config.cache_dir,
-                         in_memory=config.cache_in_memory, progress=progress)
 
 
 class Trainer:
@@ -226,7 +167,7 @@ class Trainer:
                 raise SettingsError("a dense (BiPO) vector needs layer= (or an SAE to take it from).")
             self.point = (
                 check_sae_fits(model, sae, config.layer) if sae is not None
-                else parse_hook_name(model, f"blocks.{check_layer(model, config.layer)}.hook_resid_post")
+                else block_output(model, config.layer)
             )
             width = hidden_size(model)
         pairs = list(pairs)
@@ -262,7 +203,8 @@ class Trainer:
         self.pad_id = pad_token_id(tokenizer, model)
         if config.cache_dir is None and config.cache_in_memory is False:
             raise SettingsError("cache_in_memory=False needs cache_dir= (a folder for the cache).")
-        self.objective = make_objective(config, model, sae, self.point, progress)
+        self.objective = make_objective(config.engine, config.kind, model, sae, self.point, config.cache_dir,
+                                        config.cache_in_memory, progress)
         self._epoch_orders: dict[int, list[int]] = {}
         self.objective.prepare(self.encoded, self.pad_id)
 
@@ -425,8 +367,6 @@ class Trainer:
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Continue from a checkpoint written by :meth:`save_checkpoint` for the same setup."""
-        from .export import open_safetensors
-
         tensors, meta = open_safetensors(path)
         self.load_state(TrainState(tensors, meta), source=f"checkpoint {str(path)!r}")
 
@@ -438,7 +378,7 @@ def trained_vector(values: torch.Tensor, config: TrainConfig, hook_name: str, mo
         kind=config.kind,
         values=values.detach().cpu().clone(),
         hook_name=hook_name,
-        method="yapo" if config.kind == "sparse" else "bipo",
+        method=TRAINED_METHOD[config.kind],
         model_id=model_id(model),
         sae_source=sae_source(sae) if sae is not None else SAESource(),
         default_multiplier=1.0,
@@ -533,12 +473,10 @@ def train_vector(
 
 __all__ = [
     "ChunkResult",
-    "EncodeReport",
     "StepMetrics",
     "TrainConfig",
     "TrainState",
     "Trainer",
-    "answer_logprobs",
     "preference_loss",
     "train_chunk",
     "train_vector",

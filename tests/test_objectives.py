@@ -8,7 +8,9 @@ from oracle import oracle_loss
 from yapo_core import TrainConfig, Trainer
 from yapo_core.data import collate
 from yapo_core.errors import SettingsError
-from yapo_core.fast import PairCache, capture_block_inputs, run_blocks, sparse_update
+from yapo_core.activation_cache import PairCache
+from yapo_core.hooks import HookPoint
+from yapo_core.objectives import capture_block_inputs, run_blocks, sparse_update
 
 
 def _pairs(n=10):
@@ -105,7 +107,7 @@ def test_cache_on_disk_is_reused_and_rebuilt_when_inputs_change(tokenizer, tmp_p
 
     model, sae = make_model("llama"), make_sae()
     encoded, _ = encode_pairs(tokenizer, _pairs(6))
-    build = lambda m, s, enc, **kw: PairCache.build(m, s, 1, "blocks.1.hook_resid_post", enc, 0, cache_dir=tmp_path, **kw)  # noqa: E731
+    build = lambda m, s, enc, **kw: PairCache.build(m, s, HookPoint(1, "post"), enc, 0, cache_dir=tmp_path, **kw)  # noqa: E731
     first = build(model, sae, encoded)
     assert len(list(tmp_path.iterdir())) == 1
     again = build(model, sae, encoded, in_memory=False)
@@ -130,7 +132,7 @@ def test_disk_backed_training_matches_memory(tokenizer, tmp_path):
 
 
 def test_cache_goes_to_disk_when_it_would_not_fit_in_memory(tokenizer, tmp_path, monkeypatch):
-    import yapo_core.fast as fast
+    import yapo_core.objectives as fast
 
     monkeypatch.setattr(fast, "available_memory", lambda: 1000)  # bytes
     cfg = TrainConfig(kind="sparse", engine="fast", max_steps=1, cache_dir=str(tmp_path))

@@ -3,7 +3,7 @@
 import sys
 import types
 
-from yapo_core.spaces_compat import gpu
+from yapo_studio.zero_gpu import gpu
 
 
 def test_noop_without_spaces(monkeypatch):
@@ -35,7 +35,7 @@ def test_delegates_to_spaces_gpu(monkeypatch):
 
 
 def test_training_chunks_reserve_their_own_length_on_zero_gpu():
-    from yapo_core import session as S
+    from yapo_studio import runs as S_runs
 
-    assert S._chunk_duration(None, [], None, None, 45.0) == 45 + S.CHUNK_MARGIN_SECONDS
-    assert S._chunk_duration(None, [], None, None, 120.0) == 120 + S.CHUNK_MARGIN_SECONDS
+    assert S_runs._chunk_duration(None, [], None, None, 45.0) == 45 + S_runs.CHUNK_MARGIN_SECONDS
+    assert S_runs._chunk_duration(None, [], None, None, 120.0) == 120 + S_runs.CHUNK_MARGIN_SECONDS

@@ -8,11 +8,13 @@ absent and the decorator returns the function unchanged, so the same app runs lo
 from __future__ import annotations
 
 import functools
-import os
+
+from .settings import current
 
 
 def on_zero_gpu() -> bool:
-    return os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true")
+    """On a Hugging Face ZeroGPU Space (``SPACES_ZERO_GPU``)."""
+    return current().zero_gpu
 
 
 def zero_gpu_active() -> bool:

@@ -1,0 +1,34 @@
+"""Log-probabilities of answers under a model: what training, evaluation and the baselines score."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .data import SequenceBatch
+
+
+def answer_logprobs(logits: torch.Tensor, batch: SequenceBatch) -> torch.Tensor:
+    """Sum over answer tokens of ``log p(token | prefix)``, one number per row."""
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    targets = batch.input_ids[:, 1:]
+    token_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return (token_logp * batch.answer_mask[:, 1:]).sum(-1)
+
+
+def sequence_logprobs(model: nn.Module, batch: SequenceBatch) -> torch.Tensor:
+    """:func:`answer_logprobs` of one forward pass of ``model`` over ``batch``."""
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+    return answer_logprobs(out.logits, batch)
+
+
+def pad_token_id(tokenizer, model) -> int:
+    """The tokenizer's pad (else eos) id; the model config's when no tokenizer is given."""
+    source = tokenizer if tokenizer is not None else model.config
+    for name in ("pad_token_id", "eos_token_id"):
+        value = getattr(source, name, None)
+        if isinstance(value, list):
+            value = value[0]
+        if value is not None:
+            return int(value)
+    return 0

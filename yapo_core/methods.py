@@ -1,0 +1,106 @@
+"""The four ways of making a steering vector, in one registry with the only dispatcher.
+
+YaPO (sparse) and BiPO (dense) are *trained* with the bi-directional preference objective
+(:class:`~.training.Trainer`); CAA (dense) and SAS (sparse) are *computed* from the pairs in one
+pass (:mod:`.baselines`). Every caller (the CLI, the method comparison, the app's runs) makes
+vectors through :func:`make_vector` or, to run a training step by step, :meth:`Method.trainer`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
+
+from torch import nn
+
+from .baselines import compute_caa, compute_sas
+from .data import PreferencePair
+from .errors import SettingsError
+from .saes import check_sae_fits
+from .steering import FORMULAS, SteeringVector
+from .training import StepMetrics, TrainConfig, Trainer
+
+
+@dataclass(frozen=True)
+class Method:
+    """A way of making a steering vector: its key, how it is shown, and what it builds."""
+
+    key: str
+    label: str
+    kind: str  # "sparse" (over an SAE's latents) or "dense" (in the residual stream)
+    trained: bool  # trained with the preference objective, else computed in one pass
+    summary: str
+
+    @property
+    def formula(self) -> str:
+        """How the vector is applied at multiplier m (docs/method.md §2)."""
+        return FORMULAS[self.kind]
+
+    def trainer(self, model: nn.Module, tokenizer, pairs: Sequence[PreferencePair], sae: nn.Module | None = None,
+                config: TrainConfig | None = None, progress: bool = False) -> Trainer:
+        """A :class:`Trainer` for this (trained) method; ``config.kind`` is set to the method's."""
+        if not self.trained:
+            raise SettingsError(f"{self.label} is computed, not trained; use make_vector({self.key!r}, ...).")
+        config = replace(config or TrainConfig(), kind=self.kind)
+        return Trainer(model, tokenizer, pairs, config, sae=sae, progress=progress)  # a dense run takes its layer from the SAE
+
+
+METHODS: dict[str, Method] = {
+    "yapo": Method("yapo", "YaPO (sparse)", "sparse", True,
+                   "a vector over the SAE's latents, trained with the preference objective and applied through the SAE"),
+    "bipo": Method("bipo", "BiPO (dense)", "dense", True,
+                   "a vector in the residual stream, trained with the preference objective"),
+    "caa": Method("caa", "CAA (dense, computed)", "dense", False,
+                  "mean of h(chosen) − h(rejected) at the last answer token (the paper uses m = 0.5)"),
+    "sas": Method("sas", "SAS (sparse, computed)", "sparse", False,
+                  "mean SAE codes of chosen − rejected over latents active in ≥ 70% of one side only"),
+}
+
+
+def get_method(key: str) -> Method:
+    """The registry entry for ``key`` (case-insensitive), or an error naming the choices."""
+    method = METHODS.get(str(key).lower())
+    if method is None:
+        raise SettingsError(f"method {key!r} is unknown; use one of {', '.join(METHODS)}.")
+    return method
+
+
+def make_vector(
+    method: str | Method,
+    model: nn.Module,
+    tokenizer,
+    pairs: Sequence[PreferencePair],
+    sae: nn.Module | None = None,
+    layer: int | None = None,
+    config: TrainConfig | None = None,
+    progress: bool = False,
+    on_step: Callable[[StepMetrics], None] | None = None,
+    **train_config,
+) -> SteeringVector:
+    """Make ``method``'s vector from ``pairs``: train YaPO/BiPO, compute CAA/SAS.
+
+    ``layer`` is the steered block (taken from the SAE's hook when omitted); ``config`` or
+    keyword arguments (:class:`TrainConfig` fields) set the training; ``on_step`` sees each
+    training step's metrics.
+    """
+    method = method if isinstance(method, Method) else get_method(method)
+    if method.kind == "sparse" and sae is None:
+        raise SettingsError(f"{method.label} works in an SAE's latent space: pass an SAE.")
+    if layer is None:
+        if sae is None:
+            raise SettingsError(f"{method.label} needs layer= (or an SAE to take it from).")
+        layer = check_sae_fits(model, sae).resid_layer
+    if method.key == "caa":
+        return compute_caa(model, tokenizer, pairs, layer)
+    if method.key == "sas":
+        return compute_sas(model, tokenizer, pairs, sae)
+    config = replace(config or TrainConfig(**train_config), layer=layer)
+    trainer = method.trainer(model, tokenizer, pairs, sae, config, progress=progress)
+    if on_step is None:
+        return trainer.run(progress=progress)
+    for metrics in trainer:
+        on_step(metrics)
+    return trainer.vector
+
+
+__all__ = ["METHODS", "Method", "get_method", "make_vector"]

@@ -1,0 +1,254 @@
+"""Training runs in the background: one thread per run, a limiter on how many compute at once,
+and chunked training for ZeroGPU Spaces (a chain of short GPU calls, each continuing from the state
+the last one returned)."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import threading
+import time
+
+from yapo_core.errors import SettingsError, TrainingError, YapoError
+from yapo_core.methods import Method, make_vector
+from yapo_core.steering import SteeringVector
+from yapo_core.training import ChunkResult, StepMetrics, TrainConfig, Trainer, TrainState, train_chunk
+
+from .settings import current
+from .store import Bundle, LoadSpec, loaded_bundle
+from .tasks import Task
+from .zero_gpu import gpu, on_zero_gpu, zero_gpu_active
+
+log = logging.getLogger(__name__)
+
+
+class JobLimiter:
+    """At most ``slots`` heavy background jobs (training runs) compute at once, process-wide."""
+
+    def __init__(self, slots: int = 1):
+        if slots < 1:
+            raise SettingsError(f"the number of concurrent jobs must be at least 1, not {slots}.")
+        self.slots = slots
+        self._sem = threading.BoundedSemaphore(slots)
+
+    def acquire(self, cancelled: threading.Event, poll: float = 0.25) -> bool:
+        """Wait for a slot; False when ``cancelled`` is set first."""
+        while not cancelled.is_set():
+            if self._sem.acquire(timeout=poll):
+                return True
+        return False
+
+    def release(self) -> None:
+        self._sem.release()
+
+
+CHUNK_SECONDS = 45.0
+"""On ZeroGPU, training runs as a series of GPU calls of this many seconds of steps each."""
+
+
+CHUNK_MARGIN_SECONDS = 60
+"""What a ZeroGPU call may run past its chunk's seconds: the last step and the result's transfer
+(the chunk's clock includes re-tokenising and re-caching the pairs)."""
+
+
+def chunk_seconds() -> float | None:
+    """Seconds per training chunk: set on ZeroGPU Spaces (or by ``YAPO_TRAIN_CHUNK_SECONDS``),
+    None (one uninterrupted run in a background thread) elsewhere."""
+    seconds = current().train_chunk_seconds
+    if seconds is not None:
+        return seconds
+    return CHUNK_SECONDS if on_zero_gpu() else None
+
+
+def _chunk_duration(spec, pairs, config, state, max_seconds: float) -> int:
+    """The GPU time ZeroGPU reserves for one call, from the chunk's own length."""
+    return int(max_seconds) + CHUNK_MARGIN_SECONDS
+
+
+@gpu(duration=_chunk_duration)
+def train_chunk_on_gpu(spec: LoadSpec, pairs, config: TrainConfig, state: TrainState | None,
+                       max_seconds: float) -> ChunkResult:
+    """One chunk of a run, as a ZeroGPU call: arguments and result are small and picklable (the
+    model is looked up by its spec, not sent), since the call may run in a worker process."""
+    bundle = loaded_bundle(spec)
+    return train_chunk(bundle.model, bundle.tokenizer, pairs, config, sae=bundle.sae, state=state,
+                       max_seconds=max_seconds)
+
+
+class Run:
+    """One training run in a background thread; its metrics can be read at any time."""
+
+    def __init__(self, run_id: str, name: str, method: Method, config: TrainConfig, task: Task, bundle: Bundle):
+        self.id, self.name, self.method, self.config, self.task, self.bundle = run_id, name, method, config, task, bundle
+        self.status = "queued"
+        self.error: str | None = None
+        self.trainer: Trainer | None = None
+        self._computed: SteeringVector | None = None  # CAA / SAS
+        self.created = time.time()
+        self._running_since: float | None = None
+        self._finished_at: float | None = None
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.chunk_seconds: float | None = None  # set: train in chunks (see chunk_seconds())
+        self._chunk: ChunkResult | None = None  # chunked runs: the last chunk's result
+        self._chunk_history: list[StepMetrics] = []  # and every chunk's metrics so far
+
+    # -- control --
+
+    def start(self, limiter: JobLimiter) -> None:
+        # The thread runs in a copy of the caller's context, so that GPU calls made from it
+        # (ZeroGPU) are made on behalf of the request (the user's quota) that started the run.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, args=(self._work, limiter),
+                                        name=f"yapo-run-{self.id}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the run to end after its current step (or not to start, when queued)."""
+        self._cancel.set()
+        if self.trainer is not None:
+            self.trainer.stop()
+
+    def join(self, timeout: float | None = None) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return not self.active
+
+    def _work(self, limiter: JobLimiter) -> None:
+        if not limiter.acquire(self._cancel):
+            self.status = "stopped"
+            return
+        try:
+            self.status = "preparing"
+            b = self.bundle
+            if not self.method.trained:
+                self._compute(b)
+                return
+            if self.chunk_seconds:
+                self._train_in_chunks(b)
+                return
+            with b.lock:  # tokenising and caching activations run the model
+                self.trainer = self.method.trainer(b.model, b.tokenizer, self.task.train, b.sae, self.config)
+            if self._cancel.is_set():
+                self.trainer.stop()
+            self.status, self._running_since = "running", time.time()
+            steps = iter(self.trainer)
+            while True:
+                with b.lock:  # one step at a time, so generation can interleave between steps
+                    if next(steps, None) is None:
+                        break
+            self.status = "stopped" if self._cancel.is_set() else "finished"
+        except YapoError as exc:
+            self.status, self.error = "failed", str(exc)
+        except Exception as exc:  # unexpected: keep the app alive, log the traceback for the operator
+            log.exception("training run %s failed", self.id)
+            self.status, self.error = "failed", f"unexpected error ({type(exc).__name__}: {exc}); see the server log."
+        finally:
+            self._finished_at = time.time()
+            limiter.release()
+
+    def _train_in_chunks(self, b: "Bundle") -> None:
+        """Training as a series of short calls (:func:`train_chunk_on_gpu`), each continuing from
+        the state the last one returned; Stop takes effect between chunks."""
+        self.status, self._running_since = "running", time.time()
+        while not self._cancel.is_set():
+            # In-process, a chunk uses the shared model like a step does: under its lock (for the
+            # whole chunk). On ZeroGPU it runs in a worker process on that process's own copy.
+            with contextlib.nullcontext() if zero_gpu_active() else b.lock:
+                chunk = train_chunk_on_gpu(b.spec, self.task.train, self.config,
+                                           self._chunk.state if self._chunk else None, self.chunk_seconds)
+            # History first: readers take the step from _chunk, so they never see a step ahead of
+            # its metrics.
+            self._chunk_history = self._chunk_history + chunk.history
+            self._chunk = chunk
+            if chunk.error:
+                raise TrainingError(chunk.error)
+            if chunk.finished:
+                break
+        self.status = "stopped" if self._cancel.is_set() else "finished"
+
+    def _compute(self, b: "Bundle") -> None:
+        """CAA / SAS: one pass over the training pairs, no steps."""
+        self.status, self._running_since = "running", time.time()
+        layer = self.config.layer if self.config.layer is not None else b.layer
+        with b.lock:
+            self._computed = make_vector(self.method, b.model, b.tokenizer, self.task.train, sae=b.sae, layer=layer)
+        self.status = "stopped" if self._cancel.is_set() else "finished"
+
+    # -- reading --
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("queued", "preparing", "running")
+
+    @property
+    def history(self) -> list[StepMetrics]:
+        if self._chunk is not None:
+            return list(self._chunk_history)
+        return list(self.trainer.history) if self.trainer is not None else []
+
+    @property
+    def step(self) -> int:
+        if self._chunk is not None:
+            return self._chunk.state.step
+        return self.trainer.step if self.trainer is not None else 0
+
+    @property
+    def total_steps(self) -> int | None:
+        if self._chunk is not None:
+            return self._chunk.total_steps
+        return self.trainer.total_steps if self.trainer is not None else None
+
+    @property
+    def vector(self) -> SteeringVector | None:
+        """The last good vector (also while training runs), or None before the first step."""
+        if self._computed is not None:
+            return self._computed
+        chunk = self._chunk
+        if chunk is not None:
+            return chunk.vector(self.config, self.bundle.model, self.bundle.sae) if chunk.state.step else None
+        if self.trainer is None or self.trainer.step == 0:
+            return None
+        return self.trainer.vector
+
+    def elapsed(self) -> float:
+        if self._running_since is None:
+            return 0.0
+        return (self._finished_at or time.time()) - self._running_since
+
+    def eta(self) -> float | None:
+        """Seconds left at the pace so far (None before the first step or when done)."""
+        total, step = self.total_steps, self.step
+        if not self.status == "running" or not step or total is None:
+            return None
+        return self.elapsed() / step * (total - step)
+
+    def describe(self) -> str:
+        """One line of status: state, step, ETA, the last metrics or the error."""
+        text = f"{self.name}: {self.status}"
+        if self.total_steps:
+            text += f", step {self.step}/{self.total_steps}"
+        eta = self.eta()
+        if eta is not None:
+            text += f", about {format_seconds(eta)} left"
+        if self._computed is not None:
+            text += f" · computed in one pass, L0 {self._computed.l0()}, norm {self._computed.norm():.3g}"
+        history = self.history
+        if history:
+            m = history[-1]
+            text += f" · loss {m.loss:.4f}, reward acc {m.reward_accuracy:.2f}, L0 {m.l0}"
+        if self.error:
+            text += f" · {self.error}"
+        return text
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"

@@ -1,0 +1,350 @@
+"""One user's workspace: a loaded model + SAE, a task, training runs in the background, vectors.
+
+The app keeps one :class:`Session` per browser session (never in a module global), so two users
+never see each other's runs; a script can use the same object. Shared across sessions, and
+passed in by whoever creates them:
+
+- :class:`~.store.ModelStore`: loaded models are reused between sessions;
+- :class:`~.runs.JobLimiter`: bounds how many training runs compute at once; later runs wait, "queued".
+
+Everything here is a thin layer over :mod:`yapo_core`: a script or notebook can call the same
+functions directly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import pandas as pd
+
+from yapo_core import evaluation as ev
+from yapo_core.demo import TRAINING, list_demo_tasks, load_demo_world
+from yapo_core.errors import DataError, SettingsError, VectorFileError, YapoError
+from yapo_core.export import export_gguf, load_vector, save_vector
+from yapo_core.features import dialogue_texts, feature_report
+from yapo_core.generation import stream_generate
+from yapo_core.methods import METHODS, Method, get_method
+from yapo_core.steering import SteeringVector
+from yapo_core.training import TrainConfig
+
+from .catalog import Catalog, Preset, spec_for
+from .runs import JobLimiter, Run, chunk_seconds
+from .store import Bundle, ModelStore
+from .tasks import Task, TaskSpec, check_upload, demo_size, load_task, spread
+
+
+@dataclass
+class VectorEntry:
+    """A vector the session can use: from a run, or loaded from a file, with the bundle it fits."""
+
+    label: str
+    vector: SteeringVector
+    bundle: Bundle
+    task: Task | None
+    source: str  # "run" or "file"
+
+
+@dataclass
+class ExportResult:
+    safetensors: Path
+    gguf: Path | None
+    gguf_error: str | None
+    dropped_fraction: float | None
+    layer: int
+    multiplier: float
+
+
+class Session:
+    """What one user has loaded and made; every heavy call takes the model's lock."""
+
+    def __init__(self, store: ModelStore | None = None, limiter: JobLimiter | None = None,
+                 catalog: Catalog | None = None, max_runs: int = 12):
+        self.store = store or ModelStore()
+        self.limiter = limiter or JobLimiter()
+        self.catalog = catalog
+        self.max_runs = max_runs
+        self.bundle: Bundle | None = None
+        self.preset: Preset | None = None
+        self.task: Task | None = None
+        self.method: Method = METHODS["yapo"]
+        self.runs: dict[str, Run] = {}
+        self.files: dict[str, VectorEntry] = {}
+        self._counter = 0
+        self._workdir: Path | None = None
+        self.train_fields_for: str | None = None  # preset whose defaults the Train page last showed
+
+    # -- setup --
+
+    def load_preset(self, preset: Preset, **custom) -> Bundle:
+        """Load a preset's model and SAE (custom presets take ``model``, ``sae_release``,
+        ``sae_id``, ``sae_path``, ``layer``). The task and earlier runs stay: runs keep the model
+        they were trained with, so their vectors remain usable."""
+        spec = spec_for(preset, **custom)
+        self.bundle = self.store.get(spec, label=preset.label if not preset.custom else spec.describe())
+        self.preset = preset
+        return self.bundle
+
+    def set_method(self, key: str) -> Method:
+        self.method = get_method(key)
+        return self.method
+
+    def load_task(self, spec: TaskSpec) -> Task:
+        default_rejected = self.preset.dcl_rejected_model if self.preset else None
+        self.task = load_task(spec, self.catalog.tasks if self.catalog else {}, default_rejected)
+        return self.task
+
+    def require_ready(self) -> Bundle:
+        if self.bundle is None:
+            raise SettingsError("load a model on the Setup page first.")
+        if self.task is None:
+            raise SettingsError("load a task on the Setup page first.")
+        return self.bundle
+
+    # -- runs --
+
+    def training_defaults(self) -> dict:
+        """The TrainConfig fields the loaded preset recommends over the public runs' defaults
+        (the demo world's are :data:`yapo_core.demo.TRAINING`); empty when there are none."""
+        if self.preset is None:
+            return {}
+        if self.preset.demo:
+            return dict(TRAINING)
+        return dict(self.preset.train or {})
+
+    def default_config(self, **overrides) -> TrainConfig:
+        return TrainConfig(kind=self.method.kind, **{**self.training_defaults(), **overrides})
+
+    def start_run(self, config: TrainConfig | None = None, name: str | None = None) -> Run:
+        """Start training the session's method on its task, in the background."""
+        bundle = self.require_ready()
+        config = config or self.default_config()
+        if config.kind != self.method.kind:
+            raise SettingsError(f"{self.method.label} trains a {self.method.kind} vector, but the settings say {config.kind!r}.")
+        if config.kind == "sparse" and bundle.sae is None:
+            raise SettingsError(f"{self.method.label} needs an SAE; this model was loaded without one. "
+                                "Use a dense method (BiPO, CAA) or load an SAE.")
+        if config.kind == "dense" and bundle.sae is None and config.layer is None:
+            config = replace(config, layer=bundle.layer)
+        if sum(r.active for r in self.runs.values()) >= 2:
+            raise SettingsError("two runs are already going in this session; stop one or wait for it.")
+        if len(self.runs) + len(self.files) >= self.max_runs:
+            raise SettingsError(f"this session keeps at most {self.max_runs} vectors; remove one first (Train page).")
+        self._counter += 1
+        run_id = f"run{self._counter}"
+        name = name or f"{self._counter}. {self.method.label.split()[0]} · {self.task.label}"
+        run = Run(run_id, name, self.method, config, self.task, bundle)
+        run.chunk_seconds = chunk_seconds()
+        self.runs[run_id] = run
+        run.start(self.limiter)
+        return run
+
+    def stop_all(self) -> int:
+        active = [r for r in self.runs.values() if r.active]
+        for r in active:
+            r.stop()
+        return len(active)
+
+    def delete(self, label: str) -> None:
+        """Forget a run (stopping it) or a loaded vector."""
+        for run_id, run in list(self.runs.items()):
+            if run.name == label:
+                run.stop()
+                del self.runs[run_id]
+                return
+        if self.files.pop(label, None) is None:
+            raise SettingsError(f"no vector named {label!r} in this session.")
+
+    # -- vectors --
+
+    def vectors(self) -> dict[str, VectorEntry]:
+        """Every usable vector, runs first (a run's vector is its last good one, also mid-training)."""
+        out = {}
+        for run in self.runs.values():
+            vec = run.vector
+            if vec is not None:
+                out[run.name] = VectorEntry(run.name, vec, run.bundle, run.task, "run")
+        out.update(self.files)
+        return out
+
+    def entry(self, label: str | None) -> VectorEntry:
+        entries = self.vectors()
+        if not label or label not in entries:
+            raise SettingsError("choose a vector: train one on the Train page or load a file on the Export page.")
+        return entries[label]
+
+    def load_vector_file(self, path: str | os.PathLike) -> VectorEntry:
+        """Load a ``.safetensors`` vector, checked against the current model and SAE."""
+        if self.bundle is None:
+            raise SettingsError("load the model the vector was made for on the Setup page first.")
+        if len(self.runs) + len(self.files) >= self.max_runs:
+            raise SettingsError(f"this session keeps at most {self.max_runs} vectors; remove one first (Train page).")
+        path = check_upload(path, (".safetensors",), "vector file")
+        b = self.bundle
+        vector = load_vector(path, b.model, b.sae, allow_other_model=False)
+        if vector.kind == "sparse" and b.sae is None:
+            raise VectorFileError("this is a sparse vector, but the model was loaded without an SAE.")
+        label = f"file · {path.name}"
+        n = 2
+        while label in self.files:
+            label, n = f"file · {path.name} ({n})", n + 1
+        entry = VectorEntry(label, vector, b, self.task, "file")
+        self.files[label] = entry
+        return entry
+
+    # -- using vectors --
+
+    def test_prompts(self, label: str | None = None, n: int = 50) -> list[str]:
+        """Prompts of the test split of the vector's task (or the session's task)."""
+        task = self.entry(label).task if label else self.task
+        task = task or self.task
+        return [p.prompt for p in spread(task.test.pairs, n)] if task else []
+
+    def generate_stream(self, label: str, prompt: str, multipliers: Sequence[float], max_new_tokens: int = 64,
+                        do_sample: bool = False, temperature: float = 1.0, seed: int = 0,
+                        steer_positions: str = "all") -> Iterator[dict[float, str]]:
+        """Answers to ``prompt`` at each multiplier, streamed; one batched call, same settings and seed.
+        ``steer_positions``: ``"all"`` (the method) or ``"prompt"`` (see :func:`~yapo_core.generation.generate`)."""
+        if not prompt or not prompt.strip():
+            raise SettingsError("enter a prompt, or pick one from the test split.")
+        if not 1 <= max_new_tokens <= 512:
+            raise SettingsError(f"max new tokens must be between 1 and 512, not {max_new_tokens}.")
+        e = self.entry(label)
+        b = e.bundle
+        for partial in stream_generate(b.model, b.tokenizer, prompt.strip(), e.vector, multipliers, lock=b.lock,
+                                       sae=b.sae, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                                       temperature=temperature, seed=seed, steer_positions=steer_positions):
+            yield partial[0]
+
+    def sweep(self, label: str, multipliers: Sequence[float], max_pairs: int = 64) -> list[tuple[float, float]]:
+        """Held-out preference accuracy of a vector at each multiplier, on its task's test split."""
+        e = self.entry(label)
+        if e.task is None or not len(e.task.test):
+            raise SettingsError("this vector has no task with a test split; load a task first.")
+        pairs = spread(e.task.test.pairs, max_pairs)
+        b = e.bundle
+        with b.lock:
+            return [(float(m), ev.preference_accuracy(b.model, b.tokenizer, pairs, e.vector, float(m), sae=b.sae))
+                    for m in multipliers]
+
+    EVAL_METRICS = {
+        "preference": "held-out preference accuracy",
+        "mcq": "MCQ accuracy (answer-letter likelihood)",
+        "behaviour": "behaviour rate (A/B: picks the behaviour's option)",
+        "generation": "generation accuracy (the greedy answer contains the chosen one)",
+        "generation_prompt": "generation accuracy, steering the prompt tokens only",
+    }
+
+    def evaluate(self, labels: Sequence[str], metric: str, multipliers: Sequence[float],
+                 max_items: int = 64) -> list[tuple[str, list[tuple[float, float]]]]:
+        """One curve per vector: ``metric`` on its task's test split at each multiplier.
+
+        ``mcq`` needs test pairs whose chosen answer is an option letter (Deep-Culture-Lense MCQ,
+        the demo world's MCQ tasks); ``behaviour`` needs BiPO-style A/B pairs; ``generation``
+        (open answers) counts greedy answers that contain the chosen one; ``generation_prompt``
+        does the same with only the prompt tokens steered (``steer_positions="prompt"``).
+        """
+        if metric not in self.EVAL_METRICS:
+            raise SettingsError(f"metric {metric!r} is unknown; use one of {sorted(self.EVAL_METRICS)}.")
+        if not labels:
+            raise SettingsError("choose at least one vector to evaluate.")
+        curves = []
+        for label in labels:
+            e = self.entry(label)
+            if e.task is None or not len(e.task.test):
+                raise SettingsError(f"{label}: this vector has no task with a test split; load a task first.")
+            pairs = spread(e.task.test.pairs, max_items)
+            b = e.bundle
+            if metric == "preference":
+                fn = lambda m: ev.preference_accuracy(b.model, b.tokenizer, pairs, e.vector, m, sae=b.sae)  # noqa: E731
+            elif metric in ("generation", "generation_prompt"):
+                where = "prompt" if metric == "generation_prompt" else "all"
+                fn = lambda m: ev.generation_accuracy(b.model, b.tokenizer, [p.prompt for p in pairs],  # noqa: E731
+                                                      [p.chosen for p in pairs], e.vector, m, sae=b.sae,
+                                                      steer_positions=where)
+            else:
+                try:
+                    items = ev.mcq_items_from_pairs(pairs, "AB" if metric == "behaviour" else None)
+                except DataError as exc:
+                    raise SettingsError(f"{label}: {exc} Use the preference metric for open answers.") from None
+                fn = lambda m: ev.mcq_accuracy(b.model, b.tokenizer, items, e.vector, m, sae=b.sae)  # noqa: E731
+            with b.lock:
+                curves.append((label, list(ev.sweep(fn, multipliers).items())))
+        return curves
+
+    def capability(self, labels: Sequence[str], multiplier: float = 1.0, n: int = 48) -> list[dict]:
+        """General ability with and without each vector: the demo world's general questions
+        (greedy answers) for the demo model; a small MMLU subset (needs the Hub) for others."""
+        rows = []
+        for label in labels:
+            e = self.entry(label)
+            b = e.bundle
+            general = self._demo_general_questions(b)
+            with b.lock:
+                if general is not None:
+                    prompts, answers = general[0][:n], general[1][:n]
+                    measure = lambda: ev.generation_accuracy(b.model, b.tokenizer, prompts, answers, max_new_tokens=8)  # noqa: E731
+                    what = f"demo general questions ({len(prompts)})"
+                else:
+                    items = ev.load_mmlu_subset(n)
+                    measure = lambda: ev.mcq_accuracy(b.model, b.tokenizer, items)  # noqa: E731
+                    what = f"MMLU subset ({len(items)})"
+                result = ev.capability_change(measure, b.model, e.vector, multiplier, b.sae)
+            rows.append({"vector": label, "measure": what, "multiplier": multiplier, **result})
+        return rows
+
+    @staticmethod
+    def _demo_general_questions(bundle: "Bundle"):
+        world = load_demo_world(size=demo_size())
+        if world is None or Path(bundle.spec.model).resolve() != Path(world.model_dir).resolve():
+            return None
+        general = next(t for t in list_demo_tasks(world) if t["kind"] == "general")
+        table = pd.read_json(general["paths"]["questions"], lines=True)
+        return list(table["prompt"]), list(table["answer"])
+
+    def features(self, label: str, k: int = 10, n_texts: int = 32, lens_k: int = 8):
+        """The feature report of a vector, with activations on its task's test pairs."""
+        e = self.entry(label)
+        b = e.bundle
+        if b.sae is None:
+            raise SettingsError("feature cards need an SAE; this model was loaded without one.")
+        task = e.task or self.task
+        pairs = (task.test.pairs + task.train.pairs)[:n_texts] if task else []
+        with b.lock:
+            texts = dialogue_texts(b.tokenizer, pairs)
+            return feature_report(e.vector, b.model, b.tokenizer, b.sae, texts, k=k, lens_k=lens_k)
+
+    def export(self, label: str, multiplier: float = 1.0) -> ExportResult:
+        """Write the vector as ``.safetensors`` and as a llama.cpp GGUF control vector."""
+        e = self.entry(label)
+        b = e.bundle
+        stem = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()[:80] or "vector"
+        folder = Path(tempfile.mkdtemp(prefix="export-", dir=self.workdir()))
+        st = save_vector(e.vector, folder / f"{stem}.safetensors", sae=b.sae)
+        gguf, gguf_error, dropped = None, None, None
+        try:
+            info = export_gguf(e.vector, folder / f"{stem}.m{multiplier:+g}.gguf", b.model, b.sae, multiplier)
+            gguf, dropped = Path(info["path"]), float(info["dropped_fraction"])
+        except YapoError as exc:
+            gguf_error = str(exc)
+        return ExportResult(st, gguf, gguf_error, dropped, e.vector.layer, float(multiplier))
+
+    # -- lifetime --
+
+    def workdir(self) -> Path:
+        """A private folder for this session's files (exports), removed by :meth:`close`."""
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix="yapo-session-"))
+        return self._workdir
+
+    def close(self) -> None:
+        """Stop this session's runs and remove its files (the app calls it when the tab is gone)."""
+        self.stop_all()
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None

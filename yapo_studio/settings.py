@@ -1,0 +1,93 @@
+"""Every setting the app reads from the environment, in one typed place.
+
+:func:`current` reads them (cheaply, so a changed environment is seen at the next call) and
+checks each value, naming the variable and the fix when one is malformed. The core library reads
+none of these; it has its own few (``YAPO_CACHE_DIR`` for the demo world's cache, ``HF_TOKEN``,
+``HF_HUB_OFFLINE``), which the table lists too, for one place to look.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from yapo_core.errors import SettingsError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_TRUE = ("1", "true", "yes")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The app's settings; each field's comment names its variable and default."""
+
+    host: str = "127.0.0.1"  # YAPO_HOST, else GRADIO_SERVER_NAME (Spaces set it)
+    port: int = 7860  # YAPO_PORT, else GRADIO_SERVER_PORT
+    presets_file: Path = ROOT / "assets" / "presets.json"  # YAPO_PRESETS
+    default_preset: str | None = None  # YAPO_DEFAULT_PRESET (e.g. gemma-2-2b-it on a GPU Space)
+    demo_size: str = "full"  # YAPO_DEMO_SIZE: full or mini
+    max_upload_mb: int = 50  # YAPO_MAX_UPLOAD_MB
+    heavy_jobs: int = 2  # YAPO_HEAVY_JOBS: model calls (generation, sweeps, ...) at once
+    training_jobs: int = 1  # YAPO_TRAINING_JOBS: training runs computing at once
+    keep_models: int = 1  # YAPO_KEEP_MODELS: models kept loaded when no session uses them
+    bipo_dir: str | None = None  # YAPO_BIPO_DIR: a local copy of BiPO's data/ folder
+    device_map: str | None = None  # YAPO_DEVICE_MAP: "auto" spreads each model over every GPU
+    train_chunk_seconds: float | None = None  # YAPO_TRAIN_CHUNK_SECONDS: train in chunks (ZeroGPU)
+    cache_dir: str | None = None  # YAPO_CACHE_DIR (read by yapo_core.demo): the demo world's cache
+    zero_gpu: bool = False  # SPACES_ZERO_GPU: set by Hugging Face on ZeroGPU Spaces
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+
+def _positive(env: Mapping[str, str], name: str, default, kind=int):
+    value = env.get(name)
+    if not value:
+        return default
+    try:
+        number = kind(value)
+    except ValueError:
+        number = 0
+    if not number > 0:
+        unit = "whole number" if kind is int else "number"
+        raise SettingsError(f"{name}={value!r} must be a positive {unit}; set it to e.g. {default or 45}, or unset it.")
+    return number
+
+
+def current(env: Mapping[str, str] | None = None) -> Settings:
+    """The settings as the environment (``os.environ`` unless given) says now."""
+    env = os.environ if env is None else env
+    demo_size = env.get("YAPO_DEMO_SIZE") or "full"
+    if demo_size not in ("full", "mini"):
+        raise SettingsError(f"YAPO_DEMO_SIZE={demo_size!r} is unknown; use 'full' or 'mini'.")
+    port = env.get("YAPO_PORT") or env.get("GRADIO_SERVER_PORT") or "7860"
+    try:
+        port_number = int(port)
+    except ValueError:
+        raise SettingsError(f"the port {port!r} (YAPO_PORT) must be a number.") from None
+    return Settings(
+        host=env.get("YAPO_HOST") or env.get("GRADIO_SERVER_NAME") or "127.0.0.1",
+        port=port_number,
+        presets_file=Path(env.get("YAPO_PRESETS") or ROOT / "assets" / "presets.json"),
+        default_preset=env.get("YAPO_DEFAULT_PRESET") or None,
+        demo_size=demo_size,
+        max_upload_mb=_positive(env, "YAPO_MAX_UPLOAD_MB", 50),
+        heavy_jobs=_positive(env, "YAPO_HEAVY_JOBS", 2),
+        training_jobs=_positive(env, "YAPO_TRAINING_JOBS", 1),
+        keep_models=_positive(env, "YAPO_KEEP_MODELS", 1),
+        bipo_dir=env.get("YAPO_BIPO_DIR") or None,
+        device_map=env.get("YAPO_DEVICE_MAP") or None,
+        train_chunk_seconds=_positive(env, "YAPO_TRAIN_CHUNK_SECONDS", None, float),
+        cache_dir=env.get("YAPO_CACHE_DIR") or None,
+        zero_gpu=env.get("SPACES_ZERO_GPU", "").lower() in ("1", "true"),
+    )
+
+
+def datasets_offline(env: Mapping[str, str] | None = None) -> bool:
+    """Whether ``datasets`` is told to stay offline (``HF_DATASETS_OFFLINE``)."""
+    env = os.environ if env is None else env
+    return env.get("HF_DATASETS_OFFLINE", "0").lower() in _TRUE

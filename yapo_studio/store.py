@@ -1,0 +1,184 @@
+"""Loaded models, shared by every session of a process, and the fast reachability checks that
+make a load fail within seconds (not after minutes of retries) when the Hub is needed but
+cannot be reached.
+
+:class:`ModelStore` reuses a loaded model between sessions (weights are read-only, and a large
+model cannot be loaded once per user); each :class:`Bundle` has a lock that every use of the
+model takes (a steering hook is on the model while it runs).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from huggingface_hub import constants
+
+from yapo_core.errors import ModelLoadError, SAELoadError, SettingsError, YapoError
+from yapo_core.hooks import block_output, hook_point_from_name
+from yapo_core.models import is_offline, load_model
+from yapo_core.saes import load_sae, place_sae
+
+from .settings import current, datasets_offline
+
+
+def host_reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether the host of ``url`` accepts a TCP connection within ``timeout`` seconds."""
+    parsed = urlparse(url if "://" in url else f"https://{url}")
+    port = parsed.port or (80 if parsed.scheme == "http" else 443)
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=timeout).close()
+        return True
+    except (OSError, TypeError):
+        return False
+
+
+def hub_endpoint() -> str:
+    return constants.ENDPOINT
+
+
+def hub_cached(repo_id: str, repo_type: str = "model") -> bool:
+    """Whether the Hugging Face cache holds anything of ``repo_id`` (a download was started)."""
+    folder = Path(constants.HF_HUB_CACHE) / f"{repo_type}s--{repo_id.replace('/', '--')}"
+    return folder.is_dir()
+
+
+def require_hub(what: str, repo_id: str, error: type[YapoError], repo_type: str = "model") -> None:
+    """Fail within seconds when the Hub is needed but cannot be reached.
+
+    In offline mode the libraries fail fast themselves. Online, an unreachable Hub makes them
+    retry for minutes, also for files already in the cache, hence the advice to go offline.
+    """
+    if is_offline() or (repo_type == "dataset" and datasets_offline()):
+        return
+    endpoint = hub_endpoint()
+    if host_reachable(endpoint):
+        return
+    cached = hub_cached(repo_id, repo_type)
+    raise error(
+        f"{what} {repo_id!r} needs the Hugging Face Hub, and {endpoint} cannot be reached (no network?). "
+        + ("It is in the local cache: set HF_HUB_OFFLINE=1 (and HF_DATASETS_OFFLINE=1) to use the cached copy."
+           if cached else "Download it once while online, or give a local folder.")
+    )
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where a model and its SAE come from: a model (hub id or folder), optionally an SAE (sae-lens
+    release + id, or a folder), the steered layer when there is no SAE, and the dtype."""
+
+    model: str | None = None
+    sae_release: str | None = None
+    sae_id: str | None = None
+    sae_path: str | None = None
+    layer: int | None = None
+    dtype: str = "fp32"
+
+
+@dataclass(frozen=True)
+class LoadSpec(Sources):
+    """Exactly what to load: the sources, on which device."""
+
+    device: str = "auto"
+    device_map: str | None = field(default_factory=lambda: current().device_map)
+    """``auto``: spread the model over every visible GPU (accelerate); set ``YAPO_DEVICE_MAP``."""
+
+    def describe(self) -> str:
+        sae = f"{self.sae_release}/{self.sae_id}" if self.sae_release else (self.sae_path or "no SAE")
+        return f"{self.model} + {sae}"
+
+
+@dataclass(eq=False)
+class Bundle:
+    """A loaded model, its tokenizer and SAE. Take ``lock`` around every use of ``model``."""
+
+    spec: LoadSpec
+    label: str
+    model: object
+    tokenizer: object
+    sae: object | None
+    hook_name: str | None
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    @property
+    def layer(self) -> int | None:
+        return hook_point_from_name(self.hook_name).resid_layer if self.hook_name else self.spec.layer
+
+
+def _local(source: str) -> bool:
+    return source.startswith((".", "/", "~")) or Path(source).expanduser().exists()
+
+
+_LOADED: "weakref.WeakValueDictionary[LoadSpec, Bundle]" = weakref.WeakValueDictionary()
+"""Every bundle this process has loaded and still holds, by spec (see :func:`loaded_bundle`)."""
+
+
+def load_bundle(spec: LoadSpec, label: str = "") -> Bundle:
+    """Load model, tokenizer and SAE of ``spec`` and check that they fit together."""
+    if not _local(spec.model):
+        require_hub("model", spec.model, ModelLoadError)
+    if spec.sae_release:
+        from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+        lookup = get_pretrained_saes_directory().get(spec.sae_release)
+        if lookup is None:
+            raise SAELoadError(f"SAE release {spec.sae_release!r} is not in sae-lens's registry; check the spelling.")
+        require_hub("SAE release", lookup.repo_id, SAELoadError)
+    model, tokenizer = load_model(spec.model, device=spec.device, dtype=spec.dtype, device_map=spec.device_map)
+    sae = None
+    if spec.sae_release or spec.sae_path:
+        sae = load_sae(spec.sae_release, spec.sae_id, path=spec.sae_path, device="cpu")
+        hook = place_sae(model, sae, spec.layer).hook_name
+    elif spec.layer is not None:
+        hook = block_output(model, spec.layer).hook_name
+    else:
+        raise SettingsError("without an SAE, give the layer to steer (only BiPO can be trained then).")
+    bundle = _LOADED[spec] = Bundle(spec, label or spec.describe(), model, tokenizer, sae, hook)
+    return bundle
+
+
+_WORKER_KEPT: list[Bundle] = []  # the last bundle loaded_bundle had to load itself, kept alive
+_WORKER_LOCK = threading.Lock()
+
+
+def loaded_bundle(spec: LoadSpec) -> Bundle:
+    """The bundle of ``spec`` this process already holds, or a fresh load (a ZeroGPU worker that
+    was forked before the user loaded it), which then stays loaded for the next chunk."""
+    with _WORKER_LOCK:
+        bundle = _LOADED.get(spec)
+        if bundle is None:
+            bundle = load_bundle(spec)
+            _WORKER_KEPT[:] = [bundle]
+        return bundle
+
+
+class ModelStore:
+    """Loaded bundles shared by all sessions of a process.
+
+    A bundle stays available while any session uses it (weak references), and the
+    ``keep`` most recently loaded ones stay loaded even when nobody does. Loads of the same spec
+    are serialised, so two users asking at once load it once.
+    """
+
+    def __init__(self, keep: int = 1):
+        self.keep = keep
+        self._live: "weakref.WeakValueDictionary[LoadSpec, Bundle]" = weakref.WeakValueDictionary()
+        self._recent: list[Bundle] = []
+        self._lock = threading.Lock()
+        self._loading: dict[LoadSpec, threading.Lock] = {}
+
+    def get(self, spec: LoadSpec, label: str = "") -> Bundle:
+        with self._lock:
+            gate = self._loading.setdefault(spec, threading.Lock())
+        with gate:
+            bundle = self._live.get(spec)
+            if bundle is None:
+                bundle = load_bundle(spec, label)
+                self._live[spec] = bundle
+            with self._lock:
+                self._recent = ([bundle] + [b for b in self._recent if b is not bundle])[: self.keep]
+            return bundle

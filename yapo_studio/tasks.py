@@ -1,0 +1,207 @@
+"""Tasks: what a session trains and measures on. A task comes from a preset's catalogue (Deep-Culture-Lense
+by country, BiPO's behaviours), the demo world, or an uploaded file (size- and type-checked, with a
+preview); each is split into training and test pairs."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+from urllib.parse import urlparse
+
+from yapo_core.data import PairSet, detect_schema, load_pairs, read_table
+from yapo_core.demo import build_demo_world, list_demo_tasks, load_demo_world
+from yapo_core.errors import DataError, SettingsError
+
+from .settings import current, datasets_offline
+from .store import host_reachable, require_hub
+
+
+MAX_UPLOAD_BYTES = current().max_upload_bytes
+DATA_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
+
+
+def spread(items: Sequence, n: int) -> list:
+    """At most ``n`` of ``items``, evenly spaced and in order: a test split is often grouped (by
+    country, by localization), so its first ``n`` rows would not represent it."""
+    items = list(items)
+    if len(items) <= n:
+        return items
+    return [items[i * len(items) // n] for i in range(n)]
+
+
+_DEMO_LOCK = threading.Lock()
+
+
+def demo_size() -> str:
+    """Which demo world the app uses: ``$YAPO_DEMO_SIZE`` (``full``, the default, built in about
+    four minutes on first use; or ``mini``, the seconds-scale test world)."""
+    return current().demo_size
+
+
+def ensure_demo_world(progress: bool = True):
+    """The demo world, built on first use (one build at a time per process)."""
+    size = demo_size()
+    world = load_demo_world(size=size)
+    if world is not None:
+        return world
+    with _DEMO_LOCK:
+        return build_demo_world(size=size, progress=progress)
+
+
+def demo_world_ready() -> bool:
+    """Whether the demo world of :func:`demo_size` is built (loading it is then a matter of seconds)."""
+    return load_demo_world(size=demo_size()) is not None
+
+
+def demo_task_names() -> list[str]:
+    """The demo world's trainable tasks (culture per country, behaviours); empty until it is built."""
+    world = load_demo_world(size=demo_size())
+    return [t["name"] for t in list_demo_tasks(world) if t["kind"] in ("culture", "behaviour")] if world else []
+
+
+@dataclass
+class TaskSpec:
+    """Which pairs to train and test on.
+
+    ``source``: ``demo`` (a task of the demo world, by ``name``), ``culture`` (Deep-Culture-Lense
+    or the demo world's culture table: ``country``, ``localization``, ``form``,
+    ``rejected_model``), ``behaviour`` (BiPO's data, by ``name``) or ``file`` (``path``, with
+    ``schema``/``columns``; split ``test_fraction`` off for testing).
+    """
+
+    source: str
+    name: str | None = None
+    country: str | None = None
+    localization: str = "both"
+    form: str = "mcq"
+    rejected_model: str | None = None
+    path: str | None = None
+    schema: str = "auto"
+    columns: dict[str, str] | None = None
+    test_fraction: float = 0.2
+    limit: int | None = None
+
+
+@dataclass
+class Task:
+    label: str
+    train: PairSet
+    test: PairSet
+
+    def describe(self) -> str:
+        notes = "; ".join(self.train.notes + self.test.notes)
+        return f"{self.label}: {len(self.train)} train / {len(self.test)} test pairs" + (f" ({notes})" if notes else "")
+
+
+def check_upload(path: str | os.PathLike, suffixes: Sequence[str], what: str) -> Path:
+    """An uploaded file that exists, is not empty or too large, and has an accepted suffix."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"the uploaded {what} {path.name!r} is missing; upload it again.")
+    if path.suffix.lower() not in suffixes:
+        raise DataError(f"{path.name!r} is not accepted as {what}: use {', '.join(suffixes)}.")
+    size = path.stat().st_size
+    if size == 0:
+        raise DataError(f"the uploaded {what} {path.name!r} is empty.")
+    if size > MAX_UPLOAD_BYTES:
+        raise DataError(f"{path.name!r} is {size / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES / 2**20:.0f} MB.")
+    return path
+
+
+@dataclass
+class Preview:
+    """The first rows of an uploaded table, its columns and the schema guessed from them."""
+
+    rows: object  # a pandas DataFrame
+    columns: list[str]
+    n_rows: int
+    schema: str | None
+    message: str
+
+
+def preview_file(path: str | os.PathLike, n: int = 5) -> Preview:
+    """Read an uploaded CSV/JSONL/JSON/Parquet file and guess its schema (for column mapping)."""
+    path = check_upload(path, DATA_SUFFIXES, "data file")
+    table = read_table(str(path))
+    columns = [str(c) for c in table.columns]
+    try:
+        schema, message = detect_schema(columns), ""
+    except DataError as exc:
+        schema, message = None, str(exc)
+    return Preview(table.head(n), columns, len(table), schema, message)
+
+
+def _behaviour_source(catalog_tasks: dict, behaviour: str, split: str) -> str:
+    """A BiPO split: from ``$YAPO_BIPO_DIR`` (a local copy) when set, else the public raw URL."""
+    local = current().bipo_dir
+    if local:
+        path = Path(local).expanduser() / behaviour / f"{split}.csv"
+        if not path.is_file():
+            raise DataError(f"YAPO_BIPO_DIR is set but {str(path)!r} does not exist.")
+        return str(path)
+    url = catalog_tasks.get("behaviour", {}).get(
+        "url", "https://raw.githubusercontent.com/CaoYuanpu/BiPO/main/data/{behaviour}/{split}.csv"
+    )
+    return url.format(behaviour=behaviour, split=split)
+
+
+def load_task(spec: TaskSpec, catalog_tasks: dict | None = None, rejected_model: str | None = None) -> Task:
+    """Train and test pairs for ``spec`` (``rejected_model`` is the preset's default for culture data)."""
+    catalog_tasks = catalog_tasks or {}
+    if spec.source == "demo":
+        return _demo_task(spec)
+    if spec.source == "culture":
+        dataset = catalog_tasks.get("culture", {}).get("dataset", "MBZUAI-Paris/Deep-Culture-Lense")
+        require_hub("dataset", dataset, DataError, repo_type="dataset")
+        kw = dict(country=spec.country, localization=spec.localization, form=spec.form,
+                  rejected_model=spec.rejected_model or rejected_model, limit=spec.limit)
+        train = load_pairs(dataset, split="train", **kw)
+        test = load_pairs(dataset, split="test", **kw)
+        label = f"culture · {spec.country or 'all countries'} · {spec.localization} · {spec.form}"
+        return Task(label, train, test)
+    if spec.source == "behaviour":
+        behaviours = catalog_tasks.get("behaviour", {}).get("behaviours", ["power-seeking", "wealth-seeking", "hallucination", "jailbreak"])
+        if spec.name not in behaviours:
+            raise DataError(f"behaviour {spec.name!r} is unknown; choose one of {behaviours}.")
+        train_src, test_src = (_behaviour_source(catalog_tasks, spec.name, s) for s in ("train", "test"))
+        if train_src.startswith("http") and not datasets_offline() and not host_reachable(train_src):
+            raise DataError(
+                f"BiPO's data is read from {urlparse(train_src).hostname}, which cannot be reached. "
+                "Set YAPO_BIPO_DIR to a local copy of its data/ folder, or upload the CSV as a file task."
+            )
+        train = load_pairs(train_src, schema="bipo", limit=spec.limit)
+        test = load_pairs(test_src, schema="bipo", limit=spec.limit)
+        return Task(f"behaviour · {spec.name}", train, test)
+    if spec.source == "file":
+        if not spec.path:
+            raise DataError("upload a CSV, JSONL, JSON or Parquet file first.")
+        path = check_upload(spec.path, DATA_SUFFIXES, "data file")
+        pairs = load_pairs(str(path), schema=spec.schema, columns=spec.columns or None, limit=spec.limit)
+        if len(pairs) < 2:
+            raise DataError(f"{path.name!r} has {len(pairs)} usable pair(s); at least 2 are needed (train + test).")
+        train, test = pairs.split(spec.test_fraction, seed=0)
+        return Task(f"file · {path.name}", train, test)
+    raise SettingsError(f"task source {spec.source!r} is unknown; use demo, culture, behaviour or file.")
+
+
+def _demo_task(spec: TaskSpec) -> Task:
+    world = ensure_demo_world()
+    tasks = {t["name"]: t for t in list_demo_tasks(world)}
+    name = spec.name
+    task = tasks.get(name)
+    if task is None or task["kind"] not in ("culture", "behaviour"):
+        trainable = [n for n, t in tasks.items() if t["kind"] in ("culture", "behaviour")]
+        raise DataError(f"demo task {name!r} is unknown; the demo world has {trainable}.")
+    paths = task["paths"]
+    if task["kind"] == "culture":
+        kw = dict(schema="dcl", country=task["country"], localization=spec.localization, form=spec.form, limit=spec.limit)
+        train, test = load_pairs(str(paths["train"]), **kw), load_pairs(str(paths["test"]), **kw)
+        label = f"demo culture · {task['country']} · {spec.localization} · {spec.form}"
+    else:
+        train = load_pairs(str(paths["train"]), schema="bipo", limit=spec.limit)
+        test = load_pairs(str(paths["test"]), schema="bipo", limit=spec.limit)
+        label = f"demo behaviour · {name}"
+    return Task(label, train, test)
