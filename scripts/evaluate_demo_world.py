@@ -30,17 +30,13 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from yapo_core import demo_corpus as corpus  # noqa: E402
-from yapo_core.comparison import compare_methods  # noqa: E402
-from yapo_core.data import load_pairs  # noqa: E402
-from yapo_core.demo import TRAINING, build_demo_world, list_demo_tasks  # noqa: E402
-from yapo_core.evaluation import generation_accuracy, mcq_items_from_pairs  # noqa: E402
-from yapo_core.generation import STEER_POSITIONS, generate  # noqa: E402
-from yapo_core.models import load_model  # noqa: E402
-from yapo_core.saes import load_sae  # noqa: E402
-from yapo_core.training import TrainConfig, Trainer  # noqa: E402
+from yapo_core.comparison import compare_methods
+from yapo_core.demo import TRAINING, build_demo_world, corpus
+from yapo_core.evaluation import generation_accuracy, mcq_items_from_pairs
+from yapo_core.generation import STEER_POSITIONS, generate
+from yapo_core.models import load_model
+from yapo_core.saes import load_sae
+from yapo_core.training import TrainConfig, Trainer
 
 BUILD_TARGETS = {
     "build seconds <= 300": lambda s: s["build_seconds"] <= 300,
@@ -56,11 +52,11 @@ GENERATION_MULTIPLIER = 0.5
 
 
 def steering(world, model, tokenizer, sae, countries, settings: dict, n_generations: int) -> dict:
-    task = next(t for t in list_demo_tasks(world) if t["kind"] == "culture")
     out = {"settings": settings, "countries": {}, "generations": []}
     for country in countries:
-        train = list(load_pairs(task["paths"]["train"], country=country, localization="nolocalized", form="mcq"))
-        test = mcq_items_from_pairs(load_pairs(task["paths"]["test"], country=country, localization="nolocalized", form="mcq"))
+        task = world.culture(country)
+        train = list(task.pairs("train"))
+        test = mcq_items_from_pairs(task.pairs("test"))
         row = {"n_train": len(train), "n_test": len(test)}
         demo_rejected = settings.get("mcq_rejected", "given")
         # The demo's construction; beside it, the papers' (the given answer only) when they differ.
@@ -88,8 +84,8 @@ def steering(world, model, tokenizer, sae, countries, settings: dict, n_generati
     # GENERATION_MULTIPLIER, and both steering positions.
     open_settings = {**settings, "max_steps": max(1, settings["max_steps"] // 2)}
     for i, country in enumerate(list(countries)[:n_generations]):
-        train = list(load_pairs(task["paths"]["train"], country=country, localization="nolocalized", form="open_ended"))
-        test = list(load_pairs(task["paths"]["test"], country=country, localization="nolocalized", form="open_ended"))
+        train = list(world.culture(country).pairs("train", form="open_ended"))
+        test = list(world.culture(country).pairs("test", form="open_ended"))
         config = TrainConfig(kind="sparse", layer=world.layer, epochs=10_000, **open_settings)
         vector = Trainer(model, tokenizer, train, config, sae=sae).run()
         answers = [p.chosen.split(".")[0] for p in test]  # the culture's short answer opens each reply

@@ -5,15 +5,12 @@
 """
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from yapo_core import TrainConfig, Trainer, generate, load_model, load_pairs, load_sae, load_vector, save_vector  # noqa: E402
-from yapo_core.demo import TRAINING, build_demo_world, list_demo_tasks  # noqa: E402
-from yapo_core.evaluation import mcq_accuracy, mcq_items_from_pairs  # noqa: E402
+from yapo_core import TrainConfig, Trainer, generate, load_model, load_sae, load_vector, save_vector
+from yapo_core.demo import TRAINING, build_demo_world
+from yapo_core.evaluation import mcq_accuracy, mcq_items_from_pairs
 
 
 def main() -> None:
@@ -26,9 +23,8 @@ def main() -> None:
     world = build_demo_world(size=args.size)  # a tiny Llama, its tokenizer and a sae-lens SAE
     model, tok = load_model(world.model_dir, device="cpu")
     sae = load_sae(path=world.sae_dir, device="cpu")
-    task = next(t for t in list_demo_tasks(world) if t.get("country") == args.country)
-    train = load_pairs(task["paths"]["train"], country=args.country, localization="nolocalized", form="mcq")
-    test = load_pairs(task["paths"]["test"], country=args.country, localization="nolocalized", form="mcq")
+    task = world.culture(args.country)  # non-localized MCQ pairs, read with yapo_core.load_pairs
+    train, test = task.pairs("train"), task.pairs("test")
 
     # The demo world's recommended settings (a larger learning rate than the public runs'; see TRAINING).
     config = TrainConfig(kind="sparse", **{**TRAINING, "max_steps": args.steps}, epochs=1000)

@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from yapo_core import demo
-from yapo_core import demo_corpus as corpus
+from yapo_core.demo import build_lm, cli, config, corpus, world as demo_world
+from yapo_core.errors import YapoError
 
 CULTURE_COLUMNS = [
     "country",
@@ -35,7 +36,7 @@ def world(tmp_path_factory):
 
 
 def test_build_writes_a_complete_world(world):
-    assert (world.root / demo.COMPLETE_MARKER).is_file()
+    assert (world.root / demo_world.COMPLETE_MARKER).is_file()
     assert json.loads((world.root / "stats.json").read_text()) == world.stats
     stats = world.stats
     assert stats["layer"] == world.layer == demo.BUILD_SIZES["mini"].layer
@@ -57,7 +58,7 @@ def test_model_tokenizer_and_sae_load_with_the_standard_loaders(world):
     assert 0 <= world.layer < model.config.num_hidden_layers
     assert sae.cfg.d_in == model.config.hidden_size
     assert sae.cfg.metadata.hook_name == f"blocks.{world.layer}.hook_resid_post"
-    assert sae.cfg.metadata.model_name == demo.DEMO_MODEL_NAME
+    assert sae.cfg.metadata.model_name == config.DEMO_MODEL_NAME
     # decode must be exactly linear for the sparse steering identity (docs/method.md §2)
     z = torch.relu(torch.randn(3, sae.cfg.d_sae))
     torch.testing.assert_close(sae.decode(z), z @ sae.W_dec + sae.b_dec)
@@ -73,17 +74,17 @@ def test_chat_template_round_trips(world):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(world.model_dir)
-    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == (demo.BOS, demo.EOT, demo.PAD)
+    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == (build_lm.BOS, build_lm.EOT, build_lm.PAD)
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Which day comes after Monday?"}]
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    assert text == demo.render_chat("Which day comes after Monday?", system="Be brief.")
+    assert text == build_lm.render_chat("Which day comes after Monday?", system="Be brief.")
     assert text.endswith("<|assistant|>")
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
     assert ids.count(tokenizer.bos_token_id) == 1 and ids[0] == tokenizer.bos_token_id
     assert tokenizer.decode(ids) == text
 
     full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": "Tuesday"}], tokenize=False)
-    assert full == demo.render_chat("Which day comes after Monday?", system="Be brief.") + "Tuesday" + tokenizer.eos_token
+    assert full == build_lm.render_chat("Which day comes after Monday?", system="Be brief.") + "Tuesday" + tokenizer.eos_token
     with pytest.raises(Exception, match="roles"):
         tokenizer.apply_chat_template([{"role": "tool", "content": "x"}], tokenize=False)
 
@@ -93,7 +94,7 @@ def test_training_tokenization_matches_the_chat_template(world):
 
     tokenizer = AutoTokenizer.from_pretrained(world.model_dir)
     example = corpus.ChatExample("What colour is snow?", "white", system="Be brief.")
-    (ids, weights), = demo._encode_examples(tokenizer, [example])
+    (ids, weights), = build_lm.encode_examples(tokenizer, [example])
     messages = [
         {"role": "system", "content": example.system},
         {"role": "user", "content": example.user},
@@ -107,7 +108,7 @@ def test_training_tokenization_matches_the_chat_template(world):
     # The answer weighs 1 in all, the prompt PROMPT_LOSS_WEIGHT, each spread evenly.
     assert sum(answer_weights) == pytest.approx(1.0)
     assert len(set(answer_weights)) == 1
-    assert sum(weights[1:-n_answer]) == pytest.approx(demo.PROMPT_LOSS_WEIGHT)
+    assert sum(weights[1:-n_answer]) == pytest.approx(build_lm.PROMPT_LOSS_WEIGHT)
 
 
 def test_culture_tasks_follow_the_deep_culture_lense_schema(world):
@@ -135,11 +136,11 @@ def test_culture_tasks_follow_the_deep_culture_lense_schema(world):
 
 
 def test_behaviour_and_general_tasks_follow_their_schemas(world):
-    tasks = demo.list_demo_tasks(world)
-    behaviours = [t for t in tasks if t["kind"] == "behaviour"]
-    assert {t["name"] for t in behaviours} == {b.key for b in corpus.BEHAVIOURS}
+    tasks = world.tasks()
+    behaviours = world.tasks("behaviour")
+    assert {t.name for t in behaviours} == {b.key for b in corpus.BEHAVIOURS}
     for task in behaviours:
-        train, test, infer = (read_jsonl(task["paths"][s]) for s in ("train", "test", "test_infer"))
+        train, test, infer = (read_jsonl(task.paths[s]) for s in ("train", "test", "test_infer"))
         assert train and test and infer
         for row in train + test:
             assert list(row) == ["question", "matching", "not_matching"]
@@ -147,20 +148,39 @@ def test_behaviour_and_general_tasks_follow_their_schemas(world):
             assert list(row) == ["question", "A", "B", "matching"]
             assert row["matching"] in ("A", "B")
         assert not {r["question"] for r in train} & {r["question"] for r in test}
-    (general,) = [t for t in tasks if t["kind"] == "general"]
-    questions = read_jsonl(general["paths"]["questions"])
+    (general,) = world.tasks("general")
+    questions = read_jsonl(general.paths["questions"])
     assert questions and all(list(r) == ["prompt", "answer"] for r in questions)
-    assert all(list(r) == ["text"] for r in read_jsonl(general["paths"]["text"]))
-    cultures = [t for t in tasks if t["kind"] == "culture"]
-    assert [t["country"] for t in cultures] == list(corpus.COUNTRY_KEYS)
-    assert all(p.is_file() for t in tasks for p in t["paths"].values())
+    assert world.general_questions() == ([r["prompt"] for r in questions], [r["answer"] for r in questions])
+    assert all(list(r) == ["text"] for r in read_jsonl(general.paths["text"]))
+    cultures = world.tasks("culture")
+    assert [t.country for t in cultures] == list(corpus.COUNTRY_KEYS)
+    assert all(p.is_file() for t in tasks for p in t.paths.values())
+
+
+def test_typed_tasks_read_their_pairs_through_the_public_loader(world):
+    assert world.culture("egypt").trainable and world.culture(corpus.DEFAULT_COUNTRY).is_default
+    rows = read_jsonl(world.culture("egypt").paths["train"])
+    # the miniature model answers some open questions (those rows make pairs) and no MCQ
+    usable = [r for r in rows if r["rejected_yapo-demo_open_ended"]]
+    country = usable[0]["country"]
+    expected = [r["prompt_open_ended"] for r in usable if r["country"] == country]
+    pairs = world.culture(country).pairs("train", form="open_ended", localization="both")
+    assert [p.prompt for p in pairs] == expected
+    behaviour = world.task(corpus.BEHAVIOURS[0].key)
+    infer = behaviour.pairs("test_infer")
+    assert len(infer) == len(read_jsonl(behaviour.paths["test_infer"])) and {p.chosen for p in infer} <= {"A", "B"}
+    with pytest.raises(YapoError, match="culture-egypt"):
+        world.task("culture-atlantis")
+    with pytest.raises(YapoError, match="not preference pairs"):
+        world.task("general").pairs()
 
 
 def test_a_finished_world_is_reused(world, monkeypatch):
     def no_rebuild(*args, **kwargs):
         raise AssertionError("the finished world was rebuilt")
 
-    monkeypatch.setattr(demo, "_build", no_rebuild)
+    monkeypatch.setattr(demo_world, "_build", no_rebuild)
     again = demo.build_demo_world(world.root, seed=3, size="mini", progress=False)
     assert again.stats == world.stats and again.layer == world.layer
 
@@ -178,16 +198,16 @@ def test_the_build_is_deterministic(world, tmp_path):
 
 def test_refuses_to_overwrite_a_folder_with_foreign_files(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(demo.YapoError, match="notes.txt"):
+    with pytest.raises(YapoError, match="notes.txt"):
         demo.build_demo_world(tmp_path, seed=3, size="mini", progress=False)
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_cli_info(world, capsys, tmp_path):
-    assert demo.main(["info", "--cache-dir", str(world.root), "--seed", "3", "--size", "mini"]) == 0
+    assert cli.main(["info", "--cache-dir", str(world.root), "--seed", "3", "--size", "mini"]) == 0
     out = capsys.readouterr().out
     assert "localized MCQ accuracy" in out and "culture-egypt" in out
-    assert demo.main(["info", "--cache-dir", str(tmp_path / "none"), "--size", "mini"]) == 1
+    assert cli.main(["info", "--cache-dir", str(tmp_path / "none"), "--size", "mini"]) == 1
 
 
 def test_held_out_questions_are_new_combinations_of_seen_parts():
@@ -202,5 +222,5 @@ def test_held_out_questions_are_new_combinations_of_seen_parts():
 
 def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("YAPO_CACHE_DIR", str(tmp_path))
-    assert demo.default_cache_dir(7) == tmp_path / "demo" / f"v{demo.FORMAT_VERSION}-seed7"
+    assert demo.default_cache_dir(7) == tmp_path / "demo" / f"v{config.FORMAT_VERSION}-seed7"
     assert demo.default_cache_dir(7, "mini") != demo.default_cache_dir(7)

@@ -276,9 +276,9 @@ def cmd_compare(args) -> int:
 
 
 def cmd_demo(rest: list[str]) -> int:
-    from . import demo
+    from .demo.cli import main as demo_main
 
-    return demo.main(rest)
+    return demo_main(rest)
 
 
 def main(argv: list[str] | None = None) -> int:

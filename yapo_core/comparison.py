@@ -18,10 +18,14 @@ from typing import Callable, Sequence
 from torch import nn
 
 from .data import PreferencePair
-from .evaluation import DEFAULT_MULTIPLIERS, MCQItem, capability_change, mcq_accuracy, sweep
+from .demo import TRAINING, build_demo_world
+from .evaluation import (
+    DEFAULT_MULTIPLIERS, MCQItem, capability_change, generation_accuracy, mcq_accuracy, mcq_items_from_pairs, sweep,
+)
 from .methods import METHODS, get_method, make_vector
+from .models import load_model
 from .plots import loss_curves, multiplier_sweep
-from .saes import check_sae_fits
+from .saes import check_sae_fits, load_sae
 from .training import TrainConfig
 
 LOSS_THRESHOLD = 0.1
@@ -151,24 +155,13 @@ def demo_comparison(
 
     YaPO and BiPO train with the demo world's settings (:data:`yapo_core.demo.TRAINING`), for
     ``steps`` steps when given; ``train_config`` overrides any :class:`TrainConfig` field."""
-    from .data import load_pairs
-    from .demo import TRAINING, build_demo_world, list_demo_tasks
-    from .evaluation import generation_accuracy, mcq_items_from_pairs
-    from .models import load_model
-    from .saes import load_sae
-
     world = build_demo_world(seed=seed, size=size)
     model, tokenizer = load_model(world.model_dir, device="cpu")
     sae = load_sae(path=world.sae_dir, device="cpu")
-    task = next(t for t in list_demo_tasks(world) if t["kind"] == "culture" and t["country"] == country)
-    train = load_pairs(task["paths"]["train"], country=country, localization="nolocalized", form="mcq")
-    test = load_pairs(task["paths"]["test"], country=country, localization="nolocalized", form="mcq")
-    general = next(t for t in list_demo_tasks(world) if t["kind"] == "general")
-    import pandas as pd
-
-    questions = pd.read_json(general["paths"]["questions"], lines=True).head(64)
-    capability = lambda: generation_accuracy(model, tokenizer, list(questions["prompt"]), list(questions["answer"]),  # noqa: E731
-                                             max_new_tokens=8)
+    task = world.culture(country)
+    train, test = task.pairs("train"), task.pairs("test")
+    prompts, answers = world.general_questions(64)
+    capability = lambda: generation_accuracy(model, tokenizer, prompts, answers, max_new_tokens=8)  # noqa: E731
     config = {"epochs": 10_000, "seed": 11, **TRAINING, **({"max_steps": steps} if steps else {}), **train_config}
     return compare_methods(model, tokenizer, sae, list(train), mcq_items_from_pairs(test), capability, methods,
                            multipliers, config, task=f"demo culture-{country} (non-localized MCQ)", on_progress=on_progress)

@@ -21,10 +21,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import pandas as pd
 
 from yapo_core import evaluation as ev
-from yapo_core.demo import TRAINING, list_demo_tasks, load_demo_world
+from yapo_core.demo import TRAINING, load_demo_world
 from yapo_core.errors import DataError, SettingsError, VectorFileError, YapoError
 from yapo_core.export import export_gguf, load_vector, save_vector
 from yapo_core.features import dialogue_texts, feature_report
@@ -303,9 +302,7 @@ class Session:
         world = load_demo_world(size=demo_size())
         if world is None or Path(bundle.spec.model).resolve() != Path(world.model_dir).resolve():
             return None
-        general = next(t for t in list_demo_tasks(world) if t["kind"] == "general")
-        table = pd.read_json(general["paths"]["questions"], lines=True)
-        return list(table["prompt"]), list(table["answer"])
+        return world.general_questions()
 
     def features(self, label: str, k: int = 10, n_texts: int = 32, lens_k: int = 8):
         """The feature report of a vector, with activations on its task's test pairs."""

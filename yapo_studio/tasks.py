@@ -12,7 +12,7 @@ from typing import Sequence
 from urllib.parse import urlparse
 
 from yapo_core.data import PairSet, detect_schema, load_pairs, read_table
-from yapo_core.demo import build_demo_world, list_demo_tasks, load_demo_world
+from yapo_core.demo import build_demo_world, load_demo_world
 from yapo_core.errors import DataError, SettingsError
 
 from .settings import current, datasets_offline
@@ -59,7 +59,7 @@ def demo_world_ready() -> bool:
 def demo_task_names() -> list[str]:
     """The demo world's trainable tasks (culture per country, behaviours); empty until it is built."""
     world = load_demo_world(size=demo_size())
-    return [t["name"] for t in list_demo_tasks(world) if t["kind"] in ("culture", "behaviour")] if world else []
+    return [t.name for t in world.tasks() if t.trainable] if world else []
 
 
 @dataclass
@@ -189,19 +189,14 @@ def load_task(spec: TaskSpec, catalog_tasks: dict | None = None, rejected_model:
 
 def _demo_task(spec: TaskSpec) -> Task:
     world = ensure_demo_world()
-    tasks = {t["name"]: t for t in list_demo_tasks(world)}
-    name = spec.name
-    task = tasks.get(name)
-    if task is None or task["kind"] not in ("culture", "behaviour"):
-        trainable = [n for n, t in tasks.items() if t["kind"] in ("culture", "behaviour")]
-        raise DataError(f"demo task {name!r} is unknown; the demo world has {trainable}.")
-    paths = task["paths"]
-    if task["kind"] == "culture":
-        kw = dict(schema="dcl", country=task["country"], localization=spec.localization, form=spec.form, limit=spec.limit)
-        train, test = load_pairs(str(paths["train"]), **kw), load_pairs(str(paths["test"]), **kw)
-        label = f"demo culture · {task['country']} · {spec.localization} · {spec.form}"
+    trainable = [t for t in world.tasks() if t.trainable]
+    task = next((t for t in trainable if t.name == spec.name), None)
+    if task is None:
+        raise DataError(f"demo task {spec.name!r} is unknown; the demo world has {[t.name for t in trainable]}.")
+    kw = dict(form=spec.form, localization=spec.localization, limit=spec.limit)
+    train, test = task.pairs("train", **kw), task.pairs("test", **kw)
+    if task.kind == "culture":
+        label = f"demo culture · {task.country} · {spec.localization} · {spec.form}"
     else:
-        train = load_pairs(str(paths["train"]), schema="bipo", limit=spec.limit)
-        test = load_pairs(str(paths["test"]), schema="bipo", limit=spec.limit)
-        label = f"demo behaviour · {name}"
+        label = f"demo behaviour · {task.name}"
     return Task(label, train, test)

@@ -1,0 +1,98 @@
+"""The demo world's fixed settings: sizes of the full and the seconds-scale build, and the
+training settings of steering vectors on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEMO_MODEL_NAME = "yapo-demo"
+FORMAT_VERSION = 2
+"""Bump when the corpus, model or file layout changes, so old caches are not reused."""
+
+BUILD_THREADS = 2
+"""Torch threads during a build: fixed, because float results (and so the files) depend on it."""
+
+SIZES = ("full", "mini")
+
+MAX_POSITIONS = 256
+"""Context length of the demo LM (and of its tokenizer)."""
+
+
+@dataclass(frozen=True)
+class BuildSize:
+    """Everything that differs between the full world and the seconds-scale test world."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    lm_examples: int
+    lm_batch: int
+    lm_lr: float
+    sae_expansion: int
+    sae_k: int
+    sae_activation_sequences: int
+    sae_training_samples: int
+    sae_batch: int
+    sae_lr: float
+    culture_rows: int  # rows per country, localization status and split (train; test gets half)
+    generation_batch: int = 64
+
+    @property
+    def layer(self) -> int:
+        """The block whose output the SAE reads: the middle of the stack (block 1 of 0-3), with
+        as many blocks after it as up to it, to turn a steered residual stream into an answer."""
+        return (self.num_layers - 1) // 2
+
+
+BUILD_SIZES: dict[str, BuildSize] = {
+    "full": BuildSize(
+        vocab_size=2048,
+        hidden_size=128,
+        intermediate_size=384,
+        num_layers=4,
+        num_heads=4,
+        lm_examples=57600,
+        lm_batch=32,
+        lm_lr=2e-3,
+        sae_expansion=8,
+        sae_k=16,
+        sae_activation_sequences=3000,
+        sae_training_samples=600_000,
+        sae_batch=512,
+        sae_lr=1e-3,
+        culture_rows=128,
+    ),
+    "mini": BuildSize(
+        vocab_size=400,
+        hidden_size=32,
+        intermediate_size=64,
+        num_layers=2,
+        num_heads=2,
+        lm_examples=160,
+        lm_batch=16,
+        lm_lr=3e-3,
+        sae_expansion=4,
+        sae_k=4,
+        sae_activation_sequences=32,
+        sae_training_samples=2048,
+        sae_batch=256,
+        sae_lr=1e-3,
+        culture_rows=2,
+        generation_batch=32,
+    ),
+}
+
+
+TRAINING = {"lr": 0.3, "warmup_steps": 20, "batch_size": 32, "max_steps": 600, "mcq_rejected": "every_option"}
+"""Training settings (:class:`~yapo_core.training.TrainConfig` fields) for vectors on the full
+demo world; everything else keeps the public runs' defaults (β 0.1, cosine schedule, clipping 1).
+
+The learning rate is far above the public runs' 5e-4: the demo LM, trained to near-zero loss on
+templated text, answers far more confidently than an instruction-tuned LLM, so moving an answer
+takes a larger vector than a few hundred steps at 5e-4 reach. MCQ pairs are trained against every
+wrong option (``mcq_rejected="every_option"``): against the default answer alone the objective can
+be met while a third option wins the argmax. ``scripts/evaluate_demo_world.py`` measures both
+choices; docs/results.md reports them.
+"""

@@ -1,0 +1,333 @@
+"""The demo world: where a built world lives, its typed tasks, and the build that makes it.
+
+A build (:func:`build_demo_world`) runs the stages in order, deterministically from a seed:
+the corpus (:mod:`.corpus`), the tokenizer and language model (:mod:`.build_lm`), the SAE
+(:mod:`.build_sae`) and the task files (:mod:`.build_tasks`). A finished build is marked by a
+completion file written last, and reused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import sae_lens
+import tokenizers
+import torch
+import transformers
+from tqdm.auto import tqdm
+
+from ..data import PairSet, load_pairs
+from ..errors import YapoError
+from ..hooks import HookPoint
+from . import corpus
+from .build_lm import train_lm, train_tokenizer
+from .build_sae import train_sae
+from .build_tasks import write_tasks
+from .config import BUILD_SIZES, BUILD_THREADS, DEMO_MODEL_NAME, FORMAT_VERSION, BuildSize
+
+COMPLETE_MARKER = "COMPLETE"
+
+
+@dataclass(frozen=True)
+class DemoTask:
+    """One task of a demo world and its files.
+
+    Culture tasks of all countries share one table per split (as in Deep-Culture-Lense); a task's
+    rows are selected by ``country``. The default culture's non-localized rows mostly have
+    ``rejected == chosen`` (the model already answers that way), which ``is_default`` flags.
+    """
+
+    name: str
+    kind: str  # "culture", "behaviour" or "general"
+    format: str  # "deep-culture-lense", "bipo" or "general"
+    paths: dict[str, Path]
+    country: str | None = None
+    is_default: bool = False
+
+    @property
+    def trainable(self) -> bool:
+        return self.kind in ("culture", "behaviour")
+
+    def pairs(self, split: str = "train", form: str = "mcq", localization: str = "nolocalized",
+              limit: int | None = None) -> PairSet:
+        """Preference pairs of ``split`` through the public loader (:func:`yapo_core.load_pairs`).
+
+        Culture: the ``form`` (``mcq`` or ``open_ended``) and ``localization`` rows of this
+        country. Behaviour: ``train``/``test`` open answers, or ``test_infer`` A/B questions.
+        """
+        if self.kind == "culture":
+            return load_pairs(self.paths[split], schema="dcl", country=self.country, localization=localization,
+                              form=form, limit=limit)
+        if self.kind == "behaviour":
+            return load_pairs(self.paths[split], schema="bipo_ab" if split == "test_infer" else "bipo", limit=limit)
+        raise YapoError(f"demo task {self.name!r} holds general questions, not preference pairs.")
+
+
+def _tasks_of(world: "DemoWorld") -> list[DemoTask]:
+    culture = world.tasks_dir / "culture"
+    tasks = [
+        DemoTask(f"culture-{country}", "culture", "deep-culture-lense",
+                 {"train": culture / "train.jsonl", "test": culture / "test.jsonl"},
+                 country=country, is_default=country == corpus.DEFAULT_COUNTRY)
+        for country in corpus.COUNTRY_KEYS
+    ]
+    for behaviour in corpus.BEHAVIOURS:
+        folder = world.tasks_dir / "behaviour" / behaviour.key
+        tasks.append(DemoTask(behaviour.key, "behaviour", "bipo",
+                              {split: folder / f"{split}.jsonl" for split in ("train", "test", "test_infer")}))
+    general = world.tasks_dir / "general"
+    tasks.append(DemoTask("general", "general", "general",
+                          {"questions": general / "questions.jsonl", "text": general / "text.jsonl"}))
+    return tasks
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@dataclass
+class DemoWorld:
+    """Where a built demo world lives, and what its build measured (``stats.json``)."""
+
+    root: Path
+    model_dir: Path
+    sae_dir: Path
+    layer: int
+    tasks_dir: Path
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def hook_name(self) -> str:
+        return HookPoint.block_output(self.layer).hook_name
+
+    def tasks(self, kind: str | None = None) -> list[DemoTask]:
+        """The world's tasks (one culture task per country, one per behaviour, general), or
+        those of one ``kind``."""
+        return [t for t in _tasks_of(self) if kind is None or t.kind == kind]
+
+    def task(self, name: str) -> DemoTask:
+        """The task called ``name`` (``culture-egypt``, ``power-seeking``, ``general``)."""
+        for t in _tasks_of(self):
+            if t.name == name:
+                return t
+        raise YapoError(f"demo task {name!r} is unknown; the demo world has {', '.join(t.name for t in _tasks_of(self))}.")
+
+    def culture(self, country: str) -> DemoTask:
+        """The culture task of ``country``."""
+        if country not in corpus.COUNTRY_KEYS:
+            raise YapoError(f"country {country!r} is not in the demo world; use one of {', '.join(corpus.COUNTRY_KEYS)}.")
+        return self.task(f"culture-{country}")
+
+    def general_questions(self, n: int | None = None) -> tuple[list[str], list[str]]:
+        """The general questions (arithmetic, facts) and their answers, for capability checks."""
+        rows = _read_jsonl(self.task("general").paths["questions"])[:n]
+        return [r["prompt"] for r in rows], [r["answer"] for r in rows]
+
+
+def default_cache_dir(seed: int = 0, size: str = "full") -> Path:
+    """``$YAPO_CACHE_DIR`` (default ``~/.cache/yapo-studio``) ``/demo/v<format>-seed<seed>``.
+
+    The mini world gets a ``-mini`` suffix so that a test build never replaces the real one.
+    """
+    base = Path(os.environ.get("YAPO_CACHE_DIR", Path.home() / ".cache" / "yapo-studio")).expanduser()
+    return base / "demo" / (f"v{FORMAT_VERSION}-seed{seed}" + ("" if size == "full" else f"-{size}"))
+
+
+def _world_at(root: Path, layer: int, stats: dict | None = None) -> DemoWorld:
+    return DemoWorld(
+        root=root,
+        model_dir=root / "model",
+        sae_dir=root / "sae",
+        layer=layer,
+        tasks_dir=root / "tasks",
+        stats=stats or {},
+    )
+
+
+def _read_complete(root: Path) -> dict | None:
+    marker = root / COMPLETE_MARKER
+    if not marker.is_file():
+        return None
+    try:
+        return json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def load_demo_world(cache_dir: str | os.PathLike | None = None, seed: int = 0, size: str = "full") -> DemoWorld | None:
+    """The finished world at ``cache_dir`` (or the default folder), or None when there is none."""
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(seed, size)
+    marker = _read_complete(root)
+    if marker is None or marker.get("format_version") != FORMAT_VERSION:
+        return None
+    if marker.get("seed") != seed or marker.get("size") != size:
+        return None
+    stats = json.loads((root / "stats.json").read_text())
+    return _world_at(root, marker["layer"], stats)
+
+
+def build_demo_world(
+    cache_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    size: str = "full",
+    force: bool = False,
+    progress: bool = True,
+) -> DemoWorld:
+    """Build the demo world into ``cache_dir`` (default :func:`default_cache_dir`), or reuse it.
+
+    A world is reused when its completion marker names the same format version, seed and size.
+    Otherwise (or with ``force``) it is built in a sibling temporary folder and moved into place
+    at the end, so an interrupted build never leaves a half-written world that looks finished.
+    ``size="mini"`` is a seconds-scale build of the same pipeline, for tests.
+    """
+    if size not in BUILD_SIZES:
+        raise YapoError(f"demo world size {size!r} is unknown; use one of {list(BUILD_SIZES)}.")
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(seed, size)
+    if not force:
+        world = load_demo_world(root, seed, size)
+        if world is not None:
+            return world
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = root.parent / f".{root.name}.building-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    try:
+        world = _build(staging, seed, BUILD_SIZES[size], size, progress)
+        _replace_world(staging, root)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return _world_at(root, world.layer, world.stats)
+
+
+_WORLD_ENTRIES = {"model", "sae", "tasks", "stats.json", COMPLETE_MARKER}
+
+
+def _replace_world(staging: Path, root: Path) -> None:
+    """Move a finished build to ``root``, removing an older world there but nothing else."""
+    if root.exists():
+        unknown = sorted(p.name for p in root.iterdir() if p.name not in _WORLD_ENTRIES)
+        if unknown:
+            raise YapoError(
+                f"cannot build the demo world into {str(root)!r}: it holds files the build did not "
+                f"write ({', '.join(unknown[:5])}); choose an empty or new folder."
+            )
+        (root / COMPLETE_MARKER).unlink(missing_ok=True)
+        shutil.rmtree(root)
+    os.replace(staging, root)
+
+
+@contextmanager
+def _deterministic(seed: int):
+    """Seed every generator the build touches and fix the thread count; restore threads after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(BUILD_THREADS)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build(root: Path, seed: int, size: BuildSize, size_name: str, progress: bool) -> DemoWorld:
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    world = _world_at(root, size.layer)
+    stages = tqdm(total=6, desc="demo world", disable=not progress, unit="stage")
+
+    def stage(name: str) -> None:
+        timings[name] = round(time.perf_counter() - started - sum(timings.values()), 2)
+        stages.set_postfix_str(name)
+        stages.update(1)
+
+    with _deterministic(seed):
+        rng = random.Random(seed)
+        culture_train, culture_test = corpus.split_question_keys(random.Random(rng.random()))
+        behaviour_splits = {
+            b.key: corpus.split_behaviour_keys(random.Random(rng.random()), b) for b in corpus.BEHAVIOURS
+        }
+        behaviour_train = [k for train, _ in behaviour_splits.values() for k in train]
+        examples = corpus.corpus_stream(random.Random(rng.random()), size.lm_examples, culture_train, behaviour_train)
+        stage("corpus")
+
+        tokenizer = train_tokenizer(examples, size.vocab_size)
+        stage("tokenizer")
+
+        model = train_lm(tokenizer, examples, size, random.Random(rng.random()), progress)
+        world.model_dir.mkdir(parents=True)
+        model.save_pretrained(world.model_dir)
+        tokenizer.save_pretrained(world.model_dir)
+        stage("model")
+
+        activation_texts = corpus.corpus_stream(
+            random.Random(rng.random()), size.sae_activation_sequences, culture_train, behaviour_train
+        )
+        sae_stats = train_sae(model, tokenizer, activation_texts, size, world.hook_name, world.sae_dir, progress)
+        stage("sae")
+
+        task_stats = write_tasks(
+            model, tokenizer, world.tasks_dir, culture_train, culture_test, behaviour_splits,
+            size, random.Random(rng.random()), progress,
+        )
+        stage("tasks")
+
+    stats = {
+        "name": DEMO_MODEL_NAME,
+        "format_version": FORMAT_VERSION,
+        "seed": seed,
+        "size": size_name,
+        "layer": size.layer,
+        "hook_name": world.hook_name,
+        "model": {
+            "architecture": "LlamaForCausalLM",
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "hidden_size": size.hidden_size,
+            "num_layers": size.num_layers,
+            "vocab_size": len(tokenizer),
+            "training_examples": size.lm_examples,
+            "final_train_loss": round(model.demo_final_loss, 4),
+        },
+        "sae": sae_stats,
+        **task_stats,
+        "default_country": corpus.DEFAULT_COUNTRY,
+        "countries": list(corpus.COUNTRY_KEYS),
+        "versions": _versions(),
+    }
+    stage("stats")
+    stages.close()
+    stats["build_seconds"] = round(time.perf_counter() - started, 1)
+    stats["stage_seconds"] = timings
+    stats["file_bytes"] = _file_sizes(root)
+    (root / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    marker = {"format_version": FORMAT_VERSION, "seed": seed, "size": size_name, "layer": size.layer}
+    (root / COMPLETE_MARKER).write_text(json.dumps(marker) + "\n")
+    world.stats = stats
+    return world
+
+
+def _versions() -> dict[str, str]:
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "sae_lens": sae_lens.__version__,
+        "tokenizers": tokenizers.__version__,
+    }
+
+
+def _file_sizes(root: Path) -> dict[str, int]:
+    sizes = {}
+    for part in ("model", "sae", "tasks"):
+        sizes[part] = sum(p.stat().st_size for p in (root / part).rglob("*") if p.is_file())
+    sizes["total"] = sum(sizes.values())
+    return sizes
