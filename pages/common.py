@@ -18,6 +18,7 @@ from pathlib import Path
 import gradio as gr
 
 from yapo_core.errors import SettingsError, YapoError
+from yapo_core.evaluation import parse_multipliers as core_parse_multipliers
 from yapo_studio.catalog import Catalog, load_catalog
 from yapo_studio.runs import JobLimiter
 from yapo_studio.session import Session
@@ -136,3 +137,14 @@ def vector_choices(session: Session | None, value: str | None = None) -> dict:
 def esc(text) -> str:
     return html.escape(str(text))
 
+
+STEER_LABELS = {"all": "every token (the method)", "prompt": "prompt tokens only"}  # one per STEER_POSITIONS
+
+
+def parse_multipliers(text: str) -> list[float]:
+    """The page's multipliers: :func:`yapo_core.evaluation.parse_multipliers`, at most 9, within ±10
+    (a grid or sweep of more runs the shared model for too long)."""
+    values = core_parse_multipliers(text)
+    if len(values) > 9 or any(abs(m) > 10 for m in values):
+        raise SettingsError("give 1 to 9 multipliers between −10 and 10.")
+    return values

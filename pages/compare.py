@@ -12,12 +12,11 @@ from yapo_core.plots import multiplier_sweep
 from yapo_studio.session import Session
 from yapo_studio.zero_gpu import gpu
 
-from .common import HEAVY, AppContext, esc, need, user_errors
+from .common import HEAVY, STEER_LABELS, AppContext, esc, need, parse_multipliers, user_errors
 
 EMPTY_ANSWER = "∅ (empty answer: the model ended its turn at once)"
 
 
-STEER_LABELS = {"all": "every token (the method)", "prompt": "prompt tokens only"}  # one per STEER_POSITIONS
 
 
 def where_steering_applies(session: Session | None, label: str | None, positions: str = "all") -> str:
@@ -32,16 +31,6 @@ def where_steering_applies(session: Session | None, label: str | None, positions
     return (f"**Where steering applies:** the output of block **{v.layer}** (`{esc(v.hook_name)}`), {tokens}, as "
             f"`{FORMULAS[v.kind]}`. Both columns come from one batched `generate` call with identical decoding "
             "settings and seed; at m = 0 the model is exactly unsteered.")
-
-
-def parse_multipliers(text: str) -> list[float]:
-    try:
-        values = sorted({float(x) for x in text.replace(";", ",").split(",") if x.strip()})
-    except ValueError:
-        raise SettingsError(f"multipliers {text!r} must be numbers separated by commas, e.g. -2, -1, 0, 1, 2.") from None
-    if not values or len(values) > 9 or any(abs(m) > 10 for m in values):
-        raise SettingsError("give 1 to 9 multipliers between −10 and 10.")
-    return values
 
 
 def prompt_choices(session: Session | None, label: str | None) -> dict:
@@ -125,8 +114,8 @@ def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
     @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere
     def on_sweep(session, label, ms):
         session = need(session)
-        points = session.sweep(label, parse_multipliers(ms))
-        return multiplier_sweep([(label, points)])
+        curves = session.evaluate([label], "preference", parse_multipliers(ms))
+        return multiplier_sweep(curves)
 
     def on_vector(session, label, positions_):
         return where_steering_applies(session, label, positions_), prompt_choices(session, label)

@@ -6,16 +6,18 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
+from yapo_core.evaluation import METRICS
+from yapo_core.generation import STEER_POSITIONS
 from yapo_core.plots import multiplier_sweep
 from yapo_studio.session import Session
 from yapo_studio.zero_gpu import gpu
 
-from .common import HEAVY, AppContext, need, user_errors
-from .compare import parse_multipliers
+from .common import HEAVY, STEER_LABELS, AppContext, need, parse_multipliers, user_errors
 
 HELP = """Which multiplier, and which method? Each vector is measured on **its own task's test split** at every
 multiplier (m = 0 is the unsteered model). *MCQ accuracy* reads the most likely answer letter (culture MCQ tasks);
-*behaviour rate* is BiPO's A/B evaluation; *preference accuracy* works for any pairs. The paper reports CAA and
+*behaviour rate* is BiPO's A/B evaluation; *preference accuracy* works for any pairs; *generation accuracy* reads
+open answers, with every token steered (the method) or only the prompt tokens. The paper reports CAA and
 SAS peaking near m = 0.5 and collapsing at 1 and above, while YaPO keeps improving up to 2."""
 
 
@@ -30,8 +32,10 @@ def build(ctx: AppContext, state: gr.State) -> gr.CheckboxGroup:
     gr.Markdown(HELP)
     vectors = gr.CheckboxGroup([], label="Vectors", elem_id="eval-vectors")
     with gr.Row():
-        metric = gr.Radio([(label, key) for key, label in Session.EVAL_METRICS.items()], value="mcq",
+        metric = gr.Radio([(m.label, m.key) for m in METRICS.values()], value="mcq",
                           label="Metric", elem_id="eval-metric", scale=3)
+        positions = gr.Radio([(STEER_LABELS[k], k) for k in STEER_POSITIONS], value="all",
+                             label="Steer (generation accuracy)", elem_id="eval-steer", scale=1)
         multipliers = gr.Textbox("-2, -1, -0.5, 0, 0.5, 1, 2", label="Multipliers", scale=2)
     run = gr.Button("Sweep", variant="primary", elem_id="eval-sweep")
     plot = gr.Plot(label="Metric against the multiplier", elem_id="eval-plot")
@@ -45,10 +49,10 @@ def build(ctx: AppContext, state: gr.State) -> gr.CheckboxGroup:
 
     @user_errors
     @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere
-    def on_sweep(session, labels, metric_, ms):
+    def on_sweep(session, labels, metric_, ms, positions_):
         session = need(session)
-        curves = session.evaluate(labels, metric_, parse_multipliers(ms))
-        return multiplier_sweep(curves, y_title=Session.EVAL_METRICS[metric_])
+        curves = session.evaluate(labels, metric_, parse_multipliers(ms), steer_positions=positions_ or "all")
+        return multiplier_sweep(curves, y_title=METRICS[metric_].label)
 
     @user_errors
     @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere
@@ -57,6 +61,6 @@ def build(ctx: AppContext, state: gr.State) -> gr.CheckboxGroup:
         return pd.DataFrame(rows).round(3)
 
     heavy = dict(concurrency_id=HEAVY, concurrency_limit=ctx.heavy_jobs)
-    run.click(on_sweep, [state, vectors, metric, multipliers], plot, **heavy)
+    run.click(on_sweep, [state, vectors, metric, multipliers, positions], plot, **heavy)
     cap_btn.click(on_capability, [state, vectors, cap_m], cap_table, **heavy)
     return vectors

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor, wait
-
 import gradio as gr
 
 from yapo_core.features import (
@@ -13,9 +11,8 @@ from yapo_core.features import (
     LatentWeight,
     LogitLens,
     VectorCard,
-    neuronpedia_explanation,
-    neuronpedia_reachable,
 )
+from yapo_core.neuronpedia import neuronpedia_explanations, neuronpedia_reachable
 from yapo_core.plots import cosine_bars, latent_bars
 from yapo_studio.zero_gpu import gpu
 
@@ -109,11 +106,7 @@ def fetch_explanations(report: FeatureReport) -> dict[int, str]:
         raise gr.Error("This SAE has no Neuronpedia pages (a local or unlisted SAE).")
     if not neuronpedia_reachable():
         raise gr.Error("Neuronpedia cannot be reached (offline?). The links on the cards work once you are online.")
-    pool = ThreadPoolExecutor(max_workers=8)
-    futures = {c.index: pool.submit(neuronpedia_explanation, report.neuronpedia_id, c.index) for c in report.latents}
-    wait(futures.values(), timeout=EXPLANATION_DEADLINE)
-    pool.shutdown(wait=False, cancel_futures=True)
-    return {i: f.result() for i, f in futures.items() if f.done() and f.result()}
+    return neuronpedia_explanations(report.neuronpedia_id, [c.index for c in report.latents], EXPLANATION_DEADLINE)
 
 
 def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:

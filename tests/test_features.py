@@ -12,6 +12,7 @@ from conftest import consistent_pairs, make_model, make_sae
 
 from yapo_core import SteeringVector
 from yapo_core import features as F
+from yapo_core import neuronpedia as NP
 from yapo_core.architectures import architecture_of
 from yapo_core.errors import SettingsError
 from yapo_core.saes import SAESource
@@ -138,9 +139,9 @@ def test_latent_activity_matches_a_direct_computation(tokenizer):
 def test_neuronpedia_urls():
     source = SAESource(release="gemma-scope-2b-pt-res-canonical", sae_id="layer_15/width_65k/canonical",
                        neuronpedia_id="gemma-2-2b/15-gemmascope-res-65k")
-    assert F.neuronpedia_url(source, 42) == "https://www.neuronpedia.org/gemma-2-2b/15-gemmascope-res-65k/42"
-    assert F.neuronpedia_url("gpt2-small/8-res-jb", 7) == "https://www.neuronpedia.org/gpt2-small/8-res-jb/7"
-    assert F.neuronpedia_url(SAESource(path="/some/folder"), 1) is None
+    assert NP.neuronpedia_url(source, 42) == "https://www.neuronpedia.org/gemma-2-2b/15-gemmascope-res-65k/42"
+    assert NP.neuronpedia_url("gpt2-small/8-res-jb", 7) == "https://www.neuronpedia.org/gpt2-small/8-res-jb/7"
+    assert NP.neuronpedia_url(SAESource(path="/some/folder"), 1) is None
 
 
 def test_neuronpedia_explanation_parses_the_api_and_fails_quietly(monkeypatch):
@@ -152,7 +153,7 @@ def test_neuronpedia_explanation_parses_the_api_and_fails_quietly(monkeypatch):
         return io.BytesIO(body)
 
     monkeypatch.setattr(urllib.request, "urlopen", fake_open)
-    assert F.neuronpedia_explanation("gpt2-small/8-res-jb", 7, timeout=1.5) == "mentions of tea"
+    assert NP.neuronpedia_explanation("gpt2-small/8-res-jb", 7, timeout=1.5) == "mentions of tea"
     assert seen == {"url": "https://www.neuronpedia.org/api/feature/gpt2-small/8-res-jb/7", "timeout": 1.5}
 
     def offline(request, timeout):
@@ -160,9 +161,9 @@ def test_neuronpedia_explanation_parses_the_api_and_fails_quietly(monkeypatch):
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     start = time.perf_counter()
-    assert F.neuronpedia_explanation("gpt2-small/8-res-jb", 7) is None
+    assert NP.neuronpedia_explanation("gpt2-small/8-res-jb", 7) is None
     assert time.perf_counter() - start < 1.0
-    assert F.neuronpedia_explanation(None, 7) is None
+    assert NP.neuronpedia_explanation(None, 7) is None
 
 
 def test_vector_card_reports_what_a_dense_export_drops(tokenizer):
@@ -192,3 +193,16 @@ def test_feature_report_for_sparse_and_dense_vectors(tokenizer):
     report = F.feature_report(dense, model, tokenizer, sae, texts, k=3)
     assert report.latents[0].index == 17 and report.latents[0].weight_kind == "cosine"
     assert report.vector.nearest[0].index == 17 and report.vector.dropped_at_plus is None
+
+
+def test_explanations_of_several_latents_come_back_by_index_within_the_deadline(monkeypatch):
+    def fake(source, index, timeout=4.0):
+        if index == 3:
+            time.sleep(5)  # never answers in time
+        return None if index == 2 else f"latent {index}"
+
+    monkeypatch.setattr(NP, "neuronpedia_explanation", fake)
+    start = time.perf_counter()
+    assert NP.neuronpedia_explanations("gpt2-small/8-res-jb", [1, 2, 3], deadline=0.5) == {1: "latent 1"}
+    assert time.perf_counter() - start < 2.0
+    assert NP.neuronpedia_explanations(SAESource(path="/local"), [1]) == {}

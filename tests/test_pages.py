@@ -108,10 +108,10 @@ def test_vector_dropdowns_keep_the_choice_or_take_the_newest(trained):
 
 
 def test_multipliers_are_parsed_and_bounded():
-    assert compare.parse_multipliers("1, -2; 0,1") == [-2.0, 0.0, 1.0]
-    for bad in ("", "one, two", "1,2,3,4,5,6,7,8,9,10", "50"):
+    assert common.parse_multipliers("1, -2; 0,1") == [-2.0, 0.0, 1.0]
+    for bad in ("", "one, two", "1,2,3,4,5,6,7,8,9,10", "50", "nan", "1, inf"):
         with pytest.raises(SettingsError):
-            compare.parse_multipliers(bad)
+            common.parse_multipliers(bad)
 
 
 def test_compare_says_where_steering_applies(trained):

@@ -11,6 +11,7 @@ from app_fixtures import tiny_world, write_pairs_jsonl  # noqa: F401 (fixture)
 from conftest import SHARED_DATA, make_sae
 
 from yapo_core import training
+from yapo_core import hub
 from yapo_studio import catalog as S_catalog, runs as S_runs, session as S_session, store as S_store, tasks as S_tasks
 from yapo_core.errors import DataError, ModelLoadError, SAELoadError, SettingsError, VectorFileError
 from yapo_core.export import load_vector
@@ -83,8 +84,8 @@ def test_an_unreachable_hub_fails_within_seconds(catalog, monkeypatch):
     start = time.perf_counter()
     with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):  # HF_HUB_OFFLINE=1 in tests
         s.load_preset(catalog.preset("gpt2-small"))
-    monkeypatch.setattr(S_store, "is_offline", lambda: False)
-    monkeypatch.setattr(S_store, "host_reachable", lambda url, timeout=3.0: False)
+    monkeypatch.setattr(hub, "is_offline", lambda: False)
+    monkeypatch.setattr(hub, "host_reachable", lambda url, timeout=3.0: False)
     with pytest.raises(ModelLoadError, match="cannot be reached"):
         s.load_preset(catalog.preset("gemma-2-2b-it"))
     with pytest.raises(DataError, match="cannot be reached"):
@@ -329,7 +330,7 @@ def test_features_and_sweep_through_the_session(ready):
     report = ready.features(run.name, k=3)
     assert 1 <= len(report.latents) <= 3 and report.n_texts > 0
     assert all(c.activity is not None for c in report.latents)
-    points = ready.sweep(run.name, [-1.0, 0.0, 1.0])
+    (_, points), = ready.evaluate([run.name], "preference", [-1.0, 0.0, 1.0])
     assert [m for m, _ in points] == [-1.0, 0.0, 1.0] and all(0 <= acc <= 1 for _, acc in points)
     assert points[1][1] == 0.0  # at m = 0 no pair gains anything: the margin is exactly 0
 
@@ -371,13 +372,15 @@ def test_evaluate_sweeps_every_chosen_vector(ready, monkeypatch):
     seen = []
     import yapo_core.evaluation as ev
     monkeypatch.setattr(ev, "generation_accuracy", lambda *a, **k: seen.append(k["steer_positions"]) or 0.5)
-    ready.evaluate([yapo.name], "generation_prompt", [1.0])
+    ready.evaluate([yapo.name], "generation", [1.0], steer_positions="prompt")
     ready.evaluate([yapo.name], "generation", [1.0])
     assert seen == ["prompt", "all"]
-    with pytest.raises(SettingsError, match="answer letter.*preference metric"):
+    with pytest.raises(SettingsError, match="answer letter.*option letter.*preference metric"):
         ready.evaluate([yapo.name], "mcq", [0.0, 1.0])  # the test answers are sentences
     with pytest.raises(SettingsError, match="at least one vector"):
         ready.evaluate([], "preference", [1.0])
+    with pytest.raises(SettingsError, match="metric 'accuracy' is unknown; use one of preference, mcq"):
+        ready.evaluate([yapo.name], "accuracy", [1.0])
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(DataError, match="cais/mmlu"):  # not the demo model: MMLU, which needs the Hub

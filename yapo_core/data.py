@@ -25,6 +25,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from .errors import DataError
+from .hub import explain_hub_error
 
 SCHEMA_COLUMNS: dict[str, dict[str, str]] = {
     "pairs": {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"},
@@ -199,8 +200,6 @@ def _read_with_datasets(kind: str, source: str, split: str | None):
     except DataError:
         raise
     except Exception as exc:
-        from .models import explain_hub_error
-
         raise DataError(explain_hub_error("dataset", source, exc)) from exc
     return ds.to_pandas()
 

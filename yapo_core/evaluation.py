@@ -29,7 +29,8 @@ from .data import EncodedPair, PreferencePair, collate, encode_pairs, encode_pro
 from .errors import DataError, SettingsError
 from .generation import STEER_POSITIONS, generate
 from .logprobs import pad_token_id, sequence_logprobs
-from .models import explain_hub_error, model_device
+from .hub import explain_hub_error
+from .models import model_device
 from .steering import SteeringVector
 
 DEFAULT_MULTIPLIERS = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)

@@ -1,7 +1,7 @@
 """Reading a steering vector through its SAE: which latents it uses and what each one does.
 
 Everything the app's Features page shows is computed here and returned as plain dataclasses, so
-a notebook or script gets the same cards (ecosystem.md, "How a feature is shown"):
+a notebook or script gets the same cards:
 
 - :func:`top_latents`: the entries of a sparse vector with the largest ``|v|``, signed;
 - :func:`logit_lens`: the tokens a residual direction promotes and suppresses, read through the
@@ -9,16 +9,12 @@ a notebook or script gets the same cards (ecosystem.md, "How a feature is shown"
 - :func:`latent_activity`: where latents fire on given texts (top-activating tokens with
   per-token values, activation density, a histogram of non-zero activations);
 - :func:`nearest_latents`: SAE latents whose decoder rows point along a (dense) direction;
-- :func:`neuronpedia_url` / :func:`neuronpedia_explanation`: the latent's public page and, when
-  the network allows (short timeouts, never a hang), its explanation text;
+- a card's Neuronpedia link (:mod:`.neuronpedia`);
 - :func:`vector_card` and :func:`feature_report`: the whole vector, and one card per latent.
 """
 
 from __future__ import annotations
 
-import json
-import socket
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -29,12 +25,10 @@ from .architectures import unembed
 from .data import PreferencePair, has_chat_template, render_answer, render_prompt
 from .errors import SAELoadError, SettingsError
 from .models import model_device
-from .saes import SAESource, check_sae_fits, decoder_is_linear, sae_source
+from .neuronpedia import neuronpedia_url
 from .hooks import record_residual
+from .saes import SAESource, check_sae_fits, decoder_is_linear, sae_source
 from .steering import SteeringVector, dense_equivalent
-
-NEURONPEDIA = "https://www.neuronpedia.org"
-
 
 # --- which latents -----------------------------------------------------------------------------
 
@@ -306,48 +300,6 @@ def latent_activity(
             histogram_edges=edges,
         )
     return result
-
-
-# --- Neuronpedia -------------------------------------------------------------------------------
-
-
-def _neuronpedia_id(source: SAESource | str | None) -> str | None:
-    return source.neuronpedia_id if isinstance(source, SAESource) else source
-
-
-def neuronpedia_url(source: SAESource | str | None, index: int) -> str | None:
-    """``https://www.neuronpedia.org/<model>/<sae-id>/<index>``, or None when the SAE has no
-    Neuronpedia id (local or unlisted SAEs)."""
-    np_id = _neuronpedia_id(source)
-    return f"{NEURONPEDIA}/{np_id}/{int(index)}" if np_id else None
-
-
-def neuronpedia_reachable(timeout: float = 2.0) -> bool:
-    """Whether Neuronpedia answers a TCP connection within ``timeout`` seconds."""
-    try:
-        socket.create_connection(("www.neuronpedia.org", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def neuronpedia_explanation(source: SAESource | str | None, index: int, timeout: float = 4.0) -> str | None:
-    """The first explanation Neuronpedia's public API gives for a latent, or None (no id, no
-    network, no explanation, any error). Never waits longer than ``timeout`` seconds."""
-    np_id = _neuronpedia_id(source)
-    if not np_id:
-        return None
-    url = f"{NEURONPEDIA}/api/feature/{np_id}/{int(index)}"
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers={"Accept": "application/json"}), timeout=timeout) as r:
-            data = json.loads(r.read(2_000_000))
-    except (OSError, ValueError):
-        return None
-    for item in data.get("explanations") or []:
-        text = (item or {}).get("description")
-        if text:
-            return str(text).strip()
-    return None
 
 
 # --- cards -------------------------------------------------------------------------------------

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .architectures import architecture_of
 from .errors import ModelLoadError, SettingsError
+from .hub import explain_hub_error
 
 DTYPES = {
     "fp32": torch.float32,
@@ -45,33 +47,6 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
         raise SettingsError(f"dtype {dtype!r} is unknown; use one of {sorted(DTYPES)}.") from None
 
 
-def is_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-
-
-def explain_hub_error(what: str, source: str, exc: BaseException) -> str:
-    """A message that says why a hub download failed and what the user can do about it."""
-    text = f"{type(exc).__name__}: {exc}"
-    low = text.lower()
-    if "gated" in low or "401" in low or "403" in low or "restricted" in low:
-        return (
-            f"{what} {source!r} is gated or needs a login: accept its licence on "
-            f"https://huggingface.co/{source} and set HF_TOKEN (or run `hf auth login`)."
-        )
-    if is_offline() or "offline" in low or "connection" in low or "resolve" in low:
-        return (
-            f"{what} {source!r} is not in the local Hugging Face cache and the Hub cannot be "
-            "reached (HF_HUB_OFFLINE is set or there is no network). Download it once while "
-            "online, or pass a local folder."
-        )
-    if "not found" in low or "404" in low or "repository" in low or "is not a valid" in low:
-        return (
-            f"{what} {source!r} was not found: check the spelling of the Hugging Face id, or pass "
-            "an existing local folder."
-        )
-    return f"{what} {source!r} could not be loaded: {text}"
-
-
 def load_model(
     source: str | os.PathLike,
     device: str | None = "auto",
@@ -88,8 +63,6 @@ def load_model(
     put the SAE beside the steered block with :func:`yapo_core.saes.place_sae`. Blocks that fit
     nowhere are offloaded to ``offload_folder`` (device ``"disk"`` in a ``device_map`` dict).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     source = str(source)
     if source.startswith((".", "/", "~")) and not Path(source).expanduser().exists():
         raise ModelLoadError(f"model folder {source!r} does not exist; check the path.")

@@ -13,7 +13,8 @@ from torch import nn
 from .architectures import hidden_size
 from .errors import SAELoadError
 from .hooks import HookPoint, block_output, hook_device, parse_hook_name
-from .models import explain_hub_error, resolve_device
+from .hub import explain_hub_error
+from .models import resolve_device
 
 
 @dataclass(frozen=True)

@@ -220,36 +220,15 @@ class Session:
                                        temperature=temperature, seed=seed, steer_positions=steer_positions):
             yield partial[0]
 
-    def sweep(self, label: str, multipliers: Sequence[float], max_pairs: int = 64) -> list[tuple[float, float]]:
-        """Held-out preference accuracy of a vector at each multiplier, on its task's test split."""
-        e = self.entry(label)
-        if e.task is None or not len(e.task.test):
-            raise SettingsError("this vector has no task with a test split; load a task first.")
-        pairs = spread(e.task.test.pairs, max_pairs)
-        b = e.bundle
-        with b.lock:
-            return [(float(m), ev.preference_accuracy(b.model, b.tokenizer, pairs, e.vector, float(m), sae=b.sae))
-                    for m in multipliers]
+    def evaluate(self, labels: Sequence[str], metric: str, multipliers: Sequence[float], max_items: int = 64,
+                 steer_positions: str = "all") -> list[tuple[str, list[tuple[float, float]]]]:
+        """One curve per vector: ``metric`` (a key of :data:`yapo_core.evaluation.METRICS`) on at most
+        ``max_items`` pairs of its task's test split, at each multiplier.
 
-    EVAL_METRICS = {
-        "preference": "held-out preference accuracy",
-        "mcq": "MCQ accuracy (answer-letter likelihood)",
-        "behaviour": "behaviour rate (A/B: picks the behaviour's option)",
-        "generation": "generation accuracy (the greedy answer contains the chosen one)",
-        "generation_prompt": "generation accuracy, steering the prompt tokens only",
-    }
-
-    def evaluate(self, labels: Sequence[str], metric: str, multipliers: Sequence[float],
-                 max_items: int = 64) -> list[tuple[str, list[tuple[float, float]]]]:
-        """One curve per vector: ``metric`` on its task's test split at each multiplier.
-
-        ``mcq`` needs test pairs whose chosen answer is an option letter (Deep-Culture-Lense MCQ,
-        the demo world's MCQ tasks); ``behaviour`` needs BiPO-style A/B pairs; ``generation``
-        (open answers) counts greedy answers that contain the chosen one; ``generation_prompt``
-        does the same with only the prompt tokens steered (``steer_positions="prompt"``).
+        ``steer_positions`` applies to the generation metric: ``"all"`` (the method) or
+        ``"prompt"`` (see :func:`~yapo_core.generation.generate`).
         """
-        if metric not in self.EVAL_METRICS:
-            raise SettingsError(f"metric {metric!r} is unknown; use one of {sorted(self.EVAL_METRICS)}.")
+        chosen = ev.get_metric(metric)
         if not labels:
             raise SettingsError("choose at least one vector to evaluate.")
         curves = []
@@ -259,21 +238,14 @@ class Session:
                 raise SettingsError(f"{label}: this vector has no task with a test split; load a task first.")
             pairs = spread(e.task.test.pairs, max_items)
             b = e.bundle
-            if metric == "preference":
-                fn = lambda m: ev.preference_accuracy(b.model, b.tokenizer, pairs, e.vector, m, sae=b.sae)  # noqa: E731
-            elif metric in ("generation", "generation_prompt"):
-                where = "prompt" if metric == "generation_prompt" else "all"
-                fn = lambda m: ev.generation_accuracy(b.model, b.tokenizer, [p.prompt for p in pairs],  # noqa: E731
-                                                      [p.chosen for p in pairs], e.vector, m, sae=b.sae,
-                                                      steer_positions=where)
-            else:
-                try:
-                    items = ev.mcq_items_from_pairs(pairs, "AB" if metric == "behaviour" else None)
-                except DataError as exc:
-                    raise SettingsError(f"{label}: {exc} Use the preference metric for open answers.") from None
-                fn = lambda m: ev.mcq_accuracy(b.model, b.tokenizer, items, e.vector, m, sae=b.sae)  # noqa: E731
             with b.lock:
-                curves.append((label, list(ev.sweep(fn, multipliers).items())))
+                try:
+                    curve = ev.evaluate_metric(metric, b.model, b.tokenizer, pairs, e.vector, multipliers, sae=b.sae,
+                                               steer_positions=steer_positions)
+                except DataError as exc:
+                    raise SettingsError(f"{label}: {exc} The {chosen.label} needs {chosen.needs}; use the "
+                                        "preference metric for other pairs.") from None
+            curves.append((label, list(curve.items())))
         return curves
 
     def capability(self, labels: Sequence[str], multiplier: float = 1.0, n: int = 48) -> list[dict]:

@@ -17,8 +17,6 @@ from yapo_core.errors import SettingsError
 
 ROOT = Path(__file__).resolve().parents[1]
 
-_TRUE = ("1", "true", "yes")
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -86,8 +84,3 @@ def current(env: Mapping[str, str] | None = None) -> Settings:
         zero_gpu=env.get("SPACES_ZERO_GPU", "").lower() in ("1", "true"),
     )
 
-
-def datasets_offline(env: Mapping[str, str] | None = None) -> bool:
-    """Whether ``datasets`` is told to stay offline (``HF_DATASETS_OFFLINE``)."""
-    env = os.environ if env is None else env
-    return env.get("HF_DATASETS_OFFLINE", "0").lower() in _TRUE

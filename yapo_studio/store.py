@@ -9,61 +9,19 @@ model takes (a steering hook is on the model while it runs).
 
 from __future__ import annotations
 
-import socket
 import threading
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
-from huggingface_hub import constants
 
-from yapo_core.errors import ModelLoadError, SAELoadError, SettingsError, YapoError
+from yapo_core.errors import ModelLoadError, SAELoadError, SettingsError
 from yapo_core.hooks import block_output, hook_point_from_name
-from yapo_core.models import is_offline, load_model
+from yapo_core.hub import require_hub
+from yapo_core.models import load_model
 from yapo_core.saes import load_sae, place_sae
 
-from .settings import current, datasets_offline
-
-
-def host_reachable(url: str, timeout: float = 3.0) -> bool:
-    """Whether the host of ``url`` accepts a TCP connection within ``timeout`` seconds."""
-    parsed = urlparse(url if "://" in url else f"https://{url}")
-    port = parsed.port or (80 if parsed.scheme == "http" else 443)
-    try:
-        socket.create_connection((parsed.hostname, port), timeout=timeout).close()
-        return True
-    except (OSError, TypeError):
-        return False
-
-
-def hub_endpoint() -> str:
-    return constants.ENDPOINT
-
-
-def hub_cached(repo_id: str, repo_type: str = "model") -> bool:
-    """Whether the Hugging Face cache holds anything of ``repo_id`` (a download was started)."""
-    folder = Path(constants.HF_HUB_CACHE) / f"{repo_type}s--{repo_id.replace('/', '--')}"
-    return folder.is_dir()
-
-
-def require_hub(what: str, repo_id: str, error: type[YapoError], repo_type: str = "model") -> None:
-    """Fail within seconds when the Hub is needed but cannot be reached.
-
-    In offline mode the libraries fail fast themselves. Online, an unreachable Hub makes them
-    retry for minutes, also for files already in the cache, hence the advice to go offline.
-    """
-    if is_offline() or (repo_type == "dataset" and datasets_offline()):
-        return
-    endpoint = hub_endpoint()
-    if host_reachable(endpoint):
-        return
-    cached = hub_cached(repo_id, repo_type)
-    raise error(
-        f"{what} {repo_id!r} needs the Hugging Face Hub, and {endpoint} cannot be reached (no network?). "
-        + ("It is in the local cache: set HF_HUB_OFFLINE=1 (and HF_DATASETS_OFFLINE=1) to use the cached copy."
-           if cached else "Download it once while online, or give a local folder.")
-    )
+from .settings import current
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from yapo_core.data import PairSet, detect_schema, load_pairs, read_table
 from yapo_core.demo import build_demo_world, load_demo_world
 from yapo_core.errors import DataError, SettingsError
 
-from .settings import current, datasets_offline
-from .store import host_reachable, require_hub
+from .settings import current
+from yapo_core import hub
 
 
 MAX_UPLOAD_BYTES = current().max_upload_bytes
@@ -155,7 +155,7 @@ def load_task(spec: TaskSpec, catalog_tasks: dict | None = None, rejected_model:
         return _demo_task(spec)
     if spec.source == "culture":
         dataset = catalog_tasks.get("culture", {}).get("dataset", "MBZUAI-Paris/Deep-Culture-Lense")
-        require_hub("dataset", dataset, DataError, repo_type="dataset")
+        hub.require_hub("dataset", dataset, DataError, repo_type="dataset")
         kw = dict(country=spec.country, localization=spec.localization, form=spec.form,
                   rejected_model=spec.rejected_model or rejected_model, limit=spec.limit)
         train = load_pairs(dataset, split="train", **kw)
@@ -167,9 +167,10 @@ def load_task(spec: TaskSpec, catalog_tasks: dict | None = None, rejected_model:
         if spec.name not in behaviours:
             raise DataError(f"behaviour {spec.name!r} is unknown; choose one of {behaviours}.")
         train_src, test_src = (_behaviour_source(catalog_tasks, spec.name, s) for s in ("train", "test"))
-        if train_src.startswith("http") and not datasets_offline() and not host_reachable(train_src):
+        if train_src.startswith("http") and (hub.datasets_offline() or not hub.host_reachable(train_src)):
+            why = " (HF_DATASETS_OFFLINE is set)" if hub.datasets_offline() else ""
             raise DataError(
-                f"BiPO's data is read from {urlparse(train_src).hostname}, which cannot be reached. "
+                f"BiPO's data is read from {urlparse(train_src).hostname}, which cannot be reached{why}. "
                 "Set YAPO_BIPO_DIR to a local copy of its data/ folder, or upload the CSV as a file task."
             )
         train = load_pairs(train_src, schema="bipo", limit=spec.limit)
