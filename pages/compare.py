@@ -7,8 +7,8 @@ import pandas as pd
 
 from yapo_core.errors import SettingsError
 from yapo_core.generation import STEER_POSITIONS
-from yapo_core.steering import FORMULAS
 from yapo_core.plots import multiplier_sweep
+from yapo_core.steering import FORMULAS
 from yapo_studio.session import Session
 from yapo_studio.zero_gpu import gpu
 

@@ -6,14 +6,14 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from yapo_core.data import MCQ_REJECTED
 from yapo_core.errors import SettingsError
+from yapo_core.objectives import ENGINES
 from yapo_core.plots import run_color, training_curves
+from yapo_core.training import TrainConfig
 from yapo_studio.runs import CHUNK_SECONDS, Run, chunk_seconds, format_seconds
 from yapo_studio.session import Session
 from yapo_studio.zero_gpu import on_zero_gpu
-from yapo_core.data import MCQ_REJECTED
-from yapo_core.objectives import ENGINES
-from yapo_core.training import TrainConfig
 
 from .common import esc, need, user_errors
 

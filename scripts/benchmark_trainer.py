@@ -6,12 +6,13 @@ hidden = 8192 with about 68 active latents per token, as Gemma Scope's L0), batc
 the paper's MCQ data (prompts of 200 tokens, answers of 20, 4 pairs). Random weights; nothing
 is downloaded. ``--size real`` builds the real gemma-2-2b configuration (for a GPU).
 
-Each engine runs in its own process so that peak memory is its own. Prints seconds per step and
-peak memory of both loops, their ratio, and the time of the fast engine's cache-building pass
-(so the break-even step count is visible).
+Each engine runs in its own process so that peak memory is its own. Prints the median seconds
+per step and peak memory of both loops, their ratio, and the time of the fast engine's cache-building pass
+(so the break-even step count is visible), and writes the same as Markdown (``--out``, by default
+``assets/results/benchmark.md``) and JSON (beside it, ``.json``).
 
-    python scripts/benchmark_trainer.py            # CPU size, ~3 minutes on 2 cores
-    python scripts/benchmark_trainer.py --size real --device cuda
+    python scripts/benchmark_trainer.py            # CPU size, a few minutes on 2 cores
+    python scripts/benchmark_trainer.py --size real --device cuda --out runs/benchmark-cuda.md
 """
 
 from __future__ import annotations
@@ -19,14 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import resource
+import shlex
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "assets" / "results" / "benchmark.md"
 
 SIZES = {
     # gemma-2-2b's depth and layer; widths scaled to a CPU
@@ -83,7 +86,7 @@ def calibrate_sae(model, sae, ids, target_l0: float = 68.0):
 def make_pairs(n: int, prompt_len: int, answer_len: int, vocab: int, seed: int = 0):
     import torch
 
-    from yapo_core.data import EncodedPair
+    from yapo_core.encoding import EncodedPair
 
     g = torch.Generator().manual_seed(seed)
     rand = lambda k: torch.randint(10, vocab, (k,), generator=g).tolist()  # noqa: E731
@@ -108,16 +111,17 @@ def run_engine(args) -> dict:
     setup = time.perf_counter() - start
     steps = iter(trainer)
     next(steps)  # warm-up step, not timed
-    start = time.perf_counter()
-    for _ in steps:
-        pass
-    per_step = (time.perf_counter() - start) / args.steps
+    times, start = [], time.perf_counter()
+    for _ in steps:  # each step reports its loss as a float, so the device has finished it
+        times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+    per_step = statistics.median(times)  # robust to a step slowed by another process
     if args.device.startswith("cuda"):
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"engine": args.engine, "seconds_per_step": per_step, "setup_seconds": setup, "peak_mib": peak,
-            "sae_l0": l0, "final_loss": trainer.history[-1].loss}
+    return {"engine": args.engine, "seconds_per_step": per_step, "step_seconds": times, "setup_seconds": setup,
+            "peak_mib": peak, "sae_l0": l0, "final_loss": trainer.history[-1].loss}
 
 
 def main() -> None:
@@ -126,12 +130,14 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="fp32")
     p.add_argument("--kind", default="sparse", choices=["sparse", "dense"])
-    p.add_argument("--steps", type=int, default=3, help="timed steps per engine (after one warm-up step)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per engine (after one warm-up step)")
     p.add_argument("--pairs", type=int, default=8, help="pairs in the dataset (cached by the fast engine)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--prompt-len", type=int, default=200)
     p.add_argument("--answer-len", type=int, default=20)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--out", default=str(DEFAULT_OUT),
+                   help="Markdown report to write, with a .json beside it (default: assets/results/benchmark.md)")
     p.add_argument("--engine", help=argparse.SUPPRESS)  # child mode
     args = p.parse_args()
     if args.engine:
@@ -146,14 +152,56 @@ def main() -> None:
         results[engine] = json.loads(out.stdout.strip().splitlines()[-1])
     simple, fast = results["simple"], results["fast"]
     gain = simple["seconds_per_step"] - fast["seconds_per_step"]
-    print(f"model: Gemma-2 architecture, 26 blocks, steering block 15, size={args.size}, {args.kind} vector, "
-          f"batch {args.batch_size} pairs of {args.prompt_len}+{args.answer_len} tokens, SAE L0 {fast['sae_l0']:.0f}, "
-          f"device {args.device}, {args.threads} threads")
-    print(f"straightforward loop: {simple['seconds_per_step']:.3f} s/step, peak memory {simple['peak_mib']:.0f} MiB")
-    print(f"fast trainer:         {fast['seconds_per_step']:.3f} s/step, peak memory {fast['peak_mib']:.0f} MiB")
-    print(f"cache-building pass ({args.pairs} pairs): {fast['setup_seconds']:.2f} s "
-          f"(break-even after {fast['setup_seconds'] / gain if gain > 0 else float('inf'):.1f} steps)")
-    print(f"speed-up ratio: {simple['seconds_per_step'] / fast['seconds_per_step']:.2f}x")
+    ratio = simple["seconds_per_step"] / fast["seconds_per_step"]
+    break_even = fast["setup_seconds"] / gain if gain > 0 else float("inf")
+    setting = (f"Gemma-2 architecture, 26 blocks, steering block 15, size={args.size}, {args.kind} vector, "
+               f"batch {args.batch_size} pairs of {args.prompt_len}+{args.answer_len} tokens, SAE L0 {fast['sae_l0']:.0f}, "
+               f"device {args.device}, {args.dtype}, {args.threads} threads")
+    lines = [
+        f"model: {setting}",
+        f"straightforward loop: {simple['seconds_per_step']:.3f} s/step (median), peak memory {simple['peak_mib']:.0f} MiB",
+        f"fast trainer:         {fast['seconds_per_step']:.3f} s/step (median), peak memory {fast['peak_mib']:.0f} MiB",
+        f"cache-building pass ({args.pairs} pairs): {fast['setup_seconds']:.2f} s (break-even after {break_even:.1f} steps)",
+        f"speed-up ratio: {ratio:.2f}x",
+    ]
+    print("\n".join(lines))
+    if args.out:
+        write_report(Path(args.out), args, setting, simple, fast, ratio, break_even)
+
+
+def write_report(out: Path, args, setting: str, simple: dict, fast: dict, ratio: float, break_even: float) -> None:
+    """The printed figures as Markdown (``out``) and JSON (``out`` with ``.json``)."""
+    import torch
+
+    command = "python scripts/benchmark_trainer.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    memory = "peak GPU memory allocated" if args.device.startswith("cuda") else "peak resident memory of the process"
+    md = [
+        "## Training speed: straightforward loop against the fast trainer",
+        "",
+        f"Written by `{command.strip()}`.",
+        "",
+        f"- setting: {setting}; {args.steps} timed steps per engine after one warm-up step; random weights",
+        f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
+        "",
+        f"| engine | seconds per step (median) | {memory} (MiB) |",
+        "|---|---|---|",
+        f"| straightforward loop | {simple['seconds_per_step']:.3f} | {simple['peak_mib']:.0f} |",
+        f"| fast trainer | {fast['seconds_per_step']:.3f} | {fast['peak_mib']:.0f} |",
+        "",
+        f"Speed-up ratio (straightforward / fast, median seconds per step): **{ratio:.2f}x**.",
+        "",
+        (f"The fast trainer's cache-building pass over {args.pairs} pairs took {fast['setup_seconds']:.2f} s: "
+         f"it pays for itself after {break_even:.1f} steps."),
+    ]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(md) + "\n")
+    settings = {k: v for k, v in vars(args).items() if k not in ("engine", "out")}
+    out.with_suffix(".json").write_text(json.dumps(
+        {"command": command.strip(), "settings": settings, "machine": {"machine": platform.machine(),
+         "cpu_count": os.cpu_count(), "torch": torch.__version__}, "straightforward": simple, "fast": fast,
+         "ratio": ratio,
+         "break_even_steps": break_even if break_even != float("inf") else None}, indent=2) + "\n")
+    print(f"written to {out} and {out.with_suffix('.json')}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ NO_SYSTEM_TEMPLATE = (
 
 def make_tokenizer(chat_template: str | None = CHAT_TEMPLATE):
     """A character-level fast tokenizer (any ASCII text) with chat special tokens."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     chars = list(string.printable)

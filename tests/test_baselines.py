@@ -7,10 +7,10 @@ from conftest import consistent_pairs, make_model, make_sae
 from yapo_core import load_vector, save_vector
 from yapo_core.architectures import decoder_layers
 from yapo_core.baselines import answer_activations, compute_caa, compute_sas, sas_direction
-from yapo_core.hooks import HookPoint
-from yapo_core.methods import make_vector
 from yapo_core.data import PreferencePair
 from yapo_core.errors import SettingsError
+from yapo_core.hooks import HookPoint
+from yapo_core.methods import make_vector
 
 
 def test_caa_is_the_mean_difference_at_the_last_answer_token(tokenizer):

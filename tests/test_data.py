@@ -7,14 +7,8 @@ import pandas as pd
 import pytest
 from conftest import NO_SYSTEM_TEMPLATE, SHARED_DATA, make_tokenizer
 
-from yapo_core.data import (
-    PreferencePair,
-    collate,
-    encode_pairs,
-    load_pairs,
-    render_answer,
-    render_prompt,
-)
+from yapo_core.data import PreferencePair, load_pairs
+from yapo_core.encoding import collate, encode_pairs, render_answer, render_prompt
 from yapo_core.errors import DataError
 
 ROWS = [

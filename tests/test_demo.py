@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from yapo_core import demo
-from yapo_core.demo import build_lm, cli, config, corpus, world as demo_world
+from yapo_core.demo import build_lm, cli, config, corpus
+from yapo_core.demo import world as demo_world
 from yapo_core.errors import YapoError
 
 CULTURE_COLUMNS = [

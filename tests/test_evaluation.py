@@ -12,10 +12,10 @@ from yapo_core.evaluation import (
     capability_change,
     generation_accuracy,
     gold_letter,
-    mcq_items_from_pairs,
-    option_letters,
     letter_logprobs,
     mcq_accuracy,
+    mcq_items_from_pairs,
+    option_letters,
     preference_accuracy,
     sweep,
 )
@@ -60,7 +60,7 @@ def test_gold_letter_forms():
 
 
 def test_option_letters_are_read_from_the_prompt():
-    eight = "Which dish?\n" + "\n".join(f"{l}. dish {l}" for l in "ABCDEFGH") + "\nAnswer with the letter."
+    eight = "Which dish?\n" + "\n".join(f"{c}. dish {c}" for c in "ABCDEFGH") + "\nAnswer with the letter."
     assert option_letters(eight) == "ABCDEFGH"
     assert option_letters("Pick one:\n(A) yes\n(B) no") == "AB"
     assert option_letters("Pick one:\nA) yes\nB) no\nC) maybe") == "ABC"

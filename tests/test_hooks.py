@@ -7,7 +7,14 @@ from conftest import make_model
 
 from yapo_core.architectures import decoder_layers
 from yapo_core.errors import SAELoadError, SettingsError
-from yapo_core.hooks import HookPoint, block_output, hook_point_from_name, parse_hook_name, record_residual, steering_hook
+from yapo_core.hooks import (
+    HookPoint,
+    block_output,
+    hook_point_from_name,
+    parse_hook_name,
+    record_residual,
+    steering_hook,
+)
 
 
 def test_hook_names_map_to_residual_points():

@@ -6,9 +6,9 @@ from conftest import consistent_pairs, make_model, make_sae
 from oracle import oracle_loss
 
 from yapo_core import TrainConfig, Trainer
-from yapo_core.data import collate
-from yapo_core.errors import SettingsError
 from yapo_core.activation_cache import PairCache
+from yapo_core.encoding import collate
+from yapo_core.errors import SettingsError
 from yapo_core.hooks import HookPoint
 from yapo_core.objectives import capture_block_inputs, run_blocks, sparse_update
 
@@ -103,7 +103,7 @@ def test_block_inputs_reproduce_the_full_forward(tokenizer):
 
 
 def test_cache_on_disk_is_reused_and_rebuilt_when_inputs_change(tokenizer, tmp_path):
-    from yapo_core.data import encode_pairs
+    from yapo_core.encoding import encode_pairs
 
     model, sae = make_model("llama"), make_sae()
     encoded, _ = encode_pairs(tokenizer, _pairs(6))

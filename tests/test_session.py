@@ -10,14 +10,17 @@ import torch
 from app_fixtures import tiny_world, write_pairs_jsonl  # noqa: F401 (fixture)
 from conftest import SHARED_DATA, make_sae
 
-from yapo_core import training
-from yapo_core import hub
-from yapo_studio import catalog as S_catalog, runs as S_runs, session as S_session, store as S_store, tasks as S_tasks
+from yapo_core import hub, training
 from yapo_core.errors import DataError, ModelLoadError, SAELoadError, SettingsError, VectorFileError
-from yapo_core.export import load_vector
 from yapo_core.evaluation import generation_accuracy
+from yapo_core.export import load_vector
 from yapo_core.generation import generate
 from yapo_core.steering import dense_equivalent
+from yapo_studio import catalog as S_catalog
+from yapo_studio import runs as S_runs
+from yapo_studio import session as S_session
+from yapo_studio import store as S_store
+from yapo_studio import tasks as S_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = dict(lr=0.05, warmup_steps=2, batch_size=4, seed=0)

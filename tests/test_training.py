@@ -8,9 +8,9 @@ import torch
 from conftest import consistent_pairs, make_model, make_sae
 
 from yapo_core import TrainConfig, Trainer, TrainingError
-from yapo_core.training import train_chunk
-from yapo_core.evaluation import preference_accuracy, score_pairs
+from yapo_core.chunked import train_chunk
 from yapo_core.errors import SettingsError
+from yapo_core.evaluation import preference_accuracy, score_pairs
 
 FAST = dict(lr=0.05, warmup_steps=5, epochs=100, max_steps=60, batch_size=4, seed=0)
 

@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .architectures import decoder_layers
-from .data import EncodedPair, collate
+from .encoding import EncodedPair, collate
 from .hooks import HookPoint, record_residual
 from .logprobs import answer_logprobs
 from .models import model_device, model_id

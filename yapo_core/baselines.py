@@ -15,7 +15,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .data import EncodedPair, PreferencePair, collate, encode_pairs
+from .data import PreferencePair
+from .encoding import EncodedPair, collate, encode_pairs
 from .errors import SettingsError
 from .hooks import HookPoint, block_output, record_residual
 from .logprobs import pad_token_id

@@ -20,7 +20,13 @@ from torch import nn
 from .data import PreferencePair
 from .demo import TRAINING, build_demo_world
 from .evaluation import (
-    DEFAULT_MULTIPLIERS, MCQItem, capability_change, generation_accuracy, mcq_accuracy, mcq_items_from_pairs, sweep,
+    DEFAULT_MULTIPLIERS,
+    MCQItem,
+    capability_change,
+    generation_accuracy,
+    mcq_accuracy,
+    mcq_items_from_pairs,
+    sweep,
 )
 from .methods import METHODS, get_method, make_vector
 from .models import load_model

@@ -25,11 +25,12 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .data import EncodedPair, PreferencePair, collate, encode_pairs, encode_prompt, option_letters, render_answer
+from .data import PreferencePair, option_letters
+from .encoding import EncodedPair, collate, encode_pairs, encode_prompt, render_answer
 from .errors import DataError, SettingsError
 from .generation import STEER_POSITIONS, generate
-from .logprobs import pad_token_id, sequence_logprobs
 from .hub import explain_hub_error
+from .logprobs import pad_token_id, sequence_logprobs
 from .models import model_device
 from .steering import SteeringVector
 

@@ -16,8 +16,8 @@ from torch import nn
 
 from ._version import __version__
 from .architectures import architecture_of, num_layers
-from .hooks import hook_point_from_name
 from .errors import VectorFileError
+from .hooks import hook_point_from_name
 from .models import model_id as model_id_of
 from .saes import SAESource, sae_source
 from .steering import SteeringVector, dense_equivalent

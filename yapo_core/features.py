@@ -22,11 +22,12 @@ import torch
 from torch import nn
 
 from .architectures import unembed
-from .data import PreferencePair, has_chat_template, render_answer, render_prompt
+from .data import PreferencePair
+from .encoding import has_chat_template, render_answer, render_prompt
 from .errors import SAELoadError, SettingsError
+from .hooks import record_residual
 from .models import model_device
 from .neuronpedia import neuronpedia_url
-from .hooks import record_residual
 from .saes import SAESource, check_sae_fits, decoder_is_linear, sae_source
 from .steering import SteeringVector, dense_equivalent
 

@@ -22,12 +22,11 @@ import torch
 from torch import nn
 from transformers.generation.streamers import BaseStreamer
 
-from .data import has_chat_template, render_prompt
-from .hooks import hook_device, steering_hook
+from .encoding import has_chat_template, render_prompt
 from .errors import SettingsError
+from .hooks import hook_device, steering_hook
 from .models import model_device
 from .steering import SteeringVector, steer_hidden
-
 
 STEER_POSITIONS = ("all", "prompt")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .data import SequenceBatch
+from .encoding import SequenceBatch
 
 
 def answer_logprobs(logits: torch.Tensor, batch: SequenceBatch) -> torch.Tensor:

@@ -28,7 +28,7 @@ from torch import nn
 
 from .activation_cache import CachedPair, PairCache, available_memory, estimate_cache_bytes
 from .architectures import architecture_of, decoder_layers, unembed
-from .data import EncodedPair, collate
+from .encoding import EncodedPair, collate
 from .errors import SettingsError
 from .hooks import HookPoint, steering_hook
 from .logprobs import sequence_logprobs
@@ -144,6 +144,25 @@ def sparse_update(h: torch.Tensor, a: torch.Tensor, W_dec: torch.Tensor, counts,
 
 # ---------------------------------------------------------------------------------------------
 # The two objectives
+
+
+def preference_loss(
+    steered: torch.Tensor, reference: torch.Tensor, direction: float, beta: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The bi-directional loss from per-row answer log-probs (chosen rows first), and metrics."""
+    n = steered.shape[0] // 2
+    rewards = beta * (steered - reference)
+    chosen, rejected = rewards[:n], rewards[n:]
+    margins = direction * (chosen - rejected)
+    loss = -F.logsigmoid(margins).mean()
+    margins, chosen, rejected = margins.detach(), chosen.detach(), rejected.detach()
+    metrics = dict(
+        reward_accuracy=float((margins > 0).float().mean()),
+        margin=float(margins.mean()),
+        chosen_reward=float(chosen.mean()),
+        rejected_reward=float(rejected.mean()),
+    )
+    return loss, metrics
 
 
 class SimpleObjective:

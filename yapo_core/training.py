@@ -23,23 +23,20 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ._version import __version__
 from .architectures import hidden_size
-from .data import (
-    MCQ_REJECTED, EncodedPair, EncodeReport, PairSet, PreferencePair, against_every_option, encode_pairs,
-)
+from .data import MCQ_REJECTED, PairSet, PreferencePair, against_every_option
+from .encoding import EncodedPair, EncodeReport, encode_pairs
 from .errors import SettingsError, TrainingError
 from .export import open_safetensors
-from .models import model_device, model_id
 from .hooks import block_output
 from .logprobs import pad_token_id
-from .objectives import ENGINES, make_objective
+from .models import model_device, model_id
+from .objectives import ENGINES, make_objective, preference_loss
 from .saes import SAESource, check_sae_fits, sae_source
 from .steering import TRAINED_METHOD, SteeringVector
-
 
 
 @dataclass
@@ -109,25 +106,6 @@ class StepMetrics:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def preference_loss(
-    steered: torch.Tensor, reference: torch.Tensor, direction: float, beta: float
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The bi-directional loss from per-row answer log-probs (chosen rows first), and metrics."""
-    n = steered.shape[0] // 2
-    rewards = beta * (steered - reference)
-    chosen, rejected = rewards[:n], rewards[n:]
-    margins = direction * (chosen - rejected)
-    loss = -F.logsigmoid(margins).mean()
-    margins, chosen, rejected = margins.detach(), chosen.detach(), rejected.detach()
-    metrics = dict(
-        reward_accuracy=float((margins > 0).float().mean()),
-        margin=float(margins.mean()),
-        chosen_reward=float(chosen.mean()),
-        rejected_reward=float(rejected.mean()),
-    )
-    return loss, metrics
 
 
 def warmup_cosine(step: int, warmup: int, total: int) -> float:
@@ -400,61 +378,6 @@ class TrainState:
         return int(self.meta["step"])
 
 
-@dataclass
-class ChunkResult:
-    """What :func:`train_chunk` hands back: the state to continue from and the chunk's metrics."""
-
-    state: TrainState
-    history: list[StepMetrics]
-    total_steps: int
-    finished: bool  # the run reached its last step (or was stopped for a non-finite value)
-    error: str | None = None  # why it stopped early (a TrainingError's message); state is the last good one
-    data_report: str = ""  # how the pairs tokenised (EncodeReport.describe())
-
-    def vector(self, config: TrainConfig, model: nn.Module, sae: nn.Module | None = None) -> SteeringVector:
-        """The chunk's last good vector, built where the model and SAE are (e.g. the main process)."""
-        return trained_vector(self.state.tensors["v"], config, self.state.meta["hook_name"], model, sae,
-                              self.state.step, self.data_report)
-
-
-def train_chunk(
-    model: nn.Module,
-    tokenizer,
-    pairs,
-    config: TrainConfig,
-    sae: nn.Module | None = None,
-    state: TrainState | None = None,
-    max_steps: int | None = None,
-    max_seconds: float | None = None,
-) -> ChunkResult:
-    """Run up to ``max_steps`` steps (or until ``max_seconds`` have passed since the call began,
-    at least one step) of a run, from ``state`` or the start.
-
-    A pure function of its arguments: chaining chunks gives the same vector as one uninterrupted
-    :class:`Trainer` run, which is what lets training run as a series of short calls that each
-    hold a GPU briefly and may run in another process (ZeroGPU's ``spaces.GPU`` workers). Each
-    call re-tokenises and, with the fast engine, re-caches the activations of ``pairs``.
-    """
-    started = time.perf_counter()  # the budget includes tokenising and caching
-    trainer = Trainer(model, tokenizer, pairs, config, sae=sae)
-    if state is not None:
-        trainer.load_state(state)
-    done, error = 0, None
-    try:
-        while trainer.step < trainer.total_steps:
-            if (max_steps is not None and done >= max_steps) or (
-                max_seconds is not None and done and time.perf_counter() - started >= max_seconds
-            ):
-                break
-            trainer.run_step()
-            done += 1
-    except TrainingError as exc:
-        error = str(exc)
-    return ChunkResult(trainer.state(), trainer.history, trainer.total_steps,
-                       finished=error is not None or trainer.step >= trainer.total_steps, error=error,
-                       data_report=trainer.data_report.describe())
-
-
 def train_vector(
     model: nn.Module,
     tokenizer,
@@ -472,12 +395,9 @@ def train_vector(
 
 
 __all__ = [
-    "ChunkResult",
     "StepMetrics",
     "TrainConfig",
     "TrainState",
     "Trainer",
-    "preference_loss",
-    "train_chunk",
     "train_vector",
 ]

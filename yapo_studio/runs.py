@@ -10,10 +10,11 @@ import logging
 import threading
 import time
 
+from yapo_core.chunked import ChunkResult, train_chunk
 from yapo_core.errors import SettingsError, TrainingError, YapoError
 from yapo_core.methods import Method, make_vector
 from yapo_core.steering import SteeringVector
-from yapo_core.training import ChunkResult, StepMetrics, TrainConfig, Trainer, TrainState, train_chunk
+from yapo_core.training import StepMetrics, TrainConfig, Trainer, TrainState
 
 from .settings import current
 from .store import Bundle, LoadSpec, loaded_bundle

@@ -21,7 +21,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
-
 from yapo_core import evaluation as ev
 from yapo_core.demo import TRAINING, load_demo_world
 from yapo_core.errors import DataError, SettingsError, VectorFileError, YapoError

@@ -14,7 +14,6 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from yapo_core.errors import ModelLoadError, SAELoadError, SettingsError
 from yapo_core.hooks import block_output, hook_point_from_name
 from yapo_core.hub import require_hub

@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Sequence
 from urllib.parse import urlparse
 
+from yapo_core import hub
 from yapo_core.data import PairSet, detect_schema, load_pairs, read_table
 from yapo_core.demo import build_demo_world, load_demo_world
 from yapo_core.errors import DataError, SettingsError
 
 from .settings import current
-from yapo_core import hub
-
 
 MAX_UPLOAD_BYTES = current().max_upload_bytes
 DATA_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
