@@ -5,7 +5,6 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from yapo_core.architectures import num_layers
 from yapo_core.methods import METHODS
 from yapo_studio.session import Session
 from yapo_studio.tasks import TaskSpec, demo_task_names, demo_world_ready, preview_file
@@ -47,12 +46,7 @@ def preset_notes(ctx: AppContext, key: str) -> str:
 
 def bundle_summary(session: Session) -> str:
     b = session.bundle
-    sae = "no SAE (BiPO only)"
-    if b.sae is not None:
-        sae = f"SAE with {b.sae.cfg.d_sae:,} latents reading `{b.hook_name}`"
-    return (f"✓ **Loaded** {esc(b.label)}: `{esc(b.spec.model)}` ({num_layers(b.model)} blocks, "
-            f"{sum(p.numel() for p in b.model.parameters()):,} parameters), {sae}. "
-            f"Vectors steer the output of block **{b.layer}**.")
+    return f"✓ **Loaded** {esc(b.label)}: {esc(b.describe())}. Vectors steer the output of block **{b.layer}**."
 
 
 def pairs_frame(session: Session, n: int = 5) -> pd.DataFrame:

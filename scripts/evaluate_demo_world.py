@@ -80,7 +80,7 @@ def steering(world, model, tokenizer, sae, countries, settings: dict, n_generati
 
     # Open-ended answers: a YaPO vector trained on the culture's non-localized open-ended pairs.
     # The long answers give large margins quickly, so half the MCQ steps suffice. Steering every
-    # token, the continuation degrades at multiplier 1 (see the README), so the examples also show
+    # token, the continuation degrades at multiplier 1 (see docs/results.md), so the examples also show
     # GENERATION_MULTIPLIER, and both steering positions.
     open_settings = {**settings, "max_steps": max(1, settings["max_steps"] // 2)}
     for i, country in enumerate(list(countries)[:n_generations]):

@@ -139,7 +139,7 @@ def test_chat_template_puts_the_answer_in_the_assistant_turn(tokenizer):
     prompt = render_prompt(tokenizer, "Hi?")
     assert prompt == "<bos><|user|>Hi?<|end|><|assistant|>"
     assert render_answer(tokenizer, "Hi?", "Hello") == "Hello<|end|>"
-    assert "None" not in render_prompt(tokenizer, "Hi?", system=None)  # pitfall 1 of method.md
+    assert "None" not in render_prompt(tokenizer, "Hi?", system=None)  # pitfall 1 of docs/method.md §4
     assert render_prompt(tokenizer, "Hi?", system="Be brief.").startswith("<bos><|system|>Be brief.<|end|>")
     [enc], _ = encode_pairs(tokenizer, [PreferencePair("Hi?", "Hello", "Bye")])
     assert enc.prompt_ids.count(tokenizer.bos_token_id) == 1  # pitfall 2: no double BOS

@@ -6,6 +6,7 @@ from conftest import make_model, make_sae
 
 from yapo_core import SteeringVector
 from yapo_core.data import PreferencePair
+from yapo_core.errors import DataError
 from yapo_core.evaluation import (
     MCQItem,
     behaviour_rate,
@@ -72,6 +73,8 @@ def test_option_letters_are_read_from_the_prompt():
     item, = mcq_items_from_pairs([PreferencePair(eight, "G", "A")])
     assert (item.letters, item.gold) == ("ABCDEFGH", "G")
     assert mcq_items_from_pairs([PreferencePair(eight, "B", "A")], "AB")[0].letters == "AB"
+    with pytest.raises(DataError, match="'G' is not one of the options 'AB'"):
+        mcq_items_from_pairs([PreferencePair(eight, "G", "A")], "AB")  # not A/B data: refused, not scored 0
 
 
 def test_generation_accuracy(tokenizer):

@@ -368,7 +368,7 @@ def test_evaluate_sweeps_every_chosen_vector(ready, monkeypatch):
     assert [label for label, _ in curves] == [caa.name, yapo.name]
     assert all(points[0] == (0.0, 0.0) for _, points in curves)  # m = 0 gains nothing
     (label, points), = ready.evaluate([yapo.name], "generation", [0.0, 1.0])
-    pairs = S_tasks.spread(yapo.task.test.pairs, 64)
+    pairs = S_tasks.evenly_spaced(yapo.task.test.pairs, 64)
     unsteered = generation_accuracy(ready.bundle.model, ready.bundle.tokenizer, [p.prompt for p in pairs],
                                     [p.chosen for p in pairs])
     assert label == yapo.name and [m for m, _ in points] == [0.0, 1.0] and points[0][1] == unsteered
@@ -418,8 +418,8 @@ def test_presets_carry_their_own_training_defaults(catalog):
 
 
 def test_spread_takes_evenly_spaced_items_in_order():
-    assert S_tasks.spread(range(10), 20) == list(range(10))
-    assert S_tasks.spread(range(10), 5) == [0, 2, 4, 6, 8]
+    assert S_tasks.evenly_spaced(range(10), 20) == list(range(10))
+    assert S_tasks.evenly_spaced(range(10), 5) == [0, 2, 4, 6, 8]
     grouped = ["localized"] * 50 + ["nolocalized"] * 50  # a test split grouped by localization
-    assert set(S_tasks.spread(grouped, 8)) == {"localized", "nolocalized"}
-    assert len(S_tasks.spread(grouped, 8)) == 8
+    assert set(S_tasks.evenly_spaced(grouped, 8)) == {"localized", "nolocalized"}
+    assert len(S_tasks.evenly_spaced(grouped, 8)) == 8

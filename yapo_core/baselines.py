@@ -1,5 +1,5 @@
-"""The paper's baselines (docs/method.md §5), computed in one pass (not trained), as :class:`~.steering.SteeringVector` values that apply
-and export like learned ones.
+"""The paper's baselines (docs/method.md §5), computed from the pairs in one pass (not trained), as
+:class:`~.steering.SteeringVector` values that apply and export like learned ones.
 
 - CAA (contrastive activation addition): ``v = mean_i [h_L(x ⊕ y_w) − h_L(x ⊕ y_l)]`` at the
   last answer token (the letter for A/B data), applied densely.

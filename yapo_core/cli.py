@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--lr", type=float, default=None, help="default: the demo world's (yapo_core.demo.TRAINING)")
     c.add_argument("--batch-size", type=int, default=None, help="default: the demo world's")
     c.add_argument("--mcq-rejected", default=None, choices=MCQ_REJECTED,
-                   help="train against the given (default) answers only, or every wrong option (the demo world's)")
+                   help="given: each pair's own rejected answer; every_option: every wrong option "
+                        "(default: the demo world's, every_option)")
     c.add_argument("--out", default="runs/comparison", help="folder for the table and plots")
 
     d = sub.add_parser("demo", help="build or describe the built-in demo world", add_help=False)

@@ -362,7 +362,7 @@ def against_every_option(pairs: Iterable[PreferencePair]) -> list[PreferencePair
     (``"H"``, ``"(B)"``) and its prompt lists lettered options (:func:`option_letters`). The
     preference objective compares only the chosen answer with the rejected one, so a vector
     trained against the model's default answer alone can make the chosen letter beat the default
-    while a third option wins (measured on the demo world; see the README). Against every option,
+    while a third option wins (measured on the demo world; see docs/results.md). Against every option,
     the chosen letter has to beat them all. The given pair stays as it is; the new rejected
     answers take the chosen answer's format (``"(B)"`` → ``"(C)"``). Letter answers whose prompt
     lists no readable options are an error (rather than silently trained against the given answer

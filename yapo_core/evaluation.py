@@ -120,8 +120,14 @@ def gold_letter(answer: str) -> str:
 def mcq_items_from_pairs(pairs: Sequence[PreferencePair], letters: str | None = None) -> list[MCQItem]:
     """MCQ items from pairs whose chosen answer is a letter (Deep-Culture-Lense MCQ, BiPO A/B).
 
-    The option letters are read from each prompt unless ``letters`` is given."""
-    return [MCQItem(p.prompt, gold_letter(p.chosen), letters or option_letters(p.prompt), p.system) for p in pairs]
+    The option letters are read from each prompt unless ``letters`` is given; a gold letter that
+    is not among them is refused (the pairs are not multiple choice of that kind)."""
+    items = [MCQItem(p.prompt, gold_letter(p.chosen), letters or option_letters(p.prompt), p.system) for p in pairs]
+    for item in items:
+        if item.gold not in item.letters:
+            raise DataError(f"the answer letter {item.gold!r} is not one of the options {item.letters!r} of "
+                            f"{item.prompt[:80]!r}.")
+    return items
 
 
 @torch.no_grad()

@@ -177,7 +177,7 @@ class Trainer:
         self.step = 0
         self.history: list[StepMetrics] = []
         self._stop = False
-        self._good = self.v.detach().clone()
+        self._last_good = self.v.detach().clone()
         self.pad_id = pad_token_id(tokenizer, model)
         if config.cache_dir is None and config.cache_in_memory is False:
             raise SettingsError("cache_in_memory=False needs cache_dir= (a folder for the cache).")
@@ -230,9 +230,9 @@ class Trainer:
         self.scheduler.step()
         if not torch.isfinite(self.v).all():
             self._fail(f"the vector became non-finite at step {self.step + 1}")
-        self._good = self.v.detach().clone()
+        self._last_good = self.v.detach().clone()
         self.step += 1
-        values = self._good
+        values = self._last_good
         record = StepMetrics(
             step=self.step,
             total_steps=self.total_steps,
@@ -252,7 +252,7 @@ class Trainer:
 
     def _fail(self, why: str):
         with torch.no_grad():
-            self.v.copy_(self._good)
+            self.v.copy_(self._last_good)
         self._stop = True
         raise TrainingError(
             f"training stopped: {why}. The last good vector (step {self.step}) is kept in "
@@ -280,7 +280,7 @@ class Trainer:
     @property
     def vector(self) -> SteeringVector:
         """The last good vector, with its provenance and training settings."""
-        return trained_vector(self._good, self.config, self.point.hook_name, self.model, self.sae, self.step,
+        return trained_vector(self._last_good, self.config, self.point.hook_name, self.model, self.sae, self.step,
                               self.data_report.describe())
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -290,7 +290,7 @@ class Trainer:
         states, as CPU tensors and strings (what a checkpoint file holds; picklable)."""
         state = self.optimizer.state.get(self.v, {})
         tensors = {
-            "v": self._good.detach().cpu().contiguous(),
+            "v": self._last_good.detach().cpu().contiguous(),
             "order_rng": self.order_rng.get_state(),
             "sign_rng": self.sign_rng.get_state(),
         }
@@ -318,7 +318,7 @@ class Trainer:
         device = self.v.device
         with torch.no_grad():
             self.v.copy_(tensors["v"].to(device))
-        self._good = self.v.detach().clone()
+        self._last_good = self.v.detach().clone()
         self.step = int(meta["step"])
         if "exp_avg" in tensors:
             self.optimizer.state[self.v] = {

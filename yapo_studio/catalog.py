@@ -80,4 +80,4 @@ def spec_for(preset: Preset, model: str | None = None, sae_release: str | None =
         if not (release or path) and layer is None:
             raise SettingsError("give an SAE (release + id, or a local folder) or at least the layer to steer.")
         return LoadSpec(model.strip(), release, sae_id, path, layer, preset.dtype, device)
-    return LoadSpec(preset.model, preset.sae_release, preset.sae_id, preset.sae_path, preset.layer, preset.dtype, device)
+    return LoadSpec(**{f.name: getattr(preset, f.name) for f in fields(Sources)}, device=device)

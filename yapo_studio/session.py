@@ -34,7 +34,7 @@ from yapo_core.training import TrainConfig
 from .catalog import Catalog, Preset, spec_for
 from .runs import JobLimiter, Run, chunk_seconds
 from .store import Bundle, ModelStore
-from .tasks import Task, TaskSpec, check_upload, demo_size, load_task, spread
+from .tasks import Task, TaskSpec, check_upload, demo_size, evenly_spaced, load_task
 
 
 @dataclass
@@ -201,7 +201,7 @@ class Session:
         """Prompts of the test split of the vector's task (or the session's task)."""
         task = self.entry(label).task if label else self.task
         task = task or self.task
-        return [p.prompt for p in spread(task.test.pairs, n)] if task else []
+        return [p.prompt for p in evenly_spaced(task.test.pairs, n)] if task else []
 
     def generate_stream(self, label: str, prompt: str, multipliers: Sequence[float], max_new_tokens: int = 64,
                         do_sample: bool = False, temperature: float = 1.0, seed: int = 0,
@@ -235,7 +235,7 @@ class Session:
             e = self.entry(label)
             if e.task is None or not len(e.task.test):
                 raise SettingsError(f"{label}: this vector has no task with a test split; load a task first.")
-            pairs = spread(e.task.test.pairs, max_items)
+            pairs = evenly_spaced(e.task.test.pairs, max_items)
             b = e.bundle
             with b.lock:
                 try:

@@ -14,6 +14,7 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from yapo_core.architectures import num_layers
 from yapo_core.errors import ModelLoadError, SAELoadError, SettingsError
 from yapo_core.hooks import block_output, hook_point_from_name
 from yapo_core.hub import require_hub
@@ -42,7 +43,7 @@ class LoadSpec(Sources):
 
     device: str = "auto"
     device_map: str | None = field(default_factory=lambda: current().device_map)
-    """``auto``: spread the model over every visible GPU (accelerate); set ``YAPO_DEVICE_MAP``."""
+    """``auto``: evenly_spaced the model over every visible GPU (accelerate); set ``YAPO_DEVICE_MAP``."""
 
     def describe(self) -> str:
         sae = f"{self.sae_release}/{self.sae_id}" if self.sae_release else (self.sae_path or "no SAE")
@@ -60,6 +61,14 @@ class Bundle:
     sae: object | None
     hook_name: str | None
     lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def describe(self) -> str:
+        """One line: the model's size and depth, and the SAE it steers through."""
+        sae = "no SAE (BiPO only)"
+        if self.sae is not None:
+            sae = f"SAE with {self.sae.cfg.d_sae:,} latents reading `{self.hook_name}`"
+        parameters = sum(p.numel() for p in self.model.parameters())
+        return f"`{self.spec.model}` ({num_layers(self.model)} blocks, {parameters:,} parameters), {sae}"
 
     @property
     def layer(self) -> int | None:

@@ -22,7 +22,7 @@ MAX_UPLOAD_BYTES = current().max_upload_bytes
 DATA_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
 
 
-def spread(items: Sequence, n: int) -> list:
+def evenly_spaced(items: Sequence, n: int) -> list:
     """At most ``n`` of ``items``, evenly spaced and in order: a test split is often grouped (by
     country, by localization), so its first ``n`` rows would not represent it."""
     items = list(items)

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Rewrite every stored result under assets/results/ (the figures in README.md and docs/).
+#
+#   scripts/reproduce_results.sh                        # all of them
+#   scripts/reproduce_results.sh comparison benchmark   # only the parts named
+#
+# Parts: demo-world  (scripts/evaluate_demo_world.py -> assets/results/demo-world.md, .json)
+#        comparison  (yapo compare --country egypt  -> assets/results/comparison-egypt/)
+#        benchmark   (scripts/benchmark_trainer.py  -> assets/results/benchmark.md, .json)
+#
+# Runs on a CPU, offline, from seed 0. The first part that needs the demo world builds it into
+# the demo cache ($YAPO_CACHE_DIR, default ~/.cache/yapo-studio) and the others reuse it.
+# The evaluation script exits 1 when the demo world misses one of its targets: its files are still
+# written, the other parts still run, and this script exits 1 at the end.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python}"
+RESULTS=assets/results
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
+
+parts=("$@")
+if [ ${#parts[@]} -eq 0 ]; then
+  parts=(demo-world comparison benchmark)
+fi
+
+missed=0
+mkdir -p "$RESULTS"
+for part in "${parts[@]}"; do
+  echo "== $part" >&2
+  case "$part" in
+    demo-world)
+      # stdout is the Markdown report; write it beside the old one and replace it only when the
+      # script finished (exit 0: every target met, 1: one missed).
+      status=0
+      "$PYTHON" scripts/evaluate_demo_world.py --json "$RESULTS/demo-world.json.new" \
+        > "$RESULTS/demo-world.md.new" || status=$?
+      if [ "$status" -gt 1 ]; then
+        rm -f "$RESULTS/demo-world.md.new" "$RESULTS/demo-world.json.new"
+        echo "scripts/evaluate_demo_world.py failed (exit $status)" >&2
+        exit "$status"
+      fi
+      mv "$RESULTS/demo-world.md.new" "$RESULTS/demo-world.md"
+      mv "$RESULTS/demo-world.json.new" "$RESULTS/demo-world.json"
+      [ "$status" -eq 0 ] || missed=1
+      ;;
+    comparison)
+      "$PYTHON" -m yapo_core compare --country egypt --out "$RESULTS/comparison-egypt"
+      ;;
+    benchmark)
+      "$PYTHON" scripts/benchmark_trainer.py  # writes $RESULTS/benchmark.md and .json
+      ;;
+    *)
+      echo "unknown part '$part'; use demo-world, comparison or benchmark" >&2
+      exit 2
+      ;;
+  esac
+done
+
+if [ "$missed" -ne 0 ]; then
+  echo "the demo world missed a target: see $RESULTS/demo-world.md and the evaluation script's report" >&2
+  exit 1
+fi
+echo "written under $RESULTS/" >&2
