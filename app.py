@@ -39,7 +39,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
         state = gr.State(None, delete_callback=close_session)
         with gr.Tabs():
             with gr.Tab("Setup", id="setup"):
-                demo_tasks = setup.build(ctx, state)
+                demo_tasks, session_buttons = setup.build(ctx, state)
             with gr.Tab("Train", id="train") as train_tab:
                 train_page = train.build(state)
             with gr.Tab("Features", id="features") as features_tab:
@@ -51,7 +51,8 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
             with gr.Tab("Export", id="export") as export_tab:
                 export_vector = export.build(ctx, state)
 
-        demo.load(ctx.open_session, None, state).then(setup.demo_task_update, None, demo_tasks)
+        demo.load(ctx.open_session, None, state).then(setup.demo_task_update, None, demo_tasks).then(
+            lambda: [gr.update(interactive=True)] * len(session_buttons), None, session_buttons)
         demo.unload(ctx.end_session)
         train_tab.select(train.on_open, state, [train_page.summary, train_page.status, train_page.curves,
                                                 train_page.timer, train_page.which, *train_page.defaults])

@@ -55,8 +55,10 @@ def pairs_frame(session: Session, n: int = 5) -> pd.DataFrame:
                          "rejected": [p.rejected for p in pairs]})
 
 
-def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
-    """The page's components and callbacks; returns the demo-task list, which the app fills on load."""
+def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button]]:
+    """The page's components and callbacks; returns the demo-task list, which the app fills on load,
+    and the buttons that need the tab's session, which the app enables once it exists (a click in
+    the first moment after the page opens would otherwise find no session)."""
     tasks = ctx.catalog.tasks
     culture = tasks.get("culture", {})
     behaviours = tasks.get("behaviour", {}).get("behaviours", [])
@@ -68,7 +70,7 @@ def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
                                  label="Preset", elem_id="preset")
             notes = gr.Markdown(preset_notes(ctx, ctx.catalog.default_key))
         with gr.Column(scale=1, min_width=160):
-            load_model_btn = gr.Button("Load model", variant="primary", elem_id="load-model")
+            load_model_btn = gr.Button("Load model", variant="primary", elem_id="load-model", interactive=False)
     with gr.Group(visible=False) as custom_box:
         with gr.Row():
             model = gr.Textbox(label="Model: Hugging Face id or local folder", placeholder="openai-community/gpt2")
@@ -107,7 +109,7 @@ def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
                                      elem_id="chosen-col")
             rejected_col = gr.Dropdown([AUTO], value=AUTO, label="Rejected column", elem_id="rejected-col")
         test_fraction = gr.Slider(0.05, 0.5, value=0.2, step=0.05, label="Share held out for testing")
-    load_task_btn = gr.Button("Load task", variant="primary", elem_id="load-task")
+    load_task_btn = gr.Button("Load task", variant="primary", elem_id="load-task", interactive=False)
     task_status = gr.Markdown("No task loaded yet.", elem_id="task-status")
     task_preview = gr.Dataframe(label="First training pairs", interactive=False, wrap=True, visible=False, max_height=300,
                                 column_widths=["50%", "25%", "25%"])
@@ -188,5 +190,5 @@ def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
                                        upload, prompt_col, chosen_col, rejected_col, test_fraction],
                         [task_status, task_preview], concurrency_id=HEAVY, concurrency_limit=ctx.heavy_jobs)
     method.change(on_method, [state, method], method_info)
-    return demo_task
+    return demo_task, [load_model_btn, load_task_btn]
 
