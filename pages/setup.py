@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from yapo_core.methods import METHODS
+from yapo_core.methods import METHODS, Method
 from yapo_studio.session import Session
 from yapo_studio.tasks import TaskSpec, demo_task_names, demo_world_ready, preview_file
 
@@ -42,6 +42,11 @@ def preset_notes(ctx: AppContext, key: str) -> str:
     if p.gated:
         parts.append("**Gated** on Hugging Face: accept the licence on its page and set `HF_TOKEN` before starting the app.")
     return "\n\n".join(parts)
+
+
+def method_text(method: Method) -> str:
+    """What a method makes and how its vector is applied."""
+    return f"{method.summary}; applied as `{method.formula}`."
 
 
 def bundle_summary(session: Session) -> str:
@@ -116,7 +121,7 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
 
     gr.Markdown("### 3 · Method")
     method = gr.Radio([(m.label, m.key) for m in METHODS.values()], value="yapo", label="Method", elem_id="method")
-    method_info = gr.Markdown(f"`{METHODS['yapo'].summary}`")
+    method_info = gr.Markdown(method_text(METHODS["yapo"]))
 
     # -- callbacks --
 
@@ -179,7 +184,7 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
     @user_errors
     def on_method(session, key):
         m = need(session).set_method(key)
-        return f"`{m.summary}`"
+        return method_text(m)
 
     preset.change(on_preset, preset, [notes, custom_box, rejected_model])
     load_model_btn.click(on_load_model, [state, preset, model, sae_release, sae_id, sae_path, layer],

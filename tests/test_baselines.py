@@ -1,6 +1,5 @@
 """CAA and SAS on cases whose answers are known in advance."""
 
-import pytest
 import torch
 from conftest import consistent_pairs, make_model, make_sae
 
@@ -8,9 +7,7 @@ from yapo_core import load_vector, save_vector
 from yapo_core.architectures import decoder_layers
 from yapo_core.baselines import answer_activations, compute_caa, compute_sas, sas_direction
 from yapo_core.data import PreferencePair
-from yapo_core.errors import SettingsError
 from yapo_core.hooks import HookPoint
-from yapo_core.methods import make_vector
 
 
 def test_caa_is_the_mean_difference_at_the_last_answer_token(tokenizer):
@@ -63,15 +60,3 @@ def test_sas_vector_applies_and_round_trips(tokenizer, tmp_path):
     assert loaded.method == "sas" and torch.equal(loaded.values, vec.values)
     with loaded.apply(model, 0.5):
         model(torch.tensor([[5, 6, 7]]))
-
-
-def test_make_vector_dispatches_and_checks(tokenizer):
-    model, sae = make_model("llama"), make_sae()
-    pairs = consistent_pairs(8)
-    assert make_vector("CAA", model, tokenizer, pairs, sae=sae).layer == 1  # layer from the SAE
-    assert make_vector("bipo", model, tokenizer, pairs, layer=1, max_steps=2).method == "bipo"
-    assert make_vector("yapo", model, tokenizer, pairs, sae=sae, max_steps=2).kind == "sparse"
-    with pytest.raises(SettingsError, match="pass an SAE"):
-        make_vector("sas", model, tokenizer, pairs, layer=1)
-    with pytest.raises(SettingsError, match="method 'pca' is unknown"):
-        make_vector("pca", model, tokenizer, pairs, sae=sae)

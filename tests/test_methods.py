@@ -1,0 +1,48 @@
+"""The method registry: each method builds the kind of vector it says, through one dispatcher."""
+
+import pytest
+import torch
+from conftest import consistent_pairs, make_model, make_sae
+
+from yapo_core.baselines import compute_caa
+from yapo_core.errors import SettingsError
+from yapo_core.methods import METHODS, get_method, make_vector
+from yapo_core.steering import FORMULAS
+from yapo_core.training import TrainConfig
+
+
+def test_the_registry_says_what_each_method_builds():
+    assert list(METHODS) == ["yapo", "bipo", "caa", "sas"]
+    assert {k: (m.kind, m.trained) for k, m in METHODS.items()} == {
+        "yapo": ("sparse", True), "bipo": ("dense", True), "caa": ("dense", False), "sas": ("sparse", False)}
+    assert METHODS["yapo"].formula == FORMULAS["sparse"] and METHODS["caa"].formula == FORMULAS["dense"]
+    assert get_method("YaPO") is METHODS["yapo"]
+    with pytest.raises(SettingsError, match="method 'bpo' is unknown; use one of yapo, bipo, caa, sas"):
+        get_method("bpo")
+
+
+def test_make_vector_dispatches_and_checks(tokenizer):
+    model, sae = make_model("llama"), make_sae()
+    pairs = consistent_pairs(8)
+    caa = make_vector("CAA", model, tokenizer, pairs, sae=sae)
+    assert caa.layer == 1 and torch.equal(caa.values, compute_caa(model, tokenizer, pairs, 1).values)  # layer from the SAE
+    assert make_vector("bipo", model, tokenizer, pairs, layer=1, max_steps=2).method == "bipo"
+    assert make_vector("yapo", model, tokenizer, pairs, sae=sae, max_steps=2).kind == "sparse"
+    assert make_vector("sas", model, tokenizer, pairs, sae=sae).method == "sas"
+    with pytest.raises(SettingsError, match="pass an SAE"):
+        make_vector("sas", model, tokenizer, pairs, layer=1)
+    with pytest.raises(SettingsError, match="method 'pca' is unknown"):
+        make_vector("pca", model, tokenizer, pairs, sae=sae)
+
+
+def test_trained_methods_report_every_step_and_set_their_own_kind(tokenizer):
+    model, sae = make_model("llama"), make_sae()
+    seen = []
+    vec = make_vector("bipo", model, tokenizer, consistent_pairs(8), sae=sae,
+                      config=TrainConfig(kind="sparse", max_steps=3, batch_size=4), on_step=seen.append)
+    assert vec.kind == "dense" and vec.layer == 1  # the method's kind wins; the layer comes from the SAE
+    assert [m.step for m in seen] == [1, 2, 3]
+    trainer = METHODS["yapo"].trainer(model, tokenizer, consistent_pairs(8), sae, TrainConfig(kind="dense", max_steps=1))
+    assert trainer.config.kind == "sparse"
+    with pytest.raises(SettingsError, match="computed, not trained"):
+        METHODS["caa"].trainer(model, tokenizer, consistent_pairs(8), sae)

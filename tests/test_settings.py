@@ -1,0 +1,37 @@
+"""The app's settings: every variable read in one place, malformed values named with the fix."""
+
+import pytest
+
+from yapo_core.errors import SettingsError
+from yapo_studio.settings import ROOT, Settings, current
+
+
+def test_defaults_when_nothing_is_set():
+    s = current({})
+    assert s == Settings() and (s.host, s.port, s.demo_size, s.max_upload_bytes) == ("127.0.0.1", 7860, "full", 50 * 2**20)
+    assert s.presets_file == ROOT / "assets" / "presets.json" and s.train_chunk_seconds is None and not s.zero_gpu
+
+
+def test_each_variable_is_read():
+    env = {"YAPO_HOST": "0.0.0.0", "YAPO_PORT": "8001", "YAPO_PRESETS": "/p.json", "YAPO_DEFAULT_PRESET": "gpt2-small",
+           "YAPO_DEMO_SIZE": "mini", "YAPO_MAX_UPLOAD_MB": "5", "YAPO_HEAVY_JOBS": "3", "YAPO_TRAINING_JOBS": "2",
+           "YAPO_KEEP_MODELS": "4", "YAPO_BIPO_DIR": "/bipo", "YAPO_DEVICE_MAP": "auto", "YAPO_TRAIN_CHUNK_SECONDS": "1.5",
+           "YAPO_CACHE_DIR": "/cache", "SPACES_ZERO_GPU": "true"}
+    s = current(env)
+    assert (s.host, s.port, str(s.presets_file), s.default_preset, s.demo_size) == ("0.0.0.0", 8001, "/p.json", "gpt2-small", "mini")
+    assert (s.max_upload_mb, s.heavy_jobs, s.training_jobs, s.keep_models) == (5, 3, 2, 4)
+    assert (s.bipo_dir, s.device_map, s.train_chunk_seconds, s.cache_dir, s.zero_gpu) == ("/bipo", "auto", 1.5, "/cache", True)
+    assert (current({"GRADIO_SERVER_NAME": "h", "GRADIO_SERVER_PORT": "9000"}).host,
+            current({"GRADIO_SERVER_NAME": "h", "GRADIO_SERVER_PORT": "9000"}).port) == ("h", 9000)
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("YAPO_HEAVY_JOBS", "many", "YAPO_HEAVY_JOBS='many' must be a positive whole number"),
+    ("YAPO_KEEP_MODELS", "0", "YAPO_KEEP_MODELS='0' must be a positive whole number"),
+    ("YAPO_TRAIN_CHUNK_SECONDS", "-3", "YAPO_TRAIN_CHUNK_SECONDS='-3' must be a positive number"),
+    ("YAPO_DEMO_SIZE", "huge", "YAPO_DEMO_SIZE='huge' is unknown; use 'full' or 'mini'"),
+    ("YAPO_PORT", "eighty", "the port 'eighty'"),
+])
+def test_malformed_values_name_the_variable_and_the_fix(name, value, message):
+    with pytest.raises(SettingsError, match=message):
+        current({name: value})
