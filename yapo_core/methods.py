@@ -47,7 +47,7 @@ class Method:
 
 METHODS: dict[str, Method] = {
     "yapo": Method("yapo", "YaPO (sparse)", "sparse", True,
-                   "a vector over the SAE's latents, trained with the preference objective and applied through the SAE"),
+                   "a vector over the SAE's latents, trained with the preference objective"),
     "bipo": Method("bipo", "BiPO (dense)", "dense", True,
                    "a vector in the residual stream, trained with the preference objective"),
     "caa": Method("caa", "CAA (dense, computed)", "dense", False,
