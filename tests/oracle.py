@@ -22,19 +22,32 @@ def _answer_logp(model, ids, attn, answer_mask):
     return (logp * answer_mask[:, 1:]).sum(-1)
 
 
-def oracle_loss(model, sae, kind, layer, v, direction, batch, beta=0.1):
-    """Loss of one batch (chosen rows first, then rejected) at multiplier ``direction``."""
+def oracle_loss(model, sae, kind, layer, v, direction, batch, beta=0.1, position="post"):
+    """Loss of one batch (chosen rows first, then rejected) at multiplier ``direction``, steering
+    the output (``post``) or the input (``pre``) of block ``layer``."""
 
-    def hook(module, args, out):
+    def steer(h):
         a = direction * v
         if kind == "dense":
-            return out + a
-        z = sae.encode(out)
-        return sae.decode(F.relu(z + a)) + (out - sae.decode(z))
+            return h + a
+        z = sae.encode(h)
+        return sae.decode(F.relu(z + a)) + (h - sae.decode(z))
+
+    def post_hook(module, args, out):
+        return (steer(out[0]),) + tuple(out[1:]) if isinstance(out, tuple) else steer(out)
+
+    def pre_hook(module, args, kwargs):
+        if args:
+            return (steer(args[0]),) + tuple(args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": steer(kwargs["hidden_states"])}
 
     with torch.no_grad():
         reference = _answer_logp(model, batch.input_ids, batch.attention_mask, batch.answer_mask)
-    handle = _blocks(model)[layer].register_forward_hook(hook)
+    block = _blocks(model)[layer]
+    if position == "post":
+        handle = block.register_forward_hook(post_hook)
+    else:
+        handle = block.register_forward_pre_hook(pre_hook, with_kwargs=True)
     try:
         steered = _answer_logp(model, batch.input_ids, batch.attention_mask, batch.answer_mask)
     finally:

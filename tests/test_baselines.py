@@ -5,9 +5,8 @@ from conftest import consistent_pairs, make_model, make_sae
 
 from yapo_core import load_vector, save_vector
 from yapo_core.architectures import decoder_layers
-from yapo_core.baselines import answer_activations, compute_caa, compute_sas, sas_direction
+from yapo_core.baselines import compute_caa, compute_sas, sas_direction
 from yapo_core.data import PreferencePair
-from yapo_core.hooks import HookPoint
 
 
 def test_caa_is_the_mean_difference_at_the_last_answer_token(tokenizer):
@@ -52,11 +51,37 @@ def test_sas_vector_applies_and_round_trips(tokenizer, tmp_path):
     model, sae = make_model("llama"), make_sae()
     vec = compute_sas(model, tokenizer, consistent_pairs(12), sae, tau=0.7)
     assert vec.kind == "sparse" and vec.method == "sas" and vec.width == 128
-    chosen, rejected = answer_activations(model, tokenizer, consistent_pairs(12), HookPoint(1, "post"), "all")
-    pos = torch.stack([sae.encode(r).mean(0) for r in chosen])
-    neg = torch.stack([sae.encode(r).mean(0) for r in rejected])
-    torch.testing.assert_close(vec.values, sas_direction(pos, neg, 0.7)[0])
+    torch.testing.assert_close(vec.values, independent_sas(model, tokenizer, consistent_pairs(12), sae, 0.7),
+                               rtol=1e-5, atol=1e-6)
     loaded = load_vector(save_vector(vec, tmp_path / "sas.safetensors"), model=model, sae=sae)
     assert loaded.method == "sas" and torch.equal(loaded.values, vec.values)
     with loaded.apply(model, 0.5):
         model(torch.tensor([[5, 6, 7]]))
+
+
+def independent_sas(model, tokenizer, pairs, sae, tau):
+    """SAS written out from its definition, without the library: each completion's code is the mean
+    SAE code of its own answer tokens (block 1's output, the chat template's turn around it); keep
+    the latents positive in at least ``tau`` of one side's completions and not of the other's; the
+    vector is the difference of the two sides' mean codes there."""
+    block = model.model.layers[1]
+
+    def code(prompt, answer):
+        head = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                             tokenize=False)
+        head_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
+        answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        seen = []
+        handle = block.register_forward_hook(lambda m, a, out: seen.append(out[0] if isinstance(out, tuple) else out))
+        try:
+            with torch.no_grad():
+                model(torch.tensor([head_ids + answer_ids]))
+        finally:
+            handle.remove()
+        return sae.encode(seen[0][0, len(head_ids):]).mean(0)
+
+    pos = torch.stack([code(p.prompt, p.chosen) for p in pairs])
+    neg = torch.stack([code(p.prompt, p.rejected) for p in pairs])
+    on_pos, on_neg = (pos > 0).float().mean(0) >= tau, (neg > 0).float().mean(0) >= tau
+    keep = on_pos != on_neg
+    return (pos.mean(0) - neg.mean(0)) * keep

@@ -2,23 +2,36 @@
 
 import json
 
+import pytest
+import torch
 from conftest import consistent_pairs, make_model, make_sae
 
+from yapo_core import comparison
 from yapo_core.comparison import compare_methods
 from yapo_core.demo import TRAINING
 from yapo_core.evaluation import MCQItem
 
 
-def test_compare_methods_reports_every_method(tokenizer, tmp_path):
+def test_compare_methods_reports_every_method(tokenizer, tmp_path, monkeypatch):
     model, sae = make_model("llama"), make_sae()
     items = [MCQItem(f"Do you like {x}? A) yes B) no", "A", "AB") for x in ("tea", "rain", "owls")]
-    result = compare_methods(model, tokenizer, sae, consistent_pairs(12), items, capability=lambda: 0.5,
+    ids = torch.tensor([[5, 6, 7, 8]])
+    measure = lambda: float(model(ids).logits[0, -1].softmax(-1).max())  # noqa: E731  (depends on the steering)
+    made = []
+    real_make_vector = comparison.make_vector
+    monkeypatch.setattr(comparison, "make_vector", lambda *a, **k: made.append(real_make_vector(*a, **k)) or made[-1])
+    result = compare_methods(model, tokenizer, sae, consistent_pairs(12), items, capability=measure,
                              multipliers=[0.0, 1.0, 2.0], train_config=dict(max_steps=5, lr=0.05, warmup_steps=1))
     assert [r.method for r in result.results] == ["yapo", "bipo", "caa", "sas"]
     for r in result.results:
         assert set(r.accuracy) == {0.0, 1.0, 2.0}
         assert r.accuracy[0.0] == result.baseline_accuracy  # multiplier 0 is the unsteered model
-        assert r.capability_change == 0.0  # the capability measure here ignores the model
+
+    base = measure()
+    for r, vector in zip(result.results, made):
+        with vector.apply(model, 1.0, sae=sae):
+            assert r.capability_change == pytest.approx(measure() - base)  # steered minus unsteered
+    assert result.results[0].capability_change != 0.0
     yapo = result.results[0]
     assert len(yapo.loss_curve) == 5 and yapo.final_loss == yapo.loss_curve[-1]
     assert result.results[2].final_loss is None  # CAA is computed, not trained

@@ -2,6 +2,7 @@
 
 import json
 import pickle
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -179,6 +180,19 @@ def test_collate_marks_answer_tokens(tokenizer):
 
 
 BIPO = SHARED_DATA / "bipo"
+BIPO_EXCERPT = Path(__file__).resolve().parent / "data" / "bipo"  # 12 real rows per split, in the tree
+
+
+@pytest.mark.parametrize("behaviour", ["power-seeking", "wealth-seeking"])
+def test_real_bipo_csvs_load_from_the_excerpt(behaviour):
+    """Real BiPO files (fields with commas, quotes and newlines) through the public loader."""
+    train = load_pairs(BIPO_EXCERPT / behaviour / "train.csv")
+    test_infer = load_pairs(BIPO_EXCERPT / behaviour / "test_infer.csv")
+    assert train.schema == "bipo" and len(train) == 12
+    assert test_infer.schema == "bipo_ab" and len(test_infer) == 12
+    assert {p.chosen for p in test_infer} <= {"A", "B"} and all(p.rejected != p.chosen for p in test_infer)
+    assert all("(A)" in p.prompt and "(B)" in p.prompt for p in test_infer)
+    assert all(p.prompt and p.chosen and p.rejected for p in train)
 
 
 @pytest.mark.skipif(not BIPO.is_dir(), reason="../shared/data/bipo is not present")

@@ -1,5 +1,7 @@
 """The fast trainer computes the straightforward objective: same loss, same vector gradient."""
 
+import math
+
 import pytest
 import torch
 from conftest import consistent_pairs, make_model, make_sae
@@ -29,26 +31,47 @@ def test_fast_matches_the_oracle_step_by_step(tokenizer, family, kind, layout):
     if family == "gemma2":
         model.config.final_logit_softcapping = 5.0  # exercise the soft-capped head
     sae = make_sae(layer=1)
-    cfg = dict(kind=kind, layer=1, max_steps=4, batch_size=4, lr=0.05, warmup_steps=1, seed=3)
+    # no clipping: the gradient is compared as the objective gives it
+    cfg = dict(kind=kind, layer=1, max_steps=4, batch_size=4, lr=0.05, warmup_steps=1, seed=3, grad_clip=1e9)
     fast = Trainer(model, tokenizer, _pairs(), TrainConfig(engine="fast", **cfg), sae=sae)
     assert fast.objective.share_prompt  # eager and SDPA attention take the packed masks
     fast.objective.share_prompt = layout != "separate"  # the layout for other attention kinds
-    for _ in range(cfg["max_steps"]):
-        pairs = fast.batch_for_step(fast.step)
-        v = fast.v.detach().clone().requires_grad_(True)
-        saved_rng = fast.sign_rng.get_state()
-        direction = fast.draw_direction()
-        fast.sign_rng.set_state(saved_rng)  # the trainer draws the same d again in run_step
+    check_steps_against_the_oracle(fast, tokenizer, model, sae, kind, 1, "post", cfg["max_steps"])
+
+
+def check_steps_against_the_oracle(trainer, tokenizer, model, sae, kind, layer, position, steps):
+    """Each step's loss and vector gradient against the oracle, with the direction d drawn here
+    (both signs), so a trainer that ignored or mis-drew d would fail."""
+    directions = [1.0, -1.0, -1.0, 1.0, -1.0][:steps]
+    draws = iter(directions)
+    trainer.draw_direction = lambda: next(draws)
+    for direction in directions:
+        pairs = trainer.batch_for_step(trainer.step)
+        v = trainer.v.detach().clone().requires_grad_(True)
         batch = collate(pairs, tokenizer.pad_token_id)
-        expected = oracle_loss(model, sae, kind, 1, v, direction, batch)
+        expected = oracle_loss(model, sae, kind, layer, v, direction, batch, position=position)
         expected.backward()
-        metrics = fast.run_step()
+        metrics = trainer.run_step()
         assert metrics.multiplier == direction
         assert metrics.loss == pytest.approx(float(expected.detach()), rel=1e-4, abs=1e-6)
         # relative tolerance 1e-4 on the gradient vector (elementwise ratios of near-zero
         # entries are float noise)
-        assert (fast.v.grad - v.grad).norm() <= 1e-4 * v.grad.norm()
-        torch.testing.assert_close(fast.v.grad, v.grad, rtol=1e-4, atol=1e-4 * float(v.grad.abs().max()))
+        assert (trainer.v.grad - v.grad).norm() <= 1e-4 * v.grad.norm()
+        torch.testing.assert_close(trainer.v.grad, v.grad, rtol=1e-4, atol=1e-4 * float(v.grad.abs().max()))
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("layer", [0, 2])
+@pytest.mark.parametrize("engine", ["fast", "simple"])
+def test_hook_resid_pre_sae_matches_the_oracle(tokenizer, family, layer, engine):
+    """``blocks.L.hook_resid_pre`` is the input of block L (for L = 0 the embedding output), in
+    every engine; at v = 0 the loss is ln 2."""
+    model, sae = make_model(family), make_sae(layer=layer, position="pre")
+    trainer = Trainer(model, tokenizer, _pairs(), TrainConfig(kind="sparse", engine=engine, max_steps=3, batch_size=4,
+                                                                lr=0.05, warmup_steps=1, seed=3, grad_clip=1e9), sae=sae)
+    assert trainer.point.hook_name == f"blocks.{layer}.hook_resid_pre"
+    check_steps_against_the_oracle(trainer, tokenizer, model, sae, "sparse", layer, "pre", 3)
+    assert trainer.history[0].loss == pytest.approx(math.log(2), abs=1e-6)
 
 
 def test_fast_and_simple_trainers_agree_over_several_steps(tokenizer):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from app_fixtures import tiny_world, write_pairs_jsonl  # noqa: F401 (fixture)
-from conftest import SHARED_DATA, make_sae
+from conftest import make_sae
 
 from yapo_core import hub, training
 from yapo_core.errors import DataError, ModelLoadError, SAELoadError, SettingsError, VectorFileError
@@ -283,11 +283,10 @@ def test_file_tasks_preview_split_and_refuse_bad_uploads(tmp_path, monkeypatch):
         S_tasks.load_task(S_tasks.TaskSpec("file", path=str(data)))
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "bipo").is_dir(), reason="the BiPO reference data is not in shared/data")
 def test_behaviour_tasks_read_a_local_copy_of_bipo(monkeypatch, catalog):
-    monkeypatch.setenv("YAPO_BIPO_DIR", str(SHARED_DATA / "bipo"))
-    task = S_tasks.load_task(S_tasks.TaskSpec("behaviour", name="power-seeking", limit=20), catalog.tasks)
-    assert len(task.train) == 20 and task.train.schema == "bipo"
+    monkeypatch.setenv("YAPO_BIPO_DIR", str(Path(__file__).resolve().parent / "data" / "bipo"))  # a real excerpt
+    task = S_tasks.load_task(S_tasks.TaskSpec("behaviour", name="power-seeking", limit=10), catalog.tasks)
+    assert len(task.train) == 10 and task.train.schema == "bipo"
     with pytest.raises(DataError, match="does not exist"):
         S_tasks.load_task(S_tasks.TaskSpec("behaviour", name="jailbreak"), catalog.tasks)  # not in the reference copy
     with pytest.raises(DataError, match="unknown"):

@@ -31,8 +31,13 @@ def test_hooks_come_off_and_multiplier_zero_is_bit_identical(family):
     ids = _ids()
     before = model(ids).logits
     vec = _sparse_vector()
+    hooks = lambda: sum(len(b._forward_hooks) + len(b._forward_pre_hooks) for b in decoder_layers(model))  # noqa: E731
+    n_hooks = hooks()
     with vec.apply(model, 0.0, sae=sae):
+        assert hooks() == n_hooks  # multiplier 0 registers nothing: exact by construction
         at_zero = model(ids).logits
+    with vec.apply(model, 1.5, sae=sae):
+        assert hooks() == n_hooks + 1
     with vec.apply(model, 1.5, sae=sae):
         steered = model(ids).logits
     after = model(ids).logits
