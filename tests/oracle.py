@@ -30,8 +30,9 @@ def oracle_loss(model, sae, kind, layer, v, direction, batch, beta=0.1, position
         a = direction * v
         if kind == "dense":
             return h + a
-        z = sae.encode(h)
-        return sae.decode(F.relu(z + a)) + (h - sae.decode(z))
+        # each decode right after its own encode: SAEs that normalise their input keep its scale
+        # from one encode to the next decode
+        return sae.decode(F.relu(sae.encode(h) + a)) + (h - sae.decode(sae.encode(h)))
 
     def post_hook(module, args, out):
         return (steer(out[0]),) + tuple(out[1:]) if isinstance(out, tuple) else steer(out)

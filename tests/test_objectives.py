@@ -5,11 +5,10 @@ import math
 import pytest
 import torch
 from conftest import consistent_pairs, make_model, make_sae
-from oracle import oracle_loss
+from parity import check_steps_against_the_oracle
 
 from yapo_core import TrainConfig, Trainer
 from yapo_core.activation_cache import PairCache
-from yapo_core.encoding import collate
 from yapo_core.errors import SettingsError
 from yapo_core.hooks import HookPoint
 from yapo_core.objectives import capture_block_inputs, run_blocks, sparse_update
@@ -37,27 +36,6 @@ def test_fast_matches_the_oracle_step_by_step(tokenizer, family, kind, layout):
     assert fast.objective.share_prompt  # eager and SDPA attention take the packed masks
     fast.objective.share_prompt = layout != "separate"  # the layout for other attention kinds
     check_steps_against_the_oracle(fast, tokenizer, model, sae, kind, 1, "post", cfg["max_steps"])
-
-
-def check_steps_against_the_oracle(trainer, tokenizer, model, sae, kind, layer, position, steps):
-    """Each step's loss and vector gradient against the oracle, with the direction d drawn here
-    (both signs), so a trainer that ignored or mis-drew d would fail."""
-    directions = [1.0, -1.0, -1.0, 1.0, -1.0][:steps]
-    draws = iter(directions)
-    trainer.draw_direction = lambda: next(draws)
-    for direction in directions:
-        pairs = trainer.batch_for_step(trainer.step)
-        v = trainer.v.detach().clone().requires_grad_(True)
-        batch = collate(pairs, tokenizer.pad_token_id)
-        expected = oracle_loss(model, sae, kind, layer, v, direction, batch, position=position)
-        expected.backward()
-        metrics = trainer.run_step()
-        assert metrics.multiplier == direction
-        assert metrics.loss == pytest.approx(float(expected.detach()), rel=1e-4, abs=1e-6)
-        # relative tolerance 1e-4 on the gradient vector (elementwise ratios of near-zero
-        # entries are float noise)
-        assert (trainer.v.grad - v.grad).norm() <= 1e-4 * v.grad.norm()
-        torch.testing.assert_close(trainer.v.grad, v.grad, rtol=1e-4, atol=1e-4 * float(v.grad.abs().max()))
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])

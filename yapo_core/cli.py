@@ -183,7 +183,8 @@ def cmd_train(args) -> int:
     pairs = _load_pairs_from_args(args)
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     trainer = Trainer(model, tokenizer, pairs, config, sae=sae, progress=True)
-    print(f"{len(pairs)} pairs ({pairs.schema}); {trainer.data_report.describe()}", file=sys.stderr)
+    print(f"{len(pairs)} pairs ({pairs.schema}); {trainer.data_report.describe()}; engine: "
+          f"{trainer.objective.engine} ({trainer.objective.reason})", file=sys.stderr)
     if args.resume:
         trainer.load_checkpoint(args.resume)
     try:

@@ -28,7 +28,7 @@ from .errors import SAELoadError, SettingsError
 from .hooks import record_residual
 from .models import model_device
 from .neuronpedia import neuronpedia_url
-from .saes import SAESource, check_sae_fits, decoder_is_linear, sae_source
+from .saes import SAESource, check_sae_fits, decoder_is_linear, decoder_matrix, sae_source
 from .steering import SteeringVector, dense_equivalent
 
 # --- which latents -----------------------------------------------------------------------------
@@ -66,7 +66,7 @@ def decoder_rows(sae: nn.Module) -> torch.Tensor:
     """``W_dec`` (``d_sae × d_model``); only SAEs with a linear decoder have one row per latent."""
     if not decoder_is_linear(sae):
         raise SAELoadError("this SAE's decoder is not linear (it normalises or reshapes), so its latents have no single direction.")
-    return sae.W_dec.detach()
+    return decoder_matrix(sae).detach()
 
 
 def nearest_latents(direction: torch.Tensor, sae: nn.Module, k: int = 10) -> list[LatentMatch]:

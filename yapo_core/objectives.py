@@ -33,7 +33,7 @@ from .errors import SettingsError
 from .hooks import HookPoint, steering_hook
 from .logprobs import sequence_logprobs
 from .models import model_device
-from .saes import decoder_is_linear
+from .saes import decoder_is_linear, decoder_matrix
 from .steering import steer_hidden
 
 
@@ -197,6 +197,7 @@ only the blocks after the steered point (see the module docstring)."""
         self.layer = point.resid_layer
         if kind == "sparse" and not decoder_is_linear(sae):
             raise ValueError("the fast engine needs an SAE with a linear decoder; use engine='simple'.")
+        self.decoder = decoder_matrix(sae) if kind == "sparse" else None
 
     def prepare(self, encoded: Sequence[EncodedPair], pad_id: int) -> None:
         self.pad_id = pad_id
@@ -211,7 +212,7 @@ only the blocks after the steered point (see the module docstring)."""
     def _steer(self, h: torch.Tensor, codes, a: torch.Tensor) -> torch.Tensor:
         if self.kind == "dense":
             return h + a.to(h.dtype)
-        W_dec = self.sae.W_dec  # on the steered block's device, which on a sharded model is not h's
+        W_dec = self.decoder  # on the steered block's device, which on a sharded model is not h's
         out = sparse_update(h.to(W_dec.device), a.to(W_dec.device), W_dec, *(c.to(W_dec.device) for c in codes))
         return out.to(h.device)
 
@@ -298,12 +299,28 @@ ENGINES = ("auto", "fast", "simple")
 def make_objective(engine: str, kind: str, model: nn.Module, sae: nn.Module | None, point: HookPoint,
                    cache_dir: str | None = None, in_memory: bool | None = None, progress: bool = False):
     """The fast engine where it applies (any supported architecture; sparse vectors need a
-    linear SAE decoder), else the straightforward loop. Both compute the same loss and gradient."""
+    linear SAE decoder), else the straightforward loop. Both compute the same loss and gradient.
+    The objective's ``engine`` and ``reason`` say which was chosen and why."""
+    name, reason = choose_engine(engine, kind, sae)
+    if name == "simple":
+        objective = SimpleObjective(model, sae, point, kind)
+    else:
+        objective = FastObjective(model, sae, point, kind, cache_dir=cache_dir, in_memory=in_memory, progress=progress)
+    objective.engine, objective.reason = name, reason
+    return objective
+
+
+def choose_engine(engine: str, kind: str, sae: nn.Module | None) -> tuple[str, str]:
+    """``("fast" | "simple", why)`` for a run asked to use ``engine``."""
     if engine not in ENGINES:
         raise SettingsError(f"engine {engine!r} is unknown; use one of {ENGINES}.")
     fast_ok = kind == "dense" or decoder_is_linear(sae)
     if engine == "fast" and not fast_ok:
-        raise SettingsError("engine='fast' needs an SAE with a linear decoder; use engine='simple'.")
-    if engine == "simple" or not fast_ok:
-        return SimpleObjective(model, sae, point, kind)
-    return FastObjective(model, sae, point, kind, cache_dir=cache_dir, in_memory=in_memory, progress=progress)
+        raise SettingsError(f"engine='fast' needs an SAE with a linear decoder, and this one normalises its input "
+                            f"({sae.cfg.normalize_activations}); use engine='simple' or 'auto'.")
+    if engine == "simple":
+        return "simple", "asked for"
+    if not fast_ok:
+        return "simple", (f"the SAE normalises its input ({sae.cfg.normalize_activations}), so its decoder is not "
+                          "linear and the fast engine's sparse identity does not apply")
+    return "fast", "asked for" if engine == "fast" else "the fast engine applies"

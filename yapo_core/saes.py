@@ -109,6 +109,7 @@ def check_sae_fits(model: nn.Module, sae: nn.Module, layer: int | None = None) -
 
     ``layer`` (the block whose output is steered) must agree with the SAE's hook when given.
     """
+    check_steerable(sae)
     d_model = hidden_size(model)
     if sae.cfg.d_in != d_model:
         raise SAELoadError(
@@ -140,8 +141,45 @@ def place_sae(model: nn.Module, sae: nn.Module, layer: int | None = None) -> Hoo
     return point
 
 
+STEERABLE_ARCHITECTURES = ("standard", "gated", "jumprelu", "topk", "batchtopk", "matryoshka_batchtopk")
+"""sae-lens SAE architectures whose codes are non-negative and whose decoder is ``z @ W + b`` (up to
+the input normalisation), so that ``dec(relu(enc(h) + m·v)) + (h − dec(enc(h)))`` is the method's
+steering, exact at ``m = 0``. Training-only kinds (BatchTopK, Matryoshka) save as one of the others."""
+
+
+def architecture_of_sae(sae: nn.Module) -> str:
+    cfg = sae.cfg
+    return cfg.architecture() if callable(getattr(cfg, "architecture", None)) else str(getattr(cfg, "architecture", ""))
+
+
+def check_steerable(sae: nn.Module) -> None:
+    """Refuse an SAE the method cannot steer exactly, saying why."""
+    kind = architecture_of_sae(sae)
+    if kind not in STEERABLE_ARCHITECTURES:
+        raise SAELoadError(
+            f"SAE architecture {kind!r} ({sae_source(sae).describe()}) cannot be steered exactly: the method adds "
+            "m·v to non-negative codes and decodes them linearly, which holds for "
+            f"{', '.join(STEERABLE_ARCHITECTURES)} SAEs; use one of those."
+        )
+    if getattr(sae.cfg, "reshape_activations", "none") != "none":
+        raise SAELoadError("this SAE reshapes its input (an attention hook_z SAE); only residual-stream SAEs "
+                           "can be steered.")
+
+
 def decoder_is_linear(sae: nn.Module) -> bool:
-    """True when ``decode(z) = z @ W_dec + b_dec`` exactly, so the sparse identity applies."""
-    return sae.cfg.normalize_activations in ("none", "expected_average_only_in") and (
-        sae.cfg.reshape_activations == "none"
-    ) and isinstance(getattr(sae, "W_dec", None), torch.Tensor)
+    """True when ``decode(z) = z @ decoder_matrix(sae) + b_dec`` exactly, so the sparse identity
+    applies (and the fast engine and dense exports with it): no input normalisation that
+    ``decode`` undoes per token (``layer_norm``, ``constant_norm_rescale``)."""
+    return (sae.cfg.normalize_activations in ("none", "expected_average_only_in")
+            and getattr(sae.cfg, "reshape_activations", "none") == "none"
+            and isinstance(getattr(sae, "W_dec", None), torch.Tensor)
+            and architecture_of_sae(sae) in STEERABLE_ARCHITECTURES)
+
+
+def decoder_matrix(sae: nn.Module) -> torch.Tensor:
+    """The matrix ``decode`` multiplies codes by: ``W_dec``, with each row divided by its norm when
+    the SAE rescales activations by the decoder norm (a TopK SAE saved with ``save_model``)."""
+    W = sae.W_dec
+    if getattr(sae.cfg, "rescale_acts_by_decoder_norm", False):
+        W = W / W.norm(dim=-1, keepdim=True)
+    return W

@@ -21,7 +21,7 @@ from torch import nn
 from .architectures import hidden_size
 from .errors import SAELoadError, SettingsError
 from .hooks import HookPoint, hook_device, hook_point_from_name, parse_hook_name, steering_hook
-from .saes import SAESource, check_sae_fits, decoder_is_linear, sae_source
+from .saes import SAESource, check_sae_fits, decoder_is_linear, decoder_matrix, sae_source
 
 KINDS = ("sparse", "dense")
 FORMULAS = {
@@ -37,13 +37,18 @@ def sparse_delta(h: torch.Tensor, sae: nn.Module, a: torch.Tensor) -> torch.Tens
     """``dec(relu(z + a)) − dec(z)`` with ``z = enc(h)``: what the sparse method adds to ``h``.
 
     Computed in the SAE's dtype. For SAEs whose decoder is linear the difference is taken in
-    latent space first (``(relu(z + a) − z) @ W_dec``), which is exact and avoids two decodes.
+    latent space first (``(relu(z + a) − z) @ W``), which is exact and avoids two decodes. Other
+    SAEs are decoded by sae-lens itself; those that normalise their input keep its scale from one
+    ``encode`` to the next ``decode`` only, so ``h`` is encoded again before the second decode.
     """
-    z = sae.encode(h.to(sae.dtype))
+    h = h.to(sae.dtype)
+    z = sae.encode(h)
     shifted = F.relu(z + a.to(z.dtype))
     if decoder_is_linear(sae):
-        return (shifted - z) @ sae.W_dec
-    return sae.decode(shifted) - sae.decode(z)
+        return (shifted - z) @ decoder_matrix(sae)
+    steered = sae.decode(shifted)
+    sae.encode(h)  # restores the per-token input scale that decode consumed
+    return steered - sae.decode(z)
 
 
 def steer_hidden(
@@ -183,5 +188,5 @@ def dense_equivalent(
     total = float(a.abs().sum())
     dropped = float(a.clamp(max=0).abs().sum()) / total if total else 0.0
     with torch.no_grad():
-        delta = F.relu(a).to(sae.W_dec.dtype) @ sae.W_dec
+        delta = F.relu(a).to(sae.W_dec.dtype) @ decoder_matrix(sae)
     return delta.float().cpu(), dropped
