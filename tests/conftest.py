@@ -55,28 +55,53 @@ def make_tokenizer(chat_template: str | None = CHAT_TEMPLATE):
 VOCAB = len(SPECIALS) + len(string.printable)
 
 
+NEW_FAMILIES = ("gemma3_text", "gemma3", "phi3", "olmo2", "stablelm", "granite", "cohere", "qwen3", "qwen3_moe", "mixtral")
+"""Families whose rows came with logit scaling, a multimodal layout or experts; each has the oracle test."""
+
+
 def tiny_config(family: str):
+    import transformers
     from transformers import Gemma2Config, GPT2Config, GPTNeoXConfig, LlamaConfig, MistralConfig, Qwen2Config
 
     common = dict(vocab_size=VOCAB, bos_token_id=1, eos_token_id=2, pad_token_id=0, initializer_range=0.2)
+    llama_like = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=512, **common)
     if family == "llama":
-        return LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-                           num_key_value_heads=2, max_position_embeddings=512, **common)
+        return LlamaConfig(**llama_like)
     if family == "mistral":
-        return MistralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-                             num_key_value_heads=2, max_position_embeddings=512, sliding_window=12, **common)
+        return MistralConfig(sliding_window=12, **llama_like)
     if family == "qwen2":
-        return Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-                           num_key_value_heads=2, max_position_embeddings=512, **common)
+        return Qwen2Config(**llama_like)
     if family == "gemma2":
-        return Gemma2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-                            num_key_value_heads=2, head_dim=8, max_position_embeddings=512, sliding_window=12,
-                            query_pre_attn_scalar=8, **common)
+        return Gemma2Config(head_dim=8, sliding_window=12, query_pre_attn_scalar=8, **llama_like)
     if family == "gpt2":
         return GPT2Config(n_embd=32, n_layer=4, n_head=4, n_positions=512, **common)
     if family == "gpt_neox":
         return GPTNeoXConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
                              max_position_embeddings=512, **common)
+    gemma3_text = dict(head_dim=8, sliding_window=12, query_pre_attn_scalar=8, final_logit_softcapping=5.0)
+    extra = {
+        "gemma3_text": ("Gemma3TextConfig", gemma3_text),
+        "phi3": ("Phi3Config", {}),
+        "olmo2": ("Olmo2Config", {}),
+        "stablelm": ("StableLmConfig", {}),
+        "granite": ("GraniteConfig", dict(logits_scaling=4.0, embedding_multiplier=2.0, residual_multiplier=0.5,
+                                          attention_multiplier=0.3)),
+        "cohere": ("CohereConfig", dict(logit_scale=0.5)),
+        "qwen3": ("Qwen3Config", dict(head_dim=8)),
+        "qwen3_moe": ("Qwen3MoeConfig", dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, head_dim=8)),
+        "mixtral": ("MixtralConfig", dict(num_local_experts=4, num_experts_per_tok=2)),
+    }
+    if family in extra:
+        name, kwargs = extra[family]
+        return getattr(transformers, name)(**llama_like, **kwargs)
+    if family == "gemma3":  # the multimodal layout: a (tiny) vision tower beside the language model
+        text = transformers.Gemma3TextConfig(**llama_like, **gemma3_text)
+        vision = transformers.SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                                 num_attention_heads=2, image_size=28, patch_size=14)
+        return transformers.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                                         image_token_index=VOCAB - 3, boi_token_index=VOCAB - 2,
+                                         eoi_token_index=VOCAB - 1)
     raise ValueError(family)
 
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 
 def _blocks(model):
-    for path in ("model.layers", "transformer.h", "gpt_neox.layers"):
+    for path in ("model.language_model.layers", "model.layers", "transformer.h", "gpt_neox.layers"):
         try:
             return model.get_submodule(path)
         except AttributeError:

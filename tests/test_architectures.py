@@ -2,14 +2,16 @@
 
 import pytest
 import torch
-from conftest import make_model
+from conftest import NEW_FAMILIES, make_model
 
 from yapo_core.architectures import architecture_of, decoder_layers, unembed
 from yapo_core.errors import ModelLoadError
 
 
-@pytest.mark.parametrize("family", ["llama", "gemma2", "mistral", "gpt2", "gpt_neox", "qwen2"])
+@pytest.mark.parametrize("family", ["llama", "gemma2", "mistral", "gpt2", "gpt_neox", "qwen2", *NEW_FAMILIES])
 def test_table_finds_blocks_and_unembedding(family):
+    """Every row's blocks, final norm and head (with its logit scaling or soft-capping) reproduce
+    the model's own logits from the last block's output."""
     model = make_model(family)
     assert len(decoder_layers(model)) == 4
     ids = torch.randint(7, 100, (1, 6))

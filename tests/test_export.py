@@ -91,6 +91,11 @@ def test_gguf_control_vector(tmp_path):
     fields = reader.fields
     assert bytes(fields["general.architecture"].parts[-1]).decode() == "controlvector"
     assert int(fields["controlvector.layer_count"].parts[-1][0]) == 4
+    assert bytes(fields["controlvector.model_hint"].parts[-1]).decode() == "llama"
+    export_gguf(SteeringVector("dense", torch.ones(32), "blocks.1.hook_resid_post"), tmp_path / "q.gguf",
+                model=make_model("qwen3"))
+    hint = gguf.GGUFReader(tmp_path / "q.gguf").fields["controlvector.model_hint"]
+    assert bytes(hint.parts[-1]).decode() == "qwen3"  # the model's type, as repeng reads it; not the table's row
     positive = SteeringVector("sparse", vec.values.clamp(min=0), vec.hook_name, sae=sae)
     assert export_gguf(positive, tmp_path / "p.gguf", model=model, sae=sae)["dropped_fraction"] == 0.0
     with pytest.raises(VectorFileError, match="block 0"):

@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from .architectures import decoder_layers
+from .architectures import decoder_layers, hidden_size
 from .encoding import EncodedPair, collate
 from .hooks import HookPoint, record_residual
 from .logprobs import answer_logprobs
@@ -180,7 +180,7 @@ def _entry_from_tensors(f, i: int) -> CachedPair:
 def estimate_cache_bytes(model: nn.Module, sae: nn.Module | None, encoded: Sequence[EncodedPair]) -> int:
     """Bytes the cache will take: residuals at every token, plus sparse codes (assuming the
     SAE's active latents per token stay under 1% of its width)."""
-    d = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.n_embd
+    d = hidden_size(model)
     element = next(model.parameters()).element_size()
     tokens = sum(len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in encoded)
     codes = tokens * max(1, sae.cfg.d_sae // 100) * 8 if sae is not None else 0

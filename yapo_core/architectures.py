@@ -16,17 +16,17 @@ from .errors import ModelLoadError, SettingsError
 
 @dataclass(frozen=True)
 class Architecture:
-    """Attribute paths (dotted, from the ``*ForCausalLM`` module) of one model family."""
+    """Attribute paths (dotted, from the ``*ForCausalLM`` module) of one model family, and what its
+    head does to the logits besides the final norm and the unembedding."""
 
     name: str
     model_types: tuple[str, ...]
-    layers: str  # the ModuleList of decoder blocks
-    final_norm: str  # the norm applied after the last block, before the unembedding
-    embed: str  # the token embedding
-    lm_head: str  # the unembedding
-    rotary: str | None = None  # the rotary-embedding module shared by all blocks, if any
-    position_embed: str | None = None  # learned absolute positions (GPT-2), if any
-    embed_scale_by_sqrt_d: bool = False  # Gemma multiplies embeddings by sqrt(hidden)
+    layers: str = "model.layers"  # the ModuleList of decoder blocks
+    final_norm: str = "model.norm"  # the norm applied after the last block, before the unembedding
+    lm_head: str = "lm_head"  # the unembedding
+    softcaps_logits: bool = True  # the head applies the config's final_logit_softcapping when set
+    logit_multiplier: str | None = None  # config attribute the head multiplies the logits by
+    logit_divisor: str | None = None  # config attribute the head divides the logits by
 
     @property
     def base(self) -> str:
@@ -34,37 +34,22 @@ class Architecture:
         return self.layers.rsplit(".", 1)[0]
 
 
-_LLAMA_LIKE = dict(
-    layers="model.layers",
-    final_norm="model.norm",
-    embed="model.embed_tokens",
-    lm_head="lm_head",
-    rotary="model.rotary_emb",
-)
-
 ARCHITECTURES: tuple[Architecture, ...] = (
-    Architecture("llama", ("llama",), **_LLAMA_LIKE),
-    Architecture("mistral", ("mistral", "mixtral"), **_LLAMA_LIKE),
-    Architecture("qwen2", ("qwen2", "qwen3"), **_LLAMA_LIKE),
-    Architecture("gemma2", ("gemma", "gemma2"), embed_scale_by_sqrt_d=True, **_LLAMA_LIKE),
-    Architecture(
-        "gpt2",
-        ("gpt2",),
-        layers="transformer.h",
-        final_norm="transformer.ln_f",
-        embed="transformer.wte",
-        lm_head="lm_head",
-        position_embed="transformer.wpe",
-    ),
-    Architecture(
-        "gpt_neox",
-        ("gpt_neox",),
-        layers="gpt_neox.layers",
-        final_norm="gpt_neox.final_layer_norm",
-        embed="gpt_neox.embed_in",
-        lm_head="lm_head",
-        rotary="gpt_neox.rotary_emb",
-    ),
+    Architecture("llama", ("llama",)),
+    Architecture("mistral", ("mistral", "mixtral")),
+    Architecture("qwen2", ("qwen2", "qwen3", "qwen3_moe")),
+    Architecture("gemma2", ("gemma", "gemma2", "gemma3_text")),  # Gemma-2 soft-caps its logits
+    # Gemma-3 with its vision tower: the text blocks sit under the language model; this head does
+    # not soft-cap
+    Architecture("gemma3", ("gemma3",), layers="model.language_model.layers", final_norm="model.language_model.norm",
+                 softcaps_logits=False),
+    Architecture("phi3", ("phi3",)),
+    Architecture("olmo2", ("olmo2",)),
+    Architecture("stablelm", ("stablelm",)),
+    Architecture("granite", ("granite",), logit_divisor="logits_scaling"),
+    Architecture("cohere", ("cohere",), logit_multiplier="logit_scale"),
+    Architecture("gpt2", ("gpt2",), layers="transformer.h", final_norm="transformer.ln_f"),
+    Architecture("gpt_neox", ("gpt_neox",), layers="gpt_neox.layers", final_norm="gpt_neox.final_layer_norm"),
 )
 
 SUPPORTED_MODEL_TYPES = tuple(t for a in ARCHITECTURES for t in a.model_types)
@@ -79,7 +64,7 @@ def architecture_of(model: nn.Module) -> Architecture:
     raise ModelLoadError(
         f"model type {model_type!r} is not supported; supported types: "
         f"{', '.join(SUPPORTED_MODEL_TYPES)}. Add a row to yapo_core.architectures.ARCHITECTURES "
-        "naming its decoder blocks, final norm, embedding and unembedding."
+        "naming its decoder blocks, final norm and unembedding, and how its head scales the logits."
     )
 
 
@@ -91,14 +76,22 @@ def num_layers(model: nn.Module) -> int:
     return len(decoder_layers(model))
 
 
-def hidden_size(model: nn.Module) -> int:
+def text_config(model: nn.Module):
+    """The config of the language model itself (a multimodal model's ``text_config``)."""
     cfg = model.config
+    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+
+def hidden_size(model: nn.Module) -> int:
+    cfg = text_config(model)
     return int(getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd"))
 
 
 def logit_softcap(model: nn.Module) -> float | None:
     """Gemma-2 squashes final logits with ``cap * tanh(logits / cap)``; None elsewhere."""
-    return getattr(model.config, "final_logit_softcapping", None) or None
+    if not architecture_of(model).softcaps_logits:
+        return None
+    return getattr(text_config(model), "final_logit_softcapping", None) or None
 
 
 def check_layer(model: nn.Module, layer: int) -> int:
@@ -112,9 +105,14 @@ def check_layer(model: nn.Module, layer: int) -> int:
 
 
 def unembed(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    """Final norm, unembedding and (Gemma-2) soft-capping: what the LM head does to a residual."""
+    """Final norm, unembedding, the head's logit scaling (Granite, Cohere) and soft-capping
+    (Gemma-2): what the LM head does to a residual."""
     arch = architecture_of(model)
     logits = model.get_submodule(arch.lm_head)(model.get_submodule(arch.final_norm)(hidden))
+    if arch.logit_multiplier:
+        logits = logits * getattr(text_config(model), arch.logit_multiplier)
+    if arch.logit_divisor:
+        logits = logits / getattr(text_config(model), arch.logit_divisor)
     cap = logit_softcap(model)
     if cap:
         logits = torch.tanh(logits / cap) * cap

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ._version import __version__
-from .architectures import architecture_of, num_layers
+from .architectures import num_layers
 from .errors import VectorFileError
 from .hooks import hook_point_from_name
 from .models import model_id as model_id_of
@@ -190,7 +190,8 @@ def export_gguf(
     if layer < 1:
         raise VectorFileError("llama.cpp control vectors cannot steer block 0 (its layers start at 1).")
     delta, dropped = dense_equivalent(vector, sae, multiplier)
-    hint = model_hint or (architecture_of(model).name if model is not None else vector.model_id or "unknown")
+    # repeng and llama.cpp read the hint as the model's type ("llama", "qwen3", ...)
+    hint = model_hint or (model.config.model_type if model is not None else vector.model_id or "unknown")
     n_layers = num_layers(model) if model is not None else layer + 1
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .activation_cache import CachedPair, PairCache, available_memory, estimate_cache_bytes
-from .architectures import architecture_of, decoder_layers, unembed
+from .architectures import architecture_of, decoder_layers, text_config, unembed
 from .encoding import EncodedPair, collate
 from .errors import SettingsError
 from .hooks import HookPoint, steering_hook
@@ -44,7 +44,7 @@ class _ProbeDone(Exception):
 def layer_types(model: nn.Module) -> list[str]:
     """Each block's attention type (Gemma-2 alternates sliding and full); one type elsewhere."""
     n = len(decoder_layers(model))
-    types = getattr(model.config, "layer_types", None)
+    types = getattr(text_config(model), "layer_types", None)
     return list(types[:n]) if types else ["all"] * n
 
 
@@ -92,7 +92,7 @@ def run_blocks(model: nn.Module, hidden: torch.Tensor, block_inputs, start: int)
 
 def sliding_windows(model: nn.Module) -> dict[str, int | None]:
     """Attention window per attention type (None = full), as the model's own masks apply it."""
-    cfg, types = model.config, set(layer_types(model))
+    cfg, types = text_config(model), set(layer_types(model))
     window = getattr(cfg, "sliding_window", None)
     if types == {"all"}:  # one type for every block (Mistral applies its window to all)
         return {"all": window}
@@ -117,7 +117,7 @@ def packed_pair_masks(model: nn.Module, segments: torch.Tensor, positions: torch
     for kind, window in sliding_windows(model).items():
         ok = allowed if window is None else allowed & (distance < window)
         ok = ok.unsqueeze(1).to(segments.device)
-        if model.config._attn_implementation == "eager":
+        if text_config(model)._attn_implementation == "eager":
             ok = torch.zeros(ok.shape, dtype=dtype, device=ok.device).masked_fill(~ok, torch.finfo(dtype).min)
         masks[kind] = ok
     return masks["all"] if "all" in masks else masks
@@ -125,7 +125,7 @@ def packed_pair_masks(model: nn.Module, segments: torch.Tensor, positions: torch
 
 def supports_packing(model: nn.Module) -> bool:
     """Prompt sharing passes custom 4-D masks, which eager and SDPA attention take as they are."""
-    return getattr(model.config, "_attn_implementation", None) in ("eager", "sdpa")
+    return getattr(text_config(model), "_attn_implementation", None) in ("eager", "sdpa")
 
 
 def sparse_update(h: torch.Tensor, a: torch.Tensor, W_dec: torch.Tensor, counts, idx, vals) -> torch.Tensor:
