@@ -9,7 +9,7 @@ import pytest
 from conftest import NO_SYSTEM_TEMPLATE, SHARED_DATA, make_tokenizer
 
 from yapo_core.data import PreferencePair, load_pairs
-from yapo_core.encoding import collate, encode_pairs, render_answer, render_prompt
+from yapo_core.encoding import collate, encode_pairs, encode_prompt, render_answer, render_prompt
 from yapo_core.errors import DataError
 
 ROWS = [
@@ -158,15 +158,22 @@ def test_plain_format_without_a_chat_template():
     assert render_answer(tok, "Hi?", "Hello") == " Hello<|end|>"
 
 
-def test_overlong_pairs_cut_the_prompt_from_the_left_and_keep_the_answer(tokenizer):
-    long = PreferencePair("x" * 100 + "END?", "yes", "no")
+def test_overlong_pairs_cut_the_start_of_the_users_text_and_keep_the_template_and_the_answer(tokenizer):
+    long = PreferencePair("x" * 100 + "END?", "yes", "no", system="Be brief.")
     too_long_answer = PreferencePair("q?", "y" * 80, "n")
-    encoded, report = encode_pairs(tokenizer, [long, too_long_answer, PreferencePair("q?", "a", "b")], max_length=40)
+    encoded, report = encode_pairs(tokenizer, [long, too_long_answer, PreferencePair("q?", "a", "b")], max_length=60)
     assert (report.kept, report.truncated, report.dropped) == (2, 1, 1)
     first = encoded[0]
-    assert len(first.prompt_ids) + len(first.chosen_ids) <= 40
+    assert first.truncated and len(first.prompt_ids) + len(first.chosen_ids) <= 60
     assert tokenizer.decode(first.chosen_ids) == "yes<|end|>"
-    assert tokenizer.decode(first.prompt_ids).endswith("END?<|end|><|assistant|>")
+    full = encode_prompt(tokenizer, long.prompt, long.system)
+    head = encode_prompt(tokenizer, "", long.system)[:-3]  # BOS, the system turn and the user tag
+    text = tokenizer.decode(first.prompt_ids)
+    assert first.prompt_ids[: len(head)] == head and first.prompt_ids[0] == full[0] == tokenizer.bos_token_id
+    assert text.endswith("xEND?<|end|><|assistant|>") and len(first.prompt_ids) >= 60 - len(first.rejected_ids) - 2
+    assert "the template kept" in report.describe()
+    # a template that does not fit at all drops the pair instead of cutting into it
+    assert encode_pairs(tokenizer, [long], max_length=len(head) + 3)[1].dropped == 1
 
 
 def test_collate_marks_answer_tokens(tokenizer):

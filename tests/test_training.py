@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import consistent_pairs, make_model, make_sae
 
-from yapo_core import TrainConfig, Trainer, TrainingError
+from yapo_core import PreferencePair, TrainConfig, Trainer, TrainingError
 from yapo_core.chunked import train_chunk
 from yapo_core.errors import SettingsError
 from yapo_core.evaluation import preference_accuracy, score_pairs
@@ -159,3 +159,19 @@ def test_mcq_rejected_every_option_trains_against_each_wrong_letter(tokenizer):
         TrainConfig(mcq_rejected="all")
     with pytest.raises(SettingsError, match="needs the pairs as text"):
         Trainer(model, tokenizer, given.encoded, TrainConfig(kind="dense", layer=1, mcq_rejected="every_option"))
+
+
+def test_max_length_is_capped_by_the_models_context(tokenizer):
+    """A GPT-2 with 48 positions and max_length 512: long prompts are cut to fit the context
+    (the template kept) instead of running past the position table."""
+    model = make_model("gpt2")
+    model.config.n_positions = 48
+    model.transformer.wpe.weight.data = model.transformer.wpe.weight.data[:48]
+    model.transformer.wpe.num_embeddings = 48
+    pairs = [PreferencePair("tell me " * 20 + f"about {x}?", f"yes {x}", "no") for x in ("tea", "rain", "owls")]
+    trainer = Trainer(model, tokenizer, pairs, TrainConfig(kind="dense", layer=1, max_steps=1, batch_size=3))
+    assert trainer.data_report.truncated == 3
+    assert all(len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids)) <= 48 for p in trainer.encoded)
+    assert trainer.run_step().loss > 0  # runs within the position table
+    with pytest.raises(TrainingError, match="context is 48 tokens"):
+        Trainer(model, tokenizer, [PreferencePair("q?", "y" * 60, "n")], TrainConfig(kind="dense", layer=1))

@@ -87,6 +87,16 @@ def hidden_size(model: nn.Module) -> int:
     return int(getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd"))
 
 
+def context_length(model: nn.Module) -> int | None:
+    """The longest sequence the model's positions cover (None when its config does not say)."""
+    cfg = text_config(model)
+    for name in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(cfg, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def logit_softcap(model: nn.Module) -> float | None:
     """Gemma-2 squashes final logits with ``cap * tanh(logits / cap)``; None elsewhere."""
     if not architecture_of(model).softcaps_logits:

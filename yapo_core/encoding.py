@@ -83,29 +83,46 @@ class EncodeReport:
     dropped: int
 
     def describe(self) -> str:
-        return f"{self.kept} pairs kept, {self.truncated} with prompts cut from the left, {self.dropped} dropped"
+        return (f"{self.kept} pairs kept, {self.truncated} with the start of the user's text cut (the template kept), "
+                f"{self.dropped} dropped")
+
+
+def fit_prompt(tokenizer, prompt: str, system: str | None, room: int) -> tuple[list[int] | None, bool]:
+    """The prompt's tokens in at most ``room`` tokens, and whether they were cut: whole when it
+    fits, else with the start of the user's text cut, so that the BOS, the chat template's header
+    and its closing (the assistant turn's start) are always there. ``None`` when even the template
+    alone does not fit."""
+    ids = encode_prompt(tokenizer, prompt, system)
+    if len(ids) <= room:
+        return ids, False
+    content = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    keep = room - (len(ids) - len(content))
+    while keep > 0:
+        ids = encode_prompt(tokenizer, tokenizer.decode(content[-keep:]), system)
+        if len(ids) <= room:
+            return ids, True
+        keep -= max(1, len(ids) - room)  # re-tokenising the cut text can merge differently
+    return None, True
 
 
 def encode_pairs(
     tokenizer, pairs: Iterable[PreferencePair], max_length: int = 512
 ) -> tuple[list[EncodedPair], EncodeReport]:
-    """Tokenise pairs. Over-long ones lose prompt tokens from the left, never answer tokens;
-    a pair whose answer alone does not fit is dropped. Both are counted in the report."""
+    """Tokenise pairs. Over-long ones lose the start of the user's text (see :func:`fit_prompt`),
+    never answer tokens nor the template around them; a pair whose answer and template alone do
+    not fit is dropped. Both are counted in the report."""
     out, truncated, dropped = [], 0, 0
     for pair in pairs:
-        prompt_ids = encode_prompt(tokenizer, pair.prompt, pair.system)
         answers = [
             tokenizer(render_answer(tokenizer, pair.prompt, a, pair.system), add_special_tokens=False)["input_ids"]
             for a in (pair.chosen, pair.rejected)
         ]
         room = max_length - max(len(a) for a in answers)
-        if room < 1 or min(len(a) for a in answers) == 0:
+        prompt_ids, cut = fit_prompt(tokenizer, pair.prompt, pair.system, room) if room >= 1 else (None, True)
+        if prompt_ids is None or min(len(a) for a in answers) == 0:
             dropped += 1
             continue
-        cut = len(prompt_ids) > room
-        if cut:
-            prompt_ids = prompt_ids[-room:]
-            truncated += 1
+        truncated += cut
         out.append(EncodedPair(prompt_ids, answers[0], answers[1], cut))
     return out, EncodeReport(len(out), truncated, dropped)
 

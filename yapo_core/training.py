@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ._version import __version__
-from .architectures import hidden_size
+from .architectures import context_length, hidden_size
 from .data import MCQ_REJECTED, PairSet, PreferencePair, against_every_option
 from .encoding import EncodedPair, EncodeReport, encode_pairs
 from .errors import SettingsError, TrainingError
@@ -108,6 +108,12 @@ class StepMetrics:
         return asdict(self)
 
 
+def max_tokens(model: nn.Module, max_length: int) -> int:
+    """``max_length``, capped by the model's context (positions past it do not exist)."""
+    context = context_length(model)
+    return min(max_length, context) if context else max_length
+
+
 def warmup_cosine(step: int, warmup: int, total: int) -> float:
     """Learning-rate factor: linear warm-up to 1, then cosine decay to 0 at ``total``."""
     if step < warmup:
@@ -157,11 +163,13 @@ class Trainer:
         if pairs and all(isinstance(p, EncodedPair) for p in pairs):  # already tokenised
             self.encoded, self.data_report = pairs, EncodeReport(len(pairs), 0, 0)
         else:
-            self.encoded, self.data_report = encode_pairs(tokenizer, pairs, config.max_length)
+            self.encoded, self.data_report = encode_pairs(tokenizer, pairs, max_tokens(model, config.max_length))
         if not self.encoded:
+            context = context_length(model)
             raise TrainingError(
                 f"no training pairs left after tokenisation ({self.data_report.describe()}); "
-                f"raise max_length={config.max_length}."
+                + (f"the model's context is {context} tokens: use shorter pairs."
+                   if context is not None and context <= config.max_length else f"raise max_length={config.max_length}.")
             )
         self.v = torch.zeros(width, dtype=torch.float32, device=model_device(model), requires_grad=True)
         self.optimizer = torch.optim.AdamW([self.v], lr=config.lr, weight_decay=config.weight_decay)
