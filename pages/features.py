@@ -56,7 +56,7 @@ def example_html(tokens: list[str], values: list[float], scale: float) -> str:
 def latent_card_html(card: LatentCard, explanation: str | None = None) -> str:
     weight = f"v = {card.weight:+.4g}" if card.weight_kind == "value" else f"cos = {card.weight:+.3f}"
     link = (f"<a href='{esc(card.neuronpedia_url)}' target='_blank' rel='noopener'>Neuronpedia ↗</a>"
-            if card.neuronpedia_url else "<span class='muted'>no Neuronpedia page (local SAE)</span>")
+            if card.neuronpedia_url else "<span class='muted'>no Neuronpedia page for this SAE</span>")
     parts = [f"<div class='latent-card' data-index='{card.index}'>",
              f"<div class='card-head'><b>latent #{card.index}</b> <span class='w {'pos' if card.weight >= 0 else 'neg'}'>{weight}</span> {link}</div>"]
     if explanation:
@@ -103,7 +103,7 @@ def bars(report: FeatureReport):
 def fetch_explanations(report: FeatureReport) -> dict[int, str]:
     """Explanations of the cards' latents from Neuronpedia, all within EXPLANATION_DEADLINE seconds."""
     if not report.neuronpedia_id or not report.latents:
-        raise gr.Error("This SAE has no Neuronpedia pages (a local or unlisted SAE).")
+        raise gr.Error("This SAE has no Neuronpedia pages (a local SAE, or one Neuronpedia does not list, such as Gemma Scope's non-canonical SAEs).")
     if not neuronpedia_reachable():
         raise gr.Error("Neuronpedia cannot be reached (offline?). The links on the cards work once you are online.")
     return neuronpedia_explanations(report.neuronpedia_id, [c.index for c in report.latents], EXPLANATION_DEADLINE)

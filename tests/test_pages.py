@@ -176,7 +176,7 @@ def test_train_page_status_and_polling(trained):
 
 def test_setup_page_notes_and_task_labels(ctx):
     assert "Gated" in setup.preset_notes(ctx, "gemma-2-2b-it") and "HF_TOKEN" in setup.preset_notes(ctx, "gemma-2-2b-it")
-    assert "layer_15/width_65k/canonical" in setup.preset_notes(ctx, "gemma-2-2b-it")
+    assert "layer_15/width_65k/average_l0_68" in setup.preset_notes(ctx, "gemma-2-2b-it")
     assert setup.demo_task_label("culture-egypt") == "culture · egypt"
     assert setup.demo_task_label("power-seeking") == "behaviour · power-seeking"
 

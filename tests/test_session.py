@@ -48,23 +48,6 @@ def ready(tiny_world, catalog):
     s.close()
 
 
-def test_presets_file_names_real_registry_entries(catalog):
-    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
-
-    registry = get_pretrained_saes_directory()
-    keys = [p.key for p in catalog.presets]
-    assert keys[0] == "demo" and len(set(keys)) == len(keys) and "custom" in keys
-    for p in catalog.presets:
-        if p.sae_release:
-            assert p.sae_id in registry[p.sae_release].saes_map, p.key
-            assert p.model and p.layer is not None
-    paper = catalog.preset("gemma-2-2b-it")
-    assert (paper.sae_release, paper.sae_id, paper.layer) == ("gemma-scope-2b-pt-res-canonical", "layer_15/width_65k/canonical", 15)
-    assert len(catalog.tasks["culture"]["countries"]) == 15
-    with pytest.raises(SettingsError, match="unknown"):
-        catalog.preset("nope")
-
-
 def test_custom_preset_loads_local_folders_and_reports_mismatches(tiny_world, catalog, tmp_path):
     s = S_session.Session(catalog=catalog)
     custom = catalog.preset("custom")
