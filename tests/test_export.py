@@ -9,6 +9,7 @@ from conftest import make_model, make_sae
 from yapo_core import SteeringVector, load_vector, save_vector
 from yapo_core.errors import VectorFileError
 from yapo_core.export import export_gguf, open_safetensors
+from yapo_core.models import load_model
 from yapo_core.saes import SAESource, load_sae
 
 
@@ -92,6 +93,7 @@ def test_gguf_control_vector(tmp_path):
     assert bytes(fields["general.architecture"].parts[-1]).decode() == "controlvector"
     assert int(fields["controlvector.layer_count"].parts[-1][0]) == 4
     assert bytes(fields["controlvector.model_hint"].parts[-1]).decode() == "llama"
+    assert bytes(fields["controlvector.method"].parts[-1]).decode() == "yapo"
     export_gguf(SteeringVector("dense", torch.ones(32), "blocks.1.hook_resid_post"), tmp_path / "q.gguf",
                 model=make_model("qwen3"))
     hint = gguf.GGUFReader(tmp_path / "q.gguf").fields["controlvector.model_hint"]
@@ -100,3 +102,31 @@ def test_gguf_control_vector(tmp_path):
     assert export_gguf(positive, tmp_path / "p.gguf", model=model, sae=sae)["dropped_fraction"] == 0.0
     with pytest.raises(VectorFileError, match="block 0"):
         export_gguf(SteeringVector("dense", torch.ones(32), "blocks.0.hook_resid_post"), tmp_path / "z.gguf")
+
+
+def test_files_describe_how_to_apply_them_and_name_weights_not_paths(tmp_path, tokenizer):
+    from conftest import consistent_pairs
+
+    from yapo_core import TrainConfig, Trainer
+
+    folder = tmp_path / "home" / "me" / "models" / "tiny"
+    make_model("llama").save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    model = load_model(str(folder), device="cpu")[0]
+    sae = make_sae()
+    vector = Trainer(model, tokenizer, consistent_pairs(4), TrainConfig(kind="sparse", max_steps=1), sae=sae).vector
+    path = save_vector(vector, tmp_path / "v.safetensors")
+    _, meta = open_safetensors(path)
+    assert meta["model_id"] == "models/tiny" and str(tmp_path) not in meta["model_id"]
+    assert meta["operation"].startswith("add m·v to the SAE's latent codes") and "dec(relu(enc(h) + m·v))" in meta["operation"]
+    assert meta["hook_point"] == "output of decoder block 1" and "0-based" in meta["layer_numbering"]
+    assert meta["positions"].startswith("every token")
+    # the same weights in another folder are the same model; other weights of the same shape are not
+    moved = tmp_path / "elsewhere" / "copy"
+    make_model("llama").save_pretrained(moved)
+    tokenizer.save_pretrained(moved)
+    assert load_vector(path, model=load_model(str(moved), device="cpu")[0], sae=sae).model_id == "models/tiny"
+    with pytest.raises(VectorFileError, match="weights differ"):
+        load_vector(path, model=make_model("llama", seed=1), sae=sae)
+    with pytest.raises(VectorFileError, match="other SAE weights.*same width and hook"):
+        load_vector(path, model=model, sae=make_sae(seed=1))

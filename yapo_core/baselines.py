@@ -22,7 +22,7 @@ from .errors import SettingsError
 from .hooks import HookPoint, block_output, record_residual
 from .logprobs import pad_token_id
 from .models import model_device, model_id
-from .saes import check_sae_fits, sae_source
+from .saes import check_sae_fits, provenance, sae_source
 from .steering import SteeringVector
 
 DEFAULT_MULTIPLIER = {"caa": 0.5, "sas": 0.5}  # the paper compares CAA at 0.5
@@ -83,7 +83,7 @@ def compute_caa(model: nn.Module, tokenizer, pairs: Sequence[PreferencePair], la
     values = (chosen - rejected).mean(0)
     return SteeringVector("dense", values, point.hook_name, method="caa", model_id=model_id(model),
                           default_multiplier=DEFAULT_MULTIPLIER["caa"],
-                          metadata={"n_pairs": str(len(chosen)), "position": "last answer token"})
+                          metadata={"n_pairs": str(len(chosen)), "position": "last answer token", **provenance(model)})
 
 
 def sas_direction(pos: torch.Tensor, neg: torch.Tensor, tau: float = 0.7):
@@ -113,7 +113,7 @@ def compute_sas(
     values, kept_pos, kept_neg = sas_direction(encode(chosen), encode(rejected), tau)
     return SteeringVector("sparse", values, point.hook_name, method="sas", model_id=model_id(model),
                           sae_source=sae_source(sae), default_multiplier=DEFAULT_MULTIPLIER["sas"], sae=sae,
-                          metadata={"tau": str(tau), "n_pairs": str(len(chosen)),
+                          metadata={"tau": str(tau), "n_pairs": str(len(chosen)), **provenance(model, sae),
                                     "kept_chosen_only": str(int((kept_pos & ~kept_neg).sum())),
                                     "kept_rejected_only": str(int((kept_neg & ~kept_pos).sum()))})
 

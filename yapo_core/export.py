@@ -18,9 +18,14 @@ from ._version import __version__
 from .architectures import num_layers
 from .errors import VectorFileError
 from .hooks import hook_point_from_name
+from .models import model_fingerprint, same_weights
 from .models import model_id as model_id_of
-from .saes import SAESource, sae_source
-from .steering import SteeringVector, dense_equivalent
+from .saes import SAESource, sae_fingerprint, sae_source
+from .steering import FORMULAS, SteeringVector, dense_equivalent
+
+KEPT_METADATA = ("training", "steps", "library_version", "data_report", "d_sae", "d_model", "model_fingerprint",
+                 "sae_fingerprint", "n_pairs", "position", "tau")
+"""Metadata a loaded vector keeps (the rest is derived from its fields when it is saved again)."""
 
 FORMAT = "yapo-steering-vector"
 FORMAT_VERSION = "1"
@@ -78,9 +83,19 @@ def vector_metadata(vector: SteeringVector, sae: nn.Module | None = None) -> dic
         "sae_path": source.path or "",
         "sae_neuronpedia_id": source.neuronpedia_id or "",
     }
+    point = hook_point_from_name(vector.hook_name)
+    meta.update({  # enough for another tool to apply the file without guessing
+        "operation": ("add m·v to the SAE's latent codes and decode: " if vector.kind == "sparse"
+                      else "add m·v to the residual stream: ") + FORMULAS[vector.kind],
+        "hook_point": f"{'output' if point.position == 'post' else 'input'} of decoder block {point.layer}",
+        "layer_numbering": "0-based decoder blocks; 'layer' is the block whose output is steered "
+                           "(the input of block L is the output of block L-1)",
+        "positions": "every token: each prompt token and each generated token",
+    })
     if sae is not None:
         meta["d_sae"] = str(sae.cfg.d_sae)
         meta["d_model"] = str(sae.cfg.d_in)
+        meta.setdefault("sae_fingerprint", sae_fingerprint(sae))
     if "library_version" not in meta:
         meta["library_version"] = __version__
     return meta
@@ -130,7 +145,7 @@ def load_vector(
             neuronpedia_id=meta.get("sae_neuronpedia_id") or None,
         ),
         default_multiplier=float(meta.get("default_multiplier", "1.0")),
-        metadata={k: v for k, v in meta.items() if k in ("training", "steps", "library_version", "data_report", "d_sae", "d_model")},
+        metadata={k: v for k, v in meta.items() if k in KEPT_METADATA},
         sae=sae if meta["kind"] == "sparse" else None,
     )
     if model is not None:
@@ -141,10 +156,15 @@ def load_vector(
 def check_vector_matches(vector, model, sae=None, allow_other_model=False, name="vector") -> None:
     """Raise :class:`VectorFileError` naming the first mismatch between vector, model and SAE."""
     here = model_id_of(model)
-    if vector.model_id and here and vector.model_id != here and not allow_other_model:
+    theirs_weights = vector.metadata.get("model_fingerprint")
+    if theirs_weights:  # the weights decide: a moved or re-built folder of the same weights is the same model
+        other = not same_weights(theirs_weights, model_fingerprint(model))
+    else:
+        other = bool(vector.model_id and here and vector.model_id != here)
+    if other and not allow_other_model:
         raise VectorFileError(
-            f"{name} was trained on model {vector.model_id!r} but is being applied to {here!r}; "
-            "load the matching model, or pass allow_other_model=True if they are the same weights."
+            f"{name} was trained on model {vector.model_id!r} but is being applied to {here!r}, whose weights "
+            "differ; load the matching model, or pass allow_other_model=True if you mean to."
         )
     n = num_layers(model)
     point = hook_point_from_name(vector.hook_name)
@@ -167,6 +187,12 @@ def check_vector_matches(vector, model, sae=None, allow_other_model=False, name=
         vector.check_fits(model, sae)
     except Exception as exc:
         raise VectorFileError(f"{name} does not fit: {exc}") from exc
+    fingerprint = vector.metadata.get("sae_fingerprint")
+    if vector.kind == "sparse" and sae is not None and fingerprint and not same_weights(fingerprint, sae_fingerprint(sae)):
+        raise VectorFileError(
+            f"{name} was trained with other SAE weights than those of {sae_source(sae).describe()} (same width and "
+            "hook, other values); load the SAE it was trained with."
+        )
 
 
 def export_gguf(
@@ -198,6 +224,7 @@ def export_gguf(
     writer = gguf.GGUFWriter(str(path), "controlvector")
     writer.add_string("controlvector.model_hint", hint)
     writer.add_uint32("controlvector.layer_count", n_layers)
+    writer.add_string("controlvector.method", vector.method)
     writer.add_string("yapo.metadata", json.dumps(vector_metadata(vector, sae)))
     writer.add_float32("yapo.dropped_fraction", float(dropped))
     writer.add_tensor(f"direction.{layer}", delta.numpy().astype(np.float32))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from .architectures import architecture_of
+from .architectures import architecture_of, decoder_layers
 from .errors import ModelLoadError, SettingsError
 from .hub import explain_hub_error
 
@@ -103,5 +104,34 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def model_id(model: nn.Module) -> str:
-    """The id or folder the model was loaded from (``config._name_or_path``)."""
-    return str(getattr(model.config, "_name_or_path", "") or model.config.model_type)
+    """The Hugging Face id the model was loaded from, or for a local folder its last two path
+    parts (never the absolute path: vector files name their model without leaking the user's
+    home); the weights themselves are identified by :func:`weights_fingerprint`."""
+    source = str(getattr(model.config, "_name_or_path", "") or model.config.model_type)
+    if source.startswith((".", "/", "~")) or Path(source).expanduser().is_dir():
+        return "/".join(Path(source).expanduser().resolve().parts[-2:])
+    return source
+
+
+def weights_fingerprint(tensors) -> str:
+    """What identifies weights whatever their dtype or device: each tensor's shape and the sum of
+    its absolute values (compared with a relative tolerance by :func:`same_weights`)."""
+    return json.dumps([[list(t.shape), round(float(t.detach().abs().double().sum()), 6)] for t in tensors])
+
+
+def same_weights(a: str, b: str, rtol: float = 1e-2) -> bool:
+    """Whether two :func:`weights_fingerprint` strings describe the same weights (the tolerance
+    covers a model loaded in another dtype)."""
+    try:
+        x, y = json.loads(a), json.loads(b)
+    except ValueError:
+        return False
+    return len(x) == len(y) and all(
+        sx == sy and abs(vx - vy) <= rtol * max(abs(vx), abs(vy), 1e-12) for (sx, vx), (sy, vy) in zip(x, y)
+    )
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """:func:`weights_fingerprint` of the first two tensors of the first and the last block."""
+    blocks = decoder_layers(model)
+    return weights_fingerprint(list(blocks[0].parameters())[:2] + list(blocks[-1].parameters())[:2])

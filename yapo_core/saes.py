@@ -14,7 +14,7 @@ from .architectures import hidden_size
 from .errors import SAELoadError
 from .hooks import HookPoint, block_output, hook_device, parse_hook_name
 from .hub import explain_hub_error
-from .models import resolve_device
+from .models import model_fingerprint, resolve_device, weights_fingerprint
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,9 @@ class SAESource:
     neuronpedia_id: str | None = None
 
     def describe(self) -> str:
-        return f"{self.release}/{self.sae_id}" if self.release else f"local folder {self.path}"
+        if self.release:
+            return f"{self.release}/{self.sae_id}"
+        return f"local folder {self.path}" if self.path else "an SAE built in memory"
 
     def as_dict(self) -> dict[str, str | None]:
         return asdict(self)
@@ -98,6 +100,19 @@ def sae_source(sae: nn.Module) -> SAESource:
 def set_sae_source(sae: nn.Module, source: SAESource) -> None:
     """Record where an in-memory SAE comes from (used when it is saved or built by the project)."""
     _SOURCES[sae] = source
+
+
+def sae_fingerprint(sae: nn.Module) -> str:
+    """:func:`~.models.weights_fingerprint` of the SAE's encoder, decoder and decoder bias."""
+    return weights_fingerprint([sae.W_enc, sae.W_dec, sae.b_dec])
+
+
+def provenance(model: nn.Module, sae: nn.Module | None = None) -> dict[str, str]:
+    """Fingerprints of the weights a vector is made for, for its file's metadata."""
+    out = {"model_fingerprint": model_fingerprint(model)}
+    if sae is not None:
+        out["sae_fingerprint"] = sae_fingerprint(sae)
+    return out
 
 
 def sae_hook_name(sae: nn.Module) -> str | None:

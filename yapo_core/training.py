@@ -35,7 +35,7 @@ from .hooks import block_output
 from .logprobs import pad_token_id
 from .models import model_device, model_id
 from .objectives import ENGINES, make_objective, preference_loss
-from .saes import SAESource, check_sae_fits, sae_source
+from .saes import SAESource, check_sae_fits, provenance, sae_source
 from .steering import TRAINED_METHOD, SteeringVector
 
 
@@ -369,6 +369,7 @@ def trained_vector(values: torch.Tensor, config: TrainConfig, hook_name: str, mo
         sae_source=sae_source(sae) if sae is not None else SAESource(),
         default_multiplier=1.0,
         metadata={"training": config.to_json(), "steps": str(step), "library_version": __version__,
+                  **provenance(model, sae if config.kind == "sparse" else None),
                   **({"data_report": data_report} if data_report else {})},
         sae=sae if config.kind == "sparse" else None,
     )
