@@ -35,6 +35,9 @@ SIZES = {
     # gemma-2-2b's depth and layer; widths scaled to a CPU
     "cpu": dict(hidden_size=256, intermediate_size=1024, num_attention_heads=8, num_key_value_heads=4, head_dim=32,
                 vocab_size=32000, d_sae=8192),
+    # seconds-scale, for the tests of the scripts
+    "tiny": dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                 vocab_size=512, d_sae=256),
     # the real gemma-2-2b configuration (random weights), Gemma Scope 65k
     "real": dict(hidden_size=2304, intermediate_size=9216, num_attention_heads=8, num_key_value_heads=4, head_dim=256,
                  vocab_size=256000, d_sae=65536),

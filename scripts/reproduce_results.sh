@@ -7,6 +7,7 @@
 # Parts: demo-world  (scripts/evaluate_demo_world.py -> assets/results/demo-world.md, .json)
 #        comparison  (yapo compare --country egypt  -> assets/results/comparison-egypt/)
 #        benchmark   (scripts/benchmark_trainer.py  -> assets/results/benchmark.md, .json)
+#        real-size   (scripts/real_size_run.py      -> assets/results/real-size.md, real-size-bf16.md, .json)
 #
 # Runs on a CPU, offline, from seed 0. The first part that needs the demo world builds it into
 # the demo cache ($YAPO_CACHE_DIR, default ~/.cache/yapo-studio) and the others reuse it.
@@ -21,7 +22,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(demo-world comparison benchmark)
+  parts=(demo-world comparison benchmark real-size)
 fi
 
 missed=0
@@ -50,8 +51,12 @@ for part in "${parts[@]}"; do
     benchmark)
       "$PYTHON" scripts/benchmark_trainer.py  # writes $RESULTS/benchmark.md and .json
       ;;
+    real-size)
+      "$PYTHON" scripts/real_size_run.py  # writes $RESULTS/real-size.md and .json (about 15 GB of memory)
+      "$PYTHON" scripts/real_size_run.py --dtype bf16 --out "$RESULTS/real-size-bf16.md"
+      ;;
     *)
-      echo "unknown part '$part'; use demo-world, comparison or benchmark" >&2
+      echo "unknown part '$part'; use demo-world, comparison, benchmark or real-size" >&2
       exit 2
       ;;
   esac

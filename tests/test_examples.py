@@ -1,4 +1,4 @@
-"""The README's runnable scripts work (on the miniature demo world, in seconds)."""
+"""The scripts work (on the miniature demo world or a tiny model, in seconds)."""
 
 import json
 import os
@@ -35,3 +35,16 @@ def test_the_demo_world_evaluation_script_reports_every_target(tmp_path):
     assert set(figures["steering"]["countries"]) == {"egypt", "nepal"}
     assert figures["steering"]["settings"]["max_steps"] == 4
     assert 0 <= figures["steering"]["countries"]["egypt"]["yapo"]["accuracy_at_1"] <= 1
+
+
+def test_the_real_size_script_runs_every_part(tmp_path):
+    """scripts/real_size_run.py at its seconds-scale size: every part is timed and reported."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "real-size.md"
+    result = subprocess.run([sys.executable, "scripts/real_size_run.py", "--size", "tiny", "--threads", "1",
+                             "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.with_suffix(".json").read_text())
+    assert len(figures["parts"]) == 4 and all(p["seconds"] >= 0 and p["peak_mib"] > 0 for p in figures["parts"].values())
+    assert len(figures["losses"]) == 3 and figures["latent_cards"] == 10
+    assert "| 3 fast training steps" in out.read_text()
