@@ -20,6 +20,7 @@ import gradio as gr
 from pages import compare, evaluate, export, features, setup, train
 from pages.common import AppContext, close_session, vector_choices
 from yapo_core.errors import SettingsError
+from yapo_core.models import use_available_cores
 from yapo_studio.settings import current
 
 CSS = (Path(__file__).resolve().parent / "assets" / "app.css").read_text(encoding="utf-8")
@@ -74,6 +75,7 @@ def server_address(env=None) -> tuple[str, int]:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    use_available_cores()
     ctx = AppContext.from_env()
     host, port = server_address()
     demo = build_app(ctx)

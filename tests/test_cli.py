@@ -4,10 +4,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from conftest import consistent_pairs, make_model
 
 from yapo_core.cli import main
@@ -79,3 +81,48 @@ def test_eval_sweeps_multipliers(tmp_path, model_dir, sae_dir, data_csv, capsys)
     assert report.exists() and report.with_suffix(".html").exists()
     assert main(["eval", "--model", str(model_dir), "--data", str(data_csv), "--metric", "preference",
                  "--multipliers", "x", "--vector", str(out), "--device", "cpu"]) == 2
+
+
+def test_bad_output_and_settings_are_refused_before_any_work(tmp_path, model_dir, data_csv, capsys):
+    start = time.perf_counter()
+    base = ["train", "--model", str(model_dir), "--kind", "dense", "--layer", "1", "--data", str(data_csv), "--device", "cpu"]
+    assert main([*base, "--out", str(tmp_path)]) == 2  # an existing folder
+    assert "is a folder; give a file name" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "v.safetensors"), "--max-steps", "0"]) == 2
+    assert "max_steps=0" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "v.safetensors"), "--lr", "nan"]) == 2
+    assert "lr=nan" in capsys.readouterr().err
+    assert time.perf_counter() - start < 10 and not (tmp_path / "v.safetensors").exists()
+
+
+def test_a_vector_that_cannot_be_saved_is_kept(tmp_path, model_dir, data_csv, capsys, monkeypatch):
+    from yapo_core import export
+
+    real, calls = export.save_vector, []
+
+    def fails_once(vector, path, sae=None):
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError("No space left on device")
+        return real(vector, path, sae=sae)
+
+    monkeypatch.setattr(export, "save_vector", fails_once)
+    out = tmp_path / "v.safetensors"
+    assert main(["train", "--model", str(model_dir), "--kind", "dense", "--layer", "1", "--data", str(data_csv),
+                 "--out", str(out), "--max-steps", "2", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    kept = json.loads(captured.out.strip().splitlines()[-1])["out"]
+    assert "No space left on device" in captured.err and "the vector is kept at" in captured.err
+    assert kept != str(out) and export.load_vector(kept).kind == "dense"
+
+
+def test_generate_refuses_bad_multipliers_and_lengths(tmp_path, model_dir, capsys):
+    from yapo_core import SteeringVector, save_vector
+
+    vec = save_vector(SteeringVector("dense", torch.ones(32), "blocks.1.hook_resid_post"), tmp_path / "d.safetensors")
+    base = ["generate", "--model", str(model_dir), "--vector", str(vec), "--prompt", "Hi", "--device", "cpu",
+            "--allow-other-model"]
+    assert main([*base, "--multipliers=a,b"]) == 2 and "multiplier 'a' is not a finite number" in capsys.readouterr().err
+    assert main([*base, "--multipliers=0,nan"]) == 2 and "'nan'" in capsys.readouterr().err
+    assert main([*base, "--max-new-tokens", "0"]) == 2 and "max_new_tokens=0" in capsys.readouterr().err
+    assert main([*base, "--max-new-tokens", "10000000"]) == 2 and "exceed the model's context" in capsys.readouterr().err

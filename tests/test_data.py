@@ -231,3 +231,9 @@ def test_mcq_pairs_against_every_option_keep_the_answer_format_and_leave_other_p
     # letter answers whose options cannot be read are an error, not silently left as they are
     with pytest.raises(DataError, match="1 pair\\(s\\) answer with a letter.*mcq_rejected='given'"):
         against_every_option([PreferencePair("Pick: A. red B. blue (one line)", "A", "B")])
+
+
+def test_pairs_with_identical_answers_are_noted(tmp_path):
+    path = tmp_path / "p.csv"
+    pd.DataFrame({"prompt": ["a?", "b?", "c?"], "chosen": ["x", "y", "z"], "rejected": ["x", "n", "n"]}).to_csv(path, index=False)
+    assert "1 of 3 pair(s) have the same chosen and rejected answer" in load_pairs(path).notes[0]

@@ -130,3 +130,17 @@ def test_files_describe_how_to_apply_them_and_name_weights_not_paths(tmp_path, t
         load_vector(path, model=make_model("llama", seed=1), sae=sae)
     with pytest.raises(VectorFileError, match="other SAE weights.*same width and hook"):
         load_vector(path, model=model, sae=make_sae(seed=1))
+
+
+def test_non_finite_or_undescribed_vector_files_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    nan = SteeringVector("dense", torch.tensor([1.0, float("nan"), 2.0]), "blocks.1.hook_resid_post")
+    with pytest.raises(VectorFileError, match="1 non-finite value"):
+        load_vector(save_vector(nan, tmp_path / "nan.safetensors"))
+    save_file({"vector": torch.ones(3)}, str(tmp_path / "bare.safetensors"), metadata={"format": "yapo-steering-vector"})
+    with pytest.raises(VectorFileError, match="lacks the metadata kind, hook_name, width"):
+        load_vector(tmp_path / "bare.safetensors")
+    with pytest.raises(VectorFileError, match="is a folder"):
+        save_vector(SteeringVector("dense", torch.ones(3), "blocks.1.hook_resid_post"), tmp_path)
+    assert not list(tmp_path.glob(".*.partial"))  # writes are renamed into place

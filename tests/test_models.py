@@ -1,5 +1,7 @@
 """Loading models and tokenizers from local folders, and clear errors for hub ids offline."""
 
+import os
+
 import pytest
 import torch
 from conftest import make_model
@@ -93,3 +95,18 @@ def test_a_dispatched_model_with_an_offloaded_block_steers_and_trains_as_a_plain
     dispatched = [m.loss for m in Trainer(model, tok, consistent_pairs(6), config, sae=sae)]
     reference = [m.loss for m in Trainer(plain, tokenizer, consistent_pairs(6), config, sae=make_sae())]
     assert dispatched == pytest.approx(reference, rel=1e-4)
+
+
+def test_openmp_waits_passively_and_torch_uses_the_available_cores():
+    import subprocess
+    import sys
+
+    code = ("import os; import yapo_core, torch; from yapo_core.models import use_available_cores; "
+            "print(os.environ['OMP_WAIT_POLICY'], use_available_cores(), len(os.sched_getaffinity(0)))")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    policy, threads, cores = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                            check=True).stdout.split()
+    assert policy == "PASSIVE" and threads == cores
+    mine = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert mine[:2] == ["ACTIVE", "1"]  # the user's own settings win

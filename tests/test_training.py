@@ -131,8 +131,14 @@ def test_bad_settings_are_refused(tokenizer):
         Trainer(model, tokenizer, consistent_pairs(4), TrainConfig(kind="sparse"))
     with pytest.raises(SettingsError, match="layer 9 is out of range"):
         Trainer(model, tokenizer, consistent_pairs(4), TrainConfig(kind="dense", layer=9))
-    with pytest.raises(SettingsError, match="lr=-1"):
-        TrainConfig(lr=-1)
+    for bad, message in [(dict(lr=-1), "lr=-1 must be a finite number above 0"), (dict(lr=float("nan")), "lr=nan"),
+                         (dict(beta=float("nan")), "beta=nan"), (dict(grad_clip=0), "grad_clip=0 must be"),
+                         (dict(grad_clip=-1.0), "grad_clip=-1.0"), (dict(weight_decay=-0.1), "weight_decay=-0.1"),
+                         (dict(max_steps=0), "max_steps=0 must be a whole number of at least 1"),
+                         (dict(max_steps=-5), "max_steps=-5"), (dict(batch_size=2.5), "batch_size=2.5"),
+                         (dict(max_length=1), "max_length=1"), (dict(warmup_steps=-1), "warmup_steps=-1")]:
+        with pytest.raises(SettingsError, match=message):
+            TrainConfig(**bad)
     with pytest.raises(TrainingError, match="raise max_length"):
         Trainer(model, tokenizer, consistent_pairs(4), TrainConfig(kind="dense", layer=1, max_length=8))
 
@@ -175,3 +181,9 @@ def test_max_length_is_capped_by_the_models_context(tokenizer):
     assert trainer.run_step().loss > 0  # runs within the position table
     with pytest.raises(TrainingError, match="context is 48 tokens"):
         Trainer(model, tokenizer, [PreferencePair("q?", "y" * 60, "n")], TrainConfig(kind="dense", layer=1))
+
+
+def test_pairs_whose_answers_are_identical_teach_nothing_and_are_refused(tokenizer):
+    same = [PreferencePair(f"Q{i}?", "same", "same") for i in range(4)]
+    with pytest.raises(TrainingError, match="nothing to learn"):
+        Trainer(make_model("llama"), tokenizer, same, TrainConfig(kind="dense", layer=1))

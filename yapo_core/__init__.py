@@ -11,6 +11,13 @@ Quick use::
         ...
 """
 
+import os
+
+# OpenMP threads wait for work passively, not by spinning: on a CPU shared with another busy
+# process, spinning threads make torch 20-30x slower. Must be set before torch is imported; a
+# user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from ._version import __version__
 from .data import PairSet, PreferencePair, load_pairs
 from .errors import (

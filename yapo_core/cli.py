@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from dataclasses import fields
 from pathlib import Path
 
@@ -174,14 +176,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_train(args) -> int:
+def _check_output(path: str) -> Path:
+    """Refuse an output path that could not be written, before any work (training takes hours)."""
+    out = Path(path).expanduser()
+    if out.is_dir():
+        raise YapoError(f"--out {path!r} is a folder; give a file name such as {str(out / 'vector.safetensors')!r}.")
+    folder = next((p for p in [out.parent, *out.parent.parents] if p.exists()), Path("."))
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise YapoError(f"--out {path!r} cannot be written ({str(folder)!r} is not a writable folder); choose another path.")
+    return out
+
+
+def _save_or_keep(vector, out: Path, sae) -> Path:
+    """Save the trained vector; when that fails, save it in the temporary folder instead and say where."""
     from .export import save_vector
+
+    try:
+        return save_vector(vector, out, sae=sae)
+    except (OSError, YapoError) as exc:
+        kept = Path(tempfile.mkdtemp(prefix="yapo-")) / "vector.safetensors"
+        save_vector(vector, kept, sae=sae)
+        print(f"error: could not write {str(out)!r} ({exc}); the vector is kept at {str(kept)!r}.", file=sys.stderr)
+        return kept
+
+
+def cmd_train(args) -> int:
     from .training import TrainConfig, Trainer
 
+    out = _check_output(args.out)
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     model, tokenizer = _load_model_from_args(args)
     sae = _load_sae_from_args(args, model=model)
     pairs = _load_pairs_from_args(args)
-    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     trainer = Trainer(model, tokenizer, pairs, config, sae=sae, progress=True)
     print(f"{len(pairs)} pairs ({pairs.schema}); {trainer.data_report.describe()}; engine: "
           f"{trainer.objective.engine} ({trainer.objective.reason})", file=sys.stderr)
@@ -191,9 +217,9 @@ def cmd_train(args) -> int:
         vector = trainer.run(progress=True)
     finally:
         if trainer.step:
-            save_vector(trainer.vector, args.out, sae=sae)
+            out = _save_or_keep(trainer.vector, out, sae)
     last = trainer.history[-1] if trainer.history else None
-    print(json.dumps({"out": args.out, "steps": trainer.step, "l0": vector.l0(), "norm": round(vector.norm(), 4),
+    print(json.dumps({"out": str(out), "steps": trainer.step, "l0": vector.l0(), "norm": round(vector.norm(), 4),
                       "final_loss": last and round(last.loss, 4)}))
     return 0
 
@@ -285,12 +311,21 @@ def cmd_demo(rest: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["demo"]:
+    if argv[:1] == ["demo"]:  # the demo build fixes its own thread count (its files depend on it)
         return _guarded(lambda: cmd_demo(argv[1:]))
     args = build_parser().parse_args(argv)
     handler = {"train": cmd_train, "generate": cmd_generate, "export": cmd_export, "eval": cmd_eval,
                "compare": cmd_compare}[args.command]
     return _guarded(lambda: handler(args))
+
+
+def entry() -> int:
+    """The ``yapo`` command: :func:`main` with torch using the cores available to the process
+    (in-process callers of :func:`main` keep their own thread settings)."""
+    from .models import use_available_cores
+
+    use_available_cores()
+    return main()
 
 
 def _guarded(fn) -> int:

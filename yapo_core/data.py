@@ -272,6 +272,9 @@ def load_pairs(
     if not pairs:
         raise DataError(f"no usable pairs in {str(name)!r}: all {len(df)} rows had empty fields.")
     notes = [f"{skipped} row(s) skipped: an empty prompt or answer"] if skipped else []
+    same = sum(p.chosen == p.rejected for p in pairs)
+    if same:
+        notes.append(f"{same} of {len(pairs)} pair(s) have the same chosen and rejected answer: they teach nothing")
     return PairSet(pairs, schema, roles, str(name), skipped, notes)
 
 

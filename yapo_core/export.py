@@ -9,6 +9,7 @@ going to be applied to and says what does not match.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -106,8 +107,13 @@ def save_vector(vector: SteeringVector, path: str | Path, sae: nn.Module | None 
     from safetensors.torch import save_file
 
     path = Path(path)
+    if path.is_dir():
+        raise VectorFileError(f"{str(path)!r} is a folder; give a file name such as {str(path / 'vector.safetensors')!r}.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"vector": vector.values.detach().cpu().contiguous()}, str(path), metadata=vector_metadata(vector, sae))
+    # written beside, then renamed: an interrupted write never leaves a half file under the name
+    partial = path.with_name(f".{path.name}.partial")
+    save_file({"vector": vector.values.detach().cpu().contiguous()}, str(partial), metadata=vector_metadata(vector, sae))
+    os.replace(partial, path)
     return path
 
 
@@ -129,9 +135,17 @@ def load_vector(
             f"{name!r} is a safetensors file but not a YaPO Studio steering vector (no 'vector' "
             "tensor / format metadata)."
         )
+    missing = [key for key in ("kind", "hook_name", "width") if not meta.get(key)]
+    if missing:
+        raise VectorFileError(f"{name!r} lacks the metadata {', '.join(missing)}; write it with "
+                              "yapo_core.save_vector, which records how to apply the vector.")
     values = tensors["vector"]
     if values.ndim != 1 or str(values.numel()) != meta.get("width"):
         raise VectorFileError(f"{name!r}: the vector's shape {tuple(values.shape)} disagrees with its metadata.")
+    if not torch.isfinite(values).all():
+        bad = int((~torch.isfinite(values)).sum())
+        raise VectorFileError(f"{name!r} holds {bad} non-finite value(s) (NaN or infinity): it cannot steer anything; "
+                              "use the last good vector of the run that wrote it.")
     vector = SteeringVector(
         kind=meta["kind"],
         values=values,

@@ -13,6 +13,7 @@ exactly the non-streamed one.
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 from contextlib import nullcontext
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 from transformers.generation.streamers import BaseStreamer
 
+from .architectures import context_length
 from .encoding import has_chat_template, render_prompt
 from .errors import SettingsError
 from .hooks import hook_device, steering_hook
@@ -70,9 +72,19 @@ def generate(
         raise SettingsError(f"steer_positions={steer_positions!r} is unknown; use one of {list(STEER_POSITIONS)}.")
     if isinstance(prompts, str):
         prompts = [prompts]
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise SettingsError(f"max_new_tokens={max_new_tokens!r} must be a whole number of at least 1.")
     multipliers = [float(m) for m in multipliers] if vector is not None else [0.0]
+    if not all(math.isfinite(m) for m in multipliers):
+        raise SettingsError(f"multipliers {multipliers} must be finite numbers.")
     rows = [(p, m) for p in prompts for m in multipliers]
     enc = encode_for_generation(tokenizer, [p for p, _ in rows], system).to(model_device(model))
+    context = context_length(model)
+    if context is not None and enc["input_ids"].shape[1] + max_new_tokens > context:
+        raise SettingsError(
+            f"the prompt ({enc['input_ids'].shape[1]} tokens) and max_new_tokens={max_new_tokens} exceed the model's "
+            f"context of {context} tokens; shorten the prompt or ask for fewer tokens."
+        )
     per_row = torch.tensor([m for _, m in rows], dtype=torch.float32, device=model_device(model))
     settings = dict(
         max_new_tokens=max_new_tokens,

@@ -39,6 +39,15 @@ def resolve_device(device: str | None = None) -> str:
     return device
 
 
+def use_available_cores() -> int:
+    """Let torch use the cores this process may run on (its CPU affinity, e.g. a container's
+    quota), unless the user chose with ``OMP_NUM_THREADS``; returns the thread count."""
+    if not os.environ.get("OMP_NUM_THREADS"):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, cores))
+    return torch.get_num_threads()
+
+
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype

@@ -67,9 +67,22 @@ class TrainConfig:
     def __post_init__(self):
         if self.kind not in ("sparse", "dense"):
             raise SettingsError(f"kind {self.kind!r} is unknown; use 'sparse' (YaPO) or 'dense' (BiPO).")
-        for name in ("lr", "batch_size", "epochs", "max_length", "beta"):
-            if getattr(self, name) <= 0:
-                raise SettingsError(f"{name}={getattr(self, name)!r} must be positive.")
+        for name in ("lr", "beta", "grad_clip"):  # finite and positive (clipping at 0 would train nothing)
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise SettingsError(f"{name}={value!r} must be a finite number above 0 (default "
+                                    f"{getattr(TrainConfig, name)}).")
+        if not isinstance(self.weight_decay, (int, float)) or not math.isfinite(self.weight_decay) or self.weight_decay < 0:
+            raise SettingsError(f"weight_decay={self.weight_decay!r} must be a finite number of at least 0 (default 0).")
+        for name, least in (("batch_size", 1), ("epochs", 1), ("max_length", 2), ("warmup_steps", 0),
+                            ("checkpoint_every", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise SettingsError(f"{name}={value!r} must be a whole number of at least {least}.")
+        if self.max_steps is not None and (isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int)
+                                           or self.max_steps < 1):
+            raise SettingsError(f"max_steps={self.max_steps!r} must be a whole number of at least 1, or None "
+                                "(train for the given epochs).")
         if self.engine not in ENGINES:
             raise SettingsError(f"engine {self.engine!r} is unknown; use one of {list(ENGINES)}.")
         if self.mcq_rejected not in MCQ_REJECTED:
@@ -160,6 +173,9 @@ class Trainer:
                 raise SettingsError("mcq_rejected='every_option' needs the pairs as text (PreferencePair), "
                                     "not already tokenised; pass the pairs, or use mcq_rejected='given'.")
             pairs = against_every_option(pairs)
+        if pairs and all(isinstance(p, PreferencePair) and p.chosen == p.rejected for p in pairs):
+            raise TrainingError("every pair's chosen answer is its rejected answer, so there is nothing to learn (the "
+                                "vector would fit rounding noise); check the data's columns.")
         if pairs and all(isinstance(p, EncodedPair) for p in pairs):  # already tokenised
             self.encoded, self.data_report = pairs, EncodeReport(len(pairs), 0, 0)
         else:
