@@ -110,3 +110,25 @@ def test_openmp_waits_passively_and_torch_uses_the_available_cores():
     mine = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "1"},
                           capture_output=True, text=True, check=True).stdout.split()
     assert mine[:2] == ["ACTIVE", "1"]  # the user's own settings win
+
+
+def test_broken_local_folders_say_what_is_wrong_with_them(tmp_path, tokenizer):
+    """Not "the Hub cannot be reached": a local folder's own defect, named, with the fix."""
+    whole = tmp_path / "whole"
+    make_model("llama").save_pretrained(whole)
+    tokenizer.save_pretrained(whole)
+    config_only = tmp_path / "config-only"
+    config_only.mkdir()
+    (config_only / "config.json").write_text((whole / "config.json").read_text())
+    with pytest.raises(ModelLoadError, match="has a config.json but no weights"):
+        load_model(str(config_only), device="cpu")
+    with pytest.raises(ModelLoadError, match="has no config.json"):
+        load_model(str(tmp_path), device="cpu")
+    no_tokenizer = tmp_path / "no-tokenizer"
+    make_model("llama").save_pretrained(no_tokenizer)
+    with pytest.raises(ModelLoadError, match="has no usable tokenizer"):
+        load_model(str(no_tokenizer), device="cpu")
+    weights = next(whole.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # cut short
+    with pytest.raises(ModelLoadError, match="could not be read.*incomplete"):
+        load_model(str(whole), device="cpu")

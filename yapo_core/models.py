@@ -74,23 +74,49 @@ def load_model(
     nowhere are offloaded to ``offload_folder`` (device ``"disk"`` in a ``device_map`` dict).
     """
     source = str(source)
-    if source.startswith((".", "/", "~")) and not Path(source).expanduser().exists():
-        raise ModelLoadError(f"model folder {source!r} does not exist; check the path.")
+    folder = Path(source).expanduser()
+    local = source.startswith((".", "/", "~")) or folder.is_dir()
+    if local:
+        check_model_folder(folder)
     torch_dtype = resolve_dtype(dtype)
     kwargs = dict(trust_remote_code=trust_remote_code, token=token or os.environ.get("HF_TOKEN"))
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    except Exception as exc:  # tokenizers fail in many ways; each means "no usable tokenizer here"
+        if local:
+            raise ModelLoadError(f"model folder {source!r} has no usable tokenizer ({type(exc).__name__}: {exc}); "
+                                 "save it beside the weights with tokenizer.save_pretrained.") from exc
+        raise ModelLoadError(explain_hub_error("model", source, exc)) from exc
+    try:
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=torch_dtype, device_map=device_map,
             **({"offload_folder": str(offload_folder)} if offload_folder else {}), **kwargs
         )
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except Exception as exc:  # a cut-short or corrupt weights file raises the safetensors library's own error
+        if local:
+            raise ModelLoadError(f"the weights in model folder {source!r} could not be read ({type(exc).__name__}: "
+                                 f"{exc}); the files may be incomplete: copy or save them again.") from exc
         raise ModelLoadError(explain_hub_error("model", source, exc)) from exc
     if device_map is None:
         model.to(resolve_device(device))
     prepare_model(model)
     prepare_tokenizer(tokenizer)
     return model, tokenizer
+
+
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+
+
+def check_model_folder(folder: Path) -> None:
+    """A local model folder must exist and hold a config and weights, whatever its tokenizer."""
+    if not folder.exists():
+        raise ModelLoadError(f"model folder {str(folder)!r} does not exist; check the path.")
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(f"model folder {str(folder)!r} has no config.json; point to a folder written by "
+                             "save_pretrained.")
+    if not any(any(folder.glob(pattern)) for pattern in WEIGHT_FILES):
+        raise ModelLoadError(f"model folder {str(folder)!r} has a config.json but no weights (*.safetensors or *.bin); "
+                             "copy the weight files into it.")
 
 
 def prepare_model(model: nn.Module) -> nn.Module:
