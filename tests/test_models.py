@@ -132,3 +132,15 @@ def test_broken_local_folders_say_what_is_wrong_with_them(tmp_path, tokenizer):
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # cut short
     with pytest.raises(ModelLoadError, match="could not be read.*incomplete"):
         load_model(str(whole), device="cpu")
+
+
+def test_a_models_fingerprint_is_kept_until_its_weights_change():
+    from yapo_core.models import model_fingerprint, same_weights
+
+    model = make_model("llama")
+    first = model_fingerprint(model)
+    assert model_fingerprint(model) == first and same_weights(first, model_fingerprint(make_model("llama")))
+    with torch.no_grad():
+        model.model.layers[0].self_attn.q_proj.weight.mul_(2.0)  # changed in place: computed again
+    assert not same_weights(first, model_fingerprint(model))
+    assert not same_weights(first, model_fingerprint(make_model("llama", seed=1)))

@@ -22,12 +22,12 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from .architectures import decoder_layers, hidden_size
+from .architectures import hidden_size
 from .encoding import EncodedPair, collate
 from .hooks import HookPoint, record_residual
 from .logprobs import answer_logprobs
-from .models import model_device, model_id
-from .saes import sae_source
+from .models import model_device, model_fingerprint, model_id
+from .saes import sae_fingerprint, sae_source
 
 
 @dataclass
@@ -48,18 +48,15 @@ def _sparse_codes(sae: nn.Module, h: torch.Tensor):
 
 
 def fingerprint(model: nn.Module, sae: nn.Module | None, hook_name: str, encoded: Sequence[EncodedPair]) -> str:
-    """Identifies a cache: model (id, config, a weight checksum), layer, SAE and token data."""
+    """Identifies a cache: model (id, config, its weights' fingerprint), layer, SAE and token data."""
     digest = hashlib.sha256()
     digest.update(model_id(model).encode())
     digest.update(model.config.to_json_string().encode())
-    layers = decoder_layers(model)
-    for p in list(layers[0].parameters())[:2] + list(layers[-1].parameters())[:2]:
-        digest.update(repr(float(p.detach().float().sum())).encode())
+    digest.update(model_fingerprint(model).encode())
     digest.update(hook_name.encode())
     if sae is not None:
         digest.update(json.dumps(sae_source(sae).as_dict(), sort_keys=True).encode())
-        digest.update(repr(float(sae.W_enc.detach().float().sum())).encode())
-        digest.update(repr(tuple(sae.W_enc.shape)).encode())
+        digest.update(sae_fingerprint(sae).encode())
     for pair in encoded:
         digest.update(repr((pair.prompt_ids, pair.chosen_ids, pair.rejected_ids)).encode())
     return digest.hexdigest()[:24]

@@ -97,6 +97,12 @@ def context_length(model: nn.Module) -> int | None:
     return None
 
 
+def capped_length(model: nn.Module, max_length: int) -> int:
+    """``max_length``, capped by the model's context (positions past it do not exist)."""
+    context = context_length(model)
+    return min(max_length, context) if context else max_length
+
+
 def logit_softcap(model: nn.Module) -> float | None:
     """Gemma-2 squashes final logits with ``cap * tanh(logits / cap)``; None elsewhere."""
     if not architecture_of(model).softcaps_logits:

@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .architectures import context_length
+from .architectures import capped_length
 from .data import PreferencePair
 from .encoding import EncodedPair, collate, encode_pairs
 from .errors import SettingsError
@@ -50,7 +50,7 @@ def answer_activations(
     ``reduce="all"``: every answer token, returned as a list per pair instead of a stacked row.
     """
     pairs = list(pairs)
-    encoded, report = encode_pairs(tokenizer, pairs, min(max_length, context_length(model) or max_length))
+    encoded, report = encode_pairs(tokenizer, pairs, capped_length(model, max_length))
     if report.dropped:
         raise SettingsError(f"{report.dropped} pair(s) do not fit max_length={max_length}; raise it.")
     lengths = _answer_content_lengths(tokenizer, pairs)

@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .architectures import context_length
+from .architectures import capped_length
 from .data import PreferencePair, option_letters
 from .encoding import EncodedPair, collate, encode_pairs, encode_prompt, render_answer
 from .errors import DataError, SettingsError
@@ -83,7 +83,7 @@ def score_pairs(
     batch_size: int = 8,
     max_length: int = 512,
 ) -> PairScores:
-    encoded, _ = encode_pairs(tokenizer, pairs, min(max_length, context_length(model) or max_length))
+    encoded, _ = encode_pairs(tokenizer, pairs, capped_length(model, max_length))
     reference = _logprobs_of(model, tokenizer, encoded, batch_size)
     with steered(model, vector, multiplier, sae):
         scores = _logprobs_of(model, tokenizer, encoded, batch_size)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 from pathlib import Path
 
 import torch
@@ -74,10 +75,9 @@ def load_model(
     nowhere are offloaded to ``offload_folder`` (device ``"disk"`` in a ``device_map`` dict).
     """
     source = str(source)
-    folder = Path(source).expanduser()
-    local = source.startswith((".", "/", "~")) or folder.is_dir()
+    local = is_local_source(source)
     if local:
-        check_model_folder(folder)
+        check_model_folder(Path(source).expanduser())
     torch_dtype = resolve_dtype(dtype)
     kwargs = dict(trust_remote_code=trust_remote_code, token=token or os.environ.get("HF_TOKEN"))
     try:
@@ -102,6 +102,11 @@ def load_model(
     prepare_model(model)
     prepare_tokenizer(tokenizer)
     return model, tokenizer
+
+
+def is_local_source(source: str) -> bool:
+    """Whether ``source`` names a local folder (a path, or an existing one) rather than a hub id."""
+    return source.startswith((".", "/", "~")) or Path(source).expanduser().exists()
 
 
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
@@ -143,7 +148,7 @@ def model_id(model: nn.Module) -> str:
     parts (never the absolute path: vector files name their model without leaking the user's
     home); the weights themselves are identified by :func:`weights_fingerprint`."""
     source = str(getattr(model.config, "_name_or_path", "") or model.config.model_type)
-    if source.startswith((".", "/", "~")) or Path(source).expanduser().is_dir():
+    if is_local_source(source):
         return "/".join(Path(source).expanduser().resolve().parts[-2:])
     return source
 
@@ -151,7 +156,22 @@ def model_id(model: nn.Module) -> str:
 def weights_fingerprint(tensors) -> str:
     """What identifies weights whatever their dtype or device: each tensor's shape and the sum of
     its absolute values (compared with a relative tolerance by :func:`same_weights`)."""
-    return json.dumps([[list(t.shape), round(float(t.detach().abs().double().sum()), 6)] for t in tensors])
+    return json.dumps([[list(t.shape), round(float(t.detach().abs().sum(dtype=torch.float64)), 6)] for t in tensors])
+
+
+_FINGERPRINTS: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
+
+
+def module_fingerprint(owner: nn.Module, tensors) -> str:
+    """:func:`weights_fingerprint` of ``owner``'s ``tensors``, computed once and reused until one of
+    them is replaced or changed in place (a vector is built on every look at a running training,
+    and a 65k SAE's matrices are large)."""
+    tensors = list(tensors)
+    key = tuple((t.data_ptr(), tuple(t.shape), t._version) for t in tensors)
+    seen = _FINGERPRINTS.get(owner)
+    if seen is None or seen[0] != key:
+        seen = _FINGERPRINTS[owner] = (key, weights_fingerprint(tensors))
+    return seen[1]
 
 
 def same_weights(a: str, b: str, rtol: float = 1e-2) -> bool:
@@ -169,4 +189,4 @@ def same_weights(a: str, b: str, rtol: float = 1e-2) -> bool:
 def model_fingerprint(model: nn.Module) -> str:
     """:func:`weights_fingerprint` of the first two tensors of the first and the last block."""
     blocks = decoder_layers(model)
-    return weights_fingerprint(list(blocks[0].parameters())[:2] + list(blocks[-1].parameters())[:2])
+    return module_fingerprint(model, list(blocks[0].parameters())[:2] + list(blocks[-1].parameters())[:2])

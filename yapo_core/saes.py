@@ -14,7 +14,7 @@ from .architectures import hidden_size
 from .errors import SAELoadError
 from .hooks import HookPoint, block_output, hook_device, parse_hook_name
 from .hub import explain_hub_error
-from .models import model_fingerprint, resolve_device, weights_fingerprint
+from .models import model_fingerprint, module_fingerprint, resolve_device
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def set_sae_source(sae: nn.Module, source: SAESource) -> None:
 
 def sae_fingerprint(sae: nn.Module) -> str:
     """:func:`~.models.weights_fingerprint` of the SAE's encoder, decoder and decoder bias."""
-    return weights_fingerprint([sae.W_enc, sae.W_dec, sae.b_dec])
+    return module_fingerprint(sae, [sae.W_enc, sae.W_dec, sae.b_dec])
 
 
 def provenance(model: nn.Module, sae: nn.Module | None = None) -> dict[str, str]:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ._version import __version__
-from .architectures import context_length, hidden_size
+from .architectures import capped_length, context_length, hidden_size
 from .data import MCQ_REJECTED, PairSet, PreferencePair, against_every_option
 from .encoding import EncodedPair, EncodeReport, encode_pairs
 from .errors import SettingsError, TrainingError
@@ -121,12 +121,6 @@ class StepMetrics:
         return asdict(self)
 
 
-def max_tokens(model: nn.Module, max_length: int) -> int:
-    """``max_length``, capped by the model's context (positions past it do not exist)."""
-    context = context_length(model)
-    return min(max_length, context) if context else max_length
-
-
 def warmup_cosine(step: int, warmup: int, total: int) -> float:
     """Learning-rate factor: linear warm-up to 1, then cosine decay to 0 at ``total``."""
     if step < warmup:
@@ -179,7 +173,7 @@ class Trainer:
         if pairs and all(isinstance(p, EncodedPair) for p in pairs):  # already tokenised
             self.encoded, self.data_report = pairs, EncodeReport(len(pairs), 0, 0)
         else:
-            self.encoded, self.data_report = encode_pairs(tokenizer, pairs, max_tokens(model, config.max_length))
+            self.encoded, self.data_report = encode_pairs(tokenizer, pairs, capped_length(model, config.max_length))
         if not self.encoded:
             context = context_length(model)
             raise TrainingError(

@@ -12,13 +12,12 @@ from __future__ import annotations
 import threading
 import weakref
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from yapo_core.architectures import num_layers
 from yapo_core.errors import ModelLoadError, SAELoadError, SettingsError
 from yapo_core.hooks import block_output, hook_point_from_name
 from yapo_core.hub import require_hub
-from yapo_core.models import load_model
+from yapo_core.models import is_local_source, load_model
 from yapo_core.saes import load_sae, place_sae
 
 from .settings import current
@@ -75,17 +74,13 @@ class Bundle:
         return hook_point_from_name(self.hook_name).resid_layer if self.hook_name else self.spec.layer
 
 
-def _local(source: str) -> bool:
-    return source.startswith((".", "/", "~")) or Path(source).expanduser().exists()
-
-
 _LOADED: "weakref.WeakValueDictionary[LoadSpec, Bundle]" = weakref.WeakValueDictionary()
 """Every bundle this process has loaded and still holds, by spec (see :func:`loaded_bundle`)."""
 
 
 def load_bundle(spec: LoadSpec, label: str = "") -> Bundle:
     """Load model, tokenizer and SAE of ``spec`` and check that they fit together."""
-    if not _local(spec.model):
+    if not is_local_source(spec.model):
         require_hub("model", spec.model, ModelLoadError)
     if spec.sae_release:
         from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
