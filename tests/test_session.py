@@ -261,9 +261,11 @@ def test_file_tasks_preview_split_and_refuse_bad_uploads(tmp_path, monkeypatch):
     pickle.write_bytes(b"\x80\x04")
     with pytest.raises(DataError, match="not accepted"):
         S_tasks.preview_file(pickle)
-    monkeypatch.setattr(S_tasks, "MAX_UPLOAD_BYTES", 10)
+    monkeypatch.setenv("YAPO_MAX_UPLOAD_MB", "1")
+    big = tmp_path / "big.csv"
+    big.write_text("prompt,chosen,rejected\n" + "a?,yes,no\n" * 200_000)  # 2 MB
     with pytest.raises(DataError, match="limit"):
-        S_tasks.load_task(S_tasks.TaskSpec("file", path=str(data)))
+        S_tasks.load_task(S_tasks.TaskSpec("file", path=str(big)))
 
 
 def test_behaviour_tasks_read_a_local_copy_of_bipo(monkeypatch, catalog):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from dataclasses import fields
@@ -176,17 +175,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_output(path: str) -> Path:
-    """Refuse an output path that could not be written, before any work (training takes hours)."""
-    out = Path(path).expanduser()
-    if out.is_dir():
-        raise YapoError(f"--out {path!r} is a folder; give a file name such as {str(out / 'vector.safetensors')!r}.")
-    folder = next((p for p in [out.parent, *out.parent.parents] if p.exists()), Path("."))
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise YapoError(f"--out {path!r} cannot be written ({str(folder)!r} is not a writable folder); choose another path.")
-    return out
-
-
 def _save_or_keep(vector, out: Path, sae) -> Path:
     """Save the trained vector; when that fails, save it in the temporary folder instead and say where."""
     from .export import save_vector
@@ -201,9 +189,10 @@ def _save_or_keep(vector, out: Path, sae) -> Path:
 
 
 def cmd_train(args) -> int:
+    from .export import check_output_path
     from .training import TrainConfig, Trainer
 
-    out = _check_output(args.out)
+    out = check_output_path(args.out)  # before any work: training takes hours
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     model, tokenizer = _load_model_from_args(args)
     sae = _load_sae_from_args(args, model=model)

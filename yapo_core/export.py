@@ -102,13 +102,24 @@ def vector_metadata(vector: SteeringVector, sae: nn.Module | None = None) -> dic
     return meta
 
 
+def check_output_path(path: str | Path) -> Path:
+    """Refuse a path a vector could not be written to (a folder, or under a folder this process
+    cannot write), naming it and the fix; callers check before long work, not after."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise VectorFileError(f"{str(path)!r} is a folder; give a file name such as {str(path / 'vector.safetensors')!r}.")
+    folder = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise VectorFileError(f"{str(path)!r} cannot be written ({str(folder)!r} is not a writable folder); "
+                              "choose another path.")
+    return path
+
+
 def save_vector(vector: SteeringVector, path: str | Path, sae: nn.Module | None = None) -> Path:
     """Write ``vector`` to a ``.safetensors`` file with self-describing metadata."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    if path.is_dir():
-        raise VectorFileError(f"{str(path)!r} is a folder; give a file name such as {str(path / 'vector.safetensors')!r}.")
+    path = check_output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # written beside, then renamed: an interrupted write never leaves a half file under the name
     partial = path.with_name(f".{path.name}.partial")

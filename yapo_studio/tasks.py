@@ -18,7 +18,6 @@ from yapo_core.errors import DataError, SettingsError
 
 from .settings import current
 
-MAX_UPLOAD_BYTES = current().max_upload_bytes
 DATA_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
 
 
@@ -105,8 +104,9 @@ def check_upload(path: str | os.PathLike, suffixes: Sequence[str], what: str) ->
     size = path.stat().st_size
     if size == 0:
         raise DataError(f"the uploaded {what} {path.name!r} is empty.")
-    if size > MAX_UPLOAD_BYTES:
-        raise DataError(f"{path.name!r} is {size / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES / 2**20:.0f} MB.")
+    limit = current().max_upload_bytes  # YAPO_MAX_UPLOAD_MB, the same limit the app gives Gradio
+    if size > limit:
+        raise DataError(f"{path.name!r} is {size / 2**20:.1f} MB; the limit is {limit / 2**20:.0f} MB.")
     return path
 
 
