@@ -7,7 +7,7 @@ import pandas as pd
 
 from yapo_core.methods import METHODS, Method
 from yapo_studio.session import Session
-from yapo_studio.tasks import TaskSpec, demo_task_names, demo_world_ready, preview_file
+from yapo_studio.tasks import DATA_SUFFIXES, TaskSpec, demo_task_names, demo_world_ready, preview_file
 
 from .common import HEAVY, AppContext, esc, need, user_errors
 
@@ -19,7 +19,7 @@ SOURCES = [
 ]
 ALL_COUNTRIES = "(all countries)"
 AUTO = "(auto)"
-DATA_TYPES = [".csv", ".jsonl", ".json", ".parquet"]
+DATA_TYPES = list(DATA_SUFFIXES)
 
 
 def demo_task_label(name: str) -> str:

@@ -13,17 +13,15 @@ Schemas (detected from the columns, or named with ``schema=``):
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
 
 from .errors import DataError
-from .hub import explain_hub_error
+from .tables import read_table
 
 SCHEMA_COLUMNS: dict[str, dict[str, str]] = {
     "pairs": {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"},
@@ -76,129 +74,6 @@ class PairSet:
         n_test = max(1, int(round(len(order) * test_fraction))) if len(order) > 1 else 0
         pick = lambda idx: PairSet([self.pairs[i] for i in idx], self.schema, self.columns, self.source)  # noqa: E731
         return pick(order[n_test:]), pick(order[:n_test])
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading tables
-
-
-def read_table(source: Any, split: str | None = None):
-    """A pandas DataFrame from a path, URL, hub id, DataFrame or ``datasets`` object."""
-    import pandas as pd
-
-    if isinstance(source, pd.DataFrame):
-        return source
-    try:
-        import datasets
-    except ImportError:  # pragma: no cover - datasets is a hard requirement
-        datasets = None
-    if datasets is not None and isinstance(source, datasets.DatasetDict):
-        if split is None:
-            split = "train" if "train" in source else next(iter(source))
-        if split not in source:
-            raise DataError(f"split {split!r} is not in this dataset; it has {list(source)}.")
-        source = source[split]
-    if datasets is not None and isinstance(source, datasets.Dataset):
-        return source.to_pandas()
-    if isinstance(source, (list, tuple)) and source and isinstance(source[0], dict):
-        return pd.DataFrame(list(source))
-    if not isinstance(source, (str, os.PathLike)):
-        raise DataError(f"cannot read preference data from a {type(source).__name__}.")
-    text = str(source)
-    if text.startswith(("http://", "https://")):
-        return _read_with_datasets("url", text, split)
-    path = Path(text).expanduser()
-    if path.exists():
-        return _read_local(path, split)
-    if text.startswith((".", "/", "~")) or Path(text).suffix in _READERS:
-        raise DataError(f"data file {text!r} does not exist; check the path.")
-    return _read_with_datasets("hub", text, split)
-
-
-def _read_jsonl(path: Path):
-    import pandas as pd
-
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}: line {n} is not valid JSON ({exc.msg}).") from None
-    return pd.DataFrame(rows)
-
-
-def _read_json(path: Path):
-    import pandas as pd
-
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError:
-            return _read_jsonl(path)  # many ".json" files are really JSON Lines
-    if isinstance(data, dict):
-        data = next((v for v in data.values() if isinstance(v, list)), [data])
-    return pd.DataFrame(data)
-
-
-def _read_csv(path: Path):
-    import pandas as pd
-
-    try:
-        return pd.read_csv(path, keep_default_na=False, dtype=str)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()
-
-
-def _read_parquet(path: Path):
-    import pandas as pd
-
-    return pd.read_parquet(path)
-
-
-_READERS = {".csv": _read_csv, ".jsonl": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet}
-
-
-def _read_local(path: Path, split: str | None):
-    if path.is_dir():
-        for suffix in _READERS:
-            candidates = sorted(path.glob(f"{split or 'train'}*{suffix}"))
-            if candidates:
-                return _read_local(candidates[0], None)
-        raise DataError(f"folder {str(path)!r} has no {split or 'train'}.csv/.jsonl/.json/.parquet.")
-    reader = _READERS.get(path.suffix.lower())
-    if reader is None:
-        if path.suffix.lower() in (".pt", ".pth", ".pkl", ".pickle", ".bin"):
-            raise DataError(
-                f"{path.name!r} looks like a pickle; pickles can run code when loaded and are "
-                "never opened. Save the pairs as CSV, JSON Lines or Parquet."
-            )
-        raise DataError(
-            f"cannot read {path.name!r}: use a .csv, .jsonl, .json or .parquet file."
-        )
-    if path.stat().st_size == 0:
-        raise DataError(f"data file {str(path)!r} is empty.")
-    return reader(path)
-
-
-def _read_with_datasets(kind: str, source: str, split: str | None):
-    import datasets
-
-    try:
-        if kind == "url":
-            suffix = Path(source.split("?")[0]).suffix.lower().lstrip(".")
-            builder = {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet"}.get(suffix)
-            if builder is None:
-                raise DataError(f"URL {source!r} does not end in .csv, .jsonl, .json or .parquet.")
-            ds = datasets.load_dataset(builder, data_files=source, split="train")
-        else:
-            ds = datasets.load_dataset(source, split=split or "train")
-    except DataError:
-        raise
-    except Exception as exc:
-        raise DataError(explain_hub_error("dataset", source, exc)) from exc
-    return ds.to_pandas()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,15 +138,15 @@ def load_pairs(
     if limit is not None:
         df = df.head(limit)
     pairs, skipped = [], 0
-    for row in df.to_dict("records"):
-        pair = _row_to_pair(row, schema, roles, system_prompt)
+    for n, row in enumerate(df.to_dict("records"), 1):
+        pair = _row_to_pair(row, n, schema, roles, system_prompt)
         if pair is None:
             skipped += 1
         else:
             pairs.append(pair)
     if not pairs:
         raise DataError(f"no usable pairs in {str(name)!r}: all {len(df)} rows had empty fields.")
-    notes = [f"{skipped} row(s) skipped: an empty prompt or answer"] if skipped else []
+    notes = [f"{skipped} row(s) skipped: an empty or missing (NA, null) prompt or answer"] if skipped else []
     same = sum(p.chosen == p.rejected for p in pairs)
     if same:
         notes.append(f"{same} of {len(pairs)} pair(s) have the same chosen and rejected answer: they teach nothing")
@@ -311,23 +186,41 @@ def _dcl_columns(df, country, localization, form, rejected_model, overrides):
     return df, roles
 
 
-def _text(value) -> str:
+# Cells that spreadsheets and pandas write for a missing value: read as empty, never as an answer.
+NA_MARKERS = frozenset({"NA", "N/A", "n/a", "#N/A", "NaN", "nan", "null", "NULL", "<NA>"})
+
+
+def _text(value, column: str, row: int) -> str:
+    """A cell as text: missing values (None, NaN, NA markers) are empty; numbers, lists and dicts
+    are refused, since their Python repr would become prompt or answer text."""
     if value is None or (isinstance(value, float) and value != value):
         return ""
-    return str(value).strip()
+    if not isinstance(value, str):
+        raise DataError(
+            f"column {column!r} row {row} holds a value of type {type(value).__name__} ({_short(value)}), not text: each prompt and "
+            "answer must be a string; convert the column or map another one with columns=."
+        )
+    value = value.strip()
+    return "" if value in NA_MARKERS else value
 
 
-def _row_to_pair(row: dict, schema: str, roles: dict[str, str], system: str | None):
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _row_to_pair(row: dict, n: int, schema: str, roles: dict[str, str], system: str | None):
     meta = {k: v for k, v in row.items() if k in ("country", "localization_status", "id")}
+    cell = lambda role: _text(row[roles[role]], roles[role], n)  # noqa: E731
     if schema == "bipo_ab":
-        question, a, b = (_text(row[roles[k]]) for k in ("prompt", "A", "B"))
-        letter = _text(row[roles["matching"]]).strip("() ").upper()[:1]
+        question, a, b = (cell(k) for k in ("prompt", "A", "B"))
+        letter = cell("matching").strip("() ").upper()[:1]
         if not question or letter not in ("A", "B"):
             return None
         prompt = format_ab_prompt(question, a, b)
         other = "B" if letter == "A" else "A"
         return PreferencePair(prompt, letter, other, system, {**meta, "A": a, "B": b, "matching": letter})
-    prompt, chosen, rejected = (_text(row[roles[k]]) for k in ("prompt", "chosen", "rejected"))
+    prompt, chosen, rejected = (cell(k) for k in ("prompt", "chosen", "rejected"))
     if not prompt or not chosen or not rejected:
         return None
     return PreferencePair(prompt, chosen, rejected, system, meta)

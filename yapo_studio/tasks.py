@@ -12,13 +12,13 @@ from typing import Sequence
 from urllib.parse import urlparse
 
 from yapo_core import hub
-from yapo_core.data import PairSet, detect_schema, load_pairs, read_table
+from yapo_core.data import PairSet, detect_schema, load_pairs
 from yapo_core.demo import build_demo_world, load_demo_world
 from yapo_core.errors import DataError, SettingsError
+from yapo_core.tables import SUFFIXES as DATA_SUFFIXES
+from yapo_core.tables import read_table
 
 from .settings import current
-
-DATA_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
 
 
 def evenly_spaced(items: Sequence, n: int) -> list:
@@ -122,7 +122,7 @@ class Preview:
 
 
 def preview_file(path: str | os.PathLike, n: int = 5) -> Preview:
-    """Read an uploaded CSV/JSONL/JSON/Parquet file and guess its schema (for column mapping)."""
+    """Read an uploaded CSV/TSV/JSONL/JSON/Parquet file and guess its schema (for column mapping)."""
     path = check_upload(path, DATA_SUFFIXES, "data file")
     table = read_table(str(path))
     columns = [str(c) for c in table.columns]
