@@ -126,3 +126,32 @@ def test_generate_refuses_bad_multipliers_and_lengths(tmp_path, model_dir, capsy
     assert main([*base, "--multipliers=0,nan"]) == 2 and "'nan'" in capsys.readouterr().err
     assert main([*base, "--max-new-tokens", "0"]) == 2 and "max_new_tokens=0" in capsys.readouterr().err
     assert main([*base, "--max-new-tokens", "10000000"]) == 2 and "exceed the model's context" in capsys.readouterr().err
+
+
+def test_resume_continues_from_a_checkpoint_or_starts_from_a_vector_file(tmp_path, model_dir, data_csv, capsys):
+    base = ["train", "--model", str(model_dir), "--kind", "dense", "--layer", "1", "--data", str(data_csv),
+            "--device", "cpu", "--max-steps", "2"]
+    first, checkpoint = tmp_path / "a.safetensors", tmp_path / "a.ckpt.safetensors"
+    assert main([*base, "--out", str(first), "--checkpoint", str(checkpoint)]) == 0
+    capsys.readouterr()
+    assert main([*base, "--max-steps", "4", "--out", str(tmp_path / "b.safetensors"), "--resume", str(checkpoint)]) == 0
+    assert "resumed 'a.ckpt.safetensors' at step 2" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "c.safetensors"), "--resume", str(first)]) == 0
+    assert "started from the values of 'a.safetensors'" in capsys.readouterr().err
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    assert main([*base, "--out", str(tmp_path / "d.safetensors"), "--resume", str(tmp_path / "other.safetensors")]) == 2
+    assert "neither a training checkpoint" in capsys.readouterr().err
+    sparse = ["train", "--model", str(model_dir), "--kind", "dense", "--layer", "2", "--data", str(data_csv),
+              "--device", "cpu", "--max-steps", "1", "--out", str(tmp_path / "e.safetensors"), "--resume", str(first)]
+    assert main(sparse) == 2 and "this run trains a dense vector for blocks.2" in capsys.readouterr().err
+
+
+def test_export_refuses_a_non_finite_multiplier(tmp_path, model_dir, capsys):
+    from yapo_core import SteeringVector, save_vector
+
+    vec = save_vector(SteeringVector("dense", torch.ones(32), "blocks.1.hook_resid_post"), tmp_path / "d.safetensors")
+    out = tmp_path / "v.gguf"
+    assert main(["export", "--vector", str(vec), "--out", str(out), "--multiplier", "nan"]) == 2
+    assert "multiplier=nan must be a finite number" in capsys.readouterr().err and not out.exists()

@@ -107,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sae_args(t)
     _add_data_args(t)
     t.add_argument("--out", required=True, help="where to write the .safetensors vector")
-    t.add_argument("--resume", help="checkpoint .safetensors to continue from")
+    t.add_argument("--checkpoint", help="also write the optimizer state here when the run ends or is stopped "
+                   "(a .safetensors file that --resume continues from exactly)")
+    t.add_argument("--resume", help="a --checkpoint file to continue from, or a vector file to start from")
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         default, flag = getattr(defaults, f.name), f"--{f.name.replace('_', '-')}"
@@ -193,6 +195,7 @@ def cmd_train(args) -> int:
     from .training import TrainConfig, Trainer
 
     out = check_output_path(args.out)  # before any work: training takes hours
+    checkpoint = check_output_path(args.checkpoint) if args.checkpoint else None
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     model, tokenizer = _load_model_from_args(args)
     sae = _load_sae_from_args(args, model=model)
@@ -201,12 +204,14 @@ def cmd_train(args) -> int:
     print(f"{len(pairs)} pairs ({pairs.schema}); {trainer.data_report.describe()}; engine: "
           f"{trainer.objective.engine} ({trainer.objective.reason})", file=sys.stderr)
     if args.resume:
-        trainer.load_checkpoint(args.resume)
+        print(trainer.load_checkpoint(args.resume), file=sys.stderr)
     try:
         vector = trainer.run(progress=True)
     finally:
         if trainer.step:
             out = _save_or_keep(trainer.vector, out, sae)
+            if checkpoint is not None:
+                print(f"checkpoint at step {trainer.step}: {trainer.save_checkpoint(checkpoint)}", file=sys.stderr)
     last = trainer.history[-1] if trainer.history else None
     print(json.dumps({"out": str(out), "steps": trainer.step, "l0": vector.l0(), "norm": round(vector.norm(), 4),
                       "final_loss": last and round(last.loss, 4)}))

@@ -9,6 +9,7 @@ going to be applied to and says what does not match.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from torch import nn
 
 from ._version import __version__
 from .architectures import num_layers
-from .errors import VectorFileError
+from .errors import SettingsError, VectorFileError
 from .hooks import hook_point_from_name
 from .models import model_fingerprint, same_weights
 from .models import model_id as model_id_of
@@ -237,6 +238,12 @@ def export_gguf(
     import gguf
     import numpy as np
 
+    try:
+        finite = not isinstance(multiplier, bool) and math.isfinite(float(multiplier))
+    except (TypeError, ValueError):
+        finite = False
+    if not finite:
+        raise SettingsError(f"multiplier={multiplier!r} must be a finite number (the scale baked into the file).")
     layer = vector.layer
     if layer < 1:
         raise VectorFileError("llama.cpp control vectors cannot steer block 0 (its layers start at 1).")

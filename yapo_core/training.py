@@ -30,7 +30,7 @@ from .architectures import capped_length, context_length, hidden_size
 from .data import MCQ_REJECTED, PairSet, PreferencePair, against_every_option
 from .encoding import EncodedPair, EncodeReport, encode_pairs
 from .errors import SettingsError, TrainingError
-from .export import open_safetensors
+from .export import FORMAT, load_vector, open_safetensors
 from .hooks import block_output
 from .logprobs import pad_token_id
 from .models import model_device, model_id
@@ -361,10 +361,36 @@ class Trainer:
         save_file(state.tensors, str(path), metadata=state.meta)
         return path
 
-    def load_checkpoint(self, path: str | Path) -> None:
-        """Continue from a checkpoint written by :meth:`save_checkpoint` for the same setup."""
+    def load_checkpoint(self, path: str | Path) -> str:
+        """Continue from a checkpoint written by :meth:`save_checkpoint` for the same setup, or start
+        from the values of a vector file written by :func:`~.export.save_vector` (checked against
+        this model and SAE; a vector file holds no optimizer state, so AdamW starts afresh and the
+        step count at 0). Returns what was loaded, in words."""
         tensors, meta = open_safetensors(path)
-        self.load_state(TrainState(tensors, meta), source=f"checkpoint {str(path)!r}")
+        name = f"{Path(path).name!r}"
+        if meta.get("format") == FORMAT:
+            return self.start_from(load_vector(path, self.model, self.sae), name)
+        missing = [k for k in ("v", "order_rng", "sign_rng") if k not in tensors]
+        missing += [k for k in ("step", "epoch_orders", "hook_name", "width") if k not in meta]
+        if missing:
+            raise TrainingError(
+                f"{name} is neither a training checkpoint (it lacks {', '.join(missing)}) nor a steering "
+                "vector; resume from the file that Trainer.save_checkpoint or `yapo train --checkpoint` writes."
+            )
+        self.load_state(TrainState(tensors, meta), source=f"checkpoint {name}")
+        return f"resumed {name} at step {self.step}"
+
+    def start_from(self, vector: SteeringVector, name: str = "the vector") -> str:
+        """Start training from ``vector``'s values (same kind, hook and width as this trainer's)."""
+        if (vector.kind, vector.hook_name, vector.width) != (self.config.kind, self.point.hook_name, self.v.numel()):
+            raise TrainingError(
+                f"{name} is a {vector.kind} vector for {vector.hook_name} (width {vector.width}); this run trains a "
+                f"{self.config.kind} vector for {self.point.hook_name} (width {self.v.numel()})."
+            )
+        with torch.no_grad():
+            self.v.copy_(vector.values.to(self.v.device))
+        self._last_good = self.v.detach().clone()
+        return f"started from the values of {name} (no optimizer state in a vector file: AdamW starts afresh)"
 
 
 def trained_vector(values: torch.Tensor, config: TrainConfig, hook_name: str, model: nn.Module,
