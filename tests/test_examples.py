@@ -48,3 +48,28 @@ def test_the_real_size_script_runs_every_part(tmp_path):
     assert len(figures["parts"]) == 4 and all(p["seconds"] >= 0 and p["peak_mib"] > 0 for p in figures["parts"].values())
     assert len(figures["losses"]) == 3 and figures["latent_cards"] == 10
     assert "| 3 fast training steps" in out.read_text()
+
+
+def test_the_sharing_benchmark_times_a_generation_beside_a_run(tmp_path):
+    env = {**os.environ, "YAPO_CACHE_DIR": str(tmp_path), "YAPO_DEMO_SIZE": "mini", "HF_HUB_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "sharing.md"
+    result = subprocess.run([sys.executable, "scripts/benchmark_sharing.py", "--repeats", "2", "--first-steps", "2",
+                             "--tokens", "4", "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "slowdown ratio (fast engine, fair lock)" in result.stdout and out.exists()
+    figures = json.loads(out.with_suffix(".json").read_text())
+    assert len(figures["during_seconds"]) == 2 and figures["ratio"] > 0
+
+
+def test_the_shared_cpu_benchmark_compares_quiet_and_shared_runs(tmp_path):
+    out = tmp_path / "shared.md"
+    result = subprocess.run([sys.executable, "scripts/benchmark_shared_cpu.py", "--lm-batches", "1", "--steps", "1",
+                             "--lm-tokens", "16", "--skip-active", "--out", str(out)],
+                            cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "slowdown beside a busy process with the project's settings" in result.stdout
+    figures = json.loads(out.with_suffix(".json").read_text())
+    assert set(figures) == {"quiet", "shared"} and figures["quiet"]["omp_wait_policy"] == "PASSIVE"

@@ -66,3 +66,22 @@ def test_steering_hook_comes_off_when_the_body_raises():
             assert len(block._forward_hooks) == before + 1
             raise RuntimeError("boom")
     assert len(block._forward_hooks) == before
+
+
+@pytest.mark.parametrize("position", ["post", "pre"])
+def test_a_hook_acts_only_in_the_thread_that_put_it_on(position):
+    """A shared model may generate with a steering hook in one thread while another thread runs it."""
+    import threading
+
+    model = make_model("llama")
+    ids = torch.randint(7, 100, (1, 6))
+    with torch.no_grad():
+        plain = model(ids).logits
+        with steering_hook(model, HookPoint(1, position), lambda h: h * 0 + 1.0):
+            steered = model(ids).logits
+            seen = {}
+            other = threading.Thread(target=lambda: seen.setdefault("logits", model(ids).logits))
+            other.start()
+            other.join()
+    assert not torch.allclose(steered, plain)
+    torch.testing.assert_close(seen["logits"], plain)

@@ -144,3 +144,16 @@ def test_cache_goes_to_disk_when_it_would_not_fit_in_memory(tokenizer, tmp_path,
     monkeypatch.setattr(fast, "available_memory", lambda: 2**40)
     trainer = Trainer(make_model("llama"), tokenizer, _pairs(4), cfg, sae=make_sae())
     assert trainer.objective.in_memory is True
+
+
+@pytest.mark.parametrize("normalize, exclusive", [("none", False), ("expected_average_only_in", False),
+                                                   ("layer_norm", True), ("constant_norm_rescale", True)])
+def test_a_step_needs_the_model_to_itself_only_with_an_sae_that_keeps_state_between_encode_and_decode(normalize, exclusive):
+    from yapo_core.objectives import FastObjective, SimpleObjective
+
+    model, sae = make_model("llama"), make_sae()
+    sae.cfg.normalize_activations = normalize
+    point = HookPoint(1, "post")
+    assert SimpleObjective(model, sae, point, "sparse").exclusive is exclusive
+    assert SimpleObjective(model, sae, point, "dense").exclusive is False
+    assert FastObjective(model, make_sae(), point, "sparse").exclusive is False

@@ -125,6 +125,25 @@ def test_stop_ends_a_run_early_and_keeps_its_vector(ready):
     assert run.status == "stopped" and 2 <= run.step < 10_000 and run.vector is not None
 
 
+def test_training_yields_to_requests_that_hold_the_model(ready):
+    """Each step first waits for the requests queued before it, so a request never waits behind a
+    run that keeps taking the model back; a fast-engine step then runs beside new requests."""
+    run = ready.start_run(ready.default_config(max_steps=10_000, **QUICK))
+    while run.step < 2:
+        assert run.active, run.error
+        time.sleep(0.02)
+    assert run.trainer.objective.engine == "fast" and not run.trainer.objective.exclusive
+    with run.bundle.lock:  # a long request (an evaluation) holds the model
+        held_at = run.step
+        time.sleep(0.5)
+        assert run.step <= held_at + 1  # at most the step that was under way
+    while run.step < held_at + 3:  # and training goes on once it is done
+        assert run.active, run.error
+        time.sleep(0.02)
+    run.stop()
+    wait(run)
+
+
 def test_zero_gpu_runs_train_in_chunks_in_worker_processes(ready, monkeypatch):
     """As on ZeroGPU: each chunk is a call into a forked worker that gets its arguments and
     returns its result pickled, on behalf of the request that started the run. The chunks add

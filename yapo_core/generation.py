@@ -151,14 +151,15 @@ def stream_generate(
     prompts: str | Sequence[str],
     vector=None,
     multipliers: Sequence[float] = (0.0, 1.0),
-    lock: threading.Lock | threading.RLock | None = None,
+    lock=None,
     **settings,
 ) -> Iterator[list[dict[float, str]]]:
     """Yield ``generate``'s result shape (per prompt, ``{multiplier: text}``) as tokens arrive.
 
-    ``lock`` is held by the worker for the whole call (the model carries a steering hook meanwhile),
-    so stopping the iteration early never leaves the model in use without it. ``settings`` are
-    :func:`~yapo_core.generation.generate`'s keyword arguments.
+    ``lock`` (any context manager, e.g. a :class:`threading.Lock`) is held by the worker for the
+    whole call (the model carries a steering hook meanwhile), so stopping the iteration early never
+    leaves the model in use without it. ``settings`` are :func:`~yapo_core.generation.generate`'s
+    keyword arguments.
     """
     if isinstance(prompts, str):
         prompts = [prompts]

@@ -5,12 +5,18 @@ way sae-lens names it (``blocks.L.hook_resid_post``). :func:`steering_hook` repl
 there; :func:`record_residual` reads it. Both are context managers whose hooks always come off,
 also when the body raises. Every steering and every reading of a block's residual in the
 project goes through these two functions.
+
+Hooks act only on the thread that registered them (:func:`this_thread_only`): a model shared by
+several requests (the app's sessions) may run a training step in one thread while another thread
+generates with its own steering hook on, and neither sees the other's hook.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
+import threading
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -100,6 +106,20 @@ def hook_device(model: nn.Module, point: HookPoint) -> torch.device:
     return module_device(decoder_layers(model)[point.layer])
 
 
+def this_thread_only(hook: Callable) -> Callable:
+    """``hook`` (a forward or forward-pre hook) acting only in the thread that wraps it; in any
+    other thread it returns None, which leaves the module's input or output as it is."""
+    owner = threading.get_ident()
+
+    @functools.wraps(hook)
+    def scoped(*args, **kwargs):
+        if threading.get_ident() != owner:
+            return None
+        return hook(*args, **kwargs)
+
+    return scoped
+
+
 @contextlib.contextmanager
 def steering_hook(model: nn.Module, point: HookPoint, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
     """Replace the residual at ``point`` by ``fn(residual)`` inside the ``with`` block.
@@ -110,6 +130,7 @@ def steering_hook(model: nn.Module, point: HookPoint, fn: Callable[[torch.Tensor
     block = decoder_layers(model)[point.layer]
     if point.position == "post":
 
+        @this_thread_only
         def hook(module, args, output):
             if isinstance(output, tuple):
                 return (fn(output[0]),) + tuple(output[1:])
@@ -118,6 +139,7 @@ def steering_hook(model: nn.Module, point: HookPoint, fn: Callable[[torch.Tensor
         handle = block.register_forward_hook(hook)
     else:
 
+        @this_thread_only
         def hook(module, args, kwargs):
             if args:
                 return (fn(args[0]),) + tuple(args[1:]), kwargs

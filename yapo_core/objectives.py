@@ -30,10 +30,10 @@ from .activation_cache import CachedPair, PairCache, available_memory, estimate_
 from .architectures import architecture_of, decoder_layers, text_config, unembed
 from .encoding import EncodedPair, collate
 from .errors import SettingsError
-from .hooks import HookPoint, steering_hook
+from .hooks import HookPoint, steering_hook, this_thread_only
 from .logprobs import sequence_logprobs
 from .models import model_device
-from .saes import decoder_is_linear, decoder_matrix
+from .saes import decoder_is_linear, decoder_matrix, encode_is_stateful
 from .steering import steer_hidden
 
 
@@ -60,6 +60,7 @@ def capture_block_inputs(model: nn.Module, input_ids: torch.Tensor, attention_ma
     wanted, captured, handles = set(types), {}, []
 
     def make_hook(kind):
+        @this_thread_only
         def hook(module, args, kwargs):
             if kind not in captured:
                 captured[kind] = (args[1:], dict(kwargs))
@@ -172,6 +173,12 @@ class SimpleObjective:
     def __init__(self, model, sae, point, kind):
         self.model, self.sae, self.point, self.kind = model, sae, point, kind
 
+    @property
+    def exclusive(self) -> bool:
+        """Whether a step needs the model to itself: only when it encodes with an SAE that keeps
+        its input's scale between encode and decode (hooks act only in their own thread)."""
+        return self.kind == "sparse" and encode_is_stateful(self.sae)
+
     def prepare(self, encoded: Sequence[EncodedPair], pad_id: int) -> None:
         self.pad_id = pad_id
 
@@ -187,6 +194,10 @@ class SimpleObjective:
 class FastObjective:
     """The straightforward objective computed without waste: cached residuals, the sparse identity,
 only the blocks after the steered point (see the module docstring)."""
+
+    exclusive = False
+    """A step (not :meth:`prepare`) may run while other threads use the model: it reads only
+    weights and its own cache, and hooks act only in their own thread."""
 
     def __init__(self, model, sae, point, kind, cache_dir=None, in_memory=True, progress=False, cache_batch_size=8,
                  share_prompt: bool | None = None):

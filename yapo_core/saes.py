@@ -191,6 +191,12 @@ def decoder_is_linear(sae: nn.Module) -> bool:
             and architecture_of_sae(sae) in STEERABLE_ARCHITECTURES)
 
 
+def encode_is_stateful(sae: nn.Module | None) -> bool:
+    """True when ``encode`` stores the input's scale on the SAE for the next ``decode``
+    (``layer_norm``, ``constant_norm_rescale``): two threads must not encode with it at once."""
+    return sae is not None and sae.cfg.normalize_activations in ("layer_norm", "constant_norm_rescale")
+
+
 def decoder_matrix(sae: nn.Module) -> torch.Tensor:
     """The matrix ``decode`` multiplies codes by: ``W_dec``, with each row divided by its norm when
     the SAE rescales activations by the decoder norm (a TopK SAE saved with ``save_model``)."""

@@ -135,10 +135,16 @@ class Run:
                 self.trainer.stop()
             self.status, self._running_since = "running", time.time()
             steps = iter(self.trainer)
+            exclusive = self.trainer.objective.exclusive
             while True:
-                with b.lock:  # one step at a time, so generation can interleave between steps
-                    if next(steps, None) is None:
+                # Requests that came first go first: the step waits for them. A step that needs
+                # the model to itself holds the lock while it runs; a fast-engine step does not,
+                # so a request that arrives meanwhile starts at once (see FairLock, this_thread_only).
+                with b.lock:
+                    if exclusive and next(steps, None) is None:
                         break
+                if not exclusive and next(steps, None) is None:
+                    break
             self.status = "stopped" if self._cancel.is_set() else "finished"
         except YapoError as exc:
             self.status, self.error = "failed", str(exc)

@@ -4,7 +4,8 @@ cannot be reached.
 
 :class:`ModelStore` reuses a loaded model between sessions (weights are read-only, and a large
 model cannot be loaded once per user); each :class:`Bundle` has a lock that every use of the
-model takes (a steering hook is on the model while it runs).
+model takes (a steering hook is on the model while it runs), served first come, first served
+(:class:`~.fair_lock.FairLock`), so that a training run does not starve other requests.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from yapo_core.hub import require_hub
 from yapo_core.models import is_local_source, load_model
 from yapo_core.saes import load_sae, place_sae
 
+from .fair_lock import FairLock
 from .settings import current
 
 
@@ -59,7 +61,7 @@ class Bundle:
     tokenizer: object
     sae: object | None
     hook_name: str | None
-    lock: threading.RLock = field(default_factory=threading.RLock)
+    lock: FairLock = field(default_factory=FairLock)
 
     def describe(self) -> str:
         """One line: the model's size and depth, and the SAE it steers through."""
