@@ -10,6 +10,7 @@ from yapo_core.generation import STEER_POSITIONS
 from yapo_core.plots import multiplier_sweep
 from yapo_core.steering import FORMULAS
 from yapo_studio.session import Session
+from yapo_studio.settings import current
 from yapo_studio.zero_gpu import gpu
 
 from .common import HEAVY, STEER_LABELS, AppContext, esc, need, parse_multipliers, user_errors
@@ -61,7 +62,8 @@ def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
                          elem_id="steer-positions")
     with gr.Accordion("Decoding (identical for every column)", open=False):
         with gr.Row():
-            max_new = gr.Slider(8, 256, value=64, step=8, label="Max new tokens")
+            cap = max(8, min(256, current().max_new_tokens))
+            max_new = gr.Slider(8, cap, value=min(64, cap), step=8, label="Max new tokens")
             sample = gr.Checkbox(False, label="Sample (off: greedy)")
             temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.1, label="Temperature (when sampling)")
             seed = gr.Number(0, label="Seed", precision=0)

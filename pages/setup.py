@@ -7,6 +7,7 @@ import pandas as pd
 
 from yapo_core.methods import METHODS, Method
 from yapo_studio.session import Session
+from yapo_studio.settings import current
 from yapo_studio.tasks import DATA_SUFFIXES, TaskSpec, demo_task_names, demo_world_ready, preview_file
 
 from .common import HEAVY, AppContext, esc, need, user_errors
@@ -76,14 +77,19 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
             notes = gr.Markdown(preset_notes(ctx, ctx.catalog.default_key))
         with gr.Column(scale=1, min_width=160):
             load_model_btn = gr.Button("Load model", variant="primary", elem_id="load-model", interactive=False)
+    public = current().public  # a public app: hub ids from its allow-list only, no server paths
     with gr.Group(visible=False) as custom_box:
+        if public:
+            gr.Markdown("This is a public app: **Custom** loads only the presets' models and SAE releases and those "
+                        "its operator allows (`YAPO_ALLOW_MODELS`, `YAPO_ALLOW_SAES`); local folders are off.")
         with gr.Row():
-            model = gr.Textbox(label="Model: Hugging Face id or local folder", placeholder="openai-community/gpt2")
+            model = gr.Textbox(label="Model: Hugging Face id" + ("" if public else " or local folder"),
+                               placeholder="openai-community/gpt2")
             layer = gr.Number(label="Layer (block whose output is steered)", precision=0, value=None)
         with gr.Row():
             sae_release = gr.Textbox(label="SAE release (sae-lens registry)", placeholder="gpt2-small-res-jb")
             sae_id = gr.Textbox(label="SAE id", placeholder="blocks.8.hook_resid_pre")
-            sae_path = gr.Textbox(label="…or a local sae-lens SAE folder", placeholder="/path/to/sae")
+            sae_path = gr.Textbox(label="…or a local sae-lens SAE folder", placeholder="/path/to/sae", visible=not public)
     model_status = gr.Markdown("No model loaded yet.", elem_id="model-status")
 
     gr.Markdown("### 2 · Task (preference pairs: prompt, chosen, rejected)")

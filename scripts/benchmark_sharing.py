@@ -8,15 +8,12 @@ few tokens) alone, then again while a second run trains, and prints the slowdown
 most 3x). Requests arrive at random moments (a seeded pause of up to one training step between
 them), as users' clicks do.
 
-The fast engine's steps run beside requests (each request waits for nothing); the
-straightforward engine's steps hold the model, and a request waits for the step in progress
-(``--engine simple``). ``--lock plain`` gives the model a plain :class:`threading.RLock` instead
-of the app's first-come-first-served lock: the training thread then takes the lock back at once
-after each step, and requests starve.
+A training step runs beside the requests that arrive while it runs (hooks act only in their own
+thread), and the next step waits for them; only a step whose SAE keeps state between encode and
+decode holds the model, first come, first served (:class:`yapo_studio.fair_lock.FairLock`).
 
     python scripts/benchmark_sharing.py                    # the demo world of $YAPO_DEMO_SIZE (default full)
-    python scripts/benchmark_sharing.py --engine simple    # steps that hold the model
-    python scripts/benchmark_sharing.py --engine simple --lock plain
+    python scripts/benchmark_sharing.py --engine simple    # the straightforward engine's steps
 
 Writes the figures as Markdown and JSON (``--out``, default ``assets/results/sharing.md``).
 """
@@ -29,7 +26,6 @@ import os
 import random
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -52,9 +48,7 @@ def measure(args) -> dict:
     catalog = load_catalog(current().presets_file)
     session = Session(catalog=catalog)
     preset = next(p for p in catalog.presets if p.demo)
-    bundle = session.load_preset(preset)
-    if args.lock == "plain":
-        bundle.lock = threading.RLock()
+    session.load_preset(preset)
     task_name = args.task or demo_task_names()[0]
     task = session.load_task(TaskSpec(source="demo", name=task_name))
     first = session.start_run(session.default_config(max_steps=args.first_steps), name="first")
@@ -82,7 +76,7 @@ def measure(args) -> dict:
     step_seconds = statistics.median(m.step_time for m in run.history[3:]) if len(run.history) > 3 else float("nan")
     session.close()
     return {
-        "lock": args.lock, "engine": run.trainer.objective.engine, "task": task_name, "tokens": args.tokens, "repeats": args.repeats,
+        "engine": run.trainer.objective.engine, "task": task_name, "tokens": args.tokens, "repeats": args.repeats,
         "alone_seconds": alone, "during_seconds": during,
         "alone_median": statistics.median(alone), "during_median": statistics.median(during),
         "ratio": statistics.median(during) / statistics.median(alone),
@@ -99,7 +93,6 @@ def _threads() -> int:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--lock", choices=["fair", "plain"], default="fair")
     p.add_argument("--task", help="demo task (default: the first)")
     p.add_argument("--tokens", type=int, default=16, help="new tokens per generation (default 16)")
     p.add_argument("--engine", choices=["auto", "simple"], default="auto", help="the background run's engine")
@@ -113,7 +106,7 @@ def main() -> None:
         f"  alone:                      {r['alone_median']:.3f} s",
         f"  while a run trains:         {r['during_median']:.3f} s "
         f"({r['training_steps_while_generating']} training steps of {r['training_step_seconds']:.3f} s meanwhile)",
-        f"slowdown ratio ({r['engine']} engine, {r['lock']} lock): {r['ratio']:.2f}x (goal: at most 3x)",
+        f"slowdown ratio ({r['engine']} engine): {r['ratio']:.2f}x (goal: at most 3x)",
     ]
     print("\n".join(lines))
     if args.out:

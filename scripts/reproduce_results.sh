@@ -8,6 +8,8 @@
 #        comparison  (yapo compare --country egypt  -> assets/results/comparison-egypt/)
 #        benchmark   (scripts/benchmark_trainer.py  -> assets/results/benchmark.md, .json)
 #        real-size   (scripts/real_size_run.py      -> assets/results/real-size.md, real-size-bf16.md, .json)
+#        shared-cpu  (scripts/benchmark_shared_cpu.py -> assets/results/shared-cpu.md, .json)
+#        sharing     (scripts/benchmark_sharing.py  -> assets/results/sharing.md, sharing-simple.md, .json)
 #
 # Runs on a CPU, offline, from seed 0. The first part that needs the demo world builds it into
 # the demo cache ($YAPO_CACHE_DIR, default ~/.cache/yapo-studio) and the others reuse it.
@@ -22,7 +24,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(demo-world comparison benchmark real-size)
+  parts=(demo-world comparison benchmark real-size shared-cpu sharing)
 fi
 
 missed=0
@@ -55,8 +57,15 @@ for part in "${parts[@]}"; do
       "$PYTHON" scripts/real_size_run.py  # writes $RESULTS/real-size.md and .json (about 15 GB of memory)
       "$PYTHON" scripts/real_size_run.py --dtype bf16 --out "$RESULTS/real-size-bf16.md"
       ;;
+    shared-cpu)
+      "$PYTHON" scripts/benchmark_shared_cpu.py  # writes $RESULTS/shared-cpu.md and .json
+      ;;
+    sharing)
+      "$PYTHON" scripts/benchmark_sharing.py
+      "$PYTHON" scripts/benchmark_sharing.py --engine simple --out "$RESULTS/sharing-simple.md"
+      ;;
     *)
-      echo "unknown part '$part'; use demo-world, comparison, benchmark or real-size" >&2
+      echo "unknown part '$part'; use demo-world, comparison, benchmark, real-size, shared-cpu or sharing" >&2
       exit 2
       ;;
   esac

@@ -65,6 +65,42 @@ def test_custom_preset_loads_local_folders_and_reports_mismatches(tiny_world, ca
         s.load_preset(custom, model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir), layer=3)
 
 
+def test_a_public_app_loads_only_allowed_hub_ids_and_tells_nothing_about_server_paths(tiny_world, catalog, monkeypatch):
+    monkeypatch.setenv("YAPO_PUBLIC", "1")
+    monkeypatch.setenv("YAPO_ALLOW_MODELS", "someone/allowed-model")
+    s = S_session.Session(catalog=catalog)
+    custom = catalog.preset("custom")
+    messages = []
+    for model in (str(tiny_world.model_dir), "/no/such/folder", "someone/other-model"):
+        with pytest.raises(SettingsError) as info:
+            s.load_preset(custom, model=model, layer=1)
+        messages.append(str(info.value).replace(model, "<model>"))
+    assert len(set(messages)) == 1 and "someone/allowed-model" in messages[0] and "gpt2" in messages[0]
+    for path in (str(tiny_world.sae_dir), "/no/such/sae"):
+        with pytest.raises(SettingsError, match="SAE folders on the server cannot be loaded"):
+            s.load_preset(custom, model="openai-community/gpt2", sae_path=path)
+    with pytest.raises(SettingsError, match="only these SAE releases: .*gemma-scope"):
+        s.load_preset(custom, model="openai-community/gpt2", sae_release="someone/sae", sae_id="x")
+
+
+def test_caps_on_prompts_tokens_and_steps(ready, monkeypatch):
+    run = ready.start_run(ready.default_config(max_steps=2, **QUICK))
+    wait(run)
+    label = run.name
+    monkeypatch.setenv("YAPO_MAX_PROMPT_CHARS", "10")
+    monkeypatch.setenv("YAPO_MAX_NEW_TOKENS", "4")
+    monkeypatch.setenv("YAPO_MAX_STEPS", "3")
+    with pytest.raises(SettingsError, match="the prompt has 11 characters; this app takes at most 10"):
+        next(ready.generate_stream(label, "x" * 11, [0, 1], max_new_tokens=2))
+    with pytest.raises(SettingsError, match="between 1 and 4, not 5"):
+        next(ready.generate_stream(label, "Hi", [0, 1], max_new_tokens=5))
+    with pytest.raises(SettingsError, match="max steps 5 is above this app's limit of 3"):
+        ready.start_run(ready.default_config(max_steps=5, **QUICK))
+    capped = ready.start_run(ready.default_config(max_steps=None, **QUICK))
+    wait(capped)
+    assert capped.status == "finished" and capped.step == 3
+
+
 def test_an_unreachable_hub_fails_within_seconds(catalog, monkeypatch):
     s = S_session.Session(catalog=catalog)
     start = time.perf_counter()

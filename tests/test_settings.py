@@ -31,7 +31,18 @@ def test_each_variable_is_read():
     ("YAPO_TRAIN_CHUNK_SECONDS", "-3", "YAPO_TRAIN_CHUNK_SECONDS='-3' must be a positive number"),
     ("YAPO_DEMO_SIZE", "huge", "YAPO_DEMO_SIZE='huge' is unknown; use 'full' or 'mini'"),
     ("YAPO_PORT", "eighty", "the port 'eighty'"),
+    ("YAPO_PUBLIC", "maybe", "YAPO_PUBLIC='maybe' must be 1 or 0"),
+    ("YAPO_MAX_NEW_TOKENS", "-1", "YAPO_MAX_NEW_TOKENS='-1' must be a positive whole number"),
 ])
 def test_malformed_values_name_the_variable_and_the_fix(name, value, message):
     with pytest.raises(SettingsError, match=message):
         current({name: value})
+
+
+def test_public_mode_is_on_on_a_space_unless_turned_off_and_tightens_the_caps():
+    local, space = current({}), current({"SPACE_ID": "someone/yapo"})
+    assert not local.public and (local.max_prompt_chars, local.max_new_tokens, local.max_steps) == (20_000, 512, None)
+    assert space.public and (space.max_prompt_chars, space.max_new_tokens, space.max_steps) == (2000, 128, 1000)
+    assert not current({"SPACE_ID": "someone/yapo", "YAPO_PUBLIC": "0"}).public
+    s = current({"YAPO_PUBLIC": "1", "YAPO_ALLOW_MODELS": "a/b, c/d,", "YAPO_ALLOW_SAES": "r1", "YAPO_MAX_STEPS": "50"})
+    assert s.public and s.allow_models == ("a/b", "c/d") and s.allow_saes == ("r1",) and s.max_steps == 50

@@ -65,6 +65,36 @@ def load_catalog(path: str | os.PathLike) -> Catalog:
     return Catalog(presets, data.get("tasks", {}))
 
 
+def check_public_sources(catalog: Catalog | None, model: str | None = None, sae_release: str | None = None,
+                         sae_path: str | None = None, **_) -> None:
+    """On a public app (``YAPO_PUBLIC``, on by default on a Space) a custom model or SAE must be a
+    preset's or on the operator's allow-list (``YAPO_ALLOW_MODELS``, ``YAPO_ALLOW_SAES``), and
+    never a path on the server. Decided from the names alone, before anything is looked up, so
+    the answer tells nothing about the server's files."""
+    settings = current()
+    if not settings.public:
+        return
+    presets = catalog.presets if catalog is not None else ()
+    if sae_path and sae_path.strip():
+        raise SettingsError("this is a public app: SAE folders on the server cannot be loaded; use an sae-lens "
+                            "release and id.")
+    models = sorted({p.model for p in presets if p.model and not p.demo} | set(settings.allow_models))
+    model = (model or "").strip()
+    if model and model not in models:
+        raise SettingsError(
+            f"this is a public app: it loads only these models by their Hugging Face ids: {', '.join(models) or 'none'} "
+            "(its operator can add ids with YAPO_ALLOW_MODELS; local folders are disabled). Run the app "
+            "yourself (python app.py) for any other model."
+        )
+    releases = sorted({p.sae_release for p in presets if p.sae_release} | set(settings.allow_saes))
+    release = (sae_release or "").strip()
+    if release and release not in releases:
+        raise SettingsError(
+            f"this is a public app: it loads only these SAE releases: {', '.join(releases) or 'none'} "
+            "(its operator can add releases with YAPO_ALLOW_SAES)."
+        )
+
+
 def spec_for(preset: Preset, model: str | None = None, sae_release: str | None = None, sae_id: str | None = None,
              sae_path: str | None = None, layer: int | None = None, device: str = "auto") -> LoadSpec:
     """The :class:`LoadSpec` of a preset; a custom preset takes the given sources."""

@@ -31,8 +31,9 @@ from yapo_core.methods import METHODS, Method, get_method
 from yapo_core.steering import SteeringVector
 from yapo_core.training import TrainConfig
 
-from .catalog import Catalog, Preset, spec_for
+from .catalog import Catalog, Preset, check_public_sources, spec_for
 from .runs import JobLimiter, Run, chunk_seconds
+from .settings import current
 from .store import Bundle, ModelStore
 from .tasks import Task, TaskSpec, check_upload, demo_size, evenly_spaced, load_task
 
@@ -83,6 +84,8 @@ class Session:
         """Load a preset's model and SAE (custom presets take ``model``, ``sae_release``,
         ``sae_id``, ``sae_path``, ``layer``). The task and earlier runs stay: runs keep the model
         they were trained with, so their vectors remain usable."""
+        if preset.custom:
+            check_public_sources(self.catalog, **custom)
         spec = spec_for(preset, **custom)
         self.bundle = self.store.get(spec, label=preset.label if not preset.custom else spec.describe())
         self.preset = preset
@@ -129,6 +132,12 @@ class Session:
                                 "Use a dense method (BiPO, CAA) or load an SAE.")
         if config.kind == "dense" and bundle.sae is None and config.layer is None:
             config = replace(config, layer=bundle.layer)
+        cap = current().max_steps
+        if cap is not None:
+            if config.max_steps is not None and config.max_steps > cap:
+                raise SettingsError(f"max steps {config.max_steps} is above this app's limit of {cap} per run "
+                                    "(YAPO_MAX_STEPS sets it); lower it, or run the app yourself.")
+            config = replace(config, max_steps=config.max_steps or cap)
         if sum(r.active for r in self.runs.values()) >= 2:
             raise SettingsError("two runs are already going in this session; stop one or wait for it.")
         if len(self.runs) + len(self.files) >= self.max_runs:
@@ -210,8 +219,13 @@ class Session:
         ``steer_positions``: ``"all"`` (the method) or ``"prompt"`` (see :func:`~yapo_core.generation.generate`)."""
         if not prompt or not prompt.strip():
             raise SettingsError("enter a prompt, or pick one from the test split.")
-        if not 1 <= max_new_tokens <= 512:
-            raise SettingsError(f"max new tokens must be between 1 and 512, not {max_new_tokens}.")
+        limits = current()
+        if not 1 <= max_new_tokens <= limits.max_new_tokens:
+            raise SettingsError(f"max new tokens must be between 1 and {limits.max_new_tokens}, not {max_new_tokens} "
+                                "(YAPO_MAX_NEW_TOKENS sets the limit).")
+        if len(prompt) > limits.max_prompt_chars:
+            raise SettingsError(f"the prompt has {len(prompt):,} characters; this app takes at most "
+                                f"{limits.max_prompt_chars:,} (YAPO_MAX_PROMPT_CHARS sets the limit).")
         e = self.entry(label)
         b = e.bundle
         for partial in stream_generate(b.model, b.tokenizer, prompt.strip(), e.vector, multipliers, lock=b.lock,

@@ -36,6 +36,12 @@ class Settings:
     train_chunk_seconds: float | None = None  # YAPO_TRAIN_CHUNK_SECONDS: train in chunks (ZeroGPU)
     cache_dir: str | None = None  # YAPO_CACHE_DIR (read by yapo_core.demo): the demo world's cache
     zero_gpu: bool = False  # SPACES_ZERO_GPU: set by Hugging Face on ZeroGPU Spaces
+    public: bool = False  # YAPO_PUBLIC (1/0); default: on when SPACE_ID is set (a Hugging Face Space)
+    allow_models: tuple[str, ...] = ()  # YAPO_ALLOW_MODELS: hub ids a public app loads besides the presets'
+    allow_saes: tuple[str, ...] = ()  # YAPO_ALLOW_SAES: sae-lens releases a public app loads besides the presets'
+    max_prompt_chars: int = 20_000  # YAPO_MAX_PROMPT_CHARS (public default 2000)
+    max_new_tokens: int = 512  # YAPO_MAX_NEW_TOKENS (public default 128)
+    max_steps: int | None = None  # YAPO_MAX_STEPS: training steps per run (public default 1000)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -56,6 +62,21 @@ def _positive(env: Mapping[str, str], name: str, default, kind=int):
     return number
 
 
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = (env.get(name) or "").strip().lower()
+    if not value:
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={env.get(name)!r} must be 1 or 0 (true or false); unset it for the default.")
+
+
+def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (env.get(name) or "").split(",") if part.strip())
+
+
 def current(env: Mapping[str, str] | None = None) -> Settings:
     """The settings as the environment (``os.environ`` unless given) says now."""
     env = os.environ if env is None else env
@@ -67,6 +88,7 @@ def current(env: Mapping[str, str] | None = None) -> Settings:
         port_number = int(port)
     except ValueError:
         raise SettingsError(f"the port {port!r} (YAPO_PORT) must be a number.") from None
+    public = _switch(env, "YAPO_PUBLIC", bool(env.get("SPACE_ID")))
     return Settings(
         host=env.get("YAPO_HOST") or env.get("GRADIO_SERVER_NAME") or "127.0.0.1",
         port=port_number,
@@ -82,5 +104,11 @@ def current(env: Mapping[str, str] | None = None) -> Settings:
         train_chunk_seconds=_positive(env, "YAPO_TRAIN_CHUNK_SECONDS", None, float),
         cache_dir=env.get("YAPO_CACHE_DIR") or None,
         zero_gpu=env.get("SPACES_ZERO_GPU", "").lower() in ("1", "true"),
+        public=public,
+        allow_models=_names(env, "YAPO_ALLOW_MODELS"),
+        allow_saes=_names(env, "YAPO_ALLOW_SAES"),
+        max_prompt_chars=_positive(env, "YAPO_MAX_PROMPT_CHARS", 2000 if public else 20_000),
+        max_new_tokens=_positive(env, "YAPO_MAX_NEW_TOKENS", 128 if public else 512),
+        max_steps=_positive(env, "YAPO_MAX_STEPS", 1000 if public else None),
     )
 
