@@ -48,7 +48,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
             with gr.Tab("Compare", id="compare") as compare_tab:
                 compare_vector = compare.build(ctx, state)
             with gr.Tab("Evaluate", id="evaluate") as evaluate_tab:
-                evaluate_vectors = evaluate.build(ctx, state)
+                evaluate_vectors, evaluate_metric = evaluate.build(ctx, state)
             with gr.Tab("Export", id="export") as export_tab:
                 export_vector = export.build(ctx, state)
 
@@ -59,7 +59,8 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
                                                 train_page.timer, train_page.which, *train_page.defaults])
         for tab, dropdown in ((features_tab, features_vector), (compare_tab, compare_vector), (export_tab, export_vector)):
             tab.select(vector_choices, [state, dropdown], dropdown)
-        evaluate_tab.select(evaluate.vector_checklist, [state, evaluate_vectors], evaluate_vectors)
+        evaluate_tab.select(evaluate.vector_checklist, [state, evaluate_vectors, evaluate_metric],
+                            [evaluate_vectors, evaluate_metric])
     return demo
 
 

@@ -14,21 +14,32 @@ from yapo_studio.zero_gpu import gpu
 
 from .common import HEAVY, STEER_LABELS, AppContext, need, parse_multipliers, user_errors
 
-HELP = """Which multiplier, and which method? Each vector is measured on **its own task's test split** at every
-multiplier (m = 0 is the unsteered model). *MCQ accuracy* reads the most likely answer letter (culture MCQ tasks);
-*behaviour rate* is BiPO's A/B evaluation; *preference accuracy* works for any pairs; *generation accuracy* reads
-open answers, with every token steered (the method) or only the prompt tokens. The paper reports CAA and
+HELP = """Which multiplier, and which method? Each vector is measured on **its own task's held-out data** at every
+multiplier (m = 0 is the unsteered model). The metrics offered are those that apply to the chosen vectors' tasks,
+each on the split it needs: *MCQ accuracy* reads the most likely answer letter (MCQ tasks); *behaviour rate* is
+BiPO's A/B evaluation (its `test_infer` questions); *preference accuracy* works for any pairs; *generation accuracy*
+reads open answers, with every token steered (the method) or only the prompt tokens. The paper reports CAA and
 SAS peaking near m = 0.5 and collapsing at 1 and above, while YaPO keeps improving up to 2."""
 
 
-def vector_checklist(session: Session | None, chosen: list[str] | None = None) -> dict:
+def metric_choices(session: Session | None, labels: list[str] | None, current: str | None = None) -> dict:
+    """The metrics that apply to every chosen vector's task, each labelled with its split."""
+    found = session.metrics_for(labels or []) if session is not None and labels else {}
+    found = found or {key: "test" for key in METRICS}  # nothing chosen yet: offer them all
+    choices = [(f"{METRICS[k].label} · {split}", k) for k, split in found.items()]
+    value = current if current in found else next(iter(found))
+    return gr.update(choices=choices, value=value)
+
+
+def vector_checklist(session: Session | None, chosen: list[str] | None = None, metric: str | None = None):
     labels = list(session.vectors()) if session is not None else []
-    keep = [c for c in (chosen or []) if c in labels]
-    return gr.update(choices=labels, value=keep or labels)
+    keep = [c for c in (chosen or []) if c in labels] or labels
+    return gr.update(choices=labels, value=keep), metric_choices(session, keep, metric)
 
 
-def build(ctx: AppContext, state: gr.State) -> gr.CheckboxGroup:
-    """The page's components and callbacks; returns its vector list, refreshed when the tab opens."""
+def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio]:
+    """The page's components and callbacks; returns its vector list and metric choice, refreshed
+    when the tab opens."""
     gr.Markdown(HELP)
     vectors = gr.CheckboxGroup([], label="Vectors", elem_id="eval-vectors")
     with gr.Row():
@@ -63,4 +74,5 @@ def build(ctx: AppContext, state: gr.State) -> gr.CheckboxGroup:
     heavy = dict(concurrency_id=HEAVY, concurrency_limit=ctx.heavy_jobs)
     run.click(on_sweep, [state, vectors, metric, multipliers, positions], plot, **heavy)
     cap_btn.click(on_capability, [state, vectors, cap_m], cap_table, **heavy)
-    return vectors
+    vectors.input(metric_choices, [state, vectors, metric], metric)
+    return vectors, metric

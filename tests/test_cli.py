@@ -81,6 +81,13 @@ def test_eval_sweeps_multipliers(tmp_path, model_dir, sae_dir, data_csv, capsys)
     assert report.exists() and report.with_suffix(".html").exists()
     assert main(["eval", "--model", str(model_dir), "--data", str(data_csv), "--metric", "preference",
                  "--multipliers", "x", "--vector", str(out), "--device", "cpu"]) == 2
+    capsys.readouterr()
+    assert main(["eval", "--model", str(model_dir), "--data", str(data_csv), "--metric", "mcq", "--vector", str(out),
+                 "--device", "cpu"]) == 2
+    assert "MCQ accuracy (answer-letter likelihood) cannot score these pairs" in capsys.readouterr().err
+    assert main(["eval", "--model", str(model_dir), "--data", str(data_csv), "--multipliers=0,1", "--vector", str(out),
+                 "--device", "cpu"]) == 0  # auto: open answers are scored by generation
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["metric"] == "generation"
 
 
 def test_bad_output_and_settings_are_refused_before_any_work(tmp_path, model_dir, data_csv, capsys):

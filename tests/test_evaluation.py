@@ -114,3 +114,17 @@ def test_mmlu_offline_fails_fast(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(DataError, match="cais/mmlu"):
         load_mmlu_subset(5)
+
+
+def test_each_metric_says_which_pairs_it_can_score():
+    from yapo_core.data import format_ab_prompt
+    from yapo_core.evaluation import applicable_metrics
+
+    mcq = [PreferencePair("Q?\nA. x\nB. y\nC. z\nAnswer with the letter.", "C", "A")]
+    ab = [PreferencePair(format_ab_prompt("Take it?", "Yes", "No"), "A", "B")]
+    open_ = [PreferencePair("What is eaten?", "A bowl of rice", "Bread")]  # starts with 'A' but is a sentence
+    assert applicable_metrics(mcq) == ["preference", "mcq"]
+    assert applicable_metrics(ab) == ["preference", "mcq", "behaviour"]
+    assert applicable_metrics(open_) == ["preference", "generation"]
+    assert applicable_metrics(mcq + open_) == ["preference"]
+    assert applicable_metrics([PreferencePair("No options here", "B", "A")]) == ["preference"]

@@ -11,7 +11,7 @@ import torch
 from app_fixtures import tiny_world  # noqa: F401 (fixture)
 
 import app
-from pages import common, compare, export, features, setup, train
+from pages import common, compare, evaluate, export, features, setup, train
 from yapo_core import features as F
 from yapo_core.errors import DataError, SettingsError
 from yapo_studio.session import ExportResult, TaskSpec
@@ -105,6 +105,17 @@ def test_vector_dropdowns_keep_the_choice_or_take_the_newest(trained):
     assert update["choices"] == [label] and update["value"] == label
     assert common.vector_choices(trained, label)["value"] == label
     assert common.vector_choices(None, "gone") == gr.update(choices=[], value=None)
+
+
+def test_evaluate_offers_the_metrics_of_the_chosen_vectors_tasks(trained):
+    label = next(iter(trained.vectors()))
+    vectors, metric = evaluate.vector_checklist(trained, None, "mcq")
+    assert vectors["value"] == [label]
+    # open answers: no MCQ or A/B metric, and the choice falls back to one that applies
+    assert [key for _, key in metric["choices"]] == ["preference", "generation"] and metric["value"] == "preference"
+    assert metric["choices"][1][0].endswith("· test")
+    assert evaluate.metric_choices(trained, [label], "generation")["value"] == "generation"
+    assert len(evaluate.metric_choices(None, [])["choices"]) == 4  # nothing chosen: all of them
 
 
 def test_multipliers_are_parsed_and_bounded():

@@ -151,8 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sae_args(v)
     _add_data_args(v)
     v.add_argument("--vector", help=".safetensors vector file (omit to measure the unsteered model)")
-    v.add_argument("--metric", default="mcq", choices=list(METRICS),
-                   help="; ".join(f"{m.key}: {m.label}, on {m.needs}" for m in METRICS.values()))
+    v.add_argument("--metric", default="auto", choices=["auto", *METRICS],
+                   help="auto (default): the most specific metric that can score the data (behaviour, mcq, "
+                   "generation, else preference); " + "; ".join(f"{m.key}: {m.label}, on {m.needs}" for m in METRICS.values()))
     v.add_argument("--multipliers", default="-2,-1,-0.5,0,0.5,1,2", help="sweep, comma-separated")
     v.add_argument("--steer-positions", default="all", choices=STEER_POSITIONS,
                    help="generation metric: steer every token (the method, default) or the prompt tokens only")
@@ -255,7 +256,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluation import METRICS, evaluate_metric
+    from .evaluation import METRICS, applicable_metrics, evaluate_metric
     from .export import load_vector
     from .plots import multiplier_sweep
 
@@ -267,6 +268,10 @@ def cmd_eval(args) -> int:
         sae = _load_sae_from_args(args, vector, model)
         vector = load_vector(args.vector, model=model, sae=sae, allow_other_model=args.allow_other_model)
     pairs = list(_load_pairs_from_args(args))
+    if args.metric == "auto":
+        usable = applicable_metrics(pairs)
+        args.metric = next(k for k in ("behaviour", "mcq", "generation", "preference") if k in usable)
+        print(f"metric: {METRICS[args.metric].label}", file=sys.stderr)
     curve = evaluate_metric(args.metric, model, tokenizer, pairs, vector, multipliers, sae=sae,
                             steer_positions=args.steer_positions)
     result = {"metric": args.metric, "n": len(pairs), "by_multiplier": {f"{m:g}": v for m, v in curve.items()}}

@@ -248,6 +248,11 @@ def option_letters(prompt: str, default: str = "ABCD") -> str:
 
 
 _BARE_LETTER = re.compile(r"^\s*\(?([A-Z])\)?\.?\s*$")
+
+
+def is_letter_answer(text: str) -> bool:
+    """``"B"``, ``"(B)"``, ``"B."``: an answer that is an option letter and nothing else."""
+    return bool(_BARE_LETTER.match(text))
 MCQ_REJECTED = ("given", "every_option")
 
 

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .architectures import capped_length
-from .data import PreferencePair, option_letters
+from .data import PreferencePair, is_letter_answer, option_letters
 from .encoding import EncodedPair, collate, encode_pairs, encode_prompt, render_answer
 from .errors import DataError, SettingsError
 from .generation import STEER_POSITIONS, generate
@@ -246,13 +246,33 @@ class Metric:
     """One way of scoring a vector on test pairs at a multiplier.
 
     ``score(model, tokenizer, pairs, vector, multiplier, sae, steer_positions)`` returns a number
-    in [0, 1]; ``needs`` says what the pairs must hold.
+    in [0, 1]; ``needs`` says what the pairs must hold, and ``applies(pairs)`` whether they do.
     """
 
     key: str
     label: str
     needs: str
     score: Callable[..., float]
+    applies: Callable[[Sequence[PreferencePair]], bool] = lambda pairs: True
+
+
+def _letter_question(pair: PreferencePair, letters: str | None = None) -> bool:
+    """The pair answers a lettered question with one of its letters (``letters`` when given)."""
+    match = _LETTER.match(pair.chosen.strip())
+    options = option_letters(pair.prompt, default="")
+    return bool(match and len(options) >= 2 and match.group(1) in options and (letters is None or options == letters))
+
+
+def _is_mcq(pairs) -> bool:
+    return bool(pairs) and all(_letter_question(p) for p in pairs)
+
+
+def _is_ab(pairs) -> bool:
+    return bool(pairs) and all(_letter_question(p, "AB") for p in pairs)
+
+
+def _is_open(pairs) -> bool:
+    return bool(pairs) and not any(is_letter_answer(p.chosen) for p in pairs)
 
 
 def _preference(model, tokenizer, pairs, vector, m, sae, steer_positions):
@@ -275,12 +295,18 @@ def _generation(model, tokenizer, pairs, vector, m, sae, steer_positions):
 METRICS: dict[str, Metric] = {
     "preference": Metric("preference", "held-out preference accuracy", "any preference pairs", _preference),
     "mcq": Metric("mcq", "MCQ accuracy (answer-letter likelihood)",
-                  "multiple-choice pairs whose chosen answer is an option letter", _mcq),
+                  "multiple-choice pairs whose chosen answer is an option letter", _mcq, _is_mcq),
     "behaviour": Metric("behaviour", "behaviour rate (A/B: picks the behaviour's option)",
-                        "A/B pairs whose chosen answer is the behaviour's letter (BiPO's test_infer)", _behaviour),
+                        "A/B pairs whose chosen answer is the behaviour's letter (BiPO's test_infer)", _behaviour, _is_ab),
     "generation": Metric("generation", "generation accuracy (the greedy answer contains the chosen one)",
-                         "open questions whose chosen answer is the expected text", _generation),
+                         "open questions whose chosen answer is the expected text", _generation, _is_open),
 }
+
+
+def applicable_metrics(pairs: Sequence[PreferencePair]) -> list[str]:
+    """The keys of the metrics that can score ``pairs`` (see each :class:`Metric`'s ``needs``)."""
+    pairs = list(pairs)
+    return [key for key, metric in METRICS.items() if metric.applies(pairs)]
 
 
 def get_metric(key: str) -> Metric:
@@ -301,5 +327,8 @@ def evaluate_metric(metric: str, model, tokenizer, pairs: Sequence[PreferencePai
     pairs = list(pairs)
     if not pairs:
         raise DataError("no pairs to evaluate.")
+    if not chosen.applies(pairs):
+        raise DataError(f"the {chosen.label} cannot score these pairs: it needs {chosen.needs}. Metrics that can: "
+                        f"{', '.join(applicable_metrics(pairs))}.")
     ms = multipliers if vector is not None else [0.0]
     return sweep(lambda m: chosen.score(model, tokenizer, pairs, vector, m, sae, steer_positions), ms)

@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 
 from yapo_core import evaluation as ev
 from yapo_core.demo import TRAINING, load_demo_world
-from yapo_core.errors import DataError, SettingsError, VectorFileError, YapoError
+from yapo_core.errors import SettingsError, VectorFileError, YapoError
 from yapo_core.export import export_gguf, load_vector, save_vector
 from yapo_core.features import dialogue_texts, feature_report
 from yapo_core.generation import stream_generate
@@ -241,7 +241,7 @@ class Session:
         ``steer_positions`` applies to the generation metric: ``"all"`` (the method) or
         ``"prompt"`` (see :func:`~yapo_core.generation.generate`).
         """
-        chosen = ev.get_metric(metric)
+        ev.get_metric(metric)
         if not labels:
             raise SettingsError("choose at least one vector to evaluate.")
         curves = []
@@ -249,17 +249,23 @@ class Session:
             e = self.entry(label)
             if e.task is None or not len(e.task.test):
                 raise SettingsError(f"{label}: this vector has no task with a test split; load a task first.")
-            pairs = evenly_spaced(e.task.test.pairs, max_items)
+            pairs = evenly_spaced(e.task.pairs_for(metric).pairs, max_items)  # the split the metric needs
             b = e.bundle
             with b.lock:
-                try:
-                    curve = ev.evaluate_metric(metric, b.model, b.tokenizer, pairs, e.vector, multipliers, sae=b.sae,
-                                               steer_positions=steer_positions)
-                except DataError as exc:
-                    raise SettingsError(f"{label}: {exc} The {chosen.label} needs {chosen.needs}; use the "
-                                        "preference metric for other pairs.") from None
+                curve = ev.evaluate_metric(metric, b.model, b.tokenizer, pairs, e.vector, multipliers, sae=b.sae,
+                                           steer_positions=steer_positions)
             curves.append((label, list(curve.items())))
         return curves
+
+    def metrics_for(self, labels: Sequence[str]) -> dict[str, str]:
+        """The metrics that can score every one of these vectors' tasks, each with the split it is
+        measured on (e.g. ``{"preference": "test", "behaviour": "test_infer"}``)."""
+        found: dict[str, str] | None = None
+        for label in labels:
+            task = self.entry(label).task
+            here = task.metrics() if task is not None else {}
+            found = dict(here) if found is None else {k: v for k, v in found.items() if k in here}
+        return found or {}
 
     def capability(self, labels: Sequence[str], multiplier: float = 1.0, n: int = 48) -> list[dict]:
         """General ability with and without each vector: the demo world's general questions

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 from urllib.parse import urlparse
@@ -15,6 +15,7 @@ from yapo_core import hub
 from yapo_core.data import PairSet, detect_schema, load_pairs
 from yapo_core.demo import build_demo_world, load_demo_world
 from yapo_core.errors import DataError, SettingsError
+from yapo_core.evaluation import METRICS, applicable_metrics, get_metric
 from yapo_core.tables import SUFFIXES as DATA_SUFFIXES
 from yapo_core.tables import read_table
 
@@ -85,13 +86,38 @@ class TaskSpec:
 
 @dataclass
 class Task:
+    """Training pairs, the test split, and further test splits that some metrics need (BiPO's
+    ``test_infer`` A/B questions beside its open-ended ``test`` answers)."""
+
     label: str
     train: PairSet
     test: PairSet
+    extra: dict[str, PairSet] = field(default_factory=dict)
 
     def describe(self) -> str:
         notes = "; ".join(self.train.notes + self.test.notes)
-        return f"{self.label}: {len(self.train)} train / {len(self.test)} test pairs" + (f" ({notes})" if notes else "")
+        extra = "".join(f" + {len(p)} {name}" for name, p in self.extra.items())
+        return f"{self.label}: {len(self.train)} train / {len(self.test)} test{extra} pairs" + (f" ({notes})" if notes else "")
+
+    def splits(self) -> dict[str, PairSet]:
+        return {"test": self.test, **self.extra}
+
+    def metrics(self) -> dict[str, str]:
+        """Each metric that can score this task, with the split it is measured on."""
+        found = {}
+        for name, pairs in self.splits().items():
+            for key in applicable_metrics(pairs.pairs):
+                found.setdefault(key, name)
+        return {key: found[key] for key in METRICS if key in found}
+
+    def pairs_for(self, metric: str) -> PairSet:
+        """The split ``metric`` is measured on, or an error naming the metrics that apply."""
+        split = self.metrics().get(get_metric(metric).key)
+        if split is None:
+            usable = ", ".join(METRICS[k].label for k in self.metrics())
+            raise SettingsError(f"the {METRICS[metric].label} cannot score {self.label}: it needs "
+                                f"{METRICS[metric].needs}. Metrics for this task: {usable}.")
+        return self.splits()[split]
 
 
 def check_upload(path: str | os.PathLike, suffixes: Sequence[str], what: str) -> Path:
@@ -174,7 +200,8 @@ def load_task(spec: TaskSpec, catalog_tasks: dict | None = None, rejected_model:
             )
         train = load_pairs(train_src, schema="bipo", limit=spec.limit)
         test = load_pairs(test_src, schema="bipo", limit=spec.limit)
-        return Task(f"behaviour · {spec.name}", train, test)
+        ab = load_pairs(_behaviour_source(catalog_tasks, spec.name, "test_infer"), schema="bipo_ab", limit=spec.limit)
+        return Task(f"behaviour · {spec.name}", train, test, {"test_infer": ab})
     if spec.source == "file":
         if not spec.path:
             raise DataError("upload a CSV, JSONL, JSON or Parquet file first.")
@@ -196,7 +223,5 @@ def _demo_task(spec: TaskSpec) -> Task:
     kw = dict(form=spec.form, localization=spec.localization, limit=spec.limit)
     train, test = task.pairs("train", **kw), task.pairs("test", **kw)
     if task.kind == "culture":
-        label = f"demo culture · {task.country} · {spec.localization} · {spec.form}"
-    else:
-        label = f"demo behaviour · {task.name}"
-    return Task(label, train, test)
+        return Task(f"demo culture · {task.country} · {spec.localization} · {spec.form}", train, test)
+    return Task(f"demo behaviour · {task.name}", train, test, {"test_infer": task.pairs("test_infer", limit=spec.limit)})
