@@ -63,7 +63,8 @@ def steering(world, model, tokenizer, sae, countries, settings: dict, n_generati
         variants = {"": demo_rejected, **({"_given": "given"} if demo_rejected != "given" else {})}
         for variant, rejected in variants.items():
             result = compare_methods(model, tokenizer, sae, train, test, methods=("yapo", "bipo"), multipliers=(1.0,),
-                                     train_config={"epochs": 10_000, **settings, "mcq_rejected": rejected})
+                                     train_config={"epochs": 10_000, **settings, "mcq_rejected": rejected},
+                                     validation_fraction=0)  # one multiplier, fixed in advance: nothing to choose
             row["unsteered"] = result.baseline_accuracy
             for r in result.results:
                 row[r.method + variant] = {

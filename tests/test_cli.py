@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -161,4 +162,33 @@ def test_export_refuses_a_non_finite_multiplier(tmp_path, model_dir, capsys):
     vec = save_vector(SteeringVector("dense", torch.ones(32), "blocks.1.hook_resid_post"), tmp_path / "d.safetensors")
     out = tmp_path / "v.gguf"
     assert main(["export", "--vector", str(vec), "--out", str(out), "--multiplier", "nan"]) == 2
-    assert "multiplier=nan must be a finite number" in capsys.readouterr().err and not out.exists()
+    assert "multiplier nan must be a finite number" in capsys.readouterr().err and not out.exists()
+
+
+def test_bad_devices_outputs_and_choices_are_refused_before_any_work(tmp_path, model_dir, data_csv, capsys):
+    from yapo_core import SteeringVector, save_vector
+
+    vec = save_vector(SteeringVector("dense", torch.ones(32), "blocks.1.hook_resid_post"), tmp_path / "d.safetensors")
+    a_file = tmp_path / "pairs.jsonl"
+    a_file.write_text("{}")
+    cases = [
+        (["train", "--model", str(model_dir), "--kind", "dense", "--layer", "1", "--data", str(data_csv),
+          "--out", str(tmp_path / "x.safetensors"), "--device", "tpu"], "device 'tpu' is unknown"),
+        (["train", "--model", str(model_dir), "--kind", "dense", "--layer", "1", "--data", str(data_csv),
+          "--out", str(tmp_path / "x.safetensors"), "--seed", str(10**25)], "seed=.* must be a whole number"),
+        (["train", "--model", str(model_dir), "--kind", "dense", "--layer", "1", "--data", str(data_csv),
+          "--out", str(tmp_path / "x.safetensors"), "--cache-dir", str(a_file)], "cache_dir=.* is a file"),
+        (["eval", "--model", str(model_dir), "--data", str(data_csv), "--vector", str(vec), "--out", str(tmp_path)],
+         "is a folder; give a file name such as .*sweep.json"),
+        (["export", "--vector", str(vec), "--out", str(tmp_path)], "is a folder; give a file name such as .*vector.gguf"),
+        (["compare", "--size", "mini", "--methods", " ", "--out", str(tmp_path / "c")], "names no method"),
+        (["compare", "--size", "mini", "--steps", "0", "--out", str(tmp_path / "c")], "--steps=0 must be a whole number"),
+        (["compare", "--size", "mini", "--methods", "caa", "--out", str(a_file)], "--out=.* is a file"),
+        (["generate", "--model", str(model_dir), "--vector", str(vec), "--prompt", "hi", "--sample", "--temperature", "0",
+          "--allow-other-model"], "temperature=0.0 must be a finite number above 0"),
+        (["demo", "build", "--size", "mini", "--quiet", "--cache-dir", str(a_file)], "cache_dir=.* is a file"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert re.search(message, err) and "Traceback" not in err, (argv, err)

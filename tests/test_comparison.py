@@ -1,6 +1,7 @@
 """The method comparison on a tiny model: every method measured the same way."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -20,18 +21,23 @@ def test_compare_methods_reports_every_method(tokenizer, tmp_path, monkeypatch):
     made = []
     real_make_vector = comparison.make_vector
     monkeypatch.setattr(comparison, "make_vector", lambda *a, **k: made.append(real_make_vector(*a, **k)) or made[-1])
-    result = compare_methods(model, tokenizer, sae, consistent_pairs(12), items, capability=measure,
+    pairs = [replace(p, prompt=f"{p.prompt}\nA) yes\nB) no", chosen="A", rejected="B") for p in consistent_pairs(10)]
+    result = compare_methods(model, tokenizer, sae, pairs, items, capability=measure,
                              multipliers=[0.0, 1.0, 2.0], train_config=dict(max_steps=5, lr=0.05, warmup_steps=1))
     assert [r.method for r in result.results] == ["yapo", "bipo", "caa", "sas"]
+    assert (result.settings["n_train"], result.settings["n_validation"]) == (8, 2)  # 20% held out to choose m
     for r in result.results:
-        assert set(r.accuracy) == {0.0, 1.0, 2.0}
+        assert set(r.accuracy) == {0.0, 1.0, 2.0} and set(r.validation_accuracy) == {0.0, 1.0, 2.0}
         assert r.accuracy[0.0] == result.baseline_accuracy  # multiplier 0 is the unsteered model
+        assert r.chosen_multiplier == comparison.best_multiplier(r.validation_accuracy)
+        assert r.row()["multiplier (validation)"] == f"{r.chosen_multiplier:g}"
 
     base = measure()
     for r, vector in zip(result.results, made):
-        with vector.apply(model, 1.0, sae=sae):
-            assert r.capability_change == pytest.approx(measure() - base)  # steered minus unsteered
-    assert result.results[0].capability_change != 0.0
+        with vector.apply(model, r.chosen_multiplier, sae=sae):
+            assert r.capability_change == pytest.approx(measure() - base)  # steered minus unsteered, as reported
+    with made[0].apply(model, 1.0, sae=sae):
+        assert measure() != base  # the capability measure sees the steering
     yapo = result.results[0]
     assert len(yapo.loss_curve) == 5 and yapo.final_loss == yapo.loss_curve[-1]
     assert result.results[2].final_loss is None  # CAA is computed, not trained
@@ -57,3 +63,13 @@ def test_the_compare_command_on_the_miniature_demo_world(tmp_path, monkeypatch, 
     assert saved["settings"]["train_config"]["lr"] == TRAINING["lr"]  # the demo world's own settings
     assert TRAINING["mcq_rejected"] == "every_option" and saved["settings"]["train_config"]["mcq_rejected"] == "given"
     assert len(saved["results"][0]["loss_curve"]) == 3
+
+
+def test_the_reported_multiplier_is_chosen_on_validation_never_on_test():
+    r = comparison.MethodResult("yapo", 0.0, accuracy={0.5: 0.9, 1.0: 0.2}, validation_accuracy={0.5: 0.1, 1.0: 0.6})
+    assert r.chosen_multiplier == 1.0 and r.row()["accuracy at it"] == "0.20"
+    assert comparison.best_multiplier({-1.0: 0.5, 1.0: 0.5, 0.5: 0.5}) == 0.5  # ties: the smallest in size
+    bare = comparison.MethodResult("caa", 0.0, accuracy={0.5: 0.9, 1.0: 0.2})
+    assert bare.chosen_multiplier == 0.5 and "best multiplier (test)" in bare.row()
+    fit, held = comparison.split_pairs(list(range(10)), 0.2)
+    assert len(held) == 2 and sorted(fit + held) == list(range(10)) and comparison.split_pairs([1, 2], 0) == ([1, 2], [])

@@ -42,7 +42,7 @@ def test_vector_for_another_model_layer_or_sae_is_refused(tmp_path, sae_dir):
     with pytest.raises(VectorFileError, match="trained on model 'tiny-llama' but is being applied to 'tiny-gpt2'"):
         load_vector(path, model=make_model("gpt2"), sae=sae)
     assert load_vector(path, model=make_model("gpt2"), sae=sae, allow_other_model=True).width == 128
-    with pytest.raises(VectorFileError, match="d_sae=64"):
+    with pytest.raises(VectorFileError, match="the SAE has 64 latents"):
         load_vector(path, model=model, sae=make_sae(d_sae=64))
     with pytest.raises(VectorFileError, match="reads 'blocks.2.hook_resid_post'"):
         load_vector(path, model=model, sae=make_sae(layer=2))
@@ -144,3 +144,42 @@ def test_non_finite_or_undescribed_vector_files_are_refused(tmp_path):
     with pytest.raises(VectorFileError, match="is a folder"):
         save_vector(SteeringVector("dense", torch.ones(3), "blocks.1.hook_resid_post"), tmp_path)
     assert not list(tmp_path.glob(".*.partial"))  # writes are renamed into place
+
+
+def test_gguf_export_checks_the_vector_against_the_model_and_sae_it_is_given(tmp_path, sae_dir):
+    from yapo_core.errors import SettingsError
+
+    model = make_model("llama")
+    sae = load_sae(path=sae_dir)
+    trained_on = load_vector(save_vector(SteeringVector("dense", torch.ones(32), "blocks.1.hook_resid_post"),
+                                         tmp_path / "t.safetensors"))
+    deep = SteeringVector("dense", torch.ones(32), "blocks.9.hook_resid_post")
+    with pytest.raises(VectorFileError, match="steers layer 9 but this model has only 4 blocks"):
+        export_gguf(deep, tmp_path / "deep.gguf", model=model)
+    sparse = SteeringVector("sparse", torch.ones(sae.cfg.d_sae), "blocks.1.hook_resid_post", sae=sae)
+    wide = make_sae(d_sae=256)
+    with pytest.raises(VectorFileError, match="has 128 entries but the SAE has 256 latents"):
+        export_gguf(sparse, tmp_path / "w.gguf", sae=wide)
+    with pytest.raises(VectorFileError, match="reads 'blocks.3.hook_resid_post'"):
+        export_gguf(sparse, tmp_path / "l.gguf", sae=make_sae(layer=3))
+    with pytest.raises(VectorFileError, match="is a folder; give a file name such as .*vector.safetensors"):
+        export_gguf(trained_on, tmp_path, model=model)
+    with pytest.raises(SettingsError, match="between -1000 and 1000"):
+        export_gguf(trained_on, tmp_path / "big.gguf", model=model, multiplier=1e39)
+
+
+def test_vector_files_with_unreadable_metadata_or_values_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    base = {"format": "yapo-steering-vector", "kind": "dense", "hook_name": "blocks.1.hook_resid_post", "width": "4"}
+    cases = [
+        ({"vector": torch.ones(4)}, {**base, "default_multiplier": "abc"}, "default_multiplier 'abc' is not a finite"),
+        ({"vector": torch.ones(4)}, {**base, "default_multiplier": "nan"}, "default_multiplier 'nan' is not a finite"),
+        ({"vector": torch.ones(4, dtype=torch.int32)}, base, "holds torch.int32 values"),
+        ({"vector": torch.full((4,), 3e38)}, base, "so large .* that its norm overflows"),
+    ]
+    for i, (tensors, meta, message) in enumerate(cases):
+        path = tmp_path / f"v{i}.safetensors"
+        save_file(tensors, str(path), metadata=meta)
+        with pytest.raises(VectorFileError, match=message):
+            load_vector(path)

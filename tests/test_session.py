@@ -469,3 +469,32 @@ def test_spread_takes_evenly_spaced_items_in_order():
     grouped = ["localized"] * 50 + ["nolocalized"] * 50  # a test split grouped by localization
     assert set(S_tasks.evenly_spaced(grouped, 8)) == {"localized", "nolocalized"}
     assert len(S_tasks.evenly_spaced(grouped, 8)) == 8
+
+
+def test_raw_values_from_the_pages_are_checked(ready):
+    run = ready.start_run(ready.default_config(max_steps=2, **QUICK))
+    wait(run)
+    label = run.name
+    with pytest.raises(SettingsError, match="multiplier None is not a number"):
+        ready.export(label, None)
+    with pytest.raises(SettingsError, match="lens_k=-3 must be a whole number"):
+        ready.features(label, lens_k=-3)
+    with pytest.raises(SettingsError, match="max_items=2.5 must be a whole number"):
+        ready.evaluate([label], "preference", [0, 1], max_items=2.5)
+    with pytest.raises(SettingsError, match="max new tokens='5' must be a whole number"):
+        next(ready.generate_stream(label, "hi", [0, 1], max_new_tokens="5"))
+    with pytest.raises(SettingsError, match="enter a prompt"):
+        next(ready.generate_stream(label, 5, [0, 1]))
+    with pytest.raises(SettingsError, match="upload a .safetensors vector file first"):
+        ready.load_vector_file(None)
+    with pytest.raises(SettingsError, match="must be a TrainConfig, not a dict"):
+        ready.start_run({"max_steps": 1})
+    with pytest.raises(SettingsError, match="test_fraction=1.0 must be a finite number above 0 and at most 0.9"):
+        ready.load_task(S_tasks.TaskSpec("file", path=str(ready.task.train.source), test_fraction=1.0))
+
+
+def test_a_custom_sae_is_a_release_or_a_folder_not_both(tiny_world, catalog):
+    s = S_session.Session(catalog=catalog)
+    with pytest.raises(SettingsError, match="either an SAE release and id or a local SAE folder, not both"):
+        s.load_preset(catalog.preset("custom"), model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir),
+                      sae_release="gpt2-small-res-jb", sae_id="blocks.8.hook_resid_pre")

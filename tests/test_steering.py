@@ -7,7 +7,7 @@ from conftest import make_model, make_sae
 
 from yapo_core import SteeringVector
 from yapo_core.architectures import decoder_layers
-from yapo_core.errors import SAELoadError, SettingsError
+from yapo_core.errors import SAELoadError, SettingsError, VectorFileError
 from yapo_core.steering import dense_equivalent
 
 
@@ -147,8 +147,11 @@ def test_sparse_vector_without_sae_or_wrong_width_is_refused():
     with pytest.raises(SAELoadError, match="needs its SAE"):
         with _sparse_vector().apply(model, 1.0):
             pass
-    with pytest.raises(SAELoadError, match="d_sae=64"):
+    with pytest.raises(VectorFileError, match="has 128 entries but the SAE has 64 latents"):
         with _sparse_vector().apply(model, 1.0, sae=make_sae(d_sae=64)):
+            pass
+    with pytest.raises(VectorFileError, match="steers the output of block 1 but the SAE reads 'blocks.3.hook_resid_post'"):
+        with _sparse_vector().apply(model, 1.0, sae=make_sae(layer=3)):
             pass
     with pytest.raises(SettingsError, match="hidden size is 32"):
         with _dense_vector(d=16).apply(model, 1.0):

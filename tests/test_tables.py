@@ -150,3 +150,24 @@ def test_random_column_layouts_give_a_yapo_error_or_valid_pairs(tmp_path):
             table.to_json(path, orient="records", lines=True)
             outcomes.append(_check_outcome(lambda: load_pairs(path)))
     assert "error" in outcomes and "pairs" in outcomes
+
+
+def test_text_that_is_not_valid_unicode_is_named(tmp_path):
+    path = _write(tmp_path, "surrogate.jsonl", '{"prompt": "a\\ud800", "chosen": "b", "rejected": "c"}\n')
+    with pytest.raises(DataError, match="not valid Unicode"):
+        load_pairs(path)
+
+
+def test_limits_columns_and_countries_of_the_wrong_kind():
+    frame = pd.DataFrame([["a", "b", "c"]] * 3, columns=["prompt", "chosen", "rejected"])
+    for limit, message in ((-5, "limit=-5 must be a whole number of at least 1"), ("5", "limit='5'")):
+        with pytest.raises(YapoError, match=message):
+            load_pairs(frame, limit=limit)
+    with pytest.raises(DataError, match="has column 'prompt' twice"):
+        load_pairs(pd.DataFrame([["a", "b", "c", "d"]], columns=["prompt", "chosen", "rejected", "prompt"]))
+    with pytest.raises(DataError, match="has a column named \\('prompt',\\), which is not text"):
+        load_pairs(pd.DataFrame({("prompt",): ["a"], "chosen": ["b"], "rejected": ["c"]}))
+    dcl = pd.DataFrame({"country": ["egypt"], "localization_status": ["localized"], "prompt-mcq": ["q"],
+                        "chosen-mcq": ["A"], "rejected_m_mcq": ["B"]})
+    with pytest.raises(DataError, match="country=5 must be a country name"):
+        load_pairs(dcl, country=5)

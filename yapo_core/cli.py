@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import fields
 from pathlib import Path
 
-from .errors import YapoError
+from .errors import SettingsError, YapoError
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -240,8 +240,9 @@ def cmd_generate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export_gguf, load_vector
+    from .export import check_output_path, export_gguf, load_vector
 
+    check_output_path(args.out, "vector.gguf")
     vector = load_vector(args.vector)
     sae = _load_sae_from_args(args, vector)
     model = None
@@ -257,9 +258,11 @@ def cmd_export(args) -> int:
 
 def cmd_eval(args) -> int:
     from .evaluation import METRICS, applicable_metrics, evaluate_metric
-    from .export import load_vector
+    from .export import check_output_path, load_vector
     from .plots import multiplier_sweep
 
+    if args.out:
+        check_output_path(args.out, "sweep.json")  # before the sweep, not after
     multipliers = _multipliers(args.multipliers)
     model, tokenizer = _load_model_from_args(args)
     vector = sae = None
@@ -287,10 +290,16 @@ def cmd_eval(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    from . import checks
     from .comparison import demo_comparison
-    from .methods import get_method
+    from .methods import METHODS, get_method
 
     methods = [get_method(m.strip()).key for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise SettingsError(f"--methods {args.methods!r} names no method; use some of {', '.join(METHODS)}.")
+    if args.steps is not None:
+        checks.whole("--steps", args.steps, 1)
+    checks.folder("--out", args.out)  # before any training
     multipliers = _multipliers(args.multipliers)
     overrides = {k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size), ("mcq_rejected", args.mcq_rejected))
                  if v is not None}

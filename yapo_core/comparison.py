@@ -2,8 +2,9 @@
 
 :func:`compare_methods` trains or computes each method's vector on the same training pairs and
 reports, per method: steps until the training loss first falls below 0.1 (YaPO, BiPO), the
-final loss, MCQ accuracy over a multiplier sweep (at the best multiplier, at 1 and at 2, where
-the paper reports CAA and SAS collapse) and the capability change at multiplier 1.
+final loss, MCQ accuracy over a multiplier sweep (at the multiplier chosen on a validation split
+carved from the training pairs, at 1 and at 2, where the paper reports CAA and SAS collapse) and
+the capability change at the chosen multiplier.
 :func:`demo_comparison` runs it on a culture task of the built-in demo world.
 """
 
@@ -17,7 +18,7 @@ from typing import Callable, Sequence
 
 from torch import nn
 
-from .data import PreferencePair
+from .data import PreferencePair, split_pairs
 from .demo import TRAINING, build_demo_world
 from .evaluation import (
     DEFAULT_MULTIPLIERS,
@@ -43,29 +44,39 @@ class MethodResult:
     seconds: float
     steps_to_loss_below_0_1: int | None = None
     final_loss: float | None = None
-    accuracy: dict[float, float] = field(default_factory=dict)
-    capability_change: float | None = None
+    accuracy: dict[float, float] = field(default_factory=dict)  # on the test split, per multiplier
+    capability_change: float | None = None  # at the chosen multiplier
     l0: int = 0
     loss_curve: list[float] = field(default_factory=list)
+    validation_accuracy: dict[float, float] = field(default_factory=dict)
 
     @property
-    def best_multiplier(self) -> float:
-        return max(self.accuracy, key=lambda m: (self.accuracy[m], -abs(m)))
+    def chosen_multiplier(self) -> float:
+        """The multiplier the method is reported at: the best on the validation split (never the
+        test split), the smallest in size among ties; the best on the test split without one."""
+        scores = self.validation_accuracy or self.accuracy
+        return best_multiplier(scores)
 
     def row(self) -> dict:
         acc = self.accuracy
+        chosen = self.chosen_multiplier
         return {
             "method": self.method.upper() if self.method != "yapo" else "YaPO",
             "steps to loss < 0.1": self.steps_to_loss_below_0_1 if self.steps_to_loss_below_0_1 is not None else "—",
             "final loss": f"{self.final_loss:.3f}" if self.final_loss is not None else "—",
-            "best multiplier": f"{self.best_multiplier:g}",
-            "accuracy at best": f"{acc[self.best_multiplier]:.2f}",
+            "multiplier (validation)" if self.validation_accuracy else "best multiplier (test)": f"{chosen:g}",
+            "accuracy at it": f"{acc[chosen]:.2f}",
             "accuracy at 1": f"{acc.get(1.0, float('nan')):.2f}",
             "accuracy at 2": f"{acc.get(2.0, float('nan')):.2f}",
             "capability change": f"{self.capability_change:+.3f}" if self.capability_change is not None else "—",
             "L0": self.l0,
             "seconds": f"{self.seconds:.0f}",
         }
+
+
+def best_multiplier(scores: dict[float, float]) -> float:
+    """The multiplier with the highest score; among ties the smallest in size (then the positive)."""
+    return max(scores, key=lambda m: (scores[m], -abs(m), m))
 
 
 @dataclass
@@ -121,29 +132,43 @@ def compare_methods(
     train_config: dict | None = None,
     task: str = "task",
     on_progress: Callable[[str], None] | None = None,
+    validation_fraction: float = 0.2,
+    seed: int = 0,
 ) -> ComparisonResult:
-    """Make each method's vector on ``train_pairs`` and measure it on ``test_items``."""
+    """Make each method's vector on ``train_pairs`` and measure it on ``test_items``.
+
+    A seeded ``validation_fraction`` of the training pairs is held out from training; each
+    method's multiplier is chosen on it (:attr:`MethodResult.chosen_multiplier`), so the test
+    split is used for nothing but the report. ``validation_fraction=0`` trains on every pair and
+    reports each method at its best test multiplier (labelled as such)."""
     say = on_progress or (lambda msg: None)
     layer = check_sae_fits(model, sae).resid_layer
     config = dict(train_config or {})
     chosen = [get_method(m) for m in methods]  # refuse an unknown method before any work
+    fit, held = split_pairs(train_pairs, validation_fraction, seed)
+    validation = mcq_items_from_pairs(held) if held else []
     results = []
     baseline = mcq_accuracy(model, tokenizer, test_items)
     for method in chosen:
         say(f"{method.key}: building the vector")
         start = time.perf_counter()
         losses: list[float] = []
-        vector = make_vector(method, model, tokenizer, train_pairs, sae=sae, layer=layer, config=TrainConfig(**config),
+        vector = make_vector(method, model, tokenizer, fit, sae=sae, layer=layer, config=TrainConfig(**config),
                              on_step=lambda m: losses.append(m.loss))
         seconds = time.perf_counter() - start
         say(f"{method.key}: sweeping multipliers")
+        on_validation = (sweep(lambda m: mcq_accuracy(model, tokenizer, validation, vector, m, sae=sae), multipliers)
+                         if validation else {})
         accuracy = sweep(lambda m: mcq_accuracy(model, tokenizer, test_items, vector, m, sae=sae), multipliers)
-        change = capability_change(capability, model, vector, 1.0, sae)["change"] if capability else None
-        below = next((i + 1 for i, loss in enumerate(losses) if loss < LOSS_THRESHOLD), None)
-        results.append(MethodResult(method.key, seconds, below, losses[-1] if losses else None, accuracy, change,
-                                    vector.l0(), losses))
-    return ComparisonResult(task, baseline, results, {"train_config": config, "multipliers": list(multipliers),
-                                                      "n_train": len(train_pairs), "n_test": len(test_items)})
+        result = MethodResult(method.key, seconds, None, losses[-1] if losses else None, accuracy, None, vector.l0(),
+                              losses, on_validation)
+        result.steps_to_loss_below_0_1 = next((i + 1 for i, loss in enumerate(losses) if loss < LOSS_THRESHOLD), None)
+        if capability:
+            result.capability_change = capability_change(capability, model, vector, result.chosen_multiplier, sae)["change"]
+        results.append(result)
+    return ComparisonResult(task, baseline, results, {
+        "train_config": config, "multipliers": list(multipliers), "n_train": len(fit), "n_validation": len(held),
+        "n_test": len(test_items), "multiplier_choice": "validation split" if held else "best on the test split"})
 
 
 def demo_comparison(

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from . import checks
 from .errors import DataError
 from .tables import read_table
 
@@ -68,12 +69,23 @@ class PairSet:
         return self.pairs[i]
 
     def split(self, test_fraction: float = 0.2, seed: int = 0) -> tuple["PairSet", "PairSet"]:
-        """A seeded train/test split (for data that comes without one)."""
-        gen = torch.Generator().manual_seed(seed)
-        order = torch.randperm(len(self.pairs), generator=gen).tolist()
-        n_test = max(1, int(round(len(order) * test_fraction))) if len(order) > 1 else 0
-        pick = lambda idx: PairSet([self.pairs[i] for i in idx], self.schema, self.columns, self.source)  # noqa: E731
-        return pick(order[n_test:]), pick(order[:n_test])
+        """A seeded train/test split (for data that comes without one); see :func:`split_pairs`."""
+        checks.number("test_fraction", test_fraction, above=0, most=0.9)
+        train, test = split_pairs(self.pairs, test_fraction, seed)
+        return (PairSet(train, self.schema, self.columns, self.source),
+                PairSet(test, self.schema, self.columns, self.source))
+
+
+def split_pairs(pairs: Sequence, fraction: float, seed: int = 0) -> tuple[list, list]:
+    """``pairs`` split at random (seeded) into the rest and a held-out ``fraction`` (at least one
+    pair and at most all but one, when there are two or more; none when ``fraction`` is 0)."""
+    checks.number("fraction", fraction, least=0, most=0.9)
+    pairs = list(pairs)
+    if fraction == 0 or len(pairs) < 2:
+        return pairs, []
+    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(checks.seed(seed))).tolist()
+    n = min(len(pairs) - 1, max(1, int(round(len(pairs) * fraction))))
+    return [pairs[i] for i in order[n:]], [pairs[i] for i in order[:n]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,6 +102,16 @@ def detect_schema(columns: Iterable[str]) -> str:
         "question/matching/not_matching, question/A/B/matching, or Deep-Culture-Lense columns. "
         "Name yours with columns={'prompt': ..., 'chosen': ..., 'rejected': ...}."
     )
+
+
+def _check_columns(columns, name) -> None:
+    seen = set()
+    for col in columns:
+        if not isinstance(col, str):
+            raise DataError(f"data {str(name)!r} has a column named {col!r}, which is not text; name every column.")
+        if col in seen:
+            raise DataError(f"data {str(name)!r} has column {col!r} twice; give each column its own name.")
+        seen.add(col)
 
 
 def _require(df, wanted: dict[str, str], schema: str) -> None:
@@ -121,10 +143,13 @@ def load_pairs(
     ``open_ended``, with the rejected answers of ``rejected_model`` (the only one present is
     used when not named).
     """
+    if limit is not None:
+        checks.whole("limit", limit, 1)
     df = read_table(source, split)
     name = source if isinstance(source, (str, os.PathLike)) else type(source).__name__
     if len(df) == 0 or len(df.columns) == 0:
         raise DataError(f"data {str(name)!r} is empty: it has no rows.")
+    _check_columns(df.columns, name)
     if schema == "auto":
         schema = "pairs" if columns and {"prompt", "chosen", "rejected"} <= set(columns) else detect_schema(df.columns)
     if schema not in SCHEMA_COLUMNS:
@@ -173,7 +198,10 @@ def _dcl_columns(df, country, localization, form, rejected_model, overrides):
     roles = {"prompt": prompt_col, "chosen": chosen_col, "rejected": rejected_col, **(overrides or {})}
     _require(df, roles, "dcl")
     if country is not None:
-        wanted = {country.lower()} if isinstance(country, str) else {c.lower() for c in country}
+        names = [country] if isinstance(country, str) else list(country) if isinstance(country, (list, tuple, set)) else None
+        if not names or not all(isinstance(c, str) for c in names):
+            raise DataError(f"country={country!r} must be a country name or a list of names, e.g. 'egypt'.")
+        wanted = {c.lower() for c in names}
         known = sorted(set(df["country"].astype(str).str.lower()))
         unknown = wanted - set(known)
         if unknown:

@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from . import checks
 from .architectures import capped_length
 from .data import PreferencePair, is_letter_answer, option_letters
 from .encoding import EncodedPair, collate, encode_pairs, encode_prompt, render_answer
@@ -238,7 +239,7 @@ def parse_multipliers(text: str | Sequence[float]) -> list[float]:
         values.append(value)
     if not values:
         raise SettingsError("give at least one multiplier, e.g. -2, -1, 0, 1, 2.")
-    return sorted(set(values))
+    return sorted(set(checks.multipliers(values)))
 
 
 @dataclass(frozen=True)
@@ -327,6 +328,10 @@ def evaluate_metric(metric: str, model, tokenizer, pairs: Sequence[PreferencePai
     pairs = list(pairs)
     if not pairs:
         raise DataError("no pairs to evaluate.")
+    if vector is not None:
+        multipliers = checks.multipliers(multipliers)
+    elif chosen.key == "preference":
+        raise SettingsError("the preference accuracy compares the steered model with the unsteered one; give a vector.")
     if not chosen.applies(pairs):
         raise DataError(f"the {chosen.label} cannot score these pairs: it needs {chosen.needs}. Metrics that can: "
                         f"{', '.join(applicable_metrics(pairs))}.")

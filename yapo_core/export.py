@@ -9,20 +9,20 @@ going to be applied to and says what does not match.
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from . import checks
 from ._version import __version__
 from .architectures import num_layers
-from .errors import SettingsError, VectorFileError
+from .errors import VectorFileError
 from .hooks import hook_point_from_name
 from .models import model_fingerprint, same_weights
 from .models import model_id as model_id_of
-from .saes import SAESource, sae_fingerprint, sae_source
+from .saes import SAESource, sae_fingerprint
 from .steering import FORMULAS, SteeringVector, dense_equivalent
 
 KEPT_METADATA = ("training", "steps", "library_version", "data_report", "d_sae", "d_model", "model_fingerprint",
@@ -103,12 +103,14 @@ def vector_metadata(vector: SteeringVector, sae: nn.Module | None = None) -> dic
     return meta
 
 
-def check_output_path(path: str | Path) -> Path:
-    """Refuse a path a vector could not be written to (a folder, or under a folder this process
+def check_output_path(path: str | Path, example: str = "vector.safetensors") -> Path:
+    """Refuse a path a file could not be written to (a folder, or under a folder this process
     cannot write), naming it and the fix; callers check before long work, not after."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise VectorFileError(f"output path {path!r} is empty; give a file name such as {example!r}.")
     path = Path(path).expanduser()
     if path.is_dir():
-        raise VectorFileError(f"{str(path)!r} is a folder; give a file name such as {str(path / 'vector.safetensors')!r}.")
+        raise VectorFileError(f"{str(path)!r} is a folder; give a file name such as {str(path / example)!r}.")
     folder = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise VectorFileError(f"{str(path)!r} cannot be written ({str(folder)!r} is not a writable folder); "
@@ -154,6 +156,11 @@ def load_vector(
     values = tensors["vector"]
     if values.ndim != 1 or str(values.numel()) != meta.get("width"):
         raise VectorFileError(f"{name!r}: the vector's shape {tuple(values.shape)} disagrees with its metadata.")
+    if not values.is_floating_point():
+        raise VectorFileError(f"{name!r} holds {values.dtype} values, not floating-point numbers: it is not a steering vector.")
+    if torch.isfinite(values).all() and not torch.isfinite(values.float().norm()):
+        raise VectorFileError(f"{name!r} holds values so large (up to {values.abs().max().item():.3g}) that its norm "
+                              "overflows: it cannot steer anything.")
     if not torch.isfinite(values).all():
         bad = int((~torch.isfinite(values)).sum())
         raise VectorFileError(f"{name!r} holds {bad} non-finite value(s) (NaN or infinity): it cannot steer anything; "
@@ -170,13 +177,21 @@ def load_vector(
             path=meta.get("sae_path") or None,
             neuronpedia_id=meta.get("sae_neuronpedia_id") or None,
         ),
-        default_multiplier=float(meta.get("default_multiplier", "1.0")),
+        default_multiplier=_default_multiplier(meta.get("default_multiplier", "1.0"), name),
         metadata={k: v for k, v in meta.items() if k in KEPT_METADATA},
         sae=sae if meta["kind"] == "sparse" else None,
     )
     if model is not None:
         check_vector_matches(vector, model, sae, allow_other_model, name)
     return vector
+
+
+def _default_multiplier(text: str, name: str) -> float:
+    try:
+        return checks.multipliers([text], "default_multiplier")[0]
+    except Exception:
+        raise VectorFileError(f"{name!r}: its default_multiplier {text!r} is not a finite number; rewrite the file with "
+                              "yapo_core.save_vector.") from None
 
 
 def check_vector_matches(vector, model, sae=None, allow_other_model=False, name="vector") -> None:
@@ -197,28 +212,11 @@ def check_vector_matches(vector, model, sae=None, allow_other_model=False, name=
     if point.layer >= n:
         raise VectorFileError(f"{name} steers layer {point.layer} but this model has only {n} blocks (0..{n - 1}).")
     if vector.kind == "sparse" and sae is not None:
-        theirs, ours = vector.sae_source, sae_source(sae)
-        if theirs.release and ours.release and (theirs.release, theirs.sae_id) != (ours.release, ours.sae_id):
-            raise VectorFileError(
-                f"{name} was trained with SAE {theirs.describe()} but {ours.describe()} was given; "
-                "load the SAE it was trained with."
-            )
-        sae_hook = sae.cfg.metadata.get("hook_name")
-        if sae_hook and hook_point_from_name(sae_hook).resid_layer != vector.layer:
-            raise VectorFileError(
-                f"{name} steers the output of block {vector.layer} but the SAE reads {sae_hook!r}; "
-                "load the SAE of that layer."
-            )
+        vector.check_sae(sae, name)
     try:
         vector.check_fits(model, sae)
     except Exception as exc:
         raise VectorFileError(f"{name} does not fit: {exc}") from exc
-    fingerprint = vector.metadata.get("sae_fingerprint")
-    if vector.kind == "sparse" and sae is not None and fingerprint and not same_weights(fingerprint, sae_fingerprint(sae)):
-        raise VectorFileError(
-            f"{name} was trained with other SAE weights than those of {sae_source(sae).describe()} (same width and "
-            "hook, other values); load the SAE it was trained with."
-        )
 
 
 def export_gguf(
@@ -228,6 +226,7 @@ def export_gguf(
     sae: nn.Module | None = None,
     multiplier: float = 1.0,
     model_hint: str | None = None,
+    allow_other_model: bool = False,
 ) -> dict[str, float | str]:
     """Write a llama.cpp control vector (GGUF) for ``vector`` at ``multiplier``.
 
@@ -238,12 +237,12 @@ def export_gguf(
     import gguf
     import numpy as np
 
-    try:
-        finite = not isinstance(multiplier, bool) and math.isfinite(float(multiplier))
-    except (TypeError, ValueError):
-        finite = False
-    if not finite:
-        raise SettingsError(f"multiplier={multiplier!r} must be a finite number (the scale baked into the file).")
+    checks.multipliers([multiplier], "multiplier")
+    check_output_path(path)
+    if model is not None:  # the model names the file's layer count and hint: it must be the vector's
+        check_vector_matches(vector, model, sae, allow_other_model)
+    elif vector.kind == "sparse" and sae is not None:
+        vector.check_sae(sae)
     layer = vector.layer
     if layer < 1:
         raise VectorFileError("llama.cpp control vectors cannot steer block 0 (its layers start at 1).")

@@ -13,7 +13,6 @@ exactly the non-streamed one.
 
 from __future__ import annotations
 
-import math
 import queue
 import threading
 from contextlib import nullcontext
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 from transformers.generation.streamers import BaseStreamer
 
+from . import checks
 from .architectures import context_length
 from .encoding import has_chat_template, render_prompt
 from .errors import SettingsError
@@ -72,11 +72,15 @@ def generate(
         raise SettingsError(f"steer_positions={steer_positions!r} is unknown; use one of {list(STEER_POSITIONS)}.")
     if isinstance(prompts, str):
         prompts = [prompts]
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise SettingsError(f"max_new_tokens={max_new_tokens!r} must be a whole number of at least 1.")
-    multipliers = [float(m) for m in multipliers] if vector is not None else [0.0]
-    if not all(math.isfinite(m) for m in multipliers):
-        raise SettingsError(f"multipliers {multipliers} must be finite numbers.")
+    prompts = list(prompts)
+    if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+        raise SettingsError(f"prompts must be one or more non-empty strings; got {prompts!r:.80}.")
+    checks.whole("max_new_tokens", max_new_tokens, 1)
+    checks.seed(seed)
+    if do_sample:
+        checks.number("temperature", temperature, above=0, most=100)
+        checks.number("top_p", top_p, above=0, most=1)
+    multipliers = checks.multipliers(multipliers) if vector is not None else [0.0]
     rows = [(p, m) for p in prompts for m in multipliers]
     enc = encode_for_generation(tokenizer, [p for p, _ in rows], system).to(model_device(model))
     context = context_length(model)

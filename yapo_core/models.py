@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import weakref
 from pathlib import Path
 
@@ -33,6 +34,8 @@ def resolve_device(device: str | None = None) -> str:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return "mps"
         return "cpu"
+    if not isinstance(device, str) or not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
+        raise SettingsError(f"device {device!r} is unknown; use auto, cpu, cuda, cuda:N or mps.")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SettingsError(f"device {device!r} was asked for but no CUDA GPU is visible; use 'cpu'.")
     if device == "mps" and not torch.backends.mps.is_available():

@@ -19,9 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .architectures import hidden_size
-from .errors import SAELoadError, SettingsError
+from .errors import SAELoadError, SettingsError, VectorFileError
 from .hooks import HookPoint, hook_device, hook_point_from_name, parse_hook_name, steering_hook
-from .saes import SAESource, check_sae_fits, decoder_is_linear, decoder_matrix, sae_source
+from .models import same_weights
+from .saes import SAESource, check_sae_fits, decoder_is_linear, decoder_matrix, sae_fingerprint, sae_source
 
 KINDS = ("sparse", "dense")
 FORMULAS = {
@@ -139,12 +140,27 @@ class SteeringVector:
                 f"yapo_core.load_sae; this vector was trained with {self.sae_source.describe()})."
             )
         check_sae_fits(model, sae)
-        if sae.cfg.d_sae != self.width:
-            raise SAELoadError(
-                f"this sparse vector has {self.width} entries but the SAE has d_sae="
-                f"{sae.cfg.d_sae}; load the SAE it was trained with ({self.sae_source.describe()})."
-            )
+        self.check_sae(sae, "this sparse vector")
         return point
+
+    def check_sae(self, sae: nn.Module, name: str = "vector") -> None:
+        """Raise :class:`VectorFileError` when ``sae`` is not the SAE this sparse vector was trained
+        with: another release/id, another layer, another width, or other weights (its fingerprint)."""
+        theirs, ours = self.sae_source, sae_source(sae)
+        if theirs.release and ours.release and (theirs.release, theirs.sae_id) != (ours.release, ours.sae_id):
+            raise VectorFileError(f"{name} was trained with SAE {theirs.describe()} but {ours.describe()} was given; "
+                                  "load the SAE it was trained with.")
+        sae_hook = sae.cfg.metadata.get("hook_name")
+        if sae_hook and hook_point_from_name(sae_hook).resid_layer != self.layer:
+            raise VectorFileError(f"{name} steers the output of block {self.layer} but the SAE reads {sae_hook!r}; "
+                                  "load the SAE of that layer.")
+        if sae.cfg.d_sae != self.width:
+            raise VectorFileError(f"{name} has {self.width} entries but the SAE has {sae.cfg.d_sae} latents; load the "
+                                  f"SAE it was trained with ({theirs.describe()}).")
+        fingerprint = self.metadata.get("sae_fingerprint")
+        if fingerprint and not same_weights(fingerprint, sae_fingerprint(sae)):
+            raise VectorFileError(f"{name} was trained with other SAE weights than those of {ours.describe()} (same "
+                                  "width and hook, other values); load the SAE it was trained with.")
 
     @contextlib.contextmanager
     def apply(

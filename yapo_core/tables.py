@@ -193,7 +193,11 @@ def _records(rows, name: str):
         bad = [k for k in row if not isinstance(k, str)]
         if bad:
             raise DataError(f"item {n} of {name!r} has a column name that is not text: {bad[0]!r}.")
-    return pd.DataFrame(list(rows))
+    try:
+        return pd.DataFrame(list(rows))
+    except UnicodeError as exc:  # e.g. a lone surrogate ("\ud800") escaped in JSON
+        raise DataError(f"{name!r} holds text that is not valid Unicode ({exc.reason}, e.g. a lone surrogate "
+                        "escape such as \\ud800); fix or drop those characters.") from None
 
 
 def _json_kind(value) -> str:

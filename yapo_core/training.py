@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -27,76 +27,19 @@ from torch import nn
 
 from ._version import __version__
 from .architectures import capped_length, context_length, hidden_size
-from .data import MCQ_REJECTED, PairSet, PreferencePair, against_every_option
+from .data import PairSet, PreferencePair, against_every_option
 from .encoding import EncodedPair, EncodeReport, encode_pairs
 from .errors import SettingsError, TrainingError
 from .export import FORMAT, load_vector, open_safetensors
 from .hooks import block_output
 from .logprobs import pad_token_id
 from .models import model_device, model_id
-from .objectives import ENGINES, make_objective, preference_loss
+from .objectives import make_objective, preference_loss
 from .saes import SAESource, check_sae_fits, provenance, sae_source
 from .steering import TRAINED_METHOD, SteeringVector
+from .train_config import TrainConfig
 
-
-@dataclass
-class TrainConfig:
-    """Training settings; the defaults are those of the public YaPO/BiPO runs (docs/method.md §3)."""
-
-    kind: str = "sparse"
-    layer: int | None = None  # block whose output is steered; from the SAE's hook when sparse
-    lr: float = 5e-4
-    warmup_steps: int = 100
-    epochs: int = 20
-    max_steps: int | None = None  # stop earlier than ``epochs`` when set
-    batch_size: int = 4
-    beta: float = 0.1
-    grad_clip: float = 1.0
-    weight_decay: float = 0.0
-    seed: int = 11
-    max_length: int = 512
-    checkpoint_every: int = 0  # steps; 0 = no checkpoints
-    checkpoint_dir: str | None = None
-    engine: str = "auto"  # "fast" (cached, tail-only; yapo_core.objectives), "simple", or "auto"
-    cache_dir: str | None = None  # where the fast engine keeps its activation cache on disk
-    cache_in_memory: bool | None = None  # None: in memory unless too large and cache_dir is set
-    # "given": each pair's own rejected answer (the papers); "every_option": multiple-choice pairs
-    # are trained against every wrong option (data.against_every_option)
-    mcq_rejected: str = "given"
-
-    def __post_init__(self):
-        if self.kind not in ("sparse", "dense"):
-            raise SettingsError(f"kind {self.kind!r} is unknown; use 'sparse' (YaPO) or 'dense' (BiPO).")
-        for name in ("lr", "beta", "grad_clip"):  # finite and positive (clipping at 0 would train nothing)
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise SettingsError(f"{name}={value!r} must be a finite number above 0 (default "
-                                    f"{getattr(TrainConfig, name)}).")
-        if not isinstance(self.weight_decay, (int, float)) or not math.isfinite(self.weight_decay) or self.weight_decay < 0:
-            raise SettingsError(f"weight_decay={self.weight_decay!r} must be a finite number of at least 0 (default 0).")
-        for name, least in (("batch_size", 1), ("epochs", 1), ("max_length", 2), ("warmup_steps", 0),
-                            ("checkpoint_every", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise SettingsError(f"{name}={value!r} must be a whole number of at least {least}.")
-        if self.max_steps is not None and (isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int)
-                                           or self.max_steps < 1):
-            raise SettingsError(f"max_steps={self.max_steps!r} must be a whole number of at least 1, or None "
-                                "(train for the given epochs).")
-        if self.engine not in ENGINES:
-            raise SettingsError(f"engine {self.engine!r} is unknown; use one of {list(ENGINES)}.")
-        if self.mcq_rejected not in MCQ_REJECTED:
-            raise SettingsError(f"mcq_rejected={self.mcq_rejected!r} is unknown; use one of {list(MCQ_REJECTED)}.")
-        if self.checkpoint_every and not self.checkpoint_dir:
-            raise SettingsError("checkpoint_every is set but checkpoint_dir is not; give a folder.")
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+__all__ = ["TrainConfig", "Trainer", "TrainState", "StepMetrics", "train_vector", "trained_vector", "warmup_cosine"]
 
 
 @dataclass
@@ -148,6 +91,10 @@ class Trainer:
     ):
         self.model, self.tokenizer, self.sae = model, tokenizer, sae
         self.config = config = config or TrainConfig()
+        if not isinstance(config, TrainConfig):
+            raise SettingsError(f"config must be a TrainConfig (e.g. TrainConfig(lr=1e-3)), not a {type(config).__name__}.")
+        if sae is not None and not isinstance(sae, nn.Module):
+            raise SettingsError(f"sae must be a loaded SAE (yapo_core.load_sae(...)), not a {type(sae).__name__}.")
         if config.kind == "sparse":
             if sae is None:
                 raise SettingsError("a sparse (YaPO) vector needs an SAE: pass sae=.")
@@ -162,6 +109,10 @@ class Trainer:
             )
             width = hidden_size(model)
         pairs = list(pairs)
+        strangers = [p for p in pairs if not isinstance(p, (PreferencePair, EncodedPair))]
+        if strangers:
+            raise SettingsError(f"pairs must be PreferencePair objects (yapo_core.load_pairs gives them), not "
+                                f"{type(strangers[0]).__name__} like {strangers[0]!r:.60}.")
         if config.mcq_rejected == "every_option":
             if any(not isinstance(p, PreferencePair) for p in pairs):
                 raise SettingsError("mcq_rejected='every_option' needs the pairs as text (PreferencePair), "

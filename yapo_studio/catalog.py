@@ -105,6 +105,8 @@ def spec_for(preset: Preset, model: str | None = None, sae_release: str | None =
         if not model or not model.strip():
             raise SettingsError("enter a model: a Hugging Face id (e.g. openai-community/gpt2) or a local folder.")
         release, sae_id, path = (sae_release or "").strip() or None, (sae_id or "").strip() or None, (sae_path or "").strip() or None
+        if path and release:
+            raise SettingsError("give either an SAE release and id or a local SAE folder, not both.")
         if release and not sae_id:
             raise SettingsError(f"SAE release {release!r} needs an SAE id too (e.g. blocks.8.hook_resid_pre).")
         if not (release or path) and layer is None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from yapo_core import checks
 from yapo_core import evaluation as ev
 from yapo_core.demo import TRAINING, load_demo_world
 from yapo_core.errors import SettingsError, VectorFileError, YapoError
@@ -125,6 +126,8 @@ class Session:
         """Start training the session's method on its task, in the background."""
         bundle = self.require_ready()
         config = config or self.default_config()
+        if not isinstance(config, TrainConfig):
+            raise SettingsError(f"the run's settings must be a TrainConfig, not a {type(config).__name__}.")
         if config.kind != self.method.kind:
             raise SettingsError(f"{self.method.label} trains a {self.method.kind} vector, but the settings say {config.kind!r}.")
         if config.kind == "sparse" and bundle.sae is None:
@@ -187,6 +190,8 @@ class Session:
 
     def load_vector_file(self, path: str | os.PathLike) -> VectorEntry:
         """Load a ``.safetensors`` vector, checked against the current model and SAE."""
+        if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+            raise SettingsError("upload a .safetensors vector file first.")
         if self.bundle is None:
             raise SettingsError("load the model the vector was made for on the Setup page first.")
         if len(self.runs) + len(self.files) >= self.max_runs:
@@ -217,8 +222,9 @@ class Session:
                         steer_positions: str = "all") -> Iterator[dict[float, str]]:
         """Answers to ``prompt`` at each multiplier, streamed; one batched call, same settings and seed.
         ``steer_positions``: ``"all"`` (the method) or ``"prompt"`` (see :func:`~yapo_core.generation.generate`)."""
-        if not prompt or not prompt.strip():
+        if not isinstance(prompt, str) or not prompt.strip():
             raise SettingsError("enter a prompt, or pick one from the test split.")
+        checks.whole("max new tokens", max_new_tokens, 1)
         limits = current()
         if not 1 <= max_new_tokens <= limits.max_new_tokens:
             raise SettingsError(f"max new tokens must be between 1 and {limits.max_new_tokens}, not {max_new_tokens} "
@@ -242,6 +248,7 @@ class Session:
         ``"prompt"`` (see :func:`~yapo_core.generation.generate`).
         """
         ev.get_metric(metric)
+        checks.whole("max_items", max_items, 1)
         if not labels:
             raise SettingsError("choose at least one vector to evaluate.")
         curves = []
@@ -297,6 +304,8 @@ class Session:
 
     def features(self, label: str, k: int = 10, n_texts: int = 32, lens_k: int = 8):
         """The feature report of a vector, with activations on its task's test pairs."""
+        for name, value in (("k", k), ("n_texts", n_texts), ("lens_k", lens_k)):
+            checks.whole(name, value, 1)
         e = self.entry(label)
         b = e.bundle
         if b.sae is None:
@@ -309,6 +318,7 @@ class Session:
 
     def export(self, label: str, multiplier: float = 1.0) -> ExportResult:
         """Write the vector as ``.safetensors`` and as a llama.cpp GGUF control vector."""
+        (multiplier,) = checks.multipliers([multiplier], "multiplier")
         e = self.entry(label)
         b = e.bundle
         stem = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()[:80] or "vector"
