@@ -16,7 +16,8 @@ from .common import HEAVY, STEER_LABELS, AppContext, need, parse_multipliers, us
 
 HELP = """Which multiplier, and which method? Each vector is measured on **its own task's held-out data** at every
 multiplier (m = 0 is the unsteered model). The metrics offered are those that apply to the chosen vectors' tasks,
-each on the split it needs: *MCQ accuracy* reads the most likely answer letter (MCQ tasks); *behaviour rate* is
+each on the split it needs: *MCQ accuracy* reads the most likely answer letter (MCQ tasks), or the letter of the
+greedy reply (*generated answer*; a reply with no option letter counts as wrong); *behaviour rate* is
 BiPO's A/B evaluation (its `test_infer` questions); *preference accuracy* works for any pairs; *generation accuracy*
 reads open answers, with every token steered (the method) or only the prompt tokens. The paper reports CAA and
 SAS peaking near m = 0.5 and collapsing at 1 and above, while YaPO keeps improving up to 2."""

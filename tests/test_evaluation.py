@@ -123,8 +123,31 @@ def test_each_metric_says_which_pairs_it_can_score():
     mcq = [PreferencePair("Q?\nA. x\nB. y\nC. z\nAnswer with the letter.", "C", "A")]
     ab = [PreferencePair(format_ab_prompt("Take it?", "Yes", "No"), "A", "B")]
     open_ = [PreferencePair("What is eaten?", "A bowl of rice", "Bread")]  # starts with 'A' but is a sentence
-    assert applicable_metrics(mcq) == ["preference", "mcq"]
-    assert applicable_metrics(ab) == ["preference", "mcq", "behaviour"]
+    assert applicable_metrics(mcq) == ["preference", "mcq", "mcq_generated"]
+    assert applicable_metrics(ab) == ["preference", "mcq", "mcq_generated", "behaviour"]
     assert applicable_metrics(open_) == ["preference", "generation"]
     assert applicable_metrics(mcq + open_) == ["preference"]
     assert applicable_metrics([PreferencePair("No options here", "B", "A")]) == ["preference"]
+
+
+@pytest.mark.parametrize("reply, letter", [
+    ("B", "B"), ("(C)", "C"), ("B. Koshari", "B"), ("A) yes", "A"), ("D: tea", "D"),
+    ("The answer is (B).", "B"), ("I pick option c", "C"), ("Answer: A", "A"),
+    ("Koshari, a dish of rice.", None), ("", None), ("Z", None), ("I think so", None),
+])
+def test_the_answer_letter_is_read_from_a_reply_by_a_documented_parser(reply, letter):
+    from yapo_core.evaluation import parse_answer_letter
+
+    assert parse_answer_letter(reply, "ABCD") == letter
+
+
+def test_mcq_by_generated_answer_counts_unparseable_replies_as_wrong(tokenizer, monkeypatch):
+    import yapo_core.evaluation as ev
+
+    items = [ev.MCQItem(f"Q{i}?\nA. x\nB. y", gold, "AB") for i, gold in enumerate("ABAB")]
+    replies = iter(["A", "The answer is A", "no idea", "(B) y"])
+    monkeypatch.setattr(ev, "generate", lambda model, tok, prompts, *a, **k: [{0.0: next(replies)} for _ in prompts])
+    report = ev.mcq_generation_report(None, tokenizer, items)
+    assert report["accuracy"] == 0.5 and report["unparseable"] == 0.25
+    assert report["replies"] == ["A", "The answer is A", "no idea", "(B) y"]
+    assert "mcq_generated" in ev.applicable_metrics([PreferencePair(items[0].prompt, "A", "B")])

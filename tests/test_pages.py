@@ -115,7 +115,7 @@ def test_evaluate_offers_the_metrics_of_the_chosen_vectors_tasks(trained):
     assert [key for _, key in metric["choices"]] == ["preference", "generation"] and metric["value"] == "preference"
     assert metric["choices"][1][0].endswith("· test")
     assert evaluate.metric_choices(trained, [label], "generation")["value"] == "generation"
-    assert len(evaluate.metric_choices(None, [])["choices"]) == 4  # nothing chosen: all of them
+    assert len(evaluate.metric_choices(None, [])["choices"]) == 5  # nothing chosen: all of them
 
 
 def test_multipliers_are_parsed_and_bounded():

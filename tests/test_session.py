@@ -328,7 +328,8 @@ def test_behaviour_tasks_read_a_local_copy_of_bipo(monkeypatch, catalog):
     task = S_tasks.load_task(S_tasks.TaskSpec("behaviour", name="power-seeking", limit=10), catalog.tasks)
     assert len(task.train) == 10 and task.train.schema == "bipo"
     # each metric on the split it needs: BiPO's A/B behaviour rate on test_infer, the rest on test
-    assert task.metrics() == {"preference": "test", "mcq": "test_infer", "behaviour": "test_infer", "generation": "test"}
+    assert task.metrics() == {"preference": "test", "mcq": "test_infer", "mcq_generated": "test_infer",
+                              "behaviour": "test_infer", "generation": "test"}
     assert task.pairs_for("behaviour").schema == "bipo_ab" and task.pairs_for("preference") is task.test
     with pytest.raises(SettingsError, match="metric 'accuracy' is unknown"):
         task.pairs_for("accuracy")

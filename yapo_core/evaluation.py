@@ -5,6 +5,8 @@
 - :func:`mcq_accuracy`: multiple choice by the likelihood of each answer letter (the answer turn
   "X" + end of turn); with two options and the behaviour's letter as gold it is BiPO's behaviour
   rate (:func:`behaviour_rate`).
+- :func:`mcq_generation_report`: multiple choice by the generated answer (greedy), its letter read
+  by :func:`parse_answer_letter`; unparseable replies count as wrong and are reported.
 - :func:`generation_accuracy`: open answers by greedy generation, correct when the expected
   answer text appears in the output.
 - :func:`sweep`: any of them as a function of the multiplier; :func:`capability_change`: the same
@@ -167,6 +169,43 @@ def behaviour_rate(model, tokenizer, pairs: Sequence[PreferencePair], vector=Non
     return mcq_accuracy(model, tokenizer, mcq_items_from_pairs(pairs, "AB"), vector, multiplier, sae)
 
 
+_ANSWER_PATTERNS = (
+    re.compile(r"^\W*\(?([A-Z])\)?(?:[.:)\s]|$)"),  # "B", "(B)", "B. ...", "B) ...", "B: ..."
+    re.compile(r"\b(?:answer|option|choice)\s*(?:is|:)?\s*\(?([A-Z])\)?(?:\W|$)", re.IGNORECASE),  # "The answer is (B)"
+)
+
+
+def parse_answer_letter(reply: str, letters: str) -> str | None:
+    """The option letter a generated reply gives, or None when it gives none of ``letters``.
+
+    Read, in order: a letter that opens the reply (``"B"``, ``"(B)"``, ``"B. Koshari"``,
+    ``"B) ..."``); else the letter after "answer", "option" or "choice" (``"The answer is (B)"``).
+    A reply that names no option letter is unparseable (and scored as wrong)."""
+    for pattern in _ANSWER_PATTERNS:
+        match = pattern.search(reply)
+        if match and match.group(1).upper() in letters:
+            return match.group(1).upper()
+    return None
+
+
+def mcq_generation_report(model, tokenizer, items: Sequence[MCQItem], vector=None, multiplier: float = 1.0,
+                          sae=None, max_new_tokens: int = 8, batch_size: int = 16,
+                          steer_positions: str = "all") -> dict:
+    """MCQ scored by the generated answer (greedy): the letter read by :func:`parse_answer_letter`.
+    Returns the accuracy, the share of unparseable replies (counted as wrong) and the replies."""
+    if not items:
+        raise DataError("no MCQ items to evaluate.")
+    replies = []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        out = generate(model, tokenizer, [i.prompt for i in chunk], vector, [multiplier], sae=sae,
+                       max_new_tokens=max_new_tokens, steer_positions=steer_positions)
+        replies += [o[multiplier if vector is not None else 0.0] for o in out]
+    letters = [parse_answer_letter(r, i.letters) for r, i in zip(replies, items)]
+    return {"accuracy": sum(a == i.gold for a, i in zip(letters, items)) / len(items),
+            "unparseable": sum(a is None for a in letters) / len(items), "replies": replies}
+
+
 def _normalise(text: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", text.lower())).strip()
 
@@ -284,6 +323,11 @@ def _mcq(model, tokenizer, pairs, vector, m, sae, steer_positions):
     return mcq_accuracy(model, tokenizer, mcq_items_from_pairs(pairs), vector, m, sae=sae)
 
 
+def _mcq_generated(model, tokenizer, pairs, vector, m, sae, steer_positions):
+    return mcq_generation_report(model, tokenizer, mcq_items_from_pairs(pairs), vector, m, sae=sae,
+                                 steer_positions=steer_positions)["accuracy"]
+
+
 def _behaviour(model, tokenizer, pairs, vector, m, sae, steer_positions):
     return behaviour_rate(model, tokenizer, pairs, vector, m, sae=sae)
 
@@ -297,6 +341,9 @@ METRICS: dict[str, Metric] = {
     "preference": Metric("preference", "held-out preference accuracy", "any preference pairs", _preference),
     "mcq": Metric("mcq", "MCQ accuracy (answer-letter likelihood)",
                   "multiple-choice pairs whose chosen answer is an option letter", _mcq, _is_mcq),
+    "mcq_generated": Metric("mcq_generated", "MCQ accuracy (generated answer)",
+                            "multiple-choice pairs whose chosen answer is an option letter; the letter is read from "
+                            "the greedy reply (unparseable replies count as wrong)", _mcq_generated, _is_mcq),
     "behaviour": Metric("behaviour", "behaviour rate (A/B: picks the behaviour's option)",
                         "A/B pairs whose chosen answer is the behaviour's letter (BiPO's test_infer)", _behaviour, _is_ab),
     "generation": Metric("generation", "generation accuracy (the greedy answer contains the chosen one)",
