@@ -6,8 +6,10 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
+from yapo_core.errors import SettingsError
 from yapo_core.evaluation import METRICS
 from yapo_core.generation import STEER_POSITIONS
+from yapo_core.methods import METHODS
 from yapo_core.plots import multiplier_sweep
 from yapo_studio.session import Session
 from yapo_studio.zero_gpu import gpu
@@ -51,6 +53,18 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio]
         multipliers = gr.Textbox("-2, -1, -0.5, 0, 0.5, 1, 2", label="Multipliers", scale=2)
     run = gr.Button("Sweep", variant="primary", elem_id="eval-sweep")
     plot = gr.Plot(label="Metric against the multiplier", elem_id="eval-plot")
+    with gr.Accordion("Compare methods: YaPO, BiPO, CAA and SAS on the loaded task", open=False):
+        gr.Markdown("Each method is trained or computed on the task's training pairs less a 20% validation split; "
+                    "its multiplier is **chosen on the validation split** (ringed in the plot) and the chosen "
+                    "metric above is reported on the held-out data at every multiplier above. YaPO and BiPO train "
+                    "with the Train page's preset defaults (a few minutes on the demo world).")
+        with gr.Row():
+            cmp_methods = gr.CheckboxGroup([(m.label, m.key) for m in METHODS.values()], value=list(METHODS),
+                                           label="Methods", elem_id="cmp-methods", scale=3)
+            cmp_steps = gr.Number(0, label="Training steps (0: the preset's)", precision=0, minimum=0, scale=1)
+            cmp_btn = gr.Button("Compare methods", elem_id="cmp-run", scale=1)
+        cmp_table = gr.Dataframe(interactive=False, elem_id="cmp-table")
+        cmp_plot = gr.Plot(label="Metric against the multiplier, every method", elem_id="cmp-plot")
     with gr.Accordion("Capability check: general questions with and without the vector", open=False):
         gr.Markdown("The demo world's general questions (arithmetic, facts) answered greedily; for hub models a small "
                     "MMLU subset (needs the Hub). Reported as the change when the vector is applied.")
@@ -72,7 +86,20 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio]
         rows = need(session).capability(labels, float(m))
         return pd.DataFrame(rows).round(3)
 
+    @user_errors
+    @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere
+    def on_compare(session, metric_, ms, methods_, steps_, progress=gr.Progress()):
+        session = need(session)
+        steps = int(steps_ or 0)
+        if not methods_:
+            raise SettingsError("choose at least one method to compare.")
+        result = session.compare(metric_, parse_multipliers(ms), methods_, max_steps=steps or None,
+                                 on_progress=lambda msg: progress(0, desc=msg))
+        sweep_fig, _ = result.figures()
+        return pd.DataFrame(result.table()), sweep_fig
+
     heavy = dict(concurrency_id=HEAVY, concurrency_limit=ctx.heavy_jobs)
+    cmp_btn.click(on_compare, [state, metric, multipliers, cmp_methods, cmp_steps], [cmp_table, cmp_plot], **heavy)
     run.click(on_sweep, [state, vectors, metric, multipliers, positions], plot, **heavy)
     cap_btn.click(on_capability, [state, vectors, cap_m], cap_table, **heavy)
     vectors.input(metric_choices, [state, vectors, metric], metric)

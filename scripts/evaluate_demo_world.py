@@ -32,7 +32,7 @@ from pathlib import Path
 
 from yapo_core.comparison import compare_methods
 from yapo_core.demo import TRAINING, build_demo_world, corpus
-from yapo_core.evaluation import generation_accuracy, mcq_items_from_pairs
+from yapo_core.evaluation import generation_accuracy
 from yapo_core.generation import STEER_POSITIONS, generate
 from yapo_core.models import load_model
 from yapo_core.saes import load_sae
@@ -56,7 +56,7 @@ def steering(world, model, tokenizer, sae, countries, settings: dict, n_generati
     for country in countries:
         task = world.culture(country)
         train = list(task.pairs("train"))
-        test = mcq_items_from_pairs(task.pairs("test"))
+        test = list(task.pairs("test"))
         row = {"n_train": len(train), "n_test": len(test)}
         demo_rejected = settings.get("mcq_rejected", "given")
         # The demo's construction; beside it, the papers' (the given answer only) when they differ.

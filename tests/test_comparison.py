@@ -9,13 +9,13 @@ from conftest import consistent_pairs, make_model, make_sae
 
 from yapo_core import comparison
 from yapo_core.comparison import compare_methods
+from yapo_core.data import PreferencePair
 from yapo_core.demo import TRAINING
-from yapo_core.evaluation import MCQItem
 
 
 def test_compare_methods_reports_every_method(tokenizer, tmp_path, monkeypatch):
     model, sae = make_model("llama"), make_sae()
-    items = [MCQItem(f"Do you like {x}? A) yes B) no", "A", "AB") for x in ("tea", "rain", "owls")]
+    items = [PreferencePair(f"Do you like {x}?\nA) yes\nB) no", "A", "B") for x in ("tea", "rain", "owls")]
     ids = torch.tensor([[5, 6, 7, 8]])
     measure = lambda: float(model(ids).logits[0, -1].softmax(-1).max())  # noqa: E731  (depends on the steering)
     made = []
@@ -41,6 +41,9 @@ def test_compare_methods_reports_every_method(tokenizer, tmp_path, monkeypatch):
     yapo = result.results[0]
     assert len(yapo.loss_curve) == 5 and yapo.final_loss == yapo.loss_curve[-1]
     assert result.results[2].final_loss is None  # CAA is computed, not trained
+    fig, _ = result.figures()
+    rings = [t for t in fig.data if t.name.endswith(f"chosen m = {result.results[0].chosen_multiplier:g}")]
+    assert rings and rings[0].marker.symbol == "circle-open"
     folder = result.save(tmp_path)
     text = (folder / "comparison.md").read_text()
     assert "| YaPO |" in text and "| CAA |" in text
@@ -73,3 +76,13 @@ def test_the_reported_multiplier_is_chosen_on_validation_never_on_test():
     assert bare.chosen_multiplier == 0.5 and "best multiplier (test)" in bare.row()
     fit, held = comparison.split_pairs(list(range(10)), 0.2)
     assert len(held) == 2 and sorted(fit + held) == list(range(10)) and comparison.split_pairs([1, 2], 0) == ([1, 2], [])
+
+
+def test_any_metric_scores_the_comparison(tokenizer):
+    model, sae = make_model("llama"), make_sae()
+    result = compare_methods(model, tokenizer, sae, consistent_pairs(10), consistent_pairs(4, seed=1),
+                             methods=("caa",), multipliers=[0.0, 1.0], metric="preference")
+    assert result.metric == "preference" and set(result.results[0].accuracy) == {0.0, 1.0}
+    assert "held-out preference accuracy" in result.to_markdown()
+    with pytest.raises(Exception, match="metric 'accuracy' is unknown"):
+        compare_methods(model, tokenizer, sae, consistent_pairs(10), consistent_pairs(4), metric="accuracy")

@@ -499,3 +499,13 @@ def test_a_custom_sae_is_a_release_or_a_folder_not_both(tiny_world, catalog):
     with pytest.raises(SettingsError, match="either an SAE release and id or a local SAE folder, not both"):
         s.load_preset(catalog.preset("custom"), model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir),
                       sae_release="gpt2-small-res-jb", sae_id="blocks.8.hook_resid_pre")
+
+
+def test_compare_methods_on_the_loaded_task(ready):
+    result = ready.compare("preference", [0.0, 1.0], ["yapo", "caa"], max_steps=2)
+    assert [r.method for r in result.results] == ["yapo", "caa"] and result.metric == "preference"
+    assert result.settings["n_validation"] >= 1 and result.settings["train_config"]["max_steps"] == 2
+    assert all(r.chosen_multiplier in (0.0, 1.0) and r.validation_accuracy for r in result.results)
+    assert result.task == ready.task.label
+    with pytest.raises(SettingsError, match="MCQ accuracy .* cannot score"):
+        ready.compare("mcq", [0.0, 1.0], ["caa"])

@@ -22,12 +22,11 @@ from .data import PreferencePair, split_pairs
 from .demo import TRAINING, build_demo_world
 from .evaluation import (
     DEFAULT_MULTIPLIERS,
-    MCQItem,
+    METRICS,
     capability_change,
+    evaluate_metric,
     generation_accuracy,
-    mcq_accuracy,
-    mcq_items_from_pairs,
-    sweep,
+    get_metric,
 )
 from .methods import METHODS, get_method, make_vector
 from .models import load_model
@@ -85,6 +84,7 @@ class ComparisonResult:
     baseline_accuracy: float
     results: list[MethodResult]
     settings: dict
+    metric: str = "mcq"
 
     def table(self) -> list[dict]:
         return [r.row() for r in self.results]
@@ -94,14 +94,18 @@ class ComparisonResult:
         head = list(rows[0])
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(str(r[h]) for h in head) + " |" for r in rows]
-        return f"Task {self.task}; unsteered accuracy {self.baseline_accuracy:.2f}.\n\n" + "\n".join(lines)
+        label = METRICS[self.metric].label
+        return f"Task {self.task}; {label}, unsteered {self.baseline_accuracy:.2f}.\n\n" + "\n".join(lines)
 
     def figures(self):
-        """Accuracy against multiplier (one line per method) and the training-loss curves."""
+        """The metric against the multiplier (one line per method, each method's chosen multiplier
+        marked) and the training-loss curves."""
         labels = [r.row()["method"] for r in self.results]
-        sweep_fig = multiplier_sweep([(label, sorted(r.accuracy.items())) for label, r in zip(labels, self.results)],
-                                     y_title="MCQ accuracy")
-        sweep_fig.update_layout(title=f"MCQ accuracy by multiplier — {self.task}", yaxis_range=[0, 1])
+        label = METRICS[self.metric].label
+        sweep_fig = multiplier_sweep([(name, sorted(r.accuracy.items())) for name, r in zip(labels, self.results)],
+                                     y_title=label, marks=[(name, r.chosen_multiplier, r.accuracy[r.chosen_multiplier])
+                                                           for name, r in zip(labels, self.results)])
+        sweep_fig.update_layout(title=f"{label} by multiplier — {self.task}", yaxis_range=[0, 1])
         loss_fig = loss_curves([(label, r.loss_curve) for label, r in zip(labels, self.results) if r.loss_curve],
                                threshold=LOSS_THRESHOLD)
         return sweep_fig, loss_fig
@@ -111,7 +115,8 @@ class ComparisonResult:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "comparison.md").write_text(self.to_markdown() + "\n")
         (folder / "comparison.json").write_text(json.dumps(
-            {"task": self.task, "baseline_accuracy": self.baseline_accuracy, "settings": self.settings,
+            {"task": self.task, "metric": self.metric, "baseline_accuracy": self.baseline_accuracy,
+             "settings": self.settings,
              "results": [{**asdict(r), "accuracy": {str(k): v for k, v in r.accuracy.items()}} for r in self.results]},
             indent=2))
         sweep_fig, loss_fig = self.figures()
@@ -125,7 +130,7 @@ def compare_methods(
     tokenizer,
     sae: nn.Module,
     train_pairs: Sequence[PreferencePair],
-    test_items: Sequence[MCQItem],
+    test_pairs: Sequence[PreferencePair],
     capability: Callable[[], float] | None = None,
     methods: Sequence[str] = tuple(METHODS),
     multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
@@ -134,8 +139,10 @@ def compare_methods(
     on_progress: Callable[[str], None] | None = None,
     validation_fraction: float = 0.2,
     seed: int = 0,
+    metric: str = "mcq",
 ) -> ComparisonResult:
-    """Make each method's vector on ``train_pairs`` and measure it on ``test_items``.
+    """Make each method's vector on ``train_pairs`` and measure it on ``test_pairs`` with
+    ``metric`` (a key of :data:`~yapo_core.evaluation.METRICS`; MCQ accuracy by default).
 
     A seeded ``validation_fraction`` of the training pairs is held out from training; each
     method's multiplier is chosen on it (:attr:`MethodResult.chosen_multiplier`), so the test
@@ -145,10 +152,12 @@ def compare_methods(
     layer = check_sae_fits(model, sae).resid_layer
     config = dict(train_config or {})
     chosen = [get_method(m) for m in methods]  # refuse an unknown method before any work
+    get_metric(metric)
+    test_pairs = list(test_pairs)
     fit, held = split_pairs(train_pairs, validation_fraction, seed)
-    validation = mcq_items_from_pairs(held) if held else []
+    score = lambda pairs, vector, ms: evaluate_metric(metric, model, tokenizer, pairs, vector, ms, sae=sae)  # noqa: E731
     results = []
-    baseline = mcq_accuracy(model, tokenizer, test_items)
+    baseline = score(test_pairs, None, [0.0])[0.0] if metric != "preference" else 0.0
     for method in chosen:
         say(f"{method.key}: building the vector")
         start = time.perf_counter()
@@ -157,9 +166,8 @@ def compare_methods(
                              on_step=lambda m: losses.append(m.loss))
         seconds = time.perf_counter() - start
         say(f"{method.key}: sweeping multipliers")
-        on_validation = (sweep(lambda m: mcq_accuracy(model, tokenizer, validation, vector, m, sae=sae), multipliers)
-                         if validation else {})
-        accuracy = sweep(lambda m: mcq_accuracy(model, tokenizer, test_items, vector, m, sae=sae), multipliers)
+        on_validation = score(held, vector, multipliers) if held else {}
+        accuracy = score(test_pairs, vector, multipliers)
         result = MethodResult(method.key, seconds, None, losses[-1] if losses else None, accuracy, None, vector.l0(),
                               losses, on_validation)
         result.steps_to_loss_below_0_1 = next((i + 1 for i, loss in enumerate(losses) if loss < LOSS_THRESHOLD), None)
@@ -168,7 +176,8 @@ def compare_methods(
         results.append(result)
     return ComparisonResult(task, baseline, results, {
         "train_config": config, "multipliers": list(multipliers), "n_train": len(fit), "n_validation": len(held),
-        "n_test": len(test_items), "multiplier_choice": "validation split" if held else "best on the test split"})
+        "n_test": len(test_pairs), "multiplier_choice": "validation split" if held else "best on the test split"},
+        metric)
 
 
 def demo_comparison(
@@ -194,5 +203,5 @@ def demo_comparison(
     prompts, answers = world.general_questions(64)
     capability = lambda: generation_accuracy(model, tokenizer, prompts, answers, max_new_tokens=8)  # noqa: E731
     config = {"epochs": 10_000, "seed": 11, **TRAINING, **({"max_steps": steps} if steps else {}), **train_config}
-    return compare_methods(model, tokenizer, sae, list(train), mcq_items_from_pairs(test), capability, methods,
+    return compare_methods(model, tokenizer, sae, list(train), list(test), capability, methods,
                            multipliers, config, task=f"demo culture-{country} (non-localized MCQ)", on_progress=on_progress)

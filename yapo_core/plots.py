@@ -136,13 +136,20 @@ def multiplier_sweep(
     curves: Sequence[tuple[str, Sequence[tuple[float, float]]]],
     y_title: str = "held-out preference accuracy",
     colors: Sequence[str] | None = None,
+    marks: Sequence[tuple[str, float, float]] = (),
 ) -> go.Figure:
-    """A metric against the multiplier, one line per vector (e.g. YaPO and BiPO on one task)."""
+    """A metric against the multiplier, one line per vector (e.g. YaPO and BiPO on one task);
+    ``marks`` ``(label, multiplier, value)`` ring a point of the line of that label (e.g. the
+    multiplier chosen on a validation split)."""
     fig = go.Figure()
     for r, (label, points) in enumerate(curves):
         xs, ys = zip(*sorted(points)) if points else ((), ())
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label,
-                                 line=dict(color=colors[r] if colors else run_color(r), width=2)))
+        color = colors[r] if colors else run_color(r)
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label, line=dict(color=color, width=2)))
+        for name, x, y in marks:
+            if name == label:
+                fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", name=f"{label}: chosen m = {x:g}",
+                                         marker=dict(symbol="circle-open", size=16, color=color, line=dict(width=3))))
     fig.add_vline(x=0, line=dict(color="#9ca3af", dash="dot", width=1))
     fig.update_layout(xaxis_title="multiplier", yaxis_title=y_title, template="plotly_white", height=340,
                       margin=dict(l=50, r=20, t=30, b=40), legend=dict(orientation="h", y=-0.2))

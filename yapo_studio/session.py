@@ -17,12 +17,13 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from yapo_core import checks
 from yapo_core import evaluation as ev
+from yapo_core.comparison import ComparisonResult, compare_methods
 from yapo_core.demo import TRAINING, load_demo_world
 from yapo_core.errors import SettingsError, VectorFileError, YapoError
 from yapo_core.export import export_gguf, load_vector, save_vector
@@ -263,6 +264,32 @@ class Session:
                                            steer_positions=steer_positions)
             curves.append((label, list(curve.items())))
         return curves
+
+    def compare(self, metric: str, multipliers: Sequence[float], methods: Sequence[str] = tuple(METHODS),
+                max_steps: int | None = None, max_items: int = 64, on_progress=None) -> ComparisonResult:
+        """YaPO, BiPO, CAA and SAS (or ``methods``) on the loaded task, as
+        :func:`yapo_core.comparison.compare_methods` does it: each trained or computed on the
+        training pairs less a validation split, its multiplier chosen on that split, ``metric``
+        measured on the task's split for it, with the capability change on the demo world."""
+        bundle = self.require_ready()
+        if bundle.sae is None:
+            raise SettingsError("comparing the methods needs an SAE (YaPO and SAS work in its latents); load one.")
+        test = evenly_spaced(self.task.pairs_for(metric).pairs, checks.whole("max_items", max_items, 1))
+        config = asdict(self.default_config(**({"max_steps": max_steps} if max_steps else {})))
+        config.pop("kind")
+        cap = current().max_steps
+        if cap is not None:
+            config["max_steps"] = min(config["max_steps"] or cap, cap)
+        general = self._demo_general_questions(bundle)
+        capability = None
+        if general is not None:
+            prompts, answers = general[0][:48], general[1][:48]
+            capability = lambda: ev.generation_accuracy(bundle.model, bundle.tokenizer, prompts, answers,  # noqa: E731
+                                                        max_new_tokens=8)
+        with bundle.lock:
+            return compare_methods(bundle.model, bundle.tokenizer, bundle.sae, self.task.train.pairs, test, capability,
+                                   methods, multipliers, config, task=self.task.label, on_progress=on_progress,
+                                   metric=metric)
 
     def metrics_for(self, labels: Sequence[str]) -> dict[str, str]:
         """The metrics that can score every one of these vectors' tasks, each with the split it is
