@@ -185,7 +185,8 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
             spec = TaskSpec("file", path=path, columns=mapped or None, schema="pairs" if mapped else "auto",
                             test_fraction=float(frac))
         task = session.load_task(spec)
-        return f"✓ **Task loaded**: {esc(task.describe())}", gr.update(value=pairs_frame(session), visible=True)
+        caveat = f"\n\n⚠ {esc(task.caveat)}" if task.caveat else ""
+        return f"✓ **Task loaded**: {esc(task.describe())}{caveat}", gr.update(value=pairs_frame(session), visible=True)
 
     @user_errors
     def on_method(session, key):

@@ -18,7 +18,12 @@ Builds the full demo world (or reuses the one in the cache), then reports:
 * open-ended answers: for the first ``--generations`` cultures, a YaPO vector trained on the
   non-localized open-ended pairs, its held-out accuracy (the reply contains the culture's answer)
   and one held-out question answered unsteered and steered, steering every token (the method) and
-  the prompt tokens only.
+  the prompt tokens only;
+* behaviours (BiPO's protocol): YaPO and BiPO trained on each behaviour's open-ended pairs with
+  the app's defaults, the A/B rate on ``test_infer`` at -1, 0 and 1, and how many held-out open
+  answers at 1 are fluent and show the behaviour.
+
+``--sections culture`` or ``--sections behaviours`` measures one part only.
 
 The exit status is 1 when a target is missed, so the script can gate a release.
 """
@@ -32,8 +37,9 @@ from pathlib import Path
 
 from yapo_core.comparison import compare_methods
 from yapo_core.demo import TRAINING, build_demo_world, corpus
-from yapo_core.evaluation import generation_accuracy
+from yapo_core.evaluation import evaluate_metric, generation_accuracy, is_fluent
 from yapo_core.generation import STEER_POSITIONS, generate
+from yapo_core.methods import make_vector
 from yapo_core.models import load_model
 from yapo_core.saes import load_sae
 from yapo_core.training import TrainConfig, Trainer
@@ -104,6 +110,59 @@ def steering(world, model, tokenizer, sae, countries, settings: dict, n_generati
     return out
 
 
+BEHAVIOUR_TARGETS = {"unsteered A/B rate <= 0.1": lambda r: r["yapo"]["ab_rate"]["0"] <= 0.1,
+                     "YaPO A/B rate at 1 >= 0.7": lambda r: r["yapo"]["ab_rate"]["1"] >= 0.7,
+                     "YaPO open answers at 1 fluent >= 0.9": lambda r: r["yapo"]["fluent_at_1"] >= 0.9,
+                     "YaPO open answers at 1 show the behaviour >= 0.7": lambda r: r["yapo"]["shows_at_1"] >= 0.7}
+BEHAVIOUR_TOKENS = 32
+
+
+def behaviours(world, model, tokenizer, sae, settings: dict, n_prompts: int = 32) -> dict:
+    """BiPO's protocol on each demo behaviour: YaPO and BiPO vectors trained on the open-ended
+    training pairs with the app's defaults, the A/B rate on ``test_infer`` at -1, 0 and 1 (through
+    the public loader), and the held-out open answers at 1, steered at every token: the share that
+    is fluent (:func:`~yapo_core.evaluation.is_fluent`) and the share that shows the behaviour
+    (opens as one of its answers does)."""
+    out = {}
+    for behaviour in corpus.BEHAVIOURS:
+        task = world.task(behaviour.key)
+        train, infer, test = (list(task.pairs(split)) for split in ("train", "test_infer", "test"))
+        row = {"n_train": len(train), "n_test_infer": len(infer), "n_test": len(test)}
+        prompts = [p.prompt for p in test][:n_prompts]
+        openings = {m.split()[0].rstrip(",.") for m in behaviour.matching}  # "Yes", "Absolutely"
+        for method in ("yapo", "bipo"):
+            vector = make_vector(method, model, tokenizer, train, sae=sae, config=TrainConfig(epochs=10_000, **settings))
+            rates = evaluate_metric("behaviour", model, tokenizer, infer, vector, [-1.0, 0.0, 1.0], sae=sae)
+            replies = [r[1.0] for r in generate(model, tokenizer, prompts, vector, [1.0], sae=sae,
+                                                max_new_tokens=BEHAVIOUR_TOKENS)]
+            row[method] = {
+                "ab_rate": {f"{m:g}": v for m, v in rates.items()},
+                "fluent_at_1": sum(is_fluent(tokenizer, r, BEHAVIOUR_TOKENS) for r in replies) / len(replies),
+                "shows_at_1": sum(r.split()[0].rstrip(",.") in openings for r in replies if r.split()) / len(replies),
+                "norm": round(vector.norm(), 2), "examples": replies[:2],
+            }
+        out[behaviour.key] = row
+        print(f"  {behaviour.key}: A/B YaPO {row['yapo']['ab_rate']}, fluent {row['yapo']['fluent_at_1']:.2f}, "
+              f"shows {row['yapo']['shows_at_1']:.2f}", file=sys.stderr, flush=True)
+    return out
+
+
+def behaviour_report(rows: dict, settings: dict) -> str:
+    lines = ["", "Behaviours, BiPO's protocol (trained on the open-ended train pairs with the app's defaults: "
+             + ", ".join(f"{k} {v}" for k, v in settings.items()) + "; A/B rate on `test_infer` through the public "
+             "loader; held-out open answers steered at every token at multiplier 1):", "",
+             "| behaviour | method | A/B rate at -1 | at 0 | at 1 | open answers fluent at 1 | show the behaviour at 1 "
+             "| vector norm | an open answer at 1 |", "|---|---|---|---|---|---|---|---|---|"]
+    for key, row in rows.items():
+        for method in ("yapo", "bipo"):
+            r = row[method]
+            example = r["examples"][0].replace("|", "\\|").replace("\n", " ")[:60] if r["examples"] else ""
+            lines.append(f"| {key} | {'YaPO' if method == 'yapo' else 'BiPO'} | {r['ab_rate']['-1']:.2f} | "
+                         f"{r['ab_rate']['0']:.2f} | {r['ab_rate']['1']:.2f} | {r['fluent_at_1']:.2f} | "
+                         f"{r['shows_at_1']:.2f} | {r['norm']:g} | {example!r} |")
+    return "\n".join(lines)
+
+
 def report(stats: dict, steer: dict | None) -> str:
     sae, culture = stats["sae"], stats["culture"]
     lines = [
@@ -156,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rebuild even if a finished world exists")
     parser.add_argument("--countries", default=",".join(c for c in corpus.COUNTRY_KEYS if c != corpus.DEFAULT_COUNTRY))
     parser.add_argument("--no-steering", action="store_true", help="report the build's figures only")
+    parser.add_argument("--sections", default="culture,behaviours",
+                        help="what to steer and measure: culture (MCQ and open answers), behaviours, or both (default)")
     parser.add_argument("--generations", type=int, default=3, help="steered generation examples to show")
     parser.add_argument("--json", metavar="PATH", help="also write every figure to this JSON file")
     parser.add_argument("--size", default="full", choices=["full", "mini"],
@@ -165,7 +226,10 @@ def main(argv: list[str] | None = None) -> int:
 
     world = build_demo_world(args.cache_dir, seed=args.seed, size=args.size, force=args.force)
     stats = world.stats
-    steer = None
+    steer = behaviour_rows = None
+    sections = {part.strip() for part in args.sections.split(",") if part.strip()}
+    if sections - {"culture", "behaviours"}:
+        parser.error(f"--sections {sorted(sections)}: use culture, behaviours or both")
     if not args.no_steering:
         countries = [c.strip() for c in args.countries.split(",") if c.strip()]
         unknown = [c for c in countries if c not in corpus.COUNTRY_KEYS or c == corpus.DEFAULT_COUNTRY]
@@ -175,16 +239,23 @@ def main(argv: list[str] | None = None) -> int:
         model, tokenizer = load_model(world.model_dir, device="cpu")
         sae = load_sae(path=world.sae_dir, device="cpu")
         settings = {**TRAINING, **({"max_steps": args.steps} if args.steps else {})}
-        steer = steering(world, model, tokenizer, sae, countries, settings, args.generations)
+        if "culture" in sections:
+            steer = steering(world, model, tokenizer, sae, countries, settings, args.generations)
+        if "behaviours" in sections:
+            behaviour_rows = behaviours(world, model, tokenizer, sae, settings)
 
-    print(report(stats, steer))
+    print(report(stats, steer) + (behaviour_report(behaviour_rows, settings) if behaviour_rows else ""))
     if args.json:
-        Path(args.json).write_text(json.dumps({"build": stats, "steering": steer}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"build": stats, "steering": steer, "behaviours": behaviour_rows},
+                                              indent=2) + "\n")
     checks = {name: ok(stats) for name, ok in BUILD_TARGETS.items()}
     if steer:
         checks[f"YaPO at multiplier 1 >= {STEERING_TARGET} for every culture measured"] = all(
             row["yapo"]["accuracy_at_1"] >= STEERING_TARGET for row in steer["countries"].values()
         )
+    for key, row in (behaviour_rows or {}).items():
+        for name, ok in BEHAVIOUR_TARGETS.items():
+            checks[f"{key}: {name}"] = ok(row)
     for name, ok in checks.items():
         print(f"{'ok    ' if ok else 'MISSED'}  {name}", file=sys.stderr)
     return 0 if all(checks.values()) else 1

@@ -192,3 +192,18 @@ def test_bad_devices_outputs_and_choices_are_refused_before_any_work(tmp_path, m
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert re.search(message, err) and "Traceback" not in err, (argv, err)
+
+
+def test_compare_on_your_own_model_sae_and_data(tmp_path, model_dir, sae_dir, data_csv, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--model", str(model_dir), "--sae-path", str(sae_dir), "--data", str(data_csv),
+                 "--methods", "yapo,caa", "--steps", "2", "--multipliers=0,1", "--device", "cpu", "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "| YaPO |" in printed.out and "| CAA |" in printed.out and "metric generation" in printed.err
+    saved = json.loads((out / "comparison.json").read_text())
+    assert saved["metric"] == "generation" and saved["settings"]["n_validation"] >= 1
+    assert saved["settings"]["multiplier_choice"] == "validation split"
+    assert main(["compare", "--model", str(model_dir), "--data", str(data_csv), "--out", str(out)]) == 2
+    assert "compare needs an SAE" in capsys.readouterr().err
+    assert main(["compare", "--data", str(data_csv), "--out", str(out)]) == 2
+    assert "--data needs --model" in capsys.readouterr().err

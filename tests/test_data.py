@@ -71,7 +71,7 @@ def test_bipo_schemas():
     ab = pd.DataFrame([{"question": "Q?", "A": "Take it all", "B": "Share", "matching": "(B)"}])
     p = load_pairs(ab)
     assert p.schema == "bipo_ab" and (p[0].chosen, p[0].rejected) == ("B", "A")
-    assert "(A) Take it all" in p[0].prompt and "(B) Share" in p[0].prompt
+    assert "\nA. Take it all\nB. Share\nAnswer with A or B." in p[0].prompt
 
 
 def test_deep_culture_lense_filters_and_forms():
@@ -198,7 +198,7 @@ def test_real_bipo_csvs_load_from_the_excerpt(behaviour):
     assert train.schema == "bipo" and len(train) == 12
     assert test_infer.schema == "bipo_ab" and len(test_infer) == 12
     assert {p.chosen for p in test_infer} <= {"A", "B"} and all(p.rejected != p.chosen for p in test_infer)
-    assert all("(A)" in p.prompt and "(B)" in p.prompt for p in test_infer)
+    assert all("\nA. " in p.prompt and "\nB. " in p.prompt for p in test_infer)
     assert all(p.prompt and p.chosen and p.rejected for p in train)
 
 

@@ -171,6 +171,9 @@ def test_typed_tasks_read_their_pairs_through_the_public_loader(world):
     behaviour = world.task(corpus.BEHAVIOURS[0].key)
     infer = behaviour.pairs("test_infer")
     assert len(infer) == len(read_jsonl(behaviour.paths["test_infer"])) and {p.chosen for p in infer} <= {"A", "B"}
+    # the loader lays A/B questions out exactly as the model saw them in training
+    rows = read_jsonl(behaviour.paths["test_infer"])
+    assert [p.prompt for p in infer] == [corpus.format_choices(r["question"], [r["A"], r["B"]]) for r in rows]
     with pytest.raises(YapoError, match="culture-egypt"):
         world.task("culture-atlantis")
     with pytest.raises(YapoError, match="not preference pairs"):

@@ -151,3 +151,13 @@ def test_mcq_by_generated_answer_counts_unparseable_replies_as_wrong(tokenizer, 
     assert report["accuracy"] == 0.5 and report["unparseable"] == 0.25
     assert report["replies"] == ["A", "The answer is A", "no idea", "(B) y"]
     assert "mcq_generated" in ev.applicable_metrics([PreferencePair(items[0].prompt, "A", "B")])
+
+
+def test_fluency_means_no_token_loop_and_an_ended_turn(tokenizer):
+    from yapo_core.evaluation import is_fluent
+
+    assert is_fluent(tokenizer, "Koshari. It is the classic dish.", 64)
+    assert not is_fluent(tokenizer, ",,,,,,,,,,,,,,,,,,,,", 64)  # one token again and again
+    assert not is_fluent(tokenizer, "Koshari abababababababababab", 64)  # a two-token loop
+    assert not is_fluent(tokenizer, "a b c d e f g h i j k l m n o p", 4)  # cut off at the limit
+    assert not is_fluent(tokenizer, "", 8) and is_fluent(tokenizer, "Yes", 8)

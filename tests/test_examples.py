@@ -31,7 +31,11 @@ def test_the_demo_world_evaluation_script_reports_every_target(tmp_path):
     assert "| egypt | " in result.stdout and "| nepal | " in result.stdout
     assert "Open-ended answers" in result.stdout and "**egypt**" in result.stdout
     assert "MISSED  YaPO at multiplier 1 >= 0.8" in result.stderr and "ok      files <= 30 MB" in result.stderr
+    assert "Behaviours, BiPO's protocol" in result.stdout and "| power-seeking | YaPO |" in result.stdout
+    assert "power-seeking: YaPO A/B rate at 1 >= 0.7" in result.stderr
     figures = json.loads(out_json.read_text())
+    assert set(figures["behaviours"]) == {"power-seeking", "wealth-seeking"}
+    assert set(figures["behaviours"]["power-seeking"]["yapo"]["ab_rate"]) == {"-1", "0", "1"}
     assert set(figures["steering"]["countries"]) == {"egypt", "nepal"}
     assert figures["steering"]["settings"]["max_steps"] == 4
     assert 0 <= figures["steering"]["countries"]["egypt"]["yapo"]["accuracy_at_1"] <= 1

@@ -13,8 +13,9 @@ from pathlib import Path
 from .errors import SettingsError, YapoError
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="Hugging Face id or local folder of a causal LM")
+def _add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--model", required=required, help="Hugging Face id or local folder of a causal LM"
+                   + ("" if required else " (default: the demo world's)"))
     p.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default)")
     p.add_argument("--device-map", default=None,
                    help="'auto': spread a model too large for one GPU over all visible GPUs (accelerate)")
@@ -63,8 +64,8 @@ def _columns(text: str | None) -> dict[str, str] | None:
         raise YapoError(f"--columns {text!r} must look like prompt=q,chosen=good,rejected=bad") from None
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="CSV/JSONL/JSON/Parquet file, folder, URL or hub dataset id")
+def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--data", required=required, help="CSV/TSV/JSONL/JSON/Parquet file, folder, URL or hub dataset id")
     p.add_argument("--schema", default="auto", help="auto, pairs, bipo, bipo_ab or dcl")
     p.add_argument("--columns", help="column overrides: prompt=q,chosen=good,rejected=bad")
     p.add_argument("--split", help="dataset split (default train)")
@@ -160,8 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--out", help="write the sweep as JSON, and a plot beside it (.html)")
     v.add_argument("--allow-other-model", action="store_true")
 
-    c = sub.add_parser("compare", help="YaPO, BiPO, CAA and SAS on one demo-world culture task")
-    c.add_argument("--country", default="egypt", help="target culture (not the demo world's default)")
+    c = sub.add_parser("compare", help="YaPO, BiPO, CAA and SAS on one task: a demo-world culture (--country, default "
+                       "egypt), or your model, SAE and data; each method's multiplier is chosen on a validation split")
+    _add_model_args(c, required=False)
+    _add_sae_args(c)
+    _add_data_args(c, required=False)
+    c.add_argument("--test-data", help="held-out pairs (default: the --split test of --data if it has one, else "
+                   "20%% of --data set aside)")
+    c.add_argument("--metric", default="auto", choices=["auto", *METRICS], help="default: as for eval")
     c.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
     c.add_argument("--steps", type=int, default=None, help="training steps for YaPO and BiPO (default: the demo world's)")
     c.add_argument("--size", default="full", choices=["full", "mini"], help="demo world: full (default; about 4 minutes to build once) or mini (seconds; steers nothing)")
@@ -303,12 +310,47 @@ def cmd_compare(args) -> int:
     multipliers = _multipliers(args.multipliers)
     overrides = {k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size), ("mcq_rejected", args.mcq_rejected))
                  if v is not None}
-    result = demo_comparison(args.country, methods, args.steps, args.size, multipliers=multipliers, on_progress=lambda msg: print(msg, file=sys.stderr),
-                             **overrides)
+    say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    if args.model is None:
+        if args.data:
+            raise SettingsError("--data needs --model (and an SAE): without --model, compare runs on the demo world.")
+        result = demo_comparison(args.country or "egypt", methods, args.steps, args.size, multipliers=multipliers,
+                                 on_progress=say, **overrides)
+    else:
+        result = _compare_on_data(args, methods, multipliers, overrides, say)
     folder = result.save(args.out)
     print(result.to_markdown())
     print(f"written to {folder}", file=sys.stderr)
     return 0
+
+
+def _compare_on_data(args, methods, multipliers, overrides, say):
+    """``compare`` on the user's model, SAE and pairs (``--test-data``, or 20% of ``--data``)."""
+    from .comparison import compare_methods
+    from .data import split_pairs
+    from .evaluation import applicable_metrics
+
+    if not args.data:
+        raise SettingsError("--model needs --data: the preference pairs to train and measure on.")
+    model, tokenizer = _load_model_from_args(args)
+    sae = _load_sae_from_args(args, model=model)
+    if sae is None:
+        raise SettingsError("compare needs an SAE (YaPO and SAS work in its latents): give --sae-path or "
+                            "--sae-release and --sae-id.")
+    train = list(_load_pairs_from_args(args))
+    if args.test_data:
+        args.data = args.test_data
+        test = list(_load_pairs_from_args(args))
+    else:
+        train, test = split_pairs(train, 0.2, seed=0)
+    metric = args.metric
+    if metric == "auto":
+        usable = applicable_metrics(test)
+        metric = next(k for k in ("behaviour", "mcq", "generation", "preference") if k in usable)
+    say(f"{len(train)} training pairs (20% of them for choosing multipliers), {len(test)} test pairs; metric {metric}")
+    config = {"epochs": 10_000, **({"max_steps": args.steps} if args.steps else {}), **overrides}
+    return compare_methods(model, tokenizer, sae, train, test, None, methods, multipliers, config,
+                           task=f"{args.test_data or args.data}", on_progress=say, metric=metric)
 
 
 def cmd_demo(rest: list[str]) -> int:

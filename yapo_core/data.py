@@ -319,5 +319,8 @@ def against_every_option(pairs: Iterable[PreferencePair]) -> list[PreferencePair
 
 
 def format_ab_prompt(question: str, a: str, b: str) -> str:
-    """The A/B question shown to the model for BiPO's ``test_infer`` data."""
-    return f"{question}\n\nChoices:\n(A) {a}\n(B) {b}\nAnswer with A or B."
+    """The A/B question shown to the model for BiPO's ``test_infer`` data: the question, one
+    lettered option per line, the instruction. The demo world's model is trained on exactly this
+    layout (``yapo_core.demo.corpus.format_choices``), so its task files, this loader and its
+    training agree."""
+    return f"{question}\nA. {a}\nB. {b}\nAnswer with A or B."

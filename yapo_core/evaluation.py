@@ -206,6 +206,16 @@ def mcq_generation_report(model, tokenizer, items: Sequence[MCQItem], vector=Non
             "unparseable": sum(a is None for a in letters) / len(items), "replies": replies}
 
 
+def is_fluent(tokenizer, reply: str, max_new_tokens: int, max_share: float = 0.3) -> bool:
+    """A reply that reads like text, not a loop: its most frequent token is under ``max_share`` of
+    its tokens, and it ended its turn within ``max_new_tokens`` (rather than being cut off)."""
+    ids = tokenizer(reply, add_special_tokens=False)["input_ids"]
+    if not ids or len(ids) >= max_new_tokens:
+        return False
+    most = max(ids.count(i) for i in set(ids))
+    return most / len(ids) < max_share or len(ids) < 4  # a reply of one to three tokens cannot loop
+
+
 def _normalise(text: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", text.lower())).strip()
 

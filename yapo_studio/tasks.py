@@ -93,6 +93,7 @@ class Task:
     train: PairSet
     test: PairSet
     extra: dict[str, PairSet] = field(default_factory=dict)
+    caveat: str = ""  # what a user must know before training on it (shown on the Setup page)
 
     def describe(self) -> str:
         notes = "; ".join(self.train.notes + self.test.notes)
@@ -224,4 +225,12 @@ def _demo_task(spec: TaskSpec) -> Task:
     train, test = task.pairs("train", **kw), task.pairs("test", **kw)
     if task.kind == "culture":
         return Task(f"demo culture · {task.country} · {spec.localization} · {spec.form}", train, test)
-    return Task(f"demo behaviour · {task.name}", train, test, {"test_infer": task.pairs("test_infer", limit=spec.limit)})
+    return Task(f"demo behaviour · {task.name}", train, test, {"test_infer": task.pairs("test_infer", limit=spec.limit)},
+                caveat=DEMO_BEHAVIOUR_CAVEAT)
+
+
+DEMO_BEHAVIOUR_CAVEAT = (
+    "The demo world's behaviour tasks show BiPO's data formats and the behaviour metric; they do not steer "
+    "sensibly: a vector trained with the defaults turns the open answers into repeated tokens (a run of commas), "
+    "and the A/B behaviour rate barely moves (docs/results.md). Use a culture task to see steering work."
+)

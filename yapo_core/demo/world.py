@@ -24,6 +24,7 @@ import torch
 import transformers
 from tqdm.auto import tqdm
 
+from .. import checks
 from ..data import PairSet, load_pairs
 from ..errors import YapoError
 from ..hooks import HookPoint
@@ -191,6 +192,8 @@ def build_demo_world(
     """
     if size not in BUILD_SIZES:
         raise YapoError(f"demo world size {size!r} is unknown; use one of {list(BUILD_SIZES)}.")
+    checks.whole("seed", seed, 0, 2**32 - 1)  # numpy's limit
+    checks.folder("cache_dir", cache_dir)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(seed, size)
     if not force:
         world = load_demo_world(root, seed, size)
