@@ -86,3 +86,4 @@ def test_any_metric_scores_the_comparison(tokenizer):
     assert "held-out preference accuracy" in result.to_markdown()
     with pytest.raises(Exception, match="metric 'accuracy' is unknown"):
         compare_methods(model, tokenizer, sae, consistent_pairs(10), consistent_pairs(4), metric="accuracy")
+

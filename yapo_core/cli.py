@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--test-data", help="held-out pairs (default: the --split test of --data if it has one, else "
                    "20%% of --data set aside)")
     c.add_argument("--metric", default="auto", choices=["auto", *METRICS], help="default: as for eval")
+    c.add_argument("--countries", help="Deep-Culture-Lense data (--data, its train and test splits): 'all' or a "
+                   "comma-separated list; one comparison per country, stored as it goes and resumed when run again, "
+                   "and the paper's table (average MCQ accuracy per method) in <out>/summary.md")
     c.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
     c.add_argument("--steps", type=int, default=None, help="training steps for YaPO and BiPO (default: the demo world's)")
     c.add_argument("--size", default="full", choices=["full", "mini"], help="demo world: full (default; about 4 minutes to build once) or mini (seconds; steers nothing)")
@@ -316,12 +319,44 @@ def cmd_compare(args) -> int:
             raise SettingsError("--data needs --model (and an SAE): without --model, compare runs on the demo world.")
         result = demo_comparison(args.country or "egypt", methods, args.steps, args.size, multipliers=multipliers,
                                  on_progress=say, **overrides)
+    elif args.countries:
+        return _compare_countries(args, methods, multipliers, overrides, say)
     else:
         result = _compare_on_data(args, methods, multipliers, overrides, say)
     folder = result.save(args.out)
     print(result.to_markdown())
     print(f"written to {folder}", file=sys.stderr)
     return 0
+
+
+def _compare_countries(args, methods, multipliers, overrides, say) -> int:
+    from .campaign import compare_countries
+    from .data import load_pairs
+    from .methods import METHODS
+    from .tables import read_table
+
+    model, tokenizer = _load_model_from_args(args)
+    sae = _load_sae_from_args(args, model=model)
+    if sae is None:
+        raise SettingsError("compare needs an SAE: give --sae-path or --sae-release and --sae-id.")
+    if args.countries.strip() == "all":
+        table = read_table(args.data, "train")
+        if "country" not in table.columns:
+            raise SettingsError(f"--countries needs Deep-Culture-Lense data with a country column; {args.data!r} has "
+                                f"{list(table.columns)}.")
+        countries = sorted(set(table["country"].astype(str).str.lower()))
+    else:
+        countries = [c.strip().lower() for c in args.countries.split(",") if c.strip()]
+    load = lambda country, split: load_pairs(args.data, schema="dcl", split=split, country=country,  # noqa: E731
+                                             localization=args.localization, form="mcq",
+                                             rejected_model=args.rejected_model, system_prompt=args.system)
+    config = {"epochs": 10_000, **({"max_steps": args.steps} if args.steps else {}), **overrides}
+    say(f"{len(countries)} countries, {len(methods)} methods each: {len(countries) * sum(METHODS[m].trained for m in methods)} "
+        f"trainings of {config.get('max_steps') or 'the default'} steps at most; results in {args.out}")
+    result = compare_countries(model, tokenizer, sae, load, countries, args.out, on_progress=say, methods=methods,
+                               multipliers=multipliers, train_config=config, metric="mcq")
+    print(result.summary_table())
+    return 1 if result.failed and not result.countries else 0
 
 
 def _compare_on_data(args, methods, multipliers, overrides, say):

@@ -49,6 +49,17 @@ class MethodResult:
     loss_curve: list[float] = field(default_factory=list)
     validation_accuracy: dict[float, float] = field(default_factory=dict)
 
+    @classmethod
+    def from_json(cls, data: dict) -> "MethodResult":
+        """The inverse of the ``results`` entries of ``comparison.json``."""
+        floats = lambda d: {float(k): v for k, v in (d or {}).items()}  # noqa: E731
+        return cls(**{**data, "accuracy": floats(data.get("accuracy")),
+                      "validation_accuracy": floats(data.get("validation_accuracy"))})
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "accuracy": {str(k): v for k, v in self.accuracy.items()},
+                "validation_accuracy": {str(k): v for k, v in self.validation_accuracy.items()}}
+
     @property
     def chosen_multiplier(self) -> float:
         """The multiplier the method is reported at: the best on the validation split (never the
@@ -117,7 +128,7 @@ class ComparisonResult:
         (folder / "comparison.json").write_text(json.dumps(
             {"task": self.task, "metric": self.metric, "baseline_accuracy": self.baseline_accuracy,
              "settings": self.settings,
-             "results": [{**asdict(r), "accuracy": {str(k): v for k, v in r.accuracy.items()}} for r in self.results]},
+             "results": [r.to_json() for r in self.results]},
             indent=2))
         sweep_fig, loss_fig = self.figures()
         sweep_fig.write_html(folder / "accuracy_by_multiplier.html", include_plotlyjs="cdn")
@@ -140,6 +151,8 @@ def compare_methods(
     validation_fraction: float = 0.2,
     seed: int = 0,
     metric: str = "mcq",
+    done: Sequence[MethodResult] = (),
+    on_result: Callable[[MethodResult], None] | None = None,
 ) -> ComparisonResult:
     """Make each method's vector on ``train_pairs`` and measure it on ``test_pairs`` with
     ``metric`` (a key of :data:`~yapo_core.evaluation.METRICS`; MCQ accuracy by default).
@@ -147,7 +160,11 @@ def compare_methods(
     A seeded ``validation_fraction`` of the training pairs is held out from training; each
     method's multiplier is chosen on it (:attr:`MethodResult.chosen_multiplier`), so the test
     split is used for nothing but the report. ``validation_fraction=0`` trains on every pair and
-    reports each method at its best test multiplier (labelled as such)."""
+    reports each method at its best test multiplier (labelled as such).
+
+    ``done`` holds results of an interrupted run of the same comparison: those methods are not
+    made again. ``on_result`` is called with each method's result as soon as it is measured (to
+    store it)."""
     say = on_progress or (lambda msg: None)
     layer = check_sae_fits(model, sae).resid_layer
     config = dict(train_config or {})
@@ -158,7 +175,12 @@ def compare_methods(
     score = lambda pairs, vector, ms: evaluate_metric(metric, model, tokenizer, pairs, vector, ms, sae=sae)  # noqa: E731
     results = []
     baseline = score(test_pairs, None, [0.0])[0.0] if metric != "preference" else 0.0
+    finished = {r.method: r for r in done}
     for method in chosen:
+        if method.key in finished:
+            say(f"{method.key}: measured before, kept")
+            results.append(finished[method.key])
+            continue
         say(f"{method.key}: building the vector")
         start = time.perf_counter()
         losses: list[float] = []
@@ -174,6 +196,8 @@ def compare_methods(
         if capability:
             result.capability_change = capability_change(capability, model, vector, result.chosen_multiplier, sae)["change"]
         results.append(result)
+        if on_result is not None:
+            on_result(result)
     return ComparisonResult(task, baseline, results, {
         "train_config": config, "multipliers": list(multipliers), "n_train": len(fit), "n_validation": len(held),
         "n_test": len(test_pairs), "multiplier_choice": "validation split" if held else "best on the test split"},

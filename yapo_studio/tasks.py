@@ -231,6 +231,7 @@ def _demo_task(spec: TaskSpec) -> Task:
 
 DEMO_BEHAVIOUR_CAVEAT = (
     "The demo world's behaviour tasks show BiPO's data formats and the behaviour metric; they do not steer "
-    "sensibly: a vector trained with the defaults turns the open answers into repeated tokens (a run of commas), "
-    "and the A/B behaviour rate barely moves (docs/results.md). Use a culture task to see steering work."
+    "sensibly: a vector trained with the defaults turns the open answers into repeated tokens (a run of commas) "
+    "and leaves the A/B behaviour rate at 0 (assets/results/demo-behaviours.md). Use a culture task to see "
+    "steering work."
 )

@@ -1,0 +1,71 @@
+"""The countries campaign: one comparison per Deep-Culture-Lense country, stored as it goes,
+resumed, and summarised as the paper's table."""
+
+import json
+
+import pytest
+from conftest import make_model
+
+from yapo_core import comparison
+
+
+@pytest.fixture
+def model_dir(tmp_path, tokenizer):
+    path = tmp_path / "model"
+    make_model("llama").save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _dcl_file(path, countries=("egypt", "uk"), n=6):
+    import pandas as pd
+
+    rows = []
+    for split in ("train", "test"):
+        for country in countries:
+            for i in range(n):
+                prompt = f"{country} {split} {i}: which?\nA. one\nB. two\nC. three"
+                rows.append({"split": split, "country": country, "localization_status": "nolocalized",
+                             "prompt-mcq": prompt, "chosen-mcq": "AB"[i % 2], "rejected_tiny_mcq": "C",
+                             "prompt_open_ended": prompt, "chosen_open_ended": "x", "rejected_tiny_open_ended": "y"})
+    folder = path / "dcl"
+    folder.mkdir()
+    frame = pd.DataFrame(rows)
+    for split in ("train", "test"):
+        frame[frame.split == split].drop(columns="split").to_json(folder / f"{split}.jsonl", orient="records", lines=True)
+    return folder
+
+
+def test_the_countries_campaign_stores_each_result_resumes_and_writes_the_papers_table(tmp_path, model_dir, sae_dir,
+                                                                                       capsys, monkeypatch):
+    from yapo_core import campaign
+    from yapo_core.cli import main
+
+    data, out = _dcl_file(tmp_path), tmp_path / "campaign"
+    argv = ["compare", "--model", str(model_dir), "--sae-path", str(sae_dir), "--data", str(data), "--countries", "all",
+            "--methods", "caa,sas", "--multipliers=0,1", "--device", "cpu", "--out", str(out)]
+    calls = []
+    real = campaign.compare_methods
+    monkeypatch.setattr(campaign, "compare_methods", lambda *a, **k: calls.append(k["task"]) or real(*a, **k))
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "over 2 countries" in table and "| CAA (dense, computed) |" in table and "re-implementation" in table
+    assert (out / "egypt" / "comparison.json").exists() and (out / "uk" / "comparison.json").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["averages"]) == {"unsteered", "caa", "sas"} and summary["failed"] == {}
+    # run again: both countries are read back, nothing is computed again
+    (out / "uk" / "comparison.json").unlink()
+    egypt = json.loads((out / "egypt" / "comparison.json").read_text())
+    assert main(argv) == 0 and calls == ["culture-egypt", "culture-uk", "culture-uk"]
+    assert json.loads((out / "egypt" / "comparison.json").read_text()) == egypt
+    # an interrupted country resumes after its stored methods
+    (out / "uk" / "comparison.json").unlink()
+    first = json.loads((out / "egypt" / "comparison.json").read_text())["results"][:1]
+    (out / "uk" / "partial.json").write_text(json.dumps(first))
+    made, real_make = [], comparison.make_vector
+    monkeypatch.setattr(comparison, "make_vector", lambda method, *a, **k: made.append(method.key) or
+                        real_make(method, *a, **k))
+    capsys.readouterr()
+    assert main(argv) == 0 and made == ["sas"] and "resuming after caa" in capsys.readouterr().err
+    assert main([*argv[:7], "--countries", "egypt,mars", *argv[9:]]) == 0  # one country missing: the other kept
+    assert "mars: not measured" in capsys.readouterr().out
