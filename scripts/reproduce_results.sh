@@ -5,6 +5,7 @@
 #   scripts/reproduce_results.sh comparison benchmark   # only the parts named
 #
 # Parts: demo-world  (scripts/evaluate_demo_world.py -> assets/results/demo-world.md, .json)
+#        demo-behaviours (scripts/evaluate_demo_world.py --sections behaviours -> demo-behaviours.md, .json)
 #        comparison  (yapo compare --country egypt  -> assets/results/comparison-egypt/)
 #        benchmark   (scripts/benchmark_trainer.py  -> assets/results/benchmark.md, .json)
 #        real-size   (scripts/real_size_run.py      -> assets/results/real-size.md, real-size-bf16.md, .json)
@@ -24,7 +25,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(demo-world comparison benchmark real-size shared-cpu sharing)
+  parts=(demo-world demo-behaviours comparison benchmark real-size shared-cpu sharing)
 fi
 
 missed=0
@@ -36,7 +37,7 @@ for part in "${parts[@]}"; do
       # stdout is the Markdown report; write it beside the old one and replace it only when the
       # script finished (exit 0: every target met, 1: one missed).
       status=0
-      "$PYTHON" scripts/evaluate_demo_world.py --json "$RESULTS/demo-world.json.new" \
+      "$PYTHON" scripts/evaluate_demo_world.py --sections culture --json "$RESULTS/demo-world.json.new" \
         > "$RESULTS/demo-world.md.new" || status=$?
       if [ "$status" -gt 1 ]; then
         rm -f "$RESULTS/demo-world.md.new" "$RESULTS/demo-world.json.new"
@@ -45,6 +46,13 @@ for part in "${parts[@]}"; do
       fi
       mv "$RESULTS/demo-world.md.new" "$RESULTS/demo-world.md"
       mv "$RESULTS/demo-world.json.new" "$RESULTS/demo-world.json"
+      [ "$status" -eq 0 ] || missed=1
+      ;;
+    demo-behaviours)
+      status=0
+      "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --json "$RESULTS/demo-behaviours.json" \
+        > "$RESULTS/demo-behaviours.md" || status=$?
+      [ "$status" -le 1 ] || exit "$status"
       [ "$status" -eq 0 ] || missed=1
       ;;
     comparison)
@@ -65,7 +73,7 @@ for part in "${parts[@]}"; do
       "$PYTHON" scripts/benchmark_sharing.py --engine simple --out "$RESULTS/sharing-simple.md"
       ;;
     *)
-      echo "unknown part '$part'; use demo-world, comparison, benchmark, real-size, shared-cpu or sharing" >&2
+      echo "unknown part '$part'; use demo-world, demo-behaviours, comparison, benchmark, real-size, shared-cpu or sharing" >&2
       exit 2
       ;;
   esac

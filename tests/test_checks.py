@@ -96,3 +96,27 @@ def test_generation_settings_are_checked_before_decoding(tokenizer):
             generate(model, tokenizer, "Hi", vector, **{"multipliers": [0, 1], **kwargs})
     with pytest.raises(SettingsError, match="prompts must be one or more non-empty strings"):
         generate(model, tokenizer, [], vector)
+
+
+def test_models_and_saes_with_broken_weights_are_refused(tmp_path, tokenizer):
+    from safetensors.torch import load_file, save_file
+
+    from yapo_core.errors import ModelLoadError, SAELoadError
+    from yapo_core.models import load_model
+    from yapo_core.saes import load_sae
+
+    model_dir, sae_dir = tmp_path / "model", tmp_path / "sae"
+    make_model().save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    weights = load_file(model_dir / "model.safetensors")
+    key = next(k for k in weights if "layers.2" in k and weights[k].ndim == 2)
+    weights[key][0, 0] = float("nan")
+    save_file(weights, str(model_dir / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ModelLoadError, match="hold NaN or infinite values \\(model.layers.2"):
+        load_model(model_dir, device="cpu")
+    make_sae().save_model(sae_dir)
+    sae_weights = load_file(sae_dir / "sae_weights.safetensors")
+    sae_weights["W_dec"][3, 3] = float("inf")
+    save_file(sae_weights, str(sae_dir / "sae_weights.safetensors"))
+    with pytest.raises(SAELoadError, match="hold NaN or infinite values \\(W_dec\\)"):
+        load_sae(path=sae_dir, device="cpu")

@@ -19,7 +19,8 @@ from typing import Callable, Sequence
 from torch import nn
 
 from .data import PreferencePair, split_pairs
-from .demo import TRAINING, build_demo_world
+from .demo import TRAINING, build_demo_world, corpus
+from .errors import SettingsError
 from .evaluation import (
     DEFAULT_MULTIPLIERS,
     METRICS,
@@ -219,6 +220,9 @@ def demo_comparison(
 
     YaPO and BiPO train with the demo world's settings (:data:`yapo_core.demo.TRAINING`), for
     ``steps`` steps when given; ``train_config`` overrides any :class:`TrainConfig` field."""
+    if country not in corpus.COUNTRY_KEYS or country == corpus.DEFAULT_COUNTRY:  # before the world is built
+        targets = [c for c in corpus.COUNTRY_KEYS if c != corpus.DEFAULT_COUNTRY]
+        raise SettingsError(f"country {country!r} is not one of the demo world's target cultures: {', '.join(targets)}.")
     world = build_demo_world(seed=seed, size=size)
     model, tokenizer = load_model(world.model_dir, device="cpu")
     sae = load_sae(path=world.sae_dir, device="cpu")

@@ -104,7 +104,20 @@ def load_model(
         model.to(resolve_device(device))
     prepare_model(model)
     prepare_tokenizer(tokenizer)
+    check_weights(model, f"model {source!r}", ModelLoadError)
     return model, tokenizer
+
+
+def check_weights(module: nn.Module, name: str, error=ModelLoadError) -> None:
+    """Refuse a model without blocks, or weights that hold NaN or infinite values (a broken save
+    or conversion: every output would be NaN). One pass over the weights; offloaded ones are skipped."""
+    if hasattr(module, "config") and not decoder_layers(module):
+        raise error(f"{name} has no decoder blocks (its config says num_hidden_layers=0); check config.json.")
+    with torch.no_grad():
+        for key, tensor in module.state_dict().items():
+            if tensor.is_floating_point() and tensor.device.type != "meta" and not torch.isfinite(tensor).all():
+                raise error(f"the weights of {name} hold NaN or infinite values ({key}); the files are broken: "
+                            "download or save them again.")
 
 
 def is_local_source(source: str) -> bool:

@@ -14,7 +14,7 @@ from .architectures import hidden_size
 from .errors import SAELoadError
 from .hooks import HookPoint, block_output, hook_device, parse_hook_name
 from .hub import explain_hub_error
-from .models import model_fingerprint, module_fingerprint, resolve_device
+from .models import check_weights, model_fingerprint, module_fingerprint, resolve_device
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,7 @@ def load_sae(
     sae.eval()
     sae.requires_grad_(False)
     _SOURCES[sae] = source
+    check_weights(sae, f"SAE {source.describe()}", SAELoadError)
     return sae
 
 

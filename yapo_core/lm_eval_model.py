@@ -1,0 +1,93 @@
+"""A steered model for lm-evaluation-harness, so its benchmarks (the paper's MMLU check) run on a
+model with a steering vector applied exactly as the method applies it.
+
+    yapo lm-eval --model yapo --tasks mmlu \\
+        --model_args pretrained=google/gemma-2-2b-it,vector=vector.safetensors,multiplier=1
+
+``yapo lm-eval`` is lm-eval's own command line with this model registered as ``yapo``. Its
+``model_args`` are those of lm-eval's ``hf`` model plus ``vector`` (a ``.safetensors`` file from
+:func:`~yapo_core.export.save_vector`), ``multiplier`` (default 1), ``sae_path`` or
+``sae_release`` + ``sae_id`` (default: the SAE the vector names) and ``allow_other_model``.
+Every forward pass and every generation runs inside :meth:`SteeringVector.apply` (sparse vectors
+through the SAE, dense ones added; every token), so the hook always comes off. Needs the
+``lm_eval`` package (``pip install -e ".[eval]"``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+from . import checks
+from .errors import SettingsError, YapoError
+
+try:
+    from lm_eval.api.registry import register_model
+    from lm_eval.models.huggingface import HFLM
+except ImportError as exc:  # pragma: no cover - the optional dependency is missing
+    raise ImportError("yapo_core.lm_eval_model needs lm-evaluation-harness: pip install -e \".[eval]\"") from exc
+
+
+def _flag(value) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes")
+
+
+@register_model("yapo")
+class SteeredLM(HFLM):
+    """lm-eval's Hugging Face model with a YaPO/BiPO/CAA/SAS vector applied at ``multiplier``."""
+
+    def __init__(self, pretrained, vector: str | None = None, multiplier: float | str = 1.0,
+                 sae_path: str | None = None, sae_release: str | None = None, sae_id: str | None = None,
+                 allow_other_model: bool | str = False, **kwargs):
+        super().__init__(pretrained=pretrained, **kwargs)
+        (self.multiplier,) = checks.multipliers([multiplier], "multiplier")
+        self.vector = self.sae = None
+        if vector:
+            from .export import load_vector
+            from .saes import load_sae, place_sae
+
+            found = load_vector(vector)
+            source = found.sae_source
+            if sae_path or sae_release:
+                self.sae = load_sae(sae_release, sae_id, path=sae_path, device="cpu")
+            elif found.kind == "sparse":
+                if not (source.release or source.path):
+                    raise SettingsError(f"the sparse vector {vector!r} names no SAE; pass sae_path= or sae_release= "
+                                        "and sae_id= in model_args.")
+                self.sae = load_sae(source.release, source.sae_id, path=source.path, device="cpu")
+            if self.sae is not None:
+                place_sae(self.model, self.sae)
+            self.vector = load_vector(vector, model=self.model, sae=self.sae,
+                                      allow_other_model=_flag(allow_other_model))
+
+    def steered(self):
+        """The context every model call runs in: the vector on, at the multiplier (none at 0)."""
+        if self.vector is None or self.multiplier == 0:
+            return contextlib.nullcontext()
+        return self.vector.apply(self.model, self.multiplier, sae=self.sae)
+
+    def _model_call(self, *args, **kwargs):
+        with self.steered():
+            return super()._model_call(*args, **kwargs)
+
+    def _model_generate(self, *args, **kwargs):
+        with self.steered():
+            return super()._model_generate(*args, **kwargs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """lm-eval's command line, with the ``yapo`` model registered."""
+    from lm_eval._cli import HarnessCLI
+    from lm_eval.utils import setup_logging
+
+    setup_logging()
+    if argv is not None:
+        sys.argv = ["yapo lm-eval", *argv]
+    parser = HarnessCLI()
+    args = parser.parse_args()
+    try:
+        parser.execute(args)
+    except YapoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
