@@ -11,6 +11,7 @@
 #        real-size   (scripts/real_size_run.py      -> assets/results/real-size.md, real-size-bf16.md, .json)
 #        shared-cpu  (scripts/benchmark_shared_cpu.py -> assets/results/shared-cpu.md, .json)
 #        sharing     (scripts/benchmark_sharing.py  -> assets/results/sharing.md, sharing-simple.md, .json)
+#        lm-eval     (scripts/lm_eval_check.py      -> assets/results/lm-eval-check.md, .json; needs .[eval])
 #
 # Runs on a CPU, offline, from seed 0. The first part that needs the demo world builds it into
 # the demo cache ($YAPO_CACHE_DIR, default ~/.cache/yapo-studio) and the others reuse it.
@@ -25,7 +26,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(demo-world demo-behaviours comparison benchmark real-size shared-cpu sharing)
+  parts=(demo-world demo-behaviours comparison benchmark real-size shared-cpu sharing lm-eval)
 fi
 
 missed=0
@@ -72,8 +73,11 @@ for part in "${parts[@]}"; do
       "$PYTHON" scripts/benchmark_sharing.py
       "$PYTHON" scripts/benchmark_sharing.py --engine simple --out "$RESULTS/sharing-simple.md"
       ;;
+    lm-eval)
+      "$PYTHON" scripts/lm_eval_check.py
+      ;;
     *)
-      echo "unknown part '$part'; use demo-world, demo-behaviours, comparison, benchmark, real-size, shared-cpu or sharing" >&2
+      echo "unknown part '$part'; use demo-world, demo-behaviours, comparison, benchmark, real-size, shared-cpu, sharing or lm-eval" >&2
       exit 2
       ;;
   esac

@@ -77,3 +77,15 @@ def test_the_shared_cpu_benchmark_compares_quiet_and_shared_runs(tmp_path):
     assert "slowdown beside a busy process with the project's settings" in result.stdout
     figures = json.loads(out.with_suffix(".json").read_text())
     assert set(figures) == {"quiet", "shared"} and figures["quiet"]["omp_wait_policy"] == "PASSIVE"
+
+
+def test_the_lm_eval_check_compares_lm_eval_with_the_projects_metric(tmp_path):
+    env = {**os.environ, "YAPO_CACHE_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "check.md"
+    result = subprocess.run([sys.executable, "scripts/lm_eval_check.py", "--size", "mini", "--steps", "2", "--out",
+                             str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.with_suffix(".json").read_text())
+    assert set(figures["multipliers"]) == {"0", "1"} and figures["multipliers"]["0"]["n"] > 0
+    assert "| 1 |" in result.stdout

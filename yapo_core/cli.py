@@ -183,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the demo world's, every_option)")
     c.add_argument("--out", default="runs/comparison", help="folder for the table and plots")
 
+    sub.add_parser("lm-eval", help="lm-evaluation-harness with a steered model: --model yapo --model_args "
+                   "pretrained=...,vector=...,multiplier=1 --tasks mmlu (needs pip install -e \".[eval]\")",
+                   add_help=False)
     d = sub.add_parser("demo", help="build or describe the built-in demo world", add_help=False)
     d.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
@@ -388,6 +391,14 @@ def _compare_on_data(args, methods, multipliers, overrides, say):
                            task=f"{args.test_data or args.data}", on_progress=say, metric=metric)
 
 
+def _lm_eval(rest: list[str]) -> int:
+    try:
+        from .lm_eval_model import main as lm_eval_main
+    except ImportError as exc:
+        raise SettingsError(f"{exc}") from None
+    return lm_eval_main(rest)
+
+
 def cmd_demo(rest: list[str]) -> int:
     from .demo.cli import main as demo_main
 
@@ -398,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["demo"]:  # the demo build fixes its own thread count (its files depend on it)
         return _guarded(lambda: cmd_demo(argv[1:]))
+    if argv[:1] == ["lm-eval"]:  # lm-eval's own command line, with the steered "yapo" model registered
+        return _guarded(lambda: _lm_eval(argv[1:]))
     args = build_parser().parse_args(argv)
     handler = {"train": cmd_train, "generate": cmd_generate, "export": cmd_export, "eval": cmd_eval,
                "compare": cmd_compare}[args.command]

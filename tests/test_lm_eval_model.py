@@ -1,0 +1,90 @@
+"""The lm-evaluation-harness model class: a steered model that lm-eval runs like its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import consistent_pairs, make_model, make_sae
+
+lm_eval = pytest.importorskip("lm_eval")
+
+from yapo_core import SteeringVector, save_vector  # noqa: E402
+from yapo_core.architectures import decoder_layers  # noqa: E402
+from yapo_core.errors import SettingsError  # noqa: E402
+from yapo_core.methods import make_vector  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _task(path: Path) -> dict:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from lm_eval_check import task_config
+
+    return task_config(path)
+
+
+@pytest.fixture
+def world(tmp_path, tokenizer):
+    model_dir, sae_dir = tmp_path / "model", tmp_path / "sae"
+    model = make_model("llama")
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    sae = make_sae()
+    sae.save_model(sae_dir)
+    from yapo_core.saes import load_sae
+
+    sae = load_sae(path=sae_dir)
+    vector = make_vector("yapo", model, tokenizer, consistent_pairs(8), sae=sae, max_steps=3, lr=0.5, warmup_steps=1)
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps({"prompt": p.prompt, "answer": p.chosen}) + "\n"
+                                 for p in consistent_pairs(6, seed=3)))
+    return model_dir, save_vector(vector, tmp_path / "v.safetensors", sae=sae), questions
+
+
+def _replies(model_dir, vector, questions, multiplier):
+    res = lm_eval.simple_evaluate(model="yapo", model_args={"pretrained": str(model_dir), "vector": str(vector),
+                                                           "multiplier": str(multiplier), "device": "cpu"},
+                                  tasks=[_task(questions)], log_samples=True, batch_size=4)
+    return res, [s["resps"][0][0] for s in sorted(res["samples"]["yapo_general_questions"], key=lambda s: s["doc_id"])]
+
+
+def test_the_steered_model_runs_in_lm_eval_and_its_hooks_come_off(world):
+    import yapo_core.lm_eval_model as lem
+
+    assert lm_eval.api.registry.get_model("yapo") is lem.SteeredLM
+    model_dir, vector, questions = world
+    base, plain = _replies(model_dir, vector, questions, 0)
+    _, steered = _replies(model_dir, vector, questions, 2)
+    assert plain != steered  # the vector changes the answers
+    assert "exact_match,none" in base["results"]["yapo_general_questions"]
+    lm = lem.SteeredLM(pretrained=str(model_dir), vector=str(vector), multiplier="1", device="cpu")
+    assert lm.sae is not None and lm.vector.kind == "sparse"  # the SAE the vector names is loaded
+    with lm.steered():
+        assert any(block._forward_hooks for block in decoder_layers(lm.model))
+    assert not any(block._forward_hooks for block in decoder_layers(lm.model))
+
+
+def test_bad_model_args_are_refused(world, tmp_path):
+    import yapo_core.lm_eval_model as lem
+
+    model_dir, vector, _ = world
+    with pytest.raises(SettingsError, match="multiplier 'lots' is not a number"):
+        lem.SteeredLM(pretrained=str(model_dir), vector=str(vector), multiplier="lots", device="cpu")
+    other = save_vector(SteeringVector("dense", torch.ones(32), "blocks.9.hook_resid_post"), tmp_path / "deep.safetensors")
+    with pytest.raises(Exception, match="steers layer 9 but this model has only 4 blocks"):
+        lem.SteeredLM(pretrained=str(model_dir), vector=str(other), device="cpu", allow_other_model="true")
+
+
+def test_the_yapo_command_passes_through_to_lm_eval(world, tmp_path):
+    model_dir, vector, questions = world
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "yapo_core", "lm-eval", "run", "--model", "yapo", "--model_args",
+                          f"pretrained={model_dir},vector={vector},multiplier=1,device=cpu", "--tasks", "nonexistent_task"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "nonexistent_task" in (out.stdout + out.stderr)
