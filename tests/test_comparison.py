@@ -58,7 +58,8 @@ def test_the_compare_command_on_the_miniature_demo_world(tmp_path, monkeypatch, 
     out = tmp_path / "cmp"
     assert main(["compare", "--size", "mini", "--country", "nepal", "--methods", "yapo,caa", "--steps", "3",
                  "--multipliers=0,1", "--mcq-rejected", "given", "--out", str(out)]) == 0
-    table = capsys.readouterr().out
+    captured = capsys.readouterr()
+    table = captured.out
     assert "| YaPO |" in table and "| CAA |" in table and "nepal" in table
     saved = json.loads((out / "comparison.json").read_text())
     assert [r["method"] for r in saved["results"]] == ["yapo", "caa"]
@@ -66,6 +67,7 @@ def test_the_compare_command_on_the_miniature_demo_world(tmp_path, monkeypatch, 
     assert saved["settings"]["train_config"]["lr"] == TRAINING["lr"]  # the demo world's own settings
     assert TRAINING["mcq_rejected"] == "every_option" and saved["settings"]["train_config"]["mcq_rejected"] == "given"
     assert len(saved["results"][0]["loss_curve"]) == 3
+    assert "plan: 1 training(s) of at most 3 steps (YaPO (sparse)), 1 computed vector(s), 8 evaluations" in captured.err
 
 
 def test_the_reported_multiplier_is_chosen_on_validation_never_on_test():

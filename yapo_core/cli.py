@@ -321,7 +321,7 @@ def cmd_compare(args) -> int:
         if args.data:
             raise SettingsError("--data needs --model (and an SAE): without --model, compare runs on the demo world.")
         result = demo_comparison(args.country or "egypt", methods, args.steps, args.size, multipliers=multipliers,
-                                 on_progress=say, **overrides)
+                                 on_progress=say, progress=True, **overrides)
     elif args.countries:
         return _compare_countries(args, methods, multipliers, overrides, say)
     else:
@@ -357,7 +357,7 @@ def _compare_countries(args, methods, multipliers, overrides, say) -> int:
     say(f"{len(countries)} countries, {len(methods)} methods each: {len(countries) * sum(METHODS[m].trained for m in methods)} "
         f"trainings of {config.get('max_steps') or 'the default'} steps at most; results in {args.out}")
     result = compare_countries(model, tokenizer, sae, load, countries, args.out, on_progress=say, methods=methods,
-                               multipliers=multipliers, train_config=config, metric="mcq")
+                               multipliers=multipliers, train_config=config, metric="mcq", progress=True)
     print(result.summary_table())
     return 1 if result.failed and not result.countries else 0
 
@@ -388,7 +388,7 @@ def _compare_on_data(args, methods, multipliers, overrides, say):
     say(f"{len(train)} training pairs (20% of them for choosing multipliers), {len(test)} test pairs; metric {metric}")
     config = {"epochs": 10_000, **({"max_steps": args.steps} if args.steps else {}), **overrides}
     return compare_methods(model, tokenizer, sae, train, test, None, methods, multipliers, config,
-                           task=f"{args.test_data or args.data}", on_progress=say, metric=metric)
+                           task=f"{args.test_data or args.data}", on_progress=say, metric=metric, progress=True)
 
 
 def _lm_eval(rest: list[str]) -> int:

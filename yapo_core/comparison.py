@@ -154,6 +154,7 @@ def compare_methods(
     metric: str = "mcq",
     done: Sequence[MethodResult] = (),
     on_result: Callable[[MethodResult], None] | None = None,
+    progress: bool = False,
 ) -> ComparisonResult:
     """Make each method's vector on ``train_pairs`` and measure it on ``test_pairs`` with
     ``metric`` (a key of :data:`~yapo_core.evaluation.METRICS`; MCQ accuracy by default).
@@ -165,7 +166,7 @@ def compare_methods(
 
     ``done`` holds results of an interrupted run of the same comparison: those methods are not
     made again. ``on_result`` is called with each method's result as soon as it is measured (to
-    store it)."""
+    store it). ``progress`` shows a progress bar for each training."""
     say = on_progress or (lambda msg: None)
     layer = check_sae_fits(model, sae).resid_layer
     config = dict(train_config or {})
@@ -175,8 +176,9 @@ def compare_methods(
     fit, held = split_pairs(train_pairs, validation_fraction, seed)
     score = lambda pairs, vector, ms: evaluate_metric(metric, model, tokenizer, pairs, vector, ms, sae=sae)  # noqa: E731
     results = []
-    baseline = score(test_pairs, None, [0.0])[0.0] if metric != "preference" else 0.0
     finished = {r.method: r for r in done}
+    say(plan(chosen, config, multipliers, len(fit), len(held), len(test_pairs), skip=set(finished)))
+    baseline = score(test_pairs, None, [0.0])[0.0] if metric != "preference" else 0.0
     for method in chosen:
         if method.key in finished:
             say(f"{method.key}: measured before, kept")
@@ -186,7 +188,7 @@ def compare_methods(
         start = time.perf_counter()
         losses: list[float] = []
         vector = make_vector(method, model, tokenizer, fit, sae=sae, layer=layer, config=TrainConfig(**config),
-                             on_step=lambda m: losses.append(m.loss))
+                             on_step=lambda m: losses.append(m.loss), progress=progress)
         seconds = time.perf_counter() - start
         say(f"{method.key}: sweeping multipliers")
         on_validation = score(held, vector, multipliers) if held else {}
@@ -205,6 +207,21 @@ def compare_methods(
         metric)
 
 
+def plan(methods, config: dict, multipliers: Sequence[float], n_fit: int, n_validation: int, n_test: int,
+         skip: set[str] = frozenset()) -> str:
+    """What a comparison will do, before it does it: trainings and their steps, computed vectors,
+    and evaluations (one per multiplier and split)."""
+    todo = [m for m in methods if m.key not in skip]
+    trained = [m.label for m in todo if m.trained]
+    steps = config.get("max_steps") or TrainConfig(**{k: v for k, v in config.items() if k != "kind"}).epochs
+    unit = "steps" if config.get("max_steps") else "epochs"
+    evaluations = len(todo) * len(multipliers) * (2 if n_validation else 1)
+    return (f"plan: {len(trained)} training(s) of at most {steps} {unit} ({', '.join(trained) or 'none'}), "
+            f"{len(todo) - len(trained)} computed vector(s), {evaluations} evaluations over {n_test} test"
+            + (f" and {n_validation} validation" if n_validation else "") + f" pairs; {n_fit} training pairs"
+            + (f"; kept from before: {', '.join(sorted(skip))}" if skip else ""))
+
+
 def demo_comparison(
     country: str = "egypt",
     methods: Sequence[str] = tuple(METHODS),
@@ -213,6 +230,7 @@ def demo_comparison(
     seed: int = 0,
     multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
     on_progress=None,
+    progress: bool = False,
     **train_config,
 ) -> ComparisonResult:
     """The comparison on the demo world's culture task for ``country``: trained on its
@@ -232,4 +250,5 @@ def demo_comparison(
     capability = lambda: generation_accuracy(model, tokenizer, prompts, answers, max_new_tokens=8)  # noqa: E731
     config = {"epochs": 10_000, "seed": 11, **TRAINING, **({"max_steps": steps} if steps else {}), **train_config}
     return compare_methods(model, tokenizer, sae, list(train), list(test), capability, methods,
-                           multipliers, config, task=f"demo culture-{country} (non-localized MCQ)", on_progress=on_progress)
+                           multipliers, config, task=f"demo culture-{country} (non-localized MCQ)", on_progress=on_progress,
+                           progress=progress)
