@@ -228,6 +228,14 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
     page.wait_for_function("() => { const g = document.querySelector('#eval-plot .js-plotly-plot');"
                            " return g && g.data.length && g.data[0].x.length === 7 }", timeout=120_000)
     page.screenshot(path=str(shots / "evaluate.png"), full_page=True)
+    # ... and the four methods compared on the task, each at the multiplier chosen on validation
+    page.get_by_text("Compare methods: YaPO, BiPO, CAA and SAS on the loaded task").click()
+    page.get_by_label("Training steps (0: the preset's)").fill("3")
+    page.get_by_role("button", name="Compare methods", exact=True).click()
+    page.locator("#cmp-table").filter(has_text="SAS").wait_for(timeout=300_000)
+    page.wait_for_function("() => { const g = document.querySelector('#cmp-plot .js-plotly-plot');"
+                           " return g && g.data.some(t => t.name.includes('chosen m')) }", timeout=60_000)
+    assert page.get_by_test_id("toast-text").count() == 0 and "multiplier (validation)" in page.content()
 
     # Export: download the .safetensors file and check it; load it back.
     page.get_by_role("tab", name="Export").click()
