@@ -210,3 +210,6 @@ def test_compare_on_your_own_model_sae_and_data(tmp_path, model_dir, sae_dir, da
     assert "compare needs an SAE" in capsys.readouterr().err
     assert main(["compare", "--data", str(data_csv), "--out", str(out)]) == 2
     assert "--data needs --model" in capsys.readouterr().err
+    assert main(["compare", "--model", str(model_dir), "--sae-path", str(sae_dir), "--data", str(data_csv),
+                 "--capability", "10", "--device", "cpu", "--out", str(out)]) == 2  # offline: MMLU cannot be read
+    assert "cais/mmlu" in capsys.readouterr().err

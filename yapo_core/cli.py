@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--test-data", help="held-out pairs (default: the --split test of --data if it has one, else "
                    "20%% of --data set aside)")
     c.add_argument("--metric", default="auto", choices=["auto", *METRICS], help="default: as for eval")
+    c.add_argument("--capability", type=int, default=0, metavar="N",
+                   help="with --model: the capability change at each chosen multiplier on N MMLU questions (cais/mmlu, "
+                   "needs the Hub or its cache; default 0: not measured). The demo world uses its general questions.")
     c.add_argument("--countries", help="Deep-Culture-Lense data (--data, its train and test splits): 'all' or a "
                    "comma-separated list; one comparison per country, stored as it goes and resumed when run again, "
                    "and the paper's table (average MCQ accuracy per method) in <out>/summary.md")
@@ -357,9 +360,21 @@ def _compare_countries(args, methods, multipliers, overrides, say) -> int:
     say(f"{len(countries)} countries, {len(methods)} methods each: {len(countries) * sum(METHODS[m].trained for m in methods)} "
         f"trainings of {config.get('max_steps') or 'the default'} steps at most; results in {args.out}")
     result = compare_countries(model, tokenizer, sae, load, countries, args.out, on_progress=say, methods=methods,
+                               capability=_capability(args, model, tokenizer),
                                multipliers=multipliers, train_config=config, metric="mcq", progress=True)
     print(result.summary_table())
     return 1 if result.failed and not result.countries else 0
+
+
+def _capability(args, model, tokenizer):
+    """The MMLU capability measure of ``--capability N`` (loaded before any training), or None."""
+    from . import checks
+    from .evaluation import load_mmlu_subset, mcq_accuracy
+
+    if not args.capability:
+        return None
+    items = load_mmlu_subset(checks.whole("--capability", args.capability, 1))
+    return lambda: mcq_accuracy(model, tokenizer, items)
 
 
 def _compare_on_data(args, methods, multipliers, overrides, say):
@@ -387,7 +402,8 @@ def _compare_on_data(args, methods, multipliers, overrides, say):
         metric = next(k for k in ("behaviour", "mcq", "generation", "preference") if k in usable)
     say(f"{len(train)} training pairs (20% of them for choosing multipliers), {len(test)} test pairs; metric {metric}")
     config = {"epochs": 10_000, **({"max_steps": args.steps} if args.steps else {}), **overrides}
-    return compare_methods(model, tokenizer, sae, train, test, None, methods, multipliers, config,
+    return compare_methods(model, tokenizer, sae, train, test, _capability(args, model, tokenizer), methods, multipliers,
+                           config,
                            task=f"{args.test_data or args.data}", on_progress=say, metric=metric, progress=True)
 
 
