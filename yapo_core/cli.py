@@ -10,87 +10,16 @@ import tempfile
 from dataclasses import fields
 from pathlib import Path
 
+from .cli_args import (
+    add_data_args,
+    add_model_args,
+    add_sae_args,
+    load_model_from_args,
+    load_pairs_from_args,
+    load_sae_from_args,
+    read_multipliers,
+)
 from .errors import SettingsError, YapoError
-
-
-def _add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--model", required=required, help="Hugging Face id or local folder of a causal LM"
-                   + ("" if required else " (default: the demo world's)"))
-    p.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default)")
-    p.add_argument("--device-map", default=None,
-                   help="'auto': spread a model too large for one GPU over all visible GPUs (accelerate)")
-    p.add_argument("--dtype", default="fp32", help="fp32 (default) or bf16")
-    p.add_argument("--trust-remote-code", action="store_true", help="run the model repo's own code (off by default)")
-
-
-def _add_sae_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sae-release", help="sae-lens release, e.g. gemma-scope-2b-pt-res-canonical")
-    p.add_argument("--sae-id", help="SAE id within the release, e.g. layer_15/width_65k/canonical")
-    p.add_argument("--sae-path", help="local SAE folder written by sae-lens (instead of release/id)")
-
-
-def _load_model_from_args(args):
-    from .models import load_model
-
-    return load_model(args.model, args.device, args.dtype, args.trust_remote_code,
-                      device_map=getattr(args, "device_map", None))
-
-
-def _load_sae_from_args(args, vector=None, model=None):
-    """The SAE the arguments (or the vector's provenance) name; beside its block of ``model``."""
-    from .saes import load_sae, place_sae
-
-    if args.sae_path or args.sae_release:
-        release, sae_id, path = args.sae_release, args.sae_id, args.sae_path
-    elif vector is not None and vector.kind == "sparse":
-        src = vector.sae_source
-        if not (src.release or src.path):
-            raise YapoError("this sparse vector names no SAE; pass --sae-path or --sae-release/--sae-id.")
-        release, sae_id, path = src.release, src.sae_id, src.path
-    else:
-        return None
-    sae = load_sae(release, sae_id, path=path, device="cpu" if model is not None else args.device)
-    if model is not None:
-        place_sae(model, sae)
-    return sae
-
-
-def _columns(text: str | None) -> dict[str, str] | None:
-    if not text:
-        return None
-    try:
-        return dict(part.split("=", 1) for part in text.split(","))
-    except ValueError:
-        raise YapoError(f"--columns {text!r} must look like prompt=q,chosen=good,rejected=bad") from None
-
-
-def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--data", required=required, help="CSV/TSV/JSONL/JSON/Parquet file, folder, URL or hub dataset id")
-    p.add_argument("--schema", default="auto", help="auto, pairs, bipo, bipo_ab or dcl")
-    p.add_argument("--columns", help="column overrides: prompt=q,chosen=good,rejected=bad")
-    p.add_argument("--split", help="dataset split (default train)")
-    p.add_argument("--country", help="Deep-Culture-Lense country filter (comma-separated)")
-    p.add_argument("--localization", default="both", help="localized, nolocalized or both")
-    p.add_argument("--form", default="mcq", help="mcq or open_ended (Deep-Culture-Lense)")
-    p.add_argument("--rejected-model", help="which rejected_<model>_* column to use")
-    p.add_argument("--system", help="system prompt (only used when given)")
-    p.add_argument("--limit", type=int, help="use only the first N pairs")
-
-
-def _load_pairs_from_args(args):
-    from .data import load_pairs
-
-    return load_pairs(
-        args.data, schema=args.schema, columns=_columns(args.columns), split=args.split,
-        country=args.country.split(",") if args.country else None, localization=args.localization,
-        form=args.form, rejected_model=args.rejected_model, system_prompt=args.system, limit=args.limit,
-    )
-
-
-def _multipliers(text: str) -> list[float]:
-    from .evaluation import parse_multipliers
-
-    return parse_multipliers(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,9 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a sparse (YaPO) or dense (BiPO) vector from preference pairs")
-    _add_model_args(t)
-    _add_sae_args(t)
-    _add_data_args(t)
+    add_model_args(t)
+    add_sae_args(t)
+    add_data_args(t)
     t.add_argument("--out", required=True, help="where to write the .safetensors vector")
     t.add_argument("--checkpoint", help="also write the optimizer state here when the run ends or is stopped "
                    "(a .safetensors file that --resume continues from exactly)")
@@ -122,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
             t.add_argument(flag, type=type(default), default=default, help=f"default: {default}")
 
     g = sub.add_parser("generate", help="print steered and unsteered answers side by side")
-    _add_model_args(g)
-    _add_sae_args(g)
+    add_model_args(g)
+    add_sae_args(g)
     g.add_argument("--vector", required=True, help=".safetensors vector file")
     g.add_argument("--prompt", action="append", required=True, help="prompt (repeat for several)")
     g.add_argument("--multipliers", default="0,1", help="comma-separated, 0 = unsteered (default 0,1)")
@@ -145,12 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="cpu")
     e.add_argument("--dtype", default="fp32")
     e.add_argument("--trust-remote-code", action="store_true")
-    _add_sae_args(e)
+    add_sae_args(e)
 
     v = sub.add_parser("eval", help="measure a vector (or the unsteered model) over a multiplier sweep")
-    _add_model_args(v)
-    _add_sae_args(v)
-    _add_data_args(v)
+    add_model_args(v)
+    add_sae_args(v)
+    add_data_args(v)
     v.add_argument("--vector", help=".safetensors vector file (omit to measure the unsteered model)")
     v.add_argument("--metric", default="auto", choices=["auto", *METRICS],
                    help="auto (default): the most specific metric that can score the data (behaviour, mcq, "
@@ -163,9 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compare", help="YaPO, BiPO, CAA and SAS on one task: a demo-world culture (--country, default "
                        "egypt), or your model, SAE and data; each method's multiplier is chosen on a validation split")
-    _add_model_args(c, required=False)
-    _add_sae_args(c)
-    _add_data_args(c, required=False)
+    add_model_args(c, required=False)
+    add_sae_args(c)
+    add_data_args(c, required=False)
     c.add_argument("--test-data", help="held-out pairs (default: the --split test of --data if it has one, else "
                    "20%% of --data set aside)")
     c.add_argument("--metric", default="auto", choices=["auto", *METRICS], help="default: as for eval")
@@ -214,9 +143,9 @@ def cmd_train(args) -> int:
     out = check_output_path(args.out)  # before any work: training takes hours
     checkpoint = check_output_path(args.checkpoint) if args.checkpoint else None
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
-    model, tokenizer = _load_model_from_args(args)
-    sae = _load_sae_from_args(args, model=model)
-    pairs = _load_pairs_from_args(args)
+    model, tokenizer = load_model_from_args(args)
+    sae = load_sae_from_args(args, model=model)
+    pairs = load_pairs_from_args(args)
     trainer = Trainer(model, tokenizer, pairs, config, sae=sae, progress=True)
     print(f"{len(pairs)} pairs ({pairs.schema}); {trainer.data_report.describe()}; engine: "
           f"{trainer.objective.engine} ({trainer.objective.reason})", file=sys.stderr)
@@ -239,11 +168,11 @@ def cmd_generate(args) -> int:
     from .export import load_vector
     from .generation import generate
 
-    model, tokenizer = _load_model_from_args(args)
+    model, tokenizer = load_model_from_args(args)
     vector = load_vector(args.vector)
-    sae = _load_sae_from_args(args, vector, model)
+    sae = load_sae_from_args(args, vector, model)
     vector = load_vector(args.vector, model=model, sae=sae, allow_other_model=args.allow_other_model)
-    multipliers = _multipliers(args.multipliers)
+    multipliers = read_multipliers(args.multipliers)
     results = generate(model, tokenizer, args.prompt, vector, multipliers, sae=sae, system=args.system,
                        max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
                        top_p=args.top_p, seed=args.seed, steer_positions=args.steer_positions)
@@ -260,10 +189,10 @@ def cmd_export(args) -> int:
 
     check_output_path(args.out, "vector.gguf")
     vector = load_vector(args.vector)
-    sae = _load_sae_from_args(args, vector)
+    sae = load_sae_from_args(args, vector)
     model = None
     if args.model:
-        model, _ = _load_model_from_args(args)
+        model, _ = load_model_from_args(args)
     info = export_gguf(vector, args.out, model=model, sae=sae, multiplier=args.multiplier)
     if info["dropped_fraction"]:
         print(f"note: {info['dropped_fraction']:.1%} of the vector (negative latents) has no dense "
@@ -279,14 +208,14 @@ def cmd_eval(args) -> int:
 
     if args.out:
         check_output_path(args.out, "sweep.json")  # before the sweep, not after
-    multipliers = _multipliers(args.multipliers)
-    model, tokenizer = _load_model_from_args(args)
+    multipliers = read_multipliers(args.multipliers)
+    model, tokenizer = load_model_from_args(args)
     vector = sae = None
     if args.vector:
         vector = load_vector(args.vector)
-        sae = _load_sae_from_args(args, vector, model)
+        sae = load_sae_from_args(args, vector, model)
         vector = load_vector(args.vector, model=model, sae=sae, allow_other_model=args.allow_other_model)
-    pairs = list(_load_pairs_from_args(args))
+    pairs = list(load_pairs_from_args(args))
     if args.metric == "auto":
         usable = applicable_metrics(pairs)
         args.metric = next(k for k in ("behaviour", "mcq", "generation", "preference") if k in usable)
@@ -303,108 +232,6 @@ def cmd_eval(args) -> int:
                                y_title=METRICS[args.metric].label)
         fig.write_html(out.with_suffix(".html"), include_plotlyjs="cdn")
     return 0
-
-
-def cmd_compare(args) -> int:
-    from . import checks
-    from .comparison import demo_comparison
-    from .methods import METHODS, get_method
-
-    methods = [get_method(m.strip()).key for m in args.methods.split(",") if m.strip()]
-    if not methods:
-        raise SettingsError(f"--methods {args.methods!r} names no method; use some of {', '.join(METHODS)}.")
-    if args.steps is not None:
-        checks.whole("--steps", args.steps, 1)
-    checks.folder("--out", args.out)  # before any training
-    multipliers = _multipliers(args.multipliers)
-    overrides = {k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size), ("mcq_rejected", args.mcq_rejected))
-                 if v is not None}
-    say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
-    if args.model is None:
-        if args.data:
-            raise SettingsError("--data needs --model (and an SAE): without --model, compare runs on the demo world.")
-        result = demo_comparison(args.country or "egypt", methods, args.steps, args.size, multipliers=multipliers,
-                                 on_progress=say, progress=True, **overrides)
-    elif args.countries:
-        return _compare_countries(args, methods, multipliers, overrides, say)
-    else:
-        result = _compare_on_data(args, methods, multipliers, overrides, say)
-    folder = result.save(args.out)
-    print(result.to_markdown())
-    print(f"written to {folder}", file=sys.stderr)
-    return 0
-
-
-def _compare_countries(args, methods, multipliers, overrides, say) -> int:
-    from .campaign import compare_countries
-    from .data import load_pairs
-    from .methods import METHODS
-    from .tables import read_table
-
-    model, tokenizer = _load_model_from_args(args)
-    sae = _load_sae_from_args(args, model=model)
-    if sae is None:
-        raise SettingsError("compare needs an SAE: give --sae-path or --sae-release and --sae-id.")
-    if args.countries.strip() == "all":
-        table = read_table(args.data, "train")
-        if "country" not in table.columns:
-            raise SettingsError(f"--countries needs Deep-Culture-Lense data with a country column; {args.data!r} has "
-                                f"{list(table.columns)}.")
-        countries = sorted(set(table["country"].astype(str).str.lower()))
-    else:
-        countries = [c.strip().lower() for c in args.countries.split(",") if c.strip()]
-    load = lambda country, split: load_pairs(args.data, schema="dcl", split=split, country=country,  # noqa: E731
-                                             localization=args.localization, form="mcq",
-                                             rejected_model=args.rejected_model, system_prompt=args.system)
-    config = {"epochs": 10_000, **({"max_steps": args.steps} if args.steps else {}), **overrides}
-    say(f"{len(countries)} countries, {len(methods)} methods each: {len(countries) * sum(METHODS[m].trained for m in methods)} "
-        f"trainings of {config.get('max_steps') or 'the default'} steps at most; results in {args.out}")
-    result = compare_countries(model, tokenizer, sae, load, countries, args.out, on_progress=say, methods=methods,
-                               capability=_capability(args, model, tokenizer),
-                               multipliers=multipliers, train_config=config, metric="mcq", progress=True)
-    print(result.summary_table())
-    return 1 if result.failed and not result.countries else 0
-
-
-def _capability(args, model, tokenizer):
-    """The MMLU capability measure of ``--capability N`` (loaded before any training), or None."""
-    from . import checks
-    from .evaluation import load_mmlu_subset, mcq_accuracy
-
-    if not args.capability:
-        return None
-    items = load_mmlu_subset(checks.whole("--capability", args.capability, 1))
-    return lambda: mcq_accuracy(model, tokenizer, items)
-
-
-def _compare_on_data(args, methods, multipliers, overrides, say):
-    """``compare`` on the user's model, SAE and pairs (``--test-data``, or 20% of ``--data``)."""
-    from .comparison import compare_methods
-    from .data import split_pairs
-    from .evaluation import applicable_metrics
-
-    if not args.data:
-        raise SettingsError("--model needs --data: the preference pairs to train and measure on.")
-    model, tokenizer = _load_model_from_args(args)
-    sae = _load_sae_from_args(args, model=model)
-    if sae is None:
-        raise SettingsError("compare needs an SAE (YaPO and SAS work in its latents): give --sae-path or "
-                            "--sae-release and --sae-id.")
-    train = list(_load_pairs_from_args(args))
-    if args.test_data:
-        args.data = args.test_data
-        test = list(_load_pairs_from_args(args))
-    else:
-        train, test = split_pairs(train, 0.2, seed=0)
-    metric = args.metric
-    if metric == "auto":
-        usable = applicable_metrics(test)
-        metric = next(k for k in ("behaviour", "mcq", "generation", "preference") if k in usable)
-    say(f"{len(train)} training pairs (20% of them for choosing multipliers), {len(test)} test pairs; metric {metric}")
-    config = {"epochs": 10_000, **({"max_steps": args.steps} if args.steps else {}), **overrides}
-    return compare_methods(model, tokenizer, sae, train, test, _capability(args, model, tokenizer), methods, multipliers,
-                           config,
-                           task=f"{args.test_data or args.data}", on_progress=say, metric=metric, progress=True)
 
 
 def _lm_eval(rest: list[str]) -> int:
@@ -428,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["lm-eval"]:  # lm-eval's own command line, with the steered "yapo" model registered
         return _guarded(lambda: _lm_eval(argv[1:]))
     args = build_parser().parse_args(argv)
+    from .cli_compare import cmd_compare
+
     handler = {"train": cmd_train, "generate": cmd_generate, "export": cmd_export, "eval": cmd_eval,
                "compare": cmd_compare}[args.command]
     return _guarded(lambda: handler(args))

@@ -1,0 +1,88 @@
+"""The command line's shared arguments: a model, an SAE, preference data, multipliers; and how
+each is loaded from them."""
+
+from __future__ import annotations
+
+import argparse
+
+from .errors import YapoError
+
+
+def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--model", required=required, help="Hugging Face id or local folder of a causal LM"
+                   + ("" if required else " (default: the demo world's)"))
+    p.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default)")
+    p.add_argument("--device-map", default=None,
+                   help="'auto': spread a model too large for one GPU over all visible GPUs (accelerate)")
+    p.add_argument("--dtype", default="fp32", help="fp32 (default) or bf16")
+    p.add_argument("--trust-remote-code", action="store_true", help="run the model repo's own code (off by default)")
+
+
+def add_sae_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sae-release", help="sae-lens release, e.g. gemma-scope-2b-pt-res-canonical")
+    p.add_argument("--sae-id", help="SAE id within the release, e.g. layer_15/width_65k/canonical")
+    p.add_argument("--sae-path", help="local SAE folder written by sae-lens (instead of release/id)")
+
+
+def load_model_from_args(args):
+    from .models import load_model
+
+    return load_model(args.model, args.device, args.dtype, args.trust_remote_code,
+                      device_map=getattr(args, "device_map", None))
+
+
+def load_sae_from_args(args, vector=None, model=None):
+    """The SAE the arguments (or the vector's provenance) name; beside its block of ``model``."""
+    from .saes import load_sae, place_sae
+
+    if args.sae_path or args.sae_release:
+        release, sae_id, path = args.sae_release, args.sae_id, args.sae_path
+    elif vector is not None and vector.kind == "sparse":
+        src = vector.sae_source
+        if not (src.release or src.path):
+            raise YapoError("this sparse vector names no SAE; pass --sae-path or --sae-release/--sae-id.")
+        release, sae_id, path = src.release, src.sae_id, src.path
+    else:
+        return None
+    sae = load_sae(release, sae_id, path=path, device="cpu" if model is not None else args.device)
+    if model is not None:
+        place_sae(model, sae)
+    return sae
+
+
+def columns(text: str | None) -> dict[str, str] | None:
+    if not text:
+        return None
+    try:
+        return dict(part.split("=", 1) for part in text.split(","))
+    except ValueError:
+        raise YapoError(f"--columns {text!r} must look like prompt=q,chosen=good,rejected=bad") from None
+
+
+def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--data", required=required, help="CSV/TSV/JSONL/JSON/Parquet file, folder, URL or hub dataset id")
+    p.add_argument("--schema", default="auto", help="auto, pairs, bipo, bipo_ab or dcl")
+    p.add_argument("--columns", help="column overrides: prompt=q,chosen=good,rejected=bad")
+    p.add_argument("--split", help="dataset split (default train)")
+    p.add_argument("--country", help="Deep-Culture-Lense country filter (comma-separated)")
+    p.add_argument("--localization", default="both", help="localized, nolocalized or both")
+    p.add_argument("--form", default="mcq", help="mcq or open_ended (Deep-Culture-Lense)")
+    p.add_argument("--rejected-model", help="which rejected_<model>_* column to use")
+    p.add_argument("--system", help="system prompt (only used when given)")
+    p.add_argument("--limit", type=int, help="use only the first N pairs")
+
+
+def load_pairs_from_args(args):
+    from .data import load_pairs
+
+    return load_pairs(
+        args.data, schema=args.schema, columns=columns(args.columns), split=args.split,
+        country=args.country.split(",") if args.country else None, localization=args.localization,
+        form=args.form, rejected_model=args.rejected_model, system_prompt=args.system, limit=args.limit,
+    )
+
+
+def read_multipliers(text: str) -> list[float]:
+    from .evaluation import parse_multipliers
+
+    return parse_multipliers(text)

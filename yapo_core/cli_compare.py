@@ -1,0 +1,111 @@
+"""``yapo compare``: the method comparison on the demo world, on a model, SAE and data of the
+user's, or per Deep-Culture-Lense country (the paper's table)."""
+
+from __future__ import annotations
+
+import sys
+
+from .cli_args import load_model_from_args, load_pairs_from_args, load_sae_from_args, read_multipliers
+from .errors import SettingsError
+
+
+def cmd_compare(args) -> int:
+    from . import checks
+    from .comparison import demo_comparison
+    from .methods import METHODS, get_method
+
+    methods = [get_method(m.strip()).key for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise SettingsError(f"--methods {args.methods!r} names no method; use some of {', '.join(METHODS)}.")
+    if args.steps is not None:
+        checks.whole("--steps", args.steps, 1)
+    checks.folder("--out", args.out)  # before any training
+    multipliers = read_multipliers(args.multipliers)
+    overrides = {k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size), ("mcq_rejected", args.mcq_rejected))
+                 if v is not None}
+    say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    if args.model is None:
+        if args.data:
+            raise SettingsError("--data needs --model (and an SAE): without --model, compare runs on the demo world.")
+        result = demo_comparison(args.country or "egypt", methods, args.steps, args.size, multipliers=multipliers,
+                                 on_progress=say, progress=True, **overrides)
+    elif args.countries:
+        return _compare_countries(args, methods, multipliers, overrides, say)
+    else:
+        result = _compare_on_data(args, methods, multipliers, overrides, say)
+    folder = result.save(args.out)
+    print(result.to_markdown())
+    print(f"written to {folder}", file=sys.stderr)
+    return 0
+
+
+def _compare_countries(args, methods, multipliers, overrides, say) -> int:
+    from .campaign import compare_countries
+    from .data import load_pairs
+    from .methods import METHODS
+    from .tables import read_table
+
+    model, tokenizer = load_model_from_args(args)
+    sae = load_sae_from_args(args, model=model)
+    if sae is None:
+        raise SettingsError("compare needs an SAE: give --sae-path or --sae-release and --sae-id.")
+    if args.countries.strip() == "all":
+        table = read_table(args.data, "train")
+        if "country" not in table.columns:
+            raise SettingsError(f"--countries needs Deep-Culture-Lense data with a country column; {args.data!r} has "
+                                f"{list(table.columns)}.")
+        countries = sorted(set(table["country"].astype(str).str.lower()))
+    else:
+        countries = [c.strip().lower() for c in args.countries.split(",") if c.strip()]
+    load = lambda country, split: load_pairs(args.data, schema="dcl", split=split, country=country,  # noqa: E731
+                                             localization=args.localization, form="mcq",
+                                             rejected_model=args.rejected_model, system_prompt=args.system)
+    config = {"epochs": 10_000, **({"max_steps": args.steps} if args.steps else {}), **overrides}
+    say(f"{len(countries)} countries, {len(methods)} methods each: {len(countries) * sum(METHODS[m].trained for m in methods)} "
+        f"trainings of {config.get('max_steps') or 'the default'} steps at most; results in {args.out}")
+    result = compare_countries(model, tokenizer, sae, load, countries, args.out, on_progress=say, methods=methods,
+                               capability=_capability(args, model, tokenizer),
+                               multipliers=multipliers, train_config=config, metric="mcq", progress=True)
+    print(result.summary_table())
+    return 1 if result.failed and not result.countries else 0
+
+
+def _capability(args, model, tokenizer):
+    """The MMLU capability measure of ``--capability N`` (loaded before any training), or None."""
+    from . import checks
+    from .evaluation import load_mmlu_subset, mcq_accuracy
+
+    if not args.capability:
+        return None
+    items = load_mmlu_subset(checks.whole("--capability", args.capability, 1))
+    return lambda: mcq_accuracy(model, tokenizer, items)
+
+
+def _compare_on_data(args, methods, multipliers, overrides, say):
+    """``compare`` on the user's model, SAE and pairs (``--test-data``, or 20% of ``--data``)."""
+    from .comparison import compare_methods
+    from .data import split_pairs
+    from .evaluation import applicable_metrics
+
+    if not args.data:
+        raise SettingsError("--model needs --data: the preference pairs to train and measure on.")
+    model, tokenizer = load_model_from_args(args)
+    sae = load_sae_from_args(args, model=model)
+    if sae is None:
+        raise SettingsError("compare needs an SAE (YaPO and SAS work in its latents): give --sae-path or "
+                            "--sae-release and --sae-id.")
+    train = list(load_pairs_from_args(args))
+    if args.test_data:
+        args.data = args.test_data
+        test = list(load_pairs_from_args(args))
+    else:
+        train, test = split_pairs(train, 0.2, seed=0)
+    metric = args.metric
+    if metric == "auto":
+        usable = applicable_metrics(test)
+        metric = next(k for k in ("behaviour", "mcq", "generation", "preference") if k in usable)
+    say(f"{len(train)} training pairs (20% of them for choosing multipliers), {len(test)} test pairs; metric {metric}")
+    config = {"epochs": 10_000, **({"max_steps": args.steps} if args.steps else {}), **overrides}
+    return compare_methods(model, tokenizer, sae, train, test, _capability(args, model, tokenizer), methods, multipliers,
+                           config,
+                           task=f"{args.test_data or args.data}", on_progress=say, metric=metric, progress=True)
