@@ -89,3 +89,13 @@ def test_any_metric_scores_the_comparison(tokenizer):
     with pytest.raises(Exception, match="metric 'accuracy' is unknown"):
         compare_methods(model, tokenizer, sae, consistent_pairs(10), consistent_pairs(4), metric="accuracy")
 
+
+
+def test_generated_answer_comparisons_report_unparseable_replies(tokenizer):
+    model, sae = make_model("llama"), make_sae()
+    pairs = [PreferencePair(f"Q{i}?\nA) yes\nB) no", "A", "B") for i in range(8)]
+    result = compare_methods(model, tokenizer, sae, pairs, pairs[:3], methods=("caa",), multipliers=[0.0, 1.0],
+                             metric="mcq_generated")
+    r = result.results[0]
+    assert r.unparseable is not None and 0 <= r.unparseable <= 1
+    assert "unparseable replies" in r.row() and "unparseable" in json.dumps(r.to_json())

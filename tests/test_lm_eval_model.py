@@ -88,3 +88,26 @@ def test_the_yapo_command_passes_through_to_lm_eval(world, tmp_path):
                           f"pretrained={model_dir},vector={vector},multiplier=1,device=cpu", "--tasks", "nonexistent_task"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0 and "nonexistent_task" in (out.stdout + out.stderr)
+
+
+def test_compare_measures_capability_with_lm_eval_tasks(world, tmp_path, tokenizer, capsys):
+    from yapo_core.cli import main
+
+    model_dir, vector, questions = world
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    config = {**_task(questions), "task": "tiny_questions"}
+    (tasks / "tiny_questions.yaml").write_text(json.dumps(config))  # JSON is YAML
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}) + "\n"
+                            for p in consistent_pairs(10)))
+    out = tmp_path / "cmp"
+    sae_dir = model_dir.parent / "sae"
+    argv = ["compare", "--model", str(model_dir), "--sae-path", str(sae_dir), "--data", str(data), "--methods", "caa",
+            "--multipliers=0,4", "--device", "cpu", "--out", str(out), "--capability-tasks", "tiny_questions",
+            "--capability-include", str(tasks)]
+    assert main(argv) == 0, capsys.readouterr().err[-2000:]
+    saved = json.loads((out / "comparison.json").read_text())
+    assert saved["results"][0]["capability_change"] is not None
+    assert main([*argv[:-4], "--capability-tasks", "no_such_task"]) == 2
+    assert "lm-eval task(s) ['no_such_task'] are unknown" in capsys.readouterr().err

@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--capability", type=int, default=0, metavar="N",
                    help="with --model: the capability change at each chosen multiplier on N MMLU questions (cais/mmlu, "
                    "needs the Hub or its cache; default 0: not measured). The demo world uses its general questions.")
+    c.add_argument("--capability-tasks", metavar="TASKS",
+                   help="with --model: measure the capability change with these lm-evaluation-harness tasks instead "
+                   "(e.g. mmlu; --capability N then limits each to N questions; needs pip install -e \".[eval]\")")
+    c.add_argument("--capability-include", metavar="DIR", help="a folder of lm-eval task YAML files (local tasks)")
     c.add_argument("--countries", help="Deep-Culture-Lense data (--data, its train and test splits): 'all' or a "
                    "comma-separated list; one comparison per country, stored as it goes and resumed when run again, "
                    "and the paper's table (average MCQ accuracy per method) in <out>/summary.md")

@@ -71,10 +71,18 @@ def _compare_countries(args, methods, multipliers, overrides, say) -> int:
 
 
 def _capability(args, model, tokenizer):
-    """The MMLU capability measure of ``--capability N`` (loaded before any training), or None."""
+    """The capability measure: lm-eval's ``--capability-tasks``, else the project's MMLU subset of
+    ``--capability N`` (each loaded before any training), or None."""
     from . import checks
     from .evaluation import load_mmlu_subset, mcq_accuracy
 
+    if args.capability_tasks:
+        try:
+            from .lm_eval_model import lm_eval_capability
+        except ImportError as exc:
+            raise SettingsError(str(exc)) from None
+        tasks = [t.strip() for t in args.capability_tasks.split(",") if t.strip()]
+        return lm_eval_capability(model, tokenizer, tasks, args.capability_include, args.capability or None)
     if not args.capability:
         return None
     items = load_mmlu_subset(checks.whole("--capability", args.capability, 1))

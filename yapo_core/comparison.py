@@ -28,6 +28,8 @@ from .evaluation import (
     evaluate_metric,
     generation_accuracy,
     get_metric,
+    mcq_generation_report,
+    mcq_items_from_pairs,
 )
 from .methods import METHODS, get_method, make_vector
 from .models import load_model
@@ -49,6 +51,7 @@ class MethodResult:
     l0: int = 0
     loss_curve: list[float] = field(default_factory=list)
     validation_accuracy: dict[float, float] = field(default_factory=dict)
+    unparseable: float | None = None  # mcq_generated: share of replies with no option letter, at the chosen m
 
     @classmethod
     def from_json(cls, data: dict) -> "MethodResult":
@@ -80,6 +83,7 @@ class MethodResult:
             "accuracy at 1": f"{acc.get(1.0, float('nan')):.2f}",
             "accuracy at 2": f"{acc.get(2.0, float('nan')):.2f}",
             "capability change": f"{self.capability_change:+.3f}" if self.capability_change is not None else "—",
+            **({"unparseable replies": f"{self.unparseable:.2f}"} if self.unparseable is not None else {}),
             "L0": self.l0,
             "seconds": f"{self.seconds:.0f}",
         }
@@ -196,6 +200,9 @@ def compare_methods(
         result = MethodResult(method.key, seconds, None, losses[-1] if losses else None, accuracy, None, vector.l0(),
                               losses, on_validation)
         result.steps_to_loss_below_0_1 = next((i + 1 for i, loss in enumerate(losses) if loss < LOSS_THRESHOLD), None)
+        if metric == "mcq_generated":
+            result.unparseable = mcq_generation_report(model, tokenizer, mcq_items_from_pairs(test_pairs), vector,
+                                                       result.chosen_multiplier, sae=sae)["unparseable"]
         if capability:
             result.capability_change = capability_change(capability, model, vector, result.chosen_multiplier, sae)["change"]
         results.append(result)

@@ -75,6 +75,46 @@ class SteeredLM(HFLM):
             return super()._model_generate(*args, **kwargs)
 
 
+def lm_eval_capability(model, tokenizer, tasks: list[str], include_path: str | None = None, limit: int | None = None,
+                       batch_size: int = 8):
+    """A capability measure for :func:`~yapo_core.comparison.compare_methods`: lm-eval's ``tasks``
+    (e.g. ``["mmlu"]``; local task YAML files from ``include_path``) on the already loaded model,
+    the mean over tasks of each task's main metric (``acc``, else ``exact_match``, else its first).
+    It runs whatever steering is on the model: the comparison puts each vector on around the call."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    if not tasks:
+        raise SettingsError("give at least one lm-eval task, e.g. mmlu.")
+    harness = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    manager = TaskManager(include_path=include_path) if include_path else TaskManager()
+    unknown = [t for t in tasks if t not in manager.all_tasks]
+    if unknown:
+        raise SettingsError(f"lm-eval task(s) {unknown} are unknown" + (f" (with include_path {include_path!r})"
+                                                                       if include_path else "") + ".")
+    try:  # load the tasks' data now, before any training, so that an unreachable dataset fails at once
+        from lm_eval.tasks import get_task_dict
+
+        get_task_dict(list(tasks), manager)
+    except Exception as exc:
+        raise SettingsError(f"the data of lm-eval task(s) {tasks} could not be loaded: {exc}") from exc
+
+    def measure() -> float:
+        results = lm_eval.simple_evaluate(model=harness, tasks=list(tasks), task_manager=manager, limit=limit)["results"]
+        return sum(_main_metric(results[t]) for t in tasks) / len(tasks)
+
+    return measure
+
+
+def _main_metric(scores: dict) -> float:
+    numbers = {k: v for k, v in scores.items() if isinstance(v, (int, float)) and "stderr" not in k}
+    for prefix in ("acc,", "exact_match,"):
+        for key, value in numbers.items():
+            if key.startswith(prefix):
+                return float(value)
+    return float(next(iter(numbers.values())))
+
+
 def main(argv: list[str] | None = None) -> int:
     """lm-eval's command line, with the ``yapo`` model registered."""
     from lm_eval._cli import HarnessCLI
