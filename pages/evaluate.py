@@ -25,6 +25,10 @@ reads open answers, with every token steered (the method) or only the prompt tok
 SAS peaking near m = 0.5 and collapsing at 1 and above, while YaPO keeps improving up to 2."""
 
 
+GENERATING = ("generation", "mcq_generated")
+"""The metrics that generate answers, for which steering every token or the prompt only differs."""
+
+
 def metric_choices(session: Session | None, labels: list[str] | None, current: str | None = None) -> dict:
     """The metrics that apply to every chosen vector's task, each labelled with its split."""
     found = session.metrics_for(labels or []) if session is not None and labels else {}
@@ -48,8 +52,8 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio]
     with gr.Row():
         metric = gr.Radio([(m.label, m.key) for m in METRICS.values()], value="mcq",
                           label="Metric", elem_id="eval-metric", scale=3)
-        positions = gr.Radio([(STEER_LABELS[k], k) for k in STEER_POSITIONS], value="all",
-                             label="Steer (generation accuracy)", elem_id="eval-steer", scale=1)
+        positions = gr.Radio([(STEER_LABELS[k], k) for k in STEER_POSITIONS], value="all", visible=False,
+                             label="Steer (generated answers)", elem_id="eval-steer", scale=1)
         multipliers = gr.Textbox("-2, -1, -0.5, 0, 0.5, 1, 2", label="Multipliers", scale=2)
     run = gr.Button("Sweep", variant="primary", elem_id="eval-sweep")
     plot = gr.Plot(label="Metric against the multiplier", elem_id="eval-plot")
@@ -103,4 +107,5 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio]
     run.click(on_sweep, [state, vectors, metric, multipliers, positions], plot, **heavy)
     cap_btn.click(on_capability, [state, vectors, cap_m], cap_table, **heavy)
     vectors.input(metric_choices, [state, vectors, metric], metric)
+    metric.change(lambda m: gr.update(visible=m in GENERATING), metric, positions)  # only these generate
     return vectors, metric
