@@ -228,3 +228,15 @@ def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("YAPO_CACHE_DIR", str(tmp_path))
     assert demo.default_cache_dir(7) == tmp_path / "demo" / f"v{config.FORMAT_VERSION}-seed7"
     assert demo.default_cache_dir(7, "mini") != demo.default_cache_dir(7)
+
+
+def test_residual_offsets_move_whole_sequences_within_their_bound():
+    from yapo_core.demo.build_lm import residual_offsets
+
+    h = torch.randn(64, 7, 16)
+    moved = residual_offsets(h, 0.5, torch.Generator().manual_seed(0))
+    delta = moved - h
+    assert torch.equal(moved[:, 0], h[:, 0])  # the first position (BOS) is never moved
+    assert torch.allclose(delta[:, 1:], delta[:, 1:2].expand(-1, 6, -1), atol=1e-5)  # one offset per sequence
+    sizes = delta[:, 1].norm(dim=-1) / h[:, 1:].norm(dim=-1).mean(dim=1)
+    assert (sizes <= 0.5 + 1e-5).all() and 10 < int((sizes == 0).sum()) < 54  # about half are left alone

@@ -3,6 +3,7 @@ small Llama trained on the generated corpus with weighted next-token loss."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ..architectures import architecture_of
+from ..hooks import HookPoint, steering_hook
 from . import corpus
 from .config import MAX_POSITIONS, BuildSize
 
@@ -160,7 +162,8 @@ def collate_examples(encoded, batch: Sequence[int], pad_id: int):
     return ids, mask, weights
 
 
-def _weighted_loss(model, ids: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def _weighted_loss(model, ids: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor,
+                   label_smoothing: float = 0.0) -> torch.Tensor:
     """Next-token cross-entropy weighted per token (see :func:`encode_examples`), batch mean.
 
     The LM head runs only where a token is scored.
@@ -170,8 +173,23 @@ def _weighted_loss(model, ids: torch.Tensor, mask: torch.Tensor, weights: torch.
     w = weights[:, 1:]
     scored = w > 0
     logits = model.get_submodule(arch.lm_head)(hidden[scored])
-    token_loss = torch.nn.functional.cross_entropy(logits, ids[:, 1:][scored], reduction="none")
+    token_loss = torch.nn.functional.cross_entropy(logits, ids[:, 1:][scored], reduction="none",
+                                                   label_smoothing=label_smoothing)
     return (token_loss * w[scored]).sum() / len(ids)
+
+
+def residual_offsets(h: torch.Tensor, scale: float, generator: torch.Generator) -> torch.Tensor:
+    """``h`` moved by one random offset per sequence (the same at every position but the first),
+    of norm up to ``scale`` times the sequence's mean residual norm; half the sequences keep
+    theirs unmoved."""
+    n, _, d = h.shape
+    direction = torch.randn((n, 1, d), generator=generator)
+    direction = direction / direction.norm(dim=-1, keepdim=True)
+    size = torch.rand((n, 1, 1), generator=generator) * scale * (torch.rand((n, 1, 1), generator=generator) < 0.5)
+    norm = h[:, 1:].detach().norm(dim=-1).mean(dim=1, keepdim=True).unsqueeze(-1)
+    offset = (direction * size * norm).to(h.dtype).expand(n, h.shape[1], d).clone()
+    offset[:, 0] = 0
+    return h + offset
 
 
 def train_lm(tokenizer, examples, size: BuildSize, rng: random.Random, progress: bool):
@@ -211,16 +229,23 @@ def train_lm(tokenizer, examples, size: BuildSize, rng: random.Random, progress:
     model.train()
     smoothed = None
     bar = tqdm(batches, desc="training demo LM", disable=not progress, leave=False)
-    for step, batch in enumerate(bar):
-        loss = _weighted_loss(model, *collate_examples(encoded, batch, tokenizer.pad_token_id))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        smoothed = loss.item() if smoothed is None else 0.98 * smoothed + 0.02 * loss.item()
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{smoothed:.3f}")
+    perturb = contextlib.nullcontext()
+    if size.residual_noise > 0:  # the generator is drawn only then, so that builds without it are unchanged
+        noise = torch.Generator().manual_seed(rng.randrange(2**31))
+        perturb = steering_hook(model, HookPoint.block_output(size.layer),
+                                lambda h: residual_offsets(h, size.residual_noise, noise))
+    with perturb:
+        for step, batch in enumerate(bar):
+            loss = _weighted_loss(model, *collate_examples(encoded, batch, tokenizer.pad_token_id),
+                                  label_smoothing=size.label_smoothing)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            smoothed = loss.item() if smoothed is None else 0.98 * smoothed + 0.02 * loss.item()
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{smoothed:.3f}")
     model.eval()
     model.requires_grad_(False)
     model.demo_final_loss = float(smoothed or 0.0)

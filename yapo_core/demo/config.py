@@ -38,6 +38,10 @@ class BuildSize:
     sae_lr: float
     culture_rows: int  # rows per country, localization status and split (train; test gets half)
     generation_batch: int = 64
+    # Research knobs of the LM's training, off in the stored worlds (see docs/results.md, behaviours):
+    label_smoothing: float = 0.0  # of the next-token loss: a less over-confident model
+    residual_noise: float = 0.0  # the largest random offset added to the SAE block's output during LM training,
+    # relative to the residual's norm (build_lm.residual_offsets): a model that stays fluent when its residual moves
 
     @property
     def layer(self) -> int:
