@@ -128,6 +128,9 @@ def test_each_metric_says_which_pairs_it_can_score():
     assert applicable_metrics(open_) == ["preference", "generation"]
     assert applicable_metrics(mcq + open_) == ["preference"]
     assert applicable_metrics([PreferencePair("No options here", "B", "A")]) == ["preference"]
+    from yapo_core.evaluation import default_metric
+
+    assert [default_metric(p) for p in (mcq, ab, open_, mcq + open_)] == ["mcq", "behaviour", "generation", "preference"]
 
 
 @pytest.mark.parametrize("reply, letter", [

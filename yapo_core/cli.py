@@ -206,7 +206,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluation import METRICS, applicable_metrics, evaluate_metric
+    from .evaluation import METRICS, default_metric, evaluate_metric
     from .export import check_output_path, load_vector
     from .plots import multiplier_sweep
 
@@ -221,8 +221,7 @@ def cmd_eval(args) -> int:
         vector = load_vector(args.vector, model=model, sae=sae, allow_other_model=args.allow_other_model)
     pairs = list(load_pairs_from_args(args))
     if args.metric == "auto":
-        usable = applicable_metrics(pairs)
-        args.metric = next(k for k in ("behaviour", "mcq", "generation", "preference") if k in usable)
+        args.metric = default_metric(pairs)
         print(f"metric: {METRICS[args.metric].label}", file=sys.stderr)
     curve = evaluate_metric(args.metric, model, tokenizer, pairs, vector, multipliers, sae=sae,
                             steer_positions=args.steer_positions)

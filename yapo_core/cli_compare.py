@@ -93,7 +93,7 @@ def _compare_on_data(args, methods, multipliers, overrides, say):
     """``compare`` on the user's model, SAE and pairs (``--test-data``, or 20% of ``--data``)."""
     from .comparison import compare_methods
     from .data import split_pairs
-    from .evaluation import applicable_metrics
+    from .evaluation import default_metric
 
     if not args.data:
         raise SettingsError("--model needs --data: the preference pairs to train and measure on.")
@@ -108,10 +108,7 @@ def _compare_on_data(args, methods, multipliers, overrides, say):
         test = list(load_pairs_from_args(args))
     else:
         train, test = split_pairs(train, 0.2, seed=0)
-    metric = args.metric
-    if metric == "auto":
-        usable = applicable_metrics(test)
-        metric = next(k for k in ("behaviour", "mcq", "generation", "preference") if k in usable)
+    metric = default_metric(test) if args.metric == "auto" else args.metric
     say(f"{len(train)} training pairs (20% of them for choosing multipliers), {len(test)} test pairs; metric {metric}")
     config = {"epochs": 10_000, **({"max_steps": args.steps} if args.steps else {}), **overrides}
     return compare_methods(model, tokenizer, sae, train, test, _capability(args, model, tokenizer), methods, multipliers,

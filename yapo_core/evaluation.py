@@ -367,6 +367,13 @@ def applicable_metrics(pairs: Sequence[PreferencePair]) -> list[str]:
     return [key for key, metric in METRICS.items() if metric.applies(pairs)]
 
 
+def default_metric(pairs: Sequence[PreferencePair]) -> str:
+    """The most specific metric that can score ``pairs``: the behaviour rate, MCQ accuracy,
+    generation accuracy, else preference accuracy (which scores any pairs)."""
+    usable = applicable_metrics(pairs)
+    return next(k for k in ("behaviour", "mcq", "generation", "preference") if k in usable)
+
+
 def get_metric(key: str) -> Metric:
     """The table entry for ``key``, or an error naming the choices."""
     if key not in METRICS:
