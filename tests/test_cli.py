@@ -206,6 +206,11 @@ def test_compare_on_your_own_model_sae_and_data(tmp_path, model_dir, sae_dir, da
     saved = json.loads((out / "comparison.json").read_text())
     assert saved["metric"] == "generation" and saved["settings"]["n_validation"] >= 1
     assert saved["settings"]["multiplier_choice"] == "validation split"
+    assert main(["compare", "--model", str(model_dir), "--sae-path", str(sae_dir), "--data", str(data_csv),
+                 "--test-data", str(data_csv), "--limit", "6", "--methods", "caa", "--multipliers=0,1", "--device", "cpu",
+                 "--out", str(out)]) == 0  # the test file is read with the same options (--limit)
+    capsys.readouterr()
+    assert json.loads((out / "comparison.json").read_text())["settings"]["n_test"] == 6
     assert main(["compare", "--model", str(model_dir), "--data", str(data_csv), "--out", str(out)]) == 2
     assert "compare needs an SAE" in capsys.readouterr().err
     assert main(["compare", "--data", str(data_csv), "--out", str(out)]) == 2

@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(c, required=False)
     add_sae_args(c)
     add_data_args(c, required=False)
-    c.add_argument("--test-data", help="held-out pairs (default: the --split test of --data if it has one, else "
-                   "20%% of --data set aside)")
+    c.add_argument("--test-data", help="held-out pairs, read with the same options as --data (default: 20%% of "
+                   "--data set aside)")
     c.add_argument("--metric", default="auto", choices=["auto", *METRICS], help="default: as for eval")
     c.add_argument("--capability", type=int, default=0, metavar="N",
                    help="with --model: the capability change at each chosen multiplier on N MMLU questions (cais/mmlu, "

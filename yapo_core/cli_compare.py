@@ -3,6 +3,7 @@ user's, or per Deep-Culture-Lense country (the paper's table)."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from .cli_args import load_model_from_args, load_pairs_from_args, load_sae_from_args, read_multipliers
@@ -45,10 +46,7 @@ def _compare_countries(args, methods, multipliers, overrides, say) -> int:
     from .methods import METHODS
     from .tables import read_table
 
-    model, tokenizer = load_model_from_args(args)
-    sae = load_sae_from_args(args, model=model)
-    if sae is None:
-        raise SettingsError("compare needs an SAE: give --sae-path or --sae-release and --sae-id.")
+    model, tokenizer, sae = _model_and_sae(args)
     if args.countries.strip() == "all":
         table = read_table(args.data, "train")
         if "country" not in table.columns:
@@ -60,7 +58,7 @@ def _compare_countries(args, methods, multipliers, overrides, say) -> int:
     load = lambda country, split: load_pairs(args.data, schema="dcl", split=split, country=country,  # noqa: E731
                                              localization=args.localization, form="mcq",
                                              rejected_model=args.rejected_model, system_prompt=args.system)
-    config = {"epochs": 10_000, **({"max_steps": args.steps} if args.steps else {}), **overrides}
+    config = _train_config(args, overrides)
     say(f"{len(countries)} countries, {len(methods)} methods each: {len(countries) * sum(METHODS[m].trained for m in methods)} "
         f"trainings of {config.get('max_steps') or 'the default'} steps at most; results in {args.out}")
     result = compare_countries(model, tokenizer, sae, load, countries, args.out, on_progress=say, methods=methods,
@@ -97,20 +95,29 @@ def _compare_on_data(args, methods, multipliers, overrides, say):
 
     if not args.data:
         raise SettingsError("--model needs --data: the preference pairs to train and measure on.")
+    model, tokenizer, sae = _model_and_sae(args)
+    train = list(load_pairs_from_args(args))
+    if args.test_data:  # read with the same options as --data
+        test = list(load_pairs_from_args(argparse.Namespace(**{**vars(args), "data": args.test_data})))
+    else:
+        train, test = split_pairs(train, 0.2, seed=0)
+    metric = default_metric(test) if args.metric == "auto" else args.metric
+    say(f"{len(train)} training pairs (20% of them for choosing multipliers), {len(test)} test pairs; metric {metric}")
+    return compare_methods(model, tokenizer, sae, train, test, _capability(args, model, tokenizer), methods, multipliers,
+                           _train_config(args, overrides), task=f"{args.test_data or args.data}", on_progress=say,
+                           metric=metric, progress=True)
+
+
+def _model_and_sae(args):
+    """The model and the SAE the arguments name; the comparison needs both."""
     model, tokenizer = load_model_from_args(args)
     sae = load_sae_from_args(args, model=model)
     if sae is None:
         raise SettingsError("compare needs an SAE (YaPO and SAS work in its latents): give --sae-path or "
                             "--sae-release and --sae-id.")
-    train = list(load_pairs_from_args(args))
-    if args.test_data:
-        args.data = args.test_data
-        test = list(load_pairs_from_args(args))
-    else:
-        train, test = split_pairs(train, 0.2, seed=0)
-    metric = default_metric(test) if args.metric == "auto" else args.metric
-    say(f"{len(train)} training pairs (20% of them for choosing multipliers), {len(test)} test pairs; metric {metric}")
-    config = {"epochs": 10_000, **({"max_steps": args.steps} if args.steps else {}), **overrides}
-    return compare_methods(model, tokenizer, sae, train, test, _capability(args, model, tokenizer), methods, multipliers,
-                           config,
-                           task=f"{args.test_data or args.data}", on_progress=say, metric=metric, progress=True)
+    return model, tokenizer, sae
+
+
+def _train_config(args, overrides: dict) -> dict:
+    """The TrainConfig fields of ``--steps`` and the overrides (training runs until the steps end)."""
+    return {"epochs": 10_000, **({"max_steps": args.steps} if args.steps else {}), **overrides}
