@@ -47,6 +47,7 @@ def test_compare_methods_reports_every_method(tokenizer, tmp_path, monkeypatch):
     folder = result.save(tmp_path)
     text = (folder / "comparison.md").read_text()
     assert "| YaPO |" in text and "| CAA |" in text
+    assert comparison.ComparisonResult.load(folder / "comparison.json").table() == result.table()  # read back whole
     assert (folder / "accuracy_by_multiplier.html").exists()
 
 

@@ -84,7 +84,7 @@ def compare_countries(
         final = folder / "comparison.json"
         if final.is_file():
             say(f"[{i}/{len(countries)}] {country}: measured before, kept")
-            result.countries[country] = _load(final)
+            result.countries[country] = ComparisonResult.load(final)
             continue
         partial_path = folder / "partial.json"
         done = [MethodResult.from_json(r) for r in json.loads(partial_path.read_text())] if partial_path.is_file() else []
@@ -115,8 +115,3 @@ def compare_countries(
                                                   "failed": result.failed}, indent=2) + "\n")
     return result
 
-
-def _load(path: Path) -> ComparisonResult:
-    data = json.loads(path.read_text())
-    return ComparisonResult(data["task"], data["baseline_accuracy"], [MethodResult.from_json(r) for r in data["results"]],
-                            data["settings"], data.get("metric", "mcq"))

@@ -140,6 +140,13 @@ class ComparisonResult:
         loss_fig.write_html(folder / "training_loss.html", include_plotlyjs="cdn")
         return folder
 
+    @classmethod
+    def load(cls, path: str | Path) -> "ComparisonResult":
+        """A result from the ``comparison.json`` that :meth:`save` writes."""
+        data = json.loads(Path(path).read_text())
+        return cls(data["task"], data["baseline_accuracy"], [MethodResult.from_json(r) for r in data["results"]],
+                   data["settings"], data.get("metric", "mcq"))
+
 
 def compare_methods(
     model: nn.Module,
@@ -197,9 +204,9 @@ def compare_methods(
         say(f"{method.key}: sweeping multipliers")
         on_validation = score(held, vector, multipliers) if held else {}
         accuracy = score(test_pairs, vector, multipliers)
-        result = MethodResult(method.key, seconds, None, losses[-1] if losses else None, accuracy, None, vector.l0(),
-                              losses, on_validation)
-        result.steps_to_loss_below_0_1 = next((i + 1 for i, loss in enumerate(losses) if loss < LOSS_THRESHOLD), None)
+        below = next((i + 1 for i, loss in enumerate(losses) if loss < LOSS_THRESHOLD), None)
+        result = MethodResult(method.key, seconds, below, losses[-1] if losses else None, accuracy, l0=vector.l0(),
+                              loss_curve=losses, validation_accuracy=on_validation)
         if metric == "mcq_generated":
             result.unparseable = mcq_generation_report(model, tokenizer, mcq_items_from_pairs(test_pairs), vector,
                                                        result.chosen_multiplier, sae=sae)["unparseable"]
