@@ -96,6 +96,8 @@ def test_caps_on_prompts_tokens_and_steps(ready, monkeypatch):
         next(ready.generate_stream(label, "Hi", [0, 1], max_new_tokens=5))
     with pytest.raises(SettingsError, match="max steps 5 is above this app's limit of 3"):
         ready.start_run(ready.default_config(max_steps=5, **QUICK))
+    with pytest.raises(SettingsError, match="max steps 5 is above this app's limit of 3"):
+        ready.compare("preference", [0.0, 1.0], ["yapo"], max_steps=5)  # the same limit for a comparison
     capped = ready.start_run(ready.default_config(max_steps=None, **QUICK))
     wait(capped)
     assert capped.status == "finished" and capped.step == 3

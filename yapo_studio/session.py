@@ -136,12 +136,7 @@ class Session:
                                 "Use a dense method (BiPO, CAA) or load an SAE.")
         if config.kind == "dense" and bundle.sae is None and config.layer is None:
             config = replace(config, layer=bundle.layer)
-        cap = current().max_steps
-        if cap is not None:
-            if config.max_steps is not None and config.max_steps > cap:
-                raise SettingsError(f"max steps {config.max_steps} is above this app's limit of {cap} per run "
-                                    "(YAPO_MAX_STEPS sets it); lower it, or run the app yourself.")
-            config = replace(config, max_steps=config.max_steps or cap)
+        config = replace(config, max_steps=self._within_step_cap(config.max_steps))
         if sum(r.active for r in self.runs.values()) >= 2:
             raise SettingsError("two runs are already going in this session; stop one or wait for it.")
         if len(self.runs) + len(self.files) >= self.max_runs:
@@ -277,15 +272,9 @@ class Session:
         test = evenly_spaced(self.task.pairs_for(metric).pairs, checks.whole("max_items", max_items, 1))
         config = asdict(self.default_config(**({"max_steps": max_steps} if max_steps else {})))
         config.pop("kind")
-        cap = current().max_steps
-        if cap is not None:
-            config["max_steps"] = min(config["max_steps"] or cap, cap)
-        general = self._demo_general_questions(bundle)
-        capability = None
-        if general is not None:
-            prompts, answers = general[0][:48], general[1][:48]
-            capability = lambda: ev.generation_accuracy(bundle.model, bundle.tokenizer, prompts, answers,  # noqa: E731
-                                                        max_new_tokens=8)
+        config["max_steps"] = self._within_step_cap(config["max_steps"])
+        demo = self._demo_capability(bundle)
+        capability = demo[0] if demo is not None else None
         with bundle.lock:
             return compare_methods(bundle.model, bundle.tokenizer, bundle.sae, self.task.train.pairs, test, capability,
                                    methods, multipliers, config, task=self.task.label, on_progress=on_progress,
@@ -308,12 +297,10 @@ class Session:
         for label in labels:
             e = self.entry(label)
             b = e.bundle
-            general = self._demo_general_questions(b)
+            demo = self._demo_capability(b, n)
             with b.lock:
-                if general is not None:
-                    prompts, answers = general[0][:n], general[1][:n]
-                    measure = lambda: ev.generation_accuracy(b.model, b.tokenizer, prompts, answers, max_new_tokens=8)  # noqa: E731
-                    what = f"demo general questions ({len(prompts)})"
+                if demo is not None:
+                    measure, what = demo
                 else:
                     items = ev.load_mmlu_subset(n)
                     measure = lambda: ev.mcq_accuracy(b.model, b.tokenizer, items)  # noqa: E731
@@ -321,6 +308,30 @@ class Session:
                 result = ev.capability_change(measure, b.model, e.vector, multiplier, b.sae)
             rows.append({"vector": label, "measure": what, "multiplier": multiplier, **result})
         return rows
+
+    @staticmethod
+    def _within_step_cap(max_steps: int | None) -> int | None:
+        """``max_steps`` under the app's limit (``YAPO_MAX_STEPS``): refused above it, the limit
+        itself when not given; unchanged when there is no limit."""
+        cap = current().max_steps
+        if cap is None:
+            return max_steps
+        if max_steps is not None and max_steps > cap:
+            raise SettingsError(f"max steps {max_steps} is above this app's limit of {cap} per run "
+                                "(YAPO_MAX_STEPS sets it); lower it, or run the app yourself.")
+        return max_steps or cap
+
+    @classmethod
+    def _demo_capability(cls, bundle: "Bundle", n: int = 48):
+        """``(measure, description)`` of the capability check on the demo world's first ``n``
+        general questions (greedy answers), or None when the bundle is not the demo model."""
+        general = cls._demo_general_questions(bundle)
+        if general is None:
+            return None
+        prompts, answers = general[0][:n], general[1][:n]
+        measure = lambda: ev.generation_accuracy(bundle.model, bundle.tokenizer, prompts, answers,  # noqa: E731
+                                                 max_new_tokens=8)
+        return measure, f"demo general questions ({len(prompts)})"
 
     @staticmethod
     def _demo_general_questions(bundle: "Bundle"):
