@@ -158,11 +158,12 @@ def load_vector(
         raise VectorFileError(f"{name!r}: the vector's shape {tuple(values.shape)} disagrees with its metadata.")
     if not values.is_floating_point():
         raise VectorFileError(f"{name!r} holds {values.dtype} values, not floating-point numbers: it is not a steering vector.")
-    if torch.isfinite(values).all() and not torch.isfinite(values.float().norm()):
+    finite = torch.isfinite(values)
+    if finite.all() and not torch.isfinite(values.float().norm()):
         raise VectorFileError(f"{name!r} holds values so large (up to {values.abs().max().item():.3g}) that its norm "
                               "overflows: it cannot steer anything.")
-    if not torch.isfinite(values).all():
-        bad = int((~torch.isfinite(values)).sum())
+    if not finite.all():
+        bad = int((~finite).sum())
         raise VectorFileError(f"{name!r} holds {bad} non-finite value(s) (NaN or infinity): it cannot steer anything; "
                               "use the last good vector of the run that wrote it.")
     vector = SteeringVector(

@@ -182,11 +182,17 @@ def check_steerable(sae: nn.Module) -> None:
                            "can be steered.")
 
 
+LINEAR_NORMALISATIONS = ("none", "expected_average_only_in")
+"""sae-lens ``normalize_activations`` modes that ``decode`` does not undo per token (a fixed scale
+at most); the others (``layer_norm``, ``constant_norm_rescale``) keep the input's scale from an
+``encode`` for the next ``decode``."""
+
+
 def decoder_is_linear(sae: nn.Module) -> bool:
     """True when ``decode(z) = z @ decoder_matrix(sae) + b_dec`` exactly, so the sparse identity
     applies (and the fast engine and dense exports with it): no input normalisation that
     ``decode`` undoes per token (``layer_norm``, ``constant_norm_rescale``)."""
-    return (sae.cfg.normalize_activations in ("none", "expected_average_only_in")
+    return (sae.cfg.normalize_activations in LINEAR_NORMALISATIONS
             and getattr(sae.cfg, "reshape_activations", "none") == "none"
             and isinstance(getattr(sae, "W_dec", None), torch.Tensor)
             and architecture_of_sae(sae) in STEERABLE_ARCHITECTURES)
@@ -194,8 +200,8 @@ def decoder_is_linear(sae: nn.Module) -> bool:
 
 def encode_is_stateful(sae: nn.Module | None) -> bool:
     """True when ``encode`` stores the input's scale on the SAE for the next ``decode``
-    (``layer_norm``, ``constant_norm_rescale``): two threads must not encode with it at once."""
-    return sae is not None and sae.cfg.normalize_activations in ("layer_norm", "constant_norm_rescale")
+    (any mode outside :data:`LINEAR_NORMALISATIONS`): two threads must not encode with it at once."""
+    return sae is not None and sae.cfg.normalize_activations not in LINEAR_NORMALISATIONS
 
 
 def decoder_matrix(sae: nn.Module) -> torch.Tensor:
