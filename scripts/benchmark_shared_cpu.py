@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+from report import write_report  # scripts/report.py
+
 import yapo_core  # noqa: F401 (sets OMP_WAIT_POLICY before torch is imported, unless the environment has it)
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "assets" / "results" / "shared-cpu.md"
@@ -129,12 +131,8 @@ def main() -> None:
                  f"{quiet['threads']} torch threads, {os.cpu_count()} cores")
     print("\n".join(lines))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        command = "python scripts/benchmark_shared_cpu.py " + " ".join(argv)
-        md = ["## Speed on a shared CPU", "", f"Written by `{command.strip()}`.", "", "```", *lines, "```", ""]
-        out.write_text("\n".join(md))
-        out.with_suffix(".json").write_text(json.dumps(cases, indent=2) + "\n")
+        write_report(args.out, "Speed on a shared CPU", "python scripts/benchmark_shared_cpu.py " + " ".join(argv),
+                     ["```", *lines, "```"], cases)
 
 
 if __name__ == "__main__":

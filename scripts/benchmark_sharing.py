@@ -21,13 +21,14 @@ Writes the figures as Markdown and JSON (``--out``, default ``assets/results/sha
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from report import write_report  # scripts/report.py
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "assets" / "results" / "sharing.md"
 
@@ -110,14 +111,9 @@ def main() -> None:
     ]
     print("\n".join(lines))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        command = "python scripts/benchmark_sharing.py " + " ".join(sys.argv[1:])
-        md = ["## Fair sharing: a generation while a run trains on the same model", "",
-              f"Written by `{command.strip()}` (demo world `{os.environ.get('YAPO_DEMO_SIZE', 'full')}`, "
-              f"{r['torch_threads']} torch threads).", "", "```", *lines, "```", ""]
-        out.write_text("\n".join(md))
-        out.with_suffix(".json").write_text(json.dumps(r, indent=2) + "\n")
+        write_report(args.out, "Fair sharing: a generation while a run trains on the same model",
+                     "python scripts/benchmark_sharing.py " + " ".join(sys.argv[1:]), ["```", *lines, "```"], r,
+                     note=f" (demo world `{os.environ.get('YAPO_DEMO_SIZE', 'full')}`, {r['torch_threads']} torch threads)")
 
 
 if __name__ == "__main__":

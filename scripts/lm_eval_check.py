@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from report import write_report  # scripts/report.py
+
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "assets" / "results" / "lm-eval-check.md"
 MAX_TOKENS = 8
 
@@ -98,12 +100,8 @@ def main() -> int:
                      f"{r['same_reply_share']:.3f} | {r['n']} |")
     print("\n".join(lines))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        command = "python scripts/lm_eval_check.py " + " ".join(sys.argv[1:])
-        out.write_text("\n".join(["## lm-evaluation-harness against the project's metric", "",
-                                  f"Written by `{command.strip()}`.", "", *lines, ""]))
-        out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+        write_report(args.out, "lm-evaluation-harness against the project's metric",
+                     "python scripts/lm_eval_check.py " + " ".join(sys.argv[1:]), lines, result)
     return 0
 
 
