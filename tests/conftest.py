@@ -144,6 +144,15 @@ def family(request):
 
 
 @pytest.fixture
+def model_dir(tmp_path, tokenizer):
+    """The tiny Llama and its tokenizer saved the way transformers saves them."""
+    path = tmp_path / "model"
+    make_model("llama").save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
 def sae_dir(tmp_path):
     """A tiny SAE saved the way sae-lens saves SAEs, at blocks.1.hook_resid_post."""
     path = tmp_path / "sae"

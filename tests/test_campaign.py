@@ -3,18 +3,7 @@ resumed, and summarised as the paper's table."""
 
 import json
 
-import pytest
-from conftest import make_model
-
 from yapo_core import comparison
-
-
-@pytest.fixture
-def model_dir(tmp_path, tokenizer):
-    path = tmp_path / "model"
-    make_model("llama").save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def _dcl_file(path, countries=("egypt", "uk"), n=6):

@@ -11,19 +11,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import consistent_pairs, make_model
+from conftest import consistent_pairs
 
 from yapo_core.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def model_dir(tmp_path, tokenizer):
-    path = tmp_path / "model"
-    make_model("llama").save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.fixture
