@@ -104,16 +104,6 @@ def detect_schema(columns: Iterable[str]) -> str:
     )
 
 
-def _check_columns(columns, name) -> None:
-    seen = set()
-    for col in columns:
-        if not isinstance(col, str):
-            raise DataError(f"data {str(name)!r} has a column named {col!r}, which is not text; name every column.")
-        if col in seen:
-            raise DataError(f"data {str(name)!r} has column {col!r} twice; give each column its own name.")
-        seen.add(col)
-
-
 def _require(df, wanted: dict[str, str], schema: str) -> None:
     missing = [f"{role} -> {col!r}" for role, col in wanted.items() if col not in df.columns]
     if missing:
@@ -149,7 +139,6 @@ def load_pairs(
     name = source if isinstance(source, (str, os.PathLike)) else type(source).__name__
     if len(df) == 0 or len(df.columns) == 0:
         raise DataError(f"data {str(name)!r} is empty: it has no rows.")
-    _check_columns(df.columns, name)
     if schema == "auto":
         schema = "pairs" if columns and {"prompt", "chosen", "rejected"} <= set(columns) else detect_schema(df.columns)
     if schema not in SCHEMA_COLUMNS:

@@ -30,7 +30,25 @@ _BOMS = (
 
 
 def read_table(source: Any, split: str | None = None):
-    """A pandas DataFrame from a path, URL, hub id, DataFrame, list of dicts or ``datasets`` object."""
+    """A pandas DataFrame from a path, URL, hub id, DataFrame, list of dicts or ``datasets`` object,
+    whose columns have text names, each once."""
+    table = _read_any(source, split)
+    check_columns(table.columns, source if isinstance(source, (str, os.PathLike)) else type(source).__name__)
+    return table
+
+
+def check_columns(columns, name) -> None:
+    """Every column named, with text, and once: a table that breaks this cannot be mapped to roles."""
+    seen = set()
+    for col in columns:
+        if not isinstance(col, str):
+            raise DataError(f"data {str(name)!r} has a column named {col!r}, which is not text; name every column.")
+        if col in seen:
+            raise DataError(f"data {str(name)!r} has column {col!r} twice; give each column its own name.")
+        seen.add(col)
+
+
+def _read_any(source: Any, split: str | None):
     import pandas as pd
 
     if isinstance(source, pd.DataFrame):
@@ -129,7 +147,6 @@ def read_delimited(text: str, name: str, delimiter: str = ","):
     if not rows:
         raise DataError(f"data file {name!r} is empty.")
     header, body = rows[0], rows[1:]
-    _check_header(header, name)
     for line, row in zip(lines[1:], body):
         if len(row) != len(header):
             hint = (f"a {sep} inside a field that is not quoted (quote it: \"Hello, how are you?\")"
@@ -139,14 +156,6 @@ def read_delimited(text: str, name: str, delimiter: str = ","):
                 f"{len(header)}: {hint}."
             )
     return pd.DataFrame(body, columns=header, dtype=str)
-
-
-def _check_header(header: list, name: str) -> None:
-    seen = set()
-    for col in header:
-        if col in seen:
-            raise DataError(f"{name!r} has column {col!r} twice; give each column its own name.")
-        seen.add(col)
 
 
 def _read_jsonl(text: str, name: str):
