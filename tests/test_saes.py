@@ -65,3 +65,20 @@ def test_place_sae_puts_the_sae_on_the_device_of_the_block_it_is_hooked_on(monke
     assert place_sae(model, pre).hook_name == "blocks.0.hook_resid_pre" and pre.W_dec.device.type == "meta"
     post = make_sae(layer=1)
     assert place_sae(model, post).layer == 1 and post.W_dec.device.type == "cpu"
+
+
+def test_the_sae_of_a_vector_is_the_one_named_or_the_one_it_was_trained_with(tmp_path):
+    import torch
+
+    from yapo_core.saes import load_sae, load_sae_for
+    from yapo_core.steering import SteeringVector
+
+    make_sae().save_model(tmp_path / "sae")
+    trained_with = load_sae(path=tmp_path / "sae")
+    sparse = SteeringVector("sparse", torch.ones(128), "blocks.1.hook_resid_post", sae=trained_with)
+    assert load_sae_for(sparse).cfg.d_sae == 128  # from the vector's provenance
+    assert load_sae_for(None, path=str(tmp_path / "sae")) is not None  # named explicitly
+    assert load_sae_for(SteeringVector("dense", torch.ones(32), "blocks.1.hook_resid_post")) is None
+    orphan = SteeringVector("sparse", torch.ones(128), "blocks.1.hook_resid_post")
+    with pytest.raises(SAELoadError, match="this sparse vector names no SAE; give --its-sae"):
+        load_sae_for(orphan, how="give --its-sae")

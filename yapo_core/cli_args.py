@@ -33,21 +33,11 @@ def load_model_from_args(args):
 
 def load_sae_from_args(args, vector=None, model=None):
     """The SAE the arguments (or the vector's provenance) name; beside its block of ``model``."""
-    from .saes import load_sae, place_sae
+    from .saes import load_sae_for
 
-    if args.sae_path or args.sae_release:
-        release, sae_id, path = args.sae_release, args.sae_id, args.sae_path
-    elif vector is not None and vector.kind == "sparse":
-        src = vector.sae_source
-        if not (src.release or src.path):
-            raise YapoError("this sparse vector names no SAE; pass --sae-path or --sae-release/--sae-id.")
-        release, sae_id, path = src.release, src.sae_id, src.path
-    else:
-        return None
-    sae = load_sae(release, sae_id, path=path, device="cpu" if model is not None else args.device)
-    if model is not None:
-        place_sae(model, sae)
-    return sae
+    return load_sae_for(vector, args.sae_release, args.sae_id, args.sae_path, model,
+                        device="cpu" if model is not None else args.device,
+                        how="pass --sae-path or --sae-release/--sae-id")
 
 
 def columns(text: str | None) -> dict[str, str] | None:

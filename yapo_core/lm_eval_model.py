@@ -44,19 +44,10 @@ class SteeredLM(HFLM):
         self.vector = self.sae = None
         if vector:
             from .export import load_vector
-            from .saes import load_sae, place_sae
+            from .saes import load_sae_for
 
-            found = load_vector(vector)
-            source = found.sae_source
-            if sae_path or sae_release:
-                self.sae = load_sae(sae_release, sae_id, path=sae_path, device="cpu")
-            elif found.kind == "sparse":
-                if not (source.release or source.path):
-                    raise SettingsError(f"the sparse vector {vector!r} names no SAE; pass sae_path= or sae_release= "
-                                        "and sae_id= in model_args.")
-                self.sae = load_sae(source.release, source.sae_id, path=source.path, device="cpu")
-            if self.sae is not None:
-                place_sae(self.model, self.sae)
+            self.sae = load_sae_for(load_vector(vector), sae_release, sae_id, sae_path, self.model,
+                                    how="pass sae_path= or sae_release= and sae_id= in model_args")
             self.vector = load_vector(vector, model=self.model, sae=self.sae,
                                       allow_other_model=_flag(allow_other_model))
 

@@ -146,6 +146,27 @@ def check_sae_fits(model: nn.Module, sae: nn.Module, layer: int | None = None) -
     return point
 
 
+def load_sae_for(vector=None, release: str | None = None, sae_id: str | None = None, path: str | None = None,
+                 model: nn.Module | None = None, device: str | None = "cpu",
+                 how: str = "pass path= or release= and sae_id=") -> nn.Module | None:
+    """The SAE named here (``path``, or ``release`` + ``sae_id``), else the one a sparse ``vector``
+    was trained with (its provenance); placed beside its block of ``model`` when given. None when
+    neither names one (a dense vector). ``how`` says, in the caller's terms, how to name one."""
+    if path or release:
+        pass
+    elif vector is not None and vector.kind == "sparse":
+        src = vector.sae_source
+        if not (src.release or src.path):
+            raise SAELoadError(f"this sparse vector names no SAE; {how}.")
+        release, sae_id, path = src.release, src.sae_id, src.path
+    else:
+        return None
+    sae = load_sae(release, sae_id, path=path, device=device)
+    if model is not None:
+        place_sae(model, sae)
+    return sae
+
+
 def place_sae(model: nn.Module, sae: nn.Module, layer: int | None = None) -> HookPoint:
     """Check the SAE fits the model and move it to the device of the block it is hooked on, so that a
     model sharded over several GPUs (``device_map="auto"``) steers without moving the SAE's
