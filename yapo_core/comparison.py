@@ -34,7 +34,7 @@ from .evaluation import (
 from .methods import METHODS, get_method, make_vector
 from .models import load_model
 from .plots import loss_curves, multiplier_sweep
-from .saes import check_sae_fits, load_sae
+from .saes import check_sae_fits, load_sae_for
 from .training import TrainConfig
 
 LOSS_THRESHOLD = 0.1
@@ -245,6 +245,7 @@ def demo_comparison(
     multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
     on_progress=None,
     progress: bool = False,
+    device: str = "cpu",
     **train_config,
 ) -> ComparisonResult:
     """The comparison on the demo world's culture task for ``country``: trained on its
@@ -256,8 +257,8 @@ def demo_comparison(
         targets = [c for c in corpus.COUNTRY_KEYS if c != corpus.DEFAULT_COUNTRY]
         raise SettingsError(f"country {country!r} is not one of the demo world's target cultures: {', '.join(targets)}.")
     world = build_demo_world(seed=seed, size=size)
-    model, tokenizer = load_model(world.model_dir, device="cpu")
-    sae = load_sae(path=world.sae_dir, device="cpu")
+    model, tokenizer = load_model(world.model_dir, device=device)
+    sae = load_sae_for(path=str(world.sae_dir), model=model)  # beside the model's block, on its device
     task = world.culture(country)
     train, test = task.pairs("train"), task.pairs("test")
     prompts, answers = world.general_questions(64)
