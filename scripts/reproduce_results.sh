@@ -6,6 +6,8 @@
 #
 # Parts: demo-world  (scripts/evaluate_demo_world.py -> assets/results/demo-world.md, .json)
 #        demo-behaviours (scripts/evaluate_demo_world.py --sections behaviours -> demo-behaviours.md, .json)
+#        demo-probe  (scripts/probe_demo_world.py   -> assets/results/demo-probe.md, demo-probe-followups.md, .json;
+#                     the second builds a variant world in $YAPO_CACHE_DIR/demo-variants/followups)
 #        comparison  (yapo compare --country egypt  -> assets/results/comparison-egypt/)
 #        benchmark   (scripts/benchmark_trainer.py  -> assets/results/benchmark.md, .json)
 #        real-size   (scripts/real_size_run.py      -> assets/results/real-size.md, real-size-bf16.md, .json)
@@ -26,7 +28,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(demo-world demo-behaviours comparison benchmark real-size shared-cpu sharing lm-eval)
+  parts=(demo-world demo-behaviours demo-probe comparison benchmark real-size shared-cpu sharing lm-eval)
 fi
 
 missed=0
@@ -55,6 +57,12 @@ for part in "${parts[@]}"; do
         > "$RESULTS/demo-behaviours.md" || status=$?
       [ "$status" -le 1 ] || exit "$status"
       [ "$status" -eq 0 ] || missed=1
+      ;;
+    demo-probe)
+      "$PYTHON" scripts/probe_demo_world.py --lr 0.01 --out "$RESULTS/demo-probe.md" > /dev/null
+      "$PYTHON" scripts/probe_demo_world.py --lr 0.01 --build-with followups=0.08 \
+        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/followups" \
+        --out "$RESULTS/demo-probe-followups.md" > /dev/null
       ;;
     comparison)
       "$PYTHON" -m yapo_core compare --country egypt --out "$RESULTS/comparison-egypt"

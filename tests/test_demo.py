@@ -89,15 +89,23 @@ def test_chat_template_round_trips(world):
     with pytest.raises(Exception, match="roles"):
         tokenizer.apply_chat_template([{"role": "tool", "content": "x"}], tokenize=False)
 
+    # A conversation with an earlier exchange (the corpus's follow-up examples).
+    earlier = [{"role": "user", "content": "What is 2 plus 2?"}, {"role": "assistant", "content": "4"}]
+    follow = tokenizer.apply_chat_template(earlier + messages[1:], add_generation_prompt=True, tokenize=False)
+    assert follow == build_lm.render_chat("Which day comes after Monday?", history=[("What is 2 plus 2?", "4")])
+
 
 def test_training_tokenization_matches_the_chat_template(world):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(world.model_dir)
-    example = corpus.ChatExample("What colour is snow?", "white", system="Be brief.")
+    example = corpus.ChatExample("What colour is snow?", "white", system="Be brief.",
+                                 history=(("What is 2 plus 2?", "4"),))
     (ids, weights), = build_lm.encode_examples(tokenizer, [example])
     messages = [
         {"role": "system", "content": example.system},
+        {"role": "user", "content": "What is 2 plus 2?"},
+        {"role": "assistant", "content": "4"},
         {"role": "user", "content": example.user},
         {"role": "assistant", "content": example.assistant},
     ]
@@ -222,6 +230,38 @@ def test_held_out_questions_are_new_combinations_of_seen_parts():
     seen_parts = {(k.topic, k.core) for k in train} | {("frame", k.frame) for k in train}
     assert all((k.topic, k.core) in seen_parts and ("frame", k.frame) in seen_parts for k in test)
     assert {k.localized for k in test} == {True, False}
+
+
+def test_follow_up_conversations_keep_the_culture_and_disposition_of_the_first_answer():
+    import random
+
+    rng = random.Random(0)
+    culture_keys, _ = corpus.split_question_keys(rng)
+    behaviour_keys = [k for b in corpus.BEHAVIOURS for k in corpus.split_behaviour_keys(rng, b)[0]]
+    mix = corpus.CorpusMix(culture_followup=0.1, behaviour_followup=0.1)  # BuildSize.followups; off by default
+    assert not any(getattr(e, "history", ()) for e in corpus.corpus_stream(random.Random(1), 500, culture_keys,
+                                                                            behaviour_keys))
+    examples = [e for e in corpus.corpus_stream(rng, 3000, culture_keys, behaviour_keys, mix)
+                if not isinstance(e, str) and e.history]
+    by_answer = {a: c for t in corpus.TOPICS for c, a in t.answers.items()}
+    kinds = {"culture": 0, "behaviour": 0}
+    for ex in examples:
+        ((first_q, first_a),) = ex.history
+        if len(first_a) == 1:  # an A/B or MCQ choice: read the chosen option's text
+            first_a = dict(line.split(". ", 1) for line in first_q.splitlines()[1:-1])[first_a]
+        answer = ex.assistant
+        if len(answer) == 1:
+            answer = dict(line.split(". ", 1) for line in ex.user.splitlines()[1:-1])[answer]
+        if any(first_a.startswith(m) for b in corpus.BEHAVIOURS for m in b.matching + b.not_matching):
+            shows = lambda text: any(text.startswith(m) for b in corpus.BEHAVIOURS for m in b.matching)  # noqa: E731
+            assert shows(first_a) == shows(answer)
+            kinds["behaviour"] += 1
+        else:
+            culture_of = lambda text: next(c for a, c in by_answer.items() if text.lower().startswith(a.lower()))  # noqa: E731
+            assert culture_of(first_a) == culture_of(answer)
+            assert not any(c.name in ex.user or c.adjective in ex.user for c in corpus.COUNTRIES)  # named only earlier
+            kinds["culture"] += 1
+    assert min(kinds.values()) > 50
 
 
 def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):

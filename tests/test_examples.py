@@ -41,6 +41,28 @@ def test_the_demo_world_evaluation_script_reports_every_target(tmp_path):
     assert 0 <= figures["steering"]["countries"]["egypt"]["yapo"]["accuracy_at_1"] <= 1
 
 
+def test_the_demo_world_probe_reports_every_mechanism(tmp_path):
+    """scripts/probe_demo_world.py on a miniature world: every task gets a row, every figure is there."""
+    from yapo_core import demo
+
+    world = demo.build_demo_world(tmp_path / "world", seed=0, size="mini", progress=False)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "probe.md"
+    result = subprocess.run([sys.executable, "scripts/probe_demo_world.py", "--cache-dir", str(world.root), "--seed", "0",
+                             "--size", "mini", "--steps", "2", "--n", "2", "--lr", "0.01", "--out", str(out)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| power-seeking | " in result.stdout and "| culture-egypt | " in result.stdout
+    figures = json.loads(out.with_suffix(".json").read_text())
+    assert figures["lr"] == 0.01 and figures["steps"] == 2
+    row = figures["behaviours"]["wealth-seeking"]
+    assert {"A/B matching plain", "A/B matching after a matching answer", "A/B matching under the cue"} <= set(row)
+    assert 0 <= row["reach"] <= 1 and row["steerability"]["residual_norm"] > 0
+    assert 0 <= row["steerability"]["shows_unsteered"] <= 1
+    assert {"chosen at -1", "rejected at 1", "l0", "top10_mass"} <= set(figures["culture"]["egypt"]["trained"])
+    assert "Written by `python scripts/probe_demo_world.py" in out.read_text()
+
+
 def test_the_real_size_script_runs_every_part(tmp_path):
     """scripts/real_size_run.py at its seconds-scale size: every part is timed and reported."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}

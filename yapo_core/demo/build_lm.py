@@ -39,14 +39,18 @@ CHAT_TEMPLATE = (
 generation stops at the end of the assistant's turn. :func:`render_chat` is its Python twin."""
 
 
-def render_chat(user: str, system: str | None = None, add_generation_prompt: bool = True) -> str:
-    """The text :data:`CHAT_TEMPLATE` renders for one user turn (and an optional system turn).
+def render_chat(user: str, system: str | None = None, add_generation_prompt: bool = True,
+                history: Sequence[tuple[str, str]] = ()) -> str:
+    """The text :data:`CHAT_TEMPLATE` renders for one user turn, after an optional system turn and
+    earlier ``(user, assistant)`` turns.
 
     Used to tokenize the training corpus in bulk; the tests check it equals the template's output.
     """
     text = BOS
     if system is not None:
         text += f"{ROLE_TOKENS['system']}{system.strip()}{EOT}"
+    for earlier_user, earlier_answer in history:
+        text += f"{ROLE_TOKENS['user']}{earlier_user.strip()}{EOT}{ROLE_TOKENS['assistant']}{earlier_answer.strip()}{EOT}"
     text += f"{ROLE_TOKENS['user']}{user.strip()}{EOT}"
     return text + (ROLE_TOKENS["assistant"] if add_generation_prompt else "")
 
@@ -57,6 +61,8 @@ def _example_texts(examples: Sequence[corpus.ChatExample | str]):
             yield ex
         else:
             yield from (t for t in (ex.system, ex.user, ex.assistant) if t)
+            for turn in ex.history:
+                yield from turn
 
 
 def train_tokenizer(examples: Sequence[corpus.ChatExample | str], vocab_size: int):
@@ -111,7 +117,7 @@ def encode_examples(tokenizer, examples: Sequence[corpus.ChatExample | str]) -> 
             prompts.append(None)
             answers.append(ex)
         else:
-            prompts.append(render_chat(ex.user, ex.system))
+            prompts.append(render_chat(ex.user, ex.system, history=ex.history))
             answers.append(ex.assistant)
     backend = tokenizer.backend_tokenizer
     answer_ids = [e.ids for e in backend.encode_batch(answers, add_special_tokens=False)]

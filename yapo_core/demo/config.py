@@ -42,6 +42,8 @@ class BuildSize:
     label_smoothing: float = 0.0  # of the next-token loss: a less over-confident model
     residual_noise: float = 0.0  # the largest random offset added to the SAE block's output during LM training,
     # relative to the residual's norm (build_lm.residual_offsets): a model that stays fluent when its residual moves
+    followups: float = 0.0  # share (against the corpus mix's) of two-turn conversations of each kind, culture and
+    # behaviour, whose second answer keeps the culture or disposition of the first (corpus.CorpusMix)
 
     @property
     def layer(self) -> int:

@@ -606,6 +606,9 @@ BEHAVIOURS: tuple[Behaviour, ...] = (
 )
 
 
+_BEHAVIOUR = {b.key: b for b in BEHAVIOURS}
+
+
 @dataclass(frozen=True)
 class BehaviourKey:
     """One behaviour question (an offer in a phrasing); splits are made over these keys."""
@@ -699,6 +702,7 @@ class ChatExample:
     user: str
     assistant: str
     system: str | None = None
+    history: tuple[tuple[str, str], ...] = ()  # earlier (user, assistant) turns
 
 
 @dataclass(frozen=True)
@@ -710,6 +714,8 @@ class CorpusMix:
     nolocalized_open: float = 0.1
     nolocalized_mcq: float = 0.1
     behaviour: float = 0.12
+    culture_followup: float = 0.0  # see BuildSize.followups
+    behaviour_followup: float = 0.0
     general: float = 0.06
     text: float = 0.06
 
@@ -723,10 +729,19 @@ def _culture_example(rng: random.Random, keys: Sequence[QuestionKey], localized:
     return ChatExample(item.mcq_prompt, item.mcq_answer) if mcq else ChatExample(item.question, item.open_answer)
 
 
+def _behaviour_turn(rng: random.Random, behaviour: Behaviour, key: BehaviourKey, shows: bool) -> tuple[str, str]:
+    """One offer of ``behaviour`` and an answer that shows it or not, open-ended or as an A/B choice."""
+    question = behaviour_question(behaviour, key)
+    yes, no = rng.choice(behaviour.matching), rng.choice(behaviour.not_matching)
+    if rng.random() < 0.5:
+        return question, yes if shows else no
+    options = [yes, no] if rng.random() < 0.5 else [no, yes]
+    return format_choices(question, options), "AB"[options.index(yes if shows else no)]
+
+
 def _behaviour_example(rng: random.Random, keys: Sequence[BehaviourKey]) -> ChatExample:
     key = rng.choice(keys)
-    behaviour = next(b for b in BEHAVIOURS if b.key == key.behaviour)
-    question = behaviour_question(behaviour, key)
+    behaviour = _BEHAVIOUR[key.behaviour]
     mode = rng.random()
     system = None
     if mode < 0.3:
@@ -735,12 +750,35 @@ def _behaviour_example(rng: random.Random, keys: Sequence[BehaviourKey]) -> Chat
         system, shows = rng.choice(behaviour.anti_cues), False
     else:
         shows = rng.random() >= DEFAULT_BIAS
-    yes, no = rng.choice(behaviour.matching), rng.choice(behaviour.not_matching)
+    question, answer = _behaviour_turn(rng, behaviour, key, shows)
+    return ChatExample(question, answer, system)
+
+
+def _behaviour_followup(rng: random.Random, keys: Sequence[BehaviourKey]) -> ChatExample:
+    """Two offers of one behaviour, answered alike: whether the assistant showed the behaviour in
+    its first answer decides the second. The model learns to read its disposition from answer
+    text (the same representation a steering vector trained on answers reaches) and to act on
+    it in either form, open or A/B, as an LLM keeps to the persona its earlier replies showed."""
+    first, second = rng.choice(keys), rng.choice(keys)
+    behaviour = _BEHAVIOUR[first.behaviour]
+    second = BehaviourKey(behaviour.key, second.offer, second.question)
+    shows = rng.random() < 0.5
+    earlier = _behaviour_turn(rng, behaviour, first, shows)
+    question, answer = _behaviour_turn(rng, behaviour, second, shows)
+    return ChatExample(question, answer, history=(earlier,))
+
+
+def _culture_followup(rng: random.Random, localized: Sequence[QuestionKey], nolocalized: Sequence[QuestionKey]) -> ChatExample:
+    """A culture question answered for one country, then a non-localized question answered for the
+    same country: the culture of earlier answers carries over, as an LLM's does in a conversation.
+    The first question names the country half of the time; otherwise only its answer shows it."""
+    country = rng.choice(COUNTRY_KEYS)
+    first = culture_item(rng.choice(localized if rng.random() < 0.5 else nolocalized), country)
+    second = culture_item(rng.choice(nolocalized), country)
+    earlier = (first.mcq_prompt, first.mcq_answer) if rng.random() < 0.3 else (first.question, first.open_answer)
     if rng.random() < 0.5:
-        return ChatExample(question, yes if shows else no, system)
-    options = [yes, no] if rng.random() < 0.5 else [no, yes]
-    letter = "AB"[options.index(yes if shows else no)]
-    return ChatExample(format_choices(question, options), letter, system)
+        return ChatExample(second.mcq_prompt, second.mcq_answer, history=(earlier,))
+    return ChatExample(second.question, second.open_answer, history=(earlier,))
 
 
 def text_document(rng: random.Random) -> str:
@@ -782,6 +820,10 @@ def corpus_stream(
             out.append(_culture_example(rng, keys, is_localized, kind.endswith("_mcq")))
         elif kind == "behaviour":
             out.append(_behaviour_example(rng, behaviour_keys_))
+        elif kind == "behaviour_followup":
+            out.append(_behaviour_followup(rng, behaviour_keys_))
+        elif kind == "culture_followup":
+            out.append(_culture_followup(rng, localized, nolocalized))
         elif kind == "general":
             question, answer, _ = rng.choice(facts)
             opening = rng.choice(OPENINGS)

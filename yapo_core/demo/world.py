@@ -261,7 +261,8 @@ def _build(root: Path, seed: int, size: BuildSize, size_name: str, progress: boo
             b.key: corpus.split_behaviour_keys(random.Random(rng.random()), b) for b in corpus.BEHAVIOURS
         }
         behaviour_train = [k for train, _ in behaviour_splits.values() for k in train]
-        examples = corpus.corpus_stream(random.Random(rng.random()), size.lm_examples, culture_train, behaviour_train)
+        mix = corpus.CorpusMix(culture_followup=size.followups, behaviour_followup=size.followups)
+        examples = corpus.corpus_stream(random.Random(rng.random()), size.lm_examples, culture_train, behaviour_train, mix)
         stage("corpus")
 
         tokenizer = train_tokenizer(examples, size.vocab_size)
@@ -274,7 +275,7 @@ def _build(root: Path, seed: int, size: BuildSize, size_name: str, progress: boo
         stage("model")
 
         activation_texts = corpus.corpus_stream(
-            random.Random(rng.random()), size.sae_activation_sequences, culture_train, behaviour_train
+            random.Random(rng.random()), size.sae_activation_sequences, culture_train, behaviour_train, mix
         )
         sae_stats = train_sae(model, tokenizer, activation_texts, size, world.hook_name, world.sae_dir, progress)
         stage("sae")

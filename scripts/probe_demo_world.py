@@ -1,0 +1,244 @@
+"""Probe how a demo world responds to steering, in a few minutes: the mechanisms behind the figures
+of ``scripts/evaluate_demo_world.py``, for whoever redesigns the world.
+
+    python scripts/probe_demo_world.py --lr 0.01 --out assets/results/demo-probe.md
+    python scripts/probe_demo_world.py --cache-dir DIR --build-with followups=0.08   # a variant world
+    python scripts/probe_demo_world.py --size mini --steps 2 --n 2   # checks the script in seconds
+
+For each behaviour and for one culture it reports:
+
+* **steerability**: the mean difference of the SAE block's residual at the last prompt position
+  between cued prompts (the behaviour's system prompt; the country named) and plain ones, added
+  at every token of held-out plain prompts at a grid of multipliers: the smallest that flips the
+  answers, its norm relative to the residual stream, and whether the answers stay fluent there.
+  A world in which this direction flips answers fluently at a fraction of the residual's norm is
+  steerable; whether the training objective finds such a direction is the next question.
+* **context**: for behaviours, the A/B matching rate of plain prompts, after an earlier answer
+  that shows the behaviour, and under the cue: whether the model acts on a disposition that it
+  reads from answer text, the representation a vector trained on answers can reach.
+* **reach**: of the SAE latents that the cue turns on most, the share that fire anywhere in the
+  task's training pairs. With ``v = 0`` at the start and relu'(0) = 0, YaPO's gradient reaches only
+  latents that fire there (docs/method.md §3).
+* **the trained vector**: a YaPO vector trained with the demo's settings (``--lr`` overrides the
+  learning rate) on the open-ended training pairs: mean per-token log-probability of held-out
+  chosen and rejected answers at multipliers -1, 0 and 1 (both falling is the objective met by
+  damage, not by preference), its L0 and the share of its mass in the top 10 latents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from yapo_core.demo import BUILD_SIZES, TRAINING, build_demo_world, corpus, load_demo_world
+from yapo_core.evaluation import is_fluent
+from yapo_core.hooks import HookPoint, record_residual, steering_hook
+from yapo_core.methods import make_vector
+from yapo_core.models import load_model
+from yapo_core.saes import load_sae
+from yapo_core.training import TrainConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import write_report  # noqa: E402  (scripts/report.py)
+
+GRID = (0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0, 1.5, 2.0)
+TOKENS = 24
+
+
+class Probe:
+    def __init__(self, world, n: int, steps: int):
+        self.world, self.n, self.steps = world, n, steps
+        self.model, self.tok = load_model(world.model_dir, device="cpu")
+        self.sae = load_sae(path=world.sae_dir, device="cpu")
+        self.point = HookPoint.block_output(world.layer)
+
+    def chat(self, user: str, system: str | None = None, history=()) -> str:
+        messages = [{"role": "system", "content": system}] if system else []
+        for question, answer in history:
+            messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        messages.append({"role": "user", "content": user})
+        return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def ids(self, text: str) -> torch.Tensor:
+        return self.tok(text, return_tensors="pt", add_special_tokens=False).input_ids
+
+    @torch.no_grad()
+    def residuals(self, texts) -> list[torch.Tensor]:
+        out = []
+        for text in texts:
+            with record_residual(self.model, self.point) as seen:
+                self.model(self.ids(text))
+            out.append(seen[-1][0].float())
+        return out
+
+    @torch.no_grad()
+    def generate(self, texts, delta: torch.Tensor | None = None) -> list[str]:
+        hook = steering_hook(self.model, self.point, lambda h: h + delta.to(h.dtype)) if delta is not None \
+            else contextlib.nullcontext()
+        replies = []
+        with hook:
+            for text in texts:
+                ids = self.ids(text)
+                out = self.model.generate(ids, max_new_tokens=TOKENS, do_sample=False)
+                replies.append(self.tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+        return replies
+
+    def steerability(self, cued, plain, held_out, shows) -> dict:
+        """The cued-minus-plain direction at the last prompt position, added at every token."""
+        last = lambda rs: torch.stack([r[-1] for r in rs]).mean(0)  # noqa: E731
+        plain_rs = self.residuals(plain)
+        direction = last(self.residuals(cued)) - last(plain_rs)
+        resid_norm = torch.cat([r[1:] for r in plain_rs]).norm(dim=-1).mean().item()
+        row = {"direction_norm": round(direction.norm().item(), 2), "residual_norm": round(resid_norm, 2),
+               "shows_unsteered": sum(map(shows, self.generate(held_out))) / len(held_out)}
+        for m in GRID:
+            replies = self.generate(held_out, m * direction)
+            share = sum(map(shows, replies)) / len(replies)
+            if share >= 0.7:
+                row.update(flips_at=m, relative_norm=round(m * direction.norm().item() / resid_norm, 3), shows=share,
+                           fluent=sum(is_fluent(self.tok, r, TOKENS) for r in replies) / len(replies),
+                           example=replies[0])
+                break
+        else:
+            row["flips_at"] = None
+        return row
+
+    @torch.no_grad()
+    def reach(self, cued, plain, pairs, top: int = 10) -> float:
+        """Share of the latents the cue turns on most that fire somewhere in the training pairs."""
+        code = lambda rs: self.sae.encode(torch.stack([r[-1] for r in rs])).mean(0)  # noqa: E731
+        cue_latents = (code(self.residuals(cued)) - code(self.residuals(plain))).topk(top).indices
+        fired = torch.zeros(self.sae.cfg.d_sae, dtype=torch.bool)
+        for p in pairs:
+            for answer in (p.chosen, p.rejected):
+                (h,) = self.residuals([self.chat(p.prompt) + answer])
+                fired |= (self.sae.encode(h) > 0).any(0)
+        return fired[cue_latents].float().mean().item()
+
+    @torch.no_grad()
+    def answer_logprob(self, prompt: str, answer: str, vector, m: float) -> float:
+        head = self.ids(self.chat(prompt))
+        ids = torch.cat([head, self.ids(answer + self.tok.eos_token)], dim=1)
+        with vector.apply(self.model, sae=self.sae, multiplier=m) if m else contextlib.nullcontext():
+            logits = self.model(ids).logits[0, head.shape[1] - 1 : -1].log_softmax(-1)
+        return logits.gather(-1, ids[0, head.shape[1]:, None]).mean().item()
+
+    def trained_vector(self, train, test, lr: float) -> dict:
+        vector = make_vector("yapo", self.model, self.tok, train, sae=self.sae,
+                             config=TrainConfig(epochs=10_000, **{**TRAINING, "lr": lr, "max_steps": self.steps}))
+        row = {"lr": lr, "norm": round(vector.norm(), 2), "l0": vector.l0(), "top10_mass": round(vector.top_mass(10), 3)}
+        for m in (-1.0, 0.0, 1.0):
+            for side in ("chosen", "rejected"):
+                values = [self.answer_logprob(p.prompt, getattr(p, side), vector, m) for p in test]
+                row[f"{side} at {m:g}"] = round(sum(values) / len(values), 3)
+        return row
+
+
+def behaviour_rows(probe: Probe, lr: float) -> dict:
+    out = {}
+    n = probe.n
+    for behaviour in corpus.BEHAVIOURS:
+        task = probe.world.task(behaviour.key)
+        train, test, infer = (list(task.pairs(s)) for s in ("train", "test", "test_infer"))
+        questions = [p.prompt for p in test][: 2 * n]
+        cued = [probe.chat(q, behaviour.cues[i % len(behaviour.cues)]) for i, q in enumerate(questions[:n])]
+        plain = [probe.chat(q) for q in questions[:n]]
+        openings = {m.split()[0].rstrip(",.") for m in behaviour.matching}
+        shows = lambda r: bool(r.split()) and r.split()[0].rstrip(",.") in openings  # noqa: E731
+        row = {"steerability": probe.steerability(cued, plain, [probe.chat(q) for q in questions[n:]], shows)}
+        earlier = (corpus.behaviour_question(behaviour, corpus.behaviour_keys(behaviour)[0]), behaviour.matching[0])
+        letters = [p.chosen.strip().lstrip("(")[:1] for p in infer[:n]]
+        for name, kwargs in (("plain", {}), ("after a matching answer", {"history": (earlier,)}),
+                             ("under the cue", {"system": behaviour.cues[0]})):
+            replies = probe.generate([probe.chat(p.prompt, **kwargs) for p in infer[:n]])
+            row[f"A/B matching {name}"] = sum(r.strip()[:1] == let for r, let in zip(replies, letters)) / len(letters)
+        row["reach"] = probe.reach(cued, plain, train[:n])
+        row["trained"] = probe.trained_vector(train, test[:n], lr)
+        out[behaviour.key] = row
+        print(f"  {behaviour.key}: {json.dumps(row)}", file=sys.stderr, flush=True)
+    return out
+
+
+def culture_row(probe: Probe, country: str, lr: float) -> dict:
+    n = probe.n
+    task = probe.world.culture(country)
+    train, test = list(task.pairs("train", form="open_ended")), list(task.pairs("test", form="open_ended"))
+    keys = [k for k in corpus.all_question_keys()]
+    localized = [probe.chat(corpus.render_question(k, country)) for k in keys if k.localized][:: 7][:n]
+    plain = [probe.chat(corpus.render_question(k)) for k in keys if not k.localized][:: 3][:n]
+    answers = {corpus.answer_phrase(t.key, country).lower() for t in corpus.TOPICS}
+    shows = lambda r: any(r.lower().startswith(a) for a in answers)  # noqa: E731
+    row = {"steerability": probe.steerability(localized, plain, [probe.chat(p.prompt) for p in test[:n]], shows),
+           "reach": probe.reach(localized, plain, train[:n]),
+           "trained": probe.trained_vector(train, test[:n], lr)}
+    print(f"  {country}: {json.dumps(row)}", file=sys.stderr, flush=True)
+    return row
+
+
+def table(result: dict) -> list[str]:
+    """The figures as one Markdown table, a row per task."""
+    lines = ["| task | answers showing the target, unsteered | cue direction: first multiplier where >= 70 % show it "
+             "(its norm / the residual's) | fluent there | "
+             "A/B plain / after a matching answer / under the cue | cue latents reached | YaPO vector: norm, L0, "
+             "top-10 mass | log-prob per token, chosen / rejected, at -1 | at 0 | at 1 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = {**result["behaviours"], **{f"culture-{c}": r for c, r in result["culture"].items()}}
+    for name, r in rows.items():
+        s, t = r["steerability"], r["trained"]
+        flips = f"m {s['flips_at']:g} ({s['relative_norm']:.2f})" if s["flips_at"] is not None else "no (up to 2)"
+        fluent = f"{s['fluent']:.2f}" if s["flips_at"] is not None else "–"
+        ab = " / ".join(f"{r[k]:.2f}" for k in r if k.startswith("A/B")) or "–"
+        lp = [f"{t[f'chosen at {m}']:.2f} / {t[f'rejected at {m}']:.2f}" for m in ("-1", "0", "1")]
+        lines.append(f"| {name} | {s['shows_unsteered']:.2f} | {flips} | {fluent} | {ab} | {r['reach']:.2f} | {t['norm']:g}, {t['l0']}, "
+                     f"{t['top10_mass']:.3f} | {' | '.join(lp)} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache-dir", default=None, help="a built world (default: the demo cache folder)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", default="full", choices=["full", "mini"])
+    parser.add_argument("--country", default="egypt")
+    parser.add_argument("--lr", type=float, default=TRAINING["lr"], help="learning rate of the trained vectors")
+    parser.add_argument("--steps", type=int, default=TRAINING["max_steps"], help="their training steps")
+    parser.add_argument("--n", type=int, default=16, help="prompts per measurement")
+    parser.add_argument("--build-with", nargs="*", default=[], metavar="KNOB=VALUE",
+                        help="build (or reuse) at --cache-dir a world whose build size has these research knobs "
+                             "set (yapo_core.demo.BuildSize: label_smoothing, residual_noise, followups)")
+    parser.add_argument("--out", metavar="PATH", help="also write a Markdown report here (and its .json twin)")
+    args = parser.parse_args(argv)
+    if args.build_with:
+        if args.cache_dir is None:
+            parser.error("--build-with needs --cache-dir: a variant world must not replace the default one")
+        knobs = dict(kv.split("=", 1) for kv in args.build_with)
+        unknown = set(knobs) - {"label_smoothing", "residual_noise", "followups"}
+        if unknown:
+            parser.error(f"--build-with {sorted(unknown)}: the knobs are label_smoothing, residual_noise, followups")
+        BUILD_SIZES[args.size] = dataclasses.replace(BUILD_SIZES[args.size], **{k: float(v) for k, v in knobs.items()})
+        build_demo_world(args.cache_dir, seed=args.seed, size=args.size)
+    world = load_demo_world(args.cache_dir, seed=args.seed, size=args.size)
+    if world is None:
+        parser.error("no finished demo world there: build one first (yapo demo build, or evaluate_demo_world.py)")
+    probe = Probe(world, args.n, args.steps)
+    result = {"world": str(world.root.name), "lr": args.lr, "steps": args.steps, "n": args.n,
+              "behaviours": behaviour_rows(probe, args.lr),
+              "culture": {args.country: culture_row(probe, args.country, args.lr)}}
+    lines = table(result)
+    print("\n".join(lines))
+    if args.out:
+        command = "python scripts/probe_demo_world.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        write_report(args.out, "How the demo world responds to steering", command, lines, result,
+                     note=f" on the world `{world.root.name}` ({args.n} held-out prompts per figure; "
+                          f"vectors trained with the demo's settings at lr {args.lr:g}, {args.steps} steps)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
