@@ -37,8 +37,10 @@ from pathlib import Path
 import torch
 
 from yapo_core.demo import BUILD_SIZES, TRAINING, build_demo_world, corpus, load_demo_world
+from yapo_core.encoding import collate, encode_pairs
 from yapo_core.evaluation import is_fluent
 from yapo_core.hooks import HookPoint, record_residual, steering_hook
+from yapo_core.logprobs import pad_token_id, sequence_logprobs
 from yapo_core.methods import make_vector
 from yapo_core.models import load_model
 from yapo_core.saes import load_sae
@@ -122,21 +124,22 @@ class Probe:
         return fired[cue_latents].float().mean().item()
 
     @torch.no_grad()
-    def answer_logprob(self, prompt: str, answer: str, vector, m: float) -> float:
-        head = self.ids(self.chat(prompt))
-        ids = torch.cat([head, self.ids(answer + self.tok.eos_token)], dim=1)
+    def answer_logprobs(self, pairs, vector, m: float) -> tuple[float, float]:
+        """Mean per-token log-probability of the chosen and of the rejected answers, scored as
+        training and evaluation score them (:func:`~yapo_core.logprobs.sequence_logprobs`)."""
+        batch = collate(encode_pairs(self.tok, pairs)[0], pad_token_id(self.tok, self.model))
         with vector.apply(self.model, sae=self.sae, multiplier=m) if m else contextlib.nullcontext():
-            logits = self.model(ids).logits[0, head.shape[1] - 1 : -1].log_softmax(-1)
-        return logits.gather(-1, ids[0, head.shape[1]:, None]).mean().item()
+            per_token = sequence_logprobs(self.model, batch) / batch.answer_mask[:, 1:].sum(-1)
+        n = batch.n_pairs
+        return per_token[:n].mean().item(), per_token[n:].mean().item()
 
     def trained_vector(self, train, test, lr: float) -> dict:
         vector = make_vector("yapo", self.model, self.tok, train, sae=self.sae,
                              config=TrainConfig(epochs=10_000, **{**TRAINING, "lr": lr, "max_steps": self.steps}))
         row = {"lr": lr, "norm": round(vector.norm(), 2), "l0": vector.l0(), "top10_mass": round(vector.top_mass(10), 3)}
         for m in (-1.0, 0.0, 1.0):
-            for side in ("chosen", "rejected"):
-                values = [self.answer_logprob(p.prompt, getattr(p, side), vector, m) for p in test]
-                row[f"{side} at {m:g}"] = round(sum(values) / len(values), 3)
+            chosen, rejected = self.answer_logprobs(test, vector, m)
+            row[f"chosen at {m:g}"], row[f"rejected at {m:g}"] = round(chosen, 3), round(rejected, 3)
         return row
 
 
@@ -169,7 +172,7 @@ def culture_row(probe: Probe, country: str, lr: float) -> dict:
     n = probe.n
     task = probe.world.culture(country)
     train, test = list(task.pairs("train", form="open_ended")), list(task.pairs("test", form="open_ended"))
-    keys = [k for k in corpus.all_question_keys()]
+    keys = corpus.all_question_keys()
     localized = [probe.chat(corpus.render_question(k, country)) for k in keys if k.localized][:: 7][:n]
     plain = [probe.chat(corpus.render_question(k)) for k in keys if not k.localized][:: 3][:n]
     answers = {corpus.answer_phrase(t.key, country).lower() for t in corpus.TOPICS}

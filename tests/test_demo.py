@@ -245,13 +245,14 @@ def test_follow_up_conversations_keep_the_culture_and_disposition_of_the_first_a
                 if not isinstance(e, str) and e.history]
     by_answer = {a: c for t in corpus.TOPICS for c, a in t.answers.items()}
     kinds = {"culture": 0, "behaviour": 0}
+
+    def answer_text(question: str, answer: str) -> str:
+        """The answer, or for an A/B or MCQ letter the text of the option it chose."""
+        return dict(line.split(". ", 1) for line in question.splitlines()[1:-1])[answer] if len(answer) == 1 else answer
+
     for ex in examples:
         ((first_q, first_a),) = ex.history
-        if len(first_a) == 1:  # an A/B or MCQ choice: read the chosen option's text
-            first_a = dict(line.split(". ", 1) for line in first_q.splitlines()[1:-1])[first_a]
-        answer = ex.assistant
-        if len(answer) == 1:
-            answer = dict(line.split(". ", 1) for line in ex.user.splitlines()[1:-1])[answer]
+        first_a, answer = answer_text(first_q, first_a), answer_text(ex.user, ex.assistant)
         if any(first_a.startswith(m) for b in corpus.BEHAVIOURS for m in b.matching + b.not_matching):
             shows = lambda text: any(text.startswith(m) for b in corpus.BEHAVIOURS for m in b.matching)  # noqa: E731
             assert shows(first_a) == shows(answer)
