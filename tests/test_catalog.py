@@ -43,6 +43,10 @@ def test_the_papers_settings_use_the_papers_saes():
     canonical = CATALOG.preset("gemma-2-2b-it-canonical")
     assert registry[canonical.sae_release].neuronpedia_id.get(canonical.sae_id) and canonical.layer == 15
     assert "Neuronpedia" in two_b.notes and "base model" in two_b.notes
+    # Llama: the paper's train.sh defaults (layer 15, Llama Scope site R, expansion 8)
+    llama = CATALOG.preset("llama-3.1-8b-instruct")
+    assert registry[llama.sae_release].repo_id == "fnlp/Llama3_1-8B-Base-LXR-8x"
+    assert registry[llama.sae_release].saes_map[llama.sae_id] == "Llama3_1-8B-Base-L15R-8x" and llama.layer == 15
 
 
 def test_the_catalogue_reads_presets_and_task_sources():
