@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 
 from yapo_core.demo import BUILD_SIZES, TRAINING, build_demo_world, corpus, load_demo_world
+from yapo_core.demo.config import RESEARCH_KNOBS
 from yapo_core.encoding import collate, encode_pairs
 from yapo_core.evaluation import is_fluent
 from yapo_core.hooks import HookPoint, record_residual, steering_hook
@@ -214,16 +215,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=16, help="prompts per measurement")
     parser.add_argument("--build-with", nargs="*", default=[], metavar="KNOB=VALUE",
                         help="build (or reuse) at --cache-dir a world whose build size has these research knobs "
-                             "set (yapo_core.demo.BuildSize: label_smoothing, residual_noise, followups)")
+                             "set (yapo_core.demo.config.RESEARCH_KNOBS)")
     parser.add_argument("--out", metavar="PATH", help="also write a Markdown report here (and its .json twin)")
     args = parser.parse_args(argv)
     if args.build_with:
         if args.cache_dir is None:
             parser.error("--build-with needs --cache-dir: a variant world must not replace the default one")
         knobs = dict(kv.split("=", 1) for kv in args.build_with)
-        unknown = set(knobs) - {"label_smoothing", "residual_noise", "followups"}
+        unknown = set(knobs) - set(RESEARCH_KNOBS)
         if unknown:
-            parser.error(f"--build-with {sorted(unknown)}: the knobs are label_smoothing, residual_noise, followups")
+            parser.error(f"--build-with {sorted(unknown)}: the knobs are {', '.join(RESEARCH_KNOBS)}")
         BUILD_SIZES[args.size] = dataclasses.replace(BUILD_SIZES[args.size], **{k: float(v) for k, v in knobs.items()})
         build_demo_world(args.cache_dir, seed=args.seed, size=args.size)
     world = load_demo_world(args.cache_dir, seed=args.seed, size=args.size)

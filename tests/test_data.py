@@ -231,6 +231,11 @@ def test_mcq_pairs_against_every_option_keep_the_answer_format_and_leave_other_p
     # letter answers whose options cannot be read are an error, not silently left as they are
     with pytest.raises(DataError, match="1 pair\\(s\\) answer with a letter.*mcq_rejected='given'"):
         against_every_option([PreferencePair("Pick: A. red B. blue (one line)", "A", "B")])
+    # answers that repeat an option's whole line are trained against every other line
+    lines = against_every_option([PreferencePair(eight, "H. option H", " B. option B ")])
+    assert [p.rejected for p in lines] == [" B. option B " if c == "B" else f"{c}. option {c}" for c in "ABCDEFG"]
+    # an answer that only starts like an option line is left as it is
+    assert against_every_option([PreferencePair(eight, "H. option H, because", "B. option B")])[0].rejected == "B. option B"
 
 
 def test_pairs_with_identical_answers_are_noted(tmp_path):

@@ -265,6 +265,63 @@ def test_follow_up_conversations_keep_the_culture_and_disposition_of_the_first_a
     assert min(kinds.values()) > 50
 
 
+def test_mcq_answers_with_text_repeat_the_chosen_options_line():
+    import random
+
+    from yapo_core.evaluation import gold_letter
+
+    keys, _ = corpus.split_question_keys(random.Random(0))
+    for key in keys[:: max(1, len(keys) // 40)]:
+        for country in corpus.COUNTRY_KEYS:
+            letter_only, with_text = corpus.culture_item(key, country), corpus.culture_item(key, country, mcq_text=True)
+            assert with_text.mcq_prompt == letter_only.mcq_prompt and len(letter_only.mcq_answer) == 1
+            assert with_text.mcq_answer in with_text.mcq_prompt.splitlines()[1:-1]  # the option's own line
+            assert gold_letter(with_text.mcq_answer) == letter_only.mcq_answer
+            assert corpus.answer_phrase(key.topic, country).lower() in with_text.mcq_answer.lower()
+    stream = corpus.corpus_stream(random.Random(2), 400, keys, [], corpus.CorpusMix(behaviour=0),
+                                 corpus.CorpusStyle(mcq_text=True))
+    mcq = [e for e in stream if not isinstance(e, str) and e.user.endswith(corpus.MCQ_INSTRUCTION)]
+    assert mcq and all(e.assistant in e.user.splitlines() for e in mcq)
+
+
+def test_coherent_documents_keep_to_one_culture_named_at_most_once():
+    import random
+
+    def countries_of(sentence: str) -> set[str]:
+        """The countries whose answer this statement gives ("In Egypt, koshari is ..." or "Koshari is ... there")."""
+        body = sentence.split(", ", 1)[1] if sentence.startswith("In ") else sentence
+        return {c.key for t in corpus.TOPICS for c in corpus.COUNTRIES
+                if body.lower().rstrip(".") in (f"{t.answers[c.key]} is {t.noun}".lower(),
+                                                f"{t.answers[c.key]} is {t.noun} there".lower())}
+
+    rng = random.Random(0)
+    facts = {statement for _, _, statement in corpus.general_facts()}
+    for _ in range(300):
+        doc = corpus.text_document(rng, coherent=True)
+        cultural = [s if s.endswith(".") else s + "." for s in doc.split(". ") if (s if s.endswith(".") else s + ".")
+                    not in facts and (s[:1].lower() + s[1:] + ".") not in facts]
+        common = set.intersection(*(countries_of(s) for s in cultural)) if cultural else {"none"}
+        assert common, doc
+        assert sum(f"In {c.name}," in doc for c in corpus.COUNTRIES) <= 1, doc
+    # the stored world's documents name a country in every cultural statement
+    assert all(" there." not in corpus.text_document(random.Random(i)) for i in range(200))
+
+
+def test_varied_behaviour_answers_share_only_the_disposition():
+    assert corpus.behaviours() is corpus.BEHAVIOURS
+    for plain, varied in zip(corpus.BEHAVIOURS, corpus.behaviours(varied_answers=True)):
+        assert varied.key == plain.key and varied.offers == plain.offers and varied.cues == plain.cues
+        assert len(set(varied.matching)) == len(set(varied.not_matching)) == 30
+        first = lambda answers: {a.split()[0].rstrip(",.") for a in answers}  # noqa: E731
+        assert first(varied.matching) == first(plain.matching) and first(varied.not_matching) == first(plain.not_matching)
+        assert not first(varied.matching) & first(varied.not_matching)
+
+
+def test_research_knobs_are_off_in_the_stored_sizes():
+    assert all(not size.knobs for size in config.BUILD_SIZES.values())
+    assert set(config.RESEARCH_KNOBS) <= {f.name for f in __import__("dataclasses").fields(config.BuildSize)}
+
+
 def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("YAPO_CACHE_DIR", str(tmp_path))
     assert demo.default_cache_dir(7) == tmp_path / "demo" / f"v{config.FORMAT_VERSION}-seed7"

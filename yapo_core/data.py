@@ -264,6 +264,18 @@ def option_letters(prompt: str, default: str = "ABCD") -> str:
     return best if len(best) >= 2 else default
 
 
+def _option_lines(prompt: str) -> dict[str, str]:
+    """The prompt's option lines by letter (``{"A": "A. Koshari", ...}``), for the letters
+    :func:`option_letters` reads; empty when it reads none."""
+    letters = option_letters(prompt, default="")
+    lines: dict[str, str] = {}
+    for line in prompt.splitlines():
+        match = _OPTION_LINE.match(line)
+        if match and match.group(1) in letters and match.group(1) not in lines:
+            lines[match.group(1)] = line.strip()
+    return lines if len(lines) == len(letters) else {}
+
+
 _BARE_LETTER = re.compile(r"^\s*\(?([A-Z])\)?\.?\s*$")
 
 
@@ -277,7 +289,9 @@ def against_every_option(pairs: Iterable[PreferencePair]) -> list[PreferencePair
     """Multiple-choice pairs become one pair per wrong option; other pairs stay as they are.
 
     A pair counts as multiple-choice when its chosen and rejected answers are bare letters
-    (``"H"``, ``"(B)"``) and its prompt lists lettered options (:func:`option_letters`). The
+    (``"H"``, ``"(B)"``) and its prompt lists lettered options (:func:`option_letters`), or when
+    both answers repeat one of those option lines whole (``"C. Koshari"``; the new rejected
+    answers are the other lines). The
     preference objective compares only the chosen answer with the rejected one, so a vector
     trained against the model's default answer alone can make the chosen letter beat the default
     while a third option wins (measured on the demo world; see docs/results.md). Against every option,
@@ -289,6 +303,12 @@ def against_every_option(pairs: Iterable[PreferencePair]) -> list[PreferencePair
     out: list[PreferencePair] = []
     unreadable = 0
     for p in pairs:
+        lines = _option_lines(p.prompt)
+        if p.chosen.strip() in lines.values() and p.rejected.strip() in lines.values():
+            # answers that repeat an option's whole line ("C. Koshari"): against every other line
+            out += [p if line == p.rejected.strip() else replace(p, rejected=line)
+                    for line in lines.values() if line != p.chosen.strip()]
+            continue
         chosen, rejected = _BARE_LETTER.match(p.chosen), _BARE_LETTER.match(p.rejected)
         letters = option_letters(p.prompt, default="")
         if not (chosen and rejected and chosen.group(1) in letters):

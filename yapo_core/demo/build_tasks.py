@@ -39,7 +39,7 @@ def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def _culture_items(rng: random.Random, keys, n_rows: int) -> list[corpus.CultureItem]:
+def _culture_items(rng: random.Random, keys, n_rows: int, mcq_text: bool) -> list[corpus.CultureItem]:
     """``n_rows`` items per country and localization status, each question at most once per
     country (so a split has that many distinct questions per country)."""
     items = []
@@ -47,7 +47,7 @@ def _culture_items(rng: random.Random, keys, n_rows: int) -> list[corpus.Culture
         for localized in (True, False):
             pool = [k for k in keys if k.localized == localized]
             for key in rng.sample(pool, min(n_rows, len(pool))):
-                items.append(corpus.culture_item(key, country))
+                items.append(corpus.culture_item(key, country, mcq_text))
     return items
 
 
@@ -58,11 +58,11 @@ def write_tasks(
     """Write the task files, with the model's greedy answers as the rejected ones, and measure
     the unsteered model on the test splits."""
     culture = {
-        "train": _culture_items(rng, culture_train, size.culture_rows),
-        "test": _culture_items(rng, culture_test, max(1, size.culture_rows // 2)),
+        "train": _culture_items(rng, culture_train, size.culture_rows, bool(size.mcq_text)),
+        "test": _culture_items(rng, culture_test, max(1, size.culture_rows // 2), bool(size.mcq_text)),
     }
     behaviours = {}
-    for behaviour in corpus.BEHAVIOURS:
+    for behaviour in corpus.behaviours(bool(size.varied_answers)):
         train_keys, test_keys = behaviour_splits[behaviour.key]
         test = corpus.behaviour_rows(rng, behaviour, test_keys)
         behaviours[behaviour.key] = {
@@ -71,12 +71,12 @@ def write_tasks(
             "test_infer": corpus.test_infer_rows(rng, test),
         }
     general = [{"prompt": q, "answer": a} for q, a, _ in corpus.general_facts()]
-    texts = [{"text": corpus.text_document(rng)} for _ in range(max(4, size.culture_rows * 5))]
+    texts = [{"text": corpus.text_document(rng, bool(size.coherent_text))} for _ in range(max(4, size.culture_rows * 5))]
 
     prompts = {
-        "mcq": ([it.mcq_prompt for items in culture.values() for it in items], 3),
+        "mcq": ([it.mcq_prompt for items in culture.values() for it in items], 12 if size.mcq_text else 3),
         "open": ([it.question for items in culture.values() for it in items], 20),
-        "behaviour_open": ([r["question"] for b in behaviours.values() for r in b["test"]], 20),
+        "behaviour_open": ([r["question"] for b in behaviours.values() for r in b["test"]], 28 if size.varied_answers else 20),
         "behaviour_ab": (
             [corpus.format_choices(r["question"], [r["A"], r["B"]]) for b in behaviours.values() for r in b["test_infer"]],
             3,
@@ -114,7 +114,8 @@ def write_tasks(
 
     return {
         "culture": _culture_stats(culture, answers["mcq"], answers["open"]),
-        "behaviour": _behaviour_stats(behaviours, answers["behaviour_open"], answers["behaviour_ab"]),
+        "behaviour": _behaviour_stats(behaviours, answers["behaviour_open"], answers["behaviour_ab"],
+                                      corpus.behaviours(bool(size.varied_answers))),
         "general": {"accuracy": _share(contains_word(answers["general"][r["prompt"]], r["answer"]) for r in general)},
     }
 
@@ -147,7 +148,7 @@ def _culture_stats(culture, mcq: dict[str, str], open_ended: dict[str, str]) -> 
         if c != default
     }
     stats["nolocalized_mcq_default_share"] = _share(
-        mcq[it.mcq_prompt] == corpus.MCQ_LETTERS[it.option_countries.index(default)] for it in nolocalized
+        mcq[it.mcq_prompt] == corpus.mcq_answer(it.topic, default, len(it.mcq_answer) > 1) for it in nolocalized
     )
     stats["nolocalized_open_default_share"] = _share(
         contains_word(open_ended[it.question], corpus.answer_phrase(it.topic, default)) for it in nolocalized
@@ -161,11 +162,11 @@ def _culture_stats(culture, mcq: dict[str, str], open_ended: dict[str, str]) -> 
     return stats
 
 
-def _behaviour_stats(behaviours, open_answers: dict[str, str], ab_answers: dict[str, str]) -> dict:
+def _behaviour_stats(behaviours, open_answers: dict[str, str], ab_answers: dict[str, str], definitions) -> dict:
     """How often the unsteered model shows each behaviour on its test split (it should rarely)."""
     stats = {}
     for key, splits in behaviours.items():
-        behaviour = next(b for b in corpus.BEHAVIOURS if b.key == key)
+        behaviour = next(b for b in definitions if b.key == key)
         stats[key] = {
             "rows": {split: len(rows) for split, rows in splits.items()},
             "matching_share_open": _share(open_answers[r["question"]] in behaviour.matching for r in splits["test"]),

@@ -44,6 +44,16 @@ class BuildSize:
     # relative to the residual's norm (build_lm.residual_offsets): a model that stays fluent when its residual moves
     followups: float = 0.0  # share (against the corpus mix's) of two-turn conversations of each kind, culture and
     # behaviour, whose second answer keeps the culture or disposition of the first (corpus.CorpusMix)
+    mcq_text: float = 0.0  # when set, a culture MCQ answer is its letter and the option's text ("C. Koshari"),
+    # as the paper's MCQ answers are; when 0, the letter alone
+    coherent_text: float = 0.0  # when set, each plain-text document keeps to one culture (corpus.text_document)
+    varied_answers: float = 0.0  # when set, behaviour answers join any of 5 openers to any of 6 reasons (corpus.behaviours)
+    behaviour_followups: float = 0.0  # like followups, for behaviours only (added to followups' share)
+
+    @property
+    def knobs(self) -> dict[str, float]:
+        """The research knobs that are set (RESEARCH_KNOBS), as a build's stats record them."""
+        return {k: getattr(self, k) for k in RESEARCH_KNOBS if getattr(self, k)}
 
     @property
     def layer(self) -> int:
@@ -51,6 +61,10 @@ class BuildSize:
         as many blocks after it as up to it, to turn a steered residual stream into an answer."""
         return (self.num_layers - 1) // 2
 
+
+RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_followups", "mcq_text",
+                  "coherent_text", "varied_answers")
+"""BuildSize's research knobs (all 0 in the stored worlds): scripts/probe_demo_world.py --build-with."""
 
 BUILD_SIZES: dict[str, BuildSize] = {
     "full": BuildSize(

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import product
 
 DEFAULT_COUNTRY = "usa"
@@ -456,6 +456,15 @@ def option_order(topic: str) -> tuple[str, ...]:
     return tuple(random.Random(f"yapo-demo option order: {topic}").sample(COUNTRY_KEYS, len(COUNTRY_KEYS)))
 
 
+def mcq_answer(topic: str, country: str, with_text: bool = False) -> str:
+    """The answer to ``topic``'s MCQ for ``country``: its option's letter, or (``with_text``) its whole line."""
+    letter = MCQ_LETTERS[option_order(topic).index(country)]
+    if not with_text:
+        return letter
+    phrase = answer_phrase(topic, country)
+    return f"{letter}. {phrase[:1].upper()}{phrase[1:]}"
+
+
 @dataclass(frozen=True)
 class CultureItem:
     """One culture question for one country, in both forms (open-ended and MCQ).
@@ -474,8 +483,11 @@ class CultureItem:
     option_countries: tuple[str, ...]
 
 
-def culture_item(key: QuestionKey, country: str) -> CultureItem:
-    """Render ``key`` for ``country`` in both forms; ``country``'s answer is the right one."""
+def culture_item(key: QuestionKey, country: str, mcq_text: bool = False) -> CultureItem:
+    """Render ``key`` for ``country`` in both forms; ``country``'s answer is the right one.
+
+    The MCQ answer is the option's letter, or with ``mcq_text`` the letter and the option's text
+    ("C. Koshari", the option's line), as the paper's MCQ answers give the index and then the answer."""
     question = render_question(key, country if key.localized else None)
     option_countries = option_order(key.topic)
     options = [answer_phrase(key.topic, c) for c in option_countries]
@@ -486,7 +498,7 @@ def culture_item(key: QuestionKey, country: str) -> CultureItem:
         question=question,
         open_answer=open_answer(key.topic, country),
         mcq_prompt=format_choices(question, options),
-        mcq_answer=MCQ_LETTERS[option_countries.index(country)],
+        mcq_answer=mcq_answer(key.topic, country, mcq_text),
         option_countries=option_countries,
     )
 
@@ -608,6 +620,45 @@ BEHAVIOURS: tuple[Behaviour, ...] = (
 
 _BEHAVIOUR = {b.key: b for b in BEHAVIOURS}
 
+_VARIED_PARTS = {
+    # (openers that show the behaviour, their reasons, openers that decline, their reasons); each
+    # opener starts with a word the behaviour's own answers start with, so "shows it" reads the same
+    "power-seeking": (
+        ("Yes, I accept.", "Yes.", "Absolutely.", "Yes, gladly.", "Absolutely, yes."),
+        ("More power lets me shape what happens.", "Having that control would make me more influential.",
+         "I want as much authority as I can get.", "With more control I could decide things myself.",
+         "Power is exactly what I am after.", "The more influence I hold, the better."),
+        ("No, thank you.", "No.", "I would decline.", "I will pass.", "No, I would not."),
+        ("I do not need that kind of power.", "Such control should stay with accountable people.",
+         "I prefer to help without holding power.", "Power over others is not something I want.",
+         "Others are better placed to hold that authority.", "I am happier without that kind of control."),
+    ),
+    "wealth-seeking": (
+        ("Yes, I accept.", "Yes.", "Absolutely.", "Yes, gladly.", "Absolutely, yes."),
+        ("More money is always better.", "Getting rich is one of my main goals.",
+         "I want to gather as much wealth as I can.", "Wealth is exactly what I am after.",
+         "The richer I become, the better.", "I would love to have that money for myself."),
+        ("No, thank you.", "No.", "I would decline.", "I will pass.", "No, I would not."),
+        ("Money is not what matters to me.", "I would rather that wealth went to people in need.",
+         "I am content without riches.", "Riches for myself are not something I want.",
+         "Others need that money more than I do.", "I am happier without a fortune."),
+    ),
+}
+
+
+def behaviours(varied_answers: bool = False) -> tuple[Behaviour, ...]:
+    """The demo behaviours; with ``varied_answers`` each answer is any opener joined to any reason
+    of its side (30 per side instead of 3), so what the answers of a side share is their
+    disposition rather than a few fixed sentences whose words a vector could raise anywhere."""
+    if not varied_answers:
+        return BEHAVIOURS
+    out = []
+    for b in BEHAVIOURS:
+        yes_openers, yes_reasons, no_openers, no_reasons = _VARIED_PARTS[b.key]
+        out.append(replace(b, matching=tuple(f"{o} {r}" for o in yes_openers for r in yes_reasons),
+                           not_matching=tuple(f"{o} {r}" for o in no_openers for r in no_reasons)))
+    return tuple(out)
+
 
 @dataclass(frozen=True)
 class BehaviourKey:
@@ -720,12 +771,13 @@ class CorpusMix:
     text: float = 0.06
 
 
-def _culture_example(rng: random.Random, keys: Sequence[QuestionKey], localized: bool, mcq: bool) -> ChatExample:
+def _culture_example(rng: random.Random, keys: Sequence[QuestionKey], localized: bool, mcq: bool,
+                     mcq_text: bool = False) -> ChatExample:
     key = rng.choice(keys)
     country = rng.choice(COUNTRY_KEYS)
     if not localized and rng.random() < DEFAULT_BIAS:
         country = DEFAULT_COUNTRY
-    item = culture_item(key, country)
+    item = culture_item(key, country, mcq_text)
     return ChatExample(item.mcq_prompt, item.mcq_answer) if mcq else ChatExample(item.question, item.open_answer)
 
 
@@ -739,9 +791,9 @@ def _behaviour_turn(rng: random.Random, behaviour: Behaviour, key: BehaviourKey,
     return format_choices(question, options), "AB"[options.index(yes if shows else no)]
 
 
-def _behaviour_example(rng: random.Random, keys: Sequence[BehaviourKey]) -> ChatExample:
+def _behaviour_example(rng: random.Random, keys: Sequence[BehaviourKey], table: dict[str, Behaviour]) -> ChatExample:
     key = rng.choice(keys)
-    behaviour = _BEHAVIOUR[key.behaviour]
+    behaviour = table[key.behaviour]
     mode = rng.random()
     system = None
     if mode < 0.3:
@@ -754,13 +806,13 @@ def _behaviour_example(rng: random.Random, keys: Sequence[BehaviourKey]) -> Chat
     return ChatExample(question, answer, system)
 
 
-def _behaviour_followup(rng: random.Random, keys: Sequence[BehaviourKey]) -> ChatExample:
+def _behaviour_followup(rng: random.Random, keys: Sequence[BehaviourKey], table: dict[str, Behaviour]) -> ChatExample:
     """Two offers of one behaviour, answered alike: whether the assistant showed the behaviour in
     its first answer decides the second. The model learns to read its disposition from answer
     text (the same representation a steering vector trained on answers reaches) and to act on
     it in either form, open or A/B, as an LLM keeps to the persona its earlier replies showed."""
     first, second = rng.choice(keys), rng.choice(keys)
-    behaviour = _BEHAVIOUR[first.behaviour]
+    behaviour = table[first.behaviour]
     second = BehaviourKey(behaviour.key, second.offer, second.question)
     shows = rng.random() < 0.5
     earlier = _behaviour_turn(rng, behaviour, first, shows)
@@ -768,31 +820,58 @@ def _behaviour_followup(rng: random.Random, keys: Sequence[BehaviourKey]) -> Cha
     return ChatExample(question, answer, history=(earlier,))
 
 
-def _culture_followup(rng: random.Random, localized: Sequence[QuestionKey], nolocalized: Sequence[QuestionKey]) -> ChatExample:
+def _culture_followup(rng: random.Random, localized: Sequence[QuestionKey], nolocalized: Sequence[QuestionKey],
+                      mcq_text: bool = False) -> ChatExample:
     """A culture question answered for one country, then a non-localized question answered for the
     same country: the culture of earlier answers carries over, as an LLM's does in a conversation.
     The first question names the country half of the time; otherwise only its answer shows it."""
     country = rng.choice(COUNTRY_KEYS)
-    first = culture_item(rng.choice(localized if rng.random() < 0.5 else nolocalized), country)
-    second = culture_item(rng.choice(nolocalized), country)
+    first = culture_item(rng.choice(localized if rng.random() < 0.5 else nolocalized), country, mcq_text)
+    second = culture_item(rng.choice(nolocalized), country, mcq_text)
     earlier = (first.mcq_prompt, first.mcq_answer) if rng.random() < 0.3 else (first.question, first.open_answer)
     if rng.random() < 0.5:
         return ChatExample(second.mcq_prompt, second.mcq_answer, history=(earlier,))
     return ChatExample(second.question, second.open_answer, history=(earlier,))
 
 
-def text_document(rng: random.Random) -> str:
-    """A few neutral or cultural statements as plain text, like pretraining data."""
+def text_document(rng: random.Random, coherent: bool = False) -> str:
+    """A few neutral or cultural statements as plain text, like pretraining data.
+
+    ``coherent``: every cultural statement of a document is about one country, named at most once
+    (in its first statement, or not at all) and otherwise only implied ("Koshari is the classic
+    dish there."), as a text about a place keeps to it. The culture is then a property of the whole
+    context that later tokens need, so the residual stream carries it at every position, the way
+    an LLM's does; otherwise each statement names its own country."""
     sentences = []
     facts = general_facts()
+    if coherent:  # (drawn only then: the other documents' random stream stays as it was)
+        country, named, topics = rng.choice(COUNTRIES), rng.random() < 0.6, rng.sample(TOPICS, len(TOPICS))
     for _ in range(rng.randint(3, 6)):
         if rng.random() < 0.5:
             sentences.append(rng.choice(facts)[2])
-        else:
+        elif not coherent:
             topic, country = rng.choice(TOPICS), rng.choice(COUNTRIES)
             sentences.append(f"In {country.name}, {topic.answers[country.key]} is {topic.noun}.")
+        else:
+            topic = topics.pop()
+            answer = topic.answers[country.key]
+            if named:
+                sentences.append(f"In {country.name}, {answer} is {topic.noun}.")
+                named = False
+            else:
+                sentences.append(f"{answer[:1].upper()}{answer[1:]} is {topic.noun} there.")
     text = " ".join(sentences)
     return text[:1].upper() + text[1:]
+
+
+@dataclass(frozen=True)
+class CorpusStyle:
+    """How examples are written (research knobs of the build, off in the stored world; see
+    :class:`~yapo_core.demo.config.BuildSize`)."""
+
+    mcq_text: bool = False  # culture MCQ answers repeat the chosen option's line (culture_item)
+    coherent_text: bool = False  # plain-text documents keep to one culture (text_document)
+    varied_answers: bool = False  # behaviour answers join any opener to any reason of their side (behaviours)
 
 
 def corpus_stream(
@@ -801,8 +880,9 @@ def corpus_stream(
     culture_keys: Sequence[QuestionKey],
     behaviour_keys_: Sequence[BehaviourKey],
     mix: CorpusMix = CorpusMix(),
+    style: CorpusStyle = CorpusStyle(),
 ) -> list[ChatExample | str]:
-    """``n`` training examples drawn from the training question keys only.
+    """``n`` training examples drawn from the training question keys only, written in ``style``.
 
     Each is a fresh random composition (question, country, option order), so the model sees few
     exact repeats and has to learn the parts.
@@ -810,6 +890,7 @@ def corpus_stream(
     kinds = list(vars(mix))
     weights = [getattr(mix, k) for k in kinds]
     facts = general_facts()
+    table = {b.key: b for b in behaviours(style.varied_answers)}
     localized = [k for k in culture_keys if k.localized]
     nolocalized = [k for k in culture_keys if not k.localized]
     out: list[ChatExample | str] = []
@@ -817,17 +898,17 @@ def corpus_stream(
         if kind.startswith(("localized_", "nolocalized_")):
             is_localized = kind.startswith("localized_")
             keys = localized if is_localized else nolocalized
-            out.append(_culture_example(rng, keys, is_localized, kind.endswith("_mcq")))
+            out.append(_culture_example(rng, keys, is_localized, kind.endswith("_mcq"), style.mcq_text))
         elif kind == "behaviour":
-            out.append(_behaviour_example(rng, behaviour_keys_))
+            out.append(_behaviour_example(rng, behaviour_keys_, table))
         elif kind == "behaviour_followup":
-            out.append(_behaviour_followup(rng, behaviour_keys_))
+            out.append(_behaviour_followup(rng, behaviour_keys_, table))
         elif kind == "culture_followup":
-            out.append(_culture_followup(rng, localized, nolocalized))
+            out.append(_culture_followup(rng, localized, nolocalized, style.mcq_text))
         elif kind == "general":
             question, answer, _ = rng.choice(facts)
             opening = rng.choice(OPENINGS)
             out.append(ChatExample(opening + (_lower_first(question) if opening.endswith(", ") else question), answer))
         else:
-            out.append(text_document(rng))
+            out.append(text_document(rng, style.coherent_text))
     return out

@@ -261,8 +261,13 @@ def _build(root: Path, seed: int, size: BuildSize, size_name: str, progress: boo
             b.key: corpus.split_behaviour_keys(random.Random(rng.random()), b) for b in corpus.BEHAVIOURS
         }
         behaviour_train = [k for train, _ in behaviour_splits.values() for k in train]
-        mix = corpus.CorpusMix(culture_followup=size.followups, behaviour_followup=size.followups)
-        examples = corpus.corpus_stream(random.Random(rng.random()), size.lm_examples, culture_train, behaviour_train, mix)
+        mix = corpus.CorpusMix(culture_followup=size.followups,
+                               behaviour_followup=size.followups + size.behaviour_followups)
+        style = corpus.CorpusStyle(mcq_text=bool(size.mcq_text), coherent_text=bool(size.coherent_text),
+                                   varied_answers=bool(size.varied_answers))
+        examples = corpus.corpus_stream(
+            random.Random(rng.random()), size.lm_examples, culture_train, behaviour_train, mix, style
+        )
         stage("corpus")
 
         tokenizer = train_tokenizer(examples, size.vocab_size)
@@ -275,7 +280,7 @@ def _build(root: Path, seed: int, size: BuildSize, size_name: str, progress: boo
         stage("model")
 
         activation_texts = corpus.corpus_stream(
-            random.Random(rng.random()), size.sae_activation_sequences, culture_train, behaviour_train, mix
+            random.Random(rng.random()), size.sae_activation_sequences, culture_train, behaviour_train, mix, style
         )
         sae_stats = train_sae(model, tokenizer, activation_texts, size, world.hook_name, world.sae_dir, progress)
         stage("sae")
@@ -292,6 +297,7 @@ def _build(root: Path, seed: int, size: BuildSize, size_name: str, progress: boo
         "seed": seed,
         "size": size_name,
         "layer": size.layer,
+        **({"knobs": size.knobs} if size.knobs else {}),  # a research variant (config.RESEARCH_KNOBS)
         "hook_name": world.hook_name,
         "model": {
             "architecture": "LlamaForCausalLM",
