@@ -61,8 +61,9 @@ def write_tasks(
         "train": _culture_items(rng, culture_train, size.culture_rows, bool(size.mcq_text)),
         "test": _culture_items(rng, culture_test, max(1, size.culture_rows // 2), bool(size.mcq_text)),
     }
+    definitions = corpus.behaviours(bool(size.varied_answers))
     behaviours = {}
-    for behaviour in corpus.behaviours(bool(size.varied_answers)):
+    for behaviour in definitions:
         train_keys, test_keys = behaviour_splits[behaviour.key]
         test = corpus.behaviour_rows(rng, behaviour, test_keys)
         behaviours[behaviour.key] = {
@@ -114,8 +115,7 @@ def write_tasks(
 
     return {
         "culture": _culture_stats(culture, answers["mcq"], answers["open"]),
-        "behaviour": _behaviour_stats(behaviours, answers["behaviour_open"], answers["behaviour_ab"],
-                                      corpus.behaviours(bool(size.varied_answers))),
+        "behaviour": _behaviour_stats(behaviours, answers["behaviour_open"], answers["behaviour_ab"], definitions),
         "general": {"accuracy": _share(contains_word(answers["general"][r["prompt"]], r["answer"]) for r in general)},
     }
 
