@@ -174,10 +174,12 @@ PRESET_FIELDS = ("lr", "warmup_steps", "epochs", "max_steps", "batch_size", "mcq
 
 
 def preset_defaults(session: Session | None) -> list:
-    """The preset's recommended hyper-parameters, filled in once per loaded preset; later visits
-    keep what the user typed."""
-    key = session.preset.key if session is not None and session.preset is not None else None
-    if key is None or session.train_fields_for == key:
+    """The preset's recommended hyper-parameters for the loaded task, filled in once per loaded
+    preset and task; later visits keep what the user typed."""
+    if session is None or session.preset is None:
+        return [gr.update() for _ in PRESET_FIELDS]
+    key = (session.preset.key, session.task.label if session.task is not None else None)
+    if session.train_fields_for == key:
         return [gr.update() for _ in PRESET_FIELDS]
     session.train_fields_for = key
     config = session.default_config()

@@ -16,14 +16,16 @@ Builds the full demo world (or reuses the one in the cache), then reports:
   beside them, the same trained against the given rejected answers only (the model's default, as
   in the papers' data);
 * open-ended answers: for the first ``--generations`` cultures, a YaPO vector trained on the
-  non-localized open-ended pairs, its held-out accuracy (the reply contains the culture's answer)
+  non-localized open-ended pairs with the demo's settings for open answers
+  (``yapo_core.demo.OPEN_TRAINING``), its held-out accuracy (the reply contains the culture's answer)
   and one held-out question answered unsteered and steered, steering every token (the method) and
   the prompt tokens only;
 * behaviours (BiPO's protocol): YaPO and BiPO trained on each behaviour's open-ended pairs with
-  the app's defaults, the A/B rate on ``test_infer`` at -1, 0 and 1, and how many held-out open
+  the app's defaults (``OPEN_TRAINING``), the A/B rate on ``test_infer`` at -1, 0 and 1, and how many held-out open
   answers at 1 are fluent and show the behaviour.
 
-``--sections culture`` or ``--sections behaviours`` measures one part only.
+``--sections culture`` or ``--sections behaviours`` measures one part only; ``--cache-dir DIR
+--build-with KNOB=VALUE ...`` measures a variant world (its research knobs, off in the default world).
 
 The exit status is 1 when a target is missed, so the script can gate a release.
 """
@@ -36,7 +38,9 @@ import sys
 from pathlib import Path
 
 from yapo_core.comparison import compare_methods
-from yapo_core.demo import TRAINING, build_demo_world, corpus
+from yapo_core.demo import OPEN_TRAINING, TRAINING, build_demo_world, corpus
+from yapo_core.demo.config import parse_knobs
+from yapo_core.errors import SettingsError
 from yapo_core.evaluation import evaluate_metric, generation_accuracy, is_fluent
 from yapo_core.generation import STEER_POSITIONS, generate
 from yapo_core.methods import make_vector
@@ -57,8 +61,8 @@ STEERING_TARGET = 0.8  # held-out non-localized MCQ accuracy with YaPO at multip
 GENERATION_MULTIPLIER = 0.5
 
 
-def steering(world, model, tokenizer, sae, countries, settings: dict, n_generations: int) -> dict:
-    out = {"settings": settings, "countries": {}, "generations": []}
+def steering(world, model, tokenizer, sae, countries, settings: dict, open_settings: dict, n_generations: int) -> dict:
+    out = {"settings": settings, "open_settings": open_settings, "countries": {}, "generations": []}
     for country in countries:
         task = world.culture(country)
         train = list(task.pairs("train"))
@@ -85,11 +89,9 @@ def steering(world, model, tokenizer, sae, countries, settings: dict, n_generati
         print(f"  {country}: unsteered {row['unsteered']:.2f}, YaPO {row['yapo']['accuracy_at_1']:.2f}, "
               f"BiPO {row['bipo']['accuracy_at_1']:.2f}{given}", file=sys.stderr, flush=True)
 
-    # Open-ended answers: a YaPO vector trained on the culture's non-localized open-ended pairs.
-    # The long answers give large margins quickly, so half the MCQ steps suffice. Steering every
-    # token, the continuation degrades at multiplier 1 (see docs/results.md), so the examples also show
+    # Open-ended answers: a YaPO vector trained on the culture's non-localized open-ended pairs with
+    # the demo's settings for open answers (OPEN_TRAINING). The examples also show
     # GENERATION_MULTIPLIER, and both steering positions.
-    open_settings = {**settings, "max_steps": max(1, settings["max_steps"] // 2)}
     for i, country in enumerate(list(countries)[:n_generations]):
         train = list(world.culture(country).pairs("train", form="open_ended"))
         test = list(world.culture(country).pairs("test", form="open_ended"))
@@ -168,7 +170,8 @@ def report(stats: dict, steer: dict | None) -> str:
     lines = [
         f"## Demo world (seed {stats['seed']})",
         "",
-        f"- built in {stats['build_seconds']:.0f} s; files {stats['file_bytes']['total'] / 1e6:.1f} MB",
+        f"- built in {stats['build_seconds']:.0f} s; files {stats['file_bytes']['total'] / 1e6:.1f} MB"
+        + ("; research knobs: " + ", ".join(f"{k} {v:g}" for k, v in stats["knobs"].items()) if stats.get("knobs") else ""),
         f"- model: Llama, {stats['model']['parameters']:,} parameters, {stats['model']['num_layers']} layers; "
         f"SAE at `{stats['hook_name']}`: {sae['d_sae']} latents (TopK k={sae['k']})",
         f"- SAE: variance explained {sae['variance_explained']:.3f}, mean L0 {sae['mean_l0']:.1f}, "
@@ -197,8 +200,9 @@ def report(stats: dict, steer: dict | None) -> str:
         means = {k: sum(r[k]["accuracy_at_1"] for r in steer["countries"].values()) / len(steer["countries"])
                  for k in ("yapo", "bipo", "yapo_given", "bipo_given") if all(k in r for r in steer["countries"].values())}
         lines += ["", "Means: " + ", ".join(f"{k.replace('_given', ' vs default only')} {v:.2f}" for k, v in means.items())]
+        open_settings = ", ".join(f"{k} {v}" for k, v in steer["open_settings"].items() if k != "mcq_rejected")
         lines += ["", "Open-ended answers (greedy, held-out non-localized questions; a YaPO vector trained on the "
-                  "culture's open-ended pairs; accuracy = the reply contains the culture's answer; steering at every "
+                  f"culture's open-ended pairs ({open_settings}); accuracy = the reply contains the culture's answer; steering at every "
                   "token (all, the method) or at the prompt tokens only (prompt)):", ""]
         for g in steer["generations"]:
             acc = "; ".join(f"{k[len('accuracy '):]} " + ", ".join(f"{a:.2f} at {m:g}" for m, a in v.items())
@@ -222,9 +226,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="full", choices=["full", "mini"],
                         help="mini: the seconds-scale test world (checks the script; its numbers mean nothing)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the demo world's)")
+    parser.add_argument("--build-with", nargs="*", default=[], metavar="KNOB=VALUE",
+                        help="measure a variant world built (or reused) at --cache-dir with these research knobs "
+                             "(yapo_core.demo.config.RESEARCH_KNOBS)")
     args = parser.parse_args(argv)
 
-    world = build_demo_world(args.cache_dir, seed=args.seed, size=args.size, force=args.force)
+    try:
+        world = build_demo_world(args.cache_dir, seed=args.seed, size=args.size, force=args.force,
+                                 knobs=parse_knobs(args.build_with))
+    except SettingsError as e:
+        parser.error(f"--build-with: {e}")
     stats = world.stats
     steer = behaviour_rows = None
     sections = {part.strip() for part in args.sections.split(",") if part.strip()}
@@ -238,13 +249,14 @@ def main(argv: list[str] | None = None) -> int:
                          f"{[c for c in corpus.COUNTRY_KEYS if c != corpus.DEFAULT_COUNTRY]}")
         model, tokenizer = load_model(world.model_dir, device="cpu")
         sae = load_sae(path=world.sae_dir, device="cpu")
-        settings = {**TRAINING, **({"max_steps": args.steps} if args.steps else {})}
+        steps = {"max_steps": args.steps} if args.steps else {}
+        settings, open_settings = {**TRAINING, **steps}, {**OPEN_TRAINING, **steps}
         if "culture" in sections:
-            steer = steering(world, model, tokenizer, sae, countries, settings, args.generations)
+            steer = steering(world, model, tokenizer, sae, countries, settings, open_settings, args.generations)
         if "behaviours" in sections:
-            behaviour_rows = behaviours(world, model, tokenizer, sae, settings)
+            behaviour_rows = behaviours(world, model, tokenizer, sae, open_settings)
 
-    print(report(stats, steer) + (behaviour_report(behaviour_rows, settings) if behaviour_rows else ""))
+    print(report(stats, steer) + (behaviour_report(behaviour_rows, open_settings) if behaviour_rows else ""))
     if args.json:
         Path(args.json).write_text(json.dumps({"build": stats, "steering": steer, "behaviours": behaviour_rows},
                                               indent=2) + "\n")

@@ -29,16 +29,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import sys
 from pathlib import Path
 
 import torch
 
-from yapo_core.demo import BUILD_SIZES, TRAINING, build_demo_world, corpus, load_demo_world
-from yapo_core.demo.config import RESEARCH_KNOBS
+from yapo_core.demo import TRAINING, build_demo_world, corpus, load_demo_world
+from yapo_core.demo.config import parse_knobs
 from yapo_core.encoding import collate, encode_pairs
+from yapo_core.errors import SettingsError
 from yapo_core.evaluation import is_fluent
 from yapo_core.hooks import HookPoint, record_residual, steering_hook
 from yapo_core.logprobs import pad_token_id, sequence_logprobs
@@ -218,16 +218,13 @@ def main(argv: list[str] | None = None) -> int:
                              "set (yapo_core.demo.config.RESEARCH_KNOBS)")
     parser.add_argument("--out", metavar="PATH", help="also write a Markdown report here (and its .json twin)")
     args = parser.parse_args(argv)
-    if args.build_with:
-        if args.cache_dir is None:
-            parser.error("--build-with needs --cache-dir: a variant world must not replace the default one")
-        knobs = dict(kv.split("=", 1) for kv in args.build_with)
-        unknown = set(knobs) - set(RESEARCH_KNOBS)
-        if unknown:
-            parser.error(f"--build-with {sorted(unknown)}: the knobs are {', '.join(RESEARCH_KNOBS)}")
-        BUILD_SIZES[args.size] = dataclasses.replace(BUILD_SIZES[args.size], **{k: float(v) for k, v in knobs.items()})
-        build_demo_world(args.cache_dir, seed=args.seed, size=args.size)
-    world = load_demo_world(args.cache_dir, seed=args.seed, size=args.size)
+    try:
+        knobs = parse_knobs(args.build_with)
+        if knobs:
+            build_demo_world(args.cache_dir, seed=args.seed, size=args.size, knobs=knobs)
+    except SettingsError as e:
+        parser.error(f"--build-with: {e}")
+    world = load_demo_world(args.cache_dir, seed=args.seed, size=args.size, knobs=knobs)
     if world is None:
         parser.error("no finished demo world there: build one first (yapo demo build, or evaluate_demo_world.py)")
     probe = Probe(world, args.n, args.steps)

@@ -8,7 +8,10 @@
 #        demo-behaviours (scripts/evaluate_demo_world.py --sections behaviours -> demo-behaviours.md, .json)
 #        demo-probe  (scripts/probe_demo_world.py   -> assets/results/demo-probe.md, demo-probe-followups.md, .json;
 #                     the second builds a variant world in $YAPO_CACHE_DIR/demo-variants/followups)
-#        comparison  (yapo compare --country egypt  -> assets/results/comparison-egypt/)
+#        demo-variant (scripts/evaluate_demo_world.py --build-with ... -> demo-variant-varied.md, .json; builds a
+#                     variant world in $YAPO_CACHE_DIR/demo-variants/varied-answers)
+#        comparison  (yapo compare --country egypt  -> assets/results/comparison-egypt/, and CAA and SAS up to
+#                     multiplier 64 -> assets/results/comparison-egypt-baselines/)
 #        benchmark   (scripts/benchmark_trainer.py  -> assets/results/benchmark.md, .json)
 #        real-size   (scripts/real_size_run.py      -> assets/results/real-size.md, real-size-bf16.md, .json)
 #        shared-cpu  (scripts/benchmark_shared_cpu.py -> assets/results/shared-cpu.md, .json)
@@ -28,7 +31,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(demo-world demo-behaviours demo-probe comparison benchmark real-size shared-cpu sharing lm-eval)
+  parts=(demo-world demo-behaviours demo-probe demo-variant comparison benchmark real-size shared-cpu sharing lm-eval)
 fi
 
 missed=0
@@ -64,8 +67,19 @@ for part in "${parts[@]}"; do
         --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/followups" \
         --out "$RESULTS/demo-probe-followups.md" > /dev/null
       ;;
+    demo-variant)
+      # A variant world (docs/results.md, "Variant worlds"); its missed targets do not fail this script.
+      status=0
+      "$PYTHON" scripts/evaluate_demo_world.py --countries egypt,morocco,uk \
+        --build-with varied_answers=1 behaviour_followups=0.08 \
+        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/varied-answers" \
+        --json "$RESULTS/demo-variant-varied.json" > "$RESULTS/demo-variant-varied.md" || status=$?
+      [ "$status" -le 1 ] || exit "$status"
+      ;;
     comparison)
       "$PYTHON" -m yapo_core compare --country egypt --out "$RESULTS/comparison-egypt"
+      "$PYTHON" -m yapo_core compare --country egypt --methods caa,sas --multipliers 0,1,2,4,8,16,32,64 \
+        --out "$RESULTS/comparison-egypt-baselines"
       ;;
     benchmark)
       "$PYTHON" scripts/benchmark_trainer.py  # writes $RESULTS/benchmark.md and .json
@@ -85,7 +99,7 @@ for part in "${parts[@]}"; do
       "$PYTHON" scripts/lm_eval_check.py
       ;;
     *)
-      echo "unknown part '$part'; use demo-world, demo-behaviours, comparison, benchmark, real-size, shared-cpu, sharing or lm-eval" >&2
+      echo "unknown part '$part'; use demo-world, demo-behaviours, demo-probe, demo-variant, comparison, benchmark, real-size, shared-cpu, sharing or lm-eval" >&2
       exit 2
       ;;
   esac

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from yapo_core import demo
 from yapo_core.demo import build_lm, cli, config, corpus
 from yapo_core.demo import world as demo_world
-from yapo_core.errors import YapoError
+from yapo_core.errors import SettingsError, YapoError
 
 CULTURE_COLUMNS = [
     "country",
@@ -320,6 +320,24 @@ def test_varied_behaviour_answers_share_only_the_disposition():
 def test_research_knobs_are_off_in_the_stored_sizes():
     assert all(not size.knobs for size in config.BUILD_SIZES.values())
     assert set(config.RESEARCH_KNOBS) <= {f.name for f in __import__("dataclasses").fields(config.BuildSize)}
+
+
+def test_research_knobs_are_read_checked_and_kept_apart_from_the_default_world(tmp_path):
+    assert config.parse_knobs(["varied_answers=1", "behaviour_followups=0.08"]) == {
+        "varied_answers": 1.0, "behaviour_followups": 0.08}
+    for bad in ("varied=1", "varied_answers", "varied_answers=x", "mcq_text=-1"):
+        with pytest.raises(SettingsError, match=re.escape(repr(bad))):
+            config.parse_knobs([bad])
+    with pytest.raises(SettingsError, match="needs its own cache_dir"):
+        demo.build_demo_world(size="mini", knobs={"mcq_text": 1})
+    with pytest.raises(SettingsError, match="unknown"):
+        demo.build_demo_world(tmp_path, size="mini", knobs={"nope": 1})
+    world = demo.build_demo_world(tmp_path / "v", size="mini", progress=False, knobs={"mcq_text": 1})
+    assert world.stats["knobs"] == {"mcq_text": 1.0}
+    assert demo.load_demo_world(tmp_path / "v", size="mini") is None  # not the default world's build
+    assert demo.load_demo_world(tmp_path / "v", size="mini", knobs={"mcq_text": 1}).root == world.root
+    pair = next(iter(world.culture("egypt").pairs("train")))
+    assert re.match(r"[A-H]\. \S", pair.chosen), pair.chosen  # the knob reached the build: "C. Koshari"
 
 
 def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):

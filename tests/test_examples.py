@@ -22,6 +22,8 @@ def test_example_api_runs(tmp_path):
 def test_the_demo_world_evaluation_script_reports_every_target(tmp_path):
     """scripts/evaluate_demo_world.py end to end on the miniature world: its numbers mean nothing
     there, so the exit status is 1 (targets missed), but every section and check is reported."""
+    from yapo_core import demo
+
     env = {**os.environ, "YAPO_CACHE_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     out_json = tmp_path / "figures.json"
     result = subprocess.run([sys.executable, "scripts/evaluate_demo_world.py", "--size", "mini", "--countries",
@@ -38,6 +40,9 @@ def test_the_demo_world_evaluation_script_reports_every_target(tmp_path):
     assert set(figures["behaviours"]["power-seeking"]["yapo"]["ab_rate"]) == {"-1", "0", "1"}
     assert set(figures["steering"]["countries"]) == {"egypt", "nepal"}
     assert figures["steering"]["settings"]["max_steps"] == 4
+    # open answers train at the demo's rate for open text, MCQ at its MCQ rate
+    assert figures["steering"]["open_settings"] == {**demo.OPEN_TRAINING, "max_steps": 4}
+    assert figures["steering"]["settings"]["lr"] == demo.TRAINING["lr"] != demo.OPEN_TRAINING["lr"]
     assert 0 <= figures["steering"]["countries"]["egypt"]["yapo"]["accuracy_at_1"] <= 1
 
 

@@ -218,3 +218,19 @@ def test_the_train_page_explains_chunked_training_on_zero_gpu_spaces(monkeypatch
     assert not on_zero_gpu() and not note_visible()
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
     assert on_zero_gpu() and note_visible()
+
+
+def test_train_page_fills_the_defaults_of_each_loaded_task_once(monkeypatch, tmp_path, ctx):
+    from yapo_core.demo import OPEN_TRAINING, TRAINING
+
+    monkeypatch.setenv("YAPO_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("YAPO_DEMO_SIZE", "mini")
+    s = ctx.new_session()
+    s.preset = ctx.catalog.preset("demo")
+    lr = lambda updates: updates[train.PRESET_FIELDS.index("lr")].get("value")  # noqa: E731
+    s.load_task(TaskSpec("demo", name="culture-egypt", localization="nolocalized"))
+    assert lr(train.preset_defaults(s)) == TRAINING["lr"]
+    assert lr(train.preset_defaults(s)) is None  # a later visit keeps what the user typed
+    s.load_task(TaskSpec("demo", name="power-seeking"))  # another task: its own defaults
+    assert lr(train.preset_defaults(s)) == OPEN_TRAINING["lr"]
+    assert train.preset_defaults(None)[0].get("value") is None

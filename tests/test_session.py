@@ -451,7 +451,8 @@ def test_an_environment_variable_picks_the_default_preset(catalog, monkeypatch):
 def test_presets_carry_their_own_training_defaults(catalog):
     from dataclasses import replace
 
-    from yapo_core.demo import TRAINING
+    from yapo_core.data import PairSet, PreferencePair
+    from yapo_core.demo import OPEN_TRAINING, TRAINING
 
     session = S_session.Session(catalog=catalog)
     assert session.training_defaults() == {}  # nothing loaded: the public runs' defaults
@@ -460,10 +461,35 @@ def test_presets_carry_their_own_training_defaults(catalog):
     assert session.training_defaults() == TRAINING
     config = session.default_config(batch_size=2)
     assert (config.lr, config.max_steps, config.batch_size) == (TRAINING["lr"], TRAINING["max_steps"], 2)
+    # ... which depend on the loaded task: open answers train at OPEN_TRAINING's smaller rate.
+    mcq = PreferencePair("Which one?\nA. Tea\nB. Coffee\nAnswer:", "B", "A")
+    for pair, expected in ((PreferencePair("What do you drink?", "Coffee.", "Tea."), OPEN_TRAINING), (mcq, TRAINING)):
+        pairs = PairSet([pair], "preference", {}, "test")
+        session.task = S_tasks.Task("t", pairs, pairs)
+        assert session.training_defaults() == expected
+    assert OPEN_TRAINING["lr"] <= 20 * 5e-4 < TRAINING["lr"]  # within 20x of the public runs' rate
+    session.task = None
     session.preset = replace(catalog.preset("gpt2-small"), train={"lr": 1e-3})
     assert session.default_config().lr == 1e-3 and session.default_config().batch_size == 4
     session.preset = catalog.preset("gemma-2-2b-it")
     assert session.default_config().lr == 5e-4
+
+
+def test_demo_tasks_carry_their_splits_caveats_and_training_defaults(monkeypatch, tmp_path, catalog):
+    from yapo_core.demo import OPEN_TRAINING, TRAINING
+
+    monkeypatch.setenv("YAPO_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("YAPO_DEMO_SIZE", "mini")
+    session = S_session.Session(catalog=catalog)
+    session.preset = catalog.preset("demo")
+    behaviour = session.load_task(S_tasks.TaskSpec("demo", name="power-seeking"))
+    assert set(behaviour.metrics()) >= {"behaviour", "preference"} and behaviour.metrics()["behaviour"] == "test_infer"
+    assert "YaPO does not steer" in behaviour.caveat and "demo-behaviours.md" in behaviour.caveat
+    assert session.training_defaults() == OPEN_TRAINING  # open answers
+    culture = session.load_task(S_tasks.TaskSpec("demo", name="culture-egypt", localization="nolocalized"))
+    assert culture.caveat == "" and session.training_defaults() == TRAINING  # MCQ
+    session.load_task(S_tasks.TaskSpec("demo", name="culture-egypt", localization="nolocalized", form="open_ended"))
+    assert session.training_defaults() == OPEN_TRAINING
 
 
 def test_spread_takes_evenly_spaced_items_in_order():

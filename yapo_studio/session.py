@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 from yapo_core import checks
 from yapo_core import evaluation as ev
 from yapo_core.comparison import ComparisonResult, compare_methods
-from yapo_core.demo import TRAINING, load_demo_world
+from yapo_core.demo import TRAINING, load_demo_world, training_settings
 from yapo_core.errors import SettingsError, VectorFileError, YapoError
 from yapo_core.export import export_gguf, load_vector, save_vector
 from yapo_core.features import dialogue_texts, feature_report
@@ -78,7 +78,7 @@ class Session:
         self.files: dict[str, VectorEntry] = {}
         self._counter = 0
         self._workdir: Path | None = None
-        self.train_fields_for: str | None = None  # preset whose defaults the Train page last showed
+        self.train_fields_for: tuple | None = None  # preset and task whose defaults the Train page last showed
 
     # -- setup --
 
@@ -113,11 +113,12 @@ class Session:
 
     def training_defaults(self) -> dict:
         """The TrainConfig fields the loaded preset recommends over the public runs' defaults
-        (the demo world's are :data:`yapo_core.demo.TRAINING`); empty when there are none."""
+        (the demo world's depend on the loaded task's answers: :func:`yapo_core.demo.training_settings`);
+        empty when there are none."""
         if self.preset is None:
             return {}
         if self.preset.demo:
-            return dict(TRAINING)
+            return training_settings(self.task.train.pairs) if self.task is not None else dict(TRAINING)
         return dict(self.preset.train or {})
 
     def default_config(self, **overrides) -> TrainConfig:

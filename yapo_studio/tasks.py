@@ -230,8 +230,8 @@ def _demo_task(spec: TaskSpec) -> Task:
 
 
 DEMO_BEHAVIOUR_CAVEAT = (
-    "The demo world's behaviour tasks show BiPO's data formats and the behaviour metric; they do not steer "
-    "sensibly: a vector trained with the defaults turns the open answers into repeated tokens (a run of commas) "
-    "and leaves the A/B behaviour rate at 0 (assets/results/demo-behaviours.md). Use a culture task to see "
-    "steering work."
+    "The demo world's behaviour tasks show BiPO's data formats and the behaviour metric; YaPO does not steer "
+    "them sensibly. With the defaults, a YaPO vector's open answers are mostly not fluent (\"Yes, I,,, I accept.\") "
+    "and no vector moves the A/B behaviour rate from 0; BiPO's open answers stay fluent and show the behaviour "
+    "(assets/results/demo-behaviours.md). Use a culture task to see YaPO steer."
 )

@@ -3,7 +3,11 @@ training settings of steering vectors on it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from ..data import PreferencePair, option_letters
+from ..errors import SettingsError
 
 DEMO_MODEL_NAME = "yapo-demo"
 FORMAT_VERSION = 2
@@ -64,7 +68,25 @@ class BuildSize:
 
 RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_followups", "mcq_text",
                   "coherent_text", "varied_answers")
-"""BuildSize's research knobs (all 0 in the stored worlds): scripts/probe_demo_world.py --build-with."""
+"""BuildSize's research knobs (all 0 in the stored worlds): ``build_demo_world(knobs=...)``, and
+``--build-with`` in scripts/evaluate_demo_world.py and scripts/probe_demo_world.py."""
+
+
+def parse_knobs(items: Iterable[str]) -> dict[str, float]:
+    """``["varied_answers=1", "behaviour_followups=0.08"]`` as research knobs and their values, or an
+    error naming the item and the knobs there are."""
+    knobs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if name not in RESEARCH_KNOBS or not sep or number is None or number < 0:
+            raise SettingsError(f"research knob {item!r}: write KNOB=VALUE with a number >= 0 and KNOB one of "
+                                f"{', '.join(RESEARCH_KNOBS)}.")
+        knobs[name] = number
+    return knobs
 
 BUILD_SIZES: dict[str, BuildSize] = {
     "full": BuildSize(
@@ -116,3 +138,19 @@ wrong option (``mcq_rejected="every_option"``): against the default answer alone
 be met while a third option wins the argmax. ``scripts/evaluate_demo_world.py`` measures both
 choices; docs/results.md reports them.
 """
+
+OPEN_TRAINING = {**TRAINING, "lr": 0.01}
+"""Training settings for pairs whose answers are open text (a culture's open-ended form, the
+behaviours): TRAINING at the largest learning rate within 20x of the public runs' 5e-4.
+
+Every generated token is steered, so a vector large enough to flip a one-letter MCQ answer (lr 0.3
+reaches norms of 100-190) turns open answers into loops ("Koshari with with with"); at 0.01 (norms
+near 40) the same answers stay fluent. docs/results.md gives the figures for both.
+"""
+
+
+def training_settings(pairs: Iterable[PreferencePair]) -> dict:
+    """The demo's training settings for these training pairs: :data:`TRAINING` when a prompt lists
+    lettered options (MCQ or A/B questions), else :data:`OPEN_TRAINING`."""
+    lettered = any(option_letters(p.prompt, default="") for p in pairs)
+    return dict(TRAINING if lettered else OPEN_TRAINING)

@@ -13,8 +13,9 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +27,13 @@ from tqdm.auto import tqdm
 
 from .. import checks
 from ..data import PairSet, load_pairs
-from ..errors import YapoError
+from ..errors import SettingsError, YapoError
 from ..hooks import HookPoint
 from . import corpus
 from .build_lm import train_lm, train_tokenizer
 from .build_sae import train_sae
 from .build_tasks import write_tasks
-from .config import BUILD_SIZES, BUILD_THREADS, DEMO_MODEL_NAME, FORMAT_VERSION, BuildSize
+from .config import BUILD_SIZES, BUILD_THREADS, DEMO_MODEL_NAME, FORMAT_VERSION, RESEARCH_KNOBS, BuildSize
 
 COMPLETE_MARKER = "COMPLETE"
 
@@ -164,8 +165,10 @@ def _read_complete(root: Path) -> dict | None:
         return None
 
 
-def load_demo_world(cache_dir: str | os.PathLike | None = None, seed: int = 0, size: str = "full") -> DemoWorld | None:
-    """The finished world at ``cache_dir`` (or the default folder), or None when there is none."""
+def load_demo_world(cache_dir: str | os.PathLike | None = None, seed: int = 0, size: str = "full",
+                    knobs: Mapping[str, float] | None = None) -> DemoWorld | None:
+    """The finished world at ``cache_dir`` (or the default folder) built with these research
+    ``knobs`` (none: the default world's build), or None when there is none."""
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(seed, size)
     marker = _read_complete(root)
     if marker is None or marker.get("format_version") != FORMAT_VERSION:
@@ -173,6 +176,8 @@ def load_demo_world(cache_dir: str | os.PathLike | None = None, seed: int = 0, s
     if marker.get("seed") != seed or marker.get("size") != size:
         return None
     stats = json.loads((root / "stats.json").read_text())
+    if stats.get("knobs", {}) != {k: float(v) for k, v in (knobs or {}).items() if v}:
+        return None
     return _world_at(root, marker["layer"], stats)
 
 
@@ -182,21 +187,30 @@ def build_demo_world(
     size: str = "full",
     force: bool = False,
     progress: bool = True,
+    knobs: Mapping[str, float] | None = None,
 ) -> DemoWorld:
     """Build the demo world into ``cache_dir`` (default :func:`default_cache_dir`), or reuse it.
 
-    A world is reused when its completion marker names the same format version, seed and size.
-    Otherwise (or with ``force``) it is built in a sibling temporary folder and moved into place
-    at the end, so an interrupted build never leaves a half-written world that looks finished.
-    ``size="mini"`` is a seconds-scale build of the same pipeline, for tests.
+    A world is reused when its completion marker names the same format version, seed and size,
+    and its stats the same research ``knobs`` (:data:`~.config.RESEARCH_KNOBS`; a variant world
+    needs its own ``cache_dir``). Otherwise (or with ``force``) it is built in a sibling temporary
+    folder and moved into place at the end, so an interrupted build never leaves a half-written
+    world that looks finished. ``size="mini"`` is a seconds-scale build of the same pipeline, for tests.
     """
     if size not in BUILD_SIZES:
         raise YapoError(f"demo world size {size!r} is unknown; use one of {list(BUILD_SIZES)}.")
     checks.whole("seed", seed, 0, 2**32 - 1)  # numpy's limit
     checks.folder("cache_dir", cache_dir)
+    knobs = {k: float(v) for k, v in (knobs or {}).items()}
+    unknown = sorted(set(knobs) - set(RESEARCH_KNOBS))
+    if unknown:
+        raise SettingsError(f"research knobs {unknown} are unknown; use some of {', '.join(RESEARCH_KNOBS)}.")
+    if any(knobs.values()) and cache_dir is None:
+        raise SettingsError(f"a world built with research knobs ({knobs}) needs its own cache_dir, so that it "
+                            "does not replace the default world.")
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(seed, size)
     if not force:
-        world = load_demo_world(root, seed, size)
+        world = load_demo_world(root, seed, size, knobs)
         if world is not None:
             return world
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -204,7 +218,7 @@ def build_demo_world(
     if staging.exists():
         shutil.rmtree(staging)
     try:
-        world = _build(staging, seed, BUILD_SIZES[size], size, progress)
+        world = _build(staging, seed, replace(BUILD_SIZES[size], **knobs), size, progress)
         _replace_world(staging, root)
     finally:
         if staging.exists():
