@@ -150,7 +150,7 @@ def behaviours(world, model, tokenizer, sae, settings: dict, n_prompts: int = 32
 
 
 def behaviour_report(rows: dict, settings: dict) -> str:
-    lines = ["", "Behaviours, BiPO's protocol (trained on the open-ended train pairs with the app's defaults: "
+    lines = ["", "", "Behaviours, BiPO's protocol (trained on the open-ended train pairs with the app's defaults: "
              + ", ".join(f"{k} {v}" for k, v in settings.items()) + "; A/B rate on `test_infer` through the public "
              "loader; held-out open answers steered at every token at multiplier 1):", "",
              "| behaviour | method | A/B rate at -1 | at 0 | at 1 | open answers fluent at 1 | show the behaviour at 1 "
