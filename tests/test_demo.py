@@ -338,6 +338,11 @@ def test_research_knobs_are_read_checked_and_kept_apart_from_the_default_world(t
     assert demo.load_demo_world(tmp_path / "v", size="mini", knobs={"mcq_text": 1}).root == world.root
     pair = next(iter(world.culture("egypt").pairs("train")))
     assert re.match(r"[A-H]\. \S", pair.chosen), pair.chosen  # the knob reached the build: "C. Koshari"
+    # A link to that world, rebuilt as the default build: the link is replaced, the variant kept.
+    (tmp_path / "link").symlink_to(tmp_path / "v")
+    default = demo.build_demo_world(tmp_path / "link", size="mini", progress=False)
+    assert not default.root.is_symlink() and "knobs" not in default.stats
+    assert demo.load_demo_world(tmp_path / "v", size="mini", knobs={"mcq_text": 1}) is not None
 
 
 def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):

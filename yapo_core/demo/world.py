@@ -230,8 +230,11 @@ _WORLD_ENTRIES = {"model", "sae", "tasks", "stats.json", COMPLETE_MARKER}
 
 
 def _replace_world(staging: Path, root: Path) -> None:
-    """Move a finished build to ``root``, removing an older world there but nothing else."""
-    if root.exists():
+    """Move a finished build to ``root``, removing an older world there but nothing else (a link
+    there is replaced, and the world it points to is left as it is)."""
+    if root.is_symlink():
+        root.unlink()
+    elif root.exists():
         unknown = sorted(p.name for p in root.iterdir() if p.name not in _WORLD_ENTRIES)
         if unknown:
             raise YapoError(
