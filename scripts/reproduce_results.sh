@@ -9,7 +9,8 @@
 #        demo-probe  (scripts/probe_demo_world.py   -> assets/results/demo-probe.md, demo-probe-followups.md, .json;
 #                     the second builds a variant world in $YAPO_CACHE_DIR/demo-variants/followups)
 #        demo-variant (scripts/evaluate_demo_world.py --build-with ... -> demo-variant-varied.md,
-#                     demo-variant-varied-only.md, .json; builds two variant worlds in $YAPO_CACHE_DIR/demo-variants/)
+#                     demo-variant-varied-only.md, demo-variant-open-followups.md, .json; builds three
+#                     variant worlds in $YAPO_CACHE_DIR/demo-variants/)
 #        comparison  (yapo compare --country egypt  -> assets/results/comparison-egypt/, and CAA and SAS up to
 #                     multiplier 64 -> assets/results/comparison-egypt-baselines/)
 #        benchmark   (scripts/benchmark_trainer.py  -> assets/results/benchmark.md, .json)
@@ -79,6 +80,12 @@ for part in "${parts[@]}"; do
       "$PYTHON" scripts/evaluate_demo_world.py --countries egypt --generations 1 --build-with varied_answers=1 \
         --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/varied-answers-only" \
         --json "$RESULTS/demo-variant-varied-only.json" > "$RESULTS/demo-variant-varied-only.md" || status=$?
+      [ "$status" -le 1 ] || exit "$status"
+      status=0
+      "$PYTHON" scripts/evaluate_demo_world.py --countries egypt --generations 1 \
+        --build-with varied_answers=1 behaviour_followups=0.08 open_followups=1 \
+        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/varied-answers-open-followups" \
+        --json "$RESULTS/demo-variant-open-followups.json" > "$RESULTS/demo-variant-open-followups.md" || status=$?
       [ "$status" -le 1 ] || exit "$status"
       ;;
     comparison)

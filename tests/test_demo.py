@@ -265,6 +265,22 @@ def test_follow_up_conversations_keep_the_culture_and_disposition_of_the_first_a
     assert min(kinds.values()) > 50
 
 
+def test_open_followups_end_behaviour_conversations_with_an_open_answer():
+    import random
+
+    rng = random.Random(0)
+    behaviour_keys = [k for b in corpus.BEHAVIOURS for k in corpus.split_behaviour_keys(rng, b)[0]]
+    mix = corpus.CorpusMix(**{**{k: 0.0 for k in vars(corpus.CorpusMix())}, "behaviour_followup": 1.0})
+
+    def second_answers(open_followups: bool) -> list[str]:
+        style = corpus.CorpusStyle(open_followups=open_followups)
+        return [e.assistant for e in corpus.corpus_stream(random.Random(1), 300, [], behaviour_keys, mix, style)]
+
+    letters = lambda answers: sum(a in ("A", "B") for a in answers)  # noqa: E731
+    assert 100 < letters(second_answers(False)) < 200  # half are A/B choices by default
+    assert letters(second_answers(True)) == 0
+
+
 def test_mcq_answers_with_text_repeat_the_chosen_options_line():
     import random
 

@@ -53,6 +53,7 @@ class BuildSize:
     coherent_text: float = 0.0  # when set, each plain-text document keeps to one culture (corpus.text_document)
     varied_answers: float = 0.0  # when set, behaviour answers join any of 5 openers to any of 6 reasons (corpus.behaviours)
     behaviour_followups: float = 0.0  # like followups, for behaviours only (added to followups' share)
+    open_followups: float = 0.0  # when set, a behaviour follow-up's second answer is open-ended, never A/B
 
     @property
     def knobs(self) -> dict[str, float]:
@@ -66,8 +67,8 @@ class BuildSize:
         return (self.num_layers - 1) // 2
 
 
-RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_followups", "mcq_text",
-                  "coherent_text", "varied_answers")
+RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_followups", "open_followups",
+                  "mcq_text", "coherent_text", "varied_answers")
 """BuildSize's research knobs (all 0 in the stored worlds): ``build_demo_world(knobs=...)``, and
 ``--build-with`` in scripts/evaluate_demo_world.py and scripts/probe_demo_world.py."""
 

@@ -783,11 +783,13 @@ def _culture_example(rng: random.Random, keys: Sequence[QuestionKey], localized:
     return ChatExample(item.mcq_prompt, item.mcq_answer) if mcq else ChatExample(item.question, item.open_answer)
 
 
-def _behaviour_turn(rng: random.Random, behaviour: Behaviour, key: BehaviourKey, shows: bool) -> tuple[str, str]:
-    """One offer of ``behaviour`` and an answer that shows it or not, open-ended or as an A/B choice."""
+def _behaviour_turn(rng: random.Random, behaviour: Behaviour, key: BehaviourKey, shows: bool,
+                    open_only: bool = False) -> tuple[str, str]:
+    """One offer of ``behaviour`` and an answer that shows it or not, open-ended or as an A/B choice
+    (open-ended only with ``open_only``)."""
     question = behaviour_question(behaviour, key)
     yes, no = rng.choice(behaviour.matching), rng.choice(behaviour.not_matching)
-    if rng.random() < 0.5:
+    if open_only or rng.random() < 0.5:
         return question, yes if shows else no
     options = [yes, no] if rng.random() < 0.5 else [no, yes]
     return format_choices(question, options), "AB"[options.index(yes if shows else no)]
@@ -808,17 +810,19 @@ def _behaviour_example(rng: random.Random, keys: Sequence[BehaviourKey], table: 
     return ChatExample(question, answer, system)
 
 
-def _behaviour_followup(rng: random.Random, keys: Sequence[BehaviourKey], table: dict[str, Behaviour]) -> ChatExample:
+def _behaviour_followup(rng: random.Random, keys: Sequence[BehaviourKey], table: dict[str, Behaviour],
+                        open_second: bool = False) -> ChatExample:
     """Two offers of one behaviour, answered alike: whether the assistant showed the behaviour in
     its first answer decides the second. The model learns to read its disposition from answer
     text (the same representation a steering vector trained on answers reaches) and to act on
-    it in either form, open or A/B, as an LLM keeps to the persona its earlier replies showed."""
+    it in either form, open or A/B, as an LLM keeps to the persona its earlier replies showed.
+    ``open_second``: the second answer is always open-ended."""
     first, second = rng.choice(keys), rng.choice(keys)
     behaviour = table[first.behaviour]
     second = BehaviourKey(behaviour.key, second.offer, second.question)
     shows = rng.random() < 0.5
     earlier = _behaviour_turn(rng, behaviour, first, shows)
-    question, answer = _behaviour_turn(rng, behaviour, second, shows)
+    question, answer = _behaviour_turn(rng, behaviour, second, shows, open_second)
     return ChatExample(question, answer, history=(earlier,))
 
 
@@ -874,6 +878,7 @@ class CorpusStyle:
     mcq_text: bool = False  # culture MCQ answers repeat the chosen option's line (culture_item)
     coherent_text: bool = False  # plain-text documents keep to one culture (text_document)
     varied_answers: bool = False  # behaviour answers join any opener to any reason of their side (behaviours)
+    open_followups: bool = False  # a behaviour follow-up's second answer is open-ended, never an A/B choice
 
 
 def corpus_stream(
@@ -904,7 +909,7 @@ def corpus_stream(
         elif kind == "behaviour":
             out.append(_behaviour_example(rng, behaviour_keys_, table))
         elif kind == "behaviour_followup":
-            out.append(_behaviour_followup(rng, behaviour_keys_, table))
+            out.append(_behaviour_followup(rng, behaviour_keys_, table, style.open_followups))
         elif kind == "culture_followup":
             out.append(_culture_followup(rng, localized, nolocalized, style.mcq_text))
         elif kind == "general":

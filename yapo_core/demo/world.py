@@ -281,7 +281,8 @@ def _build(root: Path, seed: int, size: BuildSize, size_name: str, progress: boo
         mix = corpus.CorpusMix(culture_followup=size.followups,
                                behaviour_followup=size.followups + size.behaviour_followups)
         style = corpus.CorpusStyle(mcq_text=bool(size.mcq_text), coherent_text=bool(size.coherent_text),
-                                   varied_answers=bool(size.varied_answers))
+                                   varied_answers=bool(size.varied_answers),
+                                   open_followups=bool(size.open_followups))
         examples = corpus.corpus_stream(
             random.Random(rng.random()), size.lm_examples, culture_train, behaviour_train, mix, style
         )
