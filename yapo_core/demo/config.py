@@ -145,7 +145,7 @@ OPEN_TRAINING = {**TRAINING, "lr": 0.01}
 behaviours): TRAINING at the largest learning rate within 20x of the public runs' 5e-4.
 
 Every generated token is steered, so a vector large enough to flip a one-letter MCQ answer (lr 0.3
-reaches norms of 100-190) turns open answers into loops ("Koshari with with with"); at 0.01 (norms
+reaches norms of 100-200) turns open answers into loops ("Koshari with with with"); at 0.01 (norms
 near 40) the same answers stay fluent. docs/results.md gives the figures for both.
 """
 
