@@ -352,6 +352,9 @@ def test_research_knobs_are_read_checked_and_kept_apart_from_the_default_world(t
     assert world.stats["knobs"] == {"mcq_text": 1.0}
     assert demo.load_demo_world(tmp_path / "v", size="mini") is None  # not the default world's build
     assert demo.load_demo_world(tmp_path / "v", size="mini", knobs={"mcq_text": 1}).root == world.root
+    assert demo.load_demo_world(tmp_path / "v", size="mini", knobs={"mcq_text": 1, "followups": 0}) is not None
+    with pytest.raises(SettingsError, match="unknown"):
+        demo.load_demo_world(tmp_path / "v", size="mini", knobs={"nope": 1})
     pair = next(iter(world.culture("egypt").pairs("train")))
     assert re.match(r"[A-H]\. \S", pair.chosen), pair.chosen  # the knob reached the build: "C. Koshari"
     # A link to that world, rebuilt as the default build: the link is replaced, the variant kept.

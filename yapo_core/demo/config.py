@@ -3,11 +3,11 @@ training settings of steering vectors on it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 
 from ..data import PreferencePair, option_letters
-from ..errors import SettingsError
+from ..errors import SettingsError, YapoError
 
 DEMO_MODEL_NAME = "yapo-demo"
 FORMAT_VERSION = 2
@@ -88,6 +88,19 @@ def parse_knobs(items: Iterable[str]) -> dict[str, float]:
                                 f"{', '.join(RESEARCH_KNOBS)}.")
         knobs[name] = number
     return knobs
+
+
+def build_size(size: str, knobs: Mapping[str, float] | None = None) -> BuildSize:
+    """``BUILD_SIZES[size]`` with these research knobs set, or an error naming an unknown size or
+    knob. Its ``knobs`` are what a world built with them records, so a build and a later load of
+    it compare the same thing."""
+    if size not in BUILD_SIZES:
+        raise YapoError(f"demo world size {size!r} is unknown; use one of {list(BUILD_SIZES)}.")
+    knobs = dict(knobs or {})
+    unknown = sorted(set(knobs) - set(RESEARCH_KNOBS))
+    if unknown:
+        raise SettingsError(f"research knobs {unknown} are unknown; use some of {', '.join(RESEARCH_KNOBS)}.")
+    return replace(BUILD_SIZES[size], **{k: float(v) for k, v in knobs.items()})
 
 BUILD_SIZES: dict[str, BuildSize] = {
     "full": BuildSize(

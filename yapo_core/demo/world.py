@@ -15,7 +15,7 @@ import shutil
 import time
 from collections.abc import Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,7 @@ from . import corpus
 from .build_lm import train_lm, train_tokenizer
 from .build_sae import train_sae
 from .build_tasks import write_tasks
-from .config import BUILD_SIZES, BUILD_THREADS, DEMO_MODEL_NAME, FORMAT_VERSION, RESEARCH_KNOBS, BuildSize
+from .config import BUILD_THREADS, DEMO_MODEL_NAME, FORMAT_VERSION, BuildSize, build_size
 
 COMPLETE_MARKER = "COMPLETE"
 
@@ -176,7 +176,7 @@ def load_demo_world(cache_dir: str | os.PathLike | None = None, seed: int = 0, s
     if marker.get("seed") != seed or marker.get("size") != size:
         return None
     stats = json.loads((root / "stats.json").read_text())
-    if stats.get("knobs", {}) != {k: float(v) for k, v in (knobs or {}).items() if v}:
+    if stats.get("knobs", {}) != build_size(size, knobs).knobs:
         return None
     return _world_at(root, marker["layer"], stats)
 
@@ -197,17 +197,12 @@ def build_demo_world(
     folder and moved into place at the end, so an interrupted build never leaves a half-written
     world that looks finished. ``size="mini"`` is a seconds-scale build of the same pipeline, for tests.
     """
-    if size not in BUILD_SIZES:
-        raise YapoError(f"demo world size {size!r} is unknown; use one of {list(BUILD_SIZES)}.")
+    sized = build_size(size, knobs)
     checks.whole("seed", seed, 0, 2**32 - 1)  # numpy's limit
     checks.folder("cache_dir", cache_dir)
-    knobs = {k: float(v) for k, v in (knobs or {}).items()}
-    unknown = sorted(set(knobs) - set(RESEARCH_KNOBS))
-    if unknown:
-        raise SettingsError(f"research knobs {unknown} are unknown; use some of {', '.join(RESEARCH_KNOBS)}.")
-    if any(knobs.values()) and cache_dir is None:
-        raise SettingsError(f"a world built with research knobs ({knobs}) needs its own cache_dir, so that it "
-                            "does not replace the default world.")
+    if sized.knobs and cache_dir is None:
+        raise SettingsError(f"a world built with research knobs ({sized.knobs}) needs its own cache_dir, so that "
+                            "it does not replace the default world.")
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(seed, size)
     if not force:
         world = load_demo_world(root, seed, size, knobs)
@@ -218,7 +213,7 @@ def build_demo_world(
     if staging.exists():
         shutil.rmtree(staging)
     try:
-        world = _build(staging, seed, replace(BUILD_SIZES[size], **knobs), size, progress)
+        world = _build(staging, seed, sized, size, progress)
         _replace_world(staging, root)
     finally:
         if staging.exists():
