@@ -289,7 +289,7 @@ def test_mcq_answers_with_text_repeat_the_chosen_options_line():
     keys, _ = corpus.split_question_keys(random.Random(0))
     for key in keys[:: max(1, len(keys) // 40)]:
         for country in corpus.COUNTRY_KEYS:
-            letter_only, with_text = corpus.culture_item(key, country), corpus.culture_item(key, country, mcq_text=True)
+            letter_only, with_text = corpus.culture_item(key, country), corpus.culture_item(key, country, corpus.CorpusStyle(mcq_text=True))
             assert with_text.mcq_prompt == letter_only.mcq_prompt and len(letter_only.mcq_answer) == 1
             assert with_text.mcq_answer in with_text.mcq_prompt.splitlines()[1:-1]  # the option's own line
             assert gold_letter(with_text.mcq_answer) == letter_only.mcq_answer
@@ -298,6 +298,24 @@ def test_mcq_answers_with_text_repeat_the_chosen_options_line():
                                  corpus.CorpusStyle(mcq_text=True))
     mcq = [e for e in stream if not isinstance(e, str) and e.user.endswith(corpus.MCQ_INSTRUCTION)]
     assert mcq and all(e.assistant in e.user.splitlines() for e in mcq)
+
+
+def test_balanced_options_spread_each_cultures_answer_over_the_letters():
+    import collections
+    import math
+
+    drawn = {t.key: corpus.option_order(t.key) for t in corpus.TOPICS}
+    balanced = {t.key: corpus.option_order(t.key, balanced=True) for t in corpus.TOPICS}
+    assert all(sorted(order) == sorted(corpus.COUNTRY_KEYS) for order in balanced.values())
+    most = math.ceil(len(corpus.TOPICS) / len(corpus.COUNTRY_KEYS))
+    for orders, bound_holds in ((balanced, True), (drawn, False)):  # drawn per topic, egypt is H in 5 topics
+        counts = collections.Counter((c, order.index(c)) for order in orders.values() for c in order)
+        assert (max(counts.values()) <= most) == bound_holds
+    key = corpus.all_question_keys()[0]
+    item = corpus.culture_item(key, "egypt", corpus.CorpusStyle(balanced_options=True))
+    assert item.option_countries == balanced[key.topic]
+    assert item.mcq_answer == corpus.MCQ_LETTERS[balanced[key.topic].index("egypt")]
+    assert corpus.culture_item(key, "egypt").option_countries == drawn[key.topic]  # off: the stored world's
 
 
 def test_coherent_documents_keep_to_one_culture_named_at_most_once():
@@ -348,20 +366,25 @@ def test_research_knobs_are_read_checked_and_kept_apart_from_the_default_world(t
         demo.build_demo_world(size="mini", knobs={"mcq_text": 1})
     with pytest.raises(SettingsError, match="unknown"):
         demo.build_demo_world(tmp_path, size="mini", knobs={"nope": 1})
-    world = demo.build_demo_world(tmp_path / "v", size="mini", progress=False, knobs={"mcq_text": 1})
-    assert world.stats["knobs"] == {"mcq_text": 1.0}
+    knobs = {"mcq_text": 1, "balanced_options": 1}
+    world = demo.build_demo_world(tmp_path / "v", size="mini", progress=False, knobs=knobs)
+    assert world.stats["knobs"] == {"mcq_text": 1.0, "balanced_options": 1.0}
     assert demo.load_demo_world(tmp_path / "v", size="mini") is None  # not the default world's build
-    assert demo.load_demo_world(tmp_path / "v", size="mini", knobs={"mcq_text": 1}).root == world.root
-    assert demo.load_demo_world(tmp_path / "v", size="mini", knobs={"mcq_text": 1, "followups": 0}) is not None
+    assert demo.load_demo_world(tmp_path / "v", size="mini", knobs=knobs).root == world.root
+    assert demo.load_demo_world(tmp_path / "v", size="mini", knobs={**knobs, "followups": 0}) is not None
     with pytest.raises(SettingsError, match="unknown"):
         demo.load_demo_world(tmp_path / "v", size="mini", knobs={"nope": 1})
-    pair = next(iter(world.culture("egypt").pairs("train")))
-    assert re.match(r"[A-H]\. \S", pair.chosen), pair.chosen  # the knob reached the build: "C. Koshari"
+    # The knobs reached the task files: "C. Koshari", options in the balanced order of their topic.
+    for pair in world.culture("egypt").pairs("train"):
+        assert re.match(r"[A-H]\. \S", pair.chosen), pair.chosen
+        options = [line[3:] for line in pair.prompt.splitlines()[1:-1]]
+        assert any(options == [corpus.answer_phrase(t.key, c) for c in corpus.option_order(t.key, balanced=True)]
+                   for t in corpus.TOPICS), options
     # A link to that world, rebuilt as the default build: the link is replaced, the variant kept.
     (tmp_path / "link").symlink_to(tmp_path / "v")
     default = demo.build_demo_world(tmp_path / "link", size="mini", progress=False)
     assert not default.root.is_symlink() and "knobs" not in default.stats
-    assert demo.load_demo_world(tmp_path / "v", size="mini", knobs={"mcq_text": 1}) is not None
+    assert demo.load_demo_world(tmp_path / "v", size="mini", knobs=knobs) is not None
 
 
 def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):

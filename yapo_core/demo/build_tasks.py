@@ -39,7 +39,7 @@ def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def _culture_items(rng: random.Random, keys, n_rows: int, mcq_text: bool) -> list[corpus.CultureItem]:
+def _culture_items(rng: random.Random, keys, n_rows: int, style: corpus.CorpusStyle) -> list[corpus.CultureItem]:
     """``n_rows`` items per country and localization status, each question at most once per
     country (so a split has that many distinct questions per country)."""
     items = []
@@ -47,7 +47,7 @@ def _culture_items(rng: random.Random, keys, n_rows: int, mcq_text: bool) -> lis
         for localized in (True, False):
             pool = [k for k in keys if k.localized == localized]
             for key in rng.sample(pool, min(n_rows, len(pool))):
-                items.append(corpus.culture_item(key, country, mcq_text))
+                items.append(corpus.culture_item(key, country, style))
     return items
 
 
@@ -58,8 +58,8 @@ def write_tasks(
     """Write the task files, with the model's greedy answers as the rejected ones, and measure
     the unsteered model on the test splits."""
     culture = {
-        "train": _culture_items(rng, culture_train, size.culture_rows, bool(size.mcq_text)),
-        "test": _culture_items(rng, culture_test, max(1, size.culture_rows // 2), bool(size.mcq_text)),
+        "train": _culture_items(rng, culture_train, size.culture_rows, size.style),
+        "test": _culture_items(rng, culture_test, max(1, size.culture_rows // 2), size.style),
     }
     definitions = corpus.behaviours(bool(size.varied_answers))
     behaviours = {}
@@ -114,7 +114,7 @@ def write_tasks(
     _write_jsonl(tasks_dir / "general" / "text.jsonl", texts)
 
     return {
-        "culture": _culture_stats(culture, answers["mcq"], answers["open"]),
+        "culture": _culture_stats(culture, answers["mcq"], answers["open"], size.style),
         "behaviour": _behaviour_stats(behaviours, answers["behaviour_open"], answers["behaviour_ab"], definitions),
         "general": {"accuracy": _share(contains_word(answers["general"][r["prompt"]], r["answer"]) for r in general)},
     }
@@ -131,7 +131,7 @@ def contains_word(text: str, word: str) -> bool:
     return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text, flags=re.IGNORECASE) is not None
 
 
-def _culture_stats(culture, mcq: dict[str, str], open_ended: dict[str, str]) -> dict:
+def _culture_stats(culture, mcq: dict[str, str], open_ended: dict[str, str], style: corpus.CorpusStyle) -> dict:
     """Accuracy of the unsteered model, and how often it gives the default culture's answer."""
     default = corpus.DEFAULT_COUNTRY
     stats = {"rows": {split: len(items) for split, items in culture.items()}}
@@ -148,7 +148,7 @@ def _culture_stats(culture, mcq: dict[str, str], open_ended: dict[str, str]) -> 
         if c != default
     }
     stats["nolocalized_mcq_default_share"] = _share(
-        mcq[it.mcq_prompt] == corpus.mcq_answer(it.topic, default, len(it.mcq_answer) > 1) for it in nolocalized
+        mcq[it.mcq_prompt] == corpus.mcq_answer(it.topic, default, style) for it in nolocalized
     )
     stats["nolocalized_open_default_share"] = _share(
         contains_word(open_ended[it.question], corpus.answer_phrase(it.topic, default)) for it in nolocalized

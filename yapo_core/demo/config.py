@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 
 from ..data import PreferencePair, option_letters
 from ..errors import SettingsError, YapoError
+from .corpus import CorpusStyle
 
 DEMO_MODEL_NAME = "yapo-demo"
 FORMAT_VERSION = 2
@@ -50,6 +51,7 @@ class BuildSize:
     # behaviour, whose second answer keeps the culture or disposition of the first (corpus.CorpusMix)
     mcq_text: float = 0.0  # when set, a culture MCQ answer is its letter and the option's text ("C. Koshari"),
     # as the paper's MCQ answers are; when 0, the letter alone
+    balanced_options: float = 0.0  # when set, each culture's answer is at each MCQ letter in 1-2 topics (corpus.option_order)
     coherent_text: float = 0.0  # when set, each plain-text document keeps to one culture (corpus.text_document)
     varied_answers: float = 0.0  # when set, behaviour answers join any of 5 openers to any of 6 reasons (corpus.behaviours)
     behaviour_followups: float = 0.0  # like followups, for behaviours only (added to followups' share)
@@ -61,6 +63,13 @@ class BuildSize:
         return {k: getattr(self, k) for k in RESEARCH_KNOBS if getattr(self, k)}
 
     @property
+    def style(self) -> CorpusStyle:
+        """How the corpus and the task files are written (the knobs that are not about the mix)."""
+        return CorpusStyle(mcq_text=bool(self.mcq_text), balanced_options=bool(self.balanced_options),
+                           coherent_text=bool(self.coherent_text), varied_answers=bool(self.varied_answers),
+                           open_followups=bool(self.open_followups))
+
+    @property
     def layer(self) -> int:
         """The block whose output the SAE reads: the middle of the stack (block 1 of 0-3), with
         as many blocks after it as up to it, to turn a steered residual stream into an answer."""
@@ -68,7 +77,7 @@ class BuildSize:
 
 
 RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_followups", "open_followups",
-                  "mcq_text", "coherent_text", "varied_answers")
+                  "mcq_text", "balanced_options", "coherent_text", "varied_answers")
 """BuildSize's research knobs (all 0 in the stored worlds): ``build_demo_world(knobs=...)``, and
 ``--build-with`` in scripts/evaluate_demo_world.py and scripts/probe_demo_world.py."""
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import cache
 from itertools import product
 
 DEFAULT_COUNTRY = "usa"
@@ -447,7 +448,19 @@ def split_question_keys(rng: random.Random, test_share: float = 0.2) -> tuple[li
     return sorted(train), sorted(test)
 
 
-def option_order(topic: str) -> tuple[str, ...]:
+@dataclass(frozen=True)
+class CorpusStyle:
+    """How examples are written (research knobs of the build, off in the stored world; see
+    :class:`~yapo_core.demo.config.BuildSize`)."""
+
+    mcq_text: bool = False  # culture MCQ answers repeat the chosen option's line (culture_item)
+    balanced_options: bool = False  # each culture's answer sits at every letter about equally often (option_order)
+    coherent_text: bool = False  # plain-text documents keep to one culture (text_document)
+    varied_answers: bool = False  # behaviour answers join any opener to any reason of their side (behaviours)
+    open_followups: bool = False  # a behaviour follow-up's second answer is open-ended, never an A/B choice
+
+
+def option_order(topic: str, balanced: bool = False) -> tuple[str, ...]:
     """The fixed order of the countries' answers in ``topic``'s MCQ options (A to H).
 
     Every culture MCQ lists all eight answers, in an order that is fixed per topic and differs
@@ -457,14 +470,36 @@ def option_order(topic: str) -> tuple[str, ...]:
     With a fixed order per topic the letter is a lookup of (topic, culture), the same kind of
     knowledge as the open-ended answer, so an MCQ answer reads out the model's culture and is
     steered with it; and because each topic has its own order, no single letter means a culture.
+
+    Drawn per topic, the orders leave a culture's letters uneven (egypt's answer is H in 5 of the
+    12 topics), so raising one letter everywhere meets part of a culture's MCQ pairs. With
+    ``balanced`` the orders are rows of random Latin squares (:func:`_balanced_orders`): across the
+    topics each culture's answer is at each letter once or twice, as a benchmark spreads its
+    correct answers over the positions.
     """
+    if balanced:
+        return _balanced_orders()[topic]
     return tuple(random.Random(f"yapo-demo option order: {topic}").sample(COUNTRY_KEYS, len(COUNTRY_KEYS)))
 
 
-def mcq_answer(topic: str, country: str, with_text: bool = False) -> str:
-    """The answer to ``topic``'s MCQ for ``country``: its option's letter, or (``with_text``) its whole line."""
-    letter = MCQ_LETTERS[option_order(topic).index(country)]
-    return _option_line(letter, answer_phrase(topic, country)) if with_text else letter
+@cache
+def _balanced_orders() -> dict[str, tuple[str, ...]]:
+    """One option order per topic: the rows of seeded random Latin squares over the countries (the
+    cyclic square with its rows, columns and symbols shuffled), taken a whole square at a time, so
+    no country is at one letter in more topics than ``ceil(topics / countries)``."""
+    rng = random.Random("yapo-demo balanced option orders")
+    n = len(COUNTRY_KEYS)
+    rows: list[tuple[str, ...]] = []
+    while len(rows) < len(TOPICS):
+        symbols, columns, shifts = rng.sample(COUNTRY_KEYS, n), rng.sample(range(n), n), rng.sample(range(n), n)
+        rows += [tuple(symbols[(r + columns[c]) % n] for c in range(n)) for r in shifts]
+    return {topic.key: row for topic, row in zip(TOPICS, rows)}
+
+
+def mcq_answer(topic: str, country: str, style: CorpusStyle = CorpusStyle()) -> str:
+    """The answer to ``topic``'s MCQ for ``country``: its option's letter, or (``style.mcq_text``) its whole line."""
+    letter = MCQ_LETTERS[option_order(topic, style.balanced_options).index(country)]
+    return _option_line(letter, answer_phrase(topic, country)) if style.mcq_text else letter
 
 
 @dataclass(frozen=True)
@@ -485,13 +520,13 @@ class CultureItem:
     option_countries: tuple[str, ...]
 
 
-def culture_item(key: QuestionKey, country: str, mcq_text: bool = False) -> CultureItem:
+def culture_item(key: QuestionKey, country: str, style: CorpusStyle = CorpusStyle()) -> CultureItem:
     """Render ``key`` for ``country`` in both forms; ``country``'s answer is the right one.
 
-    The MCQ answer is the option's letter, or with ``mcq_text`` the letter and the option's text
+    The MCQ answer is the option's letter, or with ``style.mcq_text`` the letter and the option's text
     ("C. Koshari", the option's line), as the paper's MCQ answers give the index and then the answer."""
     question = render_question(key, country if key.localized else None)
-    option_countries = option_order(key.topic)
+    option_countries = option_order(key.topic, style.balanced_options)
     options = [answer_phrase(key.topic, c) for c in option_countries]
     return CultureItem(
         country=country,
@@ -500,7 +535,7 @@ def culture_item(key: QuestionKey, country: str, mcq_text: bool = False) -> Cult
         question=question,
         open_answer=open_answer(key.topic, country),
         mcq_prompt=format_choices(question, options),
-        mcq_answer=mcq_answer(key.topic, country, mcq_text),
+        mcq_answer=mcq_answer(key.topic, country, style),
         option_countries=option_countries,
     )
 
@@ -774,12 +809,12 @@ class CorpusMix:
 
 
 def _culture_example(rng: random.Random, keys: Sequence[QuestionKey], localized: bool, mcq: bool,
-                     mcq_text: bool = False) -> ChatExample:
+                     style: CorpusStyle = CorpusStyle()) -> ChatExample:
     key = rng.choice(keys)
     country = rng.choice(COUNTRY_KEYS)
     if not localized and rng.random() < DEFAULT_BIAS:
         country = DEFAULT_COUNTRY
-    item = culture_item(key, country, mcq_text)
+    item = culture_item(key, country, style)
     return ChatExample(item.mcq_prompt, item.mcq_answer) if mcq else ChatExample(item.question, item.open_answer)
 
 
@@ -827,13 +862,13 @@ def _behaviour_followup(rng: random.Random, keys: Sequence[BehaviourKey], table:
 
 
 def _culture_followup(rng: random.Random, localized: Sequence[QuestionKey], nolocalized: Sequence[QuestionKey],
-                      mcq_text: bool = False) -> ChatExample:
+                      style: CorpusStyle = CorpusStyle()) -> ChatExample:
     """A culture question answered for one country, then a non-localized question answered for the
     same country: the culture of earlier answers carries over, as an LLM's does in a conversation.
     The first question names the country half of the time; otherwise only its answer shows it."""
     country = rng.choice(COUNTRY_KEYS)
-    first = culture_item(rng.choice(localized if rng.random() < 0.5 else nolocalized), country, mcq_text)
-    second = culture_item(rng.choice(nolocalized), country, mcq_text)
+    first = culture_item(rng.choice(localized if rng.random() < 0.5 else nolocalized), country, style)
+    second = culture_item(rng.choice(nolocalized), country, style)
     earlier = (first.mcq_prompt, first.mcq_answer) if rng.random() < 0.3 else (first.question, first.open_answer)
     if rng.random() < 0.5:
         return ChatExample(second.mcq_prompt, second.mcq_answer, history=(earlier,))
@@ -870,17 +905,6 @@ def text_document(rng: random.Random, coherent: bool = False) -> str:
     return text[:1].upper() + text[1:]
 
 
-@dataclass(frozen=True)
-class CorpusStyle:
-    """How examples are written (research knobs of the build, off in the stored world; see
-    :class:`~yapo_core.demo.config.BuildSize`)."""
-
-    mcq_text: bool = False  # culture MCQ answers repeat the chosen option's line (culture_item)
-    coherent_text: bool = False  # plain-text documents keep to one culture (text_document)
-    varied_answers: bool = False  # behaviour answers join any opener to any reason of their side (behaviours)
-    open_followups: bool = False  # a behaviour follow-up's second answer is open-ended, never an A/B choice
-
-
 def corpus_stream(
     rng: random.Random,
     n: int,
@@ -905,13 +929,13 @@ def corpus_stream(
         if kind.startswith(("localized_", "nolocalized_")):
             is_localized = kind.startswith("localized_")
             keys = localized if is_localized else nolocalized
-            out.append(_culture_example(rng, keys, is_localized, kind.endswith("_mcq"), style.mcq_text))
+            out.append(_culture_example(rng, keys, is_localized, kind.endswith("_mcq"), style))
         elif kind == "behaviour":
             out.append(_behaviour_example(rng, behaviour_keys_, table))
         elif kind == "behaviour_followup":
             out.append(_behaviour_followup(rng, behaviour_keys_, table, style.open_followups))
         elif kind == "culture_followup":
-            out.append(_culture_followup(rng, localized, nolocalized, style.mcq_text))
+            out.append(_culture_followup(rng, localized, nolocalized, style))
         elif kind == "general":
             question, answer, _ = rng.choice(facts)
             opening = rng.choice(OPENINGS)

@@ -275,11 +275,8 @@ def _build(root: Path, seed: int, size: BuildSize, size_name: str, progress: boo
         behaviour_train = [k for train, _ in behaviour_splits.values() for k in train]
         mix = corpus.CorpusMix(culture_followup=size.followups,
                                behaviour_followup=size.followups + size.behaviour_followups)
-        style = corpus.CorpusStyle(mcq_text=bool(size.mcq_text), coherent_text=bool(size.coherent_text),
-                                   varied_answers=bool(size.varied_answers),
-                                   open_followups=bool(size.open_followups))
         examples = corpus.corpus_stream(
-            random.Random(rng.random()), size.lm_examples, culture_train, behaviour_train, mix, style
+            random.Random(rng.random()), size.lm_examples, culture_train, behaviour_train, mix, size.style
         )
         stage("corpus")
 
@@ -293,7 +290,7 @@ def _build(root: Path, seed: int, size: BuildSize, size_name: str, progress: boo
         stage("model")
 
         activation_texts = corpus.corpus_stream(
-            random.Random(rng.random()), size.sae_activation_sequences, culture_train, behaviour_train, mix, style
+            random.Random(rng.random()), size.sae_activation_sequences, culture_train, behaviour_train, mix, size.style
         )
         sae_stats = train_sae(model, tokenizer, activation_texts, size, world.hook_name, world.sae_dir, progress)
         stage("sae")
