@@ -8,9 +8,8 @@
 #        demo-behaviours (scripts/evaluate_demo_world.py --sections behaviours -> demo-behaviours.md, .json)
 #        demo-probe  (scripts/probe_demo_world.py   -> assets/results/demo-probe.md, demo-probe-followups.md, .json;
 #                     the second builds a variant world in $YAPO_CACHE_DIR/demo-variants/followups)
-#        demo-variant (scripts/evaluate_demo_world.py --build-with ... -> demo-variant-varied.md,
-#                     demo-variant-varied-only.md, demo-variant-open-followups.md, .json; builds three
-#                     variant worlds in $YAPO_CACHE_DIR/demo-variants/)
+#        demo-variant (scripts/evaluate_demo_world.py --build-with ... -> demo-variant-NAME.md, .json for
+#                     each variant world, built in $YAPO_CACHE_DIR/demo-variants/NAME)
 #        comparison  (yapo compare --country egypt  -> assets/results/comparison-egypt/, and CAA and SAS up to
 #                     multiplier 64 -> assets/results/comparison-egypt-baselines/)
 #        benchmark   (scripts/benchmark_trainer.py  -> assets/results/benchmark.md, .json)
@@ -34,6 +33,18 @@ parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
   parts=(demo-world demo-behaviours demo-probe demo-variant comparison benchmark real-size shared-cpu sharing lm-eval)
 fi
+
+# variant NAME COUNTRIES KNOB=VALUE...: the world built with these research knobs in
+# $YAPO_CACHE_DIR/demo-variants/NAME (or reused from there), measured on COUNTRIES into
+# assets/results/demo-variant-NAME.md and .json.
+variant() {
+  local name=$1 countries=$2 status=0
+  shift 2
+  "$PYTHON" scripts/evaluate_demo_world.py --countries "$countries" --generations "$(tr , '\n' <<< "$countries" | wc -l)" \
+    --build-with "$@" --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/$name" \
+    --json "$RESULTS/demo-variant-$name.json" > "$RESULTS/demo-variant-$name.md" || status=$?
+  [ "$status" -le 1 ] || exit "$status"
+}
 
 missed=0
 mkdir -p "$RESULTS"
@@ -69,24 +80,10 @@ for part in "${parts[@]}"; do
         --out "$RESULTS/demo-probe-followups.md" > /dev/null
       ;;
     demo-variant)
-      # A variant world (docs/results.md, "Variant worlds"); its missed targets do not fail this script.
-      status=0
-      "$PYTHON" scripts/evaluate_demo_world.py --countries egypt,morocco,uk \
-        --build-with varied_answers=1 behaviour_followups=0.08 \
-        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/varied-answers" \
-        --json "$RESULTS/demo-variant-varied.json" > "$RESULTS/demo-variant-varied.md" || status=$?
-      [ "$status" -le 1 ] || exit "$status"
-      status=0
-      "$PYTHON" scripts/evaluate_demo_world.py --countries egypt --generations 1 --build-with varied_answers=1 \
-        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/varied-answers-only" \
-        --json "$RESULTS/demo-variant-varied-only.json" > "$RESULTS/demo-variant-varied-only.md" || status=$?
-      [ "$status" -le 1 ] || exit "$status"
-      status=0
-      "$PYTHON" scripts/evaluate_demo_world.py --countries egypt --generations 1 \
-        --build-with varied_answers=1 behaviour_followups=0.08 open_followups=1 \
-        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/varied-answers-open-followups" \
-        --json "$RESULTS/demo-variant-open-followups.json" > "$RESULTS/demo-variant-open-followups.md" || status=$?
-      [ "$status" -le 1 ] || exit "$status"
+      # Variant worlds (docs/results.md, "Variant worlds"); their missed targets do not fail this script.
+      variant varied egypt,morocco,uk varied_answers=1 behaviour_followups=0.08
+      variant varied-only egypt varied_answers=1
+      variant open-followups egypt varied_answers=1 behaviour_followups=0.08 open_followups=1
       ;;
     comparison)
       "$PYTHON" -m yapo_core compare --country egypt --out "$RESULTS/comparison-egypt"
