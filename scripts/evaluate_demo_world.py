@@ -41,7 +41,13 @@ from yapo_core.comparison import compare_methods
 from yapo_core.demo import OPEN_TRAINING, TRAINING, build_demo_world, corpus
 from yapo_core.demo.config import parse_knobs
 from yapo_core.errors import SettingsError
-from yapo_core.evaluation import evaluate_metric, generation_accuracy, is_fluent
+from yapo_core.evaluation import (
+    evaluate_metric,
+    generation_accuracy,
+    is_fluent,
+    mcq_items_from_pairs,
+    one_letter_accuracy,
+)
 from yapo_core.generation import STEER_POSITIONS, generate
 from yapo_core.methods import make_vector
 from yapo_core.models import load_model
@@ -67,7 +73,8 @@ def steering(world, model, tokenizer, sae, countries, settings: dict, open_setti
         task = world.culture(country)
         train = list(task.pairs("train"))
         test = list(task.pairs("test"))
-        row = {"n_train": len(train), "n_test": len(test)}
+        letter, share = one_letter_accuracy(mcq_items_from_pairs(test))
+        row = {"n_train": len(train), "n_test": len(test), "one_letter": {"letter": letter, "accuracy": share}}
         demo_rejected = settings.get("mcq_rejected", "given")
         # The demo's construction; beside it, the papers' (the given answer only) when they differ.
         variants = {"": demo_rejected, **({"_given": "given"} if demo_rejected != "given" else {})}
@@ -184,17 +191,20 @@ def report(stats: dict, steer: dict | None) -> str:
         settings = ", ".join(f"{k} {v}" for k, v in steer["settings"].items())
         lines += [
             "",
-            f"Held-out non-localized MCQ accuracy per target culture (training: {settings}):",
+            f"Held-out non-localized MCQ accuracy per target culture (training: {settings}). \"One letter "
+            "everywhere\" is the accuracy of answering the test split's most common gold letter to every question: "
+            "a vector that only raises that letter's logit reaches it without steering any answer's culture.",
             "",
-            "| culture | train / test pairs | unsteered | YaPO at 1 | BiPO at 1 | YaPO at 1, vs default only | "
-            "BiPO at 1, vs default only | YaPO L0 | YaPO final loss | BiPO final loss |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| culture | train / test pairs | unsteered | one letter everywhere | YaPO at 1 | BiPO at 1 | "
+            "YaPO at 1, vs default only | BiPO at 1, vs default only | YaPO L0 | YaPO final loss | BiPO final loss |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         acc = lambda row, key: f"{row[key]['accuracy_at_1']:.2f}" if key in row else "–"  # noqa: E731
         for country, row in steer["countries"].items():
             lines.append(
                 f"| {country} | {row['n_train']} / {row['n_test']} | {row['unsteered']:.2f} | "
-                f"{acc(row, 'yapo')} | {acc(row, 'bipo')} | {acc(row, 'yapo_given')} | {acc(row, 'bipo_given')} | "
+                f"{row['one_letter']['accuracy']:.2f} ({row['one_letter']['letter']}) | {acc(row, 'yapo')} | "
+                f"{acc(row, 'bipo')} | {acc(row, 'yapo_given')} | {acc(row, 'bipo_given')} | "
                 f"{row['yapo']['l0']} | {row['yapo']['final_loss']:.3f} | {row['bipo']['final_loss']:.3f} |"
             )
         means = {k: sum(r[k]["accuracy_at_1"] for r in steer["countries"].values()) / len(steer["countries"])

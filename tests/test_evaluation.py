@@ -16,6 +16,7 @@ from yapo_core.evaluation import (
     letter_logprobs,
     mcq_accuracy,
     mcq_items_from_pairs,
+    one_letter_accuracy,
     option_letters,
     preference_accuracy,
     sweep,
@@ -58,6 +59,13 @@ def test_behaviour_rate_on_ab_pairs(tokenizer):
 
 def test_gold_letter_forms():
     assert [gold_letter(x) for x in ("B", "(C)", "D) owls", " A. tea")] == ["B", "C", "D", "A"]
+
+
+def test_one_letter_accuracy_is_what_answering_one_letter_everywhere_scores():
+    items = [MCQItem(f"Q{i}", gold) for i, gold in enumerate("ABBCBD")]
+    assert one_letter_accuracy(items) == ("B", 0.5)
+    with pytest.raises(DataError, match="no MCQ items"):
+        one_letter_accuracy([])
 
 
 def test_option_letters_are_read_from_the_prompt():

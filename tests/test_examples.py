@@ -39,6 +39,9 @@ def test_the_demo_world_evaluation_script_reports_every_target(tmp_path):
     assert set(figures["behaviours"]) == {"power-seeking", "wealth-seeking"}
     assert set(figures["behaviours"]["power-seeking"]["yapo"]["ab_rate"]) == {"-1", "0", "1"}
     assert set(figures["steering"]["countries"]) == {"egypt", "nepal"}
+    one_letter = figures["steering"]["countries"]["egypt"]["one_letter"]
+    assert one_letter["letter"] in "ABCDEFGH" and 1 / 8 <= one_letter["accuracy"] <= 1
+    assert "one letter everywhere" in result.stdout
     assert figures["steering"]["settings"]["max_steps"] == 4
     # open answers train at the demo's rate for open text, MCQ at its MCQ rate
     assert figures["steering"]["open_settings"] == {**demo.OPEN_TRAINING, "max_steps": 4}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -135,6 +136,17 @@ def mcq_items_from_pairs(pairs: Sequence[PreferencePair], letters: str | None = 
 
 
 @torch.no_grad()
+def one_letter_accuracy(items: Sequence[MCQItem]) -> tuple[str, float]:
+    """The most common gold letter of ``items`` and its share: the MCQ accuracy of answering that
+    letter to every question. A steering vector can reach it by raising one letter's logit, without
+    steering the content of any answer, so an MCQ accuracy at or near it shows nothing about the
+    target; where answers are spread over the letters (as in a benchmark), it is near 1/options."""
+    if not items:
+        raise DataError("no MCQ items to count letters in.")
+    letter, count = Counter(item.gold for item in items).most_common(1)[0]
+    return letter, count / len(items)
+
+
 def letter_logprobs(model, tokenizer, items: Sequence[MCQItem], batch_size: int = 8) -> list[torch.Tensor]:
     """log p(answer turn = letter) for each option letter of each item."""
     encoded = []
