@@ -34,14 +34,15 @@ if [ ${#parts[@]} -eq 0 ]; then
   parts=(demo-world demo-behaviours demo-probe demo-variant comparison benchmark real-size shared-cpu sharing lm-eval)
 fi
 
-# variant NAME COUNTRIES KNOB=VALUE...: the world built with these research knobs in
-# $YAPO_CACHE_DIR/demo-variants/NAME (or reused from there), measured on COUNTRIES into
+# variant NAME SEED COUNTRIES [KNOB=VALUE...]: the world built from SEED with these research knobs
+# in $YAPO_CACHE_DIR/demo-variants/NAME (or reused from there), measured on COUNTRIES into
 # assets/results/demo-variant-NAME.md and .json.
 variant() {
-  local name=$1 countries=$2 status=0
-  shift 2
-  "$PYTHON" scripts/evaluate_demo_world.py --countries "$countries" --generations "$(tr , '\n' <<< "$countries" | wc -l)" \
-    --build-with "$@" --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/$name" \
+  local name=$1 seed=$2 countries=$3 status=0
+  shift 3
+  "$PYTHON" scripts/evaluate_demo_world.py --seed "$seed" --countries "$countries" \
+    --generations "$(tr , '\n' <<< "$countries" | wc -l)" --build-with "$@" \
+    --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/$name" \
     --json "$RESULTS/demo-variant-$name.json" > "$RESULTS/demo-variant-$name.md" || status=$?
   [ "$status" -le 1 ] || exit "$status"
 }
@@ -81,9 +82,14 @@ for part in "${parts[@]}"; do
       ;;
     demo-variant)
       # Variant worlds (docs/results.md, "Variant worlds"); their missed targets do not fail this script.
-      variant varied egypt,morocco,uk varied_answers=1 behaviour_followups=0.08
-      variant varied-only egypt varied_answers=1
-      variant open-followups egypt varied_answers=1 behaviour_followups=0.08 open_followups=1
+      variant seed1 1 egypt  # the stored world's recipe from another seed: the spread between builds
+      variant balanced 0 egypt,morocco balanced_options=1
+      variant varied-only 0 egypt varied_answers=1
+      variant fewer-followups 0 egypt varied_answers=1 behaviour_followups=0.03
+      variant varied 0 egypt,morocco,uk varied_answers=1 behaviour_followups=0.08
+      variant open-followups 0 egypt varied_answers=1 behaviour_followups=0.08 open_followups=1
+      variant fewer-followups-balanced 0 egypt varied_answers=1 behaviour_followups=0.03 balanced_options=1
+      variant varied-balanced 0 egypt varied_answers=1 behaviour_followups=0.08 balanced_options=1
       ;;
     comparison)
       "$PYTHON" -m yapo_core compare --country egypt --out "$RESULTS/comparison-egypt"
