@@ -22,7 +22,8 @@ each on the split it needs: *MCQ accuracy* reads the most likely answer letter (
 greedy reply (*generated answer*; a reply with no option letter counts as wrong); *behaviour rate* is
 BiPO's A/B evaluation (its `test_infer` questions); *preference accuracy* works for any pairs; *generation accuracy*
 reads open answers, with every token steered (the method) or only the prompt tokens. The paper reports CAA and
-SAS peaking near m = 0.5 and collapsing at 1 and above, while YaPO keeps improving up to 2."""
+SAS peaking near m = 0.5 and collapsing at 1 and above, while YaPO keeps improving up to 2. For MCQ, a dashed line
+marks the accuracy of answering one letter everywhere: a vector that only raises that letter reaches it."""
 
 
 GENERATING = ("generation", "mcq_generated")
@@ -82,7 +83,8 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio]
     def on_sweep(session, labels, metric_, ms, positions_):
         session = need(session)
         curves = session.evaluate(labels, metric_, parse_multipliers(ms), steer_positions=positions_ or "all")
-        return multiplier_sweep(curves, y_title=METRICS[metric_].label)
+        return multiplier_sweep(curves, y_title=METRICS[metric_].label,
+                                references=session.letter_baselines(labels, metric_))
 
     @user_errors
     @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere

@@ -80,6 +80,12 @@ def test_eval_sweeps_multipliers(tmp_path, model_dir, sae_dir, data_csv, capsys)
     assert main(["eval", "--model", str(model_dir), "--data", str(data_csv), "--metric", "mcq", "--vector", str(out),
                  "--device", "cpu"]) == 2
     assert "MCQ accuracy (answer-letter likelihood) cannot score these pairs" in capsys.readouterr().err
+    mcq = tmp_path / "mcq.jsonl"
+    mcq.write_text("".join(json.dumps({"prompt": f"Q{i}?\nA. x\nB. y\nC. z\nAnswer:", "chosen": gold, "rejected": "C"})
+                           + "\n" for i, gold in enumerate("ABBB")))
+    assert main(["eval", "--model", str(model_dir), "--data", str(mcq), "--metric", "mcq", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["one_letter"] == {"letter": "B", "accuracy": 0.75}  # what raising B everywhere scores
     assert main(["eval", "--model", str(model_dir), "--data", str(data_csv), "--multipliers=0,1", "--vector", str(out),
                  "--device", "cpu"]) == 0  # auto: open answers are scored by generation
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["metric"] == "generation"

@@ -6,7 +6,7 @@ from conftest import make_model, make_sae
 
 from yapo_core import SteeringVector
 from yapo_core.data import PreferencePair
-from yapo_core.errors import DataError
+from yapo_core.errors import DataError, SettingsError
 from yapo_core.evaluation import (
     MCQItem,
     behaviour_rate,
@@ -17,6 +17,7 @@ from yapo_core.evaluation import (
     mcq_accuracy,
     mcq_items_from_pairs,
     one_letter_accuracy,
+    one_letter_baseline,
     option_letters,
     preference_accuracy,
     sweep,
@@ -66,6 +67,11 @@ def test_one_letter_accuracy_is_what_answering_one_letter_everywhere_scores():
     assert one_letter_accuracy(items) == ("B", 0.5)
     with pytest.raises(DataError, match="no MCQ items"):
         one_letter_accuracy([])
+    pairs = [PreferencePair(f"Q{i}?\nA. x\nB. y\nAnswer:", gold, "A" if gold == "B" else "B") for i, gold in enumerate("ABB")]
+    assert one_letter_baseline("mcq", pairs) == one_letter_baseline("mcq_generated", pairs) == ("B", 2 / 3)
+    assert one_letter_baseline("preference", pairs) is None
+    with pytest.raises(SettingsError, match="unknown"):
+        one_letter_baseline("accuracy", pairs)
 
 
 def test_option_letters_are_read_from_the_prompt():

@@ -341,6 +341,27 @@ def test_behaviour_tasks_read_a_local_copy_of_bipo(monkeypatch, catalog):
         S_tasks.load_task(S_tasks.TaskSpec("behaviour", name="sycophancy"), catalog.tasks)
 
 
+def test_mcq_sweeps_carry_the_accuracy_of_one_letter_everywhere(ready, tmp_path):
+    import json
+
+    from yapo_core.evaluation import mcq_items_from_pairs, one_letter_accuracy
+
+    data = tmp_path / "mcq.jsonl"
+    golds = "ABBBCBDA" * 3
+    data.write_text("".join(json.dumps({"prompt": f"Question {i}?\nA. one\nB. two\nC. three\nD. four\nAnswer:",
+                                        "chosen": g, "rejected": "D" if g != "D" else "A"}) + "\n"
+                            for i, g in enumerate(golds)))
+    task = ready.load_task(S_tasks.TaskSpec("file", path=str(data), test_fraction=0.5))
+    ready.set_method("caa")
+    run = ready.start_run(ready.default_config())
+    wait(run)
+    assert run.status == "finished", run.error
+    (label, share), = ready.letter_baselines([run.name, run.name], "mcq")  # one line per task
+    letter, expected = one_letter_accuracy(mcq_items_from_pairs(task.pairs_for("mcq").pairs))
+    assert share == expected and label == f"one letter everywhere ({letter}) · {task.label}"
+    assert ready.letter_baselines([run.name], "preference") == []  # not a letter metric
+
+
 def test_streamed_generation_ends_with_the_batched_result(ready):
     run = ready.start_run(ready.default_config(max_steps=4, **QUICK))
     wait(run)

@@ -206,7 +206,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluation import METRICS, default_metric, evaluate_metric
+    from .evaluation import METRICS, default_metric, evaluate_metric, one_letter_baseline
     from .export import check_output_path, load_vector
     from .plots import multiplier_sweep
 
@@ -226,13 +226,17 @@ def cmd_eval(args) -> int:
     curve = evaluate_metric(args.metric, model, tokenizer, pairs, vector, multipliers, sae=sae,
                             steer_positions=args.steer_positions)
     result = {"metric": args.metric, "n": len(pairs), "by_multiplier": {f"{m:g}": v for m, v in curve.items()}}
+    letter = one_letter_baseline(args.metric, pairs)
+    if letter is not None:  # what raising one letter everywhere would score
+        result["one_letter"] = {"letter": letter[0], "accuracy": letter[1]}
     print(json.dumps(result))
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
         fig = multiplier_sweep([(vector.method if vector else "unsteered", list(curve.items()))],
-                               y_title=METRICS[args.metric].label)
+                               y_title=METRICS[args.metric].label,
+                               references=[(f"one letter everywhere ({letter[0]})", letter[1])] if letter else ())
         fig.write_html(out.with_suffix(".html"), include_plotlyjs="cdn")
     return 0
 

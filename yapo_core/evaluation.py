@@ -386,6 +386,17 @@ def default_metric(pairs: Sequence[PreferencePair]) -> str:
     return next(k for k in ("behaviour", "mcq", "generation", "preference") if k in usable)
 
 
+LETTER_METRICS = ("mcq", "mcq_generated")
+"""The metrics that score a chosen option letter, for which :func:`one_letter_baseline` applies."""
+
+
+def one_letter_baseline(metric: str, pairs: Sequence[PreferencePair]) -> tuple[str, float] | None:
+    """For an MCQ metric, :func:`one_letter_accuracy` of ``pairs``: the accuracy a vector reaches by
+    raising one letter everywhere, to read an MCQ curve against; None for the other metrics."""
+    get_metric(metric)
+    return one_letter_accuracy(mcq_items_from_pairs(pairs)) if metric in LETTER_METRICS else None
+
+
 def get_metric(key: str) -> Metric:
     """The table entry for ``key``, or an error naming the choices."""
     if key not in METRICS:

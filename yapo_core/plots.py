@@ -137,10 +137,12 @@ def multiplier_sweep(
     y_title: str = "held-out preference accuracy",
     colors: Sequence[str] | None = None,
     marks: Sequence[tuple[str, float, float]] = (),
+    references: Sequence[tuple[str, float]] = (),
 ) -> go.Figure:
     """A metric against the multiplier, one line per vector (e.g. YaPO and BiPO on one task);
     ``marks`` ``(label, multiplier, value)`` ring a point of the line of that label (e.g. the
-    multiplier chosen on a validation split)."""
+    multiplier chosen on a validation split); ``references`` ``(label, value)`` are dashed
+    horizontal lines (e.g. the MCQ accuracy of answering one letter everywhere)."""
     fig = go.Figure()
     for r, (label, points) in enumerate(curves):
         xs, ys = zip(*sorted(points)) if points else ((), ())
@@ -150,6 +152,9 @@ def multiplier_sweep(
             if name == label:
                 fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", name=f"{label}: chosen m = {x:g}",
                                          marker=dict(symbol="circle-open", size=16, color=color, line=dict(width=3))))
+    for name, y in references:
+        fig.add_hline(y=y, line=dict(color="#6b7280", dash="dash", width=1), annotation_text=name,
+                      annotation_position="top left")
     fig.add_vline(x=0, line=dict(color="#9ca3af", dash="dot", width=1))
     fig.update_layout(xaxis_title="multiplier", yaxis_title=y_title, template="plotly_white", height=340,
                       margin=dict(l=50, r=20, t=30, b=40), legend=dict(orientation="h", y=-0.2))

@@ -261,6 +261,20 @@ class Session:
             curves.append((label, list(curve.items())))
         return curves
 
+    def letter_baselines(self, labels: Sequence[str], metric: str, max_items: int = 64) -> list[tuple[str, float]]:
+        """For an MCQ metric, one ``(label, accuracy)`` per task of these vectors: the accuracy of
+        answering one letter everywhere on the pairs :meth:`evaluate` scores (see
+        :func:`yapo_core.evaluation.one_letter_baseline`); none for the other metrics."""
+        out = {}
+        for label in labels:
+            task = self.entry(label).task
+            if task is None or task.label in out or not len(task.test):
+                continue
+            found = ev.one_letter_baseline(metric, evenly_spaced(task.pairs_for(metric).pairs, max_items))
+            if found is not None:
+                out[task.label] = (f"one letter everywhere ({found[0]}) · {task.label}", found[1])
+        return list(out.values())
+
     def compare(self, metric: str, multipliers: Sequence[float], methods: Sequence[str] = tuple(METHODS),
                 max_steps: int | None = None, max_items: int = 64, on_progress=None) -> ComparisonResult:
         """YaPO, BiPO, CAA and SAS (or ``methods``) on the loaded task, as
