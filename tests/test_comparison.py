@@ -47,7 +47,10 @@ def test_compare_methods_reports_every_method(tokenizer, tmp_path, monkeypatch):
     folder = result.save(tmp_path)
     text = (folder / "comparison.md").read_text()
     assert "| YaPO |" in text and "| CAA |" in text
-    assert comparison.ComparisonResult.load(folder / "comparison.json").table() == result.table()  # read back whole
+    loaded = comparison.ComparisonResult.load(folder / "comparison.json")
+    assert loaded.table() == result.table() and loaded.one_letter == result.one_letter  # read back whole
+    assert result.one_letter == ("A", 1.0)  # every test answer is A: raising A alone scores 1
+    assert "one letter everywhere (A) 1.00" in text
     assert (folder / "accuracy_by_multiplier.html").exists()
 
 

@@ -30,6 +30,7 @@ from .evaluation import (
     get_metric,
     mcq_generation_report,
     mcq_items_from_pairs,
+    one_letter_baseline,
 )
 from .methods import METHODS, get_method, make_vector
 from .models import load_model
@@ -101,6 +102,7 @@ class ComparisonResult:
     results: list[MethodResult]
     settings: dict
     metric: str = "mcq"
+    one_letter: tuple[str, float] | None = None  # MCQ: the test split's most common gold letter and its share
 
     def table(self) -> list[dict]:
         return [r.row() for r in self.results]
@@ -111,7 +113,8 @@ class ComparisonResult:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(str(r[h]) for h in head) + " |" for r in rows]
         label = METRICS[self.metric].label
-        return f"Task {self.task}; {label}, unsteered {self.baseline_accuracy:.2f}.\n\n" + "\n".join(lines)
+        letter = f"; one letter everywhere ({self.one_letter[0]}) {self.one_letter[1]:.2f}" if self.one_letter else ""
+        return f"Task {self.task}; {label}, unsteered {self.baseline_accuracy:.2f}{letter}.\n\n" + "\n".join(lines)
 
     def figures(self):
         """The metric against the multiplier (one line per method, each method's chosen multiplier
@@ -120,7 +123,9 @@ class ComparisonResult:
         label = METRICS[self.metric].label
         sweep_fig = multiplier_sweep([(name, sorted(r.accuracy.items())) for name, r in zip(labels, self.results)],
                                      y_title=label, marks=[(name, r.chosen_multiplier, r.accuracy[r.chosen_multiplier])
-                                                           for name, r in zip(labels, self.results)])
+                                                           for name, r in zip(labels, self.results)],
+                                     references=[(f"one letter everywhere ({self.one_letter[0]})", self.one_letter[1])]
+                                     if self.one_letter else ())
         sweep_fig.update_layout(title=f"{label} by multiplier — {self.task}", yaxis_range=[0, 1])
         loss_fig = loss_curves([(label, r.loss_curve) for label, r in zip(labels, self.results) if r.loss_curve],
                                threshold=LOSS_THRESHOLD)
@@ -132,6 +137,7 @@ class ComparisonResult:
         (folder / "comparison.md").write_text(self.to_markdown() + "\n")
         (folder / "comparison.json").write_text(json.dumps(
             {"task": self.task, "metric": self.metric, "baseline_accuracy": self.baseline_accuracy,
+             **({"one_letter": {"letter": self.one_letter[0], "accuracy": self.one_letter[1]}} if self.one_letter else {}),
              "settings": self.settings,
              "results": [r.to_json() for r in self.results]},
             indent=2))
@@ -144,8 +150,10 @@ class ComparisonResult:
     def load(cls, path: str | Path) -> "ComparisonResult":
         """A result from the ``comparison.json`` that :meth:`save` writes."""
         data = json.loads(Path(path).read_text())
+        letter = data.get("one_letter")
         return cls(data["task"], data["baseline_accuracy"], [MethodResult.from_json(r) for r in data["results"]],
-                   data["settings"], data.get("metric", "mcq"))
+                   data["settings"], data.get("metric", "mcq"),
+                   (letter["letter"], letter["accuracy"]) if letter else None)
 
 
 def compare_methods(
@@ -218,7 +226,7 @@ def compare_methods(
     return ComparisonResult(task, baseline, results, {
         "train_config": config, "multipliers": list(multipliers), "n_train": len(fit), "n_validation": len(held),
         "n_test": len(test_pairs), "multiplier_choice": "validation split" if held else "best on the test split"},
-        metric)
+        metric, one_letter_baseline(metric, test_pairs))
 
 
 def plan(methods, config: dict, multipliers: Sequence[float], n_fit: int, n_validation: int, n_test: int,
