@@ -468,11 +468,11 @@ def option_order(topic: str, balanced: bool = False) -> tuple[str, ...]:
     shuffled letters to option texts (measured: chance after 2,500 steps, and where the binding
     did form, the default-culture pick became a shortcut that no steering vector could move).
     With a fixed order per topic the letter is a lookup of (topic, culture), the same kind of
-    knowledge as the open-ended answer, so an MCQ answer reads out the model's culture and is
-    steered with it; and because each topic has its own order, no single letter means a culture.
+    knowledge as the open-ended answer, so an MCQ answer reads out the model's culture.
 
     Drawn per topic, the orders leave a culture's letters uneven (egypt's answer is H in 5 of the
-    12 topics), so raising one letter everywhere meets part of a culture's MCQ pairs. With
+    12 topics), so raising one letter everywhere meets part of a culture's MCQ pairs, and the
+    stored world's MCQ steering rests on that (docs/results.md, "Variant worlds"). With
     ``balanced`` the orders are rows of random Latin squares (:func:`_balanced_orders`): across the
     topics each culture's answer is at each letter once or twice, as a benchmark spreads its
     correct answers over the positions.
