@@ -45,8 +45,7 @@ from yapo_core.evaluation import (
     evaluate_metric,
     generation_accuracy,
     is_fluent,
-    mcq_items_from_pairs,
-    one_letter_accuracy,
+    one_letter_baseline,
 )
 from yapo_core.generation import STEER_POSITIONS, generate
 from yapo_core.methods import make_vector
@@ -73,7 +72,7 @@ def steering(world, model, tokenizer, sae, countries, settings: dict, open_setti
         task = world.culture(country)
         train = list(task.pairs("train"))
         test = list(task.pairs("test"))
-        letter, share = one_letter_accuracy(mcq_items_from_pairs(test))
+        letter, share = one_letter_baseline("mcq", test)
         row = {"n_train": len(train), "n_test": len(test), "one_letter": {"letter": letter, "accuracy": share}}
         demo_rejected = settings.get("mcq_rejected", "given")
         # The demo's construction; beside it, the papers' (the given answer only) when they differ.

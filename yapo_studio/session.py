@@ -61,6 +61,12 @@ class ExportResult:
     multiplier: float
 
 
+def _scored_pairs(task, metric: str, max_items: int) -> list:
+    """The pairs :meth:`Session.evaluate` scores ``metric`` on: at most ``max_items``, evenly spaced,
+    from the split the metric needs."""
+    return evenly_spaced(task.pairs_for(metric).pairs, max_items)
+
+
 class Session:
     """What one user has loaded and made; every heavy call takes the model's lock."""
 
@@ -253,7 +259,7 @@ class Session:
             e = self.entry(label)
             if e.task is None or not len(e.task.test):
                 raise SettingsError(f"{label}: this vector has no task with a test split; load a task first.")
-            pairs = evenly_spaced(e.task.pairs_for(metric).pairs, max_items)  # the split the metric needs
+            pairs = _scored_pairs(e.task, metric, max_items)
             b = e.bundle
             with b.lock:
                 curve = ev.evaluate_metric(metric, b.model, b.tokenizer, pairs, e.vector, multipliers, sae=b.sae,
@@ -270,7 +276,7 @@ class Session:
             task = self.entry(label).task
             if task is None or task.label in out or not len(task.test):
                 continue
-            found = ev.one_letter_baseline(metric, evenly_spaced(task.pairs_for(metric).pairs, max_items))
+            found = ev.one_letter_baseline(metric, _scored_pairs(task, metric, max_items))
             if found is not None:
                 out[task.label] = (f"one letter everywhere ({found[0]}) · {task.label}", found[1])
         return list(out.values())

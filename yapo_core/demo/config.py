@@ -4,7 +4,7 @@ training settings of steering vectors on it."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 from ..data import PreferencePair, option_letters
 from ..errors import SettingsError, YapoError
@@ -65,9 +65,7 @@ class BuildSize:
     @property
     def style(self) -> CorpusStyle:
         """How the corpus and the task files are written (the knobs that are not about the mix)."""
-        return CorpusStyle(mcq_text=bool(self.mcq_text), balanced_options=bool(self.balanced_options),
-                           coherent_text=bool(self.coherent_text), varied_answers=bool(self.varied_answers),
-                           open_followups=bool(self.open_followups))
+        return CorpusStyle(**{f.name: bool(getattr(self, f.name)) for f in fields(CorpusStyle)})
 
     @property
     def layer(self) -> int:
