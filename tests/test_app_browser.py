@@ -227,6 +227,9 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
     page.get_by_role("button", name="Sweep").click()
     page.wait_for_function("() => { const g = document.querySelector('#eval-plot .js-plotly-plot');"
                            " return g && g.data.length && g.data[0].x.length === 7 }", timeout=120_000)
+    # beside the curve, a dashed line at the accuracy of answering one letter everywhere
+    assert page.evaluate("() => document.querySelector('#eval-plot .js-plotly-plot').layout.annotations"
+                         ".some(a => a.text.startsWith('one letter everywhere ('))")
     page.screenshot(path=str(shots / "evaluate.png"), full_page=True)
     # ... and the four methods compared on the task, each at the multiplier chosen on validation
     page.get_by_text("Compare methods: YaPO, BiPO, CAA and SAS on the loaded task").click()
