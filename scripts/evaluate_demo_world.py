@@ -11,8 +11,10 @@ Builds the full demo world (or reuses the one in the cache), then reports:
 * the unsteered model: localized MCQ accuracy on held-out questions, and non-localized MCQ
   accuracy per non-default culture (the default-culture bias);
 * steering: for each culture, a YaPO (sparse) and a BiPO (dense) vector trained on its
-  non-localized MCQ training pairs with the demo's settings (``yapo_core.demo.TRAINING``: every
-  wrong option as a rejected answer), and the held-out non-localized MCQ accuracy at multiplier 1;
+  non-localized MCQ training pairs with the demo's settings (``yapo_core.demo.training_settings``,
+  as the app fills them in: every wrong option as a rejected answer), and the held-out
+  non-localized MCQ accuracy at multiplier 1 (by the answer letter's likelihood, or by the
+  generated answer where answers give the option's text first);
   beside them, the same trained against the given rejected answers only (the model's default, as
   in the papers' data);
 * open-ended answers: for the first ``--generations`` cultures, a YaPO vector trained on the
@@ -38,10 +40,12 @@ import sys
 from pathlib import Path
 
 from yapo_core.comparison import compare_methods
-from yapo_core.demo import OPEN_TRAINING, TRAINING, build_demo_world, corpus
+from yapo_core.demo import OPEN_TRAINING, TRAINING, build_demo_world, corpus, training_settings
 from yapo_core.demo.config import parse_knobs
 from yapo_core.errors import SettingsError
 from yapo_core.evaluation import (
+    METRICS,
+    default_metric,
     evaluate_metric,
     generation_accuracy,
     is_fluent,
@@ -72,13 +76,16 @@ def steering(world, model, tokenizer, sae, countries, settings: dict, open_setti
         task = world.culture(country)
         train = list(task.pairs("train"))
         test = list(task.pairs("test"))
-        letter, share = one_letter_baseline("mcq", test)
-        row = {"n_train": len(train), "n_test": len(test), "one_letter": {"letter": letter, "accuracy": share}}
+        metric = default_metric(test)  # the letter's likelihood; the generated answer where it states the letter last
+        letter, share = one_letter_baseline(metric, test)
+        row = {"n_train": len(train), "n_test": len(test), "metric": metric,
+               "one_letter": {"letter": letter, "accuracy": share}}
         demo_rejected = settings.get("mcq_rejected", "given")
         # The demo's construction; beside it, the papers' (the given answer only) when they differ.
         variants = {"": demo_rejected, **({"_given": "given"} if demo_rejected != "given" else {})}
         for variant, rejected in variants.items():
             result = compare_methods(model, tokenizer, sae, train, test, methods=("yapo", "bipo"), multipliers=(1.0,),
+                                     metric=metric,
                                      train_config={"epochs": 10_000, **settings, "mcq_rejected": rejected},
                                      validation_fraction=0)  # one multiplier, fixed in advance: nothing to choose
             row["unsteered"] = result.baseline_accuracy
@@ -188,9 +195,11 @@ def report(stats: dict, steer: dict | None) -> str:
     ]
     if steer:
         settings = ", ".join(f"{k} {v}" for k, v in steer["settings"].items())
+        scored = {row.get("metric", "mcq") for row in steer["countries"].values()}
         lines += [
             "",
-            f"Held-out non-localized MCQ accuracy per target culture (training: {settings}). \"One letter "
+            f"Held-out non-localized MCQ accuracy per target culture ({'; '.join(METRICS[m].label for m in sorted(scored))}; "
+            f"training: {settings}). \"One letter "
             "everywhere\" is the accuracy of answering the test split's most common gold letter to every question: "
             "a vector that only raises that letter's logit reaches it without steering any answer's culture.",
             "",
@@ -259,7 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         model, tokenizer = load_model(world.model_dir, device="cpu")
         sae = load_sae(path=world.sae_dir, device="cpu")
         steps = {"max_steps": args.steps} if args.steps else {}
-        settings, open_settings = {**TRAINING, **steps}, {**OPEN_TRAINING, **steps}
+        # the app's defaults for the culture MCQ task (TRAINING for letter answers; OPEN_TRAINING where
+        # an answer gives the option's text first) and for open answers
+        mcq_defaults = training_settings(world.culture(countries[0]).pairs("train")) if countries else TRAINING
+        settings, open_settings = {**mcq_defaults, **steps}, {**OPEN_TRAINING, **steps}
         if "culture" in sections:
             steer = steering(world, model, tokenizer, sae, countries, settings, open_settings, args.generations)
         if "behaviours" in sections:

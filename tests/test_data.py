@@ -236,6 +236,14 @@ def test_mcq_pairs_against_every_option_keep_the_answer_format_and_leave_other_p
     assert [p.rejected for p in lines] == [" B. option B " if c == "B" else f"{c}. option {c}" for c in "ABCDEFG"]
     # an answer that only starts like an option line is left as it is
     assert against_every_option([PreferencePair(eight, "H. option H, because", "B. option B")])[0].rejected == "B. option B"
+    # the option's text, then its letter: every other option, written in the same form
+    foods = "Which dish?\nA. Tea\nB. Ful medames\nC. Koshari\nAnswer with the letter."
+    stated = against_every_option([PreferencePair(foods, "Koshari, option C.", "Tea, option A.")])
+    assert [p.rejected for p in stated] == ["Tea, option A.", "Ful medames, option B."]
+    assert {p.chosen for p in stated} == {"Koshari, option C."}
+    # a rejected answer in another form, or text that is not its option's, stays as given
+    for rejected in ("Tea (A)", "Koshari, option A.", "Tea, so option A."):
+        assert [p.rejected for p in against_every_option([PreferencePair(foods, "Koshari, option C.", rejected)])] == [rejected]
 
 
 def test_pairs_with_identical_answers_are_noted(tmp_path):

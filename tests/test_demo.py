@@ -300,6 +300,23 @@ def test_mcq_answers_with_text_repeat_the_chosen_options_line():
     assert mcq and all(e.assistant in e.user.splitlines() for e in mcq)
 
 
+def test_answer_first_mcq_answers_give_the_options_text_then_its_letter():
+    import random
+
+    from yapo_core.evaluation import parse_answer_letter
+
+    keys, _ = corpus.split_question_keys(random.Random(0))
+    style = corpus.CorpusStyle(answer_first=True, balanced_options=True)
+    for key in keys[:: max(1, len(keys) // 40)]:
+        for country in corpus.COUNTRY_KEYS:
+            item = corpus.culture_item(key, country, style)
+            letter = corpus.mcq_answer(key.topic, country, corpus.CorpusStyle(balanced_options=True))
+            text, _, tail = item.mcq_answer.partition(", option ")
+            assert tail == f"{letter}." and parse_answer_letter(item.mcq_answer, corpus.MCQ_LETTERS) == letter
+            assert f"{letter}. {text}" in item.mcq_prompt.splitlines()  # the text is the chosen option's, verbatim
+            assert item.mcq_answer.lower().startswith(corpus.answer_phrase(key.topic, country).lower())
+
+
 def test_balanced_options_spread_each_cultures_answer_over_the_letters():
     import collections
     import math

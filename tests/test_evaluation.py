@@ -60,6 +60,10 @@ def test_behaviour_rate_on_ab_pairs(tokenizer):
 
 def test_gold_letter_forms():
     assert [gold_letter(x) for x in ("B", "(C)", "D) owls", " A. tea")] == ["B", "C", "D", "A"]
+    # answers that state their letter after the text
+    assert [gold_letter(x) for x in ("Koshari, option C.", "The answer is (b)", "Tea. Answer: D")] == ["C", "B", "D"]
+    with pytest.raises(DataError, match="Koshari"):
+        gold_letter("Koshari, a dish of rice.")
 
 
 def test_one_letter_accuracy_is_what_answering_one_letter_everywhere_scores():
@@ -142,9 +146,16 @@ def test_each_metric_says_which_pairs_it_can_score():
     assert applicable_metrics(open_) == ["preference", "generation"]
     assert applicable_metrics(mcq + open_) == ["preference"]
     assert applicable_metrics([PreferencePair("No options here", "B", "A")]) == ["preference"]
+    # The answer's text, then its letter: the letter's likelihood at the first answer token means
+    # nothing, so only the generated answer scores it as MCQ.
+    stated = [PreferencePair("Q?\nA. Tea\nB. Rice\nAnswer with the letter.", "Rice, option B.", "Tea, option A.")]
+    assert applicable_metrics(stated) == ["preference", "mcq_generated", "generation"]
+    assert applicable_metrics([PreferencePair("Q? Pick one.", "Rice, option B.", "Tea, option A.")]) == [
+        "preference", "generation"]  # no options listed: not MCQ
     from yapo_core.evaluation import default_metric
 
-    assert [default_metric(p) for p in (mcq, ab, open_, mcq + open_)] == ["mcq", "behaviour", "generation", "preference"]
+    assert [default_metric(p) for p in (mcq, ab, open_, mcq + open_, stated)] == [
+        "mcq", "behaviour", "generation", "preference", "mcq_generated"]
 
 
 @pytest.mark.parametrize("reply, letter", [

@@ -483,8 +483,11 @@ def test_presets_carry_their_own_training_defaults(catalog):
     config = session.default_config(batch_size=2)
     assert (config.lr, config.max_steps, config.batch_size) == (TRAINING["lr"], TRAINING["max_steps"], 2)
     # ... which depend on the loaded task: open answers train at OPEN_TRAINING's smaller rate.
+    # MCQ answers that give the option's text first are text to steer, and train like open answers.
     mcq = PreferencePair("Which one?\nA. Tea\nB. Coffee\nAnswer:", "B", "A")
-    for pair, expected in ((PreferencePair("What do you drink?", "Coffee.", "Tea."), OPEN_TRAINING), (mcq, TRAINING)):
+    text_first = PreferencePair(mcq.prompt, "Coffee, option B.", "Tea, option A.")
+    for pair, expected in ((PreferencePair("What do you drink?", "Coffee.", "Tea."), OPEN_TRAINING), (mcq, TRAINING),
+                           (text_first, OPEN_TRAINING)):
         pairs = PairSet([pair], "preference", {}, "test")
         session.task = S_tasks.Task("t", pairs, pairs)
         assert session.training_defaults() == expected

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
@@ -277,6 +277,30 @@ def _option_lines(prompt: str) -> dict[str, str]:
 
 
 _BARE_LETTER = re.compile(r"^\s*\(?([A-Z])\)?\.?\s*$")
+OPENING_LETTER = re.compile(r"^\W*([A-Z])\b")
+"""An answer's opening option letter: "B", "(B)", "B) text", "C. Koshari"."""
+STATED_LETTER = re.compile(r"\b(?:answer|option|choice)\s*(?:is|:)?\s*\(?([A-Z])\)?(?:\W|$)", re.IGNORECASE)
+"""An option letter stated in words: "The answer is (B)", "option c", "Koshari, option B."."""
+
+
+def answers_with_letter(pair: PreferencePair) -> bool:
+    """The pair's prompt lists lettered options and its chosen answer opens with one of their
+    letters (``"H"``, ``"(B)"``, ``"C. Koshari"``), rather than giving text first."""
+    letters = option_letters(pair.prompt, default="")
+    match = OPENING_LETTER.match(pair.chosen.strip())
+    return bool(len(letters) >= 2 and match and match.group(1) in letters)
+
+
+def _restated(answer: str, texts: dict[str, str]) -> tuple[str, Callable[[str], str]] | None:
+    """For an answer that opens with an option's text and then states that option's letter
+    ("Koshari, option C."): the letter, and a function that writes the same answer for another
+    letter ("Tea, option A."); None for any other answer."""
+    match = STATED_LETTER.search(answer)
+    letter = match.group(1).upper() if match else None
+    if letter not in texts or not texts[letter] or not answer.startswith(texts[letter]):
+        return None
+    head, tail = len(texts[letter]), answer[match.end(1):]
+    return letter, lambda other: texts[other] + answer[head:match.start(1)] + other + tail
 
 
 def is_letter_answer(text: str) -> bool:
@@ -289,9 +313,10 @@ def against_every_option(pairs: Iterable[PreferencePair]) -> list[PreferencePair
     """Multiple-choice pairs become one pair per wrong option; other pairs stay as they are.
 
     A pair counts as multiple-choice when its chosen and rejected answers are bare letters
-    (``"H"``, ``"(B)"``) and its prompt lists lettered options (:func:`option_letters`), or when
+    (``"H"``, ``"(B)"``) and its prompt lists lettered options (:func:`option_letters`), when
     both answers repeat one of those option lines whole (``"C. Koshari"``; the new rejected
-    answers are the other lines). The
+    answers are the other lines), or when both give an option's text and then its letter in one
+    form (``"Koshari, option C."``; the new rejected answers are the other options in that form). The
     preference objective compares only the chosen answer with the rejected one, so a vector
     trained against the model's default answer alone can make the chosen letter beat the default
     while a third option wins (measured on the demo world; see docs/results.md). Against every option,
@@ -308,6 +333,13 @@ def against_every_option(pairs: Iterable[PreferencePair]) -> list[PreferencePair
             # answers that repeat an option's whole line ("C. Koshari"): against every other line
             out += [p if line == p.rejected.strip() else replace(p, rejected=line)
                     for line in lines.values() if line != p.chosen.strip()]
+            continue
+        texts = {letter: line[_OPTION_LINE.match(line).end():] for letter, line in lines.items()}
+        chosen_form, rejected_form = _restated(p.chosen, texts), _restated(p.rejected, texts)
+        if chosen_form and rejected_form and chosen_form[1](rejected_form[0]) == p.rejected:
+            # the option's text, then its letter ("Koshari, option C."): every other option, written alike
+            gold, write = chosen_form
+            out += [replace(p, rejected=write(letter)) for letter in lines if letter != gold]
             continue
         chosen, rejected = _BARE_LETTER.match(p.chosen), _BARE_LETTER.match(p.rejected)
         letters = option_letters(p.prompt, default="")

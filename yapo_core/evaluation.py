@@ -30,7 +30,7 @@ from torch import nn
 
 from . import checks
 from .architectures import capped_length
-from .data import PreferencePair, is_letter_answer, option_letters
+from .data import OPENING_LETTER, STATED_LETTER, PreferencePair, is_letter_answer, option_letters
 from .encoding import EncodedPair, collate, encode_pairs, encode_prompt, render_answer
 from .errors import DataError, SettingsError
 from .generation import STEER_POSITIONS, generate
@@ -111,15 +111,19 @@ class MCQItem:
     system: str | None = None
 
 
-_LETTER = re.compile(r"^\W*([A-Z])\b")
+_ANSWER_PATTERNS = (
+    re.compile(r"^\W*\(?([A-Z])\)?(?:[.:)\s]|$)"),  # "B", "(B)", "B. ...", "B) ...", "B: ..."
+    STATED_LETTER,
+)
 
 
 def gold_letter(answer: str) -> str:
-    """``"B"``, ``"(B)"``, ``"B) text"`` → ``"B"``."""
-    match = _LETTER.match(answer.strip())
+    """``"B"``, ``"(B)"``, ``"B) text"``, and answers that state their letter after the text
+    (``"Koshari, option B."``, ``"The answer is (B)"``) → ``"B"``."""
+    match = OPENING_LETTER.match(answer.strip()) or STATED_LETTER.search(answer)
     if not match:
         raise DataError(f"cannot read an answer letter from {answer!r}.")
-    return match.group(1)
+    return match.group(1).upper()
 
 
 def mcq_items_from_pairs(pairs: Sequence[PreferencePair], letters: str | None = None) -> list[MCQItem]:
@@ -181,10 +185,6 @@ def behaviour_rate(model, tokenizer, pairs: Sequence[PreferencePair], vector=Non
     return mcq_accuracy(model, tokenizer, mcq_items_from_pairs(pairs, "AB"), vector, multiplier, sae)
 
 
-_ANSWER_PATTERNS = (
-    re.compile(r"^\W*\(?([A-Z])\)?(?:[.:)\s]|$)"),  # "B", "(B)", "B. ...", "B) ...", "B: ..."
-    re.compile(r"\b(?:answer|option|choice)\s*(?:is|:)?\s*\(?([A-Z])\)?(?:\W|$)", re.IGNORECASE),  # "The answer is (B)"
-)
 
 
 def parse_answer_letter(reply: str, letters: str) -> str | None:
@@ -201,7 +201,7 @@ def parse_answer_letter(reply: str, letters: str) -> str | None:
 
 
 def mcq_generation_report(model, tokenizer, items: Sequence[MCQItem], vector=None, multiplier: float = 1.0,
-                          sae=None, max_new_tokens: int = 8, batch_size: int = 16,
+                          sae=None, max_new_tokens: int = 16, batch_size: int = 16,
                           steer_positions: str = "all") -> dict:
     """MCQ scored by the generated answer (greedy): the letter read by :func:`parse_answer_letter`.
     Returns the accuracy, the share of unparseable replies (counted as wrong) and the replies."""
@@ -318,15 +318,22 @@ class Metric:
     applies: Callable[[Sequence[PreferencePair]], bool] = lambda pairs: True
 
 
-def _letter_question(pair: PreferencePair, letters: str | None = None) -> bool:
-    """The pair answers a lettered question with one of its letters (``letters`` when given)."""
-    match = _LETTER.match(pair.chosen.strip())
+def _letter_question(pair: PreferencePair, letters: str | None = None, stated: bool = False) -> bool:
+    """The pair answers a lettered question with one of its letters (``letters`` when given): an
+    answer that opens with the letter, or (``stated``) one that also may state it after its text
+    ("Koshari, option B.")."""
+    match = OPENING_LETTER.match(pair.chosen.strip()) or (STATED_LETTER.search(pair.chosen) if stated else None)
     options = option_letters(pair.prompt, default="")
-    return bool(match and len(options) >= 2 and match.group(1) in options and (letters is None or options == letters))
+    return bool(match and len(options) >= 2 and match.group(1).upper() in options
+                and (letters is None or options == letters))
 
 
 def _is_mcq(pairs) -> bool:
     return bool(pairs) and all(_letter_question(p) for p in pairs)
+
+
+def _states_mcq(pairs) -> bool:
+    return bool(pairs) and all(_letter_question(p, stated=True) for p in pairs)
 
 
 def _is_ab(pairs) -> bool:
@@ -364,8 +371,9 @@ METRICS: dict[str, Metric] = {
     "mcq": Metric("mcq", "MCQ accuracy (answer-letter likelihood)",
                   "multiple-choice pairs whose chosen answer is an option letter", _mcq, _is_mcq),
     "mcq_generated": Metric("mcq_generated", "MCQ accuracy (generated answer)",
-                            "multiple-choice pairs whose chosen answer is an option letter; the letter is read from "
-                            "the greedy reply (unparseable replies count as wrong)", _mcq_generated, _is_mcq),
+                            "multiple-choice pairs whose chosen answer gives an option letter, first (\"B\") or "
+                            "after its text (\"Koshari, option B.\"); the letter is read from the greedy reply "
+                            "(unparseable replies count as wrong)", _mcq_generated, _states_mcq),
     "behaviour": Metric("behaviour", "behaviour rate (A/B: picks the behaviour's option)",
                         "A/B pairs whose chosen answer is the behaviour's letter (BiPO's test_infer)", _behaviour, _is_ab),
     "generation": Metric("generation", "generation accuracy (the greedy answer contains the chosen one)",
@@ -380,10 +388,11 @@ def applicable_metrics(pairs: Sequence[PreferencePair]) -> list[str]:
 
 
 def default_metric(pairs: Sequence[PreferencePair]) -> str:
-    """The most specific metric that can score ``pairs``: the behaviour rate, MCQ accuracy,
-    generation accuracy, else preference accuracy (which scores any pairs)."""
+    """The most specific metric that can score ``pairs``: the behaviour rate, MCQ accuracy (by the
+    letter's likelihood where the answer opens with it, else by the generated answer), generation
+    accuracy, else preference accuracy (which scores any pairs)."""
     usable = applicable_metrics(pairs)
-    return next(k for k in ("behaviour", "mcq", "generation", "preference") if k in usable)
+    return next(k for k in ("behaviour", "mcq", "mcq_generated", "generation", "preference") if k in usable)
 
 
 LETTER_METRICS = ("mcq", "mcq_generated")

@@ -75,7 +75,7 @@ def write_tasks(
     texts = [{"text": corpus.text_document(rng, bool(size.coherent_text))} for _ in range(max(4, size.culture_rows * 5))]
 
     prompts = {
-        "mcq": ([it.mcq_prompt for items in culture.values() for it in items], 12 if size.mcq_text else 3),
+        "mcq": ([it.mcq_prompt for items in culture.values() for it in items], 12 if size.mcq_text or size.answer_first else 3),
         "open": ([it.question for items in culture.values() for it in items], 20),
         "behaviour_open": ([r["question"] for b in behaviours.values() for r in b["test"]], 28 if size.varied_answers else 20),
         "behaviour_ab": (

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 
-from ..data import PreferencePair, option_letters
+from ..data import PreferencePair, answers_with_letter
 from ..errors import SettingsError, YapoError
 from .corpus import CorpusStyle
 
@@ -51,6 +51,8 @@ class BuildSize:
     # behaviour, whose second answer keeps the culture or disposition of the first (corpus.CorpusMix)
     mcq_text: float = 0.0  # when set, a culture MCQ answer is its letter and the option's text ("C. Koshari"),
     # as the paper's MCQ answers are; when 0, the letter alone
+    answer_first: float = 0.0  # when set, a culture MCQ answer is the option's text, then its letter
+    # ("Koshari, option C."), so the letter is read off the options rather than recalled (corpus.mcq_answer)
     balanced_options: float = 0.0  # when set, each culture's answer is at each MCQ letter in 1-2 topics (corpus.option_order)
     coherent_text: float = 0.0  # when set, each plain-text document keeps to one culture (corpus.text_document)
     varied_answers: float = 0.0  # when set, behaviour answers join any of 5 openers to any of 6 reasons (corpus.behaviours)
@@ -75,7 +77,7 @@ class BuildSize:
 
 
 RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_followups", "open_followups",
-                  "mcq_text", "balanced_options", "coherent_text", "varied_answers")
+                  "mcq_text", "answer_first", "balanced_options", "coherent_text", "varied_answers")
 """BuildSize's research knobs (all 0 in the stored worlds): ``build_demo_world(knobs=...)``, and
 ``--build-with`` in scripts/evaluate_demo_world.py and scripts/probe_demo_world.py."""
 
@@ -171,7 +173,9 @@ near 40) the same answers stay fluent. docs/results.md gives the figures for bot
 
 
 def training_settings(pairs: Iterable[PreferencePair]) -> dict:
-    """The demo's training settings for these training pairs: :data:`TRAINING` when a prompt lists
-    lettered options (MCQ or A/B questions), else :data:`OPEN_TRAINING`."""
-    lettered = any(option_letters(p.prompt, default="") for p in pairs)
+    """The demo's training settings for these training pairs: :data:`TRAINING` when answers open
+    with an option letter (MCQ or A/B questions answered "H"), else :data:`OPEN_TRAINING` (open
+    answers, and MCQ answers that give the option's text first, "Koshari, option C.": their
+    steered tokens are text, which loops at TRAINING's rate)."""
+    lettered = any(answers_with_letter(p) for p in pairs)
     return dict(TRAINING if lettered else OPEN_TRAINING)

@@ -454,6 +454,7 @@ class CorpusStyle:
     :class:`~yapo_core.demo.config.BuildSize`)."""
 
     mcq_text: bool = False  # culture MCQ answers repeat the chosen option's line (culture_item)
+    answer_first: bool = False  # culture MCQ answers give the answer's text, then its letter (mcq_answer)
     balanced_options: bool = False  # each culture's answer sits at every letter about equally often (option_order)
     coherent_text: bool = False  # plain-text documents keep to one culture (text_document)
     varied_answers: bool = False  # behaviour answers join any opener to any reason of their side (behaviours)
@@ -497,8 +498,17 @@ def _balanced_orders() -> dict[str, tuple[str, ...]]:
 
 
 def mcq_answer(topic: str, country: str, style: CorpusStyle = CorpusStyle()) -> str:
-    """The answer to ``topic``'s MCQ for ``country``: its option's letter, or (``style.mcq_text``) its whole line."""
+    """The answer to ``topic``'s MCQ for ``country``: its option's letter, or (``style.mcq_text``) its
+    whole line, or (``style.answer_first``) the option's text and then its letter ("Koshari, option C.").
+
+    Answer-first, the letter is read off the prompt's option lines (copy the letter of the line that
+    repeats the text just written) instead of recalled per topic and culture, as an LLM that reasons
+    before it answers finds its option: whatever sets the culture of an open answer then sets the
+    letter too."""
     letter = MCQ_LETTERS[option_order(topic, style.balanced_options).index(country)]
+    if style.answer_first:
+        phrase = answer_phrase(topic, country)
+        return f"{phrase[:1].upper()}{phrase[1:]}, option {letter}."
     return _option_line(letter, answer_phrase(topic, country)) if style.mcq_text else letter
 
 
