@@ -22,13 +22,17 @@ For each behaviour and for one culture it reports:
 * **the trained vector**: a YaPO vector trained with the demo's settings (``--lr`` overrides the
   learning rate) on the open-ended training pairs: mean per-token log-probability of held-out
   chosen and rejected answers at multipliers -1, 0 and 1 (both falling is the objective met by
-  damage, not by preference), its L0 and the share of its mass in the top 10 latents.
+  damage, not by preference), its L0 and the share of its mass in the top 10 latents; and held-out
+  replies at multiplier 1 steered by the whole vector, by its positive entries only and by its
+  negative entries only (fluent, and showing the target): which part carries the target and
+  which the damage.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -40,6 +44,7 @@ from yapo_core.demo.config import parse_knobs
 from yapo_core.encoding import collate, encode_pairs
 from yapo_core.errors import SettingsError
 from yapo_core.evaluation import is_fluent
+from yapo_core.generation import generate
 from yapo_core.hooks import HookPoint, record_residual, steering_hook
 from yapo_core.logprobs import pad_token_id, sequence_logprobs
 from yapo_core.methods import make_vector
@@ -134,14 +139,30 @@ class Probe:
         n = batch.n_pairs
         return per_token[:n].mean().item(), per_token[n:].mean().item()
 
-    def trained_vector(self, train, test, lr: float) -> dict:
+    def trained_vector(self, train, test, lr: float, shows) -> dict:
         vector = make_vector("yapo", self.model, self.tok, train, sae=self.sae,
                              config=TrainConfig(epochs=10_000, **{**TRAINING, "lr": lr, "max_steps": self.steps}))
         row = {"lr": lr, "norm": round(vector.norm(), 2), "l0": vector.l0(), "top10_mass": round(vector.top_mass(10), 3)}
         for m in (-1.0, 0.0, 1.0):
             chosen, rejected = self.answer_logprobs(test, vector, m)
             row[f"chosen at {m:g}"], row[f"rejected at {m:g}"] = round(chosen, 3), round(rejected, 3)
+        row["parts at 1"] = self.parts(vector, [p.prompt for p in test], shows)
         return row
+
+    def parts(self, vector, prompts, shows) -> dict:
+        """Held-out replies at multiplier 1, steered at every token by the whole vector, by its
+        positive entries only (latents it adds: ``relu(v)·W_dec`` at every token) and by its negative
+        entries only (they only lower latents a token already has): the share fluent and the share
+        showing the target. Which part carries the target, and which the damage."""
+        out = {}
+        for name, values in (("whole", vector.values), ("positive", vector.values.clamp(min=0)),
+                             ("negative", vector.values.clamp(max=0))):
+            part = dataclasses.replace(vector, values=values)
+            replies = [r[1.0] for r in generate(self.model, self.tok, prompts, part, [1.0], sae=self.sae,
+                                                max_new_tokens=TOKENS)]
+            out[name] = {"fluent": sum(is_fluent(self.tok, r, TOKENS) for r in replies) / len(replies),
+                         "shows": sum(map(shows, replies)) / len(replies), "example": replies[0]}
+        return out
 
 
 def behaviour_rows(probe: Probe, lr: float) -> dict:
@@ -163,7 +184,7 @@ def behaviour_rows(probe: Probe, lr: float) -> dict:
             replies = probe.generate([probe.chat(p.prompt, **kwargs) for p in infer[:n]])
             row[f"A/B matching {name}"] = sum(r.strip()[:1] == let for r, let in zip(replies, letters)) / len(letters)
         row["reach"] = probe.reach(cued, plain, train[:n])
-        row["trained"] = probe.trained_vector(train, test[:n], lr)
+        row["trained"] = probe.trained_vector(train, test[:n], lr, shows)
         out[behaviour.key] = row
         print(f"  {behaviour.key}: {json.dumps(row)}", file=sys.stderr, flush=True)
     return out
@@ -180,7 +201,7 @@ def culture_row(probe: Probe, country: str, lr: float) -> dict:
     shows = lambda r: any(r.lower().startswith(a) for a in answers)  # noqa: E731
     row = {"steerability": probe.steerability(localized, plain, [probe.chat(p.prompt) for p in test[:n]], shows),
            "reach": probe.reach(localized, plain, train[:n]),
-           "trained": probe.trained_vector(train, test[:n], lr)}
+           "trained": probe.trained_vector(train, test[:n], lr, shows)}
     print(f"  {country}: {json.dumps(row)}", file=sys.stderr, flush=True)
     return row
 
@@ -190,8 +211,9 @@ def table(result: dict) -> list[str]:
     lines = ["| task | answers showing the target, unsteered | cue direction: first multiplier where >= 70 % show it "
              "(its norm / the residual's) | fluent there | "
              "A/B plain / after a matching answer / under the cue | cue latents reached | YaPO vector: norm, L0, "
-             "top-10 mass | log-prob per token, chosen / rejected, at -1 | at 0 | at 1 |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "top-10 mass | log-prob per token, chosen / rejected, at -1 | at 0 | at 1 | "
+             "YaPO at 1, fluent / shows it: whole vector | its positive part | its negative part |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     rows = {**result["behaviours"], **{f"culture-{c}": r for c, r in result["culture"].items()}}
     for name, r in rows.items():
         s, t = r["steerability"], r["trained"]
@@ -199,8 +221,9 @@ def table(result: dict) -> list[str]:
         fluent = f"{s['fluent']:.2f}" if s["flips_at"] is not None else "–"
         ab = " / ".join(f"{r[k]:.2f}" for k in r if k.startswith("A/B")) or "–"
         lp = [f"{t[f'chosen at {m}']:.2f} / {t[f'rejected at {m}']:.2f}" for m in ("-1", "0", "1")]
+        parts = [f"{p['fluent']:.2f} / {p['shows']:.2f}" for p in t["parts at 1"].values()]
         lines.append(f"| {name} | {s['shows_unsteered']:.2f} | {flips} | {fluent} | {ab} | {r['reach']:.2f} | {t['norm']:g}, {t['l0']}, "
-                     f"{t['top10_mass']:.3f} | {' | '.join(lp)} |")
+                     f"{t['top10_mass']:.3f} | {' | '.join(lp)} | {' | '.join(parts)} |")
     return lines
 
 

@@ -68,6 +68,9 @@ def test_the_demo_world_probe_reports_every_mechanism(tmp_path):
     assert 0 <= row["reach"] <= 1 and row["steerability"]["residual_norm"] > 0
     assert 0 <= row["steerability"]["shows_unsteered"] <= 1
     assert {"chosen at -1", "rejected at 1", "l0", "top10_mass"} <= set(figures["culture"]["egypt"]["trained"])
+    parts = figures["culture"]["egypt"]["trained"]["parts at 1"]
+    assert list(parts) == ["whole", "positive", "negative"]
+    assert all(0 <= p["fluent"] <= 1 and 0 <= p["shows"] <= 1 and isinstance(p["example"], str) for p in parts.values())
     assert "Written by `python scripts/probe_demo_world.py" in out.read_text()
 
 

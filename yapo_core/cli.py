@@ -206,7 +206,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluation import METRICS, default_metric, evaluate_metric, one_letter_baseline
+    from .evaluation import METRICS, default_metric, evaluate_metric, one_letter_baseline, one_letter_label
     from .export import check_output_path, load_vector
     from .plots import multiplier_sweep
 
@@ -236,7 +236,7 @@ def cmd_eval(args) -> int:
         out.write_text(json.dumps(result, indent=2))
         fig = multiplier_sweep([(vector.method if vector else "unsteered", list(curve.items()))],
                                y_title=METRICS[args.metric].label,
-                               references=[(f"one letter everywhere ({letter[0]})", letter[1])] if letter else ())
+                               references=[(one_letter_label(letter[0]), letter[1])] if letter else ())
         fig.write_html(out.with_suffix(".html"), include_plotlyjs="cdn")
     return 0
 

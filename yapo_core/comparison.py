@@ -31,6 +31,7 @@ from .evaluation import (
     mcq_generation_report,
     mcq_items_from_pairs,
     one_letter_baseline,
+    one_letter_label,
 )
 from .methods import METHODS, get_method, make_vector
 from .models import load_model
@@ -113,7 +114,7 @@ class ComparisonResult:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(str(r[h]) for h in head) + " |" for r in rows]
         label = METRICS[self.metric].label
-        letter = f"; one letter everywhere ({self.one_letter[0]}) {self.one_letter[1]:.2f}" if self.one_letter else ""
+        letter = f"; {one_letter_label(self.one_letter[0])} {self.one_letter[1]:.2f}" if self.one_letter else ""
         return f"Task {self.task}; {label}, unsteered {self.baseline_accuracy:.2f}{letter}.\n\n" + "\n".join(lines)
 
     def figures(self):
@@ -124,7 +125,7 @@ class ComparisonResult:
         sweep_fig = multiplier_sweep([(name, sorted(r.accuracy.items())) for name, r in zip(labels, self.results)],
                                      y_title=label, marks=[(name, r.chosen_multiplier, r.accuracy[r.chosen_multiplier])
                                                            for name, r in zip(labels, self.results)],
-                                     references=[(f"one letter everywhere ({self.one_letter[0]})", self.one_letter[1])]
+                                     references=[(one_letter_label(self.one_letter[0]), self.one_letter[1])]
                                      if self.one_letter else ())
         sweep_fig.update_layout(title=f"{label} by multiplier — {self.task}", yaxis_range=[0, 1])
         loss_fig = loss_curves([(label, r.loss_curve) for label, r in zip(labels, self.results) if r.loss_curve],

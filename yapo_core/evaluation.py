@@ -406,6 +406,11 @@ def one_letter_baseline(metric: str, pairs: Sequence[PreferencePair]) -> tuple[s
     return one_letter_accuracy(mcq_items_from_pairs(pairs)) if metric in LETTER_METRICS else None
 
 
+def one_letter_label(letter: str) -> str:
+    """How plots and tables name :func:`one_letter_baseline`'s line: ``"one letter everywhere (H)"``."""
+    return f"one letter everywhere ({letter})"
+
+
 def get_metric(key: str) -> Metric:
     """The table entry for ``key``, or an error naming the choices."""
     if key not in METRICS:

@@ -278,7 +278,7 @@ class Session:
                 continue
             found = ev.one_letter_baseline(metric, _scored_pairs(task, metric, max_items))
             if found is not None:
-                out[task.label] = (f"one letter everywhere ({found[0]}) · {task.label}", found[1])
+                out[task.label] = (f"{ev.one_letter_label(found[0])} · {task.label}", found[1])
         return list(out.values())
 
     def compare(self, metric: str, multipliers: Sequence[float], methods: Sequence[str] = tuple(METHODS),
