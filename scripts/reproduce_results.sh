@@ -90,6 +90,7 @@ for part in "${parts[@]}"; do
       variant open-followups 0 egypt varied_answers=1 behaviour_followups=0.08 open_followups=1
       variant fewer-followups-balanced 0 egypt varied_answers=1 behaviour_followups=0.03 balanced_options=1
       variant varied-balanced 0 egypt varied_answers=1 behaviour_followups=0.08 balanced_options=1
+      variant answer-first-balanced 0 egypt,morocco answer_first=1 balanced_options=1
       ;;
     comparison)
       "$PYTHON" -m yapo_core compare --country egypt --out "$RESULTS/comparison-egypt"
