@@ -184,7 +184,8 @@ def report(stats: dict, steer: dict | None) -> str:
         f"## Demo world (seed {stats['seed']})",
         "",
         f"- built in {stats['build_seconds']:.0f} s; files {stats['file_bytes']['total'] / 1e6:.1f} MB"
-        + ("; research knobs: " + ", ".join(f"{k} {v:g}" for k, v in stats["knobs"].items()) if stats.get("knobs") else ""),
+        + ("; research knobs: " + ", ".join(f"{k} {v:g}" for k, v in stats["knobs"].items()) if stats.get("knobs") else "")
+        + (f"; on {stats['machine']['cpu']} ({stats['machine']['torch_cpu_capability']})" if "machine" in stats else ""),
         f"- model: Llama, {stats['model']['parameters']:,} parameters, {stats['model']['num_layers']} layers; "
         f"SAE at `{stats['hook_name']}`: {sae['d_sae']} latents (TopK k={sae['k']})",
         f"- SAE: variance explained {sae['variance_explained']:.3f}, mean L0 {sae['mean_l0']:.1f}, "

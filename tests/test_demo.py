@@ -41,6 +41,12 @@ def test_build_writes_a_complete_world(world):
     assert json.loads((world.root / "stats.json").read_text()) == world.stats
     stats = world.stats
     assert stats["layer"] == world.layer == demo.BUILD_SIZES["mini"].layer
+    # what the float results depend on: the library versions and the machine
+    import torch
+
+    assert stats["versions"]["torch"] == torch.__version__
+    assert stats["machine"]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert stats["machine"]["cpu"] and stats["machine"]["build_threads"] == demo_world.BUILD_THREADS
     for key in ("variance_explained", "mean_l0", "dead_share"):
         assert isinstance(stats["sae"][key], float)
     assert 0 <= stats["culture"]["localized_mcq_accuracy"] <= 1

@@ -8,8 +8,10 @@ completion file written last, and reused.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import platform
 import random
 import shutil
 import time
@@ -323,6 +325,7 @@ def _build(root: Path, seed: int, size: BuildSize, size_name: str, progress: boo
         "default_country": corpus.DEFAULT_COUNTRY,
         "countries": list(corpus.COUNTRY_KEYS),
         "versions": _versions(),
+        "machine": _machine(),
     }
     stage("stats")
     stages.close()
@@ -334,6 +337,19 @@ def _build(root: Path, seed: int, size: BuildSize, size_name: str, progress: boo
     (root / COMPLETE_MARKER).write_text(json.dumps(marker) + "\n")
     world.stats = stats
     return world
+
+
+def _machine() -> dict[str, str | int]:
+    """What the build's float results depend on besides the versions: the CPU, and the vector
+    instructions torch's kernels use on it (their reductions round differently; docs/results.md)."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.partition(":")[2].strip()
+                break
+    return {"cpu": cpu, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "build_threads": BUILD_THREADS}
 
 
 def _versions() -> dict[str, str]:
