@@ -86,6 +86,7 @@ for part in "${parts[@]}"; do
       variant balanced 0 egypt,morocco balanced_options=1
       variant varied-only 0 egypt varied_answers=1
       variant fewer-followups 0 egypt varied_answers=1 behaviour_followups=0.03
+      variant fewer-followups-seed1 1 egypt varied_answers=1 behaviour_followups=0.03  # the same from another seed
       variant varied 0 egypt,morocco,uk varied_answers=1 behaviour_followups=0.08
       variant open-followups 0 egypt varied_answers=1 behaviour_followups=0.08 open_followups=1
       variant fewer-followups-balanced 0 egypt varied_answers=1 behaviour_followups=0.03 balanced_options=1

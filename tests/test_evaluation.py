@@ -61,9 +61,12 @@ def test_behaviour_rate_on_ab_pairs(tokenizer):
 def test_gold_letter_forms():
     assert [gold_letter(x) for x in ("B", "(C)", "D) owls", " A. tea")] == ["B", "C", "D", "A"]
     # answers that state their letter after the text
-    assert [gold_letter(x) for x in ("Koshari, option C.", "The answer is (b)", "Tea. Answer: D")] == ["C", "B", "D"]
-    with pytest.raises(DataError, match="Koshari"):
-        gold_letter("Koshari, a dish of rice.")
+    assert [gold_letter(x) for x in ("Koshari, option C.", "The answer is (B)", "Tea. Answer: D")] == ["C", "B", "D"]
+    # an answer that opens with a capital word gives the letter it states ("A bowl ..." is not A)
+    assert gold_letter("A bowl of koshari, option C.") == "C" and gold_letter("C. The best choice I know") == "C"
+    for text in ("Koshari, a dish of rice.", "the answer is a dish"):
+        with pytest.raises(DataError, match="cannot read"):
+            gold_letter(text)
 
 
 def test_one_letter_accuracy_is_what_answering_one_letter_everywhere_scores():
@@ -150,6 +153,8 @@ def test_each_metric_says_which_pairs_it_can_score():
     # nothing, so only the generated answer scores it as MCQ.
     stated = [PreferencePair("Q?\nA. Tea\nB. Rice\nAnswer with the letter.", "Rice, option B.", "Tea, option A.")]
     assert applicable_metrics(stated) == ["preference", "mcq_generated", "generation"]
+    a_word = [PreferencePair(stated[0].prompt, "A bowl of rice, option B.", "Tea, option A.")]
+    assert applicable_metrics(a_word) == applicable_metrics(stated)  # opens with "A", but not as a letter
     assert applicable_metrics([PreferencePair("Q? Pick one.", "Rice, option B.", "Tea, option A.")]) == [
         "preference", "generation"]  # no options listed: not MCQ
     from yapo_core.evaluation import default_metric

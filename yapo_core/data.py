@@ -277,26 +277,41 @@ def _option_lines(prompt: str) -> dict[str, str]:
 
 
 _BARE_LETTER = re.compile(r"^\s*\(?([A-Z])\)?\.?\s*$")
-OPENING_LETTER = re.compile(r"^\W*([A-Z])\b")
-"""An answer's opening option letter: "B", "(B)", "B) text", "C. Koshari"."""
 STATED_LETTER = re.compile(r"\b(?:answer|option|choice)\s*(?:is|:)?\s*\(?([A-Z])\)?(?:\W|$)", re.IGNORECASE)
-"""An option letter stated in words: "The answer is (B)", "option c", "Koshari, option B."."""
+"""An option letter stated in words, in a reply: "The answer is (B)", "option c", "Koshari, option B."."""
+_MARKED_OPENING = re.compile(r"^\W*\(?([A-Z])(?:\)|[.:]|\s*$)")  # "B", "(B)", "B.", "B) text", "C. Koshari"
+_STATED_GOLD = re.compile(r"\b(?i:answer|option|choice)\s*(?i:is)?:?\s*\(?([A-Z])\)?(?:\W|$)")  # the letter in capitals
+_OPENING_WORD = re.compile(r"^\W*([A-Z])\b")  # "B owls", and "A bowl of rice" (read as A when nothing else is)
+
+
+def answer_letter(answer: str) -> tuple[str, bool] | None:
+    """The option letter a chosen answer gives, and whether the answer opens with it.
+
+    ``"B"``, ``"(B)"``, ``"B) text"``, ``"C. Koshari"`` open with it; ``"Koshari, option C."`` and
+    ``"The answer is (C)"`` state it after their text (a capital letter after "answer", "option" or
+    "choice"); else a capital letter that opens the answer as a word (``"B owls"``). None when
+    there is none of these."""
+    text = answer.strip()
+    for pattern, opens in ((_MARKED_OPENING, True), (_STATED_GOLD, False), (_OPENING_WORD, True)):
+        match = pattern.match(text) if opens else pattern.search(text)
+        if match:
+            return match.group(1), opens
+    return None
 
 
 def answers_with_letter(pair: PreferencePair) -> bool:
     """The pair's prompt lists lettered options and its chosen answer opens with one of their
     letters (``"H"``, ``"(B)"``, ``"C. Koshari"``), rather than giving text first."""
-    letters = option_letters(pair.prompt, default="")
-    match = OPENING_LETTER.match(pair.chosen.strip())
-    return bool(len(letters) >= 2 and match and match.group(1) in letters)
+    found = answer_letter(pair.chosen)
+    return bool(found and found[1] and found[0] in option_letters(pair.prompt, default=""))
 
 
 def _restated(answer: str, texts: dict[str, str]) -> tuple[str, Callable[[str], str]] | None:
     """For an answer that opens with an option's text and then states that option's letter
     ("Koshari, option C."): the letter, and a function that writes the same answer for another
     letter ("Tea, option A."); None for any other answer."""
-    match = STATED_LETTER.search(answer)
-    letter = match.group(1).upper() if match else None
+    match = _STATED_GOLD.search(answer)
+    letter = match.group(1) if match else None
     if letter not in texts or not texts[letter] or not answer.startswith(texts[letter]):
         return None
     head, tail = len(texts[letter]), answer[match.end(1):]

@@ -30,7 +30,7 @@ from torch import nn
 
 from . import checks
 from .architectures import capped_length
-from .data import OPENING_LETTER, STATED_LETTER, PreferencePair, is_letter_answer, option_letters
+from .data import STATED_LETTER, PreferencePair, answer_letter, is_letter_answer, option_letters
 from .encoding import EncodedPair, collate, encode_pairs, encode_prompt, render_answer
 from .errors import DataError, SettingsError
 from .generation import STEER_POSITIONS, generate
@@ -120,10 +120,10 @@ _ANSWER_PATTERNS = (
 def gold_letter(answer: str) -> str:
     """``"B"``, ``"(B)"``, ``"B) text"``, and answers that state their letter after the text
     (``"Koshari, option B."``, ``"The answer is (B)"``) → ``"B"``."""
-    match = OPENING_LETTER.match(answer.strip()) or STATED_LETTER.search(answer)
-    if not match:
+    found = answer_letter(answer)
+    if found is None:
         raise DataError(f"cannot read an answer letter from {answer!r}.")
-    return match.group(1).upper()
+    return found[0]
 
 
 def mcq_items_from_pairs(pairs: Sequence[PreferencePair], letters: str | None = None) -> list[MCQItem]:
@@ -183,8 +183,6 @@ def behaviour_rate(model, tokenizer, pairs: Sequence[PreferencePair], vector=Non
     """BiPO's A/B evaluation (``test_infer`` pairs): share of questions where the model picks the
     option that shows the behaviour."""
     return mcq_accuracy(model, tokenizer, mcq_items_from_pairs(pairs, "AB"), vector, multiplier, sae)
-
-
 
 
 def parse_answer_letter(reply: str, letters: str) -> str | None:
@@ -322,9 +320,9 @@ def _letter_question(pair: PreferencePair, letters: str | None = None, stated: b
     """The pair answers a lettered question with one of its letters (``letters`` when given): an
     answer that opens with the letter, or (``stated``) one that also may state it after its text
     ("Koshari, option B.")."""
-    match = OPENING_LETTER.match(pair.chosen.strip()) or (STATED_LETTER.search(pair.chosen) if stated else None)
+    found = answer_letter(pair.chosen)
     options = option_letters(pair.prompt, default="")
-    return bool(match and len(options) >= 2 and match.group(1).upper() in options
+    return bool(found and (found[1] or stated) and len(options) >= 2 and found[0] in options
                 and (letters is None or options == letters))
 
 
