@@ -196,7 +196,7 @@ def report(stats: dict, steer: dict | None) -> str:
     ]
     if steer:
         settings = ", ".join(f"{k} {v}" for k, v in steer["settings"].items())
-        scored = {row.get("metric", "mcq") for row in steer["countries"].values()}
+        scored = {row["metric"] for row in steer["countries"].values()}
         lines += [
             "",
             f"Held-out non-localized MCQ accuracy per target culture ({'; '.join(METRICS[m].label for m in sorted(scored))}; "

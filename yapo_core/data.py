@@ -277,8 +277,6 @@ def _option_lines(prompt: str) -> dict[str, str]:
 
 
 _BARE_LETTER = re.compile(r"^\s*\(?([A-Z])\)?\.?\s*$")
-STATED_LETTER = re.compile(r"\b(?:answer|option|choice)\s*(?:is|:)?\s*\(?([A-Z])\)?(?:\W|$)", re.IGNORECASE)
-"""An option letter stated in words, in a reply: "The answer is (B)", "option c", "Koshari, option B."."""
 _MARKED_OPENING = re.compile(r"^\W*\(?([A-Z])(?:\)|[.:]|\s*$)")  # "B", "(B)", "B.", "B) text", "C. Koshari"
 _STATED_GOLD = re.compile(r"\b(?i:answer|option|choice)\s*(?i:is)?:?\s*\(?([A-Z])\)?(?:\W|$)")  # the letter in capitals
 _OPENING_WORD = re.compile(r"^\W*([A-Z])\b")  # "B owls", and "A bowl of rice" (read as A when nothing else is)

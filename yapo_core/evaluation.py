@@ -30,7 +30,7 @@ from torch import nn
 
 from . import checks
 from .architectures import capped_length
-from .data import STATED_LETTER, PreferencePair, answer_letter, is_letter_answer, option_letters
+from .data import PreferencePair, answer_letter, is_letter_answer, option_letters
 from .encoding import EncodedPair, collate, encode_pairs, encode_prompt, render_answer
 from .errors import DataError, SettingsError
 from .generation import STEER_POSITIONS, generate
@@ -111,12 +111,6 @@ class MCQItem:
     system: str | None = None
 
 
-_ANSWER_PATTERNS = (
-    re.compile(r"^\W*\(?([A-Z])\)?(?:[.:)\s]|$)"),  # "B", "(B)", "B. ...", "B) ...", "B: ..."
-    STATED_LETTER,
-)
-
-
 def gold_letter(answer: str) -> str:
     """``"B"``, ``"(B)"``, ``"B) text"``, and answers that state their letter after the text
     (``"Koshari, option B."``, ``"The answer is (B)"``) → ``"B"``."""
@@ -183,6 +177,12 @@ def behaviour_rate(model, tokenizer, pairs: Sequence[PreferencePair], vector=Non
     """BiPO's A/B evaluation (``test_infer`` pairs): share of questions where the model picks the
     option that shows the behaviour."""
     return mcq_accuracy(model, tokenizer, mcq_items_from_pairs(pairs, "AB"), vector, multiplier, sae)
+
+
+_ANSWER_PATTERNS = (
+    re.compile(r"^\W*\(?([A-Z])\)?(?:[.:)\s]|$)"),  # "B", "(B)", "B. ...", "B) ...", "B: ..."
+    re.compile(r"\b(?:answer|option|choice)\s*(?:is|:)?\s*\(?([A-Z])\)?(?:\W|$)", re.IGNORECASE),  # "The answer is (B)"
+)
 
 
 def parse_answer_letter(reply: str, letters: str) -> str | None:
