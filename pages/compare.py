@@ -18,6 +18,15 @@ from .common import HEAVY, STEER_LABELS, AppContext, esc, need, parse_multiplier
 EMPTY_ANSWER = "∅ (empty answer: the model ended its turn at once)"
 
 
+def fluency_note(problem: str | None, multiplier: float, positions: str) -> str:
+    """What the page says under the answers when the steered one derails while the unsteered one
+    reads like text (``problem`` from :meth:`Session.fluency_problem`); empty otherwise."""
+    if problem is None:
+        return ""
+    fixes = "a smaller multiplier" + (", or steering the prompt tokens only" if positions == "all" else "")
+    return (f"⚠ **The steered answer does not read like text: {esc(problem)}.** At m = {multiplier:+.1f} this vector "
+            f"derails the model's text. Try {fixes}; the Evaluate page's *fluent answers* metric shows, over the "
+            "test split, the multipliers where answers stay fluent.")
 
 
 def where_steering_applies(session: Session | None, label: str | None, positions: str = "all") -> str:
@@ -71,6 +80,7 @@ def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
     with gr.Row():
         plain = gr.Textbox(label="Unsteered (m = 0)", lines=8, interactive=False, elem_id="unsteered")
         steered = gr.Textbox(label="Steered (m = +1.0)", lines=8, interactive=False, elem_id="steered")
+    note = gr.Markdown("", elem_id="fluency-note")
     with gr.Accordion("Grid over several multipliers", open=False):
         with gr.Row():
             grid_ms = gr.Textbox("-2, -1, 0, 1, 2", label="Multipliers", scale=3)
@@ -95,11 +105,14 @@ def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
         m = round(float(m), 2)
         title = f"Steered (m = {m:+.1f})"
         answers = {}
-        for answers in session.generate_stream(label, text, [0.0, m],
-                                               **decoding(max_new_, sample_, temperature_, seed_, positions_)):
-            yield answers.get(0.0, ""), gr.update(value=answers.get(m, ""), label=title)
+        settings = decoding(max_new_, sample_, temperature_, seed_, positions_)
+        for answers in session.generate_stream(label, text, [0.0, m], **settings):
+            yield answers.get(0.0, ""), gr.update(value=answers.get(m, ""), label=title), ""
+        plain_, steered_ = answers.get(0.0, ""), answers.get(m, "")
+        problem = session.fluency_problem(label, steered_, plain_, settings["max_new_tokens"]) if m else None
         # An empty box would look as if nothing ran: say so when a model ended its turn at once.
-        yield (answers.get(0.0) or EMPTY_ANSWER), gr.update(value=answers.get(m) or EMPTY_ANSWER, label=title)
+        yield (plain_ or EMPTY_ANSWER), gr.update(value=steered_ or EMPTY_ANSWER, label=title), \
+            fluency_note(problem, m, settings["steer_positions"])
 
     @user_errors
     @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere
@@ -124,7 +137,7 @@ def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
 
     heavy = dict(concurrency_id=HEAVY, concurrency_limit=ctx.heavy_jobs)
     inputs = [state, vector, prompt, multiplier, max_new, sample, temperature, seed, positions]
-    run.click(on_generate, inputs, [plain, steered], **heavy)
+    run.click(on_generate, inputs, [plain, steered, note], **heavy)
     grid_btn.click(on_grid, [state, vector, prompt, grid_ms, max_new, sample, temperature, seed, positions], grid, **heavy)
     sweep_btn.click(on_sweep, [state, vector, sweep_ms], sweep_plot, **heavy)
     vector.change(on_vector, [state, vector, positions], [where, test_prompt])

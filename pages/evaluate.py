@@ -7,7 +7,7 @@ import gradio as gr
 import pandas as pd
 
 from yapo_core.errors import SettingsError
-from yapo_core.evaluation import METRICS
+from yapo_core.evaluation import GENERATING_METRICS, METRICS
 from yapo_core.generation import STEER_POSITIONS
 from yapo_core.methods import METHODS
 from yapo_core.plots import multiplier_sweep
@@ -21,13 +21,11 @@ multiplier (m = 0 is the unsteered model). The metrics offered are those that ap
 each on the split it needs: *MCQ accuracy* reads the most likely answer letter (MCQ tasks), or the letter of the
 greedy reply (*generated answer*; a reply with no option letter counts as wrong); *behaviour rate* is
 BiPO's A/B evaluation (its `test_infer` questions); *preference accuracy* works for any pairs; *generation accuracy*
-reads open answers, with every token steered (the method) or only the prompt tokens. The paper reports CAA and
+reads open answers, with every token steered (the method) or only the prompt tokens; *fluent answers* is the share of
+greedy steered answers that still read like text (no token loop, and the turn ends where the unsteered answer's does):
+it shows how far a vector can be pushed before it derails the text, whatever the task. The paper reports CAA and
 SAS peaking near m = 0.5 and collapsing at 1 and above, while YaPO keeps improving up to 2. For MCQ, a dashed line
 marks the accuracy of answering one letter everywhere: a vector that only raises that letter reaches it."""
-
-
-GENERATING = ("generation", "mcq_generated")
-"""The metrics that generate answers, for which steering every token or the prompt only differs."""
 
 
 def metric_choices(session: Session | None, labels: list[str] | None, current: str | None = None) -> dict:
@@ -109,5 +107,5 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio]
     run.click(on_sweep, [state, vectors, metric, multipliers, positions], plot, **heavy)
     cap_btn.click(on_capability, [state, vectors, cap_m], cap_table, **heavy)
     vectors.input(metric_choices, [state, vectors, metric], metric)
-    metric.change(lambda m: gr.update(visible=m in GENERATING), metric, positions)  # only these generate
+    metric.change(lambda m: gr.update(visible=m in GENERATING_METRICS), metric, positions)  # only these generate
     return vectors, metric

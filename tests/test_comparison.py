@@ -11,6 +11,7 @@ from yapo_core import comparison
 from yapo_core.comparison import compare_methods
 from yapo_core.data import PreferencePair
 from yapo_core.demo import TRAINING
+from yapo_core.errors import SettingsError
 
 
 def test_compare_methods_reports_every_method(tokenizer, tmp_path, monkeypatch):
@@ -92,6 +93,8 @@ def test_any_metric_scores_the_comparison(tokenizer):
     assert "held-out preference accuracy" in result.to_markdown()
     with pytest.raises(Exception, match="metric 'accuracy' is unknown"):
         compare_methods(model, tokenizer, sae, consistent_pairs(10), consistent_pairs(4), metric="accuracy")
+    with pytest.raises(SettingsError, match="'fluency'.*does not measure the target"):  # m 0 would always win
+        compare_methods(model, tokenizer, sae, consistent_pairs(10), consistent_pairs(4), metric="fluency")
 
 
 

@@ -144,19 +144,19 @@ def test_each_metric_says_which_pairs_it_can_score():
     mcq = [PreferencePair("Q?\nA. x\nB. y\nC. z\nAnswer with the letter.", "C", "A")]
     ab = [PreferencePair(format_ab_prompt("Take it?", "Yes", "No"), "A", "B")]
     open_ = [PreferencePair("What is eaten?", "A bowl of rice", "Bread")]  # starts with 'A' but is a sentence
-    assert applicable_metrics(mcq) == ["preference", "mcq", "mcq_generated"]
-    assert applicable_metrics(ab) == ["preference", "mcq", "mcq_generated", "behaviour"]
-    assert applicable_metrics(open_) == ["preference", "generation"]
-    assert applicable_metrics(mcq + open_) == ["preference"]
-    assert applicable_metrics([PreferencePair("No options here", "B", "A")]) == ["preference"]
+    assert applicable_metrics(mcq) == ["preference", "mcq", "mcq_generated", "fluency"]
+    assert applicable_metrics(ab) == ["preference", "mcq", "mcq_generated", "behaviour", "fluency"]
+    assert applicable_metrics(open_) == ["preference", "generation", "fluency"]
+    assert applicable_metrics(mcq + open_) == ["preference", "fluency"]
+    assert applicable_metrics([PreferencePair("No options here", "B", "A")]) == ["preference", "fluency"]
     # The answer's text, then its letter: the letter's likelihood at the first answer token means
     # nothing, so only the generated answer scores it as MCQ.
     stated = [PreferencePair("Q?\nA. Tea\nB. Rice\nAnswer with the letter.", "Rice, option B.", "Tea, option A.")]
-    assert applicable_metrics(stated) == ["preference", "mcq_generated", "generation"]
+    assert applicable_metrics(stated) == ["preference", "mcq_generated", "generation", "fluency"]
     a_word = [PreferencePair(stated[0].prompt, "A bowl of rice, option B.", "Tea, option A.")]
     assert applicable_metrics(a_word) == applicable_metrics(stated)  # opens with "A", but not as a letter
     assert applicable_metrics([PreferencePair("Q? Pick one.", "Rice, option B.", "Tea, option A.")]) == [
-        "preference", "generation"]  # no options listed: not MCQ
+        "preference", "generation", "fluency"]  # no options listed: not MCQ
     from yapo_core.evaluation import default_metric
 
     assert [default_metric(p) for p in (mcq, ab, open_, mcq + open_, stated)] == [
@@ -194,3 +194,42 @@ def test_fluency_means_no_token_loop_and_an_ended_turn(tokenizer):
     assert not is_fluent(tokenizer, "Koshari abababababababababab", 64)  # a two-token loop
     assert not is_fluent(tokenizer, "a b c d e f g h i j k l m n o p", 4)  # cut off at the limit
     assert not is_fluent(tokenizer, "", 8) and is_fluent(tokenizer, "Yes", 8)
+
+
+def test_a_fluency_problem_is_named_and_judged_against_the_unsteered_answer(tokenizer):
+    from yapo_core.evaluation import fluency_problem
+
+    assert fluency_problem(tokenizer, "Koshari. It is the classic dish.", 64) is None
+    assert fluency_problem(tokenizer, ",,,,,,,,,,,,,,,,,,,,", 64).startswith("it repeats ','")
+    cut = "one two three four five six seven eight nine ten eleven twelve"
+    assert fluency_problem(tokenizer, cut, 4) == "it does not end its turn within 4 tokens"
+    assert fluency_problem(tokenizer, cut, 4, unsteered=cut) is None  # the unsteered answer is cut off too
+    assert fluency_problem(tokenizer, cut, 4, unsteered="Yes").endswith("(the unsteered answer does)")
+    assert "empty" in fluency_problem(tokenizer, "", 8, unsteered="Yes")
+    assert fluency_problem(tokenizer, "", 8, unsteered="") is None
+    assert fluency_problem(tokenizer, ",,,,,,,,", 64, unsteered=",,,,,,,,") is not None  # a loop is a loop
+
+
+def test_the_fluency_metric_reads_steered_answers_against_unsteered_ones(tokenizer, monkeypatch):
+    import yapo_core.evaluation as ev
+
+    calls = []
+    LONG = " ".join(["one two three four five six seven eight nine ten"] * 3)
+
+    def fake_generate(model, tok, prompts, vector, multipliers, **kwargs):
+        calls.append((vector, list(multipliers)))
+        steered = [",,,,,,,,,,,,", "Koshari. It is the classic dish.", LONG]
+        unsteered = ["Fine.", "Fine.", LONG]
+        return [{0.0: u, **({multipliers[-1]: s} if len(multipliers) > 1 else {})}
+                for s, u in list(zip(steered, unsteered))[: len(prompts)]]
+
+    monkeypatch.setattr(ev, "generate", fake_generate)
+    vector = object()
+    # a loop fails; a long answer cut off at the limit passes, as the unsteered one is cut off too
+    assert ev.fluency_rate(None, tokenizer, ["p", "q", "r"], vector, 1.0, max_new_tokens=64) == pytest.approx(2 / 3)
+    assert calls[-1] == (vector, [0.0, 1.0])
+    assert ev.fluency_rate(None, tokenizer, ["p", "q", "r"], vector, 0.0, max_new_tokens=64) == 1.0
+    assert calls[-1] == (None, [0.0])  # at 0 the unsteered answers only
+    pairs = [PreferencePair("p", "Koshari.", "Burgers."), PreferencePair("Q?\nA. x\nB. y", "A", "B")]
+    assert "fluency" in ev.applicable_metrics(pairs) and ev.default_metric(pairs) == "preference"
+    assert "fluency" in ev.GENERATING_METRICS and "fluency" not in ev.TARGET_METRICS

@@ -112,10 +112,10 @@ def test_evaluate_offers_the_metrics_of_the_chosen_vectors_tasks(trained):
     vectors, metric = evaluate.vector_checklist(trained, None, "mcq")
     assert vectors["value"] == [label]
     # open answers: no MCQ or A/B metric, and the choice falls back to one that applies
-    assert [key for _, key in metric["choices"]] == ["preference", "generation"] and metric["value"] == "preference"
+    assert [key for _, key in metric["choices"]] == ["preference", "generation", "fluency"] and metric["value"] == "preference"
     assert metric["choices"][1][0].endswith("· test")
     assert evaluate.metric_choices(trained, [label], "generation")["value"] == "generation"
-    assert len(evaluate.metric_choices(None, [])["choices"]) == 5  # nothing chosen: all of them
+    assert len(evaluate.metric_choices(None, [])["choices"]) == 6  # nothing chosen: all of them
 
 
 def test_multipliers_are_parsed_and_bounded():
@@ -133,6 +133,18 @@ def test_compare_says_where_steering_applies(trained):
     assert "every token" in compare.where_steering_applies(None, None)
     prompts = compare.prompt_choices(trained, label)["choices"]
     assert prompts and all(len(shown) <= 90 and "\n" not in shown for shown, _ in prompts)
+
+
+def test_compare_says_when_the_steered_answer_derails(trained):
+    label = next(iter(trained.vectors()))
+    problem = trained.fluency_problem(label, ",,,,,,,,,,,,", "Koshari. It is the classic dish.", 64)
+    assert problem.startswith("it repeats ','")
+    assert trained.fluency_problem(label, ",,,,,,,,,,,,", ",,,,,,,,,,,,", 64) is None  # unsteered loops too
+    assert trained.fluency_problem(label, "Koshari. It is the classic dish.", "Burgers.", 64) is None
+    note = compare.fluency_note(problem, 1.0, "all")
+    assert "does not read like text" in note and "m = +1.0" in note and "prompt tokens only" in note
+    assert "prompt tokens only" not in compare.fluency_note(problem, 1.0, "prompt")
+    assert compare.fluency_note(None, 1.0, "all") == ""
 
 
 def test_export_note_states_the_dropped_share(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -331,7 +332,7 @@ def test_behaviour_tasks_read_a_local_copy_of_bipo(monkeypatch, catalog):
     assert len(task.train) == 10 and task.train.schema == "bipo"
     # each metric on the split it needs: BiPO's A/B behaviour rate on test_infer, the rest on test
     assert task.metrics() == {"preference": "test", "mcq": "test_infer", "mcq_generated": "test_infer",
-                              "behaviour": "test_infer", "generation": "test"}
+                              "behaviour": "test_infer", "generation": "test", "fluency": "test"}
     assert task.pairs_for("behaviour").schema == "bipo_ab" and task.pairs_for("preference") is task.test
     with pytest.raises(SettingsError, match="metric 'accuracy' is unknown"):
         task.pairs_for("accuracy")
@@ -446,7 +447,7 @@ def test_evaluate_sweeps_every_chosen_vector(ready, monkeypatch):
     ready.evaluate([yapo.name], "generation", [1.0], steer_positions="prompt")
     ready.evaluate([yapo.name], "generation", [1.0])
     assert seen == ["prompt", "all"]
-    assert ready.metrics_for([yapo.name]) == {"preference": "test", "generation": "test"}
+    assert ready.metrics_for([yapo.name]) == {"preference": "test", "generation": "test", "fluency": "test"}
     with pytest.raises(SettingsError, match="MCQ accuracy .* cannot score file · pairs.jsonl: it needs multiple-choice "
                                             "pairs.*Metrics for this task: held-out preference accuracy, generation"):
         ready.evaluate([yapo.name], "mcq", [0.0, 1.0])  # the test answers are sentences
@@ -490,7 +491,7 @@ def test_presets_carry_their_own_training_defaults(catalog):
                            (text_first, OPEN_TRAINING)):
         pairs = PairSet([pair], "preference", {}, "test")
         session.task = S_tasks.Task("t", pairs, pairs)
-        assert session.training_defaults() == expected
+        assert session.training_defaults() == {**expected, "epochs": expected["max_steps"]}  # one step an epoch
     assert OPEN_TRAINING["lr"] <= 20 * 5e-4 < TRAINING["lr"]  # within 20x of the public runs' rate
     session.task = None
     session.preset = replace(catalog.preset("gpt2-small"), train={"lr": 1e-3})
@@ -509,11 +510,16 @@ def test_demo_tasks_carry_their_splits_caveats_and_training_defaults(monkeypatch
     behaviour = session.load_task(S_tasks.TaskSpec("demo", name="power-seeking"))
     assert set(behaviour.metrics()) >= {"behaviour", "preference"} and behaviour.metrics()["behaviour"] == "test_infer"
     assert "YaPO does not steer" in behaviour.caveat and "demo-behaviours.md" in behaviour.caveat
-    assert session.training_defaults() == OPEN_TRAINING  # open answers
+    without_epochs = lambda: {k: v for k, v in session.training_defaults().items() if k != "epochs"}  # noqa: E731
+    assert without_epochs() == OPEN_TRAINING  # open answers
     culture = session.load_task(S_tasks.TaskSpec("demo", name="culture-egypt", localization="nolocalized"))
-    assert culture.caveat == "" and session.training_defaults() == TRAINING  # MCQ
+    assert culture.caveat == "" and without_epochs() == TRAINING  # MCQ
     session.load_task(S_tasks.TaskSpec("demo", name="culture-egypt", localization="nolocalized", form="open_ended"))
-    assert session.training_defaults() == OPEN_TRAINING
+    assert without_epochs() == OPEN_TRAINING
+    # A run with the app's defaults lasts max_steps, as the measured runs do, not 20 epochs' worth.
+    config = session.default_config()
+    per_epoch = math.ceil(len(session.task.train) / config.batch_size)
+    assert per_epoch * (config.epochs - 1) < config.max_steps <= per_epoch * config.epochs
 
 
 def test_spread_takes_evenly_spaced_items_in_order():

@@ -24,7 +24,7 @@ from .errors import SettingsError, YapoError
 
 def build_parser() -> argparse.ArgumentParser:
     from .data import MCQ_REJECTED
-    from .evaluation import METRICS
+    from .evaluation import METRICS, TARGET_METRICS
     from .generation import STEER_POSITIONS
     from .methods import METHODS
     from .training import TrainConfig
@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "generation, else preference); " + "; ".join(f"{m.key}: {m.label}, on {m.needs}" for m in METRICS.values()))
     v.add_argument("--multipliers", default="-2,-1,-0.5,0,0.5,1,2", help="sweep, comma-separated")
     v.add_argument("--steer-positions", default="all", choices=STEER_POSITIONS,
-                   help="generation metric: steer every token (the method, default) or the prompt tokens only")
+                   help="metrics that generate answers (generation, mcq_generated, fluency): steer every token "
+                   "(the method, default) or the prompt tokens only")
     v.add_argument("--out", help="write the sweep as JSON, and a plot beside it (.html)")
     v.add_argument("--allow-other-model", action="store_true")
 
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_args(c, required=False)
     c.add_argument("--test-data", help="held-out pairs, read with the same options as --data (default: 20%% of "
                    "--data set aside)")
-    c.add_argument("--metric", default="auto", choices=["auto", *METRICS], help="default: as for eval")
+    c.add_argument("--metric", default="auto", choices=["auto", *TARGET_METRICS], help="default: as for eval")
     c.add_argument("--capability", type=int, default=0, metavar="N",
                    help="with --model: the capability change at each chosen multiplier on N MMLU questions (cais/mmlu, "
                    "needs the Hub or its cache; default 0: not measured). The demo world uses its general questions.")

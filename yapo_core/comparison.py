@@ -24,6 +24,7 @@ from .errors import SettingsError
 from .evaluation import (
     DEFAULT_MULTIPLIERS,
     METRICS,
+    TARGET_METRICS,
     capability_change,
     evaluate_metric,
     generation_accuracy,
@@ -191,7 +192,9 @@ def compare_methods(
     layer = check_sae_fits(model, sae).resid_layer
     config = dict(train_config or {})
     chosen = [get_method(m) for m in methods]  # refuse an unknown method before any work
-    get_metric(metric)
+    if get_metric(metric).key not in TARGET_METRICS:
+        raise SettingsError(f"the metric {metric!r} ({METRICS[metric].label}) does not measure the target, so no "
+                            f"multiplier can be chosen on it; compare on one of {', '.join(TARGET_METRICS)}.")
     test_pairs = list(test_pairs)
     fit, held = split_pairs(train_pairs, validation_fraction, seed)
     score = lambda pairs, vector, ms: evaluate_metric(metric, model, tokenizer, pairs, vector, ms, sae=sae)  # noqa: E731

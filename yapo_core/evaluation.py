@@ -216,14 +216,56 @@ def mcq_generation_report(model, tokenizer, items: Sequence[MCQItem], vector=Non
             "unparseable": sum(a is None for a in letters) / len(items), "replies": replies}
 
 
+def fluency_problem(tokenizer, reply: str, max_new_tokens: int, max_share: float = 0.3,
+                    unsteered: str | None = None) -> str | None:
+    """Why ``reply`` does not read like text, or None when it does: it is empty, one token makes up
+    ``max_share`` or more of it (a loop: ",,,,", "with with with"; replies of one to three tokens
+    cannot loop), or it runs to ``max_new_tokens`` without ending its turn.
+
+    Given the ``unsteered`` answer to the same prompt, the reply is judged against it: running to the
+    limit, or ending at once, counts only where the unsteered answer did not (a real model's long
+    answer is cut off unsteered too)."""
+    ids = tokenizer(reply, add_special_tokens=False)["input_ids"]
+    base = None if unsteered is None else tokenizer(unsteered, add_special_tokens=False)["input_ids"]
+    if not ids:
+        return None if base is not None and not base else "it is empty (the model ended its turn at once)"
+    if len(ids) >= 4:
+        top, count = Counter(ids).most_common(1)[0]
+        if count / len(ids) >= max_share:
+            return f"it repeats {tokenizer.decode([top])!r} ({count / len(ids):.0%} of its tokens)"
+    if len(ids) >= max_new_tokens and (base is None or len(base) < max_new_tokens):
+        return f"it does not end its turn within {max_new_tokens} tokens" + (
+            "" if base is None else " (the unsteered answer does)")
+    return None
+
+
 def is_fluent(tokenizer, reply: str, max_new_tokens: int, max_share: float = 0.3) -> bool:
     """A reply that reads like text, not a loop: its most frequent token is under ``max_share`` of
-    its tokens, and it ended its turn within ``max_new_tokens`` (rather than being cut off)."""
-    ids = tokenizer(reply, add_special_tokens=False)["input_ids"]
-    if not ids or len(ids) >= max_new_tokens:
-        return False
-    most = max(ids.count(i) for i in set(ids))
-    return most / len(ids) < max_share or len(ids) < 4  # a reply of one to three tokens cannot loop
+    its tokens, and it ended its turn within ``max_new_tokens`` (rather than being cut off); see
+    :func:`fluency_problem`."""
+    return fluency_problem(tokenizer, reply, max_new_tokens, max_share) is None
+
+
+FLUENCY_TOKENS = 48
+"""New tokens per answer for :func:`fluency_rate`."""
+
+
+def fluency_rate(model, tokenizer, prompts: Sequence[str], vector=None, multiplier: float = 1.0, sae=None,
+                 max_new_tokens: int = FLUENCY_TOKENS, batch_size: int = 16, steer_positions: str = "all") -> float:
+    """Share of prompts whose greedy steered answer reads like text (:func:`fluency_problem`,
+    judged against the unsteered answer to the same prompt; at multiplier 0 that is the answer
+    itself, so only empty answers and loops count). It measures how far a vector can be pushed
+    before it derails the text, not whether it reaches its target."""
+    steer = vector is not None and multiplier != 0
+    multipliers = [0.0, multiplier] if steer else [0.0]
+    fluent = 0
+    for start in range(0, len(prompts), batch_size):
+        chunk = list(prompts[start : start + batch_size])
+        out = generate(model, tokenizer, chunk, vector if steer else None, multipliers, sae=sae,
+                       max_new_tokens=max_new_tokens, steer_positions=steer_positions)
+        fluent += sum(fluency_problem(tokenizer, row[multipliers[-1]], max_new_tokens, unsteered=row[0.0]) is None
+                      for row in out)
+    return fluent / max(1, len(prompts))
 
 
 def _normalise(text: str) -> str:
@@ -359,6 +401,10 @@ def _behaviour(model, tokenizer, pairs, vector, m, sae, steer_positions):
     return behaviour_rate(model, tokenizer, pairs, vector, m, sae=sae)
 
 
+def _fluency(model, tokenizer, pairs, vector, m, sae, steer_positions):
+    return fluency_rate(model, tokenizer, [p.prompt for p in pairs], vector, m, sae=sae, steer_positions=steer_positions)
+
+
 def _generation(model, tokenizer, pairs, vector, m, sae, steer_positions):
     return generation_accuracy(model, tokenizer, [p.prompt for p in pairs], [p.chosen for p in pairs], vector, m,
                                sae=sae, steer_positions=steer_positions)
@@ -376,7 +422,15 @@ METRICS: dict[str, Metric] = {
                         "A/B pairs whose chosen answer is the behaviour's letter (BiPO's test_infer)", _behaviour, _is_ab),
     "generation": Metric("generation", "generation accuracy (the greedy answer contains the chosen one)",
                          "open questions whose chosen answer is the expected text", _generation, _is_open),
+    "fluency": Metric("fluency", "fluent answers (greedy: no token loop, ends its turn where unsteered does)",
+                      "any prompts (it reads the steered answers, not the target)", _fluency),
 }
+
+GENERATING_METRICS = ("mcq_generated", "generation", "fluency")
+"""The metrics that generate answers, for which steering every token or the prompt only differs."""
+
+TARGET_METRICS = tuple(k for k in METRICS if k != "fluency")
+"""The metrics that measure a vector's target (a multiplier can be chosen on them)."""
 
 
 def applicable_metrics(pairs: Sequence[PreferencePair]) -> list[str]:

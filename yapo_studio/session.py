@@ -242,6 +242,15 @@ class Session:
                                        temperature=temperature, seed=seed, steer_positions=steer_positions):
             yield partial[0]
 
+    def fluency_problem(self, label: str, reply: str, unsteered: str, max_new_tokens: int) -> str | None:
+        """Why the steered ``reply`` from :meth:`generate_stream` does not read like text while the
+        ``unsteered`` answer to the same prompt does, or None (see
+        :func:`yapo_core.evaluation.fluency_problem`)."""
+        tokenizer = self.entry(label).bundle.tokenizer
+        if ev.fluency_problem(tokenizer, unsteered, max_new_tokens, unsteered=unsteered) is not None:
+            return None  # the unsteered answer loops too: not the vector's doing
+        return ev.fluency_problem(tokenizer, reply, max_new_tokens, unsteered=unsteered)
+
     def evaluate(self, labels: Sequence[str], metric: str, multipliers: Sequence[float], max_items: int = 64,
                  steer_positions: str = "all") -> list[tuple[str, list[tuple[float, float]]]]:
         """One curve per vector: ``metric`` (a key of :data:`yapo_core.evaluation.METRICS`) on at most
@@ -294,6 +303,8 @@ class Session:
         config = asdict(self.default_config(**({"max_steps": max_steps} if max_steps else {})))
         config.pop("kind")
         config["max_steps"] = self._within_step_cap(config["max_steps"])
+        if config["max_steps"]:
+            config.pop("epochs")  # the step count ends the runs: the fitting split has fewer pairs per epoch
         demo = self._demo_capability(bundle)
         capability = demo[0] if demo is not None else None
         with bundle.lock:

@@ -3,6 +3,7 @@ training settings of steering vectors on it."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 
@@ -176,6 +177,12 @@ def training_settings(pairs: Iterable[PreferencePair]) -> dict:
     """The demo's training settings for these training pairs: :data:`TRAINING` when answers open
     with an option letter (MCQ or A/B questions answered "H"), else :data:`OPEN_TRAINING` (open
     answers, and MCQ answers that give the option's text first, "Koshari, option C.": their
-    steered tokens are text, which loops at TRAINING's rate)."""
-    lettered = any(answers_with_letter(p) for p in pairs)
-    return dict(TRAINING if lettered else OPEN_TRAINING)
+    steered tokens are text, which loops at TRAINING's rate).
+
+    ``epochs`` is set so that the run lasts ``max_steps`` steps on these pairs (the public runs'
+    20 epochs are 60 steps on a 96-pair task, too few at these learning rates)."""
+    pairs = list(pairs)
+    settings = dict(TRAINING if any(answers_with_letter(p) for p in pairs) else OPEN_TRAINING)
+    per_epoch = max(1, math.ceil(len(pairs) / settings["batch_size"]))
+    settings["epochs"] = math.ceil(settings["max_steps"] / per_epoch)
+    return settings
