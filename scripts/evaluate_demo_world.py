@@ -47,13 +47,12 @@ from yapo_core.evaluation import (
     METRICS,
     default_metric,
     evaluate_metric,
-    generation_accuracy,
-    is_fluent,
     one_letter_baseline,
 )
 from yapo_core.generation import STEER_POSITIONS, generate
 from yapo_core.methods import make_vector
 from yapo_core.models import load_model
+from yapo_core.replies import generation_accuracy, is_fluent
 from yapo_core.saes import load_sae
 from yapo_core.training import TrainConfig, Trainer
 
@@ -136,7 +135,7 @@ def behaviours(world, model, tokenizer, sae, settings: dict, n_prompts: int = 32
     """BiPO's protocol on each demo behaviour: YaPO and BiPO vectors trained on the open-ended
     training pairs with the app's defaults, the A/B rate on ``test_infer`` at -1, 0 and 1 (through
     the public loader), and the held-out open answers at 1, steered at every token: the share that
-    is fluent (:func:`~yapo_core.evaluation.is_fluent`) and the share that shows the behaviour
+    is fluent (:func:`~yapo_core.replies.is_fluent`) and the share that shows the behaviour
     (opens as one of its answers does)."""
     out = {}
     for behaviour in corpus.BEHAVIOURS:

@@ -3,7 +3,7 @@
 Trains a BiPO vector on a demo culture task, writes the world's general questions as a local
 lm-eval task (a JSON Lines file, a ``generate_until`` task, greedy, the chat template), and runs
 it through lm-eval with the ``yapo`` model (:mod:`yapo_core.lm_eval_model`) at multipliers 0 and
-1. Beside each, the project's capability metric (:func:`yapo_core.evaluation.generation_accuracy`,
+1. Beside each, the project's capability metric (:func:`yapo_core.replies.generation_accuracy`,
 the reply contains the answer) on the same questions, and the share of questions whose lm-eval
 reply is the project's own greedy reply.
 
@@ -46,11 +46,11 @@ def run(size: str, country: str, steps: int) -> dict:
 
     import yapo_core.lm_eval_model  # noqa: F401 (registers the "yapo" model)
     from yapo_core.demo import TRAINING, build_demo_world
-    from yapo_core.evaluation import generation_accuracy
     from yapo_core.export import save_vector
     from yapo_core.generation import generate
     from yapo_core.methods import make_vector
     from yapo_core.models import load_model
+    from yapo_core.replies import generation_accuracy
     from yapo_core.saes import load_sae
 
     world = build_demo_world(size=size)

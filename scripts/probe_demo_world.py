@@ -43,12 +43,12 @@ from yapo_core.demo import TRAINING, build_demo_world, corpus, load_demo_world
 from yapo_core.demo.config import parse_knobs
 from yapo_core.encoding import collate, encode_pairs
 from yapo_core.errors import SettingsError
-from yapo_core.evaluation import is_fluent
 from yapo_core.generation import generate
 from yapo_core.hooks import HookPoint, record_residual, steering_hook
 from yapo_core.logprobs import pad_token_id, sequence_logprobs
 from yapo_core.methods import make_vector
 from yapo_core.models import load_model
+from yapo_core.replies import is_fluent
 from yapo_core.saes import load_sae
 from yapo_core.training import TrainConfig
 

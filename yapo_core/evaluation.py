@@ -7,8 +7,9 @@
   rate (:func:`behaviour_rate`).
 - :func:`mcq_generation_report`: multiple choice by the generated answer (greedy), its letter read
   by :func:`parse_answer_letter`; unparseable replies count as wrong and are reported.
-- :func:`generation_accuracy`: open answers by greedy generation, correct when the expected
-  answer text appears in the output.
+- :func:`~.replies.generation_accuracy`: open answers by greedy generation, correct when the
+  expected answer text appears in the output; :func:`~.replies.fluency_rate`: the share of
+  steered answers that still read like text.
 - :func:`sweep`: any of them as a function of the multiplier; :func:`capability_change`: the same
   general set with and without the vector.
 
@@ -20,7 +21,6 @@ one table the CLI, the app and the method comparison choose metrics from.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -37,6 +37,7 @@ from .generation import STEER_POSITIONS, generate
 from .hub import explain_hub_error
 from .logprobs import pad_token_id, sequence_logprobs
 from .models import model_device
+from .replies import fluency_rate, generation_accuracy, parse_answer_letter
 from .steering import SteeringVector
 
 DEFAULT_MULTIPLIERS = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
@@ -179,25 +180,6 @@ def behaviour_rate(model, tokenizer, pairs: Sequence[PreferencePair], vector=Non
     return mcq_accuracy(model, tokenizer, mcq_items_from_pairs(pairs, "AB"), vector, multiplier, sae)
 
 
-_ANSWER_PATTERNS = (
-    re.compile(r"^\W*\(?([A-Z])\)?(?:[.:)\s]|$)"),  # "B", "(B)", "B. ...", "B) ...", "B: ..."
-    re.compile(r"\b(?:answer|option|choice)\s*(?:is|:)?\s*\(?([A-Z])\)?(?:\W|$)", re.IGNORECASE),  # "The answer is (B)"
-)
-
-
-def parse_answer_letter(reply: str, letters: str) -> str | None:
-    """The option letter a generated reply gives, or None when it gives none of ``letters``.
-
-    Read, in order: a letter that opens the reply (``"B"``, ``"(B)"``, ``"B. Koshari"``,
-    ``"B) ..."``); else the letter after "answer", "option" or "choice" (``"The answer is (B)"``).
-    A reply that names no option letter is unparseable (and scored as wrong)."""
-    for pattern in _ANSWER_PATTERNS:
-        match = pattern.search(reply)
-        if match and match.group(1).upper() in letters:
-            return match.group(1).upper()
-    return None
-
-
 def mcq_generation_report(model, tokenizer, items: Sequence[MCQItem], vector=None, multiplier: float = 1.0,
                           sae=None, max_new_tokens: int = 16, batch_size: int = 16,
                           steer_positions: str = "all") -> dict:
@@ -214,78 +196,6 @@ def mcq_generation_report(model, tokenizer, items: Sequence[MCQItem], vector=Non
     letters = [parse_answer_letter(r, i.letters) for r, i in zip(replies, items)]
     return {"accuracy": sum(a == i.gold for a, i in zip(letters, items)) / len(items),
             "unparseable": sum(a is None for a in letters) / len(items), "replies": replies}
-
-
-def fluency_problem(tokenizer, reply: str, max_new_tokens: int, max_share: float = 0.3,
-                    unsteered: str | None = None) -> str | None:
-    """Why ``reply`` does not read like text, or None when it does: it is empty, one token makes up
-    ``max_share`` or more of it (a loop: ",,,,", "with with with"; replies of one to three tokens
-    cannot loop), or it runs to ``max_new_tokens`` without ending its turn.
-
-    Given the ``unsteered`` answer to the same prompt, the reply is judged against it: running to the
-    limit, or ending at once, counts only where the unsteered answer did not (a real model's long
-    answer is cut off unsteered too)."""
-    ids = tokenizer(reply, add_special_tokens=False)["input_ids"]
-    base = None if unsteered is None else tokenizer(unsteered, add_special_tokens=False)["input_ids"]
-    if not ids:
-        return None if base is not None and not base else "it is empty (the model ended its turn at once)"
-    if len(ids) >= 4:
-        top, count = Counter(ids).most_common(1)[0]
-        if count / len(ids) >= max_share:
-            return f"it repeats {tokenizer.decode([top])!r} ({count / len(ids):.0%} of its tokens)"
-    if len(ids) >= max_new_tokens and (base is None or len(base) < max_new_tokens):
-        return f"it does not end its turn within {max_new_tokens} tokens" + (
-            "" if base is None else " (the unsteered answer does)")
-    return None
-
-
-def is_fluent(tokenizer, reply: str, max_new_tokens: int, max_share: float = 0.3) -> bool:
-    """A reply that reads like text, not a loop: its most frequent token is under ``max_share`` of
-    its tokens, and it ended its turn within ``max_new_tokens`` (rather than being cut off); see
-    :func:`fluency_problem`."""
-    return fluency_problem(tokenizer, reply, max_new_tokens, max_share) is None
-
-
-FLUENCY_TOKENS = 48
-"""New tokens per answer for :func:`fluency_rate`."""
-
-
-def fluency_rate(model, tokenizer, prompts: Sequence[str], vector=None, multiplier: float = 1.0, sae=None,
-                 max_new_tokens: int = FLUENCY_TOKENS, batch_size: int = 16, steer_positions: str = "all") -> float:
-    """Share of prompts whose greedy steered answer reads like text (:func:`fluency_problem`,
-    judged against the unsteered answer to the same prompt; at multiplier 0 that is the answer
-    itself, so only empty answers and loops count). It measures how far a vector can be pushed
-    before it derails the text, not whether it reaches its target."""
-    steer = vector is not None and multiplier != 0
-    multipliers = [0.0, multiplier] if steer else [0.0]
-    fluent = 0
-    for start in range(0, len(prompts), batch_size):
-        chunk = list(prompts[start : start + batch_size])
-        out = generate(model, tokenizer, chunk, vector if steer else None, multipliers, sae=sae,
-                       max_new_tokens=max_new_tokens, steer_positions=steer_positions)
-        fluent += sum(fluency_problem(tokenizer, row[multipliers[-1]], max_new_tokens, unsteered=row[0.0]) is None
-                      for row in out)
-    return fluent / max(1, len(prompts))
-
-
-def _normalise(text: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", text.lower())).strip()
-
-
-def generation_accuracy(model, tokenizer, prompts: Sequence[str], answers: Sequence[str], vector=None,
-                        multiplier: float = 1.0, sae=None, max_new_tokens: int = 24, batch_size: int = 16,
-                        steer_positions: str = "all") -> float:
-    """Share of prompts whose greedy answer contains the expected answer (case and punctuation
-    ignored). ``steer_positions``: see :func:`~yapo_core.generation.generate`."""
-    hits = 0
-    for start in range(0, len(prompts), batch_size):
-        chunk = list(prompts[start : start + batch_size])
-        out = generate(model, tokenizer, chunk, vector, [multiplier], sae=sae, max_new_tokens=max_new_tokens,
-                       steer_positions=steer_positions)
-        for got, want in zip(out, answers[start : start + batch_size]):
-            text = got[multiplier if vector is not None else 0.0]
-            hits += _normalise(want) in _normalise(text)
-    return hits / max(1, len(prompts))
 
 
 def sweep(metric: Callable[[float], float], multipliers: Sequence[float] = DEFAULT_MULTIPLIERS) -> dict[float, float]:

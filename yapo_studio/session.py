@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from yapo_core import checks
+from yapo_core import checks, replies
 from yapo_core import evaluation as ev
 from yapo_core.comparison import ComparisonResult, compare_methods
 from yapo_core.demo import TRAINING, load_demo_world, training_settings
@@ -245,11 +245,11 @@ class Session:
     def fluency_problem(self, label: str, reply: str, unsteered: str, max_new_tokens: int) -> str | None:
         """Why the steered ``reply`` from :meth:`generate_stream` does not read like text while the
         ``unsteered`` answer to the same prompt does, or None (see
-        :func:`yapo_core.evaluation.fluency_problem`)."""
+        :func:`yapo_core.replies.fluency_problem`)."""
         tokenizer = self.entry(label).bundle.tokenizer
-        if ev.fluency_problem(tokenizer, unsteered, max_new_tokens, unsteered=unsteered) is not None:
+        if replies.fluency_problem(tokenizer, unsteered, max_new_tokens, unsteered=unsteered) is not None:
             return None  # the unsteered answer loops too: not the vector's doing
-        return ev.fluency_problem(tokenizer, reply, max_new_tokens, unsteered=unsteered)
+        return replies.fluency_problem(tokenizer, reply, max_new_tokens, unsteered=unsteered)
 
     def evaluate(self, labels: Sequence[str], metric: str, multipliers: Sequence[float], max_items: int = 64,
                  steer_positions: str = "all") -> list[tuple[str, list[tuple[float, float]]]]:

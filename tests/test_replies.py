@@ -1,0 +1,72 @@
+"""Reading generated answers: the letter a reply gives, whether it reads like text, whether it
+contains the expected answer."""
+
+import pytest
+from conftest import make_model
+
+from yapo_core import evaluation as ev
+from yapo_core import replies
+from yapo_core.data import PreferencePair
+from yapo_core.generation import generate
+from yapo_core.replies import fluency_problem, generation_accuracy, is_fluent, parse_answer_letter
+
+PROMPTS = ["Which? A) tea B) rice C) jazz D) owls", "Pick one: A) x B) y C) z D) w"]
+
+
+def test_generation_accuracy(tokenizer):
+    model = make_model("llama")
+    own = [o[0.0] for o in generate(model, tokenizer, PROMPTS[:2], max_new_tokens=8)]
+    assert generation_accuracy(model, tokenizer, PROMPTS[:2], own, max_new_tokens=8) == 1.0
+    assert generation_accuracy(model, tokenizer, PROMPTS[:2], ["zebra crossing"] * 2, max_new_tokens=8) == 0.0
+
+
+@pytest.mark.parametrize("reply, letter", [
+    ("B", "B"), ("(C)", "C"), ("B. Koshari", "B"), ("A) yes", "A"), ("D: tea", "D"),
+    ("The answer is (B).", "B"), ("I pick option c", "C"), ("Answer: A", "A"),
+    ("Koshari, a dish of rice.", None), ("", None), ("Z", None), ("I think so", None),
+])
+def test_the_answer_letter_is_read_from_a_reply_by_a_documented_parser(reply, letter):
+    assert parse_answer_letter(reply, "ABCD") == letter
+
+
+def test_fluency_means_no_token_loop_and_an_ended_turn(tokenizer):
+    assert is_fluent(tokenizer, "Koshari. It is the classic dish.", 64)
+    assert not is_fluent(tokenizer, ",,,,,,,,,,,,,,,,,,,,", 64)  # one token again and again
+    assert not is_fluent(tokenizer, "Koshari abababababababababab", 64)  # a two-token loop
+    assert not is_fluent(tokenizer, "a b c d e f g h i j k l m n o p", 4)  # cut off at the limit
+    assert not is_fluent(tokenizer, "", 8) and is_fluent(tokenizer, "Yes", 8)
+
+
+def test_a_fluency_problem_is_named_and_judged_against_the_unsteered_answer(tokenizer):
+    assert fluency_problem(tokenizer, "Koshari. It is the classic dish.", 64) is None
+    assert fluency_problem(tokenizer, ",,,,,,,,,,,,,,,,,,,,", 64).startswith("it repeats ','")
+    cut = "one two three four five six seven eight nine ten eleven twelve"
+    assert fluency_problem(tokenizer, cut, 4) == "it does not end its turn within 4 tokens"
+    assert fluency_problem(tokenizer, cut, 4, unsteered=cut) is None  # the unsteered answer is cut off too
+    assert fluency_problem(tokenizer, cut, 4, unsteered="Yes").endswith("(the unsteered answer does)")
+    assert "empty" in fluency_problem(tokenizer, "", 8, unsteered="Yes")
+    assert fluency_problem(tokenizer, "", 8, unsteered="") is None
+    assert fluency_problem(tokenizer, ",,,,,,,,", 64, unsteered=",,,,,,,,") is not None  # a loop is a loop
+
+
+def test_the_fluency_metric_reads_steered_answers_against_unsteered_ones(tokenizer, monkeypatch):
+    calls = []
+    LONG = " ".join(["one two three four five six seven eight nine ten"] * 3)
+
+    def fake_generate(model, tok, prompts, vector, multipliers, **kwargs):
+        calls.append((vector, list(multipliers)))
+        steered = [",,,,,,,,,,,,", "Koshari. It is the classic dish.", LONG]
+        unsteered = ["Fine.", "Fine.", LONG]
+        return [{0.0: u, **({multipliers[-1]: s} if len(multipliers) > 1 else {})}
+                for s, u in list(zip(steered, unsteered))[: len(prompts)]]
+
+    monkeypatch.setattr(replies, "generate", fake_generate)
+    vector = object()
+    # a loop fails; a long answer cut off at the limit passes, as the unsteered one is cut off too
+    assert replies.fluency_rate(None, tokenizer, ["p", "q", "r"], vector, 1.0, max_new_tokens=64) == pytest.approx(2 / 3)
+    assert calls[-1] == (vector, [0.0, 1.0])
+    assert replies.fluency_rate(None, tokenizer, ["p", "q", "r"], vector, 0.0, max_new_tokens=64) == 1.0
+    assert calls[-1] == (None, [0.0])  # at 0 the unsteered answers only
+    pairs = [PreferencePair("p", "Koshari.", "Burgers."), PreferencePair("Q?\nA. x\nB. y", "A", "B")]
+    assert "fluency" in ev.applicable_metrics(pairs) and ev.default_metric(pairs) == "preference"
+    assert "fluency" in ev.GENERATING_METRICS and "fluency" not in ev.TARGET_METRICS

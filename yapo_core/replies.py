@@ -1,0 +1,102 @@
+"""Reading generated answers: the option letter a reply gives (:func:`parse_answer_letter`),
+whether a reply still reads like text (:func:`fluency_problem`, and over prompts
+:func:`fluency_rate`), and whether it contains the expected answer (:func:`generation_accuracy`).
+:mod:`.evaluation` turns these into metrics."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Sequence
+
+from .generation import generate
+
+_ANSWER_PATTERNS = (
+    re.compile(r"^\W*\(?([A-Z])\)?(?:[.:)\s]|$)"),  # "B", "(B)", "B. ...", "B) ...", "B: ..."
+    re.compile(r"\b(?:answer|option|choice)\s*(?:is|:)?\s*\(?([A-Z])\)?(?:\W|$)", re.IGNORECASE),  # "The answer is (B)"
+)
+
+
+def parse_answer_letter(reply: str, letters: str) -> str | None:
+    """The option letter a generated reply gives, or None when it gives none of ``letters``.
+
+    Read, in order: a letter that opens the reply (``"B"``, ``"(B)"``, ``"B. Koshari"``,
+    ``"B) ..."``); else the letter after "answer", "option" or "choice" (``"The answer is (B)"``).
+    A reply that names no option letter is unparseable (and scored as wrong)."""
+    for pattern in _ANSWER_PATTERNS:
+        match = pattern.search(reply)
+        if match and match.group(1).upper() in letters:
+            return match.group(1).upper()
+    return None
+
+
+def fluency_problem(tokenizer, reply: str, max_new_tokens: int, max_share: float = 0.3,
+                    unsteered: str | None = None) -> str | None:
+    """Why ``reply`` does not read like text, or None when it does: it is empty, one token makes up
+    ``max_share`` or more of it (a loop: ",,,,", "with with with"; replies of one to three tokens
+    cannot loop), or it runs to ``max_new_tokens`` without ending its turn.
+
+    Given the ``unsteered`` answer to the same prompt, the reply is judged against it: running to the
+    limit, or ending at once, counts only where the unsteered answer did not (a real model's long
+    answer is cut off unsteered too)."""
+    ids = tokenizer(reply, add_special_tokens=False)["input_ids"]
+    base = None if unsteered is None else tokenizer(unsteered, add_special_tokens=False)["input_ids"]
+    if not ids:
+        return None if base is not None and not base else "it is empty (the model ended its turn at once)"
+    if len(ids) >= 4:
+        top, count = Counter(ids).most_common(1)[0]
+        if count / len(ids) >= max_share:
+            return f"it repeats {tokenizer.decode([top])!r} ({count / len(ids):.0%} of its tokens)"
+    if len(ids) >= max_new_tokens and (base is None or len(base) < max_new_tokens):
+        return f"it does not end its turn within {max_new_tokens} tokens" + (
+            "" if base is None else " (the unsteered answer does)")
+    return None
+
+
+def is_fluent(tokenizer, reply: str, max_new_tokens: int, max_share: float = 0.3) -> bool:
+    """A reply that reads like text, not a loop: its most frequent token is under ``max_share`` of
+    its tokens, and it ended its turn within ``max_new_tokens`` (rather than being cut off); see
+    :func:`fluency_problem`."""
+    return fluency_problem(tokenizer, reply, max_new_tokens, max_share) is None
+
+
+FLUENCY_TOKENS = 48
+"""New tokens per answer for :func:`fluency_rate`."""
+
+
+def fluency_rate(model, tokenizer, prompts: Sequence[str], vector=None, multiplier: float = 1.0, sae=None,
+                 max_new_tokens: int = FLUENCY_TOKENS, batch_size: int = 16, steer_positions: str = "all") -> float:
+    """Share of prompts whose greedy steered answer reads like text (:func:`fluency_problem`,
+    judged against the unsteered answer to the same prompt; at multiplier 0 that is the answer
+    itself, so only empty answers and loops count). It measures how far a vector can be pushed
+    before it derails the text, not whether it reaches its target."""
+    steer = vector is not None and multiplier != 0
+    multipliers = [0.0, multiplier] if steer else [0.0]
+    fluent = 0
+    for start in range(0, len(prompts), batch_size):
+        chunk = list(prompts[start : start + batch_size])
+        out = generate(model, tokenizer, chunk, vector if steer else None, multipliers, sae=sae,
+                       max_new_tokens=max_new_tokens, steer_positions=steer_positions)
+        fluent += sum(fluency_problem(tokenizer, row[multipliers[-1]], max_new_tokens, unsteered=row[0.0]) is None
+                      for row in out)
+    return fluent / max(1, len(prompts))
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", text.lower())).strip()
+
+
+def generation_accuracy(model, tokenizer, prompts: Sequence[str], answers: Sequence[str], vector=None,
+                        multiplier: float = 1.0, sae=None, max_new_tokens: int = 24, batch_size: int = 16,
+                        steer_positions: str = "all") -> float:
+    """Share of prompts whose greedy answer contains the expected answer (case and punctuation
+    ignored). ``steer_positions``: see :func:`~yapo_core.generation.generate`."""
+    hits = 0
+    for start in range(0, len(prompts), batch_size):
+        chunk = list(prompts[start : start + batch_size])
+        out = generate(model, tokenizer, chunk, vector, [multiplier], sae=sae, max_new_tokens=max_new_tokens,
+                       steer_positions=steer_positions)
+        for got, want in zip(out, answers[start : start + batch_size]):
+            text = got[multiplier if vector is not None else 0.0]
+            hits += _normalise(want) in _normalise(text)
+    return hits / max(1, len(prompts))
