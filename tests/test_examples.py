@@ -122,3 +122,28 @@ def test_the_lm_eval_check_compares_lm_eval_with_the_projects_metric(tmp_path):
     figures = json.loads(out.with_suffix(".json").read_text())
     assert set(figures["multipliers"]) == {"0", "1"} and figures["multipliers"]["0"]["n"] > 0
     assert "| 1 |" in result.stdout
+
+
+def test_the_open_answer_learning_rate_is_chosen_on_validation_data(tmp_path):
+    """scripts/choose_open_lr.py on a miniature world: a row per task, method and rate, and the
+    choice rule (the best mean good share; the smaller rate on a tie)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import choose_open_lr
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    rows = [{"lr": 0.01, "good": 0.5}, {"lr": 0.01, "good": 0.7}, {"lr": 0.005, "good": 0.6}, {"lr": 0.005, "good": 0.6},
+            {"lr": 0.002, "good": 0.2}, {"lr": 0.002, "good": 0.2}]
+    chosen, means = choose_open_lr.choose(rows, [0.002, 0.005, 0.01])
+    assert chosen == 0.005 and means[0.002] == 0.2  # 0.005 ties 0.01 at 0.6: the smaller wins
+    env = {**os.environ, "YAPO_CACHE_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "lr.md"
+    result = subprocess.run([sys.executable, "scripts/choose_open_lr.py", "--size", "mini", "--steps", "2",
+                             "--lrs", "0.01", "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.with_suffix(".json").read_text())
+    tasks = {(r["task"], r["method"]) for r in figures["rows"]}
+    assert tasks == {(t, m) for t in ("power-seeking", "wealth-seeking", "culture-egypt (open)") for m in ("yapo", "bipo")}
+    assert figures["chosen"] == 0.01 and all(r["n_validation"] >= 1 for r in figures["rows"])
+    assert "**Chosen: 0.01.**" in out.read_text()

@@ -1,0 +1,123 @@
+"""Choose the demo world's learning rate for open answers on validation data, never on the test split.
+
+    python scripts/choose_open_lr.py --out assets/results/demo-open-lr.md    # about 25 min
+    python scripts/choose_open_lr.py --size mini --steps 2 --lrs 0.01        # checks the script in seconds
+
+Each open-answer task of the demo world (the behaviours, and the open-ended form of ``--countries``)
+has its training pairs split 80/20 (seeded): YaPO and BiPO vectors are trained on the 80 % at each
+learning rate of ``--lrs`` with the demo's other settings (``yapo_core.demo.OPEN_TRAINING``: 600
+steps, every token steered), and the held-out 20 % of prompts are answered greedily at multiplier 1.
+A reply is *good* when it is fluent (:func:`yapo_core.replies.is_fluent`) and shows the target (the
+behaviour's answer, or the culture's answer). The chosen rate is the one with the highest mean good
+share over every task and both methods (the smaller on a tie); ``OPEN_TRAINING`` uses it, and
+``scripts/evaluate_demo_world.py`` reports the test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from yapo_core.data import split_pairs
+from yapo_core.demo import OPEN_TRAINING, build_demo_world, corpus
+from yapo_core.generation import generate
+from yapo_core.methods import make_vector
+from yapo_core.models import load_model
+from yapo_core.replies import is_fluent
+from yapo_core.saes import load_sae
+from yapo_core.training import TrainConfig
+
+TOKENS = 48
+VALIDATION = 0.2
+
+
+def open_tasks(world, countries: list[str]) -> dict:
+    """``{name: (training pairs, shows(pair, reply))}`` for every open-answer task."""
+    out = {}
+    for behaviour in corpus.BEHAVIOURS:
+        openings = {m.split()[0].rstrip(",.") for m in behaviour.matching}  # "Yes", "Absolutely"
+        out[behaviour.key] = (list(world.task(behaviour.key).pairs("train")),
+                              lambda pair, reply, o=openings: bool(reply.split()) and reply.split()[0].rstrip(",.") in o)
+    for country in countries:
+        out[f"culture-{country} (open)"] = (
+            list(world.culture(country).pairs("train", form="open_ended")),
+            lambda pair, reply: pair.chosen.split(".")[0].lower() in reply.lower())  # "Koshari" opens the answer
+    return out
+
+
+def measure(model, tokenizer, sae, tasks: dict, lrs: list[float], steps: int | None) -> list[dict]:
+    rows = []
+    for name, (pairs, shows) in tasks.items():
+        fit, held = split_pairs(pairs, VALIDATION, seed=0)
+        for method in ("yapo", "bipo"):
+            for lr in lrs:
+                settings = {**OPEN_TRAINING, "lr": lr, **({"max_steps": steps} if steps else {})}
+                vector = make_vector(method, model, tokenizer, fit, sae=sae, config=TrainConfig(epochs=10_000, **settings))
+                replies = [r[1.0] for r in generate(model, tokenizer, [p.prompt for p in held], vector, [1.0], sae=sae,
+                                                    max_new_tokens=TOKENS)]
+                fluent = [is_fluent(tokenizer, r, TOKENS) for r in replies]
+                shown = [shows(p, r) for p, r in zip(held, replies)]
+                row = {"task": name, "method": method, "lr": lr, "n_validation": len(held),
+                       "norm": round(vector.norm(), 2), "fluent": sum(fluent) / len(held),
+                       "shows": sum(shown) / len(held), "good": sum(f and s for f, s in zip(fluent, shown)) / len(held),
+                       "example": replies[0]}
+                rows.append(row)
+                print(f"{name} {method} lr {lr:g}: fluent {row['fluent']:.2f}, shows {row['shows']:.2f}, "
+                      f"good {row['good']:.2f}", file=sys.stderr, flush=True)
+    return rows
+
+
+def choose(rows: list[dict], lrs: list[float]) -> tuple[float, dict[float, float]]:
+    means = {lr: sum(r["good"] for r in rows if r["lr"] == lr) / max(1, sum(r["lr"] == lr for r in rows)) for lr in lrs}
+    best = max(means.values())
+    return min(lr for lr, m in means.items() if m == best), means
+
+
+def report(rows: list[dict], chosen: float, means: dict[float, float], world) -> str:
+    lines = [f"## The demo's learning rate for open answers, chosen on validation data (world `{world.root.name}`)", "",
+             f"Written by `python scripts/choose_open_lr.py`. Training pairs split {1 - VALIDATION:.0%} / "
+             f"{VALIDATION:.0%} (seed 0); vectors trained on the first part with the demo's open-answer settings "
+             f"({OPEN_TRAINING['max_steps']} steps) at each learning rate; the held-out prompts answered greedily "
+             f"at multiplier 1, every token steered. *Good*: fluent and showing the target.", "",
+             "| task | method | lr | validation prompts | vector norm | fluent | shows | good | a reply |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['task']} | {r['method']} | {r['lr']:g} | {r['n_validation']} | {r['norm']:g} | "
+                     f"{r['fluent']:.2f} | {r['shows']:.2f} | {r['good']:.2f} | {r['example'][:60]!r} |")
+    lines += ["", "Mean good share per learning rate: "
+              + ", ".join(f"{lr:g}: {m:.2f}" for lr, m in means.items()) + f". **Chosen: {chosen:g}.**"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lrs", default="0.002,0.005,0.01", help="learning rates to compare, comma-separated")
+    parser.add_argument("--countries", default="egypt", help="cultures whose open answers are measured")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache-dir", default=None, help="where the world is (default: the demo cache folder)")
+    parser.add_argument("--size", default="full", choices=["full", "mini"])
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's)")
+    parser.add_argument("--out", help="write the Markdown report here, and the figures as JSON beside it")
+    args = parser.parse_args(argv)
+    lrs = [float(x) for x in args.lrs.split(",") if x.strip()]
+    world = build_demo_world(args.cache_dir, seed=args.seed, size=args.size, progress=False)
+    model, tokenizer = load_model(world.model_dir, device="cpu")
+    sae = load_sae(path=world.sae_dir, device="cpu")
+    countries = [c.strip() for c in args.countries.split(",") if c.strip()]
+    rows = measure(model, tokenizer, sae, open_tasks(world, countries), lrs, args.steps)
+    chosen, means = choose(rows, lrs)
+    text = report(rows, chosen, means, world)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        out.with_suffix(".json").write_text(json.dumps({"chosen": chosen, "means": means, "rows": rows,
+                                                        "world": world.root.name}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
