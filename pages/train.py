@@ -174,11 +174,11 @@ PRESET_FIELDS = ("lr", "warmup_steps", "epochs", "max_steps", "batch_size", "mcq
 
 
 def preset_defaults(session: Session | None) -> list:
-    """The preset's recommended hyper-parameters for the loaded task, filled in once per loaded
-    preset and task; later visits keep what the user typed."""
+    """The preset's recommended hyper-parameters for the loaded task and method, filled in once per
+    loaded preset, task and method; later visits keep what the user typed."""
     if session is None or session.preset is None:
         return [gr.update() for _ in PRESET_FIELDS]
-    key = (session.preset.key, session.task.label if session.task is not None else None)
+    key = (session.preset.key, session.task.label if session.task is not None else None, session.method.key)
     if session.train_fields_for == key:
         return [gr.update() for _ in PRESET_FIELDS]
     session.train_fields_for = key

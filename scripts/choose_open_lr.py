@@ -9,8 +9,9 @@ learning rate of ``--lrs`` with the demo's other settings (``yapo_core.demo.OPEN
 steps, every token steered), and the held-out 20 % of prompts are answered greedily at multiplier 1.
 A reply is *good* when it is fluent (:func:`yapo_core.replies.is_fluent`) and shows the target (the
 behaviour's answer, or the culture's answer). The chosen rate is the one with the highest mean good
-share over every task and both methods (the smaller on a tie); ``OPEN_TRAINING`` uses it, and
-``scripts/evaluate_demo_world.py`` reports the test split.
+share over every task, for each method (the smaller on a tie): ``yapo_core.demo.OPEN_TRAINING``
+uses YaPO's and ``OPEN_TRAINING_DENSE`` BiPO's, and ``scripts/evaluate_demo_world.py`` reports
+the test split.
 """
 
 from __future__ import annotations
@@ -69,13 +70,20 @@ def measure(model, tokenizer, sae, tasks: dict, lrs: list[float], steps: int | N
     return rows
 
 
-def choose(rows: list[dict], lrs: list[float]) -> tuple[float, dict[float, float]]:
-    means = {lr: sum(r["good"] for r in rows if r["lr"] == lr) / max(1, sum(r["lr"] == lr for r in rows)) for lr in lrs}
-    best = max(means.values())
-    return min(lr for lr, m in means.items() if m == best), means
+def choose(rows: list[dict], lrs: list[float]) -> dict[str, tuple[float, dict[float, float]]]:
+    """For each method, the learning rate with the best mean good share over the tasks (the smaller
+    on a tie) and every rate's mean."""
+    out = {}
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        means = {lr: sum(r["good"] for r in mine if r["lr"] == lr) / max(1, sum(r["lr"] == lr for r in mine))
+                 for lr in lrs}
+        best = max(means.values())
+        out[method] = (min(lr for lr, m in means.items() if m == best), means)
+    return out
 
 
-def report(rows: list[dict], chosen: float, means: dict[float, float], world) -> str:
+def report(rows: list[dict], chosen: dict, world) -> str:
     lines = [f"## The demo's learning rate for open answers, chosen on validation data (world `{world.root.name}`)", "",
              f"Written by `python scripts/choose_open_lr.py`. Training pairs split {1 - VALIDATION:.0%} / "
              f"{VALIDATION:.0%} (seed 0); vectors trained on the first part with the demo's open-answer settings "
@@ -86,8 +94,10 @@ def report(rows: list[dict], chosen: float, means: dict[float, float], world) ->
     for r in rows:
         lines.append(f"| {r['task']} | {r['method']} | {r['lr']:g} | {r['n_validation']} | {r['norm']:g} | "
                      f"{r['fluent']:.2f} | {r['shows']:.2f} | {r['good']:.2f} | {r['example'][:60]!r} |")
-    lines += ["", "Mean good share per learning rate: "
-              + ", ".join(f"{lr:g}: {m:.2f}" for lr, m in means.items()) + f". **Chosen: {chosen:g}.**"]
+    lines.append("")
+    for method, (lr, means) in chosen.items():
+        lines.append(f"- {method}: mean good share per learning rate "
+                     + ", ".join(f"{rate:g}: {m:.2f}" for rate, m in means.items()) + f". **Chosen: {lr:g}.**")
     return "\n".join(lines) + "\n"
 
 
@@ -107,14 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     sae = load_sae(path=world.sae_dir, device="cpu")
     countries = [c.strip() for c in args.countries.split(",") if c.strip()]
     rows = measure(model, tokenizer, sae, open_tasks(world, countries), lrs, args.steps)
-    chosen, means = choose(rows, lrs)
-    text = report(rows, chosen, means, world)
+    chosen = choose(rows, lrs)
+    text = report(rows, chosen, world)
     print(text)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
-        out.with_suffix(".json").write_text(json.dumps({"chosen": chosen, "means": means, "rows": rows,
+        out.with_suffix(".json").write_text(json.dumps({"chosen": {m: lr for m, (lr, _) in chosen.items()},
+                                                        "means": {m: means for m, (_, means) in chosen.items()},
+                                                        "rows": rows,
                                                         "world": world.root.name}, indent=2) + "\n")
     return 0
 

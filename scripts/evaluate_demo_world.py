@@ -23,7 +23,7 @@ Builds the full demo world (or reuses the one in the cache), then reports:
   and one held-out question answered unsteered and steered, steering every token (the method) and
   the prompt tokens only;
 * behaviours (BiPO's protocol): YaPO and BiPO trained on each behaviour's open-ended pairs with
-  the app's defaults (``OPEN_TRAINING``), the A/B rate on ``test_infer`` at -1, 0 and 1, and how many held-out open
+  the app's defaults (``OPEN_TRAINING`` for YaPO, ``OPEN_TRAINING_DENSE`` for BiPO), the A/B rate on ``test_infer`` at -1, 0 and 1, and how many held-out open
   answers at 1 are fluent and show the behaviour.
 
 ``--sections culture`` or ``--sections behaviours`` measures one part only; ``--cache-dir DIR
@@ -40,7 +40,7 @@ import sys
 from pathlib import Path
 
 from yapo_core.comparison import compare_methods
-from yapo_core.demo import OPEN_TRAINING, TRAINING, build_demo_world, corpus, training_settings
+from yapo_core.demo import OPEN_TRAINING, OPEN_TRAINING_DENSE, TRAINING, build_demo_world, corpus, training_settings
 from yapo_core.demo.config import parse_knobs
 from yapo_core.errors import SettingsError
 from yapo_core.evaluation import (
@@ -131,7 +131,7 @@ BEHAVIOUR_TARGETS = {"unsteered A/B rate <= 0.1": lambda r: r["yapo"]["ab_rate"]
 BEHAVIOUR_TOKENS = 32
 
 
-def behaviours(world, model, tokenizer, sae, settings: dict, n_prompts: int = 32) -> dict:
+def behaviours(world, model, tokenizer, sae, settings: dict[str, dict], n_prompts: int = 32) -> dict:
     """BiPO's protocol on each demo behaviour: YaPO and BiPO vectors trained on the open-ended
     training pairs with the app's defaults, the A/B rate on ``test_infer`` at -1, 0 and 1 (through
     the public loader), and the held-out open answers at 1, steered at every token: the share that
@@ -145,7 +145,8 @@ def behaviours(world, model, tokenizer, sae, settings: dict, n_prompts: int = 32
         prompts = [p.prompt for p in test][:n_prompts]
         openings = {m.split()[0].rstrip(",.") for m in behaviour.matching}  # "Yes", "Absolutely"
         for method in ("yapo", "bipo"):
-            vector = make_vector(method, model, tokenizer, train, sae=sae, config=TrainConfig(epochs=10_000, **settings))
+            vector = make_vector(method, model, tokenizer, train, sae=sae,
+                                 config=TrainConfig(epochs=10_000, **settings[method]))
             rates = evaluate_metric("behaviour", model, tokenizer, infer, vector, [-1.0, 0.0, 1.0], sae=sae)
             replies = [r[1.0] for r in generate(model, tokenizer, prompts, vector, [1.0], sae=sae,
                                                 max_new_tokens=BEHAVIOUR_TOKENS)]
@@ -161,9 +162,11 @@ def behaviours(world, model, tokenizer, sae, settings: dict, n_prompts: int = 32
     return out
 
 
-def behaviour_report(rows: dict, settings: dict) -> str:
+def behaviour_report(rows: dict, settings: dict[str, dict]) -> str:
+    shown = settings["yapo"]
     lines = ["", "", "Behaviours, BiPO's protocol (trained on the open-ended train pairs with the app's defaults: "
-             + ", ".join(f"{k} {v}" for k, v in settings.items()) + "; A/B rate on `test_infer` through the public "
+             + ", ".join(f"{k} {v}" for k, v in shown.items() if k not in ("mcq_rejected", "epochs"))
+             + "".join(f", {k} {v} for BiPO" for k, v in settings["bipo"].items() if shown.get(k) != v) + "; A/B rate on `test_infer` through the public "
              "loader; held-out open answers steered at every token at multiplier 1):", "",
              "| behaviour | method | A/B rate at -1 | at 0 | at 1 | open answers fluent at 1 | show the behaviour at 1 "
              "| vector norm | an open answer at 1 |", "|---|---|---|---|---|---|---|---|---|"]
@@ -272,12 +275,13 @@ def main(argv: list[str] | None = None) -> int:
         # an answer gives the option's text first) and for open answers
         mcq_defaults = training_settings(world.culture(countries[0]).pairs("train")) if countries else TRAINING
         settings, open_settings = {**mcq_defaults, **steps}, {**OPEN_TRAINING, **steps}
+        by_method = {"yapo": open_settings, "bipo": {**OPEN_TRAINING_DENSE, **steps}}
         if "culture" in sections:
             steer = steering(world, model, tokenizer, sae, countries, settings, open_settings, args.generations)
         if "behaviours" in sections:
-            behaviour_rows = behaviours(world, model, tokenizer, sae, open_settings)
+            behaviour_rows = behaviours(world, model, tokenizer, sae, by_method)
 
-    print(report(stats, steer) + (behaviour_report(behaviour_rows, open_settings) if behaviour_rows else ""))
+    print(report(stats, steer) + (behaviour_report(behaviour_rows, by_method) if behaviour_rows else ""))
     if args.json:
         Path(args.json).write_text(json.dumps({"build": stats, "steering": steer, "behaviours": behaviour_rows},
                                               indent=2) + "\n")

@@ -93,6 +93,13 @@ def test_any_metric_scores_the_comparison(tokenizer):
     assert "held-out preference accuracy" in result.to_markdown()
     with pytest.raises(Exception, match="metric 'accuracy' is unknown"):
         compare_methods(model, tokenizer, sae, consistent_pairs(10), consistent_pairs(4), metric="accuracy")
+    # one method's own settings over the shared ones (the demo's dense rate for open answers)
+    result = compare_methods(model, tokenizer, sae, consistent_pairs(10), consistent_pairs(4, seed=1),
+                             methods=("yapo", "bipo"), multipliers=[0.0, 1.0], metric="preference",
+                             train_config=dict(max_steps=3, lr=0.05, warmup_steps=1),
+                             method_configs={"bipo": {"max_steps": 1}})
+    assert [len(r.loss_curve) for r in result.results] == [3, 1]
+    assert result.settings["method_configs"] == {"bipo": {"max_steps": 1}}
     with pytest.raises(SettingsError, match="'fluency'.*does not measure the target"):  # m 0 would always win
         compare_methods(model, tokenizer, sae, consistent_pairs(10), consistent_pairs(4), metric="fluency")
 

@@ -426,3 +426,18 @@ def test_residual_offsets_move_whole_sequences_within_their_bound():
     assert torch.allclose(delta[:, 1:], delta[:, 1:2].expand(-1, 6, -1), atol=1e-5)  # one offset per sequence
     sizes = delta[:, 1].norm(dim=-1) / h[:, 1:].norm(dim=-1).mean(dim=1)
     assert (sizes <= 0.5 + 1e-5).all() and 10 < int((sizes == 0).sum()) < 54  # about half are left alone
+
+
+def test_open_answers_train_at_a_rate_for_each_kind_of_vector():
+    from yapo_core.data import PreferencePair
+    from yapo_core.demo import OPEN_TRAINING, OPEN_TRAINING_DENSE, TRAINING, open_training, training_settings
+
+    open_pairs = [PreferencePair("What do you drink?", "Coffee.", "Tea.")] * 70
+    mcq = [PreferencePair("Which one?\nA. Tea\nB. Coffee\nAnswer:", "B", "A")] * 70
+    strip = lambda settings: {k: v for k, v in settings.items() if k != "epochs"}  # noqa: E731
+    assert strip(training_settings(open_pairs)) == OPEN_TRAINING == open_training("sparse")
+    assert strip(training_settings(open_pairs, "dense")) == OPEN_TRAINING_DENSE == open_training("dense")
+    assert strip(training_settings(mcq, "dense")) == strip(training_settings(mcq)) == TRAINING  # one rate for letters
+    assert training_settings(open_pairs)["epochs"] == 200  # 70 pairs: 3 batches of 32 an epoch, 600 steps
+    with pytest.raises(SettingsError, match="kind='latent'"):
+        open_training("latent")

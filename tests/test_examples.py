@@ -132,10 +132,12 @@ def test_the_open_answer_learning_rate_is_chosen_on_validation_data(tmp_path):
         import choose_open_lr
     finally:
         sys.path.remove(str(ROOT / "scripts"))
-    rows = [{"lr": 0.01, "good": 0.5}, {"lr": 0.01, "good": 0.7}, {"lr": 0.005, "good": 0.6}, {"lr": 0.005, "good": 0.6},
-            {"lr": 0.002, "good": 0.2}, {"lr": 0.002, "good": 0.2}]
-    chosen, means = choose_open_lr.choose(rows, [0.002, 0.005, 0.01])
-    assert chosen == 0.005 and means[0.002] == 0.2  # 0.005 ties 0.01 at 0.6: the smaller wins
+    rows = [{"method": "yapo", "lr": lr, "good": good}
+            for lr, good in ((0.01, 0.5), (0.01, 0.7), (0.005, 0.6), (0.005, 0.6), (0.002, 0.2), (0.002, 0.2))]
+    rows += [{"method": "bipo", "lr": lr, "good": good} for lr, good in ((0.01, 0.9), (0.005, 0.3), (0.002, 0.0))]
+    chosen = choose_open_lr.choose(rows, [0.002, 0.005, 0.01])
+    assert chosen["yapo"][0] == 0.005 and chosen["yapo"][1][0.002] == 0.2  # 0.005 ties 0.01 at 0.6: the smaller
+    assert chosen["bipo"][0] == 0.01  # each method its own
     env = {**os.environ, "YAPO_CACHE_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     out = tmp_path / "lr.md"
     result = subprocess.run([sys.executable, "scripts/choose_open_lr.py", "--size", "mini", "--steps", "2",
@@ -145,5 +147,5 @@ def test_the_open_answer_learning_rate_is_chosen_on_validation_data(tmp_path):
     figures = json.loads(out.with_suffix(".json").read_text())
     tasks = {(r["task"], r["method"]) for r in figures["rows"]}
     assert tasks == {(t, m) for t in ("power-seeking", "wealth-seeking", "culture-egypt (open)") for m in ("yapo", "bipo")}
-    assert figures["chosen"] == 0.01 and all(r["n_validation"] >= 1 for r in figures["rows"])
-    assert "**Chosen: 0.01.**" in out.read_text()
+    assert figures["chosen"] == {"yapo": 0.01, "bipo": 0.01} and all(r["n_validation"] >= 1 for r in figures["rows"])
+    assert out.read_text().count("**Chosen: 0.01.**") == 2

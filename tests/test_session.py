@@ -474,7 +474,7 @@ def test_presets_carry_their_own_training_defaults(catalog):
     from dataclasses import replace
 
     from yapo_core.data import PairSet, PreferencePair
-    from yapo_core.demo import OPEN_TRAINING, TRAINING
+    from yapo_core.demo import OPEN_TRAINING, OPEN_TRAINING_DENSE, TRAINING
 
     session = S_session.Session(catalog=catalog)
     assert session.training_defaults() == {}  # nothing loaded: the public runs' defaults
@@ -493,6 +493,9 @@ def test_presets_carry_their_own_training_defaults(catalog):
         session.task = S_tasks.Task("t", pairs, pairs)
         assert session.training_defaults() == {**expected, "epochs": expected["max_steps"]}  # one step an epoch
     assert OPEN_TRAINING["lr"] <= 20 * 5e-4 < TRAINING["lr"]  # within 20x of the public runs' rate
+    session.set_method("bipo")  # a dense vector has its own rate for open answers
+    assert session.training_defaults()["lr"] == OPEN_TRAINING_DENSE["lr"] <= 20 * 5e-4
+    session.set_method("yapo")
     session.task = None
     session.preset = replace(catalog.preset("gpt2-small"), train={"lr": 1e-3})
     assert session.default_config().lr == 1e-3 and session.default_config().batch_size == 4
@@ -501,7 +504,7 @@ def test_presets_carry_their_own_training_defaults(catalog):
 
 
 def test_demo_tasks_carry_their_splits_caveats_and_training_defaults(monkeypatch, tmp_path, catalog):
-    from yapo_core.demo import OPEN_TRAINING, TRAINING
+    from yapo_core.demo import OPEN_TRAINING, OPEN_TRAINING_DENSE, TRAINING
 
     monkeypatch.setenv("YAPO_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("YAPO_DEMO_SIZE", "mini")
@@ -520,6 +523,14 @@ def test_demo_tasks_carry_their_splits_caveats_and_training_defaults(monkeypatch
     config = session.default_config()
     per_epoch = math.ceil(len(session.task.train) / config.batch_size)
     assert per_epoch * (config.epochs - 1) < config.max_steps <= per_epoch * config.epochs
+    # Comparing the methods gives BiPO the demo's dense rate, YaPO the sparse one.
+    seen = {}
+    monkeypatch.setattr(S_session, "compare_methods", lambda *a, **k: seen.update(k, args=a))
+    session.load_preset(catalog.preset("demo"))
+    session.compare("preference", [0.0, 1.0], methods=("yapo", "bipo", "caa"), max_steps=3)
+    assert seen["method_configs"] == {"bipo": {"lr": OPEN_TRAINING_DENSE["lr"]}}
+    shared = seen["args"][8]  # the train_config every method starts from: the selected method's (YaPO)
+    assert (shared["lr"], shared["max_steps"]) == (OPEN_TRAINING["lr"], 3) and "epochs" not in shared
 
 
 def test_spread_takes_evenly_spaced_items_in_order():

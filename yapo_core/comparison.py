@@ -14,7 +14,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from torch import nn
 
@@ -169,6 +169,7 @@ def compare_methods(
     multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
     train_config: dict | None = None,
     task: str = "task",
+    method_configs: Mapping[str, dict] | None = None,
     on_progress: Callable[[str], None] | None = None,
     validation_fraction: float = 0.2,
     seed: int = 0,
@@ -187,8 +188,10 @@ def compare_methods(
 
     ``done`` holds results of an interrupted run of the same comparison: those methods are not
     made again. ``on_result`` is called with each method's result as soon as it is measured (to
-    store it). ``progress`` shows a progress bar for each training."""
+    store it). ``progress`` shows a progress bar for each training. ``method_configs`` overrides
+    ``train_config`` for one method (e.g. ``{"bipo": {"lr": 0.01}}``)."""
     say = on_progress or (lambda msg: None)
+    own = {key: dict(v) for key, v in (method_configs or {}).items()}
     layer = check_sae_fits(model, sae).resid_layer
     config = dict(train_config or {})
     chosen = [get_method(m) for m in methods]  # refuse an unknown method before any work
@@ -210,7 +213,7 @@ def compare_methods(
         say(f"{method.key}: building the vector")
         start = time.perf_counter()
         losses: list[float] = []
-        vector = make_vector(method, model, tokenizer, fit, sae=sae, layer=layer, config=TrainConfig(**config),
+        vector = make_vector(method, model, tokenizer, fit, sae=sae, layer=layer, config=TrainConfig(**{**config, **own.get(method.key, {})}),
                              on_step=lambda m: losses.append(m.loss), progress=progress)
         seconds = time.perf_counter() - start
         say(f"{method.key}: sweeping multipliers")
@@ -228,7 +231,7 @@ def compare_methods(
         if on_result is not None:
             on_result(result)
     return ComparisonResult(task, baseline, results, {
-        "train_config": config, "multipliers": list(multipliers), "n_train": len(fit), "n_validation": len(held),
+        "train_config": config, **({"method_configs": own} if own else {}), "multipliers": list(multipliers), "n_train": len(fit), "n_validation": len(held),
         "n_test": len(test_pairs), "multiplier_choice": "validation split" if held else "best on the test split"},
         metric, one_letter_baseline(metric, test_pairs))
 

@@ -124,7 +124,7 @@ class Session:
         if self.preset is None:
             return {}
         if self.preset.demo:
-            return training_settings(self.task.train.pairs) if self.task is not None else dict(TRAINING)
+            return training_settings(self.task.train.pairs, self.method.kind) if self.task is not None else dict(TRAINING)
         return dict(self.preset.train or {})
 
     def default_config(self, **overrides) -> TrainConfig:
@@ -305,12 +305,18 @@ class Session:
         config["max_steps"] = self._within_step_cap(config["max_steps"])
         if config["max_steps"]:
             config.pop("epochs")  # the step count ends the runs: the fitting split has fewer pairs per epoch
+        own = {}  # a method whose kind has other demo defaults (the dense rate for open answers)
+        if self.preset is not None and self.preset.demo:
+            base = training_settings(self.task.train.pairs, self.method.kind)
+            for key in (k for k in methods if k in METHODS and METHODS[k].trained):
+                mine = training_settings(self.task.train.pairs, METHODS[key].kind)
+                own[key] = {k: v for k, v in mine.items() if base.get(k) != v}
         demo = self._demo_capability(bundle)
         capability = demo[0] if demo is not None else None
         with bundle.lock:
             return compare_methods(bundle.model, bundle.tokenizer, bundle.sae, self.task.train.pairs, test, capability,
                                    methods, multipliers, config, task=self.task.label, on_progress=on_progress,
-                                   metric=metric)
+                                   metric=metric, method_configs={k: v for k, v in own.items() if v})
 
     def metrics_for(self, labels: Sequence[str]) -> dict[str, str]:
         """The metrics that can score every one of these vectors' tasks, each with the split it is

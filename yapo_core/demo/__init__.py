@@ -18,8 +18,17 @@ The result is loaded exactly like hub models and SAEs: ``AutoModelForCausalLM.fr
 as a user's data.
 """
 
-from .config import BUILD_SIZES, OPEN_TRAINING, SIZES, TRAINING, BuildSize, training_settings
+from .config import (
+    BUILD_SIZES,
+    OPEN_TRAINING,
+    OPEN_TRAINING_DENSE,
+    SIZES,
+    TRAINING,
+    BuildSize,
+    open_training,
+    training_settings,
+)
 from .world import DemoTask, DemoWorld, build_demo_world, default_cache_dir, load_demo_world
 
-__all__ = ["BUILD_SIZES", "OPEN_TRAINING", "SIZES", "TRAINING", "BuildSize", "DemoTask", "DemoWorld",
-           "build_demo_world", "default_cache_dir", "load_demo_world", "training_settings"]
+__all__ = ["BUILD_SIZES", "OPEN_TRAINING", "OPEN_TRAINING_DENSE", "SIZES", "TRAINING", "BuildSize", "DemoTask",
+           "DemoWorld", "build_demo_world", "default_cache_dir", "load_demo_world", "open_training", "training_settings"]

@@ -163,26 +163,41 @@ be met while a third option wins the argmax. ``scripts/evaluate_demo_world.py`` 
 choices; docs/results.md reports them.
 """
 
-OPEN_TRAINING = {**TRAINING, "lr": 0.01}
-"""Training settings for pairs whose answers are open text (a culture's open-ended form, the
-behaviours): TRAINING at the largest learning rate within 20x of the public runs' 5e-4.
+OPEN_TRAINING = {**TRAINING, "lr": 0.005}
+"""Training settings for sparse (YaPO) vectors on pairs whose answers are open text (a culture's
+open-ended form, the behaviours): TRAINING at 0.005, 10x the public runs' 5e-4, the rate
+``scripts/choose_open_lr.py`` chooses on validation splits (docs/results.md).
 
 Every generated token is steered, so a vector large enough to flip a one-letter MCQ answer (lr 0.3
-reaches norms of 100-200) turns open answers into loops ("Koshari with with with"); at 0.01 (norms
-near 40) the same answers stay fluent. docs/results.md gives the figures for both.
+reaches norms of 100-200) turns open answers into loops ("Koshari with with with"); at 0.01 a YaPO
+vector still makes the behaviours' answers run on ("Yes, I accept.G.G.G.G."); at 0.005 they stay
+fluent and show the behaviour.
 """
 
+OPEN_TRAINING_DENSE = {**TRAINING, "lr": 0.01}
+"""The same for dense (BiPO) vectors, at the rate ``scripts/choose_open_lr.py`` chooses for them:
+at one rate a dense vector moves the residual stream less than a sparse one (Adam moves each of
+its 128 coordinates, against the sparse vector's hundreds of latents, each adding a decoder row),
+so at 0.005 BiPO does not yet flip most answers."""
 
-def training_settings(pairs: Iterable[PreferencePair]) -> dict:
-    """The demo's training settings for these training pairs: :data:`TRAINING` when answers open
-    with an option letter (MCQ or A/B questions answered "H"), else :data:`OPEN_TRAINING` (open
-    answers, and MCQ answers that give the option's text first, "Koshari, option C.": their
-    steered tokens are text, which loops at TRAINING's rate).
+
+def open_training(kind: str = "sparse") -> dict:
+    """:data:`OPEN_TRAINING` for a sparse vector, :data:`OPEN_TRAINING_DENSE` for a dense one."""
+    if kind not in ("sparse", "dense"):
+        raise SettingsError(f"kind={kind!r} is unknown; use 'sparse' or 'dense'.")
+    return dict(OPEN_TRAINING if kind == "sparse" else OPEN_TRAINING_DENSE)
+
+
+def training_settings(pairs: Iterable[PreferencePair], kind: str = "sparse") -> dict:
+    """The demo's training settings for these training pairs and a vector of this ``kind``:
+    :data:`TRAINING` when answers open with an option letter (MCQ or A/B questions answered "H"),
+    else :func:`open_training` (open answers, and MCQ answers that give the option's text first,
+    "Koshari, option C.": their steered tokens are text, which loops at TRAINING's rate).
 
     ``epochs`` is set so that the run lasts ``max_steps`` steps on these pairs (the public runs'
     20 epochs are 60 steps on a 96-pair task, too few at these learning rates)."""
     pairs = list(pairs)
-    settings = dict(TRAINING if any(answers_with_letter(p) for p in pairs) else OPEN_TRAINING)
+    settings = dict(TRAINING) if any(answers_with_letter(p) for p in pairs) else open_training(kind)
     per_epoch = max(1, math.ceil(len(pairs) / settings["batch_size"]))
     settings["epochs"] = math.ceil(settings["max_steps"] / per_epoch)
     return settings
