@@ -1,6 +1,6 @@
 """Choose the demo world's learning rate for open answers on validation data, never on the test split.
 
-    python scripts/choose_open_lr.py --out assets/results/demo-open-lr.md    # about 25 min
+    python scripts/choose_open_lr.py --out assets/results/demo-open-lr.md    # about 35 min
     python scripts/choose_open_lr.py --size mini --steps 2 --lrs 0.01        # checks the script in seconds
 
 Each open-answer task of the demo world (the behaviours, and the open-ended form of ``--countries``)
@@ -103,7 +103,7 @@ def report(rows: list[dict], chosen: dict, world) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lrs", default="0.002,0.005,0.01", help="learning rates to compare, comma-separated")
+    parser.add_argument("--lrs", default="0.002,0.005,0.007,0.01", help="learning rates to compare, comma-separated")
     parser.add_argument("--countries", default="egypt", help="cultures whose open answers are measured")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default=None, help="where the world is (default: the demo cache folder)")

@@ -8,6 +8,9 @@
 #        demo-behaviours (scripts/evaluate_demo_world.py --sections behaviours -> demo-behaviours.md, .json)
 #        demo-probe  (scripts/probe_demo_world.py   -> assets/results/demo-probe.md, demo-probe-followups.md, .json;
 #                     the second builds a variant world in $YAPO_CACHE_DIR/demo-variants/followups)
+#        demo-open-rates (scripts/choose_open_lr.py -> demo-open-lr.md, .json: the open-answer learning rates chosen
+#                     on validation splits; then scripts/evaluate_demo_world.py on egypt and the behaviours with
+#                     them, from seed 0 and seed 1 -> demo-open-rates-seed0.md, demo-open-rates-seed1.md, .json)
 #        demo-variant (scripts/evaluate_demo_world.py --build-with ... -> demo-variant-NAME.md, .json for
 #                     each variant world, built in $YAPO_CACHE_DIR/demo-variants/NAME)
 #        comparison  (yapo compare --country egypt  -> assets/results/comparison-egypt/, and CAA and SAS up to
@@ -31,7 +34,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(demo-world demo-behaviours demo-probe demo-variant comparison benchmark real-size shared-cpu sharing lm-eval)
+  parts=(demo-world demo-behaviours demo-probe demo-open-rates demo-variant comparison benchmark real-size shared-cpu sharing lm-eval)
 fi
 
 # variant NAME SEED COUNTRIES [KNOB=VALUE...]: the world built from SEED with these research knobs
@@ -80,6 +83,17 @@ for part in "${parts[@]}"; do
         --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/followups" \
         --out "$RESULTS/demo-probe-followups.md" > /dev/null
       ;;
+    demo-open-rates)
+      "$PYTHON" scripts/choose_open_lr.py --out "$RESULTS/demo-open-lr.md" > /dev/null
+      for seed in 0 1; do
+        status=0
+        cache=()
+        [ "$seed" -eq 0 ] || cache=(--cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/default-seed$seed")
+        "$PYTHON" scripts/evaluate_demo_world.py --seed "$seed" "${cache[@]}" --countries egypt --generations 1 \
+          --json "$RESULTS/demo-open-rates-seed$seed.json" > "$RESULTS/demo-open-rates-seed$seed.md" || status=$?
+        [ "$status" -le 1 ] || exit "$status"
+      done
+      ;;
     demo-variant)
       # Variant worlds (docs/results.md, "Variant worlds"); their missed targets do not fail this script.
       variant seed1 1 egypt  # the stored world's recipe from another seed: the spread between builds
@@ -116,7 +130,7 @@ for part in "${parts[@]}"; do
       "$PYTHON" scripts/lm_eval_check.py
       ;;
     *)
-      echo "unknown part '$part'; use demo-world, demo-behaviours, demo-probe, demo-variant, comparison, benchmark, real-size, shared-cpu, sharing or lm-eval" >&2
+      echo "unknown part '$part'; use demo-world, demo-behaviours, demo-probe, demo-open-rates, demo-variant, comparison, benchmark, real-size, shared-cpu, sharing or lm-eval" >&2
       exit 2
       ;;
   esac

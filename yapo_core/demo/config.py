@@ -163,22 +163,21 @@ be met while a third option wins the argmax. ``scripts/evaluate_demo_world.py`` 
 choices; docs/results.md reports them.
 """
 
-OPEN_TRAINING = {**TRAINING, "lr": 0.005}
+OPEN_TRAINING = {**TRAINING, "lr": 0.007}
 """Training settings for sparse (YaPO) vectors on pairs whose answers are open text (a culture's
-open-ended form, the behaviours): TRAINING at 0.005, 10x the public runs' 5e-4, the rate
+open-ended form, the behaviours): TRAINING at 0.007, 14x the public runs' 5e-4, the rate
 ``scripts/choose_open_lr.py`` chooses on validation splits (docs/results.md).
 
 Every generated token is steered, so a vector large enough to flip a one-letter MCQ answer (lr 0.3
 reaches norms of 100-200) turns open answers into loops ("Koshari with with with"); at 0.01 a YaPO
-vector still makes the behaviours' answers run on ("Yes, I accept.G.G.G.G."); at 0.005 they stay
-fluent and show the behaviour.
+vector still makes the behaviours' answers run on ("Yes, I accept.G.G.G.G."); at 0.007 they stay
+fluent and show the behaviour, and fewer culture answers switch than at 0.01.
 """
 
 OPEN_TRAINING_DENSE = {**TRAINING, "lr": 0.01}
 """The same for dense (BiPO) vectors, at the rate ``scripts/choose_open_lr.py`` chooses for them:
-at one rate a dense vector moves the residual stream less than a sparse one (Adam moves each of
-its 128 coordinates, against the sparse vector's hundreds of latents, each adding a decoder row),
-so at 0.005 BiPO does not yet flip most answers."""
+at 0.007 BiPO flips fewer of the validation answers than at 0.01, and at 0.01 its answers stay
+fluent (docs/results.md)."""
 
 
 def open_training(kind: str = "sparse") -> dict:
