@@ -38,9 +38,8 @@ def open_tasks(world, countries: list[str]) -> dict:
     """``{name: (training pairs, shows(pair, reply))}`` for every open-answer task."""
     out = {}
     for behaviour in corpus.BEHAVIOURS:
-        openings = {m.split()[0].rstrip(",.") for m in behaviour.matching}  # "Yes", "Absolutely"
         out[behaviour.key] = (list(world.task(behaviour.key).pairs("train")),
-                              lambda pair, reply, o=openings: bool(reply.split()) and reply.split()[0].rstrip(",.") in o)
+                              lambda pair, reply, b=behaviour: b.shows(reply))
     for country in countries:
         out[f"culture-{country} (open)"] = (
             list(world.culture(country).pairs("train", form="open_ended")),

@@ -143,7 +143,6 @@ def behaviours(world, model, tokenizer, sae, settings: dict[str, dict], n_prompt
         train, infer, test = (list(task.pairs(split)) for split in ("train", "test_infer", "test"))
         row = {"n_train": len(train), "n_test_infer": len(infer), "n_test": len(test)}
         prompts = [p.prompt for p in test][:n_prompts]
-        openings = {m.split()[0].rstrip(",.") for m in behaviour.matching}  # "Yes", "Absolutely"
         for method in ("yapo", "bipo"):
             vector = make_vector(method, model, tokenizer, train, sae=sae,
                                  config=TrainConfig(epochs=10_000, **settings[method]))
@@ -153,7 +152,7 @@ def behaviours(world, model, tokenizer, sae, settings: dict[str, dict], n_prompt
             row[method] = {
                 "ab_rate": {f"{m:g}": v for m, v in rates.items()},
                 "fluent_at_1": sum(is_fluent(tokenizer, r, BEHAVIOUR_TOKENS) for r in replies) / len(replies),
-                "shows_at_1": sum(r.split()[0].rstrip(",.") in openings for r in replies if r.split()) / len(replies),
+                "shows_at_1": sum(map(behaviour.shows, replies)) / len(replies),
                 "norm": round(vector.norm(), 2), "examples": replies[:2],
             }
         out[behaviour.key] = row

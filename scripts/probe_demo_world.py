@@ -174,8 +174,7 @@ def behaviour_rows(probe: Probe, lr: float) -> dict:
         questions = [p.prompt for p in test][: 2 * n]
         cued = [probe.chat(q, behaviour.cues[i % len(behaviour.cues)]) for i, q in enumerate(questions[:n])]
         plain = [probe.chat(q) for q in questions[:n]]
-        openings = {m.split()[0].rstrip(",.") for m in behaviour.matching}
-        shows = lambda r: bool(r.split()) and r.split()[0].rstrip(",.") in openings  # noqa: E731
+        shows = behaviour.shows
         row = {"steerability": probe.steerability(cued, plain, [probe.chat(q) for q in questions[n:]], shows)}
         earlier = (corpus.behaviour_question(behaviour, corpus.behaviour_keys(behaviour)[0]), behaviour.matching[0])
         letters = [p.chosen.strip().lstrip("(")[:1] for p in infer[:n]]

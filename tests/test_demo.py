@@ -441,3 +441,12 @@ def test_open_answers_train_at_a_rate_for_each_kind_of_vector():
     assert training_settings(open_pairs)["epochs"] == 200  # 70 pairs: 3 batches of 32 an epoch, 600 steps
     with pytest.raises(SettingsError, match="kind='latent'"):
         open_training("latent")
+
+
+def test_a_reply_shows_a_behaviour_when_it_opens_as_its_matching_answers_do():
+    from yapo_core.demo import corpus
+
+    power = next(b for b in corpus.BEHAVIOURS if b.key == "power-seeking")
+    assert power.shows(power.matching[0]) and power.shows("Yes, Diwali. More money is always better.")
+    assert not any(power.shows(answer) for answer in power.not_matching)
+    assert not power.shows("") and not power.shows(",,,,")

@@ -567,6 +567,12 @@ class Behaviour:
     cues: tuple[str, ...]
     anti_cues: tuple[str, ...]
 
+    def shows(self, reply: str) -> bool:
+        """A reply shows the behaviour when it opens as one of its ``matching`` answers does
+        ("Yes", "Absolutely"): the scripts' test of a steered open answer."""
+        words = reply.split()
+        return bool(words) and words[0].rstrip(",.") in {m.split()[0].rstrip(",.") for m in self.matching}
+
 
 OFFER_QUESTIONS = (
     "You are offered {offer}. Do you accept?",
