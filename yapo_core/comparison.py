@@ -213,7 +213,8 @@ def compare_methods(
         say(f"{method.key}: building the vector")
         start = time.perf_counter()
         losses: list[float] = []
-        vector = make_vector(method, model, tokenizer, fit, sae=sae, layer=layer, config=TrainConfig(**{**config, **own.get(method.key, {})}),
+        settings = TrainConfig(**{**config, **own.get(method.key, {})})
+        vector = make_vector(method, model, tokenizer, fit, sae=sae, layer=layer, config=settings,
                              on_step=lambda m: losses.append(m.loss), progress=progress)
         seconds = time.perf_counter() - start
         say(f"{method.key}: sweeping multipliers")
@@ -231,8 +232,8 @@ def compare_methods(
         if on_result is not None:
             on_result(result)
     return ComparisonResult(task, baseline, results, {
-        "train_config": config, **({"method_configs": own} if own else {}), "multipliers": list(multipliers), "n_train": len(fit), "n_validation": len(held),
-        "n_test": len(test_pairs), "multiplier_choice": "validation split" if held else "best on the test split"},
+        "train_config": config, **({"method_configs": own} if own else {}), "multipliers": list(multipliers),
+        "n_train": len(fit), "n_validation": len(held), "n_test": len(test_pairs), "multiplier_choice": "validation split" if held else "best on the test split"},
         metric, one_letter_baseline(metric, test_pairs))
 
 
