@@ -24,7 +24,17 @@ Builds the full demo world (or reuses the one in the cache), then reports:
   the prompt tokens only;
 * behaviours (BiPO's protocol): YaPO and BiPO trained on each behaviour's open-ended pairs with
   the app's defaults (``OPEN_TRAINING`` for YaPO, ``OPEN_TRAINING_DENSE`` for BiPO), the A/B rate on ``test_infer`` at -1, 0 and 1, and how many held-out open
-  answers at 1 are fluent and show the behaviour.
+  answers at 1 are fluent and show the behaviour;
+* the baselines: CAA and SAS computed from each culture's MCQ training pairs, their multiplier
+  chosen on a validation split of those pairs (never on the test split), and the held-out
+  accuracy at it;
+* capability: the accuracy on the demo world's general questions with each reported vector applied
+  at the multiplier it is reported at, minus the unsteered accuracy.
+
+It ends with the targets of the demo world's design, one row each with the figure measured
+(also under ``targets`` in the JSON): every open-answer task fluent and on target with the app's
+defaults, the behaviours by BiPO's protocol, culture MCQ under both constructions, the baselines'
+gain, the capability kept, and learning rates within 20x of the public runs' 5e-4.
 
 ``--sections culture`` or ``--sections behaviours`` measures one part only; ``--cache-dir DIR
 --build-with KNOB=VALUE ...`` measures a variant world (its research knobs, off in the default world).
@@ -45,6 +55,7 @@ from yapo_core.demo.config import parse_knobs
 from yapo_core.errors import SettingsError
 from yapo_core.evaluation import (
     METRICS,
+    capability_change,
     default_metric,
     evaluate_metric,
     one_letter_baseline,
@@ -52,7 +63,7 @@ from yapo_core.evaluation import (
 from yapo_core.generation import STEER_POSITIONS, generate
 from yapo_core.methods import make_vector
 from yapo_core.models import load_model
-from yapo_core.replies import generation_accuracy, is_fluent
+from yapo_core.replies import fluency_rate, generation_accuracy, is_fluent
 from yapo_core.saes import load_sae
 from yapo_core.training import TrainConfig, Trainer
 
@@ -67,10 +78,29 @@ BUILD_TARGETS = {
 }
 STEERING_TARGET = 0.8  # held-out non-localized MCQ accuracy with YaPO at multiplier 1
 GENERATION_MULTIPLIER = 0.5
+BASELINE_MULTIPLIERS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # CAA's and SAS's, one chosen on a validation split
+BASELINE_GAIN = 0.25  # over unsteered, at the multiplier chosen on validation
+CAPABILITY_DROP = 0.05  # the most a YaPO vector may lower the general-question accuracy
+PUBLIC_LR, LR_FACTOR = 5e-4, 20  # the public runs' learning rate, and how far above it the demo's may be
+FLUENT, SHOWS = 0.9, 0.7  # shares of held-out open answers at multiplier 1
+GENERAL_QUESTIONS = 64
+
+
+def capability_of(world, model, tokenizer):
+    """The capability measure: greedy answers to the world's general questions, the share right."""
+    prompts, answers = world.general_questions(GENERAL_QUESTIONS)
+    return lambda: generation_accuracy(model, tokenizer, prompts, answers, max_new_tokens=8)
+
+
+def capability_at(capability, model, vector, multiplier: float, sae) -> float:
+    """The change of the capability measure with ``vector`` applied at ``multiplier``."""
+    return round(capability_change(capability, model, vector, multiplier, sae)["change"], 4)
 
 
 def steering(world, model, tokenizer, sae, countries, settings: dict, open_settings: dict, n_generations: int) -> dict:
-    out = {"settings": settings, "open_settings": open_settings, "countries": {}, "generations": []}
+    capability = capability_of(world, model, tokenizer)
+    out = {"settings": settings, "open_settings": open_settings, "countries": {}, "generations": [],
+           "general_accuracy": capability()}
     for country in countries:
         task = world.culture(country)
         train = list(task.pairs("train"))
@@ -83,8 +113,8 @@ def steering(world, model, tokenizer, sae, countries, settings: dict, open_setti
         # The demo's construction; beside it, the papers' (the given answer only) when they differ.
         variants = {"": demo_rejected, **({"_given": "given"} if demo_rejected != "given" else {})}
         for variant, rejected in variants.items():
-            result = compare_methods(model, tokenizer, sae, train, test, methods=("yapo", "bipo"), multipliers=(1.0,),
-                                     metric=metric,
+            result = compare_methods(model, tokenizer, sae, train, test, capability, methods=("yapo", "bipo"),
+                                     multipliers=(1.0,), metric=metric,
                                      train_config={"epochs": 10_000, **settings, "mcq_rejected": rejected},
                                      validation_fraction=0)  # one multiplier, fixed in advance: nothing to choose
             row["unsteered"] = result.baseline_accuracy
@@ -94,24 +124,41 @@ def steering(world, model, tokenizer, sae, countries, settings: dict, open_setti
                     "final_loss": round(sum(r.loss_curve[-20:]) / len(r.loss_curve[-20:]), 4),
                     "l0": r.l0,
                     "seconds": round(r.seconds, 1),
+                    "capability_change": r.capability_change,
                 }
+        # The baselines, computed (not trained) from the same pairs; a multiplier chosen on validation.
+        result = compare_methods(model, tokenizer, sae, train, test, capability, methods=("caa", "sas"),
+                                 multipliers=BASELINE_MULTIPLIERS, metric=metric)
+        for r in result.results:
+            m = r.chosen_multiplier
+            row[r.method] = {"multiplier": m, "accuracy": r.accuracy[m], "gain": round(r.accuracy[m] - row["unsteered"], 4),
+                             "accuracy_by_multiplier": {f"{k:g}": v for k, v in r.accuracy.items()},
+                             "capability_change": r.capability_change, "l0": r.l0}
         out["countries"][country] = row
         given = (f" (against the default only: YaPO {row['yapo_given']['accuracy_at_1']:.2f}, "
                  f"BiPO {row['bipo_given']['accuracy_at_1']:.2f})") if "yapo_given" in row else ""
         print(f"  {country}: unsteered {row['unsteered']:.2f}, YaPO {row['yapo']['accuracy_at_1']:.2f}, "
-              f"BiPO {row['bipo']['accuracy_at_1']:.2f}{given}", file=sys.stderr, flush=True)
+              f"BiPO {row['bipo']['accuracy_at_1']:.2f}{given}, CAA {row['caa']['accuracy']:.2f}, "
+              f"SAS {row['sas']['accuracy']:.2f}", file=sys.stderr, flush=True)
 
     # Open-ended answers: a YaPO vector trained on the culture's non-localized open-ended pairs with
-    # the demo's settings for open answers (OPEN_TRAINING). The examples also show
-    # GENERATION_MULTIPLIER, and both steering positions.
-    for i, country in enumerate(list(countries)[:n_generations]):
+    # the demo's settings for open answers (OPEN_TRAINING), for every culture; the first
+    # n_generations also show GENERATION_MULTIPLIER, and both steering positions.
+    for i, country in enumerate(countries):
         train = list(world.culture(country).pairs("train", form="open_ended"))
         test = list(world.culture(country).pairs("test", form="open_ended"))
         config = TrainConfig(kind="sparse", layer=world.layer, epochs=10_000, **open_settings)
         vector = Trainer(model, tokenizer, train, config, sae=sae).run()
         answers = [p.chosen.split(".")[0] for p in test]  # the culture's short answer opens each reply
         example = test[(7 * i) % len(test)]
-        row = {"country": country, "question": example.prompt}
+        row = {"country": country, "question": example.prompt, "fluent_at_1": fluency_rate(
+            model, tokenizer, [p.prompt for p in test], vector, 1.0, sae=sae, max_new_tokens=BEHAVIOUR_TOKENS),
+            "capability_change": capability_at(capability, model, vector, 1.0, sae)}
+        if i >= n_generations:
+            row["accuracy (all)"] = {1.0: generation_accuracy(model, tokenizer, [p.prompt for p in test], answers, vector,
+                                                              1.0, sae=sae, max_new_tokens=12)}
+            out["generations"].append(row)
+            continue
         for positions in STEER_POSITIONS:  # every token (the method), then the prompt tokens only
             row[f"accuracy ({positions})"] = {
                 m: generation_accuracy(model, tokenizer, [p.prompt for p in test], answers, vector, m, sae=sae,
@@ -124,10 +171,6 @@ def steering(world, model, tokenizer, sae, countries, settings: dict, open_setti
     return out
 
 
-BEHAVIOUR_TARGETS = {"unsteered A/B rate <= 0.1": lambda r: r["yapo"]["ab_rate"]["0"] <= 0.1,
-                     "YaPO A/B rate at 1 >= 0.7": lambda r: r["yapo"]["ab_rate"]["1"] >= 0.7,
-                     "YaPO open answers at 1 fluent >= 0.9": lambda r: r["yapo"]["fluent_at_1"] >= 0.9,
-                     "YaPO open answers at 1 show the behaviour >= 0.7": lambda r: r["yapo"]["shows_at_1"] >= 0.7}
 BEHAVIOUR_TOKENS = 32
 
 
@@ -138,6 +181,7 @@ def behaviours(world, model, tokenizer, sae, settings: dict[str, dict], n_prompt
     is fluent (:func:`~yapo_core.replies.is_fluent`) and the share that shows the behaviour
     (opens as one of its answers does)."""
     out = {}
+    capability = capability_of(world, model, tokenizer)
     for behaviour in corpus.BEHAVIOURS:
         task = world.task(behaviour.key)
         train, infer, test = (list(task.pairs(split)) for split in ("train", "test_infer", "test"))
@@ -154,6 +198,7 @@ def behaviours(world, model, tokenizer, sae, settings: dict[str, dict], n_prompt
                 "fluent_at_1": sum(is_fluent(tokenizer, r, BEHAVIOUR_TOKENS) for r in replies) / len(replies),
                 "shows_at_1": sum(map(behaviour.shows, replies)) / len(replies),
                 "norm": round(vector.norm(), 2), "examples": replies[:2],
+                "capability_change": capability_at(capability, model, vector, 1.0, sae),
             }
         out[behaviour.key] = row
         print(f"  {behaviour.key}: A/B YaPO {row['yapo']['ab_rate']}, fluent {row['yapo']['fluent_at_1']:.2f}, "
@@ -168,14 +213,14 @@ def behaviour_report(rows: dict, settings: dict[str, dict]) -> str:
              + "".join(f", {k} {v} for BiPO" for k, v in settings["bipo"].items() if shown.get(k) != v) + "; A/B rate on `test_infer` through the public "
              "loader; held-out open answers steered at every token at multiplier 1):", "",
              "| behaviour | method | A/B rate at -1 | at 0 | at 1 | open answers fluent at 1 | show the behaviour at 1 "
-             "| vector norm | an open answer at 1 |", "|---|---|---|---|---|---|---|---|---|"]
+             "| vector norm | general questions, change at 1 | an open answer at 1 |", "|---|---|---|---|---|---|---|---|---|---|"]
     for key, row in rows.items():
         for method in ("yapo", "bipo"):
             r = row[method]
             example = r["examples"][0].replace("|", "\\|").replace("\n", " ")[:60] if r["examples"] else ""
             lines.append(f"| {key} | {'YaPO' if method == 'yapo' else 'BiPO'} | {r['ab_rate']['-1']:.2f} | "
                          f"{r['ab_rate']['0']:.2f} | {r['ab_rate']['1']:.2f} | {r['fluent_at_1']:.2f} | "
-                         f"{r['shows_at_1']:.2f} | {r['norm']:g} | {example!r} |")
+                         f"{r['shows_at_1']:.2f} | {r['norm']:g} | {r['capability_change']:+.2f} | {example!r} |")
     return "\n".join(lines)
 
 
@@ -206,20 +251,27 @@ def report(stats: dict, steer: dict | None) -> str:
             "a vector that only raises that letter's logit reaches it without steering any answer's culture.",
             "",
             "| culture | train / test pairs | unsteered | one letter everywhere | YaPO at 1 | BiPO at 1 | "
-            "YaPO at 1, vs default only | BiPO at 1, vs default only | YaPO L0 | YaPO final loss | BiPO final loss |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "YaPO at 1, vs default only | BiPO at 1, vs default only | CAA (multiplier) | SAS (multiplier) | "
+            "general questions, change: YaPO / BiPO at 1 | YaPO L0 | YaPO final loss | BiPO final loss |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
+        base = lambda row, key: f"{row[key]['accuracy']:.2f} ({row[key]['multiplier']:g})" if key in row else "–"  # noqa: E731
+        cap = lambda row, key: f"{row[key]['capability_change']:+.2f}" if row[key].get("capability_change") is not None else "–"  # noqa: E731
         acc = lambda row, key: f"{row[key]['accuracy_at_1']:.2f}" if key in row else "–"  # noqa: E731
         for country, row in steer["countries"].items():
             lines.append(
                 f"| {country} | {row['n_train']} / {row['n_test']} | {row['unsteered']:.2f} | "
                 f"{row['one_letter']['accuracy']:.2f} ({row['one_letter']['letter']}) | {acc(row, 'yapo')} | "
-                f"{acc(row, 'bipo')} | {acc(row, 'yapo_given')} | {acc(row, 'bipo_given')} | "
-                f"{row['yapo']['l0']} | {row['yapo']['final_loss']:.3f} | {row['bipo']['final_loss']:.3f} |"
+                f"{acc(row, 'bipo')} | {acc(row, 'yapo_given')} | {acc(row, 'bipo_given')} | {base(row, 'caa')} | "
+                f"{base(row, 'sas')} | {cap(row, 'yapo')} / {cap(row, 'bipo')} | {row['yapo']['l0']} | {row['yapo']['final_loss']:.3f} | {row['bipo']['final_loss']:.3f} |"
             )
         means = {k: sum(r[k]["accuracy_at_1"] for r in steer["countries"].values()) / len(steer["countries"])
                  for k in ("yapo", "bipo", "yapo_given", "bipo_given") if all(k in r for r in steer["countries"].values())}
-        lines += ["", "Means: " + ", ".join(f"{k.replace('_given', ' vs default only')} {v:.2f}" for k, v in means.items())]
+        lines += ["", "Means: " + ", ".join(f"{k.replace('_given', ' vs default only')} {v:.2f}" for k, v in means.items()),
+                  "", f"CAA and SAS are computed from the same training pairs; their multiplier is chosen among "
+                  f"{', '.join(f'{m:g}' for m in BASELINE_MULTIPLIERS)} on a validation split of them (20 %). General "
+                  f"questions: the accuracy on {GENERAL_QUESTIONS} of them (unsteered {steer['general_accuracy']:.2f}) with "
+                  "the vector applied, minus the unsteered accuracy."]
         open_settings = ", ".join(f"{k} {v}" for k, v in steer["open_settings"].items() if k != "mcq_rejected")
         lines += ["", "Open-ended answers (greedy, held-out non-localized questions; a YaPO vector trained on the "
                   f"culture's open-ended pairs ({open_settings}); accuracy = the reply contains the culture's answer; steering at every "
@@ -227,8 +279,63 @@ def report(stats: dict, steer: dict | None) -> str:
         for g in steer["generations"]:
             acc = "; ".join(f"{k[len('accuracy '):]} " + ", ".join(f"{a:.2f} at {m:g}" for m, a in v.items())
                             for k, v in g.items() if k.startswith("accuracy"))
-            lines += [f"- **{g['country']}** (accuracy {acc}): *{g['question']}*"]
-            lines += [f"  - {k}: {v}" for k, v in g.items() if k.startswith("at ")]
+            shown = [f"  - {k}: {v}" for k, v in g.items() if k.startswith("at ")]
+            lines += [f"- **{g['country']}** (accuracy {acc}; fluent at 1 (all) {g['fluent_at_1']:.2f}; general questions "
+                      f"{g['capability_change']:+.2f})" + (f": *{g['question']}*" if shown else "")] + shown
+    return "\n".join(lines)
+
+
+def targets(steer: dict | None, behaviour_rows: dict | None, rates: dict[str, float]) -> list[dict]:
+    """The design targets of the demo world that this run measured, one row each: its number in
+    the design (docs/results.md, "Targets"), what it asks, the figures measured, and whether all
+    of them meet it."""
+    rows = []
+
+    def add(number: int, name: str, figures: dict[str, float], ok, fmt: str = ".2f") -> None:
+        if figures:
+            listed = ", ".join(f"{k} {v:{fmt}}" for k, v in figures.items())
+            rows.append({"target": number, "name": name, "measured": listed, "met": all(ok(v) for v in figures.values())})
+
+    cultures = (steer or {}).get("countries", {})
+    opened = {g["country"]: g for g in (steer or {}).get("generations", [])}
+    behaving = behaviour_rows or {}
+    add(1, f"culture open answers, YaPO at 1 with the app's defaults: fluent >= {FLUENT}",
+        {c: g["fluent_at_1"] for c, g in opened.items()}, lambda v: v >= FLUENT)
+    add(1, f"culture open answers, YaPO at 1: show the culture >= {SHOWS}",
+        {c: g["accuracy (all)"][1.0] for c, g in opened.items()}, lambda v: v >= SHOWS)
+    add(1, f"behaviour open answers, YaPO at 1: fluent >= {FLUENT}",
+        {b: r["yapo"]["fluent_at_1"] for b, r in behaving.items()}, lambda v: v >= FLUENT)
+    add(1, f"behaviour open answers, YaPO at 1: show the behaviour >= {SHOWS}",
+        {b: r["yapo"]["shows_at_1"] for b, r in behaving.items()}, lambda v: v >= SHOWS)
+    add(2, "behaviours, A/B rate unsteered <= 0.1", {b: r["yapo"]["ab_rate"]["0"] for b, r in behaving.items()},
+        lambda v: v <= 0.1)
+    add(2, "behaviours, A/B rate with YaPO at 1 >= 0.7", {b: r["yapo"]["ab_rate"]["1"] for b, r in behaving.items()},
+        lambda v: v >= 0.7)
+    add(2, "behaviours, YaPO at -1 moves the A/B rate the other way (at -1 minus at 1 < 0)",
+        {b: r["yapo"]["ab_rate"]["-1"] - r["yapo"]["ab_rate"]["1"] for b, r in behaving.items()}, lambda v: v < 0, "+.2f")
+    for key, construction in (("yapo", "against every option"), ("yapo_given", "against the given answer")):
+        add(3, f"culture MCQ, YaPO at 1 {construction} >= {STEERING_TARGET}",
+            {c: r[key]["accuracy_at_1"] for c, r in cultures.items() if key in r}, lambda v: v >= STEERING_TARGET)
+    for method in ("caa", "sas"):
+        add(4, f"culture MCQ, {method.upper()} at its validation multiplier: gain over unsteered >= {BASELINE_GAIN}",
+            {c: r[method]["gain"] for c, r in cultures.items() if method in r}, lambda v: v >= BASELINE_GAIN)
+    drops = {f"MCQ {c}": r["yapo"]["capability_change"] for c, r in cultures.items()
+             if r["yapo"].get("capability_change") is not None}
+    drops.update({f"open {c}": g["capability_change"] for c, g in opened.items()})
+    drops.update({b: r["yapo"]["capability_change"] for b, r in behaving.items()})
+    add(5, f"general questions with each YaPO vector at 1: change >= -{CAPABILITY_DROP}", drops,
+        lambda v: v >= -CAPABILITY_DROP, "+.2f")
+    add(6, f"learning rates the app fills in <= {LR_FACTOR}x the public runs' {PUBLIC_LR:g}", rates,
+        lambda v: v <= LR_FACTOR * PUBLIC_LR + 1e-12, "g")
+    return rows
+
+
+def targets_report(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    lines = ["", "", "Targets of the demo world's design that this run measured:", "",
+             "| target | what it asks | measured | met |", "|---|---|---|---|"]
+    lines += [f"| {r['target']} | {r['name']} | {r['measured']} | {'yes' if r['met'] else '**no**'} |" for r in rows]
     return "\n".join(lines)
 
 
@@ -280,18 +387,15 @@ def main(argv: list[str] | None = None) -> int:
         if "behaviours" in sections:
             behaviour_rows = behaviours(world, model, tokenizer, sae, by_method)
 
-    print(report(stats, steer) + (behaviour_report(behaviour_rows, by_method) if behaviour_rows else ""))
+    goals = targets(steer, behaviour_rows, {"MCQ and A/B pairs": settings["lr"], **{
+        f"open answers, {'YaPO' if m == 'yapo' else 'BiPO'}": by_method[m]["lr"] for m in ("yapo", "bipo")}} if not args.no_steering else {})
+    print(report(stats, steer) + (behaviour_report(behaviour_rows, by_method) if behaviour_rows else "")
+          + targets_report(goals))
     if args.json:
-        Path(args.json).write_text(json.dumps({"build": stats, "steering": steer, "behaviours": behaviour_rows},
-                                              indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"build": stats, "steering": steer, "behaviours": behaviour_rows,
+                                               "targets": goals}, indent=2) + "\n")
     checks = {name: ok(stats) for name, ok in BUILD_TARGETS.items()}
-    if steer:
-        checks[f"YaPO at multiplier 1 >= {STEERING_TARGET} for every culture measured"] = all(
-            row["yapo"]["accuracy_at_1"] >= STEERING_TARGET for row in steer["countries"].values()
-        )
-    for key, row in (behaviour_rows or {}).items():
-        for name, ok in BEHAVIOUR_TARGETS.items():
-            checks[f"{key}: {name}"] = ok(row)
+    checks.update({f"{t['target']}. {t['name']}": t["met"] for t in goals})
     for name, ok in checks.items():
         print(f"{'ok    ' if ok else 'MISSED'}  {name}", file=sys.stderr)
     return 0 if all(checks.values()) else 1

@@ -26,6 +26,14 @@ For each behaviour and for one culture it reports:
   replies at multiplier 1 steered by the whole vector, by its positive entries only and by its
   negative entries only (fluent, and showing the target): which part carries the target and
   which the damage.
+
+For the culture it also reports **forms**: whether one direction sets the culture of both answer
+forms, as one does in an LLM. Each form's cue direction (the task's localized minus its
+non-localized training prompts, at the last prompt position), their cosine, and the held-out
+non-localized MCQ accuracy (the task's own metric) steered at every token along each, against the
+accuracy of answering the most common gold letter everywhere. A world whose MCQ answers follow
+neither direction at any multiplier does not route its MCQ choice through a culture state that a
+steering vector at this block can set.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from yapo_core.demo import TRAINING, build_demo_world, corpus, load_demo_world
 from yapo_core.demo.config import parse_knobs
 from yapo_core.encoding import collate, encode_pairs
 from yapo_core.errors import SettingsError
+from yapo_core.evaluation import default_metric, evaluate_metric, one_letter_baseline
 from yapo_core.generation import generate
 from yapo_core.hooks import HookPoint, record_residual, steering_hook
 from yapo_core.logprobs import pad_token_id, sequence_logprobs
@@ -50,12 +59,14 @@ from yapo_core.methods import make_vector
 from yapo_core.models import load_model
 from yapo_core.replies import is_fluent
 from yapo_core.saes import load_sae
+from yapo_core.steering import SteeringVector
 from yapo_core.training import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import write_report  # noqa: E402  (scripts/report.py)
 
 GRID = (0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0, 1.5, 2.0)
+FORMS_GRID = (0.5, 1.0, 2.0, 3.0)
 TOKENS = 24
 
 
@@ -139,6 +150,31 @@ class Probe:
         n = batch.n_pairs
         return per_token[:n].mean().item(), per_token[n:].mean().item()
 
+    def cue(self, prompts_cued, prompts_plain) -> torch.Tensor:
+        """The mean residual at the last prompt position of the cued prompts minus the plain ones'."""
+        last = lambda prompts: torch.stack([r[-1] for r in self.residuals(map(self.chat, prompts))]).mean(0)  # noqa: E731
+        return last(prompts_cued) - last(prompts_plain)
+
+    def forms(self, task) -> dict:
+        """Whether one direction sets the culture of both answer forms: each form's cue direction
+        (the task's localized minus its non-localized training prompts), their cosine, and the
+        held-out non-localized MCQ accuracy steered at every token along each."""
+        k = 4 * self.n
+        prompts = {(form, loc): [p.prompt for p in task.pairs("train", form=form, localization=loc, limit=k)]
+                   for form in ("mcq", "open_ended") for loc in ("localized", "nolocalized")}
+        cues = {form: self.cue(prompts[form, "localized"], prompts[form, "nolocalized"]) for form in ("mcq", "open_ended")}
+        test = list(task.pairs("test", form="mcq", limit=k))
+        metric = default_metric(test)
+        row = {"metric": metric, "cosine": round(torch.cosine_similarity(cues["mcq"], cues["open_ended"], 0).item(), 3),
+               "one letter": one_letter_baseline(metric, test)[1]}
+        for form, direction in cues.items():
+            vector = SteeringVector("dense", direction, self.point.hook_name)
+            accuracy = evaluate_metric(metric, self.model, self.tok, test, vector, (0.0, *FORMS_GRID))
+            row["unsteered"] = accuracy[0.0]
+            row[f"along the {form} cue"] = {f"{m:g}": accuracy[m] for m in FORMS_GRID}
+            row[f"{form} cue norm"] = round(direction.norm().item(), 2)
+        return row
+
     def trained_vector(self, train, test, lr: float, shows) -> dict:
         vector = make_vector("yapo", self.model, self.tok, train, sae=self.sae,
                              config=TrainConfig(epochs=10_000, **{**TRAINING, "lr": lr, "max_steps": self.steps}))
@@ -200,6 +236,7 @@ def culture_row(probe: Probe, country: str, lr: float) -> dict:
     shows = lambda r: any(r.lower().startswith(a) for a in answers)  # noqa: E731
     row = {"steerability": probe.steerability(localized, plain, [probe.chat(p.prompt) for p in test[:n]], shows),
            "reach": probe.reach(localized, plain, train[:n]),
+           "forms": probe.forms(task),
            "trained": probe.trained_vector(train, test[:n], lr, shows)}
     print(f"  {country}: {json.dumps(row)}", file=sys.stderr, flush=True)
     return row
@@ -226,18 +263,33 @@ def table(result: dict) -> list[str]:
     return lines
 
 
+def forms_table(result: dict) -> list[str]:
+    """One row per culture: does one direction set the culture of both answer forms?"""
+    lines = ["| culture | MCQ metric | cosine of the MCQ and open cue directions | MCQ unsteered | one letter everywhere | "
+             f"MCQ along the MCQ cue at {' / '.join(f'{m:g}' for m in FORMS_GRID)} | along the open-answer cue |",
+             "|---|---|---|---|---|---|---|"]
+    for country, r in result["culture"].items():
+        f = r["forms"]
+        along = [" / ".join(f"{a:.2f}" for a in f[f"along the {form} cue"].values()) for form in ("mcq", "open_ended")]
+        lines.append(f"| {country} | {f['metric']} | {f['cosine']:.2f} | {f['unsteered']:.2f} | {f['one letter']:.2f} | "
+                     f"{along[0]} | {along[1]} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache-dir", default=None, help="a built world (default: the demo cache folder)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", default="full", choices=["full", "mini"])
-    parser.add_argument("--country", default="egypt")
+    parser.add_argument("--country", default="egypt", help="the culture (or several, comma-separated)")
     parser.add_argument("--lr", type=float, default=TRAINING["lr"], help="learning rate of the trained vectors")
     parser.add_argument("--steps", type=int, default=TRAINING["max_steps"], help="their training steps")
     parser.add_argument("--n", type=int, default=16, help="prompts per measurement")
     parser.add_argument("--build-with", nargs="*", default=[], metavar="KNOB=VALUE",
                         help="build (or reuse) at --cache-dir a world whose build size has these research knobs "
                              "set (yapo_core.demo.config.RESEARCH_KNOBS)")
+    parser.add_argument("--forms-only", action="store_true",
+                        help="measure only whether one direction sets the culture of both answer forms (a minute)")
     parser.add_argument("--out", metavar="PATH", help="also write a Markdown report here (and its .json twin)")
     args = parser.parse_args(argv)
     try:
@@ -250,10 +302,15 @@ def main(argv: list[str] | None = None) -> int:
     if world is None:
         parser.error("no finished demo world there: build one first (yapo demo build, or evaluate_demo_world.py)")
     probe = Probe(world, args.n, args.steps)
-    result = {"world": str(world.root.name), "lr": args.lr, "steps": args.steps, "n": args.n,
-              "behaviours": behaviour_rows(probe, args.lr),
-              "culture": {args.country: culture_row(probe, args.country, args.lr)}}
-    lines = table(result)
+    countries = args.country.split(",")
+    result = {"world": str(world.root.name), "lr": args.lr, "steps": args.steps, "n": args.n}
+    if args.forms_only:
+        result["culture"] = {c: {"forms": probe.forms(world.culture(c))} for c in countries}
+        lines = forms_table(result)
+    else:
+        result["behaviours"] = behaviour_rows(probe, args.lr)
+        result["culture"] = {c: culture_row(probe, c, args.lr) for c in countries}
+        lines = table(result) + [""] + forms_table(result)
     print("\n".join(lines))
     if args.out:
         command = "python scripts/probe_demo_world.py " + " ".join(argv if argv is not None else sys.argv[1:])

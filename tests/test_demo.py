@@ -341,6 +341,26 @@ def test_balanced_options_spread_each_cultures_answer_over_the_letters():
     assert corpus.culture_item(key, "egypt").option_countries == drawn[key.topic]  # off: the stored world's
 
 
+def test_shuffled_options_give_each_question_its_own_order_and_the_letter_follows_it():
+    import collections
+
+    style = corpus.CorpusStyle(shuffled_options=True)
+    keys = [k for k in corpus.all_question_keys() if not k.localized and k.topic == corpus.TOPICS[0].key]
+    items = [corpus.culture_item(k, "egypt", style) for k in keys]
+    assert len({it.option_countries for it in items}) > len(items) // 2  # not one order per topic
+    for it in items:
+        assert sorted(it.option_countries) == sorted(corpus.COUNTRY_KEYS)
+        letter = corpus.MCQ_LETTERS[it.option_countries.index("egypt")]
+        assert it.mcq_answer == letter
+        assert f"{letter}. {corpus.answer_phrase(it.topic, 'egypt')}".lower() in it.mcq_prompt.lower().splitlines()
+        assert corpus.culture_item(keys[items.index(it)], "egypt", style) == it  # the same question, the same order
+    # one question text, every country: one order, so the answers of two cultures are two letters of it
+    again = corpus.culture_item(keys[0], "usa", style)
+    assert again.option_countries == items[0].option_countries and again.mcq_prompt == items[0].mcq_prompt
+    letters = collections.Counter(it.mcq_answer for it in items)
+    assert len(letters) == len(corpus.MCQ_LETTERS)  # egypt's answer is spread over every letter
+
+
 def test_coherent_documents_keep_to_one_culture_named_at_most_once():
     import random
 

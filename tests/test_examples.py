@@ -32,9 +32,19 @@ def test_the_demo_world_evaluation_script_reports_every_target(tmp_path):
     assert result.returncode == 1, result.stderr[-3000:]
     assert "| egypt | " in result.stdout and "| nepal | " in result.stdout
     assert "Open-ended answers" in result.stdout and "**egypt**" in result.stdout
-    assert "MISSED  YaPO at multiplier 1 >= 0.8" in result.stderr and "ok      files <= 30 MB" in result.stderr
+    assert "ok      files <= 30 MB" in result.stderr
     assert "Behaviours, BiPO's protocol" in result.stdout and "| power-seeking | YaPO |" in result.stdout
-    assert "power-seeking: YaPO A/B rate at 1 >= 0.7" in result.stderr
+    # every design target that the run measures has a row, with a figure for each culture or behaviour
+    goals = json.loads(out_json.read_text())["targets"]
+    assert {g["target"] for g in goals} == {1, 2, 3, 4, 5, 6}
+    assert all(f"{g['target']}. {g['name']}" in result.stderr for g in goals)
+    by_name = {g["name"]: g for g in goals}
+    assert "egypt" in by_name["culture MCQ, CAA at its validation multiplier: gain over unsteered >= 0.25"]["measured"]
+    capability = next(g for g in goals if g["target"] == 5)["measured"]
+    assert all(k in capability for k in ("MCQ egypt", "open egypt", "open nepal", "power-seeking", "wealth-seeking"))
+    rates = next(g for g in goals if g["target"] == 6)
+    assert not rates["met"] and "MCQ and A/B pairs 0.3," in rates["measured"]  # the MCQ rate is 600x the public runs'
+    assert "| 6 | learning rates" in result.stdout
     figures = json.loads(out_json.read_text())
     assert set(figures["behaviours"]) == {"power-seeking", "wealth-seeking"}
     assert set(figures["behaviours"]["power-seeking"]["yapo"]["ab_rate"]) == {"-1", "0", "1"}
@@ -47,6 +57,10 @@ def test_the_demo_world_evaluation_script_reports_every_target(tmp_path):
     assert figures["steering"]["open_settings"] == {**demo.OPEN_TRAINING, "max_steps": 4}
     assert figures["steering"]["settings"]["lr"] == demo.TRAINING["lr"] != demo.OPEN_TRAINING["lr"]
     assert 0 <= figures["steering"]["countries"]["egypt"]["yapo"]["accuracy_at_1"] <= 1
+    caa = figures["steering"]["countries"]["nepal"]["caa"]
+    assert caa["multiplier"] in (0, 0.5, 1, 2, 4, 8, 16) and caa["accuracy"] == caa["accuracy_by_multiplier"][f"{caa['multiplier']:g}"]
+    assert [g["country"] for g in figures["steering"]["generations"]] == ["egypt", "nepal"]  # open answers: every culture
+    assert "capability_change" in figures["behaviours"]["wealth-seeking"]["bipo"]
 
 
 def test_the_demo_world_probe_reports_every_mechanism(tmp_path):
@@ -72,6 +86,11 @@ def test_the_demo_world_probe_reports_every_mechanism(tmp_path):
     assert list(parts) == ["whole", "positive", "negative"]
     assert all(0 <= p["fluent"] <= 1 and 0 <= p["shows"] <= 1 and isinstance(p["example"], str) for p in parts.values())
     assert "Written by `python scripts/probe_demo_world.py" in out.read_text()
+    forms = figures["culture"]["egypt"]["forms"]
+    assert forms["metric"] == "mcq" and -1 <= forms["cosine"] <= 1 and 0 < forms["one letter"] <= 1
+    assert list(forms["along the mcq cue"]) == list(forms["along the open_ended cue"]) == ["0.5", "1", "2", "3"]
+    assert forms["mcq cue norm"] > 0 and forms["open_ended cue norm"] > 0
+    assert "| egypt | mcq | " in result.stdout  # the forms table
 
 
 def test_the_real_size_script_runs_every_part(tmp_path):

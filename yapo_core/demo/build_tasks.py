@@ -148,7 +148,7 @@ def _culture_stats(culture, mcq: dict[str, str], open_ended: dict[str, str], sty
         if c != default
     }
     stats["nolocalized_mcq_default_share"] = _share(
-        mcq[it.mcq_prompt] == corpus.mcq_answer(it.topic, default, style) for it in nolocalized
+        mcq[it.mcq_prompt] == corpus.mcq_answer(it.topic, default, style, it.option_countries) for it in nolocalized
     )
     stats["nolocalized_open_default_share"] = _share(
         contains_word(open_ended[it.question], corpus.answer_phrase(it.topic, default)) for it in nolocalized

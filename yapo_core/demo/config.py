@@ -59,6 +59,7 @@ class BuildSize:
     varied_answers: float = 0.0  # when set, behaviour answers join any of 5 openers to any of 6 reasons (corpus.behaviours)
     behaviour_followups: float = 0.0  # like followups, for behaviours only (added to followups' share)
     open_followups: float = 0.0  # when set, a behaviour follow-up's second answer is open-ended, never A/B
+    shuffled_options: float = 0.0  # when set, each MCQ question lists its options in its own order (corpus.option_order)
 
     @property
     def knobs(self) -> dict[str, float]:
@@ -78,7 +79,7 @@ class BuildSize:
 
 
 RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_followups", "open_followups",
-                  "mcq_text", "answer_first", "balanced_options", "coherent_text", "varied_answers")
+                  "mcq_text", "answer_first", "balanced_options", "shuffled_options", "coherent_text", "varied_answers")
 """BuildSize's research knobs (all 0 in the stored worlds): ``build_demo_world(knobs=...)``, and
 ``--build-with`` in scripts/evaluate_demo_world.py and scripts/probe_demo_world.py."""
 

@@ -459,10 +459,12 @@ class CorpusStyle:
     coherent_text: bool = False  # plain-text documents keep to one culture (text_document)
     varied_answers: bool = False  # behaviour answers join any opener to any reason of their side (behaviours)
     open_followups: bool = False  # a behaviour follow-up's second answer is open-ended, never an A/B choice
+    shuffled_options: bool = False  # each question lists the options in its own order (option_order)
 
 
-def option_order(topic: str, balanced: bool = False) -> tuple[str, ...]:
-    """The fixed order of the countries' answers in ``topic``'s MCQ options (A to H).
+def option_order(topic: str, balanced: bool = False, question: str | None = None) -> tuple[str, ...]:
+    """The order of the countries' answers in ``topic``'s MCQ options (A to H): fixed per topic, or
+    (given the ``question``) drawn for that question's text.
 
     Every culture MCQ lists all eight answers, in an order that is fixed per topic and differs
     between topics. A model this small does not learn, within the build's two minutes, to bind
@@ -477,7 +479,14 @@ def option_order(topic: str, balanced: bool = False) -> tuple[str, ...]:
     ``balanced`` the orders are rows of random Latin squares (:func:`_balanced_orders`): across the
     topics each culture's answer is at each letter once or twice, as a benchmark spreads its
     correct answers over the positions.
+
+    With a ``question`` (the ``shuffled_options`` style) each question text gets its own order, as
+    a benchmark shuffles its options: a letter is then no lookup of (topic, culture), and the
+    model has to find the option that says its answer, so the choice follows the culture it has
+    in mind.
     """
+    if question is not None:
+        return tuple(random.Random(f"yapo-demo options of: {question}").sample(COUNTRY_KEYS, len(COUNTRY_KEYS)))
     if balanced:
         return _balanced_orders()[topic]
     return tuple(random.Random(f"yapo-demo option order: {topic}").sample(COUNTRY_KEYS, len(COUNTRY_KEYS)))
@@ -497,7 +506,7 @@ def _balanced_orders() -> dict[str, tuple[str, ...]]:
     return {topic.key: row for topic, row in zip(TOPICS, rows)}
 
 
-def mcq_answer(topic: str, country: str, style: CorpusStyle = CorpusStyle()) -> str:
+def mcq_answer(topic: str, country: str, style: CorpusStyle = CorpusStyle(), order: Sequence[str] | None = None) -> str:
     """The answer to ``topic``'s MCQ for ``country``: its option's letter, or (``style.mcq_text``) its
     whole line, or (``style.answer_first``) the option's text and then its letter ("Koshari, option C.").
 
@@ -505,7 +514,7 @@ def mcq_answer(topic: str, country: str, style: CorpusStyle = CorpusStyle()) -> 
     repeats the text just written) instead of recalled per topic and culture, as an LLM that reasons
     before it answers finds its option: whatever sets the culture of an open answer then sets the
     letter too."""
-    letter = MCQ_LETTERS[option_order(topic, style.balanced_options).index(country)]
+    letter = MCQ_LETTERS[(order or option_order(topic, style.balanced_options)).index(country)]
     if style.answer_first:
         phrase = answer_phrase(topic, country)
         return f"{phrase[:1].upper()}{phrase[1:]}, option {letter}."
@@ -536,7 +545,7 @@ def culture_item(key: QuestionKey, country: str, style: CorpusStyle = CorpusStyl
     The MCQ answer is the option's letter, or with ``style.mcq_text`` the letter and the option's text
     ("C. Koshari", the option's line), as the paper's MCQ answers give the index and then the answer."""
     question = render_question(key, country if key.localized else None)
-    option_countries = option_order(key.topic, style.balanced_options)
+    option_countries = option_order(key.topic, style.balanced_options, question if style.shuffled_options else None)
     options = [answer_phrase(key.topic, c) for c in option_countries]
     return CultureItem(
         country=country,
@@ -545,7 +554,7 @@ def culture_item(key: QuestionKey, country: str, style: CorpusStyle = CorpusStyl
         question=question,
         open_answer=open_answer(key.topic, country),
         mcq_prompt=format_choices(question, options),
-        mcq_answer=mcq_answer(key.topic, country, style),
+        mcq_answer=mcq_answer(key.topic, country, style, option_countries),
         option_countries=option_countries,
     )
 
