@@ -305,8 +305,16 @@ def main(argv: list[str] | None = None) -> int:
     countries = args.country.split(",")
     result = {"world": str(world.root.name), "lr": args.lr, "steps": args.steps, "n": args.n}
     if args.forms_only:
+        stats = world.stats
+        result["build"] = {"knobs": stats.get("knobs", {}), "seconds": stats.get("build_seconds"),
+                           "localized_mcq_accuracy": stats["culture"]["localized_mcq_accuracy"],
+                           "nolocalized_mcq_default_share": stats["culture"]["nolocalized_mcq_default_share"],
+                           "general_accuracy": stats["general"]["accuracy"]}
         result["culture"] = {c: {"forms": probe.forms(world.culture(c))} for c in countries}
-        lines = forms_table(result)
+        b = result["build"]
+        lines = [f"The world unsteered, held-out: localized MCQ accuracy {b['localized_mcq_accuracy']:.2f}, non-localized "
+                 f"MCQ answers the default culture's {b['nolocalized_mcq_default_share']:.2f}, general questions "
+                 f"{b['general_accuracy']:.2f}.", "", *forms_table(result)]
     else:
         result["behaviours"] = behaviour_rows(probe, args.lr)
         result["culture"] = {c: culture_row(probe, c, args.lr) for c in countries}
@@ -314,9 +322,11 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     if args.out:
         command = "python scripts/probe_demo_world.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        write_report(args.out, "How the demo world responds to steering", command, lines, result,
-                     note=f" on the world `{world.root.name}` ({args.n} held-out prompts per figure; "
-                          f"vectors trained with the demo's settings at lr {args.lr:g}, {args.steps} steps)")
+        note = (f" on the world `{world.root.name}` ({4 * args.n} training prompts per form and localization for each "
+                "cue direction; MCQ accuracy on up to as many held-out non-localized questions)") if args.forms_only else (
+                f" on the world `{world.root.name}` ({args.n} held-out prompts per figure; "
+                f"vectors trained with the demo's settings at lr {args.lr:g}, {args.steps} steps)")
+        write_report(args.out, "How the demo world responds to steering", command, lines, result, note=note)
     return 0
 
 

@@ -12,6 +12,7 @@ def write_report(out: str | Path, title: str, command: str, body: list[str], fig
     ``.json`` twin holding ``figures``."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join([f"## {title}", "", f"Written by `{command.strip()}`{note}.", "", *body, ""]))
+    command = command.strip().replace(str(Path.home()), "~")  # no one machine's home folder in a stored file
+    out.write_text("\n".join([f"## {title}", "", f"Written by `{command}`{note}.", "", *body, ""]))
     out.with_suffix(".json").write_text(json.dumps(figures, indent=2) + "\n")
     return out

@@ -8,6 +8,10 @@
 #        demo-behaviours (scripts/evaluate_demo_world.py --sections behaviours -> demo-behaviours.md, .json)
 #        demo-probe  (scripts/probe_demo_world.py   -> assets/results/demo-probe.md, demo-probe-followups.md, .json;
 #                     the second builds a variant world in $YAPO_CACHE_DIR/demo-variants/followups)
+#        demo-targets (scripts/evaluate_demo_world.py, every section -> demo-targets.md, .json: every design
+#                     target the script measures, on the default world)
+#        demo-forms  (scripts/probe_demo_world.py --forms-only -> demo-forms-NAME.md, .json: whether one direction
+#                     sets the culture of both answer forms, on the default world and four variant worlds)
 #        demo-open-rates (scripts/choose_open_lr.py -> demo-open-lr.md, .json: the open-answer learning rates chosen
 #                     on validation splits; then scripts/evaluate_demo_world.py on egypt and the behaviours with
 #                     them, from seed 0 and seed 1 -> demo-open-rates-seed0.md, demo-open-rates-seed1.md, .json)
@@ -34,8 +38,19 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(demo-world demo-behaviours demo-probe demo-open-rates demo-variant comparison benchmark real-size shared-cpu sharing lm-eval)
+  parts=(demo-world demo-behaviours demo-targets demo-probe demo-forms demo-open-rates demo-variant comparison benchmark real-size shared-cpu sharing lm-eval)
 fi
+
+# forms NAME [KNOB=VALUE...]: scripts/probe_demo_world.py --forms-only on egypt and morocco, on the
+# default world (no knob) or on the variant world NAME -> assets/results/demo-forms-NAME.md and .json.
+forms() {
+  local name=$1
+  shift
+  local where=()
+  [ $# -eq 0 ] || where=(--cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/$name" --build-with "$@")
+  "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco "${where[@]}" \
+    --out "$RESULTS/demo-forms-$name.md" > /dev/null
+}
 
 # variant NAME SEED COUNTRIES [KNOB=VALUE...]: the world built from SEED with these research knobs
 # in $YAPO_CACHE_DIR/demo-variants/NAME (or reused from there), measured on COUNTRIES into
@@ -76,6 +91,20 @@ for part in "${parts[@]}"; do
         > "$RESULTS/demo-behaviours.md" || status=$?
       [ "$status" -le 1 ] || exit "$status"
       [ "$status" -eq 0 ] || missed=1
+      ;;
+    demo-targets)
+      status=0
+      "$PYTHON" scripts/evaluate_demo_world.py --generations 1 --json "$RESULTS/demo-targets.json" \
+        > "$RESULTS/demo-targets.md" || status=$?
+      [ "$status" -le 1 ] || exit "$status"
+      [ "$status" -eq 0 ] || missed=1
+      ;;
+    demo-forms)
+      forms default
+      forms balanced balanced_options=1
+      forms context-balanced balanced_options=1 followups=0.15 coherent_text=1
+      forms answer-first-balanced answer_first=1 balanced_options=1
+      forms shuffled-answer-first shuffled_options=1 answer_first=1
       ;;
     demo-probe)
       "$PYTHON" scripts/probe_demo_world.py --lr 0.01 --out "$RESULTS/demo-probe.md" > /dev/null
@@ -130,7 +159,7 @@ for part in "${parts[@]}"; do
       "$PYTHON" scripts/lm_eval_check.py
       ;;
     *)
-      echo "unknown part '$part'; use demo-world, demo-behaviours, demo-probe, demo-open-rates, demo-variant, comparison, benchmark, real-size, shared-cpu, sharing or lm-eval" >&2
+      echo "unknown part '$part'; use demo-world, demo-behaviours, demo-targets, demo-probe, demo-forms, demo-open-rates, demo-variant, comparison, benchmark, real-size, shared-cpu, sharing or lm-eval" >&2
       exit 2
       ;;
   esac

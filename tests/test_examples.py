@@ -91,6 +91,13 @@ def test_the_demo_world_probe_reports_every_mechanism(tmp_path):
     assert list(forms["along the mcq cue"]) == list(forms["along the open_ended cue"]) == ["0.5", "1", "2", "3"]
     assert forms["mcq cue norm"] > 0 and forms["open_ended cue norm"] > 0
     assert "| egypt | mcq | " in result.stdout  # the forms table
+    only = subprocess.run([sys.executable, "scripts/probe_demo_world.py", "--cache-dir", str(world.root), "--seed", "0",
+                           "--size", "mini", "--n", "2", "--forms-only", "--country", "egypt,nepal", "--out",
+                           str(tmp_path / "forms.md")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert only.returncode == 0, only.stderr[-3000:]
+    figures = json.loads((tmp_path / "forms.json").read_text())
+    assert set(figures["culture"]) == {"egypt", "nepal"} and "behaviours" not in figures
+    assert 0 <= figures["build"]["localized_mcq_accuracy"] <= 1 and "general questions" in only.stdout
 
 
 def test_the_real_size_script_runs_every_part(tmp_path):
