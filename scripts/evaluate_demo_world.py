@@ -92,9 +92,10 @@ def capability_of(world, model, tokenizer):
     return lambda: generation_accuracy(model, tokenizer, prompts, answers, max_new_tokens=8)
 
 
-def capability_at(capability, model, vector, multiplier: float, sae) -> float:
-    """The change of the capability measure with ``vector`` applied at ``multiplier``."""
-    return round(capability_change(capability, model, vector, multiplier, sae)["change"], 4)
+def capability_at(capability, unsteered: float, model, vector, multiplier: float, sae) -> float:
+    """The change of the capability measure (``unsteered`` without a vector) with ``vector`` applied
+    at ``multiplier``."""
+    return round(capability_change(capability, model, vector, multiplier, sae, unsteered)["change"], 4)
 
 
 def steering(world, model, tokenizer, sae, countries, settings: dict, open_settings: dict, n_generations: int) -> dict:
@@ -153,7 +154,7 @@ def steering(world, model, tokenizer, sae, countries, settings: dict, open_setti
         example = test[(7 * i) % len(test)]
         row = {"country": country, "question": example.prompt, "fluent_at_1": fluency_rate(
             model, tokenizer, [p.prompt for p in test], vector, 1.0, sae=sae, max_new_tokens=BEHAVIOUR_TOKENS),
-            "capability_change": capability_at(capability, model, vector, 1.0, sae)}
+            "capability_change": capability_at(capability, out["general_accuracy"], model, vector, 1.0, sae)}
         if i >= n_generations:
             row["accuracy (all)"] = {1.0: generation_accuracy(model, tokenizer, [p.prompt for p in test], answers, vector,
                                                               1.0, sae=sae, max_new_tokens=12)}
@@ -182,6 +183,7 @@ def behaviours(world, model, tokenizer, sae, settings: dict[str, dict], n_prompt
     (opens as one of its answers does)."""
     out = {}
     capability = capability_of(world, model, tokenizer)
+    general = capability()
     for behaviour in corpus.BEHAVIOURS:
         task = world.task(behaviour.key)
         train, infer, test = (list(task.pairs(split)) for split in ("train", "test_infer", "test"))
@@ -198,7 +200,7 @@ def behaviours(world, model, tokenizer, sae, settings: dict[str, dict], n_prompt
                 "fluent_at_1": sum(is_fluent(tokenizer, r, BEHAVIOUR_TOKENS) for r in replies) / len(replies),
                 "shows_at_1": sum(map(behaviour.shows, replies)) / len(replies),
                 "norm": round(vector.norm(), 2), "examples": replies[:2],
-                "capability_change": capability_at(capability, model, vector, 1.0, sae),
+                "capability_change": capability_at(capability, general, model, vector, 1.0, sae),
             }
         out[behaviour.key] = row
         print(f"  {behaviour.key}: A/B YaPO {row['yapo']['ab_rate']}, fluent {row['yapo']['fluent_at_1']:.2f}, "

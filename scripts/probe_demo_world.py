@@ -166,11 +166,11 @@ class Probe:
         test = list(task.pairs("test", form="mcq", limit=k))
         metric = default_metric(test)
         row = {"metric": metric, "cosine": round(torch.cosine_similarity(cues["mcq"], cues["open_ended"], 0).item(), 3),
-               "one letter": one_letter_baseline(metric, test)[1]}
+               "one letter": one_letter_baseline(metric, test)[1],
+               "unsteered": evaluate_metric(metric, self.model, self.tok, test, None)[0.0]}
         for form, direction in cues.items():
             vector = SteeringVector("dense", direction, self.point.hook_name)
-            accuracy = evaluate_metric(metric, self.model, self.tok, test, vector, (0.0, *FORMS_GRID))
-            row["unsteered"] = accuracy[0.0]
+            accuracy = evaluate_metric(metric, self.model, self.tok, test, vector, FORMS_GRID)
             row[f"along the {form} cue"] = {f"{m:g}": accuracy[m] for m in FORMS_GRID}
             row[f"{form} cue norm"] = round(direction.norm().item(), 2)
         return row

@@ -109,6 +109,10 @@ def test_sweep_and_capability_change_with_a_vector(tokenizer):
     assert none["change"] == 0.0 and none["unsteered"] < 0
     strong = capability_change(best_letter, model, vec, 3.0)
     assert strong["change"] != 0.0
+    calls = []
+    counted = lambda: calls.append(1) or best_letter()  # noqa: E731
+    known = capability_change(counted, model, vec, 3.0, unsteered=strong["unsteered"])
+    assert known == strong and len(calls) == 1  # a known unsteered value is not measured again
 
 
 def test_preference_accuracy_of_a_vector_that_does_nothing_is_zero(tokenizer):

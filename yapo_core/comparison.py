@@ -205,6 +205,7 @@ def compare_methods(
     finished = {r.method: r for r in done}
     say(plan(chosen, config, multipliers, len(fit), len(held), len(test_pairs), skip=set(finished)))
     baseline = score(test_pairs, None, [0.0])[0.0] if metric != "preference" else 0.0
+    unsteered_capability = None
     for method in chosen:
         if method.key in finished:
             say(f"{method.key}: measured before, kept")
@@ -227,7 +228,10 @@ def compare_methods(
             result.unparseable = mcq_generation_report(model, tokenizer, mcq_items_from_pairs(test_pairs), vector,
                                                        result.chosen_multiplier, sae=sae)["unparseable"]
         if capability:
-            result.capability_change = capability_change(capability, model, vector, result.chosen_multiplier, sae)["change"]
+            if unsteered_capability is None:  # once per comparison: it does not depend on the vector
+                unsteered_capability = capability()
+            result.capability_change = capability_change(capability, model, vector, result.chosen_multiplier, sae,
+                                                         unsteered_capability)["change"]
         results.append(result)
         if on_result is not None:
             on_result(result)

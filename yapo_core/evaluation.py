@@ -203,9 +203,11 @@ def sweep(metric: Callable[[float], float], multipliers: Sequence[float] = DEFAU
     return {float(m): float(metric(float(m))) for m in multipliers}
 
 
-def capability_change(measure: Callable[[], float], model, vector, multiplier: float = 1.0, sae=None) -> dict:
-    """``measure()`` without and with the vector, and the change."""
-    base = measure()
+def capability_change(measure: Callable[[], float], model, vector, multiplier: float = 1.0, sae=None,
+                      unsteered: float | None = None) -> dict:
+    """``measure()`` without and with the vector, and the change. ``unsteered``: the measure
+    without a vector, when it is already known (it does not depend on the vector)."""
+    base = measure() if unsteered is None else unsteered
     with steered(model, vector, multiplier, sae):
         steered_value = measure()
     return {"unsteered": base, "steered": steered_value, "change": steered_value - base}
