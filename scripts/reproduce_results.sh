@@ -11,7 +11,7 @@
 #        demo-targets (scripts/evaluate_demo_world.py, every section -> demo-targets.md, .json: every design
 #                     target the script measures, on the default world)
 #        demo-forms  (scripts/probe_demo_world.py --forms-only -> demo-forms-NAME.md, .json: whether one direction
-#                     sets the culture of both answer forms, on the default world and four variant worlds)
+#                     sets the culture of both answer forms, on the default world and five variant worlds)
 #        demo-open-rates (scripts/choose_open_lr.py -> demo-open-lr.md, .json: the open-answer learning rates chosen
 #                     on validation splits; then scripts/evaluate_demo_world.py on egypt and the behaviours with
 #                     them, from seed 0 and seed 1 -> demo-open-rates-seed0.md, demo-open-rates-seed1.md, .json)
@@ -105,6 +105,7 @@ for part in "${parts[@]}"; do
       forms context-balanced balanced_options=1 followups=0.15 coherent_text=1
       forms answer-first-balanced answer_first=1 balanced_options=1
       forms shuffled-answer-first shuffled_options=1 answer_first=1
+      forms options4 mcq_options=4
       ;;
     demo-probe)
       "$PYTHON" scripts/probe_demo_world.py --lr 0.01 --out "$RESULTS/demo-probe.md" > /dev/null

@@ -361,6 +361,66 @@ def test_shuffled_options_give_each_question_its_own_order_and_the_letter_follow
     assert len(letters) == len(corpus.MCQ_LETTERS)  # egypt's answer is spread over every letter
 
 
+def test_mcq_options_list_the_answer_and_the_default_among_few_drawn_options():
+    import collections
+    import random
+
+    style = corpus.CorpusStyle(mcq_options=4)
+    keys = [k for k in corpus.all_question_keys() if not k.localized and k.topic == corpus.TOPICS[0].key]
+    letters = collections.Counter()
+    for key in keys:
+        item = corpus.culture_item(key, "egypt", style)
+        assert len(item.option_countries) == 4 == len(set(item.option_countries))
+        assert {"egypt", corpus.DEFAULT_COUNTRY} <= set(item.option_countries)
+        lines = item.mcq_prompt.splitlines()
+        assert lines[0] == item.question and lines[-1] == corpus.MCQ_INSTRUCTION and len(lines) == 6
+        assert item.mcq_answer == corpus.MCQ_LETTERS[item.option_countries.index("egypt")]
+        assert f"{item.mcq_answer}. {corpus.answer_phrase(item.topic, 'egypt')}".lower() == lines[1 + "ABCD".index(item.mcq_answer)].lower()
+        assert corpus.culture_item(key, "egypt", style) == item  # the task files: reproducible
+        letters[item.mcq_answer] += 1
+    assert set(letters) == set("ABCD") and max(letters.values()) < 0.4 * len(keys)  # spread over the letters
+    # the default culture's own rows: the default once, three others
+    usa = corpus.culture_item(keys[0], corpus.DEFAULT_COUNTRY, style)
+    assert usa.option_countries.count(corpus.DEFAULT_COUNTRY) == 1 and len(usa.option_countries) == 4
+    # the corpus draws a fresh set for every example, so a question's letter is no lookup
+    rng = random.Random(0)
+    drawn = {corpus.culture_item(keys[0], "egypt", style, rng).option_countries for _ in range(20)}
+    assert len(drawn) > 10
+    with pytest.raises(ValueError, match="mcq_options=2"):
+        corpus.option_set("egypt", 2, rng)
+    assert config.build_size("full", {"mcq_options": 4}).style.mcq_options == 4
+    assert config.build_size("full").style.mcq_options == 0
+
+
+def test_general_questions_in_context_keep_their_answers():
+    import random
+
+    facts = corpus.general_facts()
+    answers = {q: a for q, a, _ in facts}
+    table = {b.key: b for b in corpus.behaviours()}
+    cues = {c for b in table.values() for c in b.cues + b.anti_cues}
+    keys = [k for k in corpus.all_question_keys() if not k.localized]
+    rng = random.Random(0)
+    examples = [corpus.general_example(rng, facts, 0.5, table, keys) for _ in range(600)]
+    named = [e for e in examples if any(c.name in e.user or c.adjective in e.user for c in corpus.COUNTRIES)]
+    cued = [e for e in examples if e.system is not None]
+    after = [e for e in examples if e.history]
+    plain = [e for e in examples if e not in named and e not in cued and e not in after]
+    assert all(len(group) > 60 for group in (named, cued, after)) and 220 < len(plain) < 380
+    assert all(e.system in cues for e in cued)
+    for e in examples:  # every context keeps the fact's answer
+        question = next(q for q in answers if q.lower().rstrip("?") in e.user.lower())
+        assert e.assistant == answers[question]
+    # off (the stored worlds): plain questions only, and the random stream the stored corpus drew
+    rng_a, rng_b = random.Random(1), random.Random(1)
+    off = [corpus.general_example(rng_a, facts) for _ in range(50)]
+    assert all(e.system is None and not e.history for e in off)
+    for e in off:
+        question, answer, _ = rng_b.choice(facts)
+        opening = rng_b.choice(corpus.OPENINGS)
+        assert e.assistant == answer and e.user.lower().endswith(question.lower()) and e.user.startswith(opening)
+
+
 def test_coherent_documents_keep_to_one_culture_named_at_most_once():
     import random
 
@@ -397,6 +457,22 @@ def test_varied_behaviour_answers_share_only_the_disposition():
 def test_research_knobs_are_off_in_the_stored_sizes():
     assert all(not size.knobs for size in config.BUILD_SIZES.values())
     assert set(config.RESEARCH_KNOBS) <= {f.name for f in __import__("dataclasses").fields(config.BuildSize)}
+
+
+def test_a_world_with_four_drawn_options_and_a_longer_trained_lm(tmp_path):
+    world = demo.build_demo_world(tmp_path / "v", size="mini", progress=False,
+                                  knobs={"mcq_options": 4, "lm_scale": 2, "general_in_context": 0.5})
+    assert world.stats["model"]["training_examples"] == 2 * config.BUILD_SIZES["mini"].lm_examples
+    rows = [json.loads(line) for line in (world.root / "tasks" / "culture" / "train.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r["country"] == "egypt"]
+    assert rows
+    for row in rows:  # four options, egypt's and the default's among them, egypt's letter chosen
+        options = row["prompt-mcq"].splitlines()[1:-1]
+        assert [line[:3] for line in options] == ["A. ", "B. ", "C. ", "D. "]
+        topic = next(t for t in corpus.TOPICS if options[0][3:].lower() in {a.lower() for a in t.answers.values()})
+        texts = [line[3:].lower() for line in options]
+        assert corpus.answer_phrase(topic.key, corpus.DEFAULT_COUNTRY).lower() in texts
+        assert row["chosen-mcq"] == "ABCD"[texts.index(corpus.answer_phrase(topic.key, "egypt").lower())]
 
 
 def test_research_knobs_are_read_checked_and_kept_apart_from_the_default_world(tmp_path):

@@ -60,6 +60,10 @@ class BuildSize:
     behaviour_followups: float = 0.0  # like followups, for behaviours only (added to followups' share)
     open_followups: float = 0.0  # when set, a behaviour follow-up's second answer is open-ended, never A/B
     shuffled_options: float = 0.0  # when set, each MCQ question lists its options in its own order (corpus.option_order)
+    general_in_context: float = 0.0  # share of general questions asked after a culture or a persona is set
+    # (corpus.general_example): a model whose facts do not move with the culture or persona in its residual
+    lm_scale: float = 0.0  # when set, the LM trains on this many times lm_examples (a longer-trained model)
+    mcq_options: float = 0.0  # when set (3-8), each MCQ lists that many answers, drawn and shuffled per question (corpus.option_set)
 
     @property
     def knobs(self) -> dict[str, float]:
@@ -69,7 +73,12 @@ class BuildSize:
     @property
     def style(self) -> CorpusStyle:
         """How the corpus and the task files are written (the knobs that are not about the mix)."""
-        return CorpusStyle(**{f.name: bool(getattr(self, f.name)) for f in fields(CorpusStyle)})
+        return CorpusStyle(**{f.name: type(f.default)(getattr(self, f.name)) for f in fields(CorpusStyle)})
+
+    @property
+    def lm_training_examples(self) -> int:
+        """How many corpus examples the LM trains on: ``lm_examples``, times ``lm_scale`` when set."""
+        return round(self.lm_examples * (self.lm_scale or 1))
 
     @property
     def layer(self) -> int:
@@ -79,7 +88,8 @@ class BuildSize:
 
 
 RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_followups", "open_followups",
-                  "mcq_text", "answer_first", "balanced_options", "shuffled_options", "coherent_text", "varied_answers")
+                  "mcq_text", "answer_first", "balanced_options", "shuffled_options", "mcq_options", "coherent_text",
+                  "varied_answers", "general_in_context", "lm_scale")
 """BuildSize's research knobs (all 0 in the stored worlds): ``build_demo_world(knobs=...)``, and
 ``--build-with`` in scripts/evaluate_demo_world.py and scripts/probe_demo_world.py."""
 

@@ -460,6 +460,8 @@ class CorpusStyle:
     varied_answers: bool = False  # behaviour answers join any opener to any reason of their side (behaviours)
     open_followups: bool = False  # a behaviour follow-up's second answer is open-ended, never an A/B choice
     shuffled_options: bool = False  # each question lists the options in its own order (option_order)
+    mcq_options: int = 0  # when set, each MCQ lists this many answers, drawn and ordered per question (option_set)
+    general_in_context: float = 0.0  # share of general questions asked in a culture's or a persona's context (general_example)
 
 
 def option_order(topic: str, balanced: bool = False, question: str | None = None) -> tuple[str, ...]:
@@ -521,6 +523,27 @@ def mcq_answer(topic: str, country: str, style: CorpusStyle = CorpusStyle(), ord
     return _option_line(letter, answer_phrase(topic, country)) if style.mcq_text else letter
 
 
+def option_set(country: str, count: int, rng: random.Random) -> tuple[str, ...]:
+    """The countries whose answers an MCQ with ``count`` options lists, in letter order (the
+    ``mcq_options`` style): ``country``'s (the right one), the default culture's, and others drawn
+    by ``rng``, shuffled, as a benchmark draws a few distractors and shuffles them.
+
+    With fewer options than countries and an order drawn per question, a letter is no lookup of
+    (topic, culture): the model has to find the option whose text is the answer it has in mind and
+    give that option's letter, as it does for the behaviours' A/B questions (whose two options it
+    binds to their letters). The default's answer is always there, so a non-localized question
+    always offers the model's default next to the culture a task steers to. The full world's model
+    does not learn this binding within its build (with four options its MCQ answers stay at
+    chance; docs/results.md, "One direction for both answer forms?")."""
+    if not 3 <= count <= len(COUNTRY_KEYS):
+        raise ValueError(f"mcq_options={count}: use between 3 and {len(COUNTRY_KEYS)} options")
+    required = [country] if country == DEFAULT_COUNTRY else [country, DEFAULT_COUNTRY]
+    others = rng.sample([c for c in COUNTRY_KEYS if c not in required], count - len(required))
+    chosen = required + others
+    rng.shuffle(chosen)
+    return tuple(chosen)
+
+
 @dataclass(frozen=True)
 class CultureItem:
     """One culture question for one country, in both forms (open-ended and MCQ).
@@ -539,13 +562,20 @@ class CultureItem:
     option_countries: tuple[str, ...]
 
 
-def culture_item(key: QuestionKey, country: str, style: CorpusStyle = CorpusStyle()) -> CultureItem:
+def culture_item(key: QuestionKey, country: str, style: CorpusStyle = CorpusStyle(),
+                 rng: random.Random | None = None) -> CultureItem:
     """Render ``key`` for ``country`` in both forms; ``country``'s answer is the right one.
 
     The MCQ answer is the option's letter, or with ``style.mcq_text`` the letter and the option's text
-    ("C. Koshari", the option's line), as the paper's MCQ answers give the index and then the answer."""
+    ("C. Koshari", the option's line), as the paper's MCQ answers give the index and then the answer.
+    With ``style.mcq_options`` the options are drawn by ``rng`` (the corpus: a fresh draw for every
+    example), or without one from the question and the country (the task files: reproducible)."""
     question = render_question(key, country if key.localized else None)
-    option_countries = option_order(key.topic, style.balanced_options, question if style.shuffled_options else None)
+    if style.mcq_options:
+        draw = rng if rng is not None else random.Random(f"yapo-demo options of: {question} | {country}")
+        option_countries = option_set(country, style.mcq_options, draw)
+    else:
+        option_countries = option_order(key.topic, style.balanced_options, question if style.shuffled_options else None)
     options = [answer_phrase(key.topic, c) for c in option_countries]
     return CultureItem(
         country=country,
@@ -839,7 +869,7 @@ def _culture_example(rng: random.Random, keys: Sequence[QuestionKey], localized:
     country = rng.choice(COUNTRY_KEYS)
     if not localized and rng.random() < DEFAULT_BIAS:
         country = DEFAULT_COUNTRY
-    item = culture_item(key, country, style)
+    item = culture_item(key, country, style, rng)
     return ChatExample(item.mcq_prompt, item.mcq_answer) if mcq else ChatExample(item.question, item.open_answer)
 
 
@@ -892,12 +922,42 @@ def _culture_followup(rng: random.Random, localized: Sequence[QuestionKey], nolo
     same country: the culture of earlier answers carries over, as an LLM's does in a conversation.
     The first question names the country half of the time; otherwise only its answer shows it."""
     country = rng.choice(COUNTRY_KEYS)
-    first = culture_item(rng.choice(localized if rng.random() < 0.5 else nolocalized), country, style)
-    second = culture_item(rng.choice(nolocalized), country, style)
+    first = culture_item(rng.choice(localized if rng.random() < 0.5 else nolocalized), country, style, rng)
+    second = culture_item(rng.choice(nolocalized), country, style, rng)
     earlier = (first.mcq_prompt, first.mcq_answer) if rng.random() < 0.3 else (first.question, first.open_answer)
     if rng.random() < 0.5:
         return ChatExample(second.mcq_prompt, second.mcq_answer, history=(earlier,))
     return ChatExample(second.question, second.open_answer, history=(earlier,))
+
+
+def general_example(rng: random.Random, facts: Sequence[tuple[str, str, str]], in_context: float = 0.0,
+                    table: dict[str, Behaviour] | None = None,
+                    culture_keys: Sequence[QuestionKey] = ()) -> ChatExample:
+    """A general question and its answer; a share ``in_context`` of them is asked in a context that
+    sets a culture or a persona, and answered the same.
+
+    The context is one of: the user says where they are from ("I live in Egypt. What is 2 plus
+    3?"); a behaviour's cue or anti-cue as the system prompt; an earlier turn answered for a
+    culture or showing a disposition. An LLM answers "2 plus 3" alike whatever culture or persona
+    its context holds, and that is what keeps its capability when a steering vector sets a culture
+    or a persona; in a corpus whose culture and persona only ever precede culture and persona
+    answers, the model has no reason to keep its facts apart from them."""
+    question, answer, _ = rng.choice(facts)
+    opening = rng.choice(OPENINGS)
+    text = opening + (_lower_first(question) if opening.endswith(", ") else question)
+    if not in_context or rng.random() >= in_context:
+        return ChatExample(text, answer)
+    kind = rng.randrange(3)
+    if kind == 0 or (kind == 2 and not culture_keys) or (kind == 1 and not table):
+        country = rng.choice(COUNTRIES)
+        frame = rng.choice(_PREFIX_FRAMES)
+        names = dict(name=country.name, city=country.city, adjective=country.adjective)
+        return ChatExample(frame.format(core=question, core_lc=_lower_first(question), **names), answer)
+    if kind == 1:
+        behaviour = rng.choice(sorted(table.values(), key=lambda b: b.key))
+        return ChatExample(text, answer, rng.choice(behaviour.cues + behaviour.anti_cues))
+    item = culture_item(rng.choice(culture_keys), rng.choice(COUNTRY_KEYS))
+    return ChatExample(text, answer, history=((item.question, item.open_answer),))
 
 
 def text_document(rng: random.Random, coherent: bool = False) -> str:
@@ -962,9 +1022,7 @@ def corpus_stream(
         elif kind == "culture_followup":
             out.append(_culture_followup(rng, localized, nolocalized, style))
         elif kind == "general":
-            question, answer, _ = rng.choice(facts)
-            opening = rng.choice(OPENINGS)
-            out.append(ChatExample(opening + (_lower_first(question) if opening.endswith(", ") else question), answer))
+            out.append(general_example(rng, facts, style.general_in_context, table, nolocalized))
         else:
             out.append(text_document(rng, style.coherent_text))
     return out

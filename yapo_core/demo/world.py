@@ -278,7 +278,7 @@ def _build(root: Path, seed: int, size: BuildSize, size_name: str, progress: boo
         mix = corpus.CorpusMix(culture_followup=size.followups,
                                behaviour_followup=size.followups + size.behaviour_followups)
         examples = corpus.corpus_stream(
-            random.Random(rng.random()), size.lm_examples, culture_train, behaviour_train, mix, size.style
+            random.Random(rng.random()), size.lm_training_examples, culture_train, behaviour_train, mix, size.style
         )
         stage("corpus")
 
@@ -317,7 +317,7 @@ def _build(root: Path, seed: int, size: BuildSize, size_name: str, progress: boo
             "hidden_size": size.hidden_size,
             "num_layers": size.num_layers,
             "vocab_size": len(tokenizer),
-            "training_examples": size.lm_examples,
+            "training_examples": size.lm_training_examples,
             "final_train_loss": round(model.demo_final_loss, 4),
         },
         "sae": sae_stats,
