@@ -11,7 +11,7 @@
 #        demo-targets (scripts/evaluate_demo_world.py, every section -> demo-targets.md, .json: every design
 #                     target the script measures, on the default world)
 #        demo-forms  (scripts/probe_demo_world.py --forms-only -> demo-forms-NAME.md, .json: whether one direction
-#                     sets the culture of both answer forms, on the default world and five variant worlds)
+#                     sets the culture of both answer forms, on the default world and six variant worlds)
 #        demo-open-rates (scripts/choose_open_lr.py -> demo-open-lr.md, .json: the open-answer learning rates chosen
 #                     on validation splits; then scripts/evaluate_demo_world.py on egypt and the behaviours with
 #                     them, from seed 0 and seed 1 -> demo-open-rates-seed0.md, demo-open-rates-seed1.md, .json)
@@ -106,6 +106,7 @@ for part in "${parts[@]}"; do
       forms answer-first-balanced answer_first=1 balanced_options=1
       forms shuffled-answer-first shuffled_options=1 answer_first=1
       forms options4 mcq_options=4
+      forms options4-longer mcq_options=4 lm_scale=3  # a build of about 35 min
       ;;
     demo-probe)
       "$PYTHON" scripts/probe_demo_world.py --lr 0.01 --out "$RESULTS/demo-probe.md" > /dev/null
@@ -136,6 +137,8 @@ for part in "${parts[@]}"; do
       variant fewer-followups-balanced 0 egypt varied_answers=1 behaviour_followups=0.03 balanced_options=1
       variant varied-balanced 0 egypt varied_answers=1 behaviour_followups=0.08 balanced_options=1
       variant answer-first-balanced 0 egypt,morocco answer_first=1 balanced_options=1
+      variant general-in-context 0 egypt,morocco general_in_context=0.5
+      variant general-in-context-seed1 1 egypt,morocco general_in_context=0.5
       ;;
     comparison)
       "$PYTHON" -m yapo_core compare --country egypt --out "$RESULTS/comparison-egypt"
