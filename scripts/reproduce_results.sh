@@ -137,6 +137,7 @@ for part in "${parts[@]}"; do
       variant fewer-followups-balanced 0 egypt varied_answers=1 behaviour_followups=0.03 balanced_options=1
       variant varied-balanced 0 egypt varied_answers=1 behaviour_followups=0.08 balanced_options=1
       variant answer-first-balanced 0 egypt,morocco answer_first=1 balanced_options=1
+      variant default-seed1 1 egypt,morocco  # the stored recipe from seed 1, against the design targets
       variant general-in-context 0 egypt,morocco general_in_context=0.5
       variant general-in-context-seed1 1 egypt,morocco general_in_context=0.5
       ;;
