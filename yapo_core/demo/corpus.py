@@ -375,18 +375,28 @@ def render_question(key: QuestionKey, country: str | None = None) -> str:
     if not key.localized:
         body = core.format(where="")
     else:
-        c = _COUNTRY[country]
-        names = dict(name=c.name, city=c.city, adjective=c.adjective)
         frame = LOCALIZED_FRAMES[key.frame]
         if frame in _WHERE_FRAMES:
-            body = core.format(where=frame.format(**names))
+            body = core.format(where=frame.format(**_names(_COUNTRY[country])))
         else:
-            bare = core.format(where="")
-            body = frame.format(core=bare, core_lc=_lower_first(bare), **names)
-    opening = OPENINGS[key.opening]
-    if opening.endswith(", "):
-        body = _lower_first(body)
-    return f"{opening}{body}{CLOSINGS[key.closing]}"
+            body = _with_prefix(frame, core.format(where=""), _COUNTRY[country])
+    return _with_opening(OPENINGS[key.opening], body) + CLOSINGS[key.closing]
+
+
+def _names(country: Country) -> dict[str, str]:
+    """The ways a frame names ``country``: its ``name``, ``city`` and ``adjective``."""
+    return dict(name=country.name, city=country.city, adjective=country.adjective)
+
+
+def _with_prefix(frame: str, question: str, country: Country) -> str:
+    """``question`` after a prefix frame of :data:`LOCALIZED_FRAMES` that names ``country``
+    ("I live in Egypt. {core}", "In Egypt, {core_lc}")."""
+    return frame.format(core=question, core_lc=_lower_first(question), **_names(country))
+
+
+def _with_opening(opening: str, body: str) -> str:
+    """``body`` after one of :data:`OPENINGS` (lower-cased where the opening ends with a comma)."""
+    return opening + (_lower_first(body) if opening.endswith(", ") else body)
 
 
 def answer_phrase(topic: str, country: str) -> str:
@@ -943,21 +953,18 @@ def general_example(rng: random.Random, facts: Sequence[tuple[str, str, str]], i
     or a persona; in a corpus whose culture and persona only ever precede culture and persona
     answers, the model has no reason to keep its facts apart from them."""
     question, answer, _ = rng.choice(facts)
-    opening = rng.choice(OPENINGS)
-    text = opening + (_lower_first(question) if opening.endswith(", ") else question)
+    text = _with_opening(rng.choice(OPENINGS), question)
     if not in_context or rng.random() >= in_context:
         return ChatExample(text, answer)
-    kind = rng.randrange(3)
-    if kind == 0 or (kind == 2 and not culture_keys) or (kind == 1 and not table):
-        country = rng.choice(COUNTRIES)
-        frame = rng.choice(_PREFIX_FRAMES)
-        names = dict(name=country.name, city=country.city, adjective=country.adjective)
-        return ChatExample(frame.format(core=question, core_lc=_lower_first(question), **names), answer)
-    if kind == 1:
+    context = ("country", "persona", "earlier turn")[rng.randrange(3)]  # the country where the others lack data
+    if context == "persona" and table:
         behaviour = rng.choice(sorted(table.values(), key=lambda b: b.key))
         return ChatExample(text, answer, rng.choice(behaviour.cues + behaviour.anti_cues))
-    item = culture_item(rng.choice(culture_keys), rng.choice(COUNTRY_KEYS))
-    return ChatExample(text, answer, history=((item.question, item.open_answer),))
+    if context == "earlier turn" and culture_keys:
+        item = culture_item(rng.choice(culture_keys), rng.choice(COUNTRY_KEYS))
+        return ChatExample(text, answer, history=((item.question, item.open_answer),))
+    country = rng.choice(COUNTRIES)
+    return ChatExample(_with_prefix(rng.choice(_PREFIX_FRAMES), question, country), answer)
 
 
 def text_document(rng: random.Random, coherent: bool = False) -> str:
