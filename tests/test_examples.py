@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -61,6 +63,48 @@ def test_the_demo_world_evaluation_script_reports_every_target(tmp_path):
     assert caa["multiplier"] in (0, 0.5, 1, 2, 4, 8, 16) and caa["accuracy"] == caa["accuracy_by_multiplier"][f"{caa['multiplier']:g}"]
     assert [g["country"] for g in figures["steering"]["generations"]] == ["egypt", "nepal"]  # open answers: every culture
     assert "capability_change" in figures["behaviours"]["wealth-seeking"]["bipo"]
+    assert all(g["met"] == all(g["met_each"].values()) and set(g["met_each"]) == set(g["figures"]) for g in goals)
+
+    # scripts/compare_demo_worlds.py sets builds side by side: two "builds" of one recipe (seeds 0
+    # and 7) and one of another, whose MCQ figures are set so that target 3 is met in one build only
+    def build_with(name, seed, egypt, nepal):
+        run = json.loads(out_json.read_text())
+        run["build"]["seed"] = seed
+        for country, accuracy in (("egypt", egypt), ("nepal", nepal)):
+            run["steering"]["countries"][country]["yapo"]["accuracy_at_1"] = accuracy
+        (tmp_path / name).write_text(json.dumps(run))
+        return tmp_path / name
+
+    first, second, good = build_with("a.json", 0, 0.85, 0.5), build_with("b.json", 7, 0.97, 0.12), build_with("c.json", 3, 0.97, 0.9)
+    table = tmp_path / "seeds.md"
+    result = subprocess.run([sys.executable, "scripts/compare_demo_worlds.py", f"mini={first},{second}",
+                             f"other={good}", "--out", str(table)], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| mini: seeds 0, 7 | other: seeds 3 |" in result.stdout
+    lines = result.stdout.splitlines()
+    row = lines.index(next(line for line in lines if "culture MCQ, YaPO at 1 against every option" in line))
+    assert lines[row].endswith("| egypt | 0.85, 0.97 | 0.97 |")
+    assert lines[row + 1:row + 3] == ["| | | nepal | 0.50, 0.12 | 0.90 |", "| | | **all met** | 0 of 2 | 1 of 1 |"]
+    assert json.loads(table.with_suffix(".json").read_text())["recipes"]["mini"][1]["seed"] == 7
+    bad = subprocess.run([sys.executable, "scripts/compare_demo_worlds.py", str(out_json)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "LABEL=FILE,FILE" in bad.stderr
+
+
+def test_stored_target_figures_are_read_back_whole():
+    """A stored target row's text gives back every figure, names with commas included, and text
+    that is not a list of figures fails instead of losing one."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from compare_demo_worlds import stored_figures
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    assert stored_figures("MCQ and A/B pairs 0.3, open answers, YaPO 0.007, open answers, BiPO 1e-05") == {
+        "MCQ and A/B pairs": 0.3, "open answers, YaPO": 0.007, "open answers, BiPO": 1e-05}
+    assert stored_figures("MCQ egypt -0.36, open nepal +0.00") == {"MCQ egypt": -0.36, "open nepal": 0.0}
+    with pytest.raises(ValueError, match="cannot read"):
+        stored_figures("egypt 0.95, morocco")
 
 
 def test_the_demo_world_probe_reports_every_mechanism(tmp_path):
