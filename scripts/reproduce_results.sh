@@ -17,6 +17,8 @@
 #                     them, from seed 0 and seed 1 -> demo-open-rates-seed0.md, demo-open-rates-seed1.md, .json)
 #        demo-variant (scripts/evaluate_demo_world.py --build-with ... -> demo-variant-NAME.md, .json for
 #                     each variant world, built in $YAPO_CACHE_DIR/demo-variants/NAME)
+#        demo-seeds  (scripts/compare_demo_worlds.py -> demo-seeds.md, .json: the default recipe and
+#                     general_in_context side by side from seeds 0, 1 and 2, read from demo-targets and demo-variant)
 #        comparison  (yapo compare --country egypt  -> assets/results/comparison-egypt/, and CAA and SAS up to
 #                     multiplier 64 -> assets/results/comparison-egypt-baselines/)
 #        benchmark   (scripts/benchmark_trainer.py  -> assets/results/benchmark.md, .json)
@@ -38,7 +40,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(demo-world demo-behaviours demo-targets demo-probe demo-forms demo-open-rates demo-variant comparison benchmark real-size shared-cpu sharing lm-eval)
+  parts=(demo-world demo-behaviours demo-targets demo-probe demo-forms demo-open-rates demo-variant demo-seeds comparison benchmark real-size shared-cpu sharing lm-eval)
 fi
 
 # forms NAME [KNOB=VALUE...]: scripts/probe_demo_world.py --forms-only on egypt and morocco, on the
@@ -140,6 +142,15 @@ for part in "${parts[@]}"; do
       variant default-seed1 1 egypt,morocco  # the stored recipe from seed 1, against the design targets
       variant general-in-context 0 egypt,morocco general_in_context=0.5
       variant general-in-context-seed1 1 egypt,morocco general_in_context=0.5
+      variant default-seed2 2 egypt,morocco
+      variant general-in-context-seed2 2 egypt,morocco general_in_context=0.5
+      ;;
+    demo-seeds)
+      # A knob against the spread between builds: each recipe from three seeds (docs/results.md)
+      "$PYTHON" scripts/compare_demo_worlds.py \
+        "default=$RESULTS/demo-targets.json,$RESULTS/demo-variant-default-seed1.json,$RESULTS/demo-variant-default-seed2.json" \
+        "general in context=$RESULTS/demo-variant-general-in-context.json,$RESULTS/demo-variant-general-in-context-seed1.json,$RESULTS/demo-variant-general-in-context-seed2.json" \
+        --out "$RESULTS/demo-seeds.md" > /dev/null
       ;;
     comparison)
       "$PYTHON" -m yapo_core compare --country egypt --out "$RESULTS/comparison-egypt"
@@ -164,7 +175,7 @@ for part in "${parts[@]}"; do
       "$PYTHON" scripts/lm_eval_check.py
       ;;
     *)
-      echo "unknown part '$part'; use demo-world, demo-behaviours, demo-targets, demo-probe, demo-forms, demo-open-rates, demo-variant, comparison, benchmark, real-size, shared-cpu, sharing or lm-eval" >&2
+      echo "unknown part '$part'; use demo-world, demo-behaviours, demo-targets, demo-probe, demo-forms, demo-open-rates, demo-variant, demo-seeds, comparison, benchmark, real-size, shared-cpu, sharing or lm-eval" >&2
       exit 2
       ;;
   esac
