@@ -88,19 +88,18 @@ def compare(recipes: list[tuple[str, list[dict]]]) -> dict:
                         for n in names},
             "met": {label: sum(all(run["targets"][key]["met_each"][n] for n in names) for run in runs)
                     for label, runs in recipes},
+            "format": all_runs[0]["targets"][key]["format"],
         })
     return {"recipes": {label: [{"file": r["file"], "seed": r["seed"]} for r in runs] for label, runs in recipes},
             "rows": rows}
 
 
 def table(result: dict) -> list[str]:
-    signed = re.compile(r"change|minus")
     head = [f"{label}: seeds {', '.join(str(r['seed']) for r in runs)}" for label, runs in result["recipes"].items()]
     lines = ["| target | what it asks | figure | " + " | ".join(head) + " |", "|---|---|---|" + "---|" * len(head)]
     for row in result["rows"]:
-        fmt = "+.2f" if signed.search(row["name"]) else ".2f" if "learning rate" not in row["name"] else "g"
         for i, (name, by_recipe) in enumerate(row["figures"].items()):
-            cells = [", ".join(f"{v:{fmt}}" for v in values) for values in by_recipe.values()]
+            cells = [", ".join(f"{v:{row['format']}}" for v in values) for values in by_recipe.values()]
             lead = f"| {row['target']} | {row['name']} |" if i == 0 else "| | |"
             lines.append(f"{lead} {name} | " + " | ".join(cells) + " |")
         counts = [f"{row['met'][label]} of {len(runs)}" for label, runs in result["recipes"].items()]

@@ -290,7 +290,8 @@ def report(stats: dict, steer: dict | None) -> str:
 def targets(steer: dict | None, behaviour_rows: dict | None, rates: dict[str, float]) -> list[dict]:
     """The design targets of the demo world that this run measured, one row each: its number in
     the design (docs/results.md, "Targets"), what it asks, the figures measured (``measured`` as
-    text, ``figures`` by name), whether each meets it (``met_each``) and whether all do (``met``)."""
+    text, ``figures`` by name, each written with ``format``), whether each meets it (``met_each``)
+    and whether all do (``met``)."""
     rows = []
 
     def add(number: int, name: str, figures: dict[str, float], ok, fmt: str = ".2f") -> None:
@@ -298,7 +299,7 @@ def targets(steer: dict | None, behaviour_rows: dict | None, rates: dict[str, fl
             listed = ", ".join(f"{k} {v:{fmt}}" for k, v in figures.items())
             each = {k: bool(ok(v)) for k, v in figures.items()}
             rows.append({"target": number, "name": name, "measured": listed, "met": all(each.values()),
-                         "figures": dict(figures), "met_each": each})
+                         "figures": dict(figures), "met_each": each, "format": fmt})
 
     cultures = (steer or {}).get("countries", {})
     opened = {g["country"]: g for g in (steer or {}).get("generations", [])}
