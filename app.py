@@ -44,23 +44,23 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
             with gr.Tab("Train", id="train") as train_tab:
                 train_page = train.build(state)
             with gr.Tab("Features", id="features") as features_tab:
-                features_vector = features.build(ctx, state)
+                features_picker = features.build(ctx, state)
             with gr.Tab("Compare", id="compare") as compare_tab:
-                compare_vector = compare.build(ctx, state)
+                compare_picker = compare.build(ctx, state)
             with gr.Tab("Evaluate", id="evaluate") as evaluate_tab:
-                evaluate_vectors, evaluate_metric = evaluate.build(ctx, state)
+                evaluate_vectors, evaluate_metric, evaluate_listed = evaluate.build(ctx, state)
             with gr.Tab("Export", id="export") as export_tab:
-                export_vector = export.build(ctx, state)
+                export_picker = export.build(ctx, state)
 
         demo.load(ctx.open_session, None, state).then(setup.demo_task_update, None, demo_tasks).then(
             lambda: [gr.update(interactive=True)] * len(session_buttons), None, session_buttons)
         demo.unload(ctx.end_session)
         train_tab.select(train.on_open, state, [train_page.summary, train_page.status, train_page.curves,
                                                 train_page.timer, train_page.which, *train_page.defaults])
-        for tab, dropdown in ((features_tab, features_vector), (compare_tab, compare_vector), (export_tab, export_vector)):
-            tab.select(vector_choices, [state, dropdown], dropdown)
-        evaluate_tab.select(evaluate.vector_checklist, [state, evaluate_vectors, evaluate_metric],
-                            [evaluate_vectors, evaluate_metric])
+        for tab, picker in ((features_tab, features_picker), (compare_tab, compare_picker), (export_tab, export_picker)):
+            tab.select(vector_choices, [state, picker.dropdown, picker.listed], [picker.dropdown, picker.listed])
+        evaluate_tab.select(evaluate.vector_checklist, [state, evaluate_vectors, evaluate_metric, evaluate_listed],
+                            [evaluate_vectors, evaluate_metric, evaluate_listed])
     return demo
 
 

@@ -125,13 +125,29 @@ def user_errors(fn):
     return wrapper
 
 
-def vector_choices(session: Session | None, value: str | None = None) -> dict:
-    """A dropdown update listing the session's vectors, keeping ``value`` when it still exists
-    (else the newest vector)."""
+@dataclass
+class VectorPicker:
+    """A page's vector dropdown and the labels it listed last, so that opening the page selects
+    a vector added since (the run just trained, the file just loaded) rather than the one picked
+    before it existed."""
+
+    dropdown: gr.Dropdown
+    listed: gr.State
+
+    @classmethod
+    def build(cls, elem_id: str, scale: int) -> VectorPicker:
+        return cls(gr.Dropdown([], label="Vector", elem_id=elem_id, scale=scale), gr.State([]))
+
+
+def vector_choices(session: Session | None, value: str | None = None,
+                   listed: list[str] | None = None) -> tuple[dict, list[str]]:
+    """A dropdown update listing the session's vectors, and the labels listed: the newest vector
+    when one was added since ``listed`` (the labels the dropdown last showed) or ``value`` is
+    gone, else ``value``."""
     labels = list(session.vectors()) if session is not None else []
-    if value not in labels:
+    if value not in labels or set(labels) - set(listed or labels):
         value = labels[-1] if labels else None
-    return gr.update(choices=labels, value=value)
+    return gr.update(choices=labels, value=value), labels
 
 
 def esc(text) -> str:

@@ -13,7 +13,7 @@ from yapo_studio.session import Session
 from yapo_studio.settings import current
 from yapo_studio.zero_gpu import gpu
 
-from .common import HEAVY, STEER_LABELS, AppContext, esc, need, parse_multipliers, user_errors
+from .common import HEAVY, STEER_LABELS, AppContext, VectorPicker, esc, need, parse_multipliers, user_errors
 
 EMPTY_ANSWER = "∅ (empty answer: the model ended its turn at once)"
 
@@ -58,10 +58,11 @@ def _short(prompt: str, width: int = 90) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
-    """The page's components and callbacks; returns its vector list, refreshed when the tab opens."""
+def build(ctx: AppContext, state: gr.State) -> VectorPicker:
+    """The page's components and callbacks; returns its vector picker, refreshed when the tab opens."""
     with gr.Row():
-        vector = gr.Dropdown([], label="Vector", elem_id="compare-vector", scale=2)
+        picker = VectorPicker.build("compare-vector", scale=2)
+        vector = picker.dropdown
         test_prompt = gr.Dropdown([], label="A prompt from the test split", elem_id="test-prompt", scale=3)
     where = gr.Markdown(where_steering_applies(None, None), elem_id="where-steering")
     prompt = gr.Textbox(label="Prompt", lines=3, elem_id="compare-prompt",
@@ -143,4 +144,4 @@ def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
     vector.change(on_vector, [state, vector, positions], [where, test_prompt])
     positions.change(where_steering_applies, [state, vector, positions], where)
     test_prompt.change(lambda p: gr.update(value=p) if p else gr.update(), test_prompt, prompt)
-    return vector
+    return picker

@@ -37,17 +37,23 @@ def metric_choices(session: Session | None, labels: list[str] | None, current: s
     return gr.update(choices=choices, value=value)
 
 
-def vector_checklist(session: Session | None, chosen: list[str] | None = None, metric: str | None = None):
+def vector_checklist(session: Session | None, chosen: list[str] | None = None, metric: str | None = None,
+                     listed: list[str] | None = None):
+    """The vector checklist, the metrics for what it checks, and the labels it lists: the vectors
+    added since ``listed`` (the labels it last showed) are checked alone, else ``chosen`` as far as
+    it still exists, else every vector."""
     labels = list(session.vectors()) if session is not None else []
-    keep = [c for c in (chosen or []) if c in labels] or labels
-    return gr.update(choices=labels, value=keep), metric_choices(session, keep, metric)
+    added = [label for label in labels if label not in listed] if listed else []
+    keep = added or [c for c in (chosen or []) if c in labels] or labels
+    return gr.update(choices=labels, value=keep), metric_choices(session, keep, metric), labels
 
 
-def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio]:
-    """The page's components and callbacks; returns its vector list and metric choice, refreshed
-    when the tab opens."""
+def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio, gr.State]:
+    """The page's components and callbacks; returns its vector list, metric choice and the labels
+    the list showed last, refreshed when the tab opens."""
     gr.Markdown(HELP)
     vectors = gr.CheckboxGroup([], label="Vectors", elem_id="eval-vectors")
+    listed = gr.State([])
     with gr.Row():
         metric = gr.Radio([(m.label, m.key) for m in METRICS.values()], value="mcq",
                           label="Metric", elem_id="eval-metric", scale=3)
@@ -108,4 +114,4 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio]
     cap_btn.click(on_capability, [state, vectors, cap_m], cap_table, **heavy)
     vectors.input(metric_choices, [state, vectors, metric], metric)
     metric.change(lambda m: gr.update(visible=m in GENERATING_METRICS), metric, positions)  # only these generate
-    return vectors, metric
+    return vectors, metric, listed

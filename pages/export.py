@@ -6,7 +6,7 @@ import gradio as gr
 
 from yapo_studio.session import ExportResult
 
-from .common import HEAVY, AppContext, esc, need, user_errors, vector_choices
+from .common import HEAVY, AppContext, VectorPicker, esc, need, user_errors, vector_choices
 
 
 def export_note(result: ExportResult, kind: str) -> str:
@@ -32,11 +32,12 @@ def export_note(result: ExportResult, kind: str) -> str:
     return "\n\n".join(lines)
 
 
-def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
-    """The page's components and callbacks; returns its vector list, refreshed when the tab opens."""
+def build(ctx: AppContext, state: gr.State) -> VectorPicker:
+    """The page's components and callbacks; returns its vector picker, refreshed when the tab opens."""
     gr.Markdown("#### Download")
     with gr.Row():
-        vector = gr.Dropdown([], label="Vector", elem_id="export-vector", scale=3)
+        picker = VectorPicker.build("export-vector", scale=3)
+        vector = picker.dropdown
         multiplier = gr.Number(1.0, label="Multiplier baked into the GGUF", scale=1)
         export = gr.Button("Export", variant="primary", elem_id="export", scale=1)
     note = gr.Markdown(elem_id="export-note")
@@ -58,17 +59,17 @@ def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
                 gr.update(value=str(result.gguf) if result.gguf else None, visible=result.gguf is not None))
 
     @user_errors
-    def on_upload(session, path, current):
+    def on_upload(session, path, current, listed):
         session = need(session)
         if not path:
-            return gr.update(), gr.update()
+            return gr.update(), gr.update(), listed
         entry = session.load_vector_file(path)
         v = entry.vector
         text = (f"✓ **Loaded** {esc(entry.label)}: {v.kind} ({v.method}) vector, {v.l0():,} non-zero of {v.width:,}, "
                 f"steering `{esc(v.hook_name)}`; trained on `{esc(v.model_id or 'unknown model')}`. Use it on Compare.")
-        return text, vector_choices(session, current)
+        return text, *vector_choices(session, current, listed)
 
     export.click(on_export, [state, vector, multiplier], [note, st_file, gguf_file],
                  concurrency_id=HEAVY, concurrency_limit=ctx.heavy_jobs)
-    upload.upload(on_upload, [state, upload, vector], [load_note, vector])
-    return vector
+    upload.upload(on_upload, [state, upload, vector, picker.listed], [load_note, vector, picker.listed])
+    return picker

@@ -16,7 +16,7 @@ from yapo_core.neuronpedia import neuronpedia_explanations, neuronpedia_reachabl
 from yapo_core.plots import cosine_bars, latent_bars
 from yapo_studio.zero_gpu import gpu
 
-from .common import HEAVY, AppContext, esc, need, user_errors
+from .common import HEAVY, AppContext, VectorPicker, esc, need, user_errors
 
 EXPLANATION_DEADLINE = 8.0  # seconds for all Neuronpedia requests together
 
@@ -109,10 +109,11 @@ def fetch_explanations(report: FeatureReport) -> dict[int, str]:
     return neuronpedia_explanations(report.neuronpedia_id, [c.index for c in report.latents], EXPLANATION_DEADLINE)
 
 
-def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
-    """The page's components and callbacks; returns its vector list, refreshed when the tab opens."""
+def build(ctx: AppContext, state: gr.State) -> VectorPicker:
+    """The page's components and callbacks; returns its vector picker, refreshed when the tab opens."""
     with gr.Row():
-        vector = gr.Dropdown([], label="Vector", elem_id="features-vector", scale=3)
+        picker = VectorPicker.build("features-vector", scale=3)
+        vector = picker.dropdown
         k = gr.Slider(1, 40, value=10, step=1, label="Latents to show", scale=2)
         show = gr.Button("Show features", variant="primary", elem_id="show-features", scale=1)
     gr.Markdown("Cards read each latent through the model's final norm and unembedding (logit lens) and show where it "
@@ -148,4 +149,4 @@ def build(ctx: AppContext, state: gr.State) -> gr.Dropdown:
     show.click(on_show, [state, vector, k], [vector_card, bar_plot, cards, report_state, explain],
                concurrency_id=HEAVY, concurrency_limit=ctx.heavy_jobs)
     explain.click(on_explain, report_state, cards)
-    return vector
+    return picker

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import gradio as gr
@@ -31,7 +32,9 @@ def zero_gpu_note() -> str:
             "file on the Export page.")
 
 
-POLL_SECONDS = 0.5  # curves refresh twice a second while a run is active
+POLL_SECONDS = 1.0  # the run lines refresh once a second while a run is active
+PLOT_SECONDS = 3.0  # and the curves at most every 3 s, then once more when the runs stop: redrawing the
+# figure costs the browser a large share of a core, which on a small machine the training needs
 
 
 @dataclass
@@ -95,6 +98,29 @@ def snapshot(session: Session | None):
     return runs_html(session), curves(session), gr.Timer(active=active)
 
 
+def curves_shown(session: Session | None) -> tuple:
+    """What the curves show: each run's name, logged steps and status."""
+    runs = session.runs.values() if session is not None else ()
+    return tuple((r.name, len(r.history), r.status) for r in runs)
+
+
+def redraw_due(shown: tuple, drawn: tuple | None, active: bool, now: float) -> bool:
+    """Whether a tick redraws the curves: they changed since ``drawn`` (what they showed and when),
+    and either ``PLOT_SECONDS`` have passed or no run is active (the final state is always drawn)."""
+    last, at = drawn or (None, float("-inf"))
+    return shown != last and (not active or now - at >= PLOT_SECONDS)
+
+
+def tick(session: Session | None, drawn: tuple | None, now: float | None = None):
+    """One timer tick: the run lines, the curves when :func:`redraw_due` (else left as they are),
+    polling while any run is active, and what the curves now show."""
+    active = session is not None and any(r.active for r in session.runs.values())
+    shown, now = curves_shown(session), time.monotonic() if now is None else now
+    if redraw_due(shown, drawn, active, now):
+        return runs_html(session), curves(session), gr.Timer(active=active), (shown, now)
+    return runs_html(session), gr.skip(), gr.Timer(active=active), drawn
+
+
 def build(state: gr.State) -> TrainPage:
     summary = gr.Markdown(setup_summary(None), elem_id="train-summary")
     gr.Markdown(zero_gpu_note(), visible=on_zero_gpu(), elem_id="zero-gpu-note")
@@ -122,6 +148,7 @@ def build(state: gr.State) -> TrainPage:
     status = gr.HTML(runs_html(None), elem_id="run-status")
     plot = gr.Plot(curves(None), label="Training curves", elem_id="train-curves")
     timer = gr.Timer(POLL_SECONDS, active=False)
+    drawn = gr.State(None)  # what the curves showed when the timer last drew them, and when
     with gr.Accordion("Remove a run or a loaded vector file", open=False):
         with gr.Row():
             which = gr.Dropdown([], label="Vector")
@@ -141,9 +168,6 @@ def build(state: gr.State) -> TrainPage:
         session.start_run(config)
         return setup_summary(session), *snapshot(session)[:2], gr.Timer(active=True), removable(session)
 
-    def on_tick(session):
-        return snapshot(session)
-
     @user_errors
     def on_stop(session):
         need(session).stop_all()
@@ -158,7 +182,7 @@ def build(state: gr.State) -> TrainPage:
 
     hparams = [lr, warmup, epochs, max_steps, batch, beta, clip, decay, seed, max_length, engine, mcq_rejected]
     start.click(on_start, [state, *hparams], [summary, status, plot, timer, which])
-    timer.tick(on_tick, state, [status, plot, timer], show_progress="hidden", concurrency_limit=None)
+    timer.tick(tick, [state, drawn], [status, plot, timer, drawn], show_progress="hidden", concurrency_limit=None)
     stop.click(on_stop, state, [status, plot, timer])
     remove.click(on_remove, [state, which], [status, plot, timer, which])
     return TrainPage(summary, status, plot, timer, which, [lr, warmup, epochs, max_steps, batch, mcq_rejected])

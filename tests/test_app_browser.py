@@ -257,3 +257,7 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
     page.locator("#vector-upload input[type=file]").set_input_files(str(saved))
     succeed(page, "#load-note", "✓ Loaded")
     page.screenshot(path=str(shots / "export.png"), full_page=True)
+    page.wait_for_function("() => document.querySelector('#export-vector input').value.startsWith('file · ')")
+    # Compare, shown before with the run, now opens on the vector loaded since.
+    page.get_by_role("tab", name="Compare").click()
+    page.wait_for_function("() => document.querySelector('#compare-vector input').value.startsWith('file · ')")

@@ -101,15 +101,39 @@ def test_library_errors_become_user_messages_never_tracebacks():
 
 def test_vector_dropdowns_keep_the_choice_or_take_the_newest(trained):
     label = next(iter(trained.vectors()))
-    update = common.vector_choices(trained, None)
-    assert update["choices"] == [label] and update["value"] == label
-    assert common.vector_choices(trained, label)["value"] == label
-    assert common.vector_choices(None, "gone") == gr.update(choices=[], value=None)
+    update, listed = common.vector_choices(trained, None)
+    assert update["choices"] == [label] and update["value"] == label and listed == [label]
+    assert common.vector_choices(trained, label, listed)[0]["value"] == label
+    assert common.vector_choices(None, "gone") == (gr.update(choices=[], value=None), [])
+
+
+def test_pages_select_a_vector_added_since_they_last_listed(tiny_world, trained, ctx):
+    """After a new run or file, opening Compare, Features, Export or Evaluate uses it, not the one picked before."""
+    path = trained.export(next(iter(trained.vectors())), multiplier=1.0).safetensors
+    s = ctx.new_session()
+    try:
+        s.load_preset(ctx.catalog.preset("custom"), model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir))
+        s.load_task(TaskSpec("file", path=str(tiny_world.data_file)))
+        first = s.load_vector_file(path).label
+        update, listed = common.vector_choices(s, None, [])
+        assert update["value"] == first and listed == [first]
+        second = s.load_vector_file(path).label
+        update, now = common.vector_choices(s, first, listed)
+        assert update["value"] == second and now == [first, second]
+        assert common.vector_choices(s, first, now)[0]["value"] == first  # a pick made once both were listed stays
+        checked, _, shown = evaluate.vector_checklist(s, [first], "preference", listed)
+        assert checked["value"] == [second] and shown == [first, second]
+        assert evaluate.vector_checklist(s, [first], "preference", now)[0]["value"] == [first]
+        assert evaluate.vector_checklist(s, [], "preference", now)[0]["value"] == [first, second]
+        s.delete(second)
+        assert common.vector_choices(s, second, now)[0]["value"] == first
+    finally:
+        s.close()
 
 
 def test_evaluate_offers_the_metrics_of_the_chosen_vectors_tasks(trained):
     label = next(iter(trained.vectors()))
-    vectors, metric = evaluate.vector_checklist(trained, None, "mcq")
+    vectors, metric, _ = evaluate.vector_checklist(trained, None, "mcq")
     assert vectors["value"] == [label]
     # open answers: no MCQ or A/B metric, and the choice falls back to one that applies
     assert [key for _, key in metric["choices"]] == ["preference", "generation", "fluency"] and metric["value"] == "preference"
@@ -190,6 +214,16 @@ def test_train_page_status_and_polling(trained):
     assert "finished" in html and "step 3/3" in html and "loss" in html
     status, figure, timer = train.snapshot(trained)
     assert timer.active is False and len(figure.data) == 5 and list(figure.data[0].x) == [1, 2, 3]
+    # the timer redraws the curves only when they changed, at most every PLOT_SECONDS while a run is active
+    status, figure, timer, drawn = train.tick(trained, None, now=100.0)
+    assert "finished" in status and list(figure.data[0].x) == [1, 2, 3] and timer.active is False
+    assert drawn == (train.curves_shown(trained), 100.0)
+    assert train.tick(trained, drawn, now=101.0)[1] == gr.skip() and train.tick(trained, drawn)[3] == drawn
+    one, two = (("1. YaPO", 5, "running"),), (("1. YaPO", 6, "running"),)
+    assert train.redraw_due(two, (one, 100.0), active=True, now=100.0 + train.PLOT_SECONDS)
+    assert not train.redraw_due(two, (one, 100.0), active=True, now=101.0)
+    assert train.redraw_due((("1. YaPO", 6, "finished"),), (two, 100.0), active=False, now=100.5)
+    assert not train.redraw_due(two, (two, 0.0), active=True, now=100.0)
     assert "No runs yet" in train.runs_html(None)
     assert "Setup" in train.setup_summary(None) and "Method" in train.setup_summary(trained)
     assert train.number(3.0, "epochs", int) == 3

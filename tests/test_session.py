@@ -387,6 +387,11 @@ def test_export_round_trip_and_loading_a_vector_file(ready, tmp_path):
     assert entry.label in ready.vectors() and entry.source == "file"
     again = ready.load_vector_file(result.safetensors)
     assert again.label != entry.label
+    later = ready.start_run(ready.default_config(max_steps=2, **QUICK))
+    wait(later)
+    assert list(ready.vectors()) == [run.name, entry.label, again.label, later.name]  # in the order they came
+    ready.delete(entry.label)
+    assert list(ready.vectors()) == [run.name, again.label, later.name]
     bogus = tmp_path / "bogus.safetensors"
     bogus.write_text("not a vector")
     with pytest.raises(VectorFileError):

@@ -13,6 +13,7 @@ functions directly.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -83,6 +84,8 @@ class Session:
         self.runs: dict[str, Run] = {}
         self.files: dict[str, VectorEntry] = {}
         self._counter = 0
+        self._added: dict[str, int] = {}  # each vector's label: when it was added (vectors() lists them in that order)
+        self._sequence = itertools.count()
         self._workdir: Path | None = None
         self.train_fields_for: tuple | None = None  # preset and task whose defaults the Train page last showed
 
@@ -154,6 +157,7 @@ class Session:
         run = Run(run_id, name, self.method, config, self.task, bundle)
         run.chunk_seconds = chunk_seconds()
         self.runs[run_id] = run
+        self._added[name] = next(self._sequence)
         run.start(self.limiter)
         return run
 
@@ -169,21 +173,23 @@ class Session:
             if run.name == label:
                 run.stop()
                 del self.runs[run_id]
+                self._added.pop(label, None)
                 return
         if self.files.pop(label, None) is None:
             raise SettingsError(f"no vector named {label!r} in this session.")
+        self._added.pop(label, None)
 
     # -- vectors --
 
     def vectors(self) -> dict[str, VectorEntry]:
-        """Every usable vector, runs first (a run's vector is its last good one, also mid-training)."""
-        out = {}
+        """Every usable vector, oldest first, trained and loaded alike (a run's vector is its last
+        good one, also mid-training)."""
+        out = dict(self.files)
         for run in self.runs.values():
             vec = run.vector
             if vec is not None:
                 out[run.name] = VectorEntry(run.name, vec, run.bundle, run.task, "run")
-        out.update(self.files)
-        return out
+        return dict(sorted(out.items(), key=lambda item: self._added.get(item[0], -1)))
 
     def entry(self, label: str | None) -> VectorEntry:
         entries = self.vectors()
@@ -210,6 +216,7 @@ class Session:
             label, n = f"file · {path.name} ({n})", n + 1
         entry = VectorEntry(label, vector, b, self.task, "file")
         self.files[label] = entry
+        self._added[label] = next(self._sequence)
         return entry
 
     # -- using vectors --
