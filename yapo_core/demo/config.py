@@ -62,6 +62,8 @@ class BuildSize:
     shuffled_options: float = 0.0  # when set, each MCQ question lists its options in its own order (corpus.option_order)
     general_in_context: float = 0.0  # share of general questions asked after a culture or a persona is set
     # (corpus.general_example): a model whose facts do not move with the culture or persona in its residual
+    general_in_persona: float = 0.0  # share of general questions asked under a behaviour's cue or anti-cue only
+    # (corpus.general_example): facts kept apart from a persona, culture left as in the stored worlds
     lm_scale: float = 0.0  # when set, the LM trains on this many times lm_examples (a longer-trained model)
     mcq_options: float = 0.0  # when set (3-8), each MCQ lists that many answers, drawn and shuffled per question (corpus.option_set)
 
@@ -89,7 +91,7 @@ class BuildSize:
 
 RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_followups", "open_followups",
                   "mcq_text", "answer_first", "balanced_options", "shuffled_options", "mcq_options", "coherent_text",
-                  "varied_answers", "general_in_context", "lm_scale")
+                  "varied_answers", "general_in_context", "general_in_persona", "lm_scale")
 """BuildSize's research knobs (all 0 in the stored worlds): ``build_demo_world(knobs=...)``, and
 ``--build-with`` in scripts/evaluate_demo_world.py and scripts/probe_demo_world.py."""
 

@@ -472,6 +472,7 @@ class CorpusStyle:
     shuffled_options: bool = False  # each question lists the options in its own order (option_order)
     mcq_options: int = 0  # when set, each MCQ lists this many answers, drawn and ordered per question (option_set)
     general_in_context: float = 0.0  # share of general questions asked in a culture's or a persona's context (general_example)
+    general_in_persona: float = 0.0  # share of general questions asked under a persona's system prompt only (general_example)
 
 
 def option_order(topic: str, balanced: bool = False, question: str | None = None) -> tuple[str, ...]:
@@ -940,9 +941,15 @@ def _culture_followup(rng: random.Random, localized: Sequence[QuestionKey], nolo
     return ChatExample(second.question, second.open_answer, history=(earlier,))
 
 
+def _under_persona(rng: random.Random, table: dict[str, Behaviour], question: str, answer: str) -> ChatExample:
+    """``question`` and its ``answer`` under a behaviour's cue or anti-cue as the system prompt."""
+    behaviour = rng.choice(sorted(table.values(), key=lambda b: b.key))
+    return ChatExample(question, answer, rng.choice(behaviour.cues + behaviour.anti_cues))
+
+
 def general_example(rng: random.Random, facts: Sequence[tuple[str, str, str]], in_context: float = 0.0,
                     table: dict[str, Behaviour] | None = None,
-                    culture_keys: Sequence[QuestionKey] = ()) -> ChatExample:
+                    culture_keys: Sequence[QuestionKey] = (), in_persona: float = 0.0) -> ChatExample:
     """A general question and its answer; a share ``in_context`` of them is asked in a context that
     sets a culture or a persona, and answered the same.
 
@@ -951,15 +958,19 @@ def general_example(rng: random.Random, facts: Sequence[tuple[str, str, str]], i
     culture or showing a disposition. An LLM answers "2 plus 3" alike whatever culture or persona
     its context holds, and that is what keeps its capability when a steering vector sets a culture
     or a persona; in a corpus whose culture and persona only ever precede culture and persona
-    answers, the model has no reason to keep its facts apart from them."""
+    answers, the model has no reason to keep its facts apart from them.
+
+    ``in_persona``: a share of them (drawn before ``in_context``'s) is asked under a behaviour's cue
+    or anti-cue only, so that facts are kept apart from a persona but not from a culture."""
     question, answer, _ = rng.choice(facts)
     text = _with_opening(rng.choice(OPENINGS), question)
+    if in_persona and table and rng.random() < in_persona:
+        return _under_persona(rng, table, text, answer)
     if not in_context or rng.random() >= in_context:
         return ChatExample(text, answer)
     context = ("country", "persona", "earlier turn")[rng.randrange(3)]  # the country where the others lack data
     if context == "persona" and table:
-        behaviour = rng.choice(sorted(table.values(), key=lambda b: b.key))
-        return ChatExample(text, answer, rng.choice(behaviour.cues + behaviour.anti_cues))
+        return _under_persona(rng, table, text, answer)
     if context == "earlier turn" and culture_keys:
         item = culture_item(rng.choice(culture_keys), rng.choice(COUNTRY_KEYS))
         return ChatExample(text, answer, history=((item.question, item.open_answer),))
@@ -1029,7 +1040,8 @@ def corpus_stream(
         elif kind == "culture_followup":
             out.append(_culture_followup(rng, localized, nolocalized, style))
         elif kind == "general":
-            out.append(general_example(rng, facts, style.general_in_context, table, nolocalized))
+            out.append(general_example(rng, facts, style.general_in_context, table, nolocalized,
+                                       style.general_in_persona))
         else:
             out.append(text_document(rng, style.coherent_text))
     return out
