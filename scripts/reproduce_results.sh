@@ -18,7 +18,8 @@
 #        demo-variant (scripts/evaluate_demo_world.py --build-with ... -> demo-variant-NAME.md, .json for
 #                     each variant world, built in $YAPO_CACHE_DIR/demo-variants/NAME)
 #        demo-seeds  (scripts/compare_demo_worlds.py -> demo-seeds.md, .json: the default recipe and
-#                     general_in_context side by side from seeds 0, 1 and 2, read from demo-targets and demo-variant)
+#                     general_in_context side by side from seeds 0, 1 and 2, read from demo-targets and demo-variant;
+#                     demo-seeds-persona.md, .json: general_in_persona beside both, from seeds 0 and 2)
 #        comparison  (yapo compare --country egypt  -> assets/results/comparison-egypt/, and CAA and SAS up to
 #                     multiplier 64 -> assets/results/comparison-egypt-baselines/)
 #        benchmark   (scripts/benchmark_trainer.py  -> assets/results/benchmark.md, .json)
@@ -144,6 +145,8 @@ for part in "${parts[@]}"; do
       variant general-in-context-seed1 1 egypt,morocco general_in_context=0.5
       variant default-seed2 2 egypt,morocco
       variant general-in-context-seed2 2 egypt,morocco general_in_context=0.5
+      variant general-in-persona 0 egypt,morocco general_in_persona=0.25
+      variant general-in-persona-seed2 2 egypt,morocco general_in_persona=0.25
       ;;
     demo-seeds)
       # A knob against the spread between builds: each recipe from three seeds (docs/results.md)
@@ -151,6 +154,12 @@ for part in "${parts[@]}"; do
         "default=$RESULTS/demo-targets.json,$RESULTS/demo-variant-default-seed1.json,$RESULTS/demo-variant-default-seed2.json" \
         "general in context=$RESULTS/demo-variant-general-in-context.json,$RESULTS/demo-variant-general-in-context-seed1.json,$RESULTS/demo-variant-general-in-context-seed2.json" \
         --out "$RESULTS/demo-seeds.md" > /dev/null
+      # general_in_persona, built from seeds 0 and 2, beside the two recipes from the same seeds
+      "$PYTHON" scripts/compare_demo_worlds.py \
+        "default=$RESULTS/demo-targets.json,$RESULTS/demo-variant-default-seed2.json" \
+        "general in context=$RESULTS/demo-variant-general-in-context.json,$RESULTS/demo-variant-general-in-context-seed2.json" \
+        "general in persona=$RESULTS/demo-variant-general-in-persona.json,$RESULTS/demo-variant-general-in-persona-seed2.json" \
+        --out "$RESULTS/demo-seeds-persona.md" > /dev/null
       ;;
     comparison)
       "$PYTHON" -m yapo_core compare --country egypt --out "$RESULTS/comparison-egypt"
