@@ -141,11 +141,14 @@ class VectorPicker:
 
 def vector_choices(session: Session | None, value: str | None = None,
                    listed: list[str] | None = None) -> tuple[dict, list[str]]:
-    """A dropdown update listing the session's vectors, and the labels listed: the newest vector
-    when one was added since ``listed`` (the labels the dropdown last showed) or ``value`` is
-    gone, else ``value``."""
+    """A dropdown update listing the session's vectors, and the labels listed: the newest of the
+    vectors added since ``listed`` (the labels the dropdown last showed), else ``value`` while it
+    exists, else the newest vector."""
     labels = list(session.vectors()) if session is not None else []
-    if value not in labels or set(labels) - set(listed or labels):
+    added = [label for label in labels if label not in listed] if listed else []
+    if added:
+        value = added[-1]
+    elif value not in labels:
         value = labels[-1] if labels else None
     return gr.update(choices=labels, value=value), labels
 

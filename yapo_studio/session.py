@@ -84,7 +84,8 @@ class Session:
         self.runs: dict[str, Run] = {}
         self.files: dict[str, VectorEntry] = {}
         self._counter = 0
-        self._added: dict[str, int] = {}  # each vector's label: when it was added (vectors() lists them in that order)
+        self._added: dict[str, int] = {}  # every label given, removed vectors' too (never given again): when it was
+        # added, so vectors() lists them in that order and a page can tell a new vector by its label
         self._sequence = itertools.count()
         self._workdir: Path | None = None
         self.train_fields_for: tuple | None = None  # preset and task whose defaults the Train page last showed
@@ -173,11 +174,9 @@ class Session:
             if run.name == label:
                 run.stop()
                 del self.runs[run_id]
-                self._added.pop(label, None)
                 return
         if self.files.pop(label, None) is None:
             raise SettingsError(f"no vector named {label!r} in this session.")
-        self._added.pop(label, None)
 
     # -- vectors --
 
@@ -212,7 +211,7 @@ class Session:
             raise VectorFileError("this is a sparse vector, but the model was loaded without an SAE.")
         label = f"file · {path.name}"
         n = 2
-        while label in self.files:
+        while label in self._added:
             label, n = f"file · {path.name} ({n})", n + 1
         entry = VectorEntry(label, vector, b, self.task, "file")
         self.files[label] = entry
