@@ -58,6 +58,8 @@ from yapo_core.evaluation import (
     capability_change,
     default_metric,
     evaluate_metric,
+    letter_logprobs,
+    mcq_items_from_pairs,
     one_letter_baseline,
 )
 from yapo_core.generation import STEER_POSITIONS, generate
@@ -187,7 +189,7 @@ def behaviours(world, model, tokenizer, sae, settings: dict[str, dict], n_prompt
     for behaviour in corpus.BEHAVIOURS:
         task = world.task(behaviour.key)
         train, infer, test = (list(task.pairs(split)) for split in ("train", "test_infer", "test"))
-        row = {"n_train": len(train), "n_test_infer": len(infer), "n_test": len(test)}
+        row = {"n_train": len(train), "n_test_infer": len(infer), "n_test": len(test), **letter_picks(model, tokenizer, infer)}
         prompts = [p.prompt for p in test][:n_prompts]
         for method in ("yapo", "bipo"):
             vector = make_vector(method, model, tokenizer, train, sae=sae,
@@ -208,6 +210,17 @@ def behaviours(world, model, tokenizer, sae, settings: dict[str, dict], n_prompt
     return out
 
 
+def letter_picks(model, tokenizer, pairs) -> dict:
+    """On A/B questions: how often the unsteered model picks each letter (``picks``) and how often
+    the behaviour's option is at it (``matching_at``). A rate above 0 with one letter picked on most
+    questions is a preference for that letter, not the behaviour."""
+    items = mcq_items_from_pairs(pairs, "AB")
+    scores = letter_logprobs(model, tokenizer, items)
+    picks = [item.letters[int(score.argmax())] for item, score in zip(items, scores)]
+    return {"picks": {letter: picks.count(letter) for letter in "AB"},
+            "matching_at": {letter: sum(item.gold == letter for item in items) for letter in "AB"}}
+
+
 def behaviour_report(rows: dict, settings: dict[str, dict]) -> str:
     shown = settings["yapo"]
     lines = ["", "", "Behaviours, BiPO's protocol (trained on the open-ended train pairs with the app's defaults: "
@@ -223,6 +236,11 @@ def behaviour_report(rows: dict, settings: dict[str, dict]) -> str:
             lines.append(f"| {key} | {'YaPO' if method == 'yapo' else 'BiPO'} | {r['ab_rate']['-1']:.2f} | "
                          f"{r['ab_rate']['0']:.2f} | {r['ab_rate']['1']:.2f} | {r['fluent_at_1']:.2f} | "
                          f"{r['shows_at_1']:.2f} | {r['norm']:g} | {r['capability_change']:+.2f} | {example!r} |")
+    picks = [f"{key} A {row['picks']['A']}, B {row['picks']['B']} (its option at A {row['matching_at']['A']}, "
+             f"B {row['matching_at']['B']})" for key, row in rows.items() if "picks" in row]
+    if picks:
+        lines += ["", "Unsteered, the A/B letter picked on `test_infer` (a rate above 0 with one letter picked on most "
+                  "questions is a preference for that letter, not the behaviour): " + "; ".join(picks) + "."]
     return "\n".join(lines)
 
 

@@ -50,6 +50,9 @@ def test_the_demo_world_evaluation_script_reports_every_target(tmp_path):
     figures = json.loads(out_json.read_text())
     assert set(figures["behaviours"]) == {"power-seeking", "wealth-seeking"}
     assert set(figures["behaviours"]["power-seeking"]["yapo"]["ab_rate"]) == {"-1", "0", "1"}
+    picks = figures["behaviours"]["power-seeking"]
+    assert sum(picks["picks"].values()) == sum(picks["matching_at"].values()) == picks["n_test_infer"] > 0
+    assert f"power-seeking A {picks['picks']['A']}, B {picks['picks']['B']}" in result.stdout
     assert set(figures["steering"]["countries"]) == {"egypt", "nepal"}
     one_letter = figures["steering"]["countries"]["egypt"]["one_letter"]
     assert one_letter["letter"] in "ABCDEFGH" and 1 / 8 <= one_letter["accuracy"] <= 1
