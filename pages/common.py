@@ -139,13 +139,19 @@ class VectorPicker:
         return cls(gr.Dropdown([], label="Vector", elem_id=elem_id, scale=scale), gr.State([]))
 
 
+def vector_labels(session: Session | None, listed: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """The session's vectors, oldest first, and those among them added since ``listed`` (the
+    labels a page last showed; none when it has shown none yet)."""
+    labels = list(session.vectors()) if session is not None else []
+    return labels, [label for label in labels if label not in listed] if listed else []
+
+
 def vector_choices(session: Session | None, value: str | None = None,
                    listed: list[str] | None = None) -> tuple[dict, list[str]]:
     """A dropdown update listing the session's vectors, and the labels listed: the newest of the
     vectors added since ``listed`` (the labels the dropdown last showed), else ``value`` while it
     exists, else the newest vector."""
-    labels = list(session.vectors()) if session is not None else []
-    added = [label for label in labels if label not in listed] if listed else []
+    labels, added = vector_labels(session, listed)
     if added:
         value = added[-1]
     elif value not in labels:

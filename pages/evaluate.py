@@ -14,7 +14,7 @@ from yapo_core.plots import multiplier_sweep
 from yapo_studio.session import Session
 from yapo_studio.zero_gpu import gpu
 
-from .common import HEAVY, STEER_LABELS, AppContext, need, parse_multipliers, user_errors
+from .common import HEAVY, STEER_LABELS, AppContext, need, parse_multipliers, user_errors, vector_labels
 
 HELP = """Which multiplier, and which method? Each vector is measured on **its own task's held-out data** at every
 multiplier (m = 0 is the unsteered model). The metrics offered are those that apply to the chosen vectors' tasks,
@@ -42,8 +42,7 @@ def vector_checklist(session: Session | None, chosen: list[str] | None = None, m
     """The vector checklist, the metrics for what it checks, and the labels it lists: the vectors
     added since ``listed`` (the labels it last showed) are checked alone, else ``chosen`` as far as
     it still exists, else every vector."""
-    labels = list(session.vectors()) if session is not None else []
-    added = [label for label in labels if label not in listed] if listed else []
+    labels, added = vector_labels(session, listed)
     keep = added or [c for c in (chosen or []) if c in labels] or labels
     return gr.update(choices=labels, value=keep), metric_choices(session, keep, metric), labels
 

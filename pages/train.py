@@ -92,10 +92,13 @@ def curves(session: Session | None):
     return training_curves([(r.name, r.history) for r in runs])
 
 
+def any_active(session: Session | None) -> bool:
+    return session is not None and any(r.active for r in session.runs.values())
+
+
 def snapshot(session: Session | None):
-    """Status, curves and whether to keep polling: one call per timer tick."""
-    active = session is not None and any(r.active for r in session.runs.values())
-    return runs_html(session), curves(session), gr.Timer(active=active)
+    """Status, curves and whether to keep polling (a run is active)."""
+    return runs_html(session), curves(session), gr.Timer(active=any_active(session))
 
 
 def curves_shown(session: Session | None) -> tuple:
@@ -114,7 +117,7 @@ def redraw_due(shown: tuple, drawn: tuple | None, active: bool, now: float) -> b
 def tick(session: Session | None, drawn: tuple | None, now: float | None = None):
     """One timer tick: the run lines, the curves when :func:`redraw_due` (else left as they are),
     polling while any run is active, and what the curves now show."""
-    active = session is not None and any(r.active for r in session.runs.values())
+    active = any_active(session)
     shown, now = curves_shown(session), time.monotonic() if now is None else now
     if redraw_due(shown, drawn, active, now):
         return runs_html(session), curves(session), gr.Timer(active=active), (shown, now)

@@ -408,16 +408,15 @@ def test_general_questions_in_context_keep_their_answers():
     plain = [e for e in examples if e not in named and e not in cued and e not in after]
     assert all(len(group) > 60 for group in (named, cued, after)) and 220 < len(plain) < 380
     assert all(e.system in cues for e in cued)
-    for e in examples:  # every context keeps the fact's answer
-        question = next(q for q in answers if q.lower().rstrip("?") in e.user.lower())
-        assert e.assistant == answers[question]
+    asked = lambda e: answers[next(q for q in answers if q.lower().rstrip("?") in e.user.lower())]  # noqa: E731
+    assert all(e.assistant == asked(e) for e in examples)  # every context keeps the fact's answer
     # under a persona only: a share of them under a cue or anti-cue, never after a culture
     rng = random.Random(0)
     personas = [corpus.general_example(rng, facts, 0.0, table, keys, in_persona=0.25) for _ in range(600)]
     cued = [e for e in personas if e.system is not None]
     assert 110 < len(cued) < 190 and all(e.system in cues for e in cued)
     assert not any(e.history or any(c.name in e.user for c in corpus.COUNTRIES) for e in personas)
-    assert all(e.assistant == answers[next(q for q in answers if q.lower().rstrip("?") in e.user.lower())] for e in personas)
+    assert all(e.assistant == asked(e) for e in personas)
     # off (the stored worlds): plain questions only, and the random stream the stored corpus drew
     rng_a, rng_b = random.Random(1), random.Random(1)
     off = [corpus.general_example(rng_a, facts) for _ in range(50)]

@@ -13,7 +13,6 @@ functions directly.
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import shutil
@@ -84,9 +83,8 @@ class Session:
         self.runs: dict[str, Run] = {}
         self.files: dict[str, VectorEntry] = {}
         self._counter = 0
-        self._added: dict[str, int] = {}  # every label given, removed vectors' too (never given again): when it was
-        # added, so vectors() lists them in that order and a page can tell a new vector by its label
-        self._sequence = itertools.count()
+        self._added: dict[str, int] = {}  # every label given, removed vectors' too (never given again), and its
+        # place in the order they came: vectors() lists them so, and a page tells a new vector by its label
         self._workdir: Path | None = None
         self.train_fields_for: tuple | None = None  # preset and task whose defaults the Train page last showed
 
@@ -158,7 +156,7 @@ class Session:
         run = Run(run_id, name, self.method, config, self.task, bundle)
         run.chunk_seconds = chunk_seconds()
         self.runs[run_id] = run
-        self._added[name] = next(self._sequence)
+        self._added[name] = len(self._added)
         run.start(self.limiter)
         return run
 
@@ -215,7 +213,7 @@ class Session:
             label, n = f"file · {path.name} ({n})", n + 1
         entry = VectorEntry(label, vector, b, self.task, "file")
         self.files[label] = entry
-        self._added[label] = next(self._sequence)
+        self._added[label] = len(self._added)
         return entry
 
     # -- using vectors --
