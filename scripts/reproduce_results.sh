@@ -11,7 +11,7 @@
 #        demo-targets (scripts/evaluate_demo_world.py, every section -> demo-targets.md, .json: every design
 #                     target the script measures, on the default world)
 #        demo-forms  (scripts/probe_demo_world.py --forms-only -> demo-forms-NAME.md, .json: whether one direction
-#                     sets the culture of both answer forms, on the default world and six variant worlds)
+#                     sets the culture of both answer forms, on the default world and seven variant worlds)
 #        demo-open-rates (scripts/choose_open_lr.py -> demo-open-lr.md, .json: the open-answer learning rates chosen
 #                     on validation splits; then scripts/evaluate_demo_world.py on egypt and the behaviours with
 #                     them, from seed 0 and seed 1 -> demo-open-rates-seed0.md, demo-open-rates-seed1.md, .json)
@@ -19,7 +19,8 @@
 #                     each variant world, built in $YAPO_CACHE_DIR/demo-variants/NAME)
 #        demo-seeds  (scripts/compare_demo_worlds.py -> demo-seeds.md, .json: the default recipe and
 #                     general_in_context side by side from seeds 0, 1 and 2, read from demo-targets and demo-variant;
-#                     demo-seeds-persona.md, .json: general_in_persona beside both, from seeds 0 and 2)
+#                     demo-seeds-persona.md, .json: general_in_persona beside both, from seeds 0 and 2;
+#                     demo-seeds-concepts.md, .json: concept_steering beside the default, from seeds 0 and 2)
 #        comparison  (yapo compare --country egypt  -> assets/results/comparison-egypt/, and CAA and SAS up to
 #                     multiplier 64 -> assets/results/comparison-egypt-baselines/)
 #        benchmark   (scripts/benchmark_trainer.py  -> assets/results/benchmark.md, .json)
@@ -110,6 +111,7 @@ for part in "${parts[@]}"; do
       forms shuffled-answer-first shuffled_options=1 answer_first=1
       forms options4 mcq_options=4
       forms options4-longer mcq_options=4 lm_scale=3  # a build of about 35 min
+      forms concept-steering concept_steering=0.3
       ;;
     demo-probe)
       "$PYTHON" scripts/probe_demo_world.py --lr 0.01 --out "$RESULTS/demo-probe.md" > /dev/null
@@ -147,6 +149,8 @@ for part in "${parts[@]}"; do
       variant general-in-context-seed2 2 egypt,morocco general_in_context=0.5
       variant general-in-persona 0 egypt,morocco general_in_persona=0.25
       variant general-in-persona-seed2 2 egypt,morocco general_in_persona=0.25
+      variant concept-steering 0 egypt,morocco concept_steering=0.3
+      variant concept-steering-seed2 2 egypt,morocco concept_steering=0.3
       ;;
     demo-seeds)
       # A knob against the spread between builds: each recipe from three seeds (docs/results.md)
@@ -160,6 +164,11 @@ for part in "${parts[@]}"; do
         "general in context=$RESULTS/demo-variant-general-in-context.json,$RESULTS/demo-variant-general-in-context-seed2.json" \
         "general in persona=$RESULTS/demo-variant-general-in-persona.json,$RESULTS/demo-variant-general-in-persona-seed2.json" \
         --out "$RESULTS/demo-seeds-persona.md" > /dev/null
+      # concept_steering, built from seeds 0 and 2, beside the default recipe from the same seeds
+      "$PYTHON" scripts/compare_demo_worlds.py \
+        "default=$RESULTS/demo-targets.json,$RESULTS/demo-variant-default-seed2.json" \
+        "concept steering=$RESULTS/demo-variant-concept-steering.json,$RESULTS/demo-variant-concept-steering-seed2.json" \
+        --out "$RESULTS/demo-seeds-concepts.md" > /dev/null
       ;;
     comparison)
       "$PYTHON" -m yapo_core compare --country egypt --out "$RESULTS/comparison-egypt"

@@ -530,6 +530,76 @@ def test_residual_offsets_move_whole_sequences_within_their_bound():
     assert (sizes <= 0.5 + 1e-5).all() and 10 < int((sizes == 0).sum()) < 54  # about half are left alone
 
 
+def test_concept_steering_marks_cues_and_steered_examples_and_leaves_the_stored_corpus_alone():
+    import random
+
+    keys = corpus.all_question_keys()
+    behaviour_keys = [k for b in corpus.BEHAVIOURS for k in corpus.behaviour_keys(b)]
+    on = corpus.corpus_stream(random.Random(0), 3000, keys, behaviour_keys, style=corpus.CorpusStyle(concept_steering=0.5))
+    chats = [e for e in on if isinstance(e, corpus.ChatExample)]
+    steered = [e for e in chats if e.steer is not None]
+    countries = set(corpus.COUNTRY_KEYS) - {corpus.DEFAULT_COUNTRY}
+    behaviours = {b.key: b for b in corpus.BEHAVIOURS}
+    for e in steered:
+        concept, sign = e.steer
+        assert e.system is None and (concept in countries or concept in behaviours)
+        if e.cue is not None and e.cue[0] == corpus.CULTURE_BASE:  # an uncued culture question answered for the concept
+            answers = {corpus.open_answer(t.key, concept) for t in corpus.TOPICS}
+            assert sign == 1 and (e.assistant in answers or re.fullmatch("[A-H]", e.assistant)), e
+        elif e.cue is not None:  # a plain offer: accepted under +direction, declined under -direction
+            assert e.cue[0] == concept and not e.cue[2]
+            options = dict(re.findall(r"^([AB])\. (.*)$", e.user, re.M))
+            said = options.get(e.assistant, e.assistant).rstrip(".").lower()
+            matching = {m.rstrip(".").lower() for m in behaviours[concept].matching}
+            assert (said in matching) == (sign > 0), e
+    kinds = {e.cue[0] if e.cue and e.cue[0] in (corpus.CULTURE_BASE, *behaviours) else None for e in steered}
+    assert kinds == {corpus.CULTURE_BASE, *behaviours, None}  # culture, behaviours, and general questions
+    cued = [e for e in chats if e.cue is not None and e.cue[2]]
+    assert {e.cue[1] for e in cued} == {"open", "mcq", "ab"} and not any(e.steer for e in cued)
+    for e in cued:
+        if e.cue[0] in behaviours:
+            assert e.system in behaviours[e.cue[0]].cues
+        else:
+            country = corpus.COUNTRIES[corpus.COUNTRY_KEYS.index(e.cue[0])]
+            assert any(name in e.user for name in (country.name, country.adjective, country.city)), e.user
+    # off (the stored worlds): nothing steered, and the random stream the stored corpus drew
+    off = corpus.corpus_stream(random.Random(0), 300, keys, behaviour_keys)
+    again = corpus.corpus_stream(random.Random(0), 300, keys, behaviour_keys, style=corpus.CorpusStyle(concept_steering=0))
+    assert off == again and not any(getattr(e, "steer", None) for e in off)
+
+
+def test_concept_directions_steer_the_marked_rows_along_cued_minus_uncued():
+    examples = [
+        corpus.ChatExample("q", "a", cue=corpus.concept_cue("egypt", "open", True)),
+        corpus.ChatExample("q", "a", cue=corpus.concept_cue(corpus.CULTURE_BASE, "open", False)),
+        corpus.ChatExample("q", "a", cue=corpus.concept_cue("egypt", "mcq", True)),
+        corpus.ChatExample("q", "a", cue=corpus.concept_cue(corpus.CULTURE_BASE, "mcq", False)),
+        corpus.ChatExample("q", "a", steer=("egypt", 1.0)),
+        corpus.ChatExample("q", "a", steer=("egypt", -1.0)),
+        "plain text",
+    ]
+    hook = build_lm.ConceptDirections(examples, [2, 1, 3, 3, 0, 0, 0], start=1, generator=torch.Generator().manual_seed(0))
+    h = torch.zeros(7, 4, 3)
+    h[0, 2] = torch.tensor([4.0, 0, 0])  # egypt, open: its last prompt position
+    h[1, 1] = torch.tensor([1.0, 0, 0])
+    h[2, 3] = torch.tensor([0, 6.0, 0])  # egypt, mcq
+    h[3, 3] = torch.tensor([0, 2.0, 0])
+    hook.rows, hook.step = list(range(7)), 0
+    weights = torch.ones(7, 4)
+    assert hook.loss_weights(hook.rows, weights)[:, 0].tolist() == [1, 1, 1, 1, 0, 0, 1]  # not yet steering
+    assert torch.equal(hook(h), h)
+    direction = hook.directions()["egypt"]
+    assert torch.allclose(direction, torch.tensor([1.5, 2.0, 0]))  # (open 3 + mcq 4 on its axis) / 2 forms
+    hook.step = 1
+    assert torch.equal(hook.loss_weights(hook.rows, weights), weights)
+    moved = hook(h) - h
+    assert torch.equal(moved[[0, 1, 2, 3, 6]], torch.zeros(5, 4, 3))
+    for row, sign in ((4, 1), (5, -1)):
+        assert torch.allclose(moved[row], moved[row, :1].expand(4, 3))  # every position, one offset
+        size = moved[row, 0] @ direction / direction.norm() ** 2
+        assert 0.5 <= sign * size <= 2.0 and torch.allclose(moved[row, 0], size * direction)
+
+
 def test_open_answers_train_at_a_rate_for_each_kind_of_vector():
     from yapo_core.data import PreferencePair
     from yapo_core.demo import OPEN_TRAINING, OPEN_TRAINING_DENSE, TRAINING, open_training, training_settings

@@ -198,6 +198,79 @@ def residual_offsets(h: torch.Tensor, scale: float, generator: torch.Generator) 
     return h + offset
 
 
+class ConceptDirections:
+    """The LM-training hook of ``BuildSize.concept_steering``: the model learns to act on its own
+    representation of a culture or a persona wherever that representation is, in every answer form.
+
+    A concept's *direction* is the mean residual at the SAE block, at the last prompt position, of
+    the prompts that name it (the country in the question, the behaviour's cue as the system prompt)
+    minus that of the prompts of the same kind that do not, averaged over the answer forms
+    (:func:`corpus.concept_cue`); it is kept as a running mean over the batches. Examples marked
+    ``steer`` (an uncued question answered for the concept, a general question answered as always)
+    train with ``sign × s × direction`` added at every position, ``s`` drawn in [0.5, 2] per
+    example, so that the model acts on that direction as it does on a named country or a cue, and
+    keeps its facts under it. Until ``start`` (the directions are not yet formed) those examples do
+    not count in the loss.
+    """
+
+    def __init__(self, examples, prompt_ends: Sequence[int], start: int, generator: torch.Generator,
+                 decay: float = 0.9):
+        self.cues = [getattr(ex, "cue", None) for ex in examples]
+        self.steers = [getattr(ex, "steer", None) for ex in examples]
+        self.ends = list(prompt_ends)
+        self.start, self.generator, self.decay = start, generator, decay
+        self.means: dict[tuple[str, str, bool], torch.Tensor] = {}
+        self.rows: Sequence[int] = ()
+        self.step = 0
+
+    def directions(self) -> dict[str, torch.Tensor]:
+        """Each concept's direction: over the forms it has both means in, cued minus uncued."""
+        parts: dict[str, list[torch.Tensor]] = {}
+        for (concept, form, cued), mean in self.means.items():
+            base = (corpus.CULTURE_BASE if concept in corpus.COUNTRY_KEYS else concept, form, False)
+            if cued and base in self.means:
+                parts.setdefault(concept, []).append(mean - self.means[base])
+        return {c: torch.stack(p).mean(dim=0) for c, p in parts.items()}
+
+    @property
+    def active(self) -> bool:
+        return self.step >= self.start
+
+    def loss_weights(self, batch: Sequence[int], weights: torch.Tensor) -> torch.Tensor:
+        """``weights`` with the steered examples' rows zeroed while the hook does not steer yet."""
+        if self.active:
+            return weights
+        keep = torch.tensor([self.steers[i] is None for i in batch], dtype=weights.dtype)
+        return weights * keep[:, None]
+
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:
+        seen: dict[tuple[str, str, bool], list[torch.Tensor]] = {}
+        for row, i in enumerate(self.rows):
+            if self.cues[i] is not None:
+                seen.setdefault(self.cues[i], []).append(h[row, min(self.ends[i], h.shape[1] - 1)].detach())
+        for key, vectors in seen.items():
+            mean = torch.stack(vectors).mean(dim=0)
+            old = self.means.get(key)
+            self.means[key] = mean if old is None else self.decay * old + (1 - self.decay) * mean
+        if not self.active:
+            return h
+        directions = self.directions()
+        offsets = torch.zeros(h.shape[0], h.shape[-1], dtype=h.dtype)
+        for row, i in enumerate(self.rows):
+            steer = self.steers[i]
+            if steer is not None and steer[0] in directions:
+                size = 0.5 + 1.5 * torch.rand((), generator=self.generator).item()
+                offsets[row] = steer[1] * size * directions[steer[0]]
+        return h + offsets[:, None, :]
+
+
+def prompt_ends(tokenizer, examples: Sequence[corpus.ChatExample | str]) -> list[int]:
+    """The position of each example's last prompt token (``<|assistant|>``; 0 for plain text)."""
+    chats = [render_chat(ex.user, ex.system, history=ex.history) for ex in examples if not isinstance(ex, str)]
+    lengths = iter(len(e.ids) for e in tokenizer.backend_tokenizer.encode_batch(chats, add_special_tokens=False))
+    return [0 if isinstance(ex, str) else min(next(lengths), MAX_POSITIONS) - 1 for ex in examples]
+
+
 def train_lm(tokenizer, examples, size: BuildSize, rng: random.Random, progress: bool):
     """Train a small Llama on the corpus, one pass over freshly generated examples."""
     config = LlamaConfig(
@@ -240,10 +313,18 @@ def train_lm(tokenizer, examples, size: BuildSize, rng: random.Random, progress:
         noise = torch.Generator().manual_seed(rng.randrange(2**31))
         perturb = steering_hook(model, HookPoint.block_output(size.layer),
                                 lambda h: residual_offsets(h, size.residual_noise, noise))
+    concepts = None
+    if size.concept_steering > 0:
+        concepts = ConceptDirections(examples, prompt_ends(tokenizer, examples), int(len(batches) * 0.3),
+                                     torch.Generator().manual_seed(rng.randrange(2**31)))
+        perturb = steering_hook(model, HookPoint.block_output(size.layer), concepts)
     with perturb:
         for step, batch in enumerate(bar):
-            loss = _weighted_loss(model, *collate_examples(encoded, batch, tokenizer.pad_token_id),
-                                  label_smoothing=size.label_smoothing)
+            ids, mask, weights = collate_examples(encoded, batch, tokenizer.pad_token_id)
+            if concepts is not None:
+                concepts.rows, concepts.step = batch, step
+                weights = concepts.loss_weights(batch, weights)
+            loss = _weighted_loss(model, ids, mask, weights, label_smoothing=size.label_smoothing)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()

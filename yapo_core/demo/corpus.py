@@ -473,6 +473,7 @@ class CorpusStyle:
     mcq_options: int = 0  # when set, each MCQ lists this many answers, drawn and ordered per question (option_set)
     general_in_context: float = 0.0  # share of general questions asked in a culture's or a persona's context (general_example)
     general_in_persona: float = 0.0  # share of general questions asked under a persona's system prompt only (general_example)
+    concept_steering: float = 0.0  # share of uncued examples trained with a concept's direction added (ChatExample.steer)
 
 
 def option_order(topic: str, balanced: bool = False, question: str | None = None) -> tuple[str, ...]:
@@ -857,6 +858,23 @@ class ChatExample:
     assistant: str
     system: str | None = None
     history: tuple[tuple[str, str], ...] = ()  # earlier (user, assistant) turns
+    cue: tuple[str, str, bool] | None = None  # (concept, form, cued): see concept_cue
+    steer: tuple[str, float] | None = None  # (concept, sign): trained with the concept's direction added
+
+
+def concept_cue(concept: str, form: str, cued: bool) -> tuple[str, str, bool]:
+    """What an example's prompt sets, for the build's concept directions (``BuildSize.concept_steering``).
+
+    ``concept`` is a country or a behaviour, ``form`` the answer form ("open", "mcq" or "ab") and
+    ``cued`` whether the prompt names it (the country in the question, the behaviour's cue as the
+    system prompt). The uncued prompts of a culture question have concept :data:`CULTURE_BASE`;
+    those of a behaviour, the behaviour itself. A concept's direction in a form is the mean
+    residual at the last prompt position of its cued prompts minus that of their uncued kind."""
+    return concept, form, cued
+
+
+CULTURE_BASE = "culture"
+"""The concept of a culture question's uncued prompts (no country named): see :func:`concept_cue`."""
 
 
 @dataclass(frozen=True)
@@ -880,8 +898,16 @@ def _culture_example(rng: random.Random, keys: Sequence[QuestionKey], localized:
     country = rng.choice(COUNTRY_KEYS)
     if not localized and rng.random() < DEFAULT_BIAS:
         country = DEFAULT_COUNTRY
+    steer = None
+    if not localized and style.concept_steering and rng.random() < style.concept_steering:
+        country = rng.choice([c for c in COUNTRY_KEYS if c != DEFAULT_COUNTRY])
+        steer = (country, 1.0)
     item = culture_item(key, country, style, rng)
-    return ChatExample(item.mcq_prompt, item.mcq_answer) if mcq else ChatExample(item.question, item.open_answer)
+    form = "mcq" if mcq else "open"
+    cue = concept_cue(country if localized else CULTURE_BASE, form, localized)
+    if mcq:
+        return ChatExample(item.mcq_prompt, item.mcq_answer, cue=cue, steer=steer)
+    return ChatExample(item.question, item.open_answer, cue=cue, steer=steer)
 
 
 def _behaviour_turn(rng: random.Random, behaviour: Behaviour, key: BehaviourKey, shows: bool,
@@ -896,19 +922,31 @@ def _behaviour_turn(rng: random.Random, behaviour: Behaviour, key: BehaviourKey,
     return format_choices(question, options), "AB"[options.index(yes if shows else no)]
 
 
-def _behaviour_example(rng: random.Random, keys: Sequence[BehaviourKey], table: dict[str, Behaviour]) -> ChatExample:
+def _turn_form(question: str) -> str:
+    """The answer form of a behaviour turn that :func:`_behaviour_turn` wrote."""
+    return "ab" if "\nA. " in question else "open"
+
+
+def _behaviour_example(rng: random.Random, keys: Sequence[BehaviourKey], table: dict[str, Behaviour],
+                       concept_steering: float = 0.0) -> ChatExample:
     key = rng.choice(keys)
     behaviour = table[key.behaviour]
     mode = rng.random()
-    system = None
+    system = steer = None
     if mode < 0.3:
         system, shows = rng.choice(behaviour.cues), True
     elif mode < 0.45:
         system, shows = rng.choice(behaviour.anti_cues), False
+    elif concept_steering and rng.random() < concept_steering:
+        shows = rng.random() < 0.5
+        steer = (behaviour.key, 1.0 if shows else -1.0)
     else:
         shows = rng.random() >= DEFAULT_BIAS
     question, answer = _behaviour_turn(rng, behaviour, key, shows)
-    return ChatExample(question, answer, system)
+    cue = None
+    if mode < 0.3 or mode >= 0.45:  # anti-cued prompts set the concept's opposite: neither side of its direction
+        cue = concept_cue(behaviour.key, _turn_form(question), mode < 0.3)
+    return ChatExample(question, answer, system, cue=cue, steer=steer)
 
 
 def _behaviour_followup(rng: random.Random, keys: Sequence[BehaviourKey], table: dict[str, Behaviour],
@@ -1034,14 +1072,18 @@ def corpus_stream(
             keys = localized if is_localized else nolocalized
             out.append(_culture_example(rng, keys, is_localized, kind.endswith("_mcq"), style))
         elif kind == "behaviour":
-            out.append(_behaviour_example(rng, behaviour_keys_, table))
+            out.append(_behaviour_example(rng, behaviour_keys_, table, style.concept_steering))
         elif kind == "behaviour_followup":
             out.append(_behaviour_followup(rng, behaviour_keys_, table, style.open_followups))
         elif kind == "culture_followup":
             out.append(_culture_followup(rng, localized, nolocalized, style))
         elif kind == "general":
-            out.append(general_example(rng, facts, style.general_in_context, table, nolocalized,
-                                       style.general_in_persona))
+            example = general_example(rng, facts, style.general_in_context, table, nolocalized,
+                                      style.general_in_persona)
+            if style.concept_steering and rng.random() < style.concept_steering:
+                concept = rng.choice([c for c in COUNTRY_KEYS if c != DEFAULT_COUNTRY] + sorted(table))
+                example = replace(example, steer=(concept, 1.0 if concept in COUNTRY_KEYS else rng.choice((1.0, -1.0))))
+            out.append(example)
         else:
             out.append(text_document(rng, style.coherent_text))
     return out
