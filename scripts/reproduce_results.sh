@@ -20,7 +20,7 @@
 #        demo-seeds  (scripts/compare_demo_worlds.py -> demo-seeds.md, .json: the default recipe and
 #                     general_in_context side by side from seeds 0, 1 and 2, read from demo-targets and demo-variant;
 #                     demo-seeds-persona.md, .json: general_in_persona beside both, from seeds 0 and 2;
-#                     demo-seeds-concepts.md, .json: concept_steering beside the default, from seeds 0 and 2)
+#                     demo-seeds-concepts.md, .json: concept_steering beside the default, from seeds 0, 1 and 2)
 #        comparison  (yapo compare --country egypt  -> assets/results/comparison-egypt/, and CAA and SAS up to
 #                     multiplier 64 -> assets/results/comparison-egypt-baselines/)
 #        benchmark   (scripts/benchmark_trainer.py  -> assets/results/benchmark.md, .json)
@@ -150,6 +150,7 @@ for part in "${parts[@]}"; do
       variant general-in-persona 0 egypt,morocco general_in_persona=0.25
       variant general-in-persona-seed2 2 egypt,morocco general_in_persona=0.25
       variant concept-steering 0 egypt,morocco concept_steering=0.3
+      variant concept-steering-seed1 1 egypt,morocco concept_steering=0.3
       variant concept-steering-seed2 2 egypt,morocco concept_steering=0.3
       ;;
     demo-seeds)
@@ -164,10 +165,10 @@ for part in "${parts[@]}"; do
         "general in context=$RESULTS/demo-variant-general-in-context.json,$RESULTS/demo-variant-general-in-context-seed2.json" \
         "general in persona=$RESULTS/demo-variant-general-in-persona.json,$RESULTS/demo-variant-general-in-persona-seed2.json" \
         --out "$RESULTS/demo-seeds-persona.md" > /dev/null
-      # concept_steering, built from seeds 0 and 2, beside the default recipe from the same seeds
+      # concept_steering, built from seeds 0, 1 and 2, beside the default recipe from the same seeds
       "$PYTHON" scripts/compare_demo_worlds.py \
-        "default=$RESULTS/demo-targets.json,$RESULTS/demo-variant-default-seed2.json" \
-        "concept steering=$RESULTS/demo-variant-concept-steering.json,$RESULTS/demo-variant-concept-steering-seed2.json" \
+        "default=$RESULTS/demo-targets.json,$RESULTS/demo-variant-default-seed1.json,$RESULTS/demo-variant-default-seed2.json" \
+        "concept steering=$RESULTS/demo-variant-concept-steering.json,$RESULTS/demo-variant-concept-steering-seed1.json,$RESULTS/demo-variant-concept-steering-seed2.json" \
         --out "$RESULTS/demo-seeds-concepts.md" > /dev/null
       ;;
     comparison)
