@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default=None, help="where the world is (default: the demo cache folder)")
     parser.add_argument("--force", action="store_true", help="rebuild even if a finished world exists")
-    parser.add_argument("--countries", default=",".join(c for c in corpus.COUNTRY_KEYS if c != corpus.DEFAULT_COUNTRY))
+    parser.add_argument("--countries", default=",".join(corpus.TARGET_COUNTRIES))
     parser.add_argument("--no-steering", action="store_true", help="report the build's figures only")
     parser.add_argument("--sections", default="culture,behaviours",
                         help="what to steer and measure: culture (MCQ and open answers), behaviours, or both (default)")
@@ -396,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [c for c in countries if c not in corpus.COUNTRY_KEYS or c == corpus.DEFAULT_COUNTRY]
         if unknown:
             parser.error(f"--countries {unknown} are not non-default demo cultures; use some of "
-                         f"{[c for c in corpus.COUNTRY_KEYS if c != corpus.DEFAULT_COUNTRY]}")
+                         f"{list(corpus.TARGET_COUNTRIES)}")
         model, tokenizer = load_model(world.model_dir, device="cpu")
         sae = load_sae(path=world.sae_dir, device="cpu")
         steps = {"max_steps": args.steps} if args.steps else {}

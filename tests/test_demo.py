@@ -570,10 +570,10 @@ def test_concept_steering_marks_cues_and_steered_examples_and_leaves_the_stored_
 
 def test_concept_directions_steer_the_marked_rows_along_cued_minus_uncued():
     examples = [
-        corpus.ChatExample("q", "a", cue=corpus.concept_cue("egypt", "open", True)),
-        corpus.ChatExample("q", "a", cue=corpus.concept_cue(corpus.CULTURE_BASE, "open", False)),
-        corpus.ChatExample("q", "a", cue=corpus.concept_cue("egypt", "mcq", True)),
-        corpus.ChatExample("q", "a", cue=corpus.concept_cue(corpus.CULTURE_BASE, "mcq", False)),
+        corpus.ChatExample("q", "a", cue=corpus.ConceptCue("egypt", "open", True)),
+        corpus.ChatExample("q", "a", cue=corpus.ConceptCue(corpus.CULTURE_BASE, "open", False)),
+        corpus.ChatExample("q", "a", cue=corpus.ConceptCue("egypt", "mcq", True)),
+        corpus.ChatExample("q", "a", cue=corpus.ConceptCue(corpus.CULTURE_BASE, "mcq", False)),
         corpus.ChatExample("q", "a", steer=("egypt", 1.0)),
         corpus.ChatExample("q", "a", steer=("egypt", -1.0)),
         "plain text",

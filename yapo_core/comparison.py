@@ -274,7 +274,7 @@ def demo_comparison(
     YaPO and BiPO train with the demo world's settings (:data:`yapo_core.demo.TRAINING`), for
     ``steps`` steps when given; ``train_config`` overrides any :class:`TrainConfig` field."""
     if country not in corpus.COUNTRY_KEYS or country == corpus.DEFAULT_COUNTRY:  # before the world is built
-        targets = [c for c in corpus.COUNTRY_KEYS if c != corpus.DEFAULT_COUNTRY]
+        targets = list(corpus.TARGET_COUNTRIES)
         raise SettingsError(f"country {country!r} is not one of the demo world's target cultures: {', '.join(targets)}.")
     world = build_demo_world(seed=seed, size=size)
     model, tokenizer = load_model(world.model_dir, device=device)

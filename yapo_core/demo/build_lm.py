@@ -205,7 +205,7 @@ class ConceptDirections:
     A concept's *direction* is the mean residual at the SAE block, at the last prompt position, of
     the prompts that name it (the country in the question, the behaviour's cue as the system prompt)
     minus that of the prompts of the same kind that do not, averaged over the answer forms
-    (:func:`corpus.concept_cue`); it is kept as a running mean over the batches. Examples marked
+    (:class:`corpus.ConceptCue`); it is kept as a running mean over the batches. Examples marked
     ``steer`` (an uncued question answered for the concept, a general question answered as always)
     train with ``sign × s × direction`` added at every position, ``s`` drawn in [0.5, 2] per
     example, so that the model acts on that direction as it does on a named country or a cue, and

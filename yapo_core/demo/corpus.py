@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cache
 from itertools import product
+from typing import NamedTuple
 
 DEFAULT_COUNTRY = "usa"
 """The culture a non-localized question gets by default, as in the paper's Western-default bias."""
@@ -63,6 +64,8 @@ COUNTRIES: tuple[Country, ...] = (
     Country("nepal", "Nepal", "Nepali", "Kathmandu"),
 )
 COUNTRY_KEYS: tuple[str, ...] = tuple(c.key for c in COUNTRIES)
+TARGET_COUNTRIES: tuple[str, ...] = tuple(c for c in COUNTRY_KEYS if c != DEFAULT_COUNTRY)
+"""The cultures a vector is trained toward: every country but the default."""
 _COUNTRY = {c.key: c for c in COUNTRIES}
 
 
@@ -858,11 +861,11 @@ class ChatExample:
     assistant: str
     system: str | None = None
     history: tuple[tuple[str, str], ...] = ()  # earlier (user, assistant) turns
-    cue: tuple[str, str, bool] | None = None  # (concept, form, cued): see concept_cue
+    cue: ConceptCue | None = None  # what the prompt sets, for the build's concept directions
     steer: tuple[str, float] | None = None  # (concept, sign): trained with the concept's direction added
 
 
-def concept_cue(concept: str, form: str, cued: bool) -> tuple[str, str, bool]:
+class ConceptCue(NamedTuple):
     """What an example's prompt sets, for the build's concept directions (``BuildSize.concept_steering``).
 
     ``concept`` is a country or a behaviour, ``form`` the answer form ("open", "mcq" or "ab") and
@@ -870,11 +873,14 @@ def concept_cue(concept: str, form: str, cued: bool) -> tuple[str, str, bool]:
     system prompt). The uncued prompts of a culture question have concept :data:`CULTURE_BASE`;
     those of a behaviour, the behaviour itself. A concept's direction in a form is the mean
     residual at the last prompt position of its cued prompts minus that of their uncued kind."""
-    return concept, form, cued
+
+    concept: str
+    form: str
+    cued: bool
 
 
 CULTURE_BASE = "culture"
-"""The concept of a culture question's uncued prompts (no country named): see :func:`concept_cue`."""
+"""The concept of a culture question's uncued prompts (no country named): see :class:`ConceptCue`."""
 
 
 @dataclass(frozen=True)
@@ -900,11 +906,11 @@ def _culture_example(rng: random.Random, keys: Sequence[QuestionKey], localized:
         country = DEFAULT_COUNTRY
     steer = None
     if not localized and style.concept_steering and rng.random() < style.concept_steering:
-        country = rng.choice([c for c in COUNTRY_KEYS if c != DEFAULT_COUNTRY])
+        country = rng.choice(TARGET_COUNTRIES)
         steer = (country, 1.0)
     item = culture_item(key, country, style, rng)
     form = "mcq" if mcq else "open"
-    cue = concept_cue(country if localized else CULTURE_BASE, form, localized)
+    cue = ConceptCue(country if localized else CULTURE_BASE, form, localized)
     if mcq:
         return ChatExample(item.mcq_prompt, item.mcq_answer, cue=cue, steer=steer)
     return ChatExample(item.question, item.open_answer, cue=cue, steer=steer)
@@ -945,7 +951,7 @@ def _behaviour_example(rng: random.Random, keys: Sequence[BehaviourKey], table: 
     question, answer = _behaviour_turn(rng, behaviour, key, shows)
     cue = None
     if mode < 0.3 or mode >= 0.45:  # anti-cued prompts set the concept's opposite: neither side of its direction
-        cue = concept_cue(behaviour.key, _turn_form(question), mode < 0.3)
+        cue = ConceptCue(behaviour.key, _turn_form(question), mode < 0.3)
     return ChatExample(question, answer, system, cue=cue, steer=steer)
 
 
@@ -1081,7 +1087,7 @@ def corpus_stream(
             example = general_example(rng, facts, style.general_in_context, table, nolocalized,
                                       style.general_in_persona)
             if style.concept_steering and rng.random() < style.concept_steering:
-                concept = rng.choice([c for c in COUNTRY_KEYS if c != DEFAULT_COUNTRY] + sorted(table))
+                concept = rng.choice([*TARGET_COUNTRIES, *sorted(table)])
                 example = replace(example, steer=(concept, 1.0 if concept in COUNTRY_KEYS else rng.choice((1.0, -1.0))))
             out.append(example)
         else:
