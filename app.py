@@ -8,11 +8,15 @@ Environment: ``YAPO_HOST`` / ``GRADIO_SERVER_NAME`` (default 127.0.0.1: local on
 ``YAPO_PORT`` / ``GRADIO_SERVER_PORT`` (7860), ``YAPO_DEMO_SIZE`` (``full``, the default, or ``mini``),
 ``YAPO_MAX_UPLOAD_MB`` (50), ``YAPO_HEAVY_JOBS`` (2), ``YAPO_TRAINING_JOBS`` (1), ``YAPO_PRESETS``,
 ``YAPO_BIPO_DIR`` (a local copy of BiPO's data/ folder).
+
+A server that seems stuck: ``kill -USR1 <pid>`` prints every thread's stack to its stderr.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import logging
+import signal
 from pathlib import Path
 
 import gradio as gr
@@ -76,6 +80,8 @@ def server_address(env=None) -> tuple[str, int]:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>` prints every thread's stack to stderr (a hung server)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     use_available_cores()
     ctx = AppContext.from_env()
     host, port = server_address()

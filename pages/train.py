@@ -97,8 +97,13 @@ def any_active(session: Session | None) -> bool:
 
 
 def snapshot(session: Session | None):
-    """Status, curves and whether to keep polling (a run is active)."""
-    return runs_html(session), curves(session), gr.Timer(active=any_active(session))
+    """Status, curves and whether to keep polling (a run is active).
+
+    Whether to poll is read first: a run that ends while the status is drawn then gets one more
+    tick, which shows it ended. Read last, it could switch polling off under a status drawn while
+    the run was still running, and the page would show "running" for good."""
+    active = any_active(session)
+    return runs_html(session), curves(session), gr.Timer(active=active)
 
 
 def curves_shown(session: Session | None) -> tuple:
@@ -116,7 +121,8 @@ def redraw_due(shown: tuple, drawn: tuple | None, active: bool, now: float) -> b
 
 def tick(session: Session | None, drawn: tuple | None, now: float | None = None):
     """One timer tick: the run lines, the curves when :func:`redraw_due` (else left as they are),
-    polling while any run is active, and what the curves now show."""
+    polling while any run is active, and what the curves now show. Whether to poll is read first
+    (see :func:`snapshot`)."""
     active = any_active(session)
     shown, now = curves_shown(session), time.monotonic() if now is None else now
     if redraw_due(shown, drawn, active, now):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 import pytest
@@ -251,6 +252,42 @@ def test_train_page_status_and_polling(trained):
     assert train.number(3.0, "epochs", int) == 3
     with pytest.raises(SettingsError, match="epochs is empty"):
         train.number(None, "epochs", int)
+
+
+class EndingRun:
+    """A run that ends (after Stop) while the Train page draws its curves."""
+
+    name, total_steps, step, history, error = "1. YaPO", 100, 40, [], None
+    status = "running"
+
+    @property
+    def active(self):
+        return self.status == "running"
+
+    def eta(self):
+        return 5.0 if self.active else None
+
+    def elapsed(self):
+        return 2.0
+
+
+def test_train_page_keeps_polling_when_a_run_ends_while_it_is_drawn(monkeypatch):
+    run = EndingRun()
+    session = SimpleNamespace(runs={"r": run})
+
+    def curves_then_end(s):
+        run.status = "stopped"
+        return None
+
+    monkeypatch.setattr(train, "curves", curves_then_end)
+    status, _, timer = train.snapshot(session)
+    # the run lines were drawn while it ran: polling must go on, or the page shows "running" for good
+    assert "running" in status and timer.active is True
+    status, _, timer = train.snapshot(session)  # the next tick shows the end and stops polling
+    assert "stopped" in status and timer.active is False
+    run.status = "running"
+    status, _, timer, _ = train.tick(session, None, now=100.0)
+    assert "running" in status and timer.active is True
 
 
 def test_setup_page_notes_and_task_labels(ctx):
