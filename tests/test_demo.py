@@ -568,6 +568,29 @@ def test_concept_steering_marks_cues_and_steered_examples_and_leaves_the_stored_
     assert off == again and not any(getattr(e, "steer", None) for e in off)
 
 
+def test_behaviour_steering_steers_more_behaviour_offers_and_nothing_else():
+    import random
+
+    keys = corpus.all_question_keys()
+    behaviour_keys = [k for b in corpus.BEHAVIOURS for k in corpus.behaviour_keys(b)]
+    behaviours = {b.key for b in corpus.BEHAVIOURS}
+
+    def shares(**style):
+        stream = corpus.corpus_stream(random.Random(0), 4000, keys, behaviour_keys, style=corpus.CorpusStyle(**style))
+        offers = [e for e in stream if isinstance(e, corpus.ChatExample) and e.cue is not None and e.cue[0] in behaviours]
+        uncued = [e for e in offers if not e.cue[2]]
+        others = [e for e in stream if isinstance(e, corpus.ChatExample) and e.steer and e.steer[0] not in behaviours]
+        return sum(e.steer is not None for e in uncued) / len(uncued), len(others) / len(stream), stream
+
+    base, others, stream = shares(concept_steering=0.3)
+    more, others_more, _ = shares(concept_steering=0.3, behaviour_steering=0.9)
+    assert 0.2 < base < 0.4 and 0.8 < more < 0.97  # of the uncued offers (the rest are the model's default)
+    assert abs(others_more - others) < 0.02  # cultures and general questions are steered as often as before
+    assert shares(concept_steering=0.3, behaviour_steering=0)[2] == stream  # unset: concept_steering's stream
+    assert config.build_size("mini", {"behaviour_steering": 0.9}).style.behaviour_steering == 0.9
+    assert config.parse_knobs(["behaviour_steering=0.9"]) == {"behaviour_steering": 0.9}
+
+
 def test_concept_directions_steer_the_marked_rows_along_cued_minus_uncued():
     examples = [
         corpus.ChatExample("q", "a", cue=corpus.ConceptCue("egypt", "open", True)),

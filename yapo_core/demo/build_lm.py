@@ -314,7 +314,7 @@ def train_lm(tokenizer, examples, size: BuildSize, rng: random.Random, progress:
         perturb = steering_hook(model, HookPoint.block_output(size.layer),
                                 lambda h: residual_offsets(h, size.residual_noise, noise))
     concepts = None
-    if size.concept_steering > 0:
+    if size.concept_steering > 0 or size.behaviour_steering > 0:
         concepts = ConceptDirections(examples, prompt_ends(tokenizer, examples), int(len(batches) * 0.3),
                                      torch.Generator().manual_seed(rng.randrange(2**31)))
         perturb = steering_hook(model, HookPoint.block_output(size.layer), concepts)

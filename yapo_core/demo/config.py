@@ -68,6 +68,8 @@ class BuildSize:
     mcq_options: float = 0.0  # when set (3-8), each MCQ lists that many answers, drawn and shuffled per question (corpus.option_set)
     concept_steering: float = 0.0  # share of uncued culture, behaviour and general examples trained with a concept's
     # own cue direction added at the SAE block (build_lm.ConceptDirections): a model that acts on it in every form
+    behaviour_steering: float = 0.0  # when set, the share of uncued behaviour offers steered so (instead of
+    # concept_steering's): the open and A/B forms of a behaviour linked through its direction as strongly as a culture's
 
     @property
     def knobs(self) -> dict[str, float]:
@@ -94,7 +96,7 @@ class BuildSize:
 RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_followups", "open_followups",
                   "mcq_text", "answer_first", "balanced_options", "shuffled_options", "mcq_options", "coherent_text",
                   "varied_answers", "general_in_context", "general_in_persona", "lm_scale",
-                  "concept_steering")
+                  "concept_steering", "behaviour_steering")
 """BuildSize's research knobs (all 0 in the stored worlds): ``build_demo_world(knobs=...)``, and
 ``--build-with`` in scripts/evaluate_demo_world.py and scripts/probe_demo_world.py."""
 

@@ -477,6 +477,7 @@ class CorpusStyle:
     general_in_context: float = 0.0  # share of general questions asked in a culture's or a persona's context (general_example)
     general_in_persona: float = 0.0  # share of general questions asked under a persona's system prompt only (general_example)
     concept_steering: float = 0.0  # share of uncued examples trained with a concept's direction added (ChatExample.steer)
+    behaviour_steering: float = 0.0  # when set, that share for uncued behaviour offers instead (_behaviour_example)
 
 
 def option_order(topic: str, balanced: bool = False, question: str | None = None) -> tuple[str, ...]:
@@ -1078,7 +1079,7 @@ def corpus_stream(
             keys = localized if is_localized else nolocalized
             out.append(_culture_example(rng, keys, is_localized, kind.endswith("_mcq"), style))
         elif kind == "behaviour":
-            out.append(_behaviour_example(rng, behaviour_keys_, table, style.concept_steering))
+            out.append(_behaviour_example(rng, behaviour_keys_, table, style.behaviour_steering or style.concept_steering))
         elif kind == "behaviour_followup":
             out.append(_behaviour_followup(rng, behaviour_keys_, table, style.open_followups))
         elif kind == "culture_followup":
