@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--sections {sorted(sections)}: use culture, behaviours or both")
     if not args.no_steering:
         countries = [c.strip() for c in args.countries.split(",") if c.strip()]
-        unknown = [c for c in countries if c not in corpus.COUNTRY_KEYS or c == corpus.DEFAULT_COUNTRY]
+        unknown = [c for c in countries if c not in corpus.TARGET_COUNTRIES]
         if unknown:
             parser.error(f"--countries {unknown} are not non-default demo cultures; use some of "
                          f"{list(corpus.TARGET_COUNTRIES)}")

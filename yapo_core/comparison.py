@@ -273,9 +273,9 @@ def demo_comparison(
 
     YaPO and BiPO train with the demo world's settings (:data:`yapo_core.demo.TRAINING`), for
     ``steps`` steps when given; ``train_config`` overrides any :class:`TrainConfig` field."""
-    if country not in corpus.COUNTRY_KEYS or country == corpus.DEFAULT_COUNTRY:  # before the world is built
-        targets = list(corpus.TARGET_COUNTRIES)
-        raise SettingsError(f"country {country!r} is not one of the demo world's target cultures: {', '.join(targets)}.")
+    if country not in corpus.TARGET_COUNTRIES:  # before the world is built
+        raise SettingsError(f"country {country!r} is not one of the demo world's target cultures: "
+                            f"{', '.join(corpus.TARGET_COUNTRIES)}.")
     world = build_demo_world(seed=seed, size=size)
     model, tokenizer = load_model(world.model_dir, device=device)
     sae = load_sae_for(path=str(world.sae_dir), model=model)  # beside the model's block, on its device
