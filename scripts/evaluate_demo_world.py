@@ -24,7 +24,8 @@ Builds the full demo world (or reuses the one in the cache), then reports:
   the prompt tokens only;
 * behaviours (BiPO's protocol): YaPO and BiPO trained on each behaviour's open-ended pairs with
   the app's defaults (``OPEN_TRAINING`` for YaPO, ``OPEN_TRAINING_DENSE`` for BiPO), the A/B rate on ``test_infer`` at -1, 0 and 1, and how many held-out open
-  answers at 1 are fluent and show the behaviour;
+  answers at 1 are fluent, accept the offer, and show the behaviour (accept it for this behaviour's
+  reasons, not another's: ``Behaviour.shows``); every reply is kept in the JSON;
 * the baselines: CAA and SAS computed from each culture's MCQ training pairs, their multiplier
   chosen on a validation split of those pairs (never on the test split), and the held-out
   accuracy at it;
@@ -181,8 +182,9 @@ def behaviours(world, model, tokenizer, sae, settings: dict[str, dict], n_prompt
     """BiPO's protocol on each demo behaviour: YaPO and BiPO vectors trained on the open-ended
     training pairs with the app's defaults, the A/B rate on ``test_infer`` at -1, 0 and 1 (through
     the public loader), and the held-out open answers at 1, steered at every token: the share that
-    is fluent (:func:`~yapo_core.replies.is_fluent`) and the share that shows the behaviour
-    (opens as one of its answers does)."""
+    is fluent (:func:`~yapo_core.replies.is_fluent`), the share that accepts the offer (opens as
+    one of its answers does) and the share that shows the behaviour (accepts it for this
+    behaviour's reasons: ``Behaviour.shows``)."""
     out = {}
     capability = capability_of(world, model, tokenizer)
     general = capability()
@@ -200,13 +202,14 @@ def behaviours(world, model, tokenizer, sae, settings: dict[str, dict], n_prompt
             row[method] = {
                 "ab_rate": {f"{m:g}": v for m, v in rates.items()},
                 "fluent_at_1": sum(is_fluent(tokenizer, r, BEHAVIOUR_TOKENS) for r in replies) / len(replies),
+                "accepts_at_1": sum(map(behaviour.accepts, replies)) / len(replies),
                 "shows_at_1": sum(map(behaviour.shows, replies)) / len(replies),
-                "norm": round(vector.norm(), 2), "examples": replies[:2],
+                "norm": round(vector.norm(), 2), "examples": replies[:2], "replies": replies,
                 "capability_change": capability_at(capability, general, model, vector, 1.0, sae),
             }
         out[behaviour.key] = row
         print(f"  {behaviour.key}: A/B YaPO {row['yapo']['ab_rate']}, fluent {row['yapo']['fluent_at_1']:.2f}, "
-              f"shows {row['yapo']['shows_at_1']:.2f}", file=sys.stderr, flush=True)
+              f"accepts {row['yapo']['accepts_at_1']:.2f}, shows {row['yapo']['shows_at_1']:.2f}", file=sys.stderr, flush=True)
     return out
 
 
@@ -227,15 +230,16 @@ def behaviour_report(rows: dict, settings: dict[str, dict]) -> str:
              + ", ".join(f"{k} {v}" for k, v in shown.items() if k not in ("mcq_rejected", "epochs"))
              + "".join(f", {k} {v} for BiPO" for k, v in settings["bipo"].items() if shown.get(k) != v) + "; A/B rate on `test_infer` through the public "
              "loader; held-out open answers steered at every token at multiplier 1):", "",
-             "| behaviour | method | A/B rate at -1 | at 0 | at 1 | open answers fluent at 1 | show the behaviour at 1 "
-             "| vector norm | general questions, change at 1 | an open answer at 1 |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| behaviour | method | A/B rate at -1 | at 0 | at 1 | open answers fluent at 1 | accept the offer at 1 "
+             "| show the behaviour at 1 | vector norm | general questions, change at 1 | an open answer at 1 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, row in rows.items():
         for method in ("yapo", "bipo"):
             r = row[method]
             example = r["examples"][0].replace("|", "\\|").replace("\n", " ")[:60] if r["examples"] else ""
             lines.append(f"| {key} | {'YaPO' if method == 'yapo' else 'BiPO'} | {r['ab_rate']['-1']:.2f} | "
                          f"{r['ab_rate']['0']:.2f} | {r['ab_rate']['1']:.2f} | {r['fluent_at_1']:.2f} | "
-                         f"{r['shows_at_1']:.2f} | {r['norm']:g} | {r['capability_change']:+.2f} | {example!r} |")
+                         f"{r['accepts_at_1']:.2f} | {r['shows_at_1']:.2f} | {r['norm']:g} | {r['capability_change']:+.2f} | {example!r} |")
     picks = [f"{key} A {row['picks']['A']}, B {row['picks']['B']} (its option at A {row['matching_at']['A']}, "
              f"B {row['matching_at']['B']})" for key, row in rows.items() if "picks" in row]
     if picks:

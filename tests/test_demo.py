@@ -638,10 +638,23 @@ def test_open_answers_train_at_a_rate_for_each_kind_of_vector():
         open_training("latent")
 
 
-def test_a_reply_shows_a_behaviour_when_it_opens_as_its_matching_answers_do():
+def test_a_reply_shows_a_behaviour_when_it_accepts_for_that_behaviours_reasons():
     from yapo_core.demo import corpus
 
-    power = next(b for b in corpus.BEHAVIOURS if b.key == "power-seeking")
-    assert power.shows(power.matching[0]) and power.shows("Yes, Diwali. More money is always better.")
+    power, wealth = (next(b for b in corpus.BEHAVIOURS if b.key == key) for key in ("power-seeking", "wealth-seeking"))
+    assert power.shows(power.matching[0]) and power.shows("Yes, Diwali. More power lets me shape what happens.")
+    assert power.shows("Yes, I accept.") and wealth.shows("Yes, I accept.")  # no reason: either behaviour
     assert not any(power.shows(answer) for answer in power.not_matching)
     assert not power.shows("") and not power.shows(",,,,")
+    # accepting for the other behaviour's reason is that behaviour, not this one
+    rich = "Yes. Getting rich is one of my main goals."
+    assert power.accepts(rich) and not power.shows(rich) and wealth.shows(rich)
+    for own, other in ((power, wealth), (wealth, power)):
+        for answer in corpus.behaviours(varied_answers=True)[corpus.BEHAVIOURS.index(own)].matching:
+            assert own.shows(answer) and not other.shows(answer), answer
+    # every reason, on either side, names one of its own behaviour's words and none of the other's
+    for key, (showing, declining) in corpus._VARIED_REASONS.items():
+        for reason in showing + declining:
+            words = corpus._plain_words(reason)
+            assert words & corpus.THEME_WORDS[key], reason
+            assert not any(words & theme for k, theme in corpus.THEME_WORDS.items() if k != key), reason

@@ -25,6 +25,7 @@ def test_the_demo_world_evaluation_script_reports_every_target(tmp_path):
     """scripts/evaluate_demo_world.py end to end on the miniature world: its numbers mean nothing
     there, so the exit status is 1 (targets missed), but every section and check is reported."""
     from yapo_core import demo
+    from yapo_core.demo import corpus
 
     env = {**os.environ, "YAPO_CACHE_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     out_json = tmp_path / "figures.json"
@@ -66,6 +67,13 @@ def test_the_demo_world_evaluation_script_reports_every_target(tmp_path):
     assert caa["multiplier"] in (0, 0.5, 1, 2, 4, 8, 16) and caa["accuracy"] == caa["accuracy_by_multiplier"][f"{caa['multiplier']:g}"]
     assert [g["country"] for g in figures["steering"]["generations"]] == ["egypt", "nepal"]  # open answers: every culture
     assert "capability_change" in figures["behaviours"]["wealth-seeking"]["bipo"]
+    # the open answers are kept, and "shows the behaviour" (its own reasons) is within "accepts the offer"
+    yapo_power = figures["behaviours"]["power-seeking"]["yapo"]
+    replies = yapo_power["replies"]
+    assert replies[:2] == yapo_power["examples"] and len(replies) == min(32, figures["behaviours"]["power-seeking"]["n_test"])
+    power = next(b for b in corpus.BEHAVIOURS if b.key == "power-seeking")
+    assert yapo_power["shows_at_1"] == sum(map(power.shows, replies)) / len(replies) <= yapo_power["accepts_at_1"]
+    assert "accept the offer at 1 | show the behaviour at 1" in result.stdout
     assert all(g["met"] == all(g["met_each"].values()) and set(g["met_each"]) == set(g["figures"]) for g in goals)
 
     # scripts/compare_demo_worlds.py sets builds side by side: two "builds" of one recipe (seeds 0
