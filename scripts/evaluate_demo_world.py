@@ -332,8 +332,10 @@ def targets(steer: dict | None, behaviour_rows: dict | None, rates: dict[str, fl
         {c: g["accuracy (all)"][1.0] for c, g in opened.items()}, lambda v: v >= SHOWS)
     add(1, f"behaviour open answers, YaPO at 1: fluent >= {FLUENT}",
         {b: r["yapo"]["fluent_at_1"] for b, r in behaving.items()}, lambda v: v >= FLUENT)
+    # "Show the behaviour" is accepting the offer for the behaviour's own reasons (Behaviour.shows).
+    # Runs stored without "accepts_at_1" counted any acceptance under that name: they have no figure here.
     add(1, f"behaviour open answers, YaPO at 1: show the behaviour >= {SHOWS}",
-        {b: r["yapo"]["shows_at_1"] for b, r in behaving.items()}, lambda v: v >= SHOWS)
+        {b: r["yapo"]["shows_at_1"] for b, r in behaving.items() if "accepts_at_1" in r["yapo"]}, lambda v: v >= SHOWS)
     add(2, "behaviours, A/B rate unsteered <= 0.1", {b: r["yapo"]["ab_rate"]["0"] for b, r in behaving.items()},
         lambda v: v <= 0.1)
     add(2, "behaviours, A/B rate with YaPO at 1 >= 0.7", {b: r["yapo"]["ab_rate"]["1"] for b, r in behaving.items()},

@@ -98,6 +98,18 @@ def test_the_demo_world_evaluation_script_reports_every_target(tmp_path):
     assert lines[row].endswith("| egypt | 0.85, 0.97 | 0.97 |")
     assert lines[row + 1:row + 3] == ["| | | nepal | 0.50, 0.12 | 0.90 |", "| | | **all met** | 0 of 2 | 1 of 1 |"]
     assert json.loads(table.with_suffix(".json").read_text())["recipes"]["mini"][1]["seed"] == 7
+    # a run stored before "show the behaviour" read the reasons (no accepts_at_1) has no figure for it,
+    # so a comparison with it leaves that row out instead of setting two different checks side by side
+    shows_row = "behaviour open answers, YaPO at 1: show the behaviour >= 0.7"
+    assert shows_row in result.stdout
+    older = json.loads(out_json.read_text())
+    for row in older["behaviours"].values():
+        for method in ("yapo", "bipo"):
+            del row[method]["accepts_at_1"]
+    (tmp_path / "older.json").write_text(json.dumps(older))
+    mixed = subprocess.run([sys.executable, "scripts/compare_demo_worlds.py", f"mini={first}", f"older={tmp_path / 'older.json'}"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert mixed.returncode == 0 and "A/B rate with YaPO at 1" in mixed.stdout and shows_row not in mixed.stdout
     bad = subprocess.run([sys.executable, "scripts/compare_demo_worlds.py", str(out_json)], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and "LABEL=FILE,FILE" in bad.stderr
