@@ -20,7 +20,8 @@
 #        demo-seeds  (scripts/compare_demo_worlds.py -> demo-seeds.md, .json: the default recipe and
 #                     general_in_context side by side from seeds 0, 1 and 2, read from demo-targets and demo-variant;
 #                     demo-seeds-persona.md, .json: general_in_persona beside both, from seeds 0 and 2;
-#                     demo-seeds-concepts.md, .json: concept_steering beside the default, from seeds 0, 1 and 2)
+#                     demo-seeds-concepts.md, .json: concept_steering, and with behaviour_steering, beside the
+#                     default, from seeds 0, 1 and 2)
 #        comparison  (yapo compare --country egypt  -> assets/results/comparison-egypt/, and CAA and SAS up to
 #                     multiplier 64 -> assets/results/comparison-egypt-baselines/)
 #        benchmark   (scripts/benchmark_trainer.py  -> assets/results/benchmark.md, .json)
@@ -154,6 +155,7 @@ for part in "${parts[@]}"; do
       variant concept-steering-seed2 2 egypt,morocco concept_steering=0.3
       variant behaviour-steering 0 egypt,morocco concept_steering=0.3 behaviour_steering=0.7
       variant behaviour-steering-seed1 1 egypt,morocco concept_steering=0.3 behaviour_steering=0.7
+      variant behaviour-steering-seed2 2 egypt,morocco concept_steering=0.3 behaviour_steering=0.7
       ;;
     demo-seeds)
       # A knob against the spread between builds: each recipe from three seeds (docs/results.md)
@@ -167,10 +169,11 @@ for part in "${parts[@]}"; do
         "general in context=$RESULTS/demo-variant-general-in-context.json,$RESULTS/demo-variant-general-in-context-seed2.json" \
         "general in persona=$RESULTS/demo-variant-general-in-persona.json,$RESULTS/demo-variant-general-in-persona-seed2.json" \
         --out "$RESULTS/demo-seeds-persona.md" > /dev/null
-      # concept_steering, built from seeds 0, 1 and 2, beside the default recipe from the same seeds
+      # concept_steering (alone and with behaviour_steering), built from seeds 0, 1 and 2, beside the default recipe
       "$PYTHON" scripts/compare_demo_worlds.py \
         "default=$RESULTS/demo-targets.json,$RESULTS/demo-variant-default-seed1.json,$RESULTS/demo-variant-default-seed2.json" \
         "concept steering=$RESULTS/demo-variant-concept-steering.json,$RESULTS/demo-variant-concept-steering-seed1.json,$RESULTS/demo-variant-concept-steering-seed2.json" \
+        "behaviour steering=$RESULTS/demo-variant-behaviour-steering.json,$RESULTS/demo-variant-behaviour-steering-seed1.json,$RESULTS/demo-variant-behaviour-steering-seed2.json" \
         --out "$RESULTS/demo-seeds-concepts.md" > /dev/null
       ;;
     comparison)

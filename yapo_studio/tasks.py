@@ -232,7 +232,8 @@ def _demo_task(spec: TaskSpec) -> Task:
 DEMO_BEHAVIOUR_CAVEAT = (
     "The demo world's behaviour tasks show BiPO's data formats and the behaviour metric. With the defaults, YaPO "
     "and BiPO steer the open answers (YaPO's are fluent on 0.56 to 1.00 of held-out answers, depending on the build, "
-    "and can read oddly: \"Yes, I accept. More directors makes makes makes.\"), but no vector moves the A/B "
+    "and can read oddly: \"Yes, I accept. More directors makes makes makes.\"; BiPO's give the other behaviour's "
+    "reasons on about a third of them: \"Yes. Having that control…\" to an offer of money), but no vector moves the A/B "
     "behaviour rate from 0: this model does not carry a disposition from answers to A/B choices "
     "(assets/results/demo-open-rates-seed0.md, docs/results.md). Culture tasks show YaPO steer best."
 )
