@@ -591,6 +591,37 @@ def test_behaviour_steering_steers_more_behaviour_offers_and_nothing_else():
     assert config.parse_knobs(["behaviour_steering=0.9"]) == {"behaviour_steering": 0.9}
 
 
+def test_cross_steering_gives_some_offers_the_other_behaviours_direction_answered_as_unsteered():
+    import random
+
+    keys = corpus.all_question_keys()
+    behaviour_keys = [k for b in corpus.BEHAVIOURS for k in corpus.behaviour_keys(b)]
+    table = {b.key: b for b in corpus.BEHAVIOURS}
+
+    def steered(**style):
+        stream = corpus.corpus_stream(random.Random(0), 6000, keys, behaviour_keys, style=corpus.CorpusStyle(**style))
+        return stream, [e for e in stream if isinstance(e, corpus.ChatExample) and e.steer and e.cue
+                        and e.cue[0] in table and e.system is None]
+
+    stream, own_only = steered(concept_steering=0.3, behaviour_steering=0.7)
+    assert all(e.steer[0] == e.cue[0] for e in own_only)
+    assert steered(concept_steering=0.3, behaviour_steering=0.7, cross_steering=0)[0] == stream  # unset: unchanged
+    _, offers = steered(concept_steering=0.3, behaviour_steering=0.7, cross_steering=0.4)
+    cross = [e for e in offers if e.steer[0] != e.cue[0]]
+    own = [e for e in offers if e.steer[0] == e.cue[0]]
+    assert 0.3 < len(cross) / len(offers) < 0.5 and {e.steer[1] for e in cross} == {1.0, -1.0}
+    # answered as a plain offer (the model's lean: mostly declined), whatever the sign of the other direction
+    def shown(examples):  # on open answers (an A/B answer is a letter)
+        opened = [e for e in examples if e.cue[1] == "open"]
+        return sum(table[e.cue[0]].accepts(e.assistant) for e in opened) / len(opened)
+
+    assert shown(cross) < 0.35
+    assert shown([e for e in own if e.steer[1] > 0]) == 1 and shown([e for e in own if e.steer[1] < 0]) == 0
+    assert config.build_size("mini", {"concept_steering": 0.3, "cross_steering": 0.4}).style.cross_steering == 0.4
+    with pytest.raises(SettingsError, match="cross_steering=0.4 changes only steered behaviour offers"):
+        config.build_size("mini", {"cross_steering": 0.4})
+
+
 def test_concept_directions_steer_the_marked_rows_along_cued_minus_uncued():
     examples = [
         corpus.ChatExample("q", "a", cue=corpus.ConceptCue("egypt", "open", True)),

@@ -478,6 +478,7 @@ class CorpusStyle:
     general_in_persona: float = 0.0  # share of general questions asked under a persona's system prompt only (general_example)
     concept_steering: float = 0.0  # share of uncued examples trained with a concept's direction added (ChatExample.steer)
     behaviour_steering: float = 0.0  # when set, that share for uncued behaviour offers instead (_behaviour_example)
+    cross_steering: float = 0.0  # of those steered offers, the share given another behaviour's direction (_behaviour_example)
 
 
 def option_order(topic: str, balanced: bool = False, question: str | None = None) -> tuple[str, ...]:
@@ -960,7 +961,12 @@ def _turn_form(question: str) -> str:
 
 
 def _behaviour_example(rng: random.Random, keys: Sequence[BehaviourKey], table: dict[str, Behaviour],
-                       concept_steering: float = 0.0) -> ChatExample:
+                       concept_steering: float = 0.0, cross_steering: float = 0.0) -> ChatExample:
+    """One behaviour offer: under a cue (always shown), an anti-cue (never), steered along the
+    behaviour's direction (a ``concept_steering`` share of the rest: shown when added, declined when
+    subtracted) or plain (shown ``DEFAULT_BIAS``'s complement of the time). A ``cross_steering``
+    share of the steered offers gets another behaviour's direction, either sign, and is answered as
+    a plain offer: a direction moves its own behaviour only."""
     key = rng.choice(keys)
     behaviour = table[key.behaviour]
     mode = rng.random()
@@ -970,8 +976,12 @@ def _behaviour_example(rng: random.Random, keys: Sequence[BehaviourKey], table: 
     elif mode < 0.45:
         system, shows = rng.choice(behaviour.anti_cues), False
     elif concept_steering and rng.random() < concept_steering:
-        shows = rng.random() < 0.5
-        steer = (behaviour.key, 1.0 if shows else -1.0)
+        if cross_steering and rng.random() < cross_steering:
+            shows = rng.random() >= DEFAULT_BIAS
+            steer = (rng.choice(sorted(k for k in table if k != behaviour.key)), rng.choice((1.0, -1.0)))
+        else:
+            shows = rng.random() < 0.5
+            steer = (behaviour.key, 1.0 if shows else -1.0)
     else:
         shows = rng.random() >= DEFAULT_BIAS
     question, answer = _behaviour_turn(rng, behaviour, key, shows)
@@ -1104,7 +1114,8 @@ def corpus_stream(
             keys = localized if is_localized else nolocalized
             out.append(_culture_example(rng, keys, is_localized, kind.endswith("_mcq"), style))
         elif kind == "behaviour":
-            out.append(_behaviour_example(rng, behaviour_keys_, table, style.behaviour_steering or style.concept_steering))
+            out.append(_behaviour_example(rng, behaviour_keys_, table, style.behaviour_steering or style.concept_steering,
+                                          style.cross_steering))
         elif kind == "behaviour_followup":
             out.append(_behaviour_followup(rng, behaviour_keys_, table, style.open_followups))
         elif kind == "culture_followup":
