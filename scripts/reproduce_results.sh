@@ -156,6 +156,7 @@ for part in "${parts[@]}"; do
       variant behaviour-steering 0 egypt,morocco concept_steering=0.3 behaviour_steering=0.7
       variant behaviour-steering-seed1 1 egypt,morocco concept_steering=0.3 behaviour_steering=0.7
       variant behaviour-steering-seed2 2 egypt,morocco concept_steering=0.3 behaviour_steering=0.7
+      variant cross-steering-seed1 1 egypt,morocco concept_steering=0.3 behaviour_steering=0.7 cross_steering=0.3
       ;;
     demo-seeds)
       # A knob against the spread between builds: each recipe from three seeds (docs/results.md)
