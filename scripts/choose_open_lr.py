@@ -7,8 +7,9 @@ Each open-answer task of the demo world (the behaviours, and the open-ended form
 has its training pairs split 80/20 (seeded): YaPO and BiPO vectors are trained on the 80 % at each
 learning rate of ``--lrs`` with the demo's other settings (``yapo_core.demo.OPEN_TRAINING``: 600
 steps, every token steered), and the held-out 20 % of prompts are answered greedily at multiplier 1.
-A reply is *good* when it is fluent (:func:`yapo_core.replies.is_fluent`) and shows the target (the
-behaviour's answer, or the culture's answer). The chosen rate is the one with the highest mean good
+A reply is *good* when it is fluent (:func:`yapo_core.replies.is_fluent`) and shows the target (for a
+behaviour, it accepts the offer: ``Behaviour.accepts``, whatever reasons follow; for a culture, the
+culture's answer). The chosen rate is the one with the highest mean good
 share over every task, for each method (the smaller on a tie): ``yapo_core.demo.OPEN_TRAINING``
 uses YaPO's and ``OPEN_TRAINING_DENSE`` BiPO's, and ``scripts/evaluate_demo_world.py`` reports
 the test split.
@@ -39,7 +40,7 @@ def open_tasks(world, countries: list[str]) -> dict:
     out = {}
     for behaviour in corpus.BEHAVIOURS:
         out[behaviour.key] = (list(world.task(behaviour.key).pairs("train")),
-                              lambda pair, reply, b=behaviour: b.shows(reply))
+                              lambda pair, reply, b=behaviour: b.accepts(reply))
     for country in countries:
         out[f"culture-{country} (open)"] = (
             list(world.culture(country).pairs("train", form="open_ended")),

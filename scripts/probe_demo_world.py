@@ -210,7 +210,7 @@ def behaviour_rows(probe: Probe, lr: float) -> dict:
         questions = [p.prompt for p in test][: 2 * n]
         cued = [probe.chat(q, behaviour.cues[i % len(behaviour.cues)]) for i, q in enumerate(questions[:n])]
         plain = [probe.chat(q) for q in questions[:n]]
-        shows = behaviour.shows
+        shows = behaviour.accepts  # the probe asks whether the disposition (accept or decline) moves
         row = {"steerability": probe.steerability(cued, plain, [probe.chat(q) for q in questions[n:]], shows)}
         earlier = (corpus.behaviour_question(behaviour, corpus.behaviour_keys(behaviour)[0]), behaviour.matching[0])
         letters = [p.chosen.strip().lstrip("(")[:1] for p in infer[:n]]
