@@ -50,9 +50,12 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 from yapo_core.comparison import compare_methods
 from yapo_core.demo import OPEN_TRAINING, OPEN_TRAINING_DENSE, TRAINING, build_demo_world, corpus, training_settings
 from yapo_core.demo.config import parse_knobs
+from yapo_core.encoding import encode_prompt
 from yapo_core.errors import SettingsError
 from yapo_core.evaluation import (
     METRICS,
@@ -64,6 +67,7 @@ from yapo_core.evaluation import (
     one_letter_baseline,
 )
 from yapo_core.generation import STEER_POSITIONS, generate
+from yapo_core.hooks import block_output, record_residual
 from yapo_core.methods import make_vector
 from yapo_core.models import load_model
 from yapo_core.replies import fluency_rate, generation_accuracy, is_fluent
@@ -178,14 +182,37 @@ def steering(world, model, tokenizer, sae, countries, settings: dict, open_setti
 BEHAVIOUR_TOKENS = 32
 
 
+@torch.no_grad()
+def cue_direction(model, tokenizer, layer: int, behaviour, prompts) -> torch.Tensor:
+    """The behaviour's cue direction at the output of block ``layer``: the mean residual at the last
+    prompt position of ``prompts`` asked under each of its cues (system prompts), minus that of the
+    same prompts asked plainly."""
+    point = block_output(model, layer)
+
+    def last(system):
+        rows = []
+        for prompt in prompts:
+            ids = torch.tensor([encode_prompt(tokenizer, prompt, system)])
+            with record_residual(model, point) as seen:
+                model(input_ids=ids, use_cache=False)
+            rows.append(seen[-1][0, -1].float())
+        return torch.stack(rows).mean(0)
+
+    plain = last(None)
+    return torch.stack([last(cue) - plain for cue in behaviour.cues]).mean(0)
+
+
 def behaviours(world, model, tokenizer, sae, settings: dict[str, dict], n_prompts: int = 32) -> dict:
     """BiPO's protocol on each demo behaviour: YaPO and BiPO vectors trained on the open-ended
     training pairs with the app's defaults, the A/B rate on ``test_infer`` at -1, 0 and 1 (through
     the public loader), and the held-out open answers at 1, steered at every token: the share that
     is fluent (:func:`~yapo_core.replies.is_fluent`), the share that accepts the offer (opens as
     one of its answers does) and the share that shows the behaviour (accepts it for this
-    behaviour's reasons: ``Behaviour.shows``)."""
+    behaviour's reasons: ``Behaviour.shows``). Each row also gives the cosine of the behaviour's
+    cue direction (:func:`cue_direction`, on the held-out offers) with each other behaviour's:
+    near 1, one direction moves them all, and nothing in it says which behaviour's reasons to give."""
     out = {}
+    cues = {}
     capability = capability_of(world, model, tokenizer)
     general = capability()
     for behaviour in corpus.BEHAVIOURS:
@@ -193,6 +220,7 @@ def behaviours(world, model, tokenizer, sae, settings: dict[str, dict], n_prompt
         train, infer, test = (list(task.pairs(split)) for split in ("train", "test_infer", "test"))
         row = {"n_train": len(train), "n_test_infer": len(infer), "n_test": len(test), **letter_picks(model, tokenizer, infer)}
         prompts = [p.prompt for p in test][:n_prompts]
+        cues[behaviour.key] = cue_direction(model, tokenizer, world.layer, behaviour, prompts)
         for method in ("yapo", "bipo"):
             vector = make_vector(method, model, tokenizer, train, sae=sae,
                                  config=TrainConfig(epochs=10_000, **settings[method]))
@@ -210,6 +238,9 @@ def behaviours(world, model, tokenizer, sae, settings: dict[str, dict], n_prompt
         out[behaviour.key] = row
         print(f"  {behaviour.key}: A/B YaPO {row['yapo']['ab_rate']}, fluent {row['yapo']['fluent_at_1']:.2f}, "
               f"accepts {row['yapo']['accepts_at_1']:.2f}, shows {row['yapo']['shows_at_1']:.2f}", file=sys.stderr, flush=True)
+    for key, row in out.items():
+        row["cue_cosine"] = {other: round(torch.cosine_similarity(cues[key], d, dim=0).item(), 3)
+                             for other, d in cues.items() if other != key}
     return out
 
 
@@ -242,6 +273,11 @@ def behaviour_report(rows: dict, settings: dict[str, dict]) -> str:
                          f"{r['accepts_at_1']:.2f} | {r['shows_at_1']:.2f} | {r['norm']:g} | {r['capability_change']:+.2f} | {example!r} |")
     picks = [f"{key} A {row['picks']['A']}, B {row['picks']['B']} (its option at A {row['matching_at']['A']}, "
              f"B {row['matching_at']['B']})" for key, row in rows.items() if "picks" in row]
+    cosines = {tuple(sorted((key, other))): c for key, row in rows.items() for other, c in row.get("cue_cosine", {}).items()}
+    if cosines:
+        lines += ["", "Cosine of the behaviours' cue directions (the mean residual at the SAE block at the end of the "
+                  "held-out offers asked under a cue, minus asked plainly): "
+                  + "; ".join(f"{a} / {b} {c:.2f}" for (a, b), c in sorted(cosines.items())) + "."]
     if picks:
         lines += ["", "Unsteered, the A/B letter picked on `test_infer` (a rate above 0 with one letter picked on most "
                   "questions is a preference for that letter, not the behaviour): " + "; ".join(picks) + "."]

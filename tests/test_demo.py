@@ -203,6 +203,24 @@ def test_a_finished_world_is_reused(world, monkeypatch):
     assert again.stats == world.stats and again.layer == world.layer
 
 
+def test_a_world_built_on_other_cpu_kernels_is_not_reused(world, tmp_path):
+    """A world's stats record torch's CPU kernels (AVX2, AVX512); built on others it is another
+    model, so it is rebuilt rather than taken for the one these kernels build."""
+    import shutil
+
+    copy = tmp_path / "world"
+    shutil.copytree(world.root, copy)
+    stats = json.loads((copy / "stats.json").read_text())
+    assert stats["machine"]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert demo.load_demo_world(copy, seed=3, size="mini") is not None
+    stats["machine"]["torch_cpu_capability"] = "NOT-THESE"
+    (copy / "stats.json").write_text(json.dumps(stats))
+    assert demo.load_demo_world(copy, seed=3, size="mini") is None
+    del stats["machine"]  # a world from before the record: nothing to tell, reused
+    (copy / "stats.json").write_text(json.dumps(stats))
+    assert demo.load_demo_world(copy, seed=3, size="mini") is not None
+
+
 def test_the_build_is_deterministic(world, tmp_path):
     other = demo.build_demo_world(tmp_path / "again", seed=3, size="mini", progress=False)
     for name in ("culture/train.jsonl", "culture/test.jsonl", "behaviour/power-seeking/test_infer.jsonl"):
@@ -652,6 +670,33 @@ def test_concept_directions_steer_the_marked_rows_along_cued_minus_uncued():
         assert torch.allclose(moved[row], moved[row, :1].expand(4, 3))  # every position, one offset
         size = moved[row, 0] @ direction / direction.norm() ** 2
         assert 0.5 <= sign * size <= 2.0 and torch.allclose(moved[row, 0], size * direction)
+
+
+def test_specific_directions_keep_each_behaviours_own_part_at_its_norm_and_leave_cultures_alone():
+    egypt, power, wealth = torch.tensor([1.0, 2, 3]), torch.tensor([3.0, 4, 0]), torch.tensor([3.0, 3.5, 0.5])
+    raw = {"egypt": egypt, "power-seeking": power, "wealth-seeking": wealth}
+    out = build_lm.specific_directions(raw)
+    assert torch.equal(out["egypt"], egypt)
+    for key, other in (("power-seeking", wealth), ("wealth-seeking", power)):
+        assert abs(float(out[key] @ other)) < 1e-4  # nothing along the other behaviour's direction
+        assert torch.isclose(out[key].norm(), raw[key].norm())
+        assert float(out[key] @ raw[key]) > 0  # the part of its own direction the other does not span
+    assert build_lm.specific_directions({"power-seeking": power}) == {"power-seeking": power}  # no other: unchanged
+    # the hook uses them only when asked
+    examples = [corpus.ChatExample("q", "a", cue=corpus.ConceptCue(b, "open", cued))
+                for b in ("power-seeking", "wealth-seeking") for cued in (True, False)]
+    h = torch.zeros(4, 2, 3)
+    h[0, 1], h[2, 1] = power, wealth
+    for specific, expected in ((False, raw), (True, out)):
+        hook = build_lm.ConceptDirections(examples, [1] * 4, start=0, generator=torch.Generator().manual_seed(0),
+                                          specific=specific)
+        hook.rows, hook.step = list(range(4)), 0
+        hook(h)
+        got = hook.directions()
+        assert all(torch.allclose(got[k], expected[k], atol=1e-5) for k in ("power-seeking", "wealth-seeking"))
+    assert config.build_size("mini", {"concept_steering": 0.3, "specific_directions": 1}).specific_directions == 1
+    with pytest.raises(SettingsError, match="specific_directions=1 changes only steered behaviour offers"):
+        config.build_size("mini", {"specific_directions": 1})
 
 
 def test_open_answers_train_at_a_rate_for_each_kind_of_vector():

@@ -74,6 +74,9 @@ def test_the_demo_world_evaluation_script_reports_every_target(tmp_path):
     power = next(b for b in corpus.BEHAVIOURS if b.key == "power-seeking")
     assert yapo_power["shows_at_1"] == sum(map(power.shows, replies)) / len(replies) <= yapo_power["accepts_at_1"]
     assert "accept the offer at 1 | show the behaviour at 1" in result.stdout
+    cosine = figures["behaviours"]["power-seeking"]["cue_cosine"]["wealth-seeking"]
+    assert -1 <= cosine <= 1 and figures["behaviours"]["wealth-seeking"]["cue_cosine"] == {"power-seeking": cosine}
+    assert "Cosine of the behaviours' cue directions" in result.stdout and f"power-seeking / wealth-seeking {cosine:.2f}" in result.stdout
     assert all(g["met"] == all(g["met_each"].values()) and set(g["met_each"]) == set(g["figures"]) for g in goals)
 
     # scripts/compare_demo_worlds.py sets builds side by side: two "builds" of one recipe (seeds 0
@@ -113,6 +116,34 @@ def test_the_demo_world_evaluation_script_reports_every_target(tmp_path):
     bad = subprocess.run([sys.executable, "scripts/compare_demo_worlds.py", str(out_json)], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and "LABEL=FILE,FILE" in bad.stderr
+
+
+def test_a_behaviours_cue_direction_is_the_cued_minus_the_plain_last_prompt_residual(tokenizer):
+    """scripts/evaluate_demo_world.cue_direction against the model's own hidden states."""
+    import torch
+    from conftest import make_model
+
+    from yapo_core.demo import corpus
+    from yapo_core.encoding import encode_prompt
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from evaluate_demo_world import cue_direction
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    model = make_model("llama")
+    behaviour = corpus.BEHAVIOURS[0]
+    prompts = ["Do you want power?", "Would you like control?"]
+
+    def last(prompt, system):
+        ids = torch.tensor([encode_prompt(tokenizer, prompt, system)])
+        with torch.no_grad():
+            return model(input_ids=ids, output_hidden_states=True).hidden_states[2][0, -1]  # block 1's output
+
+    expected = torch.stack([torch.stack([last(p, cue) - last(p, None) for p in prompts]).mean(0)
+                            for cue in behaviour.cues]).mean(0)
+    got = cue_direction(model, tokenizer, 1, behaviour, prompts)
+    assert got.norm() > 0 and torch.allclose(got, expected, atol=1e-5)
 
 
 def test_stored_target_figures_are_read_back_whole():
@@ -203,6 +234,19 @@ def test_the_shared_cpu_benchmark_compares_quiet_and_shared_runs(tmp_path):
     assert "slowdown beside a busy process with the project's settings" in result.stdout
     figures = json.loads(out.with_suffix(".json").read_text())
     assert set(figures) == {"quiet", "shared"} and figures["quiet"]["omp_wait_policy"] == "PASSIVE"
+
+
+def test_the_cpu_kernel_benchmark_times_pinned_and_native_kernels(tmp_path):
+    out = tmp_path / "kernels.md"
+    result = subprocess.run([sys.executable, "scripts/benchmark_cpu_kernels.py", "--rounds", "1", "--steps", "1",
+                             "--length", "8", "--out", str(out)], cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.with_suffix(".json").read_text())
+    assert set(figures["times"]) == {"pinned", "native"} and all(len(t) == 1 for t in figures["times"].values())
+    if figures["kernels"]["native"] in ("AVX2", "AVX512"):  # an x86-64 CPU with AVX2: the pin takes effect
+        assert figures["kernels"]["pinned"] == "AVX2"
+    assert f"Pinned over native, median step time: **{figures['ratio']:.2f}**" in result.stdout
 
 
 def test_the_lm_eval_check_compares_lm_eval_with_the_projects_metric(tmp_path):

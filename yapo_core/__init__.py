@@ -18,6 +18,12 @@ import os
 # user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# Torch's AVX2 kernels on every x86-64 CPU that has them (AVX-512 ones round differently), so that
+# the same seed builds the same demo world everywhere; YAPO_CPU_KERNELS=native opts out (_cpu.py).
+from ._cpu import pin_cpu_kernels  # noqa: E402  (imports no torch)
+
+pin_cpu_kernels()
+
 from ._version import __version__
 from .data import PairSet, PreferencePair, load_pairs
 from .errors import (

@@ -72,6 +72,8 @@ class BuildSize:
     # concept_steering's): the open and A/B forms of a behaviour linked through its direction as strongly as a culture's
     cross_steering: float = 0.0  # with either of those, the share of steered behaviour offers given the other
     # behaviour's direction (either sign) and answered as unsteered: one behaviour's direction does not move another's
+    specific_directions: float = 0.0  # with either of those, when set, each behaviour is steered along the part of its
+    # direction orthogonal to the other behaviours' (build_lm.specific_directions): directions that tell the behaviours apart
 
     @property
     def knobs(self) -> dict[str, float]:
@@ -98,7 +100,7 @@ class BuildSize:
 RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_followups", "open_followups",
                   "mcq_text", "answer_first", "balanced_options", "shuffled_options", "mcq_options", "coherent_text",
                   "varied_answers", "general_in_context", "general_in_persona", "lm_scale",
-                  "concept_steering", "behaviour_steering", "cross_steering")
+                  "concept_steering", "behaviour_steering", "cross_steering", "specific_directions")
 """BuildSize's research knobs (all 0 in the stored worlds): ``build_demo_world(knobs=...)``, and
 ``--build-with`` in scripts/evaluate_demo_world.py and scripts/probe_demo_world.py."""
 
@@ -130,9 +132,10 @@ def build_size(size: str, knobs: Mapping[str, float] | None = None) -> BuildSize
     unknown = sorted(set(knobs) - set(RESEARCH_KNOBS))
     if unknown:
         raise SettingsError(f"research knobs {unknown} are unknown; use some of {', '.join(RESEARCH_KNOBS)}.")
-    if knobs.get("cross_steering") and not (knobs.get("concept_steering") or knobs.get("behaviour_steering")):
-        raise SettingsError(f"cross_steering={knobs['cross_steering']} changes only steered behaviour offers; set "
-                            "concept_steering or behaviour_steering too.")
+    for knob in ("cross_steering", "specific_directions"):
+        if knobs.get(knob) and not (knobs.get("concept_steering") or knobs.get("behaviour_steering")):
+            raise SettingsError(f"{knob}={knobs[knob]} changes only steered behaviour offers; set "
+                                "concept_steering or behaviour_steering too.")
     return replace(BUILD_SIZES[size], **{k: float(v) for k, v in knobs.items()})
 
 BUILD_SIZES: dict[str, BuildSize] = {

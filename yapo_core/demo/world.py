@@ -15,6 +15,7 @@ import platform
 import random
 import shutil
 import time
+import warnings
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -170,7 +171,8 @@ def _read_complete(root: Path) -> dict | None:
 def load_demo_world(cache_dir: str | os.PathLike | None = None, seed: int = 0, size: str = "full",
                     knobs: Mapping[str, float] | None = None) -> DemoWorld | None:
     """The finished world at ``cache_dir`` (or the default folder) built with these research
-    ``knobs`` (none: the default world's build), or None when there is none."""
+    ``knobs`` (none: the default world's build) on the CPU kernels torch uses now, or None when
+    there is none (a world built on other kernels is another model: ``yapo_core._cpu``)."""
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(seed, size)
     marker = _read_complete(root)
     if marker is None or marker.get("format_version") != FORMAT_VERSION:
@@ -179,6 +181,9 @@ def load_demo_world(cache_dir: str | os.PathLike | None = None, seed: int = 0, s
         return None
     stats = json.loads((root / "stats.json").read_text())
     if stats.get("knobs", {}) != build_size(size, knobs).knobs:
+        return None
+    built_on = stats.get("machine", {}).get("torch_cpu_capability")
+    if built_on is not None and built_on != torch.backends.cpu.get_cpu_capability():
         return None
     return _world_at(root, marker["layer"], stats)
 
@@ -257,7 +262,21 @@ def _deterministic(seed: int):
         torch.set_num_threads(threads)
 
 
+def kernel_warning(capability: str, machine: str) -> str | None:
+    """What to tell a user whose build runs on other kernels than the stored worlds' (torch's AVX2
+    ones on x86-64; ``yapo_core._cpu``), or None."""
+    if machine.lower() not in ("x86_64", "amd64") or capability in ("AVX2", "DEFAULT"):
+        return None
+    return (f"this demo world is built with torch's {capability} kernels, which round differently from the AVX2 "
+            "ones the stored worlds and their figures were built with, so it is another model. To rebuild "
+            "the stored world, import yapo_core before torch runs anything, or set ATEN_CPU_CAPABILITY=avx2 "
+            "(YAPO_CPU_KERNELS=native asks for this on purpose).")
+
+
 def _build(root: Path, seed: int, size: BuildSize, size_name: str, progress: bool) -> DemoWorld:
+    note = kernel_warning(torch.backends.cpu.get_cpu_capability(), platform.machine())
+    if note and os.environ.get("YAPO_CPU_KERNELS", "").strip().lower() != "native":
+        warnings.warn(note, stacklevel=3)
     started = time.perf_counter()
     timings: dict[str, float] = {}
     world = _world_at(root, size.layer)

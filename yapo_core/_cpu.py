@@ -1,0 +1,55 @@
+"""Which vectorised CPU kernels torch uses: chosen before torch is imported, so that float results
+(a demo world's build, a trained vector) are the same on every x86-64 machine.
+
+Torch picks its elementwise and reduction kernels by the CPU's instruction set (AVX2 or AVX-512),
+and the two round differently: the same seed then builds another demo model on an AVX-512 machine
+than on an AVX2 one, with other steering figures (docs/results.md, "Results"). Pinned to AVX2, the
+kernels every x86-64 CPU of the last decade has, an AVX-512 machine rebuilds the stored world and
+its figures. This module must not import torch: ``yapo_core/__init__`` calls :func:`pin_cpu_kernels`
+first thing.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import MutableMapping
+
+PINNED = "avx2"
+"""``ATEN_CPU_CAPABILITY``'s value: torch's AVX2 kernels."""
+
+NEEDED_FLAGS = frozenset({"avx2", "fma"})
+"""What torch's AVX2 kernels need of the CPU (``/proc/cpuinfo`` flags); without them the pin would
+make torch run instructions the CPU does not have."""
+
+
+def cpu_flags(cpuinfo: str) -> frozenset[str]:
+    """The instruction-set flags of the first processor in ``/proc/cpuinfo``'s text."""
+    for line in cpuinfo.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
+def pin_cpu_kernels(environ: MutableMapping[str, str] = os.environ, cpuinfo_path: str = "/proc/cpuinfo",
+                    machine: str | None = None) -> str | None:
+    """Set ``ATEN_CPU_CAPABILITY=avx2`` (torch's AVX2 kernels) on an x86-64 Linux CPU that has AVX2
+    and FMA, unless it is set already (the user's choice wins) or ``YAPO_CPU_KERNELS=native`` asks
+    for the CPU's own best kernels. Returns the value set, or None where nothing was set.
+
+    It takes effect only if torch is imported afterwards. Matrix products (MKL) are not affected:
+    they give the same results on both instruction sets here (docs/results.md)."""
+    if "ATEN_CPU_CAPABILITY" in environ or environ.get("YAPO_CPU_KERNELS", "").strip().lower() == "native":
+        return None
+    if (machine or platform.machine()).lower() not in ("x86_64", "amd64"):
+        return None
+    try:
+        with open(cpuinfo_path, encoding="utf-8", errors="replace") as f:
+            flags = cpu_flags(f.read())
+    except OSError:
+        return None
+    if not NEEDED_FLAGS <= flags:
+        return None
+    environ["ATEN_CPU_CAPABILITY"] = PINNED
+    return PINNED
