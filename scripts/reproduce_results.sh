@@ -22,9 +22,13 @@
 #                     demo-seeds-persona.md, .json: general_in_persona beside both, from seeds 0 and 2;
 #                     demo-seeds-concepts.md, .json: concept_steering, and with behaviour_steering, beside the
 #                     default, from seeds 0, 1 and 2)
+#        demo-avx512 (scripts/evaluate_demo_world.py --sections behaviours with YAPO_CPU_KERNELS=native, on an
+#                     AVX-512 CPU only -> demo-avx512-NAME.md, .json: the default recipe, concept_steering and
+#                     specific_directions from seeds 0, 1 and 2; side by side in demo-avx512.md, .json)
 #        comparison  (yapo compare --country egypt  -> assets/results/comparison-egypt/, and CAA and SAS up to
 #                     multiplier 64 -> assets/results/comparison-egypt-baselines/)
 #        benchmark   (scripts/benchmark_trainer.py  -> assets/results/benchmark.md, .json)
+#        cpu-kernels (scripts/benchmark_cpu_kernels.py -> assets/results/cpu-kernels.md, .json)
 #        real-size   (scripts/real_size_run.py      -> assets/results/real-size.md, real-size-bf16.md, .json)
 #        shared-cpu  (scripts/benchmark_shared_cpu.py -> assets/results/shared-cpu.md, .json)
 #        sharing     (scripts/benchmark_sharing.py  -> assets/results/sharing.md, sharing-simple.md, .json)
@@ -43,7 +47,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(demo-world demo-behaviours demo-targets demo-probe demo-forms demo-open-rates demo-variant demo-seeds comparison benchmark real-size shared-cpu sharing lm-eval)
+  parts=(demo-world demo-behaviours demo-targets demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds comparison benchmark cpu-kernels real-size shared-cpu sharing lm-eval)
 fi
 
 # forms NAME [KNOB=VALUE...]: scripts/probe_demo_world.py --forms-only on egypt and morocco, on the
@@ -67,6 +71,20 @@ variant() {
     --generations "$(tr , '\n' <<< "$countries" | wc -l)" --build-with "$@" \
     --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/$name" \
     --json "$RESULTS/demo-variant-$name.json" > "$RESULTS/demo-variant-$name.md" || status=$?
+  [ "$status" -le 1 ] || exit "$status"
+}
+
+# avx512 NAME SEED [KNOB=VALUE...]: the behaviours of the world built from SEED with these knobs (none:
+# the default recipe) with the CPU's AVX-512 kernels, in $YAPO_CACHE_DIR/demo-variants/avx512-NAME ->
+# assets/results/demo-avx512-NAME.md and .json.
+avx512() {
+  local name=$1 seed=$2 status=0
+  shift 2
+  local knobs=()
+  [ $# -eq 0 ] || knobs=(--build-with "$@")
+  YAPO_CPU_KERNELS=native "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --seed "$seed" "${knobs[@]}" \
+    --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/avx512-$name" \
+    --json "$RESULTS/demo-avx512-$name.json" > "$RESULTS/demo-avx512-$name.md" || status=$?
   [ "$status" -le 1 ] || exit "$status"
 }
 
@@ -158,6 +176,26 @@ for part in "${parts[@]}"; do
       variant behaviour-steering-seed2 2 egypt,morocco concept_steering=0.3 behaviour_steering=0.7
       variant cross-steering-seed1 1 egypt,morocco concept_steering=0.3 behaviour_steering=0.7 cross_steering=0.3
       ;;
+    demo-avx512)
+      # Behaviours only, on builds made with the CPU's AVX-512 kernels (YAPO_CPU_KERNELS=native):
+      # they reproduce on an AVX-512 CPU only (docs/results.md, "Directions that tell the behaviours apart").
+      if ! grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
+        echo "demo-avx512: this CPU has no AVX-512; skipped" >&2
+      else
+        avx512 default 0
+        for seed in 0 1 2; do
+          suffix=""
+          [ "$seed" -eq 0 ] || suffix="-seed$seed"
+          avx512 "concept-steering$suffix" "$seed" concept_steering=0.3
+          avx512 "specific-directions$suffix" "$seed" concept_steering=0.3 specific_directions=1
+        done
+        "$PYTHON" scripts/compare_demo_worlds.py \
+          "default=$RESULTS/demo-avx512-default.json" \
+          "concept steering=$RESULTS/demo-avx512-concept-steering.json,$RESULTS/demo-avx512-concept-steering-seed1.json,$RESULTS/demo-avx512-concept-steering-seed2.json" \
+          "specific directions=$RESULTS/demo-avx512-specific-directions.json,$RESULTS/demo-avx512-specific-directions-seed1.json,$RESULTS/demo-avx512-specific-directions-seed2.json" \
+          --out "$RESULTS/demo-avx512.md" > /dev/null
+      fi
+      ;;
     demo-seeds)
       # A knob against the spread between builds: each recipe from three seeds (docs/results.md)
       "$PYTHON" scripts/compare_demo_worlds.py \
@@ -185,6 +223,9 @@ for part in "${parts[@]}"; do
     benchmark)
       "$PYTHON" scripts/benchmark_trainer.py  # writes $RESULTS/benchmark.md and .json
       ;;
+    cpu-kernels)
+      "$PYTHON" scripts/benchmark_cpu_kernels.py --out "$RESULTS/cpu-kernels.md" > /dev/null
+      ;;
     real-size)
       "$PYTHON" scripts/real_size_run.py  # writes $RESULTS/real-size.md and .json (about 15 GB of memory)
       "$PYTHON" scripts/real_size_run.py --dtype bf16 --out "$RESULTS/real-size-bf16.md"
@@ -200,7 +241,7 @@ for part in "${parts[@]}"; do
       "$PYTHON" scripts/lm_eval_check.py
       ;;
     *)
-      echo "unknown part '$part'; use demo-world, demo-behaviours, demo-targets, demo-probe, demo-forms, demo-open-rates, demo-variant, demo-seeds, comparison, benchmark, real-size, shared-cpu, sharing or lm-eval" >&2
+      echo "unknown part '$part'; use demo-world, demo-behaviours, demo-targets, demo-probe, demo-forms, demo-open-rates, demo-variant, demo-avx512, demo-seeds, comparison, benchmark, cpu-kernels, real-size, shared-cpu, sharing or lm-eval" >&2
       exit 2
       ;;
   esac

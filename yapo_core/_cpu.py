@@ -39,7 +39,7 @@ def pin_cpu_kernels(environ: MutableMapping[str, str] = os.environ, cpuinfo_path
     for the CPU's own best kernels. Returns the value set, or None where nothing was set.
 
     It takes effect only if torch is imported afterwards. Matrix products (MKL) are not affected:
-    they give the same results on both instruction sets here (docs/results.md)."""
+    they gave the same results on an AVX2 and an AVX-512 CPU (docs/performance.md)."""
     if "ATEN_CPU_CAPABILITY" in environ or environ.get("YAPO_CPU_KERNELS", "").strip().lower() == "native":
         return None
     if (machine or platform.machine()).lower() not in ("x86_64", "amd64"):
