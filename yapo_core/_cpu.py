@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 
 PINNED = "avx2"
 """``ATEN_CPU_CAPABILITY``'s value: torch's AVX2 kernels."""
+
+X86_64 = ("x86_64", "amd64")
+"""``platform.machine()`` of an x86-64 CPU (lower case; Windows says AMD64)."""
 
 NEEDED_FLAGS = frozenset({"avx2", "fma"})
 """What torch's AVX2 kernels need of the CPU (``/proc/cpuinfo`` flags); without them the pin would
@@ -32,6 +35,11 @@ def cpu_flags(cpuinfo: str) -> frozenset[str]:
     return frozenset()
 
 
+def native_requested(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether ``YAPO_CPU_KERNELS=native`` asks for the CPU's own best kernels."""
+    return environ.get("YAPO_CPU_KERNELS", "").strip().lower() == "native"
+
+
 def pin_cpu_kernels(environ: MutableMapping[str, str] = os.environ, cpuinfo_path: str = "/proc/cpuinfo",
                     machine: str | None = None) -> str | None:
     """Set ``ATEN_CPU_CAPABILITY=avx2`` (torch's AVX2 kernels) on an x86-64 Linux CPU that has AVX2
@@ -40,9 +48,9 @@ def pin_cpu_kernels(environ: MutableMapping[str, str] = os.environ, cpuinfo_path
 
     It takes effect only if torch is imported afterwards. Matrix products (MKL) are not affected:
     they gave the same results on an AVX2 and an AVX-512 CPU (docs/performance.md)."""
-    if "ATEN_CPU_CAPABILITY" in environ or environ.get("YAPO_CPU_KERNELS", "").strip().lower() == "native":
+    if "ATEN_CPU_CAPABILITY" in environ or native_requested(environ):
         return None
-    if (machine or platform.machine()).lower() not in ("x86_64", "amd64"):
+    if (machine or platform.machine()).lower() not in X86_64:
         return None
     try:
         with open(cpuinfo_path, encoding="utf-8", errors="replace") as f:

@@ -29,6 +29,7 @@ import transformers
 from tqdm.auto import tqdm
 
 from .. import checks
+from .._cpu import X86_64, native_requested
 from ..data import PairSet, load_pairs
 from ..errors import SettingsError, YapoError
 from ..hooks import HookPoint
@@ -265,7 +266,7 @@ def _deterministic(seed: int):
 def kernel_warning(capability: str, machine: str) -> str | None:
     """What to tell a user whose build runs on other kernels than the stored worlds' (torch's AVX2
     ones on x86-64; ``yapo_core._cpu``), or None."""
-    if machine.lower() not in ("x86_64", "amd64") or capability in ("AVX2", "DEFAULT"):
+    if machine.lower() not in X86_64 or capability in ("AVX2", "DEFAULT"):
         return None
     return (f"this demo world is built with torch's {capability} kernels, which round differently from the AVX2 "
             "ones the stored worlds and their figures were built with, so it is another model. To rebuild "
@@ -275,7 +276,7 @@ def kernel_warning(capability: str, machine: str) -> str | None:
 
 def _build(root: Path, seed: int, size: BuildSize, size_name: str, progress: bool) -> DemoWorld:
     note = kernel_warning(torch.backends.cpu.get_cpu_capability(), platform.machine())
-    if note and os.environ.get("YAPO_CPU_KERNELS", "").strip().lower() != "native":
+    if note and not native_requested():
         warnings.warn(note, stacklevel=3)
     started = time.perf_counter()
     timings: dict[str, float] = {}
