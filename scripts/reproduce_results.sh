@@ -28,6 +28,8 @@
 #        comparison  (yapo compare --country egypt  -> assets/results/comparison-egypt/, and CAA and SAS up to
 #                     multiplier 64 -> assets/results/comparison-egypt-baselines/)
 #        benchmark   (scripts/benchmark_trainer.py  -> assets/results/benchmark.md, .json)
+#        demo-pinned (scripts/evaluate_demo_world.py --sections behaviours in a fresh cache -> demo-behaviours-pinned.md,
+#                     .json: the default world built from nothing with the pinned kernels)
 #        cpu-kernels (scripts/benchmark_cpu_kernels.py -> assets/results/cpu-kernels.md, .json)
 #        real-size   (scripts/real_size_run.py      -> assets/results/real-size.md, real-size-bf16.md, .json)
 #        shared-cpu  (scripts/benchmark_shared_cpu.py -> assets/results/shared-cpu.md, .json)
@@ -47,7 +49,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(demo-world demo-behaviours demo-targets demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds comparison benchmark cpu-kernels real-size shared-cpu sharing lm-eval)
+  parts=(demo-world demo-behaviours demo-targets demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds comparison benchmark demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
 fi
 
 # forms NAME [KNOB=VALUE...]: scripts/probe_demo_world.py --forms-only on egypt and morocco, on the
@@ -223,6 +225,15 @@ for part in "${parts[@]}"; do
     benchmark)
       "$PYTHON" scripts/benchmark_trainer.py  # writes $RESULTS/benchmark.md and .json
       ;;
+    demo-pinned)
+      # The default world built from nothing in a fresh cache (with yapo_core's pinned AVX2 kernels).
+      status=0
+      fresh=$(mktemp -d)
+      YAPO_CACHE_DIR="$fresh" "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours \
+        --json "$RESULTS/demo-behaviours-pinned.json" > "$RESULTS/demo-behaviours-pinned.md" || status=$?
+      rm -rf "$fresh"
+      [ "$status" -le 1 ] || exit "$status"
+      ;;
     cpu-kernels)
       "$PYTHON" scripts/benchmark_cpu_kernels.py --out "$RESULTS/cpu-kernels.md" > /dev/null
       ;;
@@ -241,7 +252,7 @@ for part in "${parts[@]}"; do
       "$PYTHON" scripts/lm_eval_check.py
       ;;
     *)
-      echo "unknown part '$part'; use demo-world, demo-behaviours, demo-targets, demo-probe, demo-forms, demo-open-rates, demo-variant, demo-avx512, demo-seeds, comparison, benchmark, cpu-kernels, real-size, shared-cpu, sharing or lm-eval" >&2
+      echo "unknown part '$part'; use demo-world, demo-behaviours, demo-targets, demo-probe, demo-forms, demo-open-rates, demo-variant, demo-avx512, demo-seeds, comparison, benchmark, demo-pinned, cpu-kernels, real-size, shared-cpu, sharing or lm-eval" >&2
       exit 2
       ;;
   esac
