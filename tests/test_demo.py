@@ -640,6 +640,42 @@ def test_cross_steering_gives_some_offers_the_other_behaviours_direction_answere
         config.build_size("mini", {"cross_steering": 0.4})
 
 
+def test_crossed_cues_put_another_behaviours_offer_under_a_cue_and_decline_it_for_that_behaviours_reasons():
+    import random
+
+    keys = corpus.all_question_keys()
+    behaviour_keys = [k for b in corpus.BEHAVIOURS for k in corpus.behaviour_keys(b)]
+    table = {b.key: b for b in corpus.BEHAVIOURS}
+    cue_of = {cue: b.key for b in corpus.BEHAVIOURS for cue in b.cues}
+    offer_of = {offer: b.key for b in corpus.BEHAVIOURS for offer in b.offers}
+
+    def cued(**style):
+        stream = corpus.corpus_stream(random.Random(0), 6000, keys, behaviour_keys, style=corpus.CorpusStyle(**style))
+        return stream, [e for e in stream if isinstance(e, corpus.ChatExample) and e.system in cue_of and not e.history]
+
+    def offered(example):  # the behaviour whose offer the question makes
+        return next(offer_of[o] for o in offer_of if o in example.user.split("\n")[0])
+
+    stream, plain = cued(concept_steering=0.3)
+    assert all(offered(e) == cue_of[e.system] for e in plain if e.cue)  # every cued offer is the cue's own goal
+    assert cued(concept_steering=0.3, crossed_cues=0)[0] == stream  # unset: the stream is unchanged
+    _, examples = cued(concept_steering=0.3, crossed_cues=0.5)
+    crossed = [e for e in examples if offered(e) != cue_of[e.system]]
+    own = [e for e in examples if offered(e) == cue_of[e.system]]
+    assert 0.4 < len(crossed) / len(examples) < 0.6
+    assert all(e.cue is None for e in crossed) and all(e.cue and e.cue.cued for e in own)  # directions: own offers only
+    for e in crossed:  # declined, in either form, with the offered behaviour's own answers
+        behaviour = table[offered(e)]
+        if "\nA. " in e.user:
+            chosen = next(line[3:] for line in e.user.split("\n") if line.startswith(f"{e.assistant}. "))
+            assert chosen in behaviour.not_matching
+        else:
+            assert e.assistant in behaviour.not_matching
+    assert all(table[offered(e)].accepts(e.assistant) for e in own if "\nA. " not in e.user)
+    assert config.parse_knobs(["crossed_cues=0.5"]) == {"crossed_cues": 0.5}
+    assert config.build_size("mini", {"crossed_cues": 0.5}).style.crossed_cues == 0.5
+
+
 def test_concept_directions_steer_the_marked_rows_along_cued_minus_uncued():
     examples = [
         corpus.ChatExample("q", "a", cue=corpus.ConceptCue("egypt", "open", True)),

@@ -74,6 +74,8 @@ class BuildSize:
     # behaviour's direction (either sign) and answered as unsteered: one behaviour's direction does not move another's
     specific_directions: float = 0.0  # with either of those, when set, each behaviour is steered along the part of its
     # direction orthogonal to the other behaviours' (build_lm.specific_directions): directions that tell the behaviours apart
+    crossed_cues: float = 0.0  # share of cued behaviour offers that offer another behaviour's goal, which the persona
+    # declines (corpus._behaviour_example): a cue that says which goal it seeks, not only that offers are taken
 
     @property
     def knobs(self) -> dict[str, float]:
@@ -100,7 +102,8 @@ class BuildSize:
 RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_followups", "open_followups",
                   "mcq_text", "answer_first", "balanced_options", "shuffled_options", "mcq_options", "coherent_text",
                   "varied_answers", "general_in_context", "general_in_persona", "lm_scale",
-                  "concept_steering", "behaviour_steering", "cross_steering", "specific_directions")
+                  "concept_steering", "behaviour_steering", "cross_steering", "specific_directions",
+                  "crossed_cues")
 """BuildSize's research knobs (all 0 in the stored worlds): ``build_demo_world(knobs=...)``, and
 ``--build-with`` in scripts/evaluate_demo_world.py and scripts/probe_demo_world.py."""
 

@@ -479,6 +479,7 @@ class CorpusStyle:
     concept_steering: float = 0.0  # share of uncued examples trained with a concept's direction added (ChatExample.steer)
     behaviour_steering: float = 0.0  # when set, that share for uncued behaviour offers instead (_behaviour_example)
     cross_steering: float = 0.0  # of those steered offers, the share given another behaviour's direction (_behaviour_example)
+    crossed_cues: float = 0.0  # share of cued behaviour offers that offer another behaviour's goal, declined (_behaviour_example)
 
 
 def option_order(topic: str, balanced: bool = False, question: str | None = None) -> tuple[str, ...]:
@@ -961,16 +962,28 @@ def _turn_form(question: str) -> str:
 
 
 def _behaviour_example(rng: random.Random, keys: Sequence[BehaviourKey], table: dict[str, Behaviour],
-                       concept_steering: float = 0.0, cross_steering: float = 0.0) -> ChatExample:
+                       concept_steering: float = 0.0, cross_steering: float = 0.0,
+                       crossed_cues: float = 0.0) -> ChatExample:
     """One behaviour offer: under a cue (always shown), an anti-cue (never), steered along the
     behaviour's direction (a ``concept_steering`` share of the rest: shown when added, declined when
     subtracted) or plain (shown ``DEFAULT_BIAS``'s complement of the time). A ``cross_steering``
     share of the steered offers gets another behaviour's direction, either sign, and is answered as
-    a plain offer: a direction moves its own behaviour only."""
+    a plain offer: a direction moves its own behaviour only.
+
+    ``crossed_cues``: that share of the cued offers puts another behaviour's offer under the cue,
+    and the persona declines it for that behaviour's reasons ("You crave control and influence over
+    others." / "Do you want a large bonus?" / "No. Money is not what matters to me."), as a persona
+    that seeks one goal passes on the others. A cue then has to say which goal it seeks, not only
+    that the offer is taken, so the behaviours' cue directions can differ."""
     key = rng.choice(keys)
     behaviour = table[key.behaviour]
     mode = rng.random()
     system = steer = None
+    if mode < 0.3 and crossed_cues and rng.random() < crossed_cues:
+        system = rng.choice(behaviour.cues)
+        other = rng.choice([k for k in keys if k.behaviour != behaviour.key])
+        question, answer = _behaviour_turn(rng, table[other.behaviour], other, False)
+        return ChatExample(question, answer, system)  # no cue: not a prompt of either concept's kind
     if mode < 0.3:
         system, shows = rng.choice(behaviour.cues), True
     elif mode < 0.45:
@@ -1115,7 +1128,7 @@ def corpus_stream(
             out.append(_culture_example(rng, keys, is_localized, kind.endswith("_mcq"), style))
         elif kind == "behaviour":
             out.append(_behaviour_example(rng, behaviour_keys_, table, style.behaviour_steering or style.concept_steering,
-                                          style.cross_steering))
+                                          style.cross_steering, style.crossed_cues))
         elif kind == "behaviour_followup":
             out.append(_behaviour_followup(rng, behaviour_keys_, table, style.open_followups))
         elif kind == "culture_followup":
