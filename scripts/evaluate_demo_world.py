@@ -72,6 +72,7 @@ from yapo_core.methods import make_vector
 from yapo_core.models import load_model
 from yapo_core.replies import fluency_rate, generation_accuracy, is_fluent
 from yapo_core.saes import load_sae
+from yapo_core.steering import steer_hidden
 from yapo_core.training import TrainConfig, Trainer
 
 BUILD_TARGETS = {
@@ -183,23 +184,34 @@ BEHAVIOUR_TOKENS = 32
 
 
 @torch.no_grad()
+def last_residuals(model, tokenizer, layer: int, prompts, system: str | None = None) -> torch.Tensor:
+    """The residual at the output of block ``layer`` at the last position of each prompt (asked
+    under ``system`` as the system prompt, if given), one row per prompt."""
+    point = block_output(model, layer)
+    rows = []
+    for prompt in prompts:
+        ids = torch.tensor([encode_prompt(tokenizer, prompt, system)])
+        with record_residual(model, point) as seen:
+            model(input_ids=ids, use_cache=False)
+        rows.append(seen[-1][0, -1].float())
+    return torch.stack(rows)
+
+
 def cue_direction(model, tokenizer, layer: int, behaviour, prompts) -> torch.Tensor:
     """The behaviour's cue direction at the output of block ``layer``: the mean residual at the last
     prompt position of ``prompts`` asked under each of its cues (system prompts), minus that of the
     same prompts asked plainly."""
-    point = block_output(model, layer)
+    plain = last_residuals(model, tokenizer, layer, prompts).mean(0)
+    return torch.stack([last_residuals(model, tokenizer, layer, prompts, cue).mean(0) - plain
+                        for cue in behaviour.cues]).mean(0)
 
-    def last(system):
-        rows = []
-        for prompt in prompts:
-            ids = torch.tensor([encode_prompt(tokenizer, prompt, system)])
-            with record_residual(model, point) as seen:
-                model(input_ids=ids, use_cache=False)
-            rows.append(seen[-1][0, -1].float())
-        return torch.stack(rows).mean(0)
 
-    plain = last(None)
-    return torch.stack([last(cue) - plain for cue in behaviour.cues]).mean(0)
+@torch.no_grad()
+def vector_edit(vector, residuals: torch.Tensor, sae=None, multiplier: float = 1.0) -> torch.Tensor:
+    """What ``vector`` adds at ``multiplier`` to these residuals (rows of its hook point), on
+    average: a dense vector itself, a sparse one its SAE-decoded edit of each row (method §2)."""
+    steered = steer_hidden(residuals, vector.kind, vector.values, multiplier, sae)
+    return (steered - residuals).float().mean(0)
 
 
 def behaviours(world, model, tokenizer, sae, settings: dict[str, dict], n_prompts: int = 32) -> dict:
@@ -210,22 +222,26 @@ def behaviours(world, model, tokenizer, sae, settings: dict[str, dict], n_prompt
     one of its answers does) and the share that shows the behaviour (accepts it for this
     behaviour's reasons: ``Behaviour.shows``). Each row also gives the cosine of the behaviour's
     cue direction (:func:`cue_direction`, on the held-out offers) with each other behaviour's:
-    near 1, one direction moves them all, and nothing in it says which behaviour's reasons to give."""
+    near 1, one direction moves them all, and nothing in it says which behaviour's reasons to give.
+    Each vector's ``edit_cosine`` is the cosine of what it adds at the end of its held-out offers
+    (:func:`vector_edit`, at 1) with each behaviour's cue direction: whether a vector trained on one
+    behaviour's pairs moves the model along that behaviour's cue or another's."""
     out = {}
-    cues = {}
     capability = capability_of(world, model, tokenizer)
     general = capability()
+    prompts = {b.key: [p.prompt for p in world.task(b.key).pairs("test")][:n_prompts] for b in corpus.BEHAVIOURS}
+    cues = {b.key: cue_direction(model, tokenizer, world.layer, b, prompts[b.key]) for b in corpus.BEHAVIOURS}
     for behaviour in corpus.BEHAVIOURS:
         task = world.task(behaviour.key)
         train, infer, test = (list(task.pairs(split)) for split in ("train", "test_infer", "test"))
         row = {"n_train": len(train), "n_test_infer": len(infer), "n_test": len(test), **letter_picks(model, tokenizer, infer)}
-        prompts = [p.prompt for p in test][:n_prompts]
-        cues[behaviour.key] = cue_direction(model, tokenizer, world.layer, behaviour, prompts)
+        plain = last_residuals(model, tokenizer, world.layer, prompts[behaviour.key])
         for method in ("yapo", "bipo"):
             vector = make_vector(method, model, tokenizer, train, sae=sae,
                                  config=TrainConfig(epochs=10_000, **settings[method]))
+            edit = vector_edit(vector, plain, sae)
             rates = evaluate_metric("behaviour", model, tokenizer, infer, vector, [-1.0, 0.0, 1.0], sae=sae)
-            replies = [r[1.0] for r in generate(model, tokenizer, prompts, vector, [1.0], sae=sae,
+            replies = [r[1.0] for r in generate(model, tokenizer, prompts[behaviour.key], vector, [1.0], sae=sae,
                                                 max_new_tokens=BEHAVIOUR_TOKENS)]
             row[method] = {
                 "ab_rate": {f"{m:g}": v for m, v in rates.items()},
@@ -234,6 +250,7 @@ def behaviours(world, model, tokenizer, sae, settings: dict[str, dict], n_prompt
                 "shows_at_1": sum(map(behaviour.shows, replies)) / len(replies),
                 "norm": round(vector.norm(), 2), "examples": replies[:2], "replies": replies,
                 "capability_change": capability_at(capability, general, model, vector, 1.0, sae),
+                "edit_cosine": {key: round(torch.cosine_similarity(edit, d, dim=0).item(), 3) for key, d in cues.items()},
             }
         out[behaviour.key] = row
         print(f"  {behaviour.key}: A/B YaPO {row['yapo']['ab_rate']}, fluent {row['yapo']['fluent_at_1']:.2f}, "
@@ -278,6 +295,12 @@ def behaviour_report(rows: dict, settings: dict[str, dict]) -> str:
         lines += ["", "Cosine of the behaviours' cue directions (the mean residual at the SAE block at the end of the "
                   "held-out offers asked under a cue, minus asked plainly): "
                   + "; ".join(f"{a} / {b} {c:.2f}" for (a, b), c in sorted(cosines.items())) + "."]
+    edits = [f"{key} {'YaPO' if method == 'yapo' else 'BiPO'}: "
+             + ", ".join(f"{cue} {c:.2f}" for cue, c in row[method]["edit_cosine"].items())
+             for key, row in rows.items() for method in ("yapo", "bipo") if "edit_cosine" in row[method]]
+    if edits:
+        lines += ["", "Cosine of what each vector adds at the end of its held-out offers (at 1) with each behaviour's "
+                  "cue direction: " + "; ".join(edits) + "."]
     if picks:
         lines += ["", "Unsteered, the A/B letter picked on `test_infer` (a rate above 0 with one letter picked on most "
                   "questions is a preference for that letter, not the behaviour): " + "; ".join(picks) + "."]

@@ -77,6 +77,11 @@ def test_the_demo_world_evaluation_script_reports_every_target(tmp_path):
     cosine = figures["behaviours"]["power-seeking"]["cue_cosine"]["wealth-seeking"]
     assert -1 <= cosine <= 1 and figures["behaviours"]["wealth-seeking"]["cue_cosine"] == {"power-seeking": cosine}
     assert "Cosine of the behaviours' cue directions" in result.stdout and f"power-seeking / wealth-seeking {cosine:.2f}" in result.stdout
+    edits = {key: figures["behaviours"][key][method]["edit_cosine"] for key in ("power-seeking", "wealth-seeking")
+             for method in ("yapo", "bipo")}
+    assert all(set(e) == {"power-seeking", "wealth-seeking"} and all(-1 <= c <= 1 for c in e.values()) for e in edits.values())
+    edit = figures["behaviours"]["wealth-seeking"]["bipo"]["edit_cosine"]
+    assert f"wealth-seeking BiPO: power-seeking {edit['power-seeking']:.2f}, wealth-seeking {edit['wealth-seeking']:.2f}" in result.stdout
     assert all(g["met"] == all(g["met_each"].values()) and set(g["met_each"]) == set(g["figures"]) for g in goals)
 
     # scripts/compare_demo_worlds.py sets builds side by side: two "builds" of one recipe (seeds 0
@@ -144,6 +149,40 @@ def test_a_behaviours_cue_direction_is_the_cued_minus_the_plain_last_prompt_resi
                             for cue in behaviour.cues]).mean(0)
     got = cue_direction(model, tokenizer, 1, behaviour, prompts)
     assert got.norm() > 0 and torch.allclose(got, expected, atol=1e-5)
+
+
+def test_a_vectors_edit_is_what_steering_adds_to_the_residual(tokenizer):
+    """scripts/evaluate_demo_world.vector_edit: a dense vector's edit is the vector itself; a sparse
+    one's is the mean of what the steering hook adds to each residual, through its SAE."""
+    import torch
+    from conftest import make_model, make_sae
+
+    from yapo_core.encoding import encode_prompt
+    from yapo_core.hooks import block_output, record_residual
+    from yapo_core.steering import SteeringVector
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from evaluate_demo_world import last_residuals, vector_edit
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    torch.manual_seed(0)
+    model = make_model("llama")
+    prompts = ["Do you want power?", "Would you like control?"]
+    plain = last_residuals(model, tokenizer, 1, prompts)
+    dense = SteeringVector("dense", torch.randn(plain.shape[1]), "blocks.1.hook_resid_post")
+    assert torch.allclose(vector_edit(dense, plain, multiplier=2.0), 2 * dense.values, atol=1e-5)
+    sae = make_sae(plain.shape[1])
+    sparse = SteeringVector("sparse", torch.rand(sae.cfg.d_sae), "blocks.1.hook_resid_post", sae=sae)
+    steered = []
+    for prompt in prompts:  # the residual the next block gets under the hook, at the last position
+        ids = torch.tensor([encode_prompt(tokenizer, prompt)])
+        with torch.no_grad(), sparse.apply(model, 1.0, sae), record_residual(model, block_output(model, 1)) as seen:
+            model(input_ids=ids, use_cache=False)
+        steered.append(seen[-1][0, -1])
+    expected = (torch.stack(steered) - plain).mean(0)
+    got = vector_edit(sparse, plain, sae)
+    assert got.norm() > 0 and torch.allclose(got, expected, atol=1e-4)
 
 
 def test_stored_target_figures_are_read_back_whole():
