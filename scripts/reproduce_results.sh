@@ -23,8 +23,8 @@
 #                     demo-seeds-concepts.md, .json: concept_steering, and with behaviour_steering, beside the
 #                     default, from seeds 0, 1 and 2)
 #        demo-avx512 (scripts/evaluate_demo_world.py --sections behaviours with YAPO_CPU_KERNELS=native, on an
-#                     AVX-512 CPU only -> demo-avx512-NAME.md, .json: the default recipe, concept_steering and
-#                     specific_directions from seeds 0, 1 and 2; side by side in demo-avx512.md, .json)
+#                     AVX-512 CPU only -> demo-avx512-NAME.md, .json: the default recipe; concept_steering, with
+#                     specific_directions and with crossed_cues, from seeds 0, 1 and 2; side by side in demo-avx512.md)
 #        comparison  (yapo compare --country egypt  -> assets/results/comparison-egypt/, and CAA and SAS up to
 #                     multiplier 64 -> assets/results/comparison-egypt-baselines/)
 #        benchmark   (scripts/benchmark_trainer.py  -> assets/results/benchmark.md, .json)
@@ -190,11 +190,13 @@ for part in "${parts[@]}"; do
           [ "$seed" -eq 0 ] || suffix="-seed$seed"
           avx512 "concept-steering$suffix" "$seed" concept_steering=0.3
           avx512 "specific-directions$suffix" "$seed" concept_steering=0.3 specific_directions=1
+          avx512 "crossed-cues$suffix" "$seed" concept_steering=0.3 crossed_cues=0.5
         done
         "$PYTHON" scripts/compare_demo_worlds.py \
           "default=$RESULTS/demo-avx512-default.json" \
           "concept steering=$RESULTS/demo-avx512-concept-steering.json,$RESULTS/demo-avx512-concept-steering-seed1.json,$RESULTS/demo-avx512-concept-steering-seed2.json" \
           "specific directions=$RESULTS/demo-avx512-specific-directions.json,$RESULTS/demo-avx512-specific-directions-seed1.json,$RESULTS/demo-avx512-specific-directions-seed2.json" \
+          "crossed cues=$RESULTS/demo-avx512-crossed-cues.json,$RESULTS/demo-avx512-crossed-cues-seed1.json,$RESULTS/demo-avx512-crossed-cues-seed2.json" \
           --out "$RESULTS/demo-avx512.md" > /dev/null
       fi
       ;;
