@@ -197,12 +197,14 @@ def last_residuals(model, tokenizer, layer: int, prompts, system: str | None = N
     return torch.stack(rows)
 
 
-def cue_direction(model, tokenizer, layer: int, behaviour, prompts) -> torch.Tensor:
+def cue_direction(model, tokenizer, layer: int, behaviour, prompts, plain: torch.Tensor | None = None) -> torch.Tensor:
     """The behaviour's cue direction at the output of block ``layer``: the mean residual at the last
     prompt position of ``prompts`` asked under each of its cues (system prompts), minus that of the
-    same prompts asked plainly."""
-    plain = last_residuals(model, tokenizer, layer, prompts).mean(0)
-    return torch.stack([last_residuals(model, tokenizer, layer, prompts, cue).mean(0) - plain
+    same prompts asked plainly (``plain``: their :func:`last_residuals`, when already at hand)."""
+    if plain is None:
+        plain = last_residuals(model, tokenizer, layer, prompts)
+    base = plain.mean(0)
+    return torch.stack([last_residuals(model, tokenizer, layer, prompts, cue).mean(0) - base
                         for cue in behaviour.cues]).mean(0)
 
 
@@ -229,17 +231,18 @@ def behaviours(world, model, tokenizer, sae, settings: dict[str, dict], n_prompt
     out = {}
     capability = capability_of(world, model, tokenizer)
     general = capability()
-    prompts = {b.key: [p.prompt for p in world.task(b.key).pairs("test")][:n_prompts] for b in corpus.BEHAVIOURS}
-    cues = {b.key: cue_direction(model, tokenizer, world.layer, b, prompts[b.key]) for b in corpus.BEHAVIOURS}
+    splits = {b.key: {split: list(world.task(b.key).pairs(split)) for split in ("train", "test_infer", "test")}
+              for b in corpus.BEHAVIOURS}
+    prompts = {key: [p.prompt for p in split["test"]][:n_prompts] for key, split in splits.items()}
+    plain = {key: last_residuals(model, tokenizer, world.layer, p) for key, p in prompts.items()}
+    cues = {b.key: cue_direction(model, tokenizer, world.layer, b, prompts[b.key], plain[b.key]) for b in corpus.BEHAVIOURS}
     for behaviour in corpus.BEHAVIOURS:
-        task = world.task(behaviour.key)
-        train, infer, test = (list(task.pairs(split)) for split in ("train", "test_infer", "test"))
+        train, infer, test = (splits[behaviour.key][split] for split in ("train", "test_infer", "test"))
         row = {"n_train": len(train), "n_test_infer": len(infer), "n_test": len(test), **letter_picks(model, tokenizer, infer)}
-        plain = last_residuals(model, tokenizer, world.layer, prompts[behaviour.key])
         for method in ("yapo", "bipo"):
             vector = make_vector(method, model, tokenizer, train, sae=sae,
                                  config=TrainConfig(epochs=10_000, **settings[method]))
-            edit = vector_edit(vector, plain, sae)
+            edit = vector_edit(vector, plain[behaviour.key], sae)
             rates = evaluate_metric("behaviour", model, tokenizer, infer, vector, [-1.0, 0.0, 1.0], sae=sae)
             replies = [r[1.0] for r in generate(model, tokenizer, prompts[behaviour.key], vector, [1.0], sae=sae,
                                                 max_new_tokens=BEHAVIOUR_TOKENS)]
