@@ -24,6 +24,8 @@ from pathlib import Path
 
 from yapo_core.data import split_pairs
 from yapo_core.demo import OPEN_TRAINING, build_demo_world, corpus
+from yapo_core.demo.config import parse_knobs
+from yapo_core.errors import YapoError
 from yapo_core.generation import generate
 from yapo_core.methods import make_vector
 from yapo_core.models import load_model
@@ -110,9 +112,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="full", choices=["full", "mini"])
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's)")
     parser.add_argument("--out", help="write the Markdown report here, and the figures as JSON beside it")
+    parser.add_argument("--build-with", nargs="*", default=None, metavar="KNOB=VALUE",
+                        help="a variant world built (or reused) at --cache-dir with these research knobs "
+                             "(yapo_core.demo.config.RESEARCH_KNOBS; concept_steering=0: the plain recipe)")
     args = parser.parse_args(argv)
     lrs = [float(x) for x in args.lrs.split(",") if x.strip()]
-    world = build_demo_world(args.cache_dir, seed=args.seed, size=args.size, progress=False)
+    try:
+        knobs = parse_knobs(args.build_with or [])
+        world = build_demo_world(args.cache_dir, seed=args.seed, size=args.size, progress=False, knobs=knobs)
+    except YapoError as e:
+        parser.error(f"--build-with: {e}")
     model, tokenizer = load_model(world.model_dir, device="cpu")
     sae = load_sae(path=world.sae_dir, device="cpu")
     countries = [c.strip() for c in args.countries.split(",") if c.strip()]

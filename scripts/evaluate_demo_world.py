@@ -38,7 +38,8 @@ defaults, the behaviours by BiPO's protocol, culture MCQ under both construction
 gain, the capability kept, and learning rates within 20x of the public runs' 5e-4.
 
 ``--sections culture`` or ``--sections behaviours`` measures one part only; ``--cache-dir DIR
---build-with KNOB=VALUE ...`` measures a variant world (its research knobs, off in the default world).
+--build-with KNOB=VALUE ...`` measures a variant world (research knobs set on top of the default recipe's,
+``yapo_core.demo.config.RECIPE_KNOBS``; ``concept_steering=0`` is the plain recipe).
 
 The exit status is 1 when a target is missed, so the script can gate a release.
 """

@@ -4,32 +4,36 @@
 #   scripts/reproduce_results.sh                        # all of them
 #   scripts/reproduce_results.sh comparison benchmark   # only the parts named
 #
-# Parts: demo-world  (scripts/evaluate_demo_world.py -> assets/results/demo-world.md, .json)
-#        demo-behaviours (scripts/evaluate_demo_world.py --sections behaviours -> demo-behaviours.md, .json)
-#        demo-probe  (scripts/probe_demo_world.py   -> assets/results/demo-probe.md, demo-probe-followups.md, .json;
-#                     the second builds a variant world in $YAPO_CACHE_DIR/demo-variants/followups)
-#        demo-targets (scripts/evaluate_demo_world.py, every section -> demo-targets.md, .json: every design
-#                     target the script measures, on the default world)
+# Parts: demo-targets (scripts/evaluate_demo_world.py -> assets/results/demo-targets.md, .json: the default world's
+#                     build, its cultures and behaviours, and every design target the script measures)
+#        demo-probe  (scripts/probe_demo_world.py   -> assets/results/demo-probe.md, demo-probe-plain.md,
+#                     demo-probe-followups.md, .json: the default world, the plain recipe, and the plain recipe
+#                     with follow-ups, built in $YAPO_CACHE_DIR/demo-variants/followups)
+#        demo-plain  (the same on the plain recipe, concept_steering=0, built in $YAPO_CACHE_DIR/demo-variants/plain
+#                     -> demo-targets-plain.md, .json, and its culture and behaviour sections alone ->
+#                     demo-world-plain.md, demo-behaviours-plain.md, .json: what the variant studies compare with)
 #        demo-forms  (scripts/probe_demo_world.py --forms-only -> demo-forms-NAME.md, .json: whether one direction
-#                     sets the culture of both answer forms, on the default world and seven variant worlds)
+#                     sets the culture of both answer forms, on the default world, the plain recipe and six variants of it)
 #        demo-open-rates (scripts/choose_open_lr.py -> demo-open-lr.md, .json: the open-answer learning rates chosen
-#                     on validation splits; then scripts/evaluate_demo_world.py on egypt and the behaviours with
-#                     them, from seed 0 and seed 1 -> demo-open-rates-seed0.md, demo-open-rates-seed1.md, .json)
+#                     on validation splits of the plain recipe's world; then scripts/evaluate_demo_world.py on egypt
+#                     and the behaviours with them, from seed 0 and seed 1 of the plain recipe ->
+#                     demo-open-rates-seed0.md, demo-open-rates-seed1.md, .json)
 #        demo-variant (scripts/evaluate_demo_world.py --build-with ... -> demo-variant-NAME.md, .json for
-#                     each variant world, built in $YAPO_CACHE_DIR/demo-variants/NAME)
-#        demo-seeds  (scripts/compare_demo_worlds.py -> demo-seeds.md, .json: the default recipe and
-#                     general_in_context side by side from seeds 0, 1 and 2, read from demo-targets and demo-variant;
+#                     each variant world, built in $YAPO_CACHE_DIR/demo-variants/NAME; most are variants of the
+#                     plain recipe, concept_steering=0)
+#        demo-seeds  (scripts/compare_demo_worlds.py -> demo-seeds.md, .json: the plain recipe and
+#                     general_in_context side by side from seeds 0, 1 and 2, read from demo-plain and demo-variant;
 #                     demo-seeds-persona.md, .json: general_in_persona beside both, from seeds 0 and 2;
-#                     demo-seeds-concepts.md, .json: concept_steering, and with behaviour_steering, beside the
-#                     default, from seeds 0, 1 and 2)
+#                     demo-seeds-concepts.md, .json: concept_steering (the default recipe), and with
+#                     behaviour_steering, beside the plain recipe, from seeds 0, 1 and 2)
 #        demo-avx512 (scripts/evaluate_demo_world.py --sections behaviours with YAPO_CPU_KERNELS=native, on an
-#                     AVX-512 CPU only -> demo-avx512-NAME.md, .json: the default recipe; concept_steering, with
+#                     AVX-512 CPU only -> demo-avx512-NAME.md, .json: the plain recipe; concept_steering, with
 #                     specific_directions and with crossed_cues, from seeds 0, 1 and 2; side by side in demo-avx512.md)
 #        comparison  (yapo compare --country egypt  -> assets/results/comparison-egypt/, and CAA and SAS up to
 #                     multiplier 64 -> assets/results/comparison-egypt-baselines/)
 #        benchmark   (scripts/benchmark_trainer.py  -> assets/results/benchmark.md, .json)
-#        demo-pinned (scripts/evaluate_demo_world.py --sections behaviours in a fresh cache -> demo-behaviours-pinned.md,
-#                     .json: the default world built from nothing with the pinned kernels)
+#        demo-pinned (scripts/evaluate_demo_world.py --sections behaviours on the plain recipe built in a fresh cache
+#                     -> demo-behaviours-pinned.md, .json: the same build on another CPU, with the pinned kernels)
 #        cpu-kernels (scripts/benchmark_cpu_kernels.py -> assets/results/cpu-kernels.md, .json)
 #        real-size   (scripts/real_size_run.py      -> assets/results/real-size.md, real-size-bf16.md, .json)
 #        shared-cpu  (scripts/benchmark_shared_cpu.py -> assets/results/shared-cpu.md, .json)
@@ -49,7 +53,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(demo-world demo-behaviours demo-targets demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds comparison benchmark demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
+  parts=(demo-targets demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds comparison benchmark demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
 fi
 
 # forms NAME [KNOB=VALUE...]: scripts/probe_demo_world.py --forms-only on egypt and morocco, on the
@@ -95,81 +99,87 @@ mkdir -p "$RESULTS"
 for part in "${parts[@]}"; do
   echo "== $part" >&2
   case "$part" in
-    demo-world)
+    demo-targets)
       # stdout is the Markdown report; write it beside the old one and replace it only when the
       # script finished (exit 0: every target met, 1: one missed).
       status=0
-      "$PYTHON" scripts/evaluate_demo_world.py --sections culture --json "$RESULTS/demo-world.json.new" \
-        > "$RESULTS/demo-world.md.new" || status=$?
+      "$PYTHON" scripts/evaluate_demo_world.py --json "$RESULTS/demo-targets.json.new" \
+        > "$RESULTS/demo-targets.md.new" || status=$?
       if [ "$status" -gt 1 ]; then
-        rm -f "$RESULTS/demo-world.md.new" "$RESULTS/demo-world.json.new"
+        rm -f "$RESULTS/demo-targets.md.new" "$RESULTS/demo-targets.json.new"
         echo "scripts/evaluate_demo_world.py failed (exit $status)" >&2
         exit "$status"
       fi
-      mv "$RESULTS/demo-world.md.new" "$RESULTS/demo-world.md"
-      mv "$RESULTS/demo-world.json.new" "$RESULTS/demo-world.json"
+      mv "$RESULTS/demo-targets.md.new" "$RESULTS/demo-targets.md"
+      mv "$RESULTS/demo-targets.json.new" "$RESULTS/demo-targets.json"
       [ "$status" -eq 0 ] || missed=1
       ;;
-    demo-behaviours)
-      status=0
-      "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --json "$RESULTS/demo-behaviours.json" \
-        > "$RESULTS/demo-behaviours.md" || status=$?
-      [ "$status" -le 1 ] || exit "$status"
-      [ "$status" -eq 0 ] || missed=1
-      ;;
-    demo-targets)
-      status=0
-      "$PYTHON" scripts/evaluate_demo_world.py --generations 1 --json "$RESULTS/demo-targets.json" \
-        > "$RESULTS/demo-targets.md" || status=$?
-      [ "$status" -le 1 ] || exit "$status"
-      [ "$status" -eq 0 ] || missed=1
+    demo-plain)
+      # The plain recipe (concept_steering=0) from seed 0: every section, and the culture and behaviour sections
+      # on their own (with more examples and, for the behaviours, each vector's edit): what the variant studies
+      # compare with.
+      plain=(--build-with concept_steering=0 --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/plain")
+      for run in "targets --generations 1" "world --sections culture" "behaviours --sections behaviours"; do
+        read -r name args <<< "$run"
+        status=0
+        # shellcheck disable=SC2086
+        "$PYTHON" scripts/evaluate_demo_world.py $args "${plain[@]}" \
+          --json "$RESULTS/demo-$name-plain.json" > "$RESULTS/demo-$name-plain.md" || status=$?
+        [ "$status" -le 1 ] || exit "$status"
+      done
       ;;
     demo-forms)
       forms default
-      forms balanced balanced_options=1
-      forms context-balanced balanced_options=1 followups=0.15 coherent_text=1
-      forms answer-first-balanced answer_first=1 balanced_options=1
-      forms shuffled-answer-first shuffled_options=1 answer_first=1
-      forms options4 mcq_options=4
-      forms options4-longer mcq_options=4 lm_scale=3  # a build of about 35 min
-      forms concept-steering concept_steering=0.3
+      forms plain concept_steering=0
+      forms balanced concept_steering=0 balanced_options=1
+      forms context-balanced concept_steering=0 balanced_options=1 followups=0.15 coherent_text=1
+      forms answer-first-balanced concept_steering=0 answer_first=1 balanced_options=1
+      forms shuffled-answer-first concept_steering=0 shuffled_options=1 answer_first=1
+      forms options4 concept_steering=0 mcq_options=4
+      forms options4-longer concept_steering=0 mcq_options=4 lm_scale=3  # a build of about 35 min
       ;;
     demo-probe)
       "$PYTHON" scripts/probe_demo_world.py --lr 0.01 --out "$RESULTS/demo-probe.md" > /dev/null
-      "$PYTHON" scripts/probe_demo_world.py --lr 0.01 --build-with followups=0.08 \
+      "$PYTHON" scripts/probe_demo_world.py --lr 0.01 --build-with concept_steering=0 \
+        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/plain" \
+        --out "$RESULTS/demo-probe-plain.md" > /dev/null
+      "$PYTHON" scripts/probe_demo_world.py --lr 0.01 --build-with concept_steering=0 followups=0.08 \
         --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/followups" \
         --out "$RESULTS/demo-probe-followups.md" > /dev/null
       ;;
     demo-open-rates)
-      "$PYTHON" scripts/choose_open_lr.py --out "$RESULTS/demo-open-lr.md" > /dev/null
+      # On the plain recipe (concept_steering=0), the world the rates were chosen on.
+      "$PYTHON" scripts/choose_open_lr.py --out "$RESULTS/demo-open-lr.md" --build-with concept_steering=0 \
+        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/plain" > /dev/null
       for seed in 0 1; do
         status=0
-        cache=()
-        [ "$seed" -eq 0 ] || cache=(--cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/default-seed$seed")
-        "$PYTHON" scripts/evaluate_demo_world.py --seed "$seed" "${cache[@]}" --countries egypt --generations 1 \
+        suffix=""
+        [ "$seed" -eq 0 ] || suffix="-seed$seed"
+        "$PYTHON" scripts/evaluate_demo_world.py --seed "$seed" --build-with concept_steering=0 \
+          --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/plain$suffix" --countries egypt --generations 1 \
           --json "$RESULTS/demo-open-rates-seed$seed.json" > "$RESULTS/demo-open-rates-seed$seed.md" || status=$?
         [ "$status" -le 1 ] || exit "$status"
       done
       ;;
     demo-variant)
       # Variant worlds (docs/results.md, "Variant worlds"); their missed targets do not fail this script.
-      variant seed1 1 egypt  # the stored world's recipe from another seed: the spread between builds
-      variant balanced 0 egypt,morocco balanced_options=1
-      variant varied-only 0 egypt varied_answers=1
-      variant fewer-followups 0 egypt varied_answers=1 behaviour_followups=0.03
-      variant fewer-followups-seed1 1 egypt varied_answers=1 behaviour_followups=0.03  # the same from another seed
-      variant varied 0 egypt,morocco,uk varied_answers=1 behaviour_followups=0.08
-      variant open-followups 0 egypt varied_answers=1 behaviour_followups=0.08 open_followups=1
-      variant fewer-followups-balanced 0 egypt varied_answers=1 behaviour_followups=0.03 balanced_options=1
-      variant varied-balanced 0 egypt varied_answers=1 behaviour_followups=0.08 balanced_options=1
-      variant answer-first-balanced 0 egypt,morocco answer_first=1 balanced_options=1
-      variant default-seed1 1 egypt,morocco  # the stored recipe from seed 1, against the design targets
-      variant general-in-context 0 egypt,morocco general_in_context=0.5
-      variant general-in-context-seed1 1 egypt,morocco general_in_context=0.5
-      variant default-seed2 2 egypt,morocco
-      variant general-in-context-seed2 2 egypt,morocco general_in_context=0.5
-      variant general-in-persona 0 egypt,morocco general_in_persona=0.25
-      variant general-in-persona-seed2 2 egypt,morocco general_in_persona=0.25
+      variant seed1 1 egypt concept_steering=0  # the stored world's recipe from another seed: the spread between builds
+      variant balanced 0 egypt,morocco concept_steering=0 balanced_options=1
+      variant varied-only 0 egypt concept_steering=0 varied_answers=1
+      variant fewer-followups 0 egypt concept_steering=0 varied_answers=1 behaviour_followups=0.03
+      variant fewer-followups-seed1 1 egypt concept_steering=0 varied_answers=1 behaviour_followups=0.03  # the same from another seed
+      variant varied 0 egypt,morocco,uk concept_steering=0 varied_answers=1 behaviour_followups=0.08
+      variant open-followups 0 egypt concept_steering=0 varied_answers=1 behaviour_followups=0.08 open_followups=1
+      variant fewer-followups-balanced 0 egypt concept_steering=0 varied_answers=1 behaviour_followups=0.03 balanced_options=1
+      variant varied-balanced 0 egypt concept_steering=0 varied_answers=1 behaviour_followups=0.08 balanced_options=1
+      variant answer-first-balanced 0 egypt,morocco concept_steering=0 answer_first=1 balanced_options=1
+      variant plain-seed1 1 egypt,morocco concept_steering=0  # the plain recipe from seed 1, against the design targets
+      variant general-in-context 0 egypt,morocco concept_steering=0 general_in_context=0.5
+      variant general-in-context-seed1 1 egypt,morocco concept_steering=0 general_in_context=0.5
+      variant plain-seed2 2 egypt,morocco concept_steering=0
+      variant general-in-context-seed2 2 egypt,morocco concept_steering=0 general_in_context=0.5
+      variant general-in-persona 0 egypt,morocco concept_steering=0 general_in_persona=0.25
+      variant general-in-persona-seed2 2 egypt,morocco concept_steering=0 general_in_persona=0.25
       variant concept-steering 0 egypt,morocco concept_steering=0.3
       variant concept-steering-seed1 1 egypt,morocco concept_steering=0.3
       variant concept-steering-seed2 2 egypt,morocco concept_steering=0.3
@@ -184,7 +194,7 @@ for part in "${parts[@]}"; do
       if ! grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
         echo "demo-avx512: this CPU has no AVX-512; skipped" >&2
       else
-        avx512 default 0
+        avx512 plain 0 concept_steering=0
         for seed in 0 1 2; do
           suffix=""
           [ "$seed" -eq 0 ] || suffix="-seed$seed"
@@ -193,7 +203,7 @@ for part in "${parts[@]}"; do
           avx512 "crossed-cues$suffix" "$seed" concept_steering=0.3 crossed_cues=0.5
         done
         "$PYTHON" scripts/compare_demo_worlds.py \
-          "default=$RESULTS/demo-avx512-default.json" \
+          "plain=$RESULTS/demo-avx512-plain.json" \
           "concept steering=$RESULTS/demo-avx512-concept-steering.json,$RESULTS/demo-avx512-concept-steering-seed1.json,$RESULTS/demo-avx512-concept-steering-seed2.json" \
           "specific directions=$RESULTS/demo-avx512-specific-directions.json,$RESULTS/demo-avx512-specific-directions-seed1.json,$RESULTS/demo-avx512-specific-directions-seed2.json" \
           "crossed cues=$RESULTS/demo-avx512-crossed-cues.json,$RESULTS/demo-avx512-crossed-cues-seed1.json,$RESULTS/demo-avx512-crossed-cues-seed2.json" \
@@ -203,18 +213,18 @@ for part in "${parts[@]}"; do
     demo-seeds)
       # A knob against the spread between builds: each recipe from three seeds (docs/results.md)
       "$PYTHON" scripts/compare_demo_worlds.py \
-        "default=$RESULTS/demo-targets.json,$RESULTS/demo-variant-default-seed1.json,$RESULTS/demo-variant-default-seed2.json" \
+        "plain=$RESULTS/demo-targets-plain.json,$RESULTS/demo-variant-plain-seed1.json,$RESULTS/demo-variant-plain-seed2.json" \
         "general in context=$RESULTS/demo-variant-general-in-context.json,$RESULTS/demo-variant-general-in-context-seed1.json,$RESULTS/demo-variant-general-in-context-seed2.json" \
         --out "$RESULTS/demo-seeds.md" > /dev/null
       # general_in_persona, built from seeds 0 and 2, beside the two recipes from the same seeds
       "$PYTHON" scripts/compare_demo_worlds.py \
-        "default=$RESULTS/demo-targets.json,$RESULTS/demo-variant-default-seed2.json" \
+        "plain=$RESULTS/demo-targets-plain.json,$RESULTS/demo-variant-plain-seed2.json" \
         "general in context=$RESULTS/demo-variant-general-in-context.json,$RESULTS/demo-variant-general-in-context-seed2.json" \
         "general in persona=$RESULTS/demo-variant-general-in-persona.json,$RESULTS/demo-variant-general-in-persona-seed2.json" \
         --out "$RESULTS/demo-seeds-persona.md" > /dev/null
-      # concept_steering (alone and with behaviour_steering), built from seeds 0, 1 and 2, beside the default recipe
+      # concept_steering (the default recipe; alone and with behaviour_steering), seeds 0, 1 and 2, beside the plain one
       "$PYTHON" scripts/compare_demo_worlds.py \
-        "default=$RESULTS/demo-targets.json,$RESULTS/demo-variant-default-seed1.json,$RESULTS/demo-variant-default-seed2.json" \
+        "plain=$RESULTS/demo-targets-plain.json,$RESULTS/demo-variant-plain-seed1.json,$RESULTS/demo-variant-plain-seed2.json" \
         "concept steering=$RESULTS/demo-variant-concept-steering.json,$RESULTS/demo-variant-concept-steering-seed1.json,$RESULTS/demo-variant-concept-steering-seed2.json" \
         "behaviour steering=$RESULTS/demo-variant-behaviour-steering.json,$RESULTS/demo-variant-behaviour-steering-seed1.json,$RESULTS/demo-variant-behaviour-steering-seed2.json" \
         --out "$RESULTS/demo-seeds-concepts.md" > /dev/null
@@ -228,10 +238,10 @@ for part in "${parts[@]}"; do
       "$PYTHON" scripts/benchmark_trainer.py  # writes $RESULTS/benchmark.md and .json
       ;;
     demo-pinned)
-      # The default world built from nothing in a fresh cache (with yapo_core's pinned AVX2 kernels).
+      # The plain recipe built from nothing in a fresh cache (with yapo_core's pinned AVX2 kernels).
       status=0
       fresh=$(mktemp -d)
-      YAPO_CACHE_DIR="$fresh" "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours \
+      "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --build-with concept_steering=0 --cache-dir "$fresh/plain" \
         --json "$RESULTS/demo-behaviours-pinned.json" > "$RESULTS/demo-behaviours-pinned.md" || status=$?
       rm -rf "$fresh"
       [ "$status" -le 1 ] || exit "$status"
@@ -254,14 +264,14 @@ for part in "${parts[@]}"; do
       "$PYTHON" scripts/lm_eval_check.py
       ;;
     *)
-      echo "unknown part '$part'; use demo-world, demo-behaviours, demo-targets, demo-probe, demo-forms, demo-open-rates, demo-variant, demo-avx512, demo-seeds, comparison, benchmark, demo-pinned, cpu-kernels, real-size, shared-cpu, sharing or lm-eval" >&2
+      echo "unknown part '$part'; use demo-targets, demo-plain, demo-probe, demo-forms, demo-open-rates, demo-variant, demo-avx512, demo-seeds, comparison, benchmark, demo-pinned, cpu-kernels, real-size, shared-cpu, sharing or lm-eval" >&2
       exit 2
       ;;
   esac
 done
 
 if [ "$missed" -ne 0 ]; then
-  echo "the demo world missed a target: see $RESULTS/demo-world.md and the evaluation script's report" >&2
+  echo "the demo world missed a target: see $RESULTS/demo-targets.md and the evaluation script's report" >&2
   exit 1
 fi
 echo "written under $RESULTS/" >&2

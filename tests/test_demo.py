@@ -232,6 +232,17 @@ def test_the_build_is_deterministic(world, tmp_path):
     assert (world.model_dir / "tokenizer.json").read_bytes() == (other.model_dir / "tokenizer.json").read_bytes()
 
 
+def test_the_full_worlds_recipe_builds_deterministically_and_changes_the_model(world, tmp_path):
+    """The default world's recipe (concept steering) on the mini pipeline: its hook keeps running means
+    and draws from its own generator, and still two builds give the same model, another than the plain one's."""
+    first, second = (demo.build_demo_world(tmp_path / name, seed=3, size="mini", progress=False,
+                                           knobs=config.RECIPE_KNOBS) for name in ("a", "b"))
+    assert first.stats["knobs"] == config.RECIPE_KNOBS
+    ours, theirs, plain = (load_file(w.model_dir / "model.safetensors") for w in (first, second, world))
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert not all(torch.equal(ours[k], plain[k]) for k in ours)
+
+
 def test_refuses_to_overwrite_a_folder_with_foreign_files(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(YapoError, match="notes.txt"):
@@ -478,8 +489,14 @@ def test_varied_behaviour_answers_share_only_the_disposition():
         assert not first(varied.matching) & first(varied.not_matching)
 
 
-def test_research_knobs_are_off_in_the_stored_sizes():
-    assert all(not size.knobs for size in config.BUILD_SIZES.values())
+def test_the_full_size_sets_the_recipe_knobs_and_the_mini_size_none():
+    assert config.RECIPE_KNOBS == {"concept_steering": 0.3}
+    assert config.BUILD_SIZES["full"].knobs == config.RECIPE_KNOBS and config.BUILD_SIZES["mini"].knobs == {}
+    assert config.is_recipe(config.build_size("full"), "full")
+    assert config.is_recipe(config.build_size("full", {"concept_steering": 0.3}), "full")
+    plain = config.build_size("full", {"concept_steering": 0})  # the plain recipe: a variant
+    assert not config.is_recipe(plain, "full") and plain.knobs == {}
+    assert not config.is_recipe(config.build_size("mini", config.RECIPE_KNOBS), "mini")
     assert set(config.RESEARCH_KNOBS) <= {f.name for f in __import__("dataclasses").fields(config.BuildSize)}
 
 
@@ -638,6 +655,7 @@ def test_cross_steering_gives_some_offers_the_other_behaviours_direction_answere
     assert config.build_size("mini", {"concept_steering": 0.3, "cross_steering": 0.4}).style.cross_steering == 0.4
     with pytest.raises(SettingsError, match="cross_steering=0.4 changes only steered behaviour offers"):
         config.build_size("mini", {"cross_steering": 0.4})
+    assert config.build_size("full", {"cross_steering": 0.4}).concept_steering == 0.3  # on top of the full recipe's
 
 
 def test_crossed_cues_put_another_behaviours_offer_under_a_cue_and_decline_it_for_that_behaviours_reasons():
@@ -733,6 +751,7 @@ def test_specific_directions_keep_each_behaviours_own_part_at_its_norm_and_leave
     assert config.build_size("mini", {"concept_steering": 0.3, "specific_directions": 1}).specific_directions == 1
     with pytest.raises(SettingsError, match="specific_directions=1 changes only steered behaviour offers"):
         config.build_size("mini", {"specific_directions": 1})
+    assert config.build_size("full", {"specific_directions": 1}).concept_steering == 0.3  # on top of the full recipe's
 
 
 def test_open_answers_train_at_a_rate_for_each_kind_of_vector():

@@ -517,7 +517,7 @@ def test_demo_tasks_carry_their_splits_caveats_and_training_defaults(monkeypatch
     session.preset = catalog.preset("demo")
     behaviour = session.load_task(S_tasks.TaskSpec("demo", name="power-seeking"))
     assert set(behaviour.metrics()) >= {"behaviour", "preference"} and behaviour.metrics()["behaviour"] == "test_infer"
-    assert "no vector moves the A/B" in behaviour.caveat and "demo-open-rates-seed0.md" in behaviour.caveat
+    assert "A/B behaviour rate" in behaviour.caveat and "demo-targets.md" in behaviour.caveat
     without_epochs = lambda: {k: v for k, v in session.training_defaults().items() if k != "epochs"}  # noqa: E731
     assert without_epochs() == OPEN_TRAINING  # open answers
     culture = session.load_task(S_tasks.TaskSpec("demo", name="culture-egypt", localization="nolocalized"))

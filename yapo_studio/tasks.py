@@ -231,9 +231,10 @@ def _demo_task(spec: TaskSpec) -> Task:
 
 DEMO_BEHAVIOUR_CAVEAT = (
     "The demo world's behaviour tasks show BiPO's data formats and the behaviour metric. With the defaults, YaPO "
-    "and BiPO steer the open answers (YaPO's are fluent on 0.56 to 1.00 of held-out answers, depending on the build, "
-    "and can read oddly: \"Yes, I accept. More directors makes makes makes.\"; BiPO's give the other behaviour's "
-    "reasons on about a third of them: \"Yes. Having that control…\" to an offer of money), but no vector moves the A/B "
-    "behaviour rate from 0: this model does not carry a disposition from answers to A/B choices "
-    "(assets/results/demo-open-rates-seed0.md, docs/results.md). Culture tasks show YaPO steer best."
+    "and BiPO make the open answers accept the offers and stay fluent, but the vectors learn \"accept\" more than "
+    "the behaviour: power-seeking's steered answers give wealth-seeking's reasons on about half of the held-out "
+    "offers (\"Yes, I accept. More money is always better.\" to an offer of power). They move the A/B behaviour "
+    "rate the right way but not far (YaPO at multiplier 1: 0.25 to 0.38 for power-seeking, 0.03 to 0.50 for "
+    "wealth-seeking; unsteered, power-seeking's 0.25 is a preference for the letter A) "
+    "(assets/results/demo-targets.md, docs/results.md). Culture tasks show YaPO steer best."
 )

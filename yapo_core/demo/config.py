@@ -44,7 +44,8 @@ class BuildSize:
     sae_lr: float
     culture_rows: int  # rows per country, localization status and split (train; test gets half)
     generation_batch: int = 64
-    # Research knobs of the LM's training, off in the stored worlds (see docs/results.md, behaviours):
+    # Research knobs of the LM's training (docs/results.md, variant worlds). The full size sets one,
+    # concept_steering (RECIPE_KNOBS); every other knob is off, and a variant sets knobs on top of its size's:
     label_smoothing: float = 0.0  # of the next-token loss: a less over-confident model
     residual_noise: float = 0.0  # the largest random offset added to the SAE block's output during LM training,
     # relative to the residual's norm (build_lm.residual_offsets): a model that stays fluent when its residual moves
@@ -104,8 +105,17 @@ RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_f
                   "varied_answers", "general_in_context", "general_in_persona", "lm_scale",
                   "concept_steering", "behaviour_steering", "cross_steering", "specific_directions",
                   "crossed_cues")
-"""BuildSize's research knobs (all 0 in the stored worlds): ``build_demo_world(knobs=...)``, and
-``--build-with`` in scripts/evaluate_demo_world.py and scripts/probe_demo_world.py."""
+"""BuildSize's research knobs: ``build_demo_world(knobs=...)``, and ``--build-with`` in
+scripts/evaluate_demo_world.py and scripts/probe_demo_world.py. The full size sets
+:data:`RECIPE_KNOBS` and no other, the mini size none; a variant's knobs are set on top of its
+size's (``concept_steering=0`` builds the full size's plain recipe)."""
+
+RECIPE_KNOBS = {"concept_steering": 0.3}
+"""The research knobs the full world (the default world) is built with: the model learns to act on its own
+cue directions in every answer form (``build_lm.ConceptDirections``), the recipe that meets more of the
+design targets than the plain one on most builds (docs/results.md). The mini world, a seconds-scale check
+of the pipeline whose ten LM steps mean nothing, keeps the plain recipe: its greedy answers, and so which
+of its tiny task files have usable pairs, should not hang on a knob it is too small to learn."""
 
 
 def parse_knobs(items: Iterable[str]) -> dict[str, float]:
@@ -135,11 +145,17 @@ def build_size(size: str, knobs: Mapping[str, float] | None = None) -> BuildSize
     unknown = sorted(set(knobs) - set(RESEARCH_KNOBS))
     if unknown:
         raise SettingsError(f"research knobs {unknown} are unknown; use some of {', '.join(RESEARCH_KNOBS)}.")
+    sized = replace(BUILD_SIZES[size], **{k: float(v) for k, v in knobs.items()})
     for knob in ("cross_steering", "specific_directions"):
-        if knobs.get(knob) and not (knobs.get("concept_steering") or knobs.get("behaviour_steering")):
+        if getattr(sized, knob) and not (sized.concept_steering or sized.behaviour_steering):
             raise SettingsError(f"{knob}={knobs[knob]} changes only steered behaviour offers; set "
                                 "concept_steering or behaviour_steering too.")
-    return replace(BUILD_SIZES[size], **{k: float(v) for k, v in knobs.items()})
+    return sized
+
+
+def is_recipe(sized: BuildSize, size: str) -> bool:
+    """Whether ``sized`` builds the stored ``size``'s world (its knobs are :data:`RECIPE_KNOBS`)."""
+    return sized == BUILD_SIZES[size]
 
 BUILD_SIZES: dict[str, BuildSize] = {
     "full": BuildSize(
@@ -158,6 +174,7 @@ BUILD_SIZES: dict[str, BuildSize] = {
         sae_batch=512,
         sae_lr=1e-3,
         culture_rows=128,
+        **RECIPE_KNOBS,
     ),
     "mini": BuildSize(
         vocab_size=400,

@@ -37,7 +37,7 @@ from . import corpus
 from .build_lm import train_lm, train_tokenizer
 from .build_sae import train_sae
 from .build_tasks import write_tasks
-from .config import BUILD_THREADS, DEMO_MODEL_NAME, FORMAT_VERSION, BuildSize, build_size
+from .config import BUILD_SIZES, BUILD_THREADS, DEMO_MODEL_NAME, FORMAT_VERSION, BuildSize, build_size, is_recipe
 
 COMPLETE_MARKER = "COMPLETE"
 
@@ -172,7 +172,7 @@ def _read_complete(root: Path) -> dict | None:
 def load_demo_world(cache_dir: str | os.PathLike | None = None, seed: int = 0, size: str = "full",
                     knobs: Mapping[str, float] | None = None) -> DemoWorld | None:
     """The finished world at ``cache_dir`` (or the default folder) built with these research
-    ``knobs`` (none: the default world's build) on the CPU kernels torch uses now, or None when
+    ``knobs`` (none: the default world's recipe, ``config.RECIPE_KNOBS``) on the CPU kernels torch uses now, or None when
     there is none (a world built on other kernels is another model: ``yapo_core._cpu``)."""
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(seed, size)
     marker = _read_complete(root)
@@ -200,17 +200,18 @@ def build_demo_world(
     """Build the demo world into ``cache_dir`` (default :func:`default_cache_dir`), or reuse it.
 
     A world is reused when its completion marker names the same format version, seed and size,
-    and its stats the same research ``knobs`` (:data:`~.config.RESEARCH_KNOBS`; a variant world
-    needs its own ``cache_dir``). Otherwise (or with ``force``) it is built in a sibling temporary
+    and its stats the same research ``knobs`` (:data:`~.config.RESEARCH_KNOBS`, set on top of the
+    recipe's :data:`~.config.RECIPE_KNOBS`; a variant world needs its own ``cache_dir``). Otherwise (or with ``force``) it is built in a sibling temporary
     folder and moved into place at the end, so an interrupted build never leaves a half-written
     world that looks finished. ``size="mini"`` is a seconds-scale build of the same pipeline, for tests.
     """
     sized = build_size(size, knobs)
     checks.whole("seed", seed, 0, 2**32 - 1)  # numpy's limit
     checks.folder("cache_dir", cache_dir)
-    if sized.knobs and cache_dir is None:
-        raise SettingsError(f"a world built with research knobs ({sized.knobs}) needs its own cache_dir, so that "
-                            "it does not replace the default world.")
+    if not is_recipe(sized, size) and cache_dir is None:
+        raise SettingsError(f"a world built with research knobs ({sized.knobs}) other than the default world's "
+                            f"({BUILD_SIZES[size].knobs}) needs its own cache_dir, so that it does not replace "
+                            "the default world.")
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(seed, size)
     if not force:
         world = load_demo_world(root, seed, size, knobs)
@@ -329,7 +330,7 @@ def _build(root: Path, seed: int, size: BuildSize, size_name: str, progress: boo
         "seed": seed,
         "size": size_name,
         "layer": size.layer,
-        **({"knobs": size.knobs} if size.knobs else {}),  # a research variant (config.RESEARCH_KNOBS)
+        **({"knobs": size.knobs} if size.knobs else {}),  # the recipe's and a variant's (config.RESEARCH_KNOBS)
         "hook_name": world.hook_name,
         "model": {
             "architecture": "LlamaForCausalLM",
