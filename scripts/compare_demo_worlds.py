@@ -3,7 +3,7 @@ several seeds in each cell, so that a research knob's effect can be told from th
 builds of the same recipe.
 
     python scripts/compare_demo_worlds.py \\
-        "default=assets/results/demo-targets.json,assets/results/demo-variant-default-seed1.json" \\
+        "plain=assets/results/demo-targets-plain.json,assets/results/demo-variant-plain-seed1.json" \\
         "general in context=assets/results/demo-variant-general-in-context.json,..." \\
         --out assets/results/demo-seeds.md
 
