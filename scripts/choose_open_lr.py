@@ -8,11 +8,12 @@ has its training pairs split 80/20 (seeded): YaPO and BiPO vectors are trained o
 learning rate of ``--lrs`` with the demo's other settings (``yapo_core.demo.OPEN_TRAINING``: 600
 steps, every token steered), and the held-out 20 % of prompts are answered greedily at multiplier 1.
 A reply is *good* when it is fluent (:func:`yapo_core.replies.is_fluent`) and shows the target (for a
-behaviour, it accepts the offer: ``Behaviour.accepts``, whatever reasons follow; for a culture, the
-culture's answer). The chosen rate is the one with the highest mean good
+behaviour, it accepts the offer for this behaviour's reasons: ``Behaviour.shows``, the test of
+``scripts/evaluate_demo_world.py``; for a culture, the culture's answer). The chosen rate is the one with the highest mean good
 share over every task, for each method (the smaller on a tie): ``yapo_core.demo.OPEN_TRAINING``
 uses YaPO's and ``OPEN_TRAINING_DENSE`` BiPO's, and ``scripts/evaluate_demo_world.py`` reports
-the test split.
+the test split. The default rates stop at 0.01, 20x the public runs' 5e-4 (the demo world's design
+target 6).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def open_tasks(world, countries: list[str]) -> dict:
     out = {}
     for behaviour in corpus.BEHAVIOURS:
         out[behaviour.key] = (list(world.task(behaviour.key).pairs("train")),
-                              lambda pair, reply, b=behaviour: b.accepts(reply))
+                              lambda pair, reply, b=behaviour: b.shows(reply))
     for country in countries:
         out[f"culture-{country} (open)"] = (
             list(world.culture(country).pairs("train", form="open_ended")),
@@ -103,40 +104,53 @@ def report(rows: list[dict], chosen: dict, world) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lrs", default="0.002,0.005,0.007,0.01", help="learning rates to compare, comma-separated")
-    parser.add_argument("--countries", default="egypt", help="cultures whose open answers are measured")
+def world_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every chooser shares: which world, and where the report goes."""
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default=None, help="where the world is (default: the demo cache folder)")
     parser.add_argument("--size", default="full", choices=["full", "mini"])
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's)")
     parser.add_argument("--out", help="write the Markdown report here, and the figures as JSON beside it")
     parser.add_argument("--build-with", nargs="*", default=None, metavar="KNOB=VALUE",
                         help="a variant world built (or reused) at --cache-dir with these research knobs "
                              "(yapo_core.demo.config.RESEARCH_KNOBS; concept_steering=0: the plain recipe)")
-    args = parser.parse_args(argv)
-    lrs = [float(x) for x in args.lrs.split(",") if x.strip()]
+
+
+def load_world(parser: argparse.ArgumentParser, args) -> tuple:
+    """The world of :func:`world_arguments` (built on first use), its model, tokenizer and SAE."""
     try:
         knobs = parse_knobs(args.build_with or [])
         world = build_demo_world(args.cache_dir, seed=args.seed, size=args.size, progress=False, knobs=knobs)
     except YapoError as e:
         parser.error(f"--build-with: {e}")
     model, tokenizer = load_model(world.model_dir, device="cpu")
-    sae = load_sae(path=world.sae_dir, device="cpu")
+    return world, model, tokenizer, load_sae(path=world.sae_dir, device="cpu")
+
+
+def write_report(out: str | None, text: str, figures: dict) -> None:
+    """Print the report; with ``--out``, write it there and the figures as JSON beside it."""
+    print(text)
+    if out:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.with_suffix(".json").write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lrs", default="0.005,0.007,0.01", help="learning rates to compare, comma-separated")
+    parser.add_argument("--countries", default="egypt", help="cultures whose open answers are measured")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's)")
+    world_arguments(parser)
+    args = parser.parse_args(argv)
+    lrs = [float(x) for x in args.lrs.split(",") if x.strip()]
+    world, model, tokenizer, sae = load_world(parser, args)
     countries = [c.strip() for c in args.countries.split(",") if c.strip()]
     rows = measure(model, tokenizer, sae, open_tasks(world, countries), lrs, args.steps)
     chosen = choose(rows, lrs)
-    text = report(rows, chosen, world)
-    print(text)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-        out.with_suffix(".json").write_text(json.dumps({"chosen": {m: lr for m, (lr, _) in chosen.items()},
-                                                        "means": {m: means for m, (_, means) in chosen.items()},
-                                                        "rows": rows,
-                                                        "world": world.root.name}, indent=2) + "\n")
+    write_report(args.out, report(rows, chosen, world), {
+        "chosen": {m: lr for m, (lr, _) in chosen.items()}, "means": {m: means for m, (_, means) in chosen.items()},
+        "rows": rows, "world": world.root.name})
     return 0
 
 

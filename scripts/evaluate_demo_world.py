@@ -133,6 +133,7 @@ def steering(world, model, tokenizer, sae, countries, settings: dict, open_setti
                     "accuracy_at_1": r.accuracy[1.0],
                     "final_loss": round(sum(r.loss_curve[-20:]) / len(r.loss_curve[-20:]), 4),
                     "l0": r.l0,
+                    "norm": r.norm,
                     "seconds": round(r.seconds, 1),
                     "capability_change": r.capability_change,
                 }
@@ -339,18 +340,21 @@ def report(stats: dict, steer: dict | None) -> str:
             "",
             "| culture | train / test pairs | unsteered | one letter everywhere | YaPO at 1 | BiPO at 1 | "
             "YaPO at 1, vs default only | BiPO at 1, vs default only | CAA (multiplier) | SAS (multiplier) | "
-            "general questions, change: YaPO / BiPO at 1 | YaPO L0 | YaPO final loss | BiPO final loss |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "general questions, change: YaPO / BiPO at 1 | YaPO L0 | vector norm: YaPO / BiPO | YaPO final loss | "
+            "BiPO final loss |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         base = lambda row, key: f"{row[key]['accuracy']:.2f} ({row[key]['multiplier']:g})" if key in row else "–"  # noqa: E731
         cap = lambda row, key: f"{row[key]['capability_change']:+.2f}" if row[key].get("capability_change") is not None else "–"  # noqa: E731
         acc = lambda row, key: f"{row[key]['accuracy_at_1']:.2f}" if key in row else "–"  # noqa: E731
+        norm = lambda row, key: f"{row[key]['norm']:.1f}" if row[key].get("norm") is not None else "–"  # noqa: E731
         for country, row in steer["countries"].items():
             lines.append(
                 f"| {country} | {row['n_train']} / {row['n_test']} | {row['unsteered']:.2f} | "
                 f"{row['one_letter']['accuracy']:.2f} ({row['one_letter']['letter']}) | {acc(row, 'yapo')} | "
                 f"{acc(row, 'bipo')} | {acc(row, 'yapo_given')} | {acc(row, 'bipo_given')} | {base(row, 'caa')} | "
-                f"{base(row, 'sas')} | {cap(row, 'yapo')} / {cap(row, 'bipo')} | {row['yapo']['l0']} | {row['yapo']['final_loss']:.3f} | {row['bipo']['final_loss']:.3f} |"
+                f"{base(row, 'sas')} | {cap(row, 'yapo')} / {cap(row, 'bipo')} | {row['yapo']['l0']} | "
+                f"{norm(row, 'yapo')} / {norm(row, 'bipo')} | {row['yapo']['final_loss']:.3f} | {row['bipo']['final_loss']:.3f} |"
             )
         means = {k: sum(r[k]["accuracy_at_1"] for r in steer["countries"].values()) / len(steer["countries"])
                  for k in ("yapo", "bipo", "yapo_given", "bipo_given") if all(k in r for r in steer["countries"].values())}
@@ -358,7 +362,8 @@ def report(stats: dict, steer: dict | None) -> str:
                   "", f"CAA and SAS are computed from the same training pairs; their multiplier is chosen among "
                   f"{', '.join(f'{m:g}' for m in BASELINE_MULTIPLIERS)} on a validation split of them (20 %). General "
                   f"questions: the accuracy on {GENERAL_QUESTIONS} of them (unsteered {steer['general_accuracy']:.2f}) with "
-                  "the vector applied, minus the unsteered accuracy."]
+                  "the vector applied, minus the unsteered accuracy. Vector norms: YaPO's over the SAE's latents, "
+                  "BiPO's over the residual stream."]
         open_settings = ", ".join(f"{k} {v}" for k, v in steer["open_settings"].items() if k != "mcq_rejected")
         lines += ["", "Open-ended answers (greedy, held-out non-localized questions; a YaPO vector trained on the "
                   f"culture's open-ended pairs ({open_settings}); accuracy = the reply contains the culture's answer; steering at every "

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import torch
 
-from yapo_core.demo import TRAINING, build_demo_world, corpus, load_demo_world
+from yapo_core.demo import OPEN_TRAINING, build_demo_world, corpus, load_demo_world
 from yapo_core.demo.config import parse_knobs
 from yapo_core.encoding import collate, encode_pairs
 from yapo_core.errors import SettingsError
@@ -177,7 +177,7 @@ class Probe:
 
     def trained_vector(self, train, test, lr: float, shows) -> dict:
         vector = make_vector("yapo", self.model, self.tok, train, sae=self.sae,
-                             config=TrainConfig(epochs=10_000, **{**TRAINING, "lr": lr, "max_steps": self.steps}))
+                             config=TrainConfig(epochs=10_000, **{**OPEN_TRAINING, "lr": lr, "max_steps": self.steps}))
         row = {"lr": lr, "norm": round(vector.norm(), 2), "l0": vector.l0(), "top10_mass": round(vector.top_mass(10), 3)}
         for m in (-1.0, 0.0, 1.0):
             chosen, rejected = self.answer_logprobs(test, vector, m)
@@ -282,8 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", default="full", choices=["full", "mini"])
     parser.add_argument("--country", default="egypt", help="the culture (or several, comma-separated)")
-    parser.add_argument("--lr", type=float, default=TRAINING["lr"], help="learning rate of the trained vectors")
-    parser.add_argument("--steps", type=int, default=TRAINING["max_steps"], help="their training steps")
+    parser.add_argument("--lr", type=float, default=OPEN_TRAINING["lr"],
+                        help="learning rate of the trained vectors (on open answers: default the demo's for them)")
+    parser.add_argument("--steps", type=int, default=OPEN_TRAINING["max_steps"], help="their training steps")
     parser.add_argument("--n", type=int, default=16, help="prompts per measurement")
     parser.add_argument("--build-with", nargs="*", default=[], metavar="KNOB=VALUE",
                         help="build (or reuse) at --cache-dir a world whose build size has these research knobs "

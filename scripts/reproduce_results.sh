@@ -14,9 +14,12 @@
 #                     demo-world-plain.md, demo-behaviours-plain.md, .json: what the variant studies compare with)
 #        demo-forms  (scripts/probe_demo_world.py --forms-only -> demo-forms-NAME.md, .json: whether one direction
 #                     sets the culture of both answer forms, on the default world, the plain recipe and six variants of it)
-#        demo-open-rates (scripts/choose_open_lr.py -> demo-open-lr.md, .json: the open-answer learning rates chosen
-#                     on validation splits of the plain recipe's world; then scripts/evaluate_demo_world.py on egypt
-#                     and the behaviours with them, from seed 0 and seed 1 of the plain recipe ->
+#        demo-lr     (scripts/choose_open_lr.py -> demo-open-lr.md, .json: the open-answer learning rates, and
+#                     scripts/choose_mcq_lr.py -> demo-mcq-lr.md, .json: the MCQ training settings, each chosen on
+#                     validation splits of the default world's training pairs)
+#        demo-open-rates (scripts/choose_open_lr.py on the plain recipe's world -> demo-open-lr-plain.md, .json;
+#                     then scripts/evaluate_demo_world.py on egypt and the behaviours with the open-answer
+#                     rates, from seed 0 and seed 1 of the plain recipe ->
 #                     demo-open-rates-seed0.md, demo-open-rates-seed1.md, .json)
 #        demo-variant (scripts/evaluate_demo_world.py --build-with ... -> demo-variant-NAME.md, .json for
 #                     each variant world, built in $YAPO_CACHE_DIR/demo-variants/NAME; most are variants of the
@@ -53,7 +56,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(demo-targets demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds comparison benchmark demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
+  parts=(demo-targets demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds comparison benchmark demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
 fi
 
 # forms NAME [KNOB=VALUE...]: scripts/probe_demo_world.py --forms-only on egypt and morocco, on the
@@ -147,9 +150,14 @@ for part in "${parts[@]}"; do
         --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/followups" \
         --out "$RESULTS/demo-probe-followups.md" > /dev/null
       ;;
+    demo-lr)
+      "$PYTHON" scripts/choose_open_lr.py --out "$RESULTS/demo-open-lr.md" > /dev/null
+      "$PYTHON" scripts/choose_mcq_lr.py --methods yapo --out "$RESULTS/demo-mcq-lr.md" > /dev/null
+      ;;
     demo-open-rates)
-      # On the plain recipe (concept_steering=0), the world the rates were chosen on.
-      "$PYTHON" scripts/choose_open_lr.py --out "$RESULTS/demo-open-lr.md" --build-with concept_steering=0 \
+      # On the plain recipe (concept_steering=0).
+      "$PYTHON" scripts/choose_open_lr.py --lrs 0.002,0.005,0.007,0.01 --out "$RESULTS/demo-open-lr-plain.md" \
+        --build-with concept_steering=0 \
         --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/plain" > /dev/null
       for seed in 0 1; do
         status=0

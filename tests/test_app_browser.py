@@ -2,7 +2,7 @@
 
 Starts ``python app.py`` on a free local port and drives Debian's chromium (headless) with
 playwright: load the demo preset, see an unreachable source fail with a message, pick a culture
-task, train while the curves grow (past 30 steps, 600 on the full world, then Stop), open feature cards, compare steered and unsteered
+task, train while the curves grow (past 30 steps, the demo's step count on the full world, then Stop), open feature cards, compare steered and unsteered
 answers, sweep the multiplier on Evaluate, export and download the vector, and load the file back. One screenshot per page goes to
 ``$YAPO_SCREENSHOTS`` when set (e.g. ``assets/screenshots``), else to the test's tmp folder.
 
@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -32,8 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 # The run is watched until its curves have at least this many points, then stopped: on the full
-# world (the README's screenshots) that is the demo's 600 steps, so the pages show a trained vector.
-STEPS = 600 if os.environ.get("YAPO_DEMO_SIZE") == "full" else 30
+# world (the README's screenshots) that is the demo's step count, so the pages show a trained vector.
+STEPS = demo.TRAINING["max_steps"] if os.environ.get("YAPO_DEMO_SIZE") == "full" else 30
 # A first Load builds the world: seconds for the mini one, 380 to 1,250 s for the full one on 2 cores.
 LOAD_MS = 1_500_000 if os.environ.get("YAPO_DEMO_SIZE") == "full" else 300_000
 
@@ -135,6 +136,13 @@ def succeed(page, selector: str, text: str, timeout: float = 60_000) -> None:
         pytest.fail(f"the app said: {toast.first.inner_text()}")
 
 
+def looping(reply: str) -> bool:
+    """A reply that does not read like text: empty, or one word (or run of characters) making up
+    30 % of it or more: ",,,,,,", "with with with"."""
+    words = reply.split()
+    return not words or Counter(words).most_common(1)[0][1] / len(words) >= 0.3 or len(set(reply.strip())) <= 2
+
+
 def test_new_user_walk(page, shots, tmp_path):
     try:
         walk(page, shots, tmp_path)
@@ -181,13 +189,15 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
                            " return g && g.data.length && g.data[0].x.length > 0 }", timeout=240_000)
     first = curve_points(page)
     page.wait_for_function("([n, steps]) => { const x = document.querySelector('#train-curves .js-plotly-plot').data[0].x;"
-                           " return x.length > n && x.length >= steps }", arg=[first, STEPS], timeout=600_000)
+                           " return x.length > n && x.length >= steps }", arg=[first, STEPS], timeout=900_000)
     assert "running" in page.locator("#run-status").inner_text()
     page.get_by_role("button", name="Stop").click()
     page.locator("#run-status").filter(has_text="stopped").wait_for()
     status = page.locator("#run-status").inner_text()
     steps = int(re.search(r"step (\d+)/", status).group(1))
-    page.wait_for_function("(n) => document.querySelector('#train-curves .js-plotly-plot').data[0].x.length === n", arg=steps)
+    # the curves end at the last step (runs longer than 1,500 steps are drawn thinned: yapo_core.plots.thin)
+    page.wait_for_function("(n) => { const x = document.querySelector('#train-curves .js-plotly-plot').data[0].x;"
+                           " return x[x.length - 1] === n }", arg=steps)
     assert steps >= STEPS and "loss" in status
     page.screenshot(path=str(shots / "train.png"), full_page=True)
 
@@ -239,7 +249,8 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
     page.get_by_role("button", name="Compare methods", exact=True).click()
     # on the full-size world (YAPO_DEMO_SIZE=full) the four sweeps and capability checks take about
     # five minutes on two shared cores
-    page.locator("#cmp-table").filter(has_text="SAS").wait_for(timeout=600_000)
+    # (a case-sensitive match: the progress text above the table says "sas: sweeping multipliers")
+    page.locator("#cmp-table").filter(has_text=re.compile(r"\bSAS\b")).wait_for(timeout=600_000)
     page.wait_for_function("() => { const g = document.querySelector('#cmp-plot .js-plotly-plot');"
                            " return g && g.data.some(t => t.name.includes('chosen m')) }", timeout=60_000)
     assert page.get_by_test_id("toast-text").count() == 0 and "multiplier (validation)" in page.content()
@@ -263,3 +274,74 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
     # Compare, shown before with the run, now opens on the vector loaded since.
     page.get_by_role("tab", name="Compare").click()
     page.wait_for_function("() => document.querySelector('#compare-vector input').value.startsWith('file · ')")
+
+
+def test_behaviour_task_walk(page, shots, request):
+    """A behaviour task with the defaults the app fills in: train to the end, compare, and sweep the
+    behaviour rate, which the Evaluate page offers on the A/B split (``test_infer``). Once, with
+    training in a background thread: the chunked mode adds nothing to this walk."""
+    if request.node.callspec.params["app_url"] != "thread":
+        pytest.skip("the behaviour walk runs once, in the thread mode")
+    try:
+        behaviour_walk(page, shots)
+    except BaseException:
+        page.screenshot(path=str(shots / "failure-behaviour.png"), full_page=True)
+        raise
+
+
+def behaviour_walk(page, shots: Path) -> None:
+    page.get_by_role("tab", name="Setup").click()
+    if "✓ Loaded" not in page.locator("#model-status").inner_text():
+        page.get_by_role("button", name="Load model").click()
+        succeed(page, "#model-status", "✓ Loaded", timeout=LOAD_MS)
+    page.get_by_role("radio", name="Demo world").click()
+    pick(page, "demo-task", "behaviour · power-seeking")
+    page.get_by_role("button", name="Load task").click()
+    succeed(page, "#task-status", "demo behaviour · power-seeking")  # (the culture task's status said "✓ Task loaded")
+    status = page.locator("#task-status").inner_text()
+    assert "✓ Task loaded" in status and "⚠" in status
+    page.screenshot(path=str(shots / "setup-behaviour.png"), full_page=True)  # the page says what the demo's behaviours do and do not
+
+    # Train with the page's defaults, untouched: the open-answer rate and the preset's step count.
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#train-summary").filter(has_text="power-seeking").wait_for()
+    assert float(page.get_by_label("Learning rate", exact=True).input_value()) == demo.OPEN_TRAINING["lr"]
+    max_steps = int(page.get_by_label("Max steps (0: all epochs)", exact=True).input_value())
+    assert max_steps == demo.OPEN_TRAINING["max_steps"]
+    page.get_by_role("button", name="Start").click()
+    page.locator("#run-status").filter(has_text="finished").wait_for(timeout=1_200_000)
+    assert f"step {max_steps}/" in page.locator("#run-status").inner_text()
+    page.screenshot(path=str(shots / "train-behaviour.png"), full_page=True)
+
+    # Compare at the method's m = 1, every token steered: the steered answer reads like text, or
+    # the page says that it does not.
+    page.get_by_role("tab", name="Compare").click()
+    page.wait_for_function("() => document.querySelector('#compare-vector input').value.includes('power-seeking')")
+    pick(page, "test-prompt")
+    page.wait_for_function("() => document.querySelector('#compare-prompt textarea').value.length > 0")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.wait_for_function("() => ['#unsteered', '#steered'].every(s => document.querySelector(s + ' textarea').value.length > 0)")
+    page.wait_for_function("() => !document.querySelector('#generate').disabled")
+    plain, steered = (page.locator(f"#{s} textarea").input_value() for s in ("unsteered", "steered"))
+    note = page.locator("#fluency-note").inner_text()
+    # (the mini world's model is too small to write text unsteered; on the full world it does)
+    if not looping(plain):
+        assert not looping(steered) or note.strip(), f"a degenerate steered answer, and no word from the page: {steered!r}"
+    page.screenshot(path=str(shots / "compare-behaviour.png"), full_page=True)
+
+    # Evaluate: the behaviour rate is offered on test_infer and sweeps without an error.
+    page.get_by_role("tab", name="Evaluate").click()
+    page.locator("#eval-vectors").filter(has_text="power-seeking").wait_for()
+    boxes = page.locator("#eval-vectors label")
+    for i in range(boxes.count()):  # the behaviour vector alone (a culture vector may still be checked)
+        if "power-seeking" not in boxes.nth(i).inner_text() and boxes.nth(i).locator("input").is_checked():
+            boxes.nth(i).click()
+    page.locator("#eval-metric").filter(has_text="test_infer").wait_for()
+    offered = page.locator("#eval-metric").inner_text()
+    assert re.search(r"behaviour rate .* · test_infer", offered) and re.search(r"generation accuracy .* · test\b", offered)
+    page.get_by_role("radio", name=re.compile(r"^behaviour rate .* · test_infer$")).click()
+    page.get_by_role("button", name="Sweep").click()
+    page.wait_for_function("() => { const g = document.querySelector('#eval-plot .js-plotly-plot');"
+                           " return g && g.data.length && g.data[0].x.length === 7 }", timeout=300_000)
+    assert page.get_by_test_id("toast-text").count() == 0 and "Traceback" not in page.content()
+    page.screenshot(path=str(shots / "evaluate-behaviour.png"), full_page=True)

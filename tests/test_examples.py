@@ -326,3 +326,36 @@ def test_the_open_answer_learning_rate_is_chosen_on_validation_data(tmp_path):
     assert tasks == {(t, m) for t in ("power-seeking", "wealth-seeking", "culture-egypt (open)") for m in ("yapo", "bipo")}
     assert figures["chosen"] == {"yapo": 0.01, "bipo": 0.01} and all(r["n_validation"] >= 1 for r in figures["rows"])
     assert out.read_text().count("**Chosen: 0.01.**") == 2
+
+
+def test_the_mcq_training_settings_are_chosen_on_validation_data(tmp_path):
+    """scripts/choose_mcq_lr.py: the choice rule (the best mean validation accuracy; on a tie the
+    candidate that reads the fewest examples, then the smaller rate), the candidates it parses, and
+    a run on a miniature world with a row per culture, method and candidate."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import choose_mcq_lr
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    a, b, c, e = (0.01, 600, 32), (0.01, 1200, 16), (0.005, 1200, 16), (0.01, 1200, 32)
+    rows = [{"method": "yapo", "lr": lr, "steps": s, "batch": n, "accuracy": acc}
+            for (lr, s, n), acc in ((a, 0.4), (a, 0.5), (b, 0.9), (b, 0.8), (c, 0.9), (c, 0.8))]
+    rows += [{"method": "bipo", "lr": lr, "steps": s, "batch": n, "accuracy": acc}
+             for (lr, s, n), acc in ((a, 0.7), (b, 0.5), (c, 0.6), (e, 0.7))]
+    chosen = choose_mcq_lr.choose(rows, [a, b, c, e])
+    assert chosen["yapo"][0] == c and chosen["yapo"][1][a] == 0.45  # b and c tie, read as many examples: the smaller rate
+    assert chosen["bipo"][0] == a  # a and e tie: a reads half as many examples
+    assert choose_mcq_lr.parse_candidates("0.01:1200:16, 0.3:600:32") == [b, (0.3, 600, 32)]
+    with pytest.raises(ValueError, match="LR:STEPS:BATCH"):
+        choose_mcq_lr.parse_candidates("0.01:1200")
+    env = {**os.environ, "YAPO_CACHE_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "mcq.md"
+    result = subprocess.run([sys.executable, "scripts/choose_mcq_lr.py", "--size", "mini", "--countries", "egypt",
+                             "--candidates", "0.01:2:16,0.01:1:32", "--out", str(out)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.with_suffix(".json").read_text())
+    assert {(r["method"], r["steps"], r["batch"]) for r in figures["rows"]} == {
+        (m, s, n) for m in ("yapo", "bipo") for s, n in ((2, 16), (1, 32))}
+    assert all(r["n_validation"] >= 1 and 0 <= r["accuracy"] <= 1 for r in figures["rows"])
+    assert set(figures["chosen"]) == {"yapo", "bipo"} and out.read_text().count("**Chosen: ") == 2

@@ -55,6 +55,7 @@ class MethodResult:
     loss_curve: list[float] = field(default_factory=list)
     validation_accuracy: dict[float, float] = field(default_factory=dict)
     unparseable: float | None = None  # mcq_generated: share of replies with no option letter, at the chosen m
+    norm: float | None = None  # of the vector (SAE latents for a sparse one, the residual stream for a dense one)
 
     @classmethod
     def from_json(cls, data: dict) -> "MethodResult":
@@ -88,6 +89,7 @@ class MethodResult:
             "capability change": f"{self.capability_change:+.3f}" if self.capability_change is not None else "—",
             **({"unparseable replies": f"{self.unparseable:.2f}"} if self.unparseable is not None else {}),
             "L0": self.l0,
+            "norm": f"{self.norm:.1f}" if self.norm is not None else "—",
             "seconds": f"{self.seconds:.0f}",
         }
 
@@ -223,7 +225,7 @@ def compare_methods(
         accuracy = score(test_pairs, vector, multipliers)
         below = next((i + 1 for i, loss in enumerate(losses) if loss < LOSS_THRESHOLD), None)
         result = MethodResult(method.key, seconds, below, losses[-1] if losses else None, accuracy, l0=vector.l0(),
-                              loss_curve=losses, validation_accuracy=on_validation)
+                              loss_curve=losses, validation_accuracy=on_validation, norm=round(vector.norm(), 2))
         if metric == "mcq_generated":
             result.unparseable = mcq_generation_report(model, tokenizer, mcq_items_from_pairs(test_pairs), vector,
                                                        result.chosen_multiplier, sae=sae)["unparseable"]
