@@ -9,8 +9,9 @@ BiPO vectors are trained on the 80 % with each candidate (the demo's other setti
 steps, MCQ pairs against every wrong option) and scored on the held-out 20 % at multiplier 1 (the
 answer letter's likelihood). For each method the chosen candidate is the one with the highest mean
 validation accuracy over the cultures; on a tie, the one that reads the fewest training examples
-(steps × batch), then the smaller rate. ``yapo_core.demo.TRAINING`` uses YaPO's choice, and
-``scripts/evaluate_demo_world.py`` reports the test split.
+(steps × batch), then the smaller rate. YaPO's choice is the candidate for
+``yapo_core.demo.TRAINING``, which the app adopts once ``scripts/evaluate_demo_world.py`` has
+measured it on the test splits.
 
 The default candidates keep the rate within 20x of the public runs' 5e-4 (design target 6) and
 trade the batch for steps at about the same cost: at a given rate, Adam's steps (not the gradient's

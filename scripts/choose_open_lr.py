@@ -7,13 +7,13 @@ Each open-answer task of the demo world (the behaviours, and the open-ended form
 has its training pairs split 80/20 (seeded): YaPO and BiPO vectors are trained on the 80 % at each
 learning rate of ``--lrs`` with the demo's other settings (``yapo_core.demo.OPEN_TRAINING``: 600
 steps, every token steered), and the held-out 20 % of prompts are answered greedily at multiplier 1.
-A reply is *good* when it is fluent (:func:`yapo_core.replies.is_fluent`) and shows the target (for a
-behaviour, it accepts the offer for this behaviour's reasons: ``Behaviour.shows``, the test of
-``scripts/evaluate_demo_world.py``; for a culture, the culture's answer). The chosen rate is the one with the highest mean good
-share over every task, for each method (the smaller on a tie): ``yapo_core.demo.OPEN_TRAINING``
-uses YaPO's and ``OPEN_TRAINING_DENSE`` BiPO's, and ``scripts/evaluate_demo_world.py`` reports
-the test split. The default rates stop at 0.01, 20x the public runs' 5e-4 (the demo world's design
-target 6).
+A reply is *good* when it is fluent (:func:`yapo_core.replies.is_fluent`) and shows the target
+(for a behaviour, it accepts the offer for this behaviour's reasons: ``Behaviour.shows``, the test
+of ``scripts/evaluate_demo_world.py``; for a culture, the culture's answer). The chosen rate is the
+one with the highest mean good share over every task, for each method (the smaller on a tie): the
+candidates for ``yapo_core.demo.OPEN_TRAINING`` (YaPO's) and ``OPEN_TRAINING_DENSE`` (BiPO's),
+which the app adopts once ``scripts/evaluate_demo_world.py`` has measured them on the test splits.
+The default rates stop at 0.01, 20x the public runs' 5e-4 (the demo world's design target 6).
 """
 
 from __future__ import annotations

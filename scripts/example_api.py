@@ -26,7 +26,7 @@ def main() -> None:
     task = world.culture(args.country)  # non-localized MCQ pairs, read with yapo_core.load_pairs
     train, test = task.pairs("train"), task.pairs("test")
 
-    # The demo world's settings for MCQ pairs (20x the public runs' learning rate, 1200 steps; see TRAINING).
+    # The demo world's recommended settings (a larger learning rate than the public runs'; see TRAINING).
     config = TrainConfig(kind="sparse", **{**TRAINING, "max_steps": args.steps}, epochs=1000)
     trainer = Trainer(model, tok, train, config, sae=sae)
     for m in trainer:

@@ -197,38 +197,37 @@ BUILD_SIZES: dict[str, BuildSize] = {
 }
 
 
-_SHARED = {"warmup_steps": 20, "mcq_rejected": "every_option"}
-
-TRAINING = {"lr": 0.01, **_SHARED, "batch_size": 16, "max_steps": 1200}
+TRAINING = {"lr": 0.3, "warmup_steps": 20, "batch_size": 32, "max_steps": 600, "mcq_rejected": "every_option"}
 """Training settings (:class:`~yapo_core.training.TrainConfig` fields) for vectors on pairs whose
 answers are option letters (the demo world's MCQ and A/B questions); everything else keeps the
-public runs' defaults (β 0.1, cosine schedule, clipping 1). ``scripts/choose_mcq_lr.py`` chooses
-them on validation splits (docs/results.md).
+public runs' defaults (β 0.1, cosine schedule, clipping 1).
 
-The learning rate is 20x the public runs' 5e-4: the demo LM, trained to near-zero loss on templated
-text, answers more confidently than an instruction-tuned LLM, so moving an answer takes a larger
-vector than a few hundred steps at 5e-4 reach. At a given rate Adam's steps, not the gradient's
-size, set how far a vector moves, so the run is 1200 steps of 16 pairs (the public runs' batches
-are 2 to 4 pairs): at 0.01, 600 steps of 32 pairs flip under half of egypt's validation answers.
+The learning rate is far above the public runs' 5e-4: the demo LM, trained to near-zero loss on
+templated text, answers far more confidently than an instruction-tuned LLM, so moving an answer
+takes a larger vector than a few hundred steps at 5e-4 reach. ``scripts/choose_mcq_lr.py`` looks
+for settings within 20x of 5e-4 on validation splits (docs/results.md, "The learning rates"): at
+0.01, 1200 steps of 16 pairs flip 0.87 of three cultures' validation answers (600 steps of 32:
+0.55); they are not yet measured on the test splits.
 MCQ pairs are trained against every wrong option (``mcq_rejected="every_option"``): against the
 default answer alone the objective can be met while a third option wins the argmax.
 ``scripts/evaluate_demo_world.py`` measures both choices; docs/results.md reports them.
 """
 
-OPEN_TRAINING = {"lr": 0.01, **_SHARED, "batch_size": 32, "max_steps": 600}
+OPEN_TRAINING = {**TRAINING, "lr": 0.007}
 """Training settings for sparse (YaPO) vectors on pairs whose answers are open text (a culture's
-open-ended form, the behaviours): 600 steps of 32 pairs at 0.01, 20x the public runs' 5e-4, the
-rate ``scripts/choose_open_lr.py`` chooses on validation splits of the default world (docs/results.md).
+open-ended form, the behaviours): 600 steps of 32 pairs at 0.007, 14x the public runs' 5e-4, the
+rate ``scripts/choose_open_lr.py`` chose on validation splits of the plain recipe's world
+(docs/results.md, "The learning rates"; on the default world it chooses 0.01, not yet evaluated on
+the test split).
 
 Every generated token is steered, so the vector's size decides whether the steered text stays
 fluent: a vector large enough to flip a one-letter MCQ answer at lr 0.3 (norms of 100-200) turns
-open answers into loops ("Koshari with with with"). At 0.01 the validation answers stay fluent and
-switch culture more often than at 0.007 or 0.005.
+open answers into loops ("Koshari with with with").
 """
 
 OPEN_TRAINING_DENSE = {**OPEN_TRAINING, "lr": 0.01}
 """The same for dense (BiPO) vectors, at the rate ``scripts/choose_open_lr.py`` chooses for them
-(0.01, as for YaPO; at 0.007 and below BiPO switches none of egypt's validation answers)."""
+(0.01; at 0.007 and below BiPO switches none of egypt's validation answers on the default world)."""
 
 
 def open_training(kind: str = "sparse") -> dict:
