@@ -73,17 +73,25 @@ def measure(model, tokenizer, sae, tasks: dict, lrs: list[float], steps: int | N
     return rows
 
 
-def choose(rows: list[dict], lrs: list[float]) -> dict[str, tuple[float, dict[float, float]]]:
-    """For each method, the learning rate with the best mean good share over the tasks (the smaller
-    on a tie) and every rate's mean."""
+def choose_best(rows: list[dict], candidates: list, key, score: str, tiebreak) -> dict[str, tuple]:
+    """For each method of ``rows``: the candidate whose rows (``key(row) == candidate``) have the best
+    mean ``score``, the least ``tiebreak(candidate)`` among equals, and every candidate's mean."""
     out = {}
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == method]
-        means = {lr: sum(r["good"] for r in mine if r["lr"] == lr) / max(1, sum(r["lr"] == lr for r in mine))
-                 for lr in lrs}
-        best = max(means.values())
-        out[method] = (min(lr for lr, m in means.items() if m == best), means)
+        means = {}
+        for c in candidates:
+            scores = [r[score] for r in mine if key(r) == c]
+            means[c] = sum(scores) / len(scores) if scores else float("nan")
+        best = max(m for m in means.values() if m == m)
+        out[method] = (min((c for c, m in means.items() if m == best), key=tiebreak), means)
     return out
+
+
+def choose(rows: list[dict], lrs: list[float]) -> dict[str, tuple[float, dict[float, float]]]:
+    """For each method, the learning rate with the best mean good share over the tasks (the smaller
+    on a tie) and every rate's mean."""
+    return choose_best(rows, lrs, key=lambda r: r["lr"], score="good", tiebreak=lambda lr: lr)
 
 
 def report(rows: list[dict], chosen: dict, world) -> str:

@@ -4,6 +4,7 @@
     python scripts/evaluate_demo_world.py --countries egypt,uk  # a quicker subset
     python scripts/evaluate_demo_world.py --no-steering         # the build's own figures only
     python scripts/evaluate_demo_world.py --size mini --steps 4  # checks the script in seconds
+    python scripts/evaluate_demo_world.py --jobs 2              # two worker processes: half the time on 2 cores
 
 Builds the full demo world (or reuses the one in the cache), then reports:
 
@@ -76,6 +77,9 @@ from yapo_core.saes import load_sae
 from yapo_core.steering import steer_hidden
 from yapo_core.training import TrainConfig, Trainer
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import world_pool  # noqa: E402
+
 BUILD_TARGETS = {
     "build seconds <= 300": lambda s: s["build_seconds"] <= 300,
     "files <= 30 MB": lambda s: s["file_bytes"]["total"] <= 30e6,
@@ -107,79 +111,96 @@ def capability_at(capability, unsteered: float, model, vector, multiplier: float
     return round(capability_change(capability, model, vector, multiplier, sae, unsteered)["change"], 4)
 
 
-def steering(world, model, tokenizer, sae, countries, settings: dict, open_settings: dict, n_generations: int) -> dict:
-    capability = capability_of(world, model, tokenizer)
-    out = {"settings": settings, "open_settings": open_settings, "countries": {}, "generations": [],
-           "general_accuracy": capability()}
-    for country in countries:
-        task = world.culture(country)
-        train = list(task.pairs("train"))
-        test = list(task.pairs("test"))
-        metric = default_metric(test)  # the letter's likelihood; the generated answer where it states the letter last
-        letter, share = one_letter_baseline(metric, test)
-        row = {"n_train": len(train), "n_test": len(test), "metric": metric,
-               "one_letter": {"letter": letter, "accuracy": share}}
-        demo_rejected = settings.get("mcq_rejected", "given")
-        # The demo's construction; beside it, the papers' (the given answer only) when they differ.
-        variants = {"": demo_rejected, **({"_given": "given"} if demo_rejected != "given" else {})}
-        for variant, rejected in variants.items():
-            result = compare_methods(model, tokenizer, sae, train, test, capability, methods=("yapo", "bipo"),
-                                     multipliers=(1.0,), metric=metric,
-                                     train_config={"epochs": 10_000, **settings, "mcq_rejected": rejected},
-                                     validation_fraction=0)  # one multiplier, fixed in advance: nothing to choose
-            row["unsteered"] = result.baseline_accuracy
-            for r in result.results:
-                row[r.method + variant] = {
-                    "accuracy_at_1": r.accuracy[1.0],
-                    "final_loss": round(sum(r.loss_curve[-20:]) / len(r.loss_curve[-20:]), 4),
-                    "l0": r.l0,
-                    "norm": r.norm,
-                    "seconds": round(r.seconds, 1),
-                    "capability_change": r.capability_change,
-                }
-        # The baselines, computed (not trained) from the same pairs; a multiplier chosen on validation.
-        result = compare_methods(model, tokenizer, sae, train, test, capability, methods=("caa", "sas"),
-                                 multipliers=BASELINE_MULTIPLIERS, metric=metric)
-        for r in result.results:
-            m = r.chosen_multiplier
-            row[r.method] = {"multiplier": m, "accuracy": r.accuracy[m], "gain": round(r.accuracy[m] - row["unsteered"], 4),
-                             "accuracy_by_multiplier": {f"{k:g}": v for k, v in r.accuracy.items()},
-                             "capability_change": r.capability_change, "l0": r.l0}
-        out["countries"][country] = row
-        given = (f" (against the default only: YaPO {row['yapo_given']['accuracy_at_1']:.2f}, "
-                 f"BiPO {row['bipo_given']['accuracy_at_1']:.2f})") if "yapo_given" in row else ""
-        print(f"  {country}: unsteered {row['unsteered']:.2f}, YaPO {row['yapo']['accuracy_at_1']:.2f}, "
-              f"BiPO {row['bipo']['accuracy_at_1']:.2f}{given}, CAA {row['caa']['accuracy']:.2f}, "
-              f"SAS {row['sas']['accuracy']:.2f}", file=sys.stderr, flush=True)
+_GENERAL: dict[int, tuple] = {}
 
-    # Open-ended answers: a YaPO vector trained on the culture's non-localized open-ended pairs with
-    # the demo's settings for open answers (OPEN_TRAINING), for every culture; the first
-    # n_generations also show GENERATION_MULTIPLIER, and both steering positions.
-    for i, country in enumerate(countries):
-        train = list(world.culture(country).pairs("train", form="open_ended"))
-        test = list(world.culture(country).pairs("test", form="open_ended"))
-        config = TrainConfig(kind="sparse", layer=world.layer, epochs=10_000, **open_settings)
-        vector = Trainer(model, tokenizer, train, config, sae=sae).run()
-        answers = [p.chosen.split(".")[0] for p in test]  # the culture's short answer opens each reply
-        example = test[(7 * i) % len(test)]
-        row = {"country": country, "question": example.prompt, "fluent_at_1": fluency_rate(
-            model, tokenizer, [p.prompt for p in test], vector, 1.0, sae=sae, max_new_tokens=BEHAVIOUR_TOKENS),
-            "capability_change": capability_at(capability, out["general_accuracy"], model, vector, 1.0, sae)}
-        if i >= n_generations:
-            row["accuracy (all)"] = {1.0: generation_accuracy(model, tokenizer, [p.prompt for p in test], answers, vector,
-                                                              1.0, sae=sae, max_new_tokens=12)}
-            out["generations"].append(row)
-            continue
-        for positions in STEER_POSITIONS:  # every token (the method), then the prompt tokens only
-            row[f"accuracy ({positions})"] = {
-                m: generation_accuracy(model, tokenizer, [p.prompt for p in test], answers, vector, m, sae=sae,
-                                       max_new_tokens=12, steer_positions=positions)
-                for m in (0.0, GENERATION_MULTIPLIER, 1.0)}
-            (shown,) = generate(model, tokenizer, [example.prompt], vector, [0.0, GENERATION_MULTIPLIER, 1.0], sae=sae,
-                                max_new_tokens=24, steer_positions=positions)
-            row.update({f"at {m:g} ({positions})": text for m, text in shown.items() if m or positions == "all"})
-        out["generations"].append(row)
-    return out
+
+def general(world, model, tokenizer) -> tuple:
+    """The capability measure (:func:`capability_of`) and its unsteered accuracy, once per model."""
+    if id(model) not in _GENERAL:
+        capability = capability_of(world, model, tokenizer)
+        _GENERAL[id(model)] = (capability, capability())
+    return _GENERAL[id(model)]
+
+
+def culture_row(world, model, tokenizer, sae, country: str, settings: dict) -> dict:
+    """One culture's MCQ figures: YaPO and BiPO at 1 trained with ``settings`` (and against the given
+    answer only, when ``settings`` train against every option), CAA and SAS at a multiplier chosen
+    on validation, and each vector's change on the general questions."""
+    capability, _ = general(world, model, tokenizer)
+    task = world.culture(country)
+    train = list(task.pairs("train"))
+    test = list(task.pairs("test"))
+    metric = default_metric(test)  # the letter's likelihood; the generated answer where it states the letter last
+    letter, share = one_letter_baseline(metric, test)
+    row = {"n_train": len(train), "n_test": len(test), "metric": metric,
+           "one_letter": {"letter": letter, "accuracy": share}}
+    demo_rejected = settings.get("mcq_rejected", "given")
+    # The demo's construction; beside it, the papers' (the given answer only) when they differ.
+    variants = {"": demo_rejected, **({"_given": "given"} if demo_rejected != "given" else {})}
+    for variant, rejected in variants.items():
+        result = compare_methods(model, tokenizer, sae, train, test, capability, methods=("yapo", "bipo"),
+                                 multipliers=(1.0,), metric=metric,
+                                 train_config={"epochs": 10_000, **settings, "mcq_rejected": rejected},
+                                 validation_fraction=0)  # one multiplier, fixed in advance: nothing to choose
+        row["unsteered"] = result.baseline_accuracy
+        for r in result.results:
+            row[r.method + variant] = {
+                "accuracy_at_1": r.accuracy[1.0],
+                "final_loss": round(sum(r.loss_curve[-20:]) / len(r.loss_curve[-20:]), 4),
+                "l0": r.l0,
+                "norm": r.norm,
+                "seconds": round(r.seconds, 1),
+                "capability_change": r.capability_change,
+            }
+    # The baselines, computed (not trained) from the same pairs; a multiplier chosen on validation.
+    result = compare_methods(model, tokenizer, sae, train, test, capability, methods=("caa", "sas"),
+                             multipliers=BASELINE_MULTIPLIERS, metric=metric)
+    for r in result.results:
+        m = r.chosen_multiplier
+        row[r.method] = {"multiplier": m, "accuracy": r.accuracy[m], "gain": round(r.accuracy[m] - row["unsteered"], 4),
+                         "accuracy_by_multiplier": {f"{k:g}": v for k, v in r.accuracy.items()},
+                         "capability_change": r.capability_change, "l0": r.l0}
+    given = (f" (against the default only: YaPO {row['yapo_given']['accuracy_at_1']:.2f}, "
+             f"BiPO {row['bipo_given']['accuracy_at_1']:.2f})") if "yapo_given" in row else ""
+    print(f"  {country}: unsteered {row['unsteered']:.2f}, YaPO {row['yapo']['accuracy_at_1']:.2f}, "
+          f"BiPO {row['bipo']['accuracy_at_1']:.2f}{given}, CAA {row['caa']['accuracy']:.2f}, "
+          f"SAS {row['sas']['accuracy']:.2f}", file=sys.stderr, flush=True)
+    return row
+
+
+def open_row(world, model, tokenizer, sae, i: int, country: str, open_settings: dict, n_generations: int) -> dict:
+    """Open-ended answers of the ``i``-th culture: a YaPO vector trained on its non-localized
+    open-ended pairs with the demo's settings for open answers (OPEN_TRAINING); the first
+    ``n_generations`` cultures also show GENERATION_MULTIPLIER, and both steering positions."""
+    capability, unsteered = general(world, model, tokenizer)
+    train = list(world.culture(country).pairs("train", form="open_ended"))
+    test = list(world.culture(country).pairs("test", form="open_ended"))
+    config = TrainConfig(kind="sparse", layer=world.layer, epochs=10_000, **open_settings)
+    vector = Trainer(model, tokenizer, train, config, sae=sae).run()
+    answers = [p.chosen.split(".")[0] for p in test]  # the culture's short answer opens each reply
+    example = test[(7 * i) % len(test)]
+    row = {"country": country, "question": example.prompt, "fluent_at_1": fluency_rate(
+        model, tokenizer, [p.prompt for p in test], vector, 1.0, sae=sae, max_new_tokens=BEHAVIOUR_TOKENS),
+        "capability_change": capability_at(capability, unsteered, model, vector, 1.0, sae)}
+    if i >= n_generations:
+        row["accuracy (all)"] = {1.0: generation_accuracy(model, tokenizer, [p.prompt for p in test], answers, vector,
+                                                          1.0, sae=sae, max_new_tokens=12)}
+        return row
+    for positions in STEER_POSITIONS:  # every token (the method), then the prompt tokens only
+        row[f"accuracy ({positions})"] = {
+            m: generation_accuracy(model, tokenizer, [p.prompt for p in test], answers, vector, m, sae=sae,
+                                   max_new_tokens=12, steer_positions=positions)
+            for m in (0.0, GENERATION_MULTIPLIER, 1.0)}
+        (shown,) = generate(model, tokenizer, [example.prompt], vector, [0.0, GENERATION_MULTIPLIER, 1.0], sae=sae,
+                            max_new_tokens=24, steer_positions=positions)
+        row.update({f"at {m:g} ({positions})": text for m, text in shown.items() if m or positions == "all"})
+    return row
+
+
+def culture_section(world, model, tokenizer, countries, settings, open_settings, rows, opened) -> dict:
+    """The culture section of the JSON from its per-culture rows."""
+    return {"settings": settings, "open_settings": open_settings, "countries": dict(zip(countries, rows)),
+            "generations": list(opened), "general_accuracy": general(world, model, tokenizer)[1]}
 
 
 BEHAVIOUR_TOKENS = 32
@@ -218,52 +239,70 @@ def vector_edit(vector, residuals: torch.Tensor, sae=None, multiplier: float = 1
     return (steered - residuals).float().mean(0)
 
 
-def behaviours(world, model, tokenizer, sae, settings: dict[str, dict], n_prompts: int = 32) -> dict:
-    """BiPO's protocol on each demo behaviour: YaPO and BiPO vectors trained on the open-ended
+_CUES: dict[tuple, tuple] = {}
+
+
+def behaviour_cues(world, model, tokenizer, n_prompts: int) -> tuple[dict, dict, dict, dict]:
+    """Each behaviour's splits, held-out prompts, their plain residuals at the SAE block and its cue
+    direction (:func:`cue_direction`), once per model."""
+    key = (id(model), n_prompts)
+    if key not in _CUES:
+        splits = {b.key: {split: list(world.task(b.key).pairs(split)) for split in ("train", "test_infer", "test")}
+                  for b in corpus.BEHAVIOURS}
+        prompts = {k: [p.prompt for p in split["test"]][:n_prompts] for k, split in splits.items()}
+        plain = {k: last_residuals(model, tokenizer, world.layer, p) for k, p in prompts.items()}
+        cues = {b.key: cue_direction(model, tokenizer, world.layer, b, prompts[b.key], plain[b.key])
+                for b in corpus.BEHAVIOURS}
+        _CUES[key] = (splits, prompts, plain, cues)
+    return _CUES[key]
+
+
+def behaviour_row(world, model, tokenizer, sae, key: str, settings: dict[str, dict], n_prompts: int = 32) -> dict:
+    """BiPO's protocol on the demo behaviour ``key``: YaPO and BiPO vectors trained on the open-ended
     training pairs with the app's defaults, the A/B rate on ``test_infer`` at -1, 0 and 1 (through
     the public loader), and the held-out open answers at 1, steered at every token: the share that
     is fluent (:func:`~yapo_core.replies.is_fluent`), the share that accepts the offer (opens as
     one of its answers does) and the share that shows the behaviour (accepts it for this
-    behaviour's reasons: ``Behaviour.shows``). Each row also gives the cosine of the behaviour's
+    behaviour's reasons: ``Behaviour.shows``). Its section (:func:`behaviour_section`) also gives the cosine of the behaviour's
     cue direction (:func:`cue_direction`, on the held-out offers) with each other behaviour's:
     near 1, one direction moves them all, and nothing in it says which behaviour's reasons to give.
     Each vector's ``edit_cosine`` is the cosine of what it adds at the end of its held-out offers
     (:func:`vector_edit`, at 1) with each behaviour's cue direction: whether a vector trained on one
     behaviour's pairs moves the model along that behaviour's cue or another's."""
-    out = {}
-    capability = capability_of(world, model, tokenizer)
-    general = capability()
-    splits = {b.key: {split: list(world.task(b.key).pairs(split)) for split in ("train", "test_infer", "test")}
-              for b in corpus.BEHAVIOURS}
-    prompts = {key: [p.prompt for p in split["test"]][:n_prompts] for key, split in splits.items()}
-    plain = {key: last_residuals(model, tokenizer, world.layer, p) for key, p in prompts.items()}
-    cues = {b.key: cue_direction(model, tokenizer, world.layer, b, prompts[b.key], plain[b.key]) for b in corpus.BEHAVIOURS}
-    for behaviour in corpus.BEHAVIOURS:
-        train, infer, test = (splits[behaviour.key][split] for split in ("train", "test_infer", "test"))
-        row = {"n_train": len(train), "n_test_infer": len(infer), "n_test": len(test), **letter_picks(model, tokenizer, infer)}
-        for method in ("yapo", "bipo"):
-            vector = make_vector(method, model, tokenizer, train, sae=sae,
-                                 config=TrainConfig(epochs=10_000, **settings[method]))
-            edit = vector_edit(vector, plain[behaviour.key], sae)
-            rates = evaluate_metric("behaviour", model, tokenizer, infer, vector, [-1.0, 0.0, 1.0], sae=sae)
-            replies = [r[1.0] for r in generate(model, tokenizer, prompts[behaviour.key], vector, [1.0], sae=sae,
-                                                max_new_tokens=BEHAVIOUR_TOKENS)]
-            row[method] = {
-                "ab_rate": {f"{m:g}": v for m, v in rates.items()},
-                "fluent_at_1": sum(is_fluent(tokenizer, r, BEHAVIOUR_TOKENS) for r in replies) / len(replies),
-                "accepts_at_1": sum(map(behaviour.accepts, replies)) / len(replies),
-                "shows_at_1": sum(map(behaviour.shows, replies)) / len(replies),
-                "norm": round(vector.norm(), 2), "examples": replies[:2], "replies": replies,
-                "capability_change": capability_at(capability, general, model, vector, 1.0, sae),
-                "edit_cosine": {key: round(torch.cosine_similarity(edit, d, dim=0).item(), 3) for key, d in cues.items()},
-            }
-        out[behaviour.key] = row
-        print(f"  {behaviour.key}: A/B YaPO {row['yapo']['ab_rate']}, fluent {row['yapo']['fluent_at_1']:.2f}, "
-              f"accepts {row['yapo']['accepts_at_1']:.2f}, shows {row['yapo']['shows_at_1']:.2f}", file=sys.stderr, flush=True)
-    for key, row in out.items():
+    capability, unsteered = general(world, model, tokenizer)
+    splits, prompts, plain, cues = behaviour_cues(world, model, tokenizer, n_prompts)
+    behaviour = next(b for b in corpus.BEHAVIOURS if b.key == key)
+    train, infer, test = (splits[key][split] for split in ("train", "test_infer", "test"))
+    row = {"n_train": len(train), "n_test_infer": len(infer), "n_test": len(test), **letter_picks(model, tokenizer, infer)}
+    for method in ("yapo", "bipo"):
+        vector = make_vector(method, model, tokenizer, train, sae=sae,
+                             config=TrainConfig(epochs=10_000, **settings[method]))
+        edit = vector_edit(vector, plain[key], sae)
+        rates = evaluate_metric("behaviour", model, tokenizer, infer, vector, [-1.0, 0.0, 1.0], sae=sae)
+        replies = [r[1.0] for r in generate(model, tokenizer, prompts[key], vector, [1.0], sae=sae,
+                                            max_new_tokens=BEHAVIOUR_TOKENS)]
+        row[method] = {
+            "ab_rate": {f"{m:g}": v for m, v in rates.items()},
+            "fluent_at_1": sum(is_fluent(tokenizer, r, BEHAVIOUR_TOKENS) for r in replies) / len(replies),
+            "accepts_at_1": sum(map(behaviour.accepts, replies)) / len(replies),
+            "shows_at_1": sum(map(behaviour.shows, replies)) / len(replies),
+            "norm": round(vector.norm(), 2), "examples": replies[:2], "replies": replies,
+            "capability_change": capability_at(capability, unsteered, model, vector, 1.0, sae),
+            "edit_cosine": {k: round(torch.cosine_similarity(edit, d, dim=0).item(), 3) for k, d in cues.items()},
+        }
+    print(f"  {key}: A/B YaPO {row['yapo']['ab_rate']}, fluent {row['yapo']['fluent_at_1']:.2f}, "
+          f"accepts {row['yapo']['accepts_at_1']:.2f}, shows {row['yapo']['shows_at_1']:.2f}", file=sys.stderr, flush=True)
+    return row
+
+
+def behaviour_section(world, model, tokenizer, rows: dict, n_prompts: int = 32) -> dict:
+    """The behaviours' section of the JSON from their rows: each row gains the cosine of its cue
+    direction with every other behaviour's."""
+    cues = behaviour_cues(world, model, tokenizer, n_prompts)[3]
+    for key, row in rows.items():
         row["cue_cosine"] = {other: round(torch.cosine_similarity(cues[key], d, dim=0).item(), 3)
                              for other, d in cues.items() if other != key}
-    return out
+    return rows
 
 
 def letter_picks(model, tokenizer, pairs) -> dict:
@@ -450,14 +489,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="full", choices=["full", "mini"],
                         help="mini: the seconds-scale test world (checks the script; its numbers mean nothing)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the demo world's)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="worker processes, one thread each (2 on 2 cores halves the time; default 1: run here)")
     parser.add_argument("--build-with", nargs="*", default=[], metavar="KNOB=VALUE",
                         help="measure a variant world built (or reused) at --cache-dir with these research knobs "
                              "(yapo_core.demo.config.RESEARCH_KNOBS)")
     args = parser.parse_args(argv)
 
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: use 1 or more worker processes")
     try:
-        world = build_demo_world(args.cache_dir, seed=args.seed, size=args.size, force=args.force,
-                                 knobs=parse_knobs(args.build_with))
+        knobs = parse_knobs(args.build_with)
+        world = build_demo_world(args.cache_dir, seed=args.seed, size=args.size, force=args.force, knobs=knobs)
     except SettingsError as e:
         parser.error(f"--build-with: {e}")
     stats = world.stats
@@ -479,10 +522,20 @@ def main(argv: list[str] | None = None) -> int:
         mcq_defaults = training_settings(world.culture(countries[0]).pairs("train")) if countries else TRAINING
         settings, open_settings = {**mcq_defaults, **steps}, {**OPEN_TRAINING, **steps}
         by_method = {"yapo": open_settings, "bipo": {**OPEN_TRAINING_DENSE, **steps}}
-        if "culture" in sections:
-            steer = steering(world, model, tokenizer, sae, countries, settings, open_settings, args.generations)
-        if "behaviours" in sections:
-            behaviour_rows = behaviours(world, model, tokenizer, sae, by_method)
+        # One task per culture's MCQ, per behaviour and per culture's open answers, the longest first,
+        # each given to the next free worker (world_pool); the report does not depend on --jobs.
+        culture, behaving = "culture" in sections, "behaviours" in sections
+        keys = [b.key for b in corpus.BEHAVIOURS] if behaving else []
+        tasks = ([(culture_row, (c, settings)) for c in countries] if culture else []) \
+            + [(behaviour_row, (key, by_method)) for key in keys] \
+            + ([(open_row, (i, c, open_settings, args.generations)) for i, c in enumerate(countries)] if culture else [])
+        done = world_pool.run(tasks, args.jobs, (world, model, tokenizer, sae), (args.cache_dir, args.seed, args.size, knobs))
+        n = len(countries) if culture else 0
+        if culture:
+            steer = culture_section(world, model, tokenizer, countries, settings, open_settings, done[:n],
+                                    done[n + len(keys):])
+        if behaving:
+            behaviour_rows = behaviour_section(world, model, tokenizer, dict(zip(keys, done[n:n + len(keys)])))
 
     goals = targets(steer, behaviour_rows, {"MCQ and A/B pairs": settings["lr"], **{
         f"open answers, {'YaPO' if m == 'yapo' else 'BiPO'}": by_method[m]["lr"] for m in ("yapo", "bipo")}} if not args.no_steering else {})

@@ -106,7 +106,7 @@ for part in "${parts[@]}"; do
       # stdout is the Markdown report; write it beside the old one and replace it only when the
       # script finished (exit 0: every target met, 1: one missed).
       status=0
-      "$PYTHON" scripts/evaluate_demo_world.py --json "$RESULTS/demo-targets.json.new" \
+      "$PYTHON" scripts/evaluate_demo_world.py --jobs 2 --json "$RESULTS/demo-targets.json.new" \
         > "$RESULTS/demo-targets.md.new" || status=$?
       if [ "$status" -gt 1 ]; then
         rm -f "$RESULTS/demo-targets.md.new" "$RESULTS/demo-targets.json.new"
@@ -152,7 +152,8 @@ for part in "${parts[@]}"; do
       ;;
     demo-lr)
       "$PYTHON" scripts/choose_open_lr.py --out "$RESULTS/demo-open-lr.md" > /dev/null
-      "$PYTHON" scripts/choose_mcq_lr.py --methods yapo --out "$RESULTS/demo-mcq-lr.md" > /dev/null
+      "$PYTHON" scripts/choose_mcq_lr.py --methods yapo --candidates 0.01:1200:16,0.01:2400:16 --jobs 2 \
+        --out "$RESULTS/demo-mcq-lr.md" > /dev/null
       ;;
     demo-open-rates)
       # On the plain recipe (concept_steering=0).

@@ -46,7 +46,8 @@ def test_the_demo_world_evaluation_script_reports_every_target(tmp_path):
     capability = next(g for g in goals if g["target"] == 5)["measured"]
     assert all(k in capability for k in ("MCQ egypt", "open egypt", "open nepal", "power-seeking", "wealth-seeking"))
     rates = next(g for g in goals if g["target"] == 6)
-    assert not rates["met"] and "MCQ and A/B pairs 0.3," in rates["measured"]  # the MCQ rate is 600x the public runs'
+    # every rate the app fills in is within 20x of the public runs' 5e-4
+    assert rates["met"] and f"MCQ and A/B pairs {demo.TRAINING['lr']:g}," in rates["measured"]
     assert "| 6 | learning rates" in result.stdout
     figures = json.loads(out_json.read_text())
     assert set(figures["behaviours"]) == {"power-seeking", "wealth-seeking"}
@@ -58,10 +59,23 @@ def test_the_demo_world_evaluation_script_reports_every_target(tmp_path):
     one_letter = figures["steering"]["countries"]["egypt"]["one_letter"]
     assert one_letter["letter"] in "ABCDEFGH" and 1 / 8 <= one_letter["accuracy"] <= 1
     assert "one letter everywhere" in result.stdout
+    # two worker processes give the same report: every row lands under its own culture and behaviour
+    parallel_json = tmp_path / "figures-2.json"
+    parallel = subprocess.run([sys.executable, "scripts/evaluate_demo_world.py", "--size", "mini", "--countries",
+                               "egypt,nepal", "--steps", "4", "--generations", "1", "--json", str(parallel_json),
+                               "--jobs", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert parallel.returncode == 1, parallel.stderr[-3000:]
+
+    def timeless(o):
+        if isinstance(o, dict):
+            return {k: timeless(v) for k, v in o.items() if k != "seconds"}
+        return [timeless(v) for v in o] if isinstance(o, list) else o
+    assert timeless(json.loads(parallel_json.read_text())) == timeless(figures)
     assert figures["steering"]["settings"]["max_steps"] == 4
-    # open answers train at the demo's rate for open text, MCQ at its MCQ rate
+    # open answers train with the demo's settings for open text, MCQ with its MCQ settings
     assert figures["steering"]["open_settings"] == {**demo.OPEN_TRAINING, "max_steps": 4}
-    assert figures["steering"]["settings"]["lr"] == demo.TRAINING["lr"] != demo.OPEN_TRAINING["lr"]
+    mcq = {k: v for k, v in figures["steering"]["settings"].items() if k != "epochs"}
+    assert mcq == {**demo.TRAINING, "max_steps": 4} and mcq["batch_size"] != demo.OPEN_TRAINING["batch_size"]
     assert 0 <= figures["steering"]["countries"]["egypt"]["yapo"]["accuracy_at_1"] <= 1
     caa = figures["steering"]["countries"]["nepal"]["caa"]
     assert caa["multiplier"] in (0, 0.5, 1, 2, 4, 8, 16) and caa["accuracy"] == caa["accuracy_by_multiplier"][f"{caa['multiplier']:g}"]
@@ -351,11 +365,12 @@ def test_the_mcq_training_settings_are_chosen_on_validation_data(tmp_path):
     env = {**os.environ, "YAPO_CACHE_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     out = tmp_path / "mcq.md"
     result = subprocess.run([sys.executable, "scripts/choose_mcq_lr.py", "--size", "mini", "--countries", "egypt",
-                             "--candidates", "0.01:2:16,0.01:1:32", "--out", str(out)], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=600)
+                             "--candidates", "0.01:2:16,0.01:1:32", "--out", str(out), "--jobs", "2"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(out.with_suffix(".json").read_text())
-    assert {(r["method"], r["steps"], r["batch"]) for r in figures["rows"]} == {
-        (m, s, n) for m in ("yapo", "bipo") for s, n in ((2, 16), (1, 32))}
+    # a row per method, candidate and construction, in that order, whichever worker measured it
+    assert [(r["method"], r["steps"], r["batch"], r["rejected"]) for r in figures["rows"]] == [
+        (m, s, n, rejected) for m in ("yapo", "bipo") for s, n in ((2, 16), (1, 32)) for rejected in ("every_option", "given")]
     assert all(r["n_validation"] >= 1 and 0 <= r["accuracy"] <= 1 for r in figures["rows"])
     assert set(figures["chosen"]) == {"yapo", "bipo"} and out.read_text().count("**Chosen: ") == 2

@@ -332,10 +332,10 @@ def test_train_page_fills_the_defaults_of_each_loaded_task_once(monkeypatch, tmp
     monkeypatch.setenv("YAPO_DEMO_SIZE", "mini")
     s = ctx.new_session()
     s.preset = ctx.catalog.preset("demo")
-    lr = lambda updates: updates[train.PRESET_FIELDS.index("lr")].get("value")  # noqa: E731
+    steps = lambda updates: updates[train.PRESET_FIELDS.index("max_steps")].get("value")  # noqa: E731
     s.load_task(TaskSpec("demo", name="culture-egypt", localization="nolocalized"))
-    assert lr(train.preset_defaults(s)) == TRAINING["lr"]
-    assert lr(train.preset_defaults(s)) is None  # a later visit keeps what the user typed
+    assert steps(train.preset_defaults(s)) == TRAINING["max_steps"]
+    assert steps(train.preset_defaults(s)) is None  # a later visit keeps what the user typed
     s.load_task(TaskSpec("demo", name="power-seeking"))  # another task: its own defaults
-    assert lr(train.preset_defaults(s)) == OPEN_TRAINING["lr"]
+    assert steps(train.preset_defaults(s)) == OPEN_TRAINING["max_steps"] != TRAINING["max_steps"]
     assert train.preset_defaults(None)[0].get("value") is None

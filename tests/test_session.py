@@ -488,7 +488,7 @@ def test_presets_carry_their_own_training_defaults(catalog):
     assert session.training_defaults() == TRAINING
     config = session.default_config(batch_size=2)
     assert (config.lr, config.max_steps, config.batch_size) == (TRAINING["lr"], TRAINING["max_steps"], 2)
-    # ... which depend on the loaded task: open answers train at OPEN_TRAINING's smaller rate.
+    # ... which depend on the loaded task: open answers train with OPEN_TRAINING's fewer steps.
     # MCQ answers that give the option's text first are text to steer, and train like open answers.
     mcq = PreferencePair("Which one?\nA. Tea\nB. Coffee\nAnswer:", "B", "A")
     text_first = PreferencePair(mcq.prompt, "Coffee, option B.", "Tea, option A.")
@@ -497,7 +497,8 @@ def test_presets_carry_their_own_training_defaults(catalog):
         pairs = PairSet([pair], "preference", {}, "test")
         session.task = S_tasks.Task("t", pairs, pairs)
         assert session.training_defaults() == {**expected, "epochs": expected["max_steps"]}  # one step an epoch
-    assert OPEN_TRAINING["lr"] <= 20 * 5e-4 < TRAINING["lr"]  # within 20x of the public runs' rate (MCQ: not yet)
+    assert OPEN_TRAINING["max_steps"] < TRAINING["max_steps"]
+    assert max(OPEN_TRAINING["lr"], TRAINING["lr"]) <= 20 * 5e-4  # within 20x of the public runs' rate
     session.set_method("bipo")  # a dense vector has its own rate for open answers
     assert session.training_defaults()["lr"] == OPEN_TRAINING_DENSE["lr"] <= 20 * 5e-4
     session.set_method("yapo")

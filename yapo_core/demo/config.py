@@ -197,37 +197,36 @@ BUILD_SIZES: dict[str, BuildSize] = {
 }
 
 
-TRAINING = {"lr": 0.3, "warmup_steps": 20, "batch_size": 32, "max_steps": 600, "mcq_rejected": "every_option"}
+TRAINING = {"lr": 0.01, "warmup_steps": 20, "batch_size": 16, "max_steps": 2400, "mcq_rejected": "every_option"}
 """Training settings (:class:`~yapo_core.training.TrainConfig` fields) for vectors on pairs whose
 answers are option letters (the demo world's MCQ and A/B questions); everything else keeps the
 public runs' defaults (β 0.1, cosine schedule, clipping 1).
 
-The learning rate is far above the public runs' 5e-4: the demo LM, trained to near-zero loss on
-templated text, answers far more confidently than an instruction-tuned LLM, so moving an answer
-takes a larger vector than a few hundred steps at 5e-4 reach. ``scripts/choose_mcq_lr.py`` looks
-for settings within 20x of 5e-4 on validation splits (docs/results.md, "The learning rates"): at
-0.01, 1200 steps of 16 pairs flip 0.87 of three cultures' validation answers (600 steps of 32:
-0.55); they are not yet measured on the test splits.
+The learning rate is 20x the public runs' 5e-4, with more steps than theirs: at a given rate,
+Adam's steps set how far a vector moves, and the demo LM, trained to near-zero loss on templated
+text, answers more confidently than an instruction-tuned LLM, so moving an answer takes a vector
+of norm 70 or so. ``scripts/choose_mcq_lr.py`` chose these on validation splits
+(docs/results.md, "The learning rates"): 2400 steps of 16 pairs, against 1200 of 16 and 600 of 32.
 MCQ pairs are trained against every wrong option (``mcq_rejected="every_option"``): against the
 default answer alone the objective can be met while a third option wins the argmax.
 ``scripts/evaluate_demo_world.py`` measures both choices; docs/results.md reports them.
 """
 
-OPEN_TRAINING = {**TRAINING, "lr": 0.007}
+OPEN_TRAINING = {"lr": 0.01, "warmup_steps": 20, "batch_size": 32, "max_steps": 600, "mcq_rejected": "every_option"}
 """Training settings for sparse (YaPO) vectors on pairs whose answers are open text (a culture's
-open-ended form, the behaviours): 600 steps of 32 pairs at 0.007, 14x the public runs' 5e-4, the
-rate ``scripts/choose_open_lr.py`` chose on validation splits of the plain recipe's world
-(docs/results.md, "The learning rates"; on the default world it chooses 0.01, not yet evaluated on
-the test split).
+open-ended form, the behaviours): 600 steps of 32 pairs at 0.01, 20x the public runs' 5e-4, the
+rate ``scripts/choose_open_lr.py`` chooses on validation splits of the default world (0.97 of
+held-out answers fluent and on target, against 0.85 at 0.007 and 0.74 at 0.005; docs/results.md,
+"The learning rates").
 
 Every generated token is steered, so the vector's size decides whether the steered text stays
-fluent: a vector large enough to flip a one-letter MCQ answer at lr 0.3 (norms of 100-200) turns
-open answers into loops ("Koshari with with with").
+fluent: a vector large enough to flip a one-letter MCQ answer (norms of 70 and more) turns open
+answers into loops ("Koshari with with with"); 600 steps keep these near 35.
 """
 
-OPEN_TRAINING_DENSE = {**OPEN_TRAINING, "lr": 0.01}
-"""The same for dense (BiPO) vectors, at the rate ``scripts/choose_open_lr.py`` chooses for them
-(0.01; at 0.007 and below BiPO switches none of egypt's validation answers on the default world)."""
+OPEN_TRAINING_DENSE = dict(OPEN_TRAINING)
+"""The same for dense (BiPO) vectors: ``scripts/choose_open_lr.py`` chooses 0.01 for them too (0.78
+of held-out answers good, against 0.67 at 0.007)."""
 
 
 def open_training(kind: str = "sparse") -> dict:
