@@ -189,7 +189,7 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
                            " return g && g.data.length && g.data[0].x.length > 0 }", timeout=240_000)
     first = curve_points(page)
     page.wait_for_function("([n, steps]) => { const x = document.querySelector('#train-curves .js-plotly-plot').data[0].x;"
-                           " return x.length > n && x.length >= steps }", arg=[first, STEPS], timeout=900_000)
+                           " return x.length > n && x[x.length - 1] >= steps }", arg=[first, STEPS], timeout=900_000)
     assert "running" in page.locator("#run-status").inner_text()
     page.get_by_role("button", name="Stop").click()
     page.locator("#run-status").filter(has_text="stopped").wait_for()
