@@ -1,6 +1,7 @@
 """Choose the demo world's training settings for MCQ pairs on validation data, never on the test split.
 
-    python scripts/choose_mcq_lr.py --methods yapo --jobs 2 --out assets/results/demo-mcq-lr.md   # about 40 min
+    python scripts/choose_mcq_lr.py --methods yapo --candidates 0.01:1200:16,0.01:2400:16 --jobs 2 \
+        --out assets/results/demo-mcq-lr.md    # about 25 min on 2 cores
     python scripts/choose_mcq_lr.py --size mini --candidates 0.01:2:32      # checks the script in seconds
 
 A candidate is a learning rate, a number of steps and a batch size (``LR:STEPS:BATCH``). Each
@@ -11,8 +12,8 @@ as the app trains, and against the given rejected answer only, as in the papers'
 on the held-out 20 % at multiplier 1 (the answer letter's likelihood). For each method the chosen
 candidate is the one with the highest mean validation accuracy over the cultures and
 constructions; on a tie, the one that reads the fewest training examples (steps × batch), then the
-smaller rate. YaPO's choice is the candidate for ``yapo_core.demo.TRAINING``, which the app adopts
-once ``scripts/evaluate_demo_world.py`` has measured it on the test splits.
+smaller rate. ``yapo_core.demo.TRAINING`` uses YaPO's choice, and ``scripts/evaluate_demo_world.py``
+reports the test splits.
 
 The default candidates keep the rate within 20x of the public runs' 5e-4 (design target 6) and
 trade the batch for steps at about the same cost: at a given rate, Adam's steps (not the gradient's

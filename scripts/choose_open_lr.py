@@ -24,15 +24,16 @@ import sys
 from pathlib import Path
 
 from yapo_core.data import split_pairs
-from yapo_core.demo import OPEN_TRAINING, build_demo_world, corpus
+from yapo_core.demo import OPEN_TRAINING, corpus
 from yapo_core.demo.config import parse_knobs
 from yapo_core.errors import YapoError
 from yapo_core.generation import generate
 from yapo_core.methods import make_vector
-from yapo_core.models import load_model
 from yapo_core.replies import is_fluent
-from yapo_core.saes import load_sae
 from yapo_core.training import TrainConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import world_pool  # noqa: E402
 
 TOKENS = 48
 VALIDATION = 0.2
@@ -126,12 +127,9 @@ def world_arguments(parser: argparse.ArgumentParser) -> None:
 def load_world(parser: argparse.ArgumentParser, args) -> tuple:
     """The world of :func:`world_arguments` (built on first use), its model, tokenizer and SAE."""
     try:
-        knobs = parse_knobs(args.build_with or [])
-        world = build_demo_world(args.cache_dir, seed=args.seed, size=args.size, progress=False, knobs=knobs)
+        return world_pool.load(args.cache_dir, args.seed, args.size, parse_knobs(args.build_with or []))
     except YapoError as e:
         parser.error(f"--build-with: {e}")
-    model, tokenizer = load_model(world.model_dir, device="cpu")
-    return world, model, tokenizer, load_sae(path=world.sae_dir, device="cpu")
 
 
 def write_report(out: str | None, text: str, figures: dict) -> None:
