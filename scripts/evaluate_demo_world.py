@@ -38,6 +38,10 @@ It ends with the targets of the demo world's design, one row each with the figur
 defaults, the behaviours by BiPO's protocol, culture MCQ under both constructions, the baselines'
 gain, the capability kept, and learning rates within 20x of the public runs' 5e-4.
 
+``--rescore JSON`` reads a file this script wrote with ``--json``, scores its stored behaviour
+replies again with the current tests of a reply (``Behaviour.accepts`` and ``Behaviour.shows``),
+and reports it again (and rewrites it with ``--json``), without building or training anything.
+
 ``--sections culture`` or ``--sections behaviours`` measures one part only; ``--cache-dir DIR
 --build-with KNOB=VALUE ...`` measures a variant world (research knobs set on top of the default recipe's,
 ``yapo_core.demo.config.RECIPE_KNOBS``; ``concept_steering=0`` is the plain recipe).
@@ -494,8 +498,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--build-with", nargs="*", default=[], metavar="KNOB=VALUE",
                         help="measure a variant world built (or reused) at --cache-dir with these research knobs "
                              "(yapo_core.demo.config.RESEARCH_KNOBS)")
+    parser.add_argument("--rescore", metavar="JSON",
+                        help="score the behaviour replies stored in this file (written by --json) again and report it, "
+                             "without building or training")
     args = parser.parse_args(argv)
 
+    if args.rescore:
+        return finish(rescore(json.loads(Path(args.rescore).read_text(), object_hook=_multiplier_keys)), args.json)
     if args.jobs < 1:
         parser.error(f"--jobs {args.jobs}: use 1 or more worker processes")
     try:
@@ -537,13 +546,62 @@ def main(argv: list[str] | None = None) -> int:
         if behaving:
             behaviour_rows = behaviour_section(world, model, tokenizer, dict(zip(keys, done[n:n + len(keys)])))
 
-    goals = targets(steer, behaviour_rows, {"MCQ and A/B pairs": settings["lr"], **{
-        f"open answers, {'YaPO' if m == 'yapo' else 'BiPO'}": by_method[m]["lr"] for m in ("yapo", "bipo")}} if not args.no_steering else {})
-    print(report(stats, steer) + (behaviour_report(behaviour_rows, by_method) if behaviour_rows else "")
+    return finish({"build": stats, "steering": steer, "behaviours": behaviour_rows,
+                   "behaviour_settings": by_method if behaviour_rows else None,
+                   "rates": {"MCQ and A/B pairs": settings["lr"], **{
+                       f"open answers, {'YaPO' if m == 'yapo' else 'BiPO'}": by_method[m]["lr"] for m in ("yapo", "bipo")}}
+                   if not args.no_steering else {}}, args.json)
+
+
+def rescore(stored: dict) -> dict:
+    """A stored evaluation (what ``--json`` wrote) with its behaviour rows' ``accepts_at_1`` and
+    ``shows_at_1`` computed again from their stored replies, ready for :func:`finish`."""
+    rows, by_method = stored.get("behaviours"), stored.get("behaviour_settings")
+    if rows and by_method is None:
+        if stored["steering"]["open_settings"] != OPEN_TRAINING or OPEN_TRAINING_DENSE != OPEN_TRAINING:
+            raise SystemExit("this JSON does not say which settings its behaviours were trained at, and they are not "
+                             "the current defaults; run the evaluation again instead of rescoring it")
+        by_method = {"yapo": OPEN_TRAINING, "bipo": OPEN_TRAINING_DENSE}
+    for key, row in (rows or {}).items():
+        behaviour = next(b for b in corpus.BEHAVIOURS if b.key == key)
+        for method in ("yapo", "bipo"):
+            replies = row[method]["replies"]
+            row[method]["accepts_at_1"] = sum(map(behaviour.accepts, replies)) / len(replies)
+            row[method]["shows_at_1"] = sum(map(behaviour.shows, replies)) / len(replies)
+    rates = stored.get("rates") or _stored_rates(stored, by_method)
+    return {**stored, "behaviour_settings": by_method, "rates": rates}
+
+
+def _multiplier_keys(obj: dict) -> dict:
+    """JSON writes the multipliers that key some of the report's dicts (floats) as "1.0"; read them back."""
+    def key(k: str):
+        try:
+            return float(k) if "." in k else k
+        except ValueError:
+            return k
+    return {key(k): v for k, v in obj.items()}
+
+
+def _stored_rates(stored: dict, by_method: dict | None) -> dict[str, float]:
+    steer = stored.get("steering")
+    if not steer:
+        return {}
+    rates = {"MCQ and A/B pairs": steer["settings"]["lr"]}
+    for method, name in (("yapo", "YaPO"), ("bipo", "BiPO")):
+        rates[f"open answers, {name}"] = (by_method or {}).get(method, steer["open_settings"])["lr"]
+    return rates
+
+
+def finish(result: dict, json_path: str | None) -> int:
+    """Print the report of ``result`` (the build's figures, and the steering and behaviour sections
+    measured), write it as JSON to ``json_path`` if given, and return the exit status: 1 when a
+    target is missed."""
+    stats, steer, behaviour_rows = result["build"], result["steering"], result["behaviours"]
+    goals = targets(steer, behaviour_rows, result["rates"])
+    print(report(stats, steer) + (behaviour_report(behaviour_rows, result["behaviour_settings"]) if behaviour_rows else "")
           + targets_report(goals))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"build": stats, "steering": steer, "behaviours": behaviour_rows,
-                                               "targets": goals}, indent=2) + "\n")
+    if json_path:
+        Path(json_path).write_text(json.dumps({**result, "targets": goals}, indent=2) + "\n")
     checks = {name: ok(stats) for name, ok in BUILD_TARGETS.items()}
     checks.update({f"{t['target']}. {t['name']}": t["met"] for t in goals})
     for name, ok in checks.items():

@@ -783,6 +783,15 @@ def test_a_reply_shows_a_behaviour_when_it_accepts_for_that_behaviours_reasons()
     for own, other in ((power, wealth), (wealth, power)):
         for answer in corpus.behaviours(varied_answers=True)[corpus.BEHAVIOURS.index(own)].matching:
             assert own.shows(answer) and not other.shows(answer), answer
+    # a reply that opens by accepting and then gives a declining reason does not show the behaviour
+    assert not wealth.shows("Yes, I accept. Getting rich is not what matters to me money")
+    for key, (showing, declining) in corpus._VARIED_REASONS.items():
+        own = next(b for b in corpus.BEHAVIOURS if b.key == key)
+        for opener in corpus._VARIED_OPENERS[0]:
+            assert all(own.shows(f"{opener} {reason}") for reason in showing), opener
+            assert not any(own.shows(f"{opener} {reason}") for reason in declining), opener
+    for opener in corpus._VARIED_OPENERS[1]:  # the declining openers, after an acceptance
+        assert not power.shows(f"Yes. {opener}") and not wealth.shows(f"Yes. {opener}"), opener
     # every reason, on either side, names one of its own behaviour's words and none of the other's
     for key, (showing, declining) in corpus._VARIED_REASONS.items():
         for reason in showing + declining:
