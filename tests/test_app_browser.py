@@ -317,6 +317,8 @@ def behaviour_walk(page, shots: Path) -> None:
     # the page says that it does not.
     page.get_by_role("tab", name="Compare").click()
     page.wait_for_function("() => document.querySelector('#compare-vector input').value.includes('power-seeking')")
+    page.get_by_role("radio", name="every token (the method)").click()  # the culture walk left prompt tokens only
+    page.locator("#where-steering").filter(has_text="every generated token").wait_for()
     pick(page, "test-prompt")
     page.wait_for_function("() => document.querySelector('#compare-prompt textarea').value.length > 0")
     page.get_by_role("button", name="Generate", exact=True).click()
@@ -341,7 +343,9 @@ def behaviour_walk(page, shots: Path) -> None:
     assert re.search(r"behaviour rate .* · test_infer", offered) and re.search(r"generation accuracy .* · test\b", offered)
     page.get_by_role("radio", name=re.compile(r"^behaviour rate .* · test_infer$")).click()
     page.get_by_role("button", name="Sweep").click()
+    # the new plot: the culture walk's sweep is still drawn until this one replaces it
     page.wait_for_function("() => { const g = document.querySelector('#eval-plot .js-plotly-plot');"
-                           " return g && g.data.length && g.data[0].x.length === 7 }", timeout=300_000)
+                           " return g && g.data.length && g.data.every(t => t.name.includes('power-seeking'))"
+                           " && g.data[0].x.length === 7 }", timeout=300_000)
     assert page.get_by_test_id("toast-text").count() == 0 and "Traceback" not in page.content()
     page.screenshot(path=str(shots / "evaluate-behaviour.png"), full_page=True)
