@@ -151,6 +151,7 @@ def culture_row(world, model, tokenizer, sae, country: str, settings: dict) -> d
             row[r.method + variant] = {
                 "accuracy_at_1": r.accuracy[1.0],
                 "final_loss": round(sum(r.loss_curve[-20:]) / len(r.loss_curve[-20:]), 4),
+                "steps": len(r.loss_curve),
                 "l0": r.l0,
                 "norm": r.norm,
                 "seconds": round(r.seconds, 1),
@@ -493,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="full", choices=["full", "mini"],
                         help="mini: the seconds-scale test world (checks the script; its numbers mean nothing)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the demo world's)")
+    parser.add_argument("--mcq-steps", type=int, default=None,
+                        help="training steps for the culture MCQ vectors only (default: --steps, else the demo world's)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="worker processes, one thread each (2 on 2 cores halves the time; default 1: run here)")
     parser.add_argument("--build-with", nargs="*", default=[], metavar="KNOB=VALUE",
@@ -529,7 +532,10 @@ def main(argv: list[str] | None = None) -> int:
         # the app's defaults for the culture MCQ task (TRAINING for letter answers; OPEN_TRAINING where
         # an answer gives the option's text first) and for open answers
         mcq_defaults = training_settings(world.culture(countries[0]).pairs("train")) if countries else TRAINING
-        settings, open_settings = {**mcq_defaults, **steps}, {**OPEN_TRAINING, **steps}
+        settings = {**mcq_defaults, **steps, **({"max_steps": args.mcq_steps} if args.mcq_steps else {})}
+        if settings["max_steps"] != mcq_defaults["max_steps"]:  # the defaults' epochs end at their own step count
+            settings.pop("epochs", None)
+        open_settings = {**OPEN_TRAINING, **steps}
         by_method = {"yapo": open_settings, "bipo": {**OPEN_TRAINING_DENSE, **steps}}
         # One task per culture's MCQ, per behaviour and per culture's open answers, the longest first,
         # each given to the next free worker (world_pool); the report does not depend on --jobs.

@@ -30,7 +30,7 @@ def test_the_demo_world_evaluation_script_reports_every_target(tmp_path):
     env = {**os.environ, "YAPO_CACHE_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     out_json = tmp_path / "figures.json"
     result = subprocess.run([sys.executable, "scripts/evaluate_demo_world.py", "--size", "mini", "--countries",
-                             "egypt,nepal", "--steps", "4", "--generations", "1", "--json", str(out_json)],
+                             "egypt,nepal", "--steps", "4", "--mcq-steps", "6", "--generations", "1", "--json", str(out_json)],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 1, result.stderr[-3000:]
     assert "| egypt | " in result.stdout and "| nepal | " in result.stdout
@@ -62,7 +62,7 @@ def test_the_demo_world_evaluation_script_reports_every_target(tmp_path):
     # two worker processes give the same report: every row lands under its own culture and behaviour
     parallel_json = tmp_path / "figures-2.json"
     parallel = subprocess.run([sys.executable, "scripts/evaluate_demo_world.py", "--size", "mini", "--countries",
-                               "egypt,nepal", "--steps", "4", "--generations", "1", "--json", str(parallel_json),
+                               "egypt,nepal", "--steps", "4", "--mcq-steps", "6", "--generations", "1", "--json", str(parallel_json),
                                "--jobs", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert parallel.returncode == 1, parallel.stderr[-3000:]
 
@@ -86,11 +86,12 @@ def test_the_demo_world_evaluation_script_reports_every_target(tmp_path):
         subprocess.run(rescore + [str(tmp_path / "again.json")], cwd=ROOT, env=env, capture_output=True, timeout=120)
         scored = json.loads((tmp_path / "again.json").read_text())["behaviours"]["wealth-seeking"]["yapo"]
         assert scored["shows_at_1"] == shows and scored["accepts_at_1"] == 1.0, reply
-    assert figures["steering"]["settings"]["max_steps"] == 4
+    # --mcq-steps sets the culture MCQ runs' length, --steps the others'
+    assert figures["steering"]["settings"]["max_steps"] == 6 and figures["steering"]["countries"]["egypt"]["yapo"]["steps"] == 6
     # open answers train with the demo's settings for open text, MCQ with its MCQ settings
     assert figures["steering"]["open_settings"] == {**demo.OPEN_TRAINING, "max_steps": 4}
     mcq = {k: v for k, v in figures["steering"]["settings"].items() if k != "epochs"}
-    assert mcq == {**demo.TRAINING, "max_steps": 4} and mcq["batch_size"] != demo.OPEN_TRAINING["batch_size"]
+    assert mcq == {**demo.TRAINING, "max_steps": 6} and mcq["batch_size"] != demo.OPEN_TRAINING["batch_size"]
     assert 0 <= figures["steering"]["countries"]["egypt"]["yapo"]["accuracy_at_1"] <= 1
     caa = figures["steering"]["countries"]["nepal"]["caa"]
     assert caa["multiplier"] in (0, 0.5, 1, 2, 4, 8, 16) and caa["accuracy"] == caa["accuracy_by_multiplier"][f"{caa['multiplier']:g}"]
