@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Sequence
 
@@ -33,10 +35,19 @@ def load(cache_dir: str | None, seed: int, size: str, knobs: dict) -> tuple:
     return world, model, tokenizer, load_sae(path=world.sae_dir, device="cpu")
 
 
+def _exit_with(parent: int, every: float = 2.0) -> None:
+    """End this worker once ``parent`` is no longer its parent: a killed parent (``kill PID``, no
+    Ctrl-C to the whole process group) would otherwise leave its pool's workers computing."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
+
+
 def _start(where: tuple) -> None:
     global _LOADED
     import torch
 
+    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
     torch.set_num_threads(1)
     _LOADED = load(*where)
 

@@ -390,3 +390,13 @@ def test_the_mcq_training_settings_are_chosen_on_validation_data(tmp_path):
         (m, s, n, rejected) for m in ("yapo", "bipo") for s, n in ((2, 16), (1, 32)) for rejected in ("every_option", "given")]
     assert all(r["n_validation"] >= 1 and 0 <= r["accuracy"] <= 1 for r in figures["rows"])
     assert set(figures["chosen"]) == {"yapo", "bipo"} and out.read_text().count("**Chosen: ") == 2
+
+
+def test_a_pool_worker_ends_once_its_parent_is_gone():
+    """scripts/world_pool._exit_with: a worker whose parent was killed stops instead of computing on."""
+    code = ("import sys; sys.path.insert(0, 'scripts'); import os, world_pool; "
+            "world_pool._exit_with({parent}, every=0.05)")
+    gone = subprocess.run([sys.executable, "-c", code.format(parent="os.getppid() + 1")], cwd=ROOT, timeout=60)
+    assert gone.returncode == 1
+    with pytest.raises(subprocess.TimeoutExpired):  # its parent is here: it waits
+        subprocess.run([sys.executable, "-c", code.format(parent="os.getppid()")], cwd=ROOT, timeout=3)
