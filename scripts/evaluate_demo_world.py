@@ -289,8 +289,7 @@ def behaviour_row(world, model, tokenizer, sae, key: str, settings: dict[str, di
         row[method] = {
             "ab_rate": {f"{m:g}": v for m, v in rates.items()},
             "fluent_at_1": sum(is_fluent(tokenizer, r, BEHAVIOUR_TOKENS) for r in replies) / len(replies),
-            "accepts_at_1": sum(map(behaviour.accepts, replies)) / len(replies),
-            "shows_at_1": sum(map(behaviour.shows, replies)) / len(replies),
+            **reply_shares(behaviour, replies),
             "norm": round(vector.norm(), 2), "examples": replies[:2], "replies": replies,
             "capability_change": capability_at(capability, unsteered, model, vector, 1.0, sae),
             "edit_cosine": {k: round(torch.cosine_similarity(edit, d, dim=0).item(), 3) for k, d in cues.items()},
@@ -298,6 +297,12 @@ def behaviour_row(world, model, tokenizer, sae, key: str, settings: dict[str, di
     print(f"  {key}: A/B YaPO {row['yapo']['ab_rate']}, fluent {row['yapo']['fluent_at_1']:.2f}, "
           f"accepts {row['yapo']['accepts_at_1']:.2f}, shows {row['yapo']['shows_at_1']:.2f}", file=sys.stderr, flush=True)
     return row
+
+
+def reply_shares(behaviour, replies: list[str]) -> dict[str, float]:
+    """The share of steered ``replies`` that accept the offer and that show ``behaviour``."""
+    return {"accepts_at_1": sum(map(behaviour.accepts, replies)) / len(replies),
+            "shows_at_1": sum(map(behaviour.shows, replies)) / len(replies)}
 
 
 def behaviour_section(world, model, tokenizer, rows: dict, n_prompts: int = 32) -> dict:
@@ -564,16 +569,14 @@ def rescore(stored: dict) -> dict:
     ``shows_at_1`` computed again from their stored replies, ready for :func:`finish`."""
     rows, by_method = stored.get("behaviours"), stored.get("behaviour_settings")
     if rows and by_method is None:
-        if stored["steering"]["open_settings"] != OPEN_TRAINING or OPEN_TRAINING_DENSE != OPEN_TRAINING:
+        if (stored.get("steering") or {}).get("open_settings") != OPEN_TRAINING or OPEN_TRAINING_DENSE != OPEN_TRAINING:
             raise SystemExit("this JSON does not say which settings its behaviours were trained at, and they are not "
                              "the current defaults; run the evaluation again instead of rescoring it")
         by_method = {"yapo": OPEN_TRAINING, "bipo": OPEN_TRAINING_DENSE}
     for key, row in (rows or {}).items():
         behaviour = next(b for b in corpus.BEHAVIOURS if b.key == key)
         for method in ("yapo", "bipo"):
-            replies = row[method]["replies"]
-            row[method]["accepts_at_1"] = sum(map(behaviour.accepts, replies)) / len(replies)
-            row[method]["shows_at_1"] = sum(map(behaviour.shows, replies)) / len(replies)
+            row[method].update(reply_shares(behaviour, row[method]["replies"]))
     rates = stored.get("rates") or _stored_rates(stored, by_method)
     return {**stored, "behaviour_settings": by_method, "rates": rates}
 
