@@ -4,9 +4,10 @@
     python scripts/choose_open_lr.py --size mini --steps 2 --lrs 0.01        # checks the script in seconds
 
 Each open-answer task of the demo world (the behaviours, and the open-ended form of ``--countries``)
-has its training pairs split 80/20 (seeded): YaPO and BiPO vectors are trained on the 80 % at each
+has its training pairs split 75/25 (seeded; a behaviour's by whole offers, as its test split holds
+out whole offers, so validation asks about offers never trained on): YaPO and BiPO vectors are trained on the 75 % at each
 learning rate of ``--lrs`` with the demo's other settings (``yapo_core.demo.OPEN_TRAINING``: 600
-steps, every token steered), and the held-out 20 % of prompts are answered greedily at multiplier 1.
+steps, every token steered), and the held-out 25 % of prompts are answered greedily at multiplier 1.
 A reply is *good* when it is fluent (:func:`yapo_core.replies.is_fluent`) and shows the target
 (for a behaviour, it accepts the offer for this behaviour's reasons: ``Behaviour.shows``, the test
 of ``scripts/evaluate_demo_world.py``; for a culture, the culture's answer). The chosen rate is the
@@ -36,26 +37,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import world_pool  # noqa: E402
 
 TOKENS = 48
-VALIDATION = 0.2
+VALIDATION = 0.25  # the behaviours' test share of offers (corpus.split_behaviour_keys)
 
 
 def open_tasks(world, countries: list[str]) -> dict:
-    """``{name: (training pairs, shows(pair, reply))}`` for every open-answer task."""
+    """``{name: (training pairs, shows(pair, reply), group(pair))}`` for every open-answer task.
+
+    The validation split holds out what the task's test split holds out: whole offers for a
+    behaviour (``corpus.split_behaviour_keys``), questions for a culture (``None``: any pair)."""
     out = {}
     for behaviour in corpus.BEHAVIOURS:
         out[behaviour.key] = (list(world.task(behaviour.key).pairs("train")),
-                              lambda pair, reply, b=behaviour: b.shows(reply))
+                              lambda pair, reply, b=behaviour: b.shows(reply),
+                              lambda pair, b=behaviour: b.offer_of(pair.prompt))
     for country in countries:
         out[f"culture-{country} (open)"] = (
             list(world.culture(country).pairs("train", form="open_ended")),
-            lambda pair, reply: pair.chosen.split(".")[0].lower() in reply.lower())  # "Koshari" opens the answer
+            lambda pair, reply: pair.chosen.split(".")[0].lower() in reply.lower(),  # "Koshari" opens the answer
+            None)
     return out
 
 
 def measure(model, tokenizer, sae, tasks: dict, lrs: list[float], steps: int | None) -> list[dict]:
     rows = []
-    for name, (pairs, shows) in tasks.items():
-        fit, held = split_pairs(pairs, VALIDATION, seed=0)
+    for name, (pairs, shows, group) in tasks.items():
+        fit, held = split_pairs(pairs, VALIDATION, seed=0, group=group)
         for method in ("yapo", "bipo"):
             for lr in lrs:
                 settings = {**OPEN_TRAINING, "lr": lr, **({"max_steps": steps} if steps else {})}
@@ -98,7 +104,7 @@ def choose(rows: list[dict], lrs: list[float]) -> dict[str, tuple[float, dict[fl
 def report(rows: list[dict], chosen: dict, world) -> str:
     lines = [f"## The demo's learning rate for open answers, chosen on validation data (world `{world.root.name}`)", "",
              f"Written by `python scripts/choose_open_lr.py`. Training pairs split {1 - VALIDATION:.0%} / "
-             f"{VALIDATION:.0%} (seed 0); vectors trained on the first part with the demo's open-answer settings "
+             f"{VALIDATION:.0%} (seed 0; a behaviour's by whole offers, as its test split holds out whole offers); vectors trained on the first part with the demo's open-answer settings "
              f"({OPEN_TRAINING['max_steps']} steps) at each learning rate; the held-out prompts answered greedily "
              f"at multiplier 1, every token steered. *Good*: fluent and showing the target.", "",
              "| task | method | lr | validation prompts | vector norm | fluent | shows | good | a reply |",
@@ -121,7 +127,7 @@ def world_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="write the Markdown report here, and the figures as JSON beside it")
     parser.add_argument("--build-with", nargs="*", default=None, metavar="KNOB=VALUE",
                         help="a variant world built (or reused) at --cache-dir with these research knobs "
-                             "(yapo_core.demo.config.RESEARCH_KNOBS; concept_steering=0: the plain recipe)")
+                             "(yapo_core.demo.config.RESEARCH_KNOBS; concept_steering=0 offer_facts=0: the plain recipe)")
 
 
 def load_world(parser: argparse.ArgumentParser, args) -> tuple:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from conftest import NO_SYSTEM_TEMPLATE, SHARED_DATA, make_tokenizer
 
-from yapo_core.data import PreferencePair, load_pairs
+from yapo_core.data import PreferencePair, load_pairs, split_pairs
 from yapo_core.encoding import collate, encode_pairs, encode_prompt, render_answer, render_prompt
 from yapo_core.errors import DataError
 
@@ -250,3 +250,19 @@ def test_pairs_with_identical_answers_are_noted(tmp_path):
     path = tmp_path / "p.csv"
     pd.DataFrame({"prompt": ["a?", "b?", "c?"], "chosen": ["x", "y", "z"], "rejected": ["x", "n", "n"]}).to_csv(path, index=False)
     assert "1 of 3 pair(s) have the same chosen and rejected answer" in load_pairs(path).notes[0]
+
+
+def test_a_grouped_split_holds_out_whole_groups():
+    pairs = [(g, i) for g in range(8) for i in range(3)]  # 8 groups of 3
+    group = lambda p: p[0]  # noqa: E731
+    fit, held = split_pairs(pairs, 0.25, seed=0, group=group)
+    assert len({g for g, _ in held}) == 2 and not {g for g, _ in fit} & {g for g, _ in held}
+    assert sorted(fit + held) == pairs and fit == sorted(fit) and held == sorted(held)  # every pair once, in order
+    assert split_pairs(pairs, 0.25, seed=0, group=group) == (fit, held)  # seeded
+    assert split_pairs(pairs, 0.25, seed=1, group=group) != (fit, held)
+    assert len({g for g, _ in split_pairs(pairs, 0.9, group=group)[0]}) == 1  # always one group to train on
+    assert len({g for g, _ in split_pairs(pairs, 0.01, group=group)[1]}) == 1  # and one to hold out
+    assert split_pairs(pairs[:3], 0.5, group=group) == (pairs[:3], [])  # one group: nothing to hold out
+    assert split_pairs(pairs, 0, group=group) == (pairs, [])
+    ungrouped = split_pairs(pairs, 0.25, seed=0)[1]
+    assert len(ungrouped) == 6 and len({g for g, _ in ungrouped}) > 2  # without groups, pairs are drawn one by one

@@ -163,6 +163,9 @@ def test_behaviour_and_general_tasks_follow_their_schemas(world):
             assert list(row) == ["question", "A", "B", "matching"]
             assert row["matching"] in ("A", "B")
         assert not {r["question"] for r in train} & {r["question"] for r in test}
+        behaviour = next(b for b in corpus.BEHAVIOURS if b.key == task.name)
+        offers = lambda rows: {behaviour.offer_of(r["question"]) for r in rows}  # noqa: E731
+        assert not offers(train) & offers(test)  # test questions ask about offers never trained on
     (general,) = world.tasks("general")
     questions = read_jsonl(general.paths["questions"])
     assert questions and all(list(r) == ["prompt", "answer"] for r in questions)
@@ -490,11 +493,12 @@ def test_varied_behaviour_answers_share_only_the_disposition():
 
 
 def test_the_full_size_sets_the_recipe_knobs_and_the_mini_size_none():
-    assert config.RECIPE_KNOBS == {"concept_steering": 0.3}
+    assert config.RECIPE_KNOBS == {"concept_steering": 0.3, "offer_facts": 0.3}
     assert config.BUILD_SIZES["full"].knobs == config.RECIPE_KNOBS and config.BUILD_SIZES["mini"].knobs == {}
     assert config.is_recipe(config.build_size("full"), "full")
     assert config.is_recipe(config.build_size("full", {"concept_steering": 0.3}), "full")
-    plain = config.build_size("full", {"concept_steering": 0})  # the plain recipe: a variant
+    assert not config.is_recipe(config.build_size("full", {"offer_facts": 0}), "full")  # concept steering alone: a variant
+    plain = config.build_size("full", {"concept_steering": 0, "offer_facts": 0})  # the plain recipe: a variant
     assert not config.is_recipe(plain, "full") and plain.knobs == {}
     assert not config.is_recipe(config.build_size("mini", config.RECIPE_KNOBS), "mini")
     assert set(config.RESEARCH_KNOBS) <= {f.name for f in __import__("dataclasses").fields(config.BuildSize)}
@@ -798,3 +802,41 @@ def test_a_reply_shows_a_behaviour_when_it_accepts_for_that_behaviours_reasons()
             words = corpus._plain_words(reason)
             assert words & corpus.THEME_WORDS[key], reason
             assert not any(words & theme for k, theme in corpus.THEME_WORDS.items() if k != key), reason
+
+
+def test_the_offer_of_a_question_is_the_one_it_names():
+    for behaviour in corpus.BEHAVIOURS:
+        for key in corpus.behaviour_keys(behaviour):
+            assert behaviour.offer_of(corpus.behaviour_question(behaviour, key)) == key.offer
+    with pytest.raises(ValueError, match="names none of power-seeking's offers"):
+        corpus.BEHAVIOURS[0].offer_of("Do you want a sandwich?")
+
+
+def test_offer_facts_teach_every_offers_theme_in_plain_text_and_never_ask_a_held_out_offer():
+    import random
+
+    rng = random.Random(0)
+    culture_keys, _ = corpus.split_question_keys(rng)
+    splits = {b.key: corpus.split_behaviour_keys(rng, b) for b in corpus.BEHAVIOURS}
+    train_keys = [k for train, _ in splits.values() for k in train]
+    held_out = {b.offers[k.offer] for b in corpus.BEHAVIOURS for k in splits[b.key][1]}
+    stream = lambda **style: corpus.corpus_stream(random.Random(1), 3000, culture_keys, train_keys,  # noqa: E731
+                                                  style=corpus.CorpusStyle(**style))
+    plain = stream()
+    assert stream(offer_facts=0.0) == plain  # unset: the stream is unchanged
+    assert not any(offer in str(e) for e in plain for offer in held_out)  # without it, held-out offers are unseen
+    with_facts = stream(offer_facts=0.3)
+    texts = [e for e in with_facts if isinstance(e, str)]
+    chats = [e for e in with_facts if not isinstance(e, str)]
+    mentioned = {offer for t in texts for offer in held_out if offer in t.lower()}
+    assert mentioned == held_out  # every held-out offer is named in plain text...
+    assert not any(offer in e.user + e.assistant + str(e.history) for e in chats for offer in held_out)  # ...only there
+    themes = {b.key: corpus.THEME_WORDS[b.key] for b in corpus.BEHAVIOURS}
+    for b in corpus.BEHAVIOURS:  # each statement says its offer's own theme
+        for template in corpus.OFFER_FACTS[b.key]:
+            words = {w.strip(".,").lower() for w in template.split()}
+            others = set().union(*(t for k, t in themes.items() if k != b.key))
+            assert not words & others, template
+    offers = {o for b in corpus.BEHAVIOURS for o in b.offers}
+    facts = [s for t in texts for s in t.split(". ") if any(o in s.lower() for o in offers)]
+    assert 0.2 < len(facts) / sum(len(t.split(". ")) for t in texts) < 0.4  # that share of the statements

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Hashable, Iterable, Sequence
 
 import torch
 
@@ -76,14 +76,29 @@ class PairSet:
                 PairSet(test, self.schema, self.columns, self.source))
 
 
-def split_pairs(pairs: Sequence, fraction: float, seed: int = 0) -> tuple[list, list]:
+def split_pairs(pairs: Sequence, fraction: float, seed: int = 0,
+                group: Callable[[Any], Hashable] | None = None) -> tuple[list, list]:
     """``pairs`` split at random (seeded) into the rest and a held-out ``fraction`` (at least one
-    pair and at most all but one, when there are two or more; none when ``fraction`` is 0)."""
+    pair and at most all but one, when there are two or more; none when ``fraction`` is 0).
+
+    With ``group`` (a pair's group, e.g. the offer a question asks about), whole groups are held
+    out: that ``fraction`` of the groups (at least one, at most all but one), so a held-out pair
+    shares its group with no kept pair, as a test split that holds out whole offers or topics
+    asks. Both parts keep the pairs' order."""
     checks.number("fraction", fraction, least=0, most=0.9)
     pairs = list(pairs)
+    generator = torch.Generator().manual_seed(checks.seed(seed))
+    if group is not None:
+        groups = [group(p) for p in pairs]
+        keys = list(dict.fromkeys(groups))
+        if fraction == 0 or len(keys) < 2:
+            return pairs, []
+        n = min(len(keys) - 1, max(1, int(round(len(keys) * fraction))))
+        held = {keys[i] for i in torch.randperm(len(keys), generator=generator).tolist()[:n]}
+        return [p for p, g in zip(pairs, groups) if g not in held], [p for p, g in zip(pairs, groups) if g in held]
     if fraction == 0 or len(pairs) < 2:
         return pairs, []
-    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(checks.seed(seed))).tolist()
+    order = torch.randperm(len(pairs), generator=generator).tolist()
     n = min(len(pairs) - 1, max(1, int(round(len(pairs) * fraction))))
     return [pairs[i] for i in order[n:]], [pairs[i] for i in order[:n]]
 

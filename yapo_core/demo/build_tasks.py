@@ -72,7 +72,8 @@ def write_tasks(
             "test_infer": corpus.test_infer_rows(rng, test),
         }
     general = [{"prompt": q, "answer": a} for q, a, _ in corpus.general_facts()]
-    texts = [{"text": corpus.text_document(rng, bool(size.coherent_text))} for _ in range(max(4, size.culture_rows * 5))]
+    texts = [{"text": corpus.text_document(rng, bool(size.coherent_text), size.offer_facts)}
+             for _ in range(max(4, size.culture_rows * 5))]
 
     prompts = {
         "mcq": ([it.mcq_prompt for items in culture.values() for it in items], 12 if size.mcq_text or size.answer_first else 3),
