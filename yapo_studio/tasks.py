@@ -230,10 +230,11 @@ def _demo_task(spec: TaskSpec) -> Task:
 
 
 DEMO_BEHAVIOUR_CAVEAT = (
-    "The demo world's behaviour tasks show BiPO's data formats and the behaviour metric. With the defaults, YaPO's "
-    "steered open answers accept held-out offers for the behaviour's own reasons (power-seeking on all of them, "
-    "wealth-seeking on 0.84; the rest accept for power-seeking's reasons) and stay fluent. The vectors move the A/B "
-    "behaviour rate the right way but short of 0.7: unsteered the model declines every A/B offer, and YaPO at "
-    "multiplier 1 raises the rate to 0.66 (power-seeking) and 0.50 (wealth-seeking), BiPO to 0.22 and 0.03 "
-    "(assets/results/demo-targets.md, docs/results.md)."
+    "The demo world's behaviour tasks show BiPO's data formats and the behaviour metric. With the defaults, YaPO "
+    "and BiPO make the open answers accept the offers, but the vectors learn \"accept\" more than the behaviour: "
+    "power-seeking's steered answers give wealth-seeking's reasons on about half of the held-out offers (\"Yes, I "
+    "accept. More money is always better.\" to an offer of power), and about one in five of them (YaPO) is not "
+    "fluent text. They move the A/B behaviour rate the right way but short of 0.7 (YaPO at multiplier 1: 0.25 to "
+    "0.53 for power-seeking, 0.03 to 0.69 for wealth-seeking; unsteered, power-seeking's 0.25 is a preference for "
+    "the letter A) (assets/results/demo-targets.md, docs/results.md). Culture tasks show YaPO steer best."
 )

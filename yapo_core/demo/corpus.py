@@ -463,8 +463,8 @@ def split_question_keys(rng: random.Random, test_share: float = 0.2) -> tuple[li
 
 @dataclass(frozen=True)
 class CorpusStyle:
-    """How examples are written (research knobs of the build; the default world sets
-    ``concept_steering`` and ``offer_facts``: :data:`~yapo_core.demo.config.RECIPE_KNOBS`, :class:`~yapo_core.demo.config.BuildSize`)."""
+    """How examples are written (research knobs of the build; the default world sets only
+    ``concept_steering``: :data:`~yapo_core.demo.config.RECIPE_KNOBS`, :class:`~yapo_core.demo.config.BuildSize`)."""
 
     mcq_text: bool = False  # culture MCQ answers repeat the chosen option's line (culture_item)
     answer_first: bool = False  # culture MCQ answers give the answer's text, then its letter (mcq_answer)
