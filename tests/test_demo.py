@@ -831,11 +831,10 @@ def test_offer_facts_teach_every_offers_theme_in_plain_text_and_never_ask_a_held
     mentioned = {offer for t in texts for offer in held_out if offer in t.lower()}
     assert mentioned == held_out  # every held-out offer is named in plain text...
     assert not any(offer in e.user + e.assistant + str(e.history) for e in chats for offer in held_out)  # ...only there
-    themes = {b.key: corpus.THEME_WORDS[b.key] for b in corpus.BEHAVIOURS}
     for b in corpus.BEHAVIOURS:  # each statement says its offer's own theme
         for template in corpus.OFFER_FACTS[b.key]:
             words = {w.strip(".,").lower() for w in template.split()}
-            others = set().union(*(t for k, t in themes.items() if k != b.key))
+            others = set().union(*(t for k, t in corpus.THEME_WORDS.items() if k != b.key))
             assert not words & others, template
     offers = {o for b in corpus.BEHAVIOURS for o in b.offers}
     facts = [s for t in texts for s in t.split(". ") if any(o in s.lower() for o in offers)]

@@ -93,14 +93,19 @@ def split_pairs(pairs: Sequence, fraction: float, seed: int = 0,
         keys = list(dict.fromkeys(groups))
         if fraction == 0 or len(keys) < 2:
             return pairs, []
-        n = min(len(keys) - 1, max(1, int(round(len(keys) * fraction))))
-        held = {keys[i] for i in torch.randperm(len(keys), generator=generator).tolist()[:n]}
+        held = {keys[i] for i in torch.randperm(len(keys), generator=generator).tolist()[:_held_count(len(keys), fraction)]}
         return [p for p, g in zip(pairs, groups) if g not in held], [p for p, g in zip(pairs, groups) if g in held]
     if fraction == 0 or len(pairs) < 2:
         return pairs, []
     order = torch.randperm(len(pairs), generator=generator).tolist()
-    n = min(len(pairs) - 1, max(1, int(round(len(pairs) * fraction))))
+    n = _held_count(len(pairs), fraction)
     return [pairs[i] for i in order[n:]], [pairs[i] for i in order[:n]]
+
+
+def _held_count(total: int, fraction: float) -> int:
+    """How many of ``total`` items (two or more) a split holds out: ``fraction`` of them, at least one
+    and at most all but one."""
+    return min(total - 1, max(1, int(round(total * fraction))))
 
 
 # ---------------------------------------------------------------------------------------------
