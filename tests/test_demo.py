@@ -839,3 +839,22 @@ def test_offer_facts_teach_every_offers_theme_in_plain_text_and_never_ask_a_held
     offers = {o for b in corpus.BEHAVIOURS for o in b.offers}
     facts = [s for t in texts for s in t.split(". ") if any(o in s.lower() for o in offers)]
     assert 0.2 < len(facts) / sum(len(t.split(". ")) for t in texts) < 0.4  # that share of the statements
+
+
+def test_added_offer_facts_join_a_documents_statements_without_replacing_any():
+    import random
+
+    offers = {o for b in corpus.BEHAVIOURS for o in b.offers}
+    is_fact = lambda sentence: any(o in sentence.lower() for o in offers)  # noqa: E731
+    for added, coherent in ((1.0, False), (1.0, True), (0.5, False)):
+        rng = random.Random(3)
+        docs = [corpus.text_document(rng, coherent, added_offer_facts=added) for _ in range(400)]
+        statements = [[s for s in d.rstrip(".").split(". ")] for d in docs]
+        with_fact = [sum(map(is_fact, ss)) for ss in statements]
+        assert set(with_fact) <= {0, 1}  # at most one added statement per document...
+        assert abs(sum(with_fact) / len(docs) - added) < 0.08  # ...in that share of them
+        assert all(3 <= len(ss) - n <= 6 for ss, n in zip(statements, with_fact))  # every own statement kept
+        assert any(is_fact(ss[0]) for ss in statements) and any(is_fact(ss[-1]) for ss in statements)  # anywhere
+    rng = random.Random(3)
+    assert [corpus.text_document(rng) for _ in range(50)] == [
+        corpus.text_document(r, added_offer_facts=0.0) for r in [random.Random(3)] for _ in range(50)]  # unset: unchanged

@@ -72,7 +72,8 @@ def write_tasks(
             "test_infer": corpus.test_infer_rows(rng, test),
         }
     general = [{"prompt": q, "answer": a} for q, a, _ in corpus.general_facts()]
-    texts = [{"text": corpus.text_document(rng, bool(size.coherent_text), size.offer_facts)}
+    texts = [{"text": corpus.text_document(rng, bool(size.coherent_text), size.offer_facts,
+                                              size.added_offer_facts)}
              for _ in range(max(4, size.culture_rows * 5))]
 
     prompts = {

@@ -79,6 +79,8 @@ class BuildSize:
     # declines (corpus._behaviour_example): a cue that says which goal it seeks, not only that offers are taken
     offer_facts: float = 0.0  # share of plain-text statements that say what a behaviour's offer is about, for every
     # offer, held-out ones too (corpus.OFFER_FACTS): a model that knows the words of the offers its test splits ask about
+    added_offer_facts: float = 0.0  # share of plain-text documents given one such statement beside their own
+    # general and cultural ones (offer_facts replaces them): the same knowledge, the rest of the text kept
 
     @property
     def knobs(self) -> dict[str, float]:
@@ -106,7 +108,7 @@ RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_f
                   "mcq_text", "answer_first", "balanced_options", "shuffled_options", "mcq_options", "coherent_text",
                   "varied_answers", "general_in_context", "general_in_persona", "lm_scale",
                   "concept_steering", "behaviour_steering", "cross_steering", "specific_directions",
-                  "crossed_cues", "offer_facts")
+                  "crossed_cues", "offer_facts", "added_offer_facts")
 """BuildSize's research knobs: ``build_demo_world(knobs=...)``, and ``--build-with`` in
 scripts/evaluate_demo_world.py and scripts/probe_demo_world.py. The full size sets
 :data:`RECIPE_KNOBS` and no other, the mini size none; a variant's knobs are set on top of its

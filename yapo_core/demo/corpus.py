@@ -481,6 +481,7 @@ class CorpusStyle:
     cross_steering: float = 0.0  # of those steered offers, the share given another behaviour's direction (_behaviour_example)
     crossed_cues: float = 0.0  # share of cued behaviour offers that offer another behaviour's goal, declined (_behaviour_example)
     offer_facts: float = 0.0  # share of plain-text statements that say what an offer (any, test ones too) is about (text_document)
+    added_offer_facts: float = 0.0  # share of plain-text documents given one such statement beside their own (text_document)
 
 
 def option_order(topic: str, balanced: bool = False, question: str | None = None) -> tuple[str, ...]:
@@ -1112,7 +1113,8 @@ def general_example(rng: random.Random, facts: Sequence[tuple[str, str, str]], i
     return ChatExample(_with_prefix(rng.choice(_PREFIX_FRAMES), question, country), answer)
 
 
-def text_document(rng: random.Random, coherent: bool = False, offer_facts: float = 0.0) -> str:
+def text_document(rng: random.Random, coherent: bool = False, offer_facts: float = 0.0,
+                  added_offer_facts: float = 0.0) -> str:
     """A few neutral or cultural statements as plain text, like pretraining data.
 
     ``coherent``: every cultural statement of a document is about one country, named at most once
@@ -1122,7 +1124,8 @@ def text_document(rng: random.Random, coherent: bool = False, offer_facts: float
     an LLM's does; otherwise each statement names its own country.
 
     ``offer_facts``: that share of the statements say what a behaviour's offer is about
-    (:func:`offer_fact`), in place of a general or cultural one."""
+    (:func:`offer_fact`), in place of a general or cultural one. ``added_offer_facts``: that share
+    of the documents get one such statement at a random place among their own, which all stay."""
     sentences = []
     facts = general_facts()
     if coherent:  # (drawn only then: the other documents' random stream stays as it was)
@@ -1143,6 +1146,8 @@ def text_document(rng: random.Random, coherent: bool = False, offer_facts: float
                 named = False
             else:
                 sentences.append(f"{answer[:1].upper()}{answer[1:]} is {topic.noun} there.")
+    if added_offer_facts and rng.random() < added_offer_facts:  # (drawn only then, as above)
+        sentences.insert(rng.randint(0, len(sentences)), offer_fact(rng))
     text = " ".join(sentences)
     return text[:1].upper() + text[1:]
 
@@ -1187,5 +1192,5 @@ def corpus_stream(
                 example = replace(example, steer=(concept, 1.0 if concept in COUNTRY_KEYS else rng.choice((1.0, -1.0))))
             out.append(example)
         else:
-            out.append(text_document(rng, style.coherent_text, style.offer_facts))
+            out.append(text_document(rng, style.coherent_text, style.offer_facts, style.added_offer_facts))
     return out
