@@ -38,6 +38,11 @@
 #        demo-offer-facts (scripts/evaluate_demo_world.py --build-with offer_facts=0.3 -> demo-variant-offer-facts.md,
 #                     .json: every section, seed 0; its behaviours from seed 1 -> demo-variant-offer-facts-seed1.md, .json;
 #                     built in $YAPO_CACHE_DIR/demo-variants/offer-facts and offer-facts-seed1)
+#        demo-added-offer-facts (scripts/evaluate_demo_world.py --build-with added_offer_facts=1 ->
+#                     demo-variant-added-offer-facts-behaviours.md, -culture-uk-brazil-nepal.md,
+#                     -culture-egypt-morocco-spain-india.md, .json: seed 0, one section or culture set a run;
+#                     its behaviours from seed 1 -> demo-variant-added-offer-facts-seed1.md, .json;
+#                     built in $YAPO_CACHE_DIR/demo-variants/added-offer-facts and added-offer-facts-seed1)
 #        demo-pinned (scripts/evaluate_demo_world.py --sections behaviours on the plain recipe built in a fresh cache
 #                     -> demo-behaviours-pinned.md, .json: the same build on another CPU, with the pinned kernels)
 #        cpu-kernels (scripts/benchmark_cpu_kernels.py -> assets/results/cpu-kernels.md, .json)
@@ -59,7 +64,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(demo-targets demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts comparison benchmark demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
+  parts=(demo-targets demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts comparison benchmark demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
 fi
 
 # forms NAME [KNOB=VALUE...]: scripts/probe_demo_world.py --forms-only on egypt and morocco, on the
@@ -261,6 +266,26 @@ for part in "${parts[@]}"; do
         --json "$RESULTS/demo-variant-offer-facts-seed1.json" > "$RESULTS/demo-variant-offer-facts-seed1.md" || status=$?
       [ "$status" -le 1 ] || exit "$status"
       ;;
+    demo-added-offer-facts)
+      # The default recipe with offer statements added to the plain text (docs/results.md, "Offer statements beside
+      # the others"); missed targets do not fail this script.
+      status=0
+      world="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/added-offer-facts"
+      name="$RESULTS/demo-variant-added-offer-facts"
+      "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --jobs 2 --build-with added_offer_facts=1 \
+        --cache-dir "$world" --json "$name-behaviours.json" > "$name-behaviours.md" || status=$?
+      [ "$status" -le 1 ] || exit "$status"
+      for run in uk,brazil,nepal:0 egypt,morocco,spain,india:2; do  # cultures:how many show generations
+        countries="${run%:*}"
+        "$PYTHON" scripts/evaluate_demo_world.py --sections culture --countries "$countries" --generations "${run#*:}" --jobs 2 \
+          --build-with added_offer_facts=1 --cache-dir "$world" \
+          --json "$name-culture-${countries//,/-}.json" > "$name-culture-${countries//,/-}.md" || status=$?
+        [ "$status" -le 1 ] || exit "$status"
+      done
+      "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --seed 1 --jobs 2 --build-with added_offer_facts=1 \
+        --cache-dir "$world-seed1" --json "$name-seed1.json" > "$name-seed1.md" || status=$?
+      [ "$status" -le 1 ] || exit "$status"
+      ;;
     demo-pinned)
       # The plain recipe built from nothing in a fresh cache (with yapo_core's pinned AVX2 kernels).
       status=0
@@ -288,7 +313,7 @@ for part in "${parts[@]}"; do
       "$PYTHON" scripts/lm_eval_check.py
       ;;
     *)
-      echo "unknown part '$part'; use demo-targets, demo-plain, demo-probe, demo-forms, demo-open-rates, demo-variant, demo-avx512, demo-seeds, demo-offer-facts, comparison, benchmark, demo-pinned, cpu-kernels, real-size, shared-cpu, sharing or lm-eval" >&2
+      echo "unknown part '$part'; use demo-targets, demo-plain, demo-probe, demo-forms, demo-open-rates, demo-variant, demo-avx512, demo-seeds, demo-offer-facts, demo-added-offer-facts, comparison, benchmark, demo-pinned, cpu-kernels, real-size, shared-cpu, sharing or lm-eval" >&2
       exit 2
       ;;
   esac
