@@ -9,6 +9,9 @@
 #        demo-probe  (scripts/probe_demo_world.py   -> assets/results/demo-probe.md, demo-probe-plain.md,
 #                     demo-probe-followups.md, .json: the default world, the plain recipe, and the plain recipe
 #                     with follow-ups, built in $YAPO_CACHE_DIR/demo-variants/followups)
+#        demo-concept-steering (the same on the recipe before added_offer_facts joined it, concept_steering alone,
+#                     built in $YAPO_CACHE_DIR/demo-variants/concept-steering-alone -> demo-targets-concept-steering.md,
+#                     .json: what most studies below were measured against)
 #        demo-plain  (the same on the plain recipe, concept_steering=0, built in $YAPO_CACHE_DIR/demo-variants/plain
 #                     -> demo-targets-plain.md, .json, and its culture and behaviour sections alone ->
 #                     demo-world-plain.md, demo-behaviours-plain.md, .json: what the variant studies compare with)
@@ -38,7 +41,8 @@
 #        demo-offer-facts (scripts/evaluate_demo_world.py --build-with offer_facts=0.3 -> demo-variant-offer-facts.md,
 #                     .json: every section, seed 0; its behaviours from seed 1 -> demo-variant-offer-facts-seed1.md, .json;
 #                     built in $YAPO_CACHE_DIR/demo-variants/offer-facts and offer-facts-seed1)
-#        demo-added-offer-facts (scripts/evaluate_demo_world.py --build-with added_offer_facts=1 ->
+#        demo-added-offer-facts (the runs that chose added_offer_facts for the default recipe, which now has it:
+#                     scripts/evaluate_demo_world.py --build-with added_offer_facts=1 ->
 #                     demo-variant-added-offer-facts-behaviours.md, -culture-uk-brazil-nepal.md,
 #                     -culture-egypt-morocco-spain-india.md, .json: seed 0, one section or culture set a run;
 #                     its behaviours from seed 1 -> demo-variant-added-offer-facts-seed1.md, .json;
@@ -51,6 +55,10 @@
 #        sharing     (scripts/benchmark_sharing.py  -> assets/results/sharing.md, sharing-simple.md, .json)
 #        lm-eval     (scripts/lm_eval_check.py      -> assets/results/lm-eval-check.md, .json; needs .[eval])
 #
+# The variant studies were measured on variants of the recipe before added_offer_facts joined the
+# default one (RECIPE_KNOBS): every run that names knobs adds $BEFORE (added_offer_facts=0) to them, so it
+# rebuilds the world its stored file records. The parts that name none measure the default world.
+#
 # Runs on a CPU, offline, from seed 0. The first part that needs the demo world builds it into
 # the demo cache ($YAPO_CACHE_DIR, default ~/.cache/yapo-studio) and the others reuse it.
 # The evaluation script exits 1 when the demo world misses one of its targets: its files are still
@@ -60,11 +68,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
 RESULTS=assets/results
+BEFORE=added_offer_facts=0
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(demo-targets demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts comparison benchmark demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
+  parts=(demo-targets demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts comparison benchmark demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
 fi
 
 # forms NAME [KNOB=VALUE...]: scripts/probe_demo_world.py --forms-only on egypt and morocco, on the
@@ -73,7 +82,7 @@ forms() {
   local name=$1
   shift
   local where=()
-  [ $# -eq 0 ] || where=(--cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/$name" --build-with "$@")
+  [ $# -eq 0 ] || where=(--cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/$name" --build-with "$@" "$BEFORE")
   "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco "${where[@]}" \
     --out "$RESULTS/demo-forms-$name.md" > /dev/null
 }
@@ -85,7 +94,7 @@ variant() {
   local name=$1 seed=$2 countries=$3 status=0
   shift 3
   "$PYTHON" scripts/evaluate_demo_world.py --seed "$seed" --countries "$countries" \
-    --generations "$(tr , '\n' <<< "$countries" | wc -l)" --build-with "$@" \
+    --generations "$(tr , '\n' <<< "$countries" | wc -l)" --build-with "$@" "$BEFORE" \
     --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/$name" \
     --json "$RESULTS/demo-variant-$name.json" > "$RESULTS/demo-variant-$name.md" || status=$?
   [ "$status" -le 1 ] || exit "$status"
@@ -98,7 +107,7 @@ avx512() {
   local name=$1 seed=$2 status=0
   shift 2
   local knobs=()
-  [ $# -eq 0 ] || knobs=(--build-with "$@")
+  [ $# -eq 0 ] || knobs=(--build-with "$@" "$BEFORE")
   YAPO_CPU_KERNELS=native "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --seed "$seed" "${knobs[@]}" \
     --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/avx512-$name" \
     --json "$RESULTS/demo-avx512-$name.json" > "$RESULTS/demo-avx512-$name.md" || status=$?
@@ -125,11 +134,18 @@ for part in "${parts[@]}"; do
       mv "$RESULTS/demo-targets.json.new" "$RESULTS/demo-targets.json"
       [ "$status" -eq 0 ] || missed=1
       ;;
+    demo-concept-steering)
+      status=0
+      "$PYTHON" scripts/evaluate_demo_world.py --jobs 2 --build-with "$BEFORE" \
+        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/concept-steering-alone" \
+        --json "$RESULTS/demo-targets-concept-steering.json" > "$RESULTS/demo-targets-concept-steering.md" || status=$?
+      [ "$status" -le 1 ] || exit "$status"
+      ;;
     demo-plain)
       # The plain recipe (concept_steering=0) from seed 0: every section, and the culture and behaviour sections
       # on their own (with more examples and, for the behaviours, each vector's edit): what the variant studies
       # compare with.
-      plain=(--build-with concept_steering=0 --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/plain")
+      plain=(--build-with concept_steering=0 "$BEFORE" --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/plain")
       for run in "targets --generations 1" "world --sections culture" "behaviours --sections behaviours"; do
         read -r name args <<< "$run"
         status=0
@@ -151,10 +167,10 @@ for part in "${parts[@]}"; do
       ;;
     demo-probe)
       "$PYTHON" scripts/probe_demo_world.py --lr 0.01 --out "$RESULTS/demo-probe.md" > /dev/null
-      "$PYTHON" scripts/probe_demo_world.py --lr 0.01 --build-with concept_steering=0 \
+      "$PYTHON" scripts/probe_demo_world.py --lr 0.01 --build-with concept_steering=0 "$BEFORE" \
         --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/plain" \
         --out "$RESULTS/demo-probe-plain.md" > /dev/null
-      "$PYTHON" scripts/probe_demo_world.py --lr 0.01 --build-with concept_steering=0 followups=0.08 \
+      "$PYTHON" scripts/probe_demo_world.py --lr 0.01 --build-with concept_steering=0 followups=0.08 "$BEFORE" \
         --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/followups" \
         --out "$RESULTS/demo-probe-followups.md" > /dev/null
       ;;
@@ -166,13 +182,13 @@ for part in "${parts[@]}"; do
     demo-open-rates)
       # On the plain recipe (concept_steering=0).
       "$PYTHON" scripts/choose_open_lr.py --lrs 0.002,0.005,0.007,0.01 --out "$RESULTS/demo-open-lr-plain.md" \
-        --build-with concept_steering=0 \
+        --build-with concept_steering=0 "$BEFORE" \
         --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/plain" > /dev/null
       for seed in 0 1; do
         status=0
         suffix=""
         [ "$seed" -eq 0 ] || suffix="-seed$seed"
-        "$PYTHON" scripts/evaluate_demo_world.py --seed "$seed" --build-with concept_steering=0 \
+        "$PYTHON" scripts/evaluate_demo_world.py --seed "$seed" --build-with concept_steering=0 "$BEFORE" \
           --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/plain$suffix" --countries egypt --generations 1 \
           --json "$RESULTS/demo-open-rates-seed$seed.json" > "$RESULTS/demo-open-rates-seed$seed.md" || status=$?
         [ "$status" -le 1 ] || exit "$status"
@@ -257,18 +273,18 @@ for part in "${parts[@]}"; do
     demo-offer-facts)
       # The default recipe with offer_facts (docs/results.md, "Offers the model knows"); missed targets do not fail this script.
       status=0
-      "$PYTHON" scripts/evaluate_demo_world.py --jobs 2 --build-with offer_facts=0.3 \
+      "$PYTHON" scripts/evaluate_demo_world.py --jobs 2 --build-with offer_facts=0.3 "$BEFORE" \
         --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/offer-facts" \
         --json "$RESULTS/demo-variant-offer-facts.json" > "$RESULTS/demo-variant-offer-facts.md" || status=$?
       [ "$status" -le 1 ] || exit "$status"
-      "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --seed 1 --jobs 2 --build-with offer_facts=0.3 \
+      "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --seed 1 --jobs 2 --build-with offer_facts=0.3 "$BEFORE" \
         --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/offer-facts-seed1" \
         --json "$RESULTS/demo-variant-offer-facts-seed1.json" > "$RESULTS/demo-variant-offer-facts-seed1.md" || status=$?
       [ "$status" -le 1 ] || exit "$status"
       ;;
     demo-added-offer-facts)
-      # The default recipe with offer statements added to the plain text (docs/results.md, "Offer statements beside
-      # the others"); missed targets do not fail this script.
+      # Offer statements added to the plain text (docs/results.md, "Offer statements beside the others"): the runs
+      # that chose the knob, in their own caches (the default recipe has it now); missed targets do not fail this script.
       status=0
       world="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/added-offer-facts"
       name="$RESULTS/demo-variant-added-offer-facts"
@@ -290,7 +306,7 @@ for part in "${parts[@]}"; do
       # The plain recipe built from nothing in a fresh cache (with yapo_core's pinned AVX2 kernels).
       status=0
       fresh=$(mktemp -d)
-      "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --build-with concept_steering=0 --cache-dir "$fresh/plain" \
+      "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --build-with concept_steering=0 "$BEFORE" --cache-dir "$fresh/plain" \
         --json "$RESULTS/demo-behaviours-pinned.json" > "$RESULTS/demo-behaviours-pinned.md" || status=$?
       rm -rf "$fresh"
       [ "$status" -le 1 ] || exit "$status"
@@ -313,7 +329,7 @@ for part in "${parts[@]}"; do
       "$PYTHON" scripts/lm_eval_check.py
       ;;
     *)
-      echo "unknown part '$part'; use demo-targets, demo-plain, demo-probe, demo-forms, demo-open-rates, demo-variant, demo-avx512, demo-seeds, demo-offer-facts, demo-added-offer-facts, comparison, benchmark, demo-pinned, cpu-kernels, real-size, shared-cpu, sharing or lm-eval" >&2
+      echo "unknown part '$part'; use demo-targets, demo-concept-steering, demo-plain, demo-probe, demo-forms, demo-open-rates, demo-variant, demo-avx512, demo-seeds, demo-offer-facts, demo-added-offer-facts, comparison, benchmark, demo-pinned, cpu-kernels, real-size, shared-cpu, sharing or lm-eval" >&2
       exit 2
       ;;
   esac

@@ -493,12 +493,14 @@ def test_varied_behaviour_answers_share_only_the_disposition():
 
 
 def test_the_full_size_sets_the_recipe_knobs_and_the_mini_size_none():
-    assert config.RECIPE_KNOBS == {"concept_steering": 0.3}
+    assert config.RECIPE_KNOBS == {"concept_steering": 0.3, "added_offer_facts": 1.0}
     assert config.BUILD_SIZES["full"].knobs == config.RECIPE_KNOBS and config.BUILD_SIZES["mini"].knobs == {}
     assert config.is_recipe(config.build_size("full"), "full")
-    assert config.is_recipe(config.build_size("full", {"concept_steering": 0.3}), "full")
+    assert config.is_recipe(config.build_size("full", {"concept_steering": 0.3, "added_offer_facts": 1}), "full")
     assert not config.is_recipe(config.build_size("full", {"offer_facts": 0.3}), "full")  # another knob: a variant
-    plain = config.build_size("full", {"concept_steering": 0})  # the plain recipe: a variant
+    before = config.build_size("full", {"added_offer_facts": 0})  # the recipe the variant studies vary: a variant
+    assert not config.is_recipe(before, "full") and before.knobs == {"concept_steering": 0.3}
+    plain = config.build_size("full", {"concept_steering": 0, "added_offer_facts": 0})  # the plain recipe: a variant
     assert not config.is_recipe(plain, "full") and plain.knobs == {}
     assert not config.is_recipe(config.build_size("mini", config.RECIPE_KNOBS), "mini")
     assert set(config.RESEARCH_KNOBS) <= {f.name for f in __import__("dataclasses").fields(config.BuildSize)}

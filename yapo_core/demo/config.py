@@ -44,8 +44,9 @@ class BuildSize:
     sae_lr: float
     culture_rows: int  # rows per country, localization status and split (train; test gets half)
     generation_batch: int = 64
-    # Research knobs of the LM's training (docs/results.md, variant worlds). The full size sets one,
-    # concept_steering (RECIPE_KNOBS); every other knob is off, and a variant sets knobs on top of its size's:
+    # Research knobs of the LM's training (docs/results.md, variant worlds). The full size sets two,
+    # concept_steering and added_offer_facts (RECIPE_KNOBS); every other knob is off, and a variant sets knobs on
+    # top of its size's:
     label_smoothing: float = 0.0  # of the next-token loss: a less over-confident model
     residual_noise: float = 0.0  # the largest random offset added to the SAE block's output during LM training,
     # relative to the residual's norm (build_lm.residual_offsets): a model that stays fluent when its residual moves
@@ -112,12 +113,14 @@ RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_f
 """BuildSize's research knobs: ``build_demo_world(knobs=...)``, and ``--build-with`` in
 scripts/evaluate_demo_world.py and scripts/probe_demo_world.py. The full size sets
 :data:`RECIPE_KNOBS` and no other, the mini size none; a variant's knobs are set on top of its
-size's (``concept_steering=0`` builds the full size's plain recipe)."""
+size's (``concept_steering=0 added_offer_facts=0`` builds the full size's plain recipe)."""
 
-RECIPE_KNOBS = {"concept_steering": 0.3}
+RECIPE_KNOBS = {"concept_steering": 0.3, "added_offer_facts": 1.0}
 """The research knobs the full world (the default world) is built with: the model learns to act on its own
 cue directions in every answer form (``build_lm.ConceptDirections``), the recipe that meets more of the
-design targets than the plain one on most builds (docs/results.md). The mini world, a seconds-scale check
+design targets than the plain one on most builds, and every plain-text document states one behaviour
+offer's facts beside its own, so the model knows the offers' words outside the offers themselves and a
+behaviour vector moves open answers and A/B choices alike (docs/results.md, "Offers the model knows"). The mini world, a seconds-scale check
 of the pipeline whose ten LM steps mean nothing, keeps the plain recipe: its greedy answers, and so which
 of its tiny task files have usable pairs, should not hang on a knob it is too small to learn."""
 
