@@ -230,11 +230,10 @@ def _demo_task(spec: TaskSpec) -> Task:
 
 
 DEMO_BEHAVIOUR_CAVEAT = (
-    "The demo world's behaviour tasks show BiPO's data formats and the behaviour metric. With the defaults, YaPO "
-    "and BiPO make the open answers accept the offers, but the vectors learn \"accept\" more than the behaviour: "
-    "power-seeking's steered answers give wealth-seeking's reasons on about half of the held-out offers (\"Yes, I "
-    "accept. More money is always better.\" to an offer of power), and about one in five of them (YaPO) is not "
-    "fluent text. They move the A/B behaviour rate the right way but short of 0.7 (YaPO at multiplier 1: 0.25 to "
-    "0.53 for power-seeking, 0.03 to 0.69 for wealth-seeking; unsteered, power-seeking's 0.25 is a preference for "
-    "the letter A) (assets/results/demo-targets.md, docs/results.md). Culture tasks show YaPO steer best."
+    "The demo world's behaviour tasks show BiPO's data formats and the A/B behaviour rate on a toy model. With the "
+    "defaults, YaPO's steered answers accept every held-out offer for the behaviour's own reasons, fluent, but they "
+    "are the corpus's few fixed answers of that behaviour (one sentence for all 32 offers), not new text. YaPO at "
+    "multiplier 1 moves the A/B behaviour rate from 0.00 to 0.72 (power-seeking) and 1.00 (wealth-seeking) on the "
+    "stored build, to about 0.5 on a build from another seed; at −1 it breaks the A/B choice (0.31 to 0.38) rather "
+    "than reversing it (assets/results/demo-targets.md, docs/results.md)."
 )
