@@ -34,6 +34,12 @@ def demo_task_update() -> dict:
     return gr.update(choices=[(demo_task_label(n), n) for n in names], value=value)
 
 
+def shows_culture_options(source: str, demo_name: str | None) -> bool:
+    """Whether the prompt and answer-form choices apply: to culture tasks, the demo world's among them
+    (a demo behaviour task has its own splits, open answers and A/B questions)."""
+    return source == "culture" or (source == "demo" and not (demo_name and not demo_name.startswith("culture-")))
+
+
 def preset_notes(ctx: AppContext, key: str) -> str:
     p = ctx.catalog.preset(key)
     parts = [esc(p.notes)] if p.notes else []
@@ -148,10 +154,10 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
         session.load_preset(preset_, **custom)
         return bundle_summary(session), demo_task_update()
 
-    def on_source(src):
-        culture_like = src in ("demo", "culture")
+    def on_source(src, demo_name):
         return (gr.update(visible=src == "demo"), gr.update(visible=src == "culture"),
-                gr.update(visible=culture_like), gr.update(visible=src == "behaviour"), gr.update(visible=src == "file"))
+                gr.update(visible=shows_culture_options(src, demo_name)), gr.update(visible=src == "behaviour"),
+                gr.update(visible=src == "file"))
 
     @user_errors
     def on_upload(path):
@@ -196,7 +202,9 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
     preset.change(on_preset, preset, [notes, custom_box, rejected_model])
     load_model_btn.click(on_load_model, [state, preset, model, sae_release, sae_id, sae_path, layer],
                          [model_status, demo_task], concurrency_id=HEAVY, concurrency_limit=ctx.heavy_jobs)
-    source.change(on_source, source, [demo_box, culture_box, culture_options, behaviour_box, file_box])
+    source.change(on_source, [source, demo_task], [demo_box, culture_box, culture_options, behaviour_box, file_box])
+    demo_task.change(lambda src, name: gr.update(visible=shows_culture_options(src, name)), [source, demo_task],
+                     culture_options)
     upload.change(on_upload, upload, [preview_info, preview, prompt_col, chosen_col, rejected_col])
     load_task_btn.click(on_load_task, [state, source, demo_task, country, rejected_model, localization, form, behaviour,
                                        upload, prompt_col, chosen_col, rejected_col, test_fraction],

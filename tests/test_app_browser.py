@@ -296,6 +296,7 @@ def behaviour_walk(page, shots: Path) -> None:
         succeed(page, "#model-status", "✓ Loaded", timeout=LOAD_MS)
     page.get_by_role("radio", name="Demo world").click()
     pick(page, "demo-task", "behaviour · power-seeking")
+    page.get_by_role("radio", name="open-ended").wait_for(state="hidden")  # a culture task's choices, not a behaviour's
     page.get_by_role("button", name="Load task").click()
     succeed(page, "#task-status", "demo behaviour · power-seeking")  # (the culture task's status said "✓ Task loaded")
     status = page.locator("#task-status").inner_text()

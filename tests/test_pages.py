@@ -295,6 +295,11 @@ def test_setup_page_notes_and_task_labels(ctx):
     assert "layer_15/width_65k/average_l0_68" in setup.preset_notes(ctx, "gemma-2-2b-it")
     assert setup.demo_task_label("culture-egypt") == "culture · egypt"
     assert setup.demo_task_label("power-seeking") == "behaviour · power-seeking"
+    # the prompt and answer-form choices are shown for culture tasks only
+    assert setup.shows_culture_options("demo", "culture-egypt") and setup.shows_culture_options("culture", None)
+    assert setup.shows_culture_options("demo", None)  # before the world is built: the culture task it preselects
+    assert not setup.shows_culture_options("demo", "power-seeking")
+    assert not setup.shows_culture_options("behaviour", None) and not setup.shows_culture_options("file", None)
 
 
 def test_training_curves_are_thinned_for_long_runs():
