@@ -23,21 +23,26 @@ AUTO = "(auto)"
 DATA_TYPES = list(DATA_SUFFIXES)
 
 
+def is_demo_culture(name: str) -> bool:
+    """Whether a demo task name is a culture task's ("culture-egypt"); the others are behaviours."""
+    return name.startswith("culture-")
+
+
 def demo_task_label(name: str) -> str:
-    return f"culture · {name.removeprefix('culture-')}" if name.startswith("culture-") else f"behaviour · {name}"
+    return f"culture · {name.removeprefix('culture-')}" if is_demo_culture(name) else f"behaviour · {name}"
 
 
 def demo_task_update() -> dict:
     """The demo world's tasks (a culture task preselected), or none before it is built."""
     names = demo_task_names()
-    value = next((n for n in names if n.startswith("culture-")), names[0] if names else None)
+    value = next((n for n in names if is_demo_culture(n)), names[0] if names else None)
     return gr.update(choices=[(demo_task_label(n), n) for n in names], value=value)
 
 
 def shows_culture_options(source: str, demo_name: str | None) -> bool:
     """Whether the prompt and answer-form choices apply: to culture tasks, the demo world's among them
     (a demo behaviour task has its own splits, open answers and A/B questions)."""
-    return source == "culture" or (source == "demo" and not (demo_name and not demo_name.startswith("culture-")))
+    return source == "culture" or (source == "demo" and (not demo_name or is_demo_culture(demo_name)))
 
 
 def preset_notes(ctx: AppContext, key: str) -> str:
