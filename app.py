@@ -52,7 +52,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
             with gr.Tab("Compare", id="compare") as compare_tab:
                 compare_picker = compare.build(ctx, state)
             with gr.Tab("Evaluate", id="evaluate") as evaluate_tab:
-                evaluate_vectors, evaluate_metric, evaluate_listed = evaluate.build(ctx, state)
+                evaluate_vectors, evaluate_metric, evaluate_listed, comparison = evaluate.build(ctx, state)
             with gr.Tab("Export", id="export") as export_tab:
                 export_picker = export.build(ctx, state)
 
@@ -65,6 +65,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
             tab.select(vector_choices, [state, picker.dropdown, picker.listed], [picker.dropdown, picker.listed])
         evaluate_tab.select(evaluate.vector_checklist, [state, evaluate_vectors, evaluate_metric, evaluate_listed],
                             [evaluate_vectors, evaluate_metric, evaluate_listed])
+        evaluate_tab.select(evaluate.comparison_for, [state, comparison[2]], list(comparison))
     return demo
 
 

@@ -47,9 +47,24 @@ def vector_checklist(session: Session | None, chosen: list[str] | None = None, m
     return gr.update(choices=labels, value=keep), metric_choices(session, keep, metric), labels
 
 
-def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio, gr.State]:
+def loaded_task(session: Session | None) -> str | None:
+    """The label of the session's loaded task, if any."""
+    task = getattr(session, "task", None)
+    return task.label if task is not None else None
+
+
+def comparison_for(session: Session | None, shown: str | None):
+    """The method comparison's table, plot and task as they are while they belong to the loaded
+    task, else cleared: a comparison never stands under another task than its own."""
+    if shown is None or shown == loaded_task(session):
+        return gr.update(), gr.update(), shown
+    return None, None, None
+
+
+def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio, gr.State, tuple]:
     """The page's components and callbacks; returns its vector list, metric choice and the labels
-    the list showed last, refreshed when the tab opens."""
+    the list showed last, refreshed when the tab opens, and the comparison's table, plot and the
+    task they show (:func:`comparison_for`)."""
     gr.Markdown(HELP)
     vectors = gr.CheckboxGroup([], label="Vectors", elem_id="eval-vectors")
     listed = gr.State([])
@@ -73,6 +88,7 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio,
             cmp_btn = gr.Button("Compare methods", elem_id="cmp-run", scale=1)
         cmp_table = gr.Dataframe(interactive=False, elem_id="cmp-table")
         cmp_plot = gr.Plot(label="Metric against the multiplier, every method", elem_id="cmp-plot")
+        cmp_task = gr.State(None)
     with gr.Accordion("Capability check: general questions with and without the vector", open=False):
         gr.Markdown("The demo world's general questions (arithmetic, facts) answered greedily; for hub models a small "
                     "MMLU subset (needs the Hub). Reported as the change when the vector is applied.")
@@ -105,12 +121,13 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio,
         result = session.compare(metric_, parse_multipliers(ms), methods_, max_steps=steps or None,
                                  on_progress=lambda msg: progress(0, desc=msg))
         sweep_fig, _ = result.figures()
-        return pd.DataFrame(result.table()), sweep_fig
+        return pd.DataFrame(result.table()), sweep_fig, loaded_task(session)
 
     heavy = dict(concurrency_id=HEAVY, concurrency_limit=ctx.heavy_jobs)
-    cmp_btn.click(on_compare, [state, metric, multipliers, cmp_methods, cmp_steps], [cmp_table, cmp_plot], **heavy)
+    cmp_btn.click(on_compare, [state, metric, multipliers, cmp_methods, cmp_steps], [cmp_table, cmp_plot, cmp_task],
+                  **heavy)
     run.click(on_sweep, [state, vectors, metric, multipliers, positions], plot, **heavy)
     cap_btn.click(on_capability, [state, vectors, cap_m], cap_table, **heavy)
     vectors.input(metric_choices, [state, vectors, metric], metric)
     metric.change(lambda m: gr.update(visible=m in GENERATING_METRICS), metric, positions)  # only these generate
-    return vectors, metric, listed
+    return vectors, metric, listed, (cmp_table, cmp_plot, cmp_task)

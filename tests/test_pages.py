@@ -165,6 +165,14 @@ def test_evaluate_offers_the_metrics_of_the_chosen_vectors_tasks(trained):
     assert len(evaluate.metric_choices(None, [])["choices"]) == 6  # nothing chosen: all of them
 
 
+def test_a_method_comparison_is_cleared_when_another_task_is_loaded(trained):
+    task = trained.task.label
+    assert evaluate.comparison_for(trained, task) == ({"__type__": "update"}, {"__type__": "update"}, task)
+    assert evaluate.comparison_for(trained, None)[2] is None  # nothing compared yet: nothing to clear
+    assert evaluate.comparison_for(trained, "culture · egypt (demo)") == (None, None, None)
+    assert evaluate.comparison_for(None, task) == (None, None, None)
+
+
 def test_multipliers_are_parsed_and_bounded():
     assert common.parse_multipliers("1, -2; 0,1") == [-2.0, 0.0, 1.0]
     for bad in ("", "one, two", "1,2,3,4,5,6,7,8,9,10", "50", "nan", "1, inf"):
