@@ -659,7 +659,7 @@ def test_cross_steering_gives_some_offers_the_other_behaviours_direction_answere
     assert shown(cross) < 0.35
     assert shown([e for e in own if e.steer[1] > 0]) == 1 and shown([e for e in own if e.steer[1] < 0]) == 0
     assert config.build_size("mini", {"concept_steering": 0.3, "cross_steering": 0.4}).style.cross_steering == 0.4
-    with pytest.raises(SettingsError, match="cross_steering=0.4 changes only steered behaviour offers"):
+    with pytest.raises(SettingsError, match="cross_steering=0.4 works on the concept directions"):
         config.build_size("mini", {"cross_steering": 0.4})
     assert config.build_size("full", {"cross_steering": 0.4}).concept_steering == 0.3  # on top of the full recipe's
 
@@ -755,9 +755,53 @@ def test_specific_directions_keep_each_behaviours_own_part_at_its_norm_and_leave
         got = hook.directions()
         assert all(torch.allclose(got[k], expected[k], atol=1e-5) for k in ("power-seeking", "wealth-seeking"))
     assert config.build_size("mini", {"concept_steering": 0.3, "specific_directions": 1}).specific_directions == 1
-    with pytest.raises(SettingsError, match="specific_directions=1 changes only steered behaviour offers"):
+    with pytest.raises(SettingsError, match="specific_directions=1 works on the concept directions"):
         config.build_size("mini", {"specific_directions": 1})
     assert config.build_size("full", {"specific_directions": 1}).concept_steering == 0.3  # on top of the full recipe's
+
+
+def test_answer_concepts_ask_a_culture_answers_tokens_to_carry_its_direction_within_the_span():
+    mcq = lambda concept, cued: corpus.ConceptCue(concept, "mcq", cued)  # noqa: E731
+    examples = [
+        corpus.ChatExample("q", "a", cue=mcq("egypt", True)),
+        corpus.ChatExample("q", "a", cue=mcq(corpus.CULTURE_BASE, False)),
+        corpus.ChatExample("q", "H", cue=mcq(corpus.CULTURE_BASE, False), answer_concept=corpus.DEFAULT_COUNTRY),
+        corpus.ChatExample("q", "C", cue=mcq(corpus.CULTURE_BASE, False), answer_concept="egypt"),
+        "plain text",
+    ]
+    # prompts end at position 1; the answers are one token (position 2), the plain text has none
+    hook = build_lm.ConceptDirections(examples, [1, 1, 1, 1, 0], start=1, generator=torch.Generator().manual_seed(0),
+                                      answer_lengths=[1, 1, 1, 1, 0])
+    h = torch.zeros(5, 4, 3, requires_grad=True)
+    base = torch.zeros(5, 4, 3)
+    base[0, 1] = torch.tensor([2.0, 0, 0])  # egypt's direction: the first axis, 2 long
+    base[2, 2] = torch.tensor([1.0, 1.0, 0])  # the default country's answer token
+    base[3, 2] = torch.tensor([3.0, 1.0, 5.0])  # egypt's: the default's + its direction, + 5 off the span
+    hook.rows, hook.step = list(range(5)), 0
+    hook(base)
+    assert hook.answer_loss is None  # not active yet
+    hook.step = 1
+    hook(base)
+    assert torch.allclose(hook.directions()["egypt"], torch.tensor([2.0, 0, 0]))
+    assert float(hook.answer_loss.detach()) == pytest.approx(0.0, abs=1e-6)  # carries it; what is off the span is free
+    moved = base.clone()
+    moved[3, 2, 0] = 1.0  # egypt's answer without its direction
+    with torch.no_grad():
+        h.copy_(moved)
+    hook.answer_means = {"mcq": torch.tensor([1.0, 1.0, 0])}
+    hook(h)
+    # two answers: the default's on its mean (0) and egypt's 2 short along a direction of squared norm 4
+    assert float(hook.answer_loss.detach()) == pytest.approx((0 + 4 / 4) / 2, rel=1e-5)
+    hook.answer_loss.backward()
+    assert h.grad[3, 2, 0] < 0 and h.grad[3, 2, 2] == 0 and h.grad[0].abs().sum() == 0  # pushed along it only
+    inflated = base.clone()
+    inflated[0, 1] *= 10  # the cue direction grows; the size asked for stays the one the loss started with
+    hook.means.clear()
+    hook(inflated)
+    assert float(hook.answer_loss.detach()) == pytest.approx(0.0, abs=1e-6)
+    assert config.build_size("full", {"answer_concepts": 1}).answer_concepts == 1
+    with pytest.raises(SettingsError, match="answer_concepts=1 works on the concept directions"):
+        config.build_size("full", {"concept_steering": 0, "answer_concepts": 1})
 
 
 def test_open_answers_train_at_a_rate_for_each_kind_of_vector():

@@ -216,10 +216,23 @@ class ConceptDirections:
     direction that the other behaviours' directions do not span, scaled back to its direction's
     norm: the behaviours' cues are all system prompts of one kind, so their raw directions are
     nearly parallel (cosine above 0.9 on the stored builds) and one direction would move them all.
+
+    With ``answer_lengths`` (``BuildSize.answer_concepts``) the hook also writes: it keeps
+    :attr:`answer_loss`, which asks the residual at the SAE block on each culture answer's own
+    tokens (an MCQ letter, an open answer's words) to carry that answer's culture along the
+    directions. Within the span of the target countries' directions, the residual minus the mean
+    residual of the default country's answers of that form should equal the answer country's
+    direction scaled to ``answer_size`` times a fixed size (zero for the default country), the
+    error measured against that size: the directions' mean norm when the loss starts. A size that
+    followed the directions' norm would let the model meet the loss by inflating them.
+    An LLM's residual at the letter it picks carries the content of that option; this is what lets
+    CAA's mean difference at the answer token, and SAS's latents there, point along a direction
+    the model acts on.
     """
 
     def __init__(self, examples, prompt_ends: Sequence[int], start: int, generator: torch.Generator,
-                 decay: float = 0.9, specific: bool = False):
+                 decay: float = 0.9, specific: bool = False, answer_lengths: Sequence[int] | None = None,
+                 answer_size: float = 1.0):
         self.specific = specific
         self.cues = [getattr(ex, "cue", None) for ex in examples]
         self.steers = [getattr(ex, "steer", None) for ex in examples]
@@ -228,6 +241,12 @@ class ConceptDirections:
         self.means: dict[tuple[str, str, bool], torch.Tensor] = {}
         self.rows: Sequence[int] = ()
         self.step = 0
+        self.answers, self.answer_size, self.answer_scale = None, answer_size, None
+        if answer_lengths is not None:
+            self.answers = [(getattr(ex, "answer_concept", None), ex.cue.form if getattr(ex, "cue", None) else None, n)
+                            for ex, n in zip(examples, answer_lengths)]
+        self.answer_means: dict[str, torch.Tensor] = {}
+        self.answer_loss: torch.Tensor | None = None
 
     def directions(self) -> dict[str, torch.Tensor]:
         """Each concept's direction: over the forms it has both means in, cued minus uncued."""
@@ -259,9 +278,12 @@ class ConceptDirections:
             mean = torch.stack(vectors).mean(dim=0)
             old = self.means.get(key)
             self.means[key] = mean if old is None else self.decay * old + (1 - self.decay) * mean
+        self.answer_loss = None
         if not self.active:
             return h
         directions = self.directions()
+        if self.answers is not None:
+            self.answer_loss = self._answer_loss(h, directions)
         offsets = torch.zeros(h.shape[0], h.shape[-1], dtype=h.dtype)
         for row, i in enumerate(self.rows):
             steer = self.steers[i]
@@ -269,6 +291,43 @@ class ConceptDirections:
                 size = 0.5 + 1.5 * torch.rand((), generator=self.generator).item()
                 offsets[row] = steer[1] * size * directions[steer[0]]
         return h + offsets[:, None, :]
+
+
+    def _answer_spans(self, h: torch.Tensor):
+        """``(row, concept, form, residuals)`` of each culture answer's own tokens in the batch."""
+        for row, i in enumerate(self.rows):
+            concept, form, length = self.answers[i]
+            first = self.ends[i] + 1
+            last = min(first + length, h.shape[1])
+            if concept is not None and last > first:
+                yield concept, form, h[row, first:last]
+
+    def _answer_loss(self, h: torch.Tensor, directions: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """See the class: the mean over the batch's culture answer tokens of the squared distance,
+        within the target countries' directions' span, between the residual (less its form's
+        default-country mean) and the answer country's direction."""
+        spans = list(self._answer_spans(h))
+        for concept, form, rows in spans:
+            if concept == corpus.DEFAULT_COUNTRY:
+                mean = rows.detach().mean(dim=0)
+                old = self.answer_means.get(form)
+                self.answer_means[form] = mean if old is None else self.decay * old + (1 - self.decay) * mean
+        targets = [c for c in corpus.TARGET_COUNTRIES if c in directions]
+        if not targets or not self.answer_means:
+            return None
+        stacked = torch.stack([directions[c] for c in targets], dim=1)
+        basis, _ = torch.linalg.qr(stacked)
+        if self.answer_scale is None:  # fixed once: a relative size the model could meet by inflating its directions
+            self.answer_scale = float(stacked.norm(dim=0).mean())
+        errors = []
+        for concept, form, rows in spans:
+            if form not in self.answer_means or (concept != corpus.DEFAULT_COUNTRY and concept not in directions):
+                continue
+            target = torch.zeros(h.shape[-1])
+            if concept != corpus.DEFAULT_COUNTRY:
+                target = self.answer_size * self.answer_scale * directions[concept] / directions[concept].norm()
+            errors.append(((rows - self.answer_means[form] - target) @ basis).pow(2).sum(dim=-1))
+        return torch.cat(errors).mean() / self.answer_scale**2 if errors else None
 
 
 def specific_directions(directions: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -339,9 +398,14 @@ def train_lm(tokenizer, examples, size: BuildSize, rng: random.Random, progress:
                                 lambda h: residual_offsets(h, size.residual_noise, noise))
     concepts = None
     if size.concept_steering > 0 or size.behaviour_steering > 0:
-        concepts = ConceptDirections(examples, prompt_ends(tokenizer, examples), int(len(batches) * 0.3),
+        ends = prompt_ends(tokenizer, examples)
+        lengths = None
+        if size.answer_concepts:  # each example's own answer tokens: ids are prompt, answer, end of turn
+            lengths = [max(0, len(ids) - end - 2) for (ids, _), end in zip(encoded, ends)]
+        concepts = ConceptDirections(examples, ends, int(len(batches) * 0.3),
                                      torch.Generator().manual_seed(rng.randrange(2**31)),
-                                     specific=bool(size.specific_directions))
+                                     specific=bool(size.specific_directions), answer_lengths=lengths,
+                                     answer_size=size.answer_concepts)
         perturb = steering_hook(model, HookPoint.block_output(size.layer), concepts)
     with perturb:
         for step, batch in enumerate(bar):
@@ -350,6 +414,8 @@ def train_lm(tokenizer, examples, size: BuildSize, rng: random.Random, progress:
                 concepts.rows, concepts.step = batch, step
                 weights = concepts.loss_weights(batch, weights)
             loss = _weighted_loss(model, ids, mask, weights, label_smoothing=size.label_smoothing)
+            if concepts is not None and concepts.answer_loss is not None:
+                loss = loss + concepts.answer_loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()

@@ -82,6 +82,10 @@ class BuildSize:
     # offer, held-out ones too (corpus.OFFER_FACTS): a model that knows the words of the offers its test splits ask about
     added_offer_facts: float = 0.0  # share of plain-text documents given one such statement beside their own
     # general and cultural ones (offer_facts replaces them): the same knowledge, the rest of the text kept
+    answer_concepts: float = 0.0  # with concept_steering, when set, a loss has the residual at the SAE block, on a
+    # culture answer's tokens, carry that culture's direction at this many times its size
+    # (build_lm.ConceptDirections.answer_loss): a model that writes the concept it reads, as an LLM's residual
+    # carries the content of the option it picks
 
     @property
     def knobs(self) -> dict[str, float]:
@@ -109,7 +113,7 @@ RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_f
                   "mcq_text", "answer_first", "balanced_options", "shuffled_options", "mcq_options", "coherent_text",
                   "varied_answers", "general_in_context", "general_in_persona", "lm_scale",
                   "concept_steering", "behaviour_steering", "cross_steering", "specific_directions",
-                  "crossed_cues", "offer_facts", "added_offer_facts")
+                  "crossed_cues", "offer_facts", "added_offer_facts", "answer_concepts")
 """BuildSize's research knobs: ``build_demo_world(knobs=...)``, and ``--build-with`` in
 scripts/evaluate_demo_world.py and scripts/probe_demo_world.py. The full size sets
 :data:`RECIPE_KNOBS` and no other, the mini size none; a variant's knobs are set on top of its
@@ -153,9 +157,9 @@ def build_size(size: str, knobs: Mapping[str, float] | None = None) -> BuildSize
     if unknown:
         raise SettingsError(f"research knobs {unknown} are unknown; use some of {', '.join(RESEARCH_KNOBS)}.")
     sized = replace(BUILD_SIZES[size], **{k: float(v) for k, v in knobs.items()})
-    for knob in ("cross_steering", "specific_directions"):
+    for knob in ("cross_steering", "specific_directions", "answer_concepts"):
         if getattr(sized, knob) and not (sized.concept_steering or sized.behaviour_steering):
-            raise SettingsError(f"{knob}={knobs[knob]} changes only steered behaviour offers; set "
+            raise SettingsError(f"{knob}={knobs[knob]} works on the concept directions' steering; set "
                                 "concept_steering or behaviour_steering too.")
     return sized
 

@@ -933,6 +933,7 @@ class ChatExample:
     history: tuple[tuple[str, str], ...] = ()  # earlier (user, assistant) turns
     cue: ConceptCue | None = None  # what the prompt sets, for the build's concept directions
     steer: tuple[str, float] | None = None  # (concept, sign): trained with the concept's direction added
+    answer_concept: str | None = None  # the country whose answer the assistant gives (culture questions)
 
 
 class ConceptCue(NamedTuple):
@@ -982,8 +983,8 @@ def _culture_example(rng: random.Random, keys: Sequence[QuestionKey], localized:
     form = "mcq" if mcq else "open"
     cue = ConceptCue(country if localized else CULTURE_BASE, form, localized)
     if mcq:
-        return ChatExample(item.mcq_prompt, item.mcq_answer, cue=cue, steer=steer)
-    return ChatExample(item.question, item.open_answer, cue=cue, steer=steer)
+        return ChatExample(item.mcq_prompt, item.mcq_answer, cue=cue, steer=steer, answer_concept=country)
+    return ChatExample(item.question, item.open_answer, cue=cue, steer=steer, answer_concept=country)
 
 
 def _behaviour_turn(rng: random.Random, behaviour: Behaviour, key: BehaviourKey, shows: bool,
