@@ -28,7 +28,8 @@ For each behaviour and for one culture it reports:
   which the damage.
 
 For the culture it also reports **forms**: whether one direction sets the culture of both answer
-forms, as one does in an LLM. Each form's cue direction (the task's localized minus its
+forms, as one does in an LLM, and where the **baselines** point: CAA's and SAS's vectors (from the
+task's MCQ training pairs) against the MCQ cue direction. Each form's cue direction (the task's localized minus its
 non-localized training prompts, at the last prompt position), their cosine, and the held-out
 non-localized MCQ accuracy (the task's own metric) steered at every token along each, against the
 accuracy of answering the most common gold letter everywhere. A world whose MCQ answers follow
@@ -47,6 +48,7 @@ from pathlib import Path
 
 import torch
 
+from yapo_core.baselines import compute_caa, compute_sas
 from yapo_core.demo import OPEN_TRAINING, build_demo_world, corpus, load_demo_world
 from yapo_core.demo.config import parse_knobs
 from yapo_core.encoding import collate, encode_pairs
@@ -173,7 +175,20 @@ class Probe:
             accuracy = evaluate_metric(metric, self.model, self.tok, test, vector, FORMS_GRID)
             row[f"along the {form} cue"] = {f"{m:g}": accuracy[m] for m in FORMS_GRID}
             row[f"{form} cue norm"] = round(direction.norm().item(), 2)
+        row["baselines"] = self.baselines(task, cues["mcq"])
         return row
+
+    def baselines(self, task, cue: torch.Tensor) -> dict:
+        """CAA's and SAS's vectors from the task's MCQ training pairs, against the MCQ cue direction:
+        CAA's norm and cosine with the cue, SAS's kept latents and its decoded vector's norm and cosine.
+        A baseline that points elsewhere than the direction the model acts on cannot steer at any multiplier."""
+        pairs = list(task.pairs("train", form="mcq"))
+        cosine = lambda v: round(torch.cosine_similarity(v, cue, 0).item(), 3) if v.norm() > 0 else 0.0  # noqa: E731
+        caa = compute_caa(self.model, self.tok, pairs, self.world.layer).values.float()
+        sas = compute_sas(self.model, self.tok, pairs, self.sae).values.float()
+        decoded = sas @ self.sae.W_dec.detach().float()
+        return {"caa norm": round(caa.norm().item(), 2), "caa cosine": cosine(caa),
+                "sas latents": int((sas != 0).sum()), "sas norm": round(decoded.norm().item(), 2), "sas cosine": cosine(decoded)}
 
     def trained_vector(self, train, test, lr: float, shows) -> dict:
         vector = make_vector("yapo", self.model, self.tok, train, sae=self.sae,
@@ -266,13 +281,16 @@ def table(result: dict) -> list[str]:
 def forms_table(result: dict) -> list[str]:
     """One row per culture: does one direction set the culture of both answer forms?"""
     lines = ["| culture | MCQ metric | cosine of the MCQ and open cue directions | MCQ unsteered | one letter everywhere | "
-             f"MCQ along the MCQ cue at {' / '.join(f'{m:g}' for m in FORMS_GRID)} | along the open-answer cue |",
-             "|---|---|---|---|---|---|---|"]
+             f"MCQ along the MCQ cue at {' / '.join(f'{m:g}' for m in FORMS_GRID)} | along the open-answer cue | "
+             "MCQ cue norm | CAA: norm / cosine with the MCQ cue | SAS: latents / norm / cosine |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for country, r in result["culture"].items():
         f = r["forms"]
         along = [" / ".join(f"{a:.2f}" for a in f[f"along the {form} cue"].values()) for form in ("mcq", "open_ended")]
+        b = f["baselines"]
         lines.append(f"| {country} | {f['metric']} | {f['cosine']:.2f} | {f['unsteered']:.2f} | {f['one letter']:.2f} | "
-                     f"{along[0]} | {along[1]} |")
+                     f"{along[0]} | {along[1]} | {f['mcq cue norm']:g} | {b['caa norm']:g} / {b['caa cosine']:.2f} | "
+                     f"{b['sas latents']} / {b['sas norm']:g} / {b['sas cosine']:.2f} |")
     return lines
 
 

@@ -47,6 +47,11 @@
 #                     -culture-egypt-morocco-spain-india.md, .json: seed 0, one section or culture set a run;
 #                     its behaviours from seed 1 -> demo-variant-added-offer-facts-seed1.md, .json;
 #                     built in $YAPO_CACHE_DIR/demo-variants/added-offer-facts and added-offer-facts-seed1)
+#        demo-answer-concepts (scripts/evaluate_demo_world.py --build-with answer_concepts=1 answer_first=1 ->
+#                     demo-variant-answer-concepts.md, .json: the default recipe whose culture answers carry their
+#                     culture, read off the options; every section, seed 0; built in
+#                     $YAPO_CACHE_DIR/demo-variants/answer-concepts; and scripts/probe_demo_world.py --forms-only
+#                     on it and on the default world -> demo-forms-answer-concepts.md, demo-forms-baselines.md, .json)
 #        demo-pinned (scripts/evaluate_demo_world.py --sections behaviours on the plain recipe built in a fresh cache
 #                     -> demo-behaviours-pinned.md, .json: the same build on another CPU, with the pinned kernels)
 #        cpu-kernels (scripts/benchmark_cpu_kernels.py -> assets/results/cpu-kernels.md, .json)
@@ -57,7 +62,8 @@
 #
 # The variant studies were measured on variants of the recipe before added_offer_facts joined the
 # default one (RECIPE_KNOBS): every run that names knobs adds $BEFORE (added_offer_facts=0) to them, so it
-# rebuilds the world its stored file records. The parts that name none measure the default world.
+# rebuilds the world its stored file records; demo-answer-concepts, a variant of today's recipe, does not.
+# The parts that name none measure the default world.
 #
 # Runs on a CPU, offline, from seed 0. The first part that needs the demo world builds it into
 # the demo cache ($YAPO_CACHE_DIR, default ~/.cache/yapo-studio) and the others reuse it.
@@ -73,7 +79,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(demo-targets demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts comparison benchmark demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
+  parts=(demo-targets demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts comparison benchmark demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
 fi
 
 # forms NAME [KNOB=VALUE...]: scripts/probe_demo_world.py --forms-only on egypt and morocco, on the
@@ -302,6 +308,21 @@ for part in "${parts[@]}"; do
         --cache-dir "$world-seed1" --json "$name-seed1.json" > "$name-seed1.md" || status=$?
       [ "$status" -le 1 ] || exit "$status"
       ;;
+    demo-answer-concepts)
+      # Culture answers that carry their culture's direction, with the option's text before its letter
+      # (docs/results.md, "Answers that carry their culture"), on top of the default recipe; missed targets
+      # do not fail this script.
+      status=0
+      world="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/answer-concepts"
+      "$PYTHON" scripts/evaluate_demo_world.py --jobs 2 --build-with answer_concepts=1 answer_first=1 --cache-dir "$world" \
+        --json "$RESULTS/demo-variant-answer-concepts.json" > "$RESULTS/demo-variant-answer-concepts.md" || status=$?
+      [ "$status" -le 1 ] || exit "$status"
+      # where CAA and SAS point against the cue direction the model acts on, on the default world and on this one
+      "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco,nepal \
+        --out "$RESULTS/demo-forms-baselines.md" > /dev/null
+      "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco,nepal --cache-dir "$world" \
+        --build-with answer_concepts=1 answer_first=1 --out "$RESULTS/demo-forms-answer-concepts.md" > /dev/null
+      ;;
     demo-pinned)
       # The plain recipe built from nothing in a fresh cache (with yapo_core's pinned AVX2 kernels).
       status=0
@@ -329,7 +350,7 @@ for part in "${parts[@]}"; do
       "$PYTHON" scripts/lm_eval_check.py
       ;;
     *)
-      echo "unknown part '$part'; use demo-targets, demo-concept-steering, demo-plain, demo-probe, demo-forms, demo-open-rates, demo-variant, demo-avx512, demo-seeds, demo-offer-facts, demo-added-offer-facts, comparison, benchmark, demo-pinned, cpu-kernels, real-size, shared-cpu, sharing or lm-eval" >&2
+      echo "unknown part '$part'; use demo-targets, demo-concept-steering, demo-plain, demo-probe, demo-forms, demo-open-rates, demo-variant, demo-avx512, demo-seeds, demo-offer-facts, demo-added-offer-facts, demo-answer-concepts, comparison, benchmark, demo-pinned, cpu-kernels, real-size, shared-cpu, sharing or lm-eval" >&2
       exit 2
       ;;
   esac

@@ -257,6 +257,9 @@ def test_the_demo_world_probe_reports_every_mechanism(tmp_path):
     assert forms["metric"] == "mcq" and -1 <= forms["cosine"] <= 1 and 0 < forms["one letter"] <= 1
     assert list(forms["along the mcq cue"]) == list(forms["along the open_ended cue"]) == ["0.5", "1", "2", "3"]
     assert forms["mcq cue norm"] > 0 and forms["open_ended cue norm"] > 0
+    baselines = forms["baselines"]
+    assert baselines["caa norm"] > 0 and -1 <= baselines["caa cosine"] <= 1 and -1 <= baselines["sas cosine"] <= 1
+    assert baselines["sas latents"] > 0 or baselines["sas norm"] == 0  # no latent kept: nothing to decode
     assert "| egypt | mcq | " in result.stdout  # the forms table
     only = subprocess.run([sys.executable, "scripts/probe_demo_world.py", "--cache-dir", str(world.root), "--seed", "0",
                            "--size", "mini", "--n", "2", "--forms-only", "--country", "egypt,nepal", "--out",
