@@ -51,7 +51,8 @@
 #                     demo-variant-answer-concepts.md, .json: the default recipe whose culture answers carry their
 #                     culture, read off the options; every section, seed 0; built in
 #                     $YAPO_CACHE_DIR/demo-variants/answer-concepts; and scripts/probe_demo_world.py --forms-only
-#                     on it and on the default world -> demo-forms-answer-concepts.md, demo-forms-baselines.md, .json)
+#                     on it, on the default world and on answer_concepts=1 alone (built in answer-concepts-letters) ->
+#                     demo-forms-answer-concepts.md, demo-forms-baselines.md, demo-forms-answer-concepts-letters.md, .json)
 #        demo-pinned (scripts/evaluate_demo_world.py --sections behaviours on the plain recipe built in a fresh cache
 #                     -> demo-behaviours-pinned.md, .json: the same build on another CPU, with the pinned kernels)
 #        cpu-kernels (scripts/benchmark_cpu_kernels.py -> assets/results/cpu-kernels.md, .json)
@@ -322,6 +323,8 @@ for part in "${parts[@]}"; do
         --out "$RESULTS/demo-forms-baselines.md" > /dev/null
       "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco,nepal --cache-dir "$world" \
         --build-with answer_concepts=1 answer_first=1 --out "$RESULTS/demo-forms-answer-concepts.md" > /dev/null
+      "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco,nepal --cache-dir "$world-letters" \
+        --build-with answer_concepts=1 --out "$RESULTS/demo-forms-answer-concepts-letters.md" > /dev/null
       ;;
     demo-pinned)
       # The plain recipe built from nothing in a fresh cache (with yapo_core's pinned AVX2 kernels).
