@@ -506,10 +506,12 @@ def test_the_full_size_sets_the_recipe_knobs_and_the_mini_size_none():
     assert set(config.RESEARCH_KNOBS) <= {f.name for f in __import__("dataclasses").fields(config.BuildSize)}
 
 
-def test_a_world_with_four_drawn_options_and_a_longer_trained_lm(tmp_path):
+def test_a_world_with_four_drawn_options_and_a_longer_trained_lm_and_sae(tmp_path):
     world = demo.build_demo_world(tmp_path / "v", size="mini", progress=False,
-                                  knobs={"mcq_options": 4, "lm_scale": 2, "general_in_context": 0.5})
+                                  knobs={"mcq_options": 4, "lm_scale": 2, "general_in_context": 0.5, "sae_scale": 3})
     assert world.stats["model"]["training_examples"] == 2 * config.BUILD_SIZES["mini"].lm_examples
+    mini = config.BUILD_SIZES["mini"]
+    assert world.stats["sae"]["training_steps"] == 3 * mini.sae_training_samples // mini.sae_batch  # a longer-trained SAE
     rows = [json.loads(line) for line in (world.root / "tasks" / "culture" / "train.jsonl").read_text().splitlines()]
     rows = [r for r in rows if r["country"] == "egypt"]
     assert rows

@@ -59,7 +59,7 @@ def train_sae(model, tokenizer, examples, size: BuildSize, hook_name: str, folde
     sae = TopKTrainingSAE(cfg)
     with torch.no_grad():  # start the decoder bias at the mean, a common and cheap head start
         sae.b_dec.copy_(train_acts.mean(0))
-    steps = size.sae_training_samples // size.sae_batch
+    steps = round(size.sae_training_samples * (size.sae_scale or 1)) // size.sae_batch
     trainer_cfg = SAETrainerConfig(
         total_training_samples=steps * size.sae_batch,
         train_batch_size_samples=size.sae_batch,
