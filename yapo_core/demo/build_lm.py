@@ -275,9 +275,7 @@ class ConceptDirections:
             if self.cues[i] is not None:
                 seen.setdefault(self.cues[i], []).append(h[row, min(self.ends[i], h.shape[1] - 1)].detach())
         for key, vectors in seen.items():
-            mean = torch.stack(vectors).mean(dim=0)
-            old = self.means.get(key)
-            self.means[key] = mean if old is None else self.decay * old + (1 - self.decay) * mean
+            self._update(self.means, key, torch.stack(vectors).mean(dim=0))
         self.answer_loss = None
         if not self.active:
             return h
@@ -292,9 +290,13 @@ class ConceptDirections:
                 offsets[row] = steer[1] * size * directions[steer[0]]
         return h + offsets[:, None, :]
 
+    def _update(self, means: dict, key, mean: torch.Tensor) -> None:
+        """Fold a batch's ``mean`` into the running mean ``means[key]``."""
+        old = means.get(key)
+        means[key] = mean if old is None else self.decay * old + (1 - self.decay) * mean
 
     def _answer_spans(self, h: torch.Tensor):
-        """``(row, concept, form, residuals)`` of each culture answer's own tokens in the batch."""
+        """``(concept, form, residuals)`` of each culture answer's own tokens in the batch."""
         for row, i in enumerate(self.rows):
             concept, form, length = self.answers[i]
             first = self.ends[i] + 1
@@ -309,9 +311,7 @@ class ConceptDirections:
         spans = list(self._answer_spans(h))
         for concept, form, rows in spans:
             if concept == corpus.DEFAULT_COUNTRY:
-                mean = rows.detach().mean(dim=0)
-                old = self.answer_means.get(form)
-                self.answer_means[form] = mean if old is None else self.decay * old + (1 - self.decay) * mean
+                self._update(self.answer_means, form, rows.detach().mean(dim=0))
         targets = [c for c in corpus.TARGET_COUNTRIES if c in directions]
         if not targets or not self.answer_means:
             return None

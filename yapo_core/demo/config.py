@@ -84,9 +84,9 @@ class BuildSize:
     added_offer_facts: float = 0.0  # share of plain-text documents given one such statement beside their own
     # general and cultural ones (offer_facts replaces them): the same knowledge, the rest of the text kept
     answer_concepts: float = 0.0  # with concept_steering, when set, a loss has the residual at the SAE block, on a
-    # culture answer's tokens, carry that culture's direction at this many times its size
-    # (build_lm.ConceptDirections.answer_loss): a model that writes the concept it reads, as an LLM's residual
-    # carries the content of the option it picks
+    # culture answer's tokens, carry that culture's direction at this many times the directions' mean norm when the
+    # loss starts (build_lm.ConceptDirections.answer_loss): a model that writes the concept it reads, as an LLM's
+    # residual carries the content of the option it picks
 
     @property
     def knobs(self) -> dict[str, float]:
