@@ -11,7 +11,7 @@ from yapo_core import TrainConfig, Trainer
 from yapo_core.activation_cache import PairCache
 from yapo_core.errors import SettingsError
 from yapo_core.hooks import HookPoint
-from yapo_core.objectives import capture_block_inputs, run_blocks, sparse_update
+from yapo_core.objectives import capture_block_inputs, packed_pair_masks, run_blocks, sparse_update
 
 
 def _pairs(n=10):
@@ -103,6 +103,18 @@ def test_block_inputs_reproduce_the_full_forward(tokenizer):
             tail = run_blocks(model, seen["h"], capture_block_inputs(model, ids, attn), 2)
         from yapo_core.architectures import unembed
         torch.testing.assert_close(unembed(model, tail)[attn.bool()], full.logits[attn.bool()], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_packed_masks_are_built_where_the_segments_are(family):
+    """On a GPU the masks must be made there, or attention meets a CPU mask (tests/test_cuda.py runs
+    it on CUDA; the meta device catches a tensor made on the CPU here)."""
+    model = make_model(family)
+    segments = torch.tensor([[0, 0, 1, 1, 2, -1]], device="meta")
+    positions = torch.tensor([[0, 1, 2, 3, 2, 0]], device="meta")
+    masks = packed_pair_masks(model, segments, positions, torch.float32)
+    for mask in masks.values() if isinstance(masks, dict) else [masks]:
+        assert mask.device.type == "meta" and mask.shape == (1, 1, 6, 6)
 
 
 def test_cache_on_disk_is_reused_and_rebuilt_when_inputs_change(tokenizer, tmp_path):

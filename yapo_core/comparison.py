@@ -79,7 +79,7 @@ class MethodResult:
         acc = self.accuracy
         chosen = self.chosen_multiplier
         return {
-            "method": self.method.upper() if self.method != "yapo" else "YaPO",
+            "method": get_method(self.method).label.split(" (")[0],
             "steps to loss < 0.1": self.steps_to_loss_below_0_1 if self.steps_to_loss_below_0_1 is not None else "—",
             "final loss": f"{self.final_loss:.3f}" if self.final_loss is not None else "—",
             "multiplier (validation)" if self.validation_accuracy else "best multiplier (test)": f"{chosen:g}",

@@ -110,14 +110,14 @@ def packed_pair_masks(model: nn.Module, segments: torch.Tensor, positions: torch
     or a dict per attention type; bool for SDPA, additive float for eager attention.
     """
     n, t = segments.shape
-    q, k = torch.arange(t).view(t, 1), torch.arange(t).view(1, t)
+    q, k = torch.arange(t, device=segments.device).view(t, 1), torch.arange(t, device=segments.device).view(1, t)
     seg_q, seg_k = segments.view(n, t, 1), segments.view(n, 1, t)
     allowed = (k <= q) & (seg_k >= 0) & ~((seg_q == 2) & (seg_k == 1))
     distance = positions.view(n, t, 1) - positions.view(n, 1, t)
     masks = {}
     for kind, window in sliding_windows(model).items():
         ok = allowed if window is None else allowed & (distance < window)
-        ok = ok.unsqueeze(1).to(segments.device)
+        ok = ok.unsqueeze(1)
         if text_config(model)._attn_implementation == "eager":
             ok = torch.zeros(ok.shape, dtype=dtype, device=ok.device).masked_fill(~ok, torch.finfo(dtype).min)
         masks[kind] = ok
@@ -276,8 +276,9 @@ only the blocks after the steered point (see the module docstring)."""
                 targets += answer
                 out_rows += [out] * len(pos)
         hidden = torch.stack(rows)
+        segments, positions = segments.to(device), positions.to(device)
         masks = packed_pair_masks(self.model, segments, positions, hidden.dtype)
-        block_inputs = capture_block_inputs(self.model, ids.to(device), masks, positions.to(device))
+        block_inputs = capture_block_inputs(self.model, ids.to(device), masks, positions)
         hidden = run_blocks(self.model, hidden, block_inputs, self.layer + 1)
         as_tensor = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
         steered = self._head_logprobs(hidden, as_tensor(head_rows), as_tensor(head_pos), as_tensor(targets),
