@@ -52,7 +52,9 @@
 #                     culture, read off the options; every section, seed 0; built in
 #                     $YAPO_CACHE_DIR/demo-variants/answer-concepts; and scripts/probe_demo_world.py --forms-only
 #                     on it, on the default world and on answer_concepts=1 alone (built in answer-concepts-letters) ->
-#                     demo-forms-answer-concepts.md, demo-forms-baselines.md, demo-forms-answer-concepts-letters.md, .json)
+#                     demo-forms-answer-concepts.md, demo-forms-baselines.md, demo-forms-answer-concepts-letters.md, .json;
+#                     the same variant with an SAE trained four times longer, sae_scale=4, built in answer-concepts-sae4
+#                     -> demo-variant-answer-concepts-sae4.md, .json)
 #        demo-pinned (scripts/evaluate_demo_world.py --sections behaviours on the plain recipe built in a fresh cache
 #                     -> demo-behaviours-pinned.md, .json: the same build on another CPU, with the pinned kernels)
 #        cpu-kernels (scripts/benchmark_cpu_kernels.py -> assets/results/cpu-kernels.md, .json)
@@ -317,6 +319,10 @@ for part in "${parts[@]}"; do
       world="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/answer-concepts"
       "$PYTHON" scripts/evaluate_demo_world.py --jobs 2 --build-with answer_concepts=1 answer_first=1 --cache-dir "$world" \
         --json "$RESULTS/demo-variant-answer-concepts.json" > "$RESULTS/demo-variant-answer-concepts.md" || status=$?
+      [ "$status" -le 1 ] || exit "$status"
+      "$PYTHON" scripts/evaluate_demo_world.py --jobs 2 --build-with answer_concepts=1 answer_first=1 sae_scale=4 \
+        --cache-dir "$world-sae4" --json "$RESULTS/demo-variant-answer-concepts-sae4.json" \
+        > "$RESULTS/demo-variant-answer-concepts-sae4.md" || status=$?
       [ "$status" -le 1 ] || exit "$status"
       # where CAA and SAS point against the cue direction the model acts on, on the default world and on this one
       "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco,nepal \
