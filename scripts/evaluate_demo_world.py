@@ -44,7 +44,7 @@ and reports it again (and rewrites it with ``--json``), without building or trai
 
 ``--sections culture`` or ``--sections behaviours`` measures one part only; ``--cache-dir DIR
 --build-with KNOB=VALUE ...`` measures a variant world (research knobs set on top of the default recipe's,
-``yapo_core.demo.config.RECIPE_KNOBS``; ``concept_steering=0 added_offer_facts=0`` is the plain recipe).
+``yapo_core.demo.config.RECIPE_KNOBS``; ``concept_steering=0 added_offer_facts=0 sae_scale=0`` is the plain recipe).
 
 The exit status is 1 when a target is missed, so the script can gate a release.
 """

@@ -6,6 +6,8 @@
 #
 # Parts: demo-targets (scripts/evaluate_demo_world.py -> assets/results/demo-targets.md, .json: the default world's
 #                     build, its cultures and behaviours, and every design target the script measures)
+#        demo-before-sae-scale (the same on the recipe before sae_scale=4 joined it, sae_scale=0, built in
+#                     $YAPO_CACHE_DIR/demo-variants/before-sae-scale -> demo-targets-before-sae-scale.md, .json)
 #        demo-probe  (scripts/probe_demo_world.py   -> assets/results/demo-probe.md, demo-probe-plain.md,
 #                     demo-probe-followups.md, .json: the default world, the plain recipe, and the plain recipe
 #                     with follow-ups, built in $YAPO_CACHE_DIR/demo-variants/followups)
@@ -42,22 +44,19 @@
 #                     .json: every section, seed 0; its behaviours from seed 1 -> demo-variant-offer-facts-seed1.md, .json;
 #                     built in $YAPO_CACHE_DIR/demo-variants/offer-facts and offer-facts-seed1)
 #        demo-added-offer-facts (the runs that chose added_offer_facts for the default recipe, which now has it:
-#                     scripts/evaluate_demo_world.py --build-with added_offer_facts=1 ->
+#                     scripts/evaluate_demo_world.py --build-with added_offer_facts=1 sae_scale=0 ->
 #                     demo-variant-added-offer-facts-behaviours.md, -culture-uk-brazil-nepal.md,
 #                     -culture-egypt-morocco-spain-india.md, .json: seed 0, one section or culture set a run;
 #                     its behaviours from seed 1 -> demo-variant-added-offer-facts-seed1.md, .json;
 #                     built in $YAPO_CACHE_DIR/demo-variants/added-offer-facts and added-offer-facts-seed1)
-#        demo-answer-concepts (scripts/evaluate_demo_world.py --build-with answer_concepts=1 answer_first=1 ->
-#                     demo-variant-answer-concepts.md, .json: the default recipe whose culture answers carry their
-#                     culture, read off the options; every section, seed 0; built in
+#        demo-answer-concepts (scripts/evaluate_demo_world.py --build-with answer_concepts=1 answer_first=1 sae_scale=0 ->
+#                     demo-variant-answer-concepts.md, .json: the recipe before sae_scale, whose culture answers carry
+#                     their culture, read off the options; every section, seed 0; built in
 #                     $YAPO_CACHE_DIR/demo-variants/answer-concepts; and scripts/probe_demo_world.py --forms-only
-#                     on it, on the default world and on answer_concepts=1 alone (built in answer-concepts-letters) ->
+#                     on it, on the recipe before sae_scale and on answer_concepts=1 alone (built in answer-concepts-letters) ->
 #                     demo-forms-answer-concepts.md, demo-forms-baselines.md, demo-forms-answer-concepts-letters.md, .json;
 #                     the same variant with an SAE trained four times longer, sae_scale=4, built in answer-concepts-sae4
 #                     -> demo-variant-answer-concepts-sae4.md, .json)
-#        demo-sae-scale (scripts/evaluate_demo_world.py --build-with sae_scale=4 -> demo-variant-sae-scale.md, .json:
-#                     the default recipe with an SAE trained four times longer; every section, seed 0; built in
-#                     $YAPO_CACHE_DIR/demo-variants/sae-scale)
 #        demo-pinned (scripts/evaluate_demo_world.py --sections behaviours on the plain recipe built in a fresh cache
 #                     -> demo-behaviours-pinned.md, .json: the same build on another CPU, with the pinned kernels)
 #        cpu-kernels (scripts/benchmark_cpu_kernels.py -> assets/results/cpu-kernels.md, .json)
@@ -66,10 +65,12 @@
 #        sharing     (scripts/benchmark_sharing.py  -> assets/results/sharing.md, sharing-simple.md, .json)
 #        lm-eval     (scripts/lm_eval_check.py      -> assets/results/lm-eval-check.md, .json; needs .[eval])
 #
-# The variant studies were measured on variants of the recipe before added_offer_facts joined the
-# default one (RECIPE_KNOBS): every run that names knobs adds $BEFORE (added_offer_facts=0) to them, so it
-# rebuilds the world its stored file records; demo-answer-concepts, a variant of today's recipe, does not.
-# The parts that name none measure the default world.
+# Every run rebuilds (or reuses) the world its stored file records. Most variant studies were measured on
+# variants of the recipe before added_offer_facts and sae_scale joined the default one (RECIPE_KNOBS): their
+# runs add $BEFORE (added_offer_facts=0 sae_scale=0) to their knobs, and so do demo-probe's, demo-forms'
+# "default" and demo-lr's MCQ run, measured on concept steering alone. The runs measured on the recipe before
+# sae_scale only (demo-before-sae-scale, demo-added-offer-facts, demo-lr's open-answer run, demo-answer-concepts
+# but its sae4 run) add $OLD_SAE (sae_scale=0). demo-targets and comparison measure the default world.
 #
 # Runs on a CPU, offline, from seed 0. The first part that needs the demo world builds it into
 # the demo cache ($YAPO_CACHE_DIR, default ~/.cache/yapo-studio) and the others reuse it.
@@ -80,12 +81,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
 RESULTS=assets/results
-BEFORE=added_offer_facts=0
+BEFORE=(added_offer_facts=0 sae_scale=0)
+OLD_SAE=sae_scale=0
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(demo-targets demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-sae-scale comparison benchmark demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
+  parts=(demo-targets demo-before-sae-scale demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts comparison benchmark demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
 fi
 
 # forms NAME [KNOB=VALUE...]: scripts/probe_demo_world.py --forms-only on egypt and morocco, on the
@@ -94,7 +96,7 @@ forms() {
   local name=$1
   shift
   local where=()
-  [ $# -eq 0 ] || where=(--cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/$name" --build-with "$@" "$BEFORE")
+  [ $# -eq 0 ] || where=(--cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/$name" --build-with "$@" "${BEFORE[@]}")
   "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco "${where[@]}" \
     --out "$RESULTS/demo-forms-$name.md" > /dev/null
 }
@@ -106,7 +108,7 @@ variant() {
   local name=$1 seed=$2 countries=$3 status=0
   shift 3
   "$PYTHON" scripts/evaluate_demo_world.py --seed "$seed" --countries "$countries" \
-    --generations "$(tr , '\n' <<< "$countries" | wc -l)" --build-with "$@" "$BEFORE" \
+    --generations "$(tr , '\n' <<< "$countries" | wc -l)" --build-with "$@" "${BEFORE[@]}" \
     --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/$name" \
     --json "$RESULTS/demo-variant-$name.json" > "$RESULTS/demo-variant-$name.md" || status=$?
   [ "$status" -le 1 ] || exit "$status"
@@ -119,7 +121,7 @@ avx512() {
   local name=$1 seed=$2 status=0
   shift 2
   local knobs=()
-  [ $# -eq 0 ] || knobs=(--build-with "$@" "$BEFORE")
+  [ $# -eq 0 ] || knobs=(--build-with "$@" "${BEFORE[@]}")
   YAPO_CPU_KERNELS=native "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --seed "$seed" "${knobs[@]}" \
     --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/avx512-$name" \
     --json "$RESULTS/demo-avx512-$name.json" > "$RESULTS/demo-avx512-$name.md" || status=$?
@@ -146,9 +148,17 @@ for part in "${parts[@]}"; do
       mv "$RESULTS/demo-targets.json.new" "$RESULTS/demo-targets.json"
       [ "$status" -eq 0 ] || missed=1
       ;;
+    demo-before-sae-scale)
+      # The recipe before the longer-trained SAE (docs/results.md, "A longer-trained SAE"): the same LM.
+      status=0
+      "$PYTHON" scripts/evaluate_demo_world.py --jobs 2 --build-with "$OLD_SAE" \
+        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-sae-scale" \
+        --json "$RESULTS/demo-targets-before-sae-scale.json" > "$RESULTS/demo-targets-before-sae-scale.md" || status=$?
+      [ "$status" -le 1 ] || exit "$status"
+      ;;
     demo-concept-steering)
       status=0
-      "$PYTHON" scripts/evaluate_demo_world.py --jobs 2 --build-with "$BEFORE" \
+      "$PYTHON" scripts/evaluate_demo_world.py --jobs 2 --build-with "${BEFORE[@]}" \
         --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/concept-steering-alone" \
         --json "$RESULTS/demo-targets-concept-steering.json" > "$RESULTS/demo-targets-concept-steering.md" || status=$?
       [ "$status" -le 1 ] || exit "$status"
@@ -157,7 +167,7 @@ for part in "${parts[@]}"; do
       # The plain recipe (concept_steering=0) from seed 0: every section, and the culture and behaviour sections
       # on their own (with more examples and, for the behaviours, each vector's edit): what the variant studies
       # compare with.
-      plain=(--build-with concept_steering=0 "$BEFORE" --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/plain")
+      plain=(--build-with concept_steering=0 "${BEFORE[@]}" --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/plain")
       for run in "targets --generations 1" "world --sections culture" "behaviours --sections behaviours"; do
         read -r name args <<< "$run"
         status=0
@@ -168,7 +178,9 @@ for part in "${parts[@]}"; do
       done
       ;;
     demo-forms)
-      forms default
+      # "default": the world of concept steering alone, the default world when it was measured
+      "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco --build-with "${BEFORE[@]}" \
+        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/concept-steering-alone" --out "$RESULTS/demo-forms-default.md" > /dev/null
       forms plain concept_steering=0
       forms balanced concept_steering=0 balanced_options=1
       forms context-balanced concept_steering=0 balanced_options=1 followups=0.15 coherent_text=1
@@ -178,29 +190,34 @@ for part in "${parts[@]}"; do
       forms options4-longer concept_steering=0 mcq_options=4 lm_scale=3  # a build of about 35 min
       ;;
     demo-probe)
-      "$PYTHON" scripts/probe_demo_world.py --lr 0.01 --out "$RESULTS/demo-probe.md" > /dev/null
-      "$PYTHON" scripts/probe_demo_world.py --lr 0.01 --build-with concept_steering=0 "$BEFORE" \
+      # on the world of concept steering alone (the default world when it was measured)
+      "$PYTHON" scripts/probe_demo_world.py --lr 0.01 --build-with "${BEFORE[@]}" \
+        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/concept-steering-alone" --out "$RESULTS/demo-probe.md" > /dev/null
+      "$PYTHON" scripts/probe_demo_world.py --lr 0.01 --build-with concept_steering=0 "${BEFORE[@]}" \
         --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/plain" \
         --out "$RESULTS/demo-probe-plain.md" > /dev/null
-      "$PYTHON" scripts/probe_demo_world.py --lr 0.01 --build-with concept_steering=0 followups=0.08 "$BEFORE" \
+      "$PYTHON" scripts/probe_demo_world.py --lr 0.01 --build-with concept_steering=0 followups=0.08 "${BEFORE[@]}" \
         --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/followups" \
         --out "$RESULTS/demo-probe-followups.md" > /dev/null
       ;;
     demo-lr)
-      "$PYTHON" scripts/choose_open_lr.py --out "$RESULTS/demo-open-lr.md" > /dev/null
+      # each on the world it was chosen on: the open-answer rates on the recipe before sae_scale, the MCQ
+      # settings on concept steering alone
+      "$PYTHON" scripts/choose_open_lr.py --build-with "$OLD_SAE" --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-sae-scale" \
+        --out "$RESULTS/demo-open-lr.md" > /dev/null
       "$PYTHON" scripts/choose_mcq_lr.py --methods yapo --candidates 0.01:1200:16,0.01:2400:16 --jobs 2 \
-        --out "$RESULTS/demo-mcq-lr.md" > /dev/null
+        --build-with "${BEFORE[@]}" --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/concept-steering-alone" --out "$RESULTS/demo-mcq-lr.md" > /dev/null
       ;;
     demo-open-rates)
       # On the plain recipe (concept_steering=0).
       "$PYTHON" scripts/choose_open_lr.py --lrs 0.002,0.005,0.007,0.01 --out "$RESULTS/demo-open-lr-plain.md" \
-        --build-with concept_steering=0 "$BEFORE" \
+        --build-with concept_steering=0 "${BEFORE[@]}" \
         --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/plain" > /dev/null
       for seed in 0 1; do
         status=0
         suffix=""
         [ "$seed" -eq 0 ] || suffix="-seed$seed"
-        "$PYTHON" scripts/evaluate_demo_world.py --seed "$seed" --build-with concept_steering=0 "$BEFORE" \
+        "$PYTHON" scripts/evaluate_demo_world.py --seed "$seed" --build-with concept_steering=0 "${BEFORE[@]}" \
           --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/plain$suffix" --countries egypt --generations 1 \
           --json "$RESULTS/demo-open-rates-seed$seed.json" > "$RESULTS/demo-open-rates-seed$seed.md" || status=$?
         [ "$status" -le 1 ] || exit "$status"
@@ -285,11 +302,11 @@ for part in "${parts[@]}"; do
     demo-offer-facts)
       # The default recipe with offer_facts (docs/results.md, "Offers the model knows"); missed targets do not fail this script.
       status=0
-      "$PYTHON" scripts/evaluate_demo_world.py --jobs 2 --build-with offer_facts=0.3 "$BEFORE" \
+      "$PYTHON" scripts/evaluate_demo_world.py --jobs 2 --build-with offer_facts=0.3 "${BEFORE[@]}" \
         --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/offer-facts" \
         --json "$RESULTS/demo-variant-offer-facts.json" > "$RESULTS/demo-variant-offer-facts.md" || status=$?
       [ "$status" -le 1 ] || exit "$status"
-      "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --seed 1 --jobs 2 --build-with offer_facts=0.3 "$BEFORE" \
+      "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --seed 1 --jobs 2 --build-with offer_facts=0.3 "${BEFORE[@]}" \
         --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/offer-facts-seed1" \
         --json "$RESULTS/demo-variant-offer-facts-seed1.json" > "$RESULTS/demo-variant-offer-facts-seed1.md" || status=$?
       [ "$status" -le 1 ] || exit "$status"
@@ -298,57 +315,50 @@ for part in "${parts[@]}"; do
       # Offer statements added to the plain text (docs/results.md, "Offer statements beside the others"): the runs
       # that chose the knob, in their own caches (the default recipe has it now); missed targets do not fail this script.
       status=0
-      world="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/added-offer-facts"
+      world="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-sae-scale"  # the same knobs
       name="$RESULTS/demo-variant-added-offer-facts"
-      "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --jobs 2 --build-with added_offer_facts=1 \
+      "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --jobs 2 --build-with added_offer_facts=1 "$OLD_SAE" \
         --cache-dir "$world" --json "$name-behaviours.json" > "$name-behaviours.md" || status=$?
       [ "$status" -le 1 ] || exit "$status"
       for run in uk,brazil,nepal:0 egypt,morocco,spain,india:2; do  # cultures:how many show generations
         countries="${run%:*}"
         "$PYTHON" scripts/evaluate_demo_world.py --sections culture --countries "$countries" --generations "${run#*:}" --jobs 2 \
-          --build-with added_offer_facts=1 --cache-dir "$world" \
+          --build-with added_offer_facts=1 "$OLD_SAE" --cache-dir "$world" \
           --json "$name-culture-${countries//,/-}.json" > "$name-culture-${countries//,/-}.md" || status=$?
         [ "$status" -le 1 ] || exit "$status"
       done
-      "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --seed 1 --jobs 2 --build-with added_offer_facts=1 \
+      "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --seed 1 --jobs 2 --build-with added_offer_facts=1 "$OLD_SAE" \
         --cache-dir "$world-seed1" --json "$name-seed1.json" > "$name-seed1.md" || status=$?
       [ "$status" -le 1 ] || exit "$status"
       ;;
     demo-answer-concepts)
       # Culture answers that carry their culture's direction, with the option's text before its letter
-      # (docs/results.md, "Answers that carry their culture"), on top of the default recipe; missed targets
+      # (docs/results.md, "Answers that carry their culture"), on top of the recipe before sae_scale; missed targets
       # do not fail this script.
       status=0
       world="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/answer-concepts"
-      "$PYTHON" scripts/evaluate_demo_world.py --jobs 2 --build-with answer_concepts=1 answer_first=1 --cache-dir "$world" \
+      "$PYTHON" scripts/evaluate_demo_world.py --jobs 2 --build-with answer_concepts=1 answer_first=1 "$OLD_SAE" --cache-dir "$world" \
         --json "$RESULTS/demo-variant-answer-concepts.json" > "$RESULTS/demo-variant-answer-concepts.md" || status=$?
       [ "$status" -le 1 ] || exit "$status"
       "$PYTHON" scripts/evaluate_demo_world.py --jobs 2 --build-with answer_concepts=1 answer_first=1 sae_scale=4 \
         --cache-dir "$world-sae4" --json "$RESULTS/demo-variant-answer-concepts-sae4.json" \
         > "$RESULTS/demo-variant-answer-concepts-sae4.md" || status=$?
       [ "$status" -le 1 ] || exit "$status"
-      # where CAA and SAS point against the cue direction the model acts on, on the default world and on this one
-      "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco,nepal \
+      # where CAA and SAS point against the cue direction the model acts on, on the recipe before sae_scale (the
+      # world demo-before-sae-scale measures) and on this one
+      "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco,nepal --build-with "$OLD_SAE" \
+        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-sae-scale" \
         --out "$RESULTS/demo-forms-baselines.md" > /dev/null
       "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco,nepal --cache-dir "$world" \
-        --build-with answer_concepts=1 answer_first=1 --out "$RESULTS/demo-forms-answer-concepts.md" > /dev/null
+        --build-with answer_concepts=1 answer_first=1 "$OLD_SAE" --out "$RESULTS/demo-forms-answer-concepts.md" > /dev/null
       "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco,nepal --cache-dir "$world-letters" \
-        --build-with answer_concepts=1 --out "$RESULTS/demo-forms-answer-concepts-letters.md" > /dev/null
-      ;;
-    demo-sae-scale)
-      # The default recipe with an SAE trained on four times its samples (docs/results.md, "A longer-trained
-      # SAE on the default world"); missed targets do not fail this script.
-      status=0
-      "$PYTHON" scripts/evaluate_demo_world.py --jobs 2 --build-with sae_scale=4 \
-        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/sae-scale" \
-        --json "$RESULTS/demo-variant-sae-scale.json" > "$RESULTS/demo-variant-sae-scale.md" || status=$?
-      [ "$status" -le 1 ] || exit "$status"
+        --build-with answer_concepts=1 "$OLD_SAE" --out "$RESULTS/demo-forms-answer-concepts-letters.md" > /dev/null
       ;;
     demo-pinned)
       # The plain recipe built from nothing in a fresh cache (with yapo_core's pinned AVX2 kernels).
       status=0
       fresh=$(mktemp -d)
-      "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --build-with concept_steering=0 "$BEFORE" --cache-dir "$fresh/plain" \
+      "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --build-with concept_steering=0 "${BEFORE[@]}" --cache-dir "$fresh/plain" \
         --json "$RESULTS/demo-behaviours-pinned.json" > "$RESULTS/demo-behaviours-pinned.md" || status=$?
       rm -rf "$fresh"
       [ "$status" -le 1 ] || exit "$status"
@@ -371,7 +381,7 @@ for part in "${parts[@]}"; do
       "$PYTHON" scripts/lm_eval_check.py
       ;;
     *)
-      echo "unknown part '$part'; use demo-targets, demo-concept-steering, demo-plain, demo-probe, demo-forms, demo-open-rates, demo-variant, demo-avx512, demo-seeds, demo-offer-facts, demo-added-offer-facts, demo-answer-concepts, demo-sae-scale, comparison, benchmark, demo-pinned, cpu-kernels, real-size, shared-cpu, sharing or lm-eval" >&2
+      echo "unknown part '$part'; use demo-targets, demo-before-sae-scale, demo-concept-steering, demo-plain, demo-probe, demo-forms, demo-open-rates, demo-variant, demo-avx512, demo-seeds, demo-offer-facts, demo-added-offer-facts, demo-answer-concepts, comparison, benchmark, demo-pinned, cpu-kernels, real-size, shared-cpu, sharing or lm-eval" >&2
       exit 2
       ;;
   esac

@@ -236,8 +236,8 @@ def test_the_build_is_deterministic(world, tmp_path):
 
 
 def test_the_full_worlds_recipe_builds_deterministically_and_changes_the_model(world, tmp_path):
-    """The default world's recipe (concept steering) on the mini pipeline: its hook keeps running means
-    and draws from its own generator, and still two builds give the same model, another than the plain one's."""
+    """The default world's recipe (concept steering among its knobs) on the mini pipeline: its hook keeps running
+    means and draws from its own generator, and still two builds give the same model, another than the plain one's."""
     first, second = (demo.build_demo_world(tmp_path / name, seed=3, size="mini", progress=False,
                                            knobs=config.RECIPE_KNOBS) for name in ("a", "b"))
     assert first.stats["knobs"] == config.RECIPE_KNOBS
@@ -493,14 +493,17 @@ def test_varied_behaviour_answers_share_only_the_disposition():
 
 
 def test_the_full_size_sets_the_recipe_knobs_and_the_mini_size_none():
-    assert config.RECIPE_KNOBS == {"concept_steering": 0.3, "added_offer_facts": 1.0}
+    assert config.RECIPE_KNOBS == {"sae_scale": 4.0, "concept_steering": 0.3, "added_offer_facts": 1.0}
     assert config.BUILD_SIZES["full"].knobs == config.RECIPE_KNOBS and config.BUILD_SIZES["mini"].knobs == {}
     assert config.is_recipe(config.build_size("full"), "full")
-    assert config.is_recipe(config.build_size("full", {"concept_steering": 0.3, "added_offer_facts": 1}), "full")
+    assert config.is_recipe(config.build_size("full", {"sae_scale": 4, "concept_steering": 0.3, "added_offer_facts": 1}), "full")
+    before_sae = config.build_size("full", {"sae_scale": 0})  # the recipe before the longer-trained SAE: a variant
+    assert not config.is_recipe(before_sae, "full")
+    assert before_sae.knobs == {"concept_steering": 0.3, "added_offer_facts": 1.0}
     assert not config.is_recipe(config.build_size("full", {"offer_facts": 0.3}), "full")  # another knob: a variant
-    before = config.build_size("full", {"added_offer_facts": 0})  # the recipe the variant studies vary: a variant
+    before = config.build_size("full", {"added_offer_facts": 0, "sae_scale": 0})  # what the variant studies vary
     assert not config.is_recipe(before, "full") and before.knobs == {"concept_steering": 0.3}
-    plain = config.build_size("full", {"concept_steering": 0, "added_offer_facts": 0})  # the plain recipe: a variant
+    plain = config.build_size("full", {"concept_steering": 0, "added_offer_facts": 0, "sae_scale": 0})  # the plain recipe: a variant
     assert not config.is_recipe(plain, "full") and plain.knobs == {}
     assert not config.is_recipe(config.build_size("mini", config.RECIPE_KNOBS), "mini")
     assert set(config.RESEARCH_KNOBS) <= {f.name for f in __import__("dataclasses").fields(config.BuildSize)}

@@ -36,7 +36,7 @@ _DEMO_LOCK = threading.Lock()
 
 def demo_size() -> str:
     """Which demo world the app uses: ``$YAPO_DEMO_SIZE`` (``full``, the default, built in about
-    four minutes on first use; or ``mini``, the seconds-scale test world)."""
+    eight minutes on 2 cores on first use; or ``mini``, the seconds-scale test world)."""
     return current().demo_size
 
 
@@ -233,7 +233,7 @@ DEMO_BEHAVIOUR_CAVEAT = (
     "The demo world's behaviour tasks show BiPO's data formats and the A/B behaviour rate on a toy model. With the "
     "defaults, YaPO's steered answers accept every held-out offer for the behaviour's own reasons, fluent, but they "
     "are the corpus's few fixed answers of that behaviour (one sentence for all 32 offers), not new text. YaPO at "
-    "multiplier 1 moves the A/B behaviour rate from 0.00 to 0.72 (power-seeking) and 1.00 (wealth-seeking) on the "
-    "stored build, to about 0.5 on a build from another seed; at −1 it breaks the A/B choice (0.31 to 0.38) rather "
-    "than reversing it (assets/results/demo-targets.md, docs/results.md)."
+    "multiplier 1 moves the A/B behaviour rate from 0.00 to 0.78 (power-seeking) and 1.00 (wealth-seeking) on the "
+    "stored build; at −1 power-seeking's stays at 0.00 and wealth-seeking's rises to 0.28, a partly broken A/B "
+    "choice rather than a reversed one (assets/results/demo-targets.md, docs/results.md)."
 )

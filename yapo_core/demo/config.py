@@ -44,7 +44,7 @@ class BuildSize:
     sae_lr: float
     culture_rows: int  # rows per country, localization status and split (train; test gets half)
     generation_batch: int = 64
-    # Research knobs of the LM's training (docs/results.md, variant worlds). The full size sets two,
+    # Research knobs of the build (docs/results.md, variant worlds). The full size sets three, sae_scale,
     # concept_steering and added_offer_facts (RECIPE_KNOBS); every other knob is off, and a variant sets knobs on
     # top of its size's:
     label_smoothing: float = 0.0  # of the next-token loss: a less over-confident model
@@ -67,7 +67,7 @@ class BuildSize:
     general_in_persona: float = 0.0  # share of general questions asked under a behaviour's cue or anti-cue only
     # (corpus.general_example): facts kept apart from a persona, culture left as in the stored worlds
     lm_scale: float = 0.0  # when set, the LM trains on this many times lm_examples (a longer-trained model)
-    sae_scale: float = 0.0  # when set, the SAE trains on this many times sae_training_samples (fewer dead latents)
+    sae_scale: float = 0.0  # when set, the SAE trains on this many times sae_training_samples (more variance explained)
     mcq_options: float = 0.0  # when set (3-8), each MCQ lists that many answers, drawn and shuffled per question (corpus.option_set)
     concept_steering: float = 0.0  # share of uncued culture, behaviour and general examples trained with a concept's
     # own cue direction added at the SAE block (build_lm.ConceptDirections): a model that acts on it in every form
@@ -118,14 +118,17 @@ RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_f
 """BuildSize's research knobs: ``build_demo_world(knobs=...)``, and ``--build-with`` in
 scripts/evaluate_demo_world.py and scripts/probe_demo_world.py. The full size sets
 :data:`RECIPE_KNOBS` and no other, the mini size none; a variant's knobs are set on top of its
-size's (``concept_steering=0 added_offer_facts=0`` builds the full size's plain recipe)."""
+size's (``concept_steering=0 added_offer_facts=0 sae_scale=0`` builds the full size's plain recipe)."""
 
-RECIPE_KNOBS = {"concept_steering": 0.3, "added_offer_facts": 1.0}
+RECIPE_KNOBS = {"sae_scale": 4.0, "concept_steering": 0.3, "added_offer_facts": 1.0}
 """The research knobs the full world (the default world) is built with: the model learns to act on its own
 cue directions in every answer form (``build_lm.ConceptDirections``), the recipe that meets more of the
-design targets than the plain one on most builds, and every plain-text document states one behaviour
+design targets than the plain one on most builds; every plain-text document states one behaviour
 offer's facts beside its own, so the model knows the offers' words outside the offers themselves and a
-behaviour vector moves open answers and A/B choices alike (docs/results.md, "Offers the model knows"). The mini world, a seconds-scale check
+behaviour vector moves open answers and A/B choices alike (docs/results.md, "Offers the model knows");
+and the SAE trains on four times ``sae_training_samples`` (variance explained 0.966 against 0.932), on
+whose latents YaPO's MCQ vectors meet their target against the given answer too and power-seeking's
+vector at -1 keeps its A/B rate at 0.00 (0.38 before; docs/results.md, "A longer-trained SAE"). The mini world, a seconds-scale check
 of the pipeline whose ten LM steps mean nothing, keeps the plain recipe: its greedy answers, and so which
 of its tiny task files have usable pairs, should not hang on a knob it is too small to learn."""
 
