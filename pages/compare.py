@@ -138,7 +138,11 @@ def build(ctx: AppContext, state: gr.State) -> VectorPicker:
 
     heavy = dict(concurrency_id=HEAVY, concurrency_limit=ctx.heavy_jobs)
     inputs = [state, vector, prompt, multiplier, max_new, sample, temperature, seed, positions]
-    run.click(on_generate, inputs, [plain, steered, note], **heavy)
+    # The button is off while the answers stream, so a second click cannot start another generation,
+    # and it comes back on when the call ends, with or without an error.
+    run.click(lambda: gr.update(interactive=False), None, run, queue=False) \
+        .then(on_generate, inputs, [plain, steered, note], **heavy) \
+        .then(lambda: gr.update(interactive=True), None, run, queue=False)
     grid_btn.click(on_grid, [state, vector, prompt, grid_ms, max_new, sample, temperature, seed, positions], grid, **heavy)
     sweep_btn.click(on_sweep, [state, vector, sweep_ms], sweep_plot, **heavy)
     vector.change(on_vector, [state, vector, positions], [where, test_prompt])

@@ -136,6 +136,17 @@ def succeed(page, selector: str, text: str, timeout: float = 60_000) -> None:
         pytest.fail(f"the app said: {toast.first.inner_text()}")
 
 
+def generate(page) -> None:
+    """Click Compare's Generate and wait until its streamed answers are complete: the button is
+    off while they stream and on again when the call ends."""
+    page.evaluate(
+        "() => { window.__generated = false; const b = document.querySelector('#generate'); let off = false;"
+        " new MutationObserver((_, o) => { if (b.disabled) off = true;"
+        " else if (off) { window.__generated = true; o.disconnect() } }).observe(b, {attributes: true}) }")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.wait_for_function("() => window.__generated")
+
+
 def looping(reply: str) -> bool:
     """A reply that does not read like text: empty, or one word (or run of characters) making up
     30 % of it or more: ",,,,,,", "with with with"."""
@@ -218,16 +229,12 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
     assert "every prompt token" in note and "every generated token" in note
     pick(page, "test-prompt")
     page.wait_for_function("() => document.querySelector('#compare-prompt textarea').value.length > 0")
-    page.get_by_role("button", name="Generate", exact=True).click()
-    page.wait_for_function("() => ['#unsteered', '#steered'].every(s => document.querySelector(s + ' textarea').value.length > 0)")
-    page.wait_for_function("() => !document.querySelector('#generate').disabled")
+    generate(page)
     page.screenshot(path=str(shots / "compare.png"), full_page=True)
     # The option beside the method: steer the prompt tokens only; the page says so.
     page.get_by_role("radio", name="prompt tokens only").click()
     page.locator("#where-steering").filter(has_text="prompt tokens only").wait_for()
-    page.get_by_role("button", name="Generate", exact=True).click()
-    page.wait_for_timeout(500)
-    page.wait_for_function("() => !document.querySelector('#generate').disabled")
+    generate(page)
     page.wait_for_timeout(1000)
     assert page.get_by_test_id("toast-text").count() == 0 and "Traceback" not in page.content()
     assert page.locator("#steered textarea").input_value()
@@ -322,9 +329,7 @@ def behaviour_walk(page, shots: Path) -> None:
     page.locator("#where-steering").filter(has_text="every generated token").wait_for()
     pick(page, "test-prompt")
     page.wait_for_function("() => document.querySelector('#compare-prompt textarea').value.length > 0")
-    page.get_by_role("button", name="Generate", exact=True).click()
-    page.wait_for_function("() => ['#unsteered', '#steered'].every(s => document.querySelector(s + ' textarea').value.length > 0)")
-    page.wait_for_function("() => !document.querySelector('#generate').disabled")
+    generate(page)
     plain, steered = (page.locator(f"#{s} textarea").input_value() for s in ("unsteered", "steered"))
     note = page.locator("#fluency-note").inner_text()
     # (the mini world's model is too small to write text unsteered; on the full world it does)
