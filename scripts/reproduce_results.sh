@@ -95,6 +95,15 @@ if [ ${#parts[@]} -eq 0 ]; then
   parts=(demo-targets demo-before-sae-scale demo-seed1 demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts comparison benchmark demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
 fi
 
+# evaluate NAME ARG...: scripts/evaluate_demo_world.py with these arguments -> assets/results/NAME.md and .json;
+# a missed target (exit 1) does not stop this script, any other failure does.
+evaluate() {
+  local name=$1 status=0
+  shift
+  "$PYTHON" scripts/evaluate_demo_world.py "$@" --json "$RESULTS/$name.json" > "$RESULTS/$name.md" || status=$?
+  [ "$status" -le 1 ] || exit "$status"
+}
+
 # forms NAME [KNOB=VALUE...]: scripts/probe_demo_world.py --forms-only on egypt and morocco, on the
 # default world (no knob) or on the variant world NAME -> assets/results/demo-forms-NAME.md and .json.
 forms() {
@@ -110,13 +119,11 @@ forms() {
 # in $YAPO_CACHE_DIR/demo-variants/NAME (or reused from there), measured on COUNTRIES into
 # assets/results/demo-variant-NAME.md and .json.
 variant() {
-  local name=$1 seed=$2 countries=$3 status=0
+  local name=$1 seed=$2 countries=$3
   shift 3
-  "$PYTHON" scripts/evaluate_demo_world.py --seed "$seed" --countries "$countries" \
+  evaluate "demo-variant-$name" --seed "$seed" --countries "$countries" \
     --generations "$(tr , '\n' <<< "$countries" | wc -l)" --build-with "$@" "${BEFORE[@]}" \
-    --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/$name" \
-    --json "$RESULTS/demo-variant-$name.json" > "$RESULTS/demo-variant-$name.md" || status=$?
-  [ "$status" -le 1 ] || exit "$status"
+    --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/$name"
 }
 
 # avx512 NAME SEED [KNOB=VALUE...]: the behaviours of the world built from SEED with these knobs (none:
@@ -155,31 +162,17 @@ for part in "${parts[@]}"; do
       ;;
     demo-before-sae-scale)
       # The recipe before the longer-trained SAE (docs/results.md, "A longer-trained SAE"): the same LM.
-      status=0
-      "$PYTHON" scripts/evaluate_demo_world.py --jobs 2 --build-with "$OLD_SAE" \
-        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-sae-scale" \
-        --json "$RESULTS/demo-targets-before-sae-scale.json" > "$RESULTS/demo-targets-before-sae-scale.md" || status=$?
-      [ "$status" -le 1 ] || exit "$status"
+      evaluate demo-targets-before-sae-scale --jobs 2 --build-with "$OLD_SAE" --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-sae-scale"
       ;;
     demo-seed1)
       # The default recipe from another seed, and the same LM with the SAE before sae_scale (docs/results.md,
       # "A longer-trained SAE"); missed targets do not fail this script.
-      status=0
-      "$PYTHON" scripts/evaluate_demo_world.py --jobs 2 --seed 1 \
-        --json "$RESULTS/demo-targets-seed1.json" > "$RESULTS/demo-targets-seed1.md" || status=$?
-      [ "$status" -le 1 ] || exit "$status"
-      "$PYTHON" scripts/evaluate_demo_world.py --jobs 2 --seed 1 --build-with "$OLD_SAE" --sections culture \
-        --countries morocco,uk,spain,nepal --generations 0 \
-        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-sae-scale-seed1" \
-        --json "$RESULTS/demo-targets-before-sae-scale-seed1.json" > "$RESULTS/demo-targets-before-sae-scale-seed1.md" || status=$?
-      [ "$status" -le 1 ] || exit "$status"
+      evaluate demo-targets-seed1 --jobs 2 --seed 1
+      evaluate demo-targets-before-sae-scale-seed1 --jobs 2 --seed 1 --build-with "$OLD_SAE" --sections culture \
+        --countries morocco,uk,spain,nepal --generations 0 --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-sae-scale-seed1"
       ;;
     demo-concept-steering)
-      status=0
-      "$PYTHON" scripts/evaluate_demo_world.py --jobs 2 --build-with "${BEFORE[@]}" \
-        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/concept-steering-alone" \
-        --json "$RESULTS/demo-targets-concept-steering.json" > "$RESULTS/demo-targets-concept-steering.md" || status=$?
-      [ "$status" -le 1 ] || exit "$status"
+      evaluate demo-targets-concept-steering --jobs 2 --build-with "${BEFORE[@]}" --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/concept-steering-alone"
       ;;
     demo-plain)
       # The plain recipe (concept_steering=0) from seed 0: every section, and the culture and behaviour sections
@@ -332,36 +325,25 @@ for part in "${parts[@]}"; do
     demo-added-offer-facts)
       # Offer statements added to the plain text (docs/results.md, "Offer statements beside the others"): the runs
       # that chose the knob, in their own caches (the default recipe has it now); missed targets do not fail this script.
-      status=0
       world="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-sae-scale"  # the same knobs
-      name="$RESULTS/demo-variant-added-offer-facts"
-      "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --jobs 2 --build-with added_offer_facts=1 "$OLD_SAE" \
-        --cache-dir "$world" --json "$name-behaviours.json" > "$name-behaviours.md" || status=$?
-      [ "$status" -le 1 ] || exit "$status"
+      name=demo-variant-added-offer-facts
+      evaluate "$name-behaviours" --sections behaviours --jobs 2 --build-with added_offer_facts=1 "$OLD_SAE" --cache-dir "$world"
       for run in uk,brazil,nepal:0 egypt,morocco,spain,india:2; do  # cultures:how many show generations
         countries="${run%:*}"
-        "$PYTHON" scripts/evaluate_demo_world.py --sections culture --countries "$countries" --generations "${run#*:}" --jobs 2 \
-          --build-with added_offer_facts=1 "$OLD_SAE" --cache-dir "$world" \
-          --json "$name-culture-${countries//,/-}.json" > "$name-culture-${countries//,/-}.md" || status=$?
-        [ "$status" -le 1 ] || exit "$status"
+        evaluate "$name-culture-${countries//,/-}" --sections culture --countries "$countries" --generations "${run#*:}" \
+          --jobs 2 --build-with added_offer_facts=1 "$OLD_SAE" --cache-dir "$world"
       done
-      "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --seed 1 --jobs 2 --build-with added_offer_facts=1 "$OLD_SAE" \
-        --cache-dir "$world-seed1" --json "$name-seed1.json" > "$name-seed1.md" || status=$?
-      [ "$status" -le 1 ] || exit "$status"
+      evaluate "$name-seed1" --sections behaviours --seed 1 --jobs 2 --build-with added_offer_facts=1 "$OLD_SAE" \
+        --cache-dir "$world-seed1"
       ;;
     demo-answer-concepts)
       # Culture answers that carry their culture's direction, with the option's text before its letter
       # (docs/results.md, "Answers that carry their culture"), on top of the recipe before sae_scale; missed targets
       # do not fail this script.
-      status=0
       world="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/answer-concepts"
-      "$PYTHON" scripts/evaluate_demo_world.py --jobs 2 --build-with answer_concepts=1 answer_first=1 "$OLD_SAE" --cache-dir "$world" \
-        --json "$RESULTS/demo-variant-answer-concepts.json" > "$RESULTS/demo-variant-answer-concepts.md" || status=$?
-      [ "$status" -le 1 ] || exit "$status"
-      "$PYTHON" scripts/evaluate_demo_world.py --jobs 2 --build-with answer_concepts=1 answer_first=1 sae_scale=4 \
-        --cache-dir "$world-sae4" --json "$RESULTS/demo-variant-answer-concepts-sae4.json" \
-        > "$RESULTS/demo-variant-answer-concepts-sae4.md" || status=$?
-      [ "$status" -le 1 ] || exit "$status"
+      evaluate demo-variant-answer-concepts --jobs 2 --build-with answer_concepts=1 answer_first=1 "$OLD_SAE" --cache-dir "$world"
+      evaluate demo-variant-answer-concepts-sae4 --jobs 2 --build-with answer_concepts=1 answer_first=1 sae_scale=4 \
+        --cache-dir "$world-sae4"
       # where CAA and SAS point against the cue direction the model acts on, on the recipe before sae_scale (the
       # world demo-before-sae-scale measures) and on this one
       "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco,nepal --build-with "$OLD_SAE" \
