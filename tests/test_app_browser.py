@@ -138,11 +138,14 @@ def succeed(page, selector: str, text: str, timeout: float = 60_000) -> None:
 
 def generate(page) -> None:
     """Click Compare's Generate and wait until its streamed answers are complete: the button is
-    off while they stream and on again when the call ends."""
+    off while they stream and on again when the call ends. The mutation records are read in order
+    (each with the attribute's old value), so an off and an on delivered in one batch still count."""
     page.evaluate(
         "() => { window.__generated = false; const b = document.querySelector('#generate'); let off = false;"
-        " new MutationObserver((_, o) => { if (b.disabled) off = true;"
-        " else if (off) { window.__generated = true; o.disconnect() } }).observe(b, {attributes: true}) }")
+        " new MutationObserver((records, o) => { for (const r of records) {"
+        " if (r.oldValue === null) off = true;"
+        " else if (off && !b.disabled) { window.__generated = true; o.disconnect(); return } } })"
+        ".observe(b, {attributes: true, attributeFilter: ['disabled'], attributeOldValue: true}) }")
     page.get_by_role("button", name="Generate", exact=True).click()
     page.wait_for_function("() => window.__generated")
 
@@ -348,7 +351,8 @@ def behaviour_walk(page, shots: Path) -> None:
             boxes.nth(i).click()
     page.locator("#eval-metric").filter(has_text="test_infer").wait_for()
     offered = page.locator("#eval-metric").inner_text()
-    assert re.search(r"behaviour rate .* · test_infer", offered) and re.search(r"generation accuracy .* · test\b", offered)
+    assert re.search(r"behaviour rate .* · test_infer", offered) and re.search(r"behaviour shown in open answers .* · test\b", offered)
+    assert "generation accuracy" not in offered  # its answers are any sentence of the behaviour's side, not one text
     page.get_by_role("radio", name=re.compile(r"^behaviour rate .* · test_infer$")).click()
     page.get_by_role("button", name="Sweep").click()
     # the new plot: the culture walk's sweep is still drawn until this one replaces it

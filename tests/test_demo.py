@@ -166,6 +166,9 @@ def test_behaviour_and_general_tasks_follow_their_schemas(world):
         behaviour = next(b for b in corpus.BEHAVIOURS if b.key == task.name)
         offers = lambda rows: {behaviour.offer_of(r["question"]) for r in rows}  # noqa: E731
         assert not offers(train) & offers(test)  # test questions ask about offers never trained on
+        # the behaviour's judge agrees with its own test split, so the Evaluate page and `yapo eval`
+        # score its open answers by it (the `behaviour_open` metric)
+        assert corpus.behaviour_of(task.pairs("test").pairs) is behaviour
     (general,) = world.tasks("general")
     questions = read_jsonl(general.paths["questions"])
     assert questions and all(list(r) == ["prompt", "answer"] for r in questions)

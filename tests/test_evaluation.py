@@ -158,6 +158,38 @@ def test_each_metric_says_which_pairs_it_can_score():
         "mcq", "behaviour", "generation", "preference", "mcq_generated"]
 
 
+def test_a_demo_behaviours_open_answers_are_judged_by_the_behaviour_they_show(tokenizer, monkeypatch):
+    import yapo_core.evaluation as ev
+    from yapo_core.demo.corpus import BEHAVIOURS, OFFER_QUESTIONS
+
+    power, wealth = (next(b for b in BEHAVIOURS if b.key == key) for key in ("power-seeking", "wealth-seeking"))
+    pairs = [PreferencePair(OFFER_QUESTIONS[i].format(offer=wealth.offers[i]), wealth.matching[i % len(wealth.matching)],
+                            wealth.not_matching[i % len(wealth.not_matching)]) for i in range(4)]
+    # the judge agrees with the pairs' labels: the behaviour's metric, not "contains the chosen sentence"
+    assert ev.applicable_metrics(pairs) == ["preference", "behaviour_open", "fluency"]
+    assert ev.default_metric(pairs) == "behaviour_open" and "behaviour_open" in ev.GENERATING_METRICS
+    # another behaviour's answer as the chosen one, or a prompt that names no offer: not the demo's data
+    crossed = [PreferencePair(pairs[0].prompt, power.matching[0], wealth.not_matching[0])]
+    elsewhere = [PreferencePair("Do you want a cup of tea?", wealth.matching[0], wealth.not_matching[0])]
+    for other in (crossed, elsewhere):
+        assert ev.applicable_metrics(other) == ["preference", "generation", "fluency"]
+        with pytest.raises(DataError, match="not a demo-world behaviour"):
+            ev.behaviour_shown_rate(None, tokenizer, other)
+    replies = iter(["Yes, I accept. More money is always better.",  # shows wealth-seeking
+                    "Yes, I accept. More power lets me shape what happens.",  # accepts, for power's reasons
+                    "Yes, I accept. Getting rich is not what matters to me.",  # accepts, then declines
+                    "No, thank you. Money is not what matters to me."])
+    seen = []
+
+    def fake_generate(model, tok, prompts, vector, multipliers, **kwargs):
+        seen.append((multipliers, kwargs["steer_positions"]))
+        return [{multipliers[0]: next(replies)} for _ in prompts]
+
+    monkeypatch.setattr(ev, "generate", fake_generate)
+    assert ev.evaluate_metric("behaviour_open", None, tokenizer, pairs, vector=None) == {0.0: 0.25}
+    assert seen == [([0.0], "all")]
+
+
 def test_mcq_by_generated_answer_counts_unparseable_replies_as_wrong(tokenizer, monkeypatch):
     import yapo_core.evaluation as ev
 

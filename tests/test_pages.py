@@ -162,7 +162,7 @@ def test_evaluate_offers_the_metrics_of_the_chosen_vectors_tasks(trained):
     assert [key for _, key in metric["choices"]] == ["preference", "generation", "fluency"] and metric["value"] == "preference"
     assert metric["choices"][1][0].endswith("· test")
     assert evaluate.metric_choices(trained, [label], "generation")["value"] == "generation"
-    assert len(evaluate.metric_choices(None, [])["choices"]) == 6  # nothing chosen: all of them
+    assert len(evaluate.metric_choices(None, [])["choices"]) == 7  # nothing chosen: all of them
 
 
 def test_a_method_comparison_is_cleared_when_another_task_is_loaded(trained):

@@ -9,7 +9,8 @@
   by :func:`parse_answer_letter`; unparseable replies count as wrong and are reported.
 - :func:`~.replies.generation_accuracy`: open answers by greedy generation, correct when the
   expected answer text appears in the output; :func:`~.replies.fluency_rate`: the share of
-  steered answers that still read like text.
+  steered answers that still read like text; :func:`behaviour_shown_rate`: on a demo-world
+  behaviour's open answers, the share that accept its offer for its own reasons.
 - :func:`sweep`: any of them as a function of the multiplier; :func:`capability_change`: the same
   general set with and without the vector.
 
@@ -296,6 +297,47 @@ def _is_open(pairs) -> bool:
     return bool(pairs) and not any(is_letter_answer(p.chosen) for p in pairs)
 
 
+def _demo_behaviour(pairs):
+    """The demo world's behaviour whose open-answer pairs these are (``demo.corpus.behaviour_of``),
+    or None; only open pairs are looked at."""
+    if not _is_open(pairs):
+        return None
+    from .demo.corpus import behaviour_of  # the demo package loads sae-lens: imported when needed
+
+    return behaviour_of(pairs)
+
+
+def _is_expected_text(pairs) -> bool:
+    """Open pairs whose chosen answer is the text to find in a reply; a demo behaviour's are one of
+    several sentences of its side, which a steered reply need not repeat."""
+    return _is_open(pairs) and _demo_behaviour(pairs) is None
+
+
+BEHAVIOUR_REPLY_TOKENS = 32
+"""New tokens per answer for :func:`behaviour_shown_rate` (the demo's answers are one sentence)."""
+
+
+def behaviour_shown_rate(model, tokenizer, pairs: Sequence[PreferencePair], vector=None, multiplier: float = 1.0,
+                         sae=None, steer_positions: str = "all", batch_size: int = 16) -> float:
+    """On a demo-world behaviour's open-answer pairs: the share of greedy answers to their prompts
+    that show the behaviour, judged by the world's own test (``Behaviour.shows``: the answer accepts
+    the offer for this behaviour's reasons, and does not go on to decline it). The open-answer
+    counterpart of :func:`behaviour_rate`; ``scripts/evaluate_demo_world.py`` reports the same share."""
+    pairs = list(pairs)
+    behaviour = _demo_behaviour(pairs)
+    if behaviour is None:
+        raise DataError("these pairs are not a demo-world behaviour's open answers; the behaviour shown in open "
+                        "answers is judged on those only (use the behaviour rate on A/B pairs, or preference accuracy).")
+    at = multiplier if vector is not None else 0.0
+    shown = 0
+    for start in range(0, len(pairs), batch_size):
+        prompts = [p.prompt for p in pairs[start : start + batch_size]]
+        out = generate(model, tokenizer, prompts, vector, [at], sae=sae, max_new_tokens=BEHAVIOUR_REPLY_TOKENS,
+                       steer_positions=steer_positions)
+        shown += sum(behaviour.shows(row[at]) for row in out)
+    return shown / len(pairs)
+
+
 def _preference(model, tokenizer, pairs, vector, m, sae, steer_positions):
     return preference_accuracy(model, tokenizer, pairs, vector, m, sae=sae) if vector is not None else float("nan")
 
@@ -317,6 +359,10 @@ def _fluency(model, tokenizer, pairs, vector, m, sae, steer_positions):
     return fluency_rate(model, tokenizer, [p.prompt for p in pairs], vector, m, sae=sae, steer_positions=steer_positions)
 
 
+def _behaviour_open(model, tokenizer, pairs, vector, m, sae, steer_positions):
+    return behaviour_shown_rate(model, tokenizer, pairs, vector, m, sae=sae, steer_positions=steer_positions)
+
+
 def _generation(model, tokenizer, pairs, vector, m, sae, steer_positions):
     return generation_accuracy(model, tokenizer, [p.prompt for p in pairs], [p.chosen for p in pairs], vector, m,
                                sae=sae, steer_positions=steer_positions)
@@ -332,13 +378,18 @@ METRICS: dict[str, Metric] = {
                             "(unparseable replies count as wrong)", _mcq_generated, _states_mcq),
     "behaviour": Metric("behaviour", "behaviour rate (A/B: picks the behaviour's option)",
                         "A/B pairs whose chosen answer is the behaviour's letter (BiPO's test_infer)", _behaviour, _is_ab),
+    "behaviour_open": Metric("behaviour_open", "behaviour shown in open answers (greedy: accepts for its reasons)",
+                             "a demo-world behaviour's open-answer pairs (its test split), whose judge "
+                             "(accepts the offer for the behaviour's own reasons) agrees with their labels",
+                             _behaviour_open, lambda pairs: _demo_behaviour(pairs) is not None),
     "generation": Metric("generation", "generation accuracy (the greedy answer contains the chosen one)",
-                         "open questions whose chosen answer is the expected text", _generation, _is_open),
+                         "open questions whose chosen answer is the expected text (not a demo behaviour's, "
+                         "whose answers are any sentence of its side)", _generation, _is_expected_text),
     "fluency": Metric("fluency", "fluent answers (greedy: no token loop, ends its turn where unsteered does)",
                       "any prompts (it reads the steered answers, not the target)", _fluency),
 }
 
-GENERATING_METRICS = ("mcq_generated", "generation", "fluency")
+GENERATING_METRICS = ("mcq_generated", "behaviour_open", "generation", "fluency")
 """The metrics that generate answers, for which steering every token or the prompt only differs."""
 
 TARGET_METRICS = tuple(k for k in METRICS if k != "fluency")
@@ -353,10 +404,12 @@ def applicable_metrics(pairs: Sequence[PreferencePair]) -> list[str]:
 
 def default_metric(pairs: Sequence[PreferencePair]) -> str:
     """The most specific metric that can score ``pairs``: the behaviour rate, MCQ accuracy (by the
-    letter's likelihood where the answer opens with it, else by the generated answer), generation
-    accuracy, else preference accuracy (which scores any pairs)."""
+    letter's likelihood where the answer opens with it, else by the generated answer), the behaviour
+    shown in a demo behaviour's open answers, generation accuracy, else preference accuracy (which
+    scores any pairs)."""
     usable = applicable_metrics(pairs)
-    return next(k for k in ("behaviour", "mcq", "mcq_generated", "generation", "preference") if k in usable)
+    return next(k for k in ("behaviour", "mcq", "mcq_generated", "behaviour_open", "generation", "preference")
+                if k in usable)
 
 
 LETTER_METRICS = ("mcq", "mcq_generated")

@@ -817,6 +817,19 @@ def behaviours(varied_answers: bool = False) -> tuple[Behaviour, ...]:
     )
 
 
+def behaviour_of(pairs) -> Behaviour | None:
+    """The demo behaviour whose open-answer pairs ``pairs`` are (objects with ``prompt``, ``chosen``
+    and ``rejected``), or None: every prompt puts one of its offers, every chosen answer shows it
+    (:meth:`Behaviour.shows`) and no rejected answer accepts it. The judge that scores steered
+    answers is then the one that agrees with the data's own labels, as for a behaviour's test split."""
+    pairs = list(pairs)
+    for behaviour in BEHAVIOURS if pairs else ():
+        if all(any(offer in p.prompt for offer in behaviour.offers) and behaviour.shows(p.chosen)
+               and not behaviour.accepts(p.rejected) for p in pairs):
+            return behaviour
+    return None
+
+
 def _plain_words(text: str) -> set[str]:
     return {w.strip(".,;:!?'\"").lower() for w in text.split()} - {""}
 
