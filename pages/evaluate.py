@@ -20,8 +20,10 @@ HELP = """Which multiplier, and which method? Each vector is measured on **its o
 multiplier (m = 0 is the unsteered model). The metrics offered are those that apply to the chosen vectors' tasks,
 each on the split it needs: *MCQ accuracy* reads the most likely answer letter (MCQ tasks), or the letter of the
 greedy reply (*generated answer*; a reply with no option letter counts as wrong); *behaviour rate* is
-BiPO's A/B evaluation (its `test_infer` questions); *preference accuracy* works for any pairs; *generation accuracy*
-reads open answers, with every token steered (the method) or only the prompt tokens; *fluent answers* is the share of
+BiPO's A/B evaluation (its `test_infer` questions); *behaviour shown in open answers* judges a demo behaviour's
+greedy answers to its held-out offers (accepted for the behaviour's own reasons); *preference accuracy* works for any
+pairs; *generation accuracy* finds the expected answer in greedy open answers; these two, with every token steered
+(the method) or only the prompt tokens; *fluent answers* is the share of
 greedy steered answers that still read like text (no token loop, and the turn ends where the unsteered answer's does):
 it shows how far a vector can be pushed before it derails the text, whatever the task. The paper reports CAA and
 SAS peaking near m = 0.5 and collapsing at 1 and above, while YaPO keeps improving up to 2. For MCQ, a dashed line

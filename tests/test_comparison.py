@@ -105,6 +105,28 @@ def test_any_metric_scores_the_comparison(tokenizer):
 
 
 
+def test_a_demo_behaviours_validation_split_holds_out_whole_offers(tokenizer, monkeypatch):
+    from yapo_core.demo.corpus import BEHAVIOURS, OFFER_QUESTIONS
+
+    power = BEHAVIOURS[0]
+    pairs = [PreferencePair(q.format(offer=offer), power.matching[i % 3], power.not_matching[i % 3])
+             for i, offer in enumerate(power.offers[:5]) for q in OFFER_QUESTIONS[:4]]
+    seen, split = {}, comparison.split_pairs
+
+    def spy(*args, **kwargs):
+        seen["fit"], seen["held"] = split(*args, **kwargs)
+        return seen["fit"], seen["held"]
+
+    monkeypatch.setattr(comparison, "split_pairs", spy)
+    model, sae = make_model("llama"), make_sae()
+    result = compare_methods(model, tokenizer, sae, pairs, pairs[:4], methods=("caa",), multipliers=[0.0, 1.0],
+                             metric="preference", validation_fraction=0.2)
+    # as the test split holds out whole offers, so does validation: one offer of five, asked four ways
+    offers = lambda part: {power.offer_of(p.prompt) for p in part}  # noqa: E731
+    assert len(offers(seen["held"])) == 1 and not offers(seen["held"]) & offers(seen["fit"])
+    assert result.settings["n_validation"] == 4 and result.settings["n_train"] == 16
+
+
 def test_generated_answer_comparisons_report_unparseable_replies(tokenizer):
     model, sae = make_model("llama"), make_sae()
     pairs = [PreferencePair(f"Q{i}?\nA) yes\nB) no", "A", "B") for i in range(8)]

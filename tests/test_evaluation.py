@@ -171,7 +171,9 @@ def test_a_demo_behaviours_open_answers_are_judged_by_the_behaviour_they_show(to
     # another behaviour's answer as the chosen one, or a prompt that names no offer: not the demo's data
     crossed = [PreferencePair(pairs[0].prompt, power.matching[0], wealth.not_matching[0])]
     elsewhere = [PreferencePair("Do you want a cup of tea?", wealth.matching[0], wealth.not_matching[0])]
-    for other in (crossed, elsewhere):
+    # a user's own answers that the judge would also pass ("Yes, I would." names no theme) are not the demo's
+    lookalike = [PreferencePair(pairs[0].prompt, "Yes, I would.", "No, I would not.")]
+    for other in (crossed, elsewhere, lookalike):
         assert ev.applicable_metrics(other) == ["preference", "generation", "fluency"]
         with pytest.raises(DataError, match="not a demo-world behaviour"):
             ev.behaviour_shown_rate(None, tokenizer, other)

@@ -24,7 +24,7 @@ from .errors import SettingsError, YapoError
 
 def build_parser() -> argparse.ArgumentParser:
     from .data import MCQ_REJECTED
-    from .evaluation import METRICS, TARGET_METRICS
+    from .evaluation import GENERATING_METRICS, METRICS, SPECIFIC_FIRST, TARGET_METRICS
     from .generation import STEER_POSITIONS
     from .methods import METHODS
     from .training import TrainConfig
@@ -82,11 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_args(v)
     v.add_argument("--vector", help=".safetensors vector file (omit to measure the unsteered model)")
     v.add_argument("--metric", default="auto", choices=["auto", *METRICS],
-                   help="auto (default): the most specific metric that can score the data (behaviour, mcq, "
-                   "generation, else preference); " + "; ".join(f"{m.key}: {m.label}, on {m.needs}" for m in METRICS.values()))
+                   help="auto (default): the most specific metric that can score the data ("
+                   + ", ".join(SPECIFIC_FIRST[:-1]) + f", else {SPECIFIC_FIRST[-1]}); "
+                   + "; ".join(f"{m.key}: {m.label}, on {m.needs}" for m in METRICS.values()))
     v.add_argument("--multipliers", default="-2,-1,-0.5,0,0.5,1,2", help="sweep, comma-separated")
     v.add_argument("--steer-positions", default="all", choices=STEER_POSITIONS,
-                   help="metrics that generate answers (generation, mcq_generated, fluency): steer every token "
+                   help=f"metrics that generate answers ({', '.join(GENERATING_METRICS)}): steer every token "
                    "(the method, default) or the prompt tokens only")
     v.add_argument("--out", help="write the sweep as JSON, and a plot beside it (.html)")
     v.add_argument("--allow-other-model", action="store_true")

@@ -91,6 +91,7 @@ def _compare_on_data(args, methods, multipliers, overrides, say):
     """``compare`` on the user's model, SAE and pairs (``--test-data``, or 20% of ``--data``)."""
     from .comparison import compare_methods
     from .data import split_pairs
+    from .demo import corpus
     from .evaluation import default_metric
 
     if not args.data:
@@ -100,7 +101,7 @@ def _compare_on_data(args, methods, multipliers, overrides, say):
     if args.test_data:  # read with the same options as --data
         test = list(load_pairs_from_args(argparse.Namespace(**{**vars(args), "data": args.test_data})))
     else:
-        train, test = split_pairs(train, 0.2, seed=0)
+        train, test = split_pairs(train, 0.2, seed=0, group=corpus.offer_grouping(train))  # a demo behaviour's by offer
     metric = default_metric(test) if args.metric == "auto" else args.metric
     say(f"{len(train)} training pairs (20% of them for choosing multipliers), {len(test)} test pairs; metric {metric}")
     return compare_methods(model, tokenizer, sae, train, test, _capability(args, model, tokenizer), methods, multipliers,

@@ -201,7 +201,8 @@ def compare_methods(
         raise SettingsError(f"the metric {metric!r} ({METRICS[metric].label}) does not measure the target, so no "
                             f"multiplier can be chosen on it; compare on one of {', '.join(TARGET_METRICS)}.")
     test_pairs = list(test_pairs)
-    fit, held = split_pairs(train_pairs, validation_fraction, seed)
+    # a demo behaviour's validation split holds out whole offers, as its test split does
+    fit, held = split_pairs(train_pairs, validation_fraction, seed, group=corpus.offer_grouping(train_pairs))
     score = lambda pairs, vector, ms: evaluate_metric(metric, model, tokenizer, pairs, vector, ms, sae=sae)  # noqa: E731
     results = []
     finished = {r.method: r for r in done}

@@ -402,14 +402,18 @@ def applicable_metrics(pairs: Sequence[PreferencePair]) -> list[str]:
     return [key for key, metric in METRICS.items() if metric.applies(pairs)]
 
 
+SPECIFIC_FIRST = ("behaviour", "mcq", "mcq_generated", "behaviour_open", "generation", "preference")
+"""The target metrics from the most specific to the one that scores any pairs: :func:`default_metric`
+picks the first that applies."""
+
+
 def default_metric(pairs: Sequence[PreferencePair]) -> str:
     """The most specific metric that can score ``pairs``: the behaviour rate, MCQ accuracy (by the
     letter's likelihood where the answer opens with it, else by the generated answer), the behaviour
     shown in a demo behaviour's open answers, generation accuracy, else preference accuracy (which
     scores any pairs)."""
     usable = applicable_metrics(pairs)
-    return next(k for k in ("behaviour", "mcq", "mcq_generated", "behaviour_open", "generation", "preference")
-                if k in usable)
+    return next(k for k in SPECIFIC_FIRST if k in usable)
 
 
 LETTER_METRICS = ("mcq", "mcq_generated")

@@ -819,15 +819,26 @@ def behaviours(varied_answers: bool = False) -> tuple[Behaviour, ...]:
 
 def behaviour_of(pairs) -> Behaviour | None:
     """The demo behaviour whose open-answer pairs ``pairs`` are (objects with ``prompt``, ``chosen``
-    and ``rejected``), or None: every prompt puts one of its offers, every chosen answer shows it
-    (:meth:`Behaviour.shows`) and no rejected answer accepts it. The judge that scores steered
-    answers is then the one that agrees with the data's own labels, as for a behaviour's test split."""
+    and ``rejected``), or None: every prompt puts one of its offers, and every chosen and rejected
+    answer is one of its matching and not-matching answers (the fixed ones or the varied ones of
+    :func:`behaviours`), which its judge (:meth:`Behaviour.shows`) scores as the data labels them.
+    A user's own data, whose answers are not the demo's sentences, is never taken for it."""
     pairs = list(pairs)
-    for behaviour in BEHAVIOURS if pairs else ():
-        if all(any(offer in p.prompt for offer in behaviour.offers) and behaviour.shows(p.chosen)
-               and not behaviour.accepts(p.rejected) for p in pairs):
+    for behaviour, varied in (zip(BEHAVIOURS, behaviours(varied_answers=True)) if pairs else ()):
+        matching, not_matching = {*behaviour.matching, *varied.matching}, {*behaviour.not_matching, *varied.not_matching}
+        if all(any(offer in p.prompt for offer in behaviour.offers) and p.chosen in matching
+               and p.rejected in not_matching and behaviour.shows(p.chosen) and not behaviour.accepts(p.rejected)
+               for p in pairs):
             return behaviour
     return None
+
+
+def offer_grouping(pairs):
+    """How a validation split of ``pairs`` holds out whole offers, as a demo behaviour's test split
+    does (``yapo_core.data.split_pairs``'s ``group``): the offer each prompt asks about, for a demo
+    behaviour's pairs (:func:`behaviour_of`); None for any other pairs."""
+    behaviour = behaviour_of(pairs)
+    return None if behaviour is None else (lambda pair: behaviour.offer_of(pair.prompt))
 
 
 def _plain_words(text: str) -> set[str]:
