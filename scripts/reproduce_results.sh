@@ -11,7 +11,8 @@
 #        demo-seed1  (the same from seed 1: the default recipe, built in the demo cache's seed-1 folder ->
 #                     demo-targets-seed1.md, .json; and the cultures whose MCQ it steers least, on the recipe
 #                     before sae_scale from seed 1 (the same LM), built in before-sae-scale-seed1 ->
-#                     demo-targets-before-sae-scale-seed1.md, .json)
+#                     demo-targets-before-sae-scale-seed1.md, .json; and 2400 against 3600 MCQ steps on those
+#                     cultures' validation splits, on the default recipe from seed 1 -> demo-mcq-lr-seed1.md, .json)
 #        demo-probe  (scripts/probe_demo_world.py   -> assets/results/demo-probe.md, demo-probe-plain.md,
 #                     demo-probe-followups.md, .json: the default world, the plain recipe, and the plain recipe
 #                     with follow-ups, built in $YAPO_CACHE_DIR/demo-variants/followups)
@@ -170,6 +171,9 @@ for part in "${parts[@]}"; do
       evaluate demo-targets-seed1 --jobs 2 --seed 1
       evaluate demo-targets-before-sae-scale-seed1 --jobs 2 --seed 1 --build-with "$OLD_SAE" --sections culture \
         --countries morocco,uk,spain,nepal --generations 0 --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-sae-scale-seed1"
+      # whether longer MCQ training lifts the seed-1 build's weakest cultures (docs/results.md, "Design targets")
+      "$PYTHON" scripts/choose_mcq_lr.py --seed 1 --methods yapo --countries morocco,uk,spain \
+        --candidates 0.01:2400:16,0.01:3600:16 --jobs 2 --out "$RESULTS/demo-mcq-lr-seed1.md"
       ;;
     demo-concept-steering)
       evaluate demo-targets-concept-steering --jobs 2 --build-with "${BEFORE[@]}" --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/concept-steering-alone"
