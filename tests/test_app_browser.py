@@ -2,7 +2,8 @@
 
 Starts ``python app.py`` on a free local port and drives Debian's chromium (headless) with
 playwright: load the demo preset, see an unreachable source fail with a message, pick a culture
-task, train while the curves grow (past 30 steps, the demo's step count on the full world, then Stop), open feature cards, compare steered and unsteered
+task, train while the curves grow (past 30 steps, then Stop; for the README's screenshots, the page's own settings
+to the end), open feature cards, compare steered and unsteered
 answers, sweep the multiplier on Evaluate, export and download the vector, and load the file back. One screenshot per page goes to
 ``$YAPO_SCREENSHOTS`` when set (e.g. ``assets/screenshots``), else to the test's tmp folder.
 
@@ -33,8 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 # The run is watched until its curves have at least this many points, then stopped: on the full
-# world (the README's screenshots) that is the demo's step count, so the pages show a trained vector.
+# world that is the demo's step count, so the pages after it show a trained vector.
 STEPS = demo.TRAINING["max_steps"] if os.environ.get("YAPO_DEMO_SIZE") == "full" else 30
+# The README's screenshots (the full world, saved to $YAPO_SCREENSHOTS) show a culture run with the
+# settings the page fills in, trained to its end; otherwise the walk starts a long run and stops it.
+README_SHOTS = os.environ.get("YAPO_DEMO_SIZE") == "full" and bool(os.environ.get("YAPO_SCREENSHOTS"))
 # A first Load builds the world: seconds for the mini one, 380 to 1,250 s for the full one on 2 cores.
 LOAD_MS = 1_500_000 if os.environ.get("YAPO_DEMO_SIZE") == "full" else 300_000
 
@@ -150,6 +154,16 @@ def generate(page) -> None:
     page.wait_for_function("() => window.__generated")
 
 
+def train_to_end(page) -> None:
+    """Click Start and wait until the new run has finished: one more run says "finished" than
+    before (an earlier run may say it already), and none is preparing or running."""
+    before = page.locator("#run-status").inner_text().count("finished")
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_function("(n) => { const s = document.querySelector('#run-status').innerText;"
+                           " return (s.match(/finished/g) || []).length > n && !/running|preparing/.test(s) }",
+                           arg=before, timeout=1_200_000)
+
+
 def looping(reply: str) -> bool:
     """A reply that does not read like text: empty, or one word (or run of characters) making up
     30 % of it or more: ",,,,,,", "with with with"."""
@@ -195,20 +209,28 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
     page.locator("#train-summary").filter(has_text="Demo world").wait_for()
     # The demo preset's own hyper-parameters are filled in (yapo_core.demo.TRAINING).
     assert float(page.get_by_label("Learning rate", exact=True).input_value()) == demo.TRAINING["lr"]
-    page.get_by_label("Epochs", exact=True).fill("100000")
-    page.get_by_label("Warm-up steps", exact=True).fill("5")
-    page.get_by_label("Max steps (0: all epochs)", exact=True).fill("0")
-    page.get_by_role("button", name="Start").click()
-    page.wait_for_function("() => { const g = document.querySelector('#train-curves .js-plotly-plot');"
-                           " return g && g.data.length && g.data[0].x.length > 0 }", timeout=240_000)
-    first = curve_points(page)
-    page.wait_for_function("([n, steps]) => { const x = document.querySelector('#train-curves .js-plotly-plot').data[0].x;"
-                           " return x.length > n && x[x.length - 1] >= steps }", arg=[first, STEPS], timeout=900_000)
-    assert "running" in page.locator("#run-status").inner_text()
-    page.get_by_role("button", name="Stop").click()
-    page.locator("#run-status").filter(has_text="stopped").wait_for()
-    status = page.locator("#run-status").inner_text()
-    steps = int(re.search(r"step (\d+)/", status).group(1))
+    if README_SHOTS:
+        # the README's screenshots show what a user gets: a run with the settings the page fills in, to its end
+        train_to_end(page)
+        status = page.locator("#run-status").inner_text()
+        steps = int(re.search(r"step (\d+)/", status).group(1))
+        assert steps == demo.TRAINING["max_steps"]
+    else:
+        page.get_by_label("Epochs", exact=True).fill("100000")
+        page.get_by_label("Warm-up steps", exact=True).fill("5")
+        page.get_by_label("Max steps (0: all epochs)", exact=True).fill("0")
+        page.get_by_role("button", name="Start").click()
+        page.wait_for_function("() => { const g = document.querySelector('#train-curves .js-plotly-plot');"
+                               " return g && g.data.length && g.data[0].x.length > 0 }", timeout=240_000)
+        first = curve_points(page)
+        page.wait_for_function("([n, steps]) => { const x = document.querySelector('#train-curves .js-plotly-plot')"
+                               ".data[0].x; return x.length > n && x[x.length - 1] >= steps }", arg=[first, STEPS],
+                               timeout=900_000)
+        assert "running" in page.locator("#run-status").inner_text()
+        page.get_by_role("button", name="Stop").click()
+        page.locator("#run-status").filter(has_text="stopped").wait_for()
+        status = page.locator("#run-status").inner_text()
+        steps = int(re.search(r"step (\d+)/", status).group(1))
     # the curves end at the last step (runs longer than 1,500 steps are drawn thinned: yapo_core.plots.thin)
     page.wait_for_function("(n) => { const x = document.querySelector('#train-curves .js-plotly-plot').data[0].x;"
                            " return x[x.length - 1] === n }", arg=steps)
@@ -319,9 +341,8 @@ def behaviour_walk(page, shots: Path) -> None:
     assert float(page.get_by_label("Learning rate", exact=True).input_value()) == demo.OPEN_TRAINING["lr"]
     max_steps = int(page.get_by_label("Max steps (0: all epochs)", exact=True).input_value())
     assert max_steps == demo.OPEN_TRAINING["max_steps"]
-    page.get_by_role("button", name="Start").click()
-    page.locator("#run-status").filter(has_text="finished").wait_for(timeout=1_200_000)
-    assert f"step {max_steps}/" in page.locator("#run-status").inner_text()
+    train_to_end(page)
+    assert f"step {max_steps}/" in page.locator("#run-status").inner_text().split("power-seeking")[-1]
     page.screenshot(path=str(shots / "train-behaviour.png"), full_page=True)
 
     # Compare at the method's m = 1, every token steered: the steered answer reads like text, or
