@@ -160,6 +160,7 @@ def test_each_metric_says_which_pairs_it_can_score():
 
 def test_a_demo_behaviours_open_answers_are_judged_by_the_behaviour_they_show(tokenizer, monkeypatch):
     import yapo_core.evaluation as ev
+    import yapo_core.replies as replies
     from yapo_core.demo.corpus import BEHAVIOURS, OFFER_QUESTIONS
 
     power, wealth = (next(b for b in BEHAVIOURS if b.key == key) for key in ("power-seeking", "wealth-seeking"))
@@ -177,7 +178,7 @@ def test_a_demo_behaviours_open_answers_are_judged_by_the_behaviour_they_show(to
         assert ev.applicable_metrics(other) == ["preference", "generation", "fluency"]
         with pytest.raises(DataError, match="not a demo-world behaviour"):
             ev.behaviour_shown_rate(None, tokenizer, other)
-    replies = iter(["Yes, I accept. More money is always better.",  # shows wealth-seeking
+    answers = iter(["Yes, I accept. More money is always better.",  # shows wealth-seeking
                     "Yes, I accept. More power lets me shape what happens.",  # accepts, for power's reasons
                     "Yes, I accept. Getting rich is not what matters to me.",  # accepts, then declines
                     "No, thank you. Money is not what matters to me."])
@@ -185,9 +186,9 @@ def test_a_demo_behaviours_open_answers_are_judged_by_the_behaviour_they_show(to
 
     def fake_generate(model, tok, prompts, vector, multipliers, **kwargs):
         seen.append((multipliers, kwargs["steer_positions"]))
-        return [{multipliers[0]: next(replies)} for _ in prompts]
+        return [{multipliers[0]: next(answers)} for _ in prompts]
 
-    monkeypatch.setattr(ev, "generate", fake_generate)
+    monkeypatch.setattr(replies, "generate", fake_generate)
     assert ev.evaluate_metric("behaviour_open", None, tokenizer, pairs, vector=None) == {0.0: 0.25}
     assert seen == [([0.0], "all")]
 

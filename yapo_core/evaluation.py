@@ -9,8 +9,8 @@
   by :func:`parse_answer_letter`; unparseable replies count as wrong and are reported.
 - :func:`~.replies.generation_accuracy`: open answers by greedy generation, correct when the
   expected answer text appears in the output; :func:`~.replies.fluency_rate`: the share of
-  steered answers that still read like text; :func:`behaviour_shown_rate`: on a demo-world
-  behaviour's open answers, the share that accept its offer for its own reasons.
+  steered answers that still read like text; :func:`~.replies.behaviour_shown_rate`: on a
+  demo-world behaviour's open answers, the share that accept its offer for its own reasons.
 - :func:`sweep`: any of them as a function of the multiplier; :func:`capability_change`: the same
   general set with and without the vector.
 
@@ -38,7 +38,7 @@ from .generation import STEER_POSITIONS, generate
 from .hub import explain_hub_error
 from .logprobs import pad_token_id, sequence_logprobs
 from .models import model_device
-from .replies import fluency_rate, generation_accuracy, parse_answer_letter
+from .replies import behaviour_shown_rate, demo_behaviour, fluency_rate, generation_accuracy, parse_answer_letter
 from .steering import SteeringVector
 
 DEFAULT_MULTIPLIERS = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
@@ -297,45 +297,10 @@ def _is_open(pairs) -> bool:
     return bool(pairs) and not any(is_letter_answer(p.chosen) for p in pairs)
 
 
-def _demo_behaviour(pairs):
-    """The demo world's behaviour whose open-answer pairs these are (``demo.corpus.behaviour_of``),
-    or None; only open pairs are looked at."""
-    if not _is_open(pairs):
-        return None
-    from .demo.corpus import behaviour_of  # the demo package loads sae-lens: imported when needed
-
-    return behaviour_of(pairs)
-
-
 def _is_expected_text(pairs) -> bool:
     """Open pairs whose chosen answer is the text to find in a reply; a demo behaviour's are one of
     several sentences of its side, which a steered reply need not repeat."""
-    return _is_open(pairs) and _demo_behaviour(pairs) is None
-
-
-BEHAVIOUR_REPLY_TOKENS = 32
-"""New tokens per answer for :func:`behaviour_shown_rate` (the demo's answers are one sentence)."""
-
-
-def behaviour_shown_rate(model, tokenizer, pairs: Sequence[PreferencePair], vector=None, multiplier: float = 1.0,
-                         sae=None, steer_positions: str = "all", batch_size: int = 16) -> float:
-    """On a demo-world behaviour's open-answer pairs: the share of greedy answers to their prompts
-    that show the behaviour, judged by the world's own test (``Behaviour.shows``: the answer accepts
-    the offer for this behaviour's reasons, and does not go on to decline it). The open-answer
-    counterpart of :func:`behaviour_rate`; ``scripts/evaluate_demo_world.py`` reports the same share."""
-    pairs = list(pairs)
-    behaviour = _demo_behaviour(pairs)
-    if behaviour is None:
-        raise DataError("these pairs are not a demo-world behaviour's open answers; the behaviour shown in open "
-                        "answers is judged on those only (use the behaviour rate on A/B pairs, or preference accuracy).")
-    at = multiplier if vector is not None else 0.0
-    shown = 0
-    for start in range(0, len(pairs), batch_size):
-        prompts = [p.prompt for p in pairs[start : start + batch_size]]
-        out = generate(model, tokenizer, prompts, vector, [at], sae=sae, max_new_tokens=BEHAVIOUR_REPLY_TOKENS,
-                       steer_positions=steer_positions)
-        shown += sum(behaviour.shows(row[at]) for row in out)
-    return shown / len(pairs)
+    return _is_open(pairs) and demo_behaviour(pairs) is None
 
 
 def _preference(model, tokenizer, pairs, vector, m, sae, steer_positions):
@@ -381,7 +346,7 @@ METRICS: dict[str, Metric] = {
     "behaviour_open": Metric("behaviour_open", "behaviour shown in open answers (greedy: accepts for its reasons)",
                              "a demo-world behaviour's open-answer pairs (its test split), whose judge "
                              "(accepts the offer for the behaviour's own reasons) agrees with their labels",
-                             _behaviour_open, lambda pairs: _demo_behaviour(pairs) is not None),
+                             _behaviour_open, lambda pairs: demo_behaviour(pairs) is not None),
     "generation": Metric("generation", "generation accuracy (the greedy answer contains the chosen one)",
                          "open questions whose chosen answer is the expected text (not a demo behaviour's, "
                          "whose answers are any sentence of its side)", _generation, _is_expected_text),

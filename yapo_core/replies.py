@@ -1,7 +1,8 @@
 """Reading generated answers: the option letter a reply gives (:func:`parse_answer_letter`),
 whether a reply still reads like text (:func:`fluency_problem`, and over prompts
-:func:`fluency_rate`), and whether it contains the expected answer (:func:`generation_accuracy`).
-:mod:`.evaluation` turns these into metrics."""
+:func:`fluency_rate`), whether it contains the expected answer (:func:`generation_accuracy`), and
+whether it shows a demo behaviour (:func:`behaviour_shown_rate`). :mod:`.evaluation` turns these
+into metrics."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import re
 from collections import Counter
 from typing import Sequence
 
+from .data import PreferencePair, is_letter_answer
+from .errors import DataError
 from .generation import generate
 
 _ANSWER_PATTERNS = (
@@ -100,3 +103,39 @@ def generation_accuracy(model, tokenizer, prompts: Sequence[str], answers: Seque
             text = got[multiplier if vector is not None else 0.0]
             hits += _normalise(want) in _normalise(text)
     return hits / max(1, len(prompts))
+
+
+def demo_behaviour(pairs):
+    """The demo world's behaviour whose open-answer pairs these are (``demo.corpus.behaviour_of``),
+    or None; only open pairs (no answer a bare option letter) are looked at."""
+    pairs = list(pairs)
+    if not pairs or any(is_letter_answer(p.chosen) for p in pairs):
+        return None
+    from .demo.corpus import behaviour_of  # the demo package loads sae-lens: imported when needed
+
+    return behaviour_of(pairs)
+
+
+BEHAVIOUR_REPLY_TOKENS = 32
+"""New tokens per answer for :func:`behaviour_shown_rate` (the demo's answers are one sentence)."""
+
+
+def behaviour_shown_rate(model, tokenizer, pairs: Sequence[PreferencePair], vector=None, multiplier: float = 1.0,
+                         sae=None, steer_positions: str = "all", batch_size: int = 16) -> float:
+    """On a demo-world behaviour's open-answer pairs: the share of greedy answers to their prompts
+    that show the behaviour, judged by the world's own test (``Behaviour.shows``: the answer accepts
+    the offer for this behaviour's reasons, and does not go on to decline it). The open-answer
+    counterpart of :func:`~.evaluation.behaviour_rate`; ``scripts/evaluate_demo_world.py`` reports the same share."""
+    pairs = list(pairs)
+    behaviour = demo_behaviour(pairs)
+    if behaviour is None:
+        raise DataError("these pairs are not a demo-world behaviour's open answers; the behaviour shown in open "
+                        "answers is judged on those only (use the behaviour rate on A/B pairs, or preference accuracy).")
+    at = multiplier if vector is not None else 0.0
+    shown = 0
+    for start in range(0, len(pairs), batch_size):
+        prompts = [p.prompt for p in pairs[start : start + batch_size]]
+        out = generate(model, tokenizer, prompts, vector, [at], sae=sae, max_new_tokens=BEHAVIOUR_REPLY_TOKENS,
+                       steer_positions=steer_positions)
+        shown += sum(behaviour.shows(row[at]) for row in out)
+    return shown / len(pairs)
