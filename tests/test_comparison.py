@@ -73,6 +73,14 @@ def test_the_compare_command_on_the_miniature_demo_world(tmp_path, monkeypatch, 
     assert TRAINING["mcq_rejected"] == "every_option" and saved["settings"]["train_config"]["mcq_rejected"] == "given"
     assert len(saved["results"][0]["loss_curve"]) == 3
     assert "plan: 1 training(s) of at most 3 steps (YaPO (sparse)), 1 computed vector(s), 8 evaluations" in captured.err
+    assert saved["metric"] == "mcq"  # auto: the answer letter's likelihood
+    # --metric is measured on the demo world too, and one that cannot score its MCQ pairs is refused
+    assert main(["compare", "--size", "mini", "--country", "nepal", "--methods", "caa", "--multipliers=0,1",
+                 "--metric", "preference", "--out", str(out)]) == 0
+    assert json.loads((out / "comparison.json").read_text())["metric"] == "preference"
+    assert main(["compare", "--size", "mini", "--country", "nepal", "--methods", "caa", "--multipliers=0,1",
+                 "--metric", "generation", "--out", str(out)]) == 2
+    assert "generation accuracy" in capsys.readouterr().err
 
 
 def test_the_reported_multiplier_is_chosen_on_validation_never_on_test():

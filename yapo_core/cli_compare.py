@@ -29,7 +29,7 @@ def cmd_compare(args) -> int:
         if args.data:
             raise SettingsError("--data needs --model (and an SAE): without --model, compare runs on the demo world.")
         result = demo_comparison(args.country or "egypt", methods, args.steps, args.size, multipliers=multipliers,
-                                 on_progress=say, progress=True, device=args.device, **overrides)
+                                 on_progress=say, progress=True, device=args.device, metric=args.metric, **overrides)
     elif args.countries:
         return _compare_countries(args, methods, multipliers, overrides, say)
     else:

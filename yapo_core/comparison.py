@@ -26,6 +26,7 @@ from .evaluation import (
     METRICS,
     TARGET_METRICS,
     capability_change,
+    default_metric,
     evaluate_metric,
     generation_accuracy,
     get_metric,
@@ -269,10 +270,12 @@ def demo_comparison(
     on_progress=None,
     progress: bool = False,
     device: str = "cpu",
+    metric: str = "auto",
     **train_config,
 ) -> ComparisonResult:
     """The comparison on the demo world's culture task for ``country``: trained on its
-    non-localized MCQ training pairs, measured on held-out non-localized MCQ questions.
+    non-localized MCQ training pairs, measured on held-out non-localized MCQ questions by
+    ``metric`` (``auto``: :func:`~.evaluation.default_metric`, the answer letter's likelihood).
 
     YaPO and BiPO train with the demo world's settings (:data:`yapo_core.demo.TRAINING`), for
     ``steps`` steps when given; ``train_config`` overrides any :class:`TrainConfig` field."""
@@ -289,4 +292,4 @@ def demo_comparison(
     config = {"epochs": 10_000, "seed": 11, **TRAINING, **({"max_steps": steps} if steps else {}), **train_config}
     return compare_methods(model, tokenizer, sae, list(train), list(test), capability, methods,
                            multipliers, config, task=f"demo culture-{country} (non-localized MCQ)", on_progress=on_progress,
-                           progress=progress)
+                           progress=progress, metric=default_metric(test) if metric == "auto" else metric)
