@@ -100,13 +100,18 @@ BASELINE_GAIN = 0.25  # over unsteered, at the multiplier chosen on validation
 CAPABILITY_DROP = 0.05  # the most a YaPO vector may lower the general-question accuracy
 PUBLIC_LR, LR_FACTOR = 5e-4, 20  # the public runs' learning rate, and how far above it the demo's may be
 FLUENT, SHOWS = 0.9, 0.7  # shares of held-out open answers at multiplier 1
-GENERAL_QUESTIONS = 64
 
 
 def capability_of(world, model, tokenizer):
-    """The capability measure: greedy answers to the world's general questions, the share right."""
-    prompts, answers = world.general_questions(GENERAL_QUESTIONS)
-    return lambda: generation_accuracy(model, tokenizer, prompts, answers, max_new_tokens=8)
+    """The capability measure: greedy answers to all the world's general questions, the share right
+    (``DemoWorld.capability_measure``, as in the app and ``yapo compare``)."""
+    return world.capability_measure(model, tokenizer)
+
+
+def _general_count(steer: dict) -> str:
+    """How many general questions a stored report's capability figures are over (64 before the
+    measure took them all)."""
+    return f"all {steer['general_questions']}" if "general_questions" in steer else "the first 64"
 
 
 def capability_at(capability, unsteered: float, model, vector, multiplier: float, sae) -> float:
@@ -205,7 +210,8 @@ def open_row(world, model, tokenizer, sae, i: int, country: str, open_settings: 
 def culture_section(world, model, tokenizer, countries, settings, open_settings, rows, opened) -> dict:
     """The culture section of the JSON from its per-culture rows."""
     return {"settings": settings, "open_settings": open_settings, "countries": dict(zip(countries, rows)),
-            "generations": list(opened), "general_accuracy": general(world, model, tokenizer)[1]}
+            "generations": list(opened), "general_accuracy": general(world, model, tokenizer)[1],
+            "general_questions": len(world.general_questions()[0])}
 
 
 BEHAVIOUR_TOKENS = 32
@@ -410,7 +416,7 @@ def report(stats: dict, steer: dict | None) -> str:
         lines += ["", "Means: " + ", ".join(f"{k.replace('_given', ' vs default only')} {v:.2f}" for k, v in means.items()),
                   "", f"CAA and SAS are computed from the same training pairs; their multiplier is chosen among "
                   f"{', '.join(f'{m:g}' for m in BASELINE_MULTIPLIERS)} on a validation split of them (20 %). General "
-                  f"questions: the accuracy on {GENERAL_QUESTIONS} of them (unsteered {steer['general_accuracy']:.2f}) with "
+                  f"questions: the accuracy on {_general_count(steer)} of them (unsteered {steer['general_accuracy']:.2f}) with "
                   "the vector applied, minus the unsteered accuracy. Vector norms: YaPO's over the SAE's latents, "
                   "BiPO's over the residual stream."]
         open_settings = ", ".join(f"{k} {v}" for k, v in steer["open_settings"].items() if k != "mcq_rejected")

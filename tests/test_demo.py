@@ -179,6 +179,27 @@ def test_behaviour_and_general_tasks_follow_their_schemas(world):
     assert all(p.is_file() for t in tasks for p in t.paths.values())
 
 
+def test_the_capability_measure_asks_every_general_question(world, monkeypatch):
+    from yapo_core import load_model, replies
+
+    model, tokenizer = load_model(world.model_dir, device="cpu")
+    asked, answers = [], []
+    real = replies.generate
+
+    def spy(model, tokenizer, prompts, *args, **kwargs):
+        asked.extend(prompts)
+        out = real(model, tokenizer, prompts, *args, **kwargs)
+        answers.extend(o[0.0] for o in out)
+        return out
+
+    monkeypatch.setattr(replies, "generate", spy)
+    share = world.capability_measure(model, tokenizer)()
+    facts = corpus.general_facts()
+    assert asked == [q for q, _, _ in facts]  # sums, colours, opposites, days and number words
+    right = sum(replies._normalise(a) in replies._normalise(got) for (_, a, _), got in zip(facts, answers))
+    assert share == pytest.approx(right / len(facts))
+
+
 def test_typed_tasks_read_their_pairs_through_the_public_loader(world):
     assert world.culture("egypt").trainable and world.culture(corpus.DEFAULT_COUNTRY).is_default
     rows = read_jsonl(world.culture("egypt").paths["train"])

@@ -538,6 +538,13 @@ def test_demo_tasks_carry_their_splits_caveats_and_training_defaults(monkeypatch
     assert (shared["lr"], shared["max_steps"]) == (OPEN_TRAINING["lr"], 3) and "epochs" not in shared
     assert set(seen["method_configs"]) <= {"bipo"}  # only what differs from YaPO's, and only for BiPO
     assert {**shared, **seen["method_configs"].get("bipo", {})}["lr"] == OPEN_TRAINING_DENSE["lr"]
+    # The capability check asks all the world's general questions, as `yapo compare` and the
+    # evaluation script do: not the first ones only (sums, nothing else).
+    from yapo_core.demo import corpus
+
+    measure, what = session._demo_capability(session.require_ready())
+    assert what == f"demo general questions ({len(corpus.general_facts())})"
+    assert seen["args"][5] is not None  # compare measures it too
 
 
 def test_spread_takes_evenly_spaced_items_in_order():

@@ -28,7 +28,6 @@ from .evaluation import (
     capability_change,
     default_metric,
     evaluate_metric,
-    generation_accuracy,
     get_metric,
     mcq_generation_report,
     mcq_items_from_pairs,
@@ -287,8 +286,7 @@ def demo_comparison(
     sae = load_sae_for(path=str(world.sae_dir), model=model)  # beside the model's block, on its device
     task = world.culture(country)
     train, test = task.pairs("train"), task.pairs("test")
-    prompts, answers = world.general_questions(64)
-    capability = lambda: generation_accuracy(model, tokenizer, prompts, answers, max_new_tokens=8)  # noqa: E731
+    capability = world.capability_measure(model, tokenizer)
     config = {"epochs": 10_000, "seed": 11, **TRAINING, **({"max_steps": steps} if steps else {}), **train_config}
     return compare_methods(model, tokenizer, sae, list(train), list(test), capability, methods,
                            multipliers, config, task=f"demo culture-{country} (non-localized MCQ)", on_progress=on_progress,

@@ -334,12 +334,13 @@ class Session:
 
     def capability(self, labels: Sequence[str], multiplier: float = 1.0, n: int = 48) -> list[dict]:
         """General ability with and without each vector: the demo world's general questions
-        (greedy answers) for the demo model; a small MMLU subset (needs the Hub) for others."""
+        (greedy answers, all of them) for the demo model; ``n`` MMLU questions (needs the Hub)
+        for others."""
         rows = []
         for label in labels:
             e = self.entry(label)
             b = e.bundle
-            demo = self._demo_capability(b, n)
+            demo = self._demo_capability(b)
             with b.lock:
                 if demo is not None:
                     measure, what = demo
@@ -363,24 +364,16 @@ class Session:
                                 "(YAPO_MAX_STEPS sets it); lower it, or run the app yourself.")
         return max_steps or cap
 
-    @classmethod
-    def _demo_capability(cls, bundle: "Bundle", n: int = 48):
-        """``(measure, description)`` of the capability check on the demo world's first ``n``
-        general questions (greedy answers), or None when the bundle is not the demo model."""
-        general = cls._demo_general_questions(bundle)
-        if general is None:
-            return None
-        prompts, answers = general[0][:n], general[1][:n]
-        measure = lambda: ev.generation_accuracy(bundle.model, bundle.tokenizer, prompts, answers,  # noqa: E731
-                                                 max_new_tokens=8)
-        return measure, f"demo general questions ({len(prompts)})"
-
     @staticmethod
-    def _demo_general_questions(bundle: "Bundle"):
+    def _demo_capability(bundle: "Bundle"):
+        """``(measure, description)`` of the demo world's capability check (all its general
+        questions, greedy answers: ``DemoWorld.capability_measure``), or None when the bundle is
+        not the demo model."""
         world = load_demo_world(size=demo_size())
         if world is None or Path(bundle.spec.model).resolve() != Path(world.model_dir).resolve():
             return None
-        return world.general_questions()
+        return (world.capability_measure(bundle.model, bundle.tokenizer),
+                f"demo general questions ({len(world.general_questions()[0])})")
 
     def features(self, label: str, k: int = 10, n_texts: int = 32, lens_k: int = 8):
         """The feature report of a vector, with activations on its task's test pairs."""

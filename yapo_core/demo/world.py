@@ -16,7 +16,7 @@ import random
 import shutil
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +40,8 @@ from .build_tasks import write_tasks
 from .config import BUILD_SIZES, BUILD_THREADS, DEMO_MODEL_NAME, FORMAT_VERSION, BuildSize, build_size, is_recipe
 
 COMPLETE_MARKER = "COMPLETE"
+CAPABILITY_TOKENS = 8
+"""New tokens a general question's answer is read from (the answers are one or two words)."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,17 @@ class DemoWorld:
         """The general questions (arithmetic, facts) and their answers, for capability checks."""
         rows = _read_jsonl(self.task("general").paths["questions"])[:n]
         return [r["prompt"] for r in rows], [r["answer"] for r in rows]
+
+    def capability_measure(self, model, tokenizer) -> Callable[[], float]:
+        """The demo world's capability measure: the share of all its general questions (sums,
+        colours, opposites, days, number words) that ``model`` answers right, greedily, within
+        :data:`CAPABILITY_TOKENS` tokens; unsteered, the build's ``general questions accuracy``.
+        Call it inside a steering context to measure the steered model. The app, ``yapo compare``
+        and ``scripts/evaluate_demo_world.py`` all measure with it."""
+        from ..replies import generation_accuracy  # replies reads the demo package too
+
+        prompts, answers = self.general_questions()
+        return lambda: generation_accuracy(model, tokenizer, prompts, answers, max_new_tokens=CAPABILITY_TOKENS)
 
 
 def default_cache_dir(seed: int = 0, size: str = "full") -> Path:
