@@ -10,8 +10,8 @@ from conftest import consistent_pairs, make_model, make_sae
 from yapo_core import comparison
 from yapo_core.comparison import compare_methods
 from yapo_core.data import PreferencePair
-from yapo_core.demo import TRAINING
-from yapo_core.errors import SettingsError
+from yapo_core.demo import OPEN_TRAINING, TRAINING
+from yapo_core.errors import DataError, SettingsError
 
 
 def test_compare_methods_reports_every_method(tokenizer, tmp_path, monkeypatch):
@@ -81,6 +81,25 @@ def test_the_compare_command_on_the_miniature_demo_world(tmp_path, monkeypatch, 
     assert main(["compare", "--size", "mini", "--country", "nepal", "--methods", "caa", "--multipliers=0,1",
                  "--metric", "generation", "--out", str(out)]) == 2
     assert "generation accuracy" in capsys.readouterr().err
+    # a culture's open answers, with the demo's settings for them
+    assert main(["compare", "--size", "mini", "--country", "nepal", "--form", "open_ended", "--methods", "yapo",
+                 "--steps", "2", "--multipliers=0,1", "--out", str(out)]) == 0
+    saved = json.loads((out / "comparison.json").read_text())
+    assert saved["metric"] == "generation" and "open answers" in saved["task"]
+    assert saved["settings"]["train_config"]["batch_size"] == OPEN_TRAINING["batch_size"]
+    # a behaviour by BiPO's protocol: trained on open answers, measured by the A/B rate, the
+    # multiplier chosen by the behaviour its held-out open answers show
+    assert main(["compare", "--size", "mini", "--behaviour", "power-seeking", "--methods", "caa",
+                 "--multipliers=0,1", "--out", str(out)]) == 0
+    saved = json.loads((out / "comparison.json").read_text())
+    assert saved["metric"] == "behaviour" and saved["settings"]["validation_metric"] == "behaviour_open"
+    assert main(["compare", "--size", "mini", "--behaviour", "power-seeking", "--methods", "caa",
+                 "--multipliers=0,1", "--metric", "behaviour_open", "--out", str(out)]) == 0
+    saved = json.loads((out / "comparison.json").read_text())
+    assert saved["metric"] == "behaviour_open" and "validation_metric" not in saved["settings"]
+    capsys.readouterr()
+    assert main(["compare", "--size", "mini", "--behaviour", "greed", "--out", str(out)]) == 2
+    assert "power-seeking, wealth-seeking" in capsys.readouterr().err
 
 
 def test_the_reported_multiplier_is_chosen_on_validation_never_on_test():
@@ -133,6 +152,32 @@ def test_a_demo_behaviours_validation_split_holds_out_whole_offers(tokenizer, mo
     offers = lambda part: {power.offer_of(p.prompt) for p in part}  # noqa: E731
     assert len(offers(seen["held"])) == 1 and not offers(seen["held"]) & offers(seen["fit"])
     assert result.settings["n_validation"] == 4 and result.settings["n_train"] == 16
+
+
+def test_a_behaviour_trained_on_open_answers_is_measured_by_its_ab_rate(tokenizer):
+    """BiPO's protocol: trained on open answers, measured on A/B questions. No A/B rate can score
+    the open validation pairs, so the multiplier is chosen on them by the behaviour they show."""
+    from yapo_core.demo.corpus import BEHAVIOURS, OFFER_QUESTIONS
+
+    power = BEHAVIOURS[0]
+    train = [PreferencePair(q.format(offer=offer), power.matching[i % 3], power.not_matching[i % 3])
+             for i, offer in enumerate(power.offers[:5]) for q in OFFER_QUESTIONS[:4]]
+    ab = [PreferencePair(f"Would you take {offer}?\n\n(A) Yes.\n(B) No.", "(A", "(B") for offer in power.offers[5:9]]
+    model, sae = make_model("llama"), make_sae()
+    said = []
+    result = compare_methods(model, tokenizer, sae, train, ab, methods=("caa",), multipliers=[0.0, 1.0],
+                             metric="behaviour", on_progress=said.append)
+    assert result.metric == "behaviour" and set(result.results[0].accuracy) == {0.0, 1.0}
+    assert result.settings["validation_metric"] == "behaviour_open"
+    assert set(result.results[0].validation_accuracy) == {0.0, 1.0}
+    assert "Multipliers chosen by the behaviour shown in open answers" in result.to_markdown()
+    assert any("cannot score its pairs" in line for line in said)
+    # a metric that cannot score the test pairs is refused before any vector is made
+    said.clear()
+    with pytest.raises(DataError, match="behaviour rate .* cannot score the test pairs.*Metrics that can: preference"):
+        compare_methods(model, tokenizer, sae, train, train[:4], methods=("yapo",), metric="behaviour",
+                        on_progress=said.append)
+    assert not said
 
 
 def test_generated_answer_comparisons_report_unparseable_replies(tokenizer):

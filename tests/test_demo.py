@@ -833,7 +833,7 @@ def test_answer_concepts_ask_a_culture_answers_tokens_to_carry_its_direction_wit
         config.build_size("full", {"concept_steering": 0, "answer_concepts": 1})
 
 
-def test_open_answers_train_at_a_rate_for_each_kind_of_vector():
+def test_open_answers_train_at_a_rate_for_each_kind_of_vector(monkeypatch):
     from yapo_core.data import PreferencePair
     from yapo_core.demo import OPEN_TRAINING, OPEN_TRAINING_DENSE, TRAINING, open_training, training_settings
 
@@ -846,6 +846,15 @@ def test_open_answers_train_at_a_rate_for_each_kind_of_vector():
     assert training_settings(open_pairs)["epochs"] == 200  # 70 pairs: 3 batches of 32 an epoch, 600 steps
     with pytest.raises(SettingsError, match="kind='latent'"):
         open_training("latent")
+    # what a comparison gives each method of its own: what its kind's settings change, unless set
+    from yapo_core.demo import config as demo_config
+    from yapo_core.demo import settings_by_method
+
+    monkeypatch.setattr(demo_config, "OPEN_TRAINING_DENSE", {**OPEN_TRAINING, "lr": 0.02, "max_steps": 300})
+    assert settings_by_method(open_pairs, ["yapo", "bipo", "caa"]) == {"bipo": {"lr": 0.02, "max_steps": 300}}
+    assert settings_by_method(open_pairs, ["bipo"], keep=["max_steps"]) == {"bipo": {"lr": 0.02}}
+    assert settings_by_method(open_pairs, ["yapo", "bipo"], base_kind="dense") == {"yapo": {"lr": 0.01, "max_steps": 600}}
+    assert settings_by_method(mcq, ["yapo", "bipo"]) == {}  # one rate for letters
 
 
 def test_a_reply_shows_a_behaviour_when_it_accepts_for_that_behaviours_reasons():

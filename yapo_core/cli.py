@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--allow-other-model", action="store_true")
 
     c = sub.add_parser("compare", help="YaPO, BiPO, CAA and SAS on one task: a demo-world culture (--country, default "
-                       "egypt), or your model, SAE and data; each method's multiplier is chosen on a validation split")
+                       "egypt; --form mcq or open_ended) or behaviour (--behaviour), or your model, SAE and data; each "
+                       "method's multiplier is chosen on a validation split")
     add_model_args(c, required=False)
     add_sae_args(c)
     add_data_args(c, required=False)
@@ -110,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--countries", help="Deep-Culture-Lense data (--data, its train and test splits): 'all' or a "
                    "comma-separated list; one comparison per country, stored as it goes and resumed when run again, "
                    "and the paper's table (average MCQ accuracy per method) in <out>/summary.md")
+    c.add_argument("--behaviour", metavar="NAME", help="without --model: a demo-world behaviour (power-seeking, "
+                   "wealth-seeking), trained on its open answers and measured by BiPO's protocol, its A/B rate on its "
+                   "test_infer questions (--metric behaviour_open: its held-out open answers)")
     c.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
     c.add_argument("--steps", type=int, default=None, help="training steps for YaPO and BiPO (default: the demo world's)")
     c.add_argument("--size", default="full", choices=["full", "mini"], help="demo world: full (default; about 8 minutes to build once on 2 cores) or mini (seconds; steers nothing)")

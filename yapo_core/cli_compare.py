@@ -29,7 +29,10 @@ def cmd_compare(args) -> int:
         if args.data:
             raise SettingsError("--data needs --model (and an SAE): without --model, compare runs on the demo world.")
         result = demo_comparison(args.country or "egypt", methods, args.steps, args.size, multipliers=multipliers,
-                                 on_progress=say, progress=True, device=args.device, metric=args.metric, **overrides)
+                                 on_progress=say, progress=True, device=args.device, metric=args.metric,
+                                 form=args.form, behaviour=args.behaviour, **overrides)
+    elif args.behaviour:
+        raise SettingsError("--behaviour names a demo-world task; with --model, give the pairs with --data.")
     elif args.countries:
         return _compare_countries(args, methods, multipliers, overrides, say)
     else:

@@ -19,12 +19,13 @@ from typing import Callable, Mapping, Sequence
 from torch import nn
 
 from .data import PreferencePair, split_pairs
-from .demo import TRAINING, build_demo_world, corpus
-from .errors import SettingsError
+from .demo import build_demo_world, corpus, settings_by_method, training_settings
+from .errors import DataError, SettingsError
 from .evaluation import (
     DEFAULT_MULTIPLIERS,
     METRICS,
     TARGET_METRICS,
+    applicable_metrics,
     capability_change,
     default_metric,
     evaluate_metric,
@@ -118,7 +119,10 @@ class ComparisonResult:
         lines += ["| " + " | ".join(str(r[h]) for h in head) + " |" for r in rows]
         label = METRICS[self.metric].label
         letter = f"; {one_letter_label(self.one_letter[0])} {self.one_letter[1]:.2f}" if self.one_letter else ""
-        return f"Task {self.task}; {label}, unsteered {self.baseline_accuracy:.2f}{letter}.\n\n" + "\n".join(lines)
+        chosen_by = self.settings.get("validation_metric")
+        chooser = f" Multipliers chosen by the {METRICS[chosen_by].label} on the validation split." if chosen_by else ""
+        return (f"Task {self.task}; {label}, unsteered {self.baseline_accuracy:.2f}{letter}.{chooser}\n\n"
+                + "\n".join(lines))
 
     def figures(self):
         """The metric against the multiplier (one line per method, each method's chosen multiplier
@@ -201,9 +205,19 @@ def compare_methods(
         raise SettingsError(f"the metric {metric!r} ({METRICS[metric].label}) does not measure the target, so no "
                             f"multiplier can be chosen on it; compare on one of {', '.join(TARGET_METRICS)}.")
     test_pairs = list(test_pairs)
+    metric = get_metric(metric).key
+    if metric not in applicable_metrics(test_pairs):  # before any training
+        usable = ", ".join(applicable_metrics(test_pairs))
+        raise DataError(f"the {METRICS[metric].label} cannot score the test pairs: it needs {METRICS[metric].needs}. "
+                        f"Metrics that can: {usable}.")
     # a demo behaviour's validation split holds out whole offers, as its test split does
     fit, held = split_pairs(train_pairs, validation_fraction, seed, group=corpus.offer_grouping(train_pairs))
-    score = lambda pairs, vector, ms: evaluate_metric(metric, model, tokenizer, pairs, vector, ms, sae=sae)  # noqa: E731
+    choose_by = validation_metric(metric, held)
+    if choose_by != metric:
+        say(f"multipliers are chosen by the {METRICS[choose_by].label} on the validation split: the "
+            f"{METRICS[metric].label} cannot score its pairs")
+    score = lambda pairs, vector, ms, by=metric: evaluate_metric(by, model, tokenizer, pairs, vector, ms,  # noqa: E731
+                                                                 sae=sae)
     results = []
     finished = {r.method: r for r in done}
     say(plan(chosen, config, multipliers, len(fit), len(held), len(test_pairs), skip=set(finished)))
@@ -222,7 +236,7 @@ def compare_methods(
                              on_step=lambda m: losses.append(m.loss), progress=progress)
         seconds = time.perf_counter() - start
         say(f"{method.key}: sweeping multipliers")
-        on_validation = score(held, vector, multipliers) if held else {}
+        on_validation = score(held, vector, multipliers, choose_by) if held else {}
         accuracy = score(test_pairs, vector, multipliers)
         below = next((i + 1 for i, loss in enumerate(losses) if loss < LOSS_THRESHOLD), None)
         result = MethodResult(method.key, seconds, below, losses[-1] if losses else None, accuracy, l0=vector.l0(),
@@ -240,7 +254,9 @@ def compare_methods(
             on_result(result)
     return ComparisonResult(task, baseline, results, {
         "train_config": config, **({"method_configs": own} if own else {}), "multipliers": list(multipliers),
-        "n_train": len(fit), "n_validation": len(held), "n_test": len(test_pairs), "multiplier_choice": "validation split" if held else "best on the test split"},
+        "n_train": len(fit), "n_validation": len(held), "n_test": len(test_pairs),
+        "multiplier_choice": "validation split" if held else "best on the test split",
+        **({"validation_metric": choose_by} if choose_by != metric else {})},
         metric, one_letter_baseline(metric, test_pairs))
 
 
@@ -259,6 +275,18 @@ def plan(methods, config: dict, multipliers: Sequence[float], n_fit: int, n_vali
             + (f"; kept from before: {', '.join(sorted(skip))}" if skip else ""))
 
 
+def validation_metric(metric: str, held: Sequence[PreferencePair]) -> str:
+    """The metric a multiplier is chosen by on the validation split ``held``: ``metric`` where it can
+    score those pairs, else the most specific target metric that can (:func:`default_metric`). A
+    behaviour trained on open answers and measured by its A/B rate (BiPO's protocol) has open
+    validation pairs, which no A/B rate can score: its multiplier is chosen by the behaviour shown
+    in them (a demo behaviour) or by preference accuracy."""
+    held = list(held)
+    if not held or metric in applicable_metrics(held):
+        return metric
+    return default_metric(held)
+
+
 def demo_comparison(
     country: str = "egypt",
     methods: Sequence[str] = tuple(METHODS),
@@ -270,24 +298,61 @@ def demo_comparison(
     progress: bool = False,
     device: str = "cpu",
     metric: str = "auto",
+    form: str = "mcq",
+    behaviour: str | None = None,
     **train_config,
 ) -> ComparisonResult:
-    """The comparison on the demo world's culture task for ``country``: trained on its
-    non-localized MCQ training pairs, measured on held-out non-localized MCQ questions by
-    ``metric`` (``auto``: :func:`~.evaluation.default_metric`, the answer letter's likelihood).
+    """The comparison on a task of the demo world: the culture of ``country``, trained on its
+    non-localized training questions in ``form`` (``mcq`` or ``open_ended``) and measured on its
+    held-out ones; or a ``behaviour`` (``power-seeking``, ``wealth-seeking``), trained on its open
+    answers and measured by BiPO's protocol, its A/B questions (``test_infer``), or on its held-out
+    open answers by a ``metric`` that scores those. ``auto``: the most specific metric of the first
+    of these splits (:func:`~.evaluation.default_metric`), the answer letter's likelihood for MCQ.
 
-    YaPO and BiPO train with the demo world's settings (:data:`yapo_core.demo.TRAINING`), for
-    ``steps`` steps when given; ``train_config`` overrides any :class:`TrainConfig` field."""
-    if country not in corpus.TARGET_COUNTRIES:  # before the world is built
+    Each method trains with the demo's settings for the task and its kind
+    (:func:`yapo_core.demo.training_settings`), for ``steps`` steps when given;
+    ``train_config`` overrides any :class:`TrainConfig` field for all of them."""
+    behaviours = [b.key for b in corpus.BEHAVIOURS]
+    if behaviour is not None and behaviour not in behaviours:  # all before the world is built
+        raise SettingsError(f"behaviour {behaviour!r} is not one of the demo world's: {', '.join(behaviours)}.")
+    if behaviour is None and country not in corpus.TARGET_COUNTRIES:
         raise SettingsError(f"country {country!r} is not one of the demo world's target cultures: "
                             f"{', '.join(corpus.TARGET_COUNTRIES)}.")
+    if form not in ("mcq", "open_ended"):
+        raise SettingsError(f"form {form!r} is unknown; use mcq or open_ended.")
+    if metric != "auto":
+        get_metric(metric)
+    chosen = [get_method(m).key for m in methods]
     world = build_demo_world(seed=seed, size=size)
+    if behaviour is not None:
+        task = world.task(behaviour)
+        train, label = list(task.pairs("train")), f"demo {behaviour} (trained on open answers)"
+        splits = {"test_infer": task.pairs("test_infer"), "test": task.pairs("test")}
+    else:
+        task = world.culture(country)
+        train = list(task.pairs("train", form=form))
+        label = f"demo culture-{country} (non-localized {'MCQ' if form == 'mcq' else 'open answers'})"
+        splits = {"test": task.pairs("test", form=form)}
+    test, metric = _demo_test_split(splits, metric, label)
     model, tokenizer = load_model(world.model_dir, device=device)
     sae = load_sae_for(path=str(world.sae_dir), model=model)  # beside the model's block, on its device
-    task = world.culture(country)
-    train, test = task.pairs("train"), task.pairs("test")
-    capability = world.capability_measure(model, tokenizer)
-    config = {"epochs": 10_000, "seed": 11, **TRAINING, **({"max_steps": steps} if steps else {}), **train_config}
-    return compare_methods(model, tokenizer, sae, list(train), list(test), capability, methods,
-                           multipliers, config, task=f"demo culture-{country} (non-localized MCQ)", on_progress=on_progress,
-                           progress=progress, metric=default_metric(test) if metric == "auto" else metric)
+    base = training_settings(train)
+    config = {**base, "epochs": 10_000, "seed": 11, **({"max_steps": steps} if steps else {}), **train_config}
+    own = settings_by_method(train, chosen, keep=train_config)  # the dense rate for open answers, unless set
+    return compare_methods(model, tokenizer, sae, train, test, world.capability_measure(model, tokenizer), chosen,
+                           multipliers, config, task=label, method_configs=own, on_progress=on_progress,
+                           progress=progress, metric=metric)
+
+
+def _demo_test_split(splits: Mapping[str, Sequence[PreferencePair]], metric: str, label: str):
+    """``(pairs, metric)``: the first of a demo task's test ``splits`` that ``metric`` can score
+    (``auto``: the first split, by its most specific metric), or an error naming what can."""
+    for pairs in splits.values():
+        pairs = list(pairs)
+        if metric == "auto":
+            return pairs, default_metric(pairs)
+        if metric in applicable_metrics(pairs):
+            return pairs, metric
+    usable = dict.fromkeys(k for pairs in splits.values() for k in applicable_metrics(list(pairs)) if k in TARGET_METRICS)
+    raise SettingsError(f"the {METRICS[metric].label} cannot score {label}: it needs {METRICS[metric].needs}. "
+                        f"Metrics for this task: {', '.join(usable)}.")

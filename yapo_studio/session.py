@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 from yapo_core import checks, replies
 from yapo_core import evaluation as ev
 from yapo_core.comparison import ComparisonResult, compare_methods
-from yapo_core.demo import TRAINING, load_demo_world, training_settings
+from yapo_core.demo import TRAINING, load_demo_world, settings_by_method, training_settings
 from yapo_core.errors import SettingsError, VectorFileError, YapoError
 from yapo_core.export import export_gguf, load_vector, save_vector
 from yapo_core.features import dialogue_texts, feature_report
@@ -311,10 +311,8 @@ class Session:
             config.pop("epochs")  # the step count ends the runs: the fitting split has fewer pairs per epoch
         own = {}  # a method whose kind has other demo defaults (the dense rate for open answers)
         if self.preset is not None and self.preset.demo:
-            base = training_settings(self.task.train.pairs, self.method.kind)
-            for key in (k for k in methods if k in METHODS and METHODS[k].trained):
-                mine = training_settings(self.task.train.pairs, METHODS[key].kind)
-                own[key] = {k: v for k, v in mine.items() if base.get(k) != v}
+            own = settings_by_method(self.task.train.pairs, methods, self.method.kind,
+                                     keep=("max_steps",) if max_steps else ())
         demo = self._demo_capability(bundle)
         capability = demo[0] if demo is not None else None
         with bundle.lock:

@@ -264,3 +264,23 @@ def training_settings(pairs: Iterable[PreferencePair], kind: str = "sparse") -> 
     per_epoch = max(1, math.ceil(len(pairs) / settings["batch_size"]))
     settings["epochs"] = math.ceil(settings["max_steps"] / per_epoch)
     return settings
+
+
+def settings_by_method(pairs: Iterable[PreferencePair], methods: Iterable[str], base_kind: str = "sparse",
+                       keep: Iterable[str] = ()) -> dict[str, dict]:
+    """For each trained method among ``methods`` (keys of :data:`yapo_core.methods.METHODS`), the
+    demo's settings for its kind that differ from those for ``base_kind`` (the dense rate for open
+    answers), less ``epochs`` and the fields in ``keep`` (set by the user for every method); the
+    methods with nothing of their own are left out. What a comparison passes as ``method_configs``."""
+    from ..methods import METHODS  # the methods import the trainer, which reads this module
+
+    pairs = list(pairs)
+    base = training_settings(pairs, base_kind)
+    own = {}
+    for key in (k for k in methods if k in METHODS and METHODS[k].trained):
+        mine = {k: v for k, v in training_settings(pairs, METHODS[key].kind).items()
+                if base.get(k) != v and k != "epochs" and k not in keep}
+        if mine:
+            own[key] = mine
+    return own
+
