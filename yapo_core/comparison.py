@@ -5,7 +5,7 @@ reports, per method: steps until the training loss first falls below 0.1 (YaPO, 
 final loss, MCQ accuracy over a multiplier sweep (at the multiplier chosen on a validation split
 carved from the training pairs, at 1 and at 2, where the paper reports CAA and SAS collapse) and
 the capability change at the chosen multiplier.
-:func:`demo_comparison` runs it on a culture task of the built-in demo world.
+:func:`demo_comparison` runs it on a task of the built-in demo world (a culture, or a behaviour by BiPO's protocol).
 """
 
 from __future__ import annotations
