@@ -43,7 +43,8 @@
 #                     AVX-512 CPU only -> demo-avx512-NAME.md, .json: the plain recipe; concept_steering, with
 #                     specific_directions and with crossed_cues, from seeds 0, 1 and 2; side by side in demo-avx512.md)
 #        comparison  (yapo compare --country egypt  -> assets/results/comparison-egypt/, and CAA and SAS up to
-#                     multiplier 64 -> assets/results/comparison-egypt-baselines/)
+#                     multiplier 64 -> assets/results/comparison-egypt-baselines/; yapo compare --behaviour NAME
+#                     -> comparison-power-seeking/, comparison-wealth-seeking/: BiPO's protocol)
 #        benchmark   (scripts/benchmark_trainer.py  -> assets/results/benchmark.md, .json)
 #        demo-offer-facts (scripts/evaluate_demo_world.py --build-with offer_facts=0.3 -> demo-variant-offer-facts.md,
 #                     .json: every section, seed 0; its behaviours from seed 1 -> demo-variant-offer-facts-seed1.md, .json;
@@ -310,6 +311,8 @@ for part in "${parts[@]}"; do
       "$PYTHON" -m yapo_core compare --country egypt --out "$RESULTS/comparison-egypt"
       "$PYTHON" -m yapo_core compare --country egypt --methods caa,sas --multipliers 0,1,2,4,8,16,32,64 \
         --out "$RESULTS/comparison-egypt-baselines"
+      "$PYTHON" -m yapo_core compare --behaviour power-seeking --out "$RESULTS/comparison-power-seeking"
+      "$PYTHON" -m yapo_core compare --behaviour wealth-seeking --out "$RESULTS/comparison-wealth-seeking"
       ;;
     benchmark)
       "$PYTHON" scripts/benchmark_trainer.py  # writes $RESULTS/benchmark.md and .json
