@@ -372,7 +372,7 @@ def train_lm(tokenizer, examples, size: BuildSize, rng: random.Random, progress:
     model = LlamaForCausalLM(config)
     encoded = encode_examples(tokenizer, examples)
     batches = _length_batches(encoded, size.lm_batch, rng)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=size.lm_lr, betas=(0.9, 0.98), weight_decay=0.01, foreach=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=size.lm_lr, betas=(0.9, 0.98), weight_decay=0.01)
     warmup = max(1, len(batches) // 20)
 
     decay_from = int(len(batches) * 0.7)
@@ -417,7 +417,7 @@ def train_lm(tokenizer, examples, size: BuildSize, rng: random.Random, progress:
             if concepts is not None and concepts.answer_loss is not None:
                 loss = loss + concepts.answer_loss
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
