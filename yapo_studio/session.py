@@ -307,8 +307,8 @@ class Session:
         config = asdict(self.default_config(**({"max_steps": max_steps} if max_steps else {})))
         config.pop("kind")
         config["max_steps"] = self._within_step_cap(config["max_steps"])
-        if config["max_steps"]:
-            config.pop("epochs")  # the step count ends the runs: the fitting split has fewer pairs per epoch
+        if config["max_steps"]:  # the step count ends the runs, not the epochs (the fitting split has fewer
+            config["epochs"] = config["max_steps"]  # pairs per epoch); an epoch has at least one step
         own = {}  # a method whose kind has other demo defaults (the dense rate for open answers)
         if self.preset is not None and self.preset.demo:
             own = settings_by_method(self.task.train.pairs, methods, self.method.kind,
