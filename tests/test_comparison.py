@@ -108,6 +108,7 @@ def test_the_reported_multiplier_is_chosen_on_validation_never_on_test():
     assert comparison.best_multiplier({-1.0: 0.5, 1.0: 0.5, 0.5: 0.5}) == 0.5  # ties: the smallest in size
     bare = comparison.MethodResult("caa", 0.0, accuracy={0.5: 0.9, 1.0: 0.2})
     assert bare.chosen_multiplier == 0.5 and "best multiplier (test)" in bare.row()
+    assert bare.row()["accuracy at 2"] == "— (not swept)" and bare.row()["accuracy at 1"] == "0.20"
     fit, held = comparison.split_pairs(list(range(10)), 0.2)
     assert len(held) == 2 and sorted(fit + held) == list(range(10)) and comparison.split_pairs([1, 2], 0) == ([1, 2], [])
 
