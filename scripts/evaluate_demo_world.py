@@ -102,12 +102,6 @@ PUBLIC_LR, LR_FACTOR = 5e-4, 20  # the public runs' learning rate, and how far a
 FLUENT, SHOWS = 0.9, 0.7  # shares of held-out open answers at multiplier 1
 
 
-def capability_of(world, model, tokenizer):
-    """The capability measure: greedy answers to all the world's general questions, the share right
-    (``DemoWorld.capability_measure``, as in the app and ``yapo compare``)."""
-    return world.capability_measure(model, tokenizer)
-
-
 def _general_count(steer: dict) -> str:
     """How many general questions a stored report's capability figures are over (64 before the
     measure took them all)."""
@@ -124,9 +118,11 @@ _GENERAL: dict[int, tuple] = {}
 
 
 def general(world, model, tokenizer) -> tuple:
-    """The capability measure (:func:`capability_of`) and its unsteered accuracy, once per model."""
+    """The capability measure (all the world's general questions, greedy answers:
+    ``DemoWorld.capability_measure``, as in the app and ``yapo compare``) and its unsteered accuracy,
+    once per model."""
     if id(model) not in _GENERAL:
-        capability = capability_of(world, model, tokenizer)
+        capability = world.capability_measure(model, tokenizer)
         _GENERAL[id(model)] = (capability, capability())
     return _GENERAL[id(model)]
 

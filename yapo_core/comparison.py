@@ -20,18 +20,20 @@ from torch import nn
 
 from .data import PreferencePair, split_pairs
 from .demo import build_demo_world, corpus, settings_by_method, training_settings
-from .errors import DataError, SettingsError
+from .errors import SettingsError
 from .evaluation import (
     DEFAULT_MULTIPLIERS,
     METRICS,
     TARGET_METRICS,
     applicable_metrics,
     capability_change,
+    check_applies,
     default_metric,
     evaluate_metric,
     get_metric,
     mcq_generation_report,
     mcq_items_from_pairs,
+    metric_splits,
     one_letter_baseline,
     one_letter_label,
 )
@@ -206,10 +208,7 @@ def compare_methods(
                             f"multiplier can be chosen on it; compare on one of {', '.join(TARGET_METRICS)}.")
     test_pairs = list(test_pairs)
     metric = get_metric(metric).key
-    if metric not in applicable_metrics(test_pairs):  # before any training
-        usable = ", ".join(applicable_metrics(test_pairs))
-        raise DataError(f"the {METRICS[metric].label} cannot score the test pairs: it needs {METRICS[metric].needs}. "
-                        f"Metrics that can: {usable}.")
+    check_applies(metric, test_pairs, "the test pairs")  # before any training
     # a demo behaviour's validation split holds out whole offers, as its test split does
     fit, held = split_pairs(train_pairs, validation_fraction, seed, group=corpus.offer_grouping(train_pairs))
     choose_by = validation_metric(metric, held)
@@ -347,12 +346,12 @@ def demo_comparison(
 def _demo_test_split(splits: Mapping[str, Sequence[PreferencePair]], metric: str, label: str):
     """``(pairs, metric)``: the first of a demo task's test ``splits`` that ``metric`` can score
     (``auto``: the first split, by its most specific metric), or an error naming what can."""
-    for pairs in splits.values():
-        pairs = list(pairs)
-        if metric == "auto":
-            return pairs, default_metric(pairs)
-        if metric in applicable_metrics(pairs):
-            return pairs, metric
-    usable = dict.fromkeys(k for pairs in splits.values() for k in applicable_metrics(list(pairs)) if k in TARGET_METRICS)
-    raise SettingsError(f"the {METRICS[metric].label} cannot score {label}: it needs {METRICS[metric].needs}. "
-                        f"Metrics for this task: {', '.join(usable)}.")
+    if metric == "auto":
+        first = list(next(iter(splits.values())))
+        return first, default_metric(first)
+    found = metric_splits({name: list(pairs) for name, pairs in splits.items()})
+    if metric not in found:
+        usable = [k for k in found if k in TARGET_METRICS]
+        raise SettingsError(f"the {METRICS[metric].label} cannot score {label}: it needs {METRICS[metric].needs}. "
+                            f"Metrics for this task: {', '.join(usable)}.")
+    return list(splits[found[metric]]), metric

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -367,6 +367,24 @@ def applicable_metrics(pairs: Sequence[PreferencePair]) -> list[str]:
     return [key for key, metric in METRICS.items() if metric.applies(pairs)]
 
 
+def check_applies(metric: str, pairs: Sequence[PreferencePair], what: str = "these pairs") -> None:
+    """Refuse ``pairs`` that ``metric`` cannot score, naming what it needs and the metrics that can."""
+    chosen = get_metric(metric)
+    if not chosen.applies(pairs):
+        raise DataError(f"the {chosen.label} cannot score {what}: it needs {chosen.needs}. Metrics that can: "
+                        f"{', '.join(applicable_metrics(pairs))}.")
+
+
+def metric_splits(splits: Mapping[str, Sequence[PreferencePair]]) -> dict[str, str]:
+    """Each metric that can score one of a task's test ``splits`` (name: pairs), with the first
+    split it can score, in :data:`METRICS` order."""
+    found: dict[str, str] = {}
+    for name, pairs in splits.items():
+        for key in applicable_metrics(pairs):
+            found.setdefault(key, name)
+    return {key: found[key] for key in METRICS if key in found}
+
+
 SPECIFIC_FIRST = ("behaviour", "mcq", "mcq_generated", "behaviour_open", "generation", "preference")
 """The target metrics from the most specific to the one that scores any pairs: :func:`default_metric`
 picks the first that applies."""
@@ -419,8 +437,6 @@ def evaluate_metric(metric: str, model, tokenizer, pairs: Sequence[PreferencePai
         multipliers = checks.multipliers(multipliers)
     elif chosen.key == "preference":
         raise SettingsError("the preference accuracy compares the steered model with the unsteered one; give a vector.")
-    if not chosen.applies(pairs):
-        raise DataError(f"the {chosen.label} cannot score these pairs: it needs {chosen.needs}. Metrics that can: "
-                        f"{', '.join(applicable_metrics(pairs))}.")
+    check_applies(chosen.key, pairs)
     ms = multipliers if vector is not None else [0.0]
     return sweep(lambda m: chosen.score(model, tokenizer, pairs, vector, m, sae, steer_positions), ms)

@@ -15,7 +15,7 @@ from yapo_core import hub
 from yapo_core.data import PairSet, detect_schema, load_pairs
 from yapo_core.demo import build_demo_world, load_demo_world
 from yapo_core.errors import DataError, SettingsError
-from yapo_core.evaluation import METRICS, applicable_metrics, get_metric
+from yapo_core.evaluation import METRICS, get_metric, metric_splits
 from yapo_core.tables import SUFFIXES as DATA_SUFFIXES
 from yapo_core.tables import read_table
 
@@ -105,11 +105,7 @@ class Task:
 
     def metrics(self) -> dict[str, str]:
         """Each metric that can score this task, with the split it is measured on."""
-        found = {}
-        for name, pairs in self.splits().items():
-            for key in applicable_metrics(pairs.pairs):
-                found.setdefault(key, name)
-        return {key: found[key] for key in METRICS if key in found}
+        return metric_splits({name: pairs.pairs for name, pairs in self.splits().items()})
 
     def pairs_for(self, metric: str) -> PairSet:
         """The split ``metric`` is measured on, or an error naming the metrics that apply."""
