@@ -172,6 +172,7 @@ def test_a_behaviour_trained_on_open_answers_is_measured_by_its_ab_rate(tokenize
     assert result.settings["validation_metric"] == "behaviour_open"
     assert set(result.results[0].validation_accuracy) == {0.0, 1.0}
     assert "Multipliers chosen by the behaviour shown in open answers" in result.to_markdown()
+    assert "Multipliers chosen by the behaviour shown in open answers" in result.figures()[0].layout.title.text  # the page
     assert any("cannot score its pairs" in line for line in said)
     # a metric that cannot score the test pairs is refused before any vector is made
     said.clear()

@@ -121,10 +121,13 @@ class ComparisonResult:
         lines += ["| " + " | ".join(str(r[h]) for h in head) + " |" for r in rows]
         label = METRICS[self.metric].label
         letter = f"; {one_letter_label(self.one_letter[0])} {self.one_letter[1]:.2f}" if self.one_letter else ""
-        chosen_by = self.settings.get("validation_metric")
-        chooser = f" Multipliers chosen by the {METRICS[chosen_by].label} on the validation split." if chosen_by else ""
-        return (f"Task {self.task}; {label}, unsteered {self.baseline_accuracy:.2f}{letter}.{chooser}\n\n"
+        return (f"Task {self.task}; {label}, unsteered {self.baseline_accuracy:.2f}{letter}.{self._chooser()}\n\n"
                 + "\n".join(lines))
+
+    def _chooser(self) -> str:
+        """Which metric chose the multipliers, where it is not the reported one."""
+        chosen_by = self.settings.get("validation_metric")
+        return f" Multipliers chosen by the {METRICS[chosen_by].label} on the validation split." if chosen_by else ""
 
     def figures(self):
         """The metric against the multiplier (one line per method, each method's chosen multiplier
@@ -136,7 +139,7 @@ class ComparisonResult:
                                                            for name, r in zip(labels, self.results)],
                                      references=[(one_letter_label(self.one_letter[0]), self.one_letter[1])]
                                      if self.one_letter else ())
-        sweep_fig.update_layout(title=f"{label} by multiplier — {self.task}", yaxis_range=[0, 1])
+        sweep_fig.update_layout(title=f"{label} by multiplier — {self.task}.{self._chooser()}", yaxis_range=[0, 1])
         loss_fig = loss_curves([(label, r.loss_curve) for label, r in zip(labels, self.results) if r.loss_curve],
                                threshold=LOSS_THRESHOLD)
         return sweep_fig, loss_fig
