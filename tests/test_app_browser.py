@@ -4,7 +4,7 @@ Starts ``python app.py`` on a free local port and drives Debian's chromium (head
 playwright: load the demo preset, see an unreachable source fail with a message, pick a culture
 task, train while the curves grow (past 30 steps, then Stop; for the README's screenshots, the page's own settings
 to the end), open feature cards, compare steered and unsteered
-answers, sweep the multiplier on Evaluate, export and download the vector, and load the file back. One screenshot per page goes to
+answers, sweep the multiplier on Evaluate, compare the four methods and check capability, export and download the vector, and load the file back. One screenshot per page goes to
 ``$YAPO_SCREENSHOTS`` when set (e.g. ``assets/screenshots``), else to the test's tmp folder.
 
 The app uses the ``mini`` demo world unless ``YAPO_DEMO_SIZE`` says otherwise (``full`` gives
@@ -286,6 +286,16 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
     page.wait_for_function("() => { const g = document.querySelector('#cmp-plot .js-plotly-plot');"
                            " return g && g.data.some(t => t.name.includes('chosen m')) }", timeout=60_000)
     assert page.get_by_test_id("toast-text").count() == 0 and "multiplier (validation)" in page.content()
+    # ... and the capability check: every general question of the world, without and with the vector
+    page.get_by_text("Capability check: general questions with and without the vector").click()
+    page.get_by_role("button", name="Check", exact=True).click()
+    succeed(page, "#capability", "demo general questions (", timeout=120_000)
+    table = page.locator("#capability").inner_text()
+    asked = int(re.search(r"demo general questions \((\d+)\)", table).group(1))
+    world = demo.load_demo_world(size=os.environ.get("YAPO_DEMO_SIZE", "mini"))  # the app built it on Load
+    assert asked == len(world.general_questions()[0])
+    for column in ("unsteered", "steered", "change"):
+        assert column in table
 
     # Export: download the .safetensors file and check it; load it back.
     page.get_by_role("tab", name="Export").click()
