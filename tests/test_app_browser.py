@@ -2,9 +2,10 @@
 
 Starts ``python app.py`` on a free local port and drives Debian's chromium (headless) with
 playwright: load the demo preset, see an unreachable source fail with a message, pick a culture
-task, train while the curves grow (past 30 steps, then Stop; for the README's screenshots, the page's own settings
-to the end), open feature cards, compare steered and unsteered
-answers, sweep the multiplier on Evaluate, compare the four methods and check capability, export and download the vector, and load the file back. One screenshot per page goes to
+task, train while the curves grow (past 30 steps, then Stop; for the README's screenshots, the
+page's own settings to the end), open feature cards, compare steered and unsteered answers, sweep
+the multiplier on Evaluate, compare the four methods and check capability, export and download the
+vector, and load the file back. One screenshot per page goes to
 ``$YAPO_SCREENSHOTS`` when set (e.g. ``assets/screenshots``), else to the test's tmp folder.
 
 The app uses the ``mini`` demo world unless ``YAPO_DEMO_SIZE`` says otherwise (``full`` gives
