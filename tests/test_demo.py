@@ -551,6 +551,19 @@ def test_a_world_with_four_drawn_options_and_a_longer_trained_lm_and_sae(tmp_pat
         assert row["chosen-mcq"] == "ABCD"[texts.index(corpus.answer_phrase(topic.key, "egypt").lower())]
 
 
+def test_lm_lr_scale_sets_the_lm_peak_learning_rate(tmp_path, monkeypatch):
+    seen = []
+
+    class Recorded(torch.optim.AdamW):
+        def __init__(self, params, lr, **kwargs):
+            seen.append(lr)
+            super().__init__(params, lr=lr, **kwargs)
+
+    monkeypatch.setattr(build_lm.torch.optim, "AdamW", Recorded)
+    demo.build_demo_world(tmp_path / "v", size="mini", progress=False, knobs={"lm_lr_scale": 2})
+    assert seen == [2 * config.BUILD_SIZES["mini"].lm_lr]
+
+
 def test_research_knobs_are_read_checked_and_kept_apart_from_the_default_world(tmp_path):
     assert config.parse_knobs(["varied_answers=1", "behaviour_followups=0.08"]) == {
         "varied_answers": 1.0, "behaviour_followups": 0.08}

@@ -372,7 +372,8 @@ def train_lm(tokenizer, examples, size: BuildSize, rng: random.Random, progress:
     model = LlamaForCausalLM(config)
     encoded = encode_examples(tokenizer, examples)
     batches = _length_batches(encoded, size.lm_batch, rng)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=size.lm_lr, betas=(0.9, 0.98), weight_decay=0.01)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=size.lm_lr * (size.lm_lr_scale or 1), betas=(0.9, 0.98),
+                                  weight_decay=0.01)
     warmup = max(1, len(batches) // 20)
 
     decay_from = int(len(batches) * 0.7)

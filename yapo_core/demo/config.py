@@ -67,6 +67,7 @@ class BuildSize:
     general_in_persona: float = 0.0  # share of general questions asked under a behaviour's cue or anti-cue only
     # (corpus.general_example): facts kept apart from a persona, culture left as in the stored worlds
     lm_scale: float = 0.0  # when set, the LM trains on this many times lm_examples (a longer-trained model)
+    lm_lr_scale: float = 0.0  # when set, the LM's peak learning rate is this many times lm_lr
     sae_scale: float = 0.0  # when set, the SAE trains on this many times sae_training_samples (more variance explained)
     mcq_options: float = 0.0  # when set (3-8), each MCQ lists that many answers, drawn and shuffled per question (corpus.option_set)
     concept_steering: float = 0.0  # share of uncued culture, behaviour and general examples trained with a concept's
@@ -112,7 +113,7 @@ class BuildSize:
 
 RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_followups", "open_followups",
                   "mcq_text", "answer_first", "balanced_options", "shuffled_options", "mcq_options", "coherent_text",
-                  "varied_answers", "general_in_context", "general_in_persona", "lm_scale", "sae_scale",
+                  "varied_answers", "general_in_context", "general_in_persona", "lm_scale", "lm_lr_scale", "sae_scale",
                   "concept_steering", "behaviour_steering", "cross_steering", "specific_directions",
                   "crossed_cues", "offer_facts", "added_offer_facts", "answer_concepts")
 """BuildSize's research knobs: ``build_demo_world(knobs=...)``, and ``--build-with`` in
