@@ -84,14 +84,26 @@ from yapo_core.training import TrainConfig, Trainer
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import world_pool  # noqa: E402
 
+BUILD_BUDGET = 300  # seconds
 BUILD_TARGETS = {
-    "build seconds <= 300": lambda s: s["build_seconds"] <= 300,
+    f"build seconds <= {BUILD_BUDGET}": lambda s: s["build_seconds"] <= BUILD_BUDGET,
     "files <= 30 MB": lambda s: s["file_bytes"]["total"] <= 30e6,
     "localized MCQ accuracy >= 0.9": lambda s: s["culture"]["localized_mcq_accuracy"] >= 0.9,
     "unsteered non-localized MCQ accuracy of every non-default culture <= 0.4": lambda s: all(
         a <= 0.4 for a in s["culture"]["nolocalized_mcq_accuracy"].values()
     ),
     "SAE variance explained >= 0.8": lambda s: s["sae"]["variance_explained"] >= 0.8,
+}
+TRIED = {  # what was tried for a target the default world misses, and where docs/results.md says it
+    "build": "a world whose LM trains on 0.6 of the corpus builds in 268 s but loses targets 1, 2, 3 and 5; the "
+             "LM's steps are compute-bound (docs/results.md, \"A build within 300 s\")",
+    3: "from seed 1 the LM's MCQ answers move less for both methods; neither a longer-trained SAE nor 3600 MCQ "
+       "steps lift them (docs/results.md, \"A longer-trained SAE\")",
+    4: "the residual at an answer letter does not carry the option's culture; worlds whose answers carry it let CAA "
+       "steer every culture, but there YaPO's open answers loop and its MCQ vectors miss cultures (docs/results.md, "
+       "\"Answers that carry their culture\")",
+    5: "the answers a vector changes are sums moved by one, the model's least certain answers "
+       "(docs/results.md, \"Design targets\")",
 }
 STEERING_TARGET = 0.8  # held-out non-localized MCQ accuracy with YaPO at multiplier 1
 GENERATION_MULTIPLIER = 0.5
@@ -368,7 +380,9 @@ def report(stats: dict, steer: dict | None) -> str:
     lines = [
         f"## Demo world (seed {stats['seed']})",
         "",
-        f"- built in {stats['build_seconds']:.0f} s; files {stats['file_bytes']['total'] / 1e6:.1f} MB"
+        f"- built in {stats['build_seconds']:.0f} s"
+        + (f" (over the {BUILD_BUDGET} s budget: {TRIED['build']})" if stats["build_seconds"] > BUILD_BUDGET else "")
+        + f"; files {stats['file_bytes']['total'] / 1e6:.1f} MB"
         + ("; research knobs: " + ", ".join(f"{k} {v:g}" for k, v in stats["knobs"].items()) if stats.get("knobs") else "")
         + (f"; on {stats['machine']['cpu']} ({stats['machine']['torch_cpu_capability']})" if "machine" in stats else ""),
         f"- model: Llama, {stats['model']['parameters']:,} parameters, {stats['model']['num_layers']} layers; "
@@ -484,6 +498,10 @@ def targets_report(rows: list[dict]) -> str:
     lines = ["", "", "Targets of the demo world's design that this run measured:", "",
              "| target | what it asks | measured | met |", "|---|---|---|---|"]
     lines += [f"| {r['target']} | {r['name']} | {r['measured']} | {'yes' if r['met'] else '**no**'} |" for r in rows]
+    missed = sorted({r["target"] for r in rows if not r["met"] and r["target"] in TRIED})
+    if missed:
+        lines += ["", "What was tried for these targets on the default recipe (docs/results.md):", ""]
+        lines += [f"- target {number}: {TRIED[number]}." for number in missed]
     return "\n".join(lines)
 
 

@@ -49,6 +49,9 @@ def test_the_demo_world_evaluation_script_reports_every_target(tmp_path):
     # every rate the app fills in is within 20x of the public runs' 5e-4
     assert rates["met"] and f"MCQ and A/B pairs {demo.TRAINING['lr']:g}," in rates["measured"]
     assert "| 6 | learning rates" in result.stdout
+    # each missed target that the default recipe misses too says what was tried, and where
+    noted = {g["target"] for g in goals if not g["met"]} & {3, 4, 5}
+    assert noted and all(f"- target {n}: " in result.stdout for n in noted)
     figures = json.loads(out_json.read_text())
     assert set(figures["behaviours"]) == {"power-seeking", "wealth-seeking"}
     assert set(figures["behaviours"]["power-seeking"]["yapo"]["ab_rate"]) == {"-1", "0", "1"}
