@@ -311,6 +311,18 @@ def test_the_shared_cpu_benchmark_compares_quiet_and_shared_runs(tmp_path):
     assert set(figures) == {"quiet", "shared"} and figures["quiet"]["omp_wait_policy"] == "PASSIVE"
 
 
+def test_the_build_benchmark_times_each_lm_and_sae_setting_against_the_builds(tmp_path):
+    out = tmp_path / "build.md"
+    result = subprocess.run([sys.executable, "scripts/benchmark_demo_build.py", "--lm-steps", "2", "--sae-steps", "2",
+                             "--out", str(out)], cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.with_suffix(".json").read_text())
+    assert set(figures["lm"]) == {"the build's step", "fused AdamW", "batches of 64", "MLP of 256"}
+    assert set(figures["sae"]) == {"512", "1024", "2048"} and 0 < figures["lm"]["the build's step"]["matmul_share"] < 1
+    assert "| the build's step | " in result.stdout and "| 1.00x |" in result.stdout
+
+
 def test_the_cpu_kernel_benchmark_times_pinned_and_native_kernels(tmp_path):
     out = tmp_path / "kernels.md"
     result = subprocess.run([sys.executable, "scripts/benchmark_cpu_kernels.py", "--rounds", "1", "--steps", "1",

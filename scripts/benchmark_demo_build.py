@@ -1,0 +1,183 @@
+"""Where the demo world's build time goes, and what the changes that keep its computation about
+the same size would save.
+
+The build is mostly two training loops: the LM's (1,800 steps of 32 corpus examples) and the
+SAE's (4,687 steps of 512 activations). This script times, in one process and on the full world's
+shapes (a corpus drawn as the build draws it, a freshly initialised model, random activations for
+the SAE; nothing is downloaded):
+
+- an LM step as the build runs it, and the share of it spent in matrix products (torch's profiler);
+- the same step with a fused AdamW, with batches of 64 examples, and with an MLP of 256 instead of 384;
+- an SAE step (sae-lens's ``SAETrainer.step``) at batches of 512, 1024 and 2048,
+
+and prints each as a time per token (or per activation) and as a ratio to the build's own setting.
+Ratios are what to read: absolute times depend on what else the cores are doing.
+
+    python scripts/benchmark_demo_build.py      # about two minutes on 2 cores
+
+Writes the figures as Markdown and JSON (``--out``, default ``assets/results/build-speed.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+from report import write_report  # scripts/report.py
+
+import yapo_core  # noqa: F401 (the project's CPU settings, before torch runs)
+
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "assets" / "results" / "build-speed.md"
+
+
+def lm_setup(examples: int):
+    """The full world's tokenizer and encoded corpus (``examples`` of them, drawn as the build draws them)."""
+    from yapo_core.demo import corpus
+    from yapo_core.demo.build_lm import encode_examples, train_tokenizer
+    from yapo_core.demo.config import build_size
+
+    size = build_size("full", None)
+    rng = random.Random(0)
+    culture_train, _ = corpus.split_question_keys(random.Random(rng.random()))
+    splits = {b.key: corpus.split_behaviour_keys(random.Random(rng.random()), b) for b in corpus.BEHAVIOURS}
+    behaviour_train = [k for train, _ in splits.values() for k in train]
+    drawn = corpus.corpus_stream(random.Random(rng.random()), examples, culture_train, behaviour_train,
+                                 corpus.CorpusMix(), size.style)
+    tokenizer = train_tokenizer(drawn, size.vocab_size)
+    return size, tokenizer, encode_examples(tokenizer, drawn)
+
+
+def time_lm(size, tokenizer, encoded, batch: int, fused: bool, intermediate: int, steps: int, profile: bool = False):
+    """Seconds per token of the build's LM step with these settings (and the matrix products'
+    share of it when ``profile``)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from yapo_core.demo.build_lm import _length_batches, _weighted_loss, collate_examples
+    from yapo_core.demo.config import MAX_POSITIONS
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=size.hidden_size, intermediate_size=intermediate,
+                         num_hidden_layers=size.num_layers, num_attention_heads=size.num_heads,
+                         num_key_value_heads=size.num_heads, max_position_embeddings=MAX_POSITIONS,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    model = LlamaForCausalLM(config).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=size.lm_lr, betas=(0.9, 0.98), weight_decay=0.01,
+                                  fused=fused or None)
+    batches = _length_batches(encoded, batch, random.Random(1))
+
+    def step(rows):
+        ids, mask, weights = collate_examples(encoded, rows, tokenizer.pad_token_id)
+        _weighted_loss(model, ids, mask, weights).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for rows in batches[:3]:  # warm-up
+        step(rows)
+    timed = batches[3 : 3 + steps]
+    tokens = sum(len(encoded[i][0]) for rows in timed for i in rows)
+    started = time.perf_counter()
+    for rows in timed:
+        step(rows)
+    per_token = (time.perf_counter() - started) / tokens
+    share = None
+    if profile:
+        from torch.profiler import profile as torch_profile
+
+        with torch_profile() as prof:
+            for rows in timed[:10]:
+                step(rows)
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events)
+        share = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm")) / total
+    return per_token, share
+
+
+def time_sae(size, batch: int, steps: int) -> float:
+    """Seconds per activation of sae-lens's training step for the full world's SAE at ``batch``."""
+    import torch
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+    from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    torch.manual_seed(0)
+    acts = torch.randn(50_000, size.hidden_size)
+    sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=size.hidden_size, d_sae=size.hidden_size * size.sae_expansion,
+                                                k=size.sae_k, apply_b_dec_to_input=True))
+    total = steps + 5
+    config = SAETrainerConfig(total_training_samples=total * batch, train_batch_size_samples=batch, lr=size.sae_lr,
+                              lr_end=size.sae_lr / 10, lr_scheduler_name="cosineannealing", lr_warm_up_steps=1,
+                              lr_decay_steps=total - 1, dead_feature_window=50, feature_sampling_window=total,
+                              logger=LoggingConfig(log_to_wandb=False))
+    generator = torch.Generator().manual_seed(0)
+
+    def batches():
+        while True:
+            yield acts[torch.randint(0, len(acts), (batch,), generator=generator)]
+
+    trainer = SAETrainer(cfg=config, sae=sae, data_provider=batches())
+
+    def step():
+        trainer.maybe_reset_sparsity()
+        trainer.step(next(trainer.data_provider))
+        trainer.n_training_steps += 1
+
+    for _ in range(5):
+        step()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - started) / (steps * batch)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lm-steps", type=int, default=30, help="timed LM steps per setting (default 30)")
+    parser.add_argument("--sae-steps", type=int, default=60, help="timed SAE steps per batch size (default 60)")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="Markdown report (and .json beside it); '' for none")
+    args = parser.parse_args(argv)
+
+    size, tokenizer, encoded = lm_setup(4000)
+    build = dict(batch=size.lm_batch, fused=False, intermediate=size.intermediate_size)
+    variants = {
+        "the build's step": build,
+        "fused AdamW": {**build, "fused": True},
+        f"batches of {2 * size.lm_batch}": {**build, "batch": 2 * size.lm_batch},
+        "MLP of 256": {**build, "intermediate": 256},
+    }
+    lm = {}
+    for name, settings in variants.items():
+        per_token, share = time_lm(size, tokenizer, encoded, steps=args.lm_steps, profile=name == "the build's step",
+                                   **settings)
+        lm[name] = {"us_per_token": per_token * 1e6, **({"matmul_share": share} if share is not None else {})}
+        print(f"LM, {name}: {per_token * 1e6:.1f} us per token", file=sys.stderr)
+    base = lm["the build's step"]["us_per_token"]
+    sae = {}
+    for batch in (size.sae_batch, 2 * size.sae_batch, 4 * size.sae_batch):
+        sae[batch] = {"us_per_activation": time_sae(size, batch, args.sae_steps) * 1e6}
+        print(f"SAE, batch {batch}: {sae[batch]['us_per_activation']:.1f} us per activation", file=sys.stderr)
+    sae_base = sae[size.sae_batch]["us_per_activation"]
+
+    body = ["| LM step | µs per token | speed-up over the build's step |", "|---|---|---|"]
+    body += [f"| {name} | {r['us_per_token']:.1f} | {base / r['us_per_token']:.2f}x |" for name, r in lm.items()]
+    share = lm["the build's step"]["matmul_share"]
+    body += ["", f"Matrix products are {share:.0%} of the build's LM step (torch's profiler, self CPU time).", "",
+             "| SAE step (sae-lens) | µs per activation | speed-up over the build's batch |", "|---|---|---|"]
+    body += [f"| batch {b} | {r['us_per_activation']:.1f} | {sae_base / r['us_per_activation']:.2f}x |"
+             for b, r in sae.items()]
+    print("\n".join(body))
+    if args.out:
+        write_report(args.out, "Where the demo build's time goes", "python scripts/benchmark_demo_build.py "
+                     + " ".join(argv if argv is not None else sys.argv[1:]), body,
+                     {"lm": lm, "sae": {str(b): r for b, r in sae.items()}},
+                     note=" (ratios in one run; absolute times depend on the machine's load)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
