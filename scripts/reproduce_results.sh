@@ -70,6 +70,7 @@
 #                     built in $YAPO_CACHE_DIR/demo-variants/shorter-lm and shorter-lm-lr)
 #        demo-pinned (scripts/evaluate_demo_world.py --sections behaviours on the plain recipe built in a fresh cache
 #                     -> demo-behaviours-pinned.md, .json: the same build on another CPU, with the pinned kernels)
+#        build-speed (scripts/benchmark_demo_build.py -> assets/results/build-speed.md, .json)
 #        cpu-kernels (scripts/benchmark_cpu_kernels.py -> assets/results/cpu-kernels.md, .json)
 #        real-size   (scripts/real_size_run.py      -> assets/results/real-size.md, real-size-bf16.md, .json)
 #        shared-cpu  (scripts/benchmark_shared_cpu.py -> assets/results/shared-cpu.md, .json)
@@ -99,7 +100,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(demo-targets demo-before-sae-scale demo-seed1 demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-build-budget comparison benchmark demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
+  parts=(demo-targets demo-before-sae-scale demo-seed1 demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-build-budget comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
 fi
 
 # evaluate NAME ARG...: scripts/evaluate_demo_world.py with these arguments -> assets/results/NAME.md and .json;
@@ -383,6 +384,9 @@ for part in "${parts[@]}"; do
       rm -rf "$fresh"
       [ "$status" -le 1 ] || exit "$status"
       ;;
+    build-speed)
+      "$PYTHON" scripts/benchmark_demo_build.py  # writes $RESULTS/build-speed.md and .json
+      ;;
     cpu-kernels)
       "$PYTHON" scripts/benchmark_cpu_kernels.py --out "$RESULTS/cpu-kernels.md" > /dev/null
       ;;
@@ -401,7 +405,7 @@ for part in "${parts[@]}"; do
       "$PYTHON" scripts/lm_eval_check.py
       ;;
     *)
-      echo "unknown part '$part'; use demo-targets, demo-before-sae-scale, demo-seed1, demo-concept-steering, demo-plain, demo-probe, demo-forms, demo-open-rates, demo-variant, demo-avx512, demo-seeds, demo-offer-facts, demo-added-offer-facts, demo-answer-concepts, demo-build-budget, comparison, benchmark, demo-pinned, cpu-kernels, real-size, shared-cpu, sharing or lm-eval" >&2
+      echo "unknown part '$part'; use demo-targets, demo-before-sae-scale, demo-seed1, demo-concept-steering, demo-plain, demo-probe, demo-forms, demo-open-rates, demo-variant, demo-avx512, demo-seeds, demo-offer-facts, demo-added-offer-facts, demo-answer-concepts, demo-build-budget, comparison, benchmark, build-speed, demo-pinned, cpu-kernels, real-size, shared-cpu, sharing or lm-eval" >&2
       exit 2
       ;;
   esac

@@ -313,7 +313,7 @@ def test_the_shared_cpu_benchmark_compares_quiet_and_shared_runs(tmp_path):
 
 def test_the_build_benchmark_times_each_lm_and_sae_setting_against_the_builds(tmp_path):
     out = tmp_path / "build.md"
-    result = subprocess.run([sys.executable, "scripts/benchmark_demo_build.py", "--lm-steps", "2", "--sae-steps", "2",
+    result = subprocess.run([sys.executable, "scripts/benchmark_demo_build.py", "--lm-steps", "2", "--sae-steps", "2", "--rounds", "1",
                              "--out", str(out)], cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
