@@ -60,7 +60,7 @@ import torch
 
 from yapo_core.comparison import compare_methods
 from yapo_core.demo import OPEN_TRAINING, OPEN_TRAINING_DENSE, TRAINING, build_demo_world, corpus, training_settings
-from yapo_core.demo.config import parse_knobs
+from yapo_core.demo.config import RECIPE_KNOBS, parse_knobs
 from yapo_core.encoding import encode_prompt
 from yapo_core.errors import SettingsError
 from yapo_core.evaluation import (
@@ -94,11 +94,11 @@ BUILD_TARGETS = {
     ),
     "SAE variance explained >= 0.8": lambda s: s["sae"]["variance_explained"] >= 0.8,
 }
-TRIED = {  # what was tried for a target the default world misses, and where docs/results.md says it
-    "build": "a world whose LM trains on 0.6 of the corpus builds in 268 s but loses targets 1, 2, 3 and 5; the "
-             "LM's steps are compute-bound (docs/results.md, \"A build within 300 s\")",
+TRIED = {  # what was tried for a target the default recipe misses, and where docs/results.md says it
+    "build": "a world whose LM trains on 0.6 of the corpus and its SAE on half the samples builds in 268 s but "
+             "loses targets 1, 2, 3 and 5; the steps are compute-bound (docs/results.md, \"A build within 300 s\")",
     3: "from seed 1 the LM's MCQ answers move less for both methods; neither a longer-trained SAE nor 3600 MCQ "
-       "steps lift them (docs/results.md, \"A longer-trained SAE\")",
+       "steps lift them (docs/results.md, \"Design targets\")",
     4: "the residual at an answer letter does not carry the option's culture; worlds whose answers carry it let CAA "
        "steer every culture, but there YaPO's open answers loop and its MCQ vectors miss cultures (docs/results.md, "
        "\"Answers that carry their culture\")",
@@ -381,7 +381,8 @@ def report(stats: dict, steer: dict | None) -> str:
         f"## Demo world (seed {stats['seed']})",
         "",
         f"- built in {stats['build_seconds']:.0f} s"
-        + (f" (over the {BUILD_BUDGET} s budget: {TRIED['build']})" if stats["build_seconds"] > BUILD_BUDGET else "")
+        + (f" (over the {BUILD_BUDGET} s budget: {TRIED['build']})"
+           if stats["build_seconds"] > BUILD_BUDGET and default_recipe(stats) else "")
         + f"; files {stats['file_bytes']['total'] / 1e6:.1f} MB"
         + ("; research knobs: " + ", ".join(f"{k} {v:g}" for k, v in stats["knobs"].items()) if stats.get("knobs") else "")
         + (f"; on {stats['machine']['cpu']} ({stats['machine']['torch_cpu_capability']})" if "machine" in stats else ""),
@@ -492,15 +493,22 @@ def targets(steer: dict | None, behaviour_rows: dict | None, rates: dict[str, fl
     return rows
 
 
-def targets_report(rows: list[dict]) -> str:
+def default_recipe(stats: dict) -> bool:
+    """Whether ``stats`` are a build of the default recipe (the full size, :data:`RECIPE_KNOBS`),
+    the world :data:`TRIED` speaks of."""
+    return stats.get("size") == "full" and stats.get("knobs") == RECIPE_KNOBS
+
+
+def targets_report(rows: list[dict], default: bool = False) -> str:
+    """The targets' table; for the default recipe (``default``), the findings on the targets it misses."""
     if not rows:
         return ""
     lines = ["", "", "Targets of the demo world's design that this run measured:", "",
              "| target | what it asks | measured | met |", "|---|---|---|---|"]
     lines += [f"| {r['target']} | {r['name']} | {r['measured']} | {'yes' if r['met'] else '**no**'} |" for r in rows]
-    missed = sorted({r["target"] for r in rows if not r["met"] and r["target"] in TRIED})
+    missed = sorted({r["target"] for r in rows if not r["met"] and r["target"] in TRIED}) if default else []
     if missed:
-        lines += ["", "What was tried for these targets on the default recipe (docs/results.md):", ""]
+        lines += ["", "Findings on the targets missed here (docs/results.md):", ""]
         lines += [f"- target {number}: {TRIED[number]}." for number in missed]
     return "\n".join(lines)
 
@@ -628,7 +636,7 @@ def finish(result: dict, json_path: str | None) -> int:
     stats, steer, behaviour_rows = result["build"], result["steering"], result["behaviours"]
     goals = targets(steer, behaviour_rows, result["rates"])
     print(report(stats, steer) + (behaviour_report(behaviour_rows, result["behaviour_settings"]) if behaviour_rows else "")
-          + targets_report(goals))
+          + targets_report(goals, default_recipe(stats)))
     if json_path:
         Path(json_path).write_text(json.dumps({**result, "targets": goals}, indent=2) + "\n")
     checks = {name: ok(stats) for name, ok in BUILD_TARGETS.items()}

@@ -49,9 +49,18 @@ def test_the_demo_world_evaluation_script_reports_every_target(tmp_path):
     # every rate the app fills in is within 20x of the public runs' 5e-4
     assert rates["met"] and f"MCQ and A/B pairs {demo.TRAINING['lr']:g}," in rates["measured"]
     assert "| 6 | learning rates" in result.stdout
-    # each missed target that the default recipe misses too says what was tried, and where
+    # the findings on missed targets are the default recipe's: a mini world's report has none, and the same
+    # targets in a default-recipe report each name theirs
+    assert "Findings on the targets missed here" not in result.stdout
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from evaluate_demo_world import default_recipe, targets_report
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    assert not default_recipe(json.loads(out_json.read_text())["build"])
+    assert default_recipe(json.loads((ROOT / "assets" / "results" / "demo-targets.json").read_text())["build"])
     noted = {g["target"] for g in goals if not g["met"]} & {3, 4, 5}
-    assert noted and all(f"- target {n}: " in result.stdout for n in noted)
+    assert noted and all(f"- target {n}: " in targets_report(goals, default=True) for n in noted)
     figures = json.loads(out_json.read_text())
     assert set(figures["behaviours"]) == {"power-seeking", "wealth-seeking"}
     assert set(figures["behaviours"]["power-seeking"]["yapo"]["ab_rate"]) == {"-1", "0", "1"}
