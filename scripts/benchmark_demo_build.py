@@ -6,7 +6,8 @@ SAE's (4,687 steps of 512 activations). This script times, in one process and on
 shapes (a corpus drawn as the build draws it, a freshly initialised model, random activations for
 the SAE; nothing is downloaded):
 
-- an LM step as the build runs it, and the share of it spent in matrix products (torch's profiler);
+- an LM step as the build runs it (without the concept-steering hook, a few ms of a step), and the
+  share of it spent in matrix products (torch's profiler);
 - the same step with a fused AdamW, with batches of 64 examples, and with an MLP of 256 instead of 384;
 - an SAE step (sae-lens's ``SAETrainer.step``) at batches of 512, 1024 and 2048,
 
@@ -51,9 +52,10 @@ def lm_setup(examples: int):
     return size, tokenizer, encode_examples(tokenizer, drawn)
 
 
-def time_lm(size, tokenizer, encoded, batch: int, fused: bool, intermediate: int, steps: int, profile: bool = False):
+def time_lm(size, tokenizer, encoded, merge: int, fused: bool, intermediate: int, steps: int, profile: bool = False):
     """Seconds per token of the build's LM step with these settings (and the matrix products'
-    share of it when ``profile``)."""
+    share of it when ``profile``), on the same examples whatever the batch size: those of ``steps``
+    of the build's batches, grouped by length into batches of ``merge`` times ``size.lm_batch``."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -69,7 +71,12 @@ def time_lm(size, tokenizer, encoded, batch: int, fused: bool, intermediate: int
     model = LlamaForCausalLM(config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=size.lm_lr, betas=(0.9, 0.98), weight_decay=0.01,
                                   fused=fused or None)
-    batches = _length_batches(encoded, batch, random.Random(1))
+    built = _length_batches(encoded, size.lm_batch, random.Random(1))
+
+    def regrouped(examples: list[int]) -> list[list[int]]:  # by length, as the build groups a batch
+        examples = sorted(examples, key=lambda i: len(encoded[i][0]))
+        width = size.lm_batch * merge
+        return [examples[i : i + width] for i in range(0, len(examples), width)]
 
     def step(rows):
         ids, mask, weights = collate_examples(encoded, rows, tokenizer.pad_token_id)
@@ -78,9 +85,9 @@ def time_lm(size, tokenizer, encoded, batch: int, fused: bool, intermediate: int
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    for rows in batches[:3]:  # warm-up
+    for rows in regrouped(sum(built[:4], [])):  # warm-up
         step(rows)
-    timed = batches[3 : 3 + steps]
+    timed = regrouped(sum(built[4 : 4 + steps], []))
     tokens = sum(len(encoded[i][0]) for rows in timed for i in rows)
     started = time.perf_counter()
     for rows in timed:
@@ -138,18 +145,19 @@ def time_sae(size, batch: int, steps: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lm-steps", type=int, default=30, help="timed LM steps per setting (default 30)")
+    parser.add_argument("--lm-steps", type=int, default=30,
+                        help="timed LM steps of the build's batch size per setting, the same examples for each (default 30)")
     parser.add_argument("--sae-steps", type=int, default=60, help="timed SAE steps per batch size (default 60)")
     parser.add_argument("--rounds", type=int, default=2, help="turns each setting takes; its fastest is kept (default 2)")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="Markdown report (and .json beside it); '' for none")
     args = parser.parse_args(argv)
 
     size, tokenizer, encoded = lm_setup(4000)
-    build = dict(batch=size.lm_batch, fused=False, intermediate=size.intermediate_size)
+    build = dict(merge=1, fused=False, intermediate=size.intermediate_size)
     variants = {
         "the build's step": build,
         "fused AdamW": {**build, "fused": True},
-        f"batches of {2 * size.lm_batch}": {**build, "batch": 2 * size.lm_batch},
+        f"batches of {2 * size.lm_batch}": {**build, "merge": 2},
         "MLP of 256": {**build, "intermediate": 256},
     }
     lm: dict[str, dict] = {name: {"us_per_token": float("inf")} for name in variants}
