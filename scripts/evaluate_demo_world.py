@@ -96,7 +96,8 @@ BUILD_TARGETS = {
 }
 TRIED = {  # what was tried for a target the default recipe misses, and where docs/results.md says it
     "build": "a world whose LM trains on 0.6 of the corpus and its SAE on half the samples builds in 268 s but "
-             "loses targets 1, 2, 3 and 5; the steps are compute-bound (docs/results.md, \"A build within 300 s\")",
+             "loses targets 1, 2, 3 and 5, and cheaper training steps take 335 s (docs/results.md, \"A build within "
+             "300 s\")",
     3: "from seed 1 the LM's MCQ answers move less for both methods; neither a longer-trained SAE nor 3600 MCQ "
        "steps lift them (docs/results.md, \"Design targets\")",
     4: "the residual at an answer letter does not carry the option's culture; worlds whose answers carry it let CAA "

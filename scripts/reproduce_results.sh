@@ -67,7 +67,9 @@
 #                     on half the default's samples, lm_scale=0.6 sae_scale=2: scripts/evaluate_demo_world.py ->
 #                     demo-variant-shorter-lm.md, .json, every section, seed 0; and the same with the LM's learning
 #                     rate 1.5 times higher, lm_lr_scale=1.5, its build only -> demo-variant-shorter-lm-lr.md, .json;
-#                     built in $YAPO_CACHE_DIR/demo-variants/shorter-lm and shorter-lm-lr)
+#                     and the full training made cheaper per token, lm_batch_scale=2 mlp_scale=0.6667 fused_adam=1
+#                     sae_batch_scale=4, its build only -> demo-variant-cheaper-steps.md, .json; built in
+#                     $YAPO_CACHE_DIR/demo-variants/shorter-lm, shorter-lm-lr and cheaper-steps)
 #        demo-pinned (scripts/evaluate_demo_world.py --sections behaviours on the plain recipe built in a fresh cache
 #                     -> demo-behaviours-pinned.md, .json: the same build on another CPU, with the pinned kernels)
 #        build-speed (scripts/benchmark_demo_build.py -> assets/results/build-speed.md, .json)
@@ -374,6 +376,9 @@ for part in "${parts[@]}"; do
       evaluate demo-variant-shorter-lm --jobs 2 --build-with lm_scale=0.6 sae_scale=2 --cache-dir "$world"
       evaluate demo-variant-shorter-lm-lr --no-steering --build-with lm_scale=0.6 lm_lr_scale=1.5 sae_scale=2 \
         --cache-dir "$world-lr"
+      # the full training made cheaper per token (scripts/benchmark_demo_build.py's changes together), its build only
+      evaluate demo-variant-cheaper-steps --no-steering --build-with lm_batch_scale=2 mlp_scale=0.6667 fused_adam=1 \
+        sae_batch_scale=4 --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/cheaper-steps"
       ;;
     demo-pinned)
       # The plain recipe built from nothing in a fresh cache (with yapo_core's pinned AVX2 kernels).

@@ -551,17 +551,30 @@ def test_a_world_with_four_drawn_options_and_a_longer_trained_lm_and_sae(tmp_pat
         assert row["chosen-mcq"] == "ABCD"[texts.index(corpus.answer_phrase(topic.key, "egypt").lower())]
 
 
-def test_lm_lr_scale_sets_the_lm_peak_learning_rate(tmp_path, monkeypatch):
-    seen = []
+def test_the_training_knobs_set_the_lm_rate_batch_mlp_and_optimiser_and_the_sae_batch(tmp_path, monkeypatch):
+    built = []
 
     class Recorded(torch.optim.AdamW):
         def __init__(self, params, lr, **kwargs):
-            seen.append(lr)
+            built.append({"lr": lr, "fused": kwargs.get("fused"), "steps": 0})
             super().__init__(params, lr=lr, **kwargs)
 
+        def step(self, *args, **kwargs):
+            built[-1]["steps"] += 1
+            return super().step(*args, **kwargs)
+
     monkeypatch.setattr(build_lm.torch.optim, "AdamW", Recorded)
-    demo.build_demo_world(tmp_path / "v", size="mini", progress=False, knobs={"lm_lr_scale": 2})
-    assert seen == [2 * config.BUILD_SIZES["mini"].lm_lr]
+    mini = config.BUILD_SIZES["mini"]
+    plain = demo.build_demo_world(tmp_path / "plain", size="mini", progress=False, knobs={"lm_lr_scale": 1})
+    assert built[-1] == {"lr": mini.lm_lr, "fused": None, "steps": mini.lm_examples // mini.lm_batch}
+    world = demo.build_demo_world(tmp_path / "v", size="mini", progress=False,
+                                  knobs={"lm_lr_scale": 2, "lm_batch_scale": 2, "mlp_scale": 0.5, "fused_adam": 1,
+                                         "sae_batch_scale": 2})
+    assert built[-1] == {"lr": 2 * mini.lm_lr, "fused": True, "steps": mini.lm_examples // (2 * mini.lm_batch)}
+    model_config = json.loads((world.model_dir / "config.json").read_text())
+    assert model_config["intermediate_size"] == mini.intermediate_size // 2
+    assert json.loads((plain.model_dir / "config.json").read_text())["intermediate_size"] == mini.intermediate_size
+    assert world.stats["sae"]["training_steps"] == plain.stats["sae"]["training_steps"] // 2
 
 
 def test_research_knobs_are_read_checked_and_kept_apart_from_the_default_world(tmp_path):

@@ -359,7 +359,7 @@ def train_lm(tokenizer, examples, size: BuildSize, rng: random.Random, progress:
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=size.hidden_size,
-        intermediate_size=size.intermediate_size,
+        intermediate_size=size.mlp_size,
         num_hidden_layers=size.num_layers,
         num_attention_heads=size.num_heads,
         num_key_value_heads=size.num_heads,
@@ -371,9 +371,9 @@ def train_lm(tokenizer, examples, size: BuildSize, rng: random.Random, progress:
     )
     model = LlamaForCausalLM(config)
     encoded = encode_examples(tokenizer, examples)
-    batches = _length_batches(encoded, size.lm_batch, rng)
+    batches = _length_batches(encoded, size.lm_batch_size, rng)
     optimizer = torch.optim.AdamW(model.parameters(), lr=size.lm_lr * (size.lm_lr_scale or 1), betas=(0.9, 0.98),
-                                  weight_decay=0.01)
+                                  weight_decay=0.01, fused=True if size.fused_adam else None)
     warmup = max(1, len(batches) // 20)
 
     decay_from = int(len(batches) * 0.7)

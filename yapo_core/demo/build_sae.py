@@ -59,10 +59,11 @@ def train_sae(model, tokenizer, examples, size: BuildSize, hook_name: str, folde
     sae = TopKTrainingSAE(cfg)
     with torch.no_grad():  # start the decoder bias at the mean, a common and cheap head start
         sae.b_dec.copy_(train_acts.mean(0))
-    steps = round(size.sae_training_samples * (size.sae_scale or 1)) // size.sae_batch
+    batch = size.sae_batch_size
+    steps = round(size.sae_training_samples * (size.sae_scale or 1)) // batch
     trainer_cfg = SAETrainerConfig(
-        total_training_samples=steps * size.sae_batch,
-        train_batch_size_samples=size.sae_batch,
+        total_training_samples=steps * batch,
+        train_batch_size_samples=batch,
         lr=size.sae_lr,
         lr_end=size.sae_lr / 10,
         lr_scheduler_name="cosineannealing",
@@ -76,8 +77,8 @@ def train_sae(model, tokenizer, examples, size: BuildSize, hook_name: str, folde
     def batches():
         while True:
             order = torch.randperm(len(train_acts), generator=generator)
-            for start in range(0, len(order) - size.sae_batch + 1, size.sae_batch):
-                yield train_acts[order[start : start + size.sae_batch]]
+            for start in range(0, len(order) - batch + 1, batch):
+                yield train_acts[order[start : start + batch]]
 
     trainer = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=batches())
     bar = tqdm(range(steps), desc="training demo SAE", disable=not progress, leave=False)

@@ -68,6 +68,12 @@ class BuildSize:
     # (corpus.general_example): facts kept apart from a persona, culture left as in the stored worlds
     lm_scale: float = 0.0  # when set, the LM trains on this many times lm_examples (a longer-trained model)
     lm_lr_scale: float = 0.0  # when set, the LM's peak learning rate is this many times lm_lr
+    lm_batch_scale: float = 0.0  # when set, the LM's batches hold this many times lm_batch examples (as many
+    # examples, fewer steps)
+    mlp_scale: float = 0.0  # when set, the LM's MLP is this many times intermediate_size wide
+    fused_adam: float = 0.0  # when set, the LM trains with torch's fused AdamW (the same update, fused kernels)
+    sae_batch_scale: float = 0.0  # when set, the SAE's batches hold this many times sae_batch activations
+    # (as many samples, fewer steps)
     sae_scale: float = 0.0  # when set, the SAE trains on this many times sae_training_samples (more variance explained)
     mcq_options: float = 0.0  # when set (3-8), each MCQ lists that many answers, drawn and shuffled per question (corpus.option_set)
     concept_steering: float = 0.0  # share of uncued culture, behaviour and general examples trained with a concept's
@@ -105,6 +111,21 @@ class BuildSize:
         return round(self.lm_examples * (self.lm_scale or 1))
 
     @property
+    def lm_batch_size(self) -> int:
+        """Examples in an LM batch: ``lm_batch``, times ``lm_batch_scale`` when set."""
+        return round(self.lm_batch * (self.lm_batch_scale or 1))
+
+    @property
+    def mlp_size(self) -> int:
+        """The LM's MLP width: ``intermediate_size``, times ``mlp_scale`` when set."""
+        return round(self.intermediate_size * (self.mlp_scale or 1))
+
+    @property
+    def sae_batch_size(self) -> int:
+        """Activations in an SAE batch: ``sae_batch``, times ``sae_batch_scale`` when set."""
+        return round(self.sae_batch * (self.sae_batch_scale or 1))
+
+    @property
     def layer(self) -> int:
         """The block whose output the SAE reads: the middle of the stack (block 1 of 0-3), with
         as many blocks after it as up to it, to turn a steered residual stream into an answer."""
@@ -113,7 +134,8 @@ class BuildSize:
 
 RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_followups", "open_followups",
                   "mcq_text", "answer_first", "balanced_options", "shuffled_options", "mcq_options", "coherent_text",
-                  "varied_answers", "general_in_context", "general_in_persona", "lm_scale", "lm_lr_scale", "sae_scale",
+                  "varied_answers", "general_in_context", "general_in_persona", "lm_scale", "lm_lr_scale", "lm_batch_scale",
+                  "mlp_scale", "fused_adam", "sae_scale", "sae_batch_scale",
                   "concept_steering", "behaviour_steering", "cross_steering", "specific_directions",
                   "crossed_cues", "offer_facts", "added_offer_facts", "answer_concepts")
 """BuildSize's research knobs: ``build_demo_world(knobs=...)``, and ``--build-with`` in
