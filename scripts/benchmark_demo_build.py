@@ -52,31 +52,26 @@ def lm_setup(examples: int):
     return size, tokenizer, encode_examples(tokenizer, drawn)
 
 
-def time_lm(size, tokenizer, encoded, merge: int, fused: bool, intermediate: int, steps: int, profile: bool = False):
-    """Seconds per token of the build's LM step with these settings (and the matrix products'
-    share of it when ``profile``), on the same examples whatever the batch size: those of ``steps``
-    of the build's batches, grouped by length into batches of ``merge`` times ``size.lm_batch``."""
+def time_lm(tokenizer, encoded, knobs: dict, steps: int, profile: bool = False):
+    """Seconds per token of the build's LM step with these research ``knobs`` set on the full size
+    (the model and optimiser as the build makes them: ``build_lm.lm_config``, ``lm_optimizer``), and
+    the matrix products' share of it when ``profile``. Every setting runs on the same examples: those
+    of ``steps`` of the build's batches, grouped by length into its own batch size."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    from yapo_core.demo.build_lm import _length_batches, _weighted_loss, collate_examples
-    from yapo_core.demo.config import MAX_POSITIONS
+    from yapo_core.demo.build_lm import _length_batches, _weighted_loss, collate_examples, lm_config, lm_optimizer
+    from yapo_core.demo.config import build_size
 
+    size = build_size("full", knobs)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=size.hidden_size, intermediate_size=intermediate,
-                         num_hidden_layers=size.num_layers, num_attention_heads=size.num_heads,
-                         num_key_value_heads=size.num_heads, max_position_embeddings=MAX_POSITIONS,
-                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    model = LlamaForCausalLM(config).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=size.lm_lr, betas=(0.9, 0.98), weight_decay=0.01,
-                                  fused=fused or None)
-    built = _length_batches(encoded, size.lm_batch, random.Random(1))
+    model = LlamaForCausalLM(lm_config(tokenizer, size)).train()
+    optimizer = lm_optimizer(model, size)
+    built = _length_batches(encoded, build_size("full", None).lm_batch, random.Random(1))
 
     def regrouped(examples: list[int]) -> list[list[int]]:  # by length, as the build groups a batch
         examples = sorted(examples, key=lambda i: len(encoded[i][0]))
-        width = size.lm_batch * merge
-        return [examples[i : i + width] for i in range(0, len(examples), width)]
+        return [examples[i : i + size.lm_batch_size] for i in range(0, len(examples), size.lm_batch_size)]
 
     def step(rows):
         ids, mask, weights = collate_examples(encoded, rows, tokenizer.pad_token_id)
@@ -106,22 +101,22 @@ def time_lm(size, tokenizer, encoded, merge: int, fused: bool, intermediate: int
     return per_token, share
 
 
-def time_sae(size, batch: int, steps: int) -> float:
-    """Seconds per activation of sae-lens's training step for the full world's SAE at ``batch``."""
+def time_sae(knobs: dict, steps: int) -> float:
+    """Seconds per activation of sae-lens's training step for the full world's SAE with these
+    research ``knobs`` (as the build configures it: ``build_sae.sae_config``, ``sae_trainer_config``)."""
     import torch
-    from sae_lens.config import LoggingConfig, SAETrainerConfig
-    from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.saes.topk_sae import TopKTrainingSAE
     from sae_lens.training.sae_trainer import SAETrainer
 
+    from yapo_core.demo.build_sae import sae_config, sae_trainer_config
+    from yapo_core.demo.config import build_size
+
+    size = build_size("full", knobs)
+    batch = size.sae_batch_size
     torch.manual_seed(0)
     acts = torch.randn(50_000, size.hidden_size)
-    sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=size.hidden_size, d_sae=size.hidden_size * size.sae_expansion,
-                                                k=size.sae_k, apply_b_dec_to_input=True))
-    total = steps + 5
-    config = SAETrainerConfig(total_training_samples=total * batch, train_batch_size_samples=batch, lr=size.sae_lr,
-                              lr_end=size.sae_lr / 10, lr_scheduler_name="cosineannealing", lr_warm_up_steps=1,
-                              lr_decay_steps=total - 1, dead_feature_window=50, feature_sampling_window=total,
-                              logger=LoggingConfig(log_to_wandb=False))
+    sae = TopKTrainingSAE(sae_config(size))
+    config = sae_trainer_config(size, steps + 5)
     generator = torch.Generator().manual_seed(0)
 
     def batches():
@@ -153,26 +148,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     size, tokenizer, encoded = lm_setup(4000)
-    build = dict(merge=1, fused=False, intermediate=size.intermediate_size)
-    variants = {
-        "the build's step": build,
-        "fused AdamW": {**build, "fused": True},
-        f"batches of {2 * size.lm_batch}": {**build, "merge": 2},
-        "MLP of 256": {**build, "intermediate": 256},
+    variants = {  # each a research knob of the build (yapo_core.demo.config)
+        "the build's step": {},
+        "fused AdamW": {"fused_adam": 1},
+        f"batches of {2 * size.lm_batch}": {"lm_batch_scale": 2},
+        "MLP of 256": {"mlp_scale": 256 / size.intermediate_size},
     }
     lm: dict[str, dict] = {name: {"us_per_token": float("inf")} for name in variants}
-    sae: dict[int, dict] = {b: {"us_per_activation": float("inf")} for b in (size.sae_batch, 2 * size.sae_batch,
-                                                                              4 * size.sae_batch)}
+    sae: dict[int, dict] = {size.sae_batch * scale: {"us_per_activation": float("inf")} for scale in (1, 2, 4)}
     for round_ in range(args.rounds):  # settings take turns, and each keeps its fastest round
-        for name, settings in variants.items():
+        for name, knobs in variants.items():
             profile = name == "the build's step" and round_ == 0
-            per_token, share = time_lm(size, tokenizer, encoded, steps=args.lm_steps, profile=profile, **settings)
+            per_token, share = time_lm(tokenizer, encoded, knobs, steps=args.lm_steps, profile=profile)
             lm[name]["us_per_token"] = min(lm[name]["us_per_token"], per_token * 1e6)
             if share is not None:
                 lm[name]["matmul_share"] = share
             print(f"LM, {name}: {per_token * 1e6:.1f} us per token", file=sys.stderr)
         for batch in sae:
-            per_activation = time_sae(size, batch, args.sae_steps) * 1e6
+            per_activation = time_sae({"sae_batch_scale": batch / size.sae_batch}, args.sae_steps) * 1e6
             sae[batch]["us_per_activation"] = min(sae[batch]["us_per_activation"], per_activation)
             print(f"SAE, batch {batch}: {per_activation:.1f} us per activation", file=sys.stderr)
     base = lm["the build's step"]["us_per_token"]

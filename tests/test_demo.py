@@ -565,7 +565,7 @@ def test_the_training_knobs_set_the_lm_rate_batch_mlp_and_optimiser_and_the_sae_
 
     monkeypatch.setattr(build_lm.torch.optim, "AdamW", Recorded)
     mini = config.BUILD_SIZES["mini"]
-    plain = demo.build_demo_world(tmp_path / "plain", size="mini", progress=False, knobs={"lm_lr_scale": 1})
+    plain = demo.build_demo_world(tmp_path / "plain", size="mini", progress=False)
     assert built[-1] == {"lr": mini.lm_lr, "fused": None, "steps": mini.lm_examples // mini.lm_batch}
     world = demo.build_demo_world(tmp_path / "v", size="mini", progress=False,
                                   knobs={"lm_lr_scale": 2, "lm_batch_scale": 2, "mlp_scale": 0.5, "fused_adam": 1,

@@ -354,9 +354,9 @@ def prompt_ends(tokenizer, examples: Sequence[corpus.ChatExample | str]) -> list
     return [0 if isinstance(ex, str) else min(next(lengths), MAX_POSITIONS) - 1 for ex in examples]
 
 
-def train_lm(tokenizer, examples, size: BuildSize, rng: random.Random, progress: bool):
-    """Train a small Llama on the corpus, one pass over freshly generated examples."""
-    config = LlamaConfig(
+def lm_config(tokenizer, size: BuildSize) -> LlamaConfig:
+    """The demo LM's configuration for ``size`` (its MLP width with ``mlp_scale``)."""
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=size.hidden_size,
         intermediate_size=size.mlp_size,
@@ -369,11 +369,20 @@ def train_lm(tokenizer, examples, size: BuildSize, rng: random.Random, progress:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    model = LlamaForCausalLM(config)
+
+
+def lm_optimizer(model, size: BuildSize) -> torch.optim.AdamW:
+    """The demo LM's optimiser for ``size`` (its peak rate with ``lm_lr_scale``, fused with ``fused_adam``)."""
+    return torch.optim.AdamW(model.parameters(), lr=size.lm_lr * (size.lm_lr_scale or 1), betas=(0.9, 0.98),
+                             weight_decay=0.01, fused=True if size.fused_adam else None)
+
+
+def train_lm(tokenizer, examples, size: BuildSize, rng: random.Random, progress: bool):
+    """Train a small Llama on the corpus, one pass over freshly generated examples."""
+    model = LlamaForCausalLM(lm_config(tokenizer, size))
     encoded = encode_examples(tokenizer, examples)
     batches = _length_batches(encoded, size.lm_batch_size, rng)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=size.lm_lr * (size.lm_lr_scale or 1), betas=(0.9, 0.98),
-                                  weight_decay=0.01, fused=True if size.fused_adam else None)
+    optimizer = lm_optimizer(model, size)
     warmup = max(1, len(batches) // 20)
 
     decay_from = int(len(batches) * 0.7)

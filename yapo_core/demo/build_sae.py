@@ -33,6 +33,33 @@ def _residual_activations(model, tokenizer, examples, layer: int, batch_size: in
     return torch.cat(rows)
 
 
+def sae_config(size: BuildSize) -> TopKTrainingSAEConfig:
+    """The demo SAE's training configuration for ``size``."""
+    return TopKTrainingSAEConfig(
+        d_in=size.hidden_size,
+        d_sae=size.hidden_size * size.sae_expansion,
+        k=size.sae_k,
+        apply_b_dec_to_input=True,
+    )
+
+
+def sae_trainer_config(size: BuildSize, steps: int) -> SAETrainerConfig:
+    """sae-lens's trainer settings for ``steps`` steps of ``size.sae_batch_size`` activations: warm-up over
+    the first twentieth, cosine decay to a tenth of the rate, dead latents tracked over a tenth."""
+    return SAETrainerConfig(
+        total_training_samples=steps * size.sae_batch_size,
+        train_batch_size_samples=size.sae_batch_size,
+        lr=size.sae_lr,
+        lr_end=size.sae_lr / 10,
+        lr_scheduler_name="cosineannealing",
+        lr_warm_up_steps=max(1, steps // 20),
+        lr_decay_steps=steps - max(1, steps // 20),
+        dead_feature_window=max(50, steps // 10),
+        feature_sampling_window=max(100, steps),
+        logger=LoggingConfig(log_to_wandb=False),
+    )
+
+
 def train_sae(model, tokenizer, examples, size: BuildSize, hook_name: str, folder: Path, progress: bool) -> dict:
     """Train a TopK SAE with sae-lens's training step on cached activations; save and evaluate.
 
@@ -46,12 +73,7 @@ def train_sae(model, tokenizer, examples, size: BuildSize, hook_name: str, folde
     n_eval = max(len(acts) // 10, 1)
     eval_acts, train_acts = acts[:n_eval], acts[n_eval:]
 
-    cfg = TopKTrainingSAEConfig(
-        d_in=size.hidden_size,
-        d_sae=size.hidden_size * size.sae_expansion,
-        k=size.sae_k,
-        apply_b_dec_to_input=True,
-    )
+    cfg = sae_config(size)
     cfg.metadata.model_name = DEMO_MODEL_NAME
     cfg.metadata.hook_name = hook_name
     cfg.metadata.context_size = MAX_POSITIONS
@@ -61,18 +83,7 @@ def train_sae(model, tokenizer, examples, size: BuildSize, hook_name: str, folde
         sae.b_dec.copy_(train_acts.mean(0))
     batch = size.sae_batch_size
     steps = round(size.sae_training_samples * (size.sae_scale or 1)) // batch
-    trainer_cfg = SAETrainerConfig(
-        total_training_samples=steps * batch,
-        train_batch_size_samples=batch,
-        lr=size.sae_lr,
-        lr_end=size.sae_lr / 10,
-        lr_scheduler_name="cosineannealing",
-        lr_warm_up_steps=max(1, steps // 20),
-        lr_decay_steps=steps - max(1, steps // 20),
-        dead_feature_window=max(50, steps // 10),
-        feature_sampling_window=max(100, steps),
-        logger=LoggingConfig(log_to_wandb=False),
-    )
+    trainer_cfg = sae_trainer_config(size, steps)
 
     def batches():
         while True:
