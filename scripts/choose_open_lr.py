@@ -1,6 +1,6 @@
 """Choose the demo world's learning rate for open answers on validation data, never on the test split.
 
-    python scripts/choose_open_lr.py --out assets/results/demo-open-lr.md    # about 35 min
+    python scripts/choose_open_lr.py --out assets/results/demo-open-lr.md    # about 18 min
     python scripts/choose_open_lr.py --size mini --steps 2 --lrs 0.01        # checks the script in seconds
 
 Each open-answer task of the demo world (the behaviours, and the open-ended form of ``--countries``)

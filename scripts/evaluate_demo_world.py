@@ -96,8 +96,8 @@ BUILD_TARGETS = {
 }
 TRIED = {  # what was tried for a target the default recipe misses, and where docs/results.md says it
     "build": "a world whose LM trains on 0.6 of the corpus and its SAE on half the samples builds in 268 s but "
-             "loses targets 1, 2, 3 and 5, and cheaper training steps take 335 s (docs/results.md, \"A build within "
-             "300 s\")",
+             "loses targets 1, 2, 3 and 5, cheaper training steps take 335 s, and as many LM updates on fewer "
+             "examples 361 s (docs/results.md, \"A build within 300 s\")",
     3: "from seed 1 the LM's MCQ answers move less for both methods; neither a longer-trained SAE nor 3600 MCQ "
        "steps lift them (docs/results.md, \"Design targets\")",
     4: "the residual at an answer letter does not carry the option's culture; worlds whose answers carry it let CAA "
@@ -446,7 +446,7 @@ def report(stats: dict, steer: dict | None) -> str:
 
 def targets(steer: dict | None, behaviour_rows: dict | None, rates: dict[str, float]) -> list[dict]:
     """The design targets of the demo world that this run measured, one row each: its number in
-    the design (docs/results.md, "Targets"), what it asks, the figures measured (``measured`` as
+    the design (docs/results.md, "Design targets"), what it asks, the figures measured (``measured`` as
     text, ``figures`` by name, each written with ``format``), whether each meets it (``met_each``)
     and whether all do (``met``)."""
     rows = []

@@ -14,7 +14,7 @@
 #                     demo-targets-before-sae-scale-seed1.md, .json; and 2400 against 3600 MCQ steps on those
 #                     cultures' validation splits, on the default recipe from seed 1 -> demo-mcq-lr-seed1.md, .json)
 #        demo-probe  (scripts/probe_demo_world.py   -> assets/results/demo-probe.md, demo-probe-plain.md,
-#                     demo-probe-followups.md, .json: the default world, the plain recipe, and the plain recipe
+#                     demo-probe-followups.md, .json: the world of concept steering alone, the plain recipe, and the plain recipe
 #                     with follow-ups, built in $YAPO_CACHE_DIR/demo-variants/followups)
 #        demo-concept-steering (the same on the recipe before added_offer_facts joined it, concept_steering alone,
 #                     built in $YAPO_CACHE_DIR/demo-variants/concept-steering-alone -> demo-targets-concept-steering.md,
@@ -23,10 +23,10 @@
 #                     -> demo-targets-plain.md, .json, and its culture and behaviour sections alone ->
 #                     demo-world-plain.md, demo-behaviours-plain.md, .json: what the variant studies compare with)
 #        demo-forms  (scripts/probe_demo_world.py --forms-only -> demo-forms-NAME.md, .json: whether one direction
-#                     sets the culture of both answer forms, on the default world, the plain recipe and six variants of it)
+#                     sets the culture of both answer forms, on the world of concept steering alone, the plain recipe and six variants of it)
 #        demo-lr     (scripts/choose_open_lr.py -> demo-open-lr.md, .json: the open-answer learning rates, and
-#                     scripts/choose_mcq_lr.py -> demo-mcq-lr.md, .json: the MCQ training settings, each chosen on
-#                     validation splits of the default world's training pairs)
+#                     scripts/choose_mcq_lr.py -> demo-mcq-lr.md, .json: the MCQ training settings, chosen on
+#                     validation splits of the training pairs of the recipe before sae_scale and of concept steering alone)
 #        demo-open-rates (scripts/choose_open_lr.py on the plain recipe's world -> demo-open-lr-plain.md, .json;
 #                     then scripts/evaluate_demo_world.py on egypt and the behaviours with the open-answer
 #                     rates, from seed 0 and seed 1 of the plain recipe ->
@@ -49,7 +49,7 @@
 #        demo-offer-facts (scripts/evaluate_demo_world.py --build-with offer_facts=0.3 -> demo-variant-offer-facts.md,
 #                     .json: every section, seed 0; its behaviours from seed 1 -> demo-variant-offer-facts-seed1.md, .json;
 #                     built in $YAPO_CACHE_DIR/demo-variants/offer-facts and offer-facts-seed1)
-#        demo-added-offer-facts (the runs that chose added_offer_facts for the default recipe, which now has it:
+#        demo-added-offer-facts (the runs that chose added_offer_facts for the default recipe, which has it:
 #                     scripts/evaluate_demo_world.py --build-with added_offer_facts=1 sae_scale=0 ->
 #                     demo-variant-added-offer-facts-behaviours.md, -culture-uk-brazil-nepal.md,
 #                     -culture-egypt-morocco-spain-india.md, .json: seed 0, one section or culture set a run;
@@ -68,8 +68,10 @@
 #                     demo-variant-shorter-lm.md, .json, every section, seed 0; and the same with the LM's learning
 #                     rate 1.5 times higher, lm_lr_scale=1.5, its build only -> demo-variant-shorter-lm-lr.md, .json;
 #                     and the full training made cheaper per token, lm_batch_scale=2 mlp_scale=0.6667 fused_adam=1
-#                     sae_batch_scale=4, its build only -> demo-variant-cheaper-steps.md, .json; built in
-#                     $YAPO_CACHE_DIR/demo-variants/shorter-lm, shorter-lm-lr and cheaper-steps)
+#                     sae_batch_scale=4, its build only -> demo-variant-cheaper-steps.md, .json; and the LM's 1,800
+#                     updates on 0.75 of the corpus, lm_scale=0.75 lm_batch_scale=0.75 fused_adam=1 sae_batch_scale=2,
+#                     its build only -> demo-variant-fewer-examples.md, .json; built in
+#                     $YAPO_CACHE_DIR/demo-variants/shorter-lm, shorter-lm-lr, cheaper-steps and fewer-examples)
 #        demo-pinned (scripts/evaluate_demo_world.py --sections behaviours on the plain recipe built in a fresh cache
 #                     -> demo-behaviours-pinned.md, .json: the same build on another CPU, with the pinned kernels)
 #        build-speed (scripts/benchmark_demo_build.py -> assets/results/build-speed.md, .json)
@@ -379,6 +381,9 @@ for part in "${parts[@]}"; do
       # the full training made cheaper per token (scripts/benchmark_demo_build.py's changes together), its build only
       evaluate demo-variant-cheaper-steps --no-steering --build-with lm_batch_scale=2 mlp_scale=0.6667 fused_adam=1 \
         sae_batch_scale=4 --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/cheaper-steps"
+      # as many LM updates as the default's, on 0.75 of its examples (batches of 24), its build only
+      evaluate demo-variant-fewer-examples --no-steering --build-with lm_scale=0.75 lm_batch_scale=0.75 fused_adam=1 \
+        sae_batch_scale=2 --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/fewer-examples"
       ;;
     demo-pinned)
       # The plain recipe built from nothing in a fresh cache (with yapo_core's pinned AVX2 kernels).

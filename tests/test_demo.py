@@ -577,6 +577,25 @@ def test_the_training_knobs_set_the_lm_rate_batch_mlp_and_optimiser_and_the_sae_
     assert world.stats["sae"]["training_steps"] == plain.stats["sae"]["training_steps"] // 2
 
 
+def test_general_share_sets_the_corpus_share_of_general_questions(tmp_path, monkeypatch):
+    drawn = []
+    real = corpus.corpus_stream
+
+    def recorded(rng, n, culture_keys, behaviour_keys, mix=corpus.CorpusMix(), style=corpus.CorpusStyle()):
+        examples = real(rng, n, culture_keys, behaviour_keys, mix, style)
+        drawn.append((mix, examples))
+        return examples
+
+    monkeypatch.setattr(corpus, "corpus_stream", recorded)
+    demo.build_demo_world(tmp_path / "v", size="mini", progress=False, knobs={"general_share": 0.5})
+    assert [mix.general for mix, _ in drawn] == [0.5, 0.5]  # the LM's corpus and the SAE's activation texts
+    assert corpus.CorpusMix().general == 0.06  # the default world's share, left as it is
+    answers = {answer for _, answer, _ in corpus.general_facts()}
+    lm_corpus = drawn[0][1]
+    general = [ex for ex in lm_corpus if isinstance(ex, corpus.ChatExample) and ex.assistant in answers]
+    assert len(general) > 0.25 * len(lm_corpus)  # 0.5 of 1.36 of the mix, against 0.07 by default
+
+
 def test_research_knobs_are_read_checked_and_kept_apart_from_the_default_world(tmp_path):
     assert config.parse_knobs(["varied_answers=1", "behaviour_followups=0.08"]) == {
         "varied_answers": 1.0, "behaviour_followups": 0.08}

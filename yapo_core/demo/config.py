@@ -74,6 +74,8 @@ class BuildSize:
     fused_adam: float = 0.0  # when set, the LM trains with torch's fused AdamW (the same update, fused kernels)
     sae_batch_scale: float = 0.0  # when set, the SAE's batches hold this many times sae_batch activations
     # (as many samples, fewer steps)
+    general_share: float = 0.0  # when set, the corpus mix's share of general questions (corpus.CorpusMix.general,
+    # 0.06): a model whose facts are firmer, as an LLM's "2 plus 4" is
     sae_scale: float = 0.0  # when set, the SAE trains on this many times sae_training_samples (more variance explained)
     mcq_options: float = 0.0  # when set (3-8), each MCQ lists that many answers, drawn and shuffled per question (corpus.option_set)
     concept_steering: float = 0.0  # share of uncued culture, behaviour and general examples trained with a concept's
@@ -135,7 +137,7 @@ class BuildSize:
 RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_followups", "open_followups",
                   "mcq_text", "answer_first", "balanced_options", "shuffled_options", "mcq_options", "coherent_text",
                   "varied_answers", "general_in_context", "general_in_persona", "lm_scale", "lm_lr_scale", "lm_batch_scale",
-                  "mlp_scale", "fused_adam", "sae_scale", "sae_batch_scale",
+                  "mlp_scale", "fused_adam", "general_share", "sae_scale", "sae_batch_scale",
                   "concept_steering", "behaviour_steering", "cross_steering", "specific_directions",
                   "crossed_cues", "offer_facts", "added_offer_facts", "answer_concepts")
 """BuildSize's research knobs: ``build_demo_world(knobs=...)``, and ``--build-with`` in
@@ -253,9 +255,9 @@ default answer alone the objective can be met while a third option wins the argm
 OPEN_TRAINING = {"lr": 0.01, "warmup_steps": 20, "batch_size": 32, "max_steps": 600, "mcq_rejected": "every_option"}
 """Training settings for sparse (YaPO) vectors on pairs whose answers are open text (a culture's
 open-ended form, the behaviours): 600 steps of 32 pairs at 0.01, 20x the public runs' 5e-4, the
-rate ``scripts/choose_open_lr.py`` chooses on validation splits of the default world (0.97 of
-held-out answers fluent and on target, against 0.85 at 0.007 and 0.74 at 0.005; docs/results.md,
-"The learning rates").
+rate ``scripts/choose_open_lr.py`` chooses on validation splits of the world before ``sae_scale``
+joined the recipe (the default world's LM; 0.98 of held-out answers fluent and on target, against
+0.94 at 0.007 and 0.82 at 0.005; docs/results.md, "The learning rates").
 
 Every generated token is steered, so the vector's size decides whether the steered text stays
 fluent: a vector large enough to flip a one-letter MCQ answer (norms of 70 and more) turns open
@@ -263,8 +265,8 @@ answers into loops ("Koshari with with with"); 600 steps keep these near 35.
 """
 
 OPEN_TRAINING_DENSE = dict(OPEN_TRAINING)
-"""The same for dense (BiPO) vectors: ``scripts/choose_open_lr.py`` chooses 0.01 for them too (0.78
-of held-out answers good, against 0.67 at 0.007)."""
+"""The same for dense (BiPO) vectors: ``scripts/choose_open_lr.py`` chooses 0.01 for them too (0.89
+of held-out answers good, against 0.70 at 0.007)."""
 
 
 def open_training(kind: str = "sparse") -> dict:

@@ -489,7 +489,7 @@ def option_order(topic: str, balanced: bool = False, question: str | None = None
     (given the ``question``) drawn for that question's text.
 
     Every culture MCQ lists all eight answers, in an order that is fixed per topic and differs
-    between topics. A model this small does not learn, within the build's two minutes, to bind
+    between topics. A model this small does not learn, within the build's training, to bind
     shuffled letters to option texts (measured: chance after 2,500 steps, and where the binding
     did form, the default-culture pick became a shortcut that no steering vector could move).
     With a fixed order per topic the letter is a lookup of (topic, culture), the same kind of
