@@ -72,6 +72,11 @@
 #                     updates on 0.75 of the corpus, lm_scale=0.75 lm_batch_scale=0.75 fused_adam=1 sae_batch_scale=2,
 #                     its build only -> demo-variant-fewer-examples.md, .json; built in
 #                     $YAPO_CACHE_DIR/demo-variants/shorter-lm, shorter-lm-lr, cheaper-steps and fewer-examples)
+#        demo-general-share (twice the corpus's share of general questions, general_share=0.12:
+#                     scripts/evaluate_demo_world.py -> demo-variant-general-share.md, .json, every section, seed 0;
+#                     and from seed 1 its behaviours -> demo-variant-general-share-seed1.md, .json and its
+#                     cultures -> demo-variant-general-share-seed1-culture.md, .json; built in
+#                     $YAPO_CACHE_DIR/demo-variants/general-share and general-share-seed1)
 #        demo-pinned (scripts/evaluate_demo_world.py --sections behaviours on the plain recipe built in a fresh cache
 #                     -> demo-behaviours-pinned.md, .json: the same build on another CPU, with the pinned kernels)
 #        build-speed (scripts/benchmark_demo_build.py -> assets/results/build-speed.md, .json)
@@ -104,7 +109,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(demo-targets demo-before-sae-scale demo-seed1 demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-build-budget comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
+  parts=(demo-targets demo-before-sae-scale demo-seed1 demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-build-budget demo-general-share comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
 fi
 
 # evaluate NAME ARG...: scripts/evaluate_demo_world.py with these arguments -> assets/results/NAME.md and .json;
@@ -384,6 +389,15 @@ for part in "${parts[@]}"; do
       # as many LM updates as the default's, on 0.75 of its examples (batches of 24), its build only
       evaluate demo-variant-fewer-examples --no-steering --build-with lm_scale=0.75 lm_batch_scale=0.75 fused_adam=1 \
         sae_batch_scale=2 --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/fewer-examples"
+      ;;
+    demo-general-share)
+      # Firmer facts (docs/results.md, "Firmer facts"); missed targets do not fail this script.
+      world="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/general-share"
+      evaluate demo-variant-general-share --jobs 2 --build-with general_share=0.12 --cache-dir "$world"
+      evaluate demo-variant-general-share-seed1 --seed 1 --jobs 2 --sections behaviours --build-with general_share=0.12 \
+        --cache-dir "$world-seed1"
+      evaluate demo-variant-general-share-seed1-culture --seed 1 --jobs 2 --sections culture \
+        --build-with general_share=0.12 --cache-dir "$world-seed1"
       ;;
     demo-pinned)
       # The plain recipe built from nothing in a fresh cache (with yapo_core's pinned AVX2 kernels).
