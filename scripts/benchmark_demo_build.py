@@ -47,7 +47,7 @@ def lm_setup(examples: int):
     splits = {b.key: corpus.split_behaviour_keys(random.Random(rng.random()), b) for b in corpus.BEHAVIOURS}
     behaviour_train = [k for train, _ in splits.values() for k in train]
     drawn = corpus.corpus_stream(random.Random(rng.random()), examples, culture_train, behaviour_train,
-                                 corpus.CorpusMix(), size.style)
+                                 size.mix, size.style)
     tokenizer = train_tokenizer(drawn, size.vocab_size)
     return size, tokenizer, encode_examples(tokenizer, drawn)
 

@@ -81,8 +81,7 @@ def train_sae(model, tokenizer, examples, size: BuildSize, hook_name: str, folde
     sae = TopKTrainingSAE(cfg)
     with torch.no_grad():  # start the decoder bias at the mean, a common and cheap head start
         sae.b_dec.copy_(train_acts.mean(0))
-    batch = size.sae_batch_size
-    steps = round(size.sae_training_samples * (size.sae_scale or 1)) // batch
+    batch, steps = size.sae_batch_size, size.sae_training_steps
     trainer_cfg = sae_trainer_config(size, steps)
 
     def batches():

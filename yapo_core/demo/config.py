@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields, replace
 
 from ..data import PreferencePair, answers_with_letter
 from ..errors import SettingsError, YapoError
-from .corpus import CorpusStyle
+from .corpus import CorpusMix, CorpusStyle
 
 DEMO_MODEL_NAME = "yapo-demo"
 FORMAT_VERSION = 2
@@ -108,30 +108,47 @@ class BuildSize:
         return CorpusStyle(**{f.name: type(f.default)(getattr(self, f.name)) for f in fields(CorpusStyle)})
 
     @property
+    def mix(self) -> CorpusMix:
+        """The shares of each kind of example in the corpus (the knobs about the mix)."""
+        return CorpusMix(culture_followup=self.followups, behaviour_followup=self.followups + self.behaviour_followups,
+                         **({"general": self.general_share} if self.general_share else {}))
+
+    @property
     def lm_training_examples(self) -> int:
         """How many corpus examples the LM trains on: ``lm_examples``, times ``lm_scale`` when set."""
-        return round(self.lm_examples * (self.lm_scale or 1))
+        return _scaled(self.lm_examples, self.lm_scale)
 
     @property
     def lm_batch_size(self) -> int:
         """Examples in an LM batch: ``lm_batch``, times ``lm_batch_scale`` when set."""
-        return round(self.lm_batch * (self.lm_batch_scale or 1))
+        return _scaled(self.lm_batch, self.lm_batch_scale)
 
     @property
     def mlp_size(self) -> int:
         """The LM's MLP width: ``intermediate_size``, times ``mlp_scale`` when set."""
-        return round(self.intermediate_size * (self.mlp_scale or 1))
+        return _scaled(self.intermediate_size, self.mlp_scale)
 
     @property
     def sae_batch_size(self) -> int:
         """Activations in an SAE batch: ``sae_batch``, times ``sae_batch_scale`` when set."""
-        return round(self.sae_batch * (self.sae_batch_scale or 1))
+        return _scaled(self.sae_batch, self.sae_batch_scale)
+
+    @property
+    def sae_training_steps(self) -> int:
+        """The SAE's training steps: ``sae_training_samples``, times ``sae_scale`` when set, in
+        batches of :attr:`sae_batch_size`."""
+        return _scaled(self.sae_training_samples, self.sae_scale) // self.sae_batch_size
 
     @property
     def layer(self) -> int:
         """The block whose output the SAE reads: the middle of the stack (block 1 of 0-3), with
         as many blocks after it as up to it, to turn a steered residual stream into an answer."""
         return (self.num_layers - 1) // 2
+
+
+def _scaled(value: int, scale: float) -> int:
+    """``value`` times a research knob's ``scale``, or ``value`` when the knob is not set (0)."""
+    return round(value * (scale or 1))
 
 
 RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_followups", "open_followups",

@@ -309,9 +309,7 @@ def _build(root: Path, seed: int, size: BuildSize, size_name: str, progress: boo
             b.key: corpus.split_behaviour_keys(random.Random(rng.random()), b) for b in corpus.BEHAVIOURS
         }
         behaviour_train = [k for train, _ in behaviour_splits.values() for k in train]
-        mix = corpus.CorpusMix(culture_followup=size.followups,
-                               behaviour_followup=size.followups + size.behaviour_followups,
-                               **({"general": size.general_share} if size.general_share else {}))
+        mix = size.mix
         examples = corpus.corpus_stream(
             random.Random(rng.random()), size.lm_training_examples, culture_train, behaviour_train, mix, size.style
         )
