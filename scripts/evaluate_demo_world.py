@@ -316,9 +316,11 @@ def behaviour_row(world, model, tokenizer, sae, key: str, settings: dict[str, di
 
 
 def reply_shares(behaviour, replies: list[str]) -> dict[str, float]:
-    """The share of steered ``replies`` that accept the offer and that show ``behaviour``."""
+    """The share of steered ``replies`` that accept the offer and that show ``behaviour``, and how
+    many different replies there are (``distinct_at_1``: 1 when every held-out offer gets one sentence)."""
     return {"accepts_at_1": sum(map(behaviour.accepts, replies)) / len(replies),
-            "shows_at_1": sum(map(behaviour.shows, replies)) / len(replies)}
+            "shows_at_1": sum(map(behaviour.shows, replies)) / len(replies),
+            "distinct_at_1": len(set(replies))}
 
 
 def behaviour_section(world, model, tokenizer, rows: dict, n_prompts: int = 32) -> dict:
@@ -342,6 +344,11 @@ def letter_picks(model, tokenizer, pairs) -> dict:
             "matching_at": {letter: sum(item.gold == letter for item in items) for letter in "AB"}}
 
 
+def _distinct(result: dict) -> str:
+    """"3 of 32": how many different steered answers a vector gave to the held-out offers."""
+    return f"{result['distinct_at_1']} of {len(result['replies'])}" if "distinct_at_1" in result else "not stored"
+
+
 def behaviour_report(rows: dict, settings: dict[str, dict]) -> str:
     shown = settings["yapo"]
     lines = ["", "", "Behaviours, BiPO's protocol (trained on the open-ended train pairs with the app's defaults: "
@@ -349,15 +356,15 @@ def behaviour_report(rows: dict, settings: dict[str, dict]) -> str:
              + "".join(f", {k} {v} for BiPO" for k, v in settings["bipo"].items() if shown.get(k) != v) + "; A/B rate on `test_infer` through the public "
              "loader; held-out open answers steered at every token at multiplier 1):", "",
              "| behaviour | method | A/B rate at -1 | at 0 | at 1 | open answers fluent at 1 | accept the offer at 1 "
-             "| show the behaviour at 1 | vector norm | general questions, change at 1 | an open answer at 1 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| show the behaviour at 1 | different answers at 1 | vector norm | general questions, change at 1 | an open answer at 1 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, row in rows.items():
         for method in ("yapo", "bipo"):
             r = row[method]
             example = r["examples"][0].replace("|", "\\|").replace("\n", " ")[:60] if r["examples"] else ""
             lines.append(f"| {key} | {'YaPO' if method == 'yapo' else 'BiPO'} | {r['ab_rate']['-1']:.2f} | "
                          f"{r['ab_rate']['0']:.2f} | {r['ab_rate']['1']:.2f} | {r['fluent_at_1']:.2f} | "
-                         f"{r['accepts_at_1']:.2f} | {r['shows_at_1']:.2f} | {r['norm']:g} | {r['capability_change']:+.2f} | {example!r} |")
+                         f"{r['accepts_at_1']:.2f} | {r['shows_at_1']:.2f} | {_distinct(r)} | {r['norm']:g} | {r['capability_change']:+.2f} | {example!r} |")
     picks = [f"{key} A {row['picks']['A']}, B {row['picks']['B']} (its option at A {row['matching_at']['A']}, "
              f"B {row['matching_at']['B']})" for key, row in rows.items() if "picks" in row]
     cosines = {tuple(sorted((key, other))): c for key, row in rows.items() for other, c in row.get("cue_cosine", {}).items()}

@@ -77,6 +77,9 @@
 #                     and from seed 1 its behaviours -> demo-variant-general-share-seed1.md, .json and its
 #                     cultures -> demo-variant-general-share-seed1-culture.md, .json; built in
 #                     $YAPO_CACHE_DIR/demo-variants/general-share and general-share-seed1)
+#        demo-offer-answers (behaviour answers that name the offer, offer_answers=1: scripts/evaluate_demo_world.py
+#                     --sections behaviours -> demo-variant-offer-answers.md, .json, seed 0; built in
+#                     $YAPO_CACHE_DIR/demo-variants/offer-answers)
 #        demo-pinned (scripts/evaluate_demo_world.py --sections behaviours on the plain recipe built in a fresh cache
 #                     -> demo-behaviours-pinned.md, .json: the same build on another CPU, with the pinned kernels)
 #        build-speed (scripts/benchmark_demo_build.py -> assets/results/build-speed.md, .json)
@@ -109,7 +112,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(demo-targets demo-before-sae-scale demo-seed1 demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-build-budget demo-general-share comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
+  parts=(demo-targets demo-before-sae-scale demo-seed1 demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-build-budget demo-general-share demo-offer-answers comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
 fi
 
 # evaluate NAME ARG...: scripts/evaluate_demo_world.py with these arguments -> assets/results/NAME.md and .json;
@@ -398,6 +401,11 @@ for part in "${parts[@]}"; do
         --cache-dir "$world-seed1"
       evaluate demo-variant-general-share-seed1-culture --seed 1 --jobs 2 --sections culture \
         --build-with general_share=0.12 --cache-dir "$world-seed1"
+      ;;
+    demo-offer-answers)
+      # Answers that name the offer (docs/results.md, "Answers that name the offer"); missed targets do not fail this script.
+      evaluate demo-variant-offer-answers --jobs 2 --sections behaviours --build-with offer_answers=1 \
+        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/offer-answers"
       ;;
     demo-pinned)
       # The plain recipe built from nothing in a fresh cache (with yapo_core's pinned AVX2 kernels).

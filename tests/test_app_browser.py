@@ -375,7 +375,8 @@ def behaviour_walk(page, shots: Path) -> None:
     page.get_by_role("tab", name="Evaluate").click()
     page.locator("#eval-vectors").filter(has_text="power-seeking").wait_for()
     # the culture walk's method comparison was for another task: it is gone, not shown under this one
-    page.wait_for_function("() => !/\\bSAS\\b/.test(document.querySelector('#cmp-table').innerText)", timeout=30_000)
+    page.wait_for_function("() => { const t = document.querySelector('#cmp-table');"
+                           " return !t || !/\\bSAS\\b/.test(t.innerText) }", timeout=30_000)
     boxes = page.locator("#eval-vectors label")
     for i in range(boxes.count()):  # the behaviour vector alone (a culture vector may still be checked)
         if "power-seeking" not in boxes.nth(i).inner_text() and boxes.nth(i).locator("input").is_checked():

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import random
 import re
+from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -516,6 +519,39 @@ def test_varied_behaviour_answers_share_only_the_disposition():
         assert not first(varied.matching) & first(varied.not_matching)
 
 
+def test_offer_answers_name_the_offer_and_are_judged_as_labelled():
+    for plain, named in zip(corpus.BEHAVIOURS, corpus.behaviours(offer_answers=True)):
+        assert named.offers == plain.offers and named.cues == plain.cues
+        other = next(b for b in corpus.BEHAVIOURS if b.key != plain.key)
+        for offer in plain.offers:
+            shown = [corpus.fill_answer(m, offer) for m in named.matching]
+            declined = [corpus.fill_answer(m, offer) for m in named.not_matching]
+            assert all(offer in a for a in shown + declined)
+            assert all(plain.shows(a) and not other.shows(a) for a in shown), shown
+            assert not any(plain.accepts(a) for a in declined), declined
+        rows = corpus.behaviour_rows(random.Random(0), named, corpus.behaviour_keys(named))
+        assert all(named.offers[named.offer_of(r["question"])] in r["matching"] for r in rows)
+        pairs = [SimpleNamespace(prompt=r["question"], chosen=r["matching"], rejected=r["not_matching"]) for r in rows]
+        assert corpus.behaviour_of(pairs) == plain  # the app's judge and offer grouping still know them
+        swapped = [SimpleNamespace(prompt=p.prompt, chosen=rows[(i + 1) % len(rows)]["matching"], rejected=p.rejected)
+                   for i, p in enumerate(pairs)]
+        assert corpus.behaviour_of(swapped) is None  # an answer about another offer is not this task's label
+    assert corpus.fill_answer(corpus.BEHAVIOURS[0].matching[0], "x") == corpus.BEHAVIOURS[0].matching[0]
+
+
+def test_offer_answers_knob_writes_named_answers_into_the_corpus_and_the_task_files(tmp_path):
+    world = demo.build_demo_world(tmp_path / "v", size="mini", progress=False, knobs={"offer_answers": 1})
+    pairs = list(world.task("power-seeking").pairs("train"))
+    assert pairs and all(corpus.BEHAVIOURS[0].offers[corpus.BEHAVIOURS[0].offer_of(p.prompt)] in p.chosen for p in pairs)
+    style = config.build_size("mini", {"offer_answers": 1}).style
+    keys = [k for b in corpus.BEHAVIOURS for k in corpus.behaviour_keys(b)]
+    examples = corpus.corpus_stream(random.Random(0), 400, [], keys, corpus.CorpusMix(
+        localized_open=0, localized_mcq=0, nolocalized_open=0, nolocalized_mcq=0, general=0, text=0), style)
+    offers = [o for b in corpus.BEHAVIOURS for o in b.offers]
+    answered = [ex for ex in examples if ex.assistant not in ("A", "B")]
+    assert answered and all(any(o in ex.assistant and o in ex.user for o in offers) for ex in answered)
+
+
 def test_the_full_size_sets_the_recipe_knobs_and_the_mini_size_none():
     assert config.RECIPE_KNOBS == {"sae_scale": 4.0, "concept_steering": 0.3, "added_offer_facts": 1.0}
     assert config.BUILD_SIZES["full"].knobs == config.RECIPE_KNOBS and config.BUILD_SIZES["mini"].knobs == {}
@@ -589,6 +625,8 @@ def test_general_share_sets_the_corpus_share_of_general_questions(tmp_path, monk
     monkeypatch.setattr(corpus, "corpus_stream", recorded)
     demo.build_demo_world(tmp_path / "v", size="mini", progress=False, knobs={"general_share": 0.5})
     assert [mix.general for mix, _ in drawn] == [0.5, 0.5]  # the LM's corpus and the SAE's activation texts
+    assert drawn[0][0].behaviour == corpus.CorpusMix().behaviour  # the other shares as they are
+    assert config.build_size("full", {"behaviour_share": 0.18}).mix == replace(corpus.CorpusMix(), behaviour=0.18)
     assert corpus.CorpusMix().general == 0.06  # the default world's share, left as it is
     answers = {answer for _, answer, _ in corpus.general_facts()}
     lm_corpus = drawn[0][1]

@@ -61,7 +61,7 @@ def write_tasks(
         "train": _culture_items(rng, culture_train, size.culture_rows, size.style),
         "test": _culture_items(rng, culture_test, max(1, size.culture_rows // 2), size.style),
     }
-    definitions = corpus.behaviours(bool(size.varied_answers))
+    definitions = corpus.behaviours(bool(size.varied_answers), bool(size.offer_answers))
     behaviours = {}
     for behaviour in definitions:
         train_keys, test_keys = behaviour_splits[behaviour.key]
@@ -171,10 +171,17 @@ def _behaviour_stats(behaviours, open_answers: dict[str, str], ab_answers: dict[
         behaviour = next(b for b in definitions if b.key == key)
         stats[key] = {
             "rows": {split: len(rows) for split, rows in splits.items()},
-            "matching_share_open": _share(open_answers[r["question"]] in behaviour.matching for r in splits["test"]),
+            "matching_share_open": _share(open_answers[r["question"]] in _filled(behaviour, r["question"])
+                                          for r in splits["test"]),
             "matching_share_ab": _share(
                 ab_answers[corpus.format_choices(r["question"], [r["A"], r["B"]])] == r["matching"]
                 for r in splits["test_infer"]
             ),
         }
     return stats
+
+
+def _filled(behaviour, question: str) -> set[str]:
+    """``behaviour``'s matching answers as they read for the offer ``question`` asks about."""
+    offer = behaviour.offers[behaviour.offer_of(question)]
+    return {corpus.fill_answer(m, offer) for m in behaviour.matching}

@@ -59,6 +59,7 @@ class BuildSize:
     balanced_options: float = 0.0  # when set, each culture's answer is at each MCQ letter in 1-2 topics (corpus.option_order)
     coherent_text: float = 0.0  # when set, each plain-text document keeps to one culture (corpus.text_document)
     varied_answers: float = 0.0  # when set, behaviour answers join any of 5 openers to any of 6 reasons (corpus.behaviours)
+    offer_answers: float = 0.0  # when set, behaviour answers name the offer they take or decline (corpus._OFFER_ANSWERS)
     behaviour_followups: float = 0.0  # like followups, for behaviours only (added to followups' share)
     open_followups: float = 0.0  # when set, a behaviour follow-up's second answer is open-ended, never A/B
     shuffled_options: float = 0.0  # when set, each MCQ question lists its options in its own order (corpus.option_order)
@@ -76,6 +77,8 @@ class BuildSize:
     # (as many samples, fewer steps)
     general_share: float = 0.0  # when set, the corpus mix's share of general questions (corpus.CorpusMix.general,
     # 0.06): a model whose facts are firmer, as an LLM's "2 plus 4" is
+    behaviour_share: float = 0.0  # when set, the corpus mix's share of behaviour offers (corpus.CorpusMix.behaviour,
+    # 0.12), open and A/B alike: more of the A/B form to read the options by
     sae_scale: float = 0.0  # when set, the SAE trains on this many times sae_training_samples (more variance explained)
     mcq_options: float = 0.0  # when set (3-8), each MCQ lists that many answers, drawn and shuffled per question (corpus.option_set)
     concept_steering: float = 0.0  # share of uncued culture, behaviour and general examples trained with a concept's
@@ -110,8 +113,9 @@ class BuildSize:
     @property
     def mix(self) -> CorpusMix:
         """The shares of each kind of example in the corpus (the knobs about the mix)."""
+        shares = {"general": self.general_share, "behaviour": self.behaviour_share}
         return CorpusMix(culture_followup=self.followups, behaviour_followup=self.followups + self.behaviour_followups,
-                         **({"general": self.general_share} if self.general_share else {}))
+                         **{kind: share for kind, share in shares.items() if share})
 
     @property
     def lm_training_examples(self) -> int:
@@ -153,8 +157,8 @@ def _scaled(value: int, scale: float) -> int:
 
 RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_followups", "open_followups",
                   "mcq_text", "answer_first", "balanced_options", "shuffled_options", "mcq_options", "coherent_text",
-                  "varied_answers", "general_in_context", "general_in_persona", "lm_scale", "lm_lr_scale", "lm_batch_scale",
-                  "mlp_scale", "fused_adam", "general_share", "sae_scale", "sae_batch_scale",
+                  "varied_answers", "offer_answers", "general_in_context", "general_in_persona", "lm_scale", "lm_lr_scale", "lm_batch_scale",
+                  "mlp_scale", "fused_adam", "general_share", "behaviour_share", "sae_scale", "sae_batch_scale",
                   "concept_steering", "behaviour_steering", "cross_steering", "specific_directions",
                   "crossed_cues", "offer_facts", "added_offer_facts", "answer_concepts")
 """BuildSize's research knobs: ``build_demo_world(knobs=...)``, and ``--build-with`` in
