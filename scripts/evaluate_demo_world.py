@@ -104,8 +104,8 @@ TRIED = {  # what was tried for a target the default recipe misses, and where do
        "steer every culture, but there YaPO's open answers loop and its MCQ vectors miss cultures (docs/results.md, "
        "\"Answers that carry their culture\")",
     5: "the answers a vector changes are sums moved by one, the model's least certain answers; a world with twice "
-       "the general questions keeps every vector within 0.022 but loses target 2 (docs/results.md, \"Design "
-       "targets\", \"Firmer facts\")",
+       "the general questions keeps every vector within 0.022 but loses target 2, with a larger share for the "
+       "behaviours too (docs/results.md, \"Design targets\", \"Firmer facts\")",
 }
 STEERING_TARGET = 0.8  # held-out non-localized MCQ accuracy with YaPO at multiplier 1
 GENERATION_MULTIPLIER = 0.5

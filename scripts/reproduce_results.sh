@@ -75,8 +75,10 @@
 #        demo-general-share (twice the corpus's share of general questions, general_share=0.12:
 #                     scripts/evaluate_demo_world.py -> demo-variant-general-share.md, .json, every section, seed 0;
 #                     and from seed 1 its behaviours -> demo-variant-general-share-seed1.md, .json and its
-#                     cultures -> demo-variant-general-share-seed1-culture.md, .json; built in
-#                     $YAPO_CACHE_DIR/demo-variants/general-share and general-share-seed1)
+#                     cultures -> demo-variant-general-share-seed1-culture.md, .json; and with a larger share for
+#                     the behaviours, behaviour_share=0.18, its behaviours -> demo-variant-general-behaviour-share.md,
+#                     .json; built in $YAPO_CACHE_DIR/demo-variants/general-share, general-share-seed1 and
+#                     general-share-behaviours)
 #        demo-offer-answers (behaviour answers that name the offer, offer_answers=1: scripts/evaluate_demo_world.py
 #                     --sections behaviours -> demo-variant-offer-answers.md, .json, seed 0; built in
 #                     $YAPO_CACHE_DIR/demo-variants/offer-answers)
@@ -401,6 +403,9 @@ for part in "${parts[@]}"; do
         --cache-dir "$world-seed1"
       evaluate demo-variant-general-share-seed1-culture --seed 1 --jobs 2 --sections culture \
         --build-with general_share=0.12 --cache-dir "$world-seed1"
+      # the same with half as many behaviour offers again, its behaviours
+      evaluate demo-variant-general-behaviour-share --jobs 2 --sections behaviours \
+        --build-with general_share=0.12 behaviour_share=0.18 --cache-dir "$world-behaviours"
       ;;
     demo-offer-answers)
       # Answers that name the offer (docs/results.md, "Answers that name the offer"); missed targets do not fail this script.
