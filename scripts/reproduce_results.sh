@@ -79,6 +79,7 @@
 #                     the behaviours, behaviour_share=0.18, its behaviours -> demo-variant-general-behaviour-share.md,
 #                     .json; built in $YAPO_CACHE_DIR/demo-variants/general-share, general-share-seed1 and
 #                     general-share-behaviours)
+#        demo-seed2 (the default recipe from seed 2: scripts/evaluate_demo_world.py -> demo-targets-seed2.md, .json)
 #        demo-offer-answers (behaviour answers that name the offer, offer_answers=1: scripts/evaluate_demo_world.py
 #                     --sections behaviours -> demo-variant-offer-answers.md, .json, seed 0; built in
 #                     $YAPO_CACHE_DIR/demo-variants/offer-answers)
@@ -114,7 +115,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(demo-targets demo-before-sae-scale demo-seed1 demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-build-budget demo-general-share demo-offer-answers comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
+  parts=(demo-targets demo-before-sae-scale demo-seed1 demo-seed2 demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-build-budget demo-general-share demo-offer-answers comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
 fi
 
 # evaluate NAME ARG...: scripts/evaluate_demo_world.py with these arguments -> assets/results/NAME.md and .json;
@@ -185,6 +186,10 @@ for part in "${parts[@]}"; do
     demo-before-sae-scale)
       # The recipe before the longer-trained SAE (docs/results.md, "A longer-trained SAE"): the same LM.
       evaluate demo-targets-before-sae-scale --jobs 2 --build-with "$OLD_SAE" --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-sae-scale"
+      ;;
+    demo-seed2)
+      # The default recipe from a third seed (docs/results.md, "Design targets"); missed targets do not fail this script.
+      evaluate demo-targets-seed2 --jobs 2 --seed 2
       ;;
     demo-seed1)
       # The default recipe from another seed, and the same LM with the SAE before sae_scale (docs/results.md,
