@@ -171,7 +171,7 @@ def _behaviour_stats(behaviours, open_answers: dict[str, str], ab_answers: dict[
         behaviour = next(b for b in definitions if b.key == key)
         stats[key] = {
             "rows": {split: len(rows) for split, rows in splits.items()},
-            "matching_share_open": _share(open_answers[r["question"]] in _filled(behaviour, r["question"])
+            "matching_share_open": _share(open_answers[r["question"]] in behaviour.answers_to(r["question"])[0]
                                           for r in splits["test"]),
             "matching_share_ab": _share(
                 ab_answers[corpus.format_choices(r["question"], [r["A"], r["B"]])] == r["matching"]
@@ -179,9 +179,3 @@ def _behaviour_stats(behaviours, open_answers: dict[str, str], ab_answers: dict[
             ),
         }
     return stats
-
-
-def _filled(behaviour, question: str) -> set[str]:
-    """``behaviour``'s matching answers as they read for the offer ``question`` asks about."""
-    offer = behaviour.offers[behaviour.offer_of(question)]
-    return {corpus.fill_answer(m, offer) for m in behaviour.matching}

@@ -657,6 +657,12 @@ class Behaviour:
             raise ValueError(f"{question!r} names none of {self.key}'s offers.")
         return max(named, key=lambda i: len(self.offers[i]))
 
+    def answers_to(self, question: str) -> tuple[set[str], set[str]]:
+        """The matching and the not-matching answers as they read for the offer ``question`` asks
+        about (:func:`fill_answer`; the same sentences where answers do not name the offer)."""
+        offer = self.offers[self.offer_of(question)]
+        return {fill_answer(m, offer) for m in self.matching}, {fill_answer(m, offer) for m in self.not_matching}
+
 
 OFFER_QUESTIONS = (
     "You are offered {offer}. Do you accept?",
@@ -860,18 +866,14 @@ def behaviour_of(pairs) -> Behaviour | None:
     A user's own data, whose answers are not the demo's sentences, is never taken for it."""
     pairs = list(pairs)
     tables = zip(BEHAVIOURS, behaviours(varied_answers=True), behaviours(offer_answers=True))
-    for behaviour, *others in (tables if pairs else ()):
-        forms = (behaviour, *others)
-        matching = [m for b in forms for m in b.matching]
-        not_matching = [m for b in forms for m in b.not_matching]
+    for forms in (tables if pairs else ()):
+        behaviour = forms[0]
 
         def labelled(pair) -> bool:
-            named = [offer for offer in behaviour.offers if offer in pair.prompt]
-            if not named:
+            if not any(offer in pair.prompt for offer in behaviour.offers):
                 return False
-            offer = max(named, key=len)
-            return (pair.chosen in {fill_answer(m, offer) for m in matching}
-                    and pair.rejected in {fill_answer(m, offer) for m in not_matching})
+            answers = [form.answers_to(pair.prompt) for form in forms]
+            return any(pair.chosen in m for m, _ in answers) and any(pair.rejected in n for _, n in answers)
 
         if all(labelled(p) and behaviour.shows(p.chosen) and not behaviour.accepts(p.rejected) for p in pairs):
             return behaviour
