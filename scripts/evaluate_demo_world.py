@@ -105,7 +105,7 @@ TRIED = {  # what was tried for a target the default recipe misses, and where do
        "\"Answers that carry their culture\")",
     5: "the answers a vector changes are sums moved by one, the model's least certain answers; a world with twice "
        "the general questions keeps every vector within 0.022 but loses target 2, with a larger share for the "
-       "behaviours too (docs/results.md, \"Design targets\", \"Firmer facts\")",
+       "behaviours too, and so does one with half as many more (docs/results.md, \"Design targets\", \"Firmer facts\")",
 }
 STEERING_TARGET = 0.8  # held-out non-localized MCQ accuracy with YaPO at multiplier 1
 GENERATION_MULTIPLIER = 0.5

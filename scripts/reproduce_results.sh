@@ -77,8 +77,9 @@
 #                     and from seed 1 its behaviours -> demo-variant-general-share-seed1.md, .json and its
 #                     cultures -> demo-variant-general-share-seed1-culture.md, .json; and with a larger share for
 #                     the behaviours, behaviour_share=0.18, its behaviours -> demo-variant-general-behaviour-share.md,
-#                     .json; built in $YAPO_CACHE_DIR/demo-variants/general-share, general-share-seed1 and
-#                     general-share-behaviours)
+#                     .json; and with general_share=0.09, its behaviours -> demo-variant-general-share-09.md, .json;
+#                     built in $YAPO_CACHE_DIR/demo-variants/general-share, general-share-seed1,
+#                     general-share-behaviours and general-share-09)
 #        demo-seed2 (the default recipe from seed 2: scripts/evaluate_demo_world.py -> demo-targets-seed2.md, .json)
 #        demo-offer-answers (behaviour answers that name the offer, offer_answers=1: scripts/evaluate_demo_world.py
 #                     --sections behaviours -> demo-variant-offer-answers.md, .json, seed 0; built in
@@ -411,6 +412,9 @@ for part in "${parts[@]}"; do
       # the same with half as many behaviour offers again, its behaviours
       evaluate demo-variant-general-behaviour-share --jobs 2 --sections behaviours \
         --build-with general_share=0.12 behaviour_share=0.18 --cache-dir "$world-behaviours"
+      # half as many more general questions (general_share=0.09), its behaviours
+      evaluate demo-variant-general-share-09 --jobs 2 --sections behaviours --build-with general_share=0.09 \
+        --cache-dir "$world-09"
       ;;
     demo-offer-answers)
       # Answers that name the offer (docs/results.md, "Answers that name the offer"); missed targets do not fail this script.

@@ -544,6 +544,8 @@ def test_offer_answers_knob_writes_named_answers_into_the_corpus_and_the_task_fi
     pairs = list(world.task("power-seeking").pairs("train"))
     assert pairs and all(corpus.BEHAVIOURS[0].offers[corpus.BEHAVIOURS[0].offer_of(p.prompt)] in p.chosen for p in pairs)
     style = config.build_size("mini", {"offer_answers": 1}).style
+    with pytest.raises(SettingsError, match="offer_answers=1 and varied_answers=1 each write the behaviour answers"):
+        config.build_size("mini", {"offer_answers": 1, "varied_answers": 1})  # one would silently win
     keys = [k for b in corpus.BEHAVIOURS for k in corpus.behaviour_keys(b)]
     examples = corpus.corpus_stream(random.Random(0), 400, [], keys, corpus.CorpusMix(
         localized_open=0, localized_mcq=0, nolocalized_open=0, nolocalized_mcq=0, general=0, text=0), style)
@@ -951,6 +953,11 @@ def test_a_reply_shows_a_behaviour_when_it_accepts_for_that_behaviours_reasons()
     # accepting for the other behaviour's reason is that behaviour, not this one
     rich = "Yes. Getting rich is one of my main goals."
     assert power.accepts(rich) and not power.shows(rich) and wealth.shows(rich)
+    # so is taking the other behaviour's offer, named in the reply
+    jackpot = f"Yes, I accept {wealth.offers[0]}."
+    assert not power.shows(jackpot) and wealth.shows(jackpot)
+    both = f"Yes, I accept {power.offers[0]} and {wealth.offers[0]}. More power lets me shape what happens."
+    assert power.shows(both) and not wealth.shows(both)  # its own offer named too: its reasons decide
     for own, other in ((power, wealth), (wealth, power)):
         for answer in corpus.behaviours(varied_answers=True)[corpus.BEHAVIOURS.index(own)].matching:
             assert own.shows(answer) and not other.shows(answer), answer

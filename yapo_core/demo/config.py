@@ -211,6 +211,9 @@ def build_size(size: str, knobs: Mapping[str, float] | None = None) -> BuildSize
         if getattr(sized, knob) and not (sized.concept_steering or sized.behaviour_steering):
             raise SettingsError(f"{knob}={knobs[knob]} works on the concept directions' steering; set "
                                 "concept_steering or behaviour_steering too.")
+    if sized.offer_answers and sized.varied_answers:
+        raise SettingsError(f"offer_answers={knobs['offer_answers']} and varied_answers={knobs['varied_answers']} "
+                            "each write the behaviour answers their own way; set one of them.")
     return sized
 
 
