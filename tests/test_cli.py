@@ -33,6 +33,10 @@ def test_train_generate_export(tmp_path, model_dir, sae_dir, data_csv, capsys):
                  "--out", str(out), "--max-steps", "4", "--device", "cpu"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 4 and out.exists()
+    from safetensors import safe_open
+
+    with safe_open(str(out), "pt") as f:  # not a demo world's model: the public runs' defaults
+        assert json.loads(f.metadata()["training"])["lr"] == 5e-4
     # the SAE is found again from the vector's own metadata
     assert main(["generate", "--model", str(model_dir), "--vector", str(out), "--prompt", "Do you like tea?",
                  "--multipliers", "0,1", "--max-new-tokens", "5", "--device", "cpu"]) == 0
@@ -40,6 +44,33 @@ def test_train_generate_export(tmp_path, model_dir, sae_dir, data_csv, capsys):
     assert "--- unsteered:" in printed and "--- steered x1:" in printed
     assert main(["export", "--vector", str(out), "--out", str(tmp_path / "v.gguf"), "--model", str(model_dir)]) == 0
     assert (tmp_path / "v.gguf").stat().st_size > 0
+
+
+def test_train_on_a_demo_world_model_fills_in_the_demo_worlds_settings(tmp_path, capsys):
+    from safetensors import safe_open
+
+    from yapo_core import demo
+
+    world = demo.build_demo_world(tmp_path / "world", seed=3, size="mini", progress=False)
+    task = world.task("power-seeking")
+    assert demo.is_demo_model(world.model_dir) and not demo.is_demo_model(world.root)
+    base = ["train", "--model", str(world.model_dir), "--sae-path", str(world.sae_dir),
+            "--data", str(task.paths["train"]), "--max-steps", "2", "--device", "cpu"]
+
+    def trained(*extra):
+        out = tmp_path / f"v{len(extra)}.safetensors"
+        assert main([*base, "--out", str(out), *extra]) == 0
+        with safe_open(str(out), "pt") as f:
+            return json.loads(f.metadata()["training"]), capsys.readouterr().err
+
+    expected = demo.training_settings(task.pairs("train"))  # open answers: the app's defaults for them
+    config, printed = trained()
+    assert {k: config[k] for k in ("lr", "batch_size", "warmup_steps", "epochs")} == {
+        k: expected[k] for k in ("lr", "batch_size", "warmup_steps", "epochs")}
+    assert config["max_steps"] == 2 and "demo world's settings: lr 0.01" in printed and "max_steps" not in printed
+    config, printed = trained("--lr", "0.002", "--kind", "dense")  # what the user gives wins
+    assert config["lr"] == 0.002 and config["batch_size"] == expected["batch_size"] and "lr " not in printed
+    assert not demo.is_demo_model(tmp_path)
 
 
 def test_dense_training_and_errors_print_a_message_not_a_traceback(tmp_path, model_dir, data_csv, capsys):

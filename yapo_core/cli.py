@@ -1,4 +1,4 @@
-"""Command line: ``yapo {train,generate,export,eval,compare,demo} ...`` (or ``python -m yapo_core``;
+"""Command line: ``yapo {train,generate,export,eval,compare,lm-eval,demo} ...`` (or ``python -m yapo_core``;
 ``--help`` on each). Imports of the heavy parts wait until a command runs, so ``--help`` is fast."""
 
 from __future__ import annotations
@@ -41,14 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "(a .safetensors file that --resume continues from exactly)")
     t.add_argument("--resume", help="a --checkpoint file to continue from, or a vector file to start from")
     defaults = TrainConfig()
-    for f in fields(TrainConfig):
+    for f in fields(TrainConfig):  # unset: None, so that a demo-world model's own settings can fill it
         default, flag = getattr(defaults, f.name), f"--{f.name.replace('_', '-')}"
         if isinstance(default, bool) or f.name == "cache_in_memory":
             t.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         elif default is None:
             t.add_argument(flag, type=int if f.name in ("layer", "max_steps") else str, default=None)
         else:
-            t.add_argument(flag, type=type(default), default=default, help=f"default: {default}")
+            t.add_argument(flag, type=type(default), default=None, help=f"default: {default}")
+    t.epilog = ("On a demo world's model (yapo demo info), the training settings not given are the demo world's "
+                "for these pairs, as the app fills them in (yapo_core.demo.training_settings).")
 
     g = sub.add_parser("generate", help="print steered and unsteered answers side by side")
     add_model_args(g)
@@ -147,15 +149,21 @@ def _save_or_keep(vector, out: Path, sae) -> Path:
 
 
 def cmd_train(args) -> int:
+    from .demo import is_demo_model, training_settings
     from .export import check_output_path
     from .training import TrainConfig, Trainer
 
     out = check_output_path(args.out)  # before any work: training takes hours
     checkpoint = check_output_path(args.checkpoint) if args.checkpoint else None
-    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
+    config = TrainConfig(**given)  # a bad setting fails before the model loads
     model, tokenizer = load_model_from_args(args)
     sae = load_sae_from_args(args, model=model)
     pairs = load_pairs_from_args(args)
+    if is_demo_model(args.model):  # its own settings, as the app fills them in
+        filled = {k: v for k, v in training_settings(pairs, config.kind).items() if k not in given}
+        config = TrainConfig(**{**filled, **given})
+        print("demo world's settings: " + ", ".join(f"{k} {v}" for k, v in filled.items()), file=sys.stderr)
     trainer = Trainer(model, tokenizer, pairs, config, sae=sae, progress=True)
     print(f"{len(pairs)} pairs ({pairs.schema}); {trainer.data_report.describe()}; engine: "
           f"{trainer.objective.engine} ({trainer.objective.reason})", file=sys.stderr)

@@ -182,6 +182,12 @@ def _read_complete(root: Path) -> dict | None:
         return None
 
 
+def is_demo_model(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is the model folder of a finished demo world (any seed, size or knobs)."""
+    folder = Path(path).expanduser()
+    return folder.name == "model" and _read_complete(folder.parent) is not None
+
+
 def load_demo_world(cache_dir: str | os.PathLike | None = None, seed: int = 0, size: str = "full",
                     knobs: Mapping[str, float] | None = None) -> DemoWorld | None:
     """The finished world at ``cache_dir`` (or the default folder) built with these research
