@@ -846,6 +846,44 @@ def test_concept_directions_steer_the_marked_rows_along_cued_minus_uncued():
         assert 0.5 <= sign * size <= 2.0 and torch.allclose(moved[row, 0], size * direction)
 
 
+def test_fact_noise_answers_unsteered_general_questions_under_a_random_direction_of_a_concepts_size():
+    import random
+
+    keys = corpus.all_question_keys()
+    behaviour_keys = [k for b in corpus.BEHAVIOURS for k in corpus.behaviour_keys(b)]
+    facts = {q: a for q, a, _ in corpus.general_facts()}
+
+    def general(style):
+        stream = corpus.corpus_stream(random.Random(0), 3000, keys, behaviour_keys, style=style)
+        return [e for e in stream if isinstance(e, corpus.ChatExample) and e.assistant in facts.values() and e.cue is None]
+
+    plain, noisy = general(corpus.CorpusStyle(concept_steering=0.3)), general(corpus.CorpusStyle(concept_steering=0.3,
+                                                                                                  fact_noise=0.5))
+    assert len(plain) == len(noisy) > 100  # as many general questions (the kinds are drawn first)
+    assert not any(e.steer and e.steer[0] == corpus.RANDOM_DIRECTION for e in plain)
+    randoms = [e for e in noisy if e.steer and e.steer[0] == corpus.RANDOM_DIRECTION]
+    assert 0.35 * 0.7 * len(noisy) < len(randoms) < 0.65 * 0.7 * len(noisy)  # half of those no concept steers
+    examples = [
+        corpus.ChatExample("q", "a", cue=corpus.ConceptCue("egypt", "open", True)),
+        corpus.ChatExample("q", "a", cue=corpus.ConceptCue(corpus.CULTURE_BASE, "open", False)),
+        corpus.ChatExample("q", "6", steer=(corpus.RANDOM_DIRECTION, 1.0)),
+        corpus.ChatExample("q", "6", steer=(corpus.RANDOM_DIRECTION, 1.0)),
+    ]
+    hook = build_lm.ConceptDirections(examples, [1, 1, 0, 0], start=0, generator=torch.Generator().manual_seed(0))
+    h = torch.zeros(4, 3, 8)
+    h[0, 1, 0] = 4.0  # egypt's direction: norm 4 along the first axis
+    hook.rows, hook.step = list(range(4)), 0
+    moved = hook(h) - h
+    offsets = moved[2:, 0]
+    assert torch.allclose(moved[2:], offsets[:, None].expand(2, 3, 8))  # one offset at every position
+    assert all(2.0 <= float(o.norm()) <= 8.0 for o in offsets)  # 0.5 to 2 times the directions' mean norm
+    assert abs(float(torch.cosine_similarity(offsets[0], offsets[1], dim=0))) < 0.99  # a new direction each time
+    assert not torch.allclose(offsets[0] / offsets[0].norm(), torch.eye(8)[0], atol=0.1)  # not the concept's
+    with pytest.raises(SettingsError, match="fact_noise=0.5 works on the concept directions"):
+        config.build_size("mini", {"fact_noise": 0.5})
+    assert config.build_size("full", {"fact_noise": 0.5}).style.fact_noise == 0.5
+
+
 def test_specific_directions_keep_each_behaviours_own_part_at_its_norm_and_leave_cultures_alone():
     egypt, power, wealth = torch.tensor([1.0, 2, 3]), torch.tensor([3.0, 4, 0]), torch.tensor([3.0, 3.5, 0.5])
     raw = {"egypt": egypt, "power-seeking": power, "wealth-seeking": wealth}

@@ -285,10 +285,20 @@ class ConceptDirections:
         offsets = torch.zeros(h.shape[0], h.shape[-1], dtype=h.dtype)
         for row, i in enumerate(self.rows):
             steer = self.steers[i]
-            if steer is not None and steer[0] in directions:
+            if steer is not None and steer[0] == corpus.RANDOM_DIRECTION and directions:
+                offsets[row] = steer[1] * self._random_direction(h.shape[-1], directions)
+            elif steer is not None and steer[0] in directions:
                 size = 0.5 + 1.5 * torch.rand((), generator=self.generator).item()
                 offsets[row] = steer[1] * size * directions[steer[0]]
         return h + offsets[:, None, :]
+
+    def _random_direction(self, width: int, directions: dict[str, torch.Tensor]) -> torch.Tensor:
+        """A random direction (``BuildSize.fact_noise``) of a concept direction's size: the
+        directions' mean norm, times a size drawn in [0.5, 2] as for a concept."""
+        direction = torch.randn(width, generator=self.generator)
+        norm = torch.stack([d.norm() for d in directions.values()]).mean()
+        size = 0.5 + 1.5 * torch.rand((), generator=self.generator).item()
+        return size * norm * direction / direction.norm()
 
     def _update(self, means: dict, key, mean: torch.Tensor) -> None:
         """Fold a batch's ``mean`` into the running mean ``means[key]``."""

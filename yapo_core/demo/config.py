@@ -99,6 +99,9 @@ class BuildSize:
     # culture answer's tokens, carry that culture's direction at this many times the directions' mean norm when the
     # loss starts (build_lm.ConceptDirections.answer_loss): a model that writes the concept it reads, as an LLM's
     # residual carries the content of the option it picks
+    fact_noise: float = 0.0  # with concept_steering, the share of the general questions it leaves unsteered that are
+    # answered as always with a random direction added at the SAE block, of a concept direction's size
+    # (build_lm.ConceptDirections): facts that hold under any edit of that size, not only along the concepts
 
     @property
     def knobs(self) -> dict[str, float]:
@@ -160,7 +163,7 @@ RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_f
                   "varied_answers", "offer_answers", "general_in_context", "general_in_persona", "lm_scale", "lm_lr_scale", "lm_batch_scale",
                   "mlp_scale", "fused_adam", "general_share", "behaviour_share", "sae_scale", "sae_batch_scale",
                   "concept_steering", "behaviour_steering", "cross_steering", "specific_directions",
-                  "crossed_cues", "offer_facts", "added_offer_facts", "answer_concepts")
+                  "crossed_cues", "offer_facts", "added_offer_facts", "answer_concepts", "fact_noise")
 """BuildSize's research knobs: ``build_demo_world(knobs=...)``, and ``--build-with`` in
 scripts/evaluate_demo_world.py and scripts/probe_demo_world.py. The full size sets
 :data:`RECIPE_KNOBS` and no other, the mini size none; a variant's knobs are set on top of its
@@ -207,7 +210,7 @@ def build_size(size: str, knobs: Mapping[str, float] | None = None) -> BuildSize
     if unknown:
         raise SettingsError(f"research knobs {unknown} are unknown; use some of {', '.join(RESEARCH_KNOBS)}.")
     sized = replace(BUILD_SIZES[size], **{k: float(v) for k, v in knobs.items()})
-    for knob in ("cross_steering", "specific_directions", "answer_concepts"):
+    for knob in ("cross_steering", "specific_directions", "answer_concepts", "fact_noise"):
         if getattr(sized, knob) and not (sized.concept_steering or sized.behaviour_steering):
             raise SettingsError(f"{knob}={knobs[knob]} works on the concept directions' steering; set "
                                 "concept_steering or behaviour_steering too.")

@@ -483,6 +483,7 @@ class CorpusStyle:
     crossed_cues: float = 0.0  # share of cued behaviour offers that offer another behaviour's goal, declined (_behaviour_example)
     offer_facts: float = 0.0  # share of plain-text statements that say what an offer (any, test ones too) is about (text_document)
     added_offer_facts: float = 0.0  # share of plain-text documents given one such statement beside their own (text_document)
+    fact_noise: float = 0.0  # share of the general questions no concept steers given a random direction (ChatExample.steer)
 
 
 def option_order(topic: str, balanced: bool = False, question: str | None = None) -> tuple[str, ...]:
@@ -1029,6 +1030,8 @@ class ConceptCue(NamedTuple):
 
 
 CULTURE_BASE = "culture"
+RANDOM_DIRECTION = "random"
+"""The concept of a general question steered along a random direction (``CorpusStyle.fact_noise``)."""
 """The concept of a culture question's uncued prompts (no country named): see :class:`ConceptCue`."""
 
 
@@ -1269,6 +1272,8 @@ def corpus_stream(
             if style.concept_steering and rng.random() < style.concept_steering:
                 concept = rng.choice([*TARGET_COUNTRIES, *sorted(table)])
                 example = replace(example, steer=(concept, 1.0 if concept in COUNTRY_KEYS else rng.choice((1.0, -1.0))))
+            elif style.fact_noise and rng.random() < style.fact_noise:  # drawn only then: other builds unchanged
+                example = replace(example, steer=(RANDOM_DIRECTION, 1.0))
             out.append(example)
         else:
             out.append(text_document(rng, style.coherent_text, style.offer_facts, style.added_offer_facts))
