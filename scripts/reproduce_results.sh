@@ -84,6 +84,10 @@
 #        demo-offer-answers (behaviour answers that name the offer, offer_answers=1: scripts/evaluate_demo_world.py
 #                     --sections behaviours -> demo-variant-offer-answers.md, .json, seed 0; built in
 #                     $YAPO_CACHE_DIR/demo-variants/offer-answers)
+#        demo-fact-noise (general questions answered under a random direction, fact_noise=0.5:
+#                     scripts/evaluate_demo_world.py -> demo-variant-fact-noise.md, .json, every section, seed 0;
+#                     and from seeds 1 and 2 its behaviours -> demo-variant-fact-noise-seed1.md, -seed2.md, .json;
+#                     built in $YAPO_CACHE_DIR/demo-variants/fact-noise, fact-noise-seed1 and fact-noise-seed2)
 #        demo-pinned (scripts/evaluate_demo_world.py --sections behaviours on the plain recipe built in a fresh cache
 #                     -> demo-behaviours-pinned.md, .json: the same build on another CPU, with the pinned kernels)
 #        build-speed (scripts/benchmark_demo_build.py -> assets/results/build-speed.md, .json)
@@ -116,7 +120,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(demo-targets demo-before-sae-scale demo-seed1 demo-seed2 demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-build-budget demo-general-share demo-offer-answers comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
+  parts=(demo-targets demo-before-sae-scale demo-seed1 demo-seed2 demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-build-budget demo-general-share demo-offer-answers demo-fact-noise comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
 fi
 
 # evaluate NAME ARG...: scripts/evaluate_demo_world.py with these arguments -> assets/results/NAME.md and .json;
@@ -420,6 +424,15 @@ for part in "${parts[@]}"; do
       # Answers that name the offer (docs/results.md, "Answers that name the offer"); missed targets do not fail this script.
       evaluate demo-variant-offer-answers --jobs 2 --sections behaviours --build-with offer_answers=1 \
         --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/offer-answers"
+      ;;
+    demo-fact-noise)
+      # Facts under any edit (docs/results.md, "Facts under any edit"); missed targets do not fail this script.
+      world="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/fact-noise"
+      evaluate demo-variant-fact-noise --jobs 2 --build-with fact_noise=0.5 --cache-dir "$world"
+      for seed in 1 2; do
+        evaluate "demo-variant-fact-noise-seed$seed" --seed "$seed" --jobs 2 --sections behaviours \
+          --build-with fact_noise=0.5 --cache-dir "$world-seed$seed"
+      done
       ;;
     demo-pinned)
       # The plain recipe built from nothing in a fresh cache (with yapo_core's pinned AVX2 kernels).

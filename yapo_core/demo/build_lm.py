@@ -209,8 +209,9 @@ class ConceptDirections:
     ``steer`` (an uncued question answered for the concept, a general question answered as always)
     train with ``sign × s × direction`` added at every position, ``s`` drawn in [0.5, 2] per
     example, so that the model acts on that direction as it does on a named country or a cue, and
-    keeps its facts under it. Until ``start`` (the directions are not yet formed) those examples do
-    not count in the loss.
+    keeps its facts under it. A general question marked with :data:`corpus.RANDOM_DIRECTION`
+    (``BuildSize.fact_noise``) gets a random direction of the directions' mean norm instead, times
+    ``s``. Until ``start`` (the directions are not yet formed) those examples do not count in the loss.
 
     With ``specific`` (``BuildSize.specific_directions``) a behaviour steers along the part of its
     direction that the other behaviours' directions do not span, scaled back to its direction's
