@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from yapo_core import demo
-from yapo_core.demo import build_lm, cli, config, corpus
+from yapo_core.demo import build_lm, build_steering, cli, config, corpus
 from yapo_core.demo import world as demo_world
 from yapo_core.errors import SettingsError, YapoError
 
@@ -674,7 +674,7 @@ def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
 
 
 def test_residual_offsets_move_whole_sequences_within_their_bound():
-    from yapo_core.demo.build_lm import residual_offsets
+    from yapo_core.demo.build_steering import residual_offsets
 
     h = torch.randn(64, 7, 16)
     moved = residual_offsets(h, 0.5, torch.Generator().manual_seed(0))
@@ -824,7 +824,7 @@ def test_concept_directions_steer_the_marked_rows_along_cued_minus_uncued():
         corpus.ChatExample("q", "a", steer=("egypt", -1.0)),
         "plain text",
     ]
-    hook = build_lm.ConceptDirections(examples, [2, 1, 3, 3, 0, 0, 0], start=1, generator=torch.Generator().manual_seed(0))
+    hook = build_steering.ConceptDirections(examples, [2, 1, 3, 3, 0, 0, 0], start=1, generator=torch.Generator().manual_seed(0))
     h = torch.zeros(7, 4, 3)
     h[0, 2] = torch.tensor([4.0, 0, 0])  # egypt, open: its last prompt position
     h[1, 1] = torch.tensor([1.0, 0, 0])
@@ -869,7 +869,7 @@ def test_fact_noise_answers_unsteered_general_questions_under_a_random_direction
         corpus.ChatExample("q", "6", steer=(corpus.RANDOM_DIRECTION, 1.0)),
         corpus.ChatExample("q", "6", steer=(corpus.RANDOM_DIRECTION, 1.0)),
     ]
-    hook = build_lm.ConceptDirections(examples, [1, 1, 0, 0], start=0, generator=torch.Generator().manual_seed(0))
+    hook = build_steering.ConceptDirections(examples, [1, 1, 0, 0], start=0, generator=torch.Generator().manual_seed(0))
     h = torch.zeros(4, 3, 8)
     h[0, 1, 0] = 4.0  # egypt's direction: norm 4 along the first axis
     hook.rows, hook.step = list(range(4)), 0
@@ -887,20 +887,20 @@ def test_fact_noise_answers_unsteered_general_questions_under_a_random_direction
 def test_specific_directions_keep_each_behaviours_own_part_at_its_norm_and_leave_cultures_alone():
     egypt, power, wealth = torch.tensor([1.0, 2, 3]), torch.tensor([3.0, 4, 0]), torch.tensor([3.0, 3.5, 0.5])
     raw = {"egypt": egypt, "power-seeking": power, "wealth-seeking": wealth}
-    out = build_lm.specific_directions(raw)
+    out = build_steering.specific_directions(raw)
     assert torch.equal(out["egypt"], egypt)
     for key, other in (("power-seeking", wealth), ("wealth-seeking", power)):
         assert abs(float(out[key] @ other)) < 1e-4  # nothing along the other behaviour's direction
         assert torch.isclose(out[key].norm(), raw[key].norm())
         assert float(out[key] @ raw[key]) > 0  # the part of its own direction the other does not span
-    assert build_lm.specific_directions({"power-seeking": power}) == {"power-seeking": power}  # no other: unchanged
+    assert build_steering.specific_directions({"power-seeking": power}) == {"power-seeking": power}  # no other: unchanged
     # the hook uses them only when asked
     examples = [corpus.ChatExample("q", "a", cue=corpus.ConceptCue(b, "open", cued))
                 for b in ("power-seeking", "wealth-seeking") for cued in (True, False)]
     h = torch.zeros(4, 2, 3)
     h[0, 1], h[2, 1] = power, wealth
     for specific, expected in ((False, raw), (True, out)):
-        hook = build_lm.ConceptDirections(examples, [1] * 4, start=0, generator=torch.Generator().manual_seed(0),
+        hook = build_steering.ConceptDirections(examples, [1] * 4, start=0, generator=torch.Generator().manual_seed(0),
                                           specific=specific)
         hook.rows, hook.step = list(range(4)), 0
         hook(h)
@@ -922,7 +922,7 @@ def test_answer_concepts_ask_a_culture_answers_tokens_to_carry_its_direction_wit
         "plain text",
     ]
     # prompts end at position 1; the answers are one token (position 2), the plain text has none
-    hook = build_lm.ConceptDirections(examples, [1, 1, 1, 1, 0], start=1, generator=torch.Generator().manual_seed(0),
+    hook = build_steering.ConceptDirections(examples, [1, 1, 1, 1, 0], start=1, generator=torch.Generator().manual_seed(0),
                                       answer_lengths=[1, 1, 1, 1, 0])
     h = torch.zeros(5, 4, 3, requires_grad=True)
     base = torch.zeros(5, 4, 3)

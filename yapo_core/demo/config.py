@@ -49,7 +49,7 @@ class BuildSize:
     # top of its size's:
     label_smoothing: float = 0.0  # of the next-token loss: a less over-confident model
     residual_noise: float = 0.0  # the largest random offset added to the SAE block's output during LM training,
-    # relative to the residual's norm (build_lm.residual_offsets): a model that stays fluent when its residual moves
+    # relative to the residual's norm (build_steering.residual_offsets): a model that stays fluent when its residual moves
     followups: float = 0.0  # share (against the corpus mix's) of two-turn conversations of each kind, culture and
     # behaviour, whose second answer keeps the culture or disposition of the first (corpus.CorpusMix)
     mcq_text: float = 0.0  # when set, a culture MCQ answer is its letter and the option's text ("C. Koshari"),
@@ -82,13 +82,13 @@ class BuildSize:
     sae_scale: float = 0.0  # when set, the SAE trains on this many times sae_training_samples (more variance explained)
     mcq_options: float = 0.0  # when set (3-8), each MCQ lists that many answers, drawn and shuffled per question (corpus.option_set)
     concept_steering: float = 0.0  # share of uncued culture, behaviour and general examples trained with a concept's
-    # own cue direction added at the SAE block (build_lm.ConceptDirections): a model that acts on it in every form
+    # own cue direction added at the SAE block (build_steering.ConceptDirections): a model that acts on it in every form
     behaviour_steering: float = 0.0  # when set, the share of uncued behaviour offers steered so (instead of
     # concept_steering's): the open and A/B forms of a behaviour linked through its direction as strongly as a culture's
     cross_steering: float = 0.0  # with either of those, the share of steered behaviour offers given the other
     # behaviour's direction (either sign) and answered as unsteered: one behaviour's direction does not move another's
     specific_directions: float = 0.0  # with either of those, when set, each behaviour is steered along the part of its
-    # direction orthogonal to the other behaviours' (build_lm.specific_directions): directions that tell the behaviours apart
+    # direction orthogonal to the other behaviours' (build_steering.specific_directions): directions that tell the behaviours apart
     crossed_cues: float = 0.0  # share of cued behaviour offers that offer another behaviour's goal, which the persona
     # declines (corpus._behaviour_example): a cue that says which goal it seeks, not only that offers are taken
     offer_facts: float = 0.0  # share of plain-text statements that say what a behaviour's offer is about, for every
@@ -97,11 +97,11 @@ class BuildSize:
     # general and cultural ones (offer_facts replaces them): the same knowledge, the rest of the text kept
     answer_concepts: float = 0.0  # with concept_steering, when set, a loss has the residual at the SAE block, on a
     # culture answer's tokens, carry that culture's direction at this many times the directions' mean norm when the
-    # loss starts (build_lm.ConceptDirections.answer_loss): a model that writes the concept it reads, as an LLM's
+    # loss starts (build_steering.ConceptDirections.answer_loss): a model that writes the concept it reads, as an LLM's
     # residual carries the content of the option it picks
     fact_noise: float = 0.0  # with concept_steering, the share of the general questions it leaves unsteered that are
     # answered as always with a random direction added at the SAE block, of a concept direction's size
-    # (build_lm.ConceptDirections): facts that hold under any edit of that size, not only along the concepts
+    # (build_steering.ConceptDirections): facts that hold under any edit of that size, not only along the concepts
 
     @property
     def knobs(self) -> dict[str, float]:
@@ -171,7 +171,7 @@ size's (``concept_steering=0 added_offer_facts=0 sae_scale=0`` builds the full s
 
 RECIPE_KNOBS = {"sae_scale": 4.0, "concept_steering": 0.3, "added_offer_facts": 1.0}
 """The research knobs the full world (the default world) is built with: the model learns to act on its own
-cue directions in every answer form (``build_lm.ConceptDirections``), the recipe that meets more of the
+cue directions in every answer form (``build_steering.ConceptDirections``), the recipe that meets more of the
 design targets than the plain one on most builds; every plain-text document states one behaviour
 offer's facts beside its own, so the model knows the offers' words outside the offers themselves and a
 behaviour vector moves open answers and A/B choices alike (docs/results.md, "Offers the model knows");
