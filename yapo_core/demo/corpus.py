@@ -651,10 +651,13 @@ class Behaviour:
         own = len(words & THEME_WORDS.get(self.key, frozenset()))
         return all(len(words & theme) <= own for key, theme in THEME_WORDS.items() if key != self.key)
 
+    def names_offer(self, text: str) -> bool:
+        """Whether ``text`` names one of this behaviour's offers."""
+        return any(offer in text for offer in self.offers)
+
     def _takes_another_offer(self, reply: str) -> bool:
         """Whether ``reply`` names another demo behaviour's offer and none of this one's."""
-        names = lambda b: any(offer in reply for offer in b.offers)  # noqa: E731
-        return not names(self) and any(names(b) for b in BEHAVIOURS if b.key != self.key)
+        return not self.names_offer(reply) and any(b.names_offer(reply) for b in BEHAVIOURS if b.key != self.key)
 
     def offer_of(self, question: str) -> int:
         """The index of the offer ``question`` asks about (the longest offer its text names): the
@@ -878,7 +881,7 @@ def behaviour_of(pairs) -> Behaviour | None:
         behaviour = forms[0]
 
         def labelled(pair) -> bool:
-            if not any(offer in pair.prompt for offer in behaviour.offers):
+            if not behaviour.names_offer(pair.prompt):
                 return False
             answers = [form.answers_to(pair.prompt) for form in forms]
             return any(pair.chosen in m for m, _ in answers) and any(pair.rejected in n for _, n in answers)
@@ -1030,9 +1033,10 @@ class ConceptCue(NamedTuple):
 
 
 CULTURE_BASE = "culture"
+"""The concept of a culture question's uncued prompts (no country named): see :class:`ConceptCue`."""
+
 RANDOM_DIRECTION = "random"
 """The concept of a general question steered along a random direction (``CorpusStyle.fact_noise``)."""
-"""The concept of a culture question's uncued prompts (no country named): see :class:`ConceptCue`."""
 
 
 @dataclass(frozen=True)
