@@ -162,8 +162,9 @@ def cmd_train(args) -> int:
     pairs = load_pairs_from_args(args)
     if is_demo_model(args.model):  # its own settings, as the app fills them in
         filled = {k: v for k, v in training_settings(pairs, config.kind).items() if k not in given}
-        config = TrainConfig(**{**filled, **given})
-        print("demo world's settings: " + ", ".join(f"{k} {v}" for k, v in filled.items()), file=sys.stderr)
+        if filled:
+            config = TrainConfig(**{**filled, **given})
+            print("demo world's settings: " + ", ".join(f"{k} {v}" for k, v in filled.items()), file=sys.stderr)
     trainer = Trainer(model, tokenizer, pairs, config, sae=sae, progress=True)
     print(f"{len(pairs)} pairs ({pairs.schema}); {trainer.data_report.describe()}; engine: "
           f"{trainer.objective.engine} ({trainer.objective.reason})", file=sys.stderr)
