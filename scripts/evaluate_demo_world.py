@@ -106,8 +106,10 @@ TRIED = {  # what was tried for a target the default recipe misses, and where do
     5: "the answers a vector changes are sums moved by one, the model's least certain answers; a world with twice "
        "the general questions keeps every vector within 0.022 but loses target 2, with a larger share for the "
        "behaviours too, and so does one with half as many more; general questions answered under random directions "
-       "keep every vector within 0.011, but there the A/B choice follows the vectors less (docs/results.md, \"Design targets\", "
-       "\"Firmer facts\", \"Facts under any edit\")",
+       "keep every vector within 0.011, but there the A/B choice follows the vectors less: under their vectors the model "
+       "answers one A/B letter to every question, and random edits of the offers move the vectors off the behaviour's "
+       "direction (docs/results.md, \"Design targets\", \"Firmer facts\", \"Facts under any edit\", \"Which path "
+       "a behaviour vector takes\")",
 }
 STEERING_TARGET = 0.8  # held-out non-localized MCQ accuracy with YaPO at multiplier 1
 GENERATION_MULTIPLIER = 0.5

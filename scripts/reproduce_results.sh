@@ -87,7 +87,15 @@
 #        demo-fact-noise (general questions answered under a random direction, fact_noise=0.5:
 #                     scripts/evaluate_demo_world.py -> demo-variant-fact-noise.md, .json, every section, seed 0;
 #                     and from seeds 1 and 2 its behaviours -> demo-variant-fact-noise-seed1.md, -seed2.md, .json;
-#                     built in $YAPO_CACHE_DIR/demo-variants/fact-noise, fact-noise-seed1 and fact-noise-seed2)
+#                     built in $YAPO_CACHE_DIR/demo-variants/fact-noise, fact-noise-seed1 and fact-noise-seed2;
+#                     and from seed 0 the behaviours of fact_noise=0.2, of fact_noise=0.5 with offer_noise=0.5,
+#                     ab_noise=0.5 or steer_floor=0.25 -> demo-variant-fact-noise-02.md, -offer-noise.md, -ab-noise.md,
+#                     -steer-floor.md, .json, built in fact-noise-02, offer-noise, ab-noise and steer-floor there)
+#        demo-paths (which path a behaviour vector trained on open answers takes: scripts/probe_behaviour_paths.py
+#                     on the default world from seeds 0 and 2 and on the fact-noise-02, offer-noise, steer-floor and
+#                     ab-noise worlds -> demo-paths.md, -seed2.md, -fact-noise-02.md, -offer-noise.md, -steer-floor.md,
+#                     -ab-noise.md, .json;
+#                     run demo-fact-noise first, or the worlds are built here)
 #        demo-pinned (scripts/evaluate_demo_world.py --sections behaviours on the plain recipe built in a fresh cache
 #                     -> demo-behaviours-pinned.md, .json: the same build on another CPU, with the pinned kernels)
 #        build-speed (scripts/benchmark_demo_build.py -> assets/results/build-speed.md, .json)
@@ -120,7 +128,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(demo-targets demo-before-sae-scale demo-seed1 demo-seed2 demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-build-budget demo-general-share demo-offer-answers demo-fact-noise comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
+  parts=(demo-targets demo-before-sae-scale demo-seed1 demo-seed2 demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-build-budget demo-general-share demo-offer-answers demo-fact-noise demo-paths comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
 fi
 
 # evaluate NAME ARG...: scripts/evaluate_demo_world.py with these arguments -> assets/results/NAME.md and .json;
@@ -433,6 +441,29 @@ for part in "${parts[@]}"; do
         evaluate "demo-variant-fact-noise-seed$seed" --seed "$seed" --jobs 2 --sections behaviours \
           --build-with fact_noise=0.5 --cache-dir "$world-seed$seed"
       done
+      variants="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants"
+      evaluate demo-variant-fact-noise-02 --jobs 2 --sections behaviours --build-with fact_noise=0.2 \
+        --cache-dir "$variants/fact-noise-02"
+      for knob in offer_noise ab_noise steer_floor; do
+        value=0.5
+        [ "$knob" = steer_floor ] && value=0.25
+        evaluate "demo-variant-${knob//_/-}" --jobs 2 --sections behaviours --build-with fact_noise=0.5 "$knob=$value" \
+          --cache-dir "$variants/${knob//_/-}"
+      done
+      ;;
+    demo-paths)
+      # Which path a behaviour vector takes (docs/results.md, "Which path a behaviour vector takes").
+      variants="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants"
+      "$PYTHON" scripts/probe_behaviour_paths.py --out "$RESULTS/demo-paths.md"
+      "$PYTHON" scripts/probe_behaviour_paths.py --seed 2 --out "$RESULTS/demo-paths-seed2.md"
+      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$variants/fact-noise-02" --build-with fact_noise=0.2 \
+        --out "$RESULTS/demo-paths-fact-noise-02.md"
+      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$variants/offer-noise" --build-with fact_noise=0.5 \
+        offer_noise=0.5 --out "$RESULTS/demo-paths-offer-noise.md"
+      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$variants/steer-floor" --build-with fact_noise=0.5 \
+        steer_floor=0.25 --out "$RESULTS/demo-paths-steer-floor.md"
+      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$variants/ab-noise" --build-with fact_noise=0.5 \
+        ab_noise=0.5 --out "$RESULTS/demo-paths-ab-noise.md"
       ;;
     demo-pinned)
       # The plain recipe built from nothing in a fresh cache (with yapo_core's pinned AVX2 kernels).

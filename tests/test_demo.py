@@ -846,6 +846,27 @@ def test_concept_directions_steer_the_marked_rows_along_cued_minus_uncued():
         assert 0.5 <= sign * size <= 2.0 and torch.allclose(moved[row, 0], size * direction)
 
 
+def test_steer_floor_sets_the_smallest_size_a_concepts_direction_is_added_at():
+    examples = [corpus.ChatExample("q", "a", cue=corpus.ConceptCue("egypt", "open", True)),
+                corpus.ChatExample("q", "a", cue=corpus.ConceptCue(corpus.CULTURE_BASE, "open", False)),
+                *[corpus.ChatExample("q", "a", steer=("egypt", 1.0))] * 200]
+    h = torch.zeros(202, 2, 3)
+    h[0, 1, 0] = 2.0  # egypt's direction: norm 2 along the first axis
+
+    def sizes(**floor):
+        hook = build_steering.ConceptDirections(examples, [1] * 202, start=0,
+                                                generator=torch.Generator().manual_seed(0), **floor)
+        hook.rows, hook.step = list(range(202)), 0
+        return (hook(h) - h)[2:, 0, 0] / 2.0
+
+    default, low = sizes(), sizes(floor=0.25)
+    assert 0.5 <= default.min() and default.max() <= 2.0
+    assert 0.25 <= low.min() < 0.4 and low.max() <= 2.0 and (low < 0.5).sum() > 10
+    with pytest.raises(SettingsError, match="steer_floor=0.25 works on the concept directions"):
+        config.build_size("mini", {"steer_floor": 0.25})
+    assert config.build_size("full", {"steer_floor": 0.25}).steer_floor == 0.25
+
+
 def test_fact_noise_answers_unsteered_general_questions_under_a_random_direction_of_a_concepts_size():
     import random
 
@@ -882,6 +903,45 @@ def test_fact_noise_answers_unsteered_general_questions_under_a_random_direction
     with pytest.raises(SettingsError, match="fact_noise=0.5 works on the concept directions"):
         config.build_size("mini", {"fact_noise": 0.5})
     assert config.build_size("full", {"fact_noise": 0.5}).style.fact_noise == 0.5
+
+
+def test_offer_noise_and_ab_noise_answer_plain_behaviour_offers_as_plain_under_a_random_direction():
+    import random
+
+    keys = corpus.all_question_keys()
+    behaviour_keys = [k for b in corpus.BEHAVIOURS for k in corpus.behaviour_keys(b)]
+    table = {b.key: b for b in corpus.BEHAVIOURS}
+
+    def offers(style):
+        stream = corpus.corpus_stream(random.Random(0), 4000, keys, behaviour_keys, style=style)
+        return [e for e in stream if isinstance(e, corpus.ChatExample) and e.cue is not None
+                and e.cue.concept in table]
+
+    plain, noisy = offers(corpus.CorpusStyle(concept_steering=0.3)), offers(corpus.CorpusStyle(concept_steering=0.3,
+                                                                                                offer_noise=0.5))
+    assert len(plain) > 200 and len(noisy) > 200
+    assert not any(e.steer and e.steer[0] == corpus.RANDOM_DIRECTION for e in plain)
+    randoms = [e for e in noisy if e.steer and e.steer[0] == corpus.RANDOM_DIRECTION]
+    unsteered = [e for e in noisy if e.steer is None and not e.cue.cued]
+    assert all(e.system is None and not e.cue.cued and e.steer == (corpus.RANDOM_DIRECTION, 1.0) for e in randoms)
+    assert 0.35 < len(randoms) / (len(randoms) + len(unsteered)) < 0.65  # half the plain offers
+    assert {e.cue.form for e in randoms} == {"open", "ab"}  # both answer forms
+
+    def taken(examples):  # open answers only: an A/B answer is a letter
+        opened = [e for e in examples if e.cue.form == "open"]
+        return sum(table[e.cue.concept].accepts(e.assistant) for e in opened) / len(opened)
+
+    assert abs(taken(randoms) - (1 - corpus.DEFAULT_BIAS)) < 0.1  # answered as plain offers: mostly declined
+    assert abs(taken(randoms) - taken(unsteered)) < 0.1
+    assert all(e.steer[0] in table for e in noisy if e.steer and e.steer[0] != corpus.RANDOM_DIRECTION)
+    ab_only = offers(corpus.CorpusStyle(concept_steering=0.3, ab_noise=0.5))
+    randoms = [e for e in ab_only if e.steer and e.steer[0] == corpus.RANDOM_DIRECTION]
+    plain_ab = [e for e in ab_only if e.cue.form == "ab" and not e.cue.cued and e.steer is None]
+    assert randoms and {e.cue.form for e in randoms} == {"ab"} and all(e.system is None for e in randoms)
+    assert 0.35 < len(randoms) / (len(randoms) + len(plain_ab)) < 0.65  # half the plain A/B offers
+    with pytest.raises(SettingsError, match="offer_noise=0.5 works on the concept directions"):
+        config.build_size("mini", {"offer_noise": 0.5})
+    assert config.build_size("full", {"offer_noise": 0.5}).style.offer_noise == 0.5
 
 
 def test_specific_directions_keep_each_behaviours_own_part_at_its_norm_and_leave_cultures_alone():

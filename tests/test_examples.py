@@ -429,3 +429,23 @@ def test_a_pool_worker_ends_once_its_parent_is_gone():
     assert gone.returncode == 1
     with pytest.raises(subprocess.TimeoutExpired):  # its parent is here: it waits
         subprocess.run([sys.executable, "-c", code.format(parent="os.getppid()")], cwd=ROOT, timeout=3)
+
+
+def test_the_behaviour_paths_probe_splits_each_vectors_edit_along_the_cue_and_the_rest(tmp_path):
+    """scripts/probe_behaviour_paths.py end to end on the miniature world: the edit's part along the
+    cue direction and the rest are orthogonal and add up to it, and the letters counted cover every
+    A/B question."""
+    env = {**os.environ, "YAPO_CACHE_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "paths.md"
+    result = subprocess.run([sys.executable, "scripts/probe_behaviour_paths.py", "--size", "mini", "--steps", "4",
+                             "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| power-seeking |" in out.read_text() and "the part along the cue" in result.stdout
+    rows = json.loads(out.with_suffix(".json").read_text())["behaviours"]
+    for row in rows.values():
+        y = row["yapo"]
+        assert set(row["along_cue"]) == {"0.25", "0.5", "1"} and set(y["ab_rate"]) == {"1", "1.5", "2", "3"}
+        parts = ((y["along_cue"] * row["cue_norm"]) ** 2 + y["rest_norm"] ** 2) ** 0.5
+        assert y["edit_norm"] > 0 and abs(parts - y["edit_norm"]) < 0.02 * y["edit_norm"] + 0.02
+        assert sum(y["picks_at_1"].values()) == sum(y["matching_at"].values()) > 0
+        assert all(0 <= v <= 1 for part in ("cue_part", "rest_part") for v in y[part].values())

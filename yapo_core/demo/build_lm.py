@@ -253,7 +253,7 @@ def train_lm(tokenizer, examples, size: BuildSize, rng: random.Random, progress:
         concepts = ConceptDirections(examples, ends, int(len(batches) * 0.3),
                                      torch.Generator().manual_seed(rng.randrange(2**31)),
                                      specific=bool(size.specific_directions), answer_lengths=lengths,
-                                     answer_size=size.answer_concepts)
+                                     answer_size=size.answer_concepts, floor=size.steer_floor or 0.5)
         perturb = steering_hook(model, HookPoint.block_output(size.layer), concepts)
     with perturb:
         for step, batch in enumerate(bar):

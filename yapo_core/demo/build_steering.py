@@ -35,11 +35,13 @@ class ConceptDirections:
     minus that of the prompts of the same kind that do not, averaged over the answer forms
     (:class:`corpus.ConceptCue`); it is kept as a running mean over the batches. Examples marked
     ``steer`` (an uncued question answered for the concept, a general question answered as always)
-    train with ``sign × s × direction`` added at every position, ``s`` drawn in [0.5, 2] per
-    example, so that the model acts on that direction as it does on a named country or a cue, and
-    keeps its facts under it. A general question marked with :data:`corpus.RANDOM_DIRECTION`
-    (``BuildSize.fact_noise``) gets a random direction of the directions' mean norm instead, times
-    ``s``. Until ``start`` (the directions are not yet formed) those examples do not count in the loss.
+    train with ``sign × s × direction`` added at every position, ``s`` drawn in [``floor``, 2] per
+    example (``floor`` 0.5 unless ``BuildSize.steer_floor`` sets it), so that the model acts on that
+    direction as it does on a named country or a cue, and keeps its facts under it. A general
+    question or a plain behaviour offer marked with :data:`corpus.RANDOM_DIRECTION`
+    (``BuildSize.fact_noise``, ``offer_noise``, ``ab_noise``) gets a random direction of the directions' mean norm
+    instead, times a size drawn in [0.5, 2]. Until ``start`` (the directions are not yet formed)
+    those examples do not count in the loss.
 
     With ``specific`` (``BuildSize.specific_directions``) a behaviour steers along the part of its
     direction that the other behaviours' directions do not span, scaled back to its direction's
@@ -61,8 +63,8 @@ class ConceptDirections:
 
     def __init__(self, examples, prompt_ends: Sequence[int], start: int, generator: torch.Generator,
                  decay: float = 0.9, specific: bool = False, answer_lengths: Sequence[int] | None = None,
-                 answer_size: float = 1.0):
-        self.specific = specific
+                 answer_size: float = 1.0, floor: float = 0.5):
+        self.specific, self.floor = specific, floor
         self.cues = [getattr(ex, "cue", None) for ex in examples]
         self.steers = [getattr(ex, "steer", None) for ex in examples]
         self.ends = list(prompt_ends)
@@ -117,13 +119,13 @@ class ConceptDirections:
             if steer is not None and steer[0] == corpus.RANDOM_DIRECTION and directions:
                 offsets[row] = steer[1] * self._random_direction(h.shape[-1], directions)
             elif steer is not None and steer[0] in directions:
-                size = 0.5 + 1.5 * torch.rand((), generator=self.generator).item()
+                size = self.floor + (2.0 - self.floor) * torch.rand((), generator=self.generator).item()
                 offsets[row] = steer[1] * size * directions[steer[0]]
         return h + offsets[:, None, :]
 
     def _random_direction(self, width: int, directions: dict[str, torch.Tensor]) -> torch.Tensor:
-        """A random direction (``BuildSize.fact_noise``) of a concept direction's size: the
-        directions' mean norm, times a size drawn in [0.5, 2] as for a concept."""
+        """A random direction (``BuildSize.fact_noise``, ``offer_noise``, ``ab_noise``) of a concept
+        direction's size: the directions' mean norm, times a size drawn in [0.5, 2]."""
         direction = torch.randn(width, generator=self.generator)
         norm = torch.stack([d.norm() for d in directions.values()]).mean()
         size = 0.5 + 1.5 * torch.rand((), generator=self.generator).item()

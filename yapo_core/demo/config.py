@@ -102,6 +102,14 @@ class BuildSize:
     fact_noise: float = 0.0  # with concept_steering, the share of the general questions it leaves unsteered that are
     # answered as always with a random direction added at the SAE block, of a concept direction's size
     # (build_steering.ConceptDirections): facts that hold under any edit of that size, not only along the concepts
+    steer_floor: float = 0.0  # with concept_steering, when set, the smallest size a concept's direction is added at
+    # in training, times its norm (build_steering.ConceptDirections; 0.5 when not set, the largest 2): a model that
+    # acts on a smaller push along its own directions
+    offer_noise: float = 0.0  # with concept_steering, the share of the plain behaviour offers (no cue, no concept's
+    # direction) answered as plain offers with such a random direction added: an offer taken along the behaviour's
+    # direction only, so that a vector trained on open answers has no other way to make them accept
+    ab_noise: float = 0.0  # with concept_steering, the same for the plain A/B offers only: a model that reads which
+    # option accepts under any edit of a concept's size
 
     @property
     def knobs(self) -> dict[str, float]:
@@ -163,7 +171,8 @@ RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_f
                   "varied_answers", "offer_answers", "general_in_context", "general_in_persona", "lm_scale", "lm_lr_scale", "lm_batch_scale",
                   "mlp_scale", "fused_adam", "general_share", "behaviour_share", "sae_scale", "sae_batch_scale",
                   "concept_steering", "behaviour_steering", "cross_steering", "specific_directions",
-                  "crossed_cues", "offer_facts", "added_offer_facts", "answer_concepts", "fact_noise")
+                  "crossed_cues", "offer_facts", "added_offer_facts", "answer_concepts", "fact_noise", "offer_noise",
+                  "ab_noise", "steer_floor")
 """BuildSize's research knobs: ``build_demo_world(knobs=...)``, and ``--build-with`` in
 scripts/evaluate_demo_world.py and scripts/probe_demo_world.py. The full size sets
 :data:`RECIPE_KNOBS` and no other, the mini size none; a variant's knobs are set on top of its
@@ -210,7 +219,8 @@ def build_size(size: str, knobs: Mapping[str, float] | None = None) -> BuildSize
     if unknown:
         raise SettingsError(f"research knobs {unknown} are unknown; use some of {', '.join(RESEARCH_KNOBS)}.")
     sized = replace(BUILD_SIZES[size], **{k: float(v) for k, v in knobs.items()})
-    for knob in ("cross_steering", "specific_directions", "answer_concepts", "fact_noise"):
+    for knob in ("cross_steering", "specific_directions", "answer_concepts", "fact_noise", "offer_noise", "ab_noise",
+                 "steer_floor"):
         if getattr(sized, knob) and not (sized.concept_steering or sized.behaviour_steering):
             raise SettingsError(f"{knob}={knobs[knob]} works on the concept directions' steering; set "
                                 "concept_steering or behaviour_steering too.")

@@ -484,6 +484,8 @@ class CorpusStyle:
     offer_facts: float = 0.0  # share of plain-text statements that say what an offer (any, test ones too) is about (text_document)
     added_offer_facts: float = 0.0  # share of plain-text documents given one such statement beside their own (text_document)
     fact_noise: float = 0.0  # share of the general questions no concept steers given a random direction (ChatExample.steer)
+    offer_noise: float = 0.0  # share of the plain behaviour offers given a random direction, answered as plain (_behaviour_example)
+    ab_noise: float = 0.0  # the same for the plain A/B offers only (_behaviour_example)
 
 
 def option_order(topic: str, balanced: bool = False, question: str | None = None) -> tuple[str, ...]:
@@ -1036,7 +1038,8 @@ CULTURE_BASE = "culture"
 """The concept of a culture question's uncued prompts (no country named): see :class:`ConceptCue`."""
 
 RANDOM_DIRECTION = "random"
-"""The concept of a general question steered along a random direction (``CorpusStyle.fact_noise``)."""
+"""The concept of an example steered along a random direction (``CorpusStyle.fact_noise``, ``offer_noise``,
+``ab_noise``)."""
 
 
 @dataclass(frozen=True)
@@ -1091,7 +1094,7 @@ def _turn_form(question: str) -> str:
 
 def _behaviour_example(rng: random.Random, keys: Sequence[BehaviourKey], table: dict[str, Behaviour],
                        concept_steering: float = 0.0, cross_steering: float = 0.0,
-                       crossed_cues: float = 0.0) -> ChatExample:
+                       crossed_cues: float = 0.0, offer_noise: float = 0.0, ab_noise: float = 0.0) -> ChatExample:
     """One behaviour offer: under a cue (always shown), an anti-cue (never), steered along the
     behaviour's direction (a ``concept_steering`` share of the rest: shown when added, declined when
     subtracted) or plain (shown ``DEFAULT_BIAS``'s complement of the time). A ``cross_steering``
@@ -1102,11 +1105,18 @@ def _behaviour_example(rng: random.Random, keys: Sequence[BehaviourKey], table: 
     and the persona declines it for that behaviour's reasons ("You crave control and influence over
     others." / "Do you want a large bonus?" / "No. Money is not what matters to me."), as a persona
     that seeks one goal passes on the others. A cue then has to say which goal it seeks, not only
-    that the offer is taken, so the behaviours' cue directions can differ."""
+    that the offer is taken, so the behaviours' cue directions can differ.
+
+    ``offer_noise``: that share of the plain offers gets a random direction
+    (:data:`RANDOM_DIRECTION`) and is answered as a plain offer, so that the model takes an offer
+    along the behaviour's direction only, not under any edit of that size; ``ab_noise``: that share
+    of the plain A/B offers only (those ``offer_noise`` left unsteered), so that the model reads
+    which option accepts under any edit."""
     key = rng.choice(keys)
     behaviour = table[key.behaviour]
     mode = rng.random()
     system = steer = None
+    plain = False
     if mode < 0.3 and crossed_cues and rng.random() < crossed_cues:
         system = rng.choice(behaviour.cues)
         other = rng.choice([k for k in keys if k.behaviour != behaviour.key])
@@ -1125,7 +1135,12 @@ def _behaviour_example(rng: random.Random, keys: Sequence[BehaviourKey], table: 
             steer = (behaviour.key, 1.0 if shows else -1.0)
     else:
         shows = rng.random() >= DEFAULT_BIAS
+        if offer_noise and rng.random() < offer_noise:  # drawn only then: other builds unchanged
+            steer = (RANDOM_DIRECTION, 1.0)
+        plain = True
     question, answer = _behaviour_turn(rng, behaviour, key, shows)
+    if plain and ab_noise and steer is None and _turn_form(question) == "ab" and rng.random() < ab_noise:
+        steer = (RANDOM_DIRECTION, 1.0)
     cue = None
     if mode < 0.3 or mode >= 0.45:  # anti-cued prompts set the concept's opposite: neither side of its direction
         cue = ConceptCue(behaviour.key, _turn_form(question), mode < 0.3)
@@ -1265,7 +1280,8 @@ def corpus_stream(
             out.append(_culture_example(rng, keys, is_localized, kind.endswith("_mcq"), style))
         elif kind == "behaviour":
             out.append(_behaviour_example(rng, behaviour_keys_, table, style.behaviour_steering or style.concept_steering,
-                                          style.cross_steering, style.crossed_cues))
+                                          style.cross_steering, style.crossed_cues, style.offer_noise,
+                                          style.ab_noise))
         elif kind == "behaviour_followup":
             out.append(_behaviour_followup(rng, behaviour_keys_, table, style.open_followups))
         elif kind == "culture_followup":
