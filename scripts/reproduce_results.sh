@@ -90,11 +90,12 @@
 #                     built in $YAPO_CACHE_DIR/demo-variants/fact-noise, fact-noise-seed1 and fact-noise-seed2;
 #                     and from seed 0 the behaviours of fact_noise=0.2, of fact_noise=0.5 with offer_noise=0.5,
 #                     ab_noise=0.5 or steer_floor=0.25 -> demo-variant-fact-noise-02.md, -offer-noise.md, -ab-noise.md,
-#                     -steer-floor.md, .json, built in fact-noise-02, offer-noise, ab-noise and steer-floor there)
+#                     -steer-floor.md, .json, built in fact-noise-02, offer-noise, ab-noise and steer-floor there;
+#                     and ab_noise=0.5 from seed 1 -> demo-variant-ab-noise-seed1.md, .json, in ab-noise-seed1)
 #        demo-paths (which path a behaviour vector trained on open answers takes: scripts/probe_behaviour_paths.py
 #                     on the default world from seeds 0 and 2 and on the fact-noise-02, offer-noise, steer-floor and
 #                     ab-noise worlds -> demo-paths.md, -seed2.md, -fact-noise-02.md, -offer-noise.md, -steer-floor.md,
-#                     -ab-noise.md, .json;
+#                     -ab-noise.md, -ab-noise-seed1.md, .json;
 #                     run demo-fact-noise first, or the worlds are built here)
 #        demo-pinned (scripts/evaluate_demo_world.py --sections behaviours on the plain recipe built in a fresh cache
 #                     -> demo-behaviours-pinned.md, .json: the same build on another CPU, with the pinned kernels)
@@ -450,6 +451,8 @@ for part in "${parts[@]}"; do
         evaluate "demo-variant-${knob//_/-}" --jobs 2 --sections behaviours --build-with fact_noise=0.5 "$knob=$value" \
           --cache-dir "$variants/${knob//_/-}"
       done
+      evaluate demo-variant-ab-noise-seed1 --seed 1 --jobs 2 --sections behaviours --build-with fact_noise=0.5 \
+        ab_noise=0.5 --cache-dir "$variants/ab-noise-seed1"
       ;;
     demo-paths)
       # Which path a behaviour vector takes (docs/results.md, "Which path a behaviour vector takes").
@@ -464,6 +467,8 @@ for part in "${parts[@]}"; do
         steer_floor=0.25 --out "$RESULTS/demo-paths-steer-floor.md"
       "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$variants/ab-noise" --build-with fact_noise=0.5 \
         ab_noise=0.5 --out "$RESULTS/demo-paths-ab-noise.md"
+      "$PYTHON" scripts/probe_behaviour_paths.py --seed 1 --cache-dir "$variants/ab-noise-seed1" --build-with \
+        fact_noise=0.5 ab_noise=0.5 --out "$RESULTS/demo-paths-ab-noise-seed1.md"
       ;;
     demo-pinned)
       # The plain recipe built from nothing in a fresh cache (with yapo_core's pinned AVX2 kernels).
