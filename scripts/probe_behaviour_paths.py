@@ -54,6 +54,9 @@ def forms(model, tokenizer, sae, behaviour, infer, prompts, vector) -> dict[str,
 
 
 def probe(world, model, tokenizer, sae, behaviour, steps: int | None = None) -> dict:
+    """The module's measures for one behaviour (``steps``: the vector's training steps, when not the
+    app's). The vector's edit is its mean over the held-out offers' last positions, so its two parts
+    are dense vectors: what a sparse vector adds differs a little from position to position."""
     splits, prompts, plain, cues = E.behaviour_cues(world, model, tokenizer, 32)
     train, infer = splits[behaviour.key]["train"], splits[behaviour.key]["test_infer"]
     open_prompts = prompts[behaviour.key][:OPEN_PROMPTS]
@@ -86,6 +89,7 @@ def probe(world, model, tokenizer, sae, behaviour, steps: int | None = None) -> 
 
 
 def report(stats: dict, rows: dict) -> str:
+    """The Markdown report of :func:`probe`'s rows for a world of these build ``stats``."""
     knobs = ", ".join(f"{k} {v:g}" for k, v in stats.get("knobs", {}).items()) or "none"
     lines = [f"## Behaviour paths (seed {stats['seed']}; research knobs: {knobs})", "",
              "Along the cue direction alone, at a share of its norm: A/B rate on `test_infer` / held-out open answers "
