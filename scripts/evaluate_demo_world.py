@@ -108,8 +108,10 @@ TRIED = {  # what was tried for a target the default recipe misses, and where do
        "behaviours too, and so does one with half as many more; general questions answered under random directions "
        "keep every vector within 0.011, but there the A/B choice follows the vectors less: under their vectors the model "
        "answers one A/B letter to every question, and random edits of the offers move the vectors off the behaviour's "
-       "direction (docs/results.md, \"Design targets\", \"Firmer facts\", \"Facts under any edit\", \"Which path "
-       "a behaviour vector takes\")",
+       "direction; with a larger share of steered behaviour offers beside them the behaviours meet targets 1, 2 and 5 "
+       "from seeds 0 and 1, the cultures not yet measured (docs/results.md, \"Design targets\", \"Firmer facts\", "
+       "\"Facts under any edit\", \"Which path a behaviour vector takes\", \"Firm facts with a larger share for the "
+       "behaviours\")",
 }
 STEERING_TARGET = 0.8  # held-out non-localized MCQ accuracy with YaPO at multiplier 1
 GENERATION_MULTIPLIER = 0.5

@@ -91,11 +91,14 @@
 #                     and from seed 0 the behaviours of fact_noise=0.2, of fact_noise=0.5 with offer_noise=0.5,
 #                     ab_noise=0.5 or steer_floor=0.25 -> demo-variant-fact-noise-02.md, -offer-noise.md, -ab-noise.md,
 #                     -steer-floor.md, .json, built in fact-noise-02, offer-noise, ab-noise and steer-floor there;
-#                     and ab_noise=0.5 from seed 1 -> demo-variant-ab-noise-seed1.md, .json, in ab-noise-seed1)
+#                     and ab_noise=0.5 from seed 1 -> demo-variant-ab-noise-seed1.md, .json, in ab-noise-seed1;
+#                     and fact_noise=0.5 behaviour_steering=0.7 from seeds 0 and 1 ->
+#                     demo-variant-fact-noise-behaviour-steering.md, -seed1.md, .json, in
+#                     fact-noise-behaviour-steering and fact-noise-behaviour-steering-seed1)
 #        demo-paths (which path a behaviour vector trained on open answers takes: scripts/probe_behaviour_paths.py
 #                     on the default world from seeds 0 and 2 and on the fact-noise-02, offer-noise, steer-floor and
 #                     ab-noise worlds -> demo-paths.md, -seed2.md, -fact-noise-02.md, -offer-noise.md, -steer-floor.md,
-#                     -ab-noise.md, -ab-noise-seed1.md, .json;
+#                     -ab-noise.md, -ab-noise-seed1.md, -fact-noise-behaviour-steering.md and its -seed1.md, .json;
 #                     run demo-fact-noise first, or the worlds are built here)
 #        demo-pinned (scripts/evaluate_demo_world.py --sections behaviours on the plain recipe built in a fresh cache
 #                     -> demo-behaviours-pinned.md, .json: the same build on another CPU, with the pinned kernels)
@@ -453,6 +456,12 @@ for part in "${parts[@]}"; do
       done
       evaluate demo-variant-ab-noise-seed1 --seed 1 --jobs 2 --sections behaviours --build-with fact_noise=0.5 \
         ab_noise=0.5 --cache-dir "$variants/ab-noise-seed1"
+      for seed in 0 1; do
+        suffix=""
+        [ "$seed" = 1 ] && suffix="-seed1"
+        evaluate "demo-variant-fact-noise-behaviour-steering$suffix" --seed "$seed" --jobs 2 --sections behaviours \
+          --build-with fact_noise=0.5 behaviour_steering=0.7 --cache-dir "$variants/fact-noise-behaviour-steering$suffix"
+      done
       ;;
     demo-paths)
       # Which path a behaviour vector takes (docs/results.md, "Which path a behaviour vector takes").
@@ -469,6 +478,12 @@ for part in "${parts[@]}"; do
         ab_noise=0.5 --out "$RESULTS/demo-paths-ab-noise.md"
       "$PYTHON" scripts/probe_behaviour_paths.py --seed 1 --cache-dir "$variants/ab-noise-seed1" --build-with \
         fact_noise=0.5 ab_noise=0.5 --out "$RESULTS/demo-paths-ab-noise-seed1.md"
+      for seed in 0 1; do
+        suffix=""
+        [ "$seed" = 1 ] && suffix="-seed1"
+        "$PYTHON" scripts/probe_behaviour_paths.py --seed "$seed" --cache-dir "$variants/fact-noise-behaviour-steering$suffix" \
+          --build-with fact_noise=0.5 behaviour_steering=0.7 --out "$RESULTS/demo-paths-fact-noise-behaviour-steering$suffix.md"
+      done
       ;;
     demo-pinned)
       # The plain recipe built from nothing in a fresh cache (with yapo_core's pinned AVX2 kernels).
