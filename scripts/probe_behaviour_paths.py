@@ -50,7 +50,7 @@ def forms(model, tokenizer, sae, behaviour, infer, prompts, vector) -> dict[str,
     """The A/B rate on ``infer`` and the share of open answers to ``prompts`` that accept, at 1."""
     ab = evaluate_metric("behaviour", model, tokenizer, infer, vector, [1.0], sae=sae)[1.0]
     replies = [r[1.0] for r in generate(model, tokenizer, prompts, vector, [1.0], sae=sae, max_new_tokens=OPEN_TOKENS)]
-    return {"ab_rate": round(ab, 4), "open_accepts": round(sum(map(behaviour.accepts, replies)) / len(replies), 4)}
+    return {"ab_rate": round(ab, 4), "open_accepts": round(E.reply_shares(behaviour, replies)["accepts_at_1"], 4)}
 
 
 def probe(world, model, tokenizer, sae, behaviour, steps: int | None = None) -> dict:
@@ -61,10 +61,9 @@ def probe(world, model, tokenizer, sae, behaviour, steps: int | None = None) -> 
     train, infer = splits[behaviour.key]["train"], splits[behaviour.key]["test_infer"]
     open_prompts = prompts[behaviour.key][:OPEN_PROMPTS]
     cue = cues[behaviour.key]
-    hook = f"blocks.{world.layer}.hook_resid_post"
 
     def dense(values: torch.Tensor) -> SteeringVector:
-        return SteeringVector(kind="dense", values=values.clone(), hook_name=hook, method="bipo")
+        return SteeringVector(kind="dense", values=values.clone(), hook_name=world.hook_name, method="bipo")
 
     row = {"cue_norm": round(cue.norm().item(), 2),
            "along_cue": {f"{s:g}": forms(model, tokenizer, sae, behaviour, infer, open_prompts, dense(s * cue))
