@@ -92,10 +92,9 @@
 #                     ab_noise=0.5 or steer_floor=0.25 -> demo-variant-fact-noise-02.md, -offer-noise.md, -ab-noise.md,
 #                     -steer-floor.md, .json, built in fact-noise-02, offer-noise, ab-noise and steer-floor there;
 #                     and ab_noise=0.5 from seed 1 -> demo-variant-ab-noise-seed1.md, .json, in ab-noise-seed1;
-#                     and fact_noise=0.5 behaviour_steering=0.7 from seeds 0 and 1 ->
-#                     demo-variant-fact-noise-behaviour-steering.md, -seed1.md, .json (and seed 0's egypt and spain,
-#                     -culture-egypt-spain.md), in
-#                     fact-noise-behaviour-steering and fact-noise-behaviour-steering-seed1)
+#                     and fact_noise=0.5 behaviour_steering=0.7, every section from seed 0 and the
+#                     behaviours from seed 1 -> demo-variant-fact-noise-behaviour-steering.md, -seed1.md,
+#                     .json, in fact-noise-behaviour-steering and -seed1)
 #        demo-paths (which path a behaviour vector trained on open answers takes: scripts/probe_behaviour_paths.py
 #                     on the default world from seeds 0 and 2 and on the fact-noise-02, offer-noise, steer-floor and
 #                     ab-noise worlds -> demo-paths.md, -seed2.md, -fact-noise-02.md, -offer-noise.md, -steer-floor.md,
@@ -457,13 +456,13 @@ for part in "${parts[@]}"; do
       done
       evaluate demo-variant-ab-noise-seed1 --seed 1 --jobs 2 --sections behaviours --build-with fact_noise=0.5 \
         ab_noise=0.5 --cache-dir "$variants/ab-noise-seed1"
-      evaluate demo-variant-fact-noise-behaviour-steering-culture-egypt-spain --jobs 2 --sections culture \
-        --countries egypt,spain --generations 0 --build-with fact_noise=0.5 behaviour_steering=0.7 \
-        --cache-dir "$variants/fact-noise-behaviour-steering"
-      for seed in 0 1; do
+      # every section from seed 0, the behaviours from seed 1
+      for run in 0: 1:behaviours; do
+        seed="${run%%:*}" sections=()
         suffix=""
-        [ "$seed" = 1 ] && suffix="-seed1"
-        evaluate "demo-variant-fact-noise-behaviour-steering$suffix" --seed "$seed" --jobs 2 --sections behaviours \
+        [ "$seed" = 0 ] || suffix="-seed$seed"
+        [ -z "${run#*:}" ] || sections=(--sections "${run#*:}")
+        evaluate "demo-variant-fact-noise-behaviour-steering$suffix" --seed "$seed" --jobs 2 "${sections[@]}" \
           --build-with fact_noise=0.5 behaviour_steering=0.7 --cache-dir "$variants/fact-noise-behaviour-steering$suffix"
       done
       ;;
