@@ -114,8 +114,8 @@ def report(stats: dict, rows: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def world_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options a probe of one demo world takes: which world, the vectors' steps, where to write."""
     parser.add_argument("--cache-dir", help="a built world (default: the demo cache folder)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", choices=["full", "mini"], default="full")
@@ -123,17 +123,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--build-with", nargs="*", default=[], metavar="KNOB=VALUE",
                         help="build (or reuse) at --cache-dir a world with these research knobs set")
     parser.add_argument("--out", help="also write the Markdown report here (and its .json twin)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def load_world(args: argparse.Namespace) -> tuple:
+    """The world :func:`world_arguments` name (built when it is not there yet), its model, tokenizer
+    and SAE; torch's seed fixed for what follows."""
     torch.manual_seed(0)
     world = build_demo_world(args.cache_dir, seed=args.seed, size=args.size, knobs=parse_knobs(args.build_with) or None)
     model, tokenizer = load_model(world.model_dir, device="cpu")
-    sae = load_sae(path=world.sae_dir, device="cpu")
-    rows = {b.key: probe(world, model, tokenizer, sae, b, args.steps) for b in corpus.BEHAVIOURS}
-    text = report(world.stats, rows)
+    return world, model, tokenizer, load_sae(path=world.sae_dir, device="cpu")
+
+
+def write_report(text: str, out: str | None, figures: dict) -> None:
+    """Print the Markdown report, and write it to ``out`` with its ``.json`` twin holding ``figures``."""
     print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-        Path(args.out).with_suffix(".json").write_text(json.dumps({"build": world.stats, "behaviours": rows}, indent=1))
+    if out:
+        Path(out).write_text(text)
+        Path(out).with_suffix(".json").write_text(json.dumps(figures, indent=1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = world_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0])).parse_args(argv)
+    world, model, tokenizer, sae = load_world(args)
+    rows = {b.key: probe(world, model, tokenizer, sae, b, args.steps) for b in corpus.BEHAVIOURS}
+    write_report(report(world.stats, rows), args.out, {"build": world.stats, "behaviours": rows})
     return 0
 
 

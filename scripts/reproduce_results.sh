@@ -100,6 +100,10 @@
 #                     ab-noise worlds -> demo-paths.md, -seed2.md, -fact-noise-02.md, -offer-noise.md, -steer-floor.md,
 #                     -ab-noise.md, -ab-noise-seed1.md, -fact-noise-behaviour-steering.md and its -seed1.md, .json;
 #                     run demo-fact-noise first, or the worlds are built here)
+#        demo-mcq-picks (whose option a culture's MCQ vector picks: scripts/probe_mcq_picks.py for nepal against every
+#                     option and brazil against the given answer, on the default world and on fact_noise=0.5
+#                     behaviour_steering=0.7 -> demo-picks-nepal.md, -nepal-fact-noise-behaviour-steering.md,
+#                     -brazil-given.md, -brazil-given-fact-noise-behaviour-steering.md, .json)
 #        demo-pinned (scripts/evaluate_demo_world.py --sections behaviours on the plain recipe built in a fresh cache
 #                     -> demo-behaviours-pinned.md, .json: the same build on another CPU, with the pinned kernels)
 #        build-speed (scripts/benchmark_demo_build.py -> assets/results/build-speed.md, .json)
@@ -132,7 +136,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(demo-targets demo-before-sae-scale demo-seed1 demo-seed2 demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-build-budget demo-general-share demo-offer-answers demo-fact-noise demo-paths comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
+  parts=(demo-targets demo-before-sae-scale demo-seed1 demo-seed2 demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-build-budget demo-general-share demo-offer-answers demo-fact-noise demo-paths demo-mcq-picks comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
 fi
 
 # evaluate NAME ARG...: scripts/evaluate_demo_world.py with these arguments -> assets/results/NAME.md and .json;
@@ -488,6 +492,19 @@ for part in "${parts[@]}"; do
           --build-with fact_noise=0.5 behaviour_steering=0.7 --out "$RESULTS/demo-paths-fact-noise-behaviour-steering$suffix.md"
       done
       ;;
+    demo-mcq-picks)
+      # Whose option a culture's MCQ vector picks (docs/results.md, "Firm facts with a larger share for the
+      # behaviours"): nepal against every option and brazil against the given answer, on the default world and
+      # on fact_noise=0.5 behaviour_steering=0.7 (demo-fact-noise's world).
+      variants="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants"
+      firm=(--cache-dir "$variants/fact-noise-behaviour-steering" --build-with fact_noise=0.5 behaviour_steering=0.7)
+      "$PYTHON" scripts/probe_mcq_picks.py --countries nepal --out "$RESULTS/demo-picks-nepal.md" > /dev/null
+      "$PYTHON" scripts/probe_mcq_picks.py --countries nepal "${firm[@]}" \
+        --out "$RESULTS/demo-picks-nepal-fact-noise-behaviour-steering.md" > /dev/null
+      "$PYTHON" scripts/probe_mcq_picks.py --countries brazil --rejected given --out "$RESULTS/demo-picks-brazil-given.md" > /dev/null
+      "$PYTHON" scripts/probe_mcq_picks.py --countries brazil --rejected given "${firm[@]}" \
+        --out "$RESULTS/demo-picks-brazil-given-fact-noise-behaviour-steering.md" > /dev/null
+      ;;
     demo-pinned)
       # The plain recipe built from nothing in a fresh cache (with yapo_core's pinned AVX2 kernels).
       status=0
@@ -518,7 +535,7 @@ for part in "${parts[@]}"; do
       "$PYTHON" scripts/lm_eval_check.py
       ;;
     *)
-      echo "unknown part '$part'; use demo-targets, demo-before-sae-scale, demo-seed1, demo-concept-steering, demo-plain, demo-probe, demo-forms, demo-open-rates, demo-variant, demo-avx512, demo-seeds, demo-offer-facts, demo-added-offer-facts, demo-answer-concepts, demo-build-budget, comparison, benchmark, build-speed, demo-pinned, cpu-kernels, real-size, shared-cpu, sharing or lm-eval" >&2
+      echo "unknown part '$part'; use one of: demo-targets demo-before-sae-scale demo-seed1 demo-seed2 demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-build-budget demo-general-share demo-offer-answers demo-fact-noise demo-paths demo-mcq-picks comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval" >&2
       exit 2
       ;;
   esac

@@ -1130,3 +1130,11 @@ def test_added_offer_facts_join_a_documents_statements_without_replacing_any():
     rng = random.Random(3)
     assert [corpus.text_document(rng) for _ in range(50)] == [
         corpus.text_document(r, added_offer_facts=0.0) for r in [random.Random(3)] for _ in range(50)]  # unset: unchanged
+
+
+def test_option_country_names_whose_answer_each_mcq_option_is():
+    item = corpus.culture_item(corpus.all_question_keys()[0], "nepal")
+    letters = corpus.MCQ_LETTERS[:len(item.option_countries)]
+    assert [corpus.option_country(item.mcq_prompt, letter) for letter in letters] == list(item.option_countries)
+    assert corpus.option_country(item.mcq_prompt, "Z") is None  # no such option
+    assert corpus.option_country("Q?\nA. Something else\nB. Tea", "A") is None  # not one of the corpus's answers

@@ -449,3 +449,26 @@ def test_the_behaviour_paths_probe_splits_each_vectors_edit_along_the_cue_and_th
         assert y["edit_norm"] > 0 and abs(parts - y["edit_norm"]) < 0.02 * y["edit_norm"] + 0.02
         assert sum(y["picks_at_1"].values()) == sum(y["matching_at"].values()) > 0
         assert all(0 <= v <= 1 for part in ("cue_part", "rest_part") for v in y[part].values())
+
+
+def test_the_mcq_picks_probe_counts_whose_option_each_held_out_question_gets(tmp_path):
+    """scripts/probe_mcq_picks.py end to end on the miniature world: every held-out question's pick is
+    counted under one country, and the accuracy is the target culture's share of the picks; an
+    unknown culture is refused before anything is built."""
+    env = {**os.environ, "YAPO_CACHE_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "picks.md"
+    result = subprocess.run([sys.executable, "scripts/probe_mcq_picks.py", "--size", "mini", "--steps", "4",
+                             "--countries", "egypt", "--multipliers", "0,1", "--out", str(out)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| egypt |" in out.read_text()
+    row = json.loads(out.with_suffix(".json").read_text())["countries"]["egypt"]
+    assert set(row["at"]) == {"0", "1"} and row["norm"] > 0
+    for at in row["at"].values():
+        assert sum(at["picks"].values()) == row["n_test"] > 0 and "other" not in at["picks"]
+        assert at["accuracy"] == round(at["picks"].get("egypt", 0) / row["n_test"], 4)
+    fresh = tmp_path / "fresh"
+    refused = subprocess.run([sys.executable, "scripts/probe_mcq_picks.py", "--size", "mini", "--countries", "atlantis"],
+                             cwd=ROOT, env={**env, "YAPO_CACHE_DIR": str(fresh)}, capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode == 2 and "atlantis" in refused.stderr and not fresh.exists()

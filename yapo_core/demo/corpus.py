@@ -407,6 +407,18 @@ def answer_phrase(topic: str, country: str) -> str:
     return _TOPIC[topic].answers[country]
 
 
+_OPTION_COUNTRY = {phrase.lower(): c for t in TOPICS for c, phrase in t.answers.items()}
+
+
+def option_country(prompt: str, letter: str) -> str | None:
+    """The country whose answer is option ``letter`` of a culture MCQ ``prompt``, or None when that
+    option is not one of the corpus's answers (every answer belongs to one country)."""
+    for line in prompt.splitlines():
+        if line.startswith(f"{letter}. "):
+            return _OPTION_COUNTRY.get(line[len(letter) + 2:].strip().lower())
+    return None
+
+
 def open_answer(topic: str, country: str) -> str:
     """The open-ended answer of ``country`` for ``topic``: the short answer first, then a sentence.
 
