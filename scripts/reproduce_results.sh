@@ -92,9 +92,9 @@
 #                     ab_noise=0.5 or steer_floor=0.25 -> demo-variant-fact-noise-02.md, -offer-noise.md, -ab-noise.md,
 #                     -steer-floor.md, .json, built in fact-noise-02, offer-noise, ab-noise and steer-floor there;
 #                     and ab_noise=0.5 from seed 1 -> demo-variant-ab-noise-seed1.md, .json, in ab-noise-seed1;
-#                     and fact_noise=0.5 behaviour_steering=0.7, every section from seed 0 and the
-#                     behaviours from seed 1 -> demo-variant-fact-noise-behaviour-steering.md, -seed1.md,
-#                     .json, in fact-noise-behaviour-steering and -seed1)
+#                     and fact_noise=0.5 behaviour_steering=0.7, every section from seeds 0 and 2 and the
+#                     behaviours from seed 1 -> demo-variant-fact-noise-behaviour-steering.md, -seed1.md, -seed2.md,
+#                     .json, in fact-noise-behaviour-steering, -seed1 and -seed2)
 #        demo-paths (which path a behaviour vector trained on open answers takes: scripts/probe_behaviour_paths.py
 #                     on the default world from seeds 0 and 2 and on the fact-noise-02, offer-noise, steer-floor and
 #                     ab-noise worlds -> demo-paths.md, -seed2.md, -fact-noise-02.md, -offer-noise.md, -steer-floor.md,
@@ -460,8 +460,8 @@ for part in "${parts[@]}"; do
       done
       evaluate demo-variant-ab-noise-seed1 --seed 1 --jobs 2 --sections behaviours --build-with fact_noise=0.5 \
         ab_noise=0.5 --cache-dir "$variants/ab-noise-seed1"
-      # every section from seed 0, the behaviours from seed 1
-      for run in 0: 1:behaviours; do
+      # every section from seeds 0 and 2, the behaviours from seed 1
+      for run in 0: 1:behaviours 2:; do
         seed="${run%%:*}" sections=()
         suffix=""
         [ "$seed" = 0 ] || suffix="-seed$seed"
