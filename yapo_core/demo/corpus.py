@@ -413,9 +413,10 @@ _OPTION_COUNTRY = {phrase.lower(): c for t in TOPICS for c, phrase in t.answers.
 def option_country(prompt: str, letter: str) -> str | None:
     """The country whose answer is option ``letter`` of a culture MCQ ``prompt``, or None when that
     option is not one of the corpus's answers (every answer belongs to one country)."""
+    prefix = _option_line(letter, "")  # the layout format_choices writes each option in
     for line in prompt.splitlines():
-        if line.startswith(f"{letter}. "):
-            return _OPTION_COUNTRY.get(line[len(letter) + 2:].strip().lower())
+        if line.startswith(prefix):
+            return _OPTION_COUNTRY.get(line[len(prefix):].strip().lower())
     return None
 
 
