@@ -127,7 +127,8 @@ def world_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="write the Markdown report here, and the figures as JSON beside it")
     parser.add_argument("--build-with", nargs="*", default=None, metavar="KNOB=VALUE",
                         help="a variant world built (or reused) at --cache-dir with these research knobs "
-                             "(yapo_core.demo.config.RESEARCH_KNOBS; concept_steering=0 added_offer_facts=0 sae_scale=0: the plain recipe)")
+                             "(yapo_core.demo.config.RESEARCH_KNOBS; concept_steering=0 behaviour_steering=0 "
+                             "added_offer_facts=0 fact_noise=0 sae_scale=0: the plain recipe)")
 
 
 def load_world(parser: argparse.ArgumentParser, args) -> tuple:

@@ -8,11 +8,12 @@
 #                     build, its cultures and behaviours, and every design target the script measures)
 #        demo-before-sae-scale (the same on the recipe before sae_scale=4 joined it, sae_scale=0, built in
 #                     $YAPO_CACHE_DIR/demo-variants/before-sae-scale -> demo-targets-before-sae-scale.md, .json)
-#        demo-seed1  (the same from seed 1: the default recipe, built in the demo cache's seed-1 folder ->
-#                     demo-targets-seed1.md, .json; and the cultures whose MCQ it steers least, on the recipe
-#                     before sae_scale from seed 1 (the same LM), built in before-sae-scale-seed1 ->
-#                     demo-targets-before-sae-scale-seed1.md, .json; and 2400 against 3600 MCQ steps on those
-#                     cultures' validation splits, on the default recipe from seed 1 -> demo-mcq-lr-seed1.md, .json)
+#        demo-seed1  (the same from seed 1: the recipe before fact_noise and behaviour_steering, built in
+#                     $YAPO_CACHE_DIR/demo-variants/before-fact-noise-seed1 -> demo-targets-before-fact-noise-seed1.md,
+#                     .json; and the cultures whose MCQ it steers least, on the recipe before sae_scale from seed 1
+#                     (the same LM), built in before-sae-scale-seed1 -> demo-targets-before-sae-scale-seed1.md, .json;
+#                     and 2400 against 3600 MCQ steps on those cultures' validation splits, on the first of them
+#                     -> demo-mcq-lr-seed1.md, .json)
 #        demo-probe  (scripts/probe_demo_world.py   -> assets/results/demo-probe.md, demo-probe-plain.md,
 #                     demo-probe-followups.md, .json: the world of concept steering alone, the plain recipe, and the plain recipe
 #                     with follow-ups, built in $YAPO_CACHE_DIR/demo-variants/followups)
@@ -81,6 +82,9 @@
 #                     built in $YAPO_CACHE_DIR/demo-variants/general-share, general-share-seed1,
 #                     general-share-behaviours and general-share-09)
 #        demo-seed2 (the default recipe from seed 2: scripts/evaluate_demo_world.py -> demo-targets-seed2.md, .json)
+#        demo-before-fact-noise (the recipe before fact_noise=0.25 and behaviour_steering=0.7 joined the default one,
+#                     from seeds 0 and 2, built in $YAPO_CACHE_DIR/demo-variants/before-fact-noise and -seed2 ->
+#                     demo-targets-before-fact-noise.md, -seed2.md, .json: what the variant studies compare with)
 #        demo-offer-answers (behaviour answers that name the offer, offer_answers=1: scripts/evaluate_demo_world.py
 #                     --sections behaviours -> demo-variant-offer-answers.md, .json, seed 0; built in
 #                     $YAPO_CACHE_DIR/demo-variants/offer-answers)
@@ -96,14 +100,15 @@
 #                     behaviours from seed 1 -> demo-variant-fact-noise-behaviour-steering.md, -seed1.md, -seed2.md,
 #                     .json, in fact-noise-behaviour-steering, -seed1 and -seed2)
 #        demo-paths (which path a behaviour vector trained on open answers takes: scripts/probe_behaviour_paths.py
-#                     on the default world from seeds 0 and 2 and on the fact-noise-02, offer-noise, steer-floor and
-#                     ab-noise worlds -> demo-paths.md, -seed2.md, -fact-noise-02.md, -offer-noise.md, -steer-floor.md,
+#                     on the recipe before fact_noise from seeds 0 and 2 (demo-before-fact-noise's worlds) and on the fact-noise-02, offer-noise, steer-floor and
+#                     ab-noise worlds -> demo-paths-before-fact-noise.md, -seed2.md, -fact-noise-02.md, -offer-noise.md, -steer-floor.md,
 #                     -ab-noise.md, -ab-noise-seed1.md, -fact-noise-behaviour-steering.md and its -seed1.md, .json;
 #                     run demo-fact-noise first, or the worlds are built here)
 #        demo-mcq-picks (whose option a culture's MCQ vector picks: scripts/probe_mcq_picks.py for nepal against every
-#                     option and brazil against the given answer, on the default world and on fact_noise=0.5
-#                     behaviour_steering=0.7 -> demo-picks-nepal.md, -nepal-fact-noise-behaviour-steering.md,
-#                     -brazil-given.md, -brazil-given-fact-noise-behaviour-steering.md, .json)
+#                     option and brazil against the given answer, on the recipe before fact_noise and on
+#                     fact_noise=0.5 behaviour_steering=0.7 -> demo-picks-nepal-before-fact-noise.md,
+#                     -nepal-fact-noise-behaviour-steering.md, -brazil-given-before-fact-noise.md,
+#                     -brazil-given-fact-noise-behaviour-steering.md, .json)
 #        demo-pinned (scripts/evaluate_demo_world.py --sections behaviours on the plain recipe built in a fresh cache
 #                     -> demo-behaviours-pinned.md, .json: the same build on another CPU, with the pinned kernels)
 #        build-speed (scripts/benchmark_demo_build.py -> assets/results/build-speed.md, .json)
@@ -113,13 +118,16 @@
 #        sharing     (scripts/benchmark_sharing.py  -> assets/results/sharing.md, sharing-simple.md, .json)
 #        lm-eval     (scripts/lm_eval_check.py      -> assets/results/lm-eval-check.md, .json; needs .[eval])
 #
-# Every run rebuilds (or reuses) the world its stored file records. Most variant studies were measured on
-# variants of the recipe before added_offer_facts and sae_scale joined the default one (RECIPE_KNOBS): their
-# runs add $BEFORE (added_offer_facts=0 sae_scale=0) to their knobs, and so do demo-probe's, demo-forms'
-# "default" and demo-lr's MCQ run, measured on concept steering alone. The runs measured on the recipe before
-# sae_scale only (demo-before-sae-scale, demo-seed1's second run, demo-added-offer-facts, demo-lr's open-answer
-# run, demo-answer-concepts but its sae4 run) add $OLD_SAE (sae_scale=0). demo-targets, demo-seed1's first run
-# and comparison measure the default recipe.
+# Every run rebuilds (or reuses) the world its stored file records. Each recipe before the default one
+# (RECIPE_KNOBS) is the default with some of its knobs set to 0, written first so a run's own knobs win:
+# $PREVIOUS (behaviour_steering=0 fact_noise=0) is the recipe before those two joined it, which demo-seed1,
+# demo-before-fact-noise, demo-build-budget, demo-general-share, demo-offer-answers, demo-fact-noise (the runs
+# without behaviour_steering), demo-paths, demo-mcq-picks and demo-answer-concepts' sae4 run measured;
+# $OLD_SAE adds sae_scale=0, the recipe before sae_scale (demo-before-sae-scale, demo-seed1's second run,
+# demo-added-offer-facts, demo-lr's open-answer run, demo-answer-concepts); and $BEFORE adds added_offer_facts=0
+# too, concept steering alone, on whose variants most studies were measured (demo-variant, demo-probe,
+# demo-forms, demo-lr's MCQ run, demo-concept-steering, demo-plain, demo-open-rates, demo-offer-facts,
+# demo-avx512, demo-pinned). demo-targets, demo-seed2 and comparison measure the default recipe.
 #
 # Runs on a CPU, offline, from seed 0. The first part that needs the demo world builds it into
 # the demo cache ($YAPO_CACHE_DIR, default ~/.cache/yapo-studio) and the others reuse it.
@@ -130,13 +138,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
 RESULTS=assets/results
-BEFORE=(added_offer_facts=0 sae_scale=0)
-OLD_SAE=sae_scale=0
+PREVIOUS=(behaviour_steering=0 fact_noise=0)  # the recipe before those two joined RECIPE_KNOBS
+BEFORE=(added_offer_facts=0 sae_scale=0 "${PREVIOUS[@]}")
+OLD_SAE=(sae_scale=0 "${PREVIOUS[@]}")
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
+ALL_PARTS=(demo-targets demo-before-sae-scale demo-seed1 demo-seed2 demo-before-fact-noise demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-build-budget demo-general-share demo-offer-answers demo-fact-noise demo-paths demo-mcq-picks comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(demo-targets demo-before-sae-scale demo-seed1 demo-seed2 demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-build-budget demo-general-share demo-offer-answers demo-fact-noise demo-paths demo-mcq-picks comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
+  parts=("${ALL_PARTS[@]}")
 fi
 
 # evaluate NAME ARG...: scripts/evaluate_demo_world.py with these arguments -> assets/results/NAME.md and .json;
@@ -154,7 +164,7 @@ forms() {
   local name=$1
   shift
   local where=()
-  [ $# -eq 0 ] || where=(--cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/$name" --build-with "$@" "${BEFORE[@]}")
+  [ $# -eq 0 ] || where=(--cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/$name" --build-with "${BEFORE[@]}" "$@")
   "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco "${where[@]}" \
     --out "$RESULTS/demo-forms-$name.md" > /dev/null
 }
@@ -166,7 +176,7 @@ variant() {
   local name=$1 seed=$2 countries=$3
   shift 3
   evaluate "demo-variant-$name" --seed "$seed" --countries "$countries" \
-    --generations "$(tr , '\n' <<< "$countries" | wc -l)" --build-with "$@" "${BEFORE[@]}" \
+    --generations "$(tr , '\n' <<< "$countries" | wc -l)" --build-with "${BEFORE[@]}" "$@" \
     --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/$name"
 }
 
@@ -177,7 +187,7 @@ avx512() {
   local name=$1 seed=$2 status=0
   shift 2
   local knobs=()
-  [ $# -eq 0 ] || knobs=(--build-with "$@" "${BEFORE[@]}")
+  [ $# -eq 0 ] || knobs=(--build-with "${BEFORE[@]}" "$@")
   YAPO_CPU_KERNELS=native "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --seed "$seed" "${knobs[@]}" \
     --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/avx512-$name" \
     --json "$RESULTS/demo-avx512-$name.json" > "$RESULTS/demo-avx512-$name.md" || status=$?
@@ -206,21 +216,34 @@ for part in "${parts[@]}"; do
       ;;
     demo-before-sae-scale)
       # The recipe before the longer-trained SAE (docs/results.md, "A longer-trained SAE"): the same LM.
-      evaluate demo-targets-before-sae-scale --jobs 2 --build-with "$OLD_SAE" --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-sae-scale"
+      evaluate demo-targets-before-sae-scale --jobs 2 --build-with "${OLD_SAE[@]}" --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-sae-scale"
       ;;
     demo-seed2)
       # The default recipe from a third seed (docs/results.md, "Design targets"); missed targets do not fail this script.
       evaluate demo-targets-seed2 --jobs 2 --seed 2
       ;;
+    demo-before-fact-noise)
+      # The recipe before behaviour_steering and fact_noise joined it, from seeds 0 and 2 (docs/results.md,
+      # "Design targets"): what the variant studies after it compare with.
+      for seed in 0 2; do
+        suffix=""
+        [ "$seed" = 0 ] || suffix="-seed$seed"
+        evaluate "demo-targets-before-fact-noise$suffix" --jobs 2 --seed "$seed" --build-with "${PREVIOUS[@]}" \
+          --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-fact-noise$suffix"
+      done
+      ;;
     demo-seed1)
       # The default recipe from another seed, and the same LM with the SAE before sae_scale (docs/results.md,
       # "A longer-trained SAE"); missed targets do not fail this script.
-      evaluate demo-targets-seed1 --jobs 2 --seed 1
-      evaluate demo-targets-before-sae-scale-seed1 --jobs 2 --seed 1 --build-with "$OLD_SAE" --sections culture \
+      evaluate demo-targets-before-fact-noise-seed1 --jobs 2 --seed 1 --build-with "${PREVIOUS[@]}" \
+        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-fact-noise-seed1"
+      evaluate demo-targets-before-sae-scale-seed1 --jobs 2 --seed 1 --build-with "${OLD_SAE[@]}" --sections culture \
         --countries morocco,uk,spain,nepal --generations 0 --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-sae-scale-seed1"
       # whether longer MCQ training lifts the seed-1 build's weakest cultures (docs/results.md, "Design targets")
       "$PYTHON" scripts/choose_mcq_lr.py --seed 1 --methods yapo --countries morocco,uk,spain \
-        --candidates 0.01:2400:16,0.01:3600:16 --jobs 2 --out "$RESULTS/demo-mcq-lr-seed1.md"
+        --candidates 0.01:2400:16,0.01:3600:16 --jobs 2 --build-with "${PREVIOUS[@]}" \
+        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-fact-noise-seed1" \
+        --out "$RESULTS/demo-mcq-lr-seed1.md"
       ;;
     demo-concept-steering)
       evaluate demo-targets-concept-steering --jobs 2 --build-with "${BEFORE[@]}" --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/concept-steering-alone"
@@ -265,7 +288,7 @@ for part in "${parts[@]}"; do
     demo-lr)
       # each on the world it was chosen on: the open-answer rates on the recipe before sae_scale, the MCQ
       # settings on concept steering alone
-      "$PYTHON" scripts/choose_open_lr.py --build-with "$OLD_SAE" --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-sae-scale" \
+      "$PYTHON" scripts/choose_open_lr.py --build-with "${OLD_SAE[@]}" --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-sae-scale" \
         --out "$RESULTS/demo-open-lr.md" > /dev/null
       "$PYTHON" scripts/choose_mcq_lr.py --methods yapo --candidates 0.01:1200:16,0.01:2400:16 --jobs 2 \
         --build-with "${BEFORE[@]}" --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/concept-steering-alone" --out "$RESULTS/demo-mcq-lr.md" > /dev/null
@@ -380,13 +403,13 @@ for part in "${parts[@]}"; do
       # that chose the knob, in their own caches (the default recipe has it now); missed targets do not fail this script.
       world="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-sae-scale"  # the same knobs
       name=demo-variant-added-offer-facts
-      evaluate "$name-behaviours" --sections behaviours --jobs 2 --build-with added_offer_facts=1 "$OLD_SAE" --cache-dir "$world"
+      evaluate "$name-behaviours" --sections behaviours --jobs 2 --build-with added_offer_facts=1 "${OLD_SAE[@]}" --cache-dir "$world"
       for run in uk,brazil,nepal:0 egypt,morocco,spain,india:2; do  # cultures:how many show generations
         countries="${run%:*}"
         evaluate "$name-culture-${countries//,/-}" --sections culture --countries "$countries" --generations "${run#*:}" \
-          --jobs 2 --build-with added_offer_facts=1 "$OLD_SAE" --cache-dir "$world"
+          --jobs 2 --build-with added_offer_facts=1 "${OLD_SAE[@]}" --cache-dir "$world"
       done
-      evaluate "$name-seed1" --sections behaviours --seed 1 --jobs 2 --build-with added_offer_facts=1 "$OLD_SAE" \
+      evaluate "$name-seed1" --sections behaviours --seed 1 --jobs 2 --build-with added_offer_facts=1 "${OLD_SAE[@]}" \
         --cache-dir "$world-seed1"
       ;;
     demo-answer-concepts)
@@ -394,71 +417,71 @@ for part in "${parts[@]}"; do
       # (docs/results.md, "Answers that carry their culture"), on top of the recipe before sae_scale; missed targets
       # do not fail this script.
       world="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/answer-concepts"
-      evaluate demo-variant-answer-concepts --jobs 2 --build-with answer_concepts=1 answer_first=1 "$OLD_SAE" --cache-dir "$world"
-      evaluate demo-variant-answer-concepts-sae4 --jobs 2 --build-with answer_concepts=1 answer_first=1 sae_scale=4 \
+      evaluate demo-variant-answer-concepts --jobs 2 --build-with answer_concepts=1 answer_first=1 "${OLD_SAE[@]}" --cache-dir "$world"
+      evaluate demo-variant-answer-concepts-sae4 --jobs 2 --build-with "${PREVIOUS[@]}" answer_concepts=1 answer_first=1 sae_scale=4 \
         --cache-dir "$world-sae4"
       # where CAA and SAS point against the cue direction the model acts on, on the recipe before sae_scale (the
       # world demo-before-sae-scale measures) and on this one
-      "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco,nepal --build-with "$OLD_SAE" \
+      "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco,nepal --build-with "${OLD_SAE[@]}" \
         --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-sae-scale" \
         --out "$RESULTS/demo-forms-baselines.md" > /dev/null
       "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco,nepal --cache-dir "$world" \
-        --build-with answer_concepts=1 answer_first=1 "$OLD_SAE" --out "$RESULTS/demo-forms-answer-concepts.md" > /dev/null
+        --build-with answer_concepts=1 answer_first=1 "${OLD_SAE[@]}" --out "$RESULTS/demo-forms-answer-concepts.md" > /dev/null
       "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco,nepal --cache-dir "$world-letters" \
-        --build-with answer_concepts=1 "$OLD_SAE" --out "$RESULTS/demo-forms-answer-concepts-letters.md" > /dev/null
+        --build-with answer_concepts=1 "${OLD_SAE[@]}" --out "$RESULTS/demo-forms-answer-concepts-letters.md" > /dev/null
       ;;
     demo-build-budget)
       # A shorter-trained LM and SAE, for the build budget (docs/results.md, "A build within 300 s"); missed
       # targets do not fail this script.
       world="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/shorter-lm"
-      evaluate demo-variant-shorter-lm --jobs 2 --build-with lm_scale=0.6 sae_scale=2 --cache-dir "$world"
-      evaluate demo-variant-shorter-lm-lr --no-steering --build-with lm_scale=0.6 lm_lr_scale=1.5 sae_scale=2 \
+      evaluate demo-variant-shorter-lm --jobs 2 --build-with "${PREVIOUS[@]}" lm_scale=0.6 sae_scale=2 --cache-dir "$world"
+      evaluate demo-variant-shorter-lm-lr --no-steering --build-with "${PREVIOUS[@]}" lm_scale=0.6 lm_lr_scale=1.5 sae_scale=2 \
         --cache-dir "$world-lr"
       # the full training made cheaper per token (scripts/benchmark_demo_build.py's changes together), its build only
-      evaluate demo-variant-cheaper-steps --no-steering --build-with lm_batch_scale=2 mlp_scale=0.6667 fused_adam=1 \
+      evaluate demo-variant-cheaper-steps --no-steering --build-with "${PREVIOUS[@]}" lm_batch_scale=2 mlp_scale=0.6667 fused_adam=1 \
         sae_batch_scale=4 --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/cheaper-steps"
       # as many LM updates as the default's, on 0.75 of its examples (batches of 24), its build only
-      evaluate demo-variant-fewer-examples --no-steering --build-with lm_scale=0.75 lm_batch_scale=0.75 fused_adam=1 \
+      evaluate demo-variant-fewer-examples --no-steering --build-with "${PREVIOUS[@]}" lm_scale=0.75 lm_batch_scale=0.75 fused_adam=1 \
         sae_batch_scale=2 --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/fewer-examples"
       ;;
     demo-general-share)
       # Firmer facts (docs/results.md, "Firmer facts"); missed targets do not fail this script.
       world="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/general-share"
-      evaluate demo-variant-general-share --jobs 2 --build-with general_share=0.12 --cache-dir "$world"
-      evaluate demo-variant-general-share-seed1 --seed 1 --jobs 2 --sections behaviours --build-with general_share=0.12 \
+      evaluate demo-variant-general-share --jobs 2 --build-with "${PREVIOUS[@]}" general_share=0.12 --cache-dir "$world"
+      evaluate demo-variant-general-share-seed1 --seed 1 --jobs 2 --sections behaviours --build-with "${PREVIOUS[@]}" general_share=0.12 \
         --cache-dir "$world-seed1"
       evaluate demo-variant-general-share-seed1-culture --seed 1 --jobs 2 --sections culture \
-        --build-with general_share=0.12 --cache-dir "$world-seed1"
+        --build-with "${PREVIOUS[@]}" general_share=0.12 --cache-dir "$world-seed1"
       # the same with half as many behaviour offers again, its behaviours
       evaluate demo-variant-general-behaviour-share --jobs 2 --sections behaviours \
-        --build-with general_share=0.12 behaviour_share=0.18 --cache-dir "$world-behaviours"
+        --build-with "${PREVIOUS[@]}" general_share=0.12 behaviour_share=0.18 --cache-dir "$world-behaviours"
       # half as many more general questions (general_share=0.09), its behaviours
-      evaluate demo-variant-general-share-09 --jobs 2 --sections behaviours --build-with general_share=0.09 \
+      evaluate demo-variant-general-share-09 --jobs 2 --sections behaviours --build-with "${PREVIOUS[@]}" general_share=0.09 \
         --cache-dir "$world-09"
       ;;
     demo-offer-answers)
       # Answers that name the offer (docs/results.md, "Answers that name the offer"); missed targets do not fail this script.
-      evaluate demo-variant-offer-answers --jobs 2 --sections behaviours --build-with offer_answers=1 \
+      evaluate demo-variant-offer-answers --jobs 2 --sections behaviours --build-with "${PREVIOUS[@]}" offer_answers=1 \
         --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/offer-answers"
       ;;
     demo-fact-noise)
       # Facts under any edit (docs/results.md, "Facts under any edit"); missed targets do not fail this script.
       world="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/fact-noise"
-      evaluate demo-variant-fact-noise --jobs 2 --build-with fact_noise=0.5 --cache-dir "$world"
+      evaluate demo-variant-fact-noise --jobs 2 --build-with behaviour_steering=0 fact_noise=0.5 --cache-dir "$world"
       for seed in 1 2; do
         evaluate "demo-variant-fact-noise-seed$seed" --seed "$seed" --jobs 2 --sections behaviours \
-          --build-with fact_noise=0.5 --cache-dir "$world-seed$seed"
+          --build-with behaviour_steering=0 fact_noise=0.5 --cache-dir "$world-seed$seed"
       done
       variants="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants"
-      evaluate demo-variant-fact-noise-02 --jobs 2 --sections behaviours --build-with fact_noise=0.2 \
+      evaluate demo-variant-fact-noise-02 --jobs 2 --sections behaviours --build-with behaviour_steering=0 fact_noise=0.2 \
         --cache-dir "$variants/fact-noise-02"
       for knob in offer_noise ab_noise steer_floor; do
         value=0.5
         [ "$knob" = steer_floor ] && value=0.25
-        evaluate "demo-variant-${knob//_/-}" --jobs 2 --sections behaviours --build-with fact_noise=0.5 "$knob=$value" \
+        evaluate "demo-variant-${knob//_/-}" --jobs 2 --sections behaviours --build-with behaviour_steering=0 fact_noise=0.5 "$knob=$value" \
           --cache-dir "$variants/${knob//_/-}"
       done
-      evaluate demo-variant-ab-noise-seed1 --seed 1 --jobs 2 --sections behaviours --build-with fact_noise=0.5 \
+      evaluate demo-variant-ab-noise-seed1 --seed 1 --jobs 2 --sections behaviours --build-with behaviour_steering=0 fact_noise=0.5 \
         ab_noise=0.5 --cache-dir "$variants/ab-noise-seed1"
       # every section from seeds 0 and 2, the behaviours from seed 1
       for run in 0: 1:behaviours 2:; do
@@ -473,18 +496,22 @@ for part in "${parts[@]}"; do
     demo-paths)
       # Which path a behaviour vector takes (docs/results.md, "Which path a behaviour vector takes").
       variants="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants"
-      "$PYTHON" scripts/probe_behaviour_paths.py --out "$RESULTS/demo-paths.md"
-      "$PYTHON" scripts/probe_behaviour_paths.py --seed 2 --out "$RESULTS/demo-paths-seed2.md"
-      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$variants/fact-noise-02" --build-with fact_noise=0.2 \
+      for seed in 0 2; do
+        suffix=""
+        [ "$seed" = 0 ] || suffix="-seed$seed"
+        "$PYTHON" scripts/probe_behaviour_paths.py --seed "$seed" --cache-dir "$variants/before-fact-noise$suffix" \
+          --build-with "${PREVIOUS[@]}" --out "$RESULTS/demo-paths-before-fact-noise$suffix.md"
+      done
+      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$variants/fact-noise-02" --build-with behaviour_steering=0 fact_noise=0.2 \
         --out "$RESULTS/demo-paths-fact-noise-02.md"
-      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$variants/offer-noise" --build-with fact_noise=0.5 \
+      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$variants/offer-noise" --build-with behaviour_steering=0 fact_noise=0.5 \
         offer_noise=0.5 --out "$RESULTS/demo-paths-offer-noise.md"
-      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$variants/steer-floor" --build-with fact_noise=0.5 \
+      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$variants/steer-floor" --build-with behaviour_steering=0 fact_noise=0.5 \
         steer_floor=0.25 --out "$RESULTS/demo-paths-steer-floor.md"
-      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$variants/ab-noise" --build-with fact_noise=0.5 \
+      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$variants/ab-noise" --build-with behaviour_steering=0 fact_noise=0.5 \
         ab_noise=0.5 --out "$RESULTS/demo-paths-ab-noise.md"
       "$PYTHON" scripts/probe_behaviour_paths.py --seed 1 --cache-dir "$variants/ab-noise-seed1" --build-with \
-        fact_noise=0.5 ab_noise=0.5 --out "$RESULTS/demo-paths-ab-noise-seed1.md"
+        behaviour_steering=0 fact_noise=0.5 ab_noise=0.5 --out "$RESULTS/demo-paths-ab-noise-seed1.md"
       for seed in 0 1; do
         suffix=""
         [ "$seed" = 1 ] && suffix="-seed1"
@@ -498,10 +525,12 @@ for part in "${parts[@]}"; do
       # on fact_noise=0.5 behaviour_steering=0.7 (demo-fact-noise's world).
       variants="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants"
       firm=(--cache-dir "$variants/fact-noise-behaviour-steering" --build-with fact_noise=0.5 behaviour_steering=0.7)
-      "$PYTHON" scripts/probe_mcq_picks.py --countries nepal --out "$RESULTS/demo-picks-nepal.md" > /dev/null
+      before=(--cache-dir "$variants/before-fact-noise" --build-with "${PREVIOUS[@]}")
+      "$PYTHON" scripts/probe_mcq_picks.py --countries nepal "${before[@]}" --out "$RESULTS/demo-picks-nepal-before-fact-noise.md" > /dev/null
       "$PYTHON" scripts/probe_mcq_picks.py --countries nepal "${firm[@]}" \
         --out "$RESULTS/demo-picks-nepal-fact-noise-behaviour-steering.md" > /dev/null
-      "$PYTHON" scripts/probe_mcq_picks.py --countries brazil --rejected given --out "$RESULTS/demo-picks-brazil-given.md" > /dev/null
+      "$PYTHON" scripts/probe_mcq_picks.py --countries brazil --rejected given "${before[@]}" \
+        --out "$RESULTS/demo-picks-brazil-given-before-fact-noise.md" > /dev/null
       "$PYTHON" scripts/probe_mcq_picks.py --countries brazil --rejected given "${firm[@]}" \
         --out "$RESULTS/demo-picks-brazil-given-fact-noise-behaviour-steering.md" > /dev/null
       ;;
@@ -535,7 +564,7 @@ for part in "${parts[@]}"; do
       "$PYTHON" scripts/lm_eval_check.py
       ;;
     *)
-      echo "unknown part '$part'; use one of: demo-targets demo-before-sae-scale demo-seed1 demo-seed2 demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-build-budget demo-general-share demo-offer-answers demo-fact-noise demo-paths demo-mcq-picks comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval" >&2
+      echo "unknown part '$part'; use one of: ${ALL_PARTS[*]}" >&2
       exit 2
       ;;
   esac

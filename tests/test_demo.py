@@ -555,20 +555,28 @@ def test_offer_answers_knob_writes_named_answers_into_the_corpus_and_the_task_fi
 
 
 def test_the_full_size_sets_the_recipe_knobs_and_the_mini_size_none():
-    assert config.RECIPE_KNOBS == {"sae_scale": 4.0, "concept_steering": 0.3, "added_offer_facts": 1.0}
+    assert config.RECIPE_KNOBS == {"sae_scale": 4.0, "concept_steering": 0.3, "behaviour_steering": 0.7,
+                                   "added_offer_facts": 1.0, "fact_noise": 0.25}
     assert config.BUILD_SIZES["full"].knobs == config.RECIPE_KNOBS and config.BUILD_SIZES["mini"].knobs == {}
     assert config.is_recipe(config.build_size("full"), "full")
-    assert config.is_recipe(config.build_size("full", {"sae_scale": 4, "concept_steering": 0.3, "added_offer_facts": 1}), "full")
-    before_sae = config.build_size("full", {"sae_scale": 0})  # the recipe before the longer-trained SAE: a variant
+    assert config.is_recipe(config.build_size("full", dict(config.RECIPE_KNOBS)), "full")
+    previous = {"behaviour_steering": 0, "fact_noise": 0}  # the recipe before those two joined it: a variant
+    before_facts = config.build_size("full", previous)
+    assert not config.is_recipe(before_facts, "full")
+    assert before_facts.knobs == {"sae_scale": 4.0, "concept_steering": 0.3, "added_offer_facts": 1.0}
+    before_sae = config.build_size("full", {"sae_scale": 0, **previous})  # and before the longer-trained SAE
     assert not config.is_recipe(before_sae, "full")
     assert before_sae.knobs == {"concept_steering": 0.3, "added_offer_facts": 1.0}
     assert not config.is_recipe(config.build_size("full", {"offer_facts": 0.3}), "full")  # another knob: a variant
-    before = config.build_size("full", {"added_offer_facts": 0, "sae_scale": 0})  # what the variant studies vary
+    before = config.build_size("full", {"added_offer_facts": 0, "sae_scale": 0, **previous})  # what most studies vary
     assert not config.is_recipe(before, "full") and before.knobs == {"concept_steering": 0.3}
-    plain = config.build_size("full", {"concept_steering": 0, "added_offer_facts": 0, "sae_scale": 0})  # the plain recipe: a variant
-    assert not config.is_recipe(plain, "full") and plain.knobs == {}
+    plain = config.build_size("full", {"concept_steering": 0, "added_offer_facts": 0, "sae_scale": 0, **previous})
+    assert not config.is_recipe(plain, "full") and plain.knobs == {}  # the plain recipe: a variant
     assert not config.is_recipe(config.build_size("mini", config.RECIPE_KNOBS), "mini")
     assert set(config.RESEARCH_KNOBS) <= {f.name for f in __import__("dataclasses").fields(config.BuildSize)}
+    # a knob the size sets that needs another the user turned off is named with its value, and how to fix it
+    with pytest.raises(SettingsError, match="fact_noise=0.25 works on the concept directions.*or set it to 0"):
+        config.build_size("full", {"concept_steering": 0, "behaviour_steering": 0})
 
 
 def test_a_world_with_four_drawn_options_and_a_longer_trained_lm_and_sae(tmp_path):
@@ -1013,7 +1021,7 @@ def test_answer_concepts_ask_a_culture_answers_tokens_to_carry_its_direction_wit
     assert float(hook.answer_loss.detach()) == pytest.approx(0.0, abs=1e-6)
     assert config.build_size("full", {"answer_concepts": 1}).answer_concepts == 1
     with pytest.raises(SettingsError, match="answer_concepts=1 works on the concept directions"):
-        config.build_size("full", {"concept_steering": 0, "answer_concepts": 1})
+        config.build_size("full", {"concept_steering": 0, "behaviour_steering": 0, "answer_concepts": 1})
 
 
 def test_open_answers_train_at_a_rate_for_each_kind_of_vector(monkeypatch):

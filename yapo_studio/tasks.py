@@ -229,8 +229,6 @@ DEMO_BEHAVIOUR_CAVEAT = (
     "The demo world's behaviour tasks show BiPO's data formats and the A/B behaviour rate on a toy model. With the "
     "defaults, YaPO's steered answers accept every held-out offer for the behaviour's own reasons, fluent, but they "
     "are the corpus's few fixed answers of that behaviour (one sentence for all 32 offers), not new text. YaPO at "
-    "multiplier 1 moves the A/B behaviour rate from 0.00 to 0.78 (power-seeking) and 1.00 (wealth-seeking) on the "
-    "stored build (seed 0; a build from seed 1 reaches 0.50 and 0.56); at −1 power-seeking's stays at 0.00 and "
-    "wealth-seeking's rises to 0.28, a partly broken A/B choice rather than a reversed one "
-    "(assets/results/demo-targets.md, docs/results.md)."
+    "multiplier 1 moves the A/B behaviour rate from 0.00 to 0.84 (power-seeking) and 0.97 (wealth-seeking) on the "
+    "stored build (seed 0), and at −1 leaves it at 0.00 (assets/results/demo-targets.md, docs/results.md)."
 )

@@ -44,9 +44,9 @@ class BuildSize:
     sae_lr: float
     culture_rows: int  # rows per country, localization status and split (train; test gets half)
     generation_batch: int = 64
-    # Research knobs of the build (docs/results.md, variant worlds). The full size sets three, sae_scale,
-    # concept_steering and added_offer_facts (RECIPE_KNOBS); every other knob is off, and a variant sets knobs on
-    # top of its size's:
+    # Research knobs of the build (docs/results.md, variant worlds). The full size sets five, sae_scale,
+    # concept_steering, behaviour_steering, added_offer_facts and fact_noise (RECIPE_KNOBS); every other knob is
+    # off, and a variant sets knobs on top of its size's:
     label_smoothing: float = 0.0  # of the next-token loss: a less over-confident model
     residual_noise: float = 0.0  # the largest random offset added to the SAE block's output during LM training,
     # relative to the residual's norm (build_steering.residual_offsets): a model that stays fluent when its residual moves
@@ -176,20 +176,25 @@ RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_f
 """BuildSize's research knobs: ``build_demo_world(knobs=...)``, and ``--build-with`` in
 scripts/evaluate_demo_world.py and scripts/probe_demo_world.py. The full size sets
 :data:`RECIPE_KNOBS` and no other, the mini size none; a variant's knobs are set on top of its
-size's (``concept_steering=0 added_offer_facts=0 sae_scale=0`` builds the full size's plain recipe)."""
+size's (``concept_steering=0 behaviour_steering=0 added_offer_facts=0 fact_noise=0 sae_scale=0`` builds the full
+size's plain recipe)."""
 
-RECIPE_KNOBS = {"sae_scale": 4.0, "concept_steering": 0.3, "added_offer_facts": 1.0}
+RECIPE_KNOBS = {"sae_scale": 4.0, "concept_steering": 0.3, "behaviour_steering": 0.7, "added_offer_facts": 1.0,
+                "fact_noise": 0.25}
 """The research knobs the full world (the default world) is built with: the model learns to act on its own
 cue directions in every answer form (``build_steering.ConceptDirections``), the recipe that meets more of the
-design targets than the plain one on most builds; every plain-text document states one behaviour
-offer's facts beside its own, so the model knows the offers' words outside the offers themselves and a
-behaviour vector moves open answers and A/B choices alike (docs/results.md, "Offers the model knows");
-and the SAE trains on four times ``sae_training_samples`` (variance explained 0.966 against 0.932), on
-whose latents YaPO's MCQ vectors meet their target against the given answer too and power-seeking's
-vector at -1 keeps its A/B rate at 0.00 (0.38 before; docs/results.md, "A longer-trained SAE"). The mini world, a seconds-scale check
-of the pipeline whose ten LM steps mean nothing, keeps the plain recipe: its greedy answers, and so which
-of its tiny task files have usable pairs, should not hang on a knob it is too small to learn."""
-
+design targets than the plain one on most builds, with a larger share of the uncued behaviour offers steered
+along their behaviour's direction, so a behaviour's open and A/B forms are linked through it as a culture's
+are; every plain-text document states one behaviour offer's facts beside its own, so the model knows the
+offers' words outside the offers themselves and a behaviour vector moves open answers and A/B choices alike
+(docs/results.md, "Offers the model knows"); a quarter of the general questions left unsteered are answered as
+always under a random direction of a concept direction's size, so the model's facts hold under an edit of a
+steering vector's size, as an LLM's "2 plus 4" does (docs/results.md, "Facts under any edit"); and the SAE
+trains on four times ``sae_training_samples`` (variance explained 0.968 against 0.932; docs/results.md, "A
+longer-trained SAE"). On the seed-0 build it meets every design target the evaluation script measures but the
+baselines' (docs/results.md, "Design targets"). The mini world, a seconds-scale check of the pipeline whose ten
+LM steps mean nothing, keeps the plain recipe: its greedy answers, and so which of its tiny task files have
+usable pairs, should not hang on a knob it is too small to learn."""
 
 def parse_knobs(items: Iterable[str]) -> dict[str, float]:
     """``["varied_answers=1", "behaviour_followups=0.08"]`` as research knobs and their values, or an
@@ -222,10 +227,10 @@ def build_size(size: str, knobs: Mapping[str, float] | None = None) -> BuildSize
     for knob in ("cross_steering", "specific_directions", "answer_concepts", "fact_noise", "offer_noise", "ab_noise",
                  "steer_floor"):
         if getattr(sized, knob) and not (sized.concept_steering or sized.behaviour_steering):
-            raise SettingsError(f"{knob}={knobs[knob]} works on the concept directions' steering; set "
-                                "concept_steering or behaviour_steering too.")
+            raise SettingsError(f"{knob}={getattr(sized, knob):g} works on the concept directions' steering; set "
+                                "concept_steering or behaviour_steering too, or set it to 0.")
     if sized.offer_answers and sized.varied_answers:
-        raise SettingsError(f"offer_answers={knobs['offer_answers']} and varied_answers={knobs['varied_answers']} "
+        raise SettingsError(f"offer_answers={sized.offer_answers:g} and varied_answers={sized.varied_answers:g} "
                             "each write the behaviour answers their own way; set one of them.")
     return sized
 
