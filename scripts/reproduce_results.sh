@@ -138,6 +138,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
 RESULTS=assets/results
+VARIANTS="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants"  # where the variant worlds are built
 PREVIOUS=(behaviour_steering=0 fact_noise=0)  # the recipe before those two joined RECIPE_KNOBS
 BEFORE=(added_offer_facts=0 sae_scale=0 "${PREVIOUS[@]}")
 OLD_SAE=(sae_scale=0 "${PREVIOUS[@]}")
@@ -164,7 +165,7 @@ forms() {
   local name=$1
   shift
   local where=()
-  [ $# -eq 0 ] || where=(--cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/$name" --build-with "${BEFORE[@]}" "$@")
+  [ $# -eq 0 ] || where=(--cache-dir "$VARIANTS/$name" --build-with "${BEFORE[@]}" "$@")
   "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco "${where[@]}" \
     --out "$RESULTS/demo-forms-$name.md" > /dev/null
 }
@@ -177,7 +178,7 @@ variant() {
   shift 3
   evaluate "demo-variant-$name" --seed "$seed" --countries "$countries" \
     --generations "$(tr , '\n' <<< "$countries" | wc -l)" --build-with "${BEFORE[@]}" "$@" \
-    --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/$name"
+    --cache-dir "$VARIANTS/$name"
 }
 
 # avx512 NAME SEED [KNOB=VALUE...]: the behaviours of the world built from SEED with these knobs (none:
@@ -189,7 +190,7 @@ avx512() {
   local knobs=()
   [ $# -eq 0 ] || knobs=(--build-with "${BEFORE[@]}" "$@")
   YAPO_CPU_KERNELS=native "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --seed "$seed" "${knobs[@]}" \
-    --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/avx512-$name" \
+    --cache-dir "$VARIANTS/avx512-$name" \
     --json "$RESULTS/demo-avx512-$name.json" > "$RESULTS/demo-avx512-$name.md" || status=$?
   [ "$status" -le 1 ] || exit "$status"
 }
@@ -216,7 +217,7 @@ for part in "${parts[@]}"; do
       ;;
     demo-before-sae-scale)
       # The recipe before the longer-trained SAE (docs/results.md, "A longer-trained SAE"): the same LM.
-      evaluate demo-targets-before-sae-scale --jobs 2 --build-with "${OLD_SAE[@]}" --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-sae-scale"
+      evaluate demo-targets-before-sae-scale --jobs 2 --build-with "${OLD_SAE[@]}" --cache-dir "$VARIANTS/before-sae-scale"
       ;;
     demo-seed2)
       # The default recipe from a third seed (docs/results.md, "Design targets"); missed targets do not fail this script.
@@ -229,30 +230,30 @@ for part in "${parts[@]}"; do
         suffix=""
         [ "$seed" = 0 ] || suffix="-seed$seed"
         evaluate "demo-targets-before-fact-noise$suffix" --jobs 2 --seed "$seed" --build-with "${PREVIOUS[@]}" \
-          --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-fact-noise$suffix"
+          --cache-dir "$VARIANTS/before-fact-noise$suffix"
       done
       ;;
     demo-seed1)
       # The default recipe from another seed, and the same LM with the SAE before sae_scale (docs/results.md,
       # "A longer-trained SAE"); missed targets do not fail this script.
       evaluate demo-targets-before-fact-noise-seed1 --jobs 2 --seed 1 --build-with "${PREVIOUS[@]}" \
-        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-fact-noise-seed1"
+        --cache-dir "$VARIANTS/before-fact-noise-seed1"
       evaluate demo-targets-before-sae-scale-seed1 --jobs 2 --seed 1 --build-with "${OLD_SAE[@]}" --sections culture \
-        --countries morocco,uk,spain,nepal --generations 0 --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-sae-scale-seed1"
+        --countries morocco,uk,spain,nepal --generations 0 --cache-dir "$VARIANTS/before-sae-scale-seed1"
       # whether longer MCQ training lifts the seed-1 build's weakest cultures (docs/results.md, "Design targets")
       "$PYTHON" scripts/choose_mcq_lr.py --seed 1 --methods yapo --countries morocco,uk,spain \
         --candidates 0.01:2400:16,0.01:3600:16 --jobs 2 --build-with "${PREVIOUS[@]}" \
-        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-fact-noise-seed1" \
+        --cache-dir "$VARIANTS/before-fact-noise-seed1" \
         --out "$RESULTS/demo-mcq-lr-seed1.md"
       ;;
     demo-concept-steering)
-      evaluate demo-targets-concept-steering --jobs 2 --build-with "${BEFORE[@]}" --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/concept-steering-alone"
+      evaluate demo-targets-concept-steering --jobs 2 --build-with "${BEFORE[@]}" --cache-dir "$VARIANTS/concept-steering-alone"
       ;;
     demo-plain)
       # The plain recipe (concept_steering=0) from seed 0: every section, and the culture and behaviour sections
       # on their own (with more examples and, for the behaviours, each vector's edit): what the variant studies
       # compare with.
-      plain=(--build-with concept_steering=0 "${BEFORE[@]}" --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/plain")
+      plain=(--build-with concept_steering=0 "${BEFORE[@]}" --cache-dir "$VARIANTS/plain")
       for run in "targets --generations 1" "world --sections culture" "behaviours --sections behaviours"; do
         read -r name args <<< "$run"
         status=0
@@ -265,7 +266,7 @@ for part in "${parts[@]}"; do
     demo-forms)
       # "default": the world of concept steering alone, the default world when it was measured
       "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco --build-with "${BEFORE[@]}" \
-        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/concept-steering-alone" --out "$RESULTS/demo-forms-default.md" > /dev/null
+        --cache-dir "$VARIANTS/concept-steering-alone" --out "$RESULTS/demo-forms-default.md" > /dev/null
       forms plain concept_steering=0
       forms balanced concept_steering=0 balanced_options=1
       forms context-balanced concept_steering=0 balanced_options=1 followups=0.15 coherent_text=1
@@ -277,33 +278,33 @@ for part in "${parts[@]}"; do
     demo-probe)
       # on the world of concept steering alone (the default world when it was measured)
       "$PYTHON" scripts/probe_demo_world.py --lr 0.01 --build-with "${BEFORE[@]}" \
-        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/concept-steering-alone" --out "$RESULTS/demo-probe.md" > /dev/null
+        --cache-dir "$VARIANTS/concept-steering-alone" --out "$RESULTS/demo-probe.md" > /dev/null
       "$PYTHON" scripts/probe_demo_world.py --lr 0.01 --build-with concept_steering=0 "${BEFORE[@]}" \
-        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/plain" \
+        --cache-dir "$VARIANTS/plain" \
         --out "$RESULTS/demo-probe-plain.md" > /dev/null
       "$PYTHON" scripts/probe_demo_world.py --lr 0.01 --build-with concept_steering=0 followups=0.08 "${BEFORE[@]}" \
-        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/followups" \
+        --cache-dir "$VARIANTS/followups" \
         --out "$RESULTS/demo-probe-followups.md" > /dev/null
       ;;
     demo-lr)
       # each on the world it was chosen on: the open-answer rates on the recipe before sae_scale, the MCQ
       # settings on concept steering alone
-      "$PYTHON" scripts/choose_open_lr.py --build-with "${OLD_SAE[@]}" --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-sae-scale" \
+      "$PYTHON" scripts/choose_open_lr.py --build-with "${OLD_SAE[@]}" --cache-dir "$VARIANTS/before-sae-scale" \
         --out "$RESULTS/demo-open-lr.md" > /dev/null
       "$PYTHON" scripts/choose_mcq_lr.py --methods yapo --candidates 0.01:1200:16,0.01:2400:16 --jobs 2 \
-        --build-with "${BEFORE[@]}" --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/concept-steering-alone" --out "$RESULTS/demo-mcq-lr.md" > /dev/null
+        --build-with "${BEFORE[@]}" --cache-dir "$VARIANTS/concept-steering-alone" --out "$RESULTS/demo-mcq-lr.md" > /dev/null
       ;;
     demo-open-rates)
       # On the plain recipe (concept_steering=0).
       "$PYTHON" scripts/choose_open_lr.py --lrs 0.002,0.005,0.007,0.01 --out "$RESULTS/demo-open-lr-plain.md" \
         --build-with concept_steering=0 "${BEFORE[@]}" \
-        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/plain" > /dev/null
+        --cache-dir "$VARIANTS/plain" > /dev/null
       for seed in 0 1; do
         status=0
         suffix=""
         [ "$seed" -eq 0 ] || suffix="-seed$seed"
         "$PYTHON" scripts/evaluate_demo_world.py --seed "$seed" --build-with concept_steering=0 "${BEFORE[@]}" \
-          --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/plain$suffix" --countries egypt --generations 1 \
+          --cache-dir "$VARIANTS/plain$suffix" --countries egypt --generations 1 \
           --json "$RESULTS/demo-open-rates-seed$seed.json" > "$RESULTS/demo-open-rates-seed$seed.md" || status=$?
         [ "$status" -le 1 ] || exit "$status"
       done
@@ -390,18 +391,18 @@ for part in "${parts[@]}"; do
       # The default recipe with offer_facts (docs/results.md, "Offers the model knows"); missed targets do not fail this script.
       status=0
       "$PYTHON" scripts/evaluate_demo_world.py --jobs 2 --build-with offer_facts=0.3 "${BEFORE[@]}" \
-        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/offer-facts" \
+        --cache-dir "$VARIANTS/offer-facts" \
         --json "$RESULTS/demo-variant-offer-facts.json" > "$RESULTS/demo-variant-offer-facts.md" || status=$?
       [ "$status" -le 1 ] || exit "$status"
       "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --seed 1 --jobs 2 --build-with offer_facts=0.3 "${BEFORE[@]}" \
-        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/offer-facts-seed1" \
+        --cache-dir "$VARIANTS/offer-facts-seed1" \
         --json "$RESULTS/demo-variant-offer-facts-seed1.json" > "$RESULTS/demo-variant-offer-facts-seed1.md" || status=$?
       [ "$status" -le 1 ] || exit "$status"
       ;;
     demo-added-offer-facts)
       # Offer statements added to the plain text (docs/results.md, "Offer statements beside the others"): the runs
       # that chose the knob, in their own caches (the default recipe has it now); missed targets do not fail this script.
-      world="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-sae-scale"  # the same knobs
+      world="$VARIANTS/before-sae-scale"  # the same knobs
       name=demo-variant-added-offer-facts
       evaluate "$name-behaviours" --sections behaviours --jobs 2 --build-with added_offer_facts=1 "${OLD_SAE[@]}" --cache-dir "$world"
       for run in uk,brazil,nepal:0 egypt,morocco,spain,india:2; do  # cultures:how many show generations
@@ -416,14 +417,14 @@ for part in "${parts[@]}"; do
       # Culture answers that carry their culture's direction, with the option's text before its letter
       # (docs/results.md, "Answers that carry their culture"), on top of the recipe before sae_scale; missed targets
       # do not fail this script.
-      world="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/answer-concepts"
+      world="$VARIANTS/answer-concepts"
       evaluate demo-variant-answer-concepts --jobs 2 --build-with answer_concepts=1 answer_first=1 "${OLD_SAE[@]}" --cache-dir "$world"
       evaluate demo-variant-answer-concepts-sae4 --jobs 2 --build-with "${PREVIOUS[@]}" answer_concepts=1 answer_first=1 sae_scale=4 \
         --cache-dir "$world-sae4"
       # where CAA and SAS point against the cue direction the model acts on, on the recipe before sae_scale (the
       # world demo-before-sae-scale measures) and on this one
       "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco,nepal --build-with "${OLD_SAE[@]}" \
-        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/before-sae-scale" \
+        --cache-dir "$VARIANTS/before-sae-scale" \
         --out "$RESULTS/demo-forms-baselines.md" > /dev/null
       "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco,nepal --cache-dir "$world" \
         --build-with answer_concepts=1 answer_first=1 "${OLD_SAE[@]}" --out "$RESULTS/demo-forms-answer-concepts.md" > /dev/null
@@ -433,20 +434,20 @@ for part in "${parts[@]}"; do
     demo-build-budget)
       # A shorter-trained LM and SAE, for the build budget (docs/results.md, "A build within 300 s"); missed
       # targets do not fail this script.
-      world="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/shorter-lm"
+      world="$VARIANTS/shorter-lm"
       evaluate demo-variant-shorter-lm --jobs 2 --build-with "${PREVIOUS[@]}" lm_scale=0.6 sae_scale=2 --cache-dir "$world"
       evaluate demo-variant-shorter-lm-lr --no-steering --build-with "${PREVIOUS[@]}" lm_scale=0.6 lm_lr_scale=1.5 sae_scale=2 \
         --cache-dir "$world-lr"
       # the full training made cheaper per token (scripts/benchmark_demo_build.py's changes together), its build only
       evaluate demo-variant-cheaper-steps --no-steering --build-with "${PREVIOUS[@]}" lm_batch_scale=2 mlp_scale=0.6667 fused_adam=1 \
-        sae_batch_scale=4 --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/cheaper-steps"
+        sae_batch_scale=4 --cache-dir "$VARIANTS/cheaper-steps"
       # as many LM updates as the default's, on 0.75 of its examples (batches of 24), its build only
       evaluate demo-variant-fewer-examples --no-steering --build-with "${PREVIOUS[@]}" lm_scale=0.75 lm_batch_scale=0.75 fused_adam=1 \
-        sae_batch_scale=2 --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/fewer-examples"
+        sae_batch_scale=2 --cache-dir "$VARIANTS/fewer-examples"
       ;;
     demo-general-share)
       # Firmer facts (docs/results.md, "Firmer facts"); missed targets do not fail this script.
-      world="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/general-share"
+      world="$VARIANTS/general-share"
       evaluate demo-variant-general-share --jobs 2 --build-with "${PREVIOUS[@]}" general_share=0.12 --cache-dir "$world"
       evaluate demo-variant-general-share-seed1 --seed 1 --jobs 2 --sections behaviours --build-with "${PREVIOUS[@]}" general_share=0.12 \
         --cache-dir "$world-seed1"
@@ -462,27 +463,26 @@ for part in "${parts[@]}"; do
     demo-offer-answers)
       # Answers that name the offer (docs/results.md, "Answers that name the offer"); missed targets do not fail this script.
       evaluate demo-variant-offer-answers --jobs 2 --sections behaviours --build-with "${PREVIOUS[@]}" offer_answers=1 \
-        --cache-dir "${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/offer-answers"
+        --cache-dir "$VARIANTS/offer-answers"
       ;;
     demo-fact-noise)
       # Facts under any edit (docs/results.md, "Facts under any edit"); missed targets do not fail this script.
-      world="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants/fact-noise"
+      world="$VARIANTS/fact-noise"
       evaluate demo-variant-fact-noise --jobs 2 --build-with behaviour_steering=0 fact_noise=0.5 --cache-dir "$world"
       for seed in 1 2; do
         evaluate "demo-variant-fact-noise-seed$seed" --seed "$seed" --jobs 2 --sections behaviours \
           --build-with behaviour_steering=0 fact_noise=0.5 --cache-dir "$world-seed$seed"
       done
-      variants="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants"
       evaluate demo-variant-fact-noise-02 --jobs 2 --sections behaviours --build-with behaviour_steering=0 fact_noise=0.2 \
-        --cache-dir "$variants/fact-noise-02"
+        --cache-dir "$VARIANTS/fact-noise-02"
       for knob in offer_noise ab_noise steer_floor; do
         value=0.5
         [ "$knob" = steer_floor ] && value=0.25
         evaluate "demo-variant-${knob//_/-}" --jobs 2 --sections behaviours --build-with behaviour_steering=0 fact_noise=0.5 "$knob=$value" \
-          --cache-dir "$variants/${knob//_/-}"
+          --cache-dir "$VARIANTS/${knob//_/-}"
       done
       evaluate demo-variant-ab-noise-seed1 --seed 1 --jobs 2 --sections behaviours --build-with behaviour_steering=0 fact_noise=0.5 \
-        ab_noise=0.5 --cache-dir "$variants/ab-noise-seed1"
+        ab_noise=0.5 --cache-dir "$VARIANTS/ab-noise-seed1"
       # every section from seeds 0 and 2, the behaviours from seed 1
       for run in 0: 1:behaviours 2:; do
         seed="${run%%:*}" sections=()
@@ -490,42 +490,40 @@ for part in "${parts[@]}"; do
         [ "$seed" = 0 ] || suffix="-seed$seed"
         [ -z "${run#*:}" ] || sections=(--sections "${run#*:}")
         evaluate "demo-variant-fact-noise-behaviour-steering$suffix" --seed "$seed" --jobs 2 "${sections[@]}" \
-          --build-with fact_noise=0.5 behaviour_steering=0.7 --cache-dir "$variants/fact-noise-behaviour-steering$suffix"
+          --build-with fact_noise=0.5 behaviour_steering=0.7 --cache-dir "$VARIANTS/fact-noise-behaviour-steering$suffix"
       done
       ;;
     demo-paths)
       # Which path a behaviour vector takes (docs/results.md, "Which path a behaviour vector takes").
-      variants="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants"
       for seed in 0 2; do
         suffix=""
         [ "$seed" = 0 ] || suffix="-seed$seed"
-        "$PYTHON" scripts/probe_behaviour_paths.py --seed "$seed" --cache-dir "$variants/before-fact-noise$suffix" \
+        "$PYTHON" scripts/probe_behaviour_paths.py --seed "$seed" --cache-dir "$VARIANTS/before-fact-noise$suffix" \
           --build-with "${PREVIOUS[@]}" --out "$RESULTS/demo-paths-before-fact-noise$suffix.md"
       done
-      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$variants/fact-noise-02" --build-with behaviour_steering=0 fact_noise=0.2 \
+      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$VARIANTS/fact-noise-02" --build-with behaviour_steering=0 fact_noise=0.2 \
         --out "$RESULTS/demo-paths-fact-noise-02.md"
-      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$variants/offer-noise" --build-with behaviour_steering=0 fact_noise=0.5 \
+      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$VARIANTS/offer-noise" --build-with behaviour_steering=0 fact_noise=0.5 \
         offer_noise=0.5 --out "$RESULTS/demo-paths-offer-noise.md"
-      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$variants/steer-floor" --build-with behaviour_steering=0 fact_noise=0.5 \
+      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$VARIANTS/steer-floor" --build-with behaviour_steering=0 fact_noise=0.5 \
         steer_floor=0.25 --out "$RESULTS/demo-paths-steer-floor.md"
-      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$variants/ab-noise" --build-with behaviour_steering=0 fact_noise=0.5 \
+      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$VARIANTS/ab-noise" --build-with behaviour_steering=0 fact_noise=0.5 \
         ab_noise=0.5 --out "$RESULTS/demo-paths-ab-noise.md"
-      "$PYTHON" scripts/probe_behaviour_paths.py --seed 1 --cache-dir "$variants/ab-noise-seed1" --build-with \
+      "$PYTHON" scripts/probe_behaviour_paths.py --seed 1 --cache-dir "$VARIANTS/ab-noise-seed1" --build-with \
         behaviour_steering=0 fact_noise=0.5 ab_noise=0.5 --out "$RESULTS/demo-paths-ab-noise-seed1.md"
       for seed in 0 1; do
         suffix=""
         [ "$seed" = 1 ] && suffix="-seed1"
-        "$PYTHON" scripts/probe_behaviour_paths.py --seed "$seed" --cache-dir "$variants/fact-noise-behaviour-steering$suffix" \
+        "$PYTHON" scripts/probe_behaviour_paths.py --seed "$seed" --cache-dir "$VARIANTS/fact-noise-behaviour-steering$suffix" \
           --build-with fact_noise=0.5 behaviour_steering=0.7 --out "$RESULTS/demo-paths-fact-noise-behaviour-steering$suffix.md"
       done
       ;;
     demo-mcq-picks)
       # Whose option a culture's MCQ vector picks (docs/results.md, "Firm facts with a larger share for the
-      # behaviours"): nepal against every option and brazil against the given answer, on the default world and
-      # on fact_noise=0.5 behaviour_steering=0.7 (demo-fact-noise's world).
-      variants="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants"
-      firm=(--cache-dir "$variants/fact-noise-behaviour-steering" --build-with fact_noise=0.5 behaviour_steering=0.7)
-      before=(--cache-dir "$variants/before-fact-noise" --build-with "${PREVIOUS[@]}")
+      # behaviours"): nepal against every option and brazil against the given answer, on the recipe before
+      # fact_noise (demo-before-fact-noise's world) and on fact_noise=0.5 behaviour_steering=0.7 (demo-fact-noise's).
+      firm=(--cache-dir "$VARIANTS/fact-noise-behaviour-steering" --build-with fact_noise=0.5 behaviour_steering=0.7)
+      before=(--cache-dir "$VARIANTS/before-fact-noise" --build-with "${PREVIOUS[@]}")
       "$PYTHON" scripts/probe_mcq_picks.py --countries nepal "${before[@]}" --out "$RESULTS/demo-picks-nepal-before-fact-noise.md" > /dev/null
       "$PYTHON" scripts/probe_mcq_picks.py --countries nepal "${firm[@]}" \
         --out "$RESULTS/demo-picks-nepal-fact-noise-behaviour-steering.md" > /dev/null

@@ -196,6 +196,7 @@ baselines' (docs/results.md, "Design targets"). The mini world, a seconds-scale 
 LM steps mean nothing, keeps the plain recipe: its greedy answers, and so which of its tiny task files have
 usable pairs, should not hang on a knob it is too small to learn."""
 
+
 def parse_knobs(items: Iterable[str]) -> dict[str, float]:
     """``["varied_answers=1", "behaviour_followups=0.08"]`` as research knobs and their values, or an
     error naming the item and the knobs there are."""
