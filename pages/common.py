@@ -163,6 +163,11 @@ def esc(text) -> str:
     return html.escape(str(text))
 
 
+def caveat_text(caveat: str) -> str:
+    """A caveat as a warning paragraph to append to a status line (nothing when there is none)."""
+    return f"\n\n⚠ {esc(caveat)}" if caveat else ""
+
+
 STEER_LABELS = {"all": "every token (the method)", "prompt": "prompt tokens only"}  # one per STEER_POSITIONS
 
 

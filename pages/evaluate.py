@@ -14,7 +14,7 @@ from yapo_core.plots import multiplier_sweep
 from yapo_studio.session import Session
 from yapo_studio.zero_gpu import gpu
 
-from .common import HEAVY, STEER_LABELS, AppContext, need, parse_multipliers, user_errors, vector_labels
+from .common import HEAVY, STEER_LABELS, AppContext, caveat_text, need, parse_multipliers, user_errors, vector_labels
 
 HELP = """Which multiplier, and which method? Each vector is measured on **its own task's held-out data** at every
 multiplier (m = 0 is the unsteered model). The metrics offered are those that apply to the chosen vectors' tasks,
@@ -56,17 +56,25 @@ def loaded_task(session: Session | None) -> str | None:
 
 
 def comparison_for(session: Session | None, shown: str | None):
-    """The method comparison's table, plot and task as they are while they belong to the loaded
-    task, else cleared: a comparison never stands under another task than its own."""
+    """The method comparison's table, plot, task and note as they are while they belong to the
+    loaded task, else cleared: a comparison never stands under another task than its own."""
     if shown is None or shown == loaded_task(session):
-        return gr.update(), gr.update(), shown
-    return None, None, None
+        return gr.update(), gr.update(), shown, gr.update()
+    return None, None, None, ""
+
+
+def comparison_note(session: Session, methods) -> str:
+    """What a user must know about the compared methods on the loaded task (the task's caveat for
+    each, once), as warning paragraphs."""
+    task = session.task
+    notes = dict.fromkeys(task.method_caveats.get(m, "") for m in methods) if task is not None else {}
+    return "".join(caveat_text(note) for note in notes if note).strip()
 
 
 def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio, gr.State, tuple]:
     """The page's components and callbacks; returns its vector list, metric choice and the labels
-    the list showed last, refreshed when the tab opens, and the comparison's table, plot and the
-    task they show (:func:`comparison_for`)."""
+    the list showed last, refreshed when the tab opens, and the comparison's table, plot, the
+    task they show and its note (:func:`comparison_for`)."""
     gr.Markdown(HELP)
     vectors = gr.CheckboxGroup([], label="Vectors", elem_id="eval-vectors")
     listed = gr.State([])
@@ -90,6 +98,7 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio,
             cmp_btn = gr.Button("Compare methods", elem_id="cmp-run", scale=1)
         cmp_table = gr.Dataframe(interactive=False, elem_id="cmp-table")
         cmp_plot = gr.Plot(label="Metric against the multiplier, every method", elem_id="cmp-plot")
+        cmp_note = gr.Markdown(elem_id="cmp-note")
         cmp_task = gr.State(None)
     with gr.Accordion("Capability check: general questions with and without the vector", open=False):
         gr.Markdown("The demo world's general questions (arithmetic, facts) answered greedily; for hub models a small "
@@ -123,13 +132,13 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio,
         result = session.compare(metric_, parse_multipliers(ms), methods_, max_steps=steps or None,
                                  on_progress=lambda msg: progress(0, desc=msg))
         sweep_fig, _ = result.figures()
-        return pd.DataFrame(result.table()), sweep_fig, loaded_task(session)
+        return pd.DataFrame(result.table()), sweep_fig, loaded_task(session), comparison_note(session, methods_)
 
     heavy = dict(concurrency_id=HEAVY, concurrency_limit=ctx.heavy_jobs)
-    cmp_btn.click(on_compare, [state, metric, multipliers, cmp_methods, cmp_steps], [cmp_table, cmp_plot, cmp_task],
+    cmp_btn.click(on_compare, [state, metric, multipliers, cmp_methods, cmp_steps], [cmp_table, cmp_plot, cmp_task, cmp_note],
                   **heavy)
     run.click(on_sweep, [state, vectors, metric, multipliers, positions], plot, **heavy)
     cap_btn.click(on_capability, [state, vectors, cap_m], cap_table, **heavy)
     vectors.input(metric_choices, [state, vectors, metric], metric)
     metric.change(lambda m: gr.update(visible=m in GENERATING_METRICS), metric, positions)  # only these generate
-    return vectors, metric, listed, (cmp_table, cmp_plot, cmp_task)
+    return vectors, metric, listed, (cmp_table, cmp_plot, cmp_task, cmp_note)

@@ -10,7 +10,7 @@ from yapo_studio.session import Session
 from yapo_studio.settings import current
 from yapo_studio.tasks import DATA_SUFFIXES, TaskSpec, demo_task_names, demo_world_ready, preview_file
 
-from .common import HEAVY, AppContext, esc, need, user_errors
+from .common import HEAVY, AppContext, caveat_text, esc, need, user_errors
 
 SOURCES = [
     ("Demo world", "demo"),
@@ -138,7 +138,7 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
 
     gr.Markdown("### 3 · Method")
     method = gr.Radio([(m.label, m.key) for m in METHODS.values()], value="yapo", label="Method", elem_id="method")
-    method_info = gr.Markdown(method_text(METHODS["yapo"]))
+    method_info = gr.Markdown(method_text(METHODS["yapo"]), elem_id="method-info")
 
     # -- callbacks --
 
@@ -196,13 +196,14 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
             spec = TaskSpec("file", path=path, columns=mapped or None, schema="pairs" if mapped else "auto",
                             test_fraction=float(frac))
         task = session.load_task(spec)
-        caveat = f"\n\n⚠ {esc(task.caveat)}" if task.caveat else ""
-        return f"✓ **Task loaded**: {esc(task.describe())}{caveat}", gr.update(value=pairs_frame(session), visible=True)
+        return (f"✓ **Task loaded**: {esc(task.describe())}{caveat_text(task.caveat_for(session.method.key))}",
+                gr.update(value=pairs_frame(session), visible=True))
 
     @user_errors
     def on_method(session, key):
-        m = need(session).set_method(key)
-        return method_text(m)
+        session = need(session)
+        m = session.set_method(key)
+        return method_text(m) + caveat_text(session.task.method_caveats.get(m.key, "") if session.task else "")
 
     preset.change(on_preset, preset, [notes, custom_box, rejected_model])
     load_model_btn.click(on_load_model, [state, preset, model, sae_release, sae_id, sae_path, layer],

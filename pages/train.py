@@ -16,7 +16,7 @@ from yapo_studio.runs import CHUNK_SECONDS, Run, chunk_seconds, format_seconds
 from yapo_studio.session import Session
 from yapo_studio.zero_gpu import on_zero_gpu
 
-from .common import esc, need, user_errors
+from .common import caveat_text, esc, need, user_errors
 
 DEFAULTS = TrainConfig()
 
@@ -58,8 +58,9 @@ def setup_summary(session: Session | None) -> str:
     if session is None or session.bundle is None:
         return "⚠ Load a model and a task on the **Setup** page first."
     task = esc(session.task.describe()) if session.task else "⚠ no task loaded (Setup page)"
+    caveat = session.task.method_caveats.get(session.method.key, "") if session.task else ""
     return (f"**Model** {esc(session.bundle.label)} · **Task** {task} · **Method** {esc(session.method.label)} "
-            f"(change it on Setup; runs of both methods are overlaid below)")
+            f"(change it on Setup; runs of both methods are overlaid below)" + caveat_text(caveat))
 
 
 def run_html(i: int, run: Run) -> str:

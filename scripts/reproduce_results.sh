@@ -44,7 +44,8 @@
 #                     AVX-512 CPU only -> demo-avx512-NAME.md, .json: the plain recipe; concept_steering, with
 #                     specific_directions and with crossed_cues, from seeds 0, 1 and 2; side by side in demo-avx512.md)
 #        comparison  (yapo compare --country egypt  -> assets/results/comparison-egypt/, and CAA and SAS up to
-#                     multiplier 64 -> assets/results/comparison-egypt-baselines/; yapo compare --behaviour NAME
+#                     multiplier 64 -> assets/results/comparison-egypt-baselines/; its open answers -> comparison-egypt-open/;
+#                     yapo compare --behaviour NAME
 #                     -> comparison-power-seeking/, comparison-wealth-seeking/: BiPO's protocol)
 #        benchmark   (scripts/benchmark_trainer.py  -> assets/results/benchmark.md, .json)
 #        demo-offer-facts (scripts/evaluate_demo_world.py --build-with offer_facts=0.3 -> demo-variant-offer-facts.md,
@@ -100,12 +101,13 @@
 #                     behaviours from seed 1 -> demo-variant-fact-noise-behaviour-steering.md, -seed1.md, -seed2.md,
 #                     .json, in fact-noise-behaviour-steering, -seed1 and -seed2)
 #        demo-paths (which path a behaviour vector trained on open answers takes: scripts/probe_behaviour_paths.py
-#                     on the recipe before fact_noise from seeds 0 and 2 (demo-before-fact-noise's worlds) and on the fact-noise-02, offer-noise, steer-floor and
+#                     on the default world -> demo-paths.md, on the recipe before fact_noise from seeds 0 and 2 (demo-before-fact-noise's worlds) and on the fact-noise-02, offer-noise, steer-floor and
 #                     ab-noise worlds -> demo-paths-before-fact-noise.md, -seed2.md, -fact-noise-02.md, -offer-noise.md, -steer-floor.md,
 #                     -ab-noise.md, -ab-noise-seed1.md, -fact-noise-behaviour-steering.md and its -seed1.md, .json;
 #                     run demo-fact-noise first, or the worlds are built here)
 #        demo-mcq-picks (whose option a culture's MCQ vector picks: scripts/probe_mcq_picks.py for nepal against every
-#                     option and brazil against the given answer, on the recipe before fact_noise and on
+#                     option and brazil against the given answer, on the default world (-> demo-picks-nepal.md,
+#                     demo-picks-brazil-given.md), on the recipe before fact_noise and on
 #                     fact_noise=0.5 behaviour_steering=0.7 -> demo-picks-nepal-before-fact-noise.md,
 #                     -nepal-fact-noise-behaviour-steering.md, -brazil-given-before-fact-noise.md,
 #                     -brazil-given-fact-noise-behaviour-steering.md, .json)
@@ -381,6 +383,7 @@ for part in "${parts[@]}"; do
       "$PYTHON" -m yapo_core compare --country egypt --out "$RESULTS/comparison-egypt"
       "$PYTHON" -m yapo_core compare --country egypt --methods caa,sas --multipliers 0,1,2,4,8,16,32,64 \
         --out "$RESULTS/comparison-egypt-baselines"
+      "$PYTHON" -m yapo_core compare --country egypt --form open_ended --out "$RESULTS/comparison-egypt-open"
       "$PYTHON" -m yapo_core compare --behaviour power-seeking --out "$RESULTS/comparison-power-seeking"
       "$PYTHON" -m yapo_core compare --behaviour wealth-seeking --out "$RESULTS/comparison-wealth-seeking"
       ;;
@@ -495,6 +498,7 @@ for part in "${parts[@]}"; do
       ;;
     demo-paths)
       # Which path a behaviour vector takes (docs/results.md, "Which path a behaviour vector takes").
+      "$PYTHON" scripts/probe_behaviour_paths.py --out "$RESULTS/demo-paths.md"
       for seed in 0 2; do
         suffix=""
         [ "$seed" = 0 ] || suffix="-seed$seed"
@@ -520,10 +524,13 @@ for part in "${parts[@]}"; do
       ;;
     demo-mcq-picks)
       # Whose option a culture's MCQ vector picks (docs/results.md, "Firm facts with a larger share for the
-      # behaviours"): nepal against every option and brazil against the given answer, on the recipe before
-      # fact_noise (demo-before-fact-noise's world) and on fact_noise=0.5 behaviour_steering=0.7 (demo-fact-noise's).
+      # behaviours"): nepal against every option and brazil against the given answer, on the default world, on the
+      # recipe before fact_noise (demo-before-fact-noise's world) and on fact_noise=0.5 behaviour_steering=0.7
+      # (demo-fact-noise's).
       firm=(--cache-dir "$VARIANTS/fact-noise-behaviour-steering" --build-with fact_noise=0.5 behaviour_steering=0.7)
       before=(--cache-dir "$VARIANTS/before-fact-noise" --build-with "${PREVIOUS[@]}")
+      "$PYTHON" scripts/probe_mcq_picks.py --countries nepal --out "$RESULTS/demo-picks-nepal.md" > /dev/null
+      "$PYTHON" scripts/probe_mcq_picks.py --countries brazil --rejected given --out "$RESULTS/demo-picks-brazil-given.md" > /dev/null
       "$PYTHON" scripts/probe_mcq_picks.py --countries nepal "${before[@]}" --out "$RESULTS/demo-picks-nepal-before-fact-noise.md" > /dev/null
       "$PYTHON" scripts/probe_mcq_picks.py --countries nepal "${firm[@]}" \
         --out "$RESULTS/demo-picks-nepal-fact-noise-behaviour-steering.md" > /dev/null

@@ -204,6 +204,12 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
     succeed(page, "#task-status", "✓ Task loaded")
     assert "morocco" in page.locator("#task-status").inner_text()
     page.screenshot(path=str(shots / "setup.png"), full_page=True)
+    # a baseline chosen for it: the page says that CAA hardly steers the demo world, and YaPO has no such note
+    page.get_by_role("radio", name="CAA (dense, computed)").click()
+    page.locator("#method-info").filter(has_text="CAA and SAS hardly steer the demo world").wait_for()
+    page.get_by_role("radio", name="YaPO (sparse)").click()
+    page.locator("#method-info").filter(has_text="trained with the preference objective").wait_for()
+    assert "hardly steer" not in page.locator("#method-info").inner_text()
 
     # Train: start a long YaPO run, watch the curves grow past 30 steps while it is live, stop it.
     page.get_by_role("tab", name="Train").click()
@@ -287,6 +293,8 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
     page.wait_for_function("() => { const g = document.querySelector('#cmp-plot .js-plotly-plot');"
                            " return g && g.data.some(t => t.name.includes('chosen m')) }", timeout=60_000)
     assert page.get_by_test_id("toast-text").count() == 0 and "multiplier (validation)" in page.content()
+    # under the table, the page says that the baselines hardly steer the demo world
+    assert "CAA and SAS hardly steer the demo world" in page.locator("#cmp-note").inner_text()
     # ... and the capability check: every general question of the world, without and with the vector
     page.get_by_text("Capability check: general questions with and without the vector").click()
     page.get_by_role("button", name="Check", exact=True).click()
@@ -377,6 +385,7 @@ def behaviour_walk(page, shots: Path) -> None:
     # the culture walk's method comparison was for another task: it is gone, not shown under this one
     page.wait_for_function("() => { const t = document.querySelector('#cmp-table');"
                            " return !t || !/\\bSAS\\b/.test(t.innerText) }", timeout=30_000)
+    assert "hardly steer" not in page.locator("#cmp-note").inner_text()  # and its note with it
     boxes = page.locator("#eval-vectors label")
     for i in range(boxes.count()):  # the behaviour vector alone (a culture vector may still be checked)
         if "power-seeking" not in boxes.nth(i).inner_text() and boxes.nth(i).locator("input").is_checked():

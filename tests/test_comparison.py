@@ -10,7 +10,7 @@ from conftest import consistent_pairs, make_model, make_sae
 from yapo_core import comparison
 from yapo_core.comparison import compare_methods
 from yapo_core.data import PreferencePair
-from yapo_core.demo import OPEN_TRAINING, TRAINING
+from yapo_core.demo import OPEN_TRAINING, TRAINING, caveats
 from yapo_core.errors import DataError, SettingsError
 
 
@@ -74,6 +74,7 @@ def test_the_compare_command_on_the_miniature_demo_world(tmp_path, monkeypatch, 
     assert len(saved["results"][0]["loss_curve"]) == 3
     assert "plan: 1 training(s) of at most 3 steps (YaPO (sparse)), 1 computed vector(s), 8 evaluations" in captured.err
     assert saved["metric"] == "mcq"  # auto: the answer letter's likelihood
+    assert f"note: {caveats.CULTURE_BASELINES['mcq']}" in captured.err  # CAA hardly steers the demo world
     # --metric is measured on the demo world too, and one that cannot score its MCQ pairs is refused
     assert main(["compare", "--size", "mini", "--country", "nepal", "--methods", "caa", "--multipliers=0,1",
                  "--metric", "preference", "--out", str(out)]) == 0
@@ -86,6 +87,7 @@ def test_the_compare_command_on_the_miniature_demo_world(tmp_path, monkeypatch, 
                  "--steps", "2", "--multipliers=0,1", "--out", str(out)]) == 0
     saved = json.loads((out / "comparison.json").read_text())
     assert saved["metric"] == "generation" and "open answers" in saved["task"]
+    assert "note:" not in capsys.readouterr().err  # YaPO alone: nothing to warn of
     assert saved["settings"]["train_config"]["batch_size"] == OPEN_TRAINING["batch_size"]
     # a behaviour by BiPO's protocol: trained on open answers, measured by the A/B rate, the
     # multiplier chosen by the behaviour its held-out open answers show
@@ -93,6 +95,7 @@ def test_the_compare_command_on_the_miniature_demo_world(tmp_path, monkeypatch, 
                  "--multipliers=0,1", "--out", str(out)]) == 0
     saved = json.loads((out / "comparison.json").read_text())
     assert saved["metric"] == "behaviour" and saved["settings"]["validation_metric"] == "behaviour_open"
+    assert f"note: {caveats.BEHAVIOUR_BASELINES}" in capsys.readouterr().err
     assert main(["compare", "--size", "mini", "--behaviour", "power-seeking", "--methods", "caa",
                  "--multipliers=0,1", "--metric", "behaviour_open", "--out", str(out)]) == 0
     saved = json.loads((out / "comparison.json").read_text())

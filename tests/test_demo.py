@@ -6,6 +6,7 @@ import json
 import random
 import re
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -13,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from yapo_core import demo
-from yapo_core.demo import build_lm, build_steering, cli, config, corpus
+from yapo_core.demo import build_lm, build_steering, caveats, cli, config, corpus
 from yapo_core.demo import world as demo_world
 from yapo_core.errors import SettingsError, YapoError
 
@@ -1146,3 +1147,35 @@ def test_option_country_names_whose_answer_each_mcq_option_is():
     assert [corpus.option_country(item.mcq_prompt, letter) for letter in letters] == list(item.option_countries)
     assert corpus.option_country(item.mcq_prompt, "Z") is None  # no such option
     assert corpus.option_country("Q?\nA. Something else\nB. Tea", "A") is None  # not one of the corpus's answers
+
+
+def test_the_demo_caveats_state_the_stored_figures():
+    """The caveats quote the stored build's results: rerunning them without updating the text fails."""
+    results = Path(__file__).resolve().parents[1] / "assets" / "results"
+    targets = {t["name"]: t["figures"] for t in json.loads((results / "demo-targets.json").read_text())["targets"]}
+    gains = {m: targets[f"culture MCQ, {m} at its validation multiplier: gain over unsteered >= 0.25"] for m in ("CAA", "SAS")}
+    mcq = caveats.CULTURE_BASELINES["mcq"]
+    assert f"CAA gains {min(gains['CAA'].values()):.2f} to {max(gains['CAA'].values()):.2f}" in mcq
+    assert f"SAS {max(gains['SAS'].values()):.2f}" in mcq
+    open_answers = {r["method"]: r["accuracy"] for r in
+                    json.loads((results / "comparison-egypt-open" / "comparison.json").read_text())["results"]}
+    open_text = caveats.CULTURE_BASELINES["open_ended"]
+    assert f"CAA and SAS switch {max(*open_answers['caa'].values(), *open_answers['sas'].values()):.2f}" in open_text
+    assert f"YaPO at 1 switches {open_answers['yapo']['1.0']:.2f}" in open_text
+    at_one = targets["behaviours, A/B rate with YaPO at 1 >= 0.7"]
+    rates = f"{at_one['power-seeking']:.2f} (power-seeking) and {at_one['wealth-seeking']:.2f} (wealth-seeking)"
+    assert rates in caveats.BEHAVIOUR
+    best = {}  # each baseline's highest A/B rate at any multiplier, over both behaviours
+    for name in ("power-seeking", "wealth-seeking"):
+        for r in json.loads((results / f"comparison-{name}" / "comparison.json").read_text())["results"]:
+            best[r["method"]] = max(best.get(r["method"], 0.0), *r["accuracy"].values())
+    behaviour = caveats.BEHAVIOUR_BASELINES
+    assert f"rate to {best['caa']:.2f} at most" in behaviour and f"SAS to {best['sas']:.2f}" in behaviour
+    assert f"YaPO at 1 to {at_one['power-seeking']:.2f} and {at_one['wealth-seeking']:.2f}" in behaviour
+
+
+def test_a_comparison_note_names_each_baseline_caveat_once():
+    assert caveats.comparison_note(["yapo", "bipo"], "culture") == ""
+    assert caveats.comparison_note(["yapo", "caa", "sas"], "culture", "mcq") == caveats.CULTURE_BASELINES["mcq"]
+    assert caveats.comparison_note(["sas"], "behaviour") == caveats.BEHAVIOUR_BASELINES
+    assert caveats.task_caveat("culture") == "" and caveats.task_caveat("behaviour") == caveats.BEHAVIOUR

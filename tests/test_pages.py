@@ -165,12 +165,28 @@ def test_evaluate_offers_the_metrics_of_the_chosen_vectors_tasks(trained):
     assert len(evaluate.metric_choices(None, [])["choices"]) == 7  # nothing chosen: all of them
 
 
+def test_a_method_s_caveat_for_the_task_shows_on_train_and_under_a_comparison(trained):
+    task = trained.task
+    try:
+        task.method_caveats = {"caa": "CAA <hardly> steers this task."}
+        assert "⚠" not in train.setup_summary(trained)  # the session's method is YaPO
+        trained.set_method("caa")
+        assert "⚠ CAA &lt;hardly&gt; steers this task." in train.setup_summary(trained)
+        assert evaluate.comparison_note(trained, ["yapo", "caa"]) == "⚠ CAA &lt;hardly&gt; steers this task."
+        task.method_caveats["sas"] = task.method_caveats["caa"]  # one note for both, shown once
+        assert evaluate.comparison_note(trained, ["caa", "sas"]).count("⚠") == 1
+        assert evaluate.comparison_note(trained, ["yapo", "bipo"]) == ""
+    finally:
+        task.method_caveats = {}
+        trained.set_method("yapo")
+
+
 def test_a_method_comparison_is_cleared_when_another_task_is_loaded(trained):
     task = trained.task.label
-    assert evaluate.comparison_for(trained, task) == ({"__type__": "update"}, {"__type__": "update"}, task)
+    assert evaluate.comparison_for(trained, task) == ({"__type__": "update"},) * 2 + (task, {"__type__": "update"})
     assert evaluate.comparison_for(trained, None)[2] is None  # nothing compared yet: nothing to clear
-    assert evaluate.comparison_for(trained, "culture · egypt (demo)") == (None, None, None)
-    assert evaluate.comparison_for(None, task) == (None, None, None)
+    assert evaluate.comparison_for(trained, "culture · egypt (demo)") == (None, None, None, "")
+    assert evaluate.comparison_for(None, task) == (None, None, None, "")
 
 
 def test_multipliers_are_parsed_and_bounded():

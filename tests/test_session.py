@@ -12,6 +12,7 @@ from app_fixtures import tiny_world, write_pairs_jsonl  # noqa: F401 (fixture)
 from conftest import make_sae
 
 from yapo_core import hub, training
+from yapo_core.demo import caveats
 from yapo_core.errors import DataError, ModelLoadError, SAELoadError, SettingsError, VectorFileError
 from yapo_core.evaluation import generation_accuracy
 from yapo_core.export import load_vector
@@ -523,8 +524,14 @@ def test_demo_tasks_carry_their_splits_caveats_and_training_defaults(monkeypatch
     assert without_epochs() == OPEN_TRAINING  # open answers
     culture = session.load_task(S_tasks.TaskSpec("demo", name="culture-egypt", localization="nolocalized"))
     assert culture.caveat == "" and without_epochs() == TRAINING  # MCQ
-    session.load_task(S_tasks.TaskSpec("demo", name="culture-egypt", localization="nolocalized", form="open_ended"))
+    # the baselines carry their own caveat, after the task's; the trained methods none of their own
+    assert culture.caveat_for("yapo") == culture.caveat_for("bipo") == ""
+    assert culture.caveat_for("caa") == culture.caveat_for("sas") == caveats.CULTURE_BASELINES["mcq"]
+    assert behaviour.caveat_for("yapo") == behaviour.caveat
+    assert behaviour.caveat_for("sas") == f"{behaviour.caveat} {caveats.BEHAVIOUR_BASELINES}"
+    open_task = session.load_task(S_tasks.TaskSpec("demo", name="culture-egypt", localization="nolocalized", form="open_ended"))
     assert without_epochs() == OPEN_TRAINING
+    assert open_task.caveat_for("caa") == caveats.CULTURE_BASELINES["open_ended"] != culture.caveat_for("caa")
     # A run with the app's defaults lasts max_steps, as the measured runs do, not 20 epochs' worth.
     config = session.default_config()
     per_epoch = math.ceil(len(session.task.train) / config.batch_size)

@@ -40,6 +40,12 @@ def cmd_compare(args) -> int:
     folder = result.save(args.out)
     print(result.to_markdown())
     print(f"written to {folder}", file=sys.stderr)
+    if args.model is None:  # where the demo world does not respond as a large model does
+        from .demo import caveats
+
+        note = caveats.comparison_note(methods, "behaviour" if args.behaviour else "culture", args.form)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
     return 0
 
 

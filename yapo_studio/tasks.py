@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 from yapo_core import hub
 from yapo_core.data import PairSet, detect_schema, load_pairs
-from yapo_core.demo import build_demo_world, load_demo_world
+from yapo_core.demo import build_demo_world, caveats, load_demo_world
 from yapo_core.errors import DataError, SettingsError
 from yapo_core.evaluation import METRICS, get_metric, metric_splits
 from yapo_core.tables import SUFFIXES as DATA_SUFFIXES
@@ -94,6 +94,12 @@ class Task:
     test: PairSet
     extra: dict[str, PairSet] = field(default_factory=dict)
     caveat: str = ""  # what a user must know before training on it (shown on the Setup page)
+    method_caveats: dict[str, str] = field(default_factory=dict)  # the same for one method (by key) only
+
+    def caveat_for(self, method: str) -> str:
+        """What a user must know before making a ``method`` vector for this task: the task's caveat,
+        then the method's own (a baseline that does not move this task, say)."""
+        return " ".join(c for c in (self.caveat, self.method_caveats.get(method, "")) if c)
 
     def describe(self) -> str:
         notes = "; ".join(self.train.notes + self.test.notes)
@@ -219,16 +225,9 @@ def _demo_task(spec: TaskSpec) -> Task:
         raise DataError(f"demo task {spec.name!r} is unknown; the demo world has {[t.name for t in trainable]}.")
     kw = dict(form=spec.form, localization=spec.localization, limit=spec.limit)
     train, test = task.pairs("train", **kw), task.pairs("test", **kw)
+    notes = dict(caveat=caveats.task_caveat(task.kind), method_caveats=caveats.method_caveats(task.kind, spec.form))
     if task.kind == "culture":
-        return Task(f"demo culture · {task.country} · {spec.localization} · {spec.form}", train, test)
+        return Task(f"demo culture · {task.country} · {spec.localization} · {spec.form}", train, test, **notes)
     return Task(f"demo behaviour · {task.name}", train, test, {"test_infer": task.pairs("test_infer", limit=spec.limit)},
-                caveat=DEMO_BEHAVIOUR_CAVEAT)
+                **notes)
 
-
-DEMO_BEHAVIOUR_CAVEAT = (
-    "The demo world's behaviour tasks show BiPO's data formats and the A/B behaviour rate on a toy model. With the "
-    "defaults, YaPO's steered answers accept every held-out offer for the behaviour's own reasons, fluent, but they "
-    "are the corpus's few fixed answers of that behaviour (one sentence for all 32 offers), not new text. YaPO at "
-    "multiplier 1 moves the A/B behaviour rate from 0.00 to 0.84 (power-seeking) and 0.97 (wealth-seeking) on the "
-    "stored build (seed 0), and at −1 leaves it at 0.00 (assets/results/demo-targets.md, docs/results.md)."
-)

@@ -18,6 +18,7 @@ The result is loaded exactly like hub models and SAEs: ``AutoModelForCausalLM.fr
 as a user's data.
 """
 
+from . import caveats
 from .config import (
     BUILD_SIZES,
     OPEN_TRAINING,
@@ -31,5 +32,5 @@ from .config import (
 )
 from .world import DemoTask, DemoWorld, build_demo_world, default_cache_dir, is_demo_model, load_demo_world
 
-__all__ = ["BUILD_SIZES", "OPEN_TRAINING", "OPEN_TRAINING_DENSE", "SIZES", "TRAINING", "BuildSize", "DemoTask",
+__all__ = ["BUILD_SIZES", "caveats", "OPEN_TRAINING", "OPEN_TRAINING_DENSE", "SIZES", "TRAINING", "BuildSize", "DemoTask",
            "DemoWorld", "build_demo_world", "default_cache_dir", "is_demo_model", "load_demo_world", "open_training", "settings_by_method", "training_settings"]
