@@ -263,6 +263,66 @@ def test_the_build_is_deterministic(world, tmp_path):
     assert (world.model_dir / "tokenizer.json").read_bytes() == (other.model_dir / "tokenizer.json").read_bytes()
 
 
+def test_a_build_in_its_own_process_is_the_same_world_whatever_this_process_does(world, tmp_path, monkeypatch):
+    """Beside a thread that reseeds torch's global generator and draws from it (as another session's
+    generation and an SAE's initialisation do in the app), a build in this process would be another
+    model; the isolated build gives the quiet build's files, and shows its progress bars here."""
+    import threading
+    import time
+
+    from yapo_core.demo import isolated
+
+    shown = []
+
+    class Bar:
+        def __init__(self, total, desc, leave):
+            self.total, self.desc, self.n = total, desc, 0
+
+        def update(self, k):
+            self.n += k
+            shown.append((self.desc, self.n, self.total))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(isolated, "tqdm", Bar)
+    stop = threading.Event()
+
+    def other_session():
+        while not stop.is_set():
+            torch.manual_seed(123)
+            torch.randn(4)
+            time.sleep(0.001)
+
+    busy = threading.Thread(target=other_session, daemon=True)
+    busy.start()
+    try:
+        other = demo.build_demo_world_isolated(tmp_path / "apart", seed=3, size="mini")
+    finally:
+        stop.set()
+        busy.join()
+    for folder, weights in ((world.model_dir, "model.safetensors"), (world.sae_dir, "sae_weights.safetensors")):
+        ours, theirs = load_file(folder / weights), load_file(other.root / folder.name / weights)
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours), weights
+    assert (world.tasks_dir / "culture/test.jsonl").read_bytes() == (other.tasks_dir / "culture/test.jsonl").read_bytes()
+    assert ("demo world", 6, 6) in shown  # the child's bars: its stages to their end, and its training steps
+    assert any(desc == "training demo LM" and 0 < done < total for desc, done, total in shown)
+    assert demo.build_demo_world_isolated(tmp_path / "apart", seed=3, size="mini").root == other.root  # reused
+
+
+def test_a_failed_isolated_build_says_what_the_child_said(tmp_path):
+    from yapo_core.demo import isolated
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    with pytest.raises(YapoError, match=r"(?s)exit code 2:.*a-file"):
+        isolated.build_demo_world_isolated(a_file / "world", seed=3, size="mini", progress=False)
+    assert isolated.parse_bar("training demo LM:  83%|████▎ | 1496/1800 [05:54<00:43, 6.93it/s, loss=0.294]\x1b[A") \
+        == ("training demo LM", 1496, 1800)
+    assert isolated.parse_bar("demo world: 100%|██████████| 6/6 [00:09<00:00]") == ("demo world", 6, 6)
+    assert isolated.parse_bar("Writing model shards: done") is None and isolated.parse_bar("") is None
+
+
 def test_the_full_worlds_recipe_builds_deterministically_and_changes_the_model(world, tmp_path):
     """The default world's recipe (concept steering among its knobs) on the mini pipeline: its hook keeps running
     means and draws from its own generator, and still two builds give the same model, another than the plain one's."""

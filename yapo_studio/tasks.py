@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 from yapo_core import hub
 from yapo_core.data import PairSet, detect_schema, load_pairs
-from yapo_core.demo import build_demo_world, caveats, load_demo_world
+from yapo_core.demo import build_demo_world_isolated, caveats, load_demo_world
 from yapo_core.errors import DataError, SettingsError
 from yapo_core.evaluation import METRICS, get_metric, metric_splits
 from yapo_core.tables import SUFFIXES as DATA_SUFFIXES
@@ -41,13 +41,15 @@ def demo_size() -> str:
 
 
 def ensure_demo_world(progress: bool = True):
-    """The demo world, built on first use (one build at a time per process)."""
+    """The demo world, built on first use (one build at a time per process), in a process of its
+    own: the app's other sessions touch torch's random generator and threads meanwhile, which would
+    make the build another model than the stored one (:mod:`yapo_core.demo.isolated`)."""
     size = demo_size()
     world = load_demo_world(size=size)
     if world is not None:
         return world
     with _DEMO_LOCK:
-        return build_demo_world(size=size, progress=progress)
+        return build_demo_world_isolated(size=size, progress=progress)
 
 
 def demo_world_ready() -> bool:
