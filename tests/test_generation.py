@@ -37,6 +37,30 @@ def test_sampling_is_reproducible_with_a_seed(tokenizer):
     assert a == b
 
 
+def test_sampling_is_reproducible_beside_another_session_sampling(tokenizer):
+    """Two sessions of the app sample at once: each seeds torch's one global generator, so
+    unguarded, one's draws would come from the other's seed."""
+    import threading
+
+    model = make_model("gpt2")
+    quiet = [generate(model, tokenizer, ["Hi", "Hello there"], do_sample=True, seed=3, max_new_tokens=24)]
+    stop = threading.Event()
+
+    def other_session():
+        while not stop.is_set():
+            generate(model, tokenizer, "Yo", do_sample=True, seed=7, max_new_tokens=4)
+
+    other = threading.Thread(target=other_session, daemon=True)
+    other.start()
+    try:
+        busy = [generate(model, tokenizer, ["Hi", "Hello there"], do_sample=True, seed=3, max_new_tokens=24)
+                for _ in range(5)]
+    finally:
+        stop.set()
+        other.join()
+    assert busy == quiet * 5
+
+
 def test_prompt_only_steering_equals_steering_the_prompt_positions_without_a_cache(tokenizer):
     """Oracle: a greedy loop without a KV cache that steers positions < prompt length only."""
     import pytest

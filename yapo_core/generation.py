@@ -32,6 +32,11 @@ from .steering import SteeringVector, steer_hidden
 
 STEER_POSITIONS = ("all", "prompt")
 
+_SAMPLING = threading.Lock()
+"""Held while a sampled generation seeds torch's global generator and draws from it: ``generate``
+samples from that one generator, so two sessions sampling at once would otherwise draw from each
+other's seed."""
+
 
 def encode_for_generation(tokenizer, prompts: Sequence[str], system: str | None = None):
     texts = [render_prompt(tokenizer, p, system) for p in prompts]
@@ -98,8 +103,9 @@ def generate(
     )
     if do_sample:
         settings.update(temperature=temperature, top_p=top_p)
-    torch.manual_seed(seed)
-    with torch.no_grad():
+    with _SAMPLING if do_sample else nullcontext(), torch.no_grad():
+        if do_sample:  # greedy decoding draws nothing: it leaves the global generator alone
+            torch.manual_seed(seed)
         if vector is None or not per_row.any():
             out = model.generate(**enc, streamer=streamer, **settings)
         else:
