@@ -1,6 +1,6 @@
 """What a user must know before steering a demo-world task, with any method or with one: where the
 toy model does not respond as a large model does. Each caveat quotes the stored build's results
-(seed 0, ``assets/results``); ``tests/test_session.py`` checks the figures against those files."""
+(seed 0, ``assets/results``); ``tests/test_demo.py`` checks the figures against those files."""
 
 from __future__ import annotations
 
