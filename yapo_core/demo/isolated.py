@@ -24,6 +24,8 @@ from .. import checks
 from ..errors import YapoError
 from .world import DemoWorld, load_demo_world
 
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+"""The folder that holds the ``yapo_core`` package."""
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _BAR = re.compile(r"^(?P<desc>[^:|]+):\s+\d+%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)")
 """A tqdm bar's line: ``training demo LM:  83%|████▎ | 1496/1800 [05:54<00:43, ...]``."""
@@ -72,8 +74,10 @@ def build_demo_world_isolated(cache_dir: str | os.PathLike | None = None, seed: 
     if cache_dir is not None:
         command += ["--cache-dir", str(Path(cache_dir).expanduser())]
     bars, tail = _Bars(progress), deque(maxlen=20)
+    # the child imports this very yapo_core, installed or not (``python app.py`` from another folder)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(_PACKAGE_ROOT), os.environ.get("PYTHONPATH")) if p)}
     with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, encoding="utf-8",
-                          errors="replace") as child:
+                          errors="replace", env=env) as child:
         pending = ""
         try:
             while chunk := child.stderr.read(256):
