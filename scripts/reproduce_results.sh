@@ -8,7 +8,8 @@
 #                     build, its cultures and behaviours, and every design target the script measures)
 #        demo-before-sae-scale (the same on the recipe before sae_scale=4 joined it, sae_scale=0, built in
 #                     $YAPO_CACHE_DIR/demo-variants/before-sae-scale -> demo-targets-before-sae-scale.md, .json)
-#        demo-seed1  (the same from seed 1: the recipe before fact_noise and behaviour_steering, built in
+#        demo-seed1  (the same from seed 1: the default recipe -> demo-targets-seed1.md, .json; the recipe before
+#                     fact_noise and behaviour_steering, built in
 #                     $YAPO_CACHE_DIR/demo-variants/before-fact-noise-seed1 -> demo-targets-before-fact-noise-seed1.md,
 #                     .json; and the cultures whose MCQ it steers least, on the recipe before sae_scale from seed 1
 #                     (the same LM), built in before-sae-scale-seed1 -> demo-targets-before-sae-scale-seed1.md, .json;
@@ -122,14 +123,15 @@
 #
 # Every run rebuilds (or reuses) the world its stored file records. Each recipe before the default one
 # (RECIPE_KNOBS) is the default with some of its knobs set to 0, written first so a run's own knobs win:
-# $PREVIOUS (behaviour_steering=0 fact_noise=0) is the recipe before those two joined it, which demo-seed1,
+# $PREVIOUS (behaviour_steering=0 fact_noise=0) is the recipe before those two joined it, which demo-seed1's second run,
 # demo-before-fact-noise, demo-build-budget, demo-general-share, demo-offer-answers, demo-fact-noise (the runs
 # without behaviour_steering), demo-paths, demo-mcq-picks and demo-answer-concepts' sae4 run measured;
-# $OLD_SAE adds sae_scale=0, the recipe before sae_scale (demo-before-sae-scale, demo-seed1's second run,
+# $OLD_SAE adds sae_scale=0, the recipe before sae_scale (demo-before-sae-scale, demo-seed1's third run,
 # demo-added-offer-facts, demo-lr's open-answer run, demo-answer-concepts); and $BEFORE adds added_offer_facts=0
 # too, concept steering alone, on whose variants most studies were measured (demo-variant, demo-probe,
 # demo-forms, demo-lr's MCQ run, demo-concept-steering, demo-plain, demo-open-rates, demo-offer-facts,
-# demo-avx512, demo-pinned). demo-targets, demo-seed2 and comparison measure the default recipe.
+# demo-avx512, demo-pinned). demo-targets, demo-seed1's first run, demo-seed2, the first runs of demo-paths and
+# demo-mcq-picks, and comparison measure the default recipe.
 #
 # Runs on a CPU, offline, from seed 0. The first part that needs the demo world builds it into
 # the demo cache ($YAPO_CACHE_DIR, default ~/.cache/yapo-studio) and the others reuse it.
@@ -236,8 +238,10 @@ for part in "${parts[@]}"; do
       done
       ;;
     demo-seed1)
-      # The default recipe from another seed, and the same LM with the SAE before sae_scale (docs/results.md,
-      # "A longer-trained SAE"); missed targets do not fail this script.
+      # The default recipe from seed 1 (docs/results.md, "Design targets"); the recipe before fact_noise from seed 1,
+      # and the same LM with the SAE before sae_scale (docs/results.md, "A longer-trained SAE"); missed targets do
+      # not fail this script.
+      evaluate demo-targets-seed1 --jobs 2 --seed 1
       evaluate demo-targets-before-fact-noise-seed1 --jobs 2 --seed 1 --build-with "${PREVIOUS[@]}" \
         --cache-dir "$VARIANTS/before-fact-noise-seed1"
       evaluate demo-targets-before-sae-scale-seed1 --jobs 2 --seed 1 --build-with "${OLD_SAE[@]}" --sections culture \
