@@ -83,6 +83,8 @@
 #                     .json; and with general_share=0.09, its behaviours -> demo-variant-general-share-09.md, .json;
 #                     built in $YAPO_CACHE_DIR/demo-variants/general-share, general-share-seed1,
 #                     general-share-behaviours and general-share-09)
+#        demo-build-time (the default world built alone in an empty folder: yapo demo build -> its stats.json as
+#                     demo-build-quiet.json; run it on quiet cores)
 #        demo-seed2 (the default recipe from seed 2: scripts/evaluate_demo_world.py -> demo-targets-seed2.md, .json)
 #        demo-before-fact-noise (the recipe before fact_noise=0.25 and behaviour_steering=0.7 joined the default one,
 #                     from seeds 0 and 2, built in $YAPO_CACHE_DIR/demo-variants/before-fact-noise and -seed2 ->
@@ -148,7 +150,7 @@ BEFORE=(added_offer_facts=0 sae_scale=0 "${PREVIOUS[@]}")
 OLD_SAE=(sae_scale=0 "${PREVIOUS[@]}")
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
-ALL_PARTS=(demo-targets demo-before-sae-scale demo-seed1 demo-seed2 demo-before-fact-noise demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-build-budget demo-general-share demo-offer-answers demo-fact-noise demo-paths demo-mcq-picks comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
+ALL_PARTS=(demo-targets demo-build-time demo-before-sae-scale demo-seed1 demo-seed2 demo-before-fact-noise demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-build-budget demo-general-share demo-offer-answers demo-fact-noise demo-paths demo-mcq-picks comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
   parts=("${ALL_PARTS[@]}")
@@ -222,6 +224,13 @@ for part in "${parts[@]}"; do
     demo-before-sae-scale)
       # The recipe before the longer-trained SAE (docs/results.md, "A longer-trained SAE"): the same LM.
       evaluate demo-targets-before-sae-scale --jobs 2 --build-with "${OLD_SAE[@]}" --cache-dir "$VARIANTS/before-sae-scale"
+      ;;
+    demo-build-time)
+      # The default world built alone in an empty folder (docs/results.md, "Build"): its stats, with the timings.
+      fresh=$(mktemp -d)
+      "$PYTHON" -m yapo_core demo build --cache-dir "$fresh/world" --quiet > /dev/null
+      cp "$fresh/world/stats.json" "$RESULTS/demo-build-quiet.json"
+      rm -rf "$fresh"
       ;;
     demo-seed2)
       # The default recipe from a third seed (docs/results.md, "Design targets"); missed targets do not fail this script.
