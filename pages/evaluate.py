@@ -65,10 +65,8 @@ def comparison_for(session: Session | None, shown: str | None):
 
 def comparison_note(session: Session, methods) -> str:
     """What a user must know about the compared methods on the loaded task (the task's caveat for
-    each, once), as warning paragraphs."""
-    task = session.task
-    notes = dict.fromkeys(task.method_caveats.get(m, "") for m in methods) if task is not None else {}
-    return "".join(caveat_text(note) for note in notes if note).strip()
+    each, once), as a warning paragraph."""
+    return caveat_text(session.method_caveat(*methods)).strip()
 
 
 def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio, gr.State, tuple]:

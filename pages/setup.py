@@ -203,7 +203,7 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
     def on_method(session, key):
         session = need(session)
         m = session.set_method(key)
-        return method_text(m) + caveat_text(session.task.method_caveats.get(m.key, "") if session.task else "")
+        return method_text(m) + caveat_text(session.method_caveat())
 
     preset.change(on_preset, preset, [notes, custom_box, rejected_model])
     load_model_btn.click(on_load_model, [state, preset, model, sae_release, sae_id, sae_path, layer],

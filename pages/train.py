@@ -58,9 +58,8 @@ def setup_summary(session: Session | None) -> str:
     if session is None or session.bundle is None:
         return "⚠ Load a model and a task on the **Setup** page first."
     task = esc(session.task.describe()) if session.task else "⚠ no task loaded (Setup page)"
-    caveat = session.task.method_caveats.get(session.method.key, "") if session.task else ""
     return (f"**Model** {esc(session.bundle.label)} · **Task** {task} · **Method** {esc(session.method.label)} "
-            f"(change it on Setup; runs of both methods are overlaid below)" + caveat_text(caveat))
+            f"(change it on Setup; runs of both methods are overlaid below)" + caveat_text(session.method_caveat()))
 
 
 def run_html(i: int, run: Run) -> str:

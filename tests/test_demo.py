@@ -1238,4 +1238,5 @@ def test_a_comparison_note_names_each_baseline_caveat_once():
     assert caveats.comparison_note(["yapo", "bipo"], "culture") == ""
     assert caveats.comparison_note(["yapo", "caa", "sas"], "culture", "mcq") == caveats.CULTURE_BASELINES["mcq"]
     assert caveats.comparison_note(["sas"], "behaviour") == caveats.BEHAVIOUR_BASELINES
+    assert caveats.notes_for({"a": "x", "b": "y", "c": "x", "d": ""}, ["c", "d", "a", "b", "e"]) == "x y"
     assert caveats.task_caveat("culture") == "" and caveats.task_caveat("behaviour") == caveats.BEHAVIOUR

@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 from yapo_core import checks, replies
 from yapo_core import evaluation as ev
 from yapo_core.comparison import ComparisonResult, compare_methods
-from yapo_core.demo import TRAINING, load_demo_world, settings_by_method, training_settings
+from yapo_core.demo import TRAINING, caveats, load_demo_world, settings_by_method, training_settings
 from yapo_core.errors import SettingsError, VectorFileError, YapoError
 from yapo_core.export import export_gguf, load_vector, save_vector
 from yapo_core.features import dialogue_texts, feature_report
@@ -104,6 +104,13 @@ class Session:
     def set_method(self, key: str) -> Method:
         self.method = get_method(key)
         return self.method
+
+    def method_caveat(self, *methods: str) -> str:
+        """What a user must know about ``methods`` (by key; the session's method when none) on the
+        loaded task, each distinct note once; "" without a task or a note."""
+        if self.task is None:
+            return ""
+        return caveats.notes_for(self.task.method_caveats, methods or (self.method.key,))
 
     def load_task(self, spec: TaskSpec) -> Task:
         default_rejected = self.preset.dcl_rejected_model if self.preset else None

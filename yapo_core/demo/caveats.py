@@ -4,6 +4,8 @@ toy model does not respond as a large model does. Each caveat quotes the stored 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 BEHAVIOUR = (
     "The demo world's behaviour tasks show BiPO's data formats and the A/B behaviour rate on a toy model. With the "
     "defaults, YaPO's steered answers accept every held-out offer for the behaviour's own reasons, fluent, but they "
@@ -50,7 +52,11 @@ def method_caveats(kind: str, form: str = "mcq") -> dict[str, str]:
     return dict.fromkeys(BASELINES, note) if note else {}
 
 
-def comparison_note(methods, kind: str, form: str = "mcq") -> str:
+def notes_for(caveats: Mapping[str, str], methods: Iterable[str]) -> str:
+    """The ``caveats`` (by method key) of ``methods``, each distinct note once."""
+    return " ".join(dict.fromkeys(caveats[m] for m in methods if caveats.get(m)))
+
+
+def comparison_note(methods: Iterable[str], kind: str, form: str = "mcq") -> str:
     """The caveats of the compared ``methods`` on a demo task, each once."""
-    caveats = method_caveats(kind, form)
-    return " ".join(dict.fromkeys(caveats[m] for m in methods if m in caveats))
+    return notes_for(method_caveats(kind, form), methods)
