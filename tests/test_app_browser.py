@@ -196,6 +196,8 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
     assert time.time() - started < 30
     assert "Traceback" not in page.content()
     page.get_by_test_id("toast-close").first.click()  # errors stay until closed
+    # gone before the next step, whose check would otherwise read this toast while it fades out
+    page.get_by_test_id("toast-text").first.wait_for(state="detached", timeout=10_000)
 
     # A culture task of the demo world.
     page.get_by_role("radio", name="Demo world").click()
