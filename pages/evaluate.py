@@ -22,8 +22,9 @@ each on the split it needs: *MCQ accuracy* reads the most likely answer letter (
 greedy reply (*generated answer*; a reply with no option letter counts as wrong); *behaviour rate* is
 BiPO's A/B evaluation (its `test_infer` questions); *behaviour shown in open answers* judges a demo behaviour's
 greedy answers to its held-out offers (accepted for the behaviour's own reasons); *preference accuracy* works for any
-pairs; *generation accuracy* finds the expected answer in greedy open answers; these two, with every token steered
-(the method) or only the prompt tokens; *fluent answers* is the share of
+pairs (the share whose chosen answer gains more log-probability than the rejected one under the vector); *generation
+accuracy* finds the expected answer in greedy open answers; the metrics that generate steer every token (the method)
+or only the prompt tokens, as chosen; *fluent answers* is the share of
 greedy steered answers that still read like text (no token loop, and the turn ends where the unsteered answer's does):
 it shows how far a vector can be pushed before it derails the text, whatever the task. The paper reports CAA and
 SAS peaking near m = 0.5 and collapsing at 1 and above, while YaPO keeps improving up to 2. For MCQ, a dashed line

@@ -249,3 +249,17 @@ def test_compare_on_your_own_model_sae_and_data(tmp_path, model_dir, sae_dir, da
     assert main(["compare", "--model", str(model_dir), "--sae-path", str(sae_dir), "--data", str(data_csv),
                  "--capability", "10", "--device", "cpu", "--out", str(out)]) == 2  # offline: MMLU cannot be read
     assert "cais/mmlu" in capsys.readouterr().err
+
+
+def test_compare_on_your_own_model_trains_the_public_runs_epochs_without_steps(tmp_path, model_dir, sae_dir, data_csv,
+                                                                               capsys):
+    """Without --steps, a comparison on the user's model trains TrainConfig's epochs (the public
+    runs' 20), not an open-ended run."""
+    from yapo_core.train_config import TrainConfig
+
+    out = tmp_path / "cmp"
+    assert main(["compare", "--model", str(model_dir), "--sae-path", str(sae_dir), "--data", str(data_csv),
+                 "--limit", "6", "--methods", "yapo", "--multipliers=0,1", "--device", "cpu", "--out", str(out)]) == 0
+    capsys.readouterr()
+    saved = json.loads((out / "comparison.json").read_text())["settings"]["train_config"]
+    assert "max_steps" not in saved and TrainConfig(**saved).epochs == 20

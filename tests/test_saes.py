@@ -1,6 +1,7 @@
 """SAEs load through sae-lens and are checked against the model and layer."""
 
 import pytest
+import torch
 from conftest import make_model, make_sae
 
 from yapo_core.errors import SAELoadError
@@ -82,3 +83,20 @@ def test_the_sae_of_a_vector_is_the_one_named_or_the_one_it_was_trained_with(tmp
     orphan = SteeringVector("sparse", torch.ones(128), "blocks.1.hook_resid_post")
     with pytest.raises(SAELoadError, match="this sparse vector names no SAE; give --its-sae"):
         load_sae_for(orphan, how="give --its-sae")
+
+
+def test_loading_a_model_and_an_sae_leaves_the_global_generator_alone(tmp_path, tokenizer):
+    """A tab that loads a model or an SAE while another tab samples must not move that sample:
+    sampled generation seeds torch's one global generator under a lock that loading does not
+    take, so loading must not draw from it (both build their modules on the meta device)."""
+    from yapo_core.models import load_model
+
+    make_model("llama").save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    make_sae().save_model(tmp_path / "sae")
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    torch.manual_seed(0)
+    load_model(tmp_path / "model", device="cpu")
+    load_sae(path=tmp_path / "sae", device="cpu")
+    assert torch.equal(torch.rand(4), expected)

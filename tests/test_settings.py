@@ -42,7 +42,16 @@ def test_malformed_values_name_the_variable_and_the_fix(name, value, message):
 def test_public_mode_is_on_on_a_space_unless_turned_off_and_tightens_the_caps():
     local, space = current({}), current({"SPACE_ID": "someone/yapo"})
     assert not local.public and (local.max_prompt_chars, local.max_new_tokens, local.max_steps) == (20_000, 512, None)
-    assert space.public and (space.max_prompt_chars, space.max_new_tokens, space.max_steps) == (2000, 128, 1000)
+    assert space.public and (space.max_prompt_chars, space.max_new_tokens, space.max_steps) == (2000, 128, 2400)
     assert not current({"SPACE_ID": "someone/yapo", "YAPO_PUBLIC": "0"}).public
     s = current({"YAPO_PUBLIC": "1", "YAPO_ALLOW_MODELS": "a/b, c/d,", "YAPO_ALLOW_SAES": "r1", "YAPO_MAX_STEPS": "50"})
     assert s.public and s.allow_models == ("a/b", "c/d") and s.allow_saes == ("r1",) and s.max_steps == 50
+
+
+def test_public_mode_runs_the_demo_worlds_own_settings():
+    """A public Space opens on the demo world: the step cap must admit the settings the app fills
+    in for every demo task, or its default run is refused."""
+    from yapo_core.demo.config import OPEN_TRAINING, OPEN_TRAINING_DENSE, TRAINING
+
+    cap = current({"SPACE_ID": "someone/yapo"}).max_steps
+    assert all(settings["max_steps"] <= cap for settings in (TRAINING, OPEN_TRAINING, OPEN_TRAINING_DENSE))

@@ -117,11 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "wealth-seeking), trained on its open answers and measured by BiPO's protocol, its A/B rate on its "
                    "test_infer questions (--metric behaviour_open: its held-out open answers)")
     c.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
-    c.add_argument("--steps", type=int, default=None, help="training steps for YaPO and BiPO (default: the demo world's)")
+    c.add_argument("--steps", type=int, default=None, help="training steps for YaPO and BiPO (default: the demo world's; with --model, "
+                   "the public runs' 20 epochs)")
     c.add_argument("--size", default="full", choices=["full", "mini"], help="demo world: full (default; about 4 to 10 minutes to build once on 2 cores) or mini (seconds; steers nothing)")
     c.add_argument("--multipliers", default="-2,-1.5,-1,-0.5,0,0.5,1,1.5,2")
-    c.add_argument("--lr", type=float, default=None, help="default: the demo world's (yapo_core.demo.TRAINING)")
-    c.add_argument("--batch-size", type=int, default=None, help="default: the demo world's")
+    c.add_argument("--lr", type=float, default=None, help="default: the demo world's (yapo_core.demo.TRAINING); with --model, the "
+                   "public runs' 5e-4")
+    c.add_argument("--batch-size", type=int, default=None, help="default: the demo world's; with --model, the public "
+                   "runs' 4")
     c.add_argument("--mcq-rejected", default=None, choices=MCQ_REJECTED,
                    help="given: each pair's own rejected answer; every_option: every wrong option "
                         "(default: the demo world's, every_option)")

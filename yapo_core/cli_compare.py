@@ -69,12 +69,20 @@ def _compare_countries(args, methods, multipliers, overrides, say) -> int:
                                              rejected_model=args.rejected_model, system_prompt=args.system)
     config = _train_config(args, overrides)
     say(f"{len(countries)} countries, {len(methods)} methods each: {len(countries) * sum(METHODS[m].trained for m in methods)} "
-        f"trainings of {config.get('max_steps') or 'the default'} steps at most; results in {args.out}")
+        f"trainings of {_length(config)}; results in {args.out}")
     result = compare_countries(model, tokenizer, sae, load, countries, args.out, on_progress=say, methods=methods,
                                capability=_capability(args, model, tokenizer),
                                multipliers=multipliers, train_config=config, metric="mcq", progress=True)
     print(result.summary_table())
     return 1 if result.failed and not result.countries else 0
+
+
+def _length(config: dict) -> str:
+    """How long each training of ``config`` runs, for the plan message."""
+    from .train_config import TrainConfig
+
+    return (f"{config['max_steps']} steps at most" if config.get("max_steps")
+            else f"{TrainConfig().epochs} epochs (the public runs'; --steps sets a number of steps)")
 
 
 def _capability(args, model, tokenizer):
@@ -129,5 +137,6 @@ def _model_and_sae(args):
 
 
 def _train_config(args, overrides: dict) -> dict:
-    """The TrainConfig fields of ``--steps`` and the overrides (training runs until the steps end)."""
-    return {"epochs": 10_000, **({"max_steps": args.steps} if args.steps else {}), **overrides}
+    """The TrainConfig fields of ``--steps`` (training runs until the steps end) and the overrides;
+    without ``--steps``, TrainConfig's epochs, the public runs'."""
+    return {**({"epochs": 10_000, "max_steps": args.steps} if args.steps else {}), **overrides}

@@ -13,9 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from yapo_core.demo.config import TRAINING as DEMO_TRAINING
 from yapo_core.errors import SettingsError
 
 ROOT = Path(__file__).resolve().parents[1]
+PUBLIC_MAX_STEPS = DEMO_TRAINING["max_steps"]
+"""Public mode's default cap on a training run's steps: the longest run the demo world's settings
+fill in (2400 steps of MCQ or A/B pairs), so that a public Space runs its own default task."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class Settings:
     allow_saes: tuple[str, ...] = ()  # YAPO_ALLOW_SAES: sae-lens releases a public app loads besides the presets'
     max_prompt_chars: int = 20_000  # YAPO_MAX_PROMPT_CHARS (public default 2000)
     max_new_tokens: int = 512  # YAPO_MAX_NEW_TOKENS (public default 128)
-    max_steps: int | None = None  # YAPO_MAX_STEPS: training steps per run (public default 1000)
+    max_steps: int | None = None  # YAPO_MAX_STEPS: training steps per run (public default PUBLIC_MAX_STEPS)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -109,6 +113,6 @@ def current(env: Mapping[str, str] | None = None) -> Settings:
         allow_saes=_names(env, "YAPO_ALLOW_SAES"),
         max_prompt_chars=_positive(env, "YAPO_MAX_PROMPT_CHARS", 2000 if public else 20_000),
         max_new_tokens=_positive(env, "YAPO_MAX_NEW_TOKENS", 128 if public else 512),
-        max_steps=_positive(env, "YAPO_MAX_STEPS", 1000 if public else None),
+        max_steps=_positive(env, "YAPO_MAX_STEPS", PUBLIC_MAX_STEPS if public else None),
     )
 

@@ -288,7 +288,7 @@ public runs' defaults (β 0.1, cosine schedule, clipping 1).
 The learning rate is 20x the public runs' 5e-4, with more steps than theirs: at a given rate,
 Adam's steps set how far a vector moves, and the demo LM, trained to near-zero loss on templated
 text, answers more confidently than an instruction-tuned LLM, so moving an answer takes a vector
-of norm 70 or so. ``scripts/choose_mcq_lr.py`` chose these on validation splits
+of norm 50 to 60 (YaPO's MCQ vectors on the default world). ``scripts/choose_mcq_lr.py`` chose these on validation splits
 (docs/results.md, "The learning rates"): 2400 steps of 16 pairs, against 1200 of 16 and 600 of 32.
 MCQ pairs are trained against every wrong option (``mcq_rejected="every_option"``): against the
 default answer alone the objective can be met while a third option wins the argmax.
