@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import consistent_pairs
+from conftest import consistent_pairs, make_model
 
 from yapo_core.cli import main
 
@@ -86,7 +86,7 @@ def test_dense_training_and_errors_print_a_message_not_a_traceback(tmp_path, mod
     assert "prompt -> 'q' missing" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["train", "generate", "export"])
+@pytest.mark.parametrize("command", ["train", "generate", "features", "export"])
 def test_help_on_each_command(command):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     result = subprocess.run([sys.executable, "-m", "yapo_core", command, "--help"], capture_output=True, text=True, env=env)
@@ -128,7 +128,7 @@ def test_bad_output_and_settings_are_refused_before_any_work(tmp_path, model_dir
     assert main([*base, "--out", str(tmp_path)]) == 2  # an existing folder
     assert "is a folder; give a file name" in capsys.readouterr().err
     assert main([*base, "--out", str(tmp_path / "v.safetensors"), "--max-steps", "0"]) == 2
-    assert "max_steps=0" in capsys.readouterr().err
+    assert "--max-steps=0" in capsys.readouterr().err
     assert main([*base, "--out", str(tmp_path / "v.safetensors"), "--lr", "nan"]) == 2
     assert "lr=nan" in capsys.readouterr().err
     assert time.perf_counter() - start < 10 and not (tmp_path / "v.safetensors").exists()
@@ -163,7 +163,7 @@ def test_generate_refuses_bad_multipliers_and_lengths(tmp_path, model_dir, capsy
             "--allow-other-model"]
     assert main([*base, "--multipliers=a,b"]) == 2 and "multiplier 'a' is not a finite number" in capsys.readouterr().err
     assert main([*base, "--multipliers=0,nan"]) == 2 and "'nan'" in capsys.readouterr().err
-    assert main([*base, "--max-new-tokens", "0"]) == 2 and "max_new_tokens=0" in capsys.readouterr().err
+    assert main([*base, "--max-new-tokens", "0"]) == 2 and "--max-new-tokens=0" in capsys.readouterr().err
     assert main([*base, "--max-new-tokens", "10000000"]) == 2 and "exceed the model's context" in capsys.readouterr().err
 
 
@@ -208,7 +208,7 @@ def test_bad_devices_outputs_and_choices_are_refused_before_any_work(tmp_path, m
         (["train", "--model", str(model_dir), "--kind", "dense", "--layer", "1", "--data", str(data_csv),
           "--out", str(tmp_path / "x.safetensors"), "--seed", str(10**25)], "seed=.* must be a whole number"),
         (["train", "--model", str(model_dir), "--kind", "dense", "--layer", "1", "--data", str(data_csv),
-          "--out", str(tmp_path / "x.safetensors"), "--cache-dir", str(a_file)], "cache_dir=.* is a file"),
+          "--out", str(tmp_path / "x.safetensors"), "--cache-dir", str(a_file)], "--cache-dir=.* is a file"),
         (["eval", "--model", str(model_dir), "--data", str(data_csv), "--vector", str(vec), "--out", str(tmp_path)],
          "is a folder; give a file name such as .*sweep.json"),
         (["export", "--vector", str(vec), "--out", str(tmp_path)], "is a folder; give a file name such as .*vector.gguf"),
@@ -220,7 +220,7 @@ def test_bad_devices_outputs_and_choices_are_refused_before_any_work(tmp_path, m
         (["compare", "--size", "mini", "--country", "usa", "--out", str(tmp_path / "c")], "'usa' is not one of"),
         (["generate", "--model", str(model_dir), "--vector", str(vec), "--prompt", "hi", "--sample", "--temperature", "0",
           "--allow-other-model"], "temperature=0.0 must be a finite number above 0"),
-        (["demo", "build", "--size", "mini", "--quiet", "--cache-dir", str(a_file)], "cache_dir=.* is a file"),
+        (["demo", "build", "--size", "mini", "--quiet", "--cache-dir", str(a_file)], "--cache-dir=.* is a file"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
@@ -263,3 +263,76 @@ def test_compare_on_your_own_model_trains_the_public_runs_epochs_without_steps(t
     capsys.readouterr()
     saved = json.loads((out / "comparison.json").read_text())["settings"]["train_config"]
     assert "max_steps" not in saved and TrainConfig(**saved).epochs == 20
+
+
+def test_features_prints_the_vectors_top_latents_as_the_features_page_does(tmp_path, model_dir, sae_dir, data_csv, capsys):
+    from yapo_core.export import load_vector
+    from yapo_core.features import top_latents
+
+    vec = tmp_path / "v.safetensors"
+    assert main(["train", "--model", str(model_dir), "--sae-path", str(sae_dir), "--data", str(data_csv),
+                 "--out", str(vec), "--max-steps", "4", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    report = tmp_path / "features.json"
+    assert main(["features", "--model", str(model_dir), "--vector", str(vec), "--data", str(data_csv), "--top", "3",
+                 "--json", str(report), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    expected = [w.index for w in top_latents(load_vector(vec), 3)]
+    assert [int(line.split()[1]) for line in printed.splitlines() if line.startswith("latent ")] == expected
+    assert printed.startswith("sparse vector (yapo)") and "promotes:" in printed and "active on" in printed
+    saved = json.loads(report.read_text())
+    assert [c["index"] for c in saved["latents"]] == expected and saved["n_texts"] == 8
+    assert all(c["activity"]["n_tokens"] > 0 for c in saved["latents"])
+    assert main(["features", "--model", str(model_dir), "--vector", str(vec), "--top", "0"]) == 2
+    assert "--top=0 must be a whole number" in capsys.readouterr().err
+
+
+def test_errors_give_their_advice_in_command_line_terms(tmp_path, model_dir, sae_dir, data_csv, capsys):
+    """The library's advice names Python parameters (sae=, layer=, allow_other_model=True); the
+    command line names its options, and offers each option it advises."""
+    out = tmp_path / "v.safetensors"
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"question": ["q"], "good": ["a"], "bad": ["b"]}).to_csv(bad, index=False)
+    cases = [
+        (["train", "--model", str(model_dir), "--data", str(data_csv), "--out", str(out)],
+         r"needs an SAE: give --sae-path, or --sae-release and --sae-id"),
+        (["train", "--model", str(model_dir), "--kind", "dense", "--data", str(data_csv), "--out", str(out)],
+         r"needs --layer N"),
+        (["train", "--model", str(model_dir), "--sae-path", str(sae_dir), "--layer", "2", "--data", str(data_csv),
+          "--out", str(out)], r"use --layer 1 or an SAE"),
+        (["train", "--model", str(model_dir), "--sae-path", str(sae_dir), "--data", str(data_csv), "--out", str(out),
+          "--max-steps=-5"], r"^error: --max-steps=-5 must be"),
+        (["train", "--model", str(model_dir), "--sae-path", str(sae_dir), "--data", str(bad), "--out", str(out)],
+         r"--columns "),
+    ]
+    for argv, message in cases:
+        assert main([*argv, "--device", "cpu"]) == 2, argv
+        err = capsys.readouterr().err
+        assert re.search(message, err, re.M) and "=." not in err and "layer=" not in err, (argv, err)
+
+    vec = tmp_path / "other.safetensors"  # a vector of another model: each command that checks it can be told
+    other = tmp_path / "other-model"
+    make_model("llama", seed=5).save_pretrained(other)
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(other)
+    assert main(["train", "--model", str(other), "--sae-path", str(sae_dir), "--data", str(data_csv), "--out", str(vec),
+                 "--max-steps", "2", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    for argv in (["export", "--vector", str(vec), "--out", str(tmp_path / "v.gguf"), "--model", str(model_dir)],
+                 ["train", "--model", str(model_dir), "--sae-path", str(sae_dir), "--data", str(data_csv), "--out",
+                  str(out), "--max-steps", "2", "--resume", str(vec), "--device", "cpu"]):
+        assert main(argv) == 2, argv
+        assert "pass --allow-other-model" in capsys.readouterr().err
+        assert main([*argv, "--allow-other-model"]) == 0, argv
+        capsys.readouterr()
+
+
+def test_what_the_loader_noticed_is_printed(tmp_path, model_dir, capsys):
+    data = tmp_path / "pairs.csv"
+    pd.DataFrame({"prompt": ["Do you like tea?", "Hi", "Yo"], "chosen": ["Yes.", "Hello.", ""],
+                  "rejected": ["No.", "Hello.", "No."]}).to_csv(data, index=False)
+    assert main(["train", "--model", str(model_dir), "--kind", "dense", "--layer", "1", "--data", str(data),
+                 "--out", str(tmp_path / "d.safetensors"), "--max-steps", "1", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "note: 1 row(s) skipped" in err and "note: 1 of 2 pair(s) have the same chosen and rejected answer" in err

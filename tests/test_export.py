@@ -84,6 +84,8 @@ def test_gguf_control_vector(tmp_path):
     vec = _sparse(sae)
     info = export_gguf(vec, tmp_path / "v.gguf", model=model, sae=sae, multiplier=1.0)
     assert 0 < info["dropped_fraction"] < 1  # the vector has negative entries
+    with pytest.raises(VectorFileError, match="is a GGUF file .* Load the .safetensors vector it was exported from"):
+        load_vector(tmp_path / "v.gguf")
     reader = gguf.GGUFReader(tmp_path / "v.gguf")
     tensors = {t.name: t for t in reader.tensors}
     assert list(tensors) == ["direction.1"]

@@ -206,3 +206,13 @@ def test_explanations_of_several_latents_come_back_by_index_within_the_deadline(
     assert NP.neuronpedia_explanations("gpt2-small/8-res-jb", [1, 2, 3], deadline=0.5) == {1: "latent 1"}
     assert time.perf_counter() - start < 2.0
     assert NP.neuronpedia_explanations(SAESource(path="/local"), [1]) == {}
+
+
+def test_dialogue_texts_reads_each_text_once(tokenizer):
+    """Pairs that differ only in their rejected answer (one per wrong option) are one text, or a
+    latent's top examples would be copies of one."""
+    from yapo_core.data import PreferencePair
+
+    pairs = [PreferencePair("Which dish?", "H", wrong) for wrong in "ABC"] + [PreferencePair("Which sport?", "H", "A")]
+    texts = F.dialogue_texts(tokenizer, pairs)
+    assert len(texts) == 2 and "dish" in texts[0] and "sport" in texts[1]

@@ -111,3 +111,17 @@ def test_compare_measures_capability_with_lm_eval_tasks(world, tmp_path, tokeniz
     assert saved["results"][0]["capability_change"] is not None
     assert main([*argv[:-4], "--capability-tasks", "no_such_task"]) == 2
     assert "lm-eval task(s) ['no_such_task'] are unknown" in capsys.readouterr().err
+
+
+def test_a_task_whose_data_cannot_be_read_is_an_error_not_a_traceback(monkeypatch, capsys):
+    from lm_eval._cli import HarnessCLI
+
+    from yapo_core.lm_eval_model import main
+
+    def offline(self, args):
+        raise ConnectionError("Couldn't reach 'cais/mmlu' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(HarnessCLI, "execute", offline)
+    assert main(["run", "--model", "yapo", "--tasks", "mmlu", "--model_args", "pretrained=x,vector=y"]) == 2
+    err = capsys.readouterr().err
+    assert "error: lm-eval could not read a task's data: Couldn't reach 'cais/mmlu'" in err and "--include_path" in err

@@ -49,6 +49,15 @@ def test_a_fluency_problem_is_named_and_judged_against_the_unsteered_answer(toke
     assert fluency_problem(tokenizer, ",,,,,,,,", 64, unsteered=",,,,,,,,") is not None  # a loop is a loop
 
 
+def test_steering_derails_only_where_the_unsteered_answer_reads_like_text(tokenizer):
+    """What the Compare page and ``yapo generate`` note under a steered answer."""
+    loop = ",,,,,,,,,,,,,,,,,,,,"
+    assert replies.steering_derails(tokenizer, loop, "No, thank you.", 64).startswith("it repeats ','")
+    assert replies.steering_derails(tokenizer, loop, loop, 64) is None  # not the vector's doing
+    assert replies.steering_derails(tokenizer, "Yes, I accept.", "No, thank you.", 64) is None
+    assert replies.steering_derails(tokenizer, loop, None, 64) is not None  # no unsteered answer: judged alone
+
+
 def test_the_fluency_metric_reads_steered_answers_against_unsteered_ones(tokenizer, monkeypatch):
     calls = []
     LONG = " ".join(["one two three four five six seven eight nine ten"] * 3)

@@ -24,8 +24,8 @@ def test_width_mismatch_is_refused():
 def test_layer_mismatch_is_refused():
     with pytest.raises(SAELoadError, match="output of block 1.*layer 2 was chosen"):
         check_sae_fits(make_model("llama"), make_sae(layer=1), layer=2)
-    with pytest.raises(Exception, match="layer 9 is out of range"):
-        check_sae_fits(make_model("llama"), make_sae(layer=9))
+    with pytest.raises(SAELoadError, match=r"reads 'blocks.9.hook_resid_post', but this model has 4 blocks .* another"):
+        check_sae_fits(make_model("llama"), make_sae(layer=9))  # the SAE's block, not a chosen layer
 
 
 def test_resid_pre_sae_reads_the_previous_block():
@@ -100,3 +100,8 @@ def test_loading_a_model_and_an_sae_leaves_the_global_generator_alone(tmp_path, 
     load_model(tmp_path / "model", device="cpu")
     load_sae(path=tmp_path / "sae", device="cpu")
     assert torch.equal(torch.rand(4), expected)
+
+
+def test_a_missing_sae_folder_is_named_as_such(tmp_path):
+    with pytest.raises(SAELoadError, match="does not exist"):
+        load_sae(path=tmp_path / "nothere")

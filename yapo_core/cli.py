@@ -1,4 +1,4 @@
-"""Command line: ``yapo {train,generate,export,eval,compare,lm-eval,demo} ...`` (or ``python -m yapo_core``;
+"""Command line: ``yapo {train,generate,features,export,eval,compare,lm-eval,demo} ...`` (or ``python -m yapo_core``;
 ``--help`` on each). Imports of the heavy parts wait until a command runs, so ``--help`` is fast."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from .cli_args import (
     add_data_args,
     add_model_args,
     add_sae_args,
+    in_cli_terms,
     load_model_from_args,
     load_pairs_from_args,
     load_sae_from_args,
@@ -40,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint", help="also write the optimizer state here when the run ends or is stopped "
                    "(a .safetensors file that --resume continues from exactly)")
     t.add_argument("--resume", help="a --checkpoint file to continue from, or a vector file to start from")
+    t.add_argument("--allow-other-model", action="store_true",
+                   help="with --resume: start from a vector file trained on another model")
     defaults = TrainConfig()
     for f in fields(TrainConfig):  # unset: None, so that a demo-world model's own settings can fill it
         default, flag = getattr(defaults, f.name), f"--{f.name.replace('_', '-')}"
@@ -68,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--allow-other-model", action="store_true", help="apply a vector trained on another model id")
 
+    from .cli_features import add_parser as add_features_parser
+
+    add_features_parser(sub)
+
     e = sub.add_parser("export", help="export a vector as a llama.cpp GGUF control vector")
     e.add_argument("--vector", required=True, help=".safetensors vector file")
     e.add_argument("--out", required=True, help="output .gguf path")
@@ -76,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="cpu")
     e.add_argument("--dtype", default="fp32")
     e.add_argument("--trust-remote-code", action="store_true")
+    e.add_argument("--allow-other-model", action="store_true", help="with --model: export a vector trained on another "
+                   "model for this one")
     add_sae_args(e)
 
     v = sub.add_parser("eval", help="measure a vector (or the unsteered model) over a multiplier sweep")
@@ -160,6 +169,9 @@ def cmd_train(args) -> int:
     checkpoint = check_output_path(args.checkpoint) if args.checkpoint else None
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
     config = TrainConfig(**given)  # a bad setting fails before the model loads
+    if config.kind == "sparse" and not (args.sae_path or args.sae_release):
+        raise SettingsError("a sparse (YaPO) vector needs an SAE: give --sae-path, or --sae-release and --sae-id "
+                            "(or train a dense vector: --kind dense --layer N).")
     model, tokenizer = load_model_from_args(args)
     sae = load_sae_from_args(args, model=model)
     pairs = load_pairs_from_args(args)
@@ -172,7 +184,7 @@ def cmd_train(args) -> int:
     print(f"{len(pairs)} pairs ({pairs.schema}); {trainer.data_report.describe()}; engine: "
           f"{trainer.objective.engine} ({trainer.objective.reason})", file=sys.stderr)
     if args.resume:
-        print(trainer.load_checkpoint(args.resume), file=sys.stderr)
+        print(trainer.load_checkpoint(args.resume, args.allow_other_model), file=sys.stderr)
     try:
         vector = trainer.run(progress=True)
     finally:
@@ -189,6 +201,7 @@ def cmd_train(args) -> int:
 def cmd_generate(args) -> int:
     from .export import load_vector
     from .generation import generate
+    from .replies import steering_derails
 
     model, tokenizer = load_model_from_args(args)
     vector = load_vector(args.vector)
@@ -203,6 +216,10 @@ def cmd_generate(args) -> int:
         for m, text in answers.items():
             label = "unsteered" if m == 0 else f"steered x{m:g}"
             print(f"--- {label}:\n{text}")
+            problem = None if m == 0 else steering_derails(tokenizer, text, answers.get(0.0), args.max_new_tokens)
+            if problem:  # as the app's Compare page says under the answers
+                print(f"(note: the steered text derails: {problem}; a smaller multiplier, or --steer-positions "
+                      "prompt, may keep it fluent)")
     return 0
 
 
@@ -215,7 +232,8 @@ def cmd_export(args) -> int:
     model = None
     if args.model:
         model, _ = load_model_from_args(args)
-    info = export_gguf(vector, args.out, model=model, sae=sae, multiplier=args.multiplier)
+    info = export_gguf(vector, args.out, model=model, sae=sae, multiplier=args.multiplier,
+                       allow_other_model=args.allow_other_model)
     if info["dropped_fraction"]:
         print(f"note: {info['dropped_fraction']:.1%} of the vector (negative latents) has no dense "
               "equivalent and was dropped; the GGUF file is an approximation.", file=sys.stderr)
@@ -229,7 +247,11 @@ def cmd_eval(args) -> int:
     from .plots import multiplier_sweep
 
     if args.out:
-        check_output_path(args.out, "sweep.json")  # before the sweep, not after
+        out = check_output_path(args.out, "sweep.json")  # before the sweep, not after
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SettingsError(f"--out {args.out!r}: its folder cannot be made ({exc}); choose another path.") from None
     multipliers = read_multipliers(args.multipliers)
     model, tokenizer = load_model_from_args(args)
     vector = sae = None
@@ -249,8 +271,6 @@ def cmd_eval(args) -> int:
         result["one_letter"] = {"letter": letter[0], "accuracy": letter[1]}
     print(json.dumps(result))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
         fig = multiplier_sweep([(vector.method if vector else "unsteered", list(curve.items()))],
                                y_title=METRICS[args.metric].label,
@@ -281,9 +301,10 @@ def main(argv: list[str] | None = None) -> int:
         return _guarded(lambda: _lm_eval(argv[1:]))
     args = build_parser().parse_args(argv)
     from .cli_compare import cmd_compare
+    from .cli_features import cmd_features
 
-    handler = {"train": cmd_train, "generate": cmd_generate, "export": cmd_export, "eval": cmd_eval,
-               "compare": cmd_compare}[args.command]
+    handler = {"train": cmd_train, "generate": cmd_generate, "features": cmd_features, "export": cmd_export,
+               "eval": cmd_eval, "compare": cmd_compare}[args.command]
     return _guarded(lambda: handler(args))
 
 
@@ -300,7 +321,7 @@ def _guarded(fn) -> int:
     try:
         return fn()
     except YapoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {in_cli_terms(str(exc), build_parser())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

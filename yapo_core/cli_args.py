@@ -63,16 +63,60 @@ def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def load_pairs_from_args(args):
+    """The pairs ``--data`` and its options name; what the loader noticed (skipped rows, pairs
+    whose answers are the same) is printed as a note."""
+    import sys
+
     from .data import load_pairs
 
-    return load_pairs(
+    pairs = load_pairs(
         args.data, schema=args.schema, columns=columns(args.columns), split=args.split,
         country=args.country.split(",") if args.country else None, localization=args.localization,
         form=args.form, rejected_model=args.rejected_model, system_prompt=args.system, limit=args.limit,
     )
+    for note in pairs.notes:
+        hint = (" (Deep-Culture-Lense's localized questions, which the model answers right: --localization "
+                "nolocalized leaves them out)" if "same chosen and rejected" in note and pairs.schema == "dcl" else "")
+        print(f"note: {note}{hint}", file=sys.stderr)
+    return pairs
 
 
 def read_multipliers(text: str) -> list[float]:
     from .evaluation import parse_multipliers
 
     return parse_multipliers(text)
+
+
+_API_TO_CLI = (  # the library's advice, as a command-line user follows it
+    ("pass allow_other_model=True if you mean to", "pass --allow-other-model if you mean to"),
+    ("pass sae=.", "give --sae-path, or --sae-release and --sae-id (or train a dense vector: --kind dense --layer N)."),
+    ("pass sae= (load it with yapo_core.load_sae;", "give --sae-path, or --sae-release and --sae-id ("),
+    ("needs layer= (or an SAE to take it from)", "needs --layer N (or an SAE to take it from: --sae-path, or "
+                                                 "--sae-release and --sae-id)"),
+    ("give either path=<local SAE folder> or both release= and sae_id=.",
+     "give either --sae-path <local SAE folder> or both --sae-release and --sae-id."),
+    ("Name yours with columns={'prompt': ..., 'chosen': ..., 'rejected': ...}.",
+     "Name yours with --columns prompt=<column>,chosen=<column>,rejected=<column>."),
+    ("Map yours with columns={'<role>': '<your column>'}.", "Map yours with --columns <role>=<your column>."),
+)
+
+
+def in_cli_terms(message: str, parser: argparse.ArgumentParser | None = None) -> str:
+    """A library error's ``message`` with its advice in command-line terms: ``pass sae=`` becomes
+    the SAE options, ``use layer=1`` ``--layer 1``, and a leading ``max_steps=-5`` (a setting the
+    parser has as an option) ``--max-steps=-5``."""
+    import re
+
+    for api, cli in _API_TO_CLI:
+        message = message.replace(api, cli)
+    message = re.sub(r"\buse layer=(\d+)", r"use --layer \1", message)
+    if parser is not None:
+        options = {a.dest for p in [parser, *_subparsers(parser)] for a in p._actions
+                   if any(o.startswith("--") for o in a.option_strings)}
+        message = re.sub(r"^([a-z][a-z_]*)=", lambda m: (f"--{m[1].replace('_', '-')}=" if m[1] in options else m[0]),
+                         message)
+    return message
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    return [p for a in parser._actions if isinstance(a, argparse._SubParsersAction) for p in a.choices.values()]

@@ -47,6 +47,11 @@ def _check_not_pickle(path: Path) -> None:
             f"{path.name!r} is a pickle/torch.save file; pickles can run code when loaded and are "
             "never opened. Convert it to .safetensors where it was made (safetensors.torch.save_file)."
         )
+    if head[:4] == b"GGUF":
+        raise VectorFileError(
+            f"{path.name!r} is a GGUF file (a llama.cpp control vector), which is written for llama.cpp and not read "
+            "back: it holds the dense decoding at one multiplier. Load the .safetensors vector it was exported from."
+        )
     if len(head) < 8 or int.from_bytes(head, "little") > MAX_HEADER_BYTES:
         raise VectorFileError(f"{path.name!r} is not a safetensors file (bad header).")
 

@@ -193,14 +193,16 @@ class LatentActivity:
 
 def dialogue_texts(tokenizer, pairs: Sequence[PreferencePair], with_answer: bool = True) -> list[str]:
     """What the model reads for each pair: the rendered prompt, followed by the chosen answer's
-    assistant turn when ``with_answer`` (so latents that fire on answers are found too)."""
-    texts = []
+    assistant turn when ``with_answer`` (so latents that fire on answers are found too). Each text
+    once, in order: pairs that differ only in their rejected answer (one per wrong option) read the
+    same text, which would otherwise fill a latent's top examples with copies."""
+    texts = {}
     for pair in pairs:
         text = render_prompt(tokenizer, pair.prompt, pair.system)
         if with_answer:
             text += render_answer(tokenizer, pair.prompt, pair.chosen, pair.system)
-        texts.append(text)
-    return texts
+        texts.setdefault(text)
+    return list(texts)
 
 
 @torch.no_grad()

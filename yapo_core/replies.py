@@ -1,6 +1,6 @@
 """Reading generated answers: the option letter a reply gives (:func:`parse_answer_letter`),
-whether a reply still reads like text (:func:`fluency_problem`, and over prompts
-:func:`fluency_rate`), whether it contains the expected answer (:func:`generation_accuracy`), and
+whether a reply still reads like text (:func:`fluency_problem`, :func:`steering_derails` beside
+the unsteered answer, and over prompts :func:`fluency_rate`), whether it contains the expected answer (:func:`generation_accuracy`), and
 whether it shows a demo behaviour (:func:`behaviour_shown_rate`). :mod:`.evaluation` turns these
 into metrics."""
 
@@ -54,6 +54,15 @@ def fluency_problem(tokenizer, reply: str, max_new_tokens: int, max_share: float
         return f"it does not end its turn within {max_new_tokens} tokens" + (
             "" if base is None else " (the unsteered answer does)")
     return None
+
+
+def steering_derails(tokenizer, reply: str, unsteered: str | None, max_new_tokens: int) -> str | None:
+    """Why the steered ``reply`` does not read like text where the ``unsteered`` answer to the same
+    prompt does (None when it reads like text, or when the unsteered answer derails too: not the
+    vector's doing); without an unsteered answer, the reply is judged alone."""
+    if unsteered is not None and fluency_problem(tokenizer, unsteered, max_new_tokens, unsteered=unsteered):
+        return None
+    return fluency_problem(tokenizer, reply, max_new_tokens, unsteered=unsteered)
 
 
 def is_fluent(tokenizer, reply: str, max_new_tokens: int, max_share: float = 0.3) -> bool:

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .architectures import hidden_size
-from .errors import SAELoadError
+from .architectures import hidden_size, num_layers
+from .errors import SAELoadError, SettingsError
 from .hooks import HookPoint, block_output, hook_device, parse_hook_name
 from .hub import explain_hub_error
 from .models import check_weights, model_fingerprint, module_fingerprint, resolve_device
@@ -59,6 +59,9 @@ def load_sae(
     device = resolve_device(device)
     if path is not None:
         folder = Path(path).expanduser()
+        if not folder.exists():
+            raise SAELoadError(f"SAE folder {str(folder)!r} does not exist; check the path, or give a sae-lens release "
+                               "and SAE id instead.")
         if not (folder / "cfg.json").is_file():
             raise SAELoadError(
                 f"SAE folder {str(folder)!r} has no cfg.json; point to a folder written by "
@@ -137,7 +140,12 @@ def check_sae_fits(model: nn.Module, sae: nn.Module, layer: int | None = None) -
         if layer is None:
             raise SAELoadError("the SAE names no hook in its config; pass layer= explicitly.")
         return block_output(model, layer)
-    point = parse_hook_name(model, hook_name)
+    try:
+        point = parse_hook_name(model, hook_name)
+    except SettingsError:  # a block this model does not have: the SAE's doing, not a chosen layer's
+        n = num_layers(model)
+        raise SAELoadError(f"the SAE reads {hook_name!r}, but this model has {n} blocks (0 to {n - 1}): the SAE "
+                           f"({sae_source(sae).describe()}) was trained for another model.") from None
     if layer is not None and point.resid_layer != layer:
         raise SAELoadError(
             f"the SAE reads {hook_name!r} (the output of block {point.resid_layer}) but layer "

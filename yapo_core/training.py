@@ -312,15 +312,16 @@ class Trainer:
         save_file(state.tensors, str(path), metadata=state.meta)
         return path
 
-    def load_checkpoint(self, path: str | Path) -> str:
+    def load_checkpoint(self, path: str | Path, allow_other_model: bool = False) -> str:
         """Continue from a checkpoint written by :meth:`save_checkpoint` for the same setup, or start
         from the values of a vector file written by :func:`~.export.save_vector` (checked against
         this model and SAE; a vector file holds no optimizer state, so AdamW starts afresh and the
-        step count at 0). Returns what was loaded, in words."""
+        step count at 0; ``allow_other_model`` starts from one trained on another model). Returns what
+        was loaded, in words."""
         tensors, meta = open_safetensors(path)
         name = f"{Path(path).name!r}"
         if meta.get("format") == FORMAT:
-            return self.start_from(load_vector(path, self.model, self.sae), name)
+            return self.start_from(load_vector(path, self.model, self.sae, allow_other_model=allow_other_model), name)
         missing = [k for k in ("v", "order_rng", "sign_rng") if k not in tensors]
         missing += [k for k in ("step", "epoch_orders", "hook_name", "width") if k not in meta]
         if missing:
@@ -336,7 +337,8 @@ class Trainer:
         if (vector.kind, vector.hook_name, vector.width) != (self.config.kind, self.point.hook_name, self.v.numel()):
             raise TrainingError(
                 f"{name} is a {vector.kind} vector for {vector.hook_name} (width {vector.width}); this run trains a "
-                f"{self.config.kind} vector for {self.point.hook_name} (width {self.v.numel()})."
+                f"{self.config.kind} vector for {self.point.hook_name} (width {self.v.numel()}); to continue it, train "
+                f"a {vector.kind} vector at that hook, or start from another file."
             )
         with torch.no_grad():
             self.v.copy_(vector.values.to(self.v.device))

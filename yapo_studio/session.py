@@ -257,10 +257,7 @@ class Session:
         """Why the steered ``reply`` from :meth:`generate_stream` does not read like text while the
         ``unsteered`` answer to the same prompt does, or None (see
         :func:`yapo_core.replies.fluency_problem`)."""
-        tokenizer = self.entry(label).bundle.tokenizer
-        if replies.fluency_problem(tokenizer, unsteered, max_new_tokens, unsteered=unsteered) is not None:
-            return None  # the unsteered answer loops too: not the vector's doing
-        return replies.fluency_problem(tokenizer, reply, max_new_tokens, unsteered=unsteered)
+        return replies.steering_derails(self.entry(label).bundle.tokenizer, reply, unsteered, max_new_tokens)
 
     def evaluate(self, labels: Sequence[str], metric: str, multipliers: Sequence[float], max_items: int = 64,
                  steer_positions: str = "all") -> list[tuple[str, list[tuple[float, float]]]]:
