@@ -218,6 +218,8 @@ def test_bad_devices_outputs_and_choices_are_refused_before_any_work(tmp_path, m
         (["compare", "--size", "mini", "--country", "france", "--out", str(tmp_path / "c")],
          "country 'france' is not one of the demo world's target cultures: egypt"),
         (["compare", "--size", "mini", "--country", "usa", "--out", str(tmp_path / "c")], "'usa' is not one of"),
+        (["compare", "--size", "mini", "--behaviour", "power-seeking", "--country", "egypt", "--out", str(tmp_path / "c")],
+         "name two demo tasks"),
         (["generate", "--model", str(model_dir), "--vector", str(vec), "--prompt", "hi", "--sample", "--temperature", "0",
           "--allow-other-model"], "temperature=0.0 must be a finite number above 0"),
         (["demo", "build", "--size", "mini", "--quiet", "--cache-dir", str(a_file)], "--cache-dir=.* is a file"),

@@ -106,6 +106,25 @@ def test_gguf_control_vector(tmp_path):
         export_gguf(SteeringVector("dense", torch.ones(32), "blocks.0.hook_resid_post"), tmp_path / "z.gguf")
 
 
+def test_a_gguf_export_without_the_model_names_what_the_vector_file_recorded(tmp_path):
+    """The file's layer count and model hint come from the model, or from the vector file's record
+    of it: the two exports are the same file."""
+    import gguf
+
+    from yapo_core.saes import provenance
+
+    model = make_model("qwen3")
+    saved = save_vector(SteeringVector("dense", torch.ones(32), "blocks.1.hook_resid_post", metadata=provenance(model)),
+                        tmp_path / "v.safetensors")
+    assert saved.stat().st_mode & 0o777 == 0o644  # readable by others, as the GGUF file
+    export_gguf(load_vector(saved), tmp_path / "with.gguf", model=model)
+    export_gguf(load_vector(saved), tmp_path / "without.gguf")
+    for name in ("with", "without"):
+        fields = gguf.GGUFReader(tmp_path / f"{name}.gguf").fields
+        assert int(fields["controlvector.layer_count"].parts[-1][0]) == 4, name
+        assert bytes(fields["controlvector.model_hint"].parts[-1]).decode() == "qwen3", name
+
+
 def test_files_describe_how_to_apply_them_and_name_weights_not_paths(tmp_path, tokenizer):
     from conftest import consistent_pairs
 

@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .methods import METHODS
     from .training import TrainConfig
 
-    parser = argparse.ArgumentParser(prog="yapo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="yapo", description="Train, apply, inspect, evaluate and export sparse (YaPO) "
+                                     "and dense (BiPO) steering vectors, and the CAA and SAS baselines. "
+                                     "'yapo COMMAND --help' for each command; 'yapo demo --help' for the demo world.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a sparse (YaPO) or dense (BiPO) vector from preference pairs")
@@ -43,15 +45,33 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", help="a --checkpoint file to continue from, or a vector file to start from")
     t.add_argument("--allow-other-model", action="store_true",
                    help="with --resume: start from a vector file trained on another model")
+    from .objectives import ENGINES
+
     defaults = TrainConfig()
+    explained = {  # name: (what it does, its choices)
+        "kind": ("sparse: YaPO, in the SAE's latents; dense: BiPO, in the residual stream", ("sparse", "dense")),
+        "layer": ("the block whose output a dense vector steers (a sparse vector takes the SAE's block)", None),
+        "max_steps": ("stop after this many steps (default: run the epochs)", None),
+        "engine": ("fast: the steered block's activations cached, only the blocks after it run; simple: the whole "
+                   "model each step; auto: fast where it applies", tuple(ENGINES)),
+        "checkpoint_dir": ("folder for the checkpoints of --checkpoint-every", None),
+        "cache_dir": ("folder where the fast engine keeps its activation cache on disk", None),
+        "cache_in_memory": ("keep the activation cache in memory (default: unless too large and --cache-dir is set)",
+                            None),
+        "mcq_rejected": ("given: each pair's own rejected answer (the papers'); every_option: multiple-choice pairs "
+                         "against every wrong option", tuple(MCQ_REJECTED)),
+    }
     for f in fields(TrainConfig):  # unset: None, so that a demo-world model's own settings can fill it
         default, flag = getattr(defaults, f.name), f"--{f.name.replace('_', '-')}"
+        what, choices = explained.get(f.name, ("", None))
+        shown = "" if default is None or f.name == "max_steps" else f"default: {default}"
+        text = f"{what} ({shown})" if what and shown else what or shown
         if isinstance(default, bool) or f.name == "cache_in_memory":
-            t.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            t.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
         elif default is None:
-            t.add_argument(flag, type=int if f.name in ("layer", "max_steps") else str, default=None)
+            t.add_argument(flag, type=int if f.name in ("layer", "max_steps") else str, default=None, help=text)
         else:
-            t.add_argument(flag, type=type(default), default=None, help=f"default: {default}")
+            t.add_argument(flag, type=type(default), default=None, choices=choices, help=text)
     t.epilog = ("On a demo world's model (yapo demo info), the training settings not given are the demo world's "
                 "for these pairs, as the app fills them in (yapo_core.demo.training_settings).")
 
@@ -80,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="output .gguf path")
     e.add_argument("--multiplier", type=float, default=1.0, help="scale baked into the file (default 1)")
     e.add_argument("--model", help="model (for the layer count and architecture hint)")
-    e.add_argument("--device", default="cpu")
-    e.add_argument("--dtype", default="fp32")
+    e.add_argument("--device", default="cpu", help="where --model is loaded (default cpu)")
+    e.add_argument("--dtype", default="fp32", help="--model's dtype: fp32 (default), bf16 or fp16")
     e.add_argument("--trust-remote-code", action="store_true")
     e.add_argument("--allow-other-model", action="store_true", help="with --model: export a vector trained on another "
                    "model for this one")
@@ -101,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"metrics that generate answers ({', '.join(GENERATING_METRICS)}): steer every token "
                    "(the method, default) or the prompt tokens only")
     v.add_argument("--out", help="write the sweep as JSON, and a plot beside it (.html)")
-    v.add_argument("--allow-other-model", action="store_true")
+    v.add_argument("--allow-other-model", action="store_true", help="apply a vector trained on another model")
 
     c = sub.add_parser("compare", help="YaPO, BiPO, CAA and SAS on one task: a demo-world culture (--country, default "
                        "egypt; --form mcq or open_ended) or behaviour (--behaviour), or your model, SAE and data; each "
@@ -129,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--steps", type=int, default=None, help="training steps for YaPO and BiPO (default: the demo world's; with --model, "
                    "the public runs' 20 epochs)")
     c.add_argument("--size", default="full", choices=["full", "mini"], help="demo world: full (default; about 4 to 10 minutes to build once on 2 cores) or mini (seconds; steers nothing)")
-    c.add_argument("--multipliers", default="-2,-1.5,-1,-0.5,0,0.5,1,1.5,2")
+    c.add_argument("--multipliers", default="-2,-1.5,-1,-0.5,0,0.5,1,1.5,2",
+                   help="each method's candidates, one chosen on the validation split (default -2 to 2 by 0.5)")
     c.add_argument("--lr", type=float, default=None, help="default: the demo world's (yapo_core.demo.TRAINING); with --model, the "
                    "public runs' 5e-4")
     c.add_argument("--batch-size", type=int, default=None, help="default: the demo world's; with --model, the public "

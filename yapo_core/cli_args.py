@@ -14,7 +14,7 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default)")
     p.add_argument("--device-map", default=None,
                    help="'auto': spread a model too large for one GPU over all visible GPUs (accelerate)")
-    p.add_argument("--dtype", default="fp32", help="fp32 (default) or bf16")
+    p.add_argument("--dtype", default="fp32", help="fp32 (default), bf16 or fp16")
     p.add_argument("--trust-remote-code", action="store_true", help="run the model repo's own code (off by default)")
 
 

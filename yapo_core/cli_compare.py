@@ -28,6 +28,9 @@ def cmd_compare(args) -> int:
     if args.model is None:
         if args.data:
             raise SettingsError("--data needs --model (and an SAE): without --model, compare runs on the demo world.")
+        if args.behaviour and args.country:
+            raise SettingsError(f"--behaviour {args.behaviour} and --country {args.country} name two demo tasks; give "
+                                "one of them.")
         result = demo_comparison(args.country or "egypt", methods, args.steps, args.size, multipliers=multipliers,
                                  on_progress=say, progress=True, device=args.device, metric=args.metric,
                                  form=args.form, behaviour=args.behaviour, **overrides)

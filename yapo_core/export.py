@@ -26,7 +26,7 @@ from .saes import SAESource, sae_fingerprint
 from .steering import FORMULAS, SteeringVector, dense_equivalent
 
 KEPT_METADATA = ("training", "steps", "library_version", "data_report", "d_sae", "d_model", "model_fingerprint",
-                 "sae_fingerprint", "n_pairs", "position", "tau")
+                 "model_type", "n_layers", "sae_fingerprint", "n_pairs", "position", "tau")
 """Metadata a loaded vector keeps (the rest is derived from its fields when it is saved again)."""
 
 FORMAT = "yapo-steering-vector"
@@ -132,6 +132,7 @@ def save_vector(vector: SteeringVector, path: str | Path, sae: nn.Module | None 
     # written beside, then renamed: an interrupted write never leaves a half file under the name
     partial = path.with_name(f".{path.name}.partial")
     save_file({"vector": vector.values.detach().cpu().contiguous()}, str(partial), metadata=vector_metadata(vector, sae))
+    os.chmod(partial, 0o644)  # safetensors writes owner-only; a vector file is for sharing, as the GGUF one is
     os.replace(partial, path)
     return path
 
@@ -254,8 +255,11 @@ def export_gguf(
         raise VectorFileError("llama.cpp control vectors cannot steer block 0 (its layers start at 1).")
     delta, dropped = dense_equivalent(vector, sae, multiplier)
     # repeng and llama.cpp read the hint as the model's type ("llama", "qwen3", ...)
-    hint = model_hint or (model.config.model_type if model is not None else vector.model_id or "unknown")
-    n_layers = num_layers(model) if model is not None else layer + 1
+    # without the model, the type and depth its vector file recorded (older files: the model id, and block L + 1)
+    meta = vector.metadata
+    hint = model_hint or (model.config.model_type if model is not None
+                          else meta.get("model_type") or vector.model_id or "unknown")
+    n_layers = num_layers(model) if model is not None else int(meta.get("n_layers") or layer + 1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(str(path), "controlvector")

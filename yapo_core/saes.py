@@ -112,8 +112,10 @@ def sae_fingerprint(sae: nn.Module) -> str:
 
 
 def provenance(model: nn.Module, sae: nn.Module | None = None) -> dict[str, str]:
-    """Fingerprints of the weights a vector is made for, for its file's metadata."""
-    out = {"model_fingerprint": model_fingerprint(model)}
+    """Fingerprints of the weights a vector is made for, and the model's type and depth, for its
+    file's metadata."""
+    out = {"model_fingerprint": model_fingerprint(model), "model_type": str(getattr(model.config, "model_type", "")),
+           "n_layers": str(num_layers(model))}  # what a GGUF export names without the model at hand
     if sae is not None:
         out["sae_fingerprint"] = sae_fingerprint(sae)
     return out

@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     world = load_demo_world(args.cache_dir, seed=args.seed, size=args.size)
     if world is None:
         where = args.cache_dir or default_cache_dir(args.seed, args.size)
-        print(f"no finished demo world at {where}; build it with: yapo demo build --seed {args.seed} --size {args.size}", file=sys.stderr)
+        folder = f" --cache-dir {args.cache_dir}" if args.cache_dir else ""
+        print(f"no finished demo world at {where}; build it with: yapo demo build --seed {args.seed} --size {args.size}"
+              f"{folder}", file=sys.stderr)
         return 1
     print(_summary(world))
     for task in world.tasks():
