@@ -298,12 +298,12 @@ default answer alone the objective can be met while a third option wins the argm
 OPEN_TRAINING = {"lr": 0.01, "warmup_steps": 20, "batch_size": 32, "max_steps": 600, "mcq_rejected": "every_option"}
 """Training settings for sparse (YaPO) vectors on pairs whose answers are open text (a culture's
 open-ended form, the behaviours): 600 steps of 32 pairs at 0.01, 20x the public runs' 5e-4, the
-rate ``scripts/choose_open_lr.py`` chooses on validation splits of the world before ``sae_scale``
-joined the recipe (the default world's LM; 0.98 of held-out answers fluent and on target, against
-0.94 at 0.007 and 0.82 at 0.005; docs/results.md, "The learning rates").
+rate ``scripts/choose_open_lr.py`` chose on validation splits of an earlier recipe's world (0.98 of
+held-out answers fluent and on target, against 0.94 at 0.007 and 0.82 at 0.005; docs/results.md,
+"The learning rates"); on the default world it keeps 0.89 to 1.00 of them on target, all fluent.
 
 Every generated token is steered, so the vector's size decides whether the steered text stays
-fluent: a vector large enough to flip a one-letter MCQ answer (norms of 70 and more) turns open
+fluent: a vector large enough to flip a one-letter MCQ answer (norms of 50 to 60) turns open
 answers into loops ("Koshari with with with"); 600 steps keep these near 35.
 """
 
