@@ -303,7 +303,7 @@ held-out answers fluent and on target, against 0.94 at 0.007 and 0.82 at 0.005; 
 "The learning rates"); on the default world it keeps 0.89 to 1.00 of them on target, all fluent.
 
 Every generated token is steered, so the vector's size decides whether the steered text stays
-fluent: a vector large enough to flip a one-letter MCQ answer (norms of 50 to 60) turns open
+fluent: a vector large enough to flip a one-letter MCQ answer (norms of 70 and more on earlier worlds) turns open
 answers into loops ("Koshari with with with"); 600 steps keep these near 35.
 """
 
