@@ -1,8 +1,8 @@
 """What every page shares: the app-wide context, the per-user session, and error handling.
 
 Pages call :mod:`yapo_core` only. Errors the library raises on purpose (:class:`YapoError`) are
-shown to the user with their own message; anything else is logged with its traceback for the
-operator and shown as a short message, never as a traceback.
+shown to the user with their own message, leaving the page as it was; anything else is logged with
+its traceback for the operator and shown as a short message, never as a traceback.
 """
 
 from __future__ import annotations
@@ -92,24 +92,58 @@ def need(session: Session | None) -> Session:
     return session
 
 
+_LIBRARY_TO_APP = (  # the library's advice, as a user of the app follows it
+    ("Name yours with columns={'prompt': ..., 'chosen': ..., 'rejected': ...}.",
+     "Map yours with the Prompt, Chosen and Rejected column fields under the file."),
+    ("Map yours with columns={'<role>': '<your column>'}.",
+     "Map yours with the Prompt, Chosen and Rejected column fields under the file."),
+    ("load the matching model, or pass allow_other_model=True if you mean to.",
+     "load the model it was trained on (Setup) to use it."),
+)
+
+
+def in_app_terms(message: str) -> str:
+    """A library error's ``message`` with its advice as the app's controls give it (the column
+    fields for ``columns=``; no Python keyword the page has no field for), and an uploaded file
+    named as the user named it."""
+    import re
+
+    from gradio.utils import get_upload_folder
+
+    for library, app_terms in _LIBRARY_TO_APP:
+        message = message.replace(library, app_terms)
+    # an uploaded file by its own name, not the server's temporary path to it
+    message = re.sub(re.escape(get_upload_folder().rstrip("/")) + r"/(?:[^/'\s]+/)*", "", message)
+    return re.sub(r"\buse layer=(\d+)", r"use layer \1", message)
+
+
 def _to_gradio(exc: BaseException) -> gr.Error:
     if isinstance(exc, gr.Error):
         return exc
     if isinstance(exc, YapoError):
-        return gr.Error(html.escape(str(exc)), duration=None)
+        return gr.Error(html.escape(in_app_terms(str(exc))), duration=None)
     log.exception("unexpected error in a page callback")
     return gr.Error(html.escape(f"Unexpected error ({type(exc).__name__}: {exc}). Details are in the server log."),
                     duration=None)
 
 
 def user_errors(fn):
-    """Show errors of a callback (plain or generator) as Gradio error messages."""
+    """Show errors of a callback (plain or generator) to the user.
+
+    A user's error (a :class:`YapoError`, or a ``gr.Error`` the page raises: bad input, a missing
+    step) is a message that stays until closed, and the callback's outputs are left as they were
+    (``gr.skip()``): a raised error would cover each output with an "Error" badge, hiding the very
+    controls the user needs to fix the input. Anything else is a defect: logged with its traceback
+    and raised as a short error."""
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)
         def gen_wrapper(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
+            except (YapoError, gr.Error) as exc:
+                tell(exc)
+                yield gr.skip()
             except Exception as exc:
                 raise _to_gradio(exc) from exc
 
@@ -119,10 +153,18 @@ def user_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except (YapoError, gr.Error) as exc:
+            tell(exc)
+            return gr.skip()
         except Exception as exc:
             raise _to_gradio(exc) from exc
 
     return wrapper
+
+
+def tell(exc: YapoError | gr.Error) -> None:
+    """A user's error as a message that stays until closed (outside a request, a Python warning)."""
+    gr.Warning(_to_gradio(exc).message, duration=None)
 
 
 @dataclass

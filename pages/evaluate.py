@@ -32,9 +32,12 @@ marks the accuracy of answering one letter everywhere: a vector that only raises
 
 
 def metric_choices(session: Session | None, labels: list[str] | None, current: str | None = None) -> dict:
-    """The metrics that apply to every chosen vector's task, each labelled with its split."""
+    """The metrics that apply to every chosen vector's task, each labelled with its split; with no
+    vector chosen, those of the loaded task (what a method comparison measures)."""
     found = session.metrics_for(labels or []) if session is not None and labels else {}
-    found = found or {key: "test" for key in METRICS}  # nothing chosen yet: offer them all
+    task = getattr(session, "task", None)
+    found = found or (task.metrics() if task is not None and not labels else {})
+    found = found or {key: "test" for key in METRICS}  # nothing chosen or loaded yet: offer them all
     choices = [(f"{METRICS[k].label} · {split}", k) for k, split in found.items()]
     value = current if current in found else next(iter(found))
     return gr.update(choices=choices, value=value)

@@ -23,6 +23,12 @@ AUTO = "(auto)"
 DATA_TYPES = list(DATA_SUFFIXES)
 
 
+
+def mapping_reset(choices: list[str]) -> list[dict]:
+    """The three column-mapping dropdowns back on (auto), with ``choices``: one update each, since
+    Gradio takes the value out of an update it applies (a shared one would reset the first only)."""
+    return [gr.update(choices=choices, value=AUTO) for _ in range(3)]
+
 def is_demo_culture(name: str) -> bool:
     """Whether a demo task name is a culture task's ("culture-egypt"); the others are behaviours."""
     return name.startswith("culture-")
@@ -167,13 +173,12 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
     @user_errors
     def on_upload(path):
         if not path:
-            return "", gr.update(value=None), *(gr.update(choices=[AUTO], value=AUTO),) * 3
+            return "", gr.update(value=None), *mapping_reset([AUTO])
         p = preview_file(path)
         info = f"{p.n_rows} rows, columns: {', '.join(f'`{esc(c)}`' for c in p.columns)}. "
         info += (f"Recognised as **{p.schema}**; leave the mapping on (auto)." if p.schema
                  else "Schema not recognised: map the three columns below.")
-        choices = [AUTO] + p.columns
-        return info, gr.update(value=p.rows), *(gr.update(choices=choices, value=AUTO),) * 3
+        return info, gr.update(value=p.rows), *mapping_reset([AUTO] + p.columns)
 
     @user_errors
     def on_load_task(session, src, demo_name, country_, rejected, loc, form_, behaviour_, path, pc, cc, rc, frac,

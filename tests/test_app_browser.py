@@ -195,6 +195,8 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
     page.get_by_text("cannot be reached").first.wait_for(timeout=30_000)
     assert time.time() - started < 30
     assert "Traceback" not in page.content()
+    # the page keeps what it showed: no "Error" badge over the outputs (the task status)
+    assert page.locator("#task-status .error").count() == 0
     page.get_by_test_id("toast-close").first.click()  # errors stay until closed
     # gone before the next step, whose check would otherwise read this toast while it fades out
     page.get_by_test_id("toast-text").first.wait_for(state="detached", timeout=10_000)

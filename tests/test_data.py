@@ -94,6 +94,12 @@ def test_column_overrides():
     assert (p[0].prompt, p[0].chosen) == ("Hi?", "Hello")
 
 
+def test_one_column_for_two_roles_is_refused():
+    df = pd.DataFrame([{"q": "Hi?", "a": "Hello", "b": "Bye"}])
+    with pytest.raises(DataError, match="chosen and rejected are both read from column 'b'"):
+        load_pairs(df, columns={"prompt": "q", "chosen": "b", "rejected": "b"})
+
+
 def test_missing_column_names_the_column_and_the_fix():
     df = pd.DataFrame([{"prompt": "Hi?", "chosen": "Hello", "reject": "Bye"}])
     with pytest.raises(DataError, match="cannot tell the schema"):
@@ -134,6 +140,8 @@ def test_rows_with_empty_fields_are_skipped_and_counted():
     df = pd.DataFrame(ROWS + [{"prompt": "x", "chosen": "", "rejected": "y"}])
     p = load_pairs(df)
     assert len(p) == 2 and p.skipped_rows == 1 and "1 row(s) skipped" in p.notes[0]
+    train, test = p.split(0.5)  # the whole file's notes go with the training part, once
+    assert (train.skipped_rows, train.notes, test.notes) == (1, p.notes, [])
 
 
 def test_chat_template_puts_the_answer_in_the_assistant_turn(tokenizer):

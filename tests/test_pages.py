@@ -77,13 +77,17 @@ def test_closing_a_tab_stops_its_runs(tiny_world, ctx):
 
 
 def test_library_errors_become_user_messages_never_tracebacks():
+    """A user's error is a message, and the page keeps what it shows (gr.skip(), where a raised
+    error would cover every output with an "Error" badge); a defect is a short raised error."""
     @common.user_errors
     def fails(kind):
-        raise {"yapo": DataError("column 'prompt' missing"), "bug": KeyError("x")}[kind]
+        raise {"yapo": DataError("column 'prompt' missing"), "page": gr.Error("Build the demo world first"),
+               "bug": KeyError("x")}[kind]
 
-    with pytest.raises(gr.Error) as info:
-        fails("yapo")
-    assert info.value.message == "column &#x27;prompt&#x27; missing"
+    with pytest.warns(UserWarning, match="column &#x27;prompt&#x27; missing"):
+        assert fails("yapo") == gr.skip()
+    with pytest.warns(UserWarning, match="Build the demo world first"):
+        assert fails("page") == gr.skip()
     with pytest.raises(gr.Error, match="Unexpected error \\(KeyError"):
         fails("bug")
 
@@ -94,7 +98,9 @@ def test_library_errors_become_user_messages_never_tracebacks():
 
     stream = streams()
     assert next(stream) == 1
-    with pytest.raises(gr.Error, match="enter a prompt"):
+    with pytest.warns(UserWarning, match="enter a prompt"):
+        assert next(stream) == gr.skip()
+    with pytest.raises(StopIteration):
         next(stream)
     with pytest.raises(gr.Error, match="reload the page"):
         common.need(None)
@@ -162,6 +168,9 @@ def test_evaluate_offers_the_metrics_of_the_chosen_vectors_tasks(trained):
     assert [key for _, key in metric["choices"]] == ["preference", "generation", "fluency"] and metric["value"] == "preference"
     assert metric["choices"][1][0].endswith("· test")
     assert evaluate.metric_choices(trained, [label], "generation")["value"] == "generation"
+    # no vector checked: the loaded task's metrics, what a method comparison on it measures
+    assert [key for _, key in evaluate.metric_choices(trained, [], "mcq")["choices"]] == list(trained.task.metrics())
+    assert "mcq" not in trained.task.metrics()
     assert len(evaluate.metric_choices(None, [])["choices"]) == 7  # nothing chosen: all of them
 
 
@@ -368,3 +377,28 @@ def test_train_page_fills_the_defaults_of_each_loaded_task_once(monkeypatch, tmp
     s.load_task(TaskSpec("demo", name="power-seeking"))  # another task: its own defaults
     assert steps(train.preset_defaults(s)) == OPEN_TRAINING["max_steps"] != TRAINING["max_steps"]
     assert train.preset_defaults(None)[0].get("value") is None
+
+
+def test_a_new_or_cleared_upload_puts_all_three_column_mappings_back_on_auto():
+    """Gradio takes the value out of each update it applies; one shared update reset only the
+    first dropdown, and the others kept a column of the old file, which then failed every Load
+    task ("not in the list of choices"), whatever the source."""
+    from gradio.blocks import postprocess_update_dict
+
+    dropdowns = [gr.Dropdown(choices=[setup.AUTO, "q", "good", "bad"], value=v) for v in ("q", "good", "bad")]
+    updates = setup.mapping_reset([setup.AUTO])
+    applied = [postprocess_update_dict(d, u) for d, u in zip(dropdowns, updates)]
+    assert [a["value"] for a in applied] == [setup.AUTO] * 3
+
+
+def test_library_advice_is_given_in_the_apps_terms():
+    from gradio.utils import get_upload_folder
+
+    upload = f"{get_upload_folder()}/abdc8bd0/header_only.csv"
+    message = common.in_app_terms(f"data {upload!r} is empty: it has no rows.")
+    assert message == "data 'header_only.csv' is empty: it has no rows."
+    mapped = common.in_app_terms("the data has ['q']. Map yours with columns={'<role>': '<your column>'}.")
+    assert "columns=" not in mapped and "Prompt, Chosen and Rejected column fields" in mapped
+    other = common.in_app_terms("differ; load the matching model, or pass allow_other_model=True if you mean to.")
+    assert "allow_other_model" not in other and "Setup" in other
+    assert common.in_app_terms("use layer=1 or an SAE trained at layer 2.") == "use layer 1 or an SAE trained at layer 2."

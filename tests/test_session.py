@@ -269,21 +269,38 @@ def test_chunked_runs_stop_between_chunks_and_report_a_failed_chunk(ready, monke
         ready.start_run(ready.default_config(max_steps=2, **QUICK))
 
 
-def test_the_limiter_queues_runs_beyond_its_slots(tiny_world, catalog):
+def _one_running_one_queued(tiny_world, catalog, second_steps: int, same_session: bool):
+    """Two runs under a one-slot limiter: the first running, the second queued behind it."""
     limiter = S_runs.JobLimiter(1)
-    a, b = S_session.Session(limiter=limiter, catalog=catalog), S_session.Session(limiter=limiter, catalog=catalog)
-    for s in (a, b):
+    a = S_session.Session(limiter=limiter, catalog=catalog)
+    b = a if same_session else S_session.Session(limiter=limiter, catalog=catalog)
+    for s in {id(a): a, id(b): b}.values():
         s.load_preset(catalog.preset("custom"), model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir))
         s.load_task(S_tasks.TaskSpec("file", path=str(tiny_world.data_file)))
     first = a.start_run(a.default_config(max_steps=10_000, **QUICK))
     while first.status != "running":
         time.sleep(0.02)
-    second = b.start_run(b.default_config(max_steps=2, **QUICK))
+    second = b.start_run(b.default_config(max_steps=second_steps, **QUICK))
     time.sleep(0.5)
     assert second.status == "queued"
+    return a, first, second
+
+
+def test_the_limiter_queues_runs_beyond_its_slots(tiny_world, catalog):
+    _, first, second = _one_running_one_queued(tiny_world, catalog, 2, same_session=False)
     first.stop()
     wait(second)
     assert second.status == "finished" and first.status == "stopped"
+
+
+def test_a_queued_run_stopped_while_it_waits_never_starts(tiny_world, catalog):
+    """One Stop ends a tab's running run and its queued one: the queued run must not take the slot
+    the stopped one frees, nor start training once it has it."""
+    session, first, second = _one_running_one_queued(tiny_world, catalog, 10_000, same_session=True)
+    assert session.stop_all() == 2
+    wait(first)
+    wait(second)
+    assert first.status == "stopped" and second.status == "stopped" and second.step == 0
 
 
 def test_run_settings_are_checked(ready):
@@ -465,6 +482,8 @@ def test_evaluate_sweeps_every_chosen_vector(ready, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(DataError, match="cais/mmlu"):  # not the demo model: MMLU, which needs the Hub
         ready.capability([yapo.name])
+    with pytest.raises(SettingsError, match="at least one vector to check"):
+        ready.capability([])
 
 
 def test_an_environment_variable_picks_the_default_preset(catalog, monkeypatch):

@@ -69,10 +69,11 @@ class PairSet:
         return self.pairs[i]
 
     def split(self, test_fraction: float = 0.2, seed: int = 0) -> tuple["PairSet", "PairSet"]:
-        """A seeded train/test split (for data that comes without one); see :func:`split_pairs`."""
+        """A seeded train/test split (for data that comes without one); see :func:`split_pairs`. The
+        loader's notes and skipped rows are the whole file's, kept with the training part."""
         checks.number("test_fraction", test_fraction, above=0, most=0.9)
-        train, test = split_pairs(self.pairs, test_fraction, seed)
-        return (PairSet(train, self.schema, self.columns, self.source),
+        train, test = split_pairs(self.pairs, test_fraction, seed)  # what the loader noticed stays with train
+        return (PairSet(train, self.schema, self.columns, self.source, self.skipped_rows, list(self.notes)),
                 PairSet(test, self.schema, self.columns, self.source))
 
 
@@ -169,6 +170,12 @@ def load_pairs(
     else:
         roles = {**SCHEMA_COLUMNS[schema], **(columns or {})}
         _require(df, roles, schema)
+        shared = {col: [r for r, c in roles.items() if c == col] for col in roles.values()}
+        shared = {col: rs for col, rs in shared.items() if len(rs) > 1}
+        if shared:
+            col, rs = next(iter(shared.items()))
+            raise DataError(f"{' and '.join(rs)} are both read from column {col!r}; each role needs a column of its "
+                            "own (a pair whose chosen and rejected answers are the same teaches nothing).")
     if limit is not None:
         df = df.head(limit)
     pairs, skipped = [], 0

@@ -37,6 +37,9 @@ class JobLimiter:
         """Wait for a slot; False when ``cancelled`` is set first."""
         while not cancelled.is_set():
             if self._sem.acquire(timeout=poll):
+                if cancelled.is_set():  # stopped while it waited: the slot it just got goes on
+                    self._sem.release()
+                    return False
                 return True
         return False
 
@@ -131,12 +134,13 @@ class Run:
                 return
             with b.lock:  # tokenising and caching activations run the model
                 self.trainer = self.method.trainer(b.model, b.tokenizer, self.task.train, b.sae, self.config)
-            if self._cancel.is_set():
-                self.trainer.stop()
+            if self._cancel.is_set():  # stopped while it prepared
+                self.status = "stopped"
+                return
             self.status, self._running_since = "running", time.time()
             steps = iter(self.trainer)
             exclusive = self.trainer.objective.exclusive
-            while True:
+            while not self._cancel.is_set():  # a stop that came before the first step is kept too
                 # Requests that came first go first: the step waits for them. A step that needs
                 # the model to itself holds the lock while it runs; a fast-engine step does not,
                 # so a request that arrives meanwhile starts at once (see FairLock, this_thread_only).

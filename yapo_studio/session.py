@@ -338,6 +338,8 @@ class Session:
         """General ability with and without each vector: the demo world's general questions
         (greedy answers, all of them) for the demo model; ``n`` MMLU questions (needs the Hub)
         for others."""
+        if not labels:
+            raise SettingsError("choose at least one vector to check.")
         rows = []
         for label in labels:
             e = self.entry(label)
