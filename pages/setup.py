@@ -67,6 +67,15 @@ def method_text(method: Method) -> str:
     return f"{method.summary}; applied as `{method.formula}`."
 
 
+def missing_sae(session: Session) -> str:
+    """What to do when the chosen method works in an SAE's latents and the loaded model has none."""
+    b = session.bundle
+    if b is None or b.sae is not None or session.method.kind != "sparse":
+        return ""
+    return (f"{session.method.label} works in an SAE's latents, and this model was loaded without an SAE: load one "
+            "with the model (step 1), or choose BiPO or CAA.")
+
+
 def bundle_summary(session: Session) -> str:
     b = session.bundle
     return f"✓ **Loaded** {esc(b.label)}: {esc(b.describe())}. Vectors steer the output of block **{b.layer}**."
@@ -163,7 +172,7 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
             custom = dict(model=model_, sae_release=release, sae_id=sae_id_, sae_path=path,
                           layer=int(layer_) if layer_ is not None else None)
         session.load_preset(preset_, **custom)
-        return bundle_summary(session), demo_task_update()
+        return bundle_summary(session) + caveat_text(missing_sae(session)), demo_task_update()
 
     def on_source(src, demo_name):
         return (gr.update(visible=src == "demo"), gr.update(visible=src == "culture"),
@@ -208,7 +217,7 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
     def on_method(session, key):
         session = need(session)
         m = session.set_method(key)
-        return method_text(m) + caveat_text(session.method_caveat())
+        return method_text(m) + caveat_text(session.method_caveat()) + caveat_text(missing_sae(session))
 
     preset.change(on_preset, preset, [notes, custom_box, rejected_model])
     load_model_btn.click(on_load_model, [state, preset, model, sae_release, sae_id, sae_path, layer],

@@ -29,10 +29,15 @@ def data_csv(tmp_path):
 
 def test_train_generate_export(tmp_path, model_dir, sae_dir, data_csv, capsys):
     out = tmp_path / "v.safetensors"
+    history = tmp_path / "runs" / "history.jsonl"
     assert main(["train", "--model", str(model_dir), "--sae-path", str(sae_dir), "--data", str(data_csv),
-                 "--out", str(out), "--max-steps", "4", "--device", "cpu"]) == 0
+                 "--out", str(out), "--max-steps", "4", "--device", "cpu", "--history", str(history)]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 4 and out.exists()
+    steps = [json.loads(line) for line in history.read_text().splitlines()]  # what the Train page plots
+    assert [m["step"] for m in steps] == [1, 2, 3, 4] and round(steps[-1]["loss"], 4) == summary["final_loss"]
+    assert {"reward_accuracy", "margin", "vector_norm", "l0"} <= set(steps[0])
+    assert "plotly" in history.with_suffix(".html").read_text()
     from safetensors import safe_open
 
     with safe_open(str(out), "pt") as f:  # not a demo world's model: the public runs' defaults

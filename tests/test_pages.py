@@ -402,3 +402,15 @@ def test_library_advice_is_given_in_the_apps_terms():
     other = common.in_app_terms("differ; load the matching model, or pass allow_other_model=True if you mean to.")
     assert "allow_other_model" not in other and "Setup" in other
     assert common.in_app_terms("use layer=1 or an SAE trained at layer 2.") == "use layer 1 or an SAE trained at layer 2."
+
+
+def test_setup_says_when_the_method_needs_an_sae_the_model_lacks(tiny_world, ctx):
+    s = ctx.new_session()
+    try:
+        s.load_preset(ctx.catalog.preset("custom"), model=str(tiny_world.model_dir), layer=1)  # no SAE
+        assert "BiPO and CAA only" in setup.bundle_summary(s)
+        assert "loaded without an SAE" in setup.missing_sae(s)  # YaPO, the default method
+        s.set_method("bipo")
+        assert setup.missing_sae(s) == ""
+    finally:
+        s.close()

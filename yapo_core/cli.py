@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", help="a --checkpoint file to continue from, or a vector file to start from")
     t.add_argument("--allow-other-model", action="store_true",
                    help="with --resume: start from a vector file trained on another model")
+    t.add_argument("--history", metavar="FILE", help="write each step's metrics (loss, reward accuracy, margin, "
+                   "norm, L0, ...) as JSON lines, and the training curves beside it (.html), as the Train page shows")
     from .objectives import ENGINES
 
     defaults = TrainConfig()
@@ -188,6 +190,7 @@ def cmd_train(args) -> int:
 
     out = check_output_path(args.out)  # before any work: training takes hours
     checkpoint = check_output_path(args.checkpoint) if args.checkpoint else None
+    history = check_output_path(args.history, "history.jsonl") if args.history else None
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
     config = TrainConfig(**given)  # a bad setting fails before the model loads
     if config.kind == "sparse" and not (args.sae_path or args.sae_release):
@@ -213,10 +216,24 @@ def cmd_train(args) -> int:
             out = _save_or_keep(trainer.vector, out, sae)
             if checkpoint is not None:
                 print(f"checkpoint at step {trainer.step}: {trainer.save_checkpoint(checkpoint)}", file=sys.stderr)
+            if history is not None:
+                _write_history(trainer.history, history, out.stem)
     last = trainer.history[-1] if trainer.history else None
     print(json.dumps({"out": str(out), "steps": trainer.step, "l0": vector.l0(), "norm": round(vector.norm(), 4),
                       "final_loss": last and round(last.loss, 4)}))
     return 0
+
+
+def _write_history(steps, path: Path, name: str) -> None:
+    """The run's step metrics as JSON lines at ``path``, and its training curves beside it (.html)."""
+    from dataclasses import asdict
+
+    from .plots import training_curves
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(asdict(m)) + "\n" for m in steps))
+    training_curves([(name, steps)]).write_html(path.with_suffix(".html"), include_plotlyjs="cdn")
+    print(f"history: {path} and {path.with_suffix('.html')}", file=sys.stderr)
 
 
 def cmd_generate(args) -> int:

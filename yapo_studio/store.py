@@ -65,7 +65,7 @@ class Bundle:
 
     def describe(self) -> str:
         """One line: the model's size and depth, and the SAE it steers through."""
-        sae = "no SAE (BiPO only)"
+        sae = "no SAE (BiPO and CAA only: YaPO and SAS work in an SAE's latents)"
         if self.sae is not None:
             sae = f"SAE with {self.sae.cfg.d_sae:,} latents reading `{self.hook_name}`"
         parameters = sum(p.numel() for p in self.model.parameters())
