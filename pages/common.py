@@ -127,14 +127,19 @@ def _to_gradio(exc: BaseException) -> gr.Error:
                     duration=None)
 
 
-def user_errors(fn):
+def user_errors(fn=None, *, cleared=None):
     """Show errors of a callback (plain or generator) to the user.
 
     A user's error (a :class:`YapoError`, or a ``gr.Error`` the page raises: bad input, a missing
     step) is a message that stays until closed, and the callback's outputs are left as they were
-    (``gr.skip()``): a raised error would cover each output with an "Error" badge, hiding the very
-    controls the user needs to fix the input. Anything else is a defect: logged with its traceback
-    and raised as a short error."""
+    (``gr.skip()``), or set to ``cleared()`` where what they show would otherwise pass for the
+    failed request's result (a previous vector's features, a previous export's files). A raised
+    error would cover each output with an "Error" badge, hiding the very controls the user needs to
+    fix the input. Anything else is a defect: logged with its traceback and raised as a short error.
+    Use as ``@user_errors`` or ``@user_errors(cleared=...)``."""
+    if fn is None:
+        return functools.partial(user_errors, cleared=cleared)
+    after_error = cleared or gr.skip
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)
@@ -143,7 +148,7 @@ def user_errors(fn):
                 yield from fn(*args, **kwargs)
             except (YapoError, gr.Error) as exc:
                 tell(exc)
-                yield gr.skip()
+                yield after_error()
             except Exception as exc:
                 raise _to_gradio(exc) from exc
 
@@ -155,7 +160,7 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except (YapoError, gr.Error) as exc:
             tell(exc)
-            return gr.skip()
+            return after_error()
         except Exception as exc:
             raise _to_gradio(exc) from exc
 

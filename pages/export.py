@@ -50,7 +50,10 @@ def build(ctx: AppContext, state: gr.State) -> VectorPicker:
                      type="filepath", elem_id="vector-upload")
     load_note = gr.Markdown(elem_id="load-note")
 
-    @user_errors
+    def no_files():  # a failed export offers no earlier export's files as its own
+        return "", gr.update(value=None, visible=False), gr.update(value=None, visible=False)
+
+    @user_errors(cleared=no_files)
     def on_export(session, label, m):
         session = need(session)
         entry = session.entry(label)

@@ -128,7 +128,10 @@ def build(ctx: AppContext, state: gr.State) -> VectorPicker:
     explain = gr.Button("Fetch explanations from Neuronpedia", size="sm", visible=False)
     cards = gr.HTML(elem_id="latent-cards")
 
-    @user_errors
+    def no_report():  # a failed Show leaves no other vector's features under this one's name
+        return "", None, "", None, gr.update(visible=False)
+
+    @user_errors(cleared=no_report)
     @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere
     def on_show(session, label, k_):
         session = need(session)

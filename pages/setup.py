@@ -179,10 +179,13 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
                 gr.update(visible=shows_culture_options(src, demo_name)), gr.update(visible=src == "behaviour"),
                 gr.update(visible=src == "file"))
 
-    @user_errors
+    def no_preview():  # a file that cannot be previewed leaves no earlier file's preview or mapping
+        return "", gr.update(value=None), *mapping_reset([AUTO])
+
+    @user_errors(cleared=no_preview)
     def on_upload(path):
         if not path:
-            return "", gr.update(value=None), *mapping_reset([AUTO])
+            return no_preview()
         p = preview_file(path)
         info = f"{p.n_rows} rows, columns: {', '.join(f'`{esc(c)}`' for c in p.columns)}. "
         info += (f"Recognised as **{p.schema}**; leave the mapping on (auto)." if p.schema

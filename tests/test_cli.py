@@ -225,6 +225,8 @@ def test_bad_devices_outputs_and_choices_are_refused_before_any_work(tmp_path, m
         (["compare", "--size", "mini", "--country", "usa", "--out", str(tmp_path / "c")], "'usa' is not one of"),
         (["compare", "--size", "mini", "--behaviour", "power-seeking", "--country", "egypt", "--out", str(tmp_path / "c")],
          "name two demo tasks"),
+        (["train", "--model", str(model_dir), "--kind", "dense", "--layer", "1", "--data", str(data_csv),
+          "--out", str(tmp_path / "x.safetensors"), "--history", str(tmp_path / "curves.html")], "give a .jsonl name"),
         (["generate", "--model", str(model_dir), "--vector", str(vec), "--prompt", "hi", "--sample", "--temperature", "0",
           "--allow-other-model"], "temperature=0.0 must be a finite number above 0"),
         (["demo", "build", "--size", "mini", "--quiet", "--cache-dir", str(a_file)], "--cache-dir=.* is a file"),

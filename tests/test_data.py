@@ -94,6 +94,12 @@ def test_column_overrides():
     assert (p[0].prompt, p[0].chosen) == ("Hi?", "Hello")
 
 
+def test_a_partial_column_mapping_names_what_is_missing():
+    df = pd.DataFrame([{"q": "Hi?", "good": "Hello", "bad": "Bye"}])
+    with pytest.raises(DataError, match="names chosen, prompt but not rejected: map all three"):
+        load_pairs(df, columns={"prompt": "q", "chosen": "good"})
+
+
 def test_one_column_for_two_roles_is_refused():
     df = pd.DataFrame([{"q": "Hi?", "a": "Hello", "b": "Bye"}])
     with pytest.raises(DataError, match="chosen and rejected are both read from column 'b'"):

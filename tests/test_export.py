@@ -1,5 +1,6 @@
 """Vector files: bit-exact round trip, self-describing metadata, refusals, GGUF export."""
 
+import os
 import pickle
 
 import pytest
@@ -116,13 +117,19 @@ def test_a_gguf_export_without_the_model_names_what_the_vector_file_recorded(tmp
     model = make_model("qwen3")
     saved = save_vector(SteeringVector("dense", torch.ones(32), "blocks.1.hook_resid_post", metadata=provenance(model)),
                         tmp_path / "v.safetensors")
-    assert saved.stat().st_mode & 0o777 == 0o644  # readable by others, as the GGUF file
+    umask = os.umask(0)
+    os.umask(umask)
+    assert saved.stat().st_mode & 0o777 == 0o666 & ~umask  # made as other files are (safetensors: owner-only)
     export_gguf(load_vector(saved), tmp_path / "with.gguf", model=model)
     export_gguf(load_vector(saved), tmp_path / "without.gguf")
     for name in ("with", "without"):
         fields = gguf.GGUFReader(tmp_path / f"{name}.gguf").fields
         assert int(fields["controlvector.layer_count"].parts[-1][0]) == 4, name
         assert bytes(fields["controlvector.model_hint"].parts[-1]).decode() == "qwen3", name
+    edited = load_vector(saved)
+    edited.metadata["n_layers"] = "many"  # an edited file: at least the vector's own block + 1
+    export_gguf(edited, tmp_path / "edited.gguf")
+    assert int(gguf.GGUFReader(tmp_path / "edited.gguf").fields["controlvector.layer_count"].parts[-1][0]) == 2
 
 
 def test_files_describe_how_to_apply_them_and_name_weights_not_paths(tmp_path, tokenizer):

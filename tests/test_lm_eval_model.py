@@ -124,4 +124,4 @@ def test_a_task_whose_data_cannot_be_read_is_an_error_not_a_traceback(monkeypatc
     monkeypatch.setattr(HarnessCLI, "execute", offline)
     assert main(["run", "--model", "yapo", "--tasks", "mmlu", "--model_args", "pretrained=x,vector=y"]) == 2
     err = capsys.readouterr().err
-    assert "error: lm-eval could not read a task's data: Couldn't reach 'cais/mmlu'" in err and "--include_path" in err
+    assert "error: lm-eval could not reach what it needs: Couldn't reach 'cais/mmlu'" in err and "--include_path" in err

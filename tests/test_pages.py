@@ -105,6 +105,16 @@ def test_library_errors_become_user_messages_never_tracebacks():
     with pytest.raises(gr.Error, match="reload the page"):
         common.need(None)
 
+    @common.user_errors(cleared=lambda: ("", None))
+    def shows(ok):  # an output that would pass for the failed request's result is cleared instead
+        if not ok:
+            raise SettingsError("no such vector")
+        return "card", 1
+
+    assert shows(True) == ("card", 1)
+    with pytest.warns(UserWarning, match="no such vector"):
+        assert shows(False) == ("", None)
+
 
 def test_vector_dropdowns_keep_the_choice_or_take_the_newest(trained):
     label = next(iter(trained.vectors()))

@@ -191,6 +191,9 @@ def cmd_train(args) -> int:
     out = check_output_path(args.out)  # before any work: training takes hours
     checkpoint = check_output_path(args.checkpoint) if args.checkpoint else None
     history = check_output_path(args.history, "history.jsonl") if args.history else None
+    if history is not None and history.suffix == ".html":
+        raise SettingsError(f"--history {args.history!r} would be overwritten by its own curves (.html beside it); "
+                            "give a .jsonl name such as history.jsonl.")
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
     config = TrainConfig(**given)  # a bad setting fails before the model loads
     if config.kind == "sparse" and not (args.sae_path or args.sae_release):
@@ -230,9 +233,13 @@ def _write_history(steps, path: Path, name: str) -> None:
 
     from .plots import training_curves
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(asdict(m)) + "\n" for m in steps))
-    training_curves([(name, steps)]).write_html(path.with_suffix(".html"), include_plotlyjs="cdn")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(asdict(m)) + "\n" for m in steps))
+        training_curves([(name, steps)]).write_html(path.with_suffix(".html"), include_plotlyjs="cdn")
+    except OSError as exc:  # the vector is saved already; say so and go on
+        print(f"error: could not write the history to {str(path)!r} ({exc}).", file=sys.stderr)
+        return
     print(f"history: {path} and {path.with_suffix('.html')}", file=sys.stderr)
 
 

@@ -90,7 +90,7 @@ def read_multipliers(text: str) -> list[float]:
 _API_TO_CLI = (  # the library's advice, as a command-line user follows it
     ("pass allow_other_model=True if you mean to", "pass --allow-other-model if you mean to"),
     ("pass sae=.", "give --sae-path, or --sae-release and --sae-id (or train a dense vector: --kind dense --layer N)."),
-    ("pass sae= (load it with yapo_core.load_sae;", "give --sae-path, or --sae-release and --sae-id ("),
+    ("pass sae= (load it with yapo_core.load_sae; ", "give --sae-path, or --sae-release and --sae-id ("),
     ("needs layer= (or an SAE to take it from)", "needs --layer N (or an SAE to take it from: --sae-path, or "
                                                  "--sae-release and --sae-id)"),
     ("give either path=<local SAE folder> or both release= and sae_id=.",

@@ -161,7 +161,11 @@ def load_pairs(
     if len(df) == 0 or len(df.columns) == 0:
         raise DataError(f"data {str(name)!r} is empty: it has no rows.")
     if schema == "auto":
-        schema = "pairs" if columns and {"prompt", "chosen", "rejected"} <= set(columns) else detect_schema(df.columns)
+        roles = {"prompt", "chosen", "rejected"}
+        if columns and roles & set(columns) and not roles <= set(columns):
+            raise DataError(f"the column mapping names {', '.join(sorted(roles & set(columns)))} but not "
+                            f"{', '.join(sorted(roles - set(columns)))}: map all three (prompt, chosen, rejected).")
+        schema = "pairs" if columns and roles <= set(columns) else detect_schema(df.columns)
     if schema not in SCHEMA_COLUMNS:
         raise DataError(f"schema {schema!r} is unknown; use one of {sorted(SCHEMA_COLUMNS)}.")
     if schema == "dcl":

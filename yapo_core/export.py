@@ -123,6 +123,17 @@ def check_output_path(path: str | Path, example: str = "vector.safetensors") -> 
     return path
 
 
+def _umask() -> int:
+    """This process's umask, read without setting it (``os.umask`` sets it for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def save_vector(vector: SteeringVector, path: str | Path, sae: nn.Module | None = None) -> Path:
     """Write ``vector`` to a ``.safetensors`` file with self-describing metadata."""
     from safetensors.torch import save_file
@@ -132,7 +143,10 @@ def save_vector(vector: SteeringVector, path: str | Path, sae: nn.Module | None 
     # written beside, then renamed: an interrupted write never leaves a half file under the name
     partial = path.with_name(f".{path.name}.partial")
     save_file({"vector": vector.values.detach().cpu().contiguous()}, str(partial), metadata=vector_metadata(vector, sae))
-    os.chmod(partial, 0o644)  # safetensors writes owner-only; a vector file is for sharing, as the GGUF one is
+    try:  # safetensors writes owner-only; a vector file is for sharing, made as other files are (the umask)
+        os.chmod(partial, 0o666 & ~_umask())
+    except OSError:  # a file system without modes: the file is still written
+        pass
     os.replace(partial, path)
     return path
 
@@ -226,6 +240,14 @@ def check_vector_matches(vector, model, sae=None, allow_other_model=False, name=
         raise VectorFileError(f"{name} does not fit: {exc}") from exc
 
 
+def _recorded_depth(recorded: str | None, layer: int) -> int:
+    """The model depth a vector file recorded, at least ``layer + 1`` (older or edited files: that)."""
+    try:
+        return max(int(recorded), layer + 1) if recorded else layer + 1
+    except ValueError:
+        return layer + 1
+
+
 def export_gguf(
     vector: SteeringVector,
     path: str | Path,
@@ -252,14 +274,15 @@ def export_gguf(
         vector.check_sae(sae)
     layer = vector.layer
     if layer < 1:
-        raise VectorFileError("llama.cpp control vectors cannot steer block 0 (its layers start at 1).")
+        raise VectorFileError("llama.cpp control vectors cannot steer block 0 (its layers start at 1); train the "
+                              "vector at a later block (an SAE hooked there, or a dense vector's layer of 1 or more).")
     delta, dropped = dense_equivalent(vector, sae, multiplier)
     # repeng and llama.cpp read the hint as the model's type ("llama", "qwen3", ...)
     # without the model, the type and depth its vector file recorded (older files: the model id, and block L + 1)
     meta = vector.metadata
     hint = model_hint or (model.config.model_type if model is not None
                           else meta.get("model_type") or vector.model_id or "unknown")
-    n_layers = num_layers(model) if model is not None else int(meta.get("n_layers") or layer + 1)
+    n_layers = num_layers(model) if model is not None else _recorded_depth(meta.get("n_layers"), layer)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(str(path), "controlvector")

@@ -121,9 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     except YapoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except ConnectionError as exc:  # a task's dataset is neither cached nor reachable
-        print(f"error: lm-eval could not read a task's data: {exc}. It is not in the local Hugging Face cache and "
-              "the Hub cannot be reached (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set, or no network): run it once "
+    except ConnectionError as exc:  # most often a task's dataset, neither cached nor reachable
+        print(f"error: lm-eval could not reach what it needs: {exc}. A task's data that is not in the local Hugging "
+              "Face cache needs the Hub (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE unset, and a network): run it once "
               "online, or give local tasks with --include_path.", file=sys.stderr)
         return 2
     return 0

@@ -126,6 +126,9 @@ class Run:
         try:
             self.status = "preparing"
             b = self.bundle
+            if self._cancel.is_set():  # stopped as it got its slot
+                self.status = "stopped"
+                return
             if not self.method.trained:
                 self._compute(b)
                 return
@@ -140,14 +143,15 @@ class Run:
             self.status, self._running_since = "running", time.time()
             steps = iter(self.trainer)
             exclusive = self.trainer.objective.exclusive
-            while not self._cancel.is_set():  # a stop that came before the first step is kept too
+            while True:
                 # Requests that came first go first: the step waits for them. A step that needs
                 # the model to itself holds the lock while it runs; a fast-engine step does not,
                 # so a request that arrives meanwhile starts at once (see FairLock, this_thread_only).
+                # A stop is read before each step, also one pressed while the step waited for the lock.
                 with b.lock:
-                    if exclusive and next(steps, None) is None:
+                    if self._cancel.is_set() or (exclusive and next(steps, None) is None):
                         break
-                if not exclusive and next(steps, None) is None:
+                if not exclusive and (self._cancel.is_set() or next(steps, None) is None):
                     break
             self.status = "stopped" if self._cancel.is_set() else "finished"
         except YapoError as exc:
