@@ -190,7 +190,10 @@ def build(state: gr.State) -> TrainPage:
         return (*snapshot(session), removable(session))
 
     hparams = [lr, warmup, epochs, max_steps, batch, beta, clip, decay, seed, max_length, engine, mcq_rejected]
-    start.click(on_start, [state, *hparams], [summary, status, plot, timer, which])
+    # Off while a start is handled, so that a double click does not queue the same run twice.
+    start.click(lambda: gr.update(interactive=False), None, start, queue=False) \
+        .then(on_start, [state, *hparams], [summary, status, plot, timer, which]) \
+        .then(lambda: gr.update(interactive=True), None, start, queue=False)
     timer.tick(tick, [state, drawn], [status, plot, timer, drawn], show_progress="hidden", concurrency_limit=None)
     stop.click(on_stop, state, [status, plot, timer])
     remove.click(on_remove, [state, which], [status, plot, timer, which])
