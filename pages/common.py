@@ -104,8 +104,8 @@ _LIBRARY_TO_APP = (  # the library's advice, as a user of the app follows it
 
 def in_app_terms(message: str) -> str:
     """A library error's ``message`` with its advice as the app's controls give it (the column
-    fields for ``columns=``; no Python keyword the page has no field for), and an uploaded file
-    named as the user named it."""
+    fields for ``columns=``; no Python keyword the page has no field for; no local folder in a
+    public app), and an uploaded file named as the user named it."""
     import re
 
     from gradio.utils import get_upload_folder
@@ -114,6 +114,8 @@ def in_app_terms(message: str) -> str:
         message = message.replace(library, app_terms)
     # an uploaded file by its own name, not the server's temporary path to it
     message = re.sub(re.escape(get_upload_folder().rstrip("/")) + r"/(?:[^/'\s]+/)*", "", message)
+    if current().public:  # a public app loads no local folder: no advice to give one
+        message = re.sub(r",? or (?:pass |give )?(?:an existing |a )local folder", "", message)
     return re.sub(r"\buse layer=(\d+)", r"use layer \1", message)
 
 

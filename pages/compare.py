@@ -99,7 +99,10 @@ def build(ctx: AppContext, state: gr.State) -> VectorPicker:
         return dict(max_new_tokens=int(max_new_), do_sample=bool(sample_), temperature=float(temperature_),
                     seed=int(seed_ or 0), steer_positions=positions_ or "all")
 
-    @user_errors
+    def no_answers():  # answers to another prompt or vector must not stand under this one
+        return "", "", ""
+
+    @user_errors(cleared=no_answers)
     @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere
     def on_generate(session, label, text, m, max_new_, sample_, temperature_, seed_, positions_):
         session = need(session)
@@ -134,7 +137,7 @@ def build(ctx: AppContext, state: gr.State) -> VectorPicker:
         return multiplier_sweep(curves)
 
     def on_vector(session, label, positions_):
-        return where_steering_applies(session, label, positions_), prompt_choices(session, label)
+        return where_steering_applies(session, label, positions_), prompt_choices(session, label), *no_answers()
 
     heavy = dict(concurrency_id=HEAVY, concurrency_limit=ctx.heavy_jobs)
     inputs = [state, vector, prompt, multiplier, max_new, sample, temperature, seed, positions]
@@ -145,7 +148,7 @@ def build(ctx: AppContext, state: gr.State) -> VectorPicker:
         .then(lambda: gr.update(interactive=True), None, run, queue=False)
     grid_btn.click(on_grid, [state, vector, prompt, grid_ms, max_new, sample, temperature, seed, positions], grid, **heavy)
     sweep_btn.click(on_sweep, [state, vector, sweep_ms], sweep_plot, **heavy)
-    vector.change(on_vector, [state, vector, positions], [where, test_prompt])
+    vector.change(on_vector, [state, vector, positions], [where, test_prompt, plain, steered, note])
     positions.change(where_steering_applies, [state, vector, positions], where)
     test_prompt.change(lambda p: gr.update(value=p) if p else gr.update(), test_prompt, prompt)
     return picker

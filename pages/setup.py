@@ -51,9 +51,15 @@ def shows_culture_options(source: str, demo_name: str | None) -> bool:
     return source == "culture" or (source == "demo" and (not demo_name or is_demo_culture(demo_name)))
 
 
+PUBLIC_CUSTOM_NOTE = ("A Hugging Face id of a supported causal LM and an SAE by sae-lens release + id, from those this "
+                      "app allows; or only a layer (BiPO without an SAE).")
+"""The Custom preset's note in a public app, which loads no local folder."""
+
+
 def preset_notes(ctx: AppContext, key: str) -> str:
     p = ctx.catalog.preset(key)
-    parts = [esc(p.notes)] if p.notes else []
+    note = PUBLIC_CUSTOM_NOTE if p.custom and current().public else p.notes
+    parts = [esc(note)] if note else []
     if p.model:
         sae = f"`{p.sae_release}` / `{p.sae_id}`" if p.sae_release else "none"
         parts.append(f"Model `{p.model}` · SAE {sae} · layer {p.layer} · {p.dtype}")

@@ -424,3 +424,15 @@ def test_setup_says_when_the_method_needs_an_sae_the_model_lacks(tiny_world, ctx
         assert setup.missing_sae(s) == ""
     finally:
         s.close()
+
+
+def test_a_public_app_gives_no_advice_to_load_a_local_folder(monkeypatch, ctx):
+    offline = ("model 'a/b' is not in the local Hugging Face cache and the Hub cannot be reached. Download it once "
+               "while online, or pass a local folder.")
+    assert "local folder" in common.in_app_terms(offline)
+    assert "local folder" in setup.preset_notes(ctx, "custom")
+    monkeypatch.setenv("YAPO_PUBLIC", "1")
+    assert common.in_app_terms(offline).endswith("Download it once while online.")
+    assert common.in_app_terms("enter a model: a Hugging Face id (e.g. x/y) or a local folder.") == \
+        "enter a model: a Hugging Face id (e.g. x/y)."
+    assert setup.preset_notes(ctx, "custom") == setup.PUBLIC_CUSTOM_NOTE
