@@ -206,7 +206,11 @@ def cmd_train(args) -> int:
         filled = {k: v for k, v in training_settings(pairs, config.kind).items() if k not in given}
         if filled:
             config = TrainConfig(**{**filled, **given})
-            print("demo world's settings: " + ", ".join(f"{k} {v}" for k, v in filled.items()), file=sys.stderr)
+            from .data import answers_with_letter
+
+            letters = any(answers_with_letter(p) for p in pairs)  # mcq_rejected acts on letter answers only
+            print("demo world's settings: " + ", ".join(f"{k} {v}" for k, v in filled.items()
+                                                         if letters or k != "mcq_rejected"), file=sys.stderr)
     trainer = Trainer(model, tokenizer, pairs, config, sae=sae, progress=True)
     print(f"{len(pairs)} pairs ({pairs.schema}); {trainer.data_report.describe()}; engine: "
           f"{trainer.objective.engine} ({trainer.objective.reason})", file=sys.stderr)
