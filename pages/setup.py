@@ -23,11 +23,11 @@ AUTO = "(auto)"
 DATA_TYPES = list(DATA_SUFFIXES)
 
 
-
 def mapping_reset(choices: list[str]) -> list[dict]:
     """The three column-mapping dropdowns back on (auto), with ``choices``: one update each, since
     Gradio takes the value out of an update it applies (a shared one would reset the first only)."""
     return [gr.update(choices=choices, value=AUTO) for _ in range(3)]
+
 
 def is_demo_culture(name: str) -> bool:
     """Whether a demo task name is a culture task's ("culture-egypt"); the others are behaviours."""

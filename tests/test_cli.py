@@ -99,11 +99,16 @@ def test_help_on_each_command(command):
     assert result.returncode == 0 and "usage: yapo " + command in result.stdout
 
 
-def test_eval_sweeps_multipliers(tmp_path, model_dir, sae_dir, data_csv, capsys):
-    out = tmp_path / "v.safetensors"
+def _trained(out, model_dir, sae_dir, data_csv, capsys, steps: int):
+    """A sparse vector trained by ``yapo train`` for ``steps`` steps, at ``out``; its output read."""
     assert main(["train", "--model", str(model_dir), "--sae-path", str(sae_dir), "--data", str(data_csv),
-                 "--out", str(out), "--max-steps", "2", "--device", "cpu"]) == 0
+                 "--out", str(out), "--max-steps", str(steps), "--device", "cpu"]) == 0
     capsys.readouterr()
+    return out
+
+
+def test_eval_sweeps_multipliers(tmp_path, model_dir, sae_dir, data_csv, capsys):
+    out = _trained(tmp_path / "v.safetensors", model_dir, sae_dir, data_csv, capsys, 2)
     report = tmp_path / "sweep.json"
     assert main(["eval", "--model", str(model_dir), "--vector", str(out), "--data", str(data_csv), "--metric",
                  "preference", "--multipliers=-1,0,1", "--out", str(report), "--device", "cpu"]) == 0
@@ -279,10 +284,7 @@ def test_features_prints_the_vectors_top_latents_as_the_features_page_does(tmp_p
     from yapo_core.export import load_vector
     from yapo_core.features import top_latents
 
-    vec = tmp_path / "v.safetensors"
-    assert main(["train", "--model", str(model_dir), "--sae-path", str(sae_dir), "--data", str(data_csv),
-                 "--out", str(vec), "--max-steps", "4", "--device", "cpu"]) == 0
-    capsys.readouterr()
+    vec = _trained(tmp_path / "v.safetensors", model_dir, sae_dir, data_csv, capsys, 4)
     report = tmp_path / "features.json"
     assert main(["features", "--model", str(model_dir), "--vector", str(vec), "--data", str(data_csv), "--top", "3",
                  "--json", str(report), "--device", "cpu"]) == 0

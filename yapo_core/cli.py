@@ -18,6 +18,7 @@ from .cli_args import (
     load_model_from_args,
     load_pairs_from_args,
     load_sae_from_args,
+    load_vector_from_args,
     read_multipliers,
 )
 from .errors import SettingsError, YapoError
@@ -248,14 +249,11 @@ def _write_history(steps, path: Path, name: str) -> None:
 
 
 def cmd_generate(args) -> int:
-    from .export import load_vector
     from .generation import generate
     from .replies import steering_derails
 
     model, tokenizer = load_model_from_args(args)
-    vector = load_vector(args.vector)
-    sae = load_sae_from_args(args, vector, model)
-    vector = load_vector(args.vector, model=model, sae=sae, allow_other_model=args.allow_other_model)
+    vector, sae = load_vector_from_args(args, model)
     multipliers = read_multipliers(args.multipliers)
     results = generate(model, tokenizer, args.prompt, vector, multipliers, sae=sae, system=args.system,
                        max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
@@ -292,7 +290,7 @@ def cmd_export(args) -> int:
 
 def cmd_eval(args) -> int:
     from .evaluation import METRICS, default_metric, evaluate_metric, one_letter_baseline, one_letter_label
-    from .export import check_output_path, load_vector
+    from .export import check_output_path
     from .plots import multiplier_sweep
 
     if args.out:
@@ -305,9 +303,7 @@ def cmd_eval(args) -> int:
     model, tokenizer = load_model_from_args(args)
     vector = sae = None
     if args.vector:
-        vector = load_vector(args.vector)
-        sae = load_sae_from_args(args, vector, model)
-        vector = load_vector(args.vector, model=model, sae=sae, allow_other_model=args.allow_other_model)
+        vector, sae = load_vector_from_args(args, model)
     pairs = list(load_pairs_from_args(args))
     if args.metric == "auto":
         args.metric = default_metric(pairs)

@@ -40,6 +40,16 @@ def load_sae_from_args(args, vector=None, model=None):
                         how="pass --sae-path or --sae-release/--sae-id")
 
 
+def load_vector_from_args(args, model):
+    """``--vector`` and its SAE (``--sae-*``, else the one the vector names), checked against
+    ``model`` (``--allow-other-model`` lets a vector of another model through)."""
+    from .export import load_vector
+
+    vector = load_vector(args.vector)
+    sae = load_sae_from_args(args, vector, model)
+    return load_vector(args.vector, model=model, sae=sae, allow_other_model=args.allow_other_model), sae
+
+
 def columns(text: str | None) -> dict[str, str] | None:
     if not text:
         return None

@@ -64,25 +64,19 @@ def render(report, hook: str) -> str:
 
 def cmd_features(args) -> int:
     from . import checks
-    from .cli_args import load_model_from_args, load_pairs_from_args, load_sae_from_args
-    from .export import check_output_path, load_vector
+    from .cli_args import load_model_from_args, load_pairs_from_args, load_vector_from_args
+    from .export import check_output_path
     from .features import dialogue_texts, feature_report
 
     k = checks.whole("--top", args.top, 1)
     lens_k = checks.whole("--tokens", args.tokens, 1)
-    if args.json:
-        check_output_path(args.json, "features.json")
+    out = check_output_path(args.json, "features.json") if args.json else None
     model, tokenizer = load_model_from_args(args)
-    vector = load_vector(args.vector)
-    sae = load_sae_from_args(args, vector, model)
-    vector = load_vector(args.vector, model=model, sae=sae, allow_other_model=args.allow_other_model)
+    vector, sae = load_vector_from_args(args, model)
     texts = dialogue_texts(tokenizer, list(load_pairs_from_args(args))) if args.data else []
     report = feature_report(vector, model, tokenizer, sae, texts, k=k, lens_k=lens_k)
     print(render(report, vector.hook_name))
-    if args.json:
-        from pathlib import Path
-
-        out = Path(args.json).expanduser()
+    if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(asdict(report), indent=2))
         print(f"written to {out}", file=sys.stderr)
