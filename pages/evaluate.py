@@ -64,7 +64,7 @@ def comparison_for(session: Session | None, shown: str | None):
     loaded task, else cleared: a comparison never stands under another task than its own."""
     if shown is None or shown == loaded_task(session):
         return gr.update(), gr.update(), shown, gr.update()
-    return None, None, None, ""
+    return gr.update(value=None, visible=False), None, None, ""
 
 
 def comparison_note(session: Session, methods) -> str:
@@ -98,7 +98,7 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio,
                                            label="Methods", elem_id="cmp-methods", scale=3)
             cmp_steps = gr.Number(0, label="Training steps (0: the preset's)", precision=0, minimum=0, scale=1)
             cmp_btn = gr.Button("Compare methods", elem_id="cmp-run", scale=1)
-        cmp_table = gr.Dataframe(interactive=False, elem_id="cmp-table")
+        cmp_table = gr.Dataframe(interactive=False, elem_id="cmp-table", visible=False)  # shown with its rows
         cmp_plot = gr.Plot(label="Metric against the multiplier, every method", elem_id="cmp-plot")
         cmp_note = gr.Markdown(elem_id="cmp-note")
         cmp_task = gr.State(None)
@@ -108,7 +108,7 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio,
         with gr.Row():
             cap_m = gr.Slider(-2, 2, value=1.0, step=0.5, label="Multiplier")
             cap_btn = gr.Button("Check")
-        cap_table = gr.Dataframe(interactive=False, elem_id="capability")
+        cap_table = gr.Dataframe(interactive=False, elem_id="capability", visible=False)  # shown with its rows
 
     @user_errors
     @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere
@@ -122,7 +122,7 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio,
     @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere
     def on_capability(session, labels, m):
         rows = need(session).capability(labels, float(m))
-        return pd.DataFrame(rows).round(3)
+        return gr.update(value=pd.DataFrame(rows).round(3), visible=True)
 
     @user_errors
     @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere
@@ -134,7 +134,8 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio,
         result = session.compare(metric_, parse_multipliers(ms), methods_, max_steps=steps or None,
                                  on_progress=lambda msg: progress(0, desc=msg))
         sweep_fig, _ = result.figures()
-        return pd.DataFrame(result.table()), sweep_fig, loaded_task(session), comparison_note(session, methods_)
+        return (gr.update(value=pd.DataFrame(result.table()), visible=True), sweep_fig, loaded_task(session),
+                comparison_note(session, methods_))
 
     heavy = dict(concurrency_id=HEAVY, concurrency_limit=ctx.heavy_jobs)
     cmp_btn.click(on_compare, [state, metric, multipliers, cmp_methods, cmp_steps], [cmp_table, cmp_plot, cmp_task, cmp_note],

@@ -145,7 +145,7 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
         upload = gr.File(label=f"Preference data (up to {ctx.max_upload_mb} MB)", file_types=DATA_TYPES,
                          type="filepath")
         preview_info = gr.Markdown()
-        preview = gr.Dataframe(label="Preview", interactive=False, wrap=True, max_height=240)
+        preview = gr.Dataframe(label="Preview", interactive=False, wrap=True, max_height=240, visible=False)
         with gr.Row():
             prompt_col = gr.Dropdown([AUTO], value=AUTO, label="Prompt column", elem_id="prompt-col")
             chosen_col = gr.Dropdown([AUTO], value=AUTO, label="Chosen column (shows the target behaviour)",
@@ -186,7 +186,7 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
                 gr.update(visible=src == "file"))
 
     def no_preview():  # a file that cannot be previewed leaves no earlier file's preview or mapping
-        return "", gr.update(value=None), *mapping_reset([AUTO])
+        return "", gr.update(value=None, visible=False), *mapping_reset([AUTO])
 
     @user_errors(cleared=no_preview)
     def on_upload(path):
@@ -196,7 +196,7 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
         info = f"{p.n_rows} rows, columns: {', '.join(f'`{esc(c)}`' for c in p.columns)}. "
         info += (f"Recognised as **{p.schema}**; leave the mapping on (auto)." if p.schema
                  else "Schema not recognised: map the three columns below.")
-        return info, gr.update(value=p.rows), *mapping_reset([AUTO] + p.columns)
+        return info, gr.update(value=p.rows, visible=True), *mapping_reset([AUTO] + p.columns)
 
     @user_errors
     def on_load_task(session, src, demo_name, country_, rejected, loc, form_, behaviour_, path, pc, cc, rc, frac,

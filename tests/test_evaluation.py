@@ -18,6 +18,7 @@ from yapo_core.evaluation import (
     one_letter_accuracy,
     one_letter_baseline,
     option_letters,
+    parse_multipliers,
     preference_accuracy,
     sweep,
 )
@@ -203,3 +204,14 @@ def test_mcq_by_generated_answer_counts_unparseable_replies_as_wrong(tokenizer, 
     assert report["accuracy"] == 0.5 and report["unparseable"] == 0.25
     assert report["replies"] == ["A", "The answer is A", "no idea", "(B) y"]
     assert "mcq_generated" in ev.applicable_metrics([PreferencePair(items[0].prompt, "A", "B")])
+
+
+def test_multipliers_read_from_text_allow_a_trailing_comma_but_not_a_gap():
+    assert parse_multipliers("0, 1, 2,") == [0.0, 1.0, 2.0]
+    assert parse_multipliers("1; -1") == [-1.0, 1.0]
+    with pytest.raises(SettingsError, match="empty item between commas"):
+        parse_multipliers("0,,1")  # a number left out: refused, not silently dropped
+    with pytest.raises(SettingsError, match="'x' is not a finite number"):
+        parse_multipliers("0, x")
+    with pytest.raises(SettingsError, match="at least one"):
+        parse_multipliers(" , ")

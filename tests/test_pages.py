@@ -204,8 +204,9 @@ def test_a_method_comparison_is_cleared_when_another_task_is_loaded(trained):
     task = trained.task.label
     assert evaluate.comparison_for(trained, task) == ({"__type__": "update"},) * 2 + (task, {"__type__": "update"})
     assert evaluate.comparison_for(trained, None)[2] is None  # nothing compared yet: nothing to clear
-    assert evaluate.comparison_for(trained, "culture · egypt (demo)") == (None, None, None, "")
-    assert evaluate.comparison_for(None, task) == (None, None, None, "")
+    cleared = ({"__type__": "update", "value": None, "visible": False}, None, None, "")  # an empty table is hidden
+    assert evaluate.comparison_for(trained, "culture · egypt (demo)") == cleared
+    assert evaluate.comparison_for(None, task) == cleared
 
 
 def test_multipliers_are_parsed_and_bounded():

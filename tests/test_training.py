@@ -56,6 +56,13 @@ def test_stop_ends_iteration(tokenizer):
     assert trainer.step == 2
 
 
+def test_a_stop_asked_before_iterating_is_kept_and_then_spent(tokenizer):
+    trainer = Trainer(make_model("llama"), tokenizer, consistent_pairs(8), TrainConfig(kind="dense", layer=1, max_steps=4))
+    trainer.stop()  # e.g. from another thread, before the training loop starts
+    assert list(trainer) == [] and trainer.step == 0
+    assert [m.step for m in trainer] == [1, 2, 3, 4]  # the request ended one iteration; the next resumes
+
+
 def test_checkpoint_and_resume_continue_exactly(tokenizer, tmp_path):
     pairs = consistent_pairs(16)
     cfg = dict(kind="sparse", max_steps=6, batch_size=4, lr=0.01, warmup_steps=2)

@@ -239,10 +239,14 @@ def parse_multipliers(text: str | Sequence[float]) -> list[float]:
     Refuses anything that is not a finite number, naming the value and the expected form.
     """
     parts = text.replace(";", ",").split(",") if isinstance(text, str) else list(text)
+    if isinstance(text, str):
+        while parts and not parts[-1].strip():  # a trailing comma ("0, 1,"), or nothing at all
+            parts.pop()
+        if any(not part.strip() for part in parts):  # "0,,1": a number left out, or a comma too many
+            raise SettingsError(f"multipliers {text.strip()!r} have an empty item between commas; put a number there "
+                                "or remove the extra comma, e.g. -2, -1, 0, 1, 2.")
     values = []
     for part in parts:
-        if isinstance(part, str) and not part.strip():
-            continue
         try:
             value = float(part)
         except (TypeError, ValueError):

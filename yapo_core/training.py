@@ -176,9 +176,13 @@ class Trainer:
         return 1.0 if torch.rand((), generator=self.sign_rng).item() < 0.5 else -1.0
 
     def __iter__(self) -> Iterator[StepMetrics]:
-        self._stop = False
-        while self.step < self.total_steps and not self._stop:
-            yield self.run_step()
+        """Train step by step. A ``stop()`` asked before or during an iteration ends it; once it has
+        ended, the request is spent, so iterating again resumes from the step it reached."""
+        try:
+            while self.step < self.total_steps and not self._stop:
+                yield self.run_step()
+        finally:
+            self._stop = False
 
     def run_step(self) -> StepMetrics:
         cfg = self.config
