@@ -55,3 +55,14 @@ def test_public_mode_runs_the_demo_worlds_own_settings():
 
     cap = current({"SPACE_ID": "someone/yapo"}).max_steps
     assert all(settings["max_steps"] <= cap for settings in (TRAINING, OPEN_TRAINING, OPEN_TRAINING_DENSE))
+
+
+def test_reading_the_settings_loads_no_sae_library():
+    """The settings (read by the CLI and the app's start) import the demo's configuration, not its
+    build: sae-lens is imported where an SAE is loaded or trained, not before."""
+    import subprocess
+    import sys
+
+    code = "import sys, yapo_studio.settings, yapo_core.demo; print('sae_lens' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import sae_lens
 import tokenizers
 import torch
 import transformers
@@ -35,7 +34,6 @@ from ..errors import SettingsError, YapoError
 from ..hooks import HookPoint
 from . import corpus
 from .build_lm import train_lm, train_tokenizer
-from .build_sae import train_sae
 from .build_tasks import write_tasks
 from .config import BUILD_SIZES, BUILD_THREADS, DEMO_MODEL_NAME, FORMAT_VERSION, BuildSize, build_size, is_recipe
 
@@ -333,6 +331,8 @@ def _build(root: Path, seed: int, size: BuildSize, size_name: str, progress: boo
         activation_texts = corpus.corpus_stream(
             random.Random(rng.random()), size.sae_activation_sequences, culture_train, behaviour_train, mix, size.style
         )
+        from .build_sae import train_sae  # sae-lens is imported by a build only, not by importing the demo package
+
         sae_stats = train_sae(model, tokenizer, activation_texts, size, world.hook_name, world.sae_dir, progress)
         stage("sae")
 
@@ -392,6 +392,8 @@ def _machine() -> dict[str, str | int]:
 
 
 def _versions() -> dict[str, str]:
+    import sae_lens
+
     return {
         "torch": torch.__version__,
         "transformers": transformers.__version__,
