@@ -305,6 +305,9 @@ def test_errors_give_their_advice_in_command_line_terms(tmp_path, model_dir, sae
     out = tmp_path / "v.safetensors"
     bad = tmp_path / "bad.csv"
     pd.DataFrame({"question": ["q"], "good": ["a"], "bad": ["b"]}).to_csv(bad, index=False)
+    dcl = tmp_path / "dcl.csv"
+    pd.DataFrame({"country": ["egypt"], "localization_status": ["localized"], "prompt-mcq": ["q"], "chosen-mcq": ["A"],
+                  "rejected_gemma_mcq": ["B"]}).to_csv(dcl, index=False)
     cases = [
         (["train", "--model", str(model_dir), "--data", str(data_csv), "--out", str(out)],
          r"needs an SAE: give --sae-path, or --sae-release and --sae-id"),
@@ -316,6 +319,8 @@ def test_errors_give_their_advice_in_command_line_terms(tmp_path, model_dir, sae
           "--max-steps=-5"], r"^error: --max-steps=-5 must be"),
         (["train", "--model", str(model_dir), "--sae-path", str(sae_dir), "--data", str(bad), "--out", str(out)],
          r"--columns "),
+        (["train", "--model", str(model_dir), "--sae-path", str(sae_dir), "--data", str(dcl), "--rejected-model", "llama",
+          "--out", str(out)], r"it has those of 'gemma': choose one with --rejected-model"),
     ]
     for argv, message in cases:
         assert main([*argv, "--device", "cpu"]) == 2, argv

@@ -82,8 +82,12 @@ def test_deep_culture_lense_filters_and_forms():
     assert len(p) == 4 and p[0].chosen == "koshari" and p[0].meta["country"] == "egypt"
     with pytest.raises(DataError, match="country \\['mars'\\] is not in the data"):
         load_pairs(df, country="mars")
-    with pytest.raises(DataError, match="rejected_llama_mcq"):
-        load_pairs(df, rejected_model="llama")
+    with pytest.raises(DataError, match="no mcq rejected answers of model 'llama' .*'rejected_llama_mcq'.* it has those of 'gemma'"):
+        load_pairs(df, rejected_model="llama")  # names the models it has, not the column mapping
+    df["rejected_qwen_mcq"] = "C"
+    with pytest.raises(DataError, match="rejected answers of 'gemma', 'qwen'"):
+        load_pairs(df)  # two models' answers: which one is the user's to choose
+    assert load_pairs(df, rejected_model="qwen", country="uk")[0].rejected == "C"
     with pytest.raises(DataError, match="localization 'local' is unknown"):
         load_pairs(df, localization="local")
 

@@ -206,15 +206,22 @@ def _dcl_columns(df, country, localization, form, rejected_model, overrides):
         raise DataError(f"localization {localization!r} is unknown; use one of {LOCALIZATION}.")
     prompt_col, chosen_col, suffix = DCL_FORMS[form]
     rejected_cols = [c for c in df.columns if c.startswith("rejected_") and c.endswith(suffix)]
+    models = [c[len("rejected_"):len(c) - len(suffix)] for c in rejected_cols]
     if rejected_model is None:
         if len(rejected_cols) != 1:
             raise DataError(
-                f"choose the model whose rejected answers to use with rejected_model=; columns "
-                f"found: {rejected_cols or 'none'}."
+                f"choose the model whose rejected answers to use with rejected_model=; the data has "
+                f"{form} rejected answers of {', '.join(map(repr, models)) or 'no model'} "
+                f"(columns {rejected_cols or 'none'})."
             )
         rejected_col = rejected_cols[0]
     else:
         rejected_col = f"rejected_{rejected_model}{suffix}"
+        if rejected_col not in df.columns and "rejected" not in (overrides or {}):
+            raise DataError(
+                f"the data has no {form} rejected answers of model {rejected_model!r} (no column {rejected_col!r}); "
+                f"it has those of {', '.join(map(repr, models)) or 'no model'}: choose one with rejected_model=."
+            )
     roles = {"prompt": prompt_col, "chosen": chosen_col, "rejected": rejected_col, **(overrides or {})}
     _require(df, roles, "dcl")
     if country is not None:
