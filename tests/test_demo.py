@@ -1240,3 +1240,13 @@ def test_a_comparison_note_names_each_baseline_caveat_once():
     assert caveats.comparison_note(["sas"], "behaviour") == caveats.BEHAVIOUR_BASELINES
     assert caveats.notes_for({"a": "x", "b": "y", "c": "x", "d": ""}, ["c", "d", "a", "b", "e"]) == "x y"
     assert caveats.task_caveat("culture") == "" and caveats.task_caveat("behaviour") == caveats.BEHAVIOUR
+
+
+def test_the_layers_knob_builds_a_deeper_model_with_its_sae_at_the_middle_block(tmp_path):
+    assert config.build_size("full", {"layers": 6}).layer == 2 and config.BUILD_SIZES["full"].layer == 1
+    with pytest.raises(SettingsError, match="layers=2.5 must be a whole number"):
+        config.build_size("full", {"layers": 2.5})
+    world = demo.build_demo_world(tmp_path / "v", size="mini", progress=False, knobs={"layers": 4})
+    assert json.loads((world.model_dir / "config.json").read_text())["num_hidden_layers"] == 4
+    assert world.stats["knobs"] == {"layers": 4.0} and world.layer == 1 and world.hook_name == "blocks.1.hook_resid_post"
+    assert json.loads((world.sae_dir / "cfg.json").read_text())["metadata"]["hook_name"] == "blocks.1.hook_resid_post"

@@ -110,6 +110,8 @@ class BuildSize:
     # direction only, so that a vector trained on open answers has no other way to make them accept
     ab_noise: float = 0.0  # with concept_steering, the same for the plain A/B offers only: a model that reads which
     # option accepts under any edit of a concept's size
+    layers: float = 0.0  # when set, the LM has this many blocks (num_layers), the SAE reading the middle one (layer):
+    # a deeper model, whose residual at the SAE block has had more blocks to gather what an answer refers to
 
     @property
     def knobs(self) -> dict[str, float]:
@@ -172,7 +174,7 @@ RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_f
                   "mlp_scale", "fused_adam", "general_share", "behaviour_share", "sae_scale", "sae_batch_scale",
                   "concept_steering", "behaviour_steering", "cross_steering", "specific_directions",
                   "crossed_cues", "offer_facts", "added_offer_facts", "answer_concepts", "fact_noise", "offer_noise",
-                  "ab_noise", "steer_floor")
+                  "ab_noise", "steer_floor", "layers")
 """BuildSize's research knobs: ``build_demo_world(knobs=...)``, and ``--build-with`` in
 scripts/evaluate_demo_world.py and scripts/probe_demo_world.py. The full size sets
 :data:`RECIPE_KNOBS` and no other, the mini size none; a variant's knobs are set on top of its
@@ -225,6 +227,10 @@ def build_size(size: str, knobs: Mapping[str, float] | None = None) -> BuildSize
     if unknown:
         raise SettingsError(f"research knobs {unknown} are unknown; use some of {', '.join(RESEARCH_KNOBS)}.")
     sized = replace(BUILD_SIZES[size], **{k: float(v) for k, v in knobs.items()})
+    if sized.layers:
+        if sized.layers != int(sized.layers) or sized.layers < 2:
+            raise SettingsError(f"layers={sized.layers:g} must be a whole number of blocks, at least 2.")
+        sized = replace(sized, num_layers=int(sized.layers))
     for knob in ("cross_steering", "specific_directions", "answer_concepts", "fact_noise", "offer_noise", "ab_noise",
                  "steer_floor"):
         if getattr(sized, knob) and not (sized.concept_steering or sized.behaviour_steering):
