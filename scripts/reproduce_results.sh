@@ -58,6 +58,10 @@
 #                     -culture-egypt-morocco-spain-india.md, .json: seed 0, one section or culture set a run;
 #                     its behaviours from seed 1 -> demo-variant-added-offer-facts-seed1.md, .json;
 #                     built in $YAPO_CACHE_DIR/demo-variants/added-offer-facts and added-offer-facts-seed1)
+#        demo-answer-depth (scripts/evaluate_demo_world.py --sections culture --countries egypt,morocco,nepal
+#                     --build-with mcq_text=1 answer_concepts=1, layers=5, or layers=5 followups=0.15 ->
+#                     demo-variant-mcq-text-answer-concepts.md, demo-variant-layers5.md, demo-variant-layers5-followups.md,
+#                     .json: the default recipe, seed 0; built in $YAPO_CACHE_DIR/demo-variants/NAME)
 #        demo-answer-concepts (scripts/evaluate_demo_world.py --build-with answer_concepts=1 answer_first=1 sae_scale=0 ->
 #                     demo-variant-answer-concepts.md, .json: the recipe before sae_scale, whose culture answers carry
 #                     their culture, read off the options; every section, seed 0; built in
@@ -150,7 +154,7 @@ BEFORE=(added_offer_facts=0 sae_scale=0 "${PREVIOUS[@]}")
 OLD_SAE=(sae_scale=0 "${PREVIOUS[@]}")
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
-ALL_PARTS=(demo-targets demo-build-time demo-before-sae-scale demo-seed1 demo-seed2 demo-before-fact-noise demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-build-budget demo-general-share demo-offer-answers demo-fact-noise demo-paths demo-mcq-picks comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
+ALL_PARTS=(demo-targets demo-build-time demo-before-sae-scale demo-seed1 demo-seed2 demo-before-fact-noise demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-answer-depth demo-build-budget demo-general-share demo-offer-answers demo-fact-noise demo-paths demo-mcq-picks comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
   parts=("${ALL_PARTS[@]}")
@@ -446,6 +450,18 @@ for part in "${parts[@]}"; do
         --build-with answer_concepts=1 answer_first=1 "${OLD_SAE[@]}" --out "$RESULTS/demo-forms-answer-concepts.md" > /dev/null
       "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco,nepal --cache-dir "$world-letters" \
         --build-with answer_concepts=1 "${OLD_SAE[@]}" --out "$RESULTS/demo-forms-answer-concepts-letters.md" > /dev/null
+      ;;
+    demo-answer-depth)
+      # Answers that give their letter, then the option's text, and a five-block LM with its SAE at block 2
+      # (docs/results.md, "The letter first, then the option's text; a deeper model"), on the default recipe, three
+      # cultures, culture sections only; missed targets do not fail this script.
+      for variant in "mcq-text-answer-concepts mcq_text=1 answer_concepts=1" "layers5 layers=5" \
+                     "layers5-followups layers=5 followups=0.15"; do
+        read -r name knobs <<< "$variant"
+        # shellcheck disable=SC2086  # the knobs are words
+        evaluate "demo-variant-$name" --jobs 2 --sections culture --countries egypt,morocco,nepal --build-with $knobs \
+          --cache-dir "$VARIANTS/$name"
+      done
       ;;
     demo-build-budget)
       # A shorter-trained LM and SAE, for the build budget (docs/results.md, "A build within 300 s"); missed
