@@ -99,7 +99,8 @@ _LIBRARY_TO_APP = (  # the library's advice, as a user of the app follows it
      "Map yours with the Prompt, Chosen and Rejected column fields under the file."),
     ("load the matching model, or pass allow_other_model=True if you mean to.",
      "load the model it was trained on (Setup) to use it."),
-    ("with rejected_model=", "in the \"Rejected answers of model\" field"),
+    ("with rejected_model=", "in the \"Rejected answers of model\" field (Culture source; for an uploaded file, map "
+                             "the Prompt, Chosen and Rejected columns instead)"),
 )
 
 

@@ -708,7 +708,7 @@ def test_general_share_sets_the_corpus_share_of_general_questions(tmp_path, monk
 def test_research_knobs_are_read_checked_and_kept_apart_from_the_default_world(tmp_path):
     assert config.parse_knobs(["varied_answers=1", "behaviour_followups=0.08"]) == {
         "varied_answers": 1.0, "behaviour_followups": 0.08}
-    for bad in ("varied=1", "varied_answers", "varied_answers=x", "mcq_text=-1"):
+    for bad in ("varied=1", "varied_answers", "varied_answers=x", "mcq_text=-1", "layers=inf", "layers=nan"):
         with pytest.raises(SettingsError, match=re.escape(repr(bad))):
             config.parse_knobs([bad])
     with pytest.raises(SettingsError, match="needs its own cache_dir"):

@@ -209,8 +209,10 @@ def test_mcq_by_generated_answer_counts_unparseable_replies_as_wrong(tokenizer, 
 def test_multipliers_read_from_text_allow_a_trailing_comma_but_not_a_gap():
     assert parse_multipliers("0, 1, 2,") == [0.0, 1.0, 2.0]
     assert parse_multipliers("1; -1") == [-1.0, 1.0]
-    with pytest.raises(SettingsError, match="empty item between commas"):
-        parse_multipliers("0,,1")  # a number left out: refused, not silently dropped
+    for gap in ("0,,1", ",1", "1;;2", "1,2,,"):  # a number left out: refused, not silently dropped
+        with pytest.raises(SettingsError, match="an empty item"):
+            parse_multipliers(gap)
+    assert parse_multipliers(["1", "", 2]) == [1.0, 2.0]  # a list's blank cells are skipped
     with pytest.raises(SettingsError, match="'x' is not a finite number"):
         parse_multipliers("0, x")
     with pytest.raises(SettingsError, match="at least one"):

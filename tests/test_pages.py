@@ -414,7 +414,8 @@ def test_library_advice_is_given_in_the_apps_terms():
     assert "allow_other_model" not in other and "Setup" in other
     assert common.in_app_terms("use layer=1 or an SAE trained at layer 2.") == "use layer 1 or an SAE trained at layer 2."
     model = common.in_app_terms("it has those of 'gemma': choose one with rejected_model=.")
-    assert model == "it has those of 'gemma': choose one in the \"Rejected answers of model\" field."
+    assert model.startswith("it has those of 'gemma': choose one in the \"Rejected answers of model\" field (Culture")
+    assert "for an uploaded file, map the Prompt, Chosen and Rejected columns" in model  # the field is the Culture source's
 
 
 def test_setup_says_when_the_method_needs_an_sae_the_model_lacks(tiny_world, ctx):

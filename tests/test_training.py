@@ -130,6 +130,9 @@ def test_nan_stops_training_and_keeps_the_last_good_vector(tokenizer):
         next(iter(trainer))
     torch.testing.assert_close(trainer.vector.values, good)
     assert torch.isfinite(trainer.vector.values).all()
+    with torch.no_grad():  # the cause fixed, training goes on from the last good vector: the failure left no stop behind
+        sae.W_dec[:, 0] = 0.0
+    assert [m.step for m in trainer][:1] == [2]
 
 
 def test_bad_settings_are_refused(tokenizer):

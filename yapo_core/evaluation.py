@@ -238,13 +238,16 @@ def parse_multipliers(text: str | Sequence[float]) -> list[float]:
 
     Refuses anything that is not a finite number, naming the value and the expected form.
     """
-    parts = text.replace(";", ",").split(",") if isinstance(text, str) else list(text)
     if isinstance(text, str):
-        while parts and not parts[-1].strip():  # a trailing comma ("0, 1,"), or nothing at all
+        parts = text.replace(";", ",").split(",")
+        if len(parts) > 1 and not parts[-1].strip():  # one trailing separator ("0, 1,")
             parts.pop()
-        if any(not part.strip() for part in parts):  # "0,,1": a number left out, or a comma too many
-            raise SettingsError(f"multipliers {text.strip()!r} have an empty item between commas; put a number there "
-                                "or remove the extra comma, e.g. -2, -1, 0, 1, 2.")
+        if len(parts) > 1 and any(not part.strip() for part in parts):  # "0,,1" or ",1": a number left out
+            raise SettingsError(f"multipliers {text.strip()!r} have an empty item (an extra comma or semicolon); put a "
+                                "number there or remove the separator, e.g. -2, -1, 0, 1, 2.")
+        parts = [part for part in parts if part.strip()]
+    else:  # a list: empty strings (blank cells) are skipped
+        parts = [part for part in text if not (isinstance(part, str) and not part.strip())]
     values = []
     for part in parts:
         try:

@@ -226,7 +226,6 @@ class Trainer:
     def _fail(self, why: str):
         with torch.no_grad():
             self.v.copy_(self._last_good)
-        self._stop = True
         raise TrainingError(
             f"training stopped: {why}. The last good vector (step {self.step}) is kept in "
             "trainer.vector; lower the learning rate or use fp32."

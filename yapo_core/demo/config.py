@@ -209,8 +209,8 @@ def parse_knobs(items: Iterable[str]) -> dict[str, float]:
             number = float(value)
         except ValueError:
             number = None
-        if name not in RESEARCH_KNOBS or not sep or number is None or number < 0:
-            raise SettingsError(f"research knob {item!r}: write KNOB=VALUE with a number >= 0 and KNOB one of "
+        if name not in RESEARCH_KNOBS or not sep or number is None or not 0 <= number < math.inf:
+            raise SettingsError(f"research knob {item!r}: write KNOB=VALUE with a finite number >= 0 and KNOB one of "
                                 f"{', '.join(RESEARCH_KNOBS)}.")
         knobs[name] = number
     return knobs
