@@ -353,3 +353,18 @@ def test_what_the_loader_noticed_is_printed(tmp_path, model_dir, capsys):
                  "--out", str(tmp_path / "d.safetensors"), "--max-steps", "1", "--device", "cpu"]) == 0
     err = capsys.readouterr().err
     assert "note: 1 row(s) skipped" in err and "note: 1 of 2 pair(s) have the same chosen and rejected answer" in err
+
+
+def test_bad_data_fails_before_the_model_loads(tmp_path, sae_dir, capsys):
+    """A wrong column must not cost a user the minutes a large model takes to load: the data is read
+    first (here the model does not even exist, and the error is still the data's)."""
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"question": ["q"], "good": ["a"], "bad": ["b"]}).to_csv(bad, index=False)
+    missing = str(tmp_path / "no-such-model")
+    vec = tmp_path / "v.safetensors"
+    for argv in (["train", "--model", missing, "--sae-path", str(sae_dir), "--data", str(bad), "--out", str(vec)],
+                 ["eval", "--model", missing, "--data", str(bad)],
+                 ["features", "--model", missing, "--vector", str(vec), "--data", str(bad)]):
+        assert main([*argv, "--device", "cpu"]) == 2, argv
+        err = capsys.readouterr().err
+        assert "cannot tell the schema" in err and "no-such-model" not in err, (argv, err)

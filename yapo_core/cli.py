@@ -200,9 +200,9 @@ def cmd_train(args) -> int:
     if config.kind == "sparse" and not (args.sae_path or args.sae_release):
         raise SettingsError("a sparse (YaPO) vector needs an SAE: give --sae-path, or --sae-release and --sae-id "
                             "(or train a dense vector: --kind dense --layer N).")
+    pairs = load_pairs_from_args(args)  # bad data fails before a (large) model loads
     model, tokenizer = load_model_from_args(args)
     sae = load_sae_from_args(args, model=model)
-    pairs = load_pairs_from_args(args)
     if is_demo_model(args.model):  # its own settings, as the app fills them in
         filled = {k: v for k, v in training_settings(pairs, config.kind).items() if k not in given}
         if filled:
@@ -300,11 +300,11 @@ def cmd_eval(args) -> int:
         except OSError as exc:
             raise SettingsError(f"--out {args.out!r}: its folder cannot be made ({exc}); choose another path.") from None
     multipliers = read_multipliers(args.multipliers)
+    pairs = list(load_pairs_from_args(args))  # bad data fails before a (large) model loads
     model, tokenizer = load_model_from_args(args)
     vector = sae = None
     if args.vector:
         vector, sae = load_vector_from_args(args, model)
-    pairs = list(load_pairs_from_args(args))
     if args.metric == "auto":
         args.metric = default_metric(pairs)
         print(f"metric: {METRICS[args.metric].label}", file=sys.stderr)
