@@ -101,6 +101,8 @@ _LIBRARY_TO_APP = (  # the library's advice, as a user of the app follows it
      "load the model it was trained on (Setup) to use it."),
     ("with rejected_model=", "in the \"Rejected answers of model\" field (Culture source; for an uploaded file, map "
                              "the Prompt, Chosen and Rejected columns instead)"),
+    ("use form='open_ended'.", "choose the open-ended answer form."),
+    ("use form='mcq'.", "choose the multiple-choice answer form."),
 )
 
 

@@ -321,6 +321,8 @@ def test_errors_give_their_advice_in_command_line_terms(tmp_path, model_dir, sae
          r"--columns "),
         (["train", "--model", str(model_dir), "--sae-path", str(sae_dir), "--data", str(dcl), "--rejected-model", "llama",
           "--out", str(out)], r"it has those of 'gemma': choose one with --rejected-model"),
+        (["train", "--model", str(model_dir), "--sae-path", str(sae_dir), "--data", str(dcl), "--form", "open_ended",
+          "--out", str(out)], r"no open_ended rejected answers .* it has mcq ones: use --form mcq\.$"),
     ]
     for argv, message in cases:
         assert main([*argv, "--device", "cpu"]) == 2, argv

@@ -88,6 +88,12 @@ def test_deep_culture_lense_filters_and_forms():
     with pytest.raises(DataError, match="rejected answers of 'gemma', 'qwen'"):
         load_pairs(df)  # two models' answers: which one is the user's to choose
     assert load_pairs(df, rejected_model="qwen", country="uk")[0].rejected == "C"
+    open_only = df.drop(columns=["rejected_gemma_mcq", "rejected_qwen_mcq"])
+    with pytest.raises(DataError, match="no mcq rejected answers .* it has open_ended ones: use form='open_ended'"):
+        load_pairs(open_only)  # the other form's answers are there: say so, not "choose among no model"
+    assert len(load_pairs(open_only, form="open_ended")) == 4
+    with pytest.raises(DataError, match="no open_ended rejected answers .* Map yours with columns="):
+        load_pairs(open_only.drop(columns=["rejected_gemma_open_ended"]), form="open_ended")
     with pytest.raises(DataError, match="localization 'local' is unknown"):
         load_pairs(df, localization="local")
 

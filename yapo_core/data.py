@@ -207,6 +207,14 @@ def _dcl_columns(df, country, localization, form, rejected_model, overrides):
     prompt_col, chosen_col, suffix = DCL_FORMS[form]
     rejected_cols = [c for c in df.columns if c.startswith("rejected_") and c.endswith(suffix)]
     models = [c[len("rejected_"):len(c) - len(suffix)] for c in rejected_cols]
+    if not rejected_cols and "rejected" not in (overrides or {}):
+        other = [f for f, (_, _, end) in DCL_FORMS.items()
+                 if f != form and any(c.startswith("rejected_") and c.endswith(end) for c in df.columns)]
+        raise DataError(
+            f"the data has no {form} rejected answers (no rejected_<model>{suffix} column); "
+            + (f"it has {other[0]} ones: use form={other[0]!r}." if other
+               else "Map yours with columns={'<role>': '<your column>'}.")
+        )
     if rejected_model is None:
         if len(rejected_cols) != 1:
             raise DataError(
