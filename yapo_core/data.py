@@ -205,11 +205,15 @@ def _dcl_columns(df, country, localization, form, rejected_model, overrides):
     if localization not in LOCALIZATION:
         raise DataError(f"localization {localization!r} is unknown; use one of {LOCALIZATION}.")
     prompt_col, chosen_col, suffix = DCL_FORMS[form]
-    rejected_cols = [c for c in df.columns if c.startswith("rejected_") and c.endswith(suffix)]
+
+    def rejected_columns(end: str) -> list[str]:  # rejected_<model><end>: each model's rejected answers of a form
+        return [c for c in df.columns if c.startswith("rejected_") and c.endswith(end)]
+
+    rejected_cols = rejected_columns(suffix)
     models = [c[len("rejected_"):len(c) - len(suffix)] for c in rejected_cols]
-    if not rejected_cols and "rejected" not in (overrides or {}):
-        other = [f for f, (_, _, end) in DCL_FORMS.items()
-                 if f != form and any(c.startswith("rejected_") and c.endswith(end) for c in df.columns)]
+    mapped = "rejected" in (overrides or {})  # the user names the rejected column: no model to choose
+    if not rejected_cols and not mapped:
+        other = [f for f, (_, _, end) in DCL_FORMS.items() if f != form and rejected_columns(end)]
         raise DataError(
             f"the data has no {form} rejected answers (no rejected_<model>{suffix} column); "
             + (f"it has {other[0]} ones: use form={other[0]!r}." if other
@@ -225,7 +229,7 @@ def _dcl_columns(df, country, localization, form, rejected_model, overrides):
         rejected_col = rejected_cols[0]
     else:
         rejected_col = f"rejected_{rejected_model}{suffix}"
-        if rejected_col not in df.columns and "rejected" not in (overrides or {}):
+        if rejected_col not in df.columns and not mapped:
             raise DataError(
                 f"the data has no {form} rejected answers of model {rejected_model!r} (no column {rejected_col!r}); "
                 f"it has those of {', '.join(map(repr, models)) or 'no model'}: choose one with rejected_model=."

@@ -245,11 +245,12 @@ def parse_multipliers(text: str | Sequence[float]) -> list[float]:
         if len(parts) > 1 and any(not part.strip() for part in parts):  # "0,,1" or ",1": a number left out
             raise SettingsError(f"multipliers {text.strip()!r} have an empty item (an extra comma or semicolon); put a "
                                 "number there or remove the separator, e.g. -2, -1, 0, 1, 2.")
-        parts = [part for part in parts if part.strip()]
-    else:  # a list: empty strings (blank cells) are skipped
-        parts = [part for part in text if not (isinstance(part, str) and not part.strip())]
+    else:
+        parts = list(text)
     values = []
     for part in parts:
+        if isinstance(part, str) and not part.strip():  # nothing given, or a list's blank cell
+            continue
         try:
             value = float(part)
         except (TypeError, ValueError):
