@@ -370,3 +370,15 @@ def test_bad_data_fails_before_the_model_loads(tmp_path, sae_dir, capsys):
         assert main([*argv, "--device", "cpu"]) == 2, argv
         err = capsys.readouterr().err
         assert "cannot tell the schema" in err and "no-such-model" not in err, (argv, err)
+
+
+def test_a_culture_filter_on_plain_pairs_names_the_option(tmp_path, sae_dir, capsys):
+    """--country on data with no country column would train on every row; it is refused in the
+    CLI's own terms."""
+    data = tmp_path / "pairs.csv"
+    pd.DataFrame({"prompt": ["q"], "chosen": ["a"], "rejected": ["b"]}).to_csv(data, index=False)
+    argv = ["train", "--model", str(tmp_path / "no-such-model"), "--sae-path", str(sae_dir), "--data", str(data),
+            "--out", str(tmp_path / "v.safetensors"), "--country", "egypt,uk", "--device", "cpu"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--country='egypt,uk' selects Deep-Culture-Lense rows" in err and "leave it out" in err, err

@@ -88,6 +88,11 @@ def test_deep_culture_lense_filters_and_forms():
     with pytest.raises(DataError, match="rejected answers of 'gemma', 'qwen'"):
         load_pairs(df)  # two models' answers: which one is the user's to choose
     assert load_pairs(df, rejected_model="qwen", country="uk")[0].rejected == "C"
+    df["my_rejected"] = "D"  # the user's own rejected column: no model to choose, named or not
+    mine = {"prompt": "prompt-mcq", "chosen": "chosen-mcq", "rejected": "my_rejected"}
+    p = load_pairs(df, columns=mine, country="uk", localization="nolocalized")  # the filters still apply
+    assert [(x.prompt, x.rejected) for x in p] == [("uk nolocalized mcq?", "D")]
+    assert load_pairs(df, columns=mine, rejected_model="qwen", country="uk")[0].rejected == "D"
     open_only = df.drop(columns=["rejected_gemma_mcq", "rejected_qwen_mcq"])
     with pytest.raises(DataError, match="no mcq rejected answers .* it has open_ended ones: use form='open_ended'"):
         load_pairs(open_only)  # the other form's answers are there: say so, not "choose among no model"
@@ -96,6 +101,14 @@ def test_deep_culture_lense_filters_and_forms():
         load_pairs(open_only.drop(columns=["rejected_gemma_open_ended"]), form="open_ended")
     with pytest.raises(DataError, match="localization 'local' is unknown"):
         load_pairs(df, localization="local")
+
+
+@pytest.mark.parametrize("setting", [{"country": "egypt"}, {"localization": "nolocalized"}, {"rejected_model": "gemma"}])
+def test_deep_culture_lense_settings_on_other_data_are_refused(setting):
+    """A filter the data cannot apply is an error, not a silent no-op that trains on every row."""
+    name, value = next(iter(setting.items()))
+    with pytest.raises(DataError, match=f"{name}={value!r} selects Deep-Culture-Lense rows .* schema 'pairs'.* leave it out"):
+        load_pairs(pd.DataFrame(ROWS), **setting)
 
 
 def test_column_overrides():

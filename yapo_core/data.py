@@ -165,9 +165,19 @@ def load_pairs(
         if columns and roles & set(columns) and not roles <= set(columns):
             raise DataError(f"the column mapping names {', '.join(sorted(roles & set(columns)))} but not "
                             f"{', '.join(sorted(roles - set(columns)))}: map all three (prompt, chosen, rejected).")
-        schema = "pairs" if columns and roles <= set(columns) else detect_schema(df.columns)
+        dcl = set(SCHEMA_COLUMNS["dcl"].values()) <= set(df.columns)  # mapped or not, its filters apply
+        schema = "pairs" if columns and roles <= set(columns) and not dcl else detect_schema(df.columns)
     if schema not in SCHEMA_COLUMNS:
         raise DataError(f"schema {schema!r} is unknown; use one of {sorted(SCHEMA_COLUMNS)}.")
+    if schema != "dcl":
+        asked = {"country": country, "localization": None if localization == "both" else localization,
+                 "rejected_model": rejected_model}
+        for setting, value in asked.items():
+            if value is not None:
+                shown = ",".join(map(str, value)) if isinstance(value, (list, tuple, set)) else value
+                raise DataError(f"{setting}={shown!r} selects Deep-Culture-Lense rows and answers, but this data reads as "
+                                f"schema {schema!r} (columns {list(df.columns)}), which has none to select: leave it "
+                                "out, or load Deep-Culture-Lense data.")
     if schema == "dcl":
         df, cols = _dcl_columns(df, country, localization, form, rejected_model, columns)
         roles = dict(cols)
@@ -219,20 +229,21 @@ def _dcl_columns(df, country, localization, form, rejected_model, overrides):
             + (f"it has {other[0]} ones: use form={other[0]!r}." if other
                else "Map yours with columns={'<role>': '<your column>'}.")
         )
-    if rejected_model is None:
+    if mapped:  # the user's own column, whatever models' answers the data also has
+        rejected_col = overrides["rejected"]
+    elif rejected_model is None:
         if len(rejected_cols) != 1:
             raise DataError(
                 f"choose the model whose rejected answers to use with rejected_model=; the data has "
-                f"{form} rejected answers of {', '.join(map(repr, models)) or 'no model'} "
-                f"(columns {rejected_cols or 'none'})."
+                f"{form} rejected answers of {', '.join(map(repr, models))} (columns {rejected_cols})."
             )
         rejected_col = rejected_cols[0]
     else:
         rejected_col = f"rejected_{rejected_model}{suffix}"
-        if rejected_col not in df.columns and not mapped:
+        if rejected_col not in df.columns:
             raise DataError(
                 f"the data has no {form} rejected answers of model {rejected_model!r} (no column {rejected_col!r}); "
-                f"it has those of {', '.join(map(repr, models)) or 'no model'}: choose one with rejected_model=."
+                f"it has those of {', '.join(map(repr, models))}: choose one with rejected_model=."
             )
     roles = {"prompt": prompt_col, "chosen": chosen_col, "rejected": rejected_col, **(overrides or {})}
     _require(df, roles, "dcl")
