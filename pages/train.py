@@ -84,16 +84,16 @@ def run_html(i: int, run: Run) -> str:
 def runs_html(session: Session | None) -> str:
     if session is None or not session.runs:
         return "<div class='run-line'>No runs yet.</div>"
-    return "".join(run_html(i, r) for i, r in enumerate(session.runs.values()))
+    return "".join(run_html(i, r) for i, r in enumerate(session.run_list()))
 
 
 def curves(session: Session | None):
-    runs = list(session.runs.values()) if session is not None else []
+    runs = session.run_list() if session is not None else []
     return training_curves([(r.name, r.history) for r in runs])
 
 
 def any_active(session: Session | None) -> bool:
-    return session is not None and any(r.active for r in session.runs.values())
+    return session is not None and any(r.active for r in session.run_list())
 
 
 def snapshot(session: Session | None):
@@ -108,7 +108,7 @@ def snapshot(session: Session | None):
 
 def curves_shown(session: Session | None) -> tuple:
     """What the curves show: each run's name, logged steps and status."""
-    runs = session.runs.values() if session is not None else ()
+    runs = session.run_list() if session is not None else ()
     return tuple((r.name, len(r.history), r.status) for r in runs)
 
 
@@ -202,7 +202,7 @@ def build(state: gr.State) -> TrainPage:
 
 def removable(session: Session | None) -> dict:
     """Runs and loaded vector files, for the Remove control."""
-    names = [r.name for r in session.runs.values()] + list(session.files) if session is not None else []
+    names = [r.name for r in session.run_list()] + list(session.files) if session is not None else []
     return gr.update(choices=names, value=None)
 
 

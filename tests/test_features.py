@@ -193,6 +193,8 @@ def test_feature_report_for_sparse_and_dense_vectors(tokenizer):
     report = F.feature_report(dense, model, tokenizer, sae, texts, k=3)
     assert report.latents[0].index == 17 and report.latents[0].weight_kind == "cosine"
     assert report.vector.nearest[0].index == 17 and report.vector.dropped_at_plus is None
+    # as many latents as asked for, beyond the logit lens's 8 tokens
+    assert len(F.feature_report(dense, model, tokenizer, sae, texts[:1], k=12).latents) == 12
 
 
 def test_explanations_of_several_latents_come_back_by_index_within_the_deadline(monkeypatch):

@@ -15,7 +15,7 @@ import app
 from pages import common, compare, evaluate, export, features, setup, train
 from yapo_core import features as F
 from yapo_core.errors import DataError, SettingsError
-from yapo_studio.session import ExportResult, TaskSpec
+from yapo_studio.session import ExportResult, Session, TaskSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -317,7 +317,7 @@ class EndingRun:
 
 def test_train_page_keeps_polling_when_a_run_ends_while_it_is_drawn(monkeypatch):
     run = EndingRun()
-    session = SimpleNamespace(runs={"r": run})
+    session = SimpleNamespace(runs={"r": run}, run_list=lambda: [run])
 
     def curves_then_end(s):
         run.status = "stopped"
@@ -441,3 +441,18 @@ def test_a_public_app_gives_no_advice_to_load_a_local_folder(monkeypatch, ctx):
     assert common.in_app_terms("enter a model: a Hugging Face id (e.g. x/y) or a local folder.") == \
         "enter a model: a Hugging Face id (e.g. x/y)."
     assert setup.preset_notes(ctx, "custom") == setup.PUBLIC_CUSTOM_NOTE
+
+
+def test_the_train_page_draws_runs_while_another_event_removes_one():
+    """The timer draws the runs while Remove or Train, events of the same tab, change them."""
+    session = Session()
+
+    class RemovedWhileDrawn(EndingRun):
+        @property
+        def active(self):
+            session.runs.pop("r2", None)  # another event removes a run mid-draw
+            return True
+
+    session.runs.update(r1=RemovedWhileDrawn(), r2=EndingRun())
+    assert "1. YaPO" in train.runs_html(session) and train.any_active(session)
+    assert len(train.curves_shown(session)) == 1

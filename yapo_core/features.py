@@ -339,14 +339,17 @@ class VectorCard:
     nearest: list[LatentMatch] = field(default_factory=list)  # dense vectors with an SAE
 
 
-def vector_card(vector: SteeringVector, model: nn.Module, tokenizer, sae: nn.Module | None = None, k: int = 10) -> VectorCard:
+def vector_card(vector: SteeringVector, model: nn.Module, tokenizer, sae: nn.Module | None = None, k: int = 10,
+                nearest_k: int | None = None) -> VectorCard:
+    """The vector's summary: ``k`` tokens each way in its logit lens, and for a dense vector with an
+    SAE the ``nearest_k`` latents nearest by cosine (``k`` when not given)."""
     sae = sae if sae is not None else vector.sae
     direction = decoded_direction(vector, sae)
     plus = minus = None
     if vector.kind == "sparse":
         plus = dense_equivalent(vector, sae, 1.0)[1]
         minus = dense_equivalent(vector, sae, -1.0)[1]
-    nearest = nearest_latents(direction, sae, k) if vector.kind == "dense" and sae is not None else []
+    nearest = nearest_latents(direction, sae, nearest_k or k) if vector.kind == "dense" and sae is not None else []
     return VectorCard(
         kind=vector.kind,
         method=vector.method,
@@ -386,7 +389,7 @@ def feature_report(
     ``texts`` (e.g. :func:`dialogue_texts` of the task's pairs) are where activations are read.
     """
     sae = sae if sae is not None else vector.sae
-    card = vector_card(vector, model, tokenizer, sae, lens_k)
+    card = vector_card(vector, model, tokenizer, sae, lens_k, nearest_k=k)
     if vector.kind == "sparse":
         picked = [(w.index, w.value, "value") for w in top_latents(vector, k)]
     else:

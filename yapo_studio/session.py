@@ -153,7 +153,7 @@ class Session:
         if config.kind == "dense" and bundle.sae is None and config.layer is None:
             config = replace(config, layer=bundle.layer)
         config = replace(config, max_steps=self._within_step_cap(config.max_steps))
-        if sum(r.active for r in self.runs.values()) >= 2:
+        if sum(r.active for r in self.run_list()) >= 2:
             raise SettingsError("two runs are already going in this session; stop one or wait for it.")
         if len(self.runs) + len(self.files) >= self.max_runs:
             raise SettingsError(f"this session keeps at most {self.max_runs} vectors; remove one first (Train page).")
@@ -167,8 +167,13 @@ class Session:
         run.start(self.limiter)
         return run
 
+    def run_list(self) -> list[Run]:
+        """The runs, oldest first, as a copy: a page's timer reads them while another event of the
+        same tab adds or removes one, and a live view of the dict would fail mid-loop."""
+        return list(self.runs.values())
+
     def stop_all(self) -> int:
-        active = [r for r in self.runs.values() if r.active]
+        active = [r for r in self.run_list() if r.active]
         for r in active:
             r.stop()
         return len(active)
@@ -189,7 +194,7 @@ class Session:
         """Every usable vector, oldest first, trained and loaded alike (a run's vector is its last
         good one, also mid-training)."""
         out = dict(self.files)
-        for run in self.runs.values():
+        for run in self.run_list():
             vec = run.vector
             if vec is not None:
                 out[run.name] = VectorEntry(run.name, vec, run.bundle, run.task, "run")
