@@ -1,12 +1,15 @@
 """CAA and SAS on cases whose answers are known in advance."""
 
+import pytest
 import torch
-from conftest import consistent_pairs, make_model, make_sae
+from conftest import consistent_pairs, make_model, make_sae, make_tokenizer
 
 from yapo_core import load_vector, save_vector
 from yapo_core.architectures import decoder_layers
-from yapo_core.baselines import compute_caa, compute_sas, sas_direction
+from yapo_core.baselines import answer_activations, compute_caa, compute_sas, sas_direction
 from yapo_core.data import PreferencePair
+from yapo_core.encoding import encode_pairs
+from yapo_core.hooks import block_output, record_residual
 
 
 def test_caa_is_the_mean_difference_at_the_last_answer_token(tokenizer):
@@ -30,6 +33,30 @@ def test_caa_is_the_mean_difference_at_the_last_answer_token(tokenizer):
         expected.append(rows[0] - rows[1])
     torch.testing.assert_close(vec.values, torch.stack(expected).mean(0), rtol=1e-5, atol=1e-6)
     assert (vec.method, vec.kind, vec.layer, vec.default_multiplier) == ("caa", "dense", 2, 0.5)
+
+
+THINKING_TEMPLATE = (  # an empty think block before the answer, as Qwen3's template writes for the last turn
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{% if m['role'] == 'assistant' %}<think></think>"
+    "{% endif %}{{ m['content'] }}<|end|>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+@pytest.mark.parametrize("template", [THINKING_TEMPLATE, None], ids=["think-block", "no-template"])
+def test_caa_reads_the_answers_last_own_token_whatever_the_template_puts_around_it(template):
+    """Neither a think block before the answer nor the plain template's leading space moves the
+    position off the answer's last letter."""
+    tok, model = make_tokenizer(template), make_model("llama")
+    pairs = [PreferencePair("Q?", "yes", "no")]
+    chosen, rejected = answer_activations(model, tok, pairs, block_output(model, 2))
+    for row, answer in ((chosen[0], "yes"), (rejected[0], "no")):
+        (enc,), _ = encode_pairs(tok, [PreferencePair("Q?", answer, answer)])
+        ids = torch.tensor([enc.prompt_ids + enc.chosen_ids])
+        assert tok.decode(ids[0, len(enc.prompt_ids):]).strip().startswith(("<think></think>" if template else "") + answer)
+        last = len(enc.prompt_ids) + len(enc.chosen_ids) - 2  # before <|end|>: the answer's last letter
+        assert tok.convert_ids_to_tokens(int(ids[0, last])) == answer[-1]
+        with record_residual(model, block_output(model, 2)) as seen:
+            model(ids)
+        torch.testing.assert_close(row, seen[-1][0, last].float(), rtol=1e-5, atol=1e-6)
 
 
 def test_caa_of_identical_answers_is_zero(tokenizer):

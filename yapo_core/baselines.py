@@ -17,7 +17,7 @@ from torch import nn
 
 from .architectures import capped_length
 from .data import PreferencePair
-from .encoding import EncodedPair, collate, encode_pairs
+from .encoding import EncodedPair, collate, encode_pairs, render_answer
 from .errors import SettingsError
 from .hooks import HookPoint, block_output, record_residual
 from .logprobs import pad_token_id
@@ -28,10 +28,20 @@ from .steering import SteeringVector
 DEFAULT_MULTIPLIER = {"caa": 0.5, "sas": 0.5}  # the paper compares CAA at 0.5
 
 
-def _answer_content_lengths(tokenizer, pairs: Sequence[PreferencePair]) -> list[tuple[int, int]]:
-    """Tokens of each answer's own text (without the end-of-turn the template appends)."""
-    count = lambda text: max(1, len(tokenizer(text, add_special_tokens=False)["input_ids"]))  # noqa: E731
-    return [(count(p.chosen), count(p.rejected)) for p in pairs]
+def _own_span(tokenizer, pair: PreferencePair, answer: str, n_tokens: int) -> tuple[int, int]:
+    """Where ``answer``'s own text lies among the ``n_tokens`` tokens of its rendered turn, as
+    ``(start, end)``: not the text a template puts before it (a reasoning model's empty think
+    block, a leading space) or after it (the end of turn)."""
+    turn = render_answer(tokenizer, pair.prompt, answer, pair.system)
+    text = answer.strip()
+    at = turn.rfind(text) if text else -1
+    if at >= 0 and getattr(tokenizer, "is_fast", False):
+        offsets = tokenizer(turn, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        inside = [i for i, (a, b) in enumerate(offsets) if b > at and a < at + len(text)]
+        if inside and len(offsets) == n_tokens:
+            return inside[0], inside[-1] + 1
+    # no character offsets: the answer's own tokens, counted from the start of the turn
+    return 0, min(n_tokens, max(1, len(tokenizer(answer, add_special_tokens=False)["input_ids"])))
 
 
 @torch.no_grad()
@@ -53,7 +63,6 @@ def answer_activations(
     encoded, report = encode_pairs(tokenizer, pairs, capped_length(model, max_length))
     if report.dropped:
         raise SettingsError(f"{report.dropped} pair(s) do not fit max_length={max_length}; raise it.")
-    lengths = _answer_content_lengths(tokenizer, pairs)
     device = model_device(model)
     pad = pad_token_id(tokenizer, model)
     chosen, rejected = [], []
@@ -64,12 +73,11 @@ def answer_activations(
             model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
         h = seen[-1].float()
         n = len(chunk)
-        for j, pair in enumerate(chunk):
-            p = len(pair.prompt_ids)
-            own_w, own_l = lengths[start + j]
-            for out, row, own, total in ((chosen, j, own_w, len(pair.chosen_ids)), (rejected, n + j, own_l, len(pair.rejected_ids))):
-                own = min(own, total)
-                out.append(h[row, p + own - 1].cpu() if reduce == "last" else h[row, p : p + own].cpu())
+        for j, enc in enumerate(chunk):
+            p, pair = len(enc.prompt_ids), pairs[start + j]
+            for out, row, answer, ids in ((chosen, j, pair.chosen, enc.chosen_ids), (rejected, n + j, pair.rejected, enc.rejected_ids)):
+                first, end = _own_span(tokenizer, pair, answer, len(ids))
+                out.append(h[row, p + end - 1].cpu() if reduce == "last" else h[row, p + first : p + end].cpu())
     if reduce == "last":
         return torch.stack(chosen), torch.stack(rejected)
     return chosen, rejected
