@@ -64,6 +64,21 @@ def test_local_files_through_datasets_builders(tmp_path):
     assert len(load_pairs(tmp_path, split="test")) == 1
 
 
+def test_a_folder_split_joins_its_shards_and_is_not_a_longer_named_split(tmp_path):
+    """``datasets`` writes a large split as numbered shards; ``test_infer.csv`` is not ``test``."""
+    rows = [{**ROWS[0], "prompt": f"Q{i}?"} for i in range(5)]
+    pd.DataFrame(rows[:2]).to_parquet(tmp_path / "train-00000-of-00002.parquet")
+    pd.DataFrame(rows[2:]).to_parquet(tmp_path / "train-00001-of-00002.parquet")
+    pd.DataFrame(ROWS).to_csv(tmp_path / "test_infer.csv", index=False)
+    assert [p.prompt for p in load_pairs(tmp_path)] == [r["prompt"] for r in rows]
+    with pytest.raises(DataError, match="no test.csv.* it has split\\(s\\) 'test_infer', 'train': choose one with split="):
+        load_pairs(tmp_path, split="test")
+    assert len(load_pairs(tmp_path, split="test_infer")) == 2
+    pd.DataFrame([{"q": "x", "a": "y", "b": "z"}]).to_parquet(tmp_path / "train-00002-of-00002.parquet")
+    with pytest.raises(DataError, match="shard 'train-00002-of-00002.parquet' has columns"):
+        load_pairs(tmp_path)
+
+
 def test_bipo_schemas():
     df = pd.DataFrame([{"question": "Q?", "matching": "power!", "not_matching": "no power"}])
     p = load_pairs(df)

@@ -83,11 +83,7 @@ def _read_any(source: Any, split: str | None):
 def read_local(path: Path, split: str | None = None):
     """A DataFrame from a local file, or from a folder's ``<split>*.<suffix>`` file."""
     if path.is_dir():
-        for suffix in SUFFIXES:
-            candidates = sorted(path.glob(f"{split or 'train'}*{suffix}"))
-            if candidates:
-                return read_local(candidates[0])
-        raise DataError(f"folder {str(path)!r} has no {split or 'train'}.csv/.tsv/.jsonl/.json/.parquet.")
+        return _read_split_files(path, split or "train")
     suffix = path.suffix.lower()
     if suffix in _PICKLES:
         raise DataError(
@@ -107,6 +103,28 @@ def read_local(path: Path, split: str | None = None):
     if suffix == ".json":
         return _read_json(text, path.name)
     return read_delimited(text, path.name, "\t" if suffix == ".tsv" else ",")
+
+
+def _read_split_files(folder: Path, split: str):
+    """A split of a folder laid out as ``datasets`` writes it: ``<split>.<suffix>``, or shards
+    ``<split>-00000-of-00003.<suffix>`` read in order and joined (``test_infer.csv`` is another
+    split than ``test``)."""
+    import pandas as pd
+
+    for suffix in SUFFIXES:
+        files = sorted(f for f in folder.glob(f"{split}*{suffix}")
+                       if f.suffix.lower() == suffix and (f.stem == split or f.stem.startswith(f"{split}-")))
+        if not files:
+            continue
+        frames = [read_local(f) for f in files]
+        for f, frame in zip(files[1:], frames[1:]):
+            if list(frame.columns) != list(frames[0].columns):
+                raise DataError(f"shard {f.name!r} has columns {list(frame.columns)}, but {files[0].name!r} has "
+                                f"{list(frames[0].columns)}: the shards of split {split!r} must share their columns.")
+        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    others = sorted({f.stem.split("-")[0] for f in folder.iterdir() if f.suffix.lower() in SUFFIXES})
+    raise DataError(f"folder {str(folder)!r} has no {split}.csv/.tsv/.jsonl/.json/.parquet (nor {split}-* shards)"
+                    + (f"; it has split(s) {', '.join(map(repr, others))}: choose one with split=." if others else "."))
 
 
 def decode_text(raw: bytes, name: str) -> str:
