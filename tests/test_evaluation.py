@@ -217,3 +217,26 @@ def test_multipliers_read_from_text_allow_a_trailing_comma_but_not_a_gap():
         parse_multipliers("0, x")
     with pytest.raises(SettingsError, match="at least one"):
         parse_multipliers(" , ")
+
+
+def test_a_question_longer_than_the_context_loses_its_start_not_the_evaluation(tokenizer):
+    """An MCQ prompt past the model's positions is cut from the left, as training cuts it (a
+    learned-position model would otherwise fail with an index error)."""
+    from yapo_core.architectures import context_length
+
+    model = make_model("gpt2")
+    tail = "Which one? A. tea B. coffee. Answer with A or B."
+    long = "background " * (context_length(model) // 4) + tail
+    [cut] = letter_logprobs(model, tokenizer, [MCQItem(long, "A", "AB")], max_length=64)
+    [short] = letter_logprobs(model, tokenizer, [MCQItem(long[-30:], "A", "AB")], max_length=64)
+    assert torch.isfinite(cut).all() and cut.shape == short.shape == (2,)
+    [whole] = letter_logprobs(model, tokenizer, [MCQItem(long, "A", "AB")])  # the model's context caps 512
+    assert torch.isfinite(whole).all()
+
+
+def test_pairs_whose_answers_alone_overflow_are_named_not_scored_as_nan(tokenizer):
+    model = make_model("llama")
+    vec = SteeringVector("dense", torch.ones(32), "blocks.1.hook_resid_post")
+    pairs = [PreferencePair("Q?", "yes " * 300, "no")]
+    with pytest.raises(DataError, match="1 of 1 pair\\(s\\) have an answer longer than the 512 tokens"):
+        preference_accuracy(model, tokenizer, pairs, vec, 1.0)

@@ -218,3 +218,20 @@ def test_dialogue_texts_reads_each_text_once(tokenizer):
     pairs = [PreferencePair("Which dish?", "H", wrong) for wrong in "ABC"] + [PreferencePair("Which sport?", "H", "A")]
     texts = F.dialogue_texts(tokenizer, pairs)
     assert len(texts) == 2 and "dish" in texts[0] and "sport" in texts[1]
+
+
+def test_a_texts_activations_do_not_depend_on_the_batch_it_is_read_in():
+    """A left-padding tokenizer (the demo's, many chat models') must not shift a short text's
+    positions when a longer one shares its batch: a learned-position model would read it shifted."""
+    from conftest import make_tokenizer
+
+    tok = make_tokenizer()
+    tok.padding_side = "left"
+    model, sae = make_model("gpt2"), make_sae()
+    short, long = "Tea?", "A much longer question about coffee?"
+    [(ids_alone, alone)] = F.sae_codes(model, tok, sae, [short], range(16))
+    (ids_batched, batched), _ = F.sae_codes(model, tok, sae, [short, long], range(16))
+    assert ids_alone == ids_batched and tok.padding_side == "left"
+    torch.testing.assert_close(batched, alone, rtol=1e-4, atol=1e-5)
+    [(ids, _)] = F.sae_codes(model, tok, sae, ["x" * 2000], range(4))  # past the 512 positions: cut, not an index error
+    assert len(ids) <= 512

@@ -32,7 +32,7 @@ from torch import nn
 from . import checks
 from .architectures import capped_length
 from .data import PreferencePair, answer_letter, is_letter_answer, option_letters
-from .encoding import EncodedPair, collate, encode_pairs, encode_prompt, render_answer
+from .encoding import EncodedPair, collate, encode_pairs, fit_prompt, render_answer
 from .errors import DataError, SettingsError
 from .generation import STEER_POSITIONS, generate
 from .hub import explain_hub_error
@@ -89,7 +89,10 @@ def score_pairs(
     batch_size: int = 8,
     max_length: int = 512,
 ) -> PairScores:
-    encoded, _ = encode_pairs(tokenizer, pairs, capped_length(model, max_length))
+    encoded, report = encode_pairs(tokenizer, pairs, capped_length(model, max_length))
+    if report.dropped:
+        raise DataError(f"{report.dropped} of {len(pairs)} pair(s) have an answer longer than the "
+                        f"{capped_length(model, max_length)} tokens scored per pair: leave them out, or shorten their answers.")
     reference = _logprobs_of(model, tokenizer, encoded, batch_size)
     with steered(model, vector, multiplier, sae):
         scores = _logprobs_of(model, tokenizer, encoded, batch_size)
@@ -147,14 +150,20 @@ def one_letter_accuracy(items: Sequence[MCQItem]) -> tuple[str, float]:
     return letter, count / len(items)
 
 
-def letter_logprobs(model, tokenizer, items: Sequence[MCQItem], batch_size: int = 8) -> list[torch.Tensor]:
-    """log p(answer turn = letter) for each option letter of each item."""
+def letter_logprobs(model, tokenizer, items: Sequence[MCQItem], batch_size: int = 8,
+                    max_length: int = 512) -> list[torch.Tensor]:
+    """log p(answer turn = letter) for each option letter of each item; a prompt longer than
+    ``max_length`` (or the model's context) loses the start of its text, as in training."""
     encoded = []
     for item in items:
-        prompt_ids = encode_prompt(tokenizer, item.prompt, item.system)
-        for letter in item.letters:
-            answer = tokenizer(render_answer(tokenizer, item.prompt, letter, item.system), add_special_tokens=False)["input_ids"]
-            encoded.append(EncodedPair(prompt_ids, answer, answer))
+        answers = [tokenizer(render_answer(tokenizer, item.prompt, letter, item.system), add_special_tokens=False)["input_ids"]
+                   for letter in item.letters]
+        prompt_ids, _ = fit_prompt(tokenizer, item.prompt, item.system,
+                                   capped_length(model, max_length) - max(map(len, answers)))
+        if prompt_ids is None:
+            raise DataError(f"the question {item.prompt[:60]!r} does not fit the model's {capped_length(model, max_length)} "
+                            "tokens even without its text: the chat template alone is longer.")
+        encoded += [EncodedPair(prompt_ids, answer, answer) for answer in answers]
     flat = _logprobs_of(model, tokenizer, encoded, batch_size)[:, 0]
     out, i = [], 0
     for item in items:

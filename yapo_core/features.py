@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .architectures import unembed
+from .architectures import capped_length, unembed
 from .data import PreferencePair
 from .encoding import has_chat_template, render_answer, render_prompt
 from .errors import SAELoadError, SettingsError
@@ -214,13 +214,15 @@ def sae_codes(
     latents: Sequence[int],
     batch_size: int = 8,
     token_chunk: int = 256,
+    max_length: int = 1024,
 ) -> list[tuple[list[int], torch.Tensor]]:
     """Per text, its token ids and the chosen ``latents``' activations at every token.
 
     Texts are tokenised as rendered (the chat template writes BOS itself). BOS positions are left
     out: their residual is huge and constant, and real SAEs are not trained on it. The SAE is
     run on at most ``token_chunk`` tokens at a time, so a 65k-wide code never exists for a
-    whole batch at once.
+    whole batch at once. A text longer than ``max_length`` tokens (or the model's context) is read
+    up to there.
     """
     point = check_sae_fits(model, sae)
     device = model_device(model)
@@ -229,7 +231,10 @@ def sae_codes(
     out: list[tuple[list[int], torch.Tensor]] = []
     for start in range(0, len(texts), batch_size):
         chunk = list(texts[start : start + batch_size])
-        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=add_special).to(device)
+        # right-padded whatever the tokenizer's default, so that every text starts at position 0 (a
+        # model with learned positions reads a left-padded text shifted), and cut at the model's context
+        enc = tokenizer(chunk, return_tensors="pt", padding=True, padding_side="right", truncation=True,
+                        max_length=capped_length(model, max_length), add_special_tokens=add_special).to(device)
         with record_residual(model, point) as seen:
             model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], use_cache=False)
         hidden = seen[-1]

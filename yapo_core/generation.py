@@ -40,14 +40,10 @@ other's seed."""
 
 def encode_for_generation(tokenizer, prompts: Sequence[str], system: str | None = None):
     texts = [render_prompt(tokenizer, p, system) for p in prompts]
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        return tokenizer(
-            texts, return_tensors="pt", padding=True, add_special_tokens=not has_chat_template(tokenizer)
-        )
-    finally:
-        tokenizer.padding_side = old_side
+    # left-padded for this call only: the shared tokenizer's own setting is never changed under
+    # another thread that uses it
+    return tokenizer(texts, return_tensors="pt", padding=True, padding_side="left",
+                     add_special_tokens=not has_chat_template(tokenizer))
 
 
 def generate(
