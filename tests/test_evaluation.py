@@ -240,3 +240,27 @@ def test_pairs_whose_answers_alone_overflow_are_named_not_scored_as_nan(tokenize
     pairs = [PreferencePair("Q?", "yes " * 300, "no")]
     with pytest.raises(DataError, match="1 of 1 pair\\(s\\) have an answer longer than the 512 tokens"):
         preference_accuracy(model, tokenizer, pairs, vec, 1.0)
+
+
+@pytest.mark.parametrize("metric", ["mcq_generated", "generation", "fluency"])
+def test_generated_answers_are_asked_under_the_pairs_system_prompt(tokenizer, monkeypatch, metric):
+    """Training and the likelihood metrics read the pairs' system prompt; so must every metric
+    that generates, or ``yapo eval --system`` scores answers to another prompt."""
+    import yapo_core.evaluation as ev
+    import yapo_core.replies as rp
+
+    asked = []
+
+    def fake(model, tok, prompts, vector=None, multipliers=(0.0,), *a, system=None, **k):
+        asked.append(system)
+        return [{float(m): "A" for m in [0.0, *multipliers]} for _ in prompts]
+
+    monkeypatch.setattr(ev, "generate", fake)
+    monkeypatch.setattr(rp, "generate", fake)
+    answer = "Koshari" if metric == "generation" else "A"  # an open answer for the generation accuracy
+    pairs = [PreferencePair(f"Q{i}?\nA. x\nB. y", answer, "B", system="You are from Egypt.") for i in range(2)]
+    ev.evaluate_metric(metric, None, tokenizer, pairs, None)
+    assert asked and set(asked) == {"You are from Egypt."}
+    mixed = [pairs[0], PreferencePair(pairs[1].prompt, answer, "B", system="Another.")]
+    with pytest.raises(DataError, match="2 different system prompts"):
+        ev.evaluate_metric(metric, None, tokenizer, mixed, None)

@@ -155,6 +155,9 @@ def test_neuronpedia_explanation_parses_the_api_and_fails_quietly(monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", fake_open)
     assert NP.neuronpedia_explanation("gpt2-small/8-res-jb", 7, timeout=1.5) == "mentions of tea"
     assert seen == {"url": "https://www.neuronpedia.org/api/feature/gpt2-small/8-res-jb/7", "timeout": 1.5}
+    for odd in ([], ["x"], {"explanations": "x"}, {"explanations": ["tea", None, {"description": 3}]}, None):
+        body = json.dumps(odd).encode()  # an answer of another shape is no explanation, not an error
+        assert NP.neuronpedia_explanation("gpt2-small/8-res-jb", 7) is None, odd
 
     def offline(request, timeout):
         raise OSError("Name or service not known")

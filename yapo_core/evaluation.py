@@ -38,7 +38,14 @@ from .generation import STEER_POSITIONS, generate
 from .hub import explain_hub_error
 from .logprobs import pad_token_id, sequence_logprobs
 from .models import model_device
-from .replies import behaviour_shown_rate, demo_behaviour, fluency_rate, generation_accuracy, parse_answer_letter
+from .replies import (
+    behaviour_shown_rate,
+    demo_behaviour,
+    fluency_rate,
+    generation_accuracy,
+    parse_answer_letter,
+    shared_system,
+)
 from .steering import SteeringVector
 
 DEFAULT_MULTIPLIERS = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
@@ -201,7 +208,7 @@ def mcq_generation_report(model, tokenizer, items: Sequence[MCQItem], vector=Non
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         out = generate(model, tokenizer, [i.prompt for i in chunk], vector, [multiplier], sae=sae,
-                       max_new_tokens=max_new_tokens, steer_positions=steer_positions)
+                       system=shared_system(items), max_new_tokens=max_new_tokens, steer_positions=steer_positions)
         replies += [o[multiplier if vector is not None else 0.0] for o in out]
     letters = [parse_answer_letter(r, i.letters) for r, i in zip(replies, items)]
     return {"accuracy": sum(a == i.gold for a, i in zip(letters, items)) / len(items),
@@ -338,7 +345,8 @@ def _behaviour(model, tokenizer, pairs, vector, m, sae, steer_positions):
 
 
 def _fluency(model, tokenizer, pairs, vector, m, sae, steer_positions):
-    return fluency_rate(model, tokenizer, [p.prompt for p in pairs], vector, m, sae=sae, steer_positions=steer_positions)
+    return fluency_rate(model, tokenizer, [p.prompt for p in pairs], vector, m, sae=sae, steer_positions=steer_positions,
+                        system=shared_system(pairs))
 
 
 def _behaviour_open(model, tokenizer, pairs, vector, m, sae, steer_positions):
@@ -347,7 +355,7 @@ def _behaviour_open(model, tokenizer, pairs, vector, m, sae, steer_positions):
 
 def _generation(model, tokenizer, pairs, vector, m, sae, steer_positions):
     return generation_accuracy(model, tokenizer, [p.prompt for p in pairs], [p.chosen for p in pairs], vector, m,
-                               sae=sae, steer_positions=steer_positions)
+                               sae=sae, steer_positions=steer_positions, system=shared_system(pairs))
 
 
 METRICS: dict[str, Metric] = {

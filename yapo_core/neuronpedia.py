@@ -42,10 +42,11 @@ def neuronpedia_explanation(source: SAESource | str | None, index: int, timeout:
             data = json.loads(r.read(2_000_000))
     except (OSError, ValueError):
         return None
-    for item in data.get("explanations") or []:
-        text = (item or {}).get("description")
-        if text:
-            return str(text).strip()
+    explanations = data.get("explanations") if isinstance(data, dict) else None
+    for item in explanations if isinstance(explanations, list) else []:
+        text = item.get("description") if isinstance(item, dict) else None
+        if isinstance(text, str) and text.strip():
+            return text.strip()
     return None
 
 
@@ -60,4 +61,4 @@ def neuronpedia_explanations(source: SAESource | str | None, indices: Iterable[i
     futures = {i: pool.submit(neuronpedia_explanation, np_id, i) for i in indices}
     wait(futures.values(), timeout=deadline)
     pool.shutdown(wait=False, cancel_futures=True)
-    return {i: f.result() for i, f in futures.items() if f.done() and f.result()}
+    return {i: f.result() for i, f in futures.items() if f.done() and not f.exception() and f.result()}

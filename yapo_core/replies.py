@@ -77,7 +77,8 @@ FLUENCY_TOKENS = 48
 
 
 def fluency_rate(model, tokenizer, prompts: Sequence[str], vector=None, multiplier: float = 1.0, sae=None,
-                 max_new_tokens: int = FLUENCY_TOKENS, batch_size: int = 16, steer_positions: str = "all") -> float:
+                 max_new_tokens: int = FLUENCY_TOKENS, batch_size: int = 16, steer_positions: str = "all",
+                 system: str | None = None) -> float:
     """Share of prompts whose greedy steered answer reads like text (:func:`fluency_problem`,
     judged against the unsteered answer to the same prompt; at multiplier 0 that is the answer
     itself, so only empty answers and loops count). It measures how far a vector can be pushed
@@ -87,7 +88,7 @@ def fluency_rate(model, tokenizer, prompts: Sequence[str], vector=None, multipli
     fluent = 0
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start : start + batch_size])
-        out = generate(model, tokenizer, chunk, vector if steer else None, multipliers, sae=sae,
+        out = generate(model, tokenizer, chunk, vector if steer else None, multipliers, sae=sae, system=system,
                        max_new_tokens=max_new_tokens, steer_positions=steer_positions)
         fluent += sum(fluency_problem(tokenizer, row[multipliers[-1]], max_new_tokens, unsteered=row[0.0]) is None
                       for row in out)
@@ -100,18 +101,28 @@ def _normalise(text: str) -> str:
 
 def generation_accuracy(model, tokenizer, prompts: Sequence[str], answers: Sequence[str], vector=None,
                         multiplier: float = 1.0, sae=None, max_new_tokens: int = 24, batch_size: int = 16,
-                        steer_positions: str = "all") -> float:
+                        steer_positions: str = "all", system: str | None = None) -> float:
     """Share of prompts whose greedy answer contains the expected answer (case and punctuation
     ignored). ``steer_positions``: see :func:`~yapo_core.generation.generate`."""
     hits = 0
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start : start + batch_size])
-        out = generate(model, tokenizer, chunk, vector, [multiplier], sae=sae, max_new_tokens=max_new_tokens,
-                       steer_positions=steer_positions)
+        out = generate(model, tokenizer, chunk, vector, [multiplier], sae=sae, system=system,
+                       max_new_tokens=max_new_tokens, steer_positions=steer_positions)
         for got, want in zip(out, answers[start : start + batch_size]):
             text = got[multiplier if vector is not None else 0.0]
             hits += _normalise(want) in _normalise(text)
     return hits / max(1, len(prompts))
+
+
+def shared_system(items) -> str | None:
+    """The one system prompt of ``items`` (pairs or MCQ items), which a generated answer is asked
+    under as training saw it; items with different system prompts are refused."""
+    systems = {item.system for item in items}
+    if len(systems) > 1:
+        raise DataError(f"these pairs have {len(systems)} different system prompts; answers are generated under "
+                        "one: evaluate the pairs of each system prompt apart.")
+    return next(iter(systems), None)
 
 
 def demo_behaviour(pairs):
@@ -144,7 +155,7 @@ def behaviour_shown_rate(model, tokenizer, pairs: Sequence[PreferencePair], vect
     shown = 0
     for start in range(0, len(pairs), batch_size):
         prompts = [p.prompt for p in pairs[start : start + batch_size]]
-        out = generate(model, tokenizer, prompts, vector, [at], sae=sae, max_new_tokens=BEHAVIOUR_REPLY_TOKENS,
-                       steer_positions=steer_positions)
+        out = generate(model, tokenizer, prompts, vector, [at], sae=sae, system=shared_system(pairs),
+                       max_new_tokens=BEHAVIOUR_REPLY_TOKENS, steer_positions=steer_positions)
         shown += sum(behaviour.shows(row[at]) for row in out)
     return shown / len(pairs)
