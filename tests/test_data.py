@@ -2,6 +2,7 @@
 
 import json
 import pickle
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -77,6 +78,14 @@ def test_a_folder_split_joins_its_shards_and_is_not_a_longer_named_split(tmp_pat
     pd.DataFrame([{"q": "x", "a": "y", "b": "z"}]).to_parquet(tmp_path / "train-00002-of-00002.parquet")
     with pytest.raises(DataError, match="shard 'train-00002-of-00002.parquet' has columns"):
         load_pairs(tmp_path)
+
+
+def test_an_ab_matching_cell_is_a_letter_or_an_error_naming_the_row():
+    ab = pd.DataFrame([{"question": "Q?", "A": "Take it", "B": "Share", "matching": m} for m in ("(B)", " a ", "B")])
+    assert [p.chosen for p in load_pairs(ab)] == ["B", "A", "B"]
+    for bad in ("Both", "none", "(C)", "AB"):  # not read by its first letter, nor skipped as if empty
+        with pytest.raises(DataError, match=f"column 'matching' row 2 holds '{re.escape(bad)}': it names the matching"):
+            load_pairs(pd.DataFrame([ab.iloc[0].to_dict(), {**ab.iloc[0].to_dict(), "matching": bad}]))
 
 
 def test_bipo_schemas():

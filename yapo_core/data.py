@@ -287,14 +287,21 @@ def _short(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+_AB_LETTER = re.compile(r"\(?\s*([AaBb])\s*\)?")
+
+
 def _row_to_pair(row: dict, n: int, schema: str, roles: dict[str, str], system: str | None):
     meta = {k: v for k, v in row.items() if k in ("country", "localization_status", "id")}
     cell = lambda role: _text(row[roles[role]], roles[role], n)  # noqa: E731
     if schema == "bipo_ab":
-        question, a, b = (cell(k) for k in ("prompt", "A", "B"))
-        letter = cell("matching").strip("() ").upper()[:1]
-        if not question or letter not in ("A", "B"):
+        question, a, b, matching = (cell(k) for k in ("prompt", "A", "B", "matching"))
+        if not question or not matching:
             return None
+        letter = _AB_LETTER.fullmatch(matching)
+        if letter is None:
+            raise DataError(f"column {roles['matching']!r} row {n} holds {_short(matching)}: it names the matching "
+                            "answer as A or B (also written (A) or (B)); correct the row or leave it out.")
+        letter = letter.group(1).upper()
         prompt = format_ab_prompt(question, a, b)
         other = "B" if letter == "A" else "A"
         return PreferencePair(prompt, letter, other, system, {**meta, "A": a, "B": b, "matching": letter})
