@@ -58,3 +58,8 @@ def test_the_countries_campaign_stores_each_result_resumes_and_writes_the_papers
     assert main(argv) == 0 and made == ["sas"] and "resuming after caa" in capsys.readouterr().err
     assert main([*argv[:7], "--countries", "egypt,mars", *argv[9:]]) == 0  # one country missing: the other kept
     assert "mars: not measured" in capsys.readouterr().out
+    # other settings on the same folder would mix two measurements in one table: refused, naming them
+    assert main([*argv[:11], "--multipliers=0,2", *argv[12:]]) == 2
+    err = capsys.readouterr().err
+    assert "holds results measured with other settings (multipliers: [0.0, 1.0] there, [0.0, 2.0] now)" in err, err
+    assert json.loads((out / "settings.json").read_text())["multipliers"] == [0.0, 1.0]

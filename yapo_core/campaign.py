@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from torch import nn
 
 from .comparison import ComparisonResult, MethodResult, compare_methods
 from .data import PreferencePair
-from .errors import YapoError
+from .errors import SettingsError, YapoError
 from .methods import METHODS
 from .models import model_id
 
@@ -64,6 +64,32 @@ class CampaignResult:
         return "\n".join(lines)
 
 
+_NOT_SETTINGS = ("capability", "on_progress", "on_result", "progress", "done")
+
+
+def _settings_of(model: nn.Module, compare_kw: dict, extra: Mapping[str, object] | None) -> dict:
+    """What a campaign's results depend on, as JSON values."""
+    kept = {k: v for k, v in compare_kw.items() if k not in _NOT_SETTINGS}
+    kept["capability"] = compare_kw.get("capability") is not None
+    return json.loads(json.dumps({"model": model_id(model), **kept, **(extra or {})}, default=str, sort_keys=True))
+
+
+def _check_settings(out: Path, settings: dict) -> None:
+    """Store ``settings`` in a new ``out``; in one that has results, refuse other settings, which
+    would mix results measured two ways in one table."""
+    path = out / "settings.json"
+    if path.is_file():
+        before = json.loads(path.read_text())
+        changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
+        if changed:
+            shown = "; ".join(f"{k}: {before.get(k)!r} there, {settings.get(k)!r} now" for k in changed)
+            raise SettingsError(f"{str(out)!r} holds results measured with other settings ({shown}); choose another "
+                                "output folder, or delete that one to measure again.")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
+
+
 def compare_countries(
     model: nn.Module,
     tokenizer,
@@ -72,12 +98,16 @@ def compare_countries(
     countries: Sequence[str],
     out: str | Path,
     on_progress: Callable[[str], None] | None = None,
+    settings: Mapping[str, object] | None = None,
     **compare_kw,
 ) -> CampaignResult:
     """The comparison for each of ``countries``; ``load_split(country, split)`` gives its
-    ``train``/``test`` pairs. Results are stored under ``out`` as they come, and reused."""
+    ``train``/``test`` pairs. Results are stored under ``out`` as they come, and reused only by a
+    run of the same settings: the model, ``compare_kw`` (methods, multipliers, training...) and
+    ``settings`` (what ``load_split`` selects, e.g. the localization), kept in ``out/settings.json``."""
     say = on_progress or (lambda msg: None)
     out = Path(out)
+    _check_settings(out, _settings_of(model, compare_kw, settings))
     result = CampaignResult(model_id(model))
     for i, country in enumerate(countries, 1):
         folder = out / country

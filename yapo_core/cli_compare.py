@@ -75,7 +75,9 @@ def _compare_countries(args, methods, multipliers, overrides, say) -> int:
         f"trainings of {_length(config)}; results in {args.out}")
     result = compare_countries(model, tokenizer, sae, load, countries, args.out, on_progress=say, methods=methods,
                                capability=_capability(args, model, tokenizer),
-                               multipliers=multipliers, train_config=config, metric="mcq", progress=True)
+                               multipliers=multipliers, train_config=config, metric="mcq", progress=True,
+                               settings={"data": str(args.data), "localization": args.localization,
+                                         "rejected_model": args.rejected_model, "system": args.system})
     print(result.summary_table())
     return 1 if result.failed and not result.countries else 0
 
