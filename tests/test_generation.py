@@ -93,3 +93,33 @@ def test_prompt_only_steering_equals_steering_the_prompt_positions_without_a_cac
     assert answers[2.0][:1] == every[2.0][:1] and answers[2.0] != every[2.0]  # same prefill, then they part
     with pytest.raises(SettingsError, match="steer_positions='answer' is unknown"):
         generate(model, tokenizer, [prompt], vec, [1.0], steer_positions="answer")
+
+
+def test_a_stream_shows_its_tokens_even_when_all_arrive_before_it_is_read(monkeypatch, tokenizer):
+    """On a busy machine the worker can finish before the page reads the first update: the tokens
+    are still shown once before the final result, not skipped."""
+    import threading
+
+    import yapo_core.generation as G
+
+    class LateReader(G.BatchStreamer):
+        def __init__(self, n_rows):
+            super().__init__(n_rows)
+            finished, read = threading.Event(), self.updates.get
+            self.finished = finished
+            self.updates.get = lambda *a, **k: finished.wait(5) and read(*a, **k)
+
+        def end(self):
+            super().end()
+            self.finished.set()
+
+    def fake_generate(model, tok, prompts, vector, multipliers, streamer=None, **settings):
+        streamer.put(torch.tensor([[0]]))  # generate hands over the prompt first
+        for char in "hi":
+            streamer.put(torch.tensor([tok.convert_tokens_to_ids(char)]))
+        return [{0.0: "hi"}]
+
+    monkeypatch.setattr(G, "BatchStreamer", LateReader)
+    monkeypatch.setattr(G, "generate", fake_generate)
+    parts = list(G.stream_generate(None, tokenizer, "Hello?"))
+    assert parts == [[{0.0: "hi"}], [{0.0: "hi"}]]

@@ -623,3 +623,24 @@ def test_compare_methods_on_the_loaded_task(ready):
     assert result.task == ready.task.label
     with pytest.raises(SettingsError, match="MCQ accuracy .* cannot score"):
         ready.compare("mcq", [0.0, 1.0], ["caa"])
+
+
+def test_the_capability_check_measures_each_model_unsteered_once(monkeypatch):
+    """Several vectors of one model: the unsteered measure (which no vector changes) is taken once."""
+    import threading
+    from types import SimpleNamespace
+
+    session = S_session.Session()
+    bundle = SimpleNamespace(model=object(), tokenizer=None, sae=None, lock=threading.Lock())
+    for label in ("a", "b", "c"):
+        session.files[label] = S_session.VectorEntry(label, None, bundle, None, "file")
+    monkeypatch.setattr(session, "_demo_capability", lambda b: (lambda: 0.5, "demo general questions"))
+    given = []
+
+    def change(measure, model, vector, multiplier, sae, unsteered=None):
+        given.append(unsteered)
+        return {"unsteered": measure() if unsteered is None else unsteered, "steered": 0.4, "change": -0.1}
+
+    monkeypatch.setattr(S_session.ev, "capability_change", change)
+    rows = session.capability(["a", "b", "c"])
+    assert given == [None, 0.5, 0.5] and [r["unsteered"] for r in rows] == [0.5] * 3

@@ -186,11 +186,13 @@ def stream_generate(
     worker.start()
     while True:
         item = streamer.updates.get()
-        while item is not None and not streamer.updates.empty():
-            item = streamer.updates.get_nowait()  # yield once for steps that arrived meanwhile
-        if item is None:
+        ended = item is None
+        while not ended and not streamer.updates.empty():
+            ended = streamer.updates.get_nowait() is None  # yield once for steps that arrived meanwhile
+        if item is not None:  # new tokens: shown, also when the end came with them on a busy machine
+            yield _partial(tokenizer, streamer.rows, prompts, multipliers)
+        if ended:
             break
-        yield _partial(tokenizer, streamer.rows, prompts, multipliers)
     worker.join()
     if "error" in outcome:
         raise outcome["error"]

@@ -346,18 +346,22 @@ class Session:
         if not labels:
             raise SettingsError("choose at least one vector to check.")
         rows = []
+        unsteered: dict[int, float] = {}  # per model: the measure without a vector, taken once
+        mmlu: list | None = None
         for label in labels:
             e = self.entry(label)
             b = e.bundle
             demo = self._demo_capability(b)
+            if demo is not None:
+                measure, what = demo
+            else:
+                mmlu = mmlu if mmlu is not None else ev.load_mmlu_subset(n)  # fetched once, not under the model's lock
+                measure = lambda b=b: ev.mcq_accuracy(b.model, b.tokenizer, mmlu)  # noqa: E731
+                what = f"MMLU subset ({len(mmlu)})"
             with b.lock:
-                if demo is not None:
-                    measure, what = demo
-                else:
-                    items = ev.load_mmlu_subset(n)
-                    measure = lambda: ev.mcq_accuracy(b.model, b.tokenizer, items)  # noqa: E731
-                    what = f"MMLU subset ({len(items)})"
-                result = ev.capability_change(measure, b.model, e.vector, multiplier, b.sae)
+                result = ev.capability_change(measure, b.model, e.vector, multiplier, b.sae,
+                                              unsteered=unsteered.get(id(b.model)))
+            unsteered[id(b.model)] = result["unsteered"]
             rows.append({"vector": label, "measure": what, "multiplier": multiplier, **result})
         return rows
 
