@@ -1,7 +1,7 @@
 """YaPO Studio's web app: ``python app.py`` locally; the same file is a Hugging Face Space's entry point.
 
 Pages live in ``pages/`` (one module each) and call ``yapo_core`` only; this file assembles them
-into tabs that share one per-user :class:`~yapo_core.session.Session` (a ``gr.State``), so two
+into tabs that share one per-user :class:`~yapo_studio.session.Session` (a ``gr.State``), so two
 users never see each other's runs.
 
 Environment: ``YAPO_HOST`` / ``GRADIO_SERVER_NAME`` (default 127.0.0.1: local only),

@@ -124,7 +124,7 @@ def test_training_tokenization_matches_the_chat_template(world):
     n_answer = len(tokenizer("white", add_special_tokens=False)["input_ids"]) + 1  # + <|eot|>
     answer_ids, answer_weights = ids[-n_answer:], weights[-n_answer:]
     assert tokenizer.decode(answer_ids) == "white" + tokenizer.eos_token
-    # The answer weighs 1 in all, the prompt PROMPT_LOSS_WEIGHT, each evenly_spaced evenly.
+    # The answer weighs 1 in all, the prompt PROMPT_LOSS_WEIGHT, each spread evenly over its tokens.
     assert sum(answer_weights) == pytest.approx(1.0)
     assert len(set(answer_weights)) == 1
     assert sum(weights[1:-n_answer]) == pytest.approx(build_lm.PROMPT_LOSS_WEIGHT)

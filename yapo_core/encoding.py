@@ -27,10 +27,12 @@ def _messages(prompt: str, system: str | None, tokenizer) -> list[dict[str, str]
     if not system:
         return [user]
     with_system = [{"role": "system", "content": system}, user]
+    from jinja2 import TemplateError  # what a template's raise_exception raises
+
     try:
         tokenizer.apply_chat_template(with_system, tokenize=False, add_generation_prompt=True)
         return with_system
-    except Exception:
+    except TemplateError:
         return [{"role": "user", "content": f"{system}\n\n{prompt}"}]
 
 

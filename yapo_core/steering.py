@@ -11,7 +11,7 @@ registered by a context manager and always removed, also when the body raises.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
@@ -118,9 +118,6 @@ class SteeringVector:
         mags = self.values.abs()
         total = float(mags.sum())
         return float(mags.topk(min(k, mags.numel())).values.sum()) / total if total else 0.0
-
-    def with_values(self, values: torch.Tensor) -> "SteeringVector":
-        return replace(self, values=values.detach().clone(), metadata=dict(self.metadata))
 
     def check_fits(self, model: nn.Module, sae: nn.Module | None = None) -> HookPoint:
         """Raise a clear error when this vector cannot be applied to ``model`` (and ``sae``)."""

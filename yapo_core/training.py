@@ -394,11 +394,3 @@ def train_vector(
         trainer.load_checkpoint(resume_from)
     return trainer.run(progress=progress)
 
-
-__all__ = [
-    "StepMetrics",
-    "TrainConfig",
-    "TrainState",
-    "Trainer",
-    "train_vector",
-]

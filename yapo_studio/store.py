@@ -44,7 +44,7 @@ class LoadSpec(Sources):
 
     device: str = "auto"
     device_map: str | None = field(default_factory=lambda: current().device_map)
-    """``auto``: evenly_spaced the model over every visible GPU (accelerate); set ``YAPO_DEVICE_MAP``."""
+    """``auto``: spread the model over every visible GPU (accelerate); set ``YAPO_DEVICE_MAP``."""
 
     def describe(self) -> str:
         sae = f"{self.sae_release}/{self.sae_id}" if self.sae_release else (self.sae_path or "no SAE")
