@@ -107,6 +107,22 @@ def test_gguf_control_vector(tmp_path):
         export_gguf(SteeringVector("dense", torch.ones(32), "blocks.0.hook_resid_post"), tmp_path / "z.gguf")
 
 
+def test_an_interrupted_gguf_export_leaves_the_earlier_file_whole(tmp_path, monkeypatch):
+    import gguf
+
+    path, vec = tmp_path / "v.gguf", SteeringVector("dense", torch.ones(32), "blocks.1.hook_resid_post")
+    export_gguf(vec, path, model=make_model("llama"))
+    before = path.read_bytes()
+
+    def full_disk(self):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(gguf.GGUFWriter, "write_tensors_to_file", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        export_gguf(SteeringVector("dense", 2 * torch.ones(32), "blocks.1.hook_resid_post"), path, model=make_model("llama"))
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["v.gguf"]
+
+
 def test_a_gguf_export_without_the_model_names_what_the_vector_file_recorded(tmp_path):
     """The file's layer count and model hint come from the model, or from the vector file's record
     of it: the two exports are the same file."""

@@ -285,15 +285,22 @@ def export_gguf(
     n_layers = num_layers(model) if model is not None else _recorded_depth(meta.get("n_layers"), layer)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(str(path), "controlvector")
-    writer.add_string("controlvector.model_hint", hint)
-    writer.add_uint32("controlvector.layer_count", n_layers)
-    writer.add_string("controlvector.method", vector.method)
-    writer.add_string("yapo.metadata", json.dumps(vector_metadata(vector, sae)))
-    writer.add_float32("yapo.dropped_fraction", float(dropped))
-    writer.add_tensor(f"direction.{layer}", delta.numpy().astype(np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
+    partial = path.with_name(f".{path.name}.partial")  # renamed when whole, as save_vector does
+    writer = gguf.GGUFWriter(str(partial), "controlvector")
+    try:
+        writer.add_string("controlvector.model_hint", hint)
+        writer.add_uint32("controlvector.layer_count", n_layers)
+        writer.add_string("controlvector.method", vector.method)
+        writer.add_string("yapo.metadata", json.dumps(vector_metadata(vector, sae)))
+        writer.add_float32("yapo.dropped_fraction", float(dropped))
+        writer.add_tensor(f"direction.{layer}", delta.numpy().astype(np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+    except BaseException:
+        writer.close()
+        partial.unlink(missing_ok=True)
+        raise
     writer.close()
+    os.replace(partial, path)
     return {"path": str(path), "layer": layer, "dropped_fraction": dropped, "norm": float(delta.norm())}
