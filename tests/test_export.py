@@ -35,6 +35,9 @@ def test_round_trip_is_bit_exact_with_metadata(tmp_path, sae_dir):
         "sparse", "blocks.1.hook_resid_post", 1.5, vec.sae_source)
     with loaded.apply(model, 1.0):  # the SAE given at load time travels with the vector
         model(torch.tensor([[5, 6, 7]]))
+    # a dense vector saved beside an SAE is not described in the SAE's terms
+    _, meta = open_safetensors(save_vector(SteeringVector("dense", torch.ones(32), vec.hook_name), tmp_path / "d.safetensors", sae))
+    assert meta["kind"] == "dense" and not {"d_sae", "sae_fingerprint"} & set(meta)
 
 
 def test_vector_for_another_model_layer_or_sae_is_refused(tmp_path, sae_dir):

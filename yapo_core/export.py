@@ -99,7 +99,7 @@ def vector_metadata(vector: SteeringVector, sae: nn.Module | None = None) -> dic
                            "(the input of block L is the output of block L-1)",
         "positions": "every token: each prompt token and each generated token",
     })
-    if sae is not None:
+    if sae is not None and vector.kind == "sparse":  # a dense vector lives in the residual stream, not the SAE's space
         meta["d_sae"] = str(sae.cfg.d_sae)
         meta["d_model"] = str(sae.cfg.d_in)
         meta.setdefault("sae_fingerprint", sae_fingerprint(sae))
