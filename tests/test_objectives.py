@@ -1,6 +1,7 @@
 """The fast trainer computes the straightforward objective: same loss, same vector gradient."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -133,6 +134,31 @@ def test_cache_on_disk_is_reused_and_rebuilt_when_inputs_change(tokenizer, tmp_p
     build(make_model("llama", seed=1), sae, encoded)  # other weights
     build(model, sae, encoded[:5])  # other data
     assert len(list(tmp_path.iterdir())) == 4
+
+
+def test_a_cache_appears_whole_or_not_at_all(tokenizer, tmp_path, monkeypatch):
+    """A build writes beside its folder and renames it when complete: a run reading the cache
+    meanwhile never meets half-written shards, and a failed build leaves nothing under the key."""
+    import yapo_core.activation_cache as AC
+    from yapo_core.encoding import encode_pairs
+
+    model, sae = make_model("llama"), make_sae()
+    encoded, _ = encode_pairs(tokenizer, _pairs(6))
+    key = AC.fingerprint(model, sae, "blocks.1.hook_resid_post", encoded)
+    (tmp_path / key).mkdir()
+    (tmp_path / key / "shard-00000.safetensors").write_bytes(b"half")  # a build that never finished
+    real_save, seen = AC.save_file, []
+
+    def save(tensors, path):
+        seen.append(Path(path).parent.name)
+        assert not (tmp_path / key / "complete.json").exists()
+        real_save(tensors, path)
+
+    monkeypatch.setattr(AC, "save_file", save)
+    cache = PairCache.build(model, sae, HookPoint(1, "post"), encoded, 0, cache_dir=tmp_path, in_memory=False)
+    assert seen and all(name.startswith(f".{key}.building-") for name in seen)
+    assert [p.name for p in tmp_path.iterdir()] == [key] and (tmp_path / key / "complete.json").is_file()
+    assert cache.folder == tmp_path / key and cache[5].reference
 
 
 def test_disk_backed_training_matches_memory(tokenizer, tmp_path):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -110,6 +112,8 @@ class PairCache:
             return cls._from_folder(folder, len(encoded), key, in_memory)
         if folder is None and not in_memory:
             raise ValueError("an on-disk cache (in_memory=False) needs cache_dir.")
+        final, folder = folder, (folder.with_name(f".{key}.building-{os.getpid()}-{threading.get_ident()}")
+                                 if folder is not None else None)  # renamed to ``final`` when whole
         entries: dict[int, CachedPair] = {}
         shard_tensors: dict[str, torch.Tensor] = {}
         device = model_device(model)
@@ -140,7 +144,17 @@ class PairCache:
             bar.update(n)
         bar.close()
         if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
             (folder / "complete.json").write_text(json.dumps({"pairs": len(encoded), "key": key}))
+            if final.is_dir() and not (final / "complete.json").is_file():
+                shutil.rmtree(final, ignore_errors=True)  # what a build that never finished left there
+            try:
+                os.replace(folder, final)
+            except OSError:  # another run finished the same cache first: its folder is the same data
+                shutil.rmtree(folder, ignore_errors=True)
+                if not (final / "complete.json").is_file():
+                    raise
+            folder = final
         return cls(entries if in_memory else None, folder, len(encoded), key)
 
     @classmethod
