@@ -135,6 +135,32 @@ def test_nan_stops_training_and_keeps_the_last_good_vector(tokenizer):
     assert [m.step for m in trainer][:1] == [2]
 
 
+def test_a_step_that_overflows_the_vector_is_undone_whole(tokenizer, monkeypatch):
+    """Vector, AdamW moments, step count and schedule all stay at the last good step, so a run
+    continued (or a checkpoint saved) after the failure is the run before it."""
+    trainer = Trainer(make_model("llama"), tokenizer, consistent_pairs(8),
+                      TrainConfig(kind="dense", layer=1, max_steps=10, lr=0.01, warmup_steps=1))
+    next(iter(trainer))
+    state = trainer.state()
+    real_step = trainer.optimizer.step
+
+    def overflow(*a, **k):
+        out = real_step(*a, **k)
+        with torch.no_grad():
+            trainer.v.fill_(float("inf"))
+        return out
+
+    monkeypatch.setattr(trainer.optimizer, "step", overflow)
+    with pytest.raises(TrainingError, match="vector became non-finite at step 2"):
+        next(iter(trainer))
+    after = trainer.state()
+    assert after.meta == state.meta and trainer.scheduler.last_epoch == 1
+    assert state.tensors.keys() == after.tensors.keys() >= {"v", "exp_avg", "exp_avg_sq"}
+    for key, value in state.tensors.items():
+        assert torch.equal(after.tensors[key], value), key
+    assert torch.equal(trainer.optimizer.state[trainer.v]["exp_avg"].cpu(), state.tensors["exp_avg"])
+
+
 def test_bad_settings_are_refused(tokenizer):
     model = make_model("llama")
     with pytest.raises(SettingsError, match="needs an SAE"):

@@ -15,6 +15,7 @@ stopped, checkpoints and resumes. The straightforward and the fast objective (:m
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -188,6 +189,7 @@ class Trainer:
         cfg = self.config
         start = time.perf_counter()
         pairs = self.batch_for_step(self.step)
+        self._sign_state = self.sign_rng.get_state()  # a failed step gives its draw back (see _fail)
         direction = self.draw_direction()
         self.optimizer.zero_grad(set_to_none=True)
         steered, reference = self.objective.logprobs(pairs, self.v, direction)
@@ -199,9 +201,12 @@ class Trainer:
             self._fail(f"the gradient became non-finite at step {self.step + 1}")
         torch.nn.utils.clip_grad_norm_([self.v], cfg.grad_clip)
         lr = self.optimizer.param_groups[0]["lr"]
+        before = copy.deepcopy(self.optimizer.state_dict()), self.scheduler.state_dict()  # a few vector-sized tensors
         self.optimizer.step()
         self.scheduler.step()
-        if not torch.isfinite(self.v).all():
+        if not torch.isfinite(self.v).all():  # the step is undone whole: vector, AdamW moments and schedule
+            self.optimizer.load_state_dict(before[0])
+            self.scheduler.load_state_dict(before[1])
             self._fail(f"the vector became non-finite at step {self.step + 1}")
         self._last_good = self.v.detach().clone()
         self.step += 1
@@ -226,6 +231,7 @@ class Trainer:
     def _fail(self, why: str):
         with torch.no_grad():
             self.v.copy_(self._last_good)
+        self.sign_rng.set_state(self._sign_state)  # the step's direction is drawn again when it is retried
         raise TrainingError(
             f"training stopped: {why}. The last good vector (step {self.step}) is kept in "
             "trainer.vector; lower the learning rate or use fp32."
@@ -266,9 +272,9 @@ class Trainer:
             "order_rng": self.order_rng.get_state(),
             "sign_rng": self.sign_rng.get_state(),
         }
-        for key in ("exp_avg", "exp_avg_sq"):
+        for key in ("exp_avg", "exp_avg_sq"):  # copies: the optimizer updates its own in place at every step
             if key in state:
-                tensors[key] = state[key].detach().cpu().contiguous()
+                tensors[key] = state[key].detach().cpu().clone().contiguous()
         meta = {
             "config": self.config.to_json(),
             "step": str(self.step),
