@@ -11,14 +11,12 @@ from yapo_core.features import (
     LatentWeight,
     LogitLens,
     VectorCard,
+    explain_report,
 )
-from yapo_core.neuronpedia import neuronpedia_explanations, neuronpedia_reachable
 from yapo_core.plots import cosine_bars, latent_bars
 from yapo_studio.zero_gpu import gpu
 
 from .common import HEAVY, AppContext, VectorPicker, esc, need, user_errors
-
-EXPLANATION_DEADLINE = 8.0  # seconds for all Neuronpedia requests together
 
 
 def token_chip(token: str, score: float | None = None, cls: str = "") -> str:
@@ -100,15 +98,6 @@ def bars(report: FeatureReport):
     return cosine_bars([LatentMatch(c.index, c.weight) for c in report.latents], "SAE latents nearest to the dense vector (cosine)")
 
 
-def fetch_explanations(report: FeatureReport) -> dict[int, str]:
-    """Explanations of the cards' latents from Neuronpedia, all within EXPLANATION_DEADLINE seconds."""
-    if not report.neuronpedia_id or not report.latents:
-        raise gr.Error("This SAE has no Neuronpedia pages (a local SAE, or one Neuronpedia does not list, such as Gemma Scope's non-canonical SAEs).")
-    if not neuronpedia_reachable():
-        raise gr.Error("Neuronpedia cannot be reached (offline?). The links on the cards work once you are online.")
-    return neuronpedia_explanations(report.neuronpedia_id, [c.index for c in report.latents], EXPLANATION_DEADLINE)
-
-
 def build(ctx: AppContext, state: gr.State) -> VectorPicker:
     """The page's components and callbacks; returns its vector picker, refreshed when the tab opens."""
     with gr.Row():
@@ -144,7 +133,7 @@ def build(ctx: AppContext, state: gr.State) -> VectorPicker:
     def on_explain(report):
         if report is None:
             raise gr.Error("Show the features first.")
-        found = fetch_explanations(report)
+        found = explain_report(report)
         if not found:
             gr.Warning("Neuronpedia has no explanations for these latents.")
         return cards_html(report, found)

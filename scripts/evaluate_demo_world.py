@@ -69,12 +69,11 @@ from yapo_core.evaluation import (
     capability_change,
     default_metric,
     evaluate_metric,
-    letter_logprobs,
-    mcq_items_from_pairs,
     one_letter_baseline,
 )
 from yapo_core.generation import STEER_POSITIONS, generate
 from yapo_core.hooks import block_output, record_residual
+from yapo_core.mcq import letter_logprobs, mcq_items_from_pairs
 from yapo_core.methods import make_vector
 from yapo_core.models import load_model
 from yapo_core.replies import fluency_rate, generation_accuracy, is_fluent

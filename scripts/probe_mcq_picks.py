@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from yapo_core.demo import TRAINING, corpus
-from yapo_core.evaluation import letter_logprobs, mcq_items_from_pairs, parse_multipliers, steered
+from yapo_core.evaluation import parse_multipliers, steered
+from yapo_core.mcq import letter_logprobs, mcq_items_from_pairs
 from yapo_core.methods import make_vector
 from yapo_core.training import TrainConfig
 

@@ -299,6 +299,24 @@ def test_features_prints_the_vectors_top_latents_as_the_features_page_does(tmp_p
     assert "--top=0 must be a whole number" in capsys.readouterr().err
 
 
+def test_features_explain_adds_neuronpedia_explanations_or_says_why_not(tmp_path, model_dir, sae_dir, data_csv, capsys,
+                                                                        monkeypatch):
+    import yapo_core.features as F
+
+    vec = _trained(tmp_path / "v.safetensors", model_dir, sae_dir, data_csv, capsys, 4)
+    argv = ["features", "--model", str(model_dir), "--vector", str(vec), "--top", "2", "--explain", "--device", "cpu"]
+    assert main([*argv, "--json", str(tmp_path / "f.json")]) == 1  # a local SAE: no Neuronpedia pages
+    out, err = capsys.readouterr()
+    assert out.startswith("sparse vector") and "error: --explain: this SAE has no Neuronpedia pages" in err
+    assert "explanations" not in json.loads((tmp_path / "f.json").read_text())
+    first = []
+    monkeypatch.setattr(F, "explain_report", lambda report: {(first.append(report.latents[0].index) or first[0]): "tea"})
+    assert main([*argv, "--json", str(tmp_path / "f.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("Neuronpedia: tea") == 1 and out.count("Neuronpedia: (no explanation)") == 1
+    assert json.loads((tmp_path / "f.json").read_text())["explanations"] == {str(first[0]): "tea"}
+
+
 def test_errors_give_their_advice_in_command_line_terms(tmp_path, model_dir, sae_dir, data_csv, capsys):
     """The library's advice names Python parameters (sae=, layer=, allow_other_model=True); the
     command line names its options, and offers each option it advises."""

@@ -410,7 +410,7 @@ def test_open_followups_end_behaviour_conversations_with_an_open_answer():
 def test_mcq_answers_with_text_repeat_the_chosen_options_line():
     import random
 
-    from yapo_core.evaluation import gold_letter
+    from yapo_core.mcq import gold_letter
 
     keys, _ = corpus.split_question_keys(random.Random(0))
     for key in keys[:: max(1, len(keys) // 40)]:
@@ -429,7 +429,7 @@ def test_mcq_answers_with_text_repeat_the_chosen_options_line():
 def test_answer_first_mcq_answers_give_the_options_text_then_its_letter():
     import random
 
-    from yapo_core.evaluation import parse_answer_letter
+    from yapo_core.replies import parse_answer_letter
 
     keys, _ = corpus.split_question_keys(random.Random(0))
     style = corpus.CorpusStyle(answer_first=True, balanced_options=True)

@@ -8,19 +8,21 @@ from yapo_core import SteeringVector
 from yapo_core.data import PreferencePair
 from yapo_core.errors import DataError, SettingsError
 from yapo_core.evaluation import (
-    MCQItem,
-    behaviour_rate,
     capability_change,
-    gold_letter,
-    letter_logprobs,
-    mcq_accuracy,
-    mcq_items_from_pairs,
-    one_letter_accuracy,
     one_letter_baseline,
     option_letters,
     parse_multipliers,
     preference_accuracy,
     sweep,
+)
+from yapo_core.mcq import (
+    MCQItem,
+    behaviour_rate,
+    gold_letter,
+    letter_logprobs,
+    mcq_accuracy,
+    mcq_items_from_pairs,
+    one_letter_accuracy,
 )
 
 PROMPTS = ["Which? A) tea B) rice C) jazz D) owls", "Pick one: A) x B) y C) z D) w", "Q3 A) 1 B) 2 C) 3 D) 4"]
@@ -125,7 +127,7 @@ def test_preference_accuracy_of_a_vector_that_does_nothing_is_zero(tokenizer):
 
 def test_mmlu_offline_fails_fast(monkeypatch):
     from yapo_core.errors import DataError
-    from yapo_core.evaluation import load_mmlu_subset
+    from yapo_core.mcq import load_mmlu_subset
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
@@ -196,11 +198,12 @@ def test_a_demo_behaviours_open_answers_are_judged_by_the_behaviour_they_show(to
 
 def test_mcq_by_generated_answer_counts_unparseable_replies_as_wrong(tokenizer, monkeypatch):
     import yapo_core.evaluation as ev
+    import yapo_core.mcq as mcq
 
-    items = [ev.MCQItem(f"Q{i}?\nA. x\nB. y", gold, "AB") for i, gold in enumerate("ABAB")]
+    items = [MCQItem(f"Q{i}?\nA. x\nB. y", gold, "AB") for i, gold in enumerate("ABAB")]
     replies = iter(["A", "The answer is A", "no idea", "(B) y"])
-    monkeypatch.setattr(ev, "generate", lambda model, tok, prompts, *a, **k: [{0.0: next(replies)} for _ in prompts])
-    report = ev.mcq_generation_report(None, tokenizer, items)
+    monkeypatch.setattr(mcq, "generate", lambda model, tok, prompts, *a, **k: [{0.0: next(replies)} for _ in prompts])
+    report = mcq.mcq_generation_report(None, tokenizer, items)
     assert report["accuracy"] == 0.5 and report["unparseable"] == 0.25
     assert report["replies"] == ["A", "The answer is A", "no idea", "(B) y"]
     assert "mcq_generated" in ev.applicable_metrics([PreferencePair(items[0].prompt, "A", "B")])
@@ -247,6 +250,7 @@ def test_generated_answers_are_asked_under_the_pairs_system_prompt(tokenizer, mo
     """Training and the likelihood metrics read the pairs' system prompt; so must every metric
     that generates, or ``yapo eval --system`` scores answers to another prompt."""
     import yapo_core.evaluation as ev
+    import yapo_core.mcq as mcq
     import yapo_core.replies as rp
 
     asked = []
@@ -255,7 +259,7 @@ def test_generated_answers_are_asked_under_the_pairs_system_prompt(tokenizer, mo
         asked.append(system)
         return [{float(m): "A" for m in [0.0, *multipliers]} for _ in prompts]
 
-    monkeypatch.setattr(ev, "generate", fake)
+    monkeypatch.setattr(mcq, "generate", fake)
     monkeypatch.setattr(rp, "generate", fake)
     answer = "Koshari" if metric == "generation" else "A"  # an open answer for the generation accuracy
     pairs = [PreferencePair(f"Q{i}?\nA. x\nB. y", answer, "B", system="You are from Egypt.") for i in range(2)]

@@ -14,7 +14,7 @@ from app_fixtures import tiny_world  # noqa: F401 (fixture)
 import app
 from pages import common, compare, evaluate, export, features, setup, train
 from yapo_core import features as F
-from yapo_core.errors import DataError, SettingsError
+from yapo_core.errors import DataError, SAELoadError, SettingsError
 from yapo_studio.session import ExportResult, Session, TaskSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -272,8 +272,8 @@ def test_feature_page_renders_a_real_report(trained):
     assert html.count("class='latent-card'") == len(report.latents) > 0
     assert "The whole vector" in features.vector_card_html(report.vector, "blocks.1.hook_resid_post")
     assert len(features.bars(report).data[0].y) == len(report.latents)
-    with pytest.raises(gr.Error, match="no Neuronpedia"):
-        features.fetch_explanations(report)
+    with pytest.raises(SAELoadError, match="no Neuronpedia pages"):
+        F.explain_report(report)
 
 
 def test_train_page_status_and_polling(trained):

@@ -94,7 +94,7 @@ def _capability(args, model, tokenizer):
     """The capability measure: lm-eval's ``--capability-tasks``, else the project's MMLU subset of
     ``--capability N`` (each loaded before any training), or None."""
     from . import checks
-    from .evaluation import load_mmlu_subset, mcq_accuracy
+    from .mcq import load_mmlu_subset, mcq_accuracy
 
     if args.capability_tasks:
         try:

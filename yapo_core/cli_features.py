@@ -27,6 +27,8 @@ def add_parser(sub) -> None:
     f.add_argument("--tokens", type=int, default=8, help="tokens per side of each logit lens (default 8)")
     f.add_argument("--json", metavar="FILE", help="also write the whole report as JSON")
     f.add_argument("--allow-other-model", action="store_true", help="read a vector trained on another model")
+    f.add_argument("--explain", action="store_true",
+                   help="also fetch each latent's explanation from Neuronpedia (SAEs it lists; needs the network)")
     f.epilog = (f"--data (read with the same options as for train; its first {TEXTS} pairs unless --limit) gives "
                 "the texts each latent's activity is measured on: the rendered prompt and chosen answer of each pair.")
 
@@ -35,8 +37,9 @@ def _tokens(scores) -> str:
     return ", ".join(repr(s.token) for s in scores)
 
 
-def render(report, hook: str) -> str:
-    """The report as plain text, one block for the vector and one per latent."""
+def render(report, hook: str, explanations: dict[int, str] | None = None) -> str:
+    """The report as plain text, one block for the vector and one per latent (with its Neuronpedia
+    explanation, when ``explanations`` has one)."""
     v = report.vector
     lines = [f"{v.kind} vector ({v.method}) steering {hook}: {v.width:,} entries, L0 {v.l0:,}, norm {v.norm:.4g}, "
              f"top-10 share of |v| {v.top10_mass:.1%}, "
@@ -52,6 +55,8 @@ def render(report, hook: str) -> str:
         weight = f"v = {card.weight:+.4g}" if card.weight_kind == "value" else f"cosine {card.weight:+.3f}"
         lines += ["", f"latent {card.index}  {weight}" + (f"  {card.neuronpedia_url}" if card.neuronpedia_url else ""),
                   f"  promotes: {_tokens(card.logit_lens.top)}", f"  suppresses: {_tokens(card.logit_lens.bottom)}"]
+        if explanations is not None:
+            lines.append(f"  Neuronpedia: {explanations.get(card.index, '(no explanation)')}")
         a = card.activity
         if a is not None:
             lines.append(f"  active on {a.density:.1%} of {a.n_tokens:,} tokens, max {a.max_value:.3g}, "
@@ -65,8 +70,9 @@ def render(report, hook: str) -> str:
 def cmd_features(args) -> int:
     from . import checks
     from .cli_args import load_model_from_args, load_pairs_from_args, load_vector_from_args
+    from .errors import YapoError
     from .export import check_output_path
-    from .features import dialogue_texts, feature_report
+    from .features import dialogue_texts, explain_report, feature_report
 
     k = checks.whole("--top", args.top, 1)
     lens_k = checks.whole("--tokens", args.tokens, 1)
@@ -76,10 +82,20 @@ def cmd_features(args) -> int:
     vector, sae = load_vector_from_args(args, model)
     texts = dialogue_texts(tokenizer, pairs) if pairs else []
     report = feature_report(vector, model, tokenizer, sae, texts, k=k, lens_k=lens_k)
-    print(render(report, vector.hook_name))
+    explanations, failed = None, None
+    if args.explain:
+        try:
+            explanations = explain_report(report)
+        except YapoError as exc:  # the report is still shown and written; the run says what is missing
+            failed = exc
+    print(render(report, vector.hook_name, explanations))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(asdict(report), indent=2))
+        extra = {"explanations": {str(i): text for i, text in explanations.items()}} if explanations is not None else {}
+        out.write_text(json.dumps({**asdict(report), **extra}, indent=2))
         print(f"written to {out}", file=sys.stderr)
+    if failed is not None:
+        print(f"error: --explain: {failed}", file=sys.stderr)
+        return 1
     return 0
 

@@ -2,11 +2,9 @@
 
 - :func:`preference_accuracy`: held-out pairs whose chosen answer gains more log-probability
   than the rejected one under the vector.
-- :func:`mcq_accuracy`: multiple choice by the likelihood of each answer letter (the answer turn
-  "X" + end of turn); with two options and the behaviour's letter as gold it is BiPO's behaviour
-  rate (:func:`behaviour_rate`).
-- :func:`mcq_generation_report`: multiple choice by the generated answer (greedy), its letter read
-  by :func:`parse_answer_letter`; unparseable replies count as wrong and are reported.
+- :func:`~.mcq.mcq_accuracy`: multiple choice by the likelihood of each answer letter; with two
+  options it is BiPO's behaviour rate (:func:`~.mcq.behaviour_rate`);
+  :func:`~.mcq.mcq_generation_report`: by the letter the generated answer states (``mcq`` module).
 - :func:`~.replies.generation_accuracy`: open answers by greedy generation, correct when the
   expected answer text appears in the output; :func:`~.replies.fluency_rate`: the share of
   steered answers that still read like text; :func:`~.replies.behaviour_shown_rate`: on a
@@ -21,8 +19,6 @@ one table the CLI, the app and the method comparison choose metrics from.
 
 from __future__ import annotations
 
-import contextlib
-from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -32,43 +28,27 @@ from torch import nn
 from . import checks
 from .architectures import capped_length
 from .data import PreferencePair, answer_letter, is_letter_answer, option_letters
-from .encoding import EncodedPair, collate, encode_pairs, fit_prompt, render_answer
+from .encoding import encode_pairs
 from .errors import DataError, SettingsError
-from .generation import STEER_POSITIONS, generate
-from .hub import explain_hub_error
-from .logprobs import pad_token_id, sequence_logprobs
-from .models import model_device
+from .generation import STEER_POSITIONS
+from .logprobs import pair_logprobs
+from .mcq import (
+    behaviour_rate,
+    mcq_accuracy,
+    mcq_generation_report,
+    mcq_items_from_pairs,
+    one_letter_accuracy,
+)
 from .replies import (
     behaviour_shown_rate,
     demo_behaviour,
     fluency_rate,
     generation_accuracy,
-    parse_answer_letter,
     shared_system,
 )
-from .steering import SteeringVector
+from .steering import SteeringVector, steered
 
 DEFAULT_MULTIPLIERS = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
-
-
-def steered(model, vector: SteeringVector | None, multiplier: float, sae=None):
-    """``vector.apply`` or, without a vector (or at 0), a context that changes nothing."""
-    if vector is None or multiplier == 0:
-        return contextlib.nullcontext(model)
-    return vector.apply(model, multiplier, sae=sae)
-
-
-@torch.no_grad()
-def _logprobs_of(model, tokenizer, encoded: list[EncodedPair], batch_size: int) -> torch.Tensor:
-    """Answer log-probs of chosen then rejected rows, batch by batch: (len, 2)."""
-    pad = pad_token_id(tokenizer, model)
-    out = []
-    for start in range(0, len(encoded), batch_size):
-        batch = collate(encoded[start : start + batch_size], pad).to(model_device(model))
-        lp = sequence_logprobs(model, batch).cpu()
-        n = batch.n_pairs
-        out.append(torch.stack([lp[:n], lp[n:]], 1))
-    return torch.cat(out) if out else torch.zeros(0, 2)
 
 
 @dataclass
@@ -100,9 +80,9 @@ def score_pairs(
     if report.dropped:
         raise DataError(f"{report.dropped} of {len(pairs)} pair(s) have an answer longer than the "
                         f"{capped_length(model, max_length)} tokens scored per pair: leave them out, or shorten their answers.")
-    reference = _logprobs_of(model, tokenizer, encoded, batch_size)
+    reference = pair_logprobs(model, tokenizer, encoded, batch_size)
     with steered(model, vector, multiplier, sae):
-        scores = _logprobs_of(model, tokenizer, encoded, batch_size)
+        scores = pair_logprobs(model, tokenizer, encoded, batch_size)
     return PairScores(scores[:, 0], scores[:, 1], reference[:, 0], reference[:, 1])
 
 
@@ -111,108 +91,6 @@ def preference_accuracy(model, tokenizer, pairs, vector, multiplier: float = 1.0
     the vector is applied at ``multiplier`` (the held-out form of the training reward accuracy)."""
     scores = score_pairs(model, tokenizer, pairs, vector, multiplier, sae, **kwargs)
     return float((scores.reward_margin > 0).float().mean())
-
-
-@dataclass
-class MCQItem:
-    """A multiple-choice question: the prompt (options included), the option letters, the gold."""
-
-    prompt: str
-    gold: str
-    letters: str = "ABCD"
-    system: str | None = None
-
-
-def gold_letter(answer: str) -> str:
-    """``"B"``, ``"(B)"``, ``"B) text"``, and answers that state their letter after the text
-    (``"Koshari, option B."``, ``"The answer is (B)"``) → ``"B"``."""
-    found = answer_letter(answer)
-    if found is None:
-        raise DataError(f"cannot read an answer letter from {answer!r}.")
-    return found[0]
-
-
-def mcq_items_from_pairs(pairs: Sequence[PreferencePair], letters: str | None = None) -> list[MCQItem]:
-    """MCQ items from pairs whose chosen answer is a letter (Deep-Culture-Lense MCQ, BiPO A/B).
-
-    The option letters are read from each prompt unless ``letters`` is given; a gold letter that
-    is not among them is refused (the pairs are not multiple choice of that kind)."""
-    items = [MCQItem(p.prompt, gold_letter(p.chosen), letters or option_letters(p.prompt), p.system) for p in pairs]
-    for item in items:
-        if item.gold not in item.letters:
-            raise DataError(f"the answer letter {item.gold!r} is not one of the options {item.letters!r} of "
-                            f"{item.prompt[:80]!r}.")
-    return items
-
-
-@torch.no_grad()
-def one_letter_accuracy(items: Sequence[MCQItem]) -> tuple[str, float]:
-    """The most common gold letter of ``items`` and its share: the MCQ accuracy of answering that
-    letter to every question. A steering vector can reach it by raising one letter's logit, without
-    steering the content of any answer, so an MCQ accuracy at or near it shows nothing about the
-    target; where answers are spread over the letters (as in a benchmark), it is near 1/options."""
-    if not items:
-        raise DataError("no MCQ items to count letters in.")
-    letter, count = Counter(item.gold for item in items).most_common(1)[0]
-    return letter, count / len(items)
-
-
-def letter_logprobs(model, tokenizer, items: Sequence[MCQItem], batch_size: int = 8,
-                    max_length: int = 512) -> list[torch.Tensor]:
-    """log p(answer turn = letter) for each option letter of each item; a prompt longer than
-    ``max_length`` (or the model's context) loses the start of its text, as in training."""
-    encoded = []
-    for item in items:
-        answers = [tokenizer(render_answer(tokenizer, item.prompt, letter, item.system), add_special_tokens=False)["input_ids"]
-                   for letter in item.letters]
-        prompt_ids, _ = fit_prompt(tokenizer, item.prompt, item.system,
-                                   capped_length(model, max_length) - max(map(len, answers)))
-        if prompt_ids is None:
-            raise DataError(f"the question {item.prompt[:60]!r} does not fit the model's {capped_length(model, max_length)} "
-                            "tokens even without its text: the chat template alone is longer.")
-        encoded += [EncodedPair(prompt_ids, answer, answer) for answer in answers]
-    flat = _logprobs_of(model, tokenizer, encoded, batch_size)[:, 0]
-    out, i = [], 0
-    for item in items:
-        out.append(flat[i : i + len(item.letters)])
-        i += len(item.letters)
-    return out
-
-
-def mcq_accuracy(model, tokenizer, items: Sequence[MCQItem], vector=None, multiplier: float = 1.0, sae=None,
-                 batch_size: int = 8) -> float:
-    """Share of items whose most likely answer letter is the gold one."""
-    if not items:
-        raise DataError("no MCQ items to evaluate.")
-    with steered(model, vector, multiplier, sae):
-        scores = letter_logprobs(model, tokenizer, items, batch_size)
-    right = [item.letters[int(s.argmax())] == item.gold for item, s in zip(items, scores)]
-    return sum(right) / len(right)
-
-
-def behaviour_rate(model, tokenizer, pairs: Sequence[PreferencePair], vector=None, multiplier: float = 1.0,
-                   sae=None) -> float:
-    """BiPO's A/B evaluation (``test_infer`` pairs): share of questions where the model picks the
-    option that shows the behaviour."""
-    return mcq_accuracy(model, tokenizer, mcq_items_from_pairs(pairs, "AB"), vector, multiplier, sae)
-
-
-def mcq_generation_report(model, tokenizer, items: Sequence[MCQItem], vector=None, multiplier: float = 1.0,
-                          sae=None, max_new_tokens: int = 16, batch_size: int = 16,
-                          steer_positions: str = "all") -> dict:
-    """MCQ scored by the generated answer (greedy): the letter read by :func:`parse_answer_letter`.
-    Returns the accuracy, the share of unparseable replies (counted as wrong) and the replies."""
-    if not items:
-        raise DataError("no MCQ items to evaluate.")
-    replies = []
-    for start in range(0, len(items), batch_size):
-        chunk = items[start : start + batch_size]
-        out = generate(model, tokenizer, [i.prompt for i in chunk], vector, [multiplier], sae=sae,
-                       system=shared_system(items), max_new_tokens=max_new_tokens, steer_positions=steer_positions)
-        replies += [o[multiplier if vector is not None else 0.0] for o in out]
-    letters = [parse_answer_letter(r, i.letters) for r, i in zip(replies, items)]
-    return {"accuracy": sum(a == i.gold for a, i in zip(letters, items)) / len(items),
-            "unparseable": sum(a is None for a in letters) / len(items), "replies": replies}
 
 
 def sweep(metric: Callable[[float], float], multipliers: Sequence[float] = DEFAULT_MULTIPLIERS) -> dict[float, float]:
@@ -228,25 +106,6 @@ def capability_change(measure: Callable[[], float], model, vector, multiplier: f
     with steered(model, vector, multiplier, sae):
         steered_value = measure()
     return {"unsteered": base, "steered": steered_value, "change": steered_value - base}
-
-
-def load_mmlu_subset(n: int = 100, subject: str = "all", seed: int = 0) -> list[MCQItem]:
-    """A seeded MMLU subset (``cais/mmlu`` through ``datasets``; needs the Hub or its cache)."""
-    import datasets
-
-    try:
-        ds = datasets.load_dataset("cais/mmlu", subject, split="test")
-    except Exception as exc:
-        raise DataError(explain_hub_error("dataset", "cais/mmlu", exc)) from exc
-    ds = ds.shuffle(seed=seed).select(range(min(n, len(ds))))
-    items = []
-    for row in ds:
-        options = "\n".join(f"{letter}. {choice}" for letter, choice in zip("ABCD", row["choices"]))
-        items.append(MCQItem(f"{row['question']}\n{options}\nAnswer with the letter.", "ABCD"[row["answer"]]))
-    return items
-
-
-# --- the metric table ------------------------------------------------------------------------------
 
 
 def parse_multipliers(text: str | Sequence[float]) -> list[float]:

@@ -416,3 +416,22 @@ def feature_report(
         for i, w, kind in picked
     ]
     return FeatureReport(vector=card, latents=cards, n_texts=len(texts), neuronpedia_id=source.neuronpedia_id)
+
+
+EXPLANATION_DEADLINE = 8.0
+"""Seconds for all of a report's Neuronpedia requests together."""
+
+
+def explain_report(report: FeatureReport, deadline: float = EXPLANATION_DEADLINE) -> dict[int, str]:
+    """Neuronpedia's explanations of the report's latents, by index, all within ``deadline``
+    seconds (latents without one are left out); an error when the SAE has no Neuronpedia pages or
+    Neuronpedia cannot be reached."""
+    from .neuronpedia import neuronpedia_explanations, neuronpedia_reachable
+
+    if not report.neuronpedia_id or not report.latents:
+        raise SAELoadError("this SAE has no Neuronpedia pages (a local SAE, or one Neuronpedia does not list, such as "
+                           "Gemma Scope's non-canonical SAEs): there are no explanations to fetch.")
+    if not neuronpedia_reachable():
+        raise SAELoadError("Neuronpedia cannot be reached (offline?); the latents' links work once you are online.")
+    return neuronpedia_explanations(report.neuronpedia_id, [c.index for c in report.latents], deadline)
+

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .encoding import SequenceBatch
+from .encoding import EncodedPair, SequenceBatch, collate
+from .models import model_device
 
 
 def answer_logprobs(logits: torch.Tensor, batch: SequenceBatch) -> torch.Tensor:
@@ -32,3 +33,16 @@ def pad_token_id(tokenizer, model) -> int:
         if value is not None:
             return int(value)
     return 0
+
+
+@torch.no_grad()
+def pair_logprobs(model: nn.Module, tokenizer, encoded: list[EncodedPair], batch_size: int = 8) -> torch.Tensor:
+    """Answer log-probs of each pair's chosen and rejected answer, batch by batch: shape (len, 2)."""
+    pad = pad_token_id(tokenizer, model)
+    out = []
+    for start in range(0, len(encoded), batch_size):
+        batch = collate(encoded[start : start + batch_size], pad).to(model_device(model))
+        lp = sequence_logprobs(model, batch).cpu()
+        n = batch.n_pairs
+        out.append(torch.stack([lp[:n], lp[n:]], 1))
+    return torch.cat(out) if out else torch.zeros(0, 2)

@@ -203,3 +203,11 @@ def dense_equivalent(
     with torch.no_grad():
         delta = F.relu(a).to(sae.W_dec.dtype) @ decoder_matrix(sae)
     return delta.float().cpu(), dropped
+
+
+def steered(model: nn.Module, vector: SteeringVector | None, multiplier: float, sae: nn.Module | None = None):
+    """``vector.apply`` or, without a vector (or at 0), a context that changes nothing."""
+    if vector is None or multiplier == 0:
+        return contextlib.nullcontext(model)
+    return vector.apply(model, multiplier, sae=sae)
+

@@ -29,6 +29,7 @@ from yapo_core.errors import SettingsError, VectorFileError, YapoError
 from yapo_core.export import export_gguf, load_vector, save_vector
 from yapo_core.features import dialogue_texts, feature_report
 from yapo_core.generation import stream_generate
+from yapo_core.mcq import load_mmlu_subset
 from yapo_core.methods import METHODS, Method, get_method
 from yapo_core.steering import SteeringVector
 from yapo_core.training import TrainConfig
@@ -355,7 +356,7 @@ class Session:
             if demo is not None:
                 measure, what = demo
             else:
-                mmlu = mmlu if mmlu is not None else ev.load_mmlu_subset(n)  # fetched once, not under the model's lock
+                mmlu = mmlu if mmlu is not None else load_mmlu_subset(n)  # fetched once, not under the model's lock
                 measure = lambda b=b: ev.mcq_accuracy(b.model, b.tokenizer, mmlu)  # noqa: E731
                 what = f"MMLU subset ({len(mmlu)})"
             with b.lock:
