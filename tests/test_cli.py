@@ -77,6 +77,15 @@ def test_train_on_a_demo_world_model_fills_in_the_demo_worlds_settings(tmp_path,
     config, printed = trained("--lr", "0.002", "--kind", "dense")  # what the user gives wins
     assert config["lr"] == 0.002 and config["batch_size"] == expected["batch_size"] and "lr " not in printed
     assert not demo.is_demo_model(tmp_path)
+    # the capability change of a vector, on the demo world's own general questions
+    assert main(["eval", "--model", str(world.model_dir), "--vector", str(tmp_path / "v0.safetensors"), "--data",
+                 str(task.paths["test_infer"]), "--multipliers", "0,1", "--capability", "5", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    questions = len(world.general_questions()[0])
+    assert result["capability"]["measure"] == f"demo general questions ({questions})"
+    assert result["capability"]["change_by_multiplier"]["0"] == 0.0 and set(result["capability"]["change_by_multiplier"]) == {"0", "1"}
+    assert main(["eval", "--model", str(world.model_dir), "--data", str(task.paths["test_infer"]), "--capability", "5"]) == 2
+    assert "--capability measures what a vector changes: give --vector" in capsys.readouterr().err
 
 
 def test_dense_training_and_errors_print_a_message_not_a_traceback(tmp_path, model_dir, data_csv, capsys):

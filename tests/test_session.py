@@ -634,7 +634,9 @@ def test_the_capability_check_measures_each_model_unsteered_once(monkeypatch):
     bundle = SimpleNamespace(model=object(), tokenizer=None, sae=None, lock=threading.Lock())
     for label in ("a", "b", "c"):
         session.files[label] = S_session.VectorEntry(label, None, bundle, None, "file")
-    monkeypatch.setattr(session, "_demo_capability", lambda b: (lambda: 0.5, "demo general questions"))
+    asked = []
+    monkeypatch.setattr(S_session.ev, "capability_measure",
+                        lambda model, tok, n: asked.append(model) or (lambda: 0.5, "demo general questions"))
     given = []
 
     def change(measure, model, vector, multiplier, sae, unsteered=None):
@@ -644,3 +646,4 @@ def test_the_capability_check_measures_each_model_unsteered_once(monkeypatch):
     monkeypatch.setattr(S_session.ev, "capability_change", change)
     rows = session.capability(["a", "b", "c"])
     assert given == [None, 0.5, 0.5] and [r["unsteered"] for r in rows] == [0.5] * 3
+    assert asked == [bundle.model]  # the measure (MMLU's questions, for a hub model) is made once per model

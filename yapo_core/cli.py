@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(the method, default) or the prompt tokens only")
     v.add_argument("--out", help="write the sweep as JSON, and a plot beside it (.html)")
     v.add_argument("--allow-other-model", action="store_true", help="apply a vector trained on another model")
+    v.add_argument("--capability", type=int, default=0, metavar="N",
+                   help="with --vector: also the change in general ability at each multiplier, on the demo world's "
+                   "general questions for its model, else on N MMLU questions (cais/mmlu, needs the Hub or its cache)")
 
     c = sub.add_parser("compare", help="YaPO, BiPO, CAA and SAS on one task: a demo-world culture (--country, default "
                        "egypt; --form mcq or open_ended) or behaviour (--behaviour), or your model, SAE and data; each "
@@ -289,7 +292,16 @@ def cmd_export(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluation import METRICS, default_metric, evaluate_metric, one_letter_baseline, one_letter_label
+    from . import checks
+    from .evaluation import (
+        METRICS,
+        capability_change,
+        capability_measure,
+        default_metric,
+        evaluate_metric,
+        one_letter_baseline,
+        one_letter_label,
+    )
     from .export import check_output_path
     from .plots import multiplier_sweep
 
@@ -300,11 +312,15 @@ def cmd_eval(args) -> int:
         except OSError as exc:
             raise SettingsError(f"--out {args.out!r}: its folder cannot be made ({exc}); choose another path.") from None
     multipliers = read_multipliers(args.multipliers)
+    if args.capability and not args.vector:
+        raise SettingsError("--capability measures what a vector changes: give --vector too.")
+    n_capability = checks.whole("--capability", args.capability, 1) if args.capability else 0
     pairs = list(load_pairs_from_args(args))  # bad data fails before a (large) model loads
     model, tokenizer = load_model_from_args(args)
     vector = sae = None
     if args.vector:
         vector, sae = load_vector_from_args(args, model)
+    capability = capability_measure(model, tokenizer, n_capability) if n_capability else None  # before the sweep
     if args.metric == "auto":
         args.metric = default_metric(pairs)
         print(f"metric: {METRICS[args.metric].label}", file=sys.stderr)
@@ -314,6 +330,11 @@ def cmd_eval(args) -> int:
     letter = one_letter_baseline(args.metric, pairs)
     if letter is not None:  # what raising one letter everywhere would score
         result["one_letter"] = {"letter": letter[0], "accuracy": letter[1]}
+    if capability is not None:
+        measure, what = capability
+        unsteered = measure()
+        result["capability"] = {"measure": what, "unsteered": unsteered, "change_by_multiplier": {
+            f"{m:g}": capability_change(measure, model, vector, m, sae, unsteered=unsteered)["change"] for m in curve}}
     print(json.dumps(result))
     if args.out:
         out.write_text(json.dumps(result, indent=2))

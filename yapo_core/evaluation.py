@@ -34,6 +34,7 @@ from .generation import STEER_POSITIONS
 from .logprobs import pair_logprobs
 from .mcq import (
     behaviour_rate,
+    load_mmlu_subset,
     mcq_accuracy,
     mcq_generation_report,
     mcq_items_from_pairs,
@@ -96,6 +97,28 @@ def preference_accuracy(model, tokenizer, pairs, vector, multiplier: float = 1.0
 def sweep(metric: Callable[[float], float], multipliers: Sequence[float] = DEFAULT_MULTIPLIERS) -> dict[float, float]:
     """``{multiplier: metric(multiplier)}``, e.g. ``sweep(lambda m: mcq_accuracy(..., multiplier=m))``."""
     return {float(m): float(metric(float(m))) for m in multipliers}
+
+
+def demo_capability(model, tokenizer) -> tuple[Callable[[], float], str] | None:
+    """The demo world's capability check and what it is (all its general questions, greedy
+    answers: ``DemoWorld.capability_measure``) when ``model`` is a demo world's, else None."""
+    from .demo.world import world_of_model  # the demo package is read only when asked for
+
+    world = world_of_model(str(getattr(model.config, "_name_or_path", "") or "."))
+    if world is None:
+        return None
+    return world.capability_measure(model, tokenizer), f"demo general questions ({len(world.general_questions()[0])})"
+
+
+def capability_measure(model, tokenizer, n: int = 48) -> tuple[Callable[[], float], str]:
+    """The general-ability check for ``model`` and what it is: :func:`demo_capability` for a demo
+    world's model, else ``n`` questions of MMLU (``cais/mmlu``; needs the Hub or its cache). Call
+    the measure inside a steering context to measure the steered model (:func:`capability_change`)."""
+    demo = demo_capability(model, tokenizer)
+    if demo is not None:
+        return demo
+    items = load_mmlu_subset(checks.whole("n", n, 1))
+    return (lambda: mcq_accuracy(model, tokenizer, items)), f"MMLU subset ({len(items)})"
 
 
 def capability_change(measure: Callable[[], float], model, vector, multiplier: float = 1.0, sae=None,

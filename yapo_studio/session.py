@@ -24,12 +24,11 @@ from typing import Iterator, Sequence
 from yapo_core import checks, replies
 from yapo_core import evaluation as ev
 from yapo_core.comparison import ComparisonResult, compare_methods
-from yapo_core.demo import TRAINING, caveats, load_demo_world, settings_by_method, training_settings
+from yapo_core.demo import TRAINING, caveats, settings_by_method, training_settings
 from yapo_core.errors import SettingsError, VectorFileError, YapoError
 from yapo_core.export import export_gguf, load_vector, save_vector
 from yapo_core.features import dialogue_texts, feature_report
 from yapo_core.generation import stream_generate
-from yapo_core.mcq import load_mmlu_subset
 from yapo_core.methods import METHODS, Method, get_method
 from yapo_core.steering import SteeringVector
 from yapo_core.training import TrainConfig
@@ -38,7 +37,7 @@ from .catalog import Catalog, Preset, check_public_sources, spec_for
 from .runs import JobLimiter, Run, chunk_seconds
 from .settings import current
 from .store import Bundle, ModelStore
-from .tasks import Task, TaskSpec, check_upload, demo_size, evenly_spaced, load_task
+from .tasks import Task, TaskSpec, check_upload, evenly_spaced, load_task
 
 
 @dataclass
@@ -347,18 +346,14 @@ class Session:
         if not labels:
             raise SettingsError("choose at least one vector to check.")
         rows = []
-        unsteered: dict[int, float] = {}  # per model: the measure without a vector, taken once
-        mmlu: list | None = None
+        measures: dict[int, tuple] = {}  # per model: its measure (MMLU fetched once, not under the lock) and,
+        unsteered: dict[int, float] = {}  # once taken, the measure without a vector
         for label in labels:
             e = self.entry(label)
             b = e.bundle
-            demo = self._demo_capability(b)
-            if demo is not None:
-                measure, what = demo
-            else:
-                mmlu = mmlu if mmlu is not None else load_mmlu_subset(n)  # fetched once, not under the model's lock
-                measure = lambda b=b: ev.mcq_accuracy(b.model, b.tokenizer, mmlu)  # noqa: E731
-                what = f"MMLU subset ({len(mmlu)})"
+            if id(b.model) not in measures:
+                measures[id(b.model)] = ev.capability_measure(b.model, b.tokenizer, n)
+            measure, what = measures[id(b.model)]
             with b.lock:
                 result = ev.capability_change(measure, b.model, e.vector, multiplier, b.sae,
                                               unsteered=unsteered.get(id(b.model)))
@@ -380,14 +375,9 @@ class Session:
 
     @staticmethod
     def _demo_capability(bundle: "Bundle"):
-        """``(measure, description)`` of the demo world's capability check (all its general
-        questions, greedy answers: ``DemoWorld.capability_measure``), or None when the bundle is
-        not the demo model."""
-        world = load_demo_world(size=demo_size())
-        if world is None or Path(bundle.spec.model).resolve() != Path(world.model_dir).resolve():
-            return None
-        return (world.capability_measure(bundle.model, bundle.tokenizer),
-                f"demo general questions ({len(world.general_questions()[0])})")
+        """``(measure, description)`` of the demo world's capability check, or None when the
+        bundle is not a demo world's model (``evaluation.demo_capability``)."""
+        return ev.demo_capability(bundle.model, bundle.tokenizer)
 
     def features(self, label: str, k: int = 10, n_texts: int = 32, lens_k: int = 8):
         """The feature report of a vector, with activations on its task's test pairs."""

@@ -186,6 +186,16 @@ def is_demo_model(path: str | os.PathLike) -> bool:
     return folder.name == "model" and _read_complete(folder.parent) is not None
 
 
+def world_of_model(path: str | os.PathLike) -> DemoWorld | None:
+    """The demo world whose model folder ``path`` is (any seed, size or knobs), or None."""
+    if not is_demo_model(path):
+        return None
+    root = Path(path).expanduser().parent
+    stats_path = root / "stats.json"
+    stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+    return _world_at(root, _read_complete(root)["layer"], stats)
+
+
 def load_demo_world(cache_dir: str | os.PathLike | None = None, seed: int = 0, size: str = "full",
                     knobs: Mapping[str, float] | None = None) -> DemoWorld | None:
     """The finished world at ``cache_dir`` (or the default folder) built with these research
