@@ -5,10 +5,11 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
+from yapo_core.demo import TASK_KINDS
 from yapo_core.methods import METHODS, Method
 from yapo_studio.session import Session
 from yapo_studio.settings import current
-from yapo_studio.tasks import DATA_SUFFIXES, TaskSpec, demo_task_names, demo_world_ready, preview_file
+from yapo_studio.tasks import DATA_SUFFIXES, TaskSpec, demo_task_kinds, demo_task_label, demo_world_ready, preview_file
 
 from .common import HEAVY, AppContext, caveat_text, esc, need, user_errors
 
@@ -29,26 +30,17 @@ def mapping_reset(choices: list[str]) -> list[dict]:
     return [gr.update(choices=choices, value=AUTO) for _ in range(3)]
 
 
-def is_demo_culture(name: str) -> bool:
-    """Whether a demo task name is a culture task's ("culture-egypt"); the others are behaviours."""
-    return name.startswith("culture-")
-
-
-def demo_task_label(name: str) -> str:
-    return f"culture · {name.removeprefix('culture-')}" if is_demo_culture(name) else f"behaviour · {name}"
-
-
 def demo_task_update() -> dict:
     """The demo world's tasks (a culture task preselected), or none before it is built."""
-    names = demo_task_names()
-    value = next((n for n in names if is_demo_culture(n)), names[0] if names else None)
-    return gr.update(choices=[(demo_task_label(n), n) for n in names], value=value)
+    kinds = demo_task_kinds()
+    value = next((n for n, kind in kinds.items() if kind == "culture"), next(iter(kinds), None))
+    return gr.update(choices=[(demo_task_label(n, kind), n) for n, kind in kinds.items()], value=value)
 
 
 def shows_culture_options(source: str, demo_name: str | None) -> bool:
     """Whether the prompt and answer-form choices apply: to culture tasks, the demo world's among them
     (a demo behaviour task has its own splits, open answers and A/B questions)."""
-    return source == "culture" or (source == "demo" and (not demo_name or is_demo_culture(demo_name)))
+    return source == "culture" or (source == "demo" and (not demo_name or TASK_KINDS.get(demo_name) == "culture"))
 
 
 PUBLIC_CUSTOM_NOTE = ("A Hugging Face id of a supported causal LM and an SAE by sae-lens release + id, from those this "

@@ -44,13 +44,13 @@ def measure(args) -> dict:
     from yapo_studio.catalog import load_catalog
     from yapo_studio.session import Session
     from yapo_studio.settings import current
-    from yapo_studio.tasks import TaskSpec, demo_task_names
+    from yapo_studio.tasks import TaskSpec, demo_task_kinds
 
     catalog = load_catalog(current().presets_file)
     session = Session(catalog=catalog)
     preset = next(p for p in catalog.presets if p.demo)
     session.load_preset(preset)
-    task_name = args.task or demo_task_names()[0]
+    task_name = args.task or next(iter(demo_task_kinds()))
     task = session.load_task(TaskSpec(source="demo", name=task_name))
     first = session.start_run(session.default_config(max_steps=args.first_steps), name="first")
     first.join()

@@ -156,6 +156,7 @@ def test_culture_tasks_follow_the_deep_culture_lense_schema(world):
 
 def test_behaviour_and_general_tasks_follow_their_schemas(world):
     tasks = world.tasks()
+    assert {t.name: t.kind for t in tasks} == demo.TASK_KINDS  # the kinds a page knows before any build
     behaviours = world.tasks("behaviour")
     assert {t.name for t in behaviours} == {b.key for b in corpus.BEHAVIOURS}
     for task in behaviours:

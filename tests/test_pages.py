@@ -337,8 +337,8 @@ def test_train_page_keeps_polling_when_a_run_ends_while_it_is_drawn(monkeypatch)
 def test_setup_page_notes_and_task_labels(ctx):
     assert "Gated" in setup.preset_notes(ctx, "gemma-2-2b-it") and "HF_TOKEN" in setup.preset_notes(ctx, "gemma-2-2b-it")
     assert "layer_15/width_65k/average_l0_68" in setup.preset_notes(ctx, "gemma-2-2b-it")
-    assert setup.demo_task_label("culture-egypt") == "culture · egypt"
-    assert setup.demo_task_label("power-seeking") == "behaviour · power-seeking"
+    assert setup.demo_task_label("culture-egypt", "culture") == "culture · egypt"
+    assert setup.demo_task_label("power-seeking", "behaviour") == "behaviour · power-seeking"
     # the prompt and answer-form choices are shown for culture tasks only
     assert setup.shows_culture_options("demo", "culture-egypt") and setup.shows_culture_options("culture", None)
     assert setup.shows_culture_options("demo", None)  # before the world is built: the culture task it preselects

@@ -57,10 +57,16 @@ def demo_world_ready() -> bool:
     return load_demo_world(size=demo_size()) is not None
 
 
-def demo_task_names() -> list[str]:
-    """The demo world's trainable tasks (culture per country, behaviours); empty until it is built."""
+def demo_task_kinds() -> dict[str, str]:
+    """The demo world's trainable tasks by name (a culture per country, the behaviours), each with its
+    kind, ``culture`` or ``behaviour``; empty until the world is built."""
     world = load_demo_world(size=demo_size())
-    return [t.name for t in world.tasks() if t.trainable] if world else []
+    return {t.name: t.kind for t in world.tasks() if t.trainable} if world else {}
+
+
+def demo_task_label(name: str, kind: str) -> str:
+    """``culture · egypt`` or ``behaviour · power-seeking``: how a page lists a demo task."""
+    return f"{kind} · {name.removeprefix('culture-') if kind == 'culture' else name}"
 
 
 @dataclass

@@ -31,7 +31,15 @@ from .config import (
     training_settings,
 )
 from .isolated import build_demo_world_isolated
-from .world import DemoTask, DemoWorld, build_demo_world, default_cache_dir, is_demo_model, load_demo_world
+from .world import (
+    TASK_KINDS,
+    DemoTask,
+    DemoWorld,
+    build_demo_world,
+    default_cache_dir,
+    is_demo_model,
+    load_demo_world,
+)
 
-__all__ = ["BUILD_SIZES", "caveats", "OPEN_TRAINING", "OPEN_TRAINING_DENSE", "SIZES", "TRAINING", "BuildSize", "DemoTask",
+__all__ = ["BUILD_SIZES", "TASK_KINDS", "caveats", "OPEN_TRAINING", "OPEN_TRAINING_DENSE", "SIZES", "TRAINING", "BuildSize", "DemoTask",
            "DemoWorld", "build_demo_world", "build_demo_world_isolated", "default_cache_dir", "is_demo_model", "load_demo_world", "open_training", "settings_by_method", "training_settings"]

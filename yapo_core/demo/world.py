@@ -77,6 +77,11 @@ class DemoTask:
         raise YapoError(f"demo task {self.name!r} holds general questions, not preference pairs.")
 
 
+TASK_KINDS: dict[str, str] = {**{f"culture-{country}": "culture" for country in corpus.COUNTRY_KEYS},
+                              **{behaviour.key: "behaviour" for behaviour in corpus.BEHAVIOURS}, "general": "general"}
+"""Every demo task's name and kind (``culture``, ``behaviour``, ``general``), known before any build."""
+
+
 def _tasks_of(world: "DemoWorld") -> list[DemoTask]:
     culture = world.tasks_dir / "culture"
     tasks = [
