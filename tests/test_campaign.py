@@ -4,6 +4,7 @@ resumed, and summarised as the paper's table."""
 import json
 
 from yapo_core import comparison
+from yapo_core.errors import YapoError
 
 
 def _dcl_file(path, countries=("egypt", "uk"), n=6):
@@ -63,3 +64,25 @@ def test_the_countries_campaign_stores_each_result_resumes_and_writes_the_papers
     err = capsys.readouterr().err
     assert "holds results measured with other settings (multipliers: [0.0, 1.0] there, [0.0, 2.0] now)" in err, err
     assert json.loads((out / "settings.json").read_text())["multipliers"] == [0.0, 1.0]
+
+
+def test_the_campaign_on_one_file_takes_its_test_rows_from_test_data(tmp_path, model_dir, sae_dir, capsys, monkeypatch):
+    """A file has no splits: reading it as both would report on the training rows."""
+    from yapo_core import campaign
+    from yapo_core.cli import main
+
+    folder = _dcl_file(tmp_path, n=4)
+    (folder / "test.jsonl").write_text("\n".join((folder / "test.jsonl").read_text().splitlines()[:2]) + "\n")  # egypt's 2
+    argv = ["compare", "--model", str(model_dir), "--sae-path", str(sae_dir), "--data", str(folder / "train.jsonl"),
+            "--countries", "egypt", "--methods", "caa", "--multipliers=0,1", "--device", "cpu", "--out", str(tmp_path / "c")]
+    assert main(argv) == 2
+    assert "is one file: give the held-out rows with --test-data" in capsys.readouterr().err
+    sizes = []
+
+    def measured(model, tok, sae, train, test, **kw):
+        sizes.append((len(train), len(test)))
+        raise YapoError("recorded")  # the campaign notes the country as failed and goes on
+
+    monkeypatch.setattr(campaign, "compare_methods", measured)
+    main([*argv, "--test-data", str(folder / "test.jsonl")])
+    assert sizes == [(4, 2)]  # egypt's 4 training rows; its 2 test rows, from --test-data

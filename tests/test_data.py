@@ -65,6 +65,13 @@ def test_local_files_through_datasets_builders(tmp_path):
     assert len(load_pairs(tmp_path, split="test")) == 1
 
 
+def test_a_split_of_one_file_is_refused_not_ignored(tmp_path):
+    path = tmp_path / "pairs.csv"
+    pd.DataFrame(ROWS).to_csv(path, index=False)
+    with pytest.raises(DataError, match="'pairs.csv' is one file, which has no splits: split='test'"):
+        load_pairs(path, split="test")  # it would otherwise read the training rows as the test split
+
+
 def test_a_folder_split_joins_its_shards_and_is_not_a_longer_named_split(tmp_path):
     """``datasets`` writes a large split as numbered shards; ``test_infer.csv`` is not ``test``."""
     rows = [{**ROWS[0], "prompt": f"Q{i}?"} for i in range(5)]

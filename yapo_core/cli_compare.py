@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .cli_args import load_model_from_args, load_pairs_from_args, load_sae_from_args, read_multipliers
 from .errors import SettingsError
@@ -28,6 +29,13 @@ def cmd_compare(args) -> int:
     if args.model is None:
         if args.data:
             raise SettingsError("--data needs --model (and an SAE): without --model, compare runs on the demo world.")
+        given = [option for option, value in (("--countries", args.countries), ("--test-data", args.test_data),
+                                              ("--split", args.split), ("--limit", args.limit),
+                                              ("--localization", None if args.localization == "both" else args.localization))
+                 if value is not None]
+        if given:
+            raise SettingsError(f"{', '.join(given)} select(s) rows of --data, which needs --model; on the demo world "
+                                "compare runs one task: --country (and --form) or --behaviour.")
         if args.behaviour and args.country:
             raise SettingsError(f"--behaviour {args.behaviour} and --country {args.country} name two demo tasks; give "
                                 "one of them.")
@@ -58,25 +66,38 @@ def _compare_countries(args, methods, multipliers, overrides, say) -> int:
     from .methods import METHODS
     from .tables import read_table
 
+    one_file = Path(str(args.data)).expanduser().is_file()
+    if one_file and not args.test_data:
+        raise SettingsError(f"--countries trains on each country's train split and reports on its test split, but --data "
+                            f"{args.data!r} is one file: give the held-out rows with --test-data, or a folder (train.jsonl, "
+                            "test.jsonl) or hub dataset that holds both splits.")
+
+    def source(split: str) -> tuple[str, str | None]:  # where a split's rows are, and the split to ask for there
+        path = args.test_data if split == "test" and args.test_data else args.data
+        return path, None if Path(str(path)).expanduser().is_file() else split
+
     model, tokenizer, sae = _model_and_sae(args)
     if args.countries.strip() == "all":
-        table = read_table(args.data, "train")
+        table = read_table(*source("train"))
         if "country" not in table.columns:
             raise SettingsError(f"--countries needs Deep-Culture-Lense data with a country column; {args.data!r} has "
                                 f"{list(table.columns)}.")
         countries = sorted(set(table["country"].astype(str).str.lower()))
     else:
         countries = [c.strip().lower() for c in args.countries.split(",") if c.strip()]
-    load = lambda country, split: load_pairs(args.data, schema="dcl", split=split, country=country,  # noqa: E731
-                                             localization=args.localization, form="mcq",
-                                             rejected_model=args.rejected_model, system_prompt=args.system)
+    def load(country: str, split: str):
+        path, asked = source(split)
+        return load_pairs(path, schema="dcl", split=asked, country=country, localization=args.localization, form="mcq",
+                          rejected_model=args.rejected_model, system_prompt=args.system)
+
     config = _train_config(args, overrides)
     say(f"{len(countries)} countries, {len(methods)} methods each: {len(countries) * sum(METHODS[m].trained for m in methods)} "
         f"trainings of {_length(config)}; results in {args.out}")
     result = compare_countries(model, tokenizer, sae, load, countries, args.out, on_progress=say, methods=methods,
                                capability=_capability(args, model, tokenizer),
                                multipliers=multipliers, train_config=config, metric="mcq", progress=True,
-                               settings={"data": str(args.data), "localization": args.localization,
+                               settings={"data": str(args.data), "test_data": str(args.test_data),
+                                         "localization": args.localization,
                                          "rejected_model": args.rejected_model, "system": args.system})
     print(result.summary_table())
     return 1 if result.failed and not result.countries else 0

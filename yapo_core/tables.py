@@ -84,6 +84,10 @@ def read_local(path: Path, split: str | None = None):
     """A DataFrame from a local file, or from a folder's ``<split>*.<suffix>`` file."""
     if path.is_dir():
         return _read_split_files(path, split or "train")
+    if split is not None:
+        raise DataError(f"{path.name!r} is one file, which has no splits: split={split!r} names the files of a folder "
+                        "(train.jsonl, test.jsonl, ...) or a split of a hub dataset; leave out the split, or give the "
+                        "folder.")
     suffix = path.suffix.lower()
     if suffix in _PICKLES:
         raise DataError(
