@@ -108,6 +108,10 @@ def test_gguf_control_vector(tmp_path):
     assert export_gguf(positive, tmp_path / "p.gguf", model=model, sae=sae)["dropped_fraction"] == 0.0
     with pytest.raises(VectorFileError, match="block 0"):
         export_gguf(SteeringVector("dense", torch.ones(32), "blocks.0.hook_resid_post"), tmp_path / "z.gguf")
+    for name in ("copy.safetensors", "v.txt", "v"):  # GGUF bytes under another name: no tool could read them
+        with pytest.raises(VectorFileError, match="is a GGUF file; name it with .gguf"):
+            export_gguf(positive, tmp_path / name, model=model, sae=sae)
+        assert not (tmp_path / name).exists()
 
 
 def test_an_interrupted_gguf_export_leaves_the_earlier_file_whole(tmp_path, monkeypatch):
@@ -209,7 +213,7 @@ def test_gguf_export_checks_the_vector_against_the_model_and_sae_it_is_given(tmp
         export_gguf(sparse, tmp_path / "w.gguf", sae=wide)
     with pytest.raises(VectorFileError, match="reads 'blocks.3.hook_resid_post'"):
         export_gguf(sparse, tmp_path / "l.gguf", sae=make_sae(layer=3))
-    with pytest.raises(VectorFileError, match="is a folder; give a file name such as .*vector.safetensors"):
+    with pytest.raises(VectorFileError, match="is a folder; give a file name such as .*vector.gguf"):
         export_gguf(trained_on, tmp_path, model=model)
     with pytest.raises(SettingsError, match="between -1000 and 1000"):
         export_gguf(trained_on, tmp_path / "big.gguf", model=model, multiplier=1e39)

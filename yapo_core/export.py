@@ -267,7 +267,10 @@ def export_gguf(
     import numpy as np
 
     checks.multipliers([multiplier], "multiplier")
-    check_output_path(path)
+    check_output_path(path, "vector.gguf")
+    if Path(path).suffix.lower() != ".gguf":
+        raise VectorFileError(f"{str(path)!r}: a llama.cpp control vector is a GGUF file; name it with .gguf (e.g. "
+                              f"{Path(path).with_suffix('.gguf').name!r}). The .safetensors vector is the one training writes.")
     if model is not None:  # the model names the file's layer count and hint: it must be the vector's
         check_vector_matches(vector, model, sae, allow_other_model)
     elif vector.kind == "sparse" and sae is not None:
