@@ -167,12 +167,32 @@ def test_a_vector_that_cannot_be_saved_is_kept(tmp_path, model_dir, data_csv, ca
 
     monkeypatch.setattr(export, "save_vector", fails_once)
     out = tmp_path / "v.safetensors"
-    assert main(["train", "--model", str(model_dir), "--kind", "dense", "--layer", "1", "--data", str(data_csv),
-                 "--out", str(out), "--max-steps", "2", "--device", "cpu"]) == 0
+    base = ["train", "--model", str(model_dir), "--kind", "dense", "--layer", "1", "--data", str(data_csv),
+            "--max-steps", "2", "--device", "cpu"]
+    assert main([*base, "--out", str(out)]) == 1  # the run worked, but its vector is not where it was asked for
     captured = capsys.readouterr()
     kept = json.loads(captured.out.strip().splitlines()[-1])["out"]
     assert "No space left on device" in captured.err and "the vector is kept at" in captured.err
     assert kept != str(out) and export.load_vector(kept).kind == "dense"
+    # a checkpoint that cannot be written: said, no traceback; the vector is written
+    import safetensors.torch
+
+    monkeypatch.setattr(export, "save_vector", real)
+    real_file = safetensors.torch.save_file
+
+    def no_checkpoints(tensors, path, metadata=None):
+        if "ck" in (Path(path).name, Path(path).stem, Path(path).parent.name):
+            raise OSError("Read-only file system")
+        return real_file(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", no_checkpoints)
+    for n, (extra, code) in enumerate([(["--checkpoint", str(tmp_path / "ck.safetensors")], 1),  # at the end
+                                       (["--checkpoint-every", "1", "--checkpoint-dir", str(tmp_path / "ck")], 2)]):  # during
+        vector = tmp_path / f"w{n}.safetensors"
+        assert main([*base, "--out", str(vector), *extra]) == code
+        err = capsys.readouterr().err
+        assert "could not write the checkpoint" in err and "Read-only file system" in err and "Traceback" not in err
+        assert export.load_vector(vector).kind == "dense"
 
 
 def test_generate_refuses_bad_multipliers_and_lengths(tmp_path, model_dir, capsys):

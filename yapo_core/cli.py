@@ -174,17 +174,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _save_or_keep(vector, out: Path, sae) -> Path:
-    """Save the trained vector; when that fails, save it in the temporary folder instead and say where."""
+def _save_or_keep(vector, out: Path, sae) -> tuple[Path, bool]:
+    """Save the trained vector and say whether it went to ``out``; when that fails, save it in the
+    temporary folder instead and say where."""
     from .export import save_vector
 
     try:
-        return save_vector(vector, out, sae=sae)
+        return save_vector(vector, out, sae=sae), True
     except (OSError, YapoError) as exc:
         kept = Path(tempfile.mkdtemp(prefix="yapo-")) / "vector.safetensors"
         save_vector(vector, kept, sae=sae)
         print(f"error: could not write {str(out)!r} ({exc}); the vector is kept at {str(kept)!r}.", file=sys.stderr)
-        return kept
+        return kept, False
 
 
 def cmd_train(args) -> int:
@@ -220,23 +221,29 @@ def cmd_train(args) -> int:
           f"{trainer.objective.engine} ({trainer.objective.reason})", file=sys.stderr)
     if args.resume:
         print(trainer.load_checkpoint(args.resume, args.allow_other_model), file=sys.stderr)
+    written = True  # every file asked for is where it was asked for
     try:
         vector = trainer.run(progress=True)
     finally:
         if trainer.step:
-            out = _save_or_keep(trainer.vector, out, sae)
+            out, written = _save_or_keep(trainer.vector, out, sae)
             if checkpoint is not None:
-                print(f"checkpoint at step {trainer.step}: {trainer.save_checkpoint(checkpoint)}", file=sys.stderr)
+                try:
+                    print(f"checkpoint at step {trainer.step}: {trainer.save_checkpoint(checkpoint)}", file=sys.stderr)
+                except YapoError as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    written = False
             if history is not None:
-                _write_history(trainer.history, history, out.stem)
+                written = _write_history(trainer.history, history, out.stem) and written
     last = trainer.history[-1] if trainer.history else None
     print(json.dumps({"out": str(out), "steps": trainer.step, "l0": vector.l0(), "norm": round(vector.norm(), 4),
                       "final_loss": last and round(last.loss, 4)}))
-    return 0
+    return 0 if written else 1
 
 
-def _write_history(steps, path: Path, name: str) -> None:
-    """The run's step metrics as JSON lines at ``path``, and its training curves beside it (.html)."""
+def _write_history(steps, path: Path, name: str) -> bool:
+    """The run's step metrics as JSON lines at ``path``, and its training curves beside it (.html);
+    whether they could be written."""
     from dataclasses import asdict
 
     from .plots import training_curves
@@ -247,8 +254,9 @@ def _write_history(steps, path: Path, name: str) -> None:
         training_curves([(name, steps)]).write_html(path.with_suffix(".html"), include_plotlyjs="cdn")
     except OSError as exc:  # the vector is saved already; say so and go on
         print(f"error: could not write the history to {str(path)!r} ({exc}).", file=sys.stderr)
-        return
+        return False
     print(f"history: {path} and {path.with_suffix('.html')}", file=sys.stderr)
+    return True
 
 
 def cmd_generate(args) -> int:

@@ -316,9 +316,13 @@ class Trainer:
         from safetensors.torch import save_file
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         state = self.state()
-        save_file(state.tensors, str(path), metadata=state.meta)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file(state.tensors, str(path), metadata=state.meta)
+        except OSError as exc:
+            raise TrainingError(f"could not write the checkpoint {str(path)!r} ({exc}); choose a folder that can be "
+                                f"written. The vector of step {self.step} is kept.") from None
         return path
 
     def load_checkpoint(self, path: str | Path, allow_other_model: bool = False) -> str:
