@@ -421,6 +421,20 @@ def test_bad_data_fails_before_the_model_loads(tmp_path, sae_dir, capsys):
         assert "cannot tell the schema" in err and "no-such-model" not in err, (argv, err)
 
 
+def test_bad_compare_settings_and_resume_files_fail_before_the_model_loads(tmp_path, sae_dir, data_csv, capsys):
+    missing = str(tmp_path / "no-such-model")
+    for argv, message in (
+        (["compare", "--model", missing, "--data", str(data_csv), "--lr=-1", "--out", str(tmp_path / "c")], "lr=-1"),
+        (["compare", "--model", missing, "--data", str(data_csv), "--batch-size", "0", "--out", str(tmp_path / "c")],
+         "--batch-size=0"),
+        (["train", "--model", missing, "--sae-path", str(sae_dir), "--data", str(data_csv), "--out",
+          str(tmp_path / "v.safetensors"), "--resume", str(tmp_path / "nothere.safetensors")], "nothere.safetensors' does not exist"),
+    ):
+        assert main([*argv, "--device", "cpu"]) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "no-such-model" not in err, (argv, err)
+
+
 def test_a_culture_filter_on_plain_pairs_names_the_option(tmp_path, sae_dir, capsys):
     """--country on data with no country column would train on every row; it is refused in the
     CLI's own terms."""

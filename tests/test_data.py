@@ -334,3 +334,12 @@ def test_a_grouped_split_holds_out_whole_groups():
     assert split_pairs(pairs, 0, group=group) == (pairs, [])
     ungrouped = split_pairs(pairs, 0.25, seed=0)[1]
     assert len(ungrouped) == 6 and len({g for g, _ in ungrouped}) > 2  # without groups, pairs are drawn one by one
+
+
+def test_wrongly_named_or_shaped_files_are_named_for_what_they_are(tmp_path):
+    tabs = tmp_path / "pairs.csv"
+    tabs.write_text("prompt\tchosen\trejected\nHi?\tHello\tBye\n")
+    with pytest.raises(DataError, match="'pairs.csv' is tab-separated .* name it .tsv"):
+        load_pairs(tabs)
+    tabs.rename(tmp_path / "pairs.tsv")
+    assert len(load_pairs(tmp_path / "pairs.tsv")) == 1

@@ -234,3 +234,18 @@ def test_vector_files_with_unreadable_metadata_or_values_are_refused(tmp_path):
         save_file(tensors, str(path), metadata=meta)
         with pytest.raises(VectorFileError, match=message):
             load_vector(path)
+
+
+def test_a_folder_or_a_training_checkpoint_is_not_taken_for_a_vector(tmp_path):
+    from conftest import consistent_pairs, make_tokenizer
+
+    from yapo_core import TrainConfig, Trainer
+
+    with pytest.raises(VectorFileError, match="is a folder; give the .safetensors file in it"):
+        load_vector(tmp_path)
+    trainer = Trainer(make_model("llama"), make_tokenizer(), consistent_pairs(4),
+                      TrainConfig(kind="dense", layer=1, max_steps=1))
+    trainer.run()
+    checkpoint = trainer.save_checkpoint(tmp_path / "run.safetensors")
+    with pytest.raises(VectorFileError, match="is a training checkpoint, which continues a run"):
+        load_vector(checkpoint)

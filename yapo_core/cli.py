@@ -190,7 +190,7 @@ def _save_or_keep(vector, out: Path, sae) -> tuple[Path, bool]:
 
 def cmd_train(args) -> int:
     from .demo import is_demo_model, training_settings
-    from .export import check_output_path
+    from .export import check_output_path, open_safetensors
     from .training import TrainConfig, Trainer
 
     out = check_output_path(args.out)  # before any work: training takes hours
@@ -205,6 +205,8 @@ def cmd_train(args) -> int:
         raise SettingsError("a sparse (YaPO) vector needs an SAE: give --sae-path, or --sae-release and --sae-id "
                             "(or train a dense vector: --kind dense --layer N).")
     pairs = load_pairs_from_args(args)  # bad data fails before a (large) model loads
+    if args.resume:
+        open_safetensors(args.resume)  # so does a missing or unsafe file to resume from
     model, tokenizer = load_model_from_args(args)
     sae = load_sae_from_args(args, model=model)
     if is_demo_model(args.model):  # its own settings, as the app fills them in

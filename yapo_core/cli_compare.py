@@ -15,6 +15,7 @@ def cmd_compare(args) -> int:
     from . import checks
     from .comparison import demo_comparison
     from .methods import METHODS, get_method
+    from .training import TrainConfig
 
     methods = [get_method(m.strip()).key for m in args.methods.split(",") if m.strip()]
     if not methods:
@@ -25,6 +26,7 @@ def cmd_compare(args) -> int:
     multipliers = read_multipliers(args.multipliers)
     overrides = {k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size), ("mcq_rejected", args.mcq_rejected))
                  if v is not None}
+    TrainConfig(**overrides)  # a bad --lr or --batch-size fails now, not after a model has loaded
     say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     if args.model is None:
         if args.data:

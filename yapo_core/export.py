@@ -61,6 +61,8 @@ def open_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
+    if path.is_dir():
+        raise VectorFileError(f"{str(path)!r} is a folder; give the .safetensors file in it.")
     if not path.is_file():
         raise VectorFileError(f"file {str(path)!r} does not exist.")
     _check_not_pickle(path)
@@ -164,6 +166,9 @@ def load_vector(
     """
     tensors, meta = open_safetensors(path)
     name = Path(path).name
+    if {"v", "order_rng", "sign_rng"} <= set(tensors):
+        raise VectorFileError(f"{name!r} is a training checkpoint, which continues a run (yapo train --resume, "
+                              "Trainer.load_checkpoint); the vector to apply is the .safetensors file the run wrote.")
     if meta.get("format") != FORMAT or "vector" not in tensors:
         raise VectorFileError(
             f"{name!r} is a safetensors file but not a YaPO Studio steering vector (no 'vector' "

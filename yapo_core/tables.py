@@ -169,6 +169,8 @@ def read_delimited(text: str, name: str, delimiter: str = ","):
     if not rows:
         raise DataError(f"data file {name!r} is empty.")
     header, body = rows[0], rows[1:]
+    if delimiter == "," and len(header) == 1 and "\t" in header[0]:
+        raise DataError(f"{name!r} is tab-separated (its header is {header[0]!r}): name it .tsv, or save it with commas.")
     for line, row in zip(lines[1:], body):
         if len(row) != len(header):
             hint = (f"a {sep} inside a field that is not quoted (quote it: \"Hello, how are you?\")"
