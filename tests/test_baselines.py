@@ -46,9 +46,9 @@ def test_caa_reads_the_answers_last_own_token_whatever_the_template_puts_around_
     """Neither a think block before the answer nor the plain template's leading space moves the
     position off the answer's last letter."""
     tok, model = make_tokenizer(template), make_model("llama")
-    pairs = [PreferencePair("Q?", "yes", "no")]
+    pairs = [PreferencePair("Q?", "yes", "e")]  # "e" is also in the end-of-turn token "<|end|>"
     chosen, rejected = answer_activations(model, tok, pairs, block_output(model, 2))
-    for row, answer in ((chosen[0], "yes"), (rejected[0], "no")):
+    for row, answer in ((chosen[0], "yes"), (rejected[0], "e")):
         (enc,), _ = encode_pairs(tok, [PreferencePair("Q?", answer, answer)])
         ids = torch.tensor([enc.prompt_ids + enc.chosen_ids])
         assert tok.decode(ids[0, len(enc.prompt_ids):]).strip().startswith(("<think></think>" if template else "") + answer)

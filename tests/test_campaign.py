@@ -64,6 +64,12 @@ def test_the_countries_campaign_stores_each_result_resumes_and_writes_the_papers
     err = capsys.readouterr().err
     assert "holds results measured with other settings (multipliers: [0.0, 1.0] there, [0.0, 2.0] now)" in err, err
     assert json.loads((out / "settings.json").read_text())["multipliers"] == [0.0, 1.0]
+    # a folder whose runs measured nothing (every country failed) takes the corrected settings
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "settings.json").write_text(json.dumps({"multipliers": [0.0, 1.0]}))
+    assert main([*argv[:11], "--multipliers=0,2", "--countries", "egypt", *argv[12:-1], str(empty)]) == 0
+    assert json.loads((empty / "settings.json").read_text())["multipliers"] == [0.0, 2.0]
 
 
 def test_the_campaign_on_one_file_takes_its_test_rows_from_test_data(tmp_path, model_dir, sae_dir, capsys, monkeypatch):

@@ -259,7 +259,7 @@ def test_bad_devices_outputs_and_choices_are_refused_before_any_work(tmp_path, m
          "country 'france' is not one of the demo world's target cultures: egypt"),
         (["compare", "--size", "mini", "--country", "usa", "--out", str(tmp_path / "c")], "'usa' is not one of"),
         (["compare", "--size", "mini", "--countries", "morocco", "--limit", "5", "--out", str(tmp_path / "c")],
-         r"--countries, --limit select\(s\) rows of --data, which needs --model"),
+         r"--countries, --limit read\(s\) --data, which needs --model"),
         (["compare", "--size", "mini", "--behaviour", "power-seeking", "--country", "egypt", "--out", str(tmp_path / "c")],
          "name two demo tasks"),
         (["train", "--model", str(model_dir), "--kind", "dense", "--layer", "1", "--data", str(data_csv),

@@ -13,6 +13,7 @@ from yapo_core.evaluation import (
     option_letters,
     parse_multipliers,
     preference_accuracy,
+    score_pairs,
     sweep,
 )
 from yapo_core.mcq import (
@@ -40,8 +41,6 @@ def test_mcq_accuracy_counts_the_most_likely_letter(tokenizer):
 
 
 def test_letter_logprobs_are_the_answer_turn_logprobs(tokenizer):
-    from yapo_core.evaluation import score_pairs
-
     model = make_model("llama")
     [scores] = letter_logprobs(model, tokenizer, [MCQItem(PROMPTS[0], "A", "AB")])
     direct = score_pairs(model, tokenizer, [PreferencePair(PROMPTS[0], "A", "B")])
@@ -235,14 +234,27 @@ def test_a_question_longer_than_the_context_loses_its_start_not_the_evaluation(t
     assert torch.isfinite(cut).all() and cut.shape == short.shape == (2,)
     [whole] = letter_logprobs(model, tokenizer, [MCQItem(long, "A", "AB")])  # the model's context caps 512
     assert torch.isfinite(whole).all()
+    # a model that reads more reads the whole question: no cut at 512 when its context is longer
+    from conftest import tiny_config
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_config("gpt2")
+    config.n_positions = 1024
+    wide = AutoModelForCausalLM.from_config(config).eval()
+    question = "background " * 60 + tail  # about 700 tokens
+    [read] = letter_logprobs(wide, tokenizer, [MCQItem(question, "A", "AB")])
+    direct = score_pairs(wide, tokenizer, [PreferencePair(question, "A", "B")], max_length=1024)
+    torch.testing.assert_close(read, torch.stack([direct.chosen_ref[0], direct.rejected_ref[0]]))
 
 
 def test_pairs_whose_answers_alone_overflow_are_named_not_scored_as_nan(tokenizer):
     model = make_model("llama")
     vec = SteeringVector("dense", torch.ones(32), "blocks.1.hook_resid_post")
-    pairs = [PreferencePair("Q?", "yes " * 300, "no")]
-    with pytest.raises(DataError, match="1 of 1 pair\\(s\\) have an answer longer than the 512 tokens"):
-        preference_accuracy(model, tokenizer, pairs, vec, 1.0)
+    long = PreferencePair("Q?", "yes " * 300, "no")  # 1200 characters: past the model's 512 positions
+    with pytest.raises(DataError, match="all 1 pair\\(s\\) have an answer longer than the 512 tokens the model reads"):
+        preference_accuracy(model, tokenizer, [long], vec, 1.0)
+    scored = score_pairs(model, tokenizer, [long, PreferencePair("Q?", "yes", "no")], vec)
+    assert len(scored.chosen) == 1  # the pair that fits is scored; the one that cannot be is left out
 
 
 @pytest.mark.parametrize("metric", ["mcq_generated", "generation", "fluency"])

@@ -138,7 +138,7 @@ def test_cache_on_disk_is_reused_and_rebuilt_when_inputs_change(tokenizer, tmp_p
 
 def test_a_cache_appears_whole_or_not_at_all(tokenizer, tmp_path, monkeypatch):
     """A build writes beside its folder and renames it when complete: a run reading the cache
-    meanwhile never meets half-written shards, and a failed build leaves nothing under the key."""
+    meanwhile never meets half-written shards, and a failed build leaves nothing behind."""
     import yapo_core.activation_cache as AC
     from yapo_core.encoding import encode_pairs
 
@@ -159,6 +159,22 @@ def test_a_cache_appears_whole_or_not_at_all(tokenizer, tmp_path, monkeypatch):
     assert seen and all(name.startswith(f".{key}.building-") for name in seen)
     assert [p.name for p in tmp_path.iterdir()] == [key] and (tmp_path / key / "complete.json").is_file()
     assert cache.folder == tmp_path / key and cache[5].reference
+    # a build that fails midway leaves nothing; one whose process died is swept by the next build
+    other = encoded[:5]
+    other_key = AC.fingerprint(model, sae, "blocks.1.hook_resid_post", other)
+
+    def full_disk(tensors, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(AC, "save_file", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        PairCache.build(model, sae, HookPoint(1, "post"), other, 0, cache_dir=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [key]
+    monkeypatch.setattr(AC, "save_file", real_save)
+    dead = tmp_path / f".{other_key}.building-99999999-1"  # no such process
+    dead.mkdir()
+    PairCache.build(model, sae, HookPoint(1, "post"), other, 0, cache_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([key, other_key])
 
 
 def test_disk_backed_training_matches_memory(tokenizer, tmp_path):

@@ -9,6 +9,7 @@ shards on disk, keyed by a fingerprint of the model, hook, SAE and data (docs/me
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -64,6 +65,31 @@ def fingerprint(model: nn.Module, sae: nn.Module | None, hook_name: str, encoded
     return digest.hexdigest()[:24]
 
 
+def _sweep_stale_builds(final: Path | None, key: str) -> None:
+    """Remove the folders that builds of ``key`` left behind when their process ended mid-build."""
+    if final is None or not final.parent.is_dir():
+        return
+    for stale in final.parent.glob(f".{key}.building-*"):
+        try:
+            pid = int(stale.name.split(".building-")[1].split("-")[0])
+            os.kill(pid, 0)  # the process is alive: its build is going on
+        except ProcessLookupError:
+            shutil.rmtree(stale, ignore_errors=True)
+        except (ValueError, IndexError, PermissionError):
+            pass
+
+
+@contextlib.contextmanager
+def _removed_on_failure(folder: Path | None):
+    """A build's folder, removed when the build fails or is interrupted."""
+    try:
+        yield
+    except BaseException:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
 class PairCache:
     """Per-pair cached activations, in CPU memory or in safetensors shards on disk.
 
@@ -117,32 +143,34 @@ class PairCache:
         entries: dict[int, CachedPair] = {}
         shard_tensors: dict[str, torch.Tensor] = {}
         device = model_device(model)
-        bar = tqdm(total=len(encoded), desc="caching activations", disable=not progress)
-        for start in range(0, len(encoded), batch_size):
-            chunk = list(encoded[start : start + batch_size])
-            batch = collate(chunk, pad_id).to(device)
-            with record_residual(model, point) as seen:
-                logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
-            reference = answer_logprobs(logits, batch).cpu()
-            h = seen[-1]
-            n = len(chunk)
-            for j, pair in enumerate(chunk):
-                p, aw, al = len(pair.prompt_ids), len(pair.chosen_ids), len(pair.rejected_ids)
-                parts = (h[j, :p], h[j, p : p + aw], h[n + j, p : p + al])
-                codes = tuple(_sparse_codes(sae, part) for part in parts) if sae is not None else ()
-                entry = CachedPair(*(t.cpu().clone() for t in parts), codes=tuple(tuple(c.cpu() for c in code) for code in codes),
-                                   reference=(float(reference[j]), float(reference[n + j])))
-                i = start + j
-                if in_memory:
-                    entries[i] = entry
-                if folder is not None:
-                    shard_tensors.update(_entry_to_tensors(entry, i))
-                    if (i + 1) % cls.SHARD == 0 or i + 1 == len(encoded):
-                        folder.mkdir(parents=True, exist_ok=True)
-                        save_file(shard_tensors, str(folder / f"shard-{i // cls.SHARD:05d}.safetensors"))
-                        shard_tensors = {}
-            bar.update(n)
-        bar.close()
+        _sweep_stale_builds(final, key)
+        with _removed_on_failure(folder):
+            bar = tqdm(total=len(encoded), desc="caching activations", disable=not progress)
+            for start in range(0, len(encoded), batch_size):
+                chunk = list(encoded[start : start + batch_size])
+                batch = collate(chunk, pad_id).to(device)
+                with record_residual(model, point) as seen:
+                    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+                reference = answer_logprobs(logits, batch).cpu()
+                h = seen[-1]
+                n = len(chunk)
+                for j, pair in enumerate(chunk):
+                    p, aw, al = len(pair.prompt_ids), len(pair.chosen_ids), len(pair.rejected_ids)
+                    parts = (h[j, :p], h[j, p : p + aw], h[n + j, p : p + al])
+                    codes = tuple(_sparse_codes(sae, part) for part in parts) if sae is not None else ()
+                    entry = CachedPair(*(t.cpu().clone() for t in parts), codes=tuple(tuple(c.cpu() for c in code) for code in codes),
+                                       reference=(float(reference[j]), float(reference[n + j])))
+                    i = start + j
+                    if in_memory:
+                        entries[i] = entry
+                    if folder is not None:
+                        shard_tensors.update(_entry_to_tensors(entry, i))
+                        if (i + 1) % cls.SHARD == 0 or i + 1 == len(encoded):
+                            folder.mkdir(parents=True, exist_ok=True)
+                            save_file(shard_tensors, str(folder / f"shard-{i // cls.SHARD:05d}.safetensors"))
+                            shard_tensors = {}
+                bar.update(n)
+            bar.close()
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "complete.json").write_text(json.dumps({"pairs": len(encoded), "key": key}))

@@ -97,10 +97,16 @@ def context_length(model: nn.Module) -> int | None:
     return None
 
 
-def capped_length(model: nn.Module, max_length: int) -> int:
-    """``max_length``, capped by the model's context (positions past it do not exist)."""
+LONGEST = 8192
+"""Tokens read at most when neither the caller nor the model names a length."""
+
+
+def capped_length(model: nn.Module, max_length: int | None) -> int:
+    """``max_length``, capped by the model's context (positions past it do not exist); ``None``:
+    the model's context (:data:`LONGEST` when it states none)."""
     context = context_length(model)
-    return min(max_length, context) if context else max_length
+    wanted = max_length if max_length is not None else LONGEST
+    return min(wanted, context) if context else wanted
 
 
 def logit_softcap(model: nn.Module) -> float | None:

@@ -34,10 +34,14 @@ def _own_span(tokenizer, pair: PreferencePair, answer: str, n_tokens: int) -> tu
     block, a leading space) or after it (the end of turn)."""
     turn = render_answer(tokenizer, pair.prompt, answer, pair.system)
     text = answer.strip()
-    at = turn.rfind(text) if text else -1
-    if at >= 0 and getattr(tokenizer, "is_fast", False):
-        offsets = tokenizer(turn, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        inside = [i for i, (a, b) in enumerate(offsets) if b > at and a < at + len(text)]
+    if text and getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(turn, add_special_tokens=False, return_offsets_mapping=True)
+        offsets, specials = enc["offset_mapping"], set(tokenizer.all_special_ids)
+        taken = [(a, b) for (a, b), i in zip(offsets, enc["input_ids"]) if i in specials]  # e.g. "<|end|>" holds "e"
+        at = turn.rfind(text)
+        while at >= 0 and any(a < at + len(text) and b > at for a, b in taken):
+            at = turn.rfind(text, 0, at + len(text) - 1)
+        inside = [i for i, (a, b) in enumerate(offsets) if b > at and a < at + len(text)] if at >= 0 else []
         if inside and len(offsets) == n_tokens:
             return inside[0], inside[-1] + 1
     # no character offsets: the answer's own tokens, counted from the start of the turn

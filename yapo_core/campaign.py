@@ -75,19 +75,24 @@ def _settings_of(model: nn.Module, compare_kw: dict, extra: Mapping[str, object]
 
 
 def _check_settings(out: Path, settings: dict) -> None:
-    """Store ``settings`` in a new ``out``; in one that has results, refuse other settings, which
-    would mix results measured two ways in one table."""
+    """Refuse ``settings`` other than those of the results ``out`` holds, which would mix results
+    measured two ways in one table; a folder without results takes any (see :func:`_keep_settings`)."""
     path = out / "settings.json"
-    if path.is_file():
-        before = json.loads(path.read_text())
-        changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
-        if changed:
-            shown = "; ".join(f"{k}: {before.get(k)!r} there, {settings.get(k)!r} now" for k in changed)
-            raise SettingsError(f"{str(out)!r} holds results measured with other settings ({shown}); choose another "
-                                "output folder, or delete that one to measure again.")
+    has_results = any(out.glob("*/comparison.json")) or any(out.glob("*/partial.json"))
+    if not (path.is_file() and has_results):
         return
+    before = json.loads(path.read_text())
+    changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
+    if changed:
+        shown = "; ".join(f"{k}: {before.get(k)!r} there, {settings.get(k)!r} now" for k in changed)
+        raise SettingsError(f"{str(out)!r} holds results measured with other settings ({shown}); choose another "
+                            "output folder, or delete that one to measure again.")
+
+
+def _keep_settings(out: Path, settings: dict) -> None:
+    """Write ``settings`` beside the results they produced (once the first one is stored)."""
     out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
+    (out / "settings.json").write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
 
 
 def compare_countries(
@@ -107,7 +112,8 @@ def compare_countries(
     ``settings`` (what ``load_split`` selects, e.g. the localization), kept in ``out/settings.json``."""
     say = on_progress or (lambda msg: None)
     out = Path(out)
-    _check_settings(out, _settings_of(model, compare_kw, settings))
+    measured_with = _settings_of(model, compare_kw, settings)
+    _check_settings(out, measured_with)
     result = CampaignResult(model_id(model))
     for i, country in enumerate(countries, 1):
         folder = out / country
@@ -126,6 +132,7 @@ def compare_countries(
 
             def keep(r: MethodResult) -> None:  # each (country, method) result on disk as soon as it exists
                 stored.append(r)
+                _keep_settings(out, measured_with)
                 partial_path.write_text(json.dumps([d.to_json() for d in stored], indent=1))
 
             comparison = compare_methods(model, tokenizer, sae, list(train), list(test), task=f"culture-{country}",

@@ -135,8 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(c, required=False)
     add_sae_args(c)
     add_data_args(c, required=False)
-    c.add_argument("--test-data", help="held-out pairs, read with the same options as --data (default: 20%% of "
-                   "--data set aside)")
+    c.add_argument("--test-data", help="held-out pairs (a file's rows, or a folder's or dataset's test split), read with "
+                   "the same options as --data (default: 20%% of --data set aside; with --countries, --data's test split)")
     c.add_argument("--metric", default="auto", choices=["auto", *TARGET_METRICS], help="default: as for eval")
     c.add_argument("--capability", type=int, default=0, metavar="N",
                    help="with --model: the capability change at each chosen multiplier on N MMLU questions (cais/mmlu, "
@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --model: measure the capability change with these lm-evaluation-harness tasks instead "
                    "(e.g. mmlu; --capability N then limits each to N questions; needs pip install -e \".[eval]\")")
     c.add_argument("--capability-include", metavar="DIR", help="a folder of lm-eval task YAML files (local tasks)")
-    c.add_argument("--countries", help="Deep-Culture-Lense data (--data, its train and test splits): 'all' or a "
+    c.add_argument("--countries", help="Deep-Culture-Lense data (--data with its train and test splits, or one file "
+                   "and --test-data): 'all' or a "
                    "comma-separated list; one comparison per country, stored as it goes and resumed when run again, "
                    "and the paper's table (average MCQ accuracy per method) in <out>/summary.md")
     c.add_argument("--behaviour", metavar="NAME", help="without --model: a demo-world behaviour (power-seeking, "
@@ -284,9 +285,9 @@ def cmd_generate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import check_output_path, export_gguf, load_vector
+    from .export import check_gguf_path, export_gguf, load_vector
 
-    check_output_path(args.out, "vector.gguf")
+    check_gguf_path(args.out)  # before a (large) model loads
     vector = load_vector(args.vector)
     sae = load_sae_from_args(args, vector)
     model = None

@@ -33,10 +33,13 @@ def cmd_compare(args) -> int:
             raise SettingsError("--data needs --model (and an SAE): without --model, compare runs on the demo world.")
         given = [option for option, value in (("--countries", args.countries), ("--test-data", args.test_data),
                                               ("--split", args.split), ("--limit", args.limit),
-                                              ("--localization", None if args.localization == "both" else args.localization))
+                                              ("--localization", None if args.localization == "both" else args.localization),
+                                              ("--schema", None if args.schema == "auto" else args.schema),
+                                              ("--columns", args.columns), ("--rejected-model", args.rejected_model),
+                                              ("--system", args.system))
                  if value is not None]
         if given:
-            raise SettingsError(f"{', '.join(given)} select(s) rows of --data, which needs --model; on the demo world "
+            raise SettingsError(f"{', '.join(given)} read(s) --data, which needs --model; on the demo world "
                                 "compare runs one task: --country (and --form) or --behaviour.")
         if args.behaviour and args.country:
             raise SettingsError(f"--behaviour {args.behaviour} and --country {args.country} name two demo tasks; give "
@@ -99,6 +102,7 @@ def _compare_countries(args, methods, multipliers, overrides, say) -> int:
                                capability=_capability(args, model, tokenizer),
                                multipliers=multipliers, train_config=config, metric="mcq", progress=True,
                                settings={"data": str(args.data), "test_data": str(args.test_data),
+                                         "capability": args.capability, "capability_tasks": args.capability_tasks,
                                          "localization": args.localization,
                                          "rejected_model": args.rejected_model, "system": args.system})
     print(result.summary_table())
@@ -117,7 +121,7 @@ def _capability(args, model, tokenizer):
     """The capability measure: lm-eval's ``--capability-tasks``, else the project's MMLU subset of
     ``--capability N`` (each loaded before any training), or None."""
     from . import checks
-    from .mcq import load_mmlu_subset, mcq_accuracy
+    from .evaluation import capability_measure
 
     if args.capability_tasks:
         try:
@@ -128,8 +132,7 @@ def _capability(args, model, tokenizer):
         return lm_eval_capability(model, tokenizer, tasks, args.capability_include, args.capability or None)
     if not args.capability:
         return None
-    items = load_mmlu_subset(checks.whole("--capability", args.capability, 1))
-    return lambda: mcq_accuracy(model, tokenizer, items)
+    return capability_measure(model, tokenizer, checks.whole("--capability", args.capability, 1))[0]
 
 
 def _compare_on_data(args, methods, multipliers, overrides, say):
@@ -141,13 +144,14 @@ def _compare_on_data(args, methods, multipliers, overrides, say):
 
     if not args.data:
         raise SettingsError("--model needs --data: the preference pairs to train and measure on.")
-    model, tokenizer, sae = _model_and_sae(args)
-    train = list(load_pairs_from_args(args))
-    if args.test_data:  # read with the same options as --data
-        test = list(load_pairs_from_args(argparse.Namespace(**{**vars(args), "data": args.test_data})))
+    train = list(load_pairs_from_args(args))  # bad data fails before a (large) model loads
+    if args.test_data:  # read with the same options as --data, but its own split: a file's rows, or a dataset's test
+        split = None if Path(str(args.test_data)).expanduser().is_file() else "test"
+        test = list(load_pairs_from_args(argparse.Namespace(**{**vars(args), "data": args.test_data, "split": split})))
     else:
         train, test = split_pairs(train, 0.2, seed=0, group=corpus.offer_grouping(train))  # a demo behaviour's by offer
     metric = default_metric(test) if args.metric == "auto" else args.metric
+    model, tokenizer, sae = _model_and_sae(args)
     say(f"{len(train)} training pairs (20% of them for choosing multipliers), {len(test)} test pairs; metric {metric}")
     return compare_methods(model, tokenizer, sae, train, test, _capability(args, model, tokenizer), methods, multipliers,
                            _train_config(args, overrides), task=f"{args.test_data or args.data}", on_progress=say,

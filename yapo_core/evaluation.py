@@ -75,12 +75,17 @@ def score_pairs(
     multiplier: float = 1.0,
     sae: nn.Module | None = None,
     batch_size: int = 8,
-    max_length: int = 512,
+    max_length: int | None = None,
 ) -> PairScores:
-    encoded, report = encode_pairs(tokenizer, pairs, capped_length(model, max_length))
-    if report.dropped:
-        raise DataError(f"{report.dropped} of {len(pairs)} pair(s) have an answer longer than the "
-                        f"{capped_length(model, max_length)} tokens scored per pair: leave them out, or shorten their answers.")
+    """Answer log-probs of each pair with and without the vector. Pairs are read within
+    ``max_length`` tokens (default: the model's context), their prompts cut from the left when
+    longer; a pair whose answer alone is longer cannot be scored and is left out, and when that
+    leaves none, the error says so."""
+    room = capped_length(model, max_length)
+    encoded, report = encode_pairs(tokenizer, pairs, room)
+    if not encoded:
+        raise DataError(f"all {len(pairs)} pair(s) have an answer longer than the {room} tokens the model reads: none "
+                        "can be scored; shorten the answers.")
     reference = pair_logprobs(model, tokenizer, encoded, batch_size)
     with steered(model, vector, multiplier, sae):
         scores = pair_logprobs(model, tokenizer, encoded, batch_size)

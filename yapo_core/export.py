@@ -253,6 +253,15 @@ def _recorded_depth(recorded: str | None, layer: int) -> int:
         return layer + 1
 
 
+def check_gguf_path(path: str | Path) -> Path:
+    """:func:`check_output_path` for a llama.cpp control vector, which must be named ``.gguf``."""
+    path = check_output_path(path, "vector.gguf")
+    if path.suffix.lower() != ".gguf":
+        raise VectorFileError(f"{str(path)!r}: a llama.cpp control vector is a GGUF file; name it with .gguf (e.g. "
+                              f"{path.with_suffix('.gguf').name!r}). The .safetensors vector is the one training writes.")
+    return path
+
+
 def export_gguf(
     vector: SteeringVector,
     path: str | Path,
@@ -272,10 +281,7 @@ def export_gguf(
     import numpy as np
 
     checks.multipliers([multiplier], "multiplier")
-    check_output_path(path, "vector.gguf")
-    if Path(path).suffix.lower() != ".gguf":
-        raise VectorFileError(f"{str(path)!r}: a llama.cpp control vector is a GGUF file; name it with .gguf (e.g. "
-                              f"{Path(path).with_suffix('.gguf').name!r}). The .safetensors vector is the one training writes.")
+    check_gguf_path(path)
     if model is not None:  # the model names the file's layer count and hint: it must be the vector's
         check_vector_matches(vector, model, sae, allow_other_model)
     elif vector.kind == "sparse" and sae is not None:

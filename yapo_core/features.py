@@ -428,7 +428,9 @@ def explain_report(report: FeatureReport, deadline: float = EXPLANATION_DEADLINE
     Neuronpedia cannot be reached."""
     from .neuronpedia import neuronpedia_explanations, neuronpedia_reachable
 
-    if not report.neuronpedia_id or not report.latents:
+    if not report.latents:
+        raise SAELoadError("the report has no latents to explain (a dense vector read without an SAE, or a zero vector).")
+    if not report.neuronpedia_id:
         raise SAELoadError("this SAE has no Neuronpedia pages (a local SAE, or one Neuronpedia does not list, such as "
                            "Gemma Scope's non-canonical SAEs): there are no explanations to fetch.")
     if not neuronpedia_reachable():

@@ -75,18 +75,18 @@ def one_letter_accuracy(items: Sequence[MCQItem]) -> tuple[str, float]:
 
 
 def letter_logprobs(model, tokenizer, items: Sequence[MCQItem], batch_size: int = 8,
-                    max_length: int = 512) -> list[torch.Tensor]:
+                    max_length: int | None = None) -> list[torch.Tensor]:
     """log p(answer turn = letter) for each option letter of each item; a prompt longer than
-    ``max_length`` (or the model's context) loses the start of its text, as in training."""
+    ``max_length`` (default: the model's context) loses the start of its text, as in training."""
     encoded = []
     for item in items:
         answers = [tokenizer(render_answer(tokenizer, item.prompt, letter, item.system), add_special_tokens=False)["input_ids"]
                    for letter in item.letters]
-        prompt_ids, _ = fit_prompt(tokenizer, item.prompt, item.system,
-                                   capped_length(model, max_length) - max(map(len, answers)))
+        room = capped_length(model, max_length)
+        prompt_ids, _ = fit_prompt(tokenizer, item.prompt, item.system, room - max(map(len, answers)))
         if prompt_ids is None:
-            raise DataError(f"the question {item.prompt[:60]!r} does not fit the model's {capped_length(model, max_length)} "
-                            "tokens even without its text: the chat template alone is longer.")
+            raise DataError(f"the question {item.prompt[:60]!r} does not fit the model's {room} tokens even without "
+                            "its text: the chat template alone is longer.")
         encoded += [EncodedPair(prompt_ids, answer, answer) for answer in answers]
     flat = pair_logprobs(model, tokenizer, encoded, batch_size)[:, 0]
     out, i = [], 0

@@ -61,4 +61,4 @@ def neuronpedia_explanations(source: SAESource | str | None, indices: Iterable[i
     futures = {i: pool.submit(neuronpedia_explanation, np_id, i) for i in indices}
     wait(futures.values(), timeout=deadline)
     pool.shutdown(wait=False, cancel_futures=True)
-    return {i: f.result() for i, f in futures.items() if f.done() and not f.exception() and f.result()}
+    return {i: f.result() for i, f in futures.items() if f.done() and not f.cancelled() and f.exception() is None and f.result()}

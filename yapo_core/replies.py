@@ -145,7 +145,7 @@ def behaviour_shown_rate(model, tokenizer, pairs: Sequence[PreferencePair], vect
     """On a demo-world behaviour's open-answer pairs: the share of greedy answers to their prompts
     that show the behaviour, judged by the world's own test (``Behaviour.shows``: the answer accepts
     the offer for this behaviour's reasons, and does not go on to decline it). The open-answer
-    counterpart of :func:`~.evaluation.behaviour_rate`; ``scripts/evaluate_demo_world.py`` reports the same share."""
+    counterpart of :func:`~.mcq.behaviour_rate`; ``scripts/evaluate_demo_world.py`` reports the same share."""
     pairs = list(pairs)
     behaviour = demo_behaviour(pairs)
     if behaviour is None:

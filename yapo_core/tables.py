@@ -81,13 +81,14 @@ def _read_any(source: Any, split: str | None):
 
 
 def read_local(path: Path, split: str | None = None):
-    """A DataFrame from a local file, or from a folder's ``<split>*.<suffix>`` file."""
+    """A DataFrame from a local file (which has no splits), or from a folder's ``<split>.<suffix>``
+    file or ``<split>-*.<suffix>`` shards."""
     if path.is_dir():
         return _read_split_files(path, split or "train")
     if split is not None:
-        raise DataError(f"{path.name!r} is one file, which has no splits: split={split!r} names the files of a folder "
-                        "(train.jsonl, test.jsonl, ...) or a split of a hub dataset; leave out the split, or give the "
-                        "folder.")
+        raise DataError(f"{path.name!r} is one file, which has no splits (asked for {split!r}): a split names the files "
+                        "of a folder (train.jsonl, test.jsonl, ...) or a split of a hub dataset; leave out the split, or "
+                        "give the folder.")
     suffix = path.suffix.lower()
     if suffix in _PICKLES:
         raise DataError(

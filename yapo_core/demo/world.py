@@ -147,7 +147,7 @@ class DemoWorld:
         """The demo world's capability measure: the share of all its general questions (sums,
         colours, opposites, days, number words) that ``model`` answers right, greedily, within
         :data:`CAPABILITY_TOKENS` tokens; unsteered, the build's ``general questions accuracy``.
-        Call it inside a steering context to measure the steered model. The app, ``yapo compare``
+        Call it inside a steering context to measure the steered model. The app, ``yapo compare``, ``yapo eval --capability``
         and ``scripts/evaluate_demo_world.py`` all measure with it."""
         from ..replies import generation_accuracy  # replies reads the demo package too
 
