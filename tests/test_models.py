@@ -144,3 +144,11 @@ def test_a_models_fingerprint_is_kept_until_its_weights_change():
         model.model.layers[0].self_attn.q_proj.weight.mul_(2.0)  # changed in place: computed again
     assert not same_weights(first, model_fingerprint(model))
     assert not same_weights(first, model_fingerprint(make_model("llama", seed=1)))
+    again = make_model("llama")
+    assert same_weights(first, model_fingerprint(again.to(torch.bfloat16)))  # another dtype: the same weights
+    tuned = make_model("llama")
+    torch.manual_seed(0)
+    with torch.no_grad():  # a light fine-tune of the same base: other weights
+        for p in tuned.parameters():
+            p.add_(0.05 * p.std() * torch.randn_like(p))
+    assert not same_weights(first, model_fingerprint(tuned))
