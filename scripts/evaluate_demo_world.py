@@ -106,8 +106,9 @@ TRIED = {  # what was tried for a target the default recipe misses, and where do
        "\"Design targets\", \"Half as much fact noise: the default recipe\", \"Firm facts with a larger share for "
        "the behaviours\")",
     4: "the residual at an answer letter does not carry the option's culture; worlds whose answers carry it let CAA "
-       "steer every culture, but there YaPO's open answers loop and its MCQ vectors miss cultures (docs/results.md, "
-       "\"Answers that carry their culture\")",
+       "steer every culture, but there YaPO's open answers loop and its MCQ vectors miss cultures; a deeper model, "
+       "follow-up turns and the option's text after the letter do not make the letter carry it (docs/results.md, "
+       "\"Answers that carry their culture\", \"The letter first, then the option's text; a deeper model\")",
     5: "the answers a vector changes are sums moved by one, the model's least certain answers; the recipe answers a "
        "quarter of the general questions under random directions of a concept direction's size (fact_noise=0.25), "
        "which keeps every vector of the seed-0 build within 0.022 (the recipe before it lost up to 0.065 there) "

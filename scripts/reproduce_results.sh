@@ -59,9 +59,10 @@
 #                     its behaviours from seed 1 -> demo-variant-added-offer-facts-seed1.md, .json;
 #                     built in $YAPO_CACHE_DIR/demo-variants/added-offer-facts and added-offer-facts-seed1)
 #        demo-answer-depth (scripts/evaluate_demo_world.py --sections culture --countries egypt,morocco,nepal
-#                     --build-with mcq_text=1 answer_concepts=1, layers=5, layers=5 followups=0.15, or layers=5
-#                     answer_concepts=0.3 -> demo-variant-mcq-text-answer-concepts.md, demo-variant-layers5.md,
-#                     demo-variant-layers5-followups.md, demo-variant-layers5-answer-concepts.md,
+#                     --build-with mcq_text=1 answer_concepts=1, layers=5, layers=5 followups=0.15, layers=5
+#                     answer_concepts=0.3, or layers=5 mcq_text=1 -> demo-variant-mcq-text-answer-concepts.md,
+#                     demo-variant-layers5.md, demo-variant-layers5-followups.md,
+#                     demo-variant-layers5-answer-concepts.md, demo-variant-layers5-mcq-text.md,
 #                     .json: the default recipe, seed 0; built in $YAPO_CACHE_DIR/demo-variants/NAME)
 #        demo-varied-answers (scripts/evaluate_demo_world.py --sections behaviours --build-with varied_answers=1 ->
 #                     demo-variant-varied-recipe.md, .json: the default recipe, seed 0; built in
@@ -460,7 +461,8 @@ for part in "${parts[@]}"; do
       # (docs/results.md, "The letter first, then the option's text; a deeper model"), on the default recipe, three
       # cultures, culture sections only; missed targets do not fail this script.
       for variant in "mcq-text-answer-concepts mcq_text=1 answer_concepts=1" "layers5 layers=5" \
-                     "layers5-followups layers=5 followups=0.15" "layers5-answer-concepts layers=5 answer_concepts=0.3"; do
+                     "layers5-followups layers=5 followups=0.15" "layers5-answer-concepts layers=5 answer_concepts=0.3" \
+                     "layers5-mcq-text layers=5 mcq_text=1"; do
         read -r name knobs <<< "$variant"
         # shellcheck disable=SC2086  # the knobs are words
         evaluate "demo-variant-$name" --jobs 2 --sections culture --countries egypt,morocco,nepal --build-with $knobs \
