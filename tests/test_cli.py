@@ -73,6 +73,7 @@ def test_train_on_a_demo_world_model_fills_in_the_demo_worlds_settings(tmp_path,
     assert {k: config[k] for k in ("lr", "batch_size", "warmup_steps", "epochs")} == {
         k: expected[k] for k in ("lr", "batch_size", "warmup_steps", "epochs")}
     assert config["max_steps"] == 2 and "demo world's settings: lr 0.01" in printed and "max_steps" not in printed
+    assert "epochs" not in printed  # max_steps ends the run: the epochs that only bound it are not shown
     assert "mcq_rejected" not in printed  # open answers: a setting for letter answers is not shown
     config, printed = trained("--lr", "0.002", "--kind", "dense")  # what the user gives wins
     assert config["lr"] == 0.002 and config["batch_size"] == expected["batch_size"] and "lr " not in printed

@@ -217,8 +217,9 @@ def cmd_train(args) -> int:
             from .data import answers_with_letter
 
             letters = any(answers_with_letter(p) for p in pairs)  # mcq_rejected acts on letter answers only
-            print("demo world's settings: " + ", ".join(f"{k} {v}" for k, v in filled.items()
-                                                         if letters or k != "mcq_rejected"), file=sys.stderr)
+            shown = {k: v for k, v in filled.items() if (letters or k != "mcq_rejected")
+                     and not (k == "epochs" and config.max_steps)}  # epochs only bounds a run that max_steps ends
+            print("demo world's settings: " + ", ".join(f"{k} {v}" for k, v in shown.items()), file=sys.stderr)
     trainer = Trainer(model, tokenizer, pairs, config, sae=sae, progress=True)
     print(f"{len(pairs)} pairs ({pairs.schema}); {trainer.data_report.describe()}; engine: "
           f"{trainer.objective.engine} ({trainer.objective.reason})", file=sys.stderr)
