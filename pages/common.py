@@ -22,7 +22,7 @@ from yapo_core.evaluation import parse_multipliers as core_parse_multipliers
 from yapo_studio.catalog import Catalog, load_catalog
 from yapo_studio.runs import JobLimiter
 from yapo_studio.session import Session
-from yapo_studio.settings import current
+from yapo_studio.settings import PAGE_MULTIPLIER_RANGE, PAGE_MULTIPLIERS, current
 from yapo_studio.store import ModelStore
 
 log = logging.getLogger("yapo_studio")
@@ -225,9 +225,11 @@ STEER_LABELS = {"all": "every token (the method)", "prompt": "prompt tokens only
 
 
 def parse_multipliers(text: str) -> list[float]:
-    """The page's multipliers: :func:`yapo_core.evaluation.parse_multipliers`, at most 9, within ±10
+    """The page's multipliers: :func:`yapo_core.evaluation.parse_multipliers`, at most
+    :data:`~yapo_studio.settings.PAGE_MULTIPLIERS`, within ±:data:`~yapo_studio.settings.PAGE_MULTIPLIER_RANGE`
     (a grid or sweep of more runs the shared model for too long)."""
     values = core_parse_multipliers(text)
-    if len(values) > 9 or any(abs(m) > 10 for m in values):
-        raise SettingsError("give 1 to 9 multipliers between −10 and 10.")
+    if len(values) > PAGE_MULTIPLIERS or any(abs(m) > PAGE_MULTIPLIER_RANGE for m in values):
+        raise SettingsError(f"give 1 to {PAGE_MULTIPLIERS} multipliers between −{PAGE_MULTIPLIER_RANGE:g} and "
+                            f"{PAGE_MULTIPLIER_RANGE:g}.")
     return values

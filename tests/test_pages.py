@@ -214,6 +214,9 @@ def test_multipliers_are_parsed_and_bounded():
     for bad in ("", "one, two", "1,2,3,4,5,6,7,8,9,10", "50", "nan", "1, inf"):
         with pytest.raises(SettingsError):
             common.parse_multipliers(bad)
+    with pytest.raises(SettingsError, match="give 1 to 9 multipliers between −10 and 10"):
+        common.parse_multipliers("-11, 1")
+    assert common.parse_multipliers("-10, 10") == [-10.0, 10.0]
 
 
 def test_compare_says_where_steering_applies(trained):

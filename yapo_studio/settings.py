@@ -21,6 +21,12 @@ PUBLIC_MAX_STEPS = DEMO_TRAINING["max_steps"]
 """Public mode's default cap on a training run's steps: the longest run the demo world's settings
 fill in (2400 steps of MCQ or A/B pairs), so that a public Space runs its own default task."""
 
+PAGE_MULTIPLIERS = 9
+"""The most multipliers one grid or sweep of a page takes: each runs the shared model once more."""
+
+PAGE_MULTIPLIER_RANGE = 10.0
+"""A page's multipliers lie within ± this."""
+
 
 @dataclass(frozen=True)
 class Settings:
