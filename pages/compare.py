@@ -58,6 +58,11 @@ def _short(prompt: str, width: int = 90) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
+def empty_grid() -> pd.DataFrame:
+    """The grid before any answer: its two columns, no rows."""
+    return pd.DataFrame({"multiplier": [], "answer": []})
+
+
 def build(ctx: AppContext, state: gr.State) -> VectorPicker:
     """The page's components and callbacks; returns its vector picker, refreshed when the tab opens."""
     with gr.Row():
@@ -136,8 +141,9 @@ def build(ctx: AppContext, state: gr.State) -> VectorPicker:
         curves = session.evaluate([label], "preference", parse_multipliers(ms))
         return multiplier_sweep(curves)
 
-    def on_vector(session, label, positions_):
-        return where_steering_applies(session, label, positions_), prompt_choices(session, label), *no_answers()
+    def on_vector(session, label, positions_):  # nothing made with another vector stays under this one
+        return (where_steering_applies(session, label, positions_), prompt_choices(session, label), *no_answers(),
+                empty_grid(), None)
 
     heavy = dict(concurrency_id=HEAVY, concurrency_limit=ctx.heavy_jobs)
     inputs = [state, vector, prompt, multiplier, max_new, sample, temperature, seed, positions]
@@ -148,7 +154,7 @@ def build(ctx: AppContext, state: gr.State) -> VectorPicker:
         .then(lambda: gr.update(interactive=True), None, run, queue=False)
     grid_btn.click(on_grid, [state, vector, prompt, grid_ms, max_new, sample, temperature, seed, positions], grid, **heavy)
     sweep_btn.click(on_sweep, [state, vector, sweep_ms], sweep_plot, **heavy)
-    vector.change(on_vector, [state, vector, positions], [where, test_prompt, plain, steered, note])
+    vector.change(on_vector, [state, vector, positions], [where, test_prompt, plain, steered, note, grid, sweep_plot])
     positions.change(where_steering_applies, [state, vector, positions], where)
     test_prompt.change(lambda p: gr.update(value=p) if p else gr.update(), test_prompt, prompt)
     return picker

@@ -22,7 +22,8 @@ each on the split it needs: *MCQ accuracy* reads the most likely answer letter (
 greedy reply (*generated answer*; a reply with no option letter counts as wrong); *behaviour rate* is
 BiPO's A/B evaluation (its `test_infer` questions); *behaviour shown in open answers* judges a demo behaviour's
 greedy answers to its held-out offers (accepted for the behaviour's own reasons); *preference accuracy* works for any
-pairs (the share whose chosen answer gains more log-probability than the rejected one under the vector); *generation
+pairs (the share whose chosen answer gains more log-probability than the rejected one under the vector; 0 at m = 0
+and below, where no chosen answer gains: a ties-count-as-failures share, as in training); *generation
 accuracy* finds the expected answer in greedy open answers; the metrics that generate steer every token (the method)
 or only the prompt tokens, as chosen; *fluent answers* is the share of
 greedy steered answers that still read like text (no token loop, and the turn ends where the unsteered answer's does):
@@ -110,7 +111,7 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio,
             cap_btn = gr.Button("Check")
         cap_table = gr.Dataframe(interactive=False, elem_id="capability", visible=False)  # shown with its rows
 
-    @user_errors
+    @user_errors(cleared=lambda: None)  # a refused sweep leaves no earlier sweep as if it were its result
     @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere
     def on_sweep(session, labels, metric_, ms, positions_):
         session = need(session)
@@ -144,4 +145,7 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio,
     cap_btn.click(on_capability, [state, vectors, cap_m], cap_table, **heavy)
     vectors.input(metric_choices, [state, vectors, metric], metric)
     metric.change(lambda m: gr.update(visible=m in GENERATING_METRICS), metric, positions)  # only these generate
+    for control in (vectors, metric, positions):  # a sweep of another selection does not stay under this one
+        control.change(lambda: None, None, plot)
+    vectors.change(lambda: gr.update(value=None, visible=False), None, cap_table)  # nor another vector's capability
     return vectors, metric, listed, (cmp_table, cmp_plot, cmp_task, cmp_note)

@@ -75,4 +75,6 @@ def build(ctx: AppContext, state: gr.State) -> VectorPicker:
     export.click(on_export, [state, vector, multiplier], [note, st_file, gguf_file],
                  concurrency_id=HEAVY, concurrency_limit=ctx.heavy_jobs)
     upload.upload(on_upload, [state, upload, vector, picker.listed], [load_note, vector, picker.listed])
+    for control in (vector, multiplier):  # the files offered are those of the vector and multiplier shown
+        control.change(no_files, None, [note, st_file, gguf_file])
     return picker

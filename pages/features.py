@@ -141,4 +141,5 @@ def build(ctx: AppContext, state: gr.State) -> VectorPicker:
     show.click(on_show, [state, vector, k], [vector_card, bar_plot, cards, report_state, explain],
                concurrency_id=HEAVY, concurrency_limit=ctx.heavy_jobs)
     explain.click(on_explain, report_state, cards)
+    vector.change(no_report, None, [vector_card, bar_plot, cards, report_state, explain])  # another vector's cards go
     return picker

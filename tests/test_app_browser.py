@@ -367,6 +367,12 @@ def behaviour_walk(page, shots: Path) -> None:
     assert f"step {max_steps}/" in page.locator("#run-status").inner_text().split("power-seeking")[-1]
     page.screenshot(path=str(shots / "train-behaviour.png"), full_page=True)
 
+    # Features opens on the new vector with none of the culture vector's cards under its name.
+    page.get_by_role("tab", name="Features").click()
+    page.wait_for_function("() => document.querySelector('#features-vector input').value.includes('power-seeking')")
+    page.wait_for_function("() => !document.querySelector('#latent-cards').innerText.includes('latent #')"
+                           " && !document.querySelector('#vector-card').innerText.trim()", timeout=30_000)
+
     # Compare at the method's m = 1, every token steered: the steered answer reads like text, or
     # the page says that it does not.
     page.get_by_role("tab", name="Compare").click()

@@ -15,3 +15,13 @@ def test_multiplier_sweep_draws_lines_rings_and_reference_levels():
     assert len(levels) == 1 and levels[0].line.dash == "dash"
     assert [a.text for a in fig.layout.annotations] == ["one letter everywhere (H) · egypt"]
     assert not multiplier_sweep([("yapo", [(0.0, 0.0)])]).layout.annotations  # none unless asked
+
+
+def test_a_sweep_names_its_one_curve_and_draws_a_share_on_zero_to_one():
+    """One vector's curve still has its name shown, a long metric label does not crowd the axis,
+    and a share that is 0 (or 1) everywhere is not drawn on an axis running from -1 (or to 2)."""
+    label = "fluent answers (greedy: no token loop, ends its turn where unsteered does)"
+    fig = multiplier_sweep([("1. YaPO · demo culture · egypt", [(0.0, 0.0), (1.0, 0.0)])], y_title=label)
+    assert fig.layout.showlegend is True and fig.layout.yaxis.title.text == "fluent answers"
+    assert fig.layout.title.text == label and tuple(fig.layout.yaxis.range) == (-0.03, 1.03)
+    assert multiplier_sweep([("v", [(0.0, 2.5)])], y_title="loss").layout.yaxis.range is None  # not a share: its own range

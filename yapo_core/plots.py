@@ -156,8 +156,14 @@ def multiplier_sweep(
         fig.add_hline(y=y, line=dict(color="#6b7280", dash="dash", width=1), annotation_text=name,
                       annotation_position="top left")
     fig.add_vline(x=0, line=dict(color="#9ca3af", dash="dot", width=1))
-    fig.update_layout(xaxis_title="multiplier", yaxis_title=y_title, template="plotly_white", height=340,
-                      margin=dict(l=50, r=20, t=30, b=40), legend=dict(orientation="h", y=-0.2))
+    # The axis names the metric short ("MCQ accuracy"); the title gives its whole label, which may be long.
+    short = y_title.split(" (")[0]
+    values = [y for _, points in curves for _, y in points] + [y for _, y in references]
+    share = all(0 <= y <= 1 for y in values)  # every metric here is a share: drawn on 0..1 whatever it reached
+    fig.update_layout(title=dict(text=y_title if short != y_title else "", font=dict(size=12)),
+                      xaxis_title="multiplier", yaxis_title=short, template="plotly_white", height=360,
+                      yaxis=dict(range=[-0.03, 1.03]) if share else {}, showlegend=True,
+                      margin=dict(l=50, r=20, t=40, b=40), legend=dict(orientation="h", y=-0.2))
     return fig
 
 
