@@ -17,7 +17,7 @@ SOURCES = [
     ("Demo world", "demo"),
     ("Culture: Deep-Culture-Lense (Hugging Face)", "culture"),
     ("Behaviour: BiPO data (GitHub)", "behaviour"),
-    ("Upload a CSV / JSONL / JSON / Parquet file", "file"),
+    ("Upload a CSV / TSV / JSONL / JSON / Parquet file", "file"),
 ]
 ALL_COUNTRIES = "(all countries)"
 AUTO = "(auto)"

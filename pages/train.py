@@ -59,7 +59,7 @@ def setup_summary(session: Session | None) -> str:
         return "⚠ Load a model and a task on the **Setup** page first."
     task = esc(session.task.describe()) if session.task else "⚠ no task loaded (Setup page)"
     return (f"**Model** {esc(session.bundle.label)} · **Task** {task} · **Method** {esc(session.method.label)} "
-            f"(change it on Setup; runs of both methods are overlaid below)" + caveat_text(session.method_caveat()))
+            f"(change it on Setup; the runs of every method are overlaid below)" + caveat_text(session.method_caveat()))
 
 
 def run_html(i: int, run: Run) -> str:
