@@ -135,7 +135,7 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
                                 info="BiPO's train.csv and test.csv; set YAPO_BIPO_DIR to read a local copy")
     with gr.Group(visible=False) as file_box:
         upload = gr.File(label=f"Preference data (up to {ctx.max_upload_mb} MB)", file_types=DATA_TYPES,
-                         type="filepath")
+                         type="filepath", elem_id="task-upload")
         preview_info = gr.Markdown()
         preview = gr.Dataframe(label="Preview", interactive=False, wrap=True, max_height=240, visible=False)
         with gr.Row():
@@ -177,18 +177,25 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
                 gr.update(visible=shows_culture_options(src, demo_name)), gr.update(visible=src == "behaviour"),
                 gr.update(visible=src == "file"))
 
-    def no_preview():  # a file that cannot be previewed leaves no earlier file's preview or mapping
-        return "", gr.update(value=None, visible=False), *mapping_reset([AUTO])
+    def no_preview(status=gr.skip()):  # a file that cannot be previewed leaves no earlier file's preview or mapping
+        return "", gr.update(value=None, visible=False), *mapping_reset([AUTO]), status
 
-    @user_errors(cleared=no_preview)
-    def on_upload(path):
+    def unreadable():
+        return no_preview("⚠ This file cannot be read (the message says why); any task loaded before stays loaded.")
+
+    @user_errors(cleared=unreadable)
+    def on_upload(session, path):
         if not path:
             return no_preview()
+        # the status says which task is loaded until this file is: a failed load must not read as this file's
+        loaded = session.task if session is not None else None
+        status = ("A new file is chosen: press **Load task** to use it"
+                  + (f" (the task loaded is still {esc(loaded.describe())})." if loaded else "."))
         p = preview_file(path)
         info = f"{p.n_rows} rows, columns: {', '.join(f'`{esc(c)}`' for c in p.columns)}. "
         info += (f"Recognised as **{p.schema}**; leave the mapping on (auto)." if p.schema
                  else "Schema not recognised: map the three columns below.")
-        return info, gr.update(value=p.rows, visible=True), *mapping_reset([AUTO] + p.columns)
+        return info, gr.update(value=p.rows, visible=True), *mapping_reset([AUTO] + p.columns), status
 
     @user_errors
     def on_load_task(session, src, demo_name, country_, rejected, loc, form_, behaviour_, path, pc, cc, rc, frac,
@@ -226,7 +233,7 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
     source.change(on_source, [source, demo_task], [demo_box, culture_box, culture_options, behaviour_box, file_box])
     demo_task.change(lambda src, name: gr.update(visible=shows_culture_options(src, name)), [source, demo_task],
                      culture_options)
-    upload.change(on_upload, upload, [preview_info, preview, prompt_col, chosen_col, rejected_col])
+    upload.change(on_upload, [state, upload], [preview_info, preview, prompt_col, chosen_col, rejected_col, task_status])
     load_task_btn.click(on_load_task, [state, source, demo_task, country, rejected_model, localization, form, behaviour,
                                        upload, prompt_col, chosen_col, rejected_col, test_fraction],
                         [task_status, task_preview], concurrency_id=HEAVY, concurrency_limit=ctx.heavy_jobs)

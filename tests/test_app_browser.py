@@ -412,3 +412,18 @@ def behaviour_walk(page, shots: Path) -> None:
                            " && g.data[0].x.length === 7 }", timeout=300_000)
     assert page.get_by_test_id("toast-text").count() == 0 and "Traceback" not in page.content()
     page.screenshot(path=str(shots / "evaluate-behaviour.png"), full_page=True)
+
+    # A file chosen on Setup: until Load task, the status says which task is still loaded, and a
+    # file that cannot be read does not leave the status reading as if it had loaded.
+    page.get_by_role("tab", name="Setup").click()
+    page.get_by_role("radio", name=re.compile(r"^Upload a CSV")).click()
+    tabs = shots / "tabs.csv"
+    tabs.write_text("prompt\tchosen\trejected\nHi?\tHello\tBye\n")
+    page.locator("#task-upload input[type=file]").set_input_files(str(tabs))
+    page.locator("#task-status").filter(has_text="This file cannot be read").wait_for()  # (beside the error toast)
+    assert "is tab-separated" in page.get_by_test_id("toast-text").first.inner_text()
+    page.locator("#task-upload").get_by_role("button", name="Clear").click()  # the box holds one file
+    good = shots / "pairs.csv"
+    good.write_text("prompt,chosen,rejected\n" + "".join(f"Q{i}?,yes {i},no {i}\n" for i in range(10)))
+    page.locator("#task-upload input[type=file]").set_input_files(str(good))
+    page.locator("#task-status").filter(has_text="the task loaded is still demo behaviour · power-seeking").wait_for()
