@@ -33,6 +33,12 @@ def test_missing_local_folder():
         load_model("./no/such/folder")
 
 
+def test_a_source_that_is_no_hub_id_is_named_as_such_not_as_missing_from_the_cache(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="'not a valid id!!' is neither an existing local folder nor a Hugging Face id"):
+        load_model("not a valid id!!")
+
+
 def test_device_and_dtype_checks():
     assert resolve_device("cpu") == "cpu"
     assert resolve_device("auto") in ("cpu", "cuda", "mps")

@@ -31,10 +31,25 @@ def datasets_offline() -> bool:
     return os.environ.get("HF_DATASETS_OFFLINE", "0").lower() in _TRUE
 
 
+def is_repo_id(source: str) -> bool:
+    """Whether ``source`` is written as a Hugging Face repository id (``gpt2``, ``owner/name``)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(str(source))
+    except HFValidationError:
+        return False
+    return True
+
+
 def explain_hub_error(what: str, source: str, exc: BaseException) -> str:
     """A message that says why a hub download failed and what the user can do about it."""
     text = f"{type(exc).__name__}: {exc}"
     low = text.lower()
+    if not is_repo_id(source):  # no download could find it, online or not
+        return (f"{what} {source!r} is neither an existing local folder nor a Hugging Face id (owner/name, of "
+                "letters, digits, '-', '_' and '.'): check the spelling or the path.")
     if "gated" in low or "401" in low or "403" in low or "restricted" in low:
         return (
             f"{what} {source!r} is gated or needs a login: accept its licence on "
