@@ -115,6 +115,7 @@ def test_sweep_and_capability_change_with_a_vector(tokenizer):
     counted = lambda: calls.append(1) or best_letter()  # noqa: E731
     known = capability_change(counted, model, vec, 3.0, unsteered=strong["unsteered"])
     assert known == strong and len(calls) == 1  # a known unsteered value is not measured again
+    assert capability_change(counted, model, vec, 0.0) == none and len(calls) == 2  # at 0 the model is measured once
 
 
 def test_preference_accuracy_of_a_vector_that_does_nothing_is_zero(tokenizer):

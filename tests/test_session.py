@@ -568,7 +568,8 @@ def test_demo_tasks_carry_their_splits_caveats_and_training_defaults(monkeypatch
     # evaluation script do: not the first ones only (sums, nothing else).
     from yapo_core.demo import corpus
 
-    measure, what = session._demo_capability(session.require_ready())
+    bundle = session.require_ready()
+    measure, what = S_session.ev.demo_capability(bundle.model, bundle.tokenizer)
     assert what == f"demo general questions ({len(corpus.general_facts())})"
     assert seen["args"][5] is not None  # compare measures it too
 

@@ -65,21 +65,25 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def _split_of(source, split: str) -> str | None:
+    """The split to ask ``source`` for: none of a single local file (it has no splits), else ``split``."""
+    return None if Path(str(source)).expanduser().is_file() else split
+
+
 def _compare_countries(args, methods, multipliers, overrides, say) -> int:
     from .campaign import compare_countries
     from .data import load_pairs
     from .methods import METHODS
     from .tables import read_table
 
-    one_file = Path(str(args.data)).expanduser().is_file()
-    if one_file and not args.test_data:
+    if _split_of(args.data, "train") is None and not args.test_data:
         raise SettingsError(f"--countries trains on each country's train split and reports on its test split, but --data "
                             f"{args.data!r} is one file: give the held-out rows with --test-data, or a folder (train.jsonl, "
                             "test.jsonl) or hub dataset that holds both splits.")
 
     def source(split: str) -> tuple[str, str | None]:  # where a split's rows are, and the split to ask for there
         path = args.test_data if split == "test" and args.test_data else args.data
-        return path, None if Path(str(path)).expanduser().is_file() else split
+        return path, _split_of(path, split)
 
     model, tokenizer, sae = _model_and_sae(args)
     if args.countries.strip() == "all":
@@ -146,7 +150,7 @@ def _compare_on_data(args, methods, multipliers, overrides, say):
         raise SettingsError("--model needs --data: the preference pairs to train and measure on.")
     train = list(load_pairs_from_args(args))  # bad data fails before a (large) model loads
     if args.test_data:  # read with the same options as --data, but its own split: a file's rows, or a dataset's test
-        split = None if Path(str(args.test_data)).expanduser().is_file() else "test"
+        split = _split_of(args.test_data, "test")
         test = list(load_pairs_from_args(argparse.Namespace(**{**vars(args), "data": args.test_data, "split": split})))
     else:
         train, test = split_pairs(train, 0.2, seed=0, group=corpus.offer_grouping(train))  # a demo behaviour's by offer

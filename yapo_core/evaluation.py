@@ -129,10 +129,14 @@ def capability_measure(model, tokenizer, n: int = 48) -> tuple[Callable[[], floa
 def capability_change(measure: Callable[[], float], model, vector, multiplier: float = 1.0, sae=None,
                       unsteered: float | None = None) -> dict:
     """``measure()`` without and with the vector, and the change. ``unsteered``: the measure
-    without a vector, when it is already known (it does not depend on the vector)."""
+    without a vector, when it is already known (it does not depend on the vector). At multiplier 0
+    the vector changes nothing (:func:`~.steering.steered`), so the model is measured once."""
     base = measure() if unsteered is None else unsteered
-    with steered(model, vector, multiplier, sae):
-        steered_value = measure()
+    if vector is None or multiplier == 0:
+        steered_value = base
+    else:
+        with steered(model, vector, multiplier, sae):
+            steered_value = measure()
     return {"unsteered": base, "steered": steered_value, "change": steered_value - base}
 
 

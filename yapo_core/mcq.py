@@ -78,11 +78,10 @@ def letter_logprobs(model, tokenizer, items: Sequence[MCQItem], batch_size: int 
                     max_length: int | None = None) -> list[torch.Tensor]:
     """log p(answer turn = letter) for each option letter of each item; a prompt longer than
     ``max_length`` (default: the model's context) loses the start of its text, as in training."""
-    encoded = []
+    encoded, room = [], capped_length(model, max_length)
     for item in items:
         answers = [tokenizer(render_answer(tokenizer, item.prompt, letter, item.system), add_special_tokens=False)["input_ids"]
                    for letter in item.letters]
-        room = capped_length(model, max_length)
         prompt_ids, _ = fit_prompt(tokenizer, item.prompt, item.system, room - max(map(len, answers)))
         if prompt_ids is None:
             raise DataError(f"the question {item.prompt[:60]!r} does not fit the model's {room} tokens even without "

@@ -322,7 +322,7 @@ class Session:
         if self.preset is not None and self.preset.demo:
             own = settings_by_method(self.task.train.pairs, methods, self.method.kind,
                                      keep=("max_steps",) if max_steps else ())
-        demo = self._demo_capability(bundle)
+        demo = ev.demo_capability(bundle.model, bundle.tokenizer)
         capability = demo[0] if demo is not None else None
         with bundle.lock:
             return compare_methods(bundle.model, bundle.tokenizer, bundle.sae, self.task.train.pairs, test, capability,
@@ -372,12 +372,6 @@ class Session:
             raise SettingsError(f"max steps {max_steps} is above this app's limit of {cap} per run "
                                 "(YAPO_MAX_STEPS sets it); lower it, or run the app yourself.")
         return max_steps or cap
-
-    @staticmethod
-    def _demo_capability(bundle: "Bundle"):
-        """``(measure, description)`` of the demo world's capability check, or None when the
-        bundle is not a demo world's model (``evaluation.demo_capability``)."""
-        return ev.demo_capability(bundle.model, bundle.tokenizer)
 
     def features(self, label: str, k: int = 10, n_texts: int = 32, lens_k: int = 8):
         """The feature report of a vector, with activations on its task's test pairs."""
