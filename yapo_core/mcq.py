@@ -120,11 +120,11 @@ def mcq_generation_report(model, tokenizer, items: Sequence[MCQItem], vector=Non
     Returns the accuracy, the share of unparseable replies (counted as wrong) and the replies."""
     if not items:
         raise DataError("no MCQ items to evaluate.")
-    replies = []
+    replies, system = [], shared_system(items)
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         out = generate(model, tokenizer, [i.prompt for i in chunk], vector, [multiplier], sae=sae,
-                       system=shared_system(items), max_new_tokens=max_new_tokens, steer_positions=steer_positions)
+                       system=system, max_new_tokens=max_new_tokens, steer_positions=steer_positions)
         replies += [o[multiplier if vector is not None else 0.0] for o in out]
     letters = [parse_answer_letter(r, i.letters) for r, i in zip(replies, items)]
     return {"accuracy": sum(a == i.gold for a, i in zip(letters, items)) / len(items),

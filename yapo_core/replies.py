@@ -152,10 +152,10 @@ def behaviour_shown_rate(model, tokenizer, pairs: Sequence[PreferencePair], vect
         raise DataError("these pairs are not a demo-world behaviour's open answers; the behaviour shown in open "
                         "answers is judged on those only (use the behaviour rate on A/B pairs, or preference accuracy).")
     at = multiplier if vector is not None else 0.0
-    shown = 0
+    shown, system = 0, shared_system(pairs)
     for start in range(0, len(pairs), batch_size):
         prompts = [p.prompt for p in pairs[start : start + batch_size]]
-        out = generate(model, tokenizer, prompts, vector, [at], sae=sae, system=shared_system(pairs),
+        out = generate(model, tokenizer, prompts, vector, [at], sae=sae, system=system,
                        max_new_tokens=BEHAVIOUR_REPLY_TOKENS, steer_positions=steer_positions)
         shown += sum(behaviour.shows(row[at]) for row in out)
     return shown / len(pairs)
