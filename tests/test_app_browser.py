@@ -21,6 +21,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections import Counter
@@ -417,13 +418,14 @@ def behaviour_walk(page, shots: Path) -> None:
     # file that cannot be read does not leave the status reading as if it had loaded.
     page.get_by_role("tab", name="Setup").click()
     page.get_by_role("radio", name=re.compile(r"^Upload a CSV")).click()
-    tabs = shots / "tabs.csv"
+    files = Path(tempfile.mkdtemp(prefix="yapo-walk-"))  # not the screenshots folder, which may be assets/
+    tabs = files / "tabs.csv"
     tabs.write_text("prompt\tchosen\trejected\nHi?\tHello\tBye\n")
     page.locator("#task-upload input[type=file]").set_input_files(str(tabs))
     page.locator("#task-status").filter(has_text="This file cannot be read").wait_for()  # (beside the error toast)
     assert "is tab-separated" in page.get_by_test_id("toast-text").first.inner_text()
     page.locator("#task-upload").get_by_role("button", name="Clear").click()  # the box holds one file
-    good = shots / "pairs.csv"
+    good = files / "pairs.csv"
     good.write_text("prompt,chosen,rejected\n" + "".join(f"Q{i}?,yes {i},no {i}\n" for i in range(10)))
     page.locator("#task-upload input[type=file]").set_input_files(str(good))
     page.locator("#task-status").filter(has_text="the task loaded is still demo behaviour · power-seeking").wait_for()
