@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from conftest import NO_SYSTEM_TEMPLATE, SHARED_DATA, make_tokenizer
 
-from yapo_core.data import PreferencePair, load_pairs, split_pairs
+from yapo_core.data import PreferencePair, against_every_option, load_pairs, split_pairs
 from yapo_core.encoding import collate, encode_pairs, encode_prompt, render_answer, render_prompt
 from yapo_core.errors import DataError
 
@@ -282,8 +282,6 @@ def test_real_bipo_csvs_load(behaviour):
 
 
 def test_mcq_pairs_against_every_option_keep_the_answer_format_and_leave_other_pairs():
-    from yapo_core.data import against_every_option
-
     eight = "Which?\n" + "\n".join(f"{c}. option {c}" for c in "ABCDEFGH") + "\nAnswer with the letter."
     ab = "Pick one:\n(A) yes\n(B) no"
     open_ended = PreferencePair("What do you eat?", "Koshari.", "Burgers.")
@@ -317,7 +315,23 @@ def test_mcq_pairs_against_every_option_keep_the_answer_format_and_leave_other_p
 def test_pairs_with_identical_answers_are_noted(tmp_path):
     path = tmp_path / "p.csv"
     pd.DataFrame({"prompt": ["a?", "b?", "c?"], "chosen": ["x", "y", "z"], "rejected": ["x", "n", "n"]}).to_csv(path, index=False)
-    assert "1 of 3 pair(s) have the same chosen and rejected answer" in load_pairs(path).notes[0]
+    note = load_pairs(path).notes[0]
+    assert "1 of 3 pair(s) have the same chosen and rejected answer: as given they teach nothing" in note
+    assert "multiple-choice" not in note
+
+
+def test_identical_letter_answers_are_noted_as_teaching_against_every_option(tmp_path):
+    """A multiple-choice pair whose given rejected letter is its chosen one teaches nothing as
+    given, but against every option it does: the note says which, and the training expansion agrees."""
+    path = tmp_path / "p.csv"
+    question = "Which dish?\nA. Tea\nB. Koshari\nC. Ful"
+    pd.DataFrame({"prompt": [question, question, "No options here"], "chosen": ["B", "B", "B"],
+                  "rejected": ["B", "A", "B"]}).to_csv(path, index=False)
+    pairs = load_pairs(path)
+    (note,) = [n for n in pairs.notes if "same chosen" in n]
+    assert note.startswith("2 of 3 pair(s)") and "1 of them is a multiple-choice" in note
+    expanded = against_every_option([pairs.pairs[0]])
+    assert sorted(p.rejected for p in expanded) == ["A", "C"]
 
 
 def test_a_grouped_split_holds_out_whole_groups():

@@ -87,6 +87,7 @@ def load_pairs_from_args(args):
     for note in pairs.notes:
         hint = (" (Deep-Culture-Lense's localized questions, which the model answers right: --localization "
                 "nolocalized leaves them out)" if "same chosen and rejected" in note and pairs.schema == "dcl" else "")
+        note = note.replace("mcq_rejected='every_option'", "--mcq-rejected every_option")
         print(f"note: {note}{hint}", file=sys.stderr)
     return pairs
 

@@ -202,9 +202,14 @@ def load_pairs(
     if not pairs:
         raise DataError(f"no usable pairs in {str(name)!r}: all {len(df)} rows had empty fields.")
     notes = [f"{skipped} row(s) skipped: an empty or missing (NA, null) prompt or answer"] if skipped else []
-    same = sum(p.chosen == p.rejected for p in pairs)
+    same = [p for p in pairs if p.chosen == p.rejected]
     if same:
-        notes.append(f"{same} of {len(pairs)} pair(s) have the same chosen and rejected answer: they teach nothing")
+        note = f"{len(same)} of {len(pairs)} pair(s) have the same chosen and rejected answer: as given they teach nothing"
+        choice = sum(_against_other_options(p) for p in same)
+        if choice:
+            note += (f"; {choice} of them {'is a' if choice == 1 else 'are'} multiple-choice, which trained against every "
+                     "option (mcq_rejected='every_option') set the chosen letter against each wrong one")
+        notes.append(note)
     return PairSet(pairs, schema, roles, str(name), skipped, notes)
 
 
@@ -438,6 +443,14 @@ def against_every_option(pairs: Iterable[PreferencePair]) -> list[PreferencePair
             "read; train them with mcq_rejected='given'."
         )
     return out
+
+
+def _against_other_options(pair: PreferencePair) -> bool:
+    """Whether :func:`against_every_option` sets ``pair`` against other answers than its own."""
+    try:
+        return any(p.rejected != pair.rejected for p in against_every_option([pair]))
+    except DataError:  # letter answers whose options cannot be read
+        return False
 
 
 def format_ab_prompt(question: str, a: str, b: str) -> str:
