@@ -6,6 +6,7 @@ import pickle
 import pytest
 import torch
 from conftest import make_model, make_sae
+from safetensors.torch import save_file
 
 from yapo_core import SteeringVector, load_vector, save_vector
 from yapo_core.errors import VectorFileError
@@ -37,7 +38,7 @@ def test_round_trip_is_bit_exact_with_metadata(tmp_path, sae_dir):
         model(torch.tensor([[5, 6, 7]]))
     # a dense vector saved beside an SAE is not described in the SAE's terms
     _, meta = open_safetensors(save_vector(SteeringVector("dense", torch.ones(32), vec.hook_name), tmp_path / "d.safetensors", sae))
-    assert meta["kind"] == "dense" and not {"d_sae", "sae_fingerprint"} & set(meta)
+    assert meta["kind"] == "dense" and not {"d_sae", "sae_fingerprint", "sae_latents"} & set(meta)
 
 
 def test_vector_for_another_model_layer_or_sae_is_refused(tmp_path, sae_dir):
@@ -181,11 +182,23 @@ def test_files_describe_how_to_apply_them_and_name_weights_not_paths(tmp_path, t
         load_vector(path, model=make_model("llama", seed=1), sae=sae)
     with pytest.raises(VectorFileError, match="other SAE weights.*same width and hook"):
         load_vector(path, model=model, sae=make_sae(seed=1))
+    # the same SAE with its latents in another order: the whole-matrix sums agree, the indices do not
+    permuted, order = make_sae(), torch.randperm(sae.cfg.d_sae, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        permuted.W_enc.copy_(sae.W_enc[:, order])
+        permuted.b_enc.copy_(sae.b_enc[order])
+        permuted.W_dec.copy_(sae.W_dec[order])
+    with pytest.raises(VectorFileError, match="latents are in another order"):
+        load_vector(path, model=model, sae=permuted)
+    assert load_vector(path, model=model, sae=make_sae().to(torch.bfloat16)).width == sae.cfg.d_sae  # another dtype passes
+    # a file written before the latents were recorded is checked by the sums alone
+    tensors, meta = open_safetensors(path)
+    del meta["sae_latents"]
+    save_file(tensors, str(tmp_path / "older.safetensors"), metadata=meta)
+    assert load_vector(tmp_path / "older.safetensors", model=model, sae=permuted).width == sae.cfg.d_sae
 
 
 def test_non_finite_or_undescribed_vector_files_are_refused(tmp_path):
-    from safetensors.torch import save_file
-
     nan = SteeringVector("dense", torch.tensor([1.0, float("nan"), 2.0]), "blocks.1.hook_resid_post")
     with pytest.raises(VectorFileError, match="1 non-finite value"):
         load_vector(save_vector(nan, tmp_path / "nan.safetensors"))

@@ -30,7 +30,7 @@ from .encoding import EncodedPair, collate
 from .hooks import HookPoint, record_residual
 from .logprobs import answer_logprobs
 from .models import model_device, model_fingerprint, model_id
-from .saes import sae_fingerprint, sae_source
+from .saes import sae_fingerprint, sae_latents_fingerprint, sae_source
 
 
 @dataclass
@@ -60,6 +60,7 @@ def fingerprint(model: nn.Module, sae: nn.Module | None, hook_name: str, encoded
     if sae is not None:
         digest.update(json.dumps(sae_source(sae).as_dict(), sort_keys=True).encode())
         digest.update(sae_fingerprint(sae).encode())
+        digest.update(sae_latents_fingerprint(sae).encode())
     for pair in encoded:
         digest.update(repr((pair.prompt_ids, pair.chosen_ids, pair.rejected_ids)).encode())
     return digest.hexdigest()[:24]

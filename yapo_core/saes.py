@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import weakref
 from dataclasses import asdict, dataclass
@@ -111,6 +112,25 @@ def sae_fingerprint(sae: nn.Module) -> str:
     return module_fingerprint(sae, [sae.W_enc, sae.W_dec, sae.b_dec])
 
 
+LATENTS_SAMPLED = 16
+
+
+def sae_latents_fingerprint(sae: nn.Module) -> str:
+    """What identifies the SAE's latents by their index: the encoder column's and the decoder
+    row's absolute sums at :data:`LATENTS_SAMPLED` indices spread over the latents, as entries
+    :func:`~.models.same_weights` compares (``[[index], sum]``). :func:`sae_fingerprint` sums
+    whole matrices, so the same SAE with its latents in another order passes it; a sparse vector's
+    entry ``i`` means latent ``i``, and this tells the two apart."""
+    d_sae = int(sae.cfg.d_sae)
+    picks = sorted({round(k * (d_sae - 1) / max(LATENTS_SAMPLED - 1, 1)) for k in range(LATENTS_SAMPLED)})
+    index = torch.tensor(picks, device=sae.W_dec.device)
+    with torch.no_grad():
+        decoder = sae.W_dec.detach().index_select(0, index).abs().sum(1, dtype=torch.float64)
+        encoder = sae.W_enc.detach().index_select(1, index).abs().sum(0, dtype=torch.float64)
+    return json.dumps([[[i, side], round(float(x), 6)] for side, sums in (("dec", decoder), ("enc", encoder))
+                       for i, x in zip(picks, sums.tolist())])
+
+
 def provenance(model: nn.Module, sae: nn.Module | None = None) -> dict[str, str]:
     """Fingerprints of the weights a vector is made for, and the model's type and depth, for its
     file's metadata."""
@@ -118,6 +138,7 @@ def provenance(model: nn.Module, sae: nn.Module | None = None) -> dict[str, str]
            "n_layers": str(num_layers(model))}  # what a GGUF export names without the model at hand
     if sae is not None:
         out["sae_fingerprint"] = sae_fingerprint(sae)
+        out["sae_latents"] = sae_latents_fingerprint(sae)
     return out
 
 

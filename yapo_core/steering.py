@@ -22,7 +22,15 @@ from .architectures import hidden_size
 from .errors import SAELoadError, SettingsError, VectorFileError
 from .hooks import HookPoint, hook_device, hook_point_from_name, parse_hook_name, steering_hook
 from .models import same_weights
-from .saes import SAESource, check_sae_fits, decoder_is_linear, decoder_matrix, sae_fingerprint, sae_source
+from .saes import (
+    SAESource,
+    check_sae_fits,
+    decoder_is_linear,
+    decoder_matrix,
+    sae_fingerprint,
+    sae_latents_fingerprint,
+    sae_source,
+)
 
 KINDS = ("sparse", "dense")
 FORMULAS = {
@@ -158,6 +166,11 @@ class SteeringVector:
         if fingerprint and not same_weights(fingerprint, sae_fingerprint(sae)):
             raise VectorFileError(f"{name} was trained with other SAE weights than those of {ours.describe()} (same "
                                   "width and hook, other values); load the SAE it was trained with.")
+        latents = self.metadata.get("sae_latents")  # files written before it was recorded have none
+        if latents and not same_weights(latents, sae_latents_fingerprint(sae)):
+            raise VectorFileError(f"{name} was trained with an SAE whose latents are in another order than those of "
+                                  f"{ours.describe()} (the same weights, other indices), so its entries would name "
+                                  "other latents; load the SAE it was trained with.")
 
     @contextlib.contextmanager
     def apply(
