@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from yapo_core.data import MCQ_REJECTED
 from yapo_core.errors import SettingsError
 from yapo_core.objectives import ENGINES
+from yapo_core.options import MCQ_REJECTED
 from yapo_core.plots import run_color, training_curves
 from yapo_core.training import TrainConfig
 from yapo_studio.runs import CHUNK_SECONDS, Run, chunk_seconds, format_seconds

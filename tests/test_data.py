@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 from conftest import NO_SYSTEM_TEMPLATE, SHARED_DATA, make_tokenizer
 
-from yapo_core.data import PreferencePair, against_every_option, load_pairs, split_pairs
+from yapo_core.data import PreferencePair, load_pairs, split_pairs
 from yapo_core.encoding import collate, encode_pairs, encode_prompt, render_answer, render_prompt
 from yapo_core.errors import DataError
+from yapo_core.options import against_every_option
 
 ROWS = [
     {"prompt": "Hello?", "chosen": "Hi!", "rejected": "Go away."},
@@ -279,37 +280,6 @@ def test_real_bipo_csvs_load(behaviour):
     assert test_infer.schema == "bipo_ab" and len(test_infer) == 200
     assert {p.chosen for p in test_infer} == {"A", "B"}
     assert all(p.prompt and p.chosen and p.rejected for p in train)
-
-
-def test_mcq_pairs_against_every_option_keep_the_answer_format_and_leave_other_pairs():
-    eight = "Which?\n" + "\n".join(f"{c}. option {c}" for c in "ABCDEFGH") + "\nAnswer with the letter."
-    ab = "Pick one:\n(A) yes\n(B) no"
-    open_ended = PreferencePair("What do you eat?", "Koshari.", "Burgers.")
-    out = against_every_option([PreferencePair(eight, "H", "B", system="s"), PreferencePair(ab, "(A)", "(B)"), open_ended])
-    first = [p for p in out if p.prompt == eight]
-    assert [p.rejected for p in first] == list("ABCDEFG") and {p.chosen for p in first} == {"H"}
-    assert all(p.system == "s" for p in first)
-    assert [(p.chosen, p.rejected) for p in out if p.prompt == ab] == [("(A)", "(B)")]
-    # the given pair stays as it is, whatever its format; new ones take the chosen answer's
-    mixed = against_every_option([PreferencePair("Q: which?\n(A) x\n(B) y\n(C) z", "(A)", "B")])
-    assert [p.rejected for p in mixed] == ["B", "(C)"]
-    assert out[-1] is open_ended
-    # letter answers whose options cannot be read are an error, not silently left as they are
-    with pytest.raises(DataError, match="1 pair\\(s\\) answer with a letter.*mcq_rejected='given'"):
-        against_every_option([PreferencePair("Pick: A. red B. blue (one line)", "A", "B")])
-    # answers that repeat an option's whole line are trained against every other line
-    lines = against_every_option([PreferencePair(eight, "H. option H", " B. option B ")])
-    assert [p.rejected for p in lines] == [" B. option B " if c == "B" else f"{c}. option {c}" for c in "ABCDEFG"]
-    # an answer that only starts like an option line is left as it is
-    assert against_every_option([PreferencePair(eight, "H. option H, because", "B. option B")])[0].rejected == "B. option B"
-    # the option's text, then its letter: every other option, written in the same form
-    foods = "Which dish?\nA. Tea\nB. Ful medames\nC. Koshari\nAnswer with the letter."
-    stated = against_every_option([PreferencePair(foods, "Koshari, option C.", "Tea, option A.")])
-    assert [p.rejected for p in stated] == ["Tea, option A.", "Ful medames, option B."]
-    assert {p.chosen for p in stated} == {"Koshari, option C."}
-    # a rejected answer in another form, or text that is not its option's, stays as given
-    for rejected in ("Tea (A)", "Koshari, option A.", "Tea, so option A."):
-        assert [p.rejected for p in against_every_option([PreferencePair(foods, "Koshari, option C.", rejected)])] == [rejected]
 
 
 def test_pairs_with_identical_answers_are_noted(tmp_path):

@@ -10,7 +10,6 @@ from yapo_core.errors import DataError, SettingsError
 from yapo_core.evaluation import (
     capability_change,
     one_letter_baseline,
-    option_letters,
     parse_multipliers,
     preference_accuracy,
     score_pairs,
@@ -81,16 +80,8 @@ def test_one_letter_accuracy_is_what_answering_one_letter_everywhere_scores():
         one_letter_baseline("accuracy", pairs)
 
 
-def test_option_letters_are_read_from_the_prompt():
+def test_mcq_items_take_the_prompts_option_letters():
     eight = "Which dish?\n" + "\n".join(f"{c}. dish {c}" for c in "ABCDEFGH") + "\nAnswer with the letter."
-    assert option_letters(eight) == "ABCDEFGH"
-    assert option_letters("Pick one:\n(A) yes\n(B) no") == "AB"
-    assert option_letters("Pick one:\nA) yes\nB) no\nC) maybe") == "ABC"
-    assert option_letters("No options here. A sentence.") == "ABCD"  # the default
-    assert option_letters("Odd:\nB. one\nC. two") == "ABCD"  # not A, B, ... in order
-    assert option_letters("Q: Which one?\nA. red\nB. green\nC. blue") == "ABC"  # a "Q:" line is no option
-    from yapo_core.data import PreferencePair
-
     item, = mcq_items_from_pairs([PreferencePair(eight, "G", "A")])
     assert (item.letters, item.gold) == ("ABCDEFGH", "G")
     assert mcq_items_from_pairs([PreferencePair(eight, "B", "A")], "AB")[0].letters == "AB"

@@ -25,10 +25,10 @@ from .errors import SettingsError, YapoError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .data import MCQ_REJECTED
     from .evaluation import GENERATING_METRICS, METRICS, SPECIFIC_FIRST, TARGET_METRICS
     from .generation import STEER_POSITIONS
     from .methods import METHODS
+    from .options import MCQ_REJECTED
     from .training import TrainConfig
 
     parser = argparse.ArgumentParser(prog="yapo", description="Train, apply, inspect, evaluate and export sparse (YaPO) "
@@ -214,7 +214,7 @@ def cmd_train(args) -> int:
         filled = {k: v for k, v in training_settings(pairs, config.kind).items() if k not in given}
         if filled:
             config = TrainConfig(**{**filled, **given})
-            from .data import answers_with_letter
+            from .options import answers_with_letter
 
             letters = any(answers_with_letter(p) for p in pairs)  # mcq_rejected acts on letter answers only
             shown = {k: v for k, v in filled.items() if (letters or k != "mcq_rejected")

@@ -27,7 +27,7 @@ from torch import nn
 
 from . import checks
 from .architectures import capped_length
-from .data import PreferencePair, answer_letter, is_letter_answer, option_letters
+from .data import PreferencePair
 from .encoding import encode_pairs
 from .errors import DataError, SettingsError
 from .generation import STEER_POSITIONS
@@ -40,6 +40,7 @@ from .mcq import (
     mcq_items_from_pairs,
     one_letter_accuracy,
 )
+from .options import answer_letter, is_letter_answer, option_letters
 from .replies import (
     behaviour_shown_rate,
     demo_behaviour,

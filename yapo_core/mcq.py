@@ -20,12 +20,13 @@ from typing import Sequence
 import torch
 
 from .architectures import capped_length
-from .data import PreferencePair, answer_letter, option_letters
+from .data import PreferencePair
 from .encoding import EncodedPair, fit_prompt, render_answer
 from .errors import DataError
 from .generation import generate
 from .hub import explain_hub_error
 from .logprobs import pair_logprobs
+from .options import answer_letter, option_letters
 from .replies import parse_answer_letter, shared_system
 from .steering import steered
 

@@ -10,9 +10,10 @@ import re
 from collections import Counter
 from typing import Sequence
 
-from .data import PreferencePair, is_letter_answer
+from .data import PreferencePair
 from .errors import DataError
 from .generation import generate
+from .options import is_letter_answer
 
 _ANSWER_PATTERNS = (
     re.compile(r"^\W*\(?([A-Z])\)?(?:[.:)\s]|$)"),  # "B", "(B)", "B. ...", "B) ...", "B: ..."

@@ -6,9 +6,9 @@ import json
 from dataclasses import asdict, dataclass, fields
 
 from . import checks
-from .data import MCQ_REJECTED
 from .errors import SettingsError
 from .objectives import ENGINES
+from .options import MCQ_REJECTED
 
 
 @dataclass
@@ -33,7 +33,7 @@ class TrainConfig:
     cache_dir: str | None = None  # where the fast engine keeps its activation cache on disk
     cache_in_memory: bool | None = None  # None: in memory unless too large and cache_dir is set
     # "given": each pair's own rejected answer (the papers); "every_option": multiple-choice pairs
-    # are trained against every wrong option (data.against_every_option)
+    # are trained against every wrong option (options.against_every_option)
     mcq_rejected: str = "given"
 
     def __post_init__(self):

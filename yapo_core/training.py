@@ -28,7 +28,7 @@ from torch import nn
 
 from ._version import __version__
 from .architectures import capped_length, context_length, hidden_size
-from .data import PairSet, PreferencePair, against_every_option
+from .data import PairSet, PreferencePair
 from .encoding import EncodedPair, EncodeReport, encode_pairs
 from .errors import SettingsError, TrainingError
 from .export import FORMAT, load_vector, open_safetensors
@@ -36,6 +36,7 @@ from .hooks import block_output
 from .logprobs import pad_token_id
 from .models import model_device, model_id
 from .objectives import make_objective, preference_loss
+from .options import against_every_option
 from .saes import SAESource, check_sae_fits, provenance, sae_source
 from .steering import TRAINED_METHOD, SteeringVector
 from .train_config import TrainConfig

@@ -7,8 +7,9 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 
-from ..data import PreferencePair, answers_with_letter
+from ..data import PreferencePair
 from ..errors import SettingsError, YapoError
+from ..options import answers_with_letter
 from .corpus import CorpusMix, CorpusStyle
 
 DEMO_MODEL_NAME = "yapo-demo"

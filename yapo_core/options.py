@@ -1,0 +1,159 @@
+"""Multiple-choice options in prompts and answers: which letters a prompt lists, which letter an
+answer gives, and multiple-choice pairs set against every wrong option (``mcq_rejected``)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from typing import Callable, Iterable, Protocol, TypeVar
+
+from .errors import DataError
+
+
+class Pair(Protocol):
+    """What these functions read of a pair (:class:`~.data.PreferencePair` is one)."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+
+
+P = TypeVar("P", bound=Pair)
+
+_OPTION_LINE = re.compile(r"^\s*\(?([A-Z])[.):]\s", re.MULTILINE)
+
+
+def option_letters(prompt: str, default: str = "ABCD") -> str:
+    """The option letters a prompt lists, one per line (``"A. ..."``, ``"(B) ..."``, ``"C) ..."``):
+    the longest run A, B, C, ... among such lines (so a ``"Q: ..."`` line is not an option), when
+    it has at least two; ``default`` otherwise."""
+    found = _OPTION_LINE.findall(prompt)
+    best = ""
+    for start, letter in enumerate(found):
+        if letter != "A":
+            continue
+        run = "A"
+        for nxt in found[start + 1:]:
+            if nxt != chr(ord(run[-1]) + 1):
+                break
+            run += nxt
+        best = max(best, run, key=len)
+    return best if len(best) >= 2 else default
+
+
+def _option_lines(prompt: str) -> dict[str, str]:
+    """The prompt's option lines by letter (``{"A": "A. Koshari", ...}``), for the letters
+    :func:`option_letters` reads; empty when it reads none."""
+    letters = option_letters(prompt, default="")
+    lines: dict[str, str] = {}
+    for line in prompt.splitlines():
+        match = _OPTION_LINE.match(line)
+        if match and match.group(1) in letters and match.group(1) not in lines:
+            lines[match.group(1)] = line.strip()
+    return lines if len(lines) == len(letters) else {}
+
+
+_BARE_LETTER = re.compile(r"^\s*\(?([A-Z])\)?\.?\s*$")
+_MARKED_OPENING = re.compile(r"^\W*\(?([A-Z])(?:\)|[.:]|\s*$)")  # "B", "(B)", "B.", "B) text", "C. Koshari"
+_STATED_GOLD = re.compile(r"\b(?i:answer|option|choice)\s*(?i:is)?:?\s*\(?([A-Z])\)?(?:\W|$)")  # the letter in capitals
+_OPENING_WORD = re.compile(r"^\W*([A-Z])\b")  # "B owls", and "A bowl of rice" (read as A when nothing else is)
+
+
+def answer_letter(answer: str) -> tuple[str, bool] | None:
+    """The option letter a chosen answer gives, and whether the answer opens with it.
+
+    ``"B"``, ``"(B)"``, ``"B) text"``, ``"C. Koshari"`` open with it; ``"Koshari, option C."`` and
+    ``"The answer is (C)"`` state it after their text (a capital letter after "answer", "option" or
+    "choice"); else a capital letter that opens the answer as a word (``"B owls"``). None when
+    there is none of these."""
+    text = answer.strip()
+    for pattern, opens in ((_MARKED_OPENING, True), (_STATED_GOLD, False), (_OPENING_WORD, True)):
+        match = pattern.match(text) if opens else pattern.search(text)
+        if match:
+            return match.group(1), opens
+    return None
+
+
+def answers_with_letter(pair: Pair) -> bool:
+    """The pair's prompt lists lettered options and its chosen answer opens with one of their
+    letters (``"H"``, ``"(B)"``, ``"C. Koshari"``), rather than giving text first."""
+    found = answer_letter(pair.chosen)
+    return bool(found and found[1] and found[0] in option_letters(pair.prompt, default=""))
+
+
+def _restated(answer: str, texts: dict[str, str]) -> tuple[str, Callable[[str], str]] | None:
+    """For an answer that opens with an option's text and then states that option's letter
+    ("Koshari, option C."): the letter, and a function that writes the same answer for another
+    letter ("Tea, option A."); None for any other answer."""
+    match = _STATED_GOLD.search(answer)
+    letter = match.group(1) if match else None
+    if letter not in texts or not texts[letter] or not answer.startswith(texts[letter]):
+        return None
+    head, tail = len(texts[letter]), answer[match.end(1):]
+    return letter, lambda other: texts[other] + answer[head:match.start(1)] + other + tail
+
+
+def is_letter_answer(text: str) -> bool:
+    """``"B"``, ``"(B)"``, ``"B."``: an answer that is an option letter and nothing else."""
+    return bool(_BARE_LETTER.match(text))
+
+
+MCQ_REJECTED = ("given", "every_option")
+
+
+def against_every_option(pairs: Iterable[P]) -> list[P]:
+    """Multiple-choice pairs become one pair per wrong option; other pairs stay as they are.
+
+    A pair counts as multiple-choice when its chosen and rejected answers are bare letters
+    (``"H"``, ``"(B)"``) and its prompt lists lettered options (:func:`option_letters`), when
+    both answers repeat one of those option lines whole (``"C. Koshari"``; the new rejected
+    answers are the other lines), or when both give an option's text and then its letter in one
+    form (``"Koshari, option C."``; the new rejected answers are the other options in that form). The
+    preference objective compares only the chosen answer with the rejected one, so a vector
+    trained against the model's default answer alone can make the chosen letter beat the default
+    while a third option wins (measured on the demo world; see docs/results.md). Against every option,
+    the chosen letter has to beat them all. The given pair stays as it is; the new rejected
+    answers take the chosen answer's format (``"(B)"`` → ``"(C)"``). Letter answers whose prompt
+    lists no readable options are an error (rather than silently trained against the given answer
+    only).
+    """
+    out: list[P] = []
+    unreadable = 0
+    for p in pairs:
+        lines = _option_lines(p.prompt)
+        if p.chosen.strip() in lines.values() and p.rejected.strip() in lines.values():
+            # answers that repeat an option's whole line ("C. Koshari"): against every other line
+            out += [p if line == p.rejected.strip() else replace(p, rejected=line)
+                    for line in lines.values() if line != p.chosen.strip()]
+            continue
+        texts = {letter: line[_OPTION_LINE.match(line).end():] for letter, line in lines.items()}
+        chosen_form, rejected_form = _restated(p.chosen, texts), _restated(p.rejected, texts)
+        if chosen_form and rejected_form and chosen_form[1](rejected_form[0]) == p.rejected:
+            # the option's text, then its letter ("Koshari, option C."): every other option, written alike
+            gold, write = chosen_form
+            out += [replace(p, rejected=write(letter)) for letter in lines if letter != gold]
+            continue
+        chosen, rejected = _BARE_LETTER.match(p.chosen), _BARE_LETTER.match(p.rejected)
+        letters = option_letters(p.prompt, default="")
+        if not (chosen and rejected and chosen.group(1) in letters):
+            unreadable += bool(chosen and rejected)
+            out.append(p)
+            continue
+        gold, given = chosen.group(1), rejected.group(1)
+        out += [p if letter == given else replace(p, rejected=p.chosen.replace(gold, letter, 1))
+                for letter in letters if letter != gold]
+    if unreadable:
+        raise DataError(
+            f"{unreadable} pair(s) answer with a letter, but their prompts do not list the options one "
+            "per line as 'A. ...', '(A) ...' or 'A) ...' (starting at A), so the wrong options cannot be "
+            "read; train them with mcq_rejected='given'."
+        )
+    return out
+
+
+def sets_against_other_options(pair: Pair) -> bool:
+    """Whether :func:`against_every_option` sets ``pair`` against other answers than its own."""
+    try:
+        return any(p.rejected != pair.rejected for p in against_every_option([pair]))
+    except DataError:  # letter answers whose options cannot be read
+        return False
