@@ -30,9 +30,13 @@ def oracle_loss(model, sae, kind, layer, v, direction, batch, beta=0.1, position
         a = direction * v
         if kind == "dense":
             return h + a
+        # an SAE trained on TransformerLens's centred residual reads h less its mean over the
+        # hidden dimension; the mean, which that residual lacks, is carried through unchanged
+        kwargs = sae.cfg.metadata.model_from_pretrained_kwargs or {}
+        read = h - h.mean(-1, keepdim=True) if kwargs.get("center_writing_weights") else h
         # each decode right after its own encode: SAEs that normalise their input keep its scale
         # from one encode to the next decode
-        return sae.decode(F.relu(sae.encode(h) + a)) + (h - sae.decode(sae.encode(h)))
+        return sae.decode(F.relu(sae.encode(read) + a)) + (h - sae.decode(sae.encode(read)))
 
     def post_hook(module, args, out):
         return (steer(out[0]),) + tuple(out[1:]) if isinstance(out, tuple) else steer(out)

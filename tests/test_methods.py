@@ -35,6 +35,16 @@ def test_make_vector_dispatches_and_checks(tokenizer):
         make_vector("pca", model, tokenizer, pairs, sae=sae)
 
 
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_acts_at_an_sae_on_the_input_of_the_first_block(tokenizer, method):
+    """sae-lens ships SAEs at ``blocks.0.hook_resid_pre`` (GPT-2 small's): the output of no block."""
+    model, sae = make_model("llama"), make_sae(layer=0, position="pre")
+    vector = make_vector(method, model, tokenizer, consistent_pairs(8), sae=sae, max_steps=2)
+    assert vector.hook_name == "blocks.0.hook_resid_pre"
+    with vector.apply(model, 1.0, sae=sae):
+        model(torch.tensor([[5, 6, 7]]))
+
+
 def test_trained_methods_report_every_step_and_set_their_own_kind(tokenizer):
     model, sae = make_model("llama"), make_sae()
     seen = []

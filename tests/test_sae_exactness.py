@@ -12,6 +12,8 @@ from parity import check_steps_against_the_oracle
 from sae_lens import (
     AbsTopKSAE,
     AbsTopKSAEConfig,
+    BatchTopKTrainingSAE,
+    BatchTopKTrainingSAEConfig,
     GatedSAE,
     GatedSAEConfig,
     JumpReLUSAE,
@@ -149,3 +151,56 @@ def test_an_sae_whose_codes_can_be_negative_is_refused(tokenizer):
     with pytest.raises(SAELoadError, match="cannot be steered exactly"):
         with SteeringVector("sparse", torch.zeros(128), "blocks.1.hook_resid_post", sae=sae).apply(make_model("llama"), 1.0):
             pass
+
+
+def centred_sae(kind="standard"):
+    """An SAE whose metadata says it was trained on TransformerLens's residual with centred writing
+    weights, as sae-lens's registry says of ``gpt2-small-res-jb``."""
+    sae = build_sae(kind)
+    sae.cfg.metadata.model_from_pretrained_kwargs = {"center_writing_weights": True}
+    return sae
+
+
+def test_an_sae_trained_on_a_centred_residual_reads_the_residual_centred():
+    sae, v = centred_sae(), torch.randn(128)
+    h = torch.randn(2, 5, 32) * 3 + torch.randn(2, 5, 1) * 4  # a mean over the hidden dimension per token
+    centred = h - h.mean(-1, keepdim=True)
+    expected = h + sae.decode(F.relu(sae.encode(centred) + v)) - sae.decode(sae.encode(centred))
+    torch.testing.assert_close(steer_hidden(h, "sparse", v, 1.0, sae), expected, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(sae_lens_steering(h, sae, v), expected, atol=1e-2)  # the raw residual would differ
+
+
+@pytest.mark.parametrize("engine", ["fast", "simple"])
+def test_training_with_a_centring_sae_matches_the_oracle(tokenizer, engine):
+    model, sae = make_model("llama"), centred_sae("topk")
+    trainer = Trainer(model, tokenizer, consistent_pairs(8, seed=2),
+                      TrainConfig(kind="sparse", max_steps=2, batch_size=4, lr=0.05, warmup_steps=1, grad_clip=1e9,
+                                  engine=engine), sae=sae)
+    check_steps_against_the_oracle(trainer, tokenizer, model, sae, "sparse", 1, "post", 2)
+
+
+def test_a_bf16_sae_trains_with_the_fast_engine_as_with_the_simple_one(tokenizer):
+    losses = {}
+    for engine in ("fast", "simple"):
+        model, sae = make_model("llama"), build_sae("topk").to(torch.bfloat16)
+        trainer = Trainer(model, tokenizer, consistent_pairs(8, seed=2),
+                          TrainConfig(kind="sparse", max_steps=3, batch_size=4, lr=0.05, engine=engine), sae=sae)
+        losses[engine] = [m.loss for m in trainer]
+    assert losses["fast"] == pytest.approx(losses["simple"], rel=2e-2, abs=1e-3)
+
+
+def test_a_half_precision_residual_is_rounded_once():
+    h = (torch.randn(3, 7, 32) * 5).to(torch.bfloat16)
+    v = torch.randn(32) * 0.3
+    assert torch.equal(steer_hidden(h, "dense", v, 1.0), (h.float() + v).to(torch.bfloat16))
+    sae = build_sae("standard")
+    delta = steer_hidden(h.float(), "sparse", v.new_ones(128) * 0.2, 1.0, sae) - h.float()
+    assert torch.equal(steer_hidden(h, "sparse", v.new_ones(128) * 0.2, 1.0, sae), (h.float() + delta).to(torch.bfloat16))
+
+
+def test_an_sae_whose_top_k_runs_over_the_batch_is_refused(tokenizer):
+    cfg = BatchTopKTrainingSAEConfig(d_in=32, d_sae=128, k=8)
+    cfg.metadata.hook_name = "blocks.1.hook_resid_post"
+    with pytest.raises(SAELoadError, match="'batchtopk'.*whole batch.*JumpReLU"):
+        Trainer(make_model("llama"), tokenizer, consistent_pairs(4), TrainConfig(kind="sparse"),
+                sae=BatchTopKTrainingSAE(cfg))

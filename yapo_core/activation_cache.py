@@ -30,7 +30,7 @@ from .encoding import EncodedPair, collate
 from .hooks import HookPoint, record_residual
 from .logprobs import answer_logprobs
 from .models import model_device, model_fingerprint, model_id
-from .saes import sae_fingerprint, sae_latents_fingerprint, sae_source
+from .saes import sae_fingerprint, sae_input, sae_latents_fingerprint, sae_source
 
 
 @dataclass
@@ -45,7 +45,7 @@ class CachedPair:
 
 
 def _sparse_codes(sae: nn.Module, h: torch.Tensor):
-    z = sae.encode(h.to(sae.W_dec.device, sae.dtype))
+    z = sae.encode(sae_input(sae, h.to(sae.W_dec.device)))
     active = z > 0
     return active.sum(-1).to(torch.int32), active.nonzero()[:, -1].to(torch.int32), z[active].float()
 

@@ -22,7 +22,7 @@ from .errors import SettingsError
 from .hooks import HookPoint, block_output, record_residual
 from .logprobs import pad_token_id
 from .models import model_device, model_id
-from .saes import check_sae_fits, provenance, sae_source
+from .saes import check_sae_fits, provenance, sae_input, sae_source
 from .steering import SteeringVector
 
 DEFAULT_MULTIPLIER = {"caa": 0.5, "sas": 0.5}  # the paper compares CAA at 0.5
@@ -87,10 +87,11 @@ def answer_activations(
     return chosen, rejected
 
 
-def compute_caa(model: nn.Module, tokenizer, pairs: Sequence[PreferencePair], layer: int, **kwargs) -> SteeringVector:
+def compute_caa(model: nn.Module, tokenizer, pairs: Sequence[PreferencePair], layer: int | HookPoint,
+                **kwargs) -> SteeringVector:
     """CAA: the mean difference of chosen and rejected residuals at the last answer token, at the
-    output of block ``layer``."""
-    point = block_output(model, layer)
+    output of block ``layer`` (or at a hook point, such as an SAE's)."""
+    point = layer if isinstance(layer, HookPoint) else block_output(model, layer)
     chosen, rejected = answer_activations(model, tokenizer, pairs, point, "last", **kwargs)
     values = (chosen - rejected).mean(0)
     return SteeringVector("dense", values, point.hook_name, method="caa", model_id=model_id(model),
@@ -121,7 +122,8 @@ def compute_sas(
         raise SettingsError(f"tau={tau} must be in (0, 1].")
     point = check_sae_fits(model, sae)
     chosen, rejected = answer_activations(model, tokenizer, pairs, point, "all", **kwargs)
-    encode = lambda rows: torch.stack([sae.encode(r.to(sae.W_enc.device, sae.dtype)).mean(0).float().cpu() for r in rows])  # noqa: E731
+    encode = lambda rows: torch.stack([sae.encode(sae_input(sae, r.to(sae.W_enc.device))).mean(0).float().cpu()  # noqa: E731
+                                       for r in rows])
     values, kept_pos, kept_neg = sas_direction(encode(chosen), encode(rejected), tau)
     return SteeringVector("sparse", values, point.hook_name, method="sas", model_id=model_id(model),
                           sae_source=sae_source(sae), default_multiplier=DEFAULT_MULTIPLIER["sas"], sae=sae,

@@ -203,7 +203,7 @@ def compare_methods(
     ``train_config`` for one method (e.g. ``{"bipo": {"lr": 0.01}}``)."""
     say = on_progress or (lambda msg: None)
     own = {key: dict(v) for key, v in (method_configs or {}).items()}
-    layer = check_sae_fits(model, sae).resid_layer
+    check_sae_fits(model, sae)  # every method acts at the SAE's hook point (make_vector takes it from the SAE)
     config = dict(train_config or {})
     chosen = [get_method(m) for m in methods]  # refuse an unknown method before any work
     if get_metric(metric).key not in TARGET_METRICS:
@@ -234,7 +234,7 @@ def compare_methods(
         start = time.perf_counter()
         losses: list[float] = []
         settings = TrainConfig(**{**config, **own.get(method.key, {})})
-        vector = make_vector(method, model, tokenizer, fit, sae=sae, layer=layer, config=settings,
+        vector = make_vector(method, model, tokenizer, fit, sae=sae, config=settings,
                              on_step=lambda m: losses.append(m.loss), progress=progress)
         seconds = time.perf_counter() - start
         say(f"{method.key}: sweeping multipliers")

@@ -28,7 +28,7 @@ from .errors import SAELoadError, SettingsError
 from .hooks import record_residual
 from .models import model_device
 from .neuronpedia import neuronpedia_url
-from .saes import SAESource, check_sae_fits, decoder_is_linear, decoder_matrix, sae_source
+from .saes import SAESource, check_sae_fits, decoder_is_linear, decoder_matrix, sae_input, sae_source
 from .steering import SteeringVector, dense_equivalent
 
 # --- which latents -----------------------------------------------------------------------------
@@ -249,7 +249,7 @@ def sae_codes(
 
 def _encode_columns(sae: nn.Module, h: torch.Tensor, columns: torch.Tensor, chunk: int) -> torch.Tensor:
     """``sae.encode(h)[:, columns]``, encoding at most ``chunk`` rows at a time."""
-    parts = [sae.encode(h[i : i + chunk].to(sae.dtype))[:, columns.to(h.device)].float().cpu()
+    parts = [sae.encode(sae_input(sae, h[i : i + chunk]))[:, columns.to(h.device)].float().cpu()
              for i in range(0, len(h), chunk)]
     return torch.cat(parts) if parts else torch.zeros(0, len(columns))
 

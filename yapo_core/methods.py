@@ -86,12 +86,10 @@ def make_vector(
     method = method if isinstance(method, Method) else get_method(method)
     if method.kind == "sparse" and sae is None:
         raise SettingsError(f"{method.label} works in an SAE's latent space: pass an SAE.")
-    if layer is None:
-        if sae is None:
-            raise SettingsError(f"{method.label} needs layer= (or an SAE to take it from).")
-        layer = check_sae_fits(model, sae).resid_layer
-    if method.key == "caa":
-        return compute_caa(model, tokenizer, pairs, layer)
+    if layer is None and sae is None:
+        raise SettingsError(f"{method.label} needs layer= (or an SAE to take it from).")
+    if method.key == "caa":  # at the SAE's own hook point when no layer is named (the input of block 0 too)
+        return compute_caa(model, tokenizer, pairs, check_sae_fits(model, sae) if layer is None else layer)
     if method.key == "sas":
         return compute_sas(model, tokenizer, pairs, sae)
     config = replace(config or TrainConfig(**train_config), layer=layer)

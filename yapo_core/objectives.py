@@ -34,7 +34,7 @@ from .hooks import HookPoint, steering_hook, this_thread_only
 from .logprobs import sequence_logprobs
 from .models import model_device
 from .saes import decoder_is_linear, decoder_matrix, encode_is_stateful
-from .steering import steer_hidden
+from .steering import added, steer_hidden
 
 
 class _ProbeDone(Exception):
@@ -134,13 +134,14 @@ def sparse_update(h: torch.Tensor, a: torch.Tensor, W_dec: torch.Tensor, counts,
 
     ``h``: (n_tokens, d); codes: per-token active counts and flat (index, value) lists.
     """
+    a, vals = a.to(W_dec.dtype), vals.to(W_dec.dtype)  # in the SAE's dtype, as the steering hook computes it
     dense = F.relu(a) @ W_dec  # shared by every token
     a_active = a[idx.long()]
     weights = F.relu(vals + a_active) - vals - F.relu(a_active)
     offsets = torch.zeros_like(counts, dtype=torch.long)
     offsets[1:] = counts.long().cumsum(0)[:-1]
     per_token = F.embedding_bag(idx.long(), W_dec, offsets, mode="sum", per_sample_weights=weights)
-    return h + (dense + per_token).to(h.dtype)
+    return added(h, dense + per_token)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,7 +223,7 @@ only the blocks after the steered point (see the module docstring)."""
 
     def _steer(self, h: torch.Tensor, codes, a: torch.Tensor) -> torch.Tensor:
         if self.kind == "dense":
-            return h + a.to(h.dtype)
+            return added(h, a)
         W_dec = self.decoder  # on the steered block's device, which on a sharded model is not h's
         out = sparse_update(h.to(W_dec.device), a.to(W_dec.device), W_dec, *(c.to(W_dec.device) for c in codes))
         return out.to(h.device)

@@ -209,10 +209,31 @@ def place_sae(model: nn.Module, sae: nn.Module, layer: int | None = None) -> Hoo
     return point
 
 
-STEERABLE_ARCHITECTURES = ("standard", "gated", "jumprelu", "topk", "batchtopk", "matryoshka_batchtopk")
+STEERABLE_ARCHITECTURES = ("standard", "gated", "jumprelu", "topk")
 """sae-lens SAE architectures whose codes are non-negative and whose decoder is ``z @ W + b`` (up to
 the input normalisation), so that ``dec(relu(enc(h) + m·v)) + (h − dec(enc(h)))`` is the method's
-steering, exact at ``m = 0``. Training-only kinds (BatchTopK, Matryoshka) save as one of the others."""
+steering, exact at ``m = 0``."""
+
+BATCH_ARCHITECTURES = ("batchtopk", "matryoshka_batchtopk")
+"""sae-lens training SAEs whose ``encode`` keeps the top k over the whole batch, so a token's code
+depends on the other tokens beside it; sae-lens saves them as JumpReLU SAEs for inference."""
+
+
+def centres_input(sae: nn.Module) -> bool:
+    """True when the SAE was trained on TransformerLens's residual with centred writing weights
+    (sae-lens's ``model_from_pretrained_kwargs`` says ``center_writing_weights``: GPT-2 small's
+    ``gpt2-small-res-jb`` releases): that residual is the Hugging Face model's less its mean over
+    the hidden dimension at each token."""
+    kwargs = getattr(getattr(sae.cfg, "metadata", None), "model_from_pretrained_kwargs", None) or {}
+    return bool(kwargs.get("center_writing_weights", False))
+
+
+def sae_input(sae: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """The residual ``h`` as the SAE was trained to read it (:func:`centres_input`), in the SAE's
+    dtype. What ``dec(relu(z + a)) − dec(z)`` adds is added to ``h`` itself: each block reads the
+    residual through a LayerNorm, which removes the mean either way."""
+    h = h.to(sae.dtype)
+    return h - h.mean(-1, keepdim=True) if centres_input(sae) else h
 
 
 def architecture_of_sae(sae: nn.Module) -> str:
@@ -223,6 +244,12 @@ def architecture_of_sae(sae: nn.Module) -> str:
 def check_steerable(sae: nn.Module) -> None:
     """Refuse an SAE the method cannot steer exactly, saying why."""
     kind = architecture_of_sae(sae)
+    if kind in BATCH_ARCHITECTURES:
+        raise SAELoadError(
+            f"SAE architecture {kind!r} ({sae_source(sae).describe()}) keeps the top k latents over the whole "
+            "batch, so a token's code would depend on the tokens beside it; save it with sae-lens (it saves "
+            "as a JumpReLU SAE) and load the saved SAE."
+        )
     if kind not in STEERABLE_ARCHITECTURES:
         raise SAELoadError(
             f"SAE architecture {kind!r} ({sae_source(sae).describe()}) cannot be steered exactly: the method adds "

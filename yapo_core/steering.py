@@ -28,6 +28,7 @@ from .saes import (
     decoder_is_linear,
     decoder_matrix,
     sae_fingerprint,
+    sae_input,
     sae_latents_fingerprint,
     sae_source,
 )
@@ -50,7 +51,7 @@ def sparse_delta(h: torch.Tensor, sae: nn.Module, a: torch.Tensor) -> torch.Tens
     SAEs are decoded by sae-lens itself; those that normalise their input keep its scale from one
     ``encode`` to the next ``decode`` only, so ``h`` is encoded again before the second decode.
     """
-    h = h.to(sae.dtype)
+    h = sae_input(sae, h)
     z = sae.encode(h)
     shifted = F.relu(z + a.to(z.dtype))
     if decoder_is_linear(sae):
@@ -72,9 +73,17 @@ def steer_hidden(
         multiplier = multiplier.to(h.device)
     a = values.to(h.device) * multiplier
     if kind == "dense":
-        return h + a.to(h.dtype)
+        return added(h, a)
     sae_device = sae.W_dec.device
-    return h + sparse_delta(h.to(sae_device), sae, a.to(sae_device)).to(h.device, h.dtype)
+    return added(h, sparse_delta(h.to(sae_device), sae, a.to(sae_device)).to(h.device))
+
+
+def added(h: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """``h + delta`` in fp32 at least, rounded once to ``h``'s dtype (a bf16 residual and a bf16
+    delta summed in bf16 would be rounded twice)."""
+    if h.dtype in (torch.float16, torch.bfloat16):
+        return (h.float() + delta.float()).to(h.dtype)
+    return h + delta.to(h.dtype)
 
 
 @dataclass
