@@ -37,7 +37,8 @@ KINDS = {
     # as sae-lens's save_model writes a TopK SAE after training: decoder rows of any norm, rescaled
     "topk-rescaled": (TopKSAE, TopKSAEConfig, {"k": 12, "rescale_acts_by_decoder_norm": True}),
 }
-NORMALISATIONS = ("none", "expected_average_only_in", "layer_norm", "constant_norm_rescale")
+NORMALISATIONS = ("none", "expected_average_only_in", "covariance_whitening", "layer_norm", "constant_norm_rescale")
+LINEAR = ("none", "expected_average_only_in", "covariance_whitening")  # decode undoes no per-token scale
 
 
 def build_sae(kind, normalize="none", b_dec_to_input=True, layer=1, position="post", seed=0):
@@ -75,7 +76,7 @@ def test_steering_a_residual_is_what_sae_lens_computes(kind, normalize, b_dec_to
         expected = sae_lens_steering(h, sae, v * m)
         torch.testing.assert_close(steer_hidden(h, "sparse", v, m, sae), expected, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(steer_hidden(h, "sparse", torch.zeros(128), 1.0, sae), h, rtol=0, atol=1e-5)
-    assert decoder_is_linear(sae) == (normalize in ("none", "expected_average_only_in"))
+    assert decoder_is_linear(sae) == (normalize in LINEAR)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -86,7 +87,7 @@ def test_training_matches_the_oracle_with_the_engine_auto_chooses(tokenizer, kin
     trainer = Trainer(model, tokenizer, consistent_pairs(8, seed=2),
                       TrainConfig(kind="sparse", max_steps=2, batch_size=4, lr=0.05, warmup_steps=1, grad_clip=1e9),
                       sae=sae)
-    expected = "fast" if normalize in ("none", "expected_average_only_in") else "simple"
+    expected = "fast" if normalize in LINEAR else "simple"
     assert trainer.objective.engine == expected, trainer.objective.reason
     if expected == "simple":
         assert normalize in trainer.objective.reason  # it says why

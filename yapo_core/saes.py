@@ -261,10 +261,11 @@ def check_steerable(sae: nn.Module) -> None:
                            "can be steered.")
 
 
-LINEAR_NORMALISATIONS = ("none", "expected_average_only_in")
+LINEAR_NORMALISATIONS = ("none", "expected_average_only_in", "covariance_whitening")
 """sae-lens ``normalize_activations`` modes that ``decode`` does not undo per token (a fixed scale
-at most); the others (``layer_norm``, ``constant_norm_rescale``) keep the input's scale from an
-``encode`` for the next ``decode``."""
+at most; an inference SAE trained with ``covariance_whitening`` has the whitening folded into its
+weights and reads the raw residual); the others (``layer_norm``, ``constant_norm_rescale``) keep the
+input's scale from an ``encode`` for the next ``decode``."""
 
 
 def decoder_is_linear(sae: nn.Module) -> bool:
