@@ -82,6 +82,21 @@ def test_pickles_and_foreign_files_are_never_opened(tmp_path):
         load_vector(tmp_path / "nope.safetensors")
 
 
+@pytest.mark.parametrize("length", [0x580, 0x4B50])  # the first byte a pickle's (0x80); the first two a zip's ("PK")
+def test_a_safetensors_file_whose_header_length_looks_like_a_pickle_or_a_zip_is_read(tmp_path, length):
+    vector = SteeringVector("dense", torch.ones(32), "blocks.1.hook_resid_post", method="bipo")
+    path = tmp_path / "v.safetensors"
+    save_vector(vector, path)
+    start = length - int.from_bytes(path.read_bytes()[:8], "little") - 16
+    for pad in range(start, start + 32):  # metadata of the length that gives the header that length
+        vector.metadata["note"] = "x" * pad
+        save_vector(vector, path)
+        if int.from_bytes(path.read_bytes()[:8], "little") >= length:
+            break
+    assert int.from_bytes(path.read_bytes()[:8], "little") == length
+    assert torch.equal(load_vector(path).values, vector.values)
+
+
 def test_gguf_control_vector(tmp_path):
     import gguf
 

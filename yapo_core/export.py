@@ -37,11 +37,15 @@ MAX_HEADER_BYTES = 100 * 1024 * 1024
 def _check_not_pickle(path: Path) -> None:
     """Refuse files that are not safetensors before any parser sees them.
 
-    ``torch.save`` files are zip archives ("PK") or raw pickles (first byte 0x80); opening
-    either with ``torch.load`` can run arbitrary code, so they are never opened.
+    A safetensors file opens with its header's length (8 bytes, little-endian) and the header's
+    JSON (``{``). ``torch.save`` files are zip archives ("PK") or raw pickles (first byte 0x80);
+    opening either with ``torch.load`` can run arbitrary code, so they are never opened.
     """
     with open(path, "rb") as f:
-        head = f.read(8)
+        head, opening = f.read(8), f.read(1)
+    size = int.from_bytes(head, "little") if len(head) == 8 else 0
+    if opening == b"{" and 2 <= size <= min(MAX_HEADER_BYTES, path.stat().st_size - 8):
+        return  # a safetensors header: its length, then JSON (a length of 1408 starts with 0x80 too)
     if head[:2] == b"PK" or head[:1] == b"\x80":
         raise VectorFileError(
             f"{path.name!r} is a pickle/torch.save file; pickles can run code when loaded and are "
