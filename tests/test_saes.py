@@ -50,6 +50,14 @@ def test_bad_sources_fail_fast(tmp_path, monkeypatch):
         load_sae()
 
 
+def test_an_sae_id_with_slashes_offline_is_named_as_not_in_the_cache(monkeypatch):
+    """Gemma Scope's ids (``layer_15/width_65k/canonical``) hold slashes: release/id is no repository
+    id, but the release's repository is, and offline it is simply not cached."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SAELoadError, match="not in the local Hugging Face cache and the Hub cannot be reached"):
+        load_sae("gemma-scope-2b-pt-res-canonical", "layer_15/width_65k/canonical", device="cpu")
+
+
 def test_place_sae_puts_the_sae_on_the_device_of_the_block_it_is_hooked_on(monkeypatch):
     """``blocks.L.hook_resid_pre`` is hooked on block L (for L = 0: not on block L-1 = the last one)."""
     import torch

@@ -43,17 +43,20 @@ def is_repo_id(source: str) -> bool:
     return True
 
 
-def explain_hub_error(what: str, source: str, exc: BaseException) -> str:
-    """A message that says why a hub download failed and what the user can do about it."""
+def explain_hub_error(what: str, source: str, exc: BaseException, repo_id: str | None = None) -> str:
+    """A message that says why a hub download failed and what the user can do about it.
+    ``repo_id`` is the repository ``source`` lives in when ``source`` names more than a repository
+    (an SAE release and its id, ``layer_15/width_65k/canonical``)."""
     text = f"{type(exc).__name__}: {exc}"
     low = text.lower()
-    if not is_repo_id(source):  # no download could find it, online or not
+    repo = repo_id or source
+    if not is_repo_id(repo):  # no download could find it, online or not
         return (f"{what} {source!r} is neither an existing local folder nor a Hugging Face id (owner/name, of "
                 "letters, digits, '-', '_' and '.'): check the spelling or the path.")
     if "gated" in low or "401" in low or "403" in low or "restricted" in low:
         return (
             f"{what} {source!r} is gated or needs a login: accept its licence on "
-            f"https://huggingface.co/{source} and set HF_TOKEN (or run `hf auth login`)."
+            f"https://huggingface.co/{repo} and set HF_TOKEN (or run `hf auth login`)."
         )
     if is_offline() or "offline" in low or "connection" in low or "resolve" in low:
         return (

@@ -88,7 +88,8 @@ def load_sae(
         try:
             sae = SAE.from_pretrained(release, sae_id, device=device, dtype=dtype)
         except Exception as exc:
-            raise SAELoadError(explain_hub_error("SAE release", f"{release}/{sae_id}", exc)) from exc
+            raise SAELoadError(explain_hub_error("SAE release", f"{release}/{sae_id}", exc,
+                                                 repo_id=lookup.repo_id if lookup is not None else release)) from exc
         source = SAESource(release=release, sae_id=sae_id, neuronpedia_id=neuronpedia_id(release, sae_id))
     sae.eval()
     sae.requires_grad_(False)
