@@ -25,7 +25,7 @@ RUN pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" \
 
 COPY --chown=app:app . .
 USER 1000
-# The demo world, built once here (about 4 to 10 minutes on 2 cores; deterministic from its seed) so
+# The demo world, built once here (3 to 7 minutes on 2 quiet cores; deterministic from its seed) so
 # that the app starts at once and works offline.
 RUN python -m yapo_core demo build --size full
 

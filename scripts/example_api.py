@@ -1,6 +1,6 @@
 """The Python API end to end on the built-in demo world (no download).
 
-    python scripts/example_api.py              # the full demo world (about 9 minutes on 2 cores to build once)
+    python scripts/example_api.py              # the full demo world (3 to 7 minutes on 2 quiet cores to build once)
     python scripts/example_api.py --size mini  # the miniature test world (seconds; it steers nothing)
 """
 

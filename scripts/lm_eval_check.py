@@ -7,7 +7,7 @@ it through lm-eval with the ``yapo`` model (:mod:`yapo_core.lm_eval_model`) at m
 the reply contains the answer) on the same questions, and the share of questions whose lm-eval
 reply is the project's own greedy reply.
 
-    python scripts/lm_eval_check.py             # the full demo world (built once, about 9 minutes on 2 cores)
+    python scripts/lm_eval_check.py             # the full demo world (built once, 3 to 7 minutes on 2 quiet cores)
     python scripts/lm_eval_check.py --size mini # seconds; checks the script, the numbers mean nothing
 
 Writes the figures as Markdown and JSON (``--out``, default ``assets/results/lm-eval-check.md``).

@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
     c.add_argument("--steps", type=int, default=None, help="training steps for YaPO and BiPO (default: the demo world's; with --model, "
                    "the public runs' 20 epochs)")
-    c.add_argument("--size", default="full", choices=["full", "mini"], help="demo world: full (default; about 4 to 10 minutes to build once on 2 cores) or mini (seconds; steers nothing)")
+    c.add_argument("--size", default="full", choices=["full", "mini"], help="demo world: full (default; 3 to 7 minutes to build once on 2 quiet cores, up to 10 beside other work) or mini (seconds; steers nothing)")
     c.add_argument("--multipliers", default="-2,-1.5,-1,-0.5,0,0.5,1,1.5,2",
                    help="each method's candidates, one chosen on the validation split (default -2 to 2 by 0.5)")
     c.add_argument("--lr", type=float, default=None, help="default: the demo world's (yapo_core.demo.TRAINING); with --model, the "

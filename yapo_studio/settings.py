@@ -68,7 +68,8 @@ def _positive(env: Mapping[str, str], name: str, default, kind=int):
         number = 0
     if not number > 0:
         unit = "whole number" if kind is int else "number"
-        raise SettingsError(f"{name}={value!r} must be a positive {unit}; set it to e.g. {default or 45}, or unset it.")
+        advice = f"set it to e.g. {default}, or unset it" if default is not None else "unset it for the default"
+        raise SettingsError(f"{name}={value!r} must be a positive {unit}; {advice}.")
     return number
 
 
