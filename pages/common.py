@@ -123,6 +123,18 @@ def in_app_terms(message: str) -> str:
     return re.sub(r"\buse layer=(\d+)", r"use layer \1", message)
 
 
+def number(value, name: str, cast=float, least: float | None = None, meaning: str = ""):
+    """A hyper-parameter field's value; an emptied field, or one below ``least``, is an error that
+    names the field. (The fields set no ``minimum``: Gradio's own check names no field and leaves
+    the page's outputs in an error state.)"""
+    if value is None:
+        raise SettingsError(f"{name} is empty; enter a number.")
+    out = cast(value)
+    if least is not None and out < least:
+        raise SettingsError(f"{name} is {out:g}; enter {least:g}{meaning} or more.")
+    return out
+
+
 def _to_gradio(exc: BaseException) -> gr.Error:
     if isinstance(exc, gr.Error):
         return exc

@@ -14,7 +14,17 @@ from yapo_core.plots import multiplier_sweep
 from yapo_studio.session import Session
 from yapo_studio.zero_gpu import gpu
 
-from .common import HEAVY, STEER_LABELS, AppContext, caveat_text, need, parse_multipliers, user_errors, vector_labels
+from .common import (
+    HEAVY,
+    STEER_LABELS,
+    AppContext,
+    caveat_text,
+    need,
+    number,
+    parse_multipliers,
+    user_errors,
+    vector_labels,
+)
 
 HELP = """Which multiplier, and which method? Each vector is measured on **its own task's held-out data** at every
 multiplier (m = 0 is the unsteered model). The metrics offered are those that apply to the chosen vectors' tasks,
@@ -97,7 +107,7 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio,
         with gr.Row():
             cmp_methods = gr.CheckboxGroup([(m.label, m.key) for m in METHODS.values()], value=list(METHODS),
                                            label="Methods", elem_id="cmp-methods", scale=3)
-            cmp_steps = gr.Number(0, label="Training steps (0: the preset's)", precision=0, minimum=0, scale=1)
+            cmp_steps = gr.Number(0, label="Training steps (0: the preset's)", precision=0, scale=1)
             cmp_btn = gr.Button("Compare methods", elem_id="cmp-run", scale=1)
         cmp_table = gr.Dataframe(interactive=False, elem_id="cmp-table", visible=False)  # shown with its rows
         cmp_plot = gr.Plot(label="Metric against the multiplier, every method", elem_id="cmp-plot")
@@ -129,7 +139,7 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio,
     @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere
     def on_compare(session, metric_, ms, methods_, steps_, progress=gr.Progress()):
         session = need(session)
-        steps = int(steps_ or 0)
+        steps = number(0 if steps_ is None else steps_, "Training steps", int, 0, " (the preset's)")
         if not methods_:
             raise SettingsError("choose at least one method to compare.")
         result = session.compare(metric_, parse_multipliers(ms), methods_, max_steps=steps or None,

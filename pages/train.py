@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from yapo_core.errors import SettingsError
 from yapo_core.objectives import ENGINES
 from yapo_core.options import MCQ_REJECTED
 from yapo_core.plots import run_color, training_curves
@@ -16,7 +15,7 @@ from yapo_studio.runs import CHUNK_SECONDS, Run, chunk_seconds, format_seconds
 from yapo_studio.session import Session
 from yapo_studio.zero_gpu import on_zero_gpu
 
-from .common import caveat_text, esc, need, user_errors
+from .common import caveat_text, esc, need, number, user_errors
 
 DEFAULTS = TrainConfig()
 
@@ -45,13 +44,6 @@ class TrainPage:
     timer: gr.Timer
     which: gr.Dropdown
     defaults: list  # the fields a preset may set (PRESET_FIELDS), in that order
-
-
-def number(value, name: str, cast=float):
-    """A hyper-parameter field's value; an emptied field is an error the user can fix."""
-    if value is None:
-        raise SettingsError(f"{name} is empty; enter a number.")
-    return cast(value)
 
 
 def setup_summary(session: Session | None) -> str:
@@ -135,17 +127,17 @@ def build(state: gr.State) -> TrainPage:
     gr.Markdown(zero_gpu_note(), visible=on_zero_gpu(), elem_id="zero-gpu-note")
     with gr.Accordion("Hyper-parameters (defaults: the public YaPO/BiPO runs, or the preset's own)", open=True):
         with gr.Row():
-            lr = gr.Number(DEFAULTS.lr, label="Learning rate", minimum=0)
-            warmup = gr.Number(DEFAULTS.warmup_steps, label="Warm-up steps", precision=0, minimum=0)
-            epochs = gr.Number(DEFAULTS.epochs, label="Epochs", precision=0, minimum=1)
-            max_steps = gr.Number(0, label="Max steps (0: all epochs)", precision=0, minimum=0)
-            batch = gr.Number(DEFAULTS.batch_size, label="Batch size", precision=0, minimum=1)
+            lr = gr.Number(DEFAULTS.lr, label="Learning rate")
+            warmup = gr.Number(DEFAULTS.warmup_steps, label="Warm-up steps", precision=0)
+            epochs = gr.Number(DEFAULTS.epochs, label="Epochs", precision=0)
+            max_steps = gr.Number(0, label="Max steps (0: all epochs)", precision=0)
+            batch = gr.Number(DEFAULTS.batch_size, label="Batch size", precision=0)
         with gr.Row():
-            beta = gr.Number(DEFAULTS.beta, label="β", minimum=0)
-            clip = gr.Number(DEFAULTS.grad_clip, label="Gradient clipping", minimum=0)
-            decay = gr.Number(DEFAULTS.weight_decay, label="Weight decay", minimum=0)
+            beta = gr.Number(DEFAULTS.beta, label="β")
+            clip = gr.Number(DEFAULTS.grad_clip, label="Gradient clipping")
+            decay = gr.Number(DEFAULTS.weight_decay, label="Weight decay")
             seed = gr.Number(DEFAULTS.seed, label="Seed", precision=0)
-            max_length = gr.Number(DEFAULTS.max_length, label="Max length (tokens)", precision=0, minimum=8)
+            max_length = gr.Number(DEFAULTS.max_length, label="Max length (tokens)", precision=0)
             engine = gr.Dropdown(list(ENGINES), value=DEFAULTS.engine, label="Engine",
                                  info="fast = cached activations, tail blocks only; same loss and gradient")
             mcq_rejected = gr.Dropdown(list(MCQ_REJECTED), value=DEFAULTS.mcq_rejected, label="MCQ rejected answers",
@@ -168,11 +160,13 @@ def build(state: gr.State) -> TrainPage:
                  mcq_rejected_):
         session = need(session)
         config = TrainConfig(
-            kind=session.method.kind, lr=number(lr_, "learning rate"), warmup_steps=number(warmup_, "warm-up steps", int),
-            epochs=number(epochs_, "epochs", int), max_steps=number(max_steps_, "max steps", int) or None,
-            batch_size=number(batch_, "batch size", int), beta=number(beta_, "β"), grad_clip=number(clip_, "gradient clipping"),
-            weight_decay=number(decay_, "weight decay"), seed=number(seed_, "seed", int),
-            max_length=number(max_length_, "max length", int), engine=engine_, mcq_rejected=mcq_rejected_,
+            kind=session.method.kind, lr=number(lr_, "Learning rate"),
+            warmup_steps=number(warmup_, "Warm-up steps", int, 0), epochs=number(epochs_, "Epochs", int, 1),
+            max_steps=number(max_steps_, "Max steps", int, 0, " (all epochs)") or None,
+            batch_size=number(batch_, "Batch size", int, 1), beta=number(beta_, "β"),
+            grad_clip=number(clip_, "Gradient clipping"), weight_decay=number(decay_, "Weight decay"),
+            seed=number(seed_, "Seed", int), max_length=number(max_length_, "Max length", int, 8),
+            engine=engine_, mcq_rejected=mcq_rejected_,
         )
         session.start_run(config)
         return setup_summary(session), *snapshot(session)[:2], gr.Timer(active=True), removable(session)
