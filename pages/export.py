@@ -61,7 +61,11 @@ def build(ctx: AppContext, state: gr.State) -> VectorPicker:
         return (export_note(result, entry.vector.kind), gr.update(value=str(result.safetensors), visible=True),
                 gr.update(value=str(result.gguf) if result.gguf else None, visible=result.gguf is not None))
 
-    @user_errors
+    def not_loaded():  # a refused file leaves no earlier file's "Loaded" note as if it were its own
+        return ("⚠ This file cannot be read as a vector (the message says why); the vectors loaded before are "
+                "unchanged.", gr.skip(), gr.skip())
+
+    @user_errors(cleared=not_loaded)
     def on_upload(session, path, current, listed):
         session = need(session)
         if not path:

@@ -326,6 +326,18 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
     succeed(page, "#load-note", "✓ Loaded")
     page.screenshot(path=str(shots / "export.png"), full_page=True)
     page.wait_for_function("() => document.querySelector('#export-vector input').value.startsWith('file · ')")
+    # a file that is not a vector: the note says so instead of keeping the earlier file's "✓ Loaded"
+    import torch
+    from safetensors.torch import save_file
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"weight": torch.ones(3)}, str(foreign))
+    page.locator("#vector-upload").get_by_role("button", name="Clear").click()
+    page.locator("#vector-upload input[type=file]").set_input_files(str(foreign))
+    page.locator("#load-note").filter(has_text="cannot be read as a vector").wait_for(timeout=30_000)
+    assert "not a YaPO Studio steering vector" in page.get_by_test_id("toast-text").first.inner_text()
+    page.get_by_test_id("toast-close").first.click()
+    page.get_by_test_id("toast-text").first.wait_for(state="detached", timeout=10_000)
     # Compare, shown before with the run, now opens on the vector loaded since.
     page.get_by_role("tab", name="Compare").click()
     page.wait_for_function("() => document.querySelector('#compare-vector input').value.startsWith('file · ')")
