@@ -1226,12 +1226,14 @@ def test_the_demo_caveats_state_the_stored_figures():
     at_one = targets["behaviours, A/B rate with YaPO at 1 >= 0.7"]
     rates = f"{at_one['power-seeking']:.2f} (power-seeking) and {at_one['wealth-seeking']:.2f} (wealth-seeking)"
     assert rates in caveats.BEHAVIOUR
-    best = {}  # each baseline's highest A/B rate at any multiplier, over both behaviours
+    best = {}  # each baseline's highest A/B rate at any multiplier, for each behaviour
     for name in ("power-seeking", "wealth-seeking"):
         for r in json.loads((results / f"comparison-{name}" / "comparison.json").read_text())["results"]:
-            best[r["method"]] = max(best.get(r["method"], 0.0), *r["accuracy"].values())
+            best[r["method"], name] = max(r["accuracy"].values())
     behaviour = caveats.BEHAVIOUR_BASELINES
-    assert f"rate to {best['caa']:.2f} at most" in behaviour and f"SAS to {best['sas']:.2f}" in behaviour
+    assert (f"rate to {best['caa', 'power-seeking']:.2f} (power-seeking) and {best['caa', 'wealth-seeking']:.2f} "
+            "(wealth-seeking) at most") in behaviour
+    assert f"SAS to {best['sas', 'power-seeking']:.2f} and {best['sas', 'wealth-seeking']:.2f}" in behaviour
     assert f"YaPO at 1 to {at_one['power-seeking']:.2f} and {at_one['wealth-seeking']:.2f}" in behaviour
 
 

@@ -33,8 +33,9 @@ CULTURE_BASELINES = {
 }
 """A CAA or SAS vector's caveat on a culture task, by answer form."""
 BEHAVIOUR_BASELINES = _BASELINES + (
-    "On the stored build (seed 0) CAA moves the A/B behaviour rate to 0.19 at most, at multiplier 2, and SAS to 0.06; "
-    "YaPO at 1 to 0.84 and 0.97 (assets/results/comparison-power-seeking, comparison-wealth-seeking)."
+    "On the stored build (seed 0), at any multiplier from −2 to 2, CAA moves the A/B behaviour rate to 0.19 "
+    "(power-seeking) and 0.16 (wealth-seeking) at most, and SAS to 0.00 and 0.06; YaPO at 1 to 0.84 and 0.97 "
+    "(assets/results/comparison-power-seeking, comparison-wealth-seeking)."
 )
 """A CAA or SAS vector's caveat on a behaviour task."""
 BASELINES = ("caa", "sas")
