@@ -7,7 +7,7 @@ import gradio as gr
 import pandas as pd
 
 from yapo_core.errors import SettingsError
-from yapo_core.evaluation import GENERATING_METRICS, METRICS
+from yapo_core.evaluation import GENERATING_METRICS, METRICS, TARGET_METRICS
 from yapo_core.generation import STEER_POSITIONS
 from yapo_core.methods import METHODS
 from yapo_core.plots import multiplier_sweep
@@ -142,6 +142,10 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio,
         steps = number(0 if steps_ is None else steps_, "Training steps", int, 0, " (the preset's)")
         if not methods_:
             raise SettingsError("choose at least one method to compare.")
+        if metric_ not in TARGET_METRICS:
+            raise SettingsError(f"the comparison uses the Metric chosen above, and “{METRICS[metric_].label}” does not "
+                                "measure the task's target, so no multiplier can be chosen on it; choose another "
+                                "Metric above.")
         result = session.compare(metric_, parse_multipliers(ms), methods_, max_steps=steps or None,
                                  on_progress=lambda msg: progress(0, desc=msg))
         sweep_fig, _ = result.figures()
