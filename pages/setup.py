@@ -218,7 +218,8 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
             spec = TaskSpec("file", path=path, columns=mapped or None, schema="pairs" if mapped else "auto",
                             test_fraction=float(frac))
         task = session.load_task(spec)
-        return (f"✓ **Task loaded**: {esc(task.describe())}{caveat_text(task.caveat_for(session.method.key))}",
+        notes = "".join(f"\n\n⚠ {esc(note)}" for note in task.notes())
+        return (f"✓ **Task loaded**: {esc(task.describe())}{notes}{caveat_text(task.caveat_for(session.method.key))}",
                 gr.update(value=pairs_frame(session), visible=True))
 
     @user_errors

@@ -648,3 +648,16 @@ def test_the_capability_check_measures_each_model_unsteered_once(monkeypatch):
     rows = session.capability(["a", "b", "c"])
     assert given == [None, 0.5, 0.5] and [r["unsteered"] for r in rows] == [0.5] * 3
     assert asked == [bundle.model]  # the measure (MMLU's questions, for a hub model) is made once per model
+
+
+def test_a_tasks_notes_name_their_split_and_the_setting_that_changes_them():
+    from yapo_core.data import PairSet, PreferencePair
+
+    same = [PreferencePair("Where?", "Koshari.", "Koshari."), PreferencePair("What?", "Tea.", "Coffee.")]
+    note = "1 of 2 pair(s) have the same chosen and rejected answer: as given they teach nothing"
+    dcl = S_tasks.Task("t", PairSet(same, "dcl", {}, "x", notes=[note]), PairSet(same, "dcl", {}, "x"))
+    assert dcl.notes() == [f"train split: {note} (the localized prompts, which the model answers right unsteered: "
+                           "Prompts “nolocalized” leaves them out)"]
+    assert note not in dcl.describe()  # the notes are shown as warnings of their own, not inside the success line
+    plain = S_tasks.Task("t", PairSet(same, "pairs", {}, "x"), PairSet(same, "pairs", {}, "x", notes=[note]))
+    assert plain.notes() == [f"test split: {note}"]

@@ -110,9 +110,20 @@ class Task:
         return " ".join(c for c in (self.caveat, self.method_caveats.get(method, "")) if c)
 
     def describe(self) -> str:
-        notes = "; ".join(self.train.notes + self.test.notes)
         extra = "".join(f" + {len(p)} {name}" for name, p in self.extra.items())
-        return f"{self.label}: {len(self.train)} train / {len(self.test)} test{extra} pairs" + (f" ({notes})" if notes else "")
+        return f"{self.label}: {len(self.train)} train / {len(self.test)} test{extra} pairs"
+
+    def notes(self) -> list[str]:
+        """What the loader noticed in each split (rows skipped, pairs that teach nothing), with the
+        setting that changes it where the task has one."""
+        out = []
+        for split, pairs in (("train", self.train), ("test", self.test), *self.extra.items()):
+            for note in pairs.notes:
+                if "same chosen and rejected" in note and pairs.schema == "dcl":
+                    note += (" (the localized prompts, which the model answers right unsteered: Prompts "
+                             "“nolocalized” leaves them out)")
+                out.append(f"{split} split: {note}")
+        return out
 
     def splits(self) -> dict[str, PairSet]:
         return {"test": self.test, **self.extra}
