@@ -120,7 +120,7 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
     source = gr.Radio(SOURCES, value="demo", label="Source", elem_id="task-source")
     with gr.Group(visible=True) as demo_box:
         demo_task = gr.Dropdown(label="Demo task", choices=[], elem_id="demo-task",
-                                info="Appears once the demo world is built (Load model with the demo preset).")
+                                info="Filled from the demo world once it is built (Load model with the demo preset).")
     with gr.Group(visible=False) as culture_box:
         with gr.Row():
             country = gr.Dropdown([ALL_COUNTRIES] + culture.get("countries", []), value="egypt", label="Country")

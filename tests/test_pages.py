@@ -426,6 +426,7 @@ def test_library_advice_is_given_in_the_apps_terms():
     assert model.startswith("it has those of 'gemma': choose one in the \"Rejected answers of model\" field (Culture")
     assert "for an uploaded file, map the Prompt, Chosen and Rejected columns" in model  # the field is the Culture source's
     assert common.in_app_terms("it has open_ended ones: use form='open_ended'.").endswith("choose the open-ended answer form.")
+    assert common.in_app_terms("96 dropped); raise max_length (now 8).").endswith("raise Max length (tokens) on Train (now 8).")
 
 
 def test_setup_says_when_the_method_needs_an_sae_the_model_lacks(tiny_world, ctx):

@@ -110,6 +110,7 @@ _API_TO_CLI = (  # the library's advice, as a command-line user follows it
      "Name yours with --columns prompt=<column>,chosen=<column>,rejected=<column>."),
     ("Map yours with columns={'<role>': '<your column>'}.", "Map yours with --columns <role>=<your column>."),
     ("with rejected_model=", "with --rejected-model"),
+    ("raise max_length (now", "raise --max-length (now"),
     ("choose one with split=.", "choose one with --split."),
     ("use form='open_ended'.", "use --form open_ended."),
     ("use form='mcq'.", "use --form mcq."),

@@ -132,7 +132,7 @@ class Trainer:
             raise TrainingError(
                 f"no training pairs left after tokenisation ({self.data_report.describe()}); "
                 + (f"the model's context is {context} tokens: use shorter pairs."
-                   if context is not None and context <= config.max_length else f"raise max_length={config.max_length}.")
+                   if context is not None and context <= config.max_length else f"raise max_length (now {config.max_length}).")
             )
         self.v = torch.zeros(width, dtype=torch.float32, device=model_device(model), requires_grad=True)
         self.optimizer = torch.optim.AdamW([self.v], lr=config.lr, weight_decay=config.weight_decay)

@@ -226,7 +226,7 @@ def load_task(spec: TaskSpec, catalog_tasks: dict | None = None, rejected_model:
         return Task(f"behaviour · {spec.name}", train, test, {"test_infer": ab})
     if spec.source == "file":
         if not spec.path:
-            raise DataError("upload a CSV, JSONL, JSON or Parquet file first.")
+            raise DataError("upload a CSV, TSV, JSONL, JSON or Parquet file first.")
         path = check_upload(spec.path, DATA_SUFFIXES, "data file")
         pairs = load_pairs(str(path), schema=spec.schema, columns=spec.columns or None, limit=spec.limit)
         if len(pairs) < 2:
