@@ -109,7 +109,7 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio,
                                            label="Methods", elem_id="cmp-methods", scale=3)
             cmp_steps = gr.Number(0, label="Training steps (0: the preset's)", precision=0, scale=1)
             cmp_btn = gr.Button("Compare methods", elem_id="cmp-run", scale=1)
-        cmp_table = gr.Dataframe(interactive=False, elem_id="cmp-table", visible=False)  # shown with its rows
+        cmp_table = gr.Dataframe(interactive=False, wrap=True, elem_id="cmp-table", visible=False)  # shown with its rows
         cmp_plot = gr.Plot(label="Metric against the multiplier, every method", elem_id="cmp-plot")
         cmp_note = gr.Markdown(elem_id="cmp-note")
         cmp_task = gr.State(None)

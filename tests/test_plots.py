@@ -25,3 +25,16 @@ def test_a_sweep_names_its_one_curve_and_draws_a_share_on_zero_to_one():
     assert fig.layout.showlegend is True and fig.layout.yaxis.title.text == "fluent answers"
     assert fig.layout.title.text == label and tuple(fig.layout.yaxis.range) == (-0.03, 1.03)
     assert multiplier_sweep([("v", [(0.0, 2.5)])], y_title="loss").layout.yaxis.range is None  # not a share: its own range
+
+
+def test_a_long_title_is_wrapped_with_the_room_it_needs():
+    """Plotly draws a title on one line and cuts what does not fit (a method comparison's title
+    names the metric, the task and how the multipliers were chosen)."""
+    from yapo_core.plots import set_title
+
+    text = ("behaviour rate (A/B) by multiplier — demo behaviour · power-seeking. Multipliers chosen by the behaviour "
+            "shown in open answers on the validation split.")
+    fig = set_title(multiplier_sweep([("v", [(0.0, 0.1), (1.0, 0.9)])]), text)
+    lines = fig.layout.title.text.split("<br>")
+    assert len(lines) == 2 and " ".join(lines) == text and max(map(len, lines)) <= 80
+    assert (fig.layout.margin.t, fig.layout.height) == (56, 376)

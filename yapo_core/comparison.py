@@ -39,7 +39,7 @@ from .evaluation import (
 )
 from .methods import METHODS, get_method, make_vector
 from .models import load_model
-from .plots import loss_curves, multiplier_sweep
+from .plots import loss_curves, multiplier_sweep, set_title
 from .saes import check_sae_fits, load_sae_for
 from .training import TrainConfig
 
@@ -139,7 +139,8 @@ class ComparisonResult:
                                                            for name, r in zip(labels, self.results)],
                                      references=[(one_letter_label(self.one_letter[0]), self.one_letter[1])]
                                      if self.one_letter else ())
-        sweep_fig.update_layout(title=f"{label} by multiplier — {self.task}.{self._chooser()}", yaxis_range=[0, 1])
+        sweep_fig.update_layout(yaxis_range=[0, 1])
+        set_title(sweep_fig, f"{label} by multiplier — {self.task}.{self._chooser()}")
         loss_fig = loss_curves([(label, r.loss_curve) for label, r in zip(labels, self.results) if r.loss_curve],
                                threshold=LOSS_THRESHOLD)
         return sweep_fig, loss_fig

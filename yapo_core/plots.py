@@ -160,10 +160,23 @@ def multiplier_sweep(
     short = y_title.split(" (")[0]
     values = [y for _, points in curves for _, y in points] + [y for _, y in references]
     share = all(0 <= y <= 1 for y in values)  # every metric here is a share: drawn on 0..1 whatever it reached
-    fig.update_layout(title=dict(text=y_title if short != y_title else "", font=dict(size=12)),
-                      xaxis_title="multiplier", yaxis_title=short, template="plotly_white", height=360,
+    fig.update_layout(xaxis_title="multiplier", yaxis_title=short, template="plotly_white", height=360,
                       yaxis=dict(range=[-0.03, 1.03]) if share else {}, showlegend=True,
                       margin=dict(l=50, r=20, t=40, b=40), legend=dict(orientation="h", y=-0.2))
+    set_title(fig, y_title if short != y_title else "")
+    return fig
+
+
+def set_title(fig: go.Figure, text: str, width: int = 80) -> go.Figure:
+    """A small title wrapped at ``width`` characters, with the top margin and height its lines
+    need: plotly draws a title on one line and cuts what does not fit."""
+    import textwrap
+
+    lines = textwrap.wrap(text, width) or [""]
+    extra = 16 * (len(lines) - 1)
+    height = fig.layout.height
+    fig.update_layout(title=dict(text="<br>".join(lines), font=dict(size=12)),
+                      margin=dict(t=40 + extra), height=height + extra if height else None)
     return fig
 
 
