@@ -59,8 +59,23 @@ def _short(prompt: str, width: int = 90) -> str:
 
 
 def empty_grid() -> pd.DataFrame:
-    """The grid before any answer: its two columns, no rows."""
-    return pd.DataFrame({"multiplier": [], "answer": []})
+    """The grid before any answer: its columns, no rows."""
+    return pd.DataFrame({"multiplier": [], "answer": [], "note": []})
+
+
+def grid_rows(session: Session, label: str, text: str, multipliers: list[float], settings: dict):
+    """The grid's rows as they stream: each multiplier's answer, and at the end a note on each
+    steered answer that does not read like text where the unsteered one does (the unsteered answer
+    is generated in the same batch when the grid does not ask for m = 0)."""
+    answers = {}
+    for answers in session.generate_stream(label, text, sorted({*multipliers, 0.0}), **settings):
+        yield pd.DataFrame({"multiplier": multipliers, "answer": [answers.get(m, "") for m in multipliers],
+                            "note": [""] * len(multipliers)})
+    problems = {m: session.fluency_problem(label, answers.get(m, ""), answers.get(0.0, ""), settings["max_new_tokens"])
+                for m in multipliers if m}
+    yield pd.DataFrame({"multiplier": multipliers, "answer": [answers.get(m) or EMPTY_ANSWER for m in multipliers],
+                        "note": [f"⚠ does not read like text: {problems[m]}" if problems.get(m) else ""
+                                 for m in multipliers]})
 
 
 def build(ctx: AppContext, state: gr.State) -> VectorPicker:
@@ -91,7 +106,7 @@ def build(ctx: AppContext, state: gr.State) -> VectorPicker:
         with gr.Row():
             grid_ms = gr.Textbox("-2, -1, 0, 1, 2", label="Multipliers", scale=3)
             grid_btn = gr.Button("Generate grid", scale=1)
-        grid = gr.Dataframe(headers=["multiplier", "answer"], interactive=False, wrap=True, elem_id="grid")
+        grid = gr.Dataframe(headers=["multiplier", "answer", "note"], interactive=False, wrap=True, elem_id="grid")
     with gr.Accordion("Sweep: held-out preference accuracy against the multiplier", open=False):
         gr.Markdown("Share of the test split's pairs whose chosen answer gains more log-probability than the rejected "
                     "one under the vector (at m = 0 no pair gains anything, so the share is 0).")
@@ -112,7 +127,7 @@ def build(ctx: AppContext, state: gr.State) -> VectorPicker:
     def on_generate(session, label, text, m, max_new_, sample_, temperature_, seed_, positions_):
         session = need(session)
         m = round(float(m), 2)
-        title = f"Steered (m = {m:+.1f})"
+        title = f"Steered (m = {m:+.1f})" if m else "Steered (m = 0: no hook, the unsteered answer)"
         answers = {}
         settings = decoding(max_new_, sample_, temperature_, seed_, positions_)
         for answers in session.generate_stream(label, text, [0.0, m], **settings):
@@ -127,12 +142,8 @@ def build(ctx: AppContext, state: gr.State) -> VectorPicker:
     @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere
     def on_grid(session, label, text, ms, max_new_, sample_, temperature_, seed_, positions_):
         session = need(session)
-        multipliers = parse_multipliers(ms)
-        answers = {}
-        for answers in session.generate_stream(label, text, multipliers,
-                                               **decoding(max_new_, sample_, temperature_, seed_, positions_)):
-            yield pd.DataFrame({"multiplier": multipliers, "answer": [answers.get(m, "") for m in multipliers]})
-        yield pd.DataFrame({"multiplier": multipliers, "answer": [answers.get(m) or EMPTY_ANSWER for m in multipliers]})
+        yield from grid_rows(session, label, text, parse_multipliers(ms),
+                             decoding(max_new_, sample_, temperature_, seed_, positions_))
 
     @user_errors
     @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere

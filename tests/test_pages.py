@@ -245,6 +245,19 @@ def test_compare_says_when_the_steered_answer_derails(trained):
     assert compare.fluency_note(None, 1.0, "all") == ""
 
 
+def test_the_grid_notes_each_steered_answer_that_derails(trained, monkeypatch):
+    label = next(iter(trained.vectors()))
+    seen = []
+    monkeypatch.setattr(trained, "fluency_problem", lambda lab, reply, plain, n: seen.append(plain) or "it loops")
+    settings = dict(max_new_tokens=8, do_sample=False, temperature=1.0, seed=0, steer_positions="all")
+    *streamed, final = compare.grid_rows(trained, label, "Do you like tea?", [1.0, 2.0], settings)
+    assert list(final.columns) == ["multiplier", "answer", "note"] and list(final["multiplier"]) == [1.0, 2.0]
+    assert list(final["note"]) == ["⚠ does not read like text: it loops"] * 2
+    unsteered = list(trained.generate_stream(label, "Do you like tea?", [0.0], **settings))[-1][0.0]
+    assert seen == [unsteered] * 2  # judged against the unsteered answer, generated though the grid did not ask for it
+    assert list(list(compare.grid_rows(trained, label, "Hi", [0.0], settings))[-1]["note"]) == [""]
+
+
 def test_export_note_states_the_dropped_share(tmp_path):
     result = ExportResult(tmp_path / "v.safetensors", tmp_path / "v.m+1.gguf", None, 0.25, 15, 1.0)
     note = export.export_note(result, "sparse")
