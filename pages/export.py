@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from yapo_core.errors import SettingsError
 from yapo_studio.session import ExportResult
 
 from .common import HEAVY, AppContext, VectorPicker, esc, need, user_errors, vector_choices
@@ -57,7 +58,9 @@ def build(ctx: AppContext, state: gr.State) -> VectorPicker:
     def on_export(session, label, m):
         session = need(session)
         entry = session.entry(label)
-        result = session.export(label, float(m if m is not None else 1.0))
+        if m is None:
+            raise SettingsError("enter the multiplier to bake into the GGUF (1 is the vector as trained).")
+        result = session.export(label, float(m))
         return (export_note(result, entry.vector.kind), gr.update(value=str(result.safetensors), visible=True),
                 gr.update(value=str(result.gguf) if result.gguf else None, visible=result.gguf is not None))
 

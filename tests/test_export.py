@@ -9,7 +9,7 @@ from conftest import make_model, make_sae
 from safetensors.torch import save_file
 
 from yapo_core import SteeringVector, load_vector, save_vector
-from yapo_core.errors import VectorFileError
+from yapo_core.errors import SettingsError, VectorFileError
 from yapo_core.export import export_gguf, open_safetensors
 from yapo_core.models import load_model
 from yapo_core.saes import SAESource, load_sae
@@ -106,6 +106,9 @@ def test_gguf_control_vector(tmp_path):
     assert 0 < info["dropped_fraction"] < 1  # the vector has negative entries
     with pytest.raises(VectorFileError, match="is a GGUF file .* Load the .safetensors vector it was exported from"):
         load_vector(tmp_path / "v.gguf")
+    with pytest.raises(SettingsError, match="multiplier 0 is all zeros"):
+        export_gguf(vec, tmp_path / "zero.gguf", model=model, sae=sae, multiplier=0.0)
+    assert not (tmp_path / "zero.gguf").exists()
     reader = gguf.GGUFReader(tmp_path / "v.gguf")
     tensors = {t.name: t for t in reader.tensors}
     assert list(tensors) == ["direction.1"]

@@ -18,7 +18,7 @@ from torch import nn
 from . import checks
 from ._version import __version__
 from .architectures import num_layers
-from .errors import VectorFileError
+from .errors import SettingsError, VectorFileError
 from .hooks import hook_point_from_name
 from .models import model_fingerprint, same_weights
 from .models import model_id as model_id_of
@@ -286,6 +286,9 @@ def export_gguf(
     import numpy as np
 
     checks.multipliers([multiplier], "multiplier")
+    if multiplier == 0:
+        raise SettingsError("a control vector at multiplier 0 is all zeros and steers nothing; give the multiplier to "
+                            "bake in (1 is the vector as trained).")
     check_gguf_path(path)
     if model is not None:  # the model names the file's layer count and hint: it must be the vector's
         check_vector_matches(vector, model, sae, allow_other_model)
