@@ -10,7 +10,7 @@ from yapo_core.errors import SettingsError
 from yapo_core.evaluation import GENERATING_METRICS, METRICS, TARGET_METRICS
 from yapo_core.generation import STEER_POSITIONS
 from yapo_core.methods import METHODS
-from yapo_core.plots import multiplier_sweep
+from yapo_core.plots import multiplier_sweep, set_title
 from yapo_studio.session import Session
 from yapo_studio.zero_gpu import gpu
 
@@ -126,14 +126,18 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio,
     def on_sweep(session, labels, metric_, ms, positions_):
         session = need(session)
         curves = session.evaluate(labels, metric_, parse_multipliers(ms), steer_positions=positions_ or "all")
-        return multiplier_sweep(curves, y_title=METRICS[metric_].label,
-                                references=session.letter_baselines(labels, metric_))
+        fig = multiplier_sweep(curves, y_title=METRICS[metric_].label, references=session.letter_baselines(labels, metric_))
+        if metric_ in GENERATING_METRICS:  # where the vector acts changes these answers: the plot says which
+            steering = "every token" if (positions_ or "all") == "all" else "the prompt tokens only"
+            set_title(fig, f"{METRICS[metric_].label} — steering {steering}")
+        return fig
 
     @user_errors
     @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere
     def on_capability(session, labels, m):
-        rows = need(session).capability(labels, float(m))
-        return gr.update(value=pd.DataFrame(rows).round(3), visible=True)
+        table = pd.DataFrame(need(session).capability(labels, float(m))).round(3)
+        table["change"] = table["change"].map(lambda x: f"{x:+.3f}")  # signed, as the method comparison shows it
+        return gr.update(value=table, visible=True)
 
     @user_errors
     @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere
@@ -147,7 +151,7 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio,
                                 "measure the task's target, so no multiplier can be chosen on it; choose another "
                                 "Metric above.")
         result = session.compare(metric_, parse_multipliers(ms), methods_, max_steps=steps or None,
-                                 on_progress=lambda msg: progress(0, desc=msg))
+                                 on_progress=lambda msg: progress(None, desc=msg))
         sweep_fig, _ = result.figures()
         return (gr.update(value=pd.DataFrame(result.table()), visible=True), sweep_fig, loaded_task(session),
                 comparison_note(session, methods_))
