@@ -661,3 +661,14 @@ def test_a_tasks_notes_name_their_split_and_the_setting_that_changes_them():
     assert note not in dcl.describe()  # the notes are shown as warnings of their own, not inside the success line
     plain = S_tasks.Task("t", PairSet(same, "pairs", {}, "x"), PairSet(same, "pairs", {}, "x", notes=[note]))
     assert plain.notes() == [f"test split: {note}"]
+
+
+def test_a_metric_measured_on_different_splits_for_the_vectors_chosen_names_both(monkeypatch):
+    from types import SimpleNamespace
+
+    tasks = {"a": SimpleNamespace(metrics=lambda: {"mcq": "test_infer", "preference": "test"}),
+             "b": SimpleNamespace(metrics=lambda: {"mcq": "test", "preference": "test", "generation": "test"})}
+    monkeypatch.setattr(S_session.Session, "entry", lambda self, label: SimpleNamespace(task=tasks[label]))
+    session = object.__new__(S_session.Session)
+    assert session.metrics_for(["a", "b"]) == {"mcq": "test_infer / test", "preference": "test"}
+    assert session.metrics_for(["b"]) == {"mcq": "test", "preference": "test", "generation": "test"}

@@ -331,13 +331,16 @@ class Session:
 
     def metrics_for(self, labels: Sequence[str]) -> dict[str, str]:
         """The metrics that can score every one of these vectors' tasks, each with the split it is
-        measured on (e.g. ``{"preference": "test", "behaviour": "test_infer"}``)."""
-        found: dict[str, str] | None = None
+        measured on (e.g. ``{"preference": "test", "behaviour": "test_infer"}``); where the tasks
+        measure a metric on different splits, each vector on its own, both are named
+        (``"test_infer / test"``)."""
+        found: dict[str, list[str]] | None = None
         for label in labels:
             task = self.entry(label).task
             here = task.metrics() if task is not None else {}
-            found = dict(here) if found is None else {k: v for k, v in found.items() if k in here}
-        return found or {}
+            found = ({k: [v] for k, v in here.items()} if found is None else
+                     {k: v + [here[k]] * (here[k] not in v) for k, v in found.items() if k in here})
+        return {k: " / ".join(v) for k, v in (found or {}).items()}
 
     def capability(self, labels: Sequence[str], multiplier: float = 1.0, n: int = 48) -> list[dict]:
         """General ability with and without each vector: the demo world's general questions
