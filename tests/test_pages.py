@@ -404,11 +404,15 @@ def test_train_page_fills_the_defaults_of_each_loaded_task_once(monkeypatch, tmp
     s = ctx.new_session()
     s.preset = ctx.catalog.preset("demo")
     steps = lambda updates: updates[train.PRESET_FIELDS.index("max_steps")].get("value")  # noqa: E731
+    rejected = lambda updates: updates[train.PRESET_FIELDS.index("mcq_rejected")].get("visible")  # noqa: E731
     s.load_task(TaskSpec("demo", name="culture-egypt", localization="nolocalized"))
-    assert steps(train.preset_defaults(s)) == TRAINING["max_steps"]
+    shown = train.preset_defaults(s)
+    assert steps(shown) == TRAINING["max_steps"] and rejected(shown) is True  # letter answers: the choice applies
     assert steps(train.preset_defaults(s)) is None  # a later visit keeps what the user typed
     s.load_task(TaskSpec("demo", name="power-seeking"))  # another task: its own defaults
-    assert steps(train.preset_defaults(s)) == OPEN_TRAINING["max_steps"] != TRAINING["max_steps"]
+    shown = train.preset_defaults(s)
+    assert steps(shown) == OPEN_TRAINING["max_steps"] != TRAINING["max_steps"]
+    assert rejected(shown) is False  # open answers: no multiple-choice pairs to set against other options
     assert train.preset_defaults(None)[0].get("value") is None
 
 
