@@ -62,8 +62,9 @@ def run_html(i: int, run: Run) -> str:
     history = run.history
     if history:
         m = history[-1]
+        norm = f"{m.vector_norm:,.0f}" if m.vector_norm >= 100 else f"{m.vector_norm:#.3g}"  # 1.00, 0.585, 49.4, 170
         bits.append(f"loss {m.loss:.4f} · reward acc {m.reward_accuracy:.2f} · margin {m.margin:+.3f} · "
-                    f"‖v‖ {m.vector_norm:.3g} · L0 {m.l0}")
+                    f"‖v‖ {norm} · L0 {m.l0}")
     if run.status in ("finished", "stopped") and run.elapsed():
         bits.append(f"took {format_seconds(run.elapsed())}")
     error = f"<div class='run-error'>{esc(run.error)}</div>" if run.error else ""
