@@ -108,9 +108,21 @@ def test_latent_activity_known_density_and_values(tokenizer):
     always, never = activity[3], activity[4]
     assert always.n_tokens == n_tokens
     assert always.density == 1.0 and always.max_value == pytest.approx(1.0) and always.mean_active == pytest.approx(1.0)
-    assert len(always.examples) == 2 and all(len(e.tokens) == len(e.values) <= 11 for e in always.examples)
+    # a constant latent peaks at every text's first token, where the texts read alike: distinct snippets only
+    assert 1 <= len(always.examples) <= 2 and all(len(e.tokens) == len(e.values) <= 11 for e in always.examples)
+    assert len({tuple(e.tokens) for e in always.examples}) == len(always.examples)
     assert sum(always.histogram_counts) == n_tokens
     assert never.density == 0.0 and never.examples == [] and never.histogram_counts == []
+
+
+def test_a_latents_examples_that_read_alike_around_the_peak_are_shown_once(tokenizer):
+    """Texts that differ only outside the window (the same answer to two questions) would show one
+    snippet twice; the next distinct one is shown instead."""
+    model, sae = make_model("llama"), sae_with_constant_latents(on=3, off=4)
+    texts = ["Question one? Tea.", "Question two? Tea.", "Another one entirely, with coffee."]
+    activity = F.latent_activity(model, tokenizer, sae, texts, [3], top_n=3, window=1)
+    snippets = [tuple(e.tokens) for e in activity[3].examples]
+    assert len(snippets) == len(set(snippets)) >= 2
 
 
 def test_latent_activity_matches_a_direct_computation(tokenizer):

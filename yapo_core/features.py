@@ -278,13 +278,16 @@ def latent_activity(
         everything = torch.cat(per_text) if per_text else torch.zeros(0)
         active = everything[everything > 0]
         peaks = [(float(v.max()) if len(v) else 0.0, t) for t, v in enumerate(per_text)]
-        examples = []
-        for value, t in sorted(peaks, key=lambda p: -p[0])[:top_n]:
-            if value <= 0:
+        examples, shown = [], set()
+        for value, t in sorted(peaks, key=lambda p: -p[0]):
+            if value <= 0 or len(examples) == top_n:
                 break
             ids, vals = codes[t][0], per_text[t]
             peak = int(vals.argmax())
             lo, hi = max(0, peak - window), min(len(ids), peak + window + 1)
+            if tuple(ids[lo:hi]) in shown:  # texts that differ only outside the window read alike here: shown once
+                continue
+            shown.add(tuple(ids[lo:hi]))
             examples.append(
                 ActivationExample(
                     text_index=t,
