@@ -7,6 +7,7 @@ import pandas as pd
 
 from yapo_core.errors import SettingsError
 from yapo_core.generation import STEER_POSITIONS
+from yapo_core.hooks import hook_point_from_name
 from yapo_core.plots import multiplier_sweep
 from yapo_core.steering import FORMULAS
 from yapo_studio.session import Session
@@ -38,7 +39,7 @@ def where_steering_applies(session: Session | None, label: str | None, positions
     if session is None or not label or label not in session.vectors():
         return f"Steering applies at the output of one decoder block, {tokens}."
     v = session.entry(label).vector
-    return (f"**Where steering applies:** the output of block **{v.layer}** (`{esc(v.hook_name)}`), {tokens}, as "
+    return (f"**Where steering applies:** **{hook_point_from_name(v.hook_name).where}** (`{esc(v.hook_name)}`), {tokens}, as "
             f"`{FORMULAS[v.kind]}`. Both columns come from one batched `generate` call with identical decoding "
             "settings and seed; at m = 0 the model is exactly unsteered.")
 

@@ -6,6 +6,7 @@ import gradio as gr
 import pandas as pd
 
 from yapo_core.demo import TASK_KINDS
+from yapo_core.hooks import hook_point_from_name
 from yapo_core.methods import METHODS, Method
 from yapo_studio.session import Session
 from yapo_studio.settings import current
@@ -76,7 +77,8 @@ def missing_sae(session: Session) -> str:
 
 def bundle_summary(session: Session) -> str:
     b = session.bundle
-    return f"✓ **Loaded** {esc(b.label)}: {esc(b.describe())}. Vectors steer the output of block **{b.layer}**."
+    where = hook_point_from_name(b.hook_name).where if b.hook_name else f"the output of block {b.layer}"
+    return f"✓ **Loaded** {esc(b.label)}: {esc(b.describe())}. Vectors steer **{where}**."
 
 
 def pairs_frame(session: Session, n: int = 5) -> pd.DataFrame:

@@ -226,7 +226,7 @@ def test_multipliers_are_parsed_and_bounded():
 def test_compare_says_where_steering_applies(trained):
     label = next(iter(trained.vectors()))
     text = compare.where_steering_applies(trained, label)
-    assert "block **1**" in text and "blocks.1.hook_resid_post" in text
+    assert "**the output of block 1**" in text and "blocks.1.hook_resid_post" in text
     assert "every prompt token" in text and "every generated token" in text and "dec(relu(enc(h) + m·v))" in text
     assert "every token" in compare.where_steering_applies(None, None)
     prompts = compare.prompt_choices(trained, label)["choices"]

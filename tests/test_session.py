@@ -672,3 +672,24 @@ def test_a_metric_measured_on_different_splits_for_the_vectors_chosen_names_both
     session = object.__new__(S_session.Session)
     assert session.metrics_for(["a", "b"]) == {"mcq": "test_infer / test", "preference": "test"}
     assert session.metrics_for(["b"]) == {"mcq": "test", "preference": "test", "generation": "test"}
+
+
+@pytest.mark.parametrize("method", ["caa", "sas", "yapo"])
+def test_every_method_runs_at_an_sae_on_the_input_of_the_first_block(tiny_world, catalog, tmp_path, method):
+    """sae-lens ships SAEs at ``blocks.0.hook_resid_pre`` (GPT-2 small's), the output of no block."""
+    from pages import setup
+
+    folder = tmp_path / "sae0"
+    make_sae(layer=0, position="pre").save_model(folder)
+    s = S_session.Session(catalog=catalog)
+    try:
+        s.load_preset(catalog.preset("custom"), model=str(tiny_world.model_dir), sae_path=str(folder))
+        assert "steer **the input of block 0**" in setup.bundle_summary(s)
+        s.load_task(S_tasks.TaskSpec("file", path=str(tiny_world.data_file), test_fraction=0.25))
+        s.set_method(method)
+        run = s.start_run(s.default_config(max_steps=2, **QUICK))
+        wait(run)
+        assert run.status == "finished", run.error
+        assert run.vector.hook_name == "blocks.0.hook_resid_pre"
+    finally:
+        s.close()

@@ -48,6 +48,12 @@ class HookPoint:
         """The block whose output this point is (``pre`` of block L is the output of L-1)."""
         return self.layer if self.position == "post" else self.layer - 1
 
+    @property
+    def where(self) -> str:
+        """This point in words: "the output of block 3"; "the input of block 0" for the one point that
+        is the output of no block (the embeddings' output)."""
+        return f"the output of block {self.resid_layer}" if self.resid_layer >= 0 else "the input of block 0"
+
 
 _TL_NAME = re.compile(r"^blocks\.(\d+)\.hook_resid_(post|pre)$")
 _HF_NAME = re.compile(r"^([A-Za-z_][\w.]*?)\.(\d+)(?:\.(output|input))?$")

@@ -171,9 +171,10 @@ def check_sae_fits(model: nn.Module, sae: nn.Module, layer: int | None = None) -
         raise SAELoadError(f"the SAE reads {hook_name!r}, but this model has {n} blocks (0 to {n - 1}): the SAE "
                            f"({sae_source(sae).describe()}) was trained for another model.") from None
     if layer is not None and point.resid_layer != layer:
+        use = f"use layer={point.resid_layer}" if point.resid_layer >= 0 else "leave the layer unset"
         raise SAELoadError(
-            f"the SAE reads {hook_name!r} (the output of block {point.resid_layer}) but layer "
-            f"{layer} was chosen; use layer={point.resid_layer} or an SAE trained at layer {layer}."
+            f"the SAE reads {hook_name!r} ({point.where}) but layer {layer} was chosen; {use} or an SAE trained "
+            f"at layer {layer}."
         )
     return point
 

@@ -186,7 +186,8 @@ class Run:
     def _compute(self, b: "Bundle") -> None:
         """CAA / SAS: one pass over the training pairs, no steps."""
         self.status, self._running_since = "running", time.time()
-        layer = self.config.layer if self.config.layer is not None else b.layer
+        # with an SAE, at its own hook point (which may be the input of block 0, the output of no block)
+        layer = self.config.layer if self.config.layer is not None else None if b.sae is not None else b.layer
         with b.lock:
             self._computed = make_vector(self.method, b.model, b.tokenizer, self.task.train, sae=b.sae, layer=layer)
         self.status = "stopped" if self._cancel.is_set() else "finished"
