@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from yapo_core.objectives import ENGINES
-from yapo_core.options import MCQ_REJECTED, answers_with_letter
+from yapo_core.options import MCQ_REJECTED, sets_against_other_options
 from yapo_core.plots import run_color, training_curves
 from yapo_core.training import TrainConfig
 from yapo_studio.runs import CHUNK_SECONDS, Run, chunk_seconds, format_seconds
@@ -216,8 +216,8 @@ def preset_defaults(session: Session | None) -> list:
     config = session.default_config()
     updates = [gr.update(value=(getattr(config, f) or 0) if f == "max_steps" else getattr(config, f)) for f in PRESET_FIELDS]
     # the choice of rejected answers acts on multiple-choice pairs only: shown where the task has them
-    letters = session.task is None or any(answers_with_letter(p) for p in session.task.train.pairs)
-    updates[PRESET_FIELDS.index("mcq_rejected")] = gr.update(value=config.mcq_rejected, visible=letters)
+    acts = session.task is None or any(sets_against_other_options(p) for p in session.task.train.pairs)
+    updates[PRESET_FIELDS.index("mcq_rejected")] = gr.update(value=config.mcq_rejected, visible=acts)
     return updates
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -407,12 +408,19 @@ def test_train_page_fills_the_defaults_of_each_loaded_task_once(monkeypatch, tmp
     rejected = lambda updates: updates[train.PRESET_FIELDS.index("mcq_rejected")].get("visible")  # noqa: E731
     s.load_task(TaskSpec("demo", name="culture-egypt", localization="nolocalized"))
     shown = train.preset_defaults(s)
-    assert steps(shown) == TRAINING["max_steps"] and rejected(shown) is True  # letter answers: the choice applies
+    assert steps(shown) == TRAINING["max_steps"]
     assert steps(train.preset_defaults(s)) is None  # a later visit keeps what the user typed
     s.load_task(TaskSpec("demo", name="power-seeking"))  # another task: its own defaults
     shown = train.preset_defaults(s)
     assert steps(shown) == OPEN_TRAINING["max_steps"] != TRAINING["max_steps"]
     assert rejected(shown) is False  # open answers: no multiple-choice pairs to set against other options
+    # answers that give the option's text, then its letter, are set against every option too
+    foods = "Which dish?\nA. Tea\nB. Ful medames\nC. Koshari\nAnswer with the letter."
+    stated = tmp_path / "stated.jsonl"
+    stated.write_text("".join(json.dumps({"prompt": f"{foods} ({i})", "chosen": "Koshari, option C.",
+                                          "rejected": "Tea, option A."}) + "\n" for i in range(8)))
+    s.load_task(TaskSpec("file", path=str(stated), test_fraction=0.25))
+    assert rejected(train.preset_defaults(s)) is True
     assert train.preset_defaults(None)[0].get("value") is None
 
 

@@ -214,10 +214,10 @@ def cmd_train(args) -> int:
         filled = {k: v for k, v in training_settings(pairs, config.kind).items() if k not in given}
         if filled:
             config = TrainConfig(**{**filled, **given})
-            from .options import answers_with_letter
+            from .options import sets_against_other_options
 
-            letters = any(answers_with_letter(p) for p in pairs)  # mcq_rejected acts on letter answers only
-            shown = {k: v for k, v in filled.items() if (letters or k != "mcq_rejected")
+            acts = any(sets_against_other_options(p) for p in pairs)  # mcq_rejected acts on multiple-choice pairs only
+            shown = {k: v for k, v in filled.items() if (acts or k != "mcq_rejected")
                      and not (k == "epochs" and config.max_steps)}  # epochs only bounds a run that max_steps ends
             print("demo world's settings: " + ", ".join(f"{k} {v}" for k, v in shown.items()), file=sys.stderr)
     trainer = Trainer(model, tokenizer, pairs, config, sae=sae, progress=True)
