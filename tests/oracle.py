@@ -32,8 +32,10 @@ def oracle_loss(model, sae, kind, layer, v, direction, batch, beta=0.1, position
             return h + a
         # an SAE trained on TransformerLens's centred residual reads h less its mean over the
         # hidden dimension; the mean, which that residual lacks, is carried through unchanged
+        # (TransformerLens centres the writing weights of LayerNorm models only)
         kwargs = sae.cfg.metadata.model_from_pretrained_kwargs or {}
-        read = h - h.mean(-1, keepdim=True) if kwargs.get("center_writing_weights") else h
+        layer_norm = any(isinstance(m, torch.nn.LayerNorm) for m in model.modules())
+        read = h - h.mean(-1, keepdim=True) if kwargs.get("center_writing_weights") and layer_norm else h
         # each decode right after its own encode: SAEs that normalise their input keep its scale
         # from one encode to the next decode
         return sae.decode(F.relu(sae.encode(read) + a)) + (h - sae.decode(sae.encode(read)))

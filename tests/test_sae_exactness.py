@@ -26,7 +26,7 @@ from sae_lens import (
 
 from yapo_core import SteeringVector, TrainConfig, Trainer, generate
 from yapo_core.errors import SAELoadError, SettingsError
-from yapo_core.saes import decoder_is_linear
+from yapo_core.saes import check_sae_fits, decoder_is_linear
 from yapo_core.steering import dense_equivalent, steer_hidden
 
 KINDS = {
@@ -167,13 +167,18 @@ def test_an_sae_trained_on_a_centred_residual_reads_the_residual_centred():
     h = torch.randn(2, 5, 32) * 3 + torch.randn(2, 5, 1) * 4  # a mean over the hidden dimension per token
     centred = h - h.mean(-1, keepdim=True)
     expected = h + sae.decode(F.relu(sae.encode(centred) + v)) - sae.decode(sae.encode(centred))
+    check_sae_fits(make_model("gpt2"), sae)  # a LayerNorm model: TransformerLens centres its writing weights
     torch.testing.assert_close(steer_hidden(h, "sparse", v, 1.0, sae), expected, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(sae_lens_steering(h, sae, v), expected, atol=1e-2)  # the raw residual would differ
+    # an RMSNorm model, whose writing weights TransformerLens leaves as they are: the raw residual
+    check_sae_fits(make_model("llama"), sae)
+    torch.testing.assert_close(steer_hidden(h, "sparse", v, 1.0, sae), sae_lens_steering(h, sae, v), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("engine", ["fast", "simple"])
-def test_training_with_a_centring_sae_matches_the_oracle(tokenizer, engine):
-    model, sae = make_model("llama"), centred_sae("topk")
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_training_with_a_centring_sae_matches_the_oracle(tokenizer, engine, family):
+    model, sae = make_model(family), centred_sae("topk")
     trainer = Trainer(model, tokenizer, consistent_pairs(8, seed=2),
                       TrainConfig(kind="sparse", max_steps=2, batch_size=4, lr=0.05, warmup_steps=1, grad_clip=1e9,
                                   engine=engine), sae=sae)
@@ -205,3 +210,27 @@ def test_an_sae_whose_top_k_runs_over_the_batch_is_refused(tokenizer):
     with pytest.raises(SAELoadError, match="'batchtopk'.*whole batch.*JumpReLU"):
         Trainer(make_model("llama"), tokenizer, consistent_pairs(4), TrainConfig(kind="sparse"),
                 sae=BatchTopKTrainingSAE(cfg))
+
+
+def test_sas_and_feature_activity_read_a_centring_sae_centred(tokenizer):
+    from yapo_core import features as F
+    from yapo_core.baselines import answer_activations, compute_sas, sas_direction
+
+    model, sae = make_model("gpt2"), centred_sae()
+    pairs = consistent_pairs(8, seed=3)
+    chosen, rejected = answer_activations(model, tokenizer, pairs, check_sae_fits(model, sae), "all")
+    codes = lambda rows: torch.stack([sae.encode(r - r.mean(-1, keepdim=True)).mean(0) for r in rows])  # noqa: E731
+    expected, kept, dropped = sas_direction(codes(chosen), codes(rejected), 0.5)
+    assert expected.abs().sum() > 0
+    torch.testing.assert_close(compute_sas(model, tokenizer, pairs, sae, tau=0.5).values, expected)
+    texts = F.dialogue_texts(tokenizer, pairs[:3])
+    activity = F.latent_activity(model, tokenizer, sae, texts, list(range(128)), top_n=1)
+    peaks = []
+    with torch.no_grad():
+        for text in texts:
+            ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+            h = model(input_ids=ids, output_hidden_states=True).hidden_states[2][0]  # output of block 1
+            h = h[ids[0] != tokenizer.bos_token_id]
+            peaks.append(sae.encode(h - h.mean(-1, keepdim=True)).max(0).values)
+    best = torch.stack(peaks).max(0).values.clamp(min=0)
+    torch.testing.assert_close(torch.tensor([activity[i].max_value for i in range(128)]), best, rtol=1e-4, atol=1e-5)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .architectures import hidden_size, num_layers
+from .architectures import decoder_layers, hidden_size, num_layers
 from .errors import SAELoadError, SettingsError
 from .hooks import HookPoint, block_output, hook_device, parse_hook_name
 from .hub import explain_hub_error
@@ -153,6 +153,8 @@ def check_sae_fits(model: nn.Module, sae: nn.Module, layer: int | None = None) -
     ``layer`` (the block whose output is steered) must agree with the SAE's hook when given.
     """
     check_steerable(sae)
+    _READS_CENTRED.pop(sae, None)
+    _READS_CENTRED[sae] = centres_input(sae) and uses_layer_norm(model)
     d_model = hidden_size(model)
     if sae.cfg.d_in != d_model:
         raise SAELoadError(
@@ -224,18 +226,36 @@ depends on the other tokens beside it; sae-lens saves them as JumpReLU SAEs for 
 def centres_input(sae: nn.Module) -> bool:
     """True when the SAE was trained on TransformerLens's residual with centred writing weights
     (sae-lens's ``model_from_pretrained_kwargs`` says ``center_writing_weights``: GPT-2 small's
-    ``gpt2-small-res-jb`` releases): that residual is the Hugging Face model's less its mean over
-    the hidden dimension at each token."""
+    ``gpt2-small-res-jb`` releases). TransformerLens centres them only in models that read the
+    residual through LayerNorms (it skips RMSNorm models); there that residual is the Hugging Face
+    model's less its mean over the hidden dimension at each token. :func:`check_sae_fits` records
+    which, for the model it places the SAE on."""
+    fitted = _READS_CENTRED.get(sae)
+    if fitted is not None:
+        return fitted
     kwargs = getattr(getattr(sae.cfg, "metadata", None), "model_from_pretrained_kwargs", None) or {}
     return bool(kwargs.get("center_writing_weights", False))
 
 
+_READS_CENTRED: "weakref.WeakKeyDictionary[nn.Module, bool]" = weakref.WeakKeyDictionary()
+"""Whether each SAE checked against a model reads the residual centred (:func:`centres_input`)."""
+
+
+def uses_layer_norm(model: nn.Module) -> bool:
+    """Whether the model's blocks read the residual through LayerNorms (which remove its mean), not
+    RMSNorms (which do not)."""
+    return any("LayerNorm" in type(m).__name__ for m in decoder_layers(model)[0].modules())
+
+
 def sae_input(sae: nn.Module, h: torch.Tensor) -> torch.Tensor:
     """The residual ``h`` as the SAE was trained to read it (:func:`centres_input`), in the SAE's
-    dtype. What ``dec(relu(z + a)) − dec(z)`` adds is added to ``h`` itself: each block reads the
-    residual through a LayerNorm, which removes the mean either way."""
-    h = h.to(sae.dtype)
-    return h - h.mean(-1, keepdim=True) if centres_input(sae) else h
+    dtype (centred in fp32 at least). What ``dec(relu(z + a)) − dec(z)`` adds is added to ``h``
+    itself: a model whose SAE reads it centred reads it through LayerNorms, which remove the mean
+    either way."""
+    if not centres_input(sae):
+        return h.to(sae.dtype)
+    wide = h.float() if h.dtype in (torch.float16, torch.bfloat16) else h
+    return (wide - wide.mean(-1, keepdim=True)).to(sae.dtype)
 
 
 def architecture_of_sae(sae: nn.Module) -> str:
