@@ -121,7 +121,15 @@ def in_app_terms(message: str) -> str:
     message = re.sub(re.escape(get_upload_folder().rstrip("/")) + r"/(?:[^/'\s]+/)*", "", message)
     if current().public:  # a public app loads no local folder: no advice to give one
         message = re.sub(r",? or (?:pass |give )?(?:an existing |a )local folder", "", message)
+    # a training setting the library names as a parameter ("lr=-0.1 must be ..."): by its field on Train
+    message = re.sub(r"^([a-z_]+)=", lambda m: f"{TRAIN_FIELDS[m[1]]} = " if m[1] in TRAIN_FIELDS else m[0], message)
     return re.sub(r"\buse layer=(\d+)", r"use layer \1", message)
+
+
+TRAIN_FIELDS = {"lr": "Learning rate", "warmup_steps": "Warm-up steps", "epochs": "Epochs", "max_steps": "Max steps",
+                "batch_size": "Batch size", "beta": "β", "grad_clip": "Gradient clipping",
+                "weight_decay": "Weight decay", "seed": "Seed", "max_length": "Max length (tokens)"}
+"""The Train page's field for each :class:`~yapo_core.training.TrainConfig` setting it offers."""
 
 
 def number(value, name: str, cast=float, least: float | None = None, meaning: str = ""):

@@ -452,6 +452,9 @@ def test_library_advice_is_given_in_the_apps_terms():
     assert "for an uploaded file, map the Prompt, Chosen and Rejected columns" in model  # the field is the Culture source's
     assert common.in_app_terms("it has open_ended ones: use form='open_ended'.").endswith("choose the open-ended answer form.")
     assert common.in_app_terms("96 dropped); raise max_length (now 8).").endswith("raise Max length (tokens) on Train (now 8).")
+    assert common.in_app_terms("lr=-0.1 must be a finite number above 0 and at most 10.") == \
+        "Learning rate = -0.1 must be a finite number above 0 and at most 10."
+    assert common.in_app_terms("grad_clip=0 must be at least 1e-06.").startswith("Gradient clipping = 0 ")
 
 
 def test_setup_says_when_the_method_needs_an_sae_the_model_lacks(tiny_world, ctx):
