@@ -12,7 +12,7 @@ from yapo_studio.session import Session
 from yapo_studio.settings import current
 from yapo_studio.tasks import DATA_SUFFIXES, TaskSpec, demo_task_kinds, demo_task_label, demo_world_ready, preview_file
 
-from .common import HEAVY, AppContext, caveat_text, esc, need, user_errors
+from .common import HEAVY, AppContext, caveat_text, esc, in_app_terms, need, user_errors
 
 SOURCES = [
     ("Demo world", "demo"),
@@ -220,7 +220,7 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
             spec = TaskSpec("file", path=path, columns=mapped or None, schema="pairs" if mapped else "auto",
                             test_fraction=float(frac))
         task = session.load_task(spec)
-        notes = "".join(f"\n\n⚠ {esc(note)}" for note in task.notes())
+        notes = "".join(f"\n\n⚠ {esc(in_app_terms(note))}" for note in task.notes())
         return (f"✓ **Task loaded**: {esc(task.describe())}{notes}{caveat_text(task.caveat_for(session.method.key))}",
                 gr.update(value=pairs_frame(session), visible=True))
 

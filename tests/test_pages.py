@@ -455,6 +455,8 @@ def test_library_advice_is_given_in_the_apps_terms():
     assert common.in_app_terms("lr=-0.1 must be a finite number above 0 and at most 10.") == \
         "Learning rate = -0.1 must be a finite number above 0 and at most 10."
     assert common.in_app_terms("grad_clip=0 must be at least 1e-06.").startswith("Gradient clipping = 0 ")
+    assert common.in_app_terms("trained against every option (mcq_rejected='every_option') set").endswith(
+        "option (MCQ rejected answers “every_option” on Train) set")
 
 
 def test_setup_says_when_the_method_needs_an_sae_the_model_lacks(tiny_world, ctx):

@@ -658,6 +658,9 @@ def test_a_tasks_notes_name_their_split_and_the_setting_that_changes_them():
     dcl = S_tasks.Task("t", PairSet(same, "dcl", {}, "x", notes=[note]), PairSet(same, "dcl", {}, "x"))
     assert dcl.notes() == [f"train split: {note} (the localized prompts, which the model answers right unsteered: "
                            "Prompts “nolocalized” leaves them out)"]
+    both = note + "; 1 of them is a multiple-choice, which trained against every option (mcq_rejected='every_option')"
+    dcl.train.notes[:] = [both]
+    assert dcl.notes()[0].index("“nolocalized”") < dcl.notes()[0].index("multiple-choice")  # the hint by what it explains
     assert note not in dcl.describe()  # the notes are shown as warnings of their own, not inside the success line
     plain = S_tasks.Task("t", PairSet(same, "pairs", {}, "x"), PairSet(same, "pairs", {}, "x", notes=[note]))
     assert plain.notes() == [f"test split: {note}"]

@@ -85,10 +85,11 @@ def load_pairs_from_args(args):
         form=args.form, rejected_model=args.rejected_model, system_prompt=args.system, limit=args.limit,
     )
     for note in pairs.notes:
-        hint = (" (Deep-Culture-Lense's localized questions, which the model answers right: --localization "
-                "nolocalized leaves them out)" if "same chosen and rejected" in note and pairs.schema == "dcl" else "")
+        if "same chosen and rejected" in note and pairs.schema == "dcl":
+            note = note.replace("teach nothing", "teach nothing (Deep-Culture-Lense's localized questions, which the "
+                                "model answers right: --localization nolocalized leaves them out)", 1)
         note = note.replace("mcq_rejected='every_option'", "--mcq-rejected every_option")
-        print(f"note: {note}{hint}", file=sys.stderr)
+        print(f"note: {note}", file=sys.stderr)
     return pairs
 
 

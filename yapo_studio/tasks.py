@@ -120,8 +120,8 @@ class Task:
         for split, pairs in (("train", self.train), ("test", self.test), *self.extra.items()):
             for note in pairs.notes:
                 if "same chosen and rejected" in note and pairs.schema == "dcl":
-                    note += (" (the localized prompts, which the model answers right unsteered: Prompts "
-                             "“nolocalized” leaves them out)")
+                    note = note.replace("teach nothing", "teach nothing (the localized prompts, which the model "
+                                        "answers right unsteered: Prompts “nolocalized” leaves them out)", 1)
                 out.append(f"{split} split: {note}")
         return out
 
