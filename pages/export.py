@@ -65,8 +65,8 @@ def build(ctx: AppContext, state: gr.State) -> VectorPicker:
                 gr.update(value=str(result.gguf) if result.gguf else None, visible=result.gguf is not None))
 
     def not_loaded():  # a refused file leaves no earlier file's "Loaded" note as if it were its own
-        return ("⚠ This file cannot be read as a vector (the message says why); the vectors loaded before are "
-                "unchanged.", gr.skip(), gr.skip())
+        return ("⚠ This file was not loaded (the message says why); the vectors loaded before are unchanged.",
+                gr.skip(), gr.skip())
 
     @user_errors(cleared=not_loaded)
     def on_upload(session, path, current, listed):

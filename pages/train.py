@@ -62,7 +62,7 @@ def run_html(i: int, run: Run) -> str:
     history = run.history
     if history:
         m = history[-1]
-        norm = f"{m.vector_norm:,.0f}" if m.vector_norm >= 100 else f"{m.vector_norm:#.3g}"  # 1.00, 0.585, 49.4, 170
+        norm = f"{m.vector_norm:,.0f}" if m.vector_norm >= 99.95 else f"{m.vector_norm:#.3g}"  # 1.00, 0.585, 49.4, 170
         bits.append(f"loss {m.loss:.4f} · reward acc {m.reward_accuracy:.2f} · margin {m.margin:+.3f} · "
                     f"‖v‖ {norm} · L0 {m.l0}")
     if run.status in ("finished", "stopped") and run.elapsed():

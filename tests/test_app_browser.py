@@ -334,7 +334,7 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
     save_file({"weight": torch.ones(3)}, str(foreign))
     page.locator("#vector-upload").get_by_role("button", name="Clear").click()
     page.locator("#vector-upload input[type=file]").set_input_files(str(foreign))
-    page.locator("#load-note").filter(has_text="cannot be read as a vector").wait_for(timeout=30_000)
+    page.locator("#load-note").filter(has_text="This file was not loaded").wait_for(timeout=30_000)
     assert "not a YaPO Studio steering vector" in page.get_by_test_id("toast-text").first.inner_text()
     page.get_by_test_id("toast-close").first.click()
     page.get_by_test_id("toast-text").first.wait_for(state="detached", timeout=10_000)

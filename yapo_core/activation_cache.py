@@ -30,7 +30,7 @@ from .encoding import EncodedPair, collate
 from .hooks import HookPoint, record_residual
 from .logprobs import answer_logprobs
 from .models import model_device, model_fingerprint, model_id
-from .saes import sae_fingerprint, sae_input, sae_latents_fingerprint, sae_source
+from .saes import centres_input, sae_fingerprint, sae_input, sae_latents_fingerprint, sae_source
 
 
 @dataclass
@@ -50,9 +50,16 @@ def _sparse_codes(sae: nn.Module, h: torch.Tensor):
     return active.sum(-1).to(torch.int32), active.nonzero()[:, -1].to(torch.int32), z[active].float()
 
 
+CODES_VERSION = 2
+"""How the cached SAE codes are computed (2: from the residual as the SAE reads it, centred for an SAE
+trained on a centred residual); a change to it makes earlier caches miss instead of being reused."""
+
+
 def fingerprint(model: nn.Module, sae: nn.Module | None, hook_name: str, encoded: Sequence[EncodedPair]) -> str:
-    """Identifies a cache: model (id, config, its weights' fingerprint), layer, SAE and token data."""
+    """Identifies a cache: how its codes are computed, model (id, config, its weights' fingerprint),
+    layer, SAE (and whether it reads the residual centred) and token data."""
     digest = hashlib.sha256()
+    digest.update(f"codes v{CODES_VERSION}".encode())
     digest.update(model_id(model).encode())
     digest.update(model.config.to_json_string().encode())
     digest.update(model_fingerprint(model).encode())
@@ -61,6 +68,7 @@ def fingerprint(model: nn.Module, sae: nn.Module | None, hook_name: str, encoded
         digest.update(json.dumps(sae_source(sae).as_dict(), sort_keys=True).encode())
         digest.update(sae_fingerprint(sae).encode())
         digest.update(sae_latents_fingerprint(sae).encode())
+        digest.update(f"centred {centres_input(sae)}".encode())
     for pair in encoded:
         digest.update(repr((pair.prompt_ids, pair.chosen_ids, pair.rejected_ids)).encode())
     return digest.hexdigest()[:24]

@@ -22,7 +22,15 @@ import torch
 
 from . import checks
 from .errors import DataError
-from .options import sets_against_other_options
+from .options import (  # noqa: F401 (multiple-choice helpers, also importable from here)
+    MCQ_REJECTED,
+    against_every_option,
+    answer_letter,
+    answers_with_letter,
+    is_letter_answer,
+    option_letters,
+    sets_against_other_options,
+)
 from .tables import read_table
 
 SCHEMA_COLUMNS: dict[str, dict[str, str]] = {

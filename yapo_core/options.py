@@ -11,7 +11,8 @@ from .errors import DataError
 
 
 class Pair(Protocol):
-    """What these functions read of a pair (:class:`~.data.PreferencePair` is one)."""
+    """What these functions read of a pair: :class:`~.data.PreferencePair`, or another dataclass with
+    these fields (:func:`against_every_option` writes new pairs with :func:`dataclasses.replace`)."""
 
     prompt: str
     chosen: str
