@@ -15,7 +15,7 @@ from yapo_studio.runs import CHUNK_SECONDS, Run, chunk_seconds, format_seconds
 from yapo_studio.session import Session
 from yapo_studio.zero_gpu import on_zero_gpu
 
-from .common import caveat_text, esc, need, number, user_errors
+from .common import caveat_text, esc, in_app_terms, need, number, user_errors
 
 DEFAULTS = TrainConfig()
 
@@ -68,6 +68,7 @@ def run_html(i: int, run: Run) -> str:
     if run.status in ("finished", "stopped") and run.elapsed():
         bits.append(f"took {format_seconds(run.elapsed())}")
     error = f"<div class='run-error'>{esc(run.error)}</div>" if run.error else ""
+    error += "".join(f"<div class='run-note'>⚠ {esc(in_app_terms(note))}</div>" for note in run.notes)
     detail = " · ".join(esc(b) for b in bits if b)
     return (f"<div class='run-line' data-status='{run.status}'><span class='run-dot' style='background:{run_color(i)}'></span>"
             f"<b>{esc(run.name)}</b> <span class='run-status {run.status}'>{run.status}</span> {bar} "

@@ -299,7 +299,11 @@ def test_feature_page_renders_a_real_report(trained):
 
 def test_train_page_status_and_polling(trained):
     html = train.runs_html(trained)
-    assert "finished" in html and "step 3/3" in html and "loss" in html
+    assert "finished" in html and "step 3/3" in html and "loss" in html and "run-note" not in html
+    (run,) = trained.run_list()
+    run.trainer.notes.append("warmup_steps=100 spans the whole run of 3 steps: ...")
+    assert "⚠ Warm-up steps = 100 spans the whole run" in train.runs_html(trained)  # in the page's terms
+    run.trainer.notes.clear()
     status, figure, timer = train.snapshot(trained)
     assert timer.active is False and len(figure.data) == 5 and list(figure.data[0].x) == [1, 2, 3]
     # the timer redraws the curves only when they changed, at most every PLOT_SECONDS while a run is active
@@ -324,7 +328,7 @@ def test_train_page_status_and_polling(trained):
 class EndingRun:
     """A run that ends (after Stop) while the Train page draws its curves."""
 
-    name, total_steps, step, history, error = "1. YaPO", 100, 40, [], None
+    name, total_steps, step, history, error, notes = "1. YaPO", 100, 40, [], None, []
     status = "running"
 
     @property

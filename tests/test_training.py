@@ -223,3 +223,13 @@ def test_pairs_whose_answers_are_identical_teach_nothing_and_are_refused(tokeniz
     same = [PreferencePair(f"Q{i}?", "same", "same") for i in range(4)]
     with pytest.raises(TrainingError, match="nothing to learn"):
         Trainer(make_model("llama"), tokenizer, same, TrainConfig(kind="dense", layer=1))
+
+
+def test_settings_a_user_may_not_mean_are_noted():
+    from yapo_core.training import schedule_notes
+
+    config = TrainConfig(kind="dense", layer=1, lr=0.01, warmup_steps=100, batch_size=32)
+    warm, batch = schedule_notes(config, total_steps=60, n_pairs=12)
+    assert warm.startswith("warmup_steps=100 spans the whole run of 60 steps") and "rises to 0.006 at most" in warm
+    assert batch.startswith("batch_size=32 is more than the 12 training pairs")
+    assert schedule_notes(TrainConfig(kind="dense", layer=1, warmup_steps=10, batch_size=4), 60, 12) == []

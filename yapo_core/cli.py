@@ -223,6 +223,8 @@ def cmd_train(args) -> int:
     trainer = Trainer(model, tokenizer, pairs, config, sae=sae, progress=True)
     print(f"{len(pairs)} pairs ({pairs.schema}); {trainer.data_report.describe()}; engine: "
           f"{trainer.objective.engine} ({trainer.objective.reason})", file=sys.stderr)
+    for note in trainer.notes:
+        print(f"note: {in_cli_terms(note, build_parser())}", file=sys.stderr)
     if args.resume:
         print(trainer.load_checkpoint(args.resume, args.allow_other_model), file=sys.stderr)
     written = True  # every file asked for is where it was asked for

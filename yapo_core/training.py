@@ -74,6 +74,20 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def schedule_notes(config: TrainConfig, total_steps: int, n_pairs: int) -> list[str]:
+    """What a run's settings do that a user may not mean: a warm-up that spans the whole run (the
+    rate never reaches ``lr``), a batch larger than the pairs (every step takes all of them)."""
+    notes = []
+    if config.warmup_steps >= total_steps:
+        peak = config.lr * total_steps / config.warmup_steps
+        notes.append(f"warmup_steps={config.warmup_steps} spans the whole run of {total_steps} step{'s' * (total_steps != 1)}: the learning "
+                     f"rate rises to {peak:.3g} at most and never reaches {config.lr:g}; use fewer warm-up steps.")
+    if config.batch_size > n_pairs:
+        notes.append(f"batch_size={config.batch_size} is more than the {n_pairs} training pairs: every step takes "
+                     "all of them.")
+    return notes
+
+
 class Trainer:
     """Trains one steering vector; iterate over it to run steps and get :class:`StepMetrics`.
 
@@ -143,6 +157,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: warmup_cosine(s, config.warmup_steps, self.total_steps)
         )
+        self.notes = schedule_notes(config, self.total_steps, len(self.encoded))
         self.order_rng = torch.Generator().manual_seed(config.seed)
         self.sign_rng = torch.Generator().manual_seed(config.seed + 1)
         self.step = 0

@@ -211,6 +211,11 @@ class Run:
         return self.trainer.step if self.trainer is not None else 0
 
     @property
+    def notes(self) -> list[str]:
+        """What the run's settings do that the user may not mean (:func:`yapo_core.training.schedule_notes`)."""
+        return list(getattr(self.trainer, "notes", []))
+
+    @property
     def total_steps(self) -> int | None:
         if self._chunk is not None:
             return self._chunk.total_steps
