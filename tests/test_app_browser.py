@@ -196,8 +196,9 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
     page.get_by_text("cannot be reached").first.wait_for(timeout=30_000)
     assert time.time() - started < 30
     assert "Traceback" not in page.content()
-    # the page keeps what it showed: no "Error" badge over the outputs (the task status)
+    # no "Error" badge over the outputs; the status says the task was not loaded
     assert page.locator("#task-status .error").count() == 0
+    page.locator("#task-status").filter(has_text="This task was not loaded").wait_for(timeout=10_000)
     page.get_by_test_id("toast-close").first.click()  # errors stay until closed
     # gone before the next step, whose check would otherwise read this toast while it fades out
     page.get_by_test_id("toast-text").first.wait_for(state="detached", timeout=10_000)
