@@ -38,3 +38,4 @@ def test_a_long_title_is_wrapped_with_the_room_it_needs():
     lines = fig.layout.title.text.split("<br>")
     assert len(lines) == 2 and " ".join(lines) == text and max(map(len, lines)) <= 80
     assert (fig.layout.margin.t, fig.layout.height) == (56, 376)
+    assert (set_title(fig, text).layout.height, set_title(fig, "short").layout.height) == (376, 360)  # not added twice

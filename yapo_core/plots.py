@@ -174,9 +174,10 @@ def set_title(fig: go.Figure, text: str, width: int = 80) -> go.Figure:
 
     lines = textwrap.wrap(text, width) or [""]
     extra = 16 * (len(lines) - 1)
+    before = 16 * (fig.layout.title.text or "").count("<br>")  # what an earlier title added
     height = fig.layout.height
     fig.update_layout(title=dict(text="<br>".join(lines), font=dict(size=12)),
-                      margin=dict(t=40 + extra), height=height + extra if height else None)
+                      margin=dict(t=40 + extra), height=height - before + extra if height else None)
     return fig
 
 
