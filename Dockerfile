@@ -32,4 +32,7 @@ RUN python -m yapo_core demo build --size full
 EXPOSE 7860
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:7860/', timeout=4)"]
+# As PID 1 the app ignores SIGTERM (no default handler); `docker stop` sends SIGINT, which Gradio
+# answers by closing the server.
+STOPSIGNAL SIGINT
 CMD ["python", "app.py"]

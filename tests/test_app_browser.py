@@ -414,7 +414,8 @@ def behaviour_walk(page, shots: Path) -> None:
     for i in range(boxes.count()):  # the behaviour vector alone (a culture vector may still be checked)
         if "power-seeking" not in boxes.nth(i).inner_text() and boxes.nth(i).locator("input").is_checked():
             boxes.nth(i).click()
-    page.locator("#eval-metric").filter(has_text="test_infer").wait_for()
+    # (the list for both vectors may name test_infer too, as "· test / test_infer": wait for the behaviour rate)
+    page.locator("#eval-metric").filter(has_text=re.compile(r"behaviour rate .* · test_infer")).wait_for()
     offered = page.locator("#eval-metric").inner_text()
     assert re.search(r"behaviour rate .* · test_infer", offered) and re.search(r"behaviour shown in open answers .* · test\b", offered)
     assert "generation accuracy" not in offered  # its answers are any sentence of the behaviour's side, not one text

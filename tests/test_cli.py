@@ -405,7 +405,7 @@ def test_what_the_loader_noticed_is_printed(tmp_path, model_dir, capsys):
                  "--out", str(tmp_path / "d.safetensors"), "--max-steps", "1", "--device", "cpu"]) == 0
     err = capsys.readouterr().err
     assert "note: 1 row(s) skipped" in err and "note: 1 of 2 pair(s) have the same chosen and rejected answer" in err
-    assert "note: --warmup-steps=100 spans the whole run of 1 step: the learning rate rises to 5e-06 at most" in err
+    assert "note: --warmup-steps=100 is longer than the run of 1 step: the learning rate rises to 5e-06 at most" in err
 
 
 def test_bad_data_fails_before_the_model_loads(tmp_path, sae_dir, capsys):

@@ -230,6 +230,7 @@ def test_settings_a_user_may_not_mean_are_noted():
 
     config = TrainConfig(kind="dense", layer=1, lr=0.01, warmup_steps=100, batch_size=32)
     warm, batch = schedule_notes(config, total_steps=60, n_pairs=12)
-    assert warm.startswith("warmup_steps=100 spans the whole run of 60 steps") and "rises to 0.006 at most" in warm
+    assert warm.startswith("warmup_steps=100 is longer than the run of 60 steps") and "rises to 0.006 at most" in warm
     assert batch.startswith("batch_size=32 is more than the 12 training pairs")
     assert schedule_notes(TrainConfig(kind="dense", layer=1, warmup_steps=10, batch_size=4), 60, 12) == []
+    assert schedule_notes(TrainConfig(kind="dense", layer=1, warmup_steps=60, batch_size=4), 60, 12) == []  # reaches lr

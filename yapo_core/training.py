@@ -75,13 +75,14 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
 
 
 def schedule_notes(config: TrainConfig, total_steps: int, n_pairs: int) -> list[str]:
-    """What a run's settings do that a user may not mean: a warm-up that spans the whole run (the
-    rate never reaches ``lr``), a batch larger than the pairs (every step takes all of them)."""
+    """What a run's settings do that a user may not mean: a warm-up longer than the run (the rate
+    never reaches ``lr``), a batch larger than the pairs (every step takes all of them)."""
     notes = []
-    if config.warmup_steps >= total_steps:
+    if config.warmup_steps > total_steps:  # at warm-up = steps, the last step reaches lr
         peak = config.lr * total_steps / config.warmup_steps
-        notes.append(f"warmup_steps={config.warmup_steps} spans the whole run of {total_steps} step{'s' * (total_steps != 1)}: the learning "
-                     f"rate rises to {peak:.3g} at most and never reaches {config.lr:g}; use fewer warm-up steps.")
+        notes.append(f"warmup_steps={config.warmup_steps} is longer than the run of {total_steps} step"
+                     f"{'s' * (total_steps != 1)}: the learning rate rises to {peak:.3g} at most and never reaches "
+                     f"{config.lr:g}; use fewer warm-up steps.")
     if config.batch_size > n_pairs:
         notes.append(f"batch_size={config.batch_size} is more than the {n_pairs} training pairs: every step takes "
                      "all of them.")

@@ -58,8 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     if world is None:
         where = args.cache_dir or default_cache_dir(args.seed, args.size)
         folder = f" --cache-dir {args.cache_dir}" if args.cache_dir else ""
+        others = [] if args.cache_dir else [size for size in SIZES if size != args.size
+                                            and load_demo_world(None, seed=args.seed, size=size) is not None]
+        also = f" (a {others[0]} world is built: yapo demo info --size {others[0]})" if others else ""
         print(f"no finished demo world at {where}; build it with: yapo demo build --seed {args.seed} --size {args.size}"
-              f"{folder}", file=sys.stderr)
+              f"{folder}{also}", file=sys.stderr)
         return 1
     print(_summary(world))
     for task in world.tasks():
