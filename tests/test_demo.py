@@ -354,7 +354,7 @@ def test_cli_info_names_the_other_size_that_is_built(tmp_path, monkeypatch, caps
     assert cli.main(["build", "--seed", "3", "--size", "mini", "--quiet"]) == 0
     capsys.readouterr()
     assert cli.main(["info", "--seed", "3"]) == 1  # the full world is not built
-    assert "(a mini world is built: yapo demo info --size mini)" in capsys.readouterr().err
+    assert "(a mini world is built: yapo demo info --seed 3 --size mini)" in capsys.readouterr().err
 
 
 def test_held_out_questions_are_new_combinations_of_seen_parts():

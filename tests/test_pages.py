@@ -302,8 +302,10 @@ def test_train_page_status_and_polling(trained):
     assert "finished" in html and "step 3/3" in html and "loss" in html and "run-note" not in html
     (run,) = trained.run_list()
     run.trainer.notes.append("warmup_steps=100 is longer than the run of 3 steps: ...")
-    assert "⚠ Warm-up steps = 100 is longer than the run" in train.runs_html(trained)  # in the page's terms
-    run.trainer.notes.clear()
+    try:
+        assert "⚠ Warm-up steps = 100 is longer than the run" in train.runs_html(trained)  # in the page's terms
+    finally:
+        run.trainer.notes.clear()
     status, figure, timer = train.snapshot(trained)
     assert timer.active is False and len(figure.data) == 5 and list(figure.data[0].x) == [1, 2, 3]
     # the timer redraws the curves only when they changed, at most every PLOT_SECONDS while a run is active

@@ -696,3 +696,13 @@ def test_every_method_runs_at_an_sae_on_the_input_of_the_first_block(tiny_world,
         assert run.vector.hook_name == "blocks.0.hook_resid_pre"
     finally:
         s.close()
+
+
+@pytest.mark.parametrize("chunks", [False, True])
+def test_a_runs_notes_reach_the_page_whether_it_trains_in_one_go_or_in_chunks(ready, monkeypatch, chunks):
+    if chunks:
+        monkeypatch.setenv("YAPO_TRAIN_CHUNK_SECONDS", "0.001")  # one step per chunk, each with a Trainer of its own
+    run = ready.start_run(ready.default_config(max_steps=4, lr=0.05, warmup_steps=100, batch_size=4, seed=0))
+    wait(run, 120)
+    assert run.status == "finished", run.error
+    assert [n.split(" is longer")[0] for n in run.notes] == ["warmup_steps=100"]

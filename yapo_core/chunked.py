@@ -7,7 +7,7 @@ uninterrupted :class:`~.training.Trainer` run.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -26,6 +26,7 @@ class ChunkResult:
     finished: bool  # the run reached its last step (or was stopped for a non-finite value)
     error: str | None = None  # why it stopped early (a TrainingError's message); state is the last good one
     data_report: str = ""  # how the pairs tokenised (EncodeReport.describe())
+    notes: list[str] = field(default_factory=list)  # what the run's settings do that a user may not mean
 
     def vector(self, config: TrainConfig, model: nn.Module, sae: nn.Module | None = None) -> SteeringVector:
         """The chunk's last good vector, built where the model and SAE are (e.g. the main process)."""
@@ -68,4 +69,4 @@ def train_chunk(
         error = str(exc)
     return ChunkResult(trainer.state(), trainer.history, trainer.total_steps,
                        finished=error is not None or trainer.step >= trainer.total_steps, error=error,
-                       data_report=trainer.data_report.describe())
+                       data_report=trainer.data_report.describe(), notes=list(trainer.notes))

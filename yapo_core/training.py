@@ -84,8 +84,9 @@ def schedule_notes(config: TrainConfig, total_steps: int, n_pairs: int) -> list[
                      f"{'s' * (total_steps != 1)}: the learning rate rises to {peak:.3g} at most and never reaches "
                      f"{config.lr:g}; use fewer warm-up steps.")
     if config.batch_size > n_pairs:
-        notes.append(f"batch_size={config.batch_size} is more than the {n_pairs} training pairs: every step takes "
-                     "all of them.")
+        notes.append(f"batch_size={config.batch_size} is more than the {n_pairs} training pair"
+                     f"{'s' * (n_pairs != 1)} (as trained: after any expansion against every option and any pair "
+                     "left out as too long): every step takes all of them.")
     return notes
 
 

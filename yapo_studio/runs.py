@@ -213,6 +213,8 @@ class Run:
     @property
     def notes(self) -> list[str]:
         """What the run's settings do that the user may not mean (:func:`yapo_core.training.schedule_notes`)."""
+        if self._chunk is not None:  # trained in chunks, each with a Trainer of its own
+            return list(self._chunk.notes)
         return list(getattr(self.trainer, "notes", []))
 
     @property

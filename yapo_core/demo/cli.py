@@ -47,6 +47,14 @@ def _summary(world: DemoWorld) -> str:
     return "\n".join(lines)
 
 
+def _built(seed: int, size: str) -> bool:
+    """Whether a finished world of ``size`` is in the default cache (one that cannot be read: not)."""
+    try:
+        return load_demo_world(None, seed=seed, size=size) is not None
+    except (OSError, ValueError):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     """``demo build`` / ``demo info``; ``argv`` excludes the ``demo`` word itself."""
     args = _parser().parse_args(argv)
@@ -58,9 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     if world is None:
         where = args.cache_dir or default_cache_dir(args.seed, args.size)
         folder = f" --cache-dir {args.cache_dir}" if args.cache_dir else ""
-        others = [] if args.cache_dir else [size for size in SIZES if size != args.size
-                                            and load_demo_world(None, seed=args.seed, size=size) is not None]
-        also = f" (a {others[0]} world is built: yapo demo info --size {others[0]})" if others else ""
+        others = [] if args.cache_dir else [size for size in SIZES if size != args.size and _built(args.seed, size)]
+        also = f" (a {others[0]} world is built: yapo demo info --seed {args.seed} --size {others[0]})" if others else ""
         print(f"no finished demo world at {where}; build it with: yapo demo build --seed {args.seed} --size {args.size}"
               f"{folder}{also}", file=sys.stderr)
         return 1
