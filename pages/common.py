@@ -161,13 +161,19 @@ def user_errors(fn=None, *, cleared=None):
     A user's error (a :class:`YapoError`, or a ``gr.Error`` the page raises: bad input, a missing
     step) is a message that stays until closed, and the callback's outputs are left as they were
     (``gr.skip()``), or set to ``cleared()`` where what they show would otherwise pass for the
-    failed request's result (a previous vector's features, a previous export's files). A raised
+    failed request's result (a previous vector's features, a previous export's files); a
+    ``cleared`` that takes parameters gets the callback's arguments. A raised
     error would cover each output with an "Error" badge, hiding the very controls the user needs to
     fix the input. Anything else is a defect: logged with its traceback and raised as a short error.
     Use as ``@user_errors`` or ``@user_errors(cleared=...)``."""
     if fn is None:
         return functools.partial(user_errors, cleared=cleared)
     after_error = cleared or gr.skip
+    takes_args = bool(inspect.signature(after_error).parameters) if cleared else False
+
+    def outputs_after_error(args, kwargs):
+        return after_error(*args, **kwargs) if takes_args else after_error()
+
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)
@@ -176,7 +182,7 @@ def user_errors(fn=None, *, cleared=None):
                 yield from fn(*args, **kwargs)
             except (YapoError, gr.Error) as exc:
                 tell(exc)
-                yield after_error()
+                yield outputs_after_error(args, kwargs)
             except Exception as exc:
                 raise _to_gradio(exc) from exc
 
@@ -188,7 +194,7 @@ def user_errors(fn=None, *, cleared=None):
             return fn(*args, **kwargs)
         except (YapoError, gr.Error) as exc:
             tell(exc)
-            return after_error()
+            return outputs_after_error(args, kwargs)
         except Exception as exc:
             raise _to_gradio(exc) from exc
 

@@ -199,9 +199,10 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
                  else "Schema not recognised: map the three columns below.")
         return info, gr.update(value=p.rows, visible=True), *mapping_reset([AUTO] + p.columns), status
 
-    def not_loaded():  # the status must not keep reading as a success, or as "press Load task", after a refusal
-        return "⚠ This task was not loaded (the message says why); the task loaded before, if any, is unchanged.", \
-            gr.skip()
+    def not_loaded(session, *_):  # the status must not keep reading as a success, or as "press Load task"
+        loaded = getattr(session, "task", None)
+        still = f"the task loaded is still {esc(loaded.describe())}" if loaded else "no task is loaded"
+        return f"⚠ This task was not loaded (the message says why); {still}.", gr.skip()
 
     @user_errors(cleared=not_loaded)
     def on_load_task(session, src, demo_name, country_, rejected, loc, form_, behaviour_, path, pc, cc, rc, frac,

@@ -199,6 +199,7 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
     # no "Error" badge over the outputs; the status says the task was not loaded
     assert page.locator("#task-status .error").count() == 0
     page.locator("#task-status").filter(has_text="This task was not loaded").wait_for(timeout=10_000)
+    assert "no task is loaded" in page.locator("#task-status").inner_text()  # (none was, before this one)
     page.get_by_test_id("toast-close").first.click()  # errors stay until closed
     # gone before the next step, whose check would otherwise read this toast while it fades out
     page.get_by_test_id("toast-text").first.wait_for(state="detached", timeout=10_000)

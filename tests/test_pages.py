@@ -120,6 +120,13 @@ def test_library_errors_become_user_messages_never_tracebacks():
     with pytest.warns(UserWarning, match="no such vector"):
         assert shows(False) == ("", None)
 
+    @common.user_errors(cleared=lambda name, ok: (f"⚠ {name} was not loaded", None))
+    def loads(name, ok):  # what replaces the outputs may name what the callback was asked for
+        raise SettingsError("unreadable")
+
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert loads("tasks.csv", False) == ("⚠ tasks.csv was not loaded", None)
+
 
 def test_vector_dropdowns_keep_the_choice_or_take_the_newest(trained):
     label = next(iter(trained.vectors()))
