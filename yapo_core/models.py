@@ -7,6 +7,7 @@ import os
 import re
 import weakref
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -175,19 +176,19 @@ def weights_fingerprint(tensors) -> str:
     return json.dumps([[list(t.shape), round(float(t.detach().abs().sum(dtype=torch.float64)), 6)] for t in tensors])
 
 
-_FINGERPRINTS: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
+_FINGERPRINTS: "weakref.WeakKeyDictionary[nn.Module, dict[Callable, tuple[tuple, str]]]" = weakref.WeakKeyDictionary()
 
 
-def module_fingerprint(owner: nn.Module, tensors) -> str:
-    """:func:`weights_fingerprint` of ``owner``'s ``tensors``, computed once and reused until one of
-    them is replaced or changed in place (a vector is built on every look at a running training,
-    and a 65k SAE's matrices are large)."""
+def module_fingerprint(owner: nn.Module, tensors, compute: Callable[[list], str] = weights_fingerprint) -> str:
+    """``compute(tensors)`` (default :func:`weights_fingerprint`) of ``owner``'s ``tensors``, computed
+    once and reused until one of them is replaced or changed in place (a vector is built on every
+    look at a running training, and a 65k SAE's matrices are large)."""
     tensors = list(tensors)
     key = tuple((t.data_ptr(), tuple(t.shape), t._version) for t in tensors)
-    seen = _FINGERPRINTS.get(owner)
-    if seen is None or seen[0] != key:
-        seen = _FINGERPRINTS[owner] = (key, weights_fingerprint(tensors))
-    return seen[1]
+    seen = _FINGERPRINTS.setdefault(owner, {})
+    if compute not in seen or seen[compute][0] != key:
+        seen[compute] = (key, compute(tensors))
+    return seen[compute][1]
 
 
 def same_weights(a: str, b: str, rtol: float = 1e-3) -> bool:

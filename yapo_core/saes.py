@@ -122,12 +122,17 @@ def sae_latents_fingerprint(sae: nn.Module) -> str:
     :func:`~.models.same_weights` compares (``[[index], sum]``). :func:`sae_fingerprint` sums
     whole matrices, so the same SAE with its latents in another order passes it; a sparse vector's
     entry ``i`` means latent ``i``, and this tells the two apart."""
-    d_sae = int(sae.cfg.d_sae)
+    return module_fingerprint(sae, [sae.W_enc, sae.W_dec], _latent_sums)
+
+
+def _latent_sums(tensors: list[torch.Tensor]) -> str:
+    W_enc, W_dec = tensors
+    d_sae = W_dec.shape[0]
     picks = sorted({round(k * (d_sae - 1) / max(LATENTS_SAMPLED - 1, 1)) for k in range(LATENTS_SAMPLED)})
-    index = torch.tensor(picks, device=sae.W_dec.device)
+    index = torch.tensor(picks, device=W_dec.device)
     with torch.no_grad():
-        decoder = sae.W_dec.detach().index_select(0, index).abs().sum(1, dtype=torch.float64)
-        encoder = sae.W_enc.detach().index_select(1, index).abs().sum(0, dtype=torch.float64)
+        decoder = W_dec.detach().index_select(0, index).abs().sum(1, dtype=torch.float64)
+        encoder = W_enc.detach().index_select(1, index).abs().sum(0, dtype=torch.float64)
     return json.dumps([[[i, side], round(float(x), 6)] for side, sums in (("dec", decoder), ("enc", encoder))
                        for i, x in zip(picks, sums.tolist())])
 
