@@ -158,8 +158,7 @@ def check_sae_fits(model: nn.Module, sae: nn.Module, layer: int | None = None) -
     ``layer`` (the block whose output is steered) must agree with the SAE's hook when given.
     """
     check_steerable(sae)
-    _READS_CENTRED.pop(sae, None)
-    _READS_CENTRED[sae] = centres_input(sae) and uses_layer_norm(model)
+    _READS_CENTRED[sae] = _trained_centred(sae) and uses_layer_norm(model)
     d_model = hidden_size(model)
     if sae.cfg.d_in != d_model:
         raise SAELoadError(
@@ -236,8 +235,11 @@ def centres_input(sae: nn.Module) -> bool:
     model's less its mean over the hidden dimension at each token. :func:`check_sae_fits` records
     which, for the model it places the SAE on."""
     fitted = _READS_CENTRED.get(sae)
-    if fitted is not None:
-        return fitted
+    return _trained_centred(sae) if fitted is None else fitted
+
+
+def _trained_centred(sae: nn.Module) -> bool:
+    """What the SAE's metadata says: ``center_writing_weights`` among ``model_from_pretrained_kwargs``."""
     kwargs = getattr(getattr(sae.cfg, "metadata", None), "model_from_pretrained_kwargs", None) or {}
     return bool(kwargs.get("center_writing_weights", False))
 
