@@ -105,6 +105,7 @@ _LIBRARY_TO_APP = (  # the library's advice, as a user of the app follows it
     ("use form='mcq'.", "choose the multiple-choice answer form."),
     ("raise max_length (now", "raise Max length (tokens) on Train (now"),
     ("(mcq_rejected='every_option')", "(MCQ rejected answers “every_option” on Train)"),
+    ("localization='nolocalized'", "Prompts “nolocalized”"),
 )
 
 

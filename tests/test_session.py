@@ -650,18 +650,26 @@ def test_the_capability_check_measures_each_model_unsteered_once(monkeypatch):
     assert asked == [bundle.model]  # the measure (MMLU's questions, for a hub model) is made once per model
 
 
-def test_a_tasks_notes_name_their_split_and_the_setting_that_changes_them():
-    from yapo_core.data import PairSet, PreferencePair
+def test_a_tasks_notes_name_their_split_and_the_setting_that_changes_them(tmp_path):
+    import pandas as pd
 
-    same = [PreferencePair("Where?", "Koshari.", "Koshari."), PreferencePair("What?", "Tea.", "Coffee.")]
+    from pages.common import in_app_terms
+    from yapo_core.data import PairSet, PreferencePair, load_pairs
+
+    question = "Which dish?\nA. Tea\nB. Koshari\nC. Ful\nAnswer with the letter."
+    path = tmp_path / "dcl.csv"
+    pd.DataFrame({"country": ["egypt"] * 2, "localization_status": ["localized", "nolocalized"],
+                  "prompt-mcq": [question, question + " "], "chosen-mcq": ["B", "B"],
+                  "rejected_gemma_mcq": ["B", "A"]}).to_csv(path, index=False)
+    loaded = load_pairs(path, localization="both")
     note = "1 of 2 pair(s) have the same chosen and rejected answer: as given they teach nothing"
-    dcl = S_tasks.Task("t", PairSet(same, "dcl", {}, "x", notes=[note]), PairSet(same, "dcl", {}, "x"))
-    assert dcl.notes() == [f"train split: {note} (the localized prompts, which the model answers right unsteered: "
-                           "Prompts “nolocalized” leaves them out)"]
-    both = note + "; 1 of them is a multiple-choice, which trained against every option (mcq_rejected='every_option')"
-    dcl.train.notes[:] = [both]
-    assert dcl.notes()[0].index("“nolocalized”") < dcl.notes()[0].index("multiple-choice")  # the hint by what it explains
+    dcl = S_tasks.Task("t", loaded, PairSet(loaded.pairs, "dcl", {}, "x"))
+    (shown,) = [in_app_terms(n) for n in dcl.notes()]
+    assert shown.startswith(f"train split: {note} (the localized prompts, which the model answers right unsteered: "
+                            "Prompts “nolocalized” leaves them out)")
+    assert shown.index("“nolocalized”") < shown.index("multiple-choice")  # the hint by what it explains
     assert note not in dcl.describe()  # the notes are shown as warnings of their own, not inside the success line
+    same = [PreferencePair("Where?", "Koshari.", "Koshari."), PreferencePair("What?", "Tea.", "Coffee.")]
     plain = S_tasks.Task("t", PairSet(same, "pairs", {}, "x"), PairSet(same, "pairs", {}, "x", notes=[note]))
     assert plain.notes() == [f"test split: {note}"]
 

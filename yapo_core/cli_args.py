@@ -85,11 +85,7 @@ def load_pairs_from_args(args):
         form=args.form, rejected_model=args.rejected_model, system_prompt=args.system, limit=args.limit,
     )
     for note in pairs.notes:
-        if "same chosen and rejected" in note and pairs.schema == "dcl":
-            note = note.replace("teach nothing", "teach nothing (Deep-Culture-Lense's localized questions, which the "
-                                "model answers right: --localization nolocalized leaves them out)", 1)
-        note = note.replace("mcq_rejected='every_option'", "--mcq-rejected every_option")
-        print(f"note: {note}", file=sys.stderr)
+        print(f"note: {in_cli_terms(note)}", file=sys.stderr)
     return pairs
 
 
@@ -112,6 +108,8 @@ _API_TO_CLI = (  # the library's advice, as a command-line user follows it
     ("Map yours with columns={'<role>': '<your column>'}.", "Map yours with --columns <role>=<your column>."),
     ("with rejected_model=", "with --rejected-model"),
     ("raise max_length (now", "raise --max-length (now"),
+    ("localization='nolocalized'", "--localization nolocalized"),
+    ("mcq_rejected='every_option'", "--mcq-rejected every_option"),
     ("choose one with split=.", "choose one with --split."),
     ("use form='open_ended'.", "use --form open_ended."),
     ("use form='mcq'.", "use --form mcq."),

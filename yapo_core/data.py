@@ -214,6 +214,9 @@ def load_pairs(
     same = [p for p in pairs if p.chosen == p.rejected]
     if same:
         note = f"{len(same)} of {len(pairs)} pair(s) have the same chosen and rejected answer: as given they teach nothing"
+        if schema == "dcl":  # Deep-Culture-Lense's localized prompts, whose rejected answer is already right
+            note += (" (the localized prompts, which the model answers right unsteered: localization='nolocalized' "
+                     "leaves them out)")
         choice = sum(sets_against_other_options(p) for p in same)
         if choice:
             note += (f"; {choice} of them {'is a' if choice == 1 else 'are'} multiple-choice, which trained against every "

@@ -114,16 +114,9 @@ class Task:
         return f"{self.label}: {len(self.train)} train / {len(self.test)} test{extra} pairs"
 
     def notes(self) -> list[str]:
-        """What the loader noticed in each split (rows skipped, pairs that teach nothing), with the
-        setting that changes it where the task has one."""
-        out = []
-        for split, pairs in (("train", self.train), ("test", self.test), *self.extra.items()):
-            for note in pairs.notes:
-                if "same chosen and rejected" in note and pairs.schema == "dcl":
-                    note = note.replace("teach nothing", "teach nothing (the localized prompts, which the model "
-                                        "answers right unsteered: Prompts “nolocalized” leaves them out)", 1)
-                out.append(f"{split} split: {note}")
-        return out
+        """What the loader noticed in each split (rows skipped, pairs that teach nothing), by split."""
+        return [f"{split} split: {note}" for split, pairs in (("train", self.train), ("test", self.test),
+                                                               *self.extra.items()) for note in pairs.notes]
 
     def splits(self) -> dict[str, PairSet]:
         return {"test": self.test, **self.extra}
