@@ -172,3 +172,16 @@ def consistent_pairs(n: int, seed: int = 0):
         thing, verb = rng.choice(things), rng.choice(verbs)
         pairs.append(PreferencePair(f"Do you {verb} {thing}?", f"yes, I {verb} {thing}", f"no, never {thing}"))
     return pairs
+
+
+def dcl_with_an_answered_localized_prompt(folder) -> Path:
+    """A Deep-Culture-Lense file of two MCQ rows: a localized one whose rejected answer is the chosen
+    one (the model answers it right), and a non-localized one."""
+    import pandas as pd
+
+    question = "Which dish?\nA. Tea\nB. Koshari\nC. Ful\nAnswer with the letter."
+    path = Path(folder) / "dcl.csv"
+    pd.DataFrame({"country": ["egypt"] * 2, "localization_status": ["localized", "nolocalized"],
+                  "prompt-mcq": [question, question + " "], "chosen-mcq": ["B", "B"],
+                  "rejected_gemma_mcq": ["B", "A"]}).to_csv(path, index=False)
+    return path

@@ -450,14 +450,12 @@ def test_a_culture_filter_on_plain_pairs_names_the_option(tmp_path, sae_dir, cap
 
 
 def test_the_loaders_advice_on_pairs_that_teach_nothing_reads_in_command_line_terms(tmp_path):
+    from conftest import dcl_with_an_answered_localized_prompt
+
     from yapo_core.cli_args import in_cli_terms
     from yapo_core.data import load_pairs
 
-    question = "Which dish?\nA. Tea\nB. Koshari\nC. Ful\nAnswer with the letter."
-    path = tmp_path / "dcl.csv"
-    pd.DataFrame({"country": ["egypt"] * 2, "localization_status": ["localized", "nolocalized"],
-                  "prompt-mcq": [question, question + " "], "chosen-mcq": ["B", "B"],
-                  "rejected_gemma_mcq": ["B", "A"]}).to_csv(path, index=False)
+    path = dcl_with_an_answered_localized_prompt(tmp_path)
     (note,) = [in_cli_terms(n) for n in load_pairs(path, localization="both").notes]
     assert "which the model answers right unsteered: --localization nolocalized leaves them out)" in note
     assert note.index("--localization") < note.index("(--mcq-rejected every_option)")

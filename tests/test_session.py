@@ -651,16 +651,12 @@ def test_the_capability_check_measures_each_model_unsteered_once(monkeypatch):
 
 
 def test_a_tasks_notes_name_their_split_and_the_setting_that_changes_them(tmp_path):
-    import pandas as pd
+    from conftest import dcl_with_an_answered_localized_prompt
 
     from pages.common import in_app_terms
     from yapo_core.data import PairSet, PreferencePair, load_pairs
 
-    question = "Which dish?\nA. Tea\nB. Koshari\nC. Ful\nAnswer with the letter."
-    path = tmp_path / "dcl.csv"
-    pd.DataFrame({"country": ["egypt"] * 2, "localization_status": ["localized", "nolocalized"],
-                  "prompt-mcq": [question, question + " "], "chosen-mcq": ["B", "B"],
-                  "rejected_gemma_mcq": ["B", "A"]}).to_csv(path, index=False)
+    path = dcl_with_an_answered_localized_prompt(tmp_path)
     loaded = load_pairs(path, localization="both")
     note = "1 of 2 pair(s) have the same chosen and rejected answer: as given they teach nothing"
     dcl = S_tasks.Task("t", loaded, PairSet(loaded.pairs, "dcl", {}, "x"))
