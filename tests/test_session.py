@@ -85,6 +85,18 @@ def test_a_public_app_loads_only_allowed_hub_ids_and_tells_nothing_about_server_
         s.load_preset(custom, model="openai-community/gpt2", sae_release="someone/sae", sae_id="x")
 
 
+def test_a_run_is_named_by_the_settings_that_set_it_apart(ready):
+    plain = ready.start_run(ready.default_config(max_steps=2))
+    tuned = ready.start_run(ready.default_config(max_steps=2, lr=0.02, beta=0.25))
+    wait(plain), wait(tuned)
+    method, task = ready.method.label.split()[0], ready.task.label
+    assert plain.name == f"1. {method} · {task} · steps 2"
+    assert tuned.name == f"2. {method} · {task} · lr 0.02, steps 2, β 0.25"
+    many = ready.start_run(ready.default_config(max_steps=2, lr=0.02, beta=0.25, seed=5, epochs=3))
+    wait(many)
+    assert many.name == f"3. {method} · {task} · lr 0.02, steps 2, epochs 3, …"  # at most three named
+
+
 def test_caps_on_prompts_tokens_and_steps(ready, monkeypatch):
     run = ready.start_run(ready.default_config(max_steps=2, **QUICK))
     wait(run)

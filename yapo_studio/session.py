@@ -39,6 +39,23 @@ from .settings import current
 from .store import Bundle, ModelStore
 from .tasks import Task, TaskSpec, check_upload, evenly_spaced, load_task
 
+# The settings a run's name shows when they differ from the page's defaults, in this order, with
+# the short names the Train page's fields go by.
+_NAMED_SETTINGS = (("lr", "lr"), ("max_steps", "steps"), ("epochs", "epochs"), ("batch_size", "batch"),
+                   ("warmup_steps", "warm-up"), ("beta", "β"), ("mcq_rejected", "rejected"), ("seed", "seed"),
+                   ("weight_decay", "decay"), ("grad_clip", "clip"), ("max_length", "max length"))
+
+
+def _changed(config: TrainConfig, defaults: TrainConfig, most: int = 3) -> str:
+    """`` · lr 0.02, steps 300``: what sets a run apart from one at the defaults, so that two runs of
+    one method on one task are told apart by more than their number."""
+    parts = [f"{short} {getattr(config, field):g}" if isinstance(getattr(config, field), float)
+             else f"{short} {getattr(config, field)}"
+             for field, short in _NAMED_SETTINGS if getattr(config, field) != getattr(defaults, field)]
+    if len(parts) > most:
+        parts = parts[:most] + ["…"]
+    return f" · {', '.join(parts)}" if parts else ""
+
 
 @dataclass
 class VectorEntry:
@@ -152,6 +169,7 @@ class Session:
                                 "Use a dense method (BiPO, CAA) or load an SAE.")
         if config.kind == "dense" and bundle.sae is None and config.layer is None:
             config = replace(config, layer=bundle.layer)
+        asked = config
         config = replace(config, max_steps=self._within_step_cap(config.max_steps))
         if sum(r.active for r in self.run_list()) >= 2:
             raise SettingsError("two runs are already going in this session; stop one or wait for it.")
@@ -159,7 +177,8 @@ class Session:
             raise SettingsError(f"this session keeps at most {self.max_runs} vectors; remove one first (Train page).")
         self._counter += 1
         run_id = f"run{self._counter}"
-        name = name or f"{self._counter}. {self.method.label.split()[0]} · {self.task.label}"
+        name = name or (f"{self._counter}. {self.method.label.split()[0]} · {self.task.label}"
+                        + _changed(asked, self.default_config(layer=asked.layer)))
         run = Run(run_id, name, self.method, config, self.task, bundle)
         run.chunk_seconds = chunk_seconds()
         self.runs[run_id] = run
