@@ -95,6 +95,10 @@ def test_a_safetensors_file_whose_header_length_looks_like_a_pickle_or_a_zip_is_
             break
     assert int.from_bytes(path.read_bytes()[:8], "little") == length
     assert torch.equal(load_vector(path).values, vector.values)
+    cut = tmp_path / "cut.safetensors"  # cut short in the header: a broken copy, not a pickle
+    cut.write_bytes(path.read_bytes()[:length // 2])
+    with pytest.raises(VectorFileError, match=f"truncated safetensors file: its header alone should take {length} bytes"):
+        load_vector(cut)
 
 
 def test_gguf_control_vector(tmp_path):

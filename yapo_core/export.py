@@ -44,8 +44,13 @@ def _check_not_pickle(path: Path) -> None:
     with open(path, "rb") as f:
         head, opening = f.read(8), f.read(1)
     size = int.from_bytes(head, "little") if len(head) == 8 else 0
-    if opening == b"{" and 2 <= size <= min(MAX_HEADER_BYTES, path.stat().st_size - 8):
-        return  # a safetensors header: its length, then JSON (a length of 1408 starts with 0x80 too)
+    if opening == b"{" and 2 <= size <= MAX_HEADER_BYTES:  # a safetensors header: its length, then JSON
+        if size > path.stat().st_size - 8:  # (a length of 1408 starts with 0x80 too, as a pickle does)
+            raise VectorFileError(
+                f"{path.name!r} is a truncated safetensors file: its header alone should take {size} bytes and the "
+                f"file has {path.stat().st_size - 8} after the length. Copy or download it again."
+            )
+        return
     if head[:2] == b"PK" or head[:1] == b"\x80":
         raise VectorFileError(
             f"{path.name!r} is a pickle/torch.save file; pickles can run code when loaded and are "
