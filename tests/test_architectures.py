@@ -31,3 +31,12 @@ def test_unsupported_model_type_names_the_fix():
     model.config.model_type = "mamba"
     with pytest.raises(ModelLoadError, match="'mamba' is not supported.*ARCHITECTURES"):
         architecture_of(model)
+
+
+def test_every_row_says_how_its_family_windows_attention():
+    """What the fast engine's masks follow (``objectives.sliding_windows``): a value outside the three
+    would be read as "no window" and train a windowed model on masks it never uses."""
+    from yapo_core.architectures import ARCHITECTURES
+
+    assert {a.windows for a in ARCHITECTURES} <= {"none", "every_block", "layer_types"}
+    assert len({t for a in ARCHITECTURES for t in a.model_types}) == sum(len(a.model_types) for a in ARCHITECTURES)

@@ -41,6 +41,50 @@ def test_fast_matches_the_oracle_step_by_step(tokenizer, family, kind, layout):
     check_steps_against_the_oracle(fast, tokenizer, model, sae, kind, 1, "post", cfg["max_steps"])
 
 
+@pytest.mark.parametrize("family, stray", [
+    ("llama", dict(sliding_window=6)),  # Llama never windows, whatever its config holds
+    ("olmo2", dict(sliding_window=6)),
+    ("mistral", dict(layer_types=["sliding_attention", "full_attention"] * 2)),  # Mistral windows every block
+])
+def test_the_shared_prompt_masks_window_as_the_model_does_not_as_stray_config_keys_say(tokenizer, family, stray):
+    """A converted or fine-tuned config.json may carry keys its family's blocks never read; the fast
+    engine's own masks must follow what the model does (the oracle runs the model's forward)."""
+    model = make_model(family)
+    for key, value in stray.items():
+        setattr(model.config, key, value)
+    cfg = dict(kind="dense", layer=1, max_steps=2, batch_size=4, lr=0.05, warmup_steps=1, seed=3, grad_clip=1e9)
+    fast = Trainer(model, tokenizer, _pairs(), TrainConfig(engine="fast", **cfg))
+    assert fast.objective.share_prompt
+    check_steps_against_the_oracle(fast, tokenizer, model, None, "dense", 1, "post", cfg["max_steps"])
+
+
+def test_a_rope_that_follows_the_batch_length_trains_with_the_simple_engine_past_that_length(tokenizer):
+    """Phi-3's longrope picks its frequencies from a batch's longest sequence past
+    ``original_max_position_embeddings``: the cache's batches are not a step's, so the fast engine
+    is exact only on sequences short of it."""
+    import transformers
+    from conftest import tiny_config
+
+    from yapo_core.architectures import length_dependent_rope
+    from yapo_core.models import prepare_model
+
+    config = tiny_config("phi3")
+    config.original_max_position_embeddings = 48  # the pairs run from 36 to 103 tokens
+    config.rope_parameters = {"rope_type": "longrope", "rope_theta": 10000.0, "original_max_position_embeddings": 48,
+                              "long_factor": [4.0] * 4, "short_factor": [1.0] * 4}
+    torch.manual_seed(0)
+    model = prepare_model(transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager"))
+    assert length_dependent_rope(model) == ("longrope", 48) and length_dependent_rope(make_model("phi3")) is None
+    cfg = dict(kind="dense", layer=1, max_steps=3, batch_size=4, lr=0.05, warmup_steps=1, seed=3, grad_clip=1e9)
+    with pytest.raises(SettingsError, match="longrope rope changes its frequencies .* past 48 tokens, and the pairs run to 103.*max_length to 48"):
+        Trainer(model, tokenizer, _pairs(), TrainConfig(engine="fast", **cfg))
+    auto = Trainer(model, tokenizer, _pairs(), TrainConfig(engine="auto", **cfg))
+    assert auto.objective.engine == "simple" and "longrope" in auto.objective.reason
+    check_steps_against_the_oracle(auto, tokenizer, model, None, "dense", 1, "post", cfg["max_steps"])
+    short = Trainer(model, tokenizer, _pairs(), TrainConfig(engine="auto", max_length=48, **cfg))
+    assert short.objective.engine == "fast"  # the longest prompt is cut to fit
+
+
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 @pytest.mark.parametrize("layer", [0, 2])
 @pytest.mark.parametrize("engine", ["fast", "simple"])

@@ -27,6 +27,10 @@ class Architecture:
     softcaps_logits: bool = True  # the head applies the config's final_logit_softcapping when set
     logit_multiplier: str | None = None  # config attribute the head multiplies the logits by
     logit_divisor: str | None = None  # config attribute the head divides the logits by
+    # how the family applies ``config.sliding_window``: "none" (never, whatever the config holds),
+    # "every_block" (to all blocks), or "layer_types" (to the blocks ``config.layer_types`` names
+    # "sliding_attention"); the fast engine builds its own masks and must window as the model does
+    windows: str = "none"
 
     @property
     def base(self) -> str:
@@ -36,14 +40,16 @@ class Architecture:
 
 ARCHITECTURES: tuple[Architecture, ...] = (
     Architecture("llama", ("llama",)),
-    Architecture("mistral", ("mistral", "mixtral")),
-    Architecture("qwen2", ("qwen2", "qwen3", "qwen3_moe")),
-    Architecture("gemma2", ("gemma", "gemma2", "gemma3_text")),  # Gemma-2 soft-caps its logits
+    Architecture("mistral", ("mistral", "mixtral"), windows="every_block"),
+    Architecture("qwen2", ("qwen2", "qwen3"), windows="layer_types"),
+    Architecture("qwen3_moe", ("qwen3_moe",), windows="every_block"),
+    Architecture("gemma", ("gemma",)),
+    Architecture("gemma2", ("gemma2", "gemma3_text"), windows="layer_types"),  # Gemma-2 soft-caps its logits
     # Gemma-3 with its vision tower: the text blocks sit under the language model; this head does
     # not soft-cap
     Architecture("gemma3", ("gemma3",), layers="model.language_model.layers", final_norm="model.language_model.norm",
-                 softcaps_logits=False),
-    Architecture("phi3", ("phi3",)),
+                 softcaps_logits=False, windows="layer_types"),
+    Architecture("phi3", ("phi3",), windows="every_block"),
     Architecture("olmo2", ("olmo2",)),
     Architecture("stablelm", ("stablelm",)),
     Architecture("granite", ("granite",), logit_divisor="logits_scaling"),
@@ -94,6 +100,23 @@ def context_length(model: nn.Module) -> int | None:
         value = getattr(cfg, name, None)
         if isinstance(value, int) and value > 0:
             return value
+    return None
+
+
+def length_dependent_rope(model: nn.Module) -> tuple[str, int] | None:
+    """A rotary encoding whose frequencies follow the longest sequence of the batch it runs on:
+    its type ("dynamic", "longrope") and the length past which they change; None otherwise. Below
+    that length every batch runs at the same frequencies."""
+    cfg = text_config(model)
+    params = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
+    per_type = [p for p in params.values() if isinstance(p, dict)]  # one set per attention type (Gemma-3)
+    for p in per_type or [params]:
+        kind = p.get("rope_type") or p.get("type")
+        if kind == "longrope":
+            return kind, int(p.get("original_max_position_embeddings")
+                             or getattr(cfg, "original_max_position_embeddings", None) or cfg.max_position_embeddings)
+        if kind == "dynamic":
+            return kind, int(cfg.max_position_embeddings)
     return None
 
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .activation_cache import CachedPair, PairCache, available_memory, estimate_cache_bytes
-from .architectures import architecture_of, decoder_layers, text_config, unembed
+from .architectures import architecture_of, decoder_layers, length_dependent_rope, text_config, unembed
 from .encoding import EncodedPair, collate
 from .errors import SettingsError
 from .hooks import HookPoint, steering_hook, this_thread_only
@@ -42,10 +42,12 @@ class _ProbeDone(Exception):
 
 
 def layer_types(model: nn.Module) -> list[str]:
-    """Each block's attention type (Gemma-2 alternates sliding and full); one type elsewhere."""
+    """Each block's attention type (Gemma-2 alternates sliding and full), for the families whose
+    blocks read ``config.layer_types``; one type elsewhere, whatever the config holds."""
     n = len(decoder_layers(model))
     types = getattr(text_config(model), "layer_types", None)
-    return list(types[:n]) if types else ["all"] * n
+    uses_types = architecture_of(model).windows == "layer_types"
+    return list(types[:n]) if types and uses_types else ["all"] * n
 
 
 @torch.no_grad()
@@ -93,8 +95,8 @@ def run_blocks(model: nn.Module, hidden: torch.Tensor, block_inputs, start: int)
 
 def sliding_windows(model: nn.Module) -> dict[str, int | None]:
     """Attention window per attention type (None = full), as the model's own masks apply it."""
-    cfg, types = text_config(model), set(layer_types(model))
-    window = getattr(cfg, "sliding_window", None)
+    cfg, types, windows = text_config(model), set(layer_types(model)), architecture_of(model).windows
+    window = getattr(cfg, "sliding_window", None) if windows != "none" else None
     if types == {"all"}:  # one type for every block (Mistral applies its window to all)
         return {"all": window}
     return {t: window if t == "sliding_attention" else None for t in types}
@@ -310,11 +312,13 @@ ENGINES = ("auto", "fast", "simple")
 
 
 def make_objective(engine: str, kind: str, model: nn.Module, sae: nn.Module | None, point: HookPoint,
-                   cache_dir: str | None = None, in_memory: bool | None = None, progress: bool = False):
+                   cache_dir: str | None = None, in_memory: bool | None = None, progress: bool = False,
+                   longest: int | None = None):
     """The fast engine where it applies (any supported architecture; sparse vectors need a
-    linear SAE decoder), else the straightforward loop. Both compute the same loss and gradient.
-    The objective's ``engine`` and ``reason`` say which was chosen and why."""
-    name, reason = choose_engine(engine, kind, sae)
+    linear SAE decoder; a rope that follows the batch's length needs sequences short of where it
+    does), else the straightforward loop. Both compute the same loss and gradient. The objective's
+    ``engine`` and ``reason`` say which was chosen and why."""
+    name, reason = choose_engine(engine, kind, sae, model, longest)
     if name == "simple":
         objective = SimpleObjective(model, sae, point, kind)
     else:
@@ -323,10 +327,21 @@ def make_objective(engine: str, kind: str, model: nn.Module, sae: nn.Module | No
     return objective
 
 
-def choose_engine(engine: str, kind: str, sae: nn.Module | None) -> tuple[str, str]:
-    """``("fast" | "simple", why)`` for a run asked to use ``engine``."""
+def choose_engine(engine: str, kind: str, sae: nn.Module | None, model: nn.Module | None = None,
+                  longest: int | None = None) -> tuple[str, str]:
+    """``("fast" | "simple", why)`` for a run asked to use ``engine`` on pairs whose longest
+    sequence (prompt and answer) has ``longest`` tokens."""
     if engine not in ENGINES:
         raise SettingsError(f"engine {engine!r} is unknown; use one of {ENGINES}.")
+    rope = length_dependent_rope(model) if model is not None else None
+    if rope is not None and (longest is None or longest > rope[1]) and engine != "simple":
+        # the cache is built on other batches than a step's: their frequencies would differ
+        why = (f"this model's {rope[0]} rope changes its frequencies with a batch's longest sequence past "
+               f"{rope[1]} tokens, and the pairs run to {longest if longest is not None else 'an unknown length'}")
+        if engine == "fast":
+            raise SettingsError(f"engine='fast' is not exact here: {why}. Lower max_length to {rope[1]}, or use "
+                                "engine='simple' or 'auto'.")
+        return "simple", why
     fast_ok = kind == "dense" or decoder_is_linear(sae)
     if engine == "fast" and not fast_ok:
         raise SettingsError(f"engine='fast' needs an SAE with a linear decoder, and this one normalises its input "

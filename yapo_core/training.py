@@ -170,7 +170,8 @@ class Trainer:
         if config.cache_dir is None and config.cache_in_memory is False:
             raise SettingsError("cache_in_memory=False needs cache_dir= (a folder for the cache).")
         self.objective = make_objective(config.engine, config.kind, model, sae, self.point, config.cache_dir,
-                                        config.cache_in_memory, progress)
+                                        config.cache_in_memory, progress,
+                                        max(len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids)) for p in self.encoded))
         self._epoch_orders: dict[int, list[int]] = {}
         self.objective.prepare(self.encoded, self.pad_id)
 
