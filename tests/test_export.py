@@ -38,7 +38,7 @@ def test_round_trip_is_bit_exact_with_metadata(tmp_path, sae_dir):
         model(torch.tensor([[5, 6, 7]]))
     # a dense vector saved beside an SAE is not described in the SAE's terms
     _, meta = open_safetensors(save_vector(SteeringVector("dense", torch.ones(32), vec.hook_name), tmp_path / "d.safetensors", sae))
-    assert meta["kind"] == "dense" and not {"d_sae", "sae_fingerprint", "sae_latents"} & set(meta)
+    assert meta["kind"] == "dense" and not {"d_sae", "sae_fingerprint", "sae_latents", "sae_encoding"} & set(meta)
 
 
 def test_vector_for_another_model_layer_or_sae_is_refused(tmp_path, sae_dir):
@@ -204,6 +204,18 @@ def test_files_describe_how_to_apply_them_and_name_weights_not_paths(tmp_path, t
         load_vector(path, model=make_model("llama", seed=1), sae=sae)
     with pytest.raises(VectorFileError, match="other SAE weights.*same width and hook"):
         load_vector(path, model=model, sae=make_sae(seed=1))
+    # the same matrices, another encoder bias or TopK's k: other latents fire
+    shifted = make_sae()
+    with torch.no_grad():
+        shifted.b_enc.add_(5.0)
+    with pytest.raises(VectorFileError, match="encodes otherwise .*another encoder bias, threshold, kind or k"):
+        load_vector(path, model=model, sae=shifted)
+    from sae_lens import TopKSAE, TopKSAEConfig
+    topk = TopKSAE(TopKSAEConfig(d_in=sae.cfg.d_in, d_sae=sae.cfg.d_sae, k=4))
+    topk.load_state_dict(sae.state_dict())
+    topk.cfg.metadata.hook_name = sae.cfg.metadata.hook_name
+    with pytest.raises(VectorFileError, match="encodes otherwise"):
+        load_vector(path, model=model, sae=topk)
     # the same SAE with its latents in another order: the whole-matrix sums agree, the indices do not
     permuted, order = make_sae(), torch.randperm(sae.cfg.d_sae, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -215,9 +227,10 @@ def test_files_describe_how_to_apply_them_and_name_weights_not_paths(tmp_path, t
     assert load_vector(path, model=model, sae=make_sae().to(torch.bfloat16)).width == sae.cfg.d_sae  # another dtype passes
     # a file written before the latents were recorded is checked by the sums alone
     tensors, meta = open_safetensors(path)
-    del meta["sae_latents"]
+    del meta["sae_latents"], meta["sae_encoding"]
     save_file(tensors, str(tmp_path / "older.safetensors"), metadata=meta)
     assert load_vector(tmp_path / "older.safetensors", model=model, sae=permuted).width == sae.cfg.d_sae
+    assert load_vector(tmp_path / "older.safetensors", model=model, sae=shifted).width == sae.cfg.d_sae
 
 
 def test_non_finite_or_undescribed_vector_files_are_refused(tmp_path):

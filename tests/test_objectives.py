@@ -178,6 +178,11 @@ def test_cache_on_disk_is_reused_and_rebuilt_when_inputs_change(tokenizer, tmp_p
     build(make_model("llama", seed=1), sae, encoded)  # other weights
     build(model, sae, encoded[:5])  # other data
     assert len(list(tmp_path.iterdir())) == 4
+    shifted = make_sae()  # the same matrices, another encoder bias: other latents fire
+    with torch.no_grad():
+        shifted.b_enc.add_(5.0)
+    assert build(model, shifted, encoded).key != first.key
+    assert len(list(tmp_path.iterdir())) == 5
 
 
 def test_a_cache_appears_whole_or_not_at_all(tokenizer, tmp_path, monkeypatch):

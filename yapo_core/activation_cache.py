@@ -30,7 +30,14 @@ from .encoding import EncodedPair, collate
 from .hooks import HookPoint, record_residual
 from .logprobs import answer_logprobs
 from .models import model_device, model_fingerprint, model_id
-from .saes import centres_input, sae_fingerprint, sae_input, sae_latents_fingerprint, sae_source
+from .saes import (
+    centres_input,
+    sae_encoding_fingerprint,
+    sae_fingerprint,
+    sae_input,
+    sae_latents_fingerprint,
+    sae_source,
+)
 
 
 @dataclass
@@ -57,7 +64,8 @@ trained on a centred residual); a change to it makes earlier caches miss instead
 
 def fingerprint(model: nn.Module, sae: nn.Module | None, hook_name: str, encoded: Sequence[EncodedPair]) -> str:
     """Identifies a cache: how its codes are computed, model (id, config, its weights' fingerprint),
-    layer, SAE (and whether it reads the residual centred) and token data."""
+    layer, SAE (its matrices, latent order, encoder bias, threshold and encoding settings, and whether
+    it reads the residual centred) and token data."""
     digest = hashlib.sha256()
     digest.update(f"codes v{CODES_VERSION}".encode())
     digest.update(model_id(model).encode())
@@ -68,6 +76,7 @@ def fingerprint(model: nn.Module, sae: nn.Module | None, hook_name: str, encoded
         digest.update(json.dumps(sae_source(sae).as_dict(), sort_keys=True).encode())
         digest.update(sae_fingerprint(sae).encode())
         digest.update(sae_latents_fingerprint(sae).encode())
+        digest.update(sae_encoding_fingerprint(sae).encode())
         digest.update(f"centred {centres_input(sae)}".encode())
     for pair in encoded:
         digest.update(repr((pair.prompt_ids, pair.chosen_ids, pair.rejected_ids)).encode())

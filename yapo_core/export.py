@@ -22,11 +22,12 @@ from .errors import SettingsError, VectorFileError
 from .hooks import hook_point_from_name
 from .models import model_fingerprint, same_weights
 from .models import model_id as model_id_of
-from .saes import SAESource, sae_fingerprint, sae_latents_fingerprint
+from .saes import SAESource, sae_encoding_fingerprint, sae_fingerprint, sae_latents_fingerprint
 from .steering import FORMULAS, SteeringVector, dense_equivalent
 
 KEPT_METADATA = ("training", "steps", "library_version", "data_report", "d_sae", "d_model", "model_fingerprint",
-                 "model_type", "n_layers", "sae_fingerprint", "sae_latents", "n_pairs", "position", "tau")
+                 "model_type", "n_layers", "sae_fingerprint", "sae_latents", "sae_encoding", "n_pairs", "position",
+                 "tau")
 """Metadata a loaded vector keeps (the rest is derived from its fields when it is saved again)."""
 
 FORMAT = "yapo-steering-vector"
@@ -115,6 +116,7 @@ def vector_metadata(vector: SteeringVector, sae: nn.Module | None = None) -> dic
         meta["d_model"] = str(sae.cfg.d_in)
         meta.setdefault("sae_fingerprint", sae_fingerprint(sae))
         meta.setdefault("sae_latents", sae_latents_fingerprint(sae))
+        meta.setdefault("sae_encoding", sae_encoding_fingerprint(sae))
     if "library_version" not in meta:
         meta["library_version"] = __version__
     return meta

@@ -15,7 +15,14 @@ from .architectures import decoder_layers, hidden_size, num_layers
 from .errors import SAELoadError, SettingsError
 from .hooks import HookPoint, block_output, hook_device, parse_hook_name
 from .hub import explain_hub_error
-from .models import check_weights, model_fingerprint, module_fingerprint, resolve_device
+from .models import (
+    check_weights,
+    model_fingerprint,
+    module_fingerprint,
+    resolve_device,
+    same_weights,
+    weights_fingerprint,
+)
 
 
 @dataclass(frozen=True)
@@ -113,6 +120,36 @@ def sae_fingerprint(sae: nn.Module) -> str:
     return module_fingerprint(sae, [sae.W_enc, sae.W_dec, sae.b_dec])
 
 
+_ENCODING_SETTINGS = ("k", "normalize_activations", "apply_b_dec_to_input", "rescale_acts_by_decoder_norm",
+                      "reshape_activations")
+
+
+def sae_encoding_fingerprint(sae: nn.Module) -> str:
+    """What besides the matrices :func:`sae_fingerprint` covers decides which latents fire, and how
+    much: the SAE's other tensors (encoder bias, JumpReLU threshold), its kind, and the settings of
+    its encoding (TopK's ``k``, input normalisation). Compared by :func:`same_encoding`."""
+    others = [t for name, t in sorted([*sae.named_parameters(), *sae.named_buffers()])
+              if name not in ("W_enc", "W_dec", "b_dec")]
+    kind = sae.cfg.architecture() if callable(getattr(sae.cfg, "architecture", None)) else type(sae).__name__
+    settings = {"architecture": kind, **{k: repr(getattr(sae.cfg, k)) for k in _ENCODING_SETTINGS if hasattr(sae.cfg, k)}}
+    return json.dumps({"settings": settings, "tensors": json.loads(module_fingerprint(sae, others, _other_sums))},
+                      sort_keys=True)
+
+
+def _other_sums(tensors: list[torch.Tensor]) -> str:  # its own memo beside sae_fingerprint's
+    return weights_fingerprint(tensors)
+
+
+def same_encoding(a: str, b: str) -> bool:
+    """Whether two :func:`sae_encoding_fingerprint` strings describe the same encoding: equal
+    settings, and tensors equal within :func:`~.models.same_weights`'s tolerance."""
+    try:
+        x, y = json.loads(a), json.loads(b)
+        return x["settings"] == y["settings"] and same_weights(json.dumps(x["tensors"]), json.dumps(y["tensors"]))
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
 LATENTS_SAMPLED = 16
 
 
@@ -145,6 +182,7 @@ def provenance(model: nn.Module, sae: nn.Module | None = None) -> dict[str, str]
     if sae is not None:
         out["sae_fingerprint"] = sae_fingerprint(sae)
         out["sae_latents"] = sae_latents_fingerprint(sae)
+        out["sae_encoding"] = sae_encoding_fingerprint(sae)
     return out
 
 

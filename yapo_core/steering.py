@@ -27,10 +27,12 @@ from .saes import (
     check_sae_fits,
     decoder_is_linear,
     decoder_matrix,
+    sae_encoding_fingerprint,
     sae_fingerprint,
     sae_input,
     sae_latents_fingerprint,
     sae_source,
+    same_encoding,
 )
 
 KINDS = ("sparse", "dense")
@@ -175,6 +177,11 @@ class SteeringVector:
         if fingerprint and not same_weights(fingerprint, sae_fingerprint(sae)):
             raise VectorFileError(f"{name} was trained with other SAE weights than those of {ours.describe()} (same "
                                   "width and hook, other values); load the SAE it was trained with.")
+        encoding = self.metadata.get("sae_encoding")  # files written before it was recorded have none
+        if encoding and not same_encoding(encoding, sae_encoding_fingerprint(sae)):
+            raise VectorFileError(f"{name} was trained with an SAE that encodes otherwise than {ours.describe()} (the "
+                                  "same matrices, another encoder bias, threshold, kind or k), so other latents would "
+                                  "fire under it; load the SAE it was trained with.")
         latents = self.metadata.get("sae_latents")  # files written before it was recorded have none
         # each sum covers d_in weights only: a looser tolerance, for a small SAE reloaded in bf16 (a reordering moves
         # the sums at the 16 indices by far more)
