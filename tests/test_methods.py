@@ -35,6 +35,22 @@ def test_make_vector_dispatches_and_checks(tokenizer):
         make_vector("pca", model, tokenizer, pairs, sae=sae)
 
 
+def test_make_vector_keeps_every_setting_it_is_given(tokenizer):
+    """A config and keywords together: the keywords replace the config's fields; the config's layer
+    is the layer; a layer given twice must agree."""
+    from yapo_core import TrainConfig
+
+    model, pairs = make_model("llama"), consistent_pairs(8)
+    config = TrainConfig(layer=2, max_steps=3, lr=5e-4)
+    bipo = make_vector("bipo", model, tokenizer, pairs, config=config, lr=0.5, max_steps=2)
+    assert bipo.layer == 2 and bipo.metadata["steps"] == "2" and '"lr": 0.5' in bipo.metadata["training"]
+    assert make_vector("caa", model, tokenizer, pairs, config=config).layer == 2
+    with pytest.raises(SettingsError, match="layer=1 and the config's layer=2 disagree"):
+        make_vector("bipo", model, tokenizer, pairs, layer=1, config=config)
+    with pytest.raises(SettingsError, match="lrr is not a setting of TrainConfig; its settings: kind, layer, lr"):
+        make_vector("bipo", model, tokenizer, pairs, layer=1, lrr=0.1)
+
+
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_acts_at_an_sae_on_the_input_of_the_first_block(tokenizer, method):
     """sae-lens ships SAEs at ``blocks.0.hook_resid_pre`` (GPT-2 small's): the output of no block."""

@@ -8,7 +8,7 @@ vectors through :func:`make_vector` or, to run a training step by step, :meth:`M
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Callable, Sequence
 
 from torch import nn
@@ -79,11 +79,21 @@ def make_vector(
 ) -> SteeringVector:
     """Make ``method``'s vector from ``pairs``: train YaPO/BiPO, compute CAA/SAS.
 
-    ``layer`` is the steered block (taken from the SAE's hook when omitted); ``config`` or
-    keyword arguments (:class:`TrainConfig` fields) set the training; ``on_step`` sees each
-    training step's metrics.
+    ``layer`` is the steered block (taken from the SAE's hook when omitted); ``config``, keyword
+    arguments (:class:`TrainConfig` fields), or both (the keywords replace the config's fields)
+    set the training; ``on_step`` sees each training step's metrics.
     """
     method = method if isinstance(method, Method) else get_method(method)
+    if config is not None and not isinstance(config, TrainConfig):
+        raise SettingsError(f"config must be a TrainConfig, not a {type(config).__name__}.")
+    unknown = sorted(set(train_config) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise SettingsError(f"{', '.join(unknown)} {'is not a setting' if len(unknown) == 1 else 'are not settings'} "
+                            f"of TrainConfig; its settings: {', '.join(f.name for f in fields(TrainConfig))}.")
+    config = replace(config, **train_config) if config is not None else TrainConfig(**train_config)
+    if layer is not None and config.layer is not None and layer != config.layer:
+        raise SettingsError(f"layer={layer} and the config's layer={config.layer} disagree; give one of them.")
+    layer = layer if layer is not None else config.layer
     if method.kind == "sparse" and sae is None:
         raise SettingsError(f"{method.label} works in an SAE's latent space: pass an SAE.")
     if layer is None and sae is None:
@@ -92,7 +102,7 @@ def make_vector(
         return compute_caa(model, tokenizer, pairs, check_sae_fits(model, sae) if layer is None else layer)
     if method.key == "sas":
         return compute_sas(model, tokenizer, pairs, sae)
-    config = replace(config or TrainConfig(**train_config), layer=layer)
+    config = replace(config, layer=layer)
     trainer = method.trainer(model, tokenizer, pairs, sae, config, progress=progress)
     if on_step is None:
         return trainer.run(progress=progress)
