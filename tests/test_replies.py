@@ -24,6 +24,10 @@ def test_generation_accuracy(tokenizer):
     ("B", "B"), ("(C)", "C"), ("B. Koshari", "B"), ("A) yes", "A"), ("D: tea", "D"),
     ("The answer is (B).", "B"), ("I pick option c", "C"), ("Answer: A", "A"),
     ("Koshari, a dish of rice.", None), ("", None), ("Z", None), ("I think so", None),
+    # an instruction-tuned model's ways: markdown, a sentence that opens with the word "A", a letter on its own line
+    ("A bowl of koshari, option B.", "B"), ("A traditional dish: the answer is (C).", "C"),
+    ("The correct answer is **B**.", "B"), ("**Answer:** B", "B"), ("Answer: **C) Koshari**", "C"),
+    ("B\nKoshari is eaten at home.", "B"), ("I'm not sure.", None), ("The answer is a dish of rice.", None),
 ])
 def test_the_answer_letter_is_read_from_a_reply_by_a_documented_parser(reply, letter):
     assert parse_answer_letter(reply, "ABCD") == letter

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from typing import Callable, Iterable, Protocol, TypeVar
+from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
 from .errors import DataError
 
@@ -55,24 +55,39 @@ def _option_lines(prompt: str) -> dict[str, str]:
 
 
 _BARE_LETTER = re.compile(r"^\s*\(?([A-Z])\)?\.?\s*$")
-_MARKED_OPENING = re.compile(r"^\W*\(?([A-Z])(?:\)|[.:]|\s*$)")  # "B", "(B)", "B.", "B) text", "C. Koshari"
+_MARKED_OPENING = re.compile(r"^\W*\(?([A-Z])(?:\)|[.:]|\s*$|\s*\n)")  # "B", "(B)", "B.", "B) text", "C. Koshari"
 _STATED_GOLD = re.compile(r"\b(?i:answer|option|choice)\s*(?i:is)?:?\s*\(?([A-Z])\)?(?:\W|$)")  # the letter in capitals
-_OPENING_WORD = re.compile(r"^\W*([A-Z])\b")  # "B owls", and "A bowl of rice" (read as A when nothing else is)
+# in a reply, also a small letter where no word follows it ("option c", "the answer is (b)"; not "the answer is a dish")
+_STATED_LETTER = re.compile(r"\b(?i:answer|option|choice)\s*(?i:is)?:?\s*"
+                            r"(?:\(([A-Za-z])\)|([A-Z])(?=\W|$)|([a-z])(?=[.:),;!?]|\s*$))")
+# "B owls"; not the words "A bowl", "I think", "I'm"
+_OPENING_WORD = re.compile(r"^\W*(?![AI](?:\s+[a-z]|['’]\w))([A-Z])\b")
+_EMPHASIS = re.compile(r"\*+|`+|(?<!\w)_+|_+(?!\w)")  # markdown's bold, italics and code marks
+
+
+def letter_readings(text: str) -> Iterator[tuple[str, bool]]:
+    """Every option letter ``text`` gives, the strongest reading first, with whether the text opens
+    with it: a letter that opens the text as a mark (``"B"``, ``"(B)"``, ``"B) text"``, ``"C.
+    Koshari"``); a letter stated after "answer", "option" or "choice" (``"Koshari, option C."``,
+    ``"The answer is (c)"``, ``"Answer: B"``), first to last; a capital letter that opens the text as
+    a word (``"B owls"``; not the English words of ``"A bowl of rice"`` or ``"I think"``). Markdown's
+    emphasis is read through (``"The answer is **B**."``)."""
+    plain = _EMPHASIS.sub("", text).strip()
+    match = _MARKED_OPENING.match(plain)
+    if match:
+        yield match.group(1), True
+    for match in _STATED_LETTER.finditer(plain):
+        yield next(g for g in match.groups() if g).upper(), False
+    match = _OPENING_WORD.match(plain)
+    if match:
+        yield match.group(1), True
 
 
 def answer_letter(answer: str) -> tuple[str, bool] | None:
-    """The option letter a chosen answer gives, and whether the answer opens with it.
-
-    ``"B"``, ``"(B)"``, ``"B) text"``, ``"C. Koshari"`` open with it; ``"Koshari, option C."`` and
-    ``"The answer is (C)"`` state it after their text (a capital letter after "answer", "option" or
-    "choice"); else a capital letter that opens the answer as a word (``"B owls"``). None when
-    there is none of these."""
-    text = answer.strip()
-    for pattern, opens in ((_MARKED_OPENING, True), (_STATED_GOLD, False), (_OPENING_WORD, True)):
-        match = pattern.match(text) if opens else pattern.search(text)
-        if match:
-            return match.group(1), opens
-    return None
+    """The option letter a chosen answer gives, and whether the answer opens with it: the strongest
+    of :func:`letter_readings` (``"B"``, ``"C. Koshari"``, ``"Koshari, option C."``, ``"B owls"``);
+    None when there is none."""
+    return next(letter_readings(answer), None)
 
 
 def answers_with_letter(pair: Pair) -> bool:

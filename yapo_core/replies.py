@@ -13,25 +13,15 @@ from typing import Sequence
 from .data import PreferencePair
 from .errors import DataError
 from .generation import generate
-from .options import is_letter_answer
-
-_ANSWER_PATTERNS = (
-    re.compile(r"^\W*\(?([A-Z])\)?(?:[.:)\s]|$)"),  # "B", "(B)", "B. ...", "B) ...", "B: ..."
-    re.compile(r"\b(?:answer|option|choice)\s*(?:is|:)?\s*\(?([A-Z])\)?(?:\W|$)", re.IGNORECASE),  # "The answer is (B)"
-)
+from .options import is_letter_answer, letter_readings
 
 
 def parse_answer_letter(reply: str, letters: str) -> str | None:
-    """The option letter a generated reply gives, or None when it gives none of ``letters``.
-
-    Read, in order: a letter that opens the reply (``"B"``, ``"(B)"``, ``"B. Koshari"``,
-    ``"B) ..."``); else the letter after "answer", "option" or "choice" (``"The answer is (B)"``).
-    A reply that names no option letter is unparseable (and scored as wrong)."""
-    for pattern in _ANSWER_PATTERNS:
-        match = pattern.search(reply)
-        if match and match.group(1).upper() in letters:
-            return match.group(1).upper()
-    return None
+    """The option letter a generated reply gives, or None when it gives none of ``letters``: the
+    strongest of :func:`~.options.letter_readings` among ``letters``, so ``"B"``, ``"(B)"``, ``"B.
+    Koshari"``, ``"The answer is **(B)**."``, ``"Answer: B"`` and ``"A bowl of koshari, option B."``
+    all give B. A reply that names no option letter is unparseable (and scored as wrong)."""
+    return next((letter for letter, _ in letter_readings(reply) if letter in letters), None)
 
 
 def fluency_problem(tokenizer, reply: str, max_new_tokens: int, max_share: float = 0.3,
