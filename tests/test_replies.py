@@ -53,6 +53,30 @@ def test_a_fluency_problem_is_named_and_judged_against_the_unsteered_answer(toke
     assert fluency_problem(tokenizer, ",,,,,,,,", 64, unsteered=",,,,,,,,") is not None  # a loop is a loop
 
 
+def test_fluency_reads_the_tokens_as_generated_not_the_text_tokenised_again(tokenizer):
+    """Tokenised again, a reply can count fewer tokens than were generated (fragments that merge
+    under a BPE tokenizer; special tokens the text leaves out): a generated reply is judged by the
+    tokens it was made of and by whether it ended its turn."""
+    from yapo_core.generation import Reply
+
+    text = "kosher"
+    pieces = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.bos_token_id] * 6
+    assert tokenizer.decode(pieces, skip_special_tokens=True) == text and len(text) < len(pieces)
+    assert fluency_problem(tokenizer, text, len(pieces)) is None  # the text alone looks ended
+    assert fluency_problem(tokenizer, Reply(text, pieces, ended=False), len(pieces)) == "it repeats '<bos>' (50% of its tokens)"
+    letters = pieces[:len(text)]  # as generated up to a limit of 12, whatever the text's length
+    assert fluency_problem(tokenizer, Reply(text, letters, ended=False), 12) == "it does not end its turn within 12 tokens"
+    assert fluency_problem(tokenizer, Reply(text, letters, ended=True), 12) is None
+    assert fluency_problem(tokenizer, Reply("", [], ended=True), 8, unsteered=Reply("Yes", [5], True)).startswith("it is empty")
+    model = make_model("llama")  # a random model runs to the limit: its replies say so, and the text is the tokens'
+    (reply,) = [o[0.0] for o in generate(model, tokenizer, PROMPTS[:1], max_new_tokens=6)]
+    assert isinstance(reply, Reply) and not reply.ended and len(reply.tokens) == 6
+    assert reply == tokenizer.decode(list(reply.tokens), skip_special_tokens=True).strip()
+    import copy
+    import pickle
+    assert copy.deepcopy(reply).tokens == reply.tokens and pickle.loads(pickle.dumps(reply)).ended is False
+
+
 def test_steering_derails_only_where_the_unsteered_answer_reads_like_text(tokenizer):
     """What the Compare page and ``yapo generate`` note under a steered answer."""
     loop = ",,,,,,,,,,,,,,,,,,,,"

@@ -38,6 +38,35 @@ samples from that one generator, so two sessions sampling at once would otherwis
 other's seed."""
 
 
+class Reply(str):
+    """A generated answer: its text (a ``str`` wherever one is used), the ids of the tokens it
+    generated before its turn ended, and whether it ended its turn within ``max_new_tokens``.
+    :func:`~.replies.fluency_problem` reads these rather than tokenising the text again, which can
+    merge a derailing vector's fragments into fewer tokens than were generated."""
+
+    tokens: tuple[int, ...]
+    ended: bool
+
+    def __new__(cls, text: str, tokens=(), ended: bool = True):
+        self = super().__new__(cls, text)
+        self.tokens, self.ended = tuple(int(t) for t in tokens), bool(ended)
+        return self
+
+    def __reduce__(self):
+        return Reply, (str(self), self.tokens, self.ended)
+
+
+def _replies(tokenizer, rows: torch.Tensor, eos) -> list[Reply]:
+    """Each generated row's :class:`Reply`: the text of its tokens before the first end-of-turn id."""
+    stops = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
+    replies = []
+    for ids in rows.tolist():
+        end = next((i for i, t in enumerate(ids) if t in stops), None)
+        kept = ids if end is None else ids[:end]
+        replies.append(Reply(tokenizer.decode(kept, skip_special_tokens=True).strip(), kept, end is not None))
+    return replies
+
+
 def encode_for_generation(tokenizer, prompts: Sequence[str], system: str | None = None):
     texts = [render_prompt(tokenizer, p, system) for p in prompts]
     # left-padded for this call only: the shared tokenizer's own setting is never changed under
@@ -62,7 +91,8 @@ def generate(
     streamer=None,
     steer_positions: str = "all",
 ) -> list[dict[float, str]]:
-    """For each prompt, ``{multiplier: answer}``. Without a vector only multiplier 0 is produced.
+    """For each prompt, ``{multiplier: answer}``, each answer a :class:`Reply` (its text, tokens and
+    whether it ended its turn). Without a vector only multiplier 0 is produced.
 
     ``steer_positions="all"`` (the method, and the default): steering applies to every prompt
     token and every generated token. ``"prompt"``: to the prompt tokens only (the prefill); the
@@ -120,11 +150,10 @@ def generate(
 
             with steering_hook(model, point, steer):
                 out = model.generate(**enc, streamer=streamer, use_cache=True, **settings)
-    new_tokens = out[:, enc["input_ids"].shape[1]:]
-    texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+    texts = _replies(tokenizer, out[:, enc["input_ids"].shape[1]:], settings["eos_token_id"])
     results: list[dict[float, str]] = [dict() for _ in prompts]
     for row, ((_, m), text) in enumerate(zip(rows, texts)):
-        results[row // len(multipliers)][m] = text.strip()
+        results[row // len(multipliers)][m] = text
     return results
 
 

@@ -12,7 +12,7 @@ from typing import Sequence
 
 from .data import PreferencePair
 from .errors import DataError
-from .generation import generate
+from .generation import Reply, generate
 from .options import is_letter_answer, letter_readings
 
 
@@ -33,18 +33,27 @@ def fluency_problem(tokenizer, reply: str, max_new_tokens: int, max_share: float
     Given the ``unsteered`` answer to the same prompt, the reply is judged against it: running to the
     limit, or ending at once, counts only where the unsteered answer did not (a real model's long
     answer is cut off unsteered too)."""
-    ids = tokenizer(reply, add_special_tokens=False)["input_ids"]
-    base = None if unsteered is None else tokenizer(unsteered, add_special_tokens=False)["input_ids"]
+    ids, ended = _tokens(tokenizer, reply, max_new_tokens)
+    base = None if unsteered is None else _tokens(tokenizer, unsteered, max_new_tokens)
     if not ids:
-        return None if base is not None and not base else "it is empty (the model ended its turn at once)"
+        return None if base is not None and not base[0] else "it is empty (the model ended its turn at once)"
     if len(ids) >= 4:
         top, count = Counter(ids).most_common(1)[0]
         if count / len(ids) >= max_share:
             return f"it repeats {tokenizer.decode([top])!r} ({count / len(ids):.0%} of its tokens)"
-    if len(ids) >= max_new_tokens and (base is None or len(base) < max_new_tokens):
+    if not ended and (base is None or base[1]):
         return f"it does not end its turn within {max_new_tokens} tokens" + (
             "" if base is None else " (the unsteered answer does)")
     return None
+
+
+def _tokens(tokenizer, reply: str, max_new_tokens: int) -> tuple[list[int], bool]:
+    """A reply's token ids and whether it ended its turn: as generated, for a
+    :class:`~.generation.Reply`; else its text tokenised, ended when shorter than the limit."""
+    if isinstance(reply, Reply):
+        return list(reply.tokens), reply.ended
+    ids = tokenizer(reply, add_special_tokens=False)["input_ids"]
+    return ids, len(ids) < max_new_tokens
 
 
 def steering_derails(tokenizer, reply: str, unsteered: str | None, max_new_tokens: int) -> str | None:
