@@ -18,7 +18,7 @@ from torch import nn
 from . import checks
 from ._version import __version__
 from .architectures import num_layers
-from .errors import SettingsError, VectorFileError
+from .errors import SettingsError, VectorFileError, YapoError
 from .hooks import hook_point_from_name
 from .models import model_fingerprint, same_weights
 from .models import model_id as model_id_of
@@ -253,7 +253,7 @@ def check_vector_matches(vector, model, sae=None, allow_other_model=False, name=
         vector.check_sae(sae, name)
     try:
         vector.check_fits(model, sae)
-    except Exception as exc:
+    except YapoError as exc:  # the vector's own misfit; a defect elsewhere surfaces as itself
         raise VectorFileError(f"{name} does not fit: {exc}") from exc
 
 
