@@ -51,6 +51,46 @@ def test_train_generate_export(tmp_path, model_dir, sae_dir, data_csv, capsys):
     assert (tmp_path / "v.gguf").stat().st_size > 0
 
 
+def test_train_refuses_outputs_that_would_overwrite_its_data_or_each_other(tmp_path, model_dir, data_csv, capsys):
+    """Checked before the model loads: a run never writes its vector over its data, its history over
+    its vector, or a safetensors file under a data file's name."""
+    before = data_csv.read_bytes()
+    base = ["train", "--model", str(model_dir), "--kind", "dense", "--layer", "1", "--data", str(data_csv),
+            "--max-steps", "2", "--device", "cpu"]
+    v, ck = str(tmp_path / "v.safetensors"), str(tmp_path / "ck.safetensors")
+    for extra, says in [
+        (["--out", str(data_csv)], "--out .* would be a safetensors file under another kind's name"),
+        (["--out", str(data_csv.with_suffix(".safetensors")), "--history", str(data_csv.with_suffix(".jsonl"))], None),
+        (["--out", v, "--checkpoint", v], "--out and --checkpoint name one file"),
+        (["--out", v, "--history", str(data_csv)], "--history would overwrite --data"),
+        (["--out", v, "--checkpoint", ck], None),
+        (["--out", v, "--resume", v, "--history", str(tmp_path / "h.jsonl")], None),  # go on from a vector, write it anew
+        (["--out", v, "--checkpoint", ck, "--resume", ck], None),
+        (["--out", str(tmp_path / "w.safetensors"), "--resume", v, "--history", v], "--out .*|--history would overwrite --resume"),
+    ]:
+        if says is None:
+            assert main([*base, *extra]) == 0, extra
+            capsys.readouterr()
+            continue
+        assert main([*base, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert re.search(says, err) and "Traceback" not in err, err
+        assert data_csv.read_bytes() == before
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc, where no file can be made")
+def test_an_output_nobody_can_write_is_refused_before_any_work(tmp_path, model_dir, data_csv, capsys):
+    """Permissions alone pass /proc for root; a file made there fails (also a read-only mount)."""
+    base = ["train", "--model", str(model_dir), "--kind", "dense", "--layer", "1", "--data", str(data_csv),
+            "--max-steps", "2", "--device", "cpu"]
+    for extra in (["--out", "/proc/v.safetensors"], ["--out", str(tmp_path / "v.safetensors"),
+                                                       "--checkpoint", "/proc/ck.safetensors"]):
+        assert main([*base, *extra]) == 2
+        assert "cannot be written ('/proc'" in capsys.readouterr().err
+    assert main(["compare", "--size", "mini", "--out", "/proc/cmp"]) == 2
+    assert "--out='/proc/cmp' cannot be written" in capsys.readouterr().err
+
+
 def test_train_on_a_demo_world_model_fills_in_the_demo_worlds_settings(tmp_path, capsys):
     from safetensors import safe_open
 
@@ -459,3 +499,13 @@ def test_the_loaders_advice_on_pairs_that_teach_nothing_reads_in_command_line_te
     (note,) = [in_cli_terms(n) for n in load_pairs(path, localization="both").notes]
     assert "which the model answers right unsteered: --localization nolocalized leaves them out)" in note
     assert note.index("--localization") < note.index("(--mcq-rejected every_option)")
+
+
+def test_a_file_that_cannot_be_written_after_the_work_is_an_error_not_a_traceback(capsys):
+    from yapo_core.cli import _guarded
+
+    def full_disk():
+        raise OSError(28, "No space left on device", "/runs/sweep.json")
+
+    assert _guarded(full_disk) == 1
+    assert capsys.readouterr().err == "error: could not read or write '/runs/sweep.json': No space left on device.\n"

@@ -2,6 +2,7 @@
 
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -297,3 +298,19 @@ def test_a_folder_or_a_training_checkpoint_is_not_taken_for_a_vector(tmp_path):
     checkpoint = trainer.save_checkpoint(tmp_path / "run.safetensors")
     with pytest.raises(VectorFileError, match="is a training checkpoint, which continues a run"):
         load_vector(checkpoint)
+
+
+def test_a_vector_that_cannot_be_written_is_an_error_that_says_so_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    """safetensors reports a full disk as its own error, not an OSError."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    def full_disk(tensors, path, metadata=None):
+        Path(path).write_bytes(b"half")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    vector = SteeringVector("dense", torch.ones(4), "blocks.1.hook_resid_post", method="bipo")
+    with pytest.raises(VectorFileError, match="could not write .*v.safetensors.*No space left on device"):
+        save_vector(vector, tmp_path / "v.safetensors")
+    assert list(tmp_path.iterdir()) == []

@@ -75,4 +75,21 @@ def folder(name: str, value) -> Path | None:
     if existing is not None and not existing.is_dir():
         where = "is a file" if existing == path else f"is inside {str(existing)!r}, which is a file"
         raise SettingsError(f"{name}={str(value)!r} {where}; give a folder.")
+    problem = unwritable(existing or Path("."))
+    if problem:
+        raise SettingsError(f"{name}={str(value)!r} cannot be written ({problem}); choose another folder.")
     return path
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why no file can be made in the existing ``folder``, or None when one can: found by making
+    (and removing) one, since permissions alone miss read-only mounts and places such as ``/proc``
+    where even root cannot write. A full disk still takes a file this small."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return f"{str(folder)!r}: {exc.strerror or exc}"
+    return None

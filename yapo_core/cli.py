@@ -183,10 +183,42 @@ def _save_or_keep(vector, out: Path, sae) -> tuple[Path, bool]:
     try:
         return save_vector(vector, out, sae=sae), True
     except (OSError, YapoError) as exc:
-        kept = Path(tempfile.mkdtemp(prefix="yapo-")) / "vector.safetensors"
-        save_vector(vector, kept, sae=sae)
-        print(f"error: could not write {str(out)!r} ({exc}); the vector is kept at {str(kept)!r}.", file=sys.stderr)
+        try:
+            kept = save_vector(vector, Path(tempfile.mkdtemp(prefix="yapo-")) / "vector.safetensors", sae=sae)
+        except (OSError, YapoError) as again:
+            print(f"error: {exc}; nor could a copy be written in the temporary folder ({again}): the vector is "
+                  "lost.", file=sys.stderr)
+            return out, False
+        print(f"error: {exc}; the vector is kept at {str(kept)!r}.", file=sys.stderr)
         return kept, False
+
+
+def _check_distinct_outputs(args, out: Path, checkpoint: Path | None, history: Path | None) -> None:
+    """Refuse, before any work, outputs that would overwrite one another or the run's data: each
+    file ``yapo train`` writes must be a file of its own, and its vector and checkpoint
+    ``.safetensors`` files (a data file's name would be overwritten by one)."""
+    for flag, path in (("--out", out), ("--checkpoint", checkpoint)):
+        if path is not None and path.suffix != ".safetensors":
+            raise SettingsError(f"{flag} {str(path)!r} would be a safetensors file under another kind's name; give a "
+                                f"name ending in .safetensors, such as {str(path.with_suffix('.safetensors'))!r}.")
+    writes = {"--out": out, "--checkpoint": checkpoint, "--history": history,
+              "--history's curves": history.with_suffix(".html") if history is not None else None}
+    writes = {flag: path.resolve() for flag, path in writes.items() if path is not None}
+    reads = {flag: Path(value).expanduser().resolve() for flag, value in (("--data", args.data), ("--resume", args.resume))
+             if value and Path(value).expanduser().is_file()}
+    seen: dict[Path, str] = {}
+    for flag, path in writes.items():
+        if path in seen:
+            raise SettingsError(f"{seen[path]} and {flag} name one file, {str(path)!r}: one would overwrite the other. "
+                                "Give each its own name.")
+        seen[path] = flag
+    for flag, path in reads.items():
+        # a run may go on from a vector or checkpoint and write it anew; its data, or a file it reads as its
+        # history, must stay
+        clash = next((f for f, p in writes.items() if p == path and not (flag == "--resume" and f != "--history")), None)
+        if clash:
+            raise SettingsError(f"{clash} would overwrite {flag} {str(path)!r}, which the run reads; give {clash} "
+                                "another name.")
 
 
 def cmd_train(args) -> int:
@@ -200,6 +232,7 @@ def cmd_train(args) -> int:
     if history is not None and history.suffix == ".html":
         raise SettingsError(f"--history {args.history!r} would be overwritten by its own curves (.html beside it); "
                             "give a .jsonl name such as history.jsonl.")
+    _check_distinct_outputs(args, out, checkpoint, history)
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
     config = TrainConfig(**given)  # a bad setting fails before the model loads
     if config.kind == "sparse" and not (args.sae_path or args.sae_release):
@@ -403,6 +436,10 @@ def _guarded(fn) -> int:
     except YapoError as exc:
         print(f"error: {in_cli_terms(str(exc), build_parser())}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file that could not be read or written (a full disk, a mount gone read-only)
+        where = f" {str(exc.filename)!r}" if exc.filename else ""
+        print(f"error: could not read or write{where}: {exc.strerror or exc}.", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

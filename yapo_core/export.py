@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -131,9 +132,9 @@ def check_output_path(path: str | Path, example: str = "vector.safetensors") -> 
     if path.is_dir():
         raise VectorFileError(f"{str(path)!r} is a folder; give a file name such as {str(path / example)!r}.")
     folder = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise VectorFileError(f"{str(path)!r} cannot be written ({str(folder)!r} is not a writable folder); "
-                              "choose another path.")
+    problem = f"{str(folder)!r} is a file" if not folder.is_dir() else checks.unwritable(folder)
+    if problem:
+        raise VectorFileError(f"{str(path)!r} cannot be written ({problem}); choose another path.")
     return path
 
 
@@ -150,18 +151,26 @@ def _umask() -> int:
 
 def save_vector(vector: SteeringVector, path: str | Path, sae: nn.Module | None = None) -> Path:
     """Write ``vector`` to a ``.safetensors`` file with self-describing metadata."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     path = check_output_path(path)
+    values, meta = vector.values.detach().cpu().contiguous(), vector_metadata(vector, sae)
+    # written beside under a name of its own, then renamed: an interrupted write never leaves a
+    # half file under the name, and two writers of one name never write into one file
     path.parent.mkdir(parents=True, exist_ok=True)
-    # written beside, then renamed: an interrupted write never leaves a half file under the name
-    partial = path.with_name(f".{path.name}.partial")
-    save_file({"vector": vector.values.detach().cpu().contiguous()}, str(partial), metadata=vector_metadata(vector, sae))
-    try:  # safetensors writes owner-only; a vector file is for sharing, made as other files are (the umask)
-        os.chmod(partial, 0o666 & ~_umask())
-    except OSError:  # a file system without modes: the file is still written
-        pass
-    os.replace(partial, path)
+    handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(handle)
+    try:
+        save_file({"vector": values}, partial, metadata=meta)
+        try:  # safetensors writes owner-only; a vector file is for sharing, made as other files are (the umask)
+            os.chmod(partial, 0o666 & ~_umask())
+        except OSError:  # a file system without modes: the file is still written
+            pass
+        os.replace(partial, path)
+    except (OSError, SafetensorError) as exc:  # a full disk: said as such, and no partial file left behind
+        Path(partial).unlink(missing_ok=True)
+        raise VectorFileError(f"could not write {str(path)!r}: {exc}") from exc
     return path
 
 

@@ -332,6 +332,7 @@ class Trainer:
 
     def save_checkpoint(self, path: str | Path) -> Path:
         """Vector, AdamW moments, step and RNG states in one safetensors file (no pickle)."""
+        from safetensors import SafetensorError
         from safetensors.torch import save_file
 
         path = Path(path)
@@ -339,7 +340,7 @@ class Trainer:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             save_file(state.tensors, str(path), metadata=state.meta)
-        except OSError as exc:
+        except (OSError, SafetensorError) as exc:  # SafetensorError: a full disk
             raise TrainingError(f"could not write the checkpoint {str(path)!r} ({exc}); choose a folder that can be "
                                 f"written. The vector of step {self.step} is kept.") from None
         return path
