@@ -106,6 +106,8 @@ _LIBRARY_TO_APP = (  # the library's advice, as a user of the app follows it
     ("raise max_length (now", "raise Max length (tokens) on Train (now"),
     ("(mcq_rejected='every_option')", "(MCQ rejected answers “every_option” on Train)"),
     ("localization='nolocalized'", "Prompts “nolocalized”"),
+    (", or validation_fraction=0 to report each method at its best test multiplier, labelled as such.",
+     " (Setup: a smaller “Share held out for testing”, or a larger file)."),
 )
 
 

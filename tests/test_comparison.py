@@ -116,6 +116,22 @@ def test_the_reported_multiplier_is_chosen_on_validation_never_on_test():
     assert len(held) == 2 and sorted(fit + held) == list(range(10)) and comparison.split_pairs([1, 2], 0) == ([1, 2], [])
 
 
+def test_too_few_training_pairs_to_hold_out_a_validation_split_are_refused_not_chosen_on_test(tokenizer):
+    model, sae = make_model("llama"), make_sae()
+    one = consistent_pairs(3)
+    with pytest.raises(SettingsError, match="1 training pair.* too few to set 20% aside .* validation_fraction=0"):
+        compare_methods(model, tokenizer, sae, one[:1], one[1:], methods=("caa",), multipliers=[0.0, 1.0],
+                        metric="preference")
+    result = compare_methods(model, tokenizer, sae, one[:1], one[1:], methods=("caa",), multipliers=[0.0, 1.0],
+                             metric="preference", validation_fraction=0)
+    assert result.settings["multiplier_choice"] == "best on the test split"
+    from yapo_core.cli_args import in_cli_terms
+    try:
+        compare_methods(model, tokenizer, sae, one[:1], one[1:], methods=("caa",), metric="preference")
+    except SettingsError as exc:  # no option sets the fraction: neither front end offers the keyword
+        assert in_cli_terms(str(exc)).endswith("give more training pairs.")
+
+
 def test_any_metric_scores_the_comparison(tokenizer):
     model, sae = make_model("llama"), make_sae()
     result = compare_methods(model, tokenizer, sae, consistent_pairs(10), consistent_pairs(4, seed=1),

@@ -113,6 +113,8 @@ _API_TO_CLI = (  # the library's advice, as a command-line user follows it
     ("choose one with split=.", "choose one with --split."),
     ("use form='open_ended'.", "use --form open_ended."),
     ("use form='mcq'.", "use --form mcq."),
+    # no option sets it: the comparison always holds a validation split out
+    (", or validation_fraction=0 to report each method at its best test multiplier, labelled as such.", "."),
 )
 
 

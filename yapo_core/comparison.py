@@ -215,6 +215,11 @@ def compare_methods(
     check_applies(metric, test_pairs, "the test pairs")  # before any training
     # a demo behaviour's validation split holds out whole offers, as its test split does
     fit, held = split_pairs(train_pairs, validation_fraction, seed, group=corpus.offer_grouping(train_pairs))
+    if validation_fraction > 0 and not held:  # choosing on the test split would report a multiplier fitted to it
+        raise SettingsError(f"{len(fit)} training pair(s) are too few to set {validation_fraction:.0%} aside for choosing "
+                            "each method's multiplier (it takes at least two pairs, or two offers of a demo behaviour); "
+                            "give more training pairs, or validation_fraction=0 to report each method at its best test "
+                            "multiplier, labelled as such.")
     choose_by = validation_metric(metric, held)
     if choose_by != metric:
         say(f"multipliers are chosen by the {METRICS[choose_by].label} on the validation split: the "
