@@ -151,8 +151,23 @@ def test_column_overrides():
 
 def test_a_partial_column_mapping_names_what_is_missing():
     df = pd.DataFrame([{"q": "Hi?", "good": "Hello", "bad": "Bye"}])
-    with pytest.raises(DataError, match="names chosen, prompt but not rejected: map all three"):
+    with pytest.raises(DataError, match="names chosen, prompt but not rejected, and the data has no column of that "
+                                        "name: map all three"):
         load_pairs(df, columns={"prompt": "q", "chosen": "good"})
+    # a misspelt column alone is mapped alone: the roles left out are read from the columns of their name
+    typo = pd.DataFrame([{"prompt": "Hi?", "chosen": "Hello", "rejectd": "Bye"}])
+    assert load_pairs(typo, columns={"rejected": "rejectd"})[0].rejected == "Bye"
+    with pytest.raises(DataError, match="'foo' is not a role a column can be mapped to; the roles are A, B, chosen"):
+        load_pairs(typo, columns={"rejected": "rejectd", "foo": "bar"})
+
+
+def test_headers_that_differ_in_case_or_spaces_and_semicolon_csv_are_read(tmp_path):
+    """As spreadsheets save them: ``Prompt,Chosen,Rejected``, `` prompt ``, and CSV separated by
+    semicolons where the comma is the decimal mark."""
+    path = tmp_path / "pairs.csv"
+    path.write_text("Prompt; Chosen ;REJECTED\nHi, you?;Hello;Bye\n")
+    pair = load_pairs(path)[0]
+    assert (pair.prompt, pair.chosen, pair.rejected) == ("Hi, you?", "Hello", "Bye")
 
 
 def test_one_column_for_two_roles_is_refused():

@@ -53,8 +53,9 @@ def load_vector_from_args(args, model):
 def columns(text: str | None) -> dict[str, str] | None:
     if not text:
         return None
-    try:
-        return dict(part.split("=", 1) for part in text.split(","))
+    try:  # "prompt=q, chosen=good": spaces around the parts are not part of the names
+        return {role.strip(): column.strip() for role, column in (part.split("=", 1) for part in text.split(",")
+                                                                  if part.strip())}
     except ValueError:
         raise YapoError(f"--columns {text!r} must look like prompt=q,chosen=good,rejected=bad") from None
 

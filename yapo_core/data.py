@@ -143,6 +143,39 @@ def _require(df, wanted: dict[str, str], schema: str) -> None:
         )
 
 
+def _known_headers(df, mapping: dict[str, str] | None = None):
+    """``df`` with a header that differs from a schema's column only in case or surrounding spaces
+    (``Prompt``, `` chosen ``) named as the schema names it, where that name is not taken and the
+    user's ``mapping`` does not name the header itself."""
+    known = {c.lower(): c for cols in SCHEMA_COLUMNS.values() for c in cols.values()}
+    known.update({c.lower(): c for form in DCL_FORMS.values() for c in form[:2]})
+    mapped = set((mapping or {}).values())
+    renames = {col: known[col.strip().lower()] for col in df.columns
+               if col.strip().lower() in known and col != known[col.strip().lower()] and col not in mapped}
+    renames = {old: new for old, new in renames.items() if new not in df.columns}
+    if len(set(renames.values())) < len(renames):  # "Prompt" and "PROMPT": no guess between them
+        return df
+    return df.rename(columns=renames) if renames else df
+
+
+_ROLES = sorted({role for cols in SCHEMA_COLUMNS.values() for role in cols if role not in ("country", "localization_status")})
+
+
+def _checked_mapping(columns: dict[str, str] | None, df) -> dict[str, str] | None:
+    """The user's column mapping, its roles checked, and a pair's roles it leaves out read from the
+    columns of their own name (``columns={'rejected': 'rejectd'}`` on a file with prompt and chosen)."""
+    if not columns:
+        return columns
+    unknown = [role for role in columns if role not in _ROLES]
+    if unknown:
+        raise DataError(f"{', '.join(map(repr, unknown))} {'is not a role' if len(unknown) == 1 else 'are not roles'} "
+                        f"a column can be mapped to; the roles are {', '.join(_ROLES)}.")
+    pair_roles = ("prompt", "chosen", "rejected")
+    if any(r in columns for r in pair_roles):
+        columns = {**{r: r for r in pair_roles if r not in columns and r in df.columns}, **columns}
+    return columns
+
+
 def load_pairs(
     source: Any,
     schema: str = "auto",
@@ -165,15 +198,17 @@ def load_pairs(
     """
     if limit is not None:
         checks.whole("limit", limit, 1)
-    df = read_table(source, split)
+    df = _known_headers(read_table(source, split), columns)
     name = source if isinstance(source, (str, os.PathLike)) else type(source).__name__
     if len(df) == 0 or len(df.columns) == 0:
         raise DataError(f"data {str(name)!r} is empty: it has no rows.")
+    columns = _checked_mapping(columns, df)
     if schema == "auto":
         roles = {"prompt", "chosen", "rejected"}
         if columns and roles & set(columns) and not roles <= set(columns):
             raise DataError(f"the column mapping names {', '.join(sorted(roles & set(columns)))} but not "
-                            f"{', '.join(sorted(roles - set(columns)))}: map all three (prompt, chosen, rejected).")
+                            f"{', '.join(sorted(roles - set(columns)))}, and the data has no column of that name: "
+                            "map all three (prompt, chosen, rejected).")
         dcl = set(SCHEMA_COLUMNS["dcl"].values()) <= set(df.columns)  # mapped or not, its filters apply
         schema = "pairs" if columns and roles <= set(columns) and not dcl else detect_schema(df.columns)
     if schema not in SCHEMA_COLUMNS:
