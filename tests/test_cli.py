@@ -516,3 +516,21 @@ def test_a_column_mapping_may_have_spaces_after_its_commas():
 
     assert columns("prompt=q, chosen=good , rejected = bad") == {"prompt": "q", "chosen": "good", "rejected": "bad"}
     assert columns("rejected=rejectd,") == {"rejected": "rejectd"}
+
+
+def test_cli_messages_name_options_and_refuse_settings_that_would_do_nothing(tmp_path, model_dir, data_csv, capsys):
+    """Settings that would be ignored are refused (sampling settings without --sample; --form on
+    data with one form), and a setting named in a sentence is named by its option."""
+    from yapo_core.cli import build_parser
+    from yapo_core.cli_args import in_cli_terms
+
+    assert main(["generate", "--model", str(model_dir), "--vector", str(tmp_path / "v.safetensors"), "--prompt", "Hi",
+                 "--temperature", "0.5"]) == 2
+    assert "--temperature sets how answers are sampled, and without --sample" in capsys.readouterr().err
+    assert main(["train", "--model", str(model_dir), "--kind", "dense", "--layer", "1", "--data", str(data_csv),
+                 "--form", "mcq", "--out", str(tmp_path / "v.safetensors")]) == 2
+    assert "--form mcq chooses Deep-Culture-Lense's answer form, but this data reads as schema 'pairs'" in (
+        capsys.readouterr().err)
+    said = in_cli_terms("checkpoint_every is set but checkpoint_dir is not; give a folder.", build_parser())
+    assert said == "--checkpoint-every is set but --checkpoint-dir is not; give a folder."
+    assert in_cli_terms("see yapo_core.load_sae and train_config", build_parser()) == "see yapo_core.load_sae and train_config"

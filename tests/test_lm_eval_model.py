@@ -87,7 +87,8 @@ def test_the_yapo_command_passes_through_to_lm_eval(world, tmp_path):
     out = subprocess.run([sys.executable, "-m", "yapo_core", "lm-eval", "run", "--model", "yapo", "--model_args",
                           f"pretrained={model_dir},vector={vector},multiplier=1,device=cpu", "--tasks", "nonexistent_task"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode != 0 and "nonexistent_task" in (out.stdout + out.stderr)
+    assert out.returncode == 2 and "error: Tasks not found: nonexistent_task" in out.stderr
+    assert "Traceback" not in out.stderr and "yapo lm-eval ls tasks" in out.stderr
 
 
 def test_compare_measures_capability_with_lm_eval_tasks(world, tmp_path, tokenizer, capsys):

@@ -48,6 +48,9 @@ def test_bad_sources_fail_fast(tmp_path, monkeypatch):
         load_sae("gpt2-small-res-jb", "blocks.8.hook_resid_pre", device="cpu")
     with pytest.raises(SAELoadError, match="give either path"):
         load_sae()
+    with pytest.raises(SAELoadError, match="release 'gpt2-small-res-jbb' is not one of sae-lens's .* similar: "
+                                           "gpt2-small-res-jb"):
+        load_sae("gpt2-small-res-jbb", "blocks.8.hook_resid_pre")  # known to be wrong offline too
 
 
 def test_an_sae_id_with_slashes_offline_is_named_as_not_in_the_cache(monkeypatch):

@@ -87,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--system", help="system prompt")
     g.add_argument("--max-new-tokens", type=int, default=64)
     g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--temperature", type=float, default=None, help="with --sample (default 1)")
+    g.add_argument("--top-p", type=float, default=None, help="with --sample (default 1)")
     g.add_argument("--steer-positions", default="all", choices=STEER_POSITIONS,
                    help="all: every prompt and generated token (the method, default); prompt: the prompt tokens only")
     g.add_argument("--seed", type=int, default=0)
@@ -302,12 +302,18 @@ def cmd_generate(args) -> int:
     from .generation import generate
     from .replies import steering_derails
 
+    given = [flag for flag, value in (("--temperature", args.temperature), ("--top-p", args.top_p)) if value is not None]
+    if given and not args.sample:
+        raise SettingsError(f"{' and '.join(given)} set{'s' if len(given) == 1 else ''} how answers are sampled, and "
+                            "without --sample they are decoded greedily: add --sample, or leave it out.")
     model, tokenizer = load_model_from_args(args)
     vector, sae = load_vector_from_args(args, model)
     multipliers = read_multipliers(args.multipliers)
     results = generate(model, tokenizer, args.prompt, vector, multipliers, sae=sae, system=args.system,
-                       max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
-                       top_p=args.top_p, seed=args.seed, steer_positions=args.steer_positions)
+                       max_new_tokens=args.max_new_tokens, do_sample=args.sample,
+                       temperature=1.0 if args.temperature is None else args.temperature,
+                       top_p=1.0 if args.top_p is None else args.top_p, seed=args.seed,
+                       steer_positions=args.steer_positions)
     for prompt, answers in zip(args.prompt, results):
         print(f"### prompt: {prompt}")
         for m, text in answers.items():
@@ -362,7 +368,7 @@ def cmd_eval(args) -> int:
     if args.capability and not args.vector:
         raise SettingsError("--capability measures what a vector changes: give --vector too.")
     n_capability = checks.whole("--capability", args.capability, 1) if args.capability else 0
-    pairs = list(load_pairs_from_args(args))  # bad data fails before a (large) model loads
+    pairs = list(load_pairs_from_args(args, training=False))  # bad data fails before a (large) model loads
     model, tokenizer = load_model_from_args(args)
     vector = sae = None
     if args.vector:

@@ -67,13 +67,13 @@ def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--split", help="dataset split (default train)")
     p.add_argument("--country", help="Deep-Culture-Lense country filter (comma-separated)")
     p.add_argument("--localization", default="both", help="localized, nolocalized or both")
-    p.add_argument("--form", default="mcq", help="mcq or open_ended (Deep-Culture-Lense)")
+    p.add_argument("--form", default=None, help="mcq (default) or open_ended (Deep-Culture-Lense)")
     p.add_argument("--rejected-model", help="which rejected_<model>_* column to use")
     p.add_argument("--system", help="system prompt (only used when given)")
     p.add_argument("--limit", type=int, help="use only the first N pairs")
 
 
-def load_pairs_from_args(args):
+def load_pairs_from_args(args, training: bool = True):
     """The pairs ``--data`` and its options name; what the loader noticed (skipped rows, pairs
     whose answers are the same) is printed as a note."""
     import sys
@@ -83,9 +83,14 @@ def load_pairs_from_args(args):
     pairs = load_pairs(
         args.data, schema=args.schema, columns=columns(args.columns), split=args.split,
         country=args.country.split(",") if args.country else None, localization=args.localization,
-        form=args.form, rejected_model=args.rejected_model, system_prompt=args.system, limit=args.limit,
+        form=args.form or "mcq", rejected_model=args.rejected_model, system_prompt=args.system, limit=args.limit,
     )
+    if args.form is not None and pairs.schema != "dcl":
+        raise YapoError(f"--form {args.form} chooses Deep-Culture-Lense's answer form, but this data reads as schema "
+                        f"{pairs.schema!r}, which has one form: leave --form out, or load Deep-Culture-Lense data.")
     for note in pairs.notes:
+        if not training:  # advice on training (--mcq-rejected) is not for a command that trains nothing
+            note = "; ".join(part for part in note.split("; ") if "mcq_rejected=" not in part)
         print(f"note: {in_cli_terms(note)}", file=sys.stderr)
     return pairs
 
@@ -112,6 +117,7 @@ _API_TO_CLI = (  # the library's advice, as a command-line user follows it
     ("localization='nolocalized'", "--localization nolocalized"),
     ("mcq_rejected='every_option'", "--mcq-rejected every_option"),
     ("choose one with split=.", "choose one with --split."),
+    ("with columns=.", "with --columns."),
     ("use form='open_ended'.", "use --form open_ended."),
     ("use form='mcq'.", "use --form mcq."),
     # no option sets it: the comparison always holds a validation split out
@@ -133,6 +139,9 @@ def in_cli_terms(message: str, parser: argparse.ArgumentParser | None = None) ->
                    if any(o.startswith("--") for o in a.option_strings)}
         message = re.sub(r"^([a-z][a-z_]*)=", lambda m: (f"--{m[1].replace('_', '-')}=" if m[1] in options else m[0]),
                          message)
+        # a setting named in the sentence ("checkpoint_every is set but checkpoint_dir is not"): by its option
+        message = re.sub(r"(?<![\w.'-])([a-z]+(?:_[a-z]+)+)\b(?![(.'])",
+                         lambda m: f"--{m[1].replace('_', '-')}" if m[1] in options else m[0], message)
     return message
 
 

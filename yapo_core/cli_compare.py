@@ -46,7 +46,7 @@ def cmd_compare(args) -> int:
                                 "one of them.")
         result = demo_comparison(args.country or "egypt", methods, args.steps, args.size, multipliers=multipliers,
                                  on_progress=say, progress=True, device=args.device, metric=args.metric,
-                                 form=args.form, behaviour=args.behaviour, **overrides)
+                                 form=args.form or "mcq", behaviour=args.behaviour, **overrides)
     elif args.behaviour:
         raise SettingsError("--behaviour names a demo-world task; with --model, give the pairs with --data.")
     elif args.countries:
@@ -59,7 +59,7 @@ def cmd_compare(args) -> int:
     if args.model is None:  # where the demo world does not respond as a large model does
         from .demo import caveats
 
-        note = caveats.comparison_note(methods, "behaviour" if args.behaviour else "culture", args.form)
+        note = caveats.comparison_note(methods, "behaviour" if args.behaviour else "culture", args.form or "mcq")
         if note:
             print(f"note: {note}", file=sys.stderr)
     return 0

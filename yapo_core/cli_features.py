@@ -77,7 +77,7 @@ def cmd_features(args) -> int:
     k = checks.whole("--top", args.top, 1)
     lens_k = checks.whole("--tokens", args.tokens, 1)
     out = check_output_path(args.json, "features.json") if args.json else None
-    pairs = list(load_pairs_from_args(args)) if args.data else []  # bad data fails before a (large) model loads
+    pairs = list(load_pairs_from_args(args, training=False)) if args.data else []  # bad data fails before a (large) model loads
     model, tokenizer = load_model_from_args(args)
     vector, sae = load_vector_from_args(args, model)
     texts = dialogue_texts(tokenizer, pairs) if pairs else []

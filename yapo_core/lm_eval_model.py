@@ -126,4 +126,10 @@ def main(argv: list[str] | None = None) -> int:
               "Face cache needs the Hub (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE unset, and a network): run it once "
               "online, or give local tasks with --include_path.", file=sys.stderr)
         return 2
+    except ValueError as exc:  # a task lm-eval does not know ("Tasks not found: ..."), a malformed argument
+        if "not found" not in str(exc).lower() and "task" not in str(exc).lower():
+            raise
+        print(f"error: {exc}. 'yapo lm-eval ls tasks' lists the tasks lm-eval knows; local ones come with "
+              "--include_path.", file=sys.stderr)
+        return 2
     return 0

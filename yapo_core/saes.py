@@ -85,7 +85,15 @@ def load_sae(
             raise SAELoadError("give either path=<local SAE folder> or both release= and sae_id=.")
         from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
-        lookup = get_pretrained_saes_directory().get(release)
+        directory = get_pretrained_saes_directory()
+        lookup = directory.get(release)
+        if lookup is None and "/" not in release:  # neither a listed release nor a hub repo (owner/name)
+            import difflib
+
+            close = difflib.get_close_matches(release, list(directory), n=5, cutoff=0.6)
+            raise SAELoadError(f"SAE release {release!r} is not one of sae-lens's {len(directory)} releases"
+                               + (f"; similar: {', '.join(close)}" if close else "")
+                               + " (a hub repo of SAEs is named owner/name).")
         if lookup is not None and sae_id not in lookup.saes_map:
             close = [i for i in lookup.saes_map if sae_id.split("/")[0] in i][:5]
             raise SAELoadError(

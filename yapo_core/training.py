@@ -354,6 +354,10 @@ class Trainer:
         tensors, meta = open_safetensors(path)
         name = f"{Path(path).name!r}"
         if meta.get("format") == FORMAT:
+            if meta.get("kind") not in (None, self.config.kind):  # before the checks of a kind this run cannot load
+                raise TrainingError(f"{name} is a {meta['kind']} vector; this run trains a {self.config.kind} one, so it "
+                                    f"cannot start from it: train a {meta['kind']} vector to continue it, or start from "
+                                    "another file.")
             return self.start_from(load_vector(path, self.model, self.sae, allow_other_model=allow_other_model), name)
         missing = [k for k in ("v", "order_rng", "sign_rng") if k not in tensors]
         missing += [k for k in ("step", "epoch_orders", "hook_name", "width") if k not in meta]
