@@ -1,12 +1,12 @@
 """YaPO Studio's web app: ``python app.py`` locally; the same file is a Hugging Face Space's entry point.
 
 Pages live in ``pages/`` (one module each) and call ``yapo_core`` only; this file assembles them
-into tabs that share one per-user :class:`~yapo_studio.session.Session` (a ``gr.State``), so two
-users never see each other's runs.
+into tabs that share one per-user :class:`~yapo_studio.session.Session` (a ``gr.State``, found again
+from a token the browser keeps), so two users never see each other's runs.
 
 Environment: ``YAPO_HOST`` / ``GRADIO_SERVER_NAME`` (default 127.0.0.1: local only),
 ``YAPO_PORT`` / ``GRADIO_SERVER_PORT`` (7860), ``YAPO_DEMO_SIZE`` (``full``, the default, or ``mini``),
-``YAPO_MAX_UPLOAD_MB`` (50), ``YAPO_HEAVY_JOBS`` (2), ``YAPO_TRAINING_JOBS`` (1), ``YAPO_PRESETS``,
+``YAPO_MAX_UPLOAD_MB`` (50), ``YAPO_HEAVY_JOBS`` (2), ``YAPO_TRAINING_JOBS`` (1), ``YAPO_SESSION_GRACE_S`` (120), ``YAPO_PRESETS``,
 ``YAPO_BIPO_DIR`` (a local copy of BiPO's data/ folder).
 
 A server that seems stuck: ``kill -USR1 <pid>`` prints every thread's stack to its stderr.
@@ -22,7 +22,7 @@ from pathlib import Path
 import gradio as gr
 
 from pages import compare, evaluate, export, features, setup, train
-from pages.common import AppContext, close_session, vector_choices
+from pages.common import AppContext, vector_choices
 from yapo_core.errors import SettingsError
 from yapo_core.models import use_available_cores
 from yapo_studio.settings import current
@@ -36,15 +36,23 @@ train, read them latent by latent, compare steered and unsteered answers, and ex
 Start on **Setup**: the demo world is built on this machine and needs no download."""
 
 
+FILES_KEPT = (1800, 7200)
+"""Gradio's ``delete_cache``: every 30 minutes, remove uploaded and downloadable files older than two hours."""
+
+
 def build_app(ctx: AppContext | None = None) -> gr.Blocks:
     """All pages in tabs around one session per browser tab."""
     ctx = ctx or AppContext.from_env()
-    with gr.Blocks(title="YaPO Studio", analytics_enabled=False) as demo:
+    # Gradio's copies of uploads and downloads: removed two hours after they were made (and when the
+    # app stops), so a public app's disk does not fill up and an exported file's link does not last
+    with gr.Blocks(title="YaPO Studio", analytics_enabled=False, delete_cache=FILES_KEPT) as demo:
         gr.Markdown(INTRO)
-        state = gr.State(None, delete_callback=close_session)
+        state = gr.State(None, delete_callback=ctx.state_deleted)
+        # the browser keeps its session's token, so a reload or a dropped connection finds the session again
+        token = gr.BrowserState(None, storage_key="yapo-studio-session")
         with gr.Tabs():
             with gr.Tab("Setup", id="setup"):
-                demo_tasks, session_buttons = setup.build(ctx, state)
+                demo_tasks, session_buttons, setup_shown = setup.build(ctx, state)
             with gr.Tab("Train", id="train") as train_tab:
                 train_page = train.build(state)
             with gr.Tab("Features", id="features") as features_tab:
@@ -56,7 +64,8 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
             with gr.Tab("Export", id="export") as export_tab:
                 export_picker = export.build(ctx, state)
 
-        demo.load(ctx.open_session, None, state).then(setup.demo_task_update, None, demo_tasks).then(
+        demo.load(ctx.open_session, token, [state, token]).then(setup.demo_task_update, None, demo_tasks).then(
+            setup.restored, state, setup_shown).then(
             lambda: [gr.update(interactive=True)] * len(session_buttons), None, session_buttons)
         demo.unload(ctx.end_session)
         train_tab.select(train.on_open, state, [train_page.summary, train_page.status, train_page.curves,

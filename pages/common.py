@@ -11,6 +11,7 @@ import functools
 import html
 import inspect
 import logging
+import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,8 @@ class AppContext:
     limiter: JobLimiter
     heavy_jobs: int
     max_upload_mb: int
-    _open: dict[str, Session] = field(default_factory=dict, repr=False)
+    _open: dict[str, tuple[str, Session]] = field(default_factory=dict, repr=False)  # page -> (token, session)
+    _parked: dict[str, tuple[Session, threading.Timer]] = field(default_factory=dict, repr=False)  # token -> ...
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -65,19 +67,54 @@ class AppContext:
     def new_session(self) -> Session:
         return Session(self.store, self.limiter, self.catalog)
 
-    def open_session(self, request: gr.Request) -> Session:
-        """A fresh session for a page load, remembered until the tab is closed."""
-        session = self.new_session()
+    def open_session(self, token: str | None, request: gr.Request) -> tuple[Session, str]:
+        """The session of a page load, and the token the browser keeps for it (``gr.BrowserState``).
+        A page that comes back with a session's token (a reload, Gradio's own reload after a network
+        drop, the same app in a second tab) gets that session back, runs and all, while it is kept
+        (:meth:`end_session`); any other gets a fresh one."""
         with self._lock:
-            self._open[request.session_hash] = session
-        return session
+            parked = self._parked.pop(token, None) if token else None
+            if parked is not None:
+                session, timer = parked
+                timer.cancel()
+            else:
+                session = next((s for t, s in self._open.values() if t == token), None) if token else None
+            if session is None:
+                session, token = self.new_session(), secrets.token_urlsafe(16)
+            self._open[request.session_hash] = (token, session)
+        return session, token
 
     def end_session(self, request: gr.Request) -> None:
-        """The tab was closed or reloaded: nobody can see its runs any more, so stop them now
-        (Gradio itself drops the state only an hour later)."""
+        """A page was closed, reloaded or lost its connection: its session is kept for
+        ``YAPO_SESSION_GRACE_S`` seconds (120) for the page to come back, then its runs are stopped
+        and its files removed, as nobody can see them any more (Gradio itself drops the state only
+        an hour later). Another page still open on the session keeps it."""
         with self._lock:
-            session = self._open.pop(request.session_hash, None)
+            token, session = self._open.pop(request.session_hash, (None, None))
+            if session is None or any(s is session for _, s in self._open.values()):
+                return
+            grace = current().session_grace_s
+            if grace > 0:
+                timer = threading.Timer(grace, self._expire, (token,))
+                timer.daemon = True
+                self._parked[token] = (session, timer)
+                timer.start()
+                return
         close_session(session)
+
+    def _expire(self, token: str) -> None:
+        with self._lock:
+            session, _ = self._parked.pop(token, (None, None))
+        close_session(session)
+
+    def state_deleted(self, session: Session | None) -> None:
+        """Gradio drops a page's state (an hour after it closed): close its session unless a page
+        holds it again or it waits for one (:meth:`end_session`)."""
+        with self._lock:
+            held = any(s is session for _, s in self._open.values()) or any(
+                s is session for s, _ in self._parked.values())
+        if not held:
+            close_session(session)
 
 
 def close_session(session: Session | None) -> None:

@@ -87,10 +87,40 @@ def pairs_frame(session: Session, n: int = 5) -> pd.DataFrame:
                          "rejected": [p.rejected for p in pairs]})
 
 
-def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button]]:
+def task_summary(session: Session) -> str:
+    """Setup's line on the loaded task: what it is, the loader's notes and the method's caveat on it."""
+    task = session.task
+    notes = "".join(f"\n\n⚠ {esc(in_app_terms(note))}" for note in task.notes())
+    return f"✓ **Task loaded**: {esc(task.describe())}{notes}{caveat_text(task.caveat_for(session.method.key))}"
+
+
+def restored(session: Session | None) -> list:
+    """What Setup shows of a session a page comes back to (a reload, a dropped connection): its
+    model, task and method; nothing changes for a new session."""
+    if session is None or getattr(session, "bundle", None) is None:
+        return [gr.skip()] * 5
+    model = bundle_summary(session) + caveat_text(missing_sae(session))
+    if session.task is None:
+        return [model, gr.skip(), gr.skip(), session.method.key, gr.skip()]
+    method = method_text(session.method) + caveat_text(session.method_caveat()) + caveat_text(missing_sae(session))
+    return [model, task_summary(session), gr.update(value=pairs_frame(session), visible=True), session.method.key, method]
+
+
+def file_status(session: Session | None, chosen: bool) -> str:
+    """Setup's task line when a file is chosen (``chosen``) or cleared: it says which task is loaded
+    until the file is, so that a failed load never reads as the file's, nor a cleared file as chosen."""
+    loaded = session.task if session is not None else None
+    if chosen:
+        return "A new file is chosen: press **Load task** to use it" + (
+            f" (the task loaded is still {esc(loaded.describe())})." if loaded else ".")
+    return "No file is chosen; " + (f"the task loaded is still {esc(loaded.describe())}." if loaded else "no task is loaded.")
+
+
+def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button], list]:
     """The page's components and callbacks; returns the demo-task list, which the app fills on load,
-    and the buttons that need the tab's session, which the app enables once it exists (a click in
-    the first moment after the page opens would otherwise find no session)."""
+    the buttons that need the tab's session, which the app enables once it exists (a click in the
+    first moment after the page opens would otherwise find no session), and what :func:`restored`
+    fills in for a session the page comes back to."""
     tasks = ctx.catalog.tasks
     culture = tasks.get("culture", {})
     behaviours = tasks.get("behaviour", {}).get("behaviours", [])
@@ -187,12 +217,9 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
 
     @user_errors(cleared=unreadable)
     def on_upload(session, path):
-        if not path:
-            return no_preview()
-        # the status says which task is loaded until this file is: a failed load must not read as this file's
-        loaded = session.task if session is not None else None
-        status = ("A new file is chosen: press **Load task** to use it"
-                  + (f" (the task loaded is still {esc(loaded.describe())})." if loaded else "."))
+        if not path:  # cleared, or refused before it reached the page: no file is chosen any more
+            return no_preview(file_status(session, chosen=False))
+        status = file_status(session, chosen=True)
         p = preview_file(path)
         info = f"{p.n_rows} rows, columns: {', '.join(f'`{esc(c)}`' for c in p.columns)}. "
         info += (f"Recognised as **{p.schema}**; leave the mapping on (auto)." if p.schema
@@ -224,10 +251,8 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
                 raise gr.Error("Map all three columns (prompt, chosen, rejected), or leave all three on (auto).")
             spec = TaskSpec("file", path=path, columns=mapped or None, schema="pairs" if mapped else "auto",
                             test_fraction=float(frac))
-        task = session.load_task(spec)
-        notes = "".join(f"\n\n⚠ {esc(in_app_terms(note))}" for note in task.notes())
-        return (f"✓ **Task loaded**: {esc(task.describe())}{notes}{caveat_text(task.caveat_for(session.method.key))}",
-                gr.update(value=pairs_frame(session), visible=True))
+        session.load_task(spec)
+        return task_summary(session), gr.update(value=pairs_frame(session), visible=True)
 
     @user_errors
     def on_method(session, key):
@@ -246,5 +271,5 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
                                        upload, prompt_col, chosen_col, rejected_col, test_fraction],
                         [task_status, task_preview], concurrency_id=HEAVY, concurrency_limit=ctx.heavy_jobs)
     method.change(on_method, [state, method], method_info)
-    return demo_task, [load_model_btn, load_task_btn]
+    return demo_task, [load_model_btn, load_task_btn], [model_status, task_status, task_preview, method, method_info]
 

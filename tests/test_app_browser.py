@@ -251,6 +251,13 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
     assert steps >= STEPS and "loss" in status
     page.screenshot(path=str(shots / "train.png"), full_page=True)
 
+    # A reload (as Gradio's own after a dropped connection) comes back to the session: model, task and run.
+    page.reload()
+    succeed(page, "#model-status", "✓ Loaded")
+    assert "morocco" in page.locator("#task-status").inner_text()
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#run-status").filter(has_text=f"step {steps}/").wait_for()
+
     # Features: the new vector is preselected; its cards appear.
     page.get_by_role("tab", name="Features").click()
     page.wait_for_function("() => document.querySelector('#features-vector input').value.includes('YaPO')")

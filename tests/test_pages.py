@@ -67,18 +67,44 @@ def test_context_reads_limits_from_the_environment(monkeypatch):
         common.AppContext.from_env()
 
 
-def test_closing_a_tab_stops_its_runs(tiny_world, ctx):
+def test_a_page_that_comes_back_finds_its_session_and_a_closed_one_stops_its_runs(tiny_world, ctx, monkeypatch):
+    """A reload, or Gradio's own reload after a dropped connection, is a new page with the browser's
+    token: it gets its session back, runs and all, within the grace time. A page that does not
+    come back has its runs stopped when the time is up."""
     from types import SimpleNamespace
 
+    monkeypatch.setenv("YAPO_SESSION_GRACE_S", "0.5")
     tab = SimpleNamespace(session_hash="tab-1")
-    s = ctx.open_session(tab)
+    s, token = ctx.open_session(None, tab)
     s.load_preset(ctx.catalog.preset("custom"), model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir))
     s.load_task(TaskSpec("file", path=str(tiny_world.data_file)))
     run = s.start_run(s.default_config(max_steps=100_000, warmup_steps=1))
-    ctx.end_session(tab)
+    ctx.end_session(tab)  # the connection drops ...
+    again, same = ctx.open_session(token, SimpleNamespace(session_hash="tab-2"))  # ... and the page reloads
+    assert again is s and same == token and run.active
+    shown = setup.restored(again)  # Setup shows the model, the task and the method again
+    assert shown[0].startswith("✓ **Loaded**") and shown[1].startswith("✓ **Task loaded**") and shown[3] == "yapo"
+    other, other_token = ctx.open_session("not-a-token", SimpleNamespace(session_hash="tab-3"))
+    assert other is not s and other_token != token  # a token nobody holds: a fresh session
+    ctx.state_deleted(s)  # the first page's state, dropped by Gradio: the session is still held
+    assert run.active
+    ctx.end_session(SimpleNamespace(session_hash="tab-2"))  # closed for good
+    time.sleep(0.1)
+    assert run.active  # still waiting for the page
     run.join(timeout=60)
     assert run.status == "stopped"
-    ctx.end_session(tab)  # a second close (Gradio's own state deletion) is harmless
+    late, late_token = ctx.open_session(token, SimpleNamespace(session_hash="tab-4"))
+    assert late is not s and late_token != token  # too late: a fresh session
+    ctx.end_session(SimpleNamespace(session_hash="tab-2"))  # a second close is harmless
+    monkeypatch.setenv("YAPO_SESSION_GRACE_S", "0")  # no grace: a closed page's runs stop at once
+    t5 = SimpleNamespace(session_hash="tab-5")
+    now, _ = ctx.open_session(None, t5)
+    now.load_preset(ctx.catalog.preset("custom"), model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir))
+    now.load_task(TaskSpec("file", path=str(tiny_world.data_file)))
+    quick = now.start_run(now.default_config(max_steps=100_000, warmup_steps=1))
+    ctx.end_session(t5)
+    quick.join(timeout=60)
+    assert quick.status == "stopped"
 
 
 def test_library_errors_become_user_messages_never_tracebacks():
@@ -509,3 +535,9 @@ def test_the_train_page_draws_runs_while_another_event_removes_one():
     session.runs.update(r1=RemovedWhileDrawn(), r2=EndingRun())
     assert "1. YaPO" in train.runs_html(session) and train.any_active(session)
     assert len(train.curves_shown(session)) == 1
+
+
+def test_setup_says_which_task_stays_loaded_when_a_file_is_chosen_or_cleared(trained):
+    assert setup.file_status(None, chosen=False) == "No file is chosen; no task is loaded."
+    assert setup.file_status(trained, chosen=True).startswith("A new file is chosen: press **Load task** to use it (the task")
+    assert setup.file_status(trained, chosen=False).startswith("No file is chosen; the task loaded is still")

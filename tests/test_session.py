@@ -95,6 +95,9 @@ def test_a_run_is_named_by_the_settings_that_set_it_apart(ready):
     many = ready.start_run(ready.default_config(max_steps=2, lr=0.02, beta=0.25, seed=5, epochs=3))
     wait(many)
     assert many.name == f"3. {method} · {task} · lr 0.02, steps 2, epochs 3, …"  # at most three named
+    from yapo_core import TrainConfig
+    # no step limit where the page's defaults set one (the demo world's): all the epochs
+    assert S_session._changed(TrainConfig(max_steps=None, epochs=1), TrainConfig(max_steps=600)) == " · steps all, epochs 1"
 
 
 def test_caps_on_prompts_tokens_and_steps(ready, monkeypatch):
@@ -354,6 +357,18 @@ def test_file_tasks_preview_split_and_refuse_bad_uploads(tmp_path, monkeypatch):
     big.write_text("prompt,chosen,rejected\n" + "a?,yes,no\n" * 200_000)  # 2 MB
     with pytest.raises(DataError, match="limit"):
         S_tasks.load_task(S_tasks.TaskSpec("file", path=str(big)))
+    # a Parquet file far smaller on disk than in memory: refused by its footer, before a row is read
+    import pandas as pd
+    bomb = tmp_path / "bomb.parquet"
+    pd.DataFrame({"prompt": [f"{i} " + "a" * 1000 for i in range(6000)], "chosen": ["yes"] * 6000,
+                  "rejected": ["no"] * 6000}).to_parquet(bomb, compression="zstd")
+    assert bomb.stat().st_size < 2**20
+    with pytest.raises(DataError, match="MB of data once uncompressed; this app reads at most 4 MB"):
+        S_tasks.preview_file(bomb)
+    monkeypatch.setenv("YAPO_MAX_UPLOAD_ROWS", "5000")  # repeated rows: small even uncompressed, many in memory
+    pd.DataFrame({"prompt": ["a" * 1000] * 6000, "chosen": ["yes"] * 6000, "rejected": ["no"] * 6000}).to_parquet(bomb)
+    with pytest.raises(DataError, match="has 6,000 rows; this app reads at most 5,000"):
+        S_tasks.preview_file(bomb)
 
 
 def test_behaviour_tasks_read_a_local_copy_of_bipo(monkeypatch, catalog):

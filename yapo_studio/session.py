@@ -49,8 +49,10 @@ _NAMED_SETTINGS = (("lr", "lr"), ("max_steps", "steps"), ("epochs", "epochs"), (
 def _changed(config: TrainConfig, defaults: TrainConfig, most: int = 3) -> str:
     """`` · lr 0.02, steps 300``: what sets a run apart from one at the defaults, so that two runs of
     one method on one task are told apart by more than their number."""
-    parts = [f"{short} {getattr(config, field):g}" if isinstance(getattr(config, field), float)
-             else f"{short} {getattr(config, field)}"
+    def shown(value) -> str:
+        return "all" if value is None else f"{value:g}" if isinstance(value, float) else str(value)  # None: no limit
+
+    parts = [f"{short} {shown(getattr(config, field))}"
              for field, short in _NAMED_SETTINGS if getattr(config, field) != getattr(defaults, field)]
     if len(parts) > most:
         parts = parts[:most] + ["…"]

@@ -38,6 +38,7 @@ class Settings:
     default_preset: str | None = None  # YAPO_DEFAULT_PRESET (e.g. gemma-2-2b-it on a GPU Space)
     demo_size: str = "full"  # YAPO_DEMO_SIZE: full or mini
     max_upload_mb: int = 50  # YAPO_MAX_UPLOAD_MB
+    max_upload_rows: int = 200_000  # YAPO_MAX_UPLOAD_ROWS: rows of an uploaded table (Parquet's, from its footer)
     heavy_jobs: int = 2  # YAPO_HEAVY_JOBS: model calls (generation, sweeps, ...) at once
     training_jobs: int = 1  # YAPO_TRAINING_JOBS: training runs computing at once
     keep_models: int = 1  # YAPO_KEEP_MODELS: models kept loaded when no session uses them
@@ -52,6 +53,7 @@ class Settings:
     max_prompt_chars: int = 20_000  # YAPO_MAX_PROMPT_CHARS (public default 2000)
     max_new_tokens: int = 512  # YAPO_MAX_NEW_TOKENS (public default 128)
     max_steps: int | None = None  # YAPO_MAX_STEPS: training steps per run (public default PUBLIC_MAX_STEPS)
+    session_grace_s: float = 120.0  # YAPO_SESSION_GRACE_S: how long a closed page's session waits for it (0: none)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -107,6 +109,7 @@ def current(env: Mapping[str, str] | None = None) -> Settings:
         default_preset=env.get("YAPO_DEFAULT_PRESET") or None,
         demo_size=demo_size,
         max_upload_mb=_positive(env, "YAPO_MAX_UPLOAD_MB", 50),
+        max_upload_rows=_positive(env, "YAPO_MAX_UPLOAD_ROWS", 200_000),
         heavy_jobs=_positive(env, "YAPO_HEAVY_JOBS", 2),
         training_jobs=_positive(env, "YAPO_TRAINING_JOBS", 1),
         keep_models=_positive(env, "YAPO_KEEP_MODELS", 1),
@@ -121,5 +124,7 @@ def current(env: Mapping[str, str] | None = None) -> Settings:
         max_prompt_chars=_positive(env, "YAPO_MAX_PROMPT_CHARS", 2000 if public else 20_000),
         max_new_tokens=_positive(env, "YAPO_MAX_NEW_TOKENS", 128 if public else 512),
         max_steps=_positive(env, "YAPO_MAX_STEPS", PUBLIC_MAX_STEPS if public else None),
+        session_grace_s=0.0 if env.get("YAPO_SESSION_GRACE_S", "").strip() in ("0", "0.0")
+        else _positive(env, "YAPO_SESSION_GRACE_S", 120.0, float),
     )
 

@@ -148,7 +148,33 @@ def check_upload(path: str | os.PathLike, suffixes: Sequence[str], what: str) ->
     limit = current().max_upload_bytes  # YAPO_MAX_UPLOAD_MB, the same limit the app gives Gradio
     if size > limit:
         raise DataError(f"{path.name!r} is {size / 2**20:.1f} MB; the limit is {limit / 2**20:.0f} MB.")
+    if path.suffix.lower() == ".parquet":  # compressed: its size on disk says little of its size in memory
+        rows, unpacked = _parquet_size(path)
+        most_rows = current().max_upload_rows
+        if rows is not None and rows > most_rows:
+            raise DataError(f"{path.name!r} has {rows:,} rows; this app reads at most {most_rows:,} "
+                            "(YAPO_MAX_UPLOAD_ROWS). Upload fewer rows.")
+        if unpacked is not None and unpacked > PARQUET_EXPANSION * limit:
+            raise DataError(f"{path.name!r} holds {unpacked / 2**20:.0f} MB of data once uncompressed; this app reads at "
+                            f"most {PARQUET_EXPANSION * limit / 2**20:.0f} MB from a Parquet file. Upload fewer rows.")
     return path
+
+
+PARQUET_EXPANSION = 4
+"""How much larger than the upload limit a Parquet file's data may be once uncompressed (text
+compresses about 3 to 5 times; a file that expands far more would fill the server's memory)."""
+
+
+def _parquet_size(path: Path) -> tuple[int | None, int | None]:
+    """A Parquet file's rows and the size of its data uncompressed, from its footer, before a row is
+    read (None, None when unreadable: the reader then says what is wrong)."""
+    try:
+        import pyarrow.parquet as pq
+
+        meta = pq.ParquetFile(path).metadata
+        return meta.num_rows, sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    except Exception:  # noqa: BLE001 - any unreadable footer is reported by the table reader
+        return None, None
 
 
 @dataclass
