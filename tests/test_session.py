@@ -292,10 +292,10 @@ def _one_running_one_queued(tiny_world, catalog, second_steps: int, same_session
     for s in {id(a): a, id(b): b}.values():
         s.load_preset(catalog.preset("custom"), model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir))
         s.load_task(S_tasks.TaskSpec("file", path=str(tiny_world.data_file)))
-    first = a.start_run(a.default_config(max_steps=10_000, **QUICK))
+    first = a.start_run(a.default_config(max_steps=10_000, epochs=100_000, **QUICK))  # runs until stopped
     while first.status != "running":
         time.sleep(0.02)
-    second = b.start_run(b.default_config(max_steps=second_steps, **QUICK))
+    second = b.start_run(b.default_config(max_steps=second_steps, epochs=100_000, **QUICK))
     time.sleep(0.5)
     assert second.status == "queued"
     return a, first, second
@@ -306,6 +306,51 @@ def test_the_limiter_queues_runs_beyond_its_slots(tiny_world, catalog):
     first.stop()
     wait(second)
     assert second.status == "finished" and first.status == "stopped"
+
+
+def test_queued_runs_start_in_the_order_they_were_asked_for(tiny_world, catalog):
+    """First come, first served: a user who queues a second run while another user's waits does not
+    take the slot first, and a queued run says what it waits for."""
+    a, first, second = _one_running_one_queued(tiny_world, catalog, 10_000, same_session=False)
+    assert "(waiting for a run to finish)" in second.describe()
+    later = a.start_run(a.default_config(max_steps=10_000, epochs=100_000, **QUICK))  # the first user again, after the other
+    time.sleep(0.3)
+    assert later.status == "queued" and "(waiting for 1 run(s) ahead of it)" in later.describe()
+    first.stop()
+    while second.status == "queued":
+        time.sleep(0.02)
+    assert second.status in ("preparing", "running") and later.status == "queued"
+    second.stop(), later.stop()
+    wait(second), wait(later)
+
+
+def test_the_limiter_serves_waiting_jobs_in_turn():
+    import threading
+
+    limiter, order = S_runs.JobLimiter(1), []
+    holder = threading.Event()
+    assert limiter.acquire(holder)
+    jobs = [threading.Event() for _ in range(4)]
+
+    def wait_for(job):
+        if limiter.acquire(job, poll=0.01):
+            order.append(job)
+            limiter.release()
+
+    threads = []
+    for job in jobs:  # each asks after the one before is in line
+        threads.append(threading.Thread(target=wait_for, args=(job,)))
+        threads[-1].start()
+        while limiter.ahead(job) is None:
+            time.sleep(0.005)
+    assert [limiter.ahead(j) for j in jobs] == [0, 1, 2, 3]
+    jobs[1].set()  # one gives up its place
+    limiter.release()
+    for t in threads:
+        t.join(5)
+    assert order == [jobs[0], jobs[2], jobs[3]] and limiter.ahead(jobs[1]) is None
+    with pytest.raises(RuntimeError, match="released more often"):
+        limiter.release()
 
 
 def test_a_queued_run_stopped_while_it_waits_never_starts(tiny_world, catalog):

@@ -9,6 +9,7 @@ import contextvars
 import logging
 import threading
 import time
+from collections import deque
 
 from yapo_core.chunked import ChunkResult, train_chunk
 from yapo_core.errors import SettingsError, TrainingError, YapoError
@@ -25,26 +26,45 @@ log = logging.getLogger(__name__)
 
 
 class JobLimiter:
-    """At most ``slots`` heavy background jobs (training runs) compute at once, process-wide."""
+    """At most ``slots`` heavy background jobs (training runs) compute at once, process-wide; the
+    others wait in the order they asked, so no user's run waits behind runs asked for later."""
 
     def __init__(self, slots: int = 1):
         if slots < 1:
             raise SettingsError(f"the number of concurrent jobs must be at least 1, not {slots}.")
         self.slots = slots
-        self._sem = threading.BoundedSemaphore(slots)
+        self._free = slots
+        self._line: deque[threading.Event] = deque()  # the waiting jobs, first come first
+        self._changed = threading.Condition()
 
     def acquire(self, cancelled: threading.Event, poll: float = 0.25) -> bool:
-        """Wait for a slot; False when ``cancelled`` is set first."""
-        while not cancelled.is_set():
-            if self._sem.acquire(timeout=poll):
-                if cancelled.is_set():  # stopped while it waited: the slot it just got goes on
-                    self._sem.release()
-                    return False
-                return True
-        return False
+        """Wait for a slot, in turn; False when ``cancelled`` is set first (``cancelled`` is also
+        the job's place in the line: :meth:`ahead`)."""
+        with self._changed:
+            self._line.append(cancelled)
+            try:
+                while not cancelled.is_set():
+                    if self._free and self._line[0] is cancelled:
+                        self._free -= 1
+                        return True
+                    self._changed.wait(poll)
+                return False
+            finally:
+                self._line.remove(cancelled)
+                self._changed.notify_all()
 
     def release(self) -> None:
-        self._sem.release()
+        with self._changed:
+            if self._free >= self.slots:
+                raise RuntimeError("JobLimiter released more often than acquired")
+            self._free += 1
+            self._changed.notify_all()
+
+    def ahead(self, job: threading.Event) -> int | None:
+        """How many jobs wait before ``job`` (None when it does not wait)."""
+        with self._changed:
+            line = list(self._line)
+        return line.index(job) if job in line else None
 
 
 CHUNK_SECONDS = 45.0
@@ -93,6 +113,7 @@ class Run:
         self._running_since: float | None = None
         self._finished_at: float | None = None
         self._cancel = threading.Event()
+        self._limiter: JobLimiter | None = None
         self._thread: threading.Thread | None = None
         self.chunk_seconds: float | None = None  # set: train in chunks (see chunk_seconds())
         self._chunk: ChunkResult | None = None  # chunked runs: the last chunk's result
@@ -103,6 +124,7 @@ class Run:
     def start(self, limiter: JobLimiter) -> None:
         # The thread runs in a copy of the caller's context, so that GPU calls made from it
         # (ZeroGPU) are made on behalf of the request (the user's quota) that started the run.
+        self._limiter = limiter
         context = contextvars.copy_context()
         self._thread = threading.Thread(target=context.run, args=(self._work, limiter),
                                         name=f"yapo-run-{self.id}", daemon=True)
@@ -250,6 +272,9 @@ class Run:
     def describe(self) -> str:
         """One line of status: state, step, ETA, the last metrics or the error."""
         text = f"{self.name}: {self.status}"
+        ahead = self._limiter.ahead(self._cancel) if self.status == "queued" and self._limiter is not None else None
+        if ahead is not None:  # waiting: for a run computing (another user's, or this tab's own), or for those before it
+            text += f" (waiting for {'a run to finish' if not ahead else f'{ahead} run(s) ahead of it'})"
         if self.total_steps:
             text += f", step {self.step}/{self.total_steps}"
         eta = self.eta()
