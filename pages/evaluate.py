@@ -103,7 +103,8 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio,
         gr.Markdown("Each method is trained or computed on the task's training pairs less a 20% validation split; "
                     "its multiplier is **chosen on the validation split** (ringed in the plot) and the chosen "
                     "metric above is reported on the held-out data at every multiplier above. YaPO and BiPO train "
-                    "with the Train page's preset defaults (a few minutes on the demo world).")
+                    "with the Train page's preset defaults (a few minutes on the demo world). It takes a training "
+                    "slot, in turn with the runs, and **Stop** on Train stops it.")
         with gr.Row():
             cmp_methods = gr.CheckboxGroup([(m.label, m.key) for m in METHODS.values()], value=list(METHODS),
                                            label="Methods", elem_id="cmp-methods", scale=3)

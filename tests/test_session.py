@@ -698,6 +698,33 @@ def test_compare_methods_on_the_loaded_task(ready):
         ready.compare("mcq", [0.0, 1.0], ["caa"])
 
 
+def test_a_method_comparison_holds_the_shared_model_one_step_at_a_time_and_can_be_stopped(ready):
+    """Other users' requests use the model between the comparison's steps, instead of waiting for the
+    whole comparison; Stop (or the page closing) ends it, and its training slot is free again."""
+    import threading
+
+    said, out = [], {}
+
+    def compare():
+        try:
+            out["result"] = ready.compare("preference", [0.0, 1.0], ["yapo"], max_steps=100_000, on_progress=said.append)
+        except SettingsError as exc:
+            out["error"] = str(exc)
+
+    worker = threading.Thread(target=compare)
+    worker.start()
+    while not any("building" in m for m in said):
+        time.sleep(0.01)
+    time.sleep(0.3)
+    assert worker.is_alive() and ready.limiter.full()  # training, in a training slot
+    got = ready.bundle.lock.acquire(timeout=2.0)  # another user's request, between two steps
+    if got:
+        ready.bundle.lock.release()
+    ready.stop_all()
+    worker.join(60)
+    assert got and out == {"error": "the method comparison was stopped."} and not ready.limiter.full()
+
+
 def test_the_capability_check_measures_each_model_unsteered_once(monkeypatch):
     """Several vectors of one model: the unsteered measure (which no vector changes) is taken once."""
     import threading

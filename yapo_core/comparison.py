@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, ContextManager, Mapping, Sequence
 
 from torch import nn
 
@@ -189,6 +190,7 @@ def compare_methods(
     done: Sequence[MethodResult] = (),
     on_result: Callable[[MethodResult], None] | None = None,
     progress: bool = False,
+    guard: Callable[[], ContextManager] = nullcontext,
 ) -> ComparisonResult:
     """Make each method's vector on ``train_pairs`` and measure it on ``test_pairs`` with
     ``metric`` (a key of :data:`~yapo_core.evaluation.METRICS`; MCQ accuracy by default).
@@ -201,7 +203,10 @@ def compare_methods(
     ``done`` holds results of an interrupted run of the same comparison: those methods are not
     made again. ``on_result`` is called with each method's result as soon as it is measured (to
     store it). ``progress`` shows a progress bar for each training. ``method_configs`` overrides
-    ``train_config`` for one method (e.g. ``{"bipo": {"lr": 0.01}}``)."""
+    ``train_config`` for one method (e.g. ``{"bipo": {"lr": 0.01}}``). ``guard()`` is entered
+    around each use of the model (a training step, a metric at one multiplier, a capability
+    measure): a model shared with others is held one step at a time, and a guard that raises stops
+    the comparison."""
     say = on_progress or (lambda msg: None)
     own = {key: dict(v) for key, v in (method_configs or {}).items()}
     check_sae_fits(model, sae)  # every method acts at the SAE's hook point (make_vector takes it from the SAE)
@@ -224,8 +229,16 @@ def compare_methods(
     if choose_by != metric:
         say(f"multipliers are chosen by the {METRICS[choose_by].label} on the validation split: the "
             f"{METRICS[metric].label} cannot score its pairs")
-    score = lambda pairs, vector, ms, by=metric: evaluate_metric(by, model, tokenizer, pairs, vector, ms,  # noqa: E731
-                                                                 sae=sae)
+    def score(pairs, vector, ms, by=metric) -> dict[float, float]:
+        out = {}
+        for m in ms if vector is not None else [0.0]:  # one multiplier at a time under the guard
+            with guard():
+                out.update(evaluate_metric(by, model, tokenizer, pairs, vector, [m], sae=sae))
+        return out
+
+    def measure() -> float:
+        with guard():
+            return capability()
     results = []
     finished = {r.method: r for r in done}
     say(plan(chosen, config, multipliers, len(fit), len(held), len(test_pairs), skip=set(finished)))
@@ -241,7 +254,7 @@ def compare_methods(
         losses: list[float] = []
         settings = TrainConfig(**{**config, **own.get(method.key, {})})
         vector = make_vector(method, model, tokenizer, fit, sae=sae, config=settings,
-                             on_step=lambda m: losses.append(m.loss), progress=progress)
+                             on_step=lambda m: losses.append(m.loss), progress=progress, guard=guard)
         seconds = time.perf_counter() - start
         say(f"{method.key}: sweeping multipliers")
         on_validation = score(held, vector, multipliers, choose_by) if held else {}
@@ -250,12 +263,13 @@ def compare_methods(
         result = MethodResult(method.key, seconds, below, losses[-1] if losses else None, accuracy, l0=vector.l0(),
                               loss_curve=losses, validation_accuracy=on_validation, norm=round(vector.norm(), 2))
         if metric == "mcq_generated":
-            result.unparseable = mcq_generation_report(model, tokenizer, mcq_items_from_pairs(test_pairs), vector,
-                                                       result.chosen_multiplier, sae=sae)["unparseable"]
+            with guard():
+                result.unparseable = mcq_generation_report(model, tokenizer, mcq_items_from_pairs(test_pairs), vector,
+                                                           result.chosen_multiplier, sae=sae)["unparseable"]
         if capability:
             if unsteered_capability is None:  # once per comparison: it does not depend on the vector
-                unsteered_capability = capability()
-            result.capability_change = capability_change(capability, model, vector, result.chosen_multiplier, sae,
+                unsteered_capability = measure()
+            result.capability_change = capability_change(measure, model, vector, result.chosen_multiplier, sae,
                                                          unsteered_capability)["change"]
         results.append(result)
         if on_result is not None:

@@ -8,8 +8,9 @@ vectors through :func:`make_vector` or, to run a training step by step, :meth:`M
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, fields, replace
-from typing import Callable, Sequence
+from typing import Callable, ContextManager, Sequence
 
 from torch import nn
 
@@ -75,13 +76,16 @@ def make_vector(
     config: TrainConfig | None = None,
     progress: bool = False,
     on_step: Callable[[StepMetrics], None] | None = None,
+    guard: Callable[[], ContextManager] = nullcontext,
     **train_config,
 ) -> SteeringVector:
     """Make ``method``'s vector from ``pairs``: train YaPO/BiPO, compute CAA/SAS.
 
     ``layer`` is the steered block (taken from the SAE's hook when omitted); ``config``, keyword
     arguments (:class:`TrainConfig` fields), or both (the keywords replace the config's fields)
-    set the training; ``on_step`` sees each training step's metrics.
+    set the training; ``on_step`` sees each training step's metrics. ``guard()`` is entered around
+    each use of the model (a computation, the training's preparation, each step), so that a shared
+    model is held one step at a time; it may raise to stop the work.
     """
     method = method if isinstance(method, Method) else get_method(method)
     if config is not None and not isinstance(config, TrainConfig):
@@ -99,16 +103,24 @@ def make_vector(
     if layer is None and sae is None:
         raise SettingsError(f"{method.label} needs layer= (or an SAE to take it from).")
     if method.key == "caa":  # at the SAE's own hook point when no layer is named (the input of block 0 too)
-        return compute_caa(model, tokenizer, pairs, check_sae_fits(model, sae) if layer is None else layer)
+        with guard():
+            return compute_caa(model, tokenizer, pairs, check_sae_fits(model, sae) if layer is None else layer)
     if method.key == "sas":
-        return compute_sas(model, tokenizer, pairs, sae)
+        with guard():
+            return compute_sas(model, tokenizer, pairs, sae)
     config = replace(config, layer=layer)
-    trainer = method.trainer(model, tokenizer, pairs, sae, config, progress=progress)
-    if on_step is None:
+    with guard():  # tokenising and caching activations run the model
+        trainer = method.trainer(model, tokenizer, pairs, sae, config, progress=progress)
+    if on_step is None and guard is nullcontext:
         return trainer.run(progress=progress)
-    for metrics in trainer:
-        on_step(metrics)
-    return trainer.vector
+    steps = iter(trainer)
+    while True:
+        with guard():
+            metrics = next(steps, None)
+        if metrics is None:
+            return trainer.vector
+        if on_step is not None:
+            on_step(metrics)
 
 
 __all__ = ["METHODS", "Method", "get_method", "make_vector"]

@@ -60,6 +60,11 @@ class JobLimiter:
             self._free += 1
             self._changed.notify_all()
 
+    def full(self) -> bool:
+        """Whether a job asking now would wait."""
+        with self._changed:
+            return not self._free or bool(self._line)
+
     def ahead(self, job: threading.Event) -> int | None:
         """How many jobs wait before ``job`` (None when it does not wait)."""
         with self._changed:

@@ -13,10 +13,12 @@ functions directly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import tempfile
+import threading
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -100,6 +102,7 @@ class Session:
         self.task: Task | None = None
         self.method: Method = METHODS["yapo"]
         self.runs: dict[str, Run] = {}
+        self._comparisons: set[threading.Event] = set()  # the stop of each method comparison going on
         self.files: dict[str, VectorEntry] = {}
         self._counter = 0
         self._added: dict[str, int] = {}  # every label given, removed vectors' too (never given again), and its
@@ -194,6 +197,9 @@ class Session:
         return list(self.runs.values())
 
     def stop_all(self) -> int:
+        """Stop every active run of this session and its method comparison; how many runs were stopped."""
+        for comparison in list(self._comparisons):
+            comparison.set()
         active = [r for r in self.run_list() if r.active]
         for r in active:
             r.stop()
@@ -345,10 +351,31 @@ class Session:
                                      keep=("max_steps",) if max_steps else ())
         demo = ev.demo_capability(bundle.model, bundle.tokenizer)
         capability = demo[0] if demo is not None else None
-        with bundle.lock:
-            return compare_methods(bundle.model, bundle.tokenizer, bundle.sae, self.task.train.pairs, test, capability,
-                                   methods, multipliers, config, task=self.task.label, on_progress=on_progress,
-                                   metric=metric, method_configs={k: v for k, v in own.items() if v})
+        say = on_progress or (lambda msg: None)
+        stop = threading.Event()  # set by Stop on Train (stop_all) and when the page is gone (close)
+        self._comparisons.add(stop)
+
+        @contextlib.contextmanager
+        def one_step():  # the shared model, one step or one multiplier at a time: other users' work goes on between
+            if stop.is_set():
+                raise SettingsError("the method comparison was stopped.")
+            with bundle.lock:
+                yield
+
+        try:
+            if self.limiter.full():  # it trains, so it takes a training slot, in turn with the runs
+                say("waiting for the training runs ahead of it")
+            if not self.limiter.acquire(stop):
+                raise SettingsError("the method comparison was stopped.")
+            try:
+                return compare_methods(bundle.model, bundle.tokenizer, bundle.sae, self.task.train.pairs, test,
+                                       capability, methods, multipliers, config, task=self.task.label,
+                                       on_progress=on_progress, metric=metric, guard=one_step,
+                                       method_configs={k: v for k, v in own.items() if v})
+            finally:
+                self.limiter.release()
+        finally:
+            self._comparisons.discard(stop)
 
     def metrics_for(self, labels: Sequence[str]) -> dict[str, str]:
         """The metrics that can score every one of these vectors' tasks, each with the split it is
