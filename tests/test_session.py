@@ -97,7 +97,7 @@ def test_a_run_is_named_by_the_settings_that_set_it_apart(ready):
     assert many.name == f"3. {method} · {task} · lr 0.02, steps 2, epochs 3, …"  # at most three named
     from yapo_core import TrainConfig
     # no step limit where the page's defaults set one (the demo world's): all the epochs
-    assert S_session._changed(TrainConfig(max_steps=None, epochs=1), TrainConfig(max_steps=600)) == " · steps all, epochs 1"
+    assert S_runs.settings_changed(TrainConfig(max_steps=None, epochs=1), TrainConfig(max_steps=600)) == " · steps all, epochs 1"
 
 
 def test_caps_on_prompts_tokens_and_steps(ready, monkeypatch):

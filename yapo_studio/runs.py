@@ -72,6 +72,54 @@ class JobLimiter:
         return line.index(job) if job in line else None
 
 
+@contextlib.contextmanager
+def training_slot(limiter: JobLimiter, stop: threading.Event, what: str, on_progress=None):
+    """Hold one of ``limiter``'s slots for a job that trains outside a :class:`Run` (a method
+    comparison), in turn with the runs; ``stop`` ends the wait."""
+    if limiter.full() and on_progress is not None:
+        on_progress("waiting for the training runs ahead of it")
+    if not limiter.acquire(stop):
+        raise SettingsError(f"{what} was stopped.")
+    try:
+        yield
+    finally:
+        limiter.release()
+
+
+def one_step_at_a_time(lock, stop: threading.Event, what: str):
+    """A guard (:func:`yapo_core.comparison.compare_methods`' ``guard``) that holds the shared model's
+    ``lock`` for one step, so other users' requests go on between steps, and ends the work once
+    ``stop`` is set."""
+    @contextlib.contextmanager
+    def one_step():
+        if stop.is_set():
+            raise SettingsError(f"{what} was stopped.")
+        with lock:
+            yield
+
+    return one_step
+
+
+# The settings a run's name shows when they differ from the page's defaults, in this order, with
+# the short names the Train page's fields go by.
+_NAMED_SETTINGS = (("lr", "lr"), ("max_steps", "steps"), ("epochs", "epochs"), ("batch_size", "batch"),
+                   ("warmup_steps", "warm-up"), ("beta", "β"), ("mcq_rejected", "rejected"), ("seed", "seed"),
+                   ("weight_decay", "decay"), ("grad_clip", "clip"), ("max_length", "max length"))
+
+
+def settings_changed(config: TrainConfig, defaults: TrainConfig, most: int = 3) -> str:
+    """`` · lr 0.02, steps 300``: what sets a run apart from one at the defaults, so that two runs of
+    one method on one task are told apart by more than their number."""
+    def shown(value) -> str:
+        return "all" if value is None else f"{value:g}" if isinstance(value, float) else str(value)  # None: no limit
+
+    parts = [f"{short} {shown(getattr(config, field))}"
+             for field, short in _NAMED_SETTINGS if getattr(config, field) != getattr(defaults, field)]
+    if len(parts) > most:
+        parts = parts[:most] + ["…"]
+    return f" · {', '.join(parts)}" if parts else ""
+
+
 CHUNK_SECONDS = 45.0
 """On ZeroGPU, training runs as a series of GPU calls of this many seconds of steps each."""
 

@@ -13,7 +13,6 @@ functions directly.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -36,29 +35,10 @@ from yapo_core.steering import SteeringVector
 from yapo_core.training import TrainConfig
 
 from .catalog import Catalog, Preset, check_public_sources, spec_for
-from .runs import JobLimiter, Run, chunk_seconds
+from .runs import JobLimiter, Run, chunk_seconds, one_step_at_a_time, settings_changed, training_slot
 from .settings import current
 from .store import Bundle, ModelStore
 from .tasks import Task, TaskSpec, check_upload, evenly_spaced, load_task
-
-# The settings a run's name shows when they differ from the page's defaults, in this order, with
-# the short names the Train page's fields go by.
-_NAMED_SETTINGS = (("lr", "lr"), ("max_steps", "steps"), ("epochs", "epochs"), ("batch_size", "batch"),
-                   ("warmup_steps", "warm-up"), ("beta", "β"), ("mcq_rejected", "rejected"), ("seed", "seed"),
-                   ("weight_decay", "decay"), ("grad_clip", "clip"), ("max_length", "max length"))
-
-
-def _changed(config: TrainConfig, defaults: TrainConfig, most: int = 3) -> str:
-    """`` · lr 0.02, steps 300``: what sets a run apart from one at the defaults, so that two runs of
-    one method on one task are told apart by more than their number."""
-    def shown(value) -> str:
-        return "all" if value is None else f"{value:g}" if isinstance(value, float) else str(value)  # None: no limit
-
-    parts = [f"{short} {shown(getattr(config, field))}"
-             for field, short in _NAMED_SETTINGS if getattr(config, field) != getattr(defaults, field)]
-    if len(parts) > most:
-        parts = parts[:most] + ["…"]
-    return f" · {', '.join(parts)}" if parts else ""
 
 
 @dataclass
@@ -183,7 +163,7 @@ class Session:
         self._counter += 1
         run_id = f"run{self._counter}"
         name = name or (f"{self._counter}. {self.method.label.split()[0]} · {self.task.label}"
-                        + _changed(asked, self.default_config(layer=asked.layer)))
+                        + settings_changed(asked, self.default_config(layer=asked.layer)))
         run = Run(run_id, name, self.method, config, self.task, bundle)
         run.chunk_seconds = chunk_seconds()
         self.runs[run_id] = run
@@ -351,29 +331,15 @@ class Session:
                                      keep=("max_steps",) if max_steps else ())
         demo = ev.demo_capability(bundle.model, bundle.tokenizer)
         capability = demo[0] if demo is not None else None
-        say = on_progress or (lambda msg: None)
         stop = threading.Event()  # set by Stop on Train (stop_all) and when the page is gone (close)
         self._comparisons.add(stop)
-
-        @contextlib.contextmanager
-        def one_step():  # the shared model, one step or one multiplier at a time: other users' work goes on between
-            if stop.is_set():
-                raise SettingsError("the method comparison was stopped.")
-            with bundle.lock:
-                yield
-
-        try:
-            if self.limiter.full():  # it trains, so it takes a training slot, in turn with the runs
-                say("waiting for the training runs ahead of it")
-            if not self.limiter.acquire(stop):
-                raise SettingsError("the method comparison was stopped.")
-            try:
+        try:  # it trains, so it takes a training slot in turn with the runs, and holds the model a step at a time
+            with training_slot(self.limiter, stop, "the method comparison", on_progress):
                 return compare_methods(bundle.model, bundle.tokenizer, bundle.sae, self.task.train.pairs, test,
                                        capability, methods, multipliers, config, task=self.task.label,
-                                       on_progress=on_progress, metric=metric, guard=one_step,
+                                       on_progress=on_progress, metric=metric,
+                                       guard=one_step_at_a_time(bundle.lock, stop, "the method comparison"),
                                        method_configs={k: v for k, v in own.items() if v})
-            finally:
-                self.limiter.release()
         finally:
             self._comparisons.discard(stop)
 
