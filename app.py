@@ -41,7 +41,7 @@ FILES_KEPT = (1800, 7200)
 
 
 def build_app(ctx: AppContext | None = None) -> gr.Blocks:
-    """All pages in tabs around one session per browser tab."""
+    """All pages in tabs around one session per browser (its tabs share it; a reload finds it again)."""
     ctx = ctx or AppContext.from_env()
     # Gradio's copies of uploads and downloads: removed two hours after they were made (and when the
     # app stops), so a public app's disk does not fill up and an exported file's link does not last

@@ -104,7 +104,8 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio,
                     "its multiplier is **chosen on the validation split** (ringed in the plot) and the chosen "
                     "metric above is reported on the held-out data at every multiplier above. YaPO and BiPO train "
                     "with the Train page's preset defaults (a few minutes on the demo world). It takes a training "
-                    "slot, in turn with the runs, and **Stop** on Train stops it.")
+                    "slot, in turn with the runs, and **Stop** on Train stops it (on a ZeroGPU Space it is a GPU call of "
+                    "its own, which ends with its time).")
         with gr.Row():
             cmp_methods = gr.CheckboxGroup([(m.label, m.key) for m in METHODS.values()], value=list(METHODS),
                                            label="Methods", elem_id="cmp-methods", scale=3)

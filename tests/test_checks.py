@@ -3,6 +3,8 @@ with a SettingsError naming it and what is accepted, before any work."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import consistent_pairs, make_model, make_sae
@@ -120,3 +122,15 @@ def test_models_and_saes_with_broken_weights_are_refused(tmp_path, tokenizer):
     save_file(sae_weights, str(sae_dir / "sae_weights.safetensors"))
     with pytest.raises(SAELoadError, match="hold NaN or infinite values \\(W_dec\\)"):
         load_sae(path=sae_dir, device="cpu")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc, where no file can be made")
+def test_a_folder_to_write_is_probed_and_one_only_read_is_not():
+    """Permissions pass /proc for root; making a file there fails. A finished activation cache may
+    sit on read-only storage: TrainConfig's folders are not probed (nor a file made per config)."""
+    from yapo_core import TrainConfig
+
+    with pytest.raises(SettingsError, match="--out='/proc' cannot be written"):
+        checks.folder("--out", "/proc")
+    assert checks.folder("cache_dir", "/proc", probe=False) == Path("/proc")
+    assert TrainConfig(cache_dir="/proc").cache_dir == "/proc"

@@ -510,6 +510,11 @@ def test_a_file_that_cannot_be_written_after_the_work_is_an_error_not_a_tracebac
     assert _guarded(full_disk) == 1
     assert capsys.readouterr().err == "error: could not read or write '/runs/sweep.json': No space left on device.\n"
 
+    def unreachable():
+        raise ConnectionError("Couldn't reach huggingface.co")
+
+    assert _guarded(unreachable) == 1 and capsys.readouterr().err == "error: Couldn't reach huggingface.co\n"
+
 
 def test_a_column_mapping_may_have_spaces_after_its_commas():
     from yapo_core.cli_args import columns

@@ -165,9 +165,10 @@ def test_headers_that_differ_in_case_or_spaces_and_semicolon_csv_are_read(tmp_pa
     """As spreadsheets save them: ``Prompt,Chosen,Rejected``, `` prompt ``, and CSV separated by
     semicolons where the comma is the decimal mark."""
     path = tmp_path / "pairs.csv"
-    path.write_text("Prompt; Chosen ;REJECTED\nHi, you?;Hello;Bye\n")
-    pair = load_pairs(path)[0]
-    assert (pair.prompt, pair.chosen, pair.rejected) == ("Hi, you?", "Hello", "Bye")
+    path.write_text('Prompt; Chosen ;REJECTED\nHi, you?;Hello;Bye\n"Hi; there";"He said ""yes""";no\n')
+    pairs = load_pairs(path)
+    assert [(p.prompt, p.chosen, p.rejected) for p in pairs] == [("Hi, you?", "Hello", "Bye"),
+                                                                 ("Hi; there", 'He said "yes"', "no")]
 
 
 def test_one_column_for_two_roles_is_refused():

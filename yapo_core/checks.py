@@ -63,9 +63,11 @@ def multipliers(values: Iterable, name: str = "multipliers") -> list[float]:
     return out
 
 
-def folder(name: str, value) -> Path | None:
+def folder(name: str, value, probe: bool = True) -> Path | None:
     """A folder to write into: None, or a path that is a folder or does not exist yet (and whose
-    nearest existing parent is a folder)."""
+    nearest existing parent is a folder); with ``probe``, one where a file can be made
+    (:func:`unwritable`). A folder that may only be read from (a finished activation cache on
+    read-only storage) is checked without it."""
     if value is None:
         return None
     if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
@@ -75,7 +77,7 @@ def folder(name: str, value) -> Path | None:
     if existing is not None and not existing.is_dir():
         where = "is a file" if existing == path else f"is inside {str(existing)!r}, which is a file"
         raise SettingsError(f"{name}={str(value)!r} {where}; give a folder.")
-    problem = unwritable(existing or Path("."))
+    problem = unwritable(existing or Path(".")) if probe else None
     if problem:
         raise SettingsError(f"{name}={str(value)!r} cannot be written ({problem}); choose another folder.")
     return path

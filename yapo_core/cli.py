@@ -319,9 +319,11 @@ def _guarded(fn) -> int:
     except YapoError as exc:
         print(f"error: {in_cli_terms(str(exc), build_parser())}", file=sys.stderr)
         return 2
-    except OSError as exc:  # a file that could not be read or written (a full disk, a mount gone read-only)
-        where = f" {str(exc.filename)!r}" if exc.filename else ""
-        print(f"error: could not read or write{where}: {exc.strerror or exc}.", file=sys.stderr)
+    except OSError as exc:  # a file that could not be read or written (a full disk, a mount gone read-only),
+        if exc.filename:  # or a connection a loader did not explain
+            print(f"error: could not read or write {str(exc.filename)!r}: {exc.strerror or exc}.", file=sys.stderr)
+        else:
+            print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ import tempfile
 from dataclasses import fields
 from pathlib import Path
 
+from . import checks
 from .cli_args import in_cli_terms, load_model_from_args, load_pairs_from_args, load_sae_from_args
 from .errors import SettingsError, YapoError
 
@@ -72,6 +73,7 @@ def cmd_train(args, parser=None) -> int:
         raise SettingsError(f"--history {args.history!r} would be overwritten by its own curves (.html beside it); "
                             "give a .jsonl name such as history.jsonl.")
     _check_distinct_outputs(args, out, checkpoint, history)
+    checks.folder("--checkpoint-dir", getattr(args, "checkpoint_dir", None))  # a file can be made there
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
     config = TrainConfig(**given)  # a bad setting fails before the model loads
     if config.kind == "sparse" and not (args.sae_path or args.sae_release):

@@ -60,33 +60,34 @@ _STATED_GOLD = re.compile(r"\b(?i:answer|option|choice)\s*(?i:is)?:?\s*\(?([A-Z]
 # in a reply, also a small letter where no word follows it ("option c", "the answer is (b)"; not "the answer is a dish")
 _STATED_LETTER = re.compile(r"\b(?i:answer|option|choice)\s*(?i:is)?:?\s*"
                             r"(?:\(([A-Za-z])\)|([A-Z])(?=\W|$)|([a-z])(?=[.:),;!?]|\s*$))")
-# "B owls"; not the words "A bowl", "I think", "I'm"
-_OPENING_WORD = re.compile(r"^\W*(?![AI](?:\s+[a-z]|['’]\w))([A-Z])\b")
+_OPENING_WORD = re.compile(r"^\W*([A-Z])\b")  # a dataset's "B owls", "A owls"
+_OPENING_NOT_A_WORD = re.compile(r"^\W*(?![AI](?:\s+[a-z]|['’]\w))([A-Z])\b")  # in a reply: not "A bowl", "I think", "I'm"
 _EMPHASIS = re.compile(r"\*+|`+|(?<!\w)_+|_+(?!\w)")  # markdown's bold, italics and code marks
 
 
-def letter_readings(text: str) -> Iterator[tuple[str, bool]]:
+def letter_readings(text: str, reply: bool = False) -> Iterator[tuple[str, bool]]:
     """Every option letter ``text`` gives, the strongest reading first, with whether the text opens
     with it: a letter that opens the text as a mark (``"B"``, ``"(B)"``, ``"B) text"``, ``"C.
     Koshari"``); a letter stated after "answer", "option" or "choice" (``"Koshari, option C."``,
     ``"The answer is (c)"``, ``"Answer: B"``), first to last; a capital letter that opens the text as
-    a word (``"B owls"``; not the English words of ``"A bowl of rice"`` or ``"I think"``). Markdown's
-    emphasis is read through (``"The answer is **B**."``)."""
+    a word (a dataset's ``"B owls"``, ``"A owls"``; in a generated ``reply``, not the English words
+    of ``"A bowl of rice"`` or ``"I think"``). Markdown's emphasis is read through (``"The answer is
+    **B**."``)."""
     plain = _EMPHASIS.sub("", text).strip()
     match = _MARKED_OPENING.match(plain)
     if match:
         yield match.group(1), True
     for match in _STATED_LETTER.finditer(plain):
         yield next(g for g in match.groups() if g).upper(), False
-    match = _OPENING_WORD.match(plain)
+    match = (_OPENING_NOT_A_WORD if reply else _OPENING_WORD).match(plain)
     if match:
         yield match.group(1), True
 
 
 def answer_letter(answer: str) -> tuple[str, bool] | None:
     """The option letter a chosen answer gives, and whether the answer opens with it: the strongest
-    of :func:`letter_readings` (``"B"``, ``"C. Koshari"``, ``"Koshari, option C."``, ``"B owls"``);
-    None when there is none."""
+    of :func:`letter_readings` (``"B"``, ``"C. Koshari"``, ``"Koshari, option C."``, ``"B owls"``,
+    and, with nothing else, ``"A bowl of rice"`` as A); None when there is none."""
     return next(letter_readings(answer), None)
 
 

@@ -21,7 +21,7 @@ def parse_answer_letter(reply: str, letters: str) -> str | None:
     strongest of :func:`~.options.letter_readings` among ``letters``, so ``"B"``, ``"(B)"``, ``"B.
     Koshari"``, ``"The answer is **(B)**."``, ``"Answer: B"`` and ``"A bowl of koshari, option B."``
     all give B. A reply that names no option letter is unparseable (and scored as wrong)."""
-    return next((letter for letter, _ in letter_readings(reply) if letter in letters), None)
+    return next((letter for letter, _ in letter_readings(reply, reply=True) if letter in letters), None)
 
 
 def fluency_problem(tokenizer, reply: str, max_new_tokens: int, max_share: float = 0.3,

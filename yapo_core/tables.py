@@ -153,6 +153,9 @@ def read_delimited(text: str, name: str, delimiter: str = ","):
     """A DataFrame of strings from CSV/TSV text; every row must have the header's number of fields."""
     import pandas as pd
 
+    first = text.lstrip("\ufeff").split("\n", 1)[0]
+    if delimiter == "," and ";" in first and "," not in first:  # as Excel saves CSV where "," is the decimal mark
+        delimiter = ";"
     sep = {",": "comma", ";": "semicolon"}.get(delimiter, "tab")
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     rows, lines = [], []
@@ -170,8 +173,6 @@ def read_delimited(text: str, name: str, delimiter: str = ","):
     if not rows:
         raise DataError(f"data file {name!r} is empty.")
     header, body = rows[0], rows[1:]
-    if delimiter == "," and len(header) == 1 and ";" in header[0]:  # as Excel saves CSV where "," is the decimal mark
-        return read_delimited(text, name, ";")
     if delimiter == "," and len(header) == 1 and "\t" in header[0]:
         raise DataError(f"{name!r} is tab-separated (its header is {header[0]!r}): name it .tsv, or save it with commas.")
     for line, row in zip(lines[1:], body):

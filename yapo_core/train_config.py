@@ -58,8 +58,10 @@ class TrainConfig:
             raise SettingsError(f"mcq_rejected={self.mcq_rejected!r} is unknown; use one of {list(MCQ_REJECTED)}.")
         if self.cache_in_memory not in (None, True, False):
             raise SettingsError(f"cache_in_memory={self.cache_in_memory!r} must be True, False or None (decide by size).")
-        checks.folder("cache_dir", self.cache_dir)
-        checks.folder("checkpoint_dir", self.checkpoint_dir)
+        # no file made on every config built: a finished cache may be read from read-only storage, and a
+        # checkpoint that cannot be written is said as such when it is written, the vector kept
+        checks.folder("cache_dir", self.cache_dir, probe=False)
+        checks.folder("checkpoint_dir", self.checkpoint_dir, probe=False)
         if self.checkpoint_every and not self.checkpoint_dir:
             raise SettingsError("checkpoint_every is set but checkpoint_dir is not; give a folder.")
 

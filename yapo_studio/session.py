@@ -13,6 +13,7 @@ functions directly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -39,6 +40,7 @@ from .runs import JobLimiter, Run, chunk_seconds, one_step_at_a_time, settings_c
 from .settings import current
 from .store import Bundle, ModelStore
 from .tasks import Task, TaskSpec, check_upload, evenly_spaced, load_task
+from .zero_gpu import zero_gpu_active
 
 
 @dataclass
@@ -333,12 +335,17 @@ class Session:
         capability = demo[0] if demo is not None else None
         stop = threading.Event()  # set by Stop on Train (stop_all) and when the page is gone (close)
         self._comparisons.add(stop)
-        try:  # it trains, so it takes a training slot in turn with the runs, and holds the model a step at a time
-            with training_slot(self.limiter, stop, "the method comparison", on_progress):
+        # it trains, so it takes a training slot in turn with the runs, and holds the model a step at a time;
+        # on ZeroGPU it is a GPU call of its own, in a worker process that no slot, lock or Stop of this one reaches
+        gpu_call = zero_gpu_active()
+        try:
+            with contextlib.nullcontext() if gpu_call else training_slot(self.limiter, stop, "the method comparison",
+                                                                          on_progress):
                 return compare_methods(bundle.model, bundle.tokenizer, bundle.sae, self.task.train.pairs, test,
                                        capability, methods, multipliers, config, task=self.task.label,
                                        on_progress=on_progress, metric=metric,
-                                       guard=one_step_at_a_time(bundle.lock, stop, "the method comparison"),
+                                       guard=contextlib.nullcontext if gpu_call else one_step_at_a_time(
+                                           bundle.lock, stop, "the method comparison"),
                                        method_configs={k: v for k, v in own.items() if v})
         finally:
             self._comparisons.discard(stop)
