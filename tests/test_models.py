@@ -149,6 +149,9 @@ def test_a_models_fingerprint_is_kept_until_its_weights_change():
     with torch.no_grad():
         model.model.layers[0].self_attn.q_proj.weight.mul_(2.0)  # changed in place: computed again
     assert not same_weights(first, model_fingerprint(model))
+    doubled = model_fingerprint(model)
+    model.model.layers[0].self_attn.q_proj.weight.data.mul_(0.5)  # through .data: no version bump, still seen
+    assert same_weights(first, model_fingerprint(model)) and not same_weights(doubled, model_fingerprint(model))
     assert not same_weights(first, model_fingerprint(make_model("llama", seed=1)))
     again = make_model("llama")
     assert same_weights(first, model_fingerprint(again.to(torch.bfloat16)))  # another dtype: the same weights

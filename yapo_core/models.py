@@ -181,14 +181,24 @@ _FINGERPRINTS: "weakref.WeakKeyDictionary[nn.Module, dict[Callable, tuple[tuple,
 
 def module_fingerprint(owner: nn.Module, tensors, compute: Callable[[list], str] = weights_fingerprint) -> str:
     """``compute(tensors)`` (default :func:`weights_fingerprint`) of ``owner``'s ``tensors``, computed
-    once and reused until one of them is replaced or changed in place (a vector is built on every
-    look at a running training, and a 65k SAE's matrices are large)."""
+    once and reused until one of them is replaced or changed in place, also through ``.data`` (a
+    vector is built on every look at a running training, and a 65k SAE's matrices are large)."""
     tensors = list(tensors)
-    key = tuple((t.data_ptr(), tuple(t.shape), t._version) for t in tensors)
+    key = tuple((t.data_ptr(), tuple(t.shape), t._version, _probe(t)) for t in tensors)
     seen = _FINGERPRINTS.setdefault(owner, {})
     if compute not in seen or seen[compute][0] != key:
         seen[compute] = (key, compute(tensors))
     return seen[compute][1]
+
+
+def _probe(t: torch.Tensor, n: int = 8) -> tuple[float, ...]:
+    """A few of ``t``'s values, spread over it: an edit through ``.data`` (sae-lens folds its
+    scaling factors so) changes them but not the tensor's version counter."""
+    flat = t.detach().reshape(-1)
+    if flat.numel() == 0:
+        return ()
+    index = torch.linspace(0, flat.numel() - 1, min(n, flat.numel()), device=flat.device).long()
+    return tuple(flat.index_select(0, index).float().tolist())
 
 
 def same_weights(a: str, b: str, rtol: float = 1e-3) -> bool:
