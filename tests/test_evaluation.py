@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import make_model, make_sae
+from conftest import consistent_pairs, make_model, make_sae
 
 from yapo_core import SteeringVector
 from yapo_core.data import PreferencePair
@@ -114,6 +114,19 @@ def test_preference_accuracy_of_a_vector_that_does_nothing_is_zero(tokenizer):
     vec = SteeringVector("dense", torch.zeros(32), "blocks.1.hook_resid_post")
     pairs = [PreferencePair("Q?", "yes", "no")] * 2
     assert preference_accuracy(model, tokenizer, pairs, vec, 1.0) == 0.0  # no margin is gained
+
+
+def test_a_preference_sweep_is_each_multiplier_scored_alone_with_the_reference_taken_once(tokenizer, monkeypatch):
+    from yapo_core import evaluation
+    from yapo_core.methods import make_vector
+
+    model, pairs = make_model("llama"), consistent_pairs(8)
+    vec = make_vector("bipo", model, tokenizer, pairs, layer=1, max_steps=3, lr=0.5)
+    alone = {m: preference_accuracy(model, tokenizer, pairs, vec, m) for m in (-1.0, 0.5, 1.0, 2.0)}
+    calls, real = [], evaluation.pair_logprobs
+    monkeypatch.setattr(evaluation, "pair_logprobs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert evaluation.evaluate_metric("preference", model, tokenizer, pairs, vec, list(alone)) == alone
+    assert len(calls) == len(alone) + 1  # one unsteered pass, one per multiplier
 
 
 def test_mmlu_offline_fails_fast(monkeypatch):

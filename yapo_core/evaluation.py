@@ -82,15 +82,26 @@ def score_pairs(
     ``max_length`` tokens (default: the model's context), their prompts cut from the left when
     longer; a pair whose answer alone is longer cannot be scored and is left out, and when that
     leaves none, the error says so."""
+    return score_pairs_sweep(model, tokenizer, pairs, vector, [multiplier], sae, batch_size, max_length)[multiplier]
+
+
+def score_pairs_sweep(model: nn.Module, tokenizer, pairs: Sequence[PreferencePair], vector: SteeringVector | None,
+                      multipliers: Sequence[float], sae: nn.Module | None = None, batch_size: int = 8,
+                      max_length: int | None = None) -> dict[float, PairScores]:
+    """:func:`score_pairs` at each multiplier, with the unsteered log-probs (which no multiplier
+    changes) computed once."""
     room = capped_length(model, max_length)
     encoded, report = encode_pairs(tokenizer, pairs, room)
     if not encoded:
         raise DataError(f"all {len(pairs)} pair(s) have an answer longer than the {room} tokens the model reads: none "
                         "can be scored; shorten the answers.")
     reference = pair_logprobs(model, tokenizer, encoded, batch_size)
-    with steered(model, vector, multiplier, sae):
-        scores = pair_logprobs(model, tokenizer, encoded, batch_size)
-    return PairScores(scores[:, 0], scores[:, 1], reference[:, 0], reference[:, 1])
+    out = {}
+    for m in multipliers:
+        with steered(model, vector, m, sae):
+            scores = pair_logprobs(model, tokenizer, encoded, batch_size)
+        out[m] = PairScores(scores[:, 0], scores[:, 1], reference[:, 0], reference[:, 1])
+    return out
 
 
 def preference_accuracy(model, tokenizer, pairs, vector, multiplier: float = 1.0, sae=None, **kwargs) -> float:
@@ -356,4 +367,7 @@ def evaluate_metric(metric: str, model, tokenizer, pairs: Sequence[PreferencePai
         raise SettingsError("the preference accuracy compares the steered model with the unsteered one; give a vector.")
     check_applies(chosen.key, pairs)
     ms = multipliers if vector is not None else [0.0]
+    if chosen.key == "preference":  # the unsteered log-probs once for the whole sweep, not once per multiplier
+        return {float(m): float((scores.reward_margin > 0).float().mean())
+                for m, scores in score_pairs_sweep(model, tokenizer, pairs, vector, [float(m) for m in ms], sae).items()}
     return sweep(lambda m: chosen.score(model, tokenizer, pairs, vector, m, sae, steer_positions), ms)
