@@ -46,6 +46,23 @@ def test_letter_logprobs_are_the_answer_turn_logprobs(tokenizer):
     torch.testing.assert_close(scores, torch.stack([direct.chosen_ref[0], direct.rejected_ref[0]]))
 
 
+def test_letter_logprobs_score_each_letter_once_whatever_the_number_of_options(tokenizer, monkeypatch):
+    """Two letters share a row's chosen and rejected sides; an odd count's last letter stands alone."""
+    from yapo_core import mcq
+
+    model = make_model("llama")
+    items = [MCQItem(PROMPTS[0], "A", "ABC"), MCQItem(PROMPTS[1], "B", "ABCD"), MCQItem(PROMPTS[2], "A", "ABCDE")]
+    rows = []
+    real = mcq.pair_logprobs
+    monkeypatch.setattr(mcq, "pair_logprobs", lambda m, t, encoded, *a: rows.append(len(encoded)) or real(m, t, encoded, *a))
+    scores = letter_logprobs(model, tokenizer, items)
+    assert [len(s) for s in scores] == [3, 4, 5] and rows == [2 + 2 + 3]
+    for item, got in zip(items, scores):  # each letter's log-prob, as scored on its own
+        for letter, value in zip(item.letters, got):
+            alone = score_pairs(model, tokenizer, [PreferencePair(item.prompt, letter, letter)]).chosen_ref[0]
+            torch.testing.assert_close(value, alone, rtol=1e-5, atol=1e-5)
+
+
 def test_behaviour_rate_on_ab_pairs(tokenizer):
     model = make_model("gpt2")
     items = [MCQItem(p, "A", "AB") for p in PROMPTS]

@@ -87,12 +87,15 @@ def letter_logprobs(model, tokenizer, items: Sequence[MCQItem], batch_size: int 
         if prompt_ids is None:
             raise DataError(f"the question {item.prompt[:60]!r} does not fit the model's {room} tokens even without "
                             "its text: the chat template alone is longer.")
-        encoded += [EncodedPair(prompt_ids, answer, answer) for answer in answers]
-    flat = pair_logprobs(model, tokenizer, encoded, batch_size)[:, 0]
+        # two letters per pair row (its chosen and rejected side share the prompt): each answer scored once
+        encoded += [EncodedPair(prompt_ids, answers[k], answers[min(k + 1, len(answers) - 1)])
+                    for k in range(0, len(answers), 2)]
+    flat = pair_logprobs(model, tokenizer, encoded, batch_size).reshape(-1)
     out, i = [], 0
     for item in items:
-        out.append(flat[i : i + len(item.letters)])
-        i += len(item.letters)
+        n = len(item.letters)
+        out.append(flat[i : i + n])
+        i += n + n % 2  # an odd count's last row scored its last letter twice
     return out
 
 
