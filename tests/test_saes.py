@@ -116,3 +116,16 @@ def test_loading_a_model_and_an_sae_leaves_the_global_generator_alone(tmp_path, 
 def test_a_missing_sae_folder_is_named_as_such(tmp_path):
     with pytest.raises(SAELoadError, match="does not exist"):
         load_sae(path=tmp_path / "nothere")
+
+
+def test_an_sae_encoding_recorded_under_another_sae_lens_version_is_compared_on_the_fields_both_know():
+    import json
+
+    from yapo_core.saes import sae_encoding_fingerprint, same_encoding
+
+    sae = make_sae()
+    ours = json.loads(sae_encoding_fingerprint(sae))
+    older = dict(ours, settings={k: v for k, v in ours["settings"].items() if k != "reshape_activations"})
+    assert same_encoding(json.dumps(older), sae_encoding_fingerprint(sae))
+    other_kind = dict(ours, settings={**ours["settings"], "architecture": "topk"})
+    assert not same_encoding(json.dumps(other_kind), sae_encoding_fingerprint(sae))

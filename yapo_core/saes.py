@@ -150,10 +150,13 @@ def _other_sums(tensors: list[torch.Tensor]) -> str:  # its own memo beside sae_
 
 def same_encoding(a: str, b: str) -> bool:
     """Whether two :func:`sae_encoding_fingerprint` strings describe the same encoding: equal
-    settings, and tensors equal within :func:`~.models.same_weights`'s tolerance."""
+    settings, where both record one (another sae-lens version may add or drop a field), and tensors
+    equal within :func:`~.models.same_weights`'s tolerance."""
     try:
         x, y = json.loads(a), json.loads(b)
-        return x["settings"] == y["settings"] and same_weights(json.dumps(x["tensors"]), json.dumps(y["tensors"]))
+        both = x["settings"].keys() & y["settings"].keys()
+        return (all(x["settings"][k] == y["settings"][k] for k in both)
+                and same_weights(json.dumps(x["tensors"]), json.dumps(y["tensors"])))
     except (ValueError, KeyError, TypeError):
         return False
 
