@@ -203,6 +203,15 @@ def test_files_describe_how_to_apply_them_and_name_weights_not_paths(tmp_path, t
     assert load_vector(path, model=load_model(str(moved), device="cpu")[0], sae=sae).model_id == "models/tiny"
     with pytest.raises(VectorFileError, match="weights differ"):
         load_vector(path, model=make_model("llama", seed=1), sae=sae)
+    middle = make_model("llama")  # a fine-tune of a block between the first and the last
+    with torch.no_grad():
+        middle.model.layers[2].mlp.down_proj.weight.mul_(1.1)
+    with pytest.raises(VectorFileError, match="weights differ"):
+        load_vector(path, model=middle, sae=sae)
+    tensors, meta = open_safetensors(path)  # a file written before every block was recorded: the first and last decide
+    save_file(tensors, str(tmp_path / "first-last.safetensors"), metadata={k: v for k, v in meta.items()
+                                                                           if k != "model_blocks"})
+    assert load_vector(tmp_path / "first-last.safetensors", model=middle, sae=sae).width == sae.cfg.d_sae
     with pytest.raises(VectorFileError, match="other SAE weights.*same width and hook"):
         load_vector(path, model=model, sae=make_sae(seed=1))
     # the same matrices, another encoder bias or TopK's k: other latents fire

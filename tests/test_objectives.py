@@ -182,7 +182,11 @@ def test_cache_on_disk_is_reused_and_rebuilt_when_inputs_change(tokenizer, tmp_p
     with torch.no_grad():
         shifted.b_enc.add_(5.0)
     assert build(model, shifted, encoded).key != first.key
-    assert len(list(tmp_path.iterdir())) == 5
+    tuned = make_model("llama")  # the same first and last blocks, a middle one fine-tuned
+    with torch.no_grad():
+        tuned.model.layers[2].mlp.down_proj.weight.mul_(1.1)
+    assert build(tuned, sae, encoded).key != first.key
+    assert len(list(tmp_path.iterdir())) == 6
 
 
 def test_a_cache_appears_whole_or_not_at_all(tokenizer, tmp_path, monkeypatch):

@@ -29,7 +29,7 @@ from .architectures import hidden_size
 from .encoding import EncodedPair, collate
 from .hooks import HookPoint, record_residual
 from .logprobs import answer_logprobs
-from .models import model_device, model_fingerprint, model_id
+from .models import model_blocks_fingerprint, model_device, model_fingerprint, model_id
 from .saes import (
     centres_input,
     sae_encoding_fingerprint,
@@ -71,6 +71,7 @@ def fingerprint(model: nn.Module, sae: nn.Module | None, hook_name: str, encoded
     digest.update(model_id(model).encode())
     digest.update(model.config.to_json_string().encode())
     digest.update(model_fingerprint(model).encode())
+    digest.update(model_blocks_fingerprint(model).encode())  # a fine-tune of the blocks between first and last
     digest.update(hook_name.encode())
     if sae is not None:
         digest.update(json.dumps(sae_source(sae).as_dict(), sort_keys=True).encode())

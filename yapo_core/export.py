@@ -21,14 +21,14 @@ from ._version import __version__
 from .architectures import num_layers
 from .errors import SettingsError, VectorFileError, YapoError
 from .hooks import hook_point_from_name
-from .models import model_fingerprint, same_weights
+from .models import model_blocks_fingerprint, model_fingerprint, same_weights
 from .models import model_id as model_id_of
 from .saes import SAESource, sae_encoding_fingerprint, sae_fingerprint, sae_latents_fingerprint
 from .steering import FORMULAS, SteeringVector, dense_equivalent
 
 KEPT_METADATA = ("training", "steps", "library_version", "data_report", "d_sae", "d_model", "model_fingerprint",
-                 "model_type", "n_layers", "sae_fingerprint", "sae_latents", "sae_encoding", "n_pairs", "position",
-                 "tau")
+                 "model_blocks", "model_type", "n_layers", "sae_fingerprint", "sae_latents", "sae_encoding", "n_pairs",
+                 "position", "tau")
 """Metadata a loaded vector keeps (the rest is derived from its fields when it is saved again)."""
 
 FORMAT = "yapo-steering-vector"
@@ -247,6 +247,13 @@ def check_vector_matches(vector, model, sae=None, allow_other_model=False, name=
     theirs_weights = vector.metadata.get("model_fingerprint")
     if theirs_weights:  # the weights decide: a moved or re-built folder of the same weights is the same model
         other = not same_weights(theirs_weights, model_fingerprint(model))
+        blocks, ours = vector.metadata.get("model_blocks"), model_blocks_fingerprint(model)
+        # every block's; none in files written before it was recorded, and fewer where a model had blocks offloaded
+        try:
+            comparable = bool(blocks) and len(json.loads(blocks)) == len(json.loads(ours))
+        except (TypeError, ValueError):  # an unreadable record: the weights it names are other ones
+            comparable = True
+        other = other or (comparable and not same_weights(blocks, ours))
     else:
         other = bool(vector.model_id and here and vector.model_id != here)
     if other and not allow_other_model:

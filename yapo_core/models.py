@@ -218,3 +218,17 @@ def model_fingerprint(model: nn.Module) -> str:
     """:func:`weights_fingerprint` of the first two tensors of the first and the last block."""
     blocks = decoder_layers(model)
     return module_fingerprint(model, list(blocks[0].parameters())[:2] + list(blocks[-1].parameters())[:2])
+
+
+def model_blocks_fingerprint(model: nn.Module) -> str:
+    """:func:`weights_fingerprint` of every block's tensors (each summed once, computed once per
+    model): what :func:`model_fingerprint`, which reads the first and the last block, cannot see,
+    a fine-tune of the blocks between them (its own key, so that files recording only the first
+    keep their meaning). Blocks offloaded from the devices (accelerate's ``device_map``) hold no
+    weights in the module and are left out."""
+    return module_fingerprint(model, [t for block in decoder_layers(model) for t in block.parameters()
+                                      if t.device.type != "meta"], _block_sums)  # an offloaded block's are elsewhere
+
+
+def _block_sums(tensors: list[torch.Tensor]) -> str:  # its own memo beside model_fingerprint's
+    return weights_fingerprint(tensors)

@@ -17,6 +17,7 @@ from .hooks import HookPoint, block_output, hook_device, parse_hook_name
 from .hub import explain_hub_error
 from .models import (
     check_weights,
+    model_blocks_fingerprint,
     model_fingerprint,
     module_fingerprint,
     resolve_device,
@@ -188,7 +189,8 @@ def _latent_sums(tensors: list[torch.Tensor]) -> str:
 def provenance(model: nn.Module, sae: nn.Module | None = None) -> dict[str, str]:
     """Fingerprints of the weights a vector is made for, and the model's type and depth, for its
     file's metadata."""
-    out = {"model_fingerprint": model_fingerprint(model), "model_type": str(getattr(model.config, "model_type", "")),
+    out = {"model_fingerprint": model_fingerprint(model), "model_blocks": model_blocks_fingerprint(model),
+           "model_type": str(getattr(model.config, "model_type", "")),
            "n_layers": str(num_layers(model))}  # what a GGUF export names without the model at hand
     if sae is not None:
         out["sae_fingerprint"] = sae_fingerprint(sae)
