@@ -161,3 +161,31 @@ def test_a_models_fingerprint_is_kept_until_its_weights_change():
         for p in tuned.parameters():
             p.add_(0.05 * p.std() * torch.randn_like(p))
     assert not same_weights(first, model_fingerprint(tuned))
+
+
+def test_the_fingerprint_memo_reads_large_tensors_to_their_last_value():
+    """Indices spread in float32 round past the end of a tensor of more than 2**24 values (a Gemma
+    Scope SAE's 2304 x 16384 matrices, a 7B model's MLP); the memo must read them, last value included."""
+    from torch import nn
+
+    from yapo_core.models import _probes, module_fingerprint
+
+    owner = nn.Module()
+    big = torch.zeros(2304, 16384, dtype=torch.bfloat16)
+    first = module_fingerprint(owner, [big])
+    big.data[-1, -1] = 5.0  # through .data: the version counter stays, the last value is read
+    assert _probes([big])[-1] == 5.0 and module_fingerprint(owner, [big]) != first
+
+
+def test_weights_offloaded_from_the_devices_count_by_their_shape():
+    from yapo_core.models import model_blocks_fingerprint, model_fingerprint, same_weights
+
+    resident = make_model("llama")
+    offloaded = make_model("llama")
+    offloaded.model.layers[3].to("meta")  # as accelerate leaves a block it keeps on the CPU or disk
+    assert same_weights(model_fingerprint(resident), model_fingerprint(offloaded))
+    assert same_weights(model_blocks_fingerprint(resident), model_blocks_fingerprint(offloaded))
+    pruned = make_model("llama")
+    del pruned.model.layers[2]  # a block fewer: another model, whatever its first and last blocks
+    assert not same_weights(model_blocks_fingerprint(resident), model_blocks_fingerprint(pruned))
+    assert not same_weights("5", model_fingerprint(resident)) and not same_weights("{}", model_fingerprint(resident))

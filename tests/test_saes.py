@@ -129,3 +129,5 @@ def test_an_sae_encoding_recorded_under_another_sae_lens_version_is_compared_on_
     assert same_encoding(json.dumps(older), sae_encoding_fingerprint(sae))
     other_kind = dict(ours, settings={**ours["settings"], "architecture": "topk"})
     assert not same_encoding(json.dumps(other_kind), sae_encoding_fingerprint(sae))
+    for unreadable in ('{"settings": [], "tensors": []}', '{"settings": {}, "tensors": []}', "5"):
+        assert not same_encoding(unreadable, sae_encoding_fingerprint(sae))

@@ -247,13 +247,8 @@ def check_vector_matches(vector, model, sae=None, allow_other_model=False, name=
     theirs_weights = vector.metadata.get("model_fingerprint")
     if theirs_weights:  # the weights decide: a moved or re-built folder of the same weights is the same model
         other = not same_weights(theirs_weights, model_fingerprint(model))
-        blocks, ours = vector.metadata.get("model_blocks"), model_blocks_fingerprint(model)
-        # every block's; none in files written before it was recorded, and fewer where a model had blocks offloaded
-        try:
-            comparable = bool(blocks) and len(json.loads(blocks)) == len(json.loads(ours))
-        except (TypeError, ValueError):  # an unreadable record: the weights it names are other ones
-            comparable = True
-        other = other or (comparable and not same_weights(blocks, ours))
+        blocks = vector.metadata.get("model_blocks")  # every block's; files written before it was recorded have none
+        other = other or bool(blocks and not same_weights(blocks, model_blocks_fingerprint(model)))
     else:
         other = bool(vector.model_id and here and vector.model_id != here)
     if other and not allow_other_model:

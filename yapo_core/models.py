@@ -172,11 +172,17 @@ def model_id(model: nn.Module) -> str:
 
 def weights_fingerprint(tensors) -> str:
     """What identifies weights whatever their dtype or device: each tensor's shape and the sum of
-    its absolute values (compared with a relative tolerance by :func:`same_weights`)."""
-    return json.dumps([[list(t.shape), round(float(t.detach().abs().sum(dtype=torch.float64)), 6)] for t in tensors])
+    its absolute values (compared with a relative tolerance by :func:`same_weights`). A tensor
+    offloaded from the devices (on ``meta``: accelerate keeps its values elsewhere) has its shape
+    and no sum."""
+    return json.dumps([[list(t.shape), None if t.device.type == "meta"
+                        else round(float(t.detach().abs().sum(dtype=torch.float64)), 6)] for t in tensors])
 
 
 _FINGERPRINTS: "weakref.WeakKeyDictionary[nn.Module, dict[Callable, tuple[tuple, str]]]" = weakref.WeakKeyDictionary()
+
+PROBES = 8
+"""Values read from each tensor for :func:`module_fingerprint`'s memo (see :func:`_probes`)."""
 
 
 def module_fingerprint(owner: nn.Module, tensors, compute: Callable[[list], str] = weights_fingerprint) -> str:
@@ -184,34 +190,43 @@ def module_fingerprint(owner: nn.Module, tensors, compute: Callable[[list], str]
     once and reused until one of them is replaced or changed in place, also through ``.data`` (a
     vector is built on every look at a running training, and a 65k SAE's matrices are large)."""
     tensors = list(tensors)
-    key = tuple((t.data_ptr(), tuple(t.shape), t._version, _probe(t)) for t in tensors)
+    key = (tuple((t.data_ptr(), tuple(t.shape), t._version) for t in tensors), _probes(tensors))
     seen = _FINGERPRINTS.setdefault(owner, {})
     if compute not in seen or seen[compute][0] != key:
         seen[compute] = (key, compute(tensors))
     return seen[compute][1]
 
 
-def _probe(t: torch.Tensor, n: int = 8) -> tuple[float, ...]:
-    """A few of ``t``'s values, spread over it: an edit through ``.data`` (sae-lens folds its
-    scaling factors so) changes them but not the tensor's version counter."""
-    flat = t.detach().reshape(-1)
-    if flat.numel() == 0:
-        return ()
-    index = torch.linspace(0, flat.numel() - 1, min(n, flat.numel()), device=flat.device).long()
-    return tuple(flat.index_select(0, index).float().tolist())
+@torch.no_grad()
+def _probes(tensors: list[torch.Tensor]) -> tuple[float, ...]:
+    """:data:`PROBES` values spread over each tensor (meta ones have none), read in one transfer:
+    an edit through ``.data`` (sae-lens folds its scaling factors so) changes them but not the
+    tensors' version counters. Indices are whole numbers: in float32 the last one of a tensor of
+    more than 2**24 values would round past its end."""
+    picked: dict[torch.device, list[torch.Tensor]] = {}
+    for t in tensors:
+        n = t.numel()
+        if n == 0 or t.device.type == "meta":
+            continue
+        flat = t.detach().reshape(-1)  # a view: parameters are contiguous
+        index = torch.tensor(sorted({k * (n - 1) // (PROBES - 1) for k in range(PROBES)}), device=t.device)
+        picked.setdefault(t.device, []).append(flat.index_select(0, index).float())
+    # one copy to the host per device (a GPU waits once, not once per tensor)
+    return tuple(v for parts in picked.values() for v in torch.cat(parts).tolist())
 
 
 def same_weights(a: str, b: str, rtol: float = 1e-3) -> bool:
     """Whether two :func:`weights_fingerprint` strings describe the same weights. The tolerance
     covers a model loaded in another dtype (bf16 or fp16 moves these sums by under 1e-4) and not a
-    fine-tune that moves them by a tenth of a percent or more."""
+    fine-tune that moves them by a tenth of a percent or more. A tensor without a sum (offloaded)
+    is compared by its shape; a record that cannot be read matches nothing."""
     try:
         x, y = json.loads(a), json.loads(b)
-    except ValueError:
+        return len(x) == len(y) and all(
+            sx == sy and (vx is None or vy is None or abs(vx - vy) <= rtol * max(abs(vx), abs(vy), 1e-12))
+            for (sx, vx), (sy, vy) in zip(x, y))
+    except (TypeError, ValueError):
         return False
-    return len(x) == len(y) and all(
-        sx == sy and abs(vx - vy) <= rtol * max(abs(vx), abs(vy), 1e-12) for (sx, vx), (sy, vy) in zip(x, y)
-    )
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -224,10 +239,8 @@ def model_blocks_fingerprint(model: nn.Module) -> str:
     """:func:`weights_fingerprint` of every block's tensors (each summed once, computed once per
     model): what :func:`model_fingerprint`, which reads the first and the last block, cannot see,
     a fine-tune of the blocks between them (its own key, so that files recording only the first
-    keep their meaning). Blocks offloaded from the devices (accelerate's ``device_map``) hold no
-    weights in the module and are left out."""
-    return module_fingerprint(model, [t for block in decoder_layers(model) for t in block.parameters()
-                                      if t.device.type != "meta"], _block_sums)  # an offloaded block's are elsewhere
+    keep their meaning). An offloaded block's tensors count by their shape."""
+    return module_fingerprint(model, [t for block in decoder_layers(model) for t in block.parameters()], _block_sums)
 
 
 def _block_sums(tensors: list[torch.Tensor]) -> str:  # its own memo beside model_fingerprint's

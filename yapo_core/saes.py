@@ -156,9 +156,9 @@ def same_encoding(a: str, b: str) -> bool:
     try:
         x, y = json.loads(a), json.loads(b)
         both = x["settings"].keys() & y["settings"].keys()
-        return (all(x["settings"][k] == y["settings"][k] for k in both)
+        return ("architecture" in both and all(x["settings"][k] == y["settings"][k] for k in both)
                 and same_weights(json.dumps(x["tensors"]), json.dumps(y["tensors"])))
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):  # a record that cannot be read matches nothing
         return False
 
 
