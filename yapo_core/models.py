@@ -179,7 +179,7 @@ def weights_fingerprint(tensors) -> str:
                         else round(float(t.detach().abs().sum(dtype=torch.float64)), 6)] for t in tensors])
 
 
-_FINGERPRINTS: "weakref.WeakKeyDictionary[nn.Module, dict[Callable, tuple[tuple, str]]]" = weakref.WeakKeyDictionary()
+_FINGERPRINTS: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple[tuple, str]]]" = weakref.WeakKeyDictionary()
 
 PROBES = 8
 """Values read from each tensor for :func:`module_fingerprint`'s memo (see :func:`_probes`)."""
@@ -190,11 +190,12 @@ def module_fingerprint(owner: nn.Module, tensors, compute: Callable[[list], str]
     once and reused until one of them is replaced or changed in place, also through ``.data`` (a
     vector is built on every look at a running training, and a 65k SAE's matrices are large)."""
     tensors = list(tensors)
-    key = (tuple((t.data_ptr(), tuple(t.shape), t._version) for t in tensors), _probes(tensors))
+    which = (compute, tuple((t.data_ptr(), tuple(t.shape)) for t in tensors))  # one memo per function and tensors
+    state = (tuple(t._version for t in tensors), _probes(tensors))
     seen = _FINGERPRINTS.setdefault(owner, {})
-    if compute not in seen or seen[compute][0] != key:
-        seen[compute] = (key, compute(tensors))
-    return seen[compute][1]
+    if which not in seen or seen[which][0] != state:
+        seen[which] = (state, compute(tensors))
+    return seen[which][1]
 
 
 @torch.no_grad()
@@ -240,8 +241,4 @@ def model_blocks_fingerprint(model: nn.Module) -> str:
     model): what :func:`model_fingerprint`, which reads the first and the last block, cannot see,
     a fine-tune of the blocks between them (its own key, so that files recording only the first
     keep their meaning). An offloaded block's tensors count by their shape."""
-    return module_fingerprint(model, [t for block in decoder_layers(model) for t in block.parameters()], _block_sums)
-
-
-def _block_sums(tensors: list[torch.Tensor]) -> str:  # its own memo beside model_fingerprint's
-    return weights_fingerprint(tensors)
+    return module_fingerprint(model, [t for block in decoder_layers(model) for t in block.parameters()])

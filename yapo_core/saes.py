@@ -22,7 +22,6 @@ from .models import (
     module_fingerprint,
     resolve_device,
     same_weights,
-    weights_fingerprint,
 )
 
 
@@ -141,12 +140,7 @@ def sae_encoding_fingerprint(sae: nn.Module) -> str:
               if name not in ("W_enc", "W_dec", "b_dec")]
     kind = sae.cfg.architecture() if callable(getattr(sae.cfg, "architecture", None)) else type(sae).__name__
     settings = {"architecture": kind, **{k: repr(getattr(sae.cfg, k)) for k in _ENCODING_SETTINGS if hasattr(sae.cfg, k)}}
-    return json.dumps({"settings": settings, "tensors": json.loads(module_fingerprint(sae, others, _other_sums))},
-                      sort_keys=True)
-
-
-def _other_sums(tensors: list[torch.Tensor]) -> str:  # its own memo beside sae_fingerprint's
-    return weights_fingerprint(tensors)
+    return json.dumps({"settings": settings, "tensors": json.loads(module_fingerprint(sae, others))}, sort_keys=True)
 
 
 def same_encoding(a: str, b: str) -> bool:

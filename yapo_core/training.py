@@ -166,6 +166,7 @@ class Trainer:
         self.history: list[StepMetrics] = []
         self._stop = False
         self._last_good = self.v.detach().clone()
+        self._made_for: dict[str, str] | None = None  # the provenance, once the vector is first asked for
         self.pad_id = pad_token_id(tokenizer, model)
         if config.cache_dir is None and config.cache_in_memory is False:
             raise SettingsError("cache_in_memory=False needs cache_dir= (a folder for the cache).")
@@ -276,9 +277,12 @@ class Trainer:
 
     @property
     def vector(self) -> SteeringVector:
-        """The last good vector, with its provenance and training settings."""
+        """The last good vector, with its provenance and training settings. The provenance (the
+        frozen model's and SAE's fingerprints) is taken once per run, not on every look at it."""
+        if self._made_for is None:
+            self._made_for = provenance(self.model, self.sae if self.config.kind == "sparse" else None)
         return trained_vector(self._last_good, self.config, self.point.hook_name, self.model, self.sae, self.step,
-                              self.data_report.describe())
+                              self.data_report.describe(), self._made_for)
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -384,8 +388,10 @@ class Trainer:
 
 
 def trained_vector(values: torch.Tensor, config: TrainConfig, hook_name: str, model: nn.Module,
-                   sae: nn.Module | None, step: int, data_report: str = "") -> SteeringVector:
-    """A trained vector with its provenance and training settings (see :attr:`Trainer.vector`)."""
+                   sae: nn.Module | None, step: int, data_report: str = "",
+                   made_for: dict[str, str] | None = None) -> SteeringVector:
+    """A trained vector with its provenance and training settings (see :attr:`Trainer.vector`);
+    ``made_for``: the provenance, when the caller has it already."""
     return SteeringVector(
         kind=config.kind,
         values=values.detach().cpu().clone(),
@@ -395,7 +401,7 @@ def trained_vector(values: torch.Tensor, config: TrainConfig, hook_name: str, mo
         sae_source=sae_source(sae) if sae is not None else SAESource(),
         default_multiplier=1.0,
         metadata={"training": config.to_json(), "steps": str(step), "library_version": __version__,
-                  **provenance(model, sae if config.kind == "sparse" else None),
+                  **(made_for if made_for is not None else provenance(model, sae if config.kind == "sparse" else None)),
                   **({"data_report": data_report} if data_report else {})},
         sae=sae if config.kind == "sparse" else None,
     )
