@@ -60,16 +60,17 @@ class Settings:
         return self.max_upload_mb * 1024 * 1024
 
 
-def _positive(env: Mapping[str, str], name: str, default, kind=int):
+def _positive(env: Mapping[str, str], name: str, default, kind=int, zero: bool = False):
+    """``name``'s value as ``kind``, above 0 (or 0 itself, where ``zero`` means something: none)."""
     value = env.get(name)
     if not value:
         return default
     try:
         number = kind(value)
     except ValueError:
-        number = 0
-    if not number > 0:
-        unit = "whole number" if kind is int else "number"
+        number = None
+    if number is None or not (number > 0 or (zero and number == 0)):
+        unit = ("whole number" if kind is int else "number") + (" or 0" if zero else "")
         advice = f"set it to e.g. {default}, or unset it" if default is not None else "unset it for the default"
         raise SettingsError(f"{name}={value!r} must be a positive {unit}; {advice}.")
     return number
@@ -124,7 +125,6 @@ def current(env: Mapping[str, str] | None = None) -> Settings:
         max_prompt_chars=_positive(env, "YAPO_MAX_PROMPT_CHARS", 2000 if public else 20_000),
         max_new_tokens=_positive(env, "YAPO_MAX_NEW_TOKENS", 128 if public else 512),
         max_steps=_positive(env, "YAPO_MAX_STEPS", PUBLIC_MAX_STEPS if public else None),
-        session_grace_s=0.0 if env.get("YAPO_SESSION_GRACE_S", "").strip() in ("0", "0.0")
-        else _positive(env, "YAPO_SESSION_GRACE_S", 120.0, float),
+        session_grace_s=_positive(env, "YAPO_SESSION_GRACE_S", 120.0, float, zero=True),
     )
 
