@@ -81,6 +81,16 @@ def bundle_summary(session: Session) -> str:
     return f"✓ **Loaded** {esc(b.label)}: {esc(b.describe())}. Vectors steer **{where}**."
 
 
+def model_summary(session: Session) -> str:
+    """Setup's line on the loaded model, with what to do when the method needs an SAE it lacks."""
+    return bundle_summary(session) + caveat_text(missing_sae(session))
+
+
+def method_summary(session: Session) -> str:
+    """Setup's line on the chosen method: what it makes, and its caveats on the loaded model and task."""
+    return method_text(session.method) + caveat_text(session.method_caveat()) + caveat_text(missing_sae(session))
+
+
 def pairs_frame(session: Session, n: int = 5) -> pd.DataFrame:
     pairs = session.task.train.pairs[:n]
     return pd.DataFrame({"prompt": [p.prompt for p in pairs], "chosen": [p.chosen for p in pairs],
@@ -99,11 +109,10 @@ def restored(session: Session | None) -> list:
     model, task and method; nothing changes for a new session."""
     if session is None or getattr(session, "bundle", None) is None:
         return [gr.skip()] * 5
-    model = bundle_summary(session) + caveat_text(missing_sae(session))
     if session.task is None:
-        return [model, gr.skip(), gr.skip(), session.method.key, gr.skip()]
-    method = method_text(session.method) + caveat_text(session.method_caveat()) + caveat_text(missing_sae(session))
-    return [model, task_summary(session), gr.update(value=pairs_frame(session), visible=True), session.method.key, method]
+        return [model_summary(session), gr.skip(), gr.skip(), session.method.key, method_summary(session)]
+    return [model_summary(session), task_summary(session), gr.update(value=pairs_frame(session), visible=True),
+            session.method.key, method_summary(session)]
 
 
 def file_status(session: Session | None, chosen: bool) -> str:
@@ -202,7 +211,7 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
             custom = dict(model=model_, sae_release=release, sae_id=sae_id_, sae_path=path,
                           layer=int(layer_) if layer_ is not None else None)
         session.load_preset(preset_, **custom)
-        return bundle_summary(session) + caveat_text(missing_sae(session)), demo_task_update()
+        return model_summary(session), demo_task_update()
 
     def on_source(src, demo_name):
         return (gr.update(visible=src == "demo"), gr.update(visible=src == "culture"),
@@ -257,8 +266,8 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
     @user_errors
     def on_method(session, key):
         session = need(session)
-        m = session.set_method(key)
-        return method_text(m) + caveat_text(session.method_caveat()) + caveat_text(missing_sae(session))
+        session.set_method(key)
+        return method_summary(session)
 
     preset.change(on_preset, preset, [notes, custom_box, rejected_model])
     load_model_btn.click(on_load_model, [state, preset, model, sae_release, sae_id, sae_path, layer],
