@@ -30,6 +30,9 @@ def export_note(result: ExportResult, kind: str) -> str:
                 "at a token, which no fixed vector can do, so the GGUF drops them. The .safetensors file keeps them.")
         else:
             lines.append(f"The GGUF is exact at m = {result.multiplier:+g}: every entry of m·v is ≥ 0.")
+        lines.append("llama.cpp's `--control-vector-scaled FILE s` with s > 0 gives this vector at s × the baked-in "
+                     "multiplier; for a negative multiplier export it here, since a negative strength is not the "
+                     "same for a sparse vector.")
     return "\n\n".join(lines)
 
 

@@ -323,3 +323,32 @@ def test_a_vector_that_cannot_be_written_is_an_error_that_says_so_and_leaves_no_
     with pytest.raises(VectorFileError, match="could not write .*v.safetensors.*No space left on device"):
         save_vector(vector, tmp_path / "v.safetensors")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_gguf_export_that_would_be_all_zeros_is_refused_and_the_hint_is_llama_cpps_name(tmp_path):
+    import gguf
+
+    sae, model = make_sae(), make_model("llama")
+    raised = SteeringVector("sparse", _sparse(sae).values.clamp(min=0), "blocks.1.hook_resid_post", sae=sae)
+    with pytest.raises(SettingsError, match="every latent this sparse vector moves is lowered"):
+        export_gguf(raised, tmp_path / "neg.gguf", model=model, sae=sae, multiplier=-1.0)
+    assert list(tmp_path.iterdir()) == []  # no file, no partial one
+    lowered = SteeringVector("sparse", -raised.values, raised.hook_name, sae=sae)
+    assert export_gguf(lowered, tmp_path / "neg.gguf", model=model, sae=sae, multiplier=-1.0)["dropped_fraction"] == 0
+    dense = SteeringVector("dense", torch.ones(32), "blocks.1.hook_resid_post", metadata={"model_type": "qwen3_moe"})
+    export_gguf(dense, tmp_path / "moe.gguf")
+    hint = gguf.GGUFReader(tmp_path / "moe.gguf").fields["controlvector.model_hint"]
+    assert bytes(hint.parts[-1]).decode() == "qwen3moe"  # as llama.cpp's converter names the architecture
+
+
+def test_a_vector_file_of_a_newer_format_is_refused_by_its_version(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = save_vector(SteeringVector("dense", torch.ones(32), "blocks.1.hook_resid_post"), tmp_path / "v.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata())
+    save_file(load_file(str(path)), str(path), metadata={**meta, "format_version": "2"})
+    with pytest.raises(VectorFileError, match="format version '2'"):
+        load_vector(path)

@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="export a vector as a llama.cpp GGUF control vector")
     e.add_argument("--vector", required=True, help=".safetensors vector file")
     e.add_argument("--out", required=True, help="output .gguf path")
-    e.add_argument("--multiplier", type=float, default=1.0, help="scale baked into the file (default 1)")
+    e.add_argument("--multiplier", type=float, default=1.0, help="scale baked into the file (default 1); for a sparse vector, export a negative multiplier here "
+                   "rather than giving llama.cpp a negative strength, which is not the same")
     e.add_argument("--model", help="model (for the layer count and architecture hint)")
     e.add_argument("--device", default="cpu", help="where --model is loaded (default cpu)")
     e.add_argument("--dtype", default="fp32", help="--model's dtype: fp32 (default), bf16 or fp16")

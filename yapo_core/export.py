@@ -195,6 +195,10 @@ def load_vector(
             f"{name!r} is a safetensors file but not a YaPO Studio steering vector (no 'vector' "
             "tensor / format metadata)."
         )
+    if meta.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
+        raise VectorFileError(f"{name!r} is a vector file of format version {meta['format_version']!r}, which this "
+                              f"YaPO Studio ({__version__}, format version {FORMAT_VERSION}) cannot read; load it with "
+                              "the YaPO Studio that wrote it, or a newer one.")
     missing = [key for key in ("kind", "hook_name", "width") if not meta.get(key)]
     if missing:
         raise VectorFileError(f"{name!r} lacks the metadata {', '.join(missing)}; write it with "
@@ -268,6 +272,16 @@ def check_vector_matches(vector, model, sae=None, allow_other_model=False, name=
         raise VectorFileError(f"{name} does not fit: {exc}") from exc
 
 
+def _gguf_architecture(model_type: str) -> str:
+    """``model_type`` as llama.cpp names the architecture (``qwen3_moe`` → ``qwen3moe``, ``mistral`` →
+    ``llama``, which is how its converter writes Mistral models); a type it does not know, as given."""
+    import gguf
+
+    known = set(gguf.MODEL_ARCH_NAMES.values())
+    joined = {"mistral": "llama"}.get(model_type, model_type.replace("_", ""))
+    return joined if joined in known else model_type
+
+
 def _recorded_depth(recorded: str | None, layer: int) -> int:
     """The model depth a vector file recorded, at least ``layer + 1`` (older or edited files: that)."""
     try:
@@ -317,15 +331,24 @@ def export_gguf(
         raise VectorFileError("llama.cpp control vectors cannot steer block 0 (its layers start at 1); train the "
                               "vector at a later block (an SAE hooked there, or a dense vector's layer of 1 or more).")
     delta, dropped = dense_equivalent(vector, sae, multiplier)
-    # repeng and llama.cpp read the hint as the model's type ("llama", "qwen3", ...)
-    # without the model, the type and depth its vector file recorded (older files: the model id, and block L + 1)
+    if not bool(delta.any()):
+        raise SettingsError(
+            f"at multiplier {multiplier:g} every latent this sparse vector moves is lowered, and lowering a latent "
+            "has no fixed dense equivalent: the control vector would be all zeros. Export at the multiplier you "
+            "mean to steer with (llama.cpp's strength scales a file linearly, so export a negative multiplier "
+            "here rather than giving llama.cpp a negative strength).")
+    # the hint is informational (llama.cpp's loader reads only the direction tensors): the model's
+    # architecture as llama.cpp names it, which cvector-generator writes; without the model, the type
+    # and depth its vector file recorded (older files: the model id's last part, and block L + 1)
     meta = vector.metadata
-    hint = model_hint or (model.config.model_type if model is not None
-                          else meta.get("model_type") or vector.model_id or "unknown")
+    hint = model_hint or _gguf_architecture(model.config.model_type if model is not None else meta.get("model_type")
+                                            or Path(vector.model_id or "unknown").name)
     n_layers = num_layers(model) if model is not None else _recorded_depth(meta.get("n_layers"), layer)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")  # renamed when whole, as save_vector does
+    handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(handle)  # renamed when whole, as save_vector does; a name of its own per export
+    partial = Path(partial)
     writer = gguf.GGUFWriter(str(partial), "controlvector")
     try:
         writer.add_string("controlvector.model_hint", hint)

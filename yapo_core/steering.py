@@ -226,8 +226,12 @@ def dense_equivalent(
     if vector.kind == "dense":
         return vector.values * multiplier, 0.0
     sae = sae if sae is not None else vector.sae
-    if sae is None or not decoder_is_linear(sae):
-        raise SAELoadError("a dense export of a sparse vector needs its (linear-decoder) SAE.")
+    if sae is None:
+        raise SAELoadError("a dense export of a sparse vector needs the SAE it was trained in (load_sae; in the "
+                           "command line, --sae-path, or --sae-release and --sae-id).")
+    if not decoder_is_linear(sae):
+        raise SAELoadError("this SAE rescales its decoding per token (it normalises its input), so a sparse vector "
+                           "on it has no fixed dense equivalent and cannot be exported as a control vector.")
     a = vector.values.to(sae.W_dec.device) * multiplier
     total = float(a.abs().sum())
     dropped = float(a.clamp(max=0).abs().sum()) / total if total else 0.0
