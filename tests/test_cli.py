@@ -183,6 +183,36 @@ def test_eval_sweeps_multipliers(tmp_path, model_dir, sae_dir, data_csv, capsys)
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["metric"] == "generation"
 
 
+def test_eval_scores_a_folders_held_out_split_the_metric_needs(tmp_path, model_dir, data_csv, capsys):
+    """As the Evaluate page does: the behaviour rate on BiPO's test_infer A/B questions, the rest on
+    the test split; never the train split a vector was trained on unless asked or there is no other."""
+    folder = tmp_path / "task"
+    folder.mkdir()
+    pairs = pd.read_csv(data_csv)
+    pairs.to_csv(folder / "train.csv", index=False)
+    pairs.head(5).to_csv(folder / "test.csv", index=False)
+    pd.DataFrame({"question": [f"Take offer {i}?" for i in range(3)], "A": "Yes", "B": "No",
+                  "matching": list("ABA")}).to_csv(folder / "test_infer.csv", index=False)
+    base = ["eval", "--model", str(model_dir), "--data", str(folder), "--multipliers=0", "--device", "cpu"]
+
+    def scored(*extra):
+        assert main([*base, *extra]) == 0
+        result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        return result["metric"], result["split"], result["n"]
+
+    assert scored() == ("behaviour", "test_infer", 3)
+    assert scored("--metric", "generation") == ("generation", "test", 5)
+    assert scored("--split", "train", "--metric", "generation") == ("generation", "train", 8)
+    assert main([*base, "--metric", "behaviour_open"]) == 2
+    assert "held-out split(s) of" in (err := capsys.readouterr().err) and "behaviour (test_infer split)" in err
+    (folder / "test.csv").unlink()
+    (folder / "test_infer.csv").unlink()
+    assert main([*base, "--metric", "generation"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1])["split"] == "train"
+    assert "has no test split (it has train); scoring its train split" in err
+
+
 def test_bad_output_and_settings_are_refused_before_any_work(tmp_path, model_dir, data_csv, capsys):
     start = time.perf_counter()
     base = ["train", "--model", str(model_dir), "--kind", "dense", "--layer", "1", "--data", str(data_csv), "--device", "cpu"]

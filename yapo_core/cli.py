@@ -12,9 +12,9 @@ from .cli_args import (
     add_data_args,
     add_model_args,
     add_sae_args,
+    eval_pairs,
     in_cli_terms,
     load_model_from_args,
-    load_pairs_from_args,
     load_sae_from_args,
     load_vector_from_args,
     read_multipliers,
@@ -223,11 +223,10 @@ def cmd_export(args) -> int:
 def cmd_eval(args) -> int:
     from . import checks
     from .evaluation import (
-        METRICS,
         capability_change,
         capability_measure,
-        default_metric,
         evaluate_metric,
+        get_metric,
         one_letter_baseline,
         one_letter_label,
     )
@@ -244,18 +243,17 @@ def cmd_eval(args) -> int:
     if args.capability and not args.vector:
         raise SettingsError("--capability measures what a vector changes: give --vector too.")
     n_capability = checks.whole("--capability", args.capability, 1) if args.capability else 0
-    pairs = list(load_pairs_from_args(args, training=False))  # bad data fails before a (large) model loads
+    pairs, args.metric, split = eval_pairs(args)  # bad data fails before a (large) model loads
+    pairs = list(pairs)
     model, tokenizer = load_model_from_args(args)
     vector = sae = None
     if args.vector:
         vector, sae = load_vector_from_args(args, model)
     capability = capability_measure(model, tokenizer, n_capability) if n_capability else None  # before the sweep
-    if args.metric == "auto":
-        args.metric = default_metric(pairs)
-        print(f"metric: {METRICS[args.metric].label}", file=sys.stderr)
+    print(f"metric: {get_metric(args.metric).label}" + (f", on the {split} split" if split else ""), file=sys.stderr)
     curve = evaluate_metric(args.metric, model, tokenizer, pairs, vector, multipliers, sae=sae,
                             steer_positions=args.steer_positions)
-    result = {"metric": args.metric, "n": len(pairs), "by_multiplier": {f"{m:g}": v for m, v in curve.items()}}
+    result = {"metric": get_metric(args.metric).key, "split": split, "n": len(pairs), "by_multiplier": {f"{m:g}": v for m, v in curve.items()}}
     letter = one_letter_baseline(args.metric, pairs)
     if letter is not None:  # what raising one letter everywhere would score
         result["one_letter"] = {"letter": letter[0], "accuracy": letter[1]}
@@ -268,7 +266,7 @@ def cmd_eval(args) -> int:
     if args.out:
         out.write_text(json.dumps(result, indent=2))
         fig = multiplier_sweep([(vector.method if vector else "unsteered", list(curve.items()))],
-                               y_title=METRICS[args.metric].label,
+                               y_title=get_metric(args.metric).label,
                                references=[(one_letter_label(letter[0]), letter[1])] if letter else ())
         fig.write_html(out.with_suffix(".html"), include_plotlyjs="cdn")
     return 0

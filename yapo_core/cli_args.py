@@ -64,7 +64,8 @@ def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--data", required=required, help="CSV/TSV/JSONL/JSON/Parquet file, folder, URL or hub dataset id")
     p.add_argument("--schema", default="auto", help="auto, pairs, bipo, bipo_ab or dcl")
     p.add_argument("--columns", help="column overrides: prompt=q,chosen=good,rejected=bad")
-    p.add_argument("--split", help="dataset split (default train)")
+    p.add_argument("--split", help="dataset split (default: train; for eval, a folder's or dataset's held-out split "
+                   "that the metric is measured on)")
     p.add_argument("--country", help="Deep-Culture-Lense country filter (comma-separated)")
     p.add_argument("--localization", default="both", help="localized, nolocalized or both")
     p.add_argument("--form", default=None, help="mcq (default) or open_ended (Deep-Culture-Lense)")
@@ -73,15 +74,15 @@ def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--limit", type=int, help="use only the first N pairs")
 
 
-def load_pairs_from_args(args, training: bool = True):
-    """The pairs ``--data`` and its options name; what the loader noticed (skipped rows, pairs
-    whose answers are the same) is printed as a note."""
+def load_pairs_from_args(args, training: bool = True, split: str | None = None):
+    """The pairs ``--data`` and its options name (``split``: that split, not ``--split``); what the
+    loader noticed (skipped rows, pairs whose answers are the same) is printed as a note."""
     import sys
 
     from .data import load_pairs
 
     pairs = load_pairs(
-        args.data, schema=args.schema, columns=columns(args.columns), split=args.split,
+        args.data, schema=args.schema, columns=columns(args.columns), split=split or args.split,
         country=args.country.split(",") if args.country else None, localization=args.localization,
         form=args.form or "mcq", rejected_model=args.rejected_model, system_prompt=args.system, limit=args.limit,
     )
@@ -93,6 +94,42 @@ def load_pairs_from_args(args, training: bool = True):
             note = "; ".join(part for part in note.split("; ") if "mcq_rejected=" not in part)
         print(f"note: {in_cli_terms(note)}", file=sys.stderr)
     return pairs
+
+
+HELD_OUT_SPLITS = ("test", "test_infer", "validation")
+"""The splits ``yapo eval`` scores when ``--split`` is not given, as the app's tasks hold them."""
+
+
+def eval_pairs(args) -> tuple:
+    """The pairs ``yapo eval`` scores, its metric (``--metric``, or the most specific that applies)
+    and the split they come from: ``--split``, or where ``--data`` has held-out splits the one the
+    metric is measured on (BiPO's ``test_infer`` for the behaviour rate, ``test`` for the rest), as
+    the Evaluate page picks it; one file is scored whole (``None``)."""
+    import sys
+
+    from .errors import DataError
+    from .evaluation import SPECIFIC_FIRST, default_metric, get_metric, metric_splits
+    from .tables import split_names
+
+    names = split_names(args.data) if args.split is None else None
+    held_out = [name for name in HELD_OUT_SPLITS if name in (names or ())]
+    if not held_out:
+        pairs = load_pairs_from_args(args, training=False)
+        split = args.split or ("train" if names else None)
+        if names:
+            print(f"note: {args.data!r} has no test split (it has {', '.join(names)}); scoring its train split, which "
+                  "a vector may have been trained on: choose another with --split.", file=sys.stderr)
+        return pairs, default_metric(pairs) if args.metric == "auto" else args.metric, split
+    splits = {name: load_pairs_from_args(args, training=False, split=name) for name in held_out}
+    found = metric_splits({name: list(pairs) for name, pairs in splits.items()})
+    metric = next(k for k in SPECIFIC_FIRST if k in found) if args.metric == "auto" else args.metric
+    chosen = get_metric(metric)
+    if chosen.key not in found:
+        raise DataError(f"the {chosen.label} cannot score the held-out split(s) of {args.data!r} ({', '.join(held_out)}):"
+                        f" it needs {chosen.needs}. Metrics that can: "
+                        f"{', '.join(f'{key} ({split} split)' for key, split in found.items())}; or choose a split "
+                        "with --split.")
+    return splits[found[chosen.key]], metric, found[chosen.key]
 
 
 def read_multipliers(text: str) -> list[float]:

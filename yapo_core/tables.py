@@ -110,6 +110,22 @@ def read_local(path: Path, split: str | None = None):
     return read_delimited(text, path.name, "\t" if suffix == ".tsv" else ",")
 
 
+def split_names(source: Any) -> list[str] | None:
+    """The splits ``source`` holds where that is known without reading it (a local folder's
+    ``<split>.<suffix>`` files and shards, a ``DatasetDict``'s keys), else ``None`` (one file, a
+    table, a hub dataset)."""
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - datasets is a hard requirement
+        datasets = None
+    if datasets is not None and isinstance(source, datasets.DatasetDict):
+        return list(source)
+    if not isinstance(source, (str, os.PathLike)) or not Path(source).expanduser().is_dir():
+        return None
+    folder = Path(source).expanduser()
+    return sorted({f.stem.split("-")[0] for f in folder.iterdir() if f.suffix.lower() in SUFFIXES})
+
+
 def _read_split_files(folder: Path, split: str):
     """A split of a folder laid out as ``datasets`` writes it: ``<split>.<suffix>``, or shards
     ``<split>-00000-of-00003.<suffix>`` read in order and joined (``test_infer.csv`` is another
@@ -127,7 +143,7 @@ def _read_split_files(folder: Path, split: str):
                 raise DataError(f"shard {f.name!r} has columns {list(frame.columns)}, but {files[0].name!r} has "
                                 f"{list(frames[0].columns)}: the shards of split {split!r} must share their columns.")
         return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-    others = sorted({f.stem.split("-")[0] for f in folder.iterdir() if f.suffix.lower() in SUFFIXES})
+    others = split_names(folder)
     raise DataError(f"folder {str(folder)!r} has no {split}.csv/.tsv/.jsonl/.json/.parquet (nor {split}-* shards)"
                     + (f"; it has split(s) {', '.join(map(repr, others))}: choose one with split=." if others else "."))
 
