@@ -126,3 +126,14 @@ def test_a_task_whose_data_cannot_be_read_is_an_error_not_a_traceback(monkeypatc
     assert main(["run", "--model", "yapo", "--tasks", "mmlu", "--model_args", "pretrained=x,vector=y"]) == 2
     err = capsys.readouterr().err
     assert "error: lm-eval could not reach what it needs: Couldn't reach 'cais/mmlu'" in err and "--include_path" in err
+
+
+def test_a_hub_model_that_cannot_be_loaded_is_named_with_the_fix(capsys):
+    """Offline (HF_HUB_OFFLINE=1 in tests), a model not in the cache is an error line that names
+    the model and what to do, not transformers' own OSError."""
+    from yapo_core.lm_eval_model import main
+
+    assert main(["run", "--model", "yapo", "--tasks", "mmlu", "--model_args", "pretrained=someone/not-cached-model"]) == 2
+    err = capsys.readouterr().err
+    assert "error: model 'someone/not-cached-model' is not in the local Hugging Face cache" in err
+    assert "HF_HUB_OFFLINE is set" in err

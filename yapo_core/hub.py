@@ -61,7 +61,7 @@ def explain_hub_error(what: str, source: str, exc: BaseException, repo_id: str |
     if is_offline() or "offline" in low or "connection" in low or "resolve" in low:
         return (
             f"{what} {source!r} is not in the local Hugging Face cache and the Hub cannot be "
-            "reached (HF_HUB_OFFLINE is set or there is no network). Download it once while "
+            f"reached ({'HF_HUB_OFFLINE is set' if is_offline() else 'no network?'}). Download it once while "
             "online, or pass a local folder."
         )
     if "not found" in low or "404" in low or "repository" in low or "is not a valid" in low:

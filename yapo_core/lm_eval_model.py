@@ -39,7 +39,19 @@ class SteeredLM(HFLM):
     def __init__(self, pretrained, vector: str | None = None, multiplier: float | str = 1.0,
                  sae_path: str | None = None, sae_release: str | None = None, sae_id: str | None = None,
                  allow_other_model: bool | str = False, **kwargs):
-        super().__init__(pretrained=pretrained, **kwargs)
+        from .errors import ModelLoadError
+        from .hub import explain_hub_error, require_hub
+        from .models import is_local_source
+
+        local = not isinstance(pretrained, str) or is_local_source(pretrained)
+        if not local:
+            require_hub("model", pretrained, ModelLoadError)
+        try:
+            super().__init__(pretrained=pretrained, **kwargs)
+        except OSError as exc:  # transformers' "couldn't connect", "not a valid model identifier", gated, ...
+            if local:
+                raise ModelLoadError(f"model folder {pretrained!r} could not be loaded: {exc}") from exc
+            raise ModelLoadError(explain_hub_error("model", pretrained, exc)) from exc
         (self.multiplier,) = checks.multipliers([multiplier], "multiplier")
         self.vector = self.sae = None
         if vector:

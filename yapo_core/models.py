@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .architectures import architecture_of, decoder_layers
 from .errors import ModelLoadError, SettingsError
-from .hub import explain_hub_error
+from .hub import explain_hub_error, require_hub
 
 DTYPES = {
     "fp32": torch.float32,
@@ -82,6 +82,8 @@ def load_model(
     local = is_local_source(source)
     if local:
         check_model_folder(Path(source).expanduser())
+    else:
+        require_hub("model", source, ModelLoadError)  # online, an unreachable Hub is retried for minutes
     torch_dtype = resolve_dtype(dtype)
     kwargs = dict(trust_remote_code=trust_remote_code, token=token or os.environ.get("HF_TOKEN"))
     try:

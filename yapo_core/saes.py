@@ -14,7 +14,7 @@ from torch import nn
 from .architectures import decoder_layers, hidden_size, num_layers
 from .errors import SAELoadError, SettingsError
 from .hooks import HookPoint, block_output, hook_device, parse_hook_name
-from .hub import explain_hub_error
+from .hub import explain_hub_error, require_hub
 from .models import (
     check_weights,
     model_blocks_fingerprint,
@@ -100,6 +100,7 @@ def load_sae(
                 f"SAE id {sae_id!r} is not in release {release!r}"
                 + (f"; similar ids: {close}" if close else f" ({len(lookup.saes_map)} ids listed)")
             )
+        require_hub("SAE release", lookup.repo_id if lookup is not None else release, SAELoadError)
         try:
             sae = SAE.from_pretrained(release, sae_id, device=device, dtype=dtype)
         except Exception as exc:

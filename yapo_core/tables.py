@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataError
-from .hub import explain_hub_error
+from .hub import explain_hub_error, require_hub
 
 SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 _PICKLES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
@@ -292,6 +292,7 @@ def _read_with_datasets(kind: str, source: str, split: str | None):
                 raise DataError(f"URL {source!r} does not end in .csv, .jsonl, .json or .parquet.")
             ds = datasets.load_dataset(builder, data_files=source, split="train")
         else:
+            require_hub("dataset", source, DataError, repo_type="dataset")
             ds = datasets.load_dataset(source, split=split or "train")
     except DataError:
         raise
