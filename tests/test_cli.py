@@ -114,9 +114,12 @@ def test_train_on_a_demo_world_model_fills_in_the_demo_worlds_settings(tmp_path,
         k: expected[k] for k in ("lr", "batch_size", "warmup_steps", "epochs")}
     assert config["max_steps"] == 2 and "demo world's settings: lr 0.01" in printed and "max_steps" not in printed
     assert "epochs" not in printed  # max_steps ends the run: the epochs that only bound it are not shown
+    warmup = expected["warmup_steps"]  # longer than the 2 steps: the note says whose setting it is
+    assert f"note: the demo world's setting --warmup-steps={warmup} is longer than the run of 2 steps" in printed
     assert "mcq_rejected" not in printed  # open answers: a setting for letter answers is not shown
-    config, printed = trained("--lr", "0.002", "--kind", "dense")  # what the user gives wins
+    config, printed = trained("--lr", "0.002", "--kind", "dense", "--warmup-steps", "5")  # what the user gives wins
     assert config["lr"] == 0.002 and config["batch_size"] == expected["batch_size"] and "lr " not in printed
+    assert "note: --warmup-steps=5 is longer than the run" in printed  # the user's own, named as given
     assert not demo.is_demo_model(tmp_path)
     # the capability change of a vector, on the demo world's own general questions
     assert main(["eval", "--model", str(world.model_dir), "--vector", str(tmp_path / "v0.safetensors"), "--data",

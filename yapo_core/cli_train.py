@@ -84,6 +84,7 @@ def cmd_train(args, parser=None) -> int:
         open_safetensors(args.resume)  # so does a missing or unsafe file to resume from
     model, tokenizer = load_model_from_args(args)
     sae = load_sae_from_args(args, model=model)
+    filled = {}
     if is_demo_model(args.model):  # its own settings, as the app fills them in
         filled = {k: v for k, v in training_settings(pairs, config.kind).items() if k not in given}
         if filled:
@@ -97,8 +98,9 @@ def cmd_train(args, parser=None) -> int:
     trainer = Trainer(model, tokenizer, pairs, config, sae=sae, progress=True)
     print(f"{len(pairs)} pairs ({pairs.schema}); {trainer.data_report.describe()}; engine: "
           f"{trainer.objective.engine} ({trainer.objective.reason})", file=sys.stderr)
-    for note in trainer.notes:
-        print(f"note: {in_cli_terms(note, parser)}", file=sys.stderr)
+    for note in trainer.notes:  # a setting the user did not give is named as the demo world's
+        origin = "the demo world's setting " if note.split("=", 1)[0] in filled else ""
+        print(f"note: {origin}{in_cli_terms(note, parser)}", file=sys.stderr)
     if args.resume:
         print(trainer.load_checkpoint(args.resume, args.allow_other_model), file=sys.stderr)
     written = True  # every file asked for is where it was asked for
