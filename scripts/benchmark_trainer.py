@@ -143,6 +143,13 @@ def main() -> None:
                    help="Markdown report to write, with a .json beside it (default: assets/results/benchmark.md)")
     p.add_argument("--engine", help=argparse.SUPPRESS)  # child mode
     args = p.parse_args()
+    from yapo_core.errors import SettingsError
+    from yapo_core.models import resolve_device
+
+    try:
+        args.device = resolve_device(args.device)  # before a model is built: a device that is not there
+    except SettingsError as exc:
+        sys.exit(f"error: {exc}")
     if args.engine:
         print(json.dumps(run_engine(args)))
         return
