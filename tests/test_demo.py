@@ -1261,3 +1261,30 @@ def test_the_layers_knob_builds_a_deeper_model_with_its_sae_at_the_middle_block(
     assert json.loads((world.model_dir / "config.json").read_text())["num_hidden_layers"] == 4
     assert world.stats["knobs"] == {"layers": 4.0} and world.layer == 1 and world.hook_name == "blocks.1.hook_resid_post"
     assert json.loads((world.sae_dir / "cfg.json").read_text())["metadata"]["hook_name"] == "blocks.1.hook_resid_post"
+
+
+def test_two_builds_of_one_world_at_once_build_it_once(tmp_path, monkeypatch):
+    """Two processes (or apps sharing a cache) asking for a world that is not built: the second
+    waits for the first's build and takes it, instead of building it again and removing the first's
+    world while it is read; what a killed build left is removed."""
+    import threading
+    import time
+
+    calls, real = [], demo_world._build
+    monkeypatch.setattr(demo_world, "_build", lambda *a, **k: calls.append(1) or time.sleep(0.5) or real(*a, **k))
+    (tmp_path / ".w.building-123").mkdir()  # a build that was killed
+    worlds = []
+    threads = [threading.Thread(target=lambda: worlds.append(
+        demo.build_demo_world(tmp_path / "w", seed=3, size="mini", progress=False))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1 and [w.root for w in worlds] == [tmp_path / "w"] * 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".w.lock", "w"]
+
+
+def test_an_empty_cache_variable_is_the_default_cache(monkeypatch):
+    monkeypatch.setenv("YAPO_CACHE_DIR", "")
+    assert demo_world.default_cache_dir(0, "mini") == Path.home() / ".cache" / "yapo-studio" / "demo" / (
+        f"v{config.FORMAT_VERSION}-seed0-mini")

@@ -107,8 +107,9 @@ def test_openmp_waits_passively_and_torch_uses_the_available_cores():
     import subprocess
     import sys
 
-    code = ("import os; import yapo_core, torch; from yapo_core.models import use_available_cores; "
-            "print(os.environ['OMP_WAIT_POLICY'], use_available_cores(), len(os.sched_getaffinity(0)))")
+    code = ("import os; import yapo_core, torch; from yapo_core.models import use_available_cores, cpu_quota; "
+            "print(os.environ['OMP_WAIT_POLICY'], use_available_cores(), min(len(os.sched_getaffinity(0)), "
+            "cpu_quota() or 10**6))")
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
     policy, threads, cores = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                                             check=True).stdout.split()
@@ -116,6 +117,30 @@ def test_openmp_waits_passively_and_torch_uses_the_available_cores():
     mine = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "1"},
                           capture_output=True, text=True, check=True).stdout.split()
     assert mine[:2] == ["ACTIVE", "1"]  # the user's own settings win
+
+
+def test_a_containers_cpu_quota_bounds_the_threads(tmp_path, monkeypatch):
+    """``docker run --cpus=1.5`` leaves the affinity at every host core; the quota file says 2."""
+    from yapo_core import models
+
+    v2, v1, period = tmp_path / "cpu.max", tmp_path / "cfs_quota_us", tmp_path / "cfs_period_us"
+    monkeypatch.setattr(models, "CGROUP_QUOTAS", ((str(v2), None), (str(v1), str(period))))
+    assert models.cpu_quota() is None  # no cgroup files: no quota
+    v2.write_text("150000 100000\n")
+    assert models.cpu_quota() == 2
+    v2.write_text("max 100000\n")  # v2 without a limit; v1 with one
+    v1.write_text("50000\n")
+    period.write_text("100000\n")
+    assert models.cpu_quota() == 1
+    v1.write_text("-1\n")
+    assert models.cpu_quota() is None
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(models, "cpu_quota", lambda: 1)
+    threads = torch.get_num_threads()
+    try:
+        assert models.use_available_cores() == 1
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_broken_local_folders_say_what_is_wrong_with_them(tmp_path, tokenizer):

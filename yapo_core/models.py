@@ -45,12 +45,33 @@ def resolve_device(device: str | None = None) -> str:
 
 
 def use_available_cores() -> int:
-    """Let torch use the cores this process may run on (its CPU affinity, e.g. a container's
-    quota), unless the user chose with ``OMP_NUM_THREADS``; returns the thread count."""
+    """Let torch use the cores this process may run on: its CPU affinity, or a container's CPU
+    quota where that is smaller (``docker run --cpus=2``, a Space's or a pod's limit, which the
+    affinity does not show), unless the user chose with ``OMP_NUM_THREADS``; returns the thread count."""
     if not os.environ.get("OMP_NUM_THREADS"):
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        torch.set_num_threads(max(1, cores))
+        quota = cpu_quota()
+        torch.set_num_threads(max(1, min(cores, quota) if quota else cores))
     return torch.get_num_threads()
+
+
+CGROUP_QUOTAS = (("/sys/fs/cgroup/cpu.max", None),  # cgroup v2: "<quota> <period>" or "max <period>"
+                 ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"))  # cgroup v1
+
+
+def cpu_quota() -> int | None:
+    """The cores a container's CPU quota allows (rounded up), or ``None`` where none is set."""
+    import math
+
+    for path, period_path in CGROUP_QUOTAS:
+        try:
+            text = Path(path).read_text().split()
+            quota, period = text[0], (text[1] if period_path is None else Path(period_path).read_text().strip())
+            if quota not in ("max", "-1") and float(period) > 0:
+                return max(1, math.ceil(float(quota) / float(period)))
+        except (OSError, IndexError, ValueError):
+            continue
+    return None
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:

@@ -14,6 +14,7 @@ import os
 import platform
 import random
 import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -160,7 +161,7 @@ def default_cache_dir(seed: int = 0, size: str = "full") -> Path:
 
     The mini world gets a ``-mini`` suffix so that a test build never replaces the real one.
     """
-    base = Path(os.environ.get("YAPO_CACHE_DIR", Path.home() / ".cache" / "yapo-studio")).expanduser()
+    base = Path(os.environ.get("YAPO_CACHE_DIR") or Path.home() / ".cache" / "yapo-studio").expanduser()
     return base / "demo" / (f"v{FORMAT_VERSION}-seed{seed}" + ("" if size == "full" else f"-{size}"))
 
 
@@ -245,21 +246,40 @@ def build_demo_world(
                             f"({BUILD_SIZES[size].knobs}) needs its own cache_dir, so that it does not replace "
                             "the default world.")
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(seed, size)
-    if not force:
-        world = load_demo_world(root, seed, size, knobs)
-        if world is not None:
+    if not force and (world := load_demo_world(root, seed, size, knobs)) is not None:
+        return world
+    with _one_build_at_a_time(root):  # another process's build of this world: wait for it and take it
+        if not force and (world := load_demo_world(root, seed, size, knobs)) is not None:
             return world
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = root.parent / f".{root.name}.building-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    try:
-        world = _build(staging, seed, sized, size, progress)
-        _replace_world(staging, root)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.building-", dir=root.parent))
+        try:
+            world = _build(staging, seed, sized, size, progress)
+            _replace_world(staging, root)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
     return _world_at(root, world.layer, world.stats)
+
+
+@contextmanager
+def _one_build_at_a_time(root: Path):
+    """Hold the lock of the world at ``root`` (a file beside it; processes, containers that share
+    the cache and threads alike wait for it), and remove what a build that was killed left."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{root.name}.lock", "a") as lock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no lock between processes
+            fcntl = None
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            for stale in root.parent.glob(f".{root.name}.building-*"):  # no build of it runs but this one
+                shutil.rmtree(stale, ignore_errors=True)
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 _WORLD_ENTRIES = {"model", "sae", "tasks", "stats.json", COMPLETE_MARKER}
