@@ -2,6 +2,7 @@
 #   docker build -t yapo-studio .                                   # CPU torch (default)
 #   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu126 -t yapo-studio:cuda .
 #   docker run -p 7860:7860 -e HF_TOKEN=hf_... yapo-studio          # the token is read at run time only
+#   docker run -p 127.0.0.1:7860:7860 -e YAPO_PUBLIC=0 yapo-studio  # for you alone: local paths, any hub model
 FROM python:3.11-slim
 
 ARG TORCH_VERSION=2.13.0
@@ -14,7 +15,8 @@ ENV PYTHONUNBUFFERED=1 \
     YAPO_CACHE_DIR=/home/app/.cache/yapo-studio \
     HF_HOME=/home/app/.cache/huggingface \
     YAPO_HOST=0.0.0.0 \
-    YAPO_PORT=7860
+    YAPO_PORT=7860 \
+    YAPO_PUBLIC=1
 
 RUN useradd --create-home --uid 1000 app
 WORKDIR /home/app/studio

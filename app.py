@@ -90,6 +90,7 @@ def server_address(env=None) -> tuple[str, int]:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line for every request Gradio makes to itself
     if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>` prints every thread's stack to stderr (a hung server)
         faulthandler.register(signal.SIGUSR1, all_threads=True)
     use_available_cores()

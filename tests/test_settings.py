@@ -30,7 +30,9 @@ def test_each_variable_is_read():
     ("YAPO_KEEP_MODELS", "0", "YAPO_KEEP_MODELS='0' must be a positive whole number"),
     ("YAPO_TRAIN_CHUNK_SECONDS", "-3", "YAPO_TRAIN_CHUNK_SECONDS='-3' must be a positive number"),
     ("YAPO_DEMO_SIZE", "huge", "YAPO_DEMO_SIZE='huge' is unknown; use 'full' or 'mini'"),
-    ("YAPO_PORT", "eighty", "the port 'eighty'"),
+    ("YAPO_PORT", "eighty", "YAPO_PORT='eighty' is not a port; give a number from 1 to 65535"),
+    ("GRADIO_SERVER_PORT", "abc", "GRADIO_SERVER_PORT='abc' is not a port"),
+    ("YAPO_PORT", "99999", "YAPO_PORT='99999' is not a port"),
     ("YAPO_PUBLIC", "maybe", "YAPO_PUBLIC='maybe' must be 1 or 0"),
     ("YAPO_MAX_NEW_TOKENS", "-1", "YAPO_MAX_NEW_TOKENS='-1' must be a positive whole number"),
 ])

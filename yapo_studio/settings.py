@@ -97,11 +97,14 @@ def current(env: Mapping[str, str] | None = None) -> Settings:
     demo_size = env.get("YAPO_DEMO_SIZE") or "full"
     if demo_size not in ("full", "mini"):
         raise SettingsError(f"YAPO_DEMO_SIZE={demo_size!r} is unknown; use 'full' or 'mini'.")
-    port = env.get("YAPO_PORT") or env.get("GRADIO_SERVER_PORT") or "7860"
+    port_variable = next((name for name in ("YAPO_PORT", "GRADIO_SERVER_PORT") if env.get(name)), None)
+    port = env.get(port_variable) if port_variable else "7860"
     try:
         port_number = int(port)
     except ValueError:
-        raise SettingsError(f"the port {port!r} (YAPO_PORT) must be a number.") from None
+        port_number = -1
+    if not 1 <= port_number <= 65535:
+        raise SettingsError(f"{port_variable}={port!r} is not a port; give a number from 1 to 65535.")
     public = _switch(env, "YAPO_PUBLIC", bool(env.get("SPACE_ID")))
     return Settings(
         host=env.get("YAPO_HOST") or env.get("GRADIO_SERVER_NAME") or "127.0.0.1",
