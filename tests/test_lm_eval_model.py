@@ -137,3 +137,24 @@ def test_a_hub_model_that_cannot_be_loaded_is_named_with_the_fix(capsys):
     err = capsys.readouterr().err
     assert "error: model 'someone/not-cached-model' is not in the local Hugging Face cache" in err
     assert "HF_HUB_OFFLINE is set" in err
+
+
+def test_lm_eval_caps_replies_where_it_asks_even_when_the_model_sets_max_new_tokens(world, tmp_path):
+    """lm-eval caps a reply with ``max_length``; a model whose generation_config sets
+    ``max_new_tokens`` (the demo world's does: 32) would override it and write past the task's cap."""
+    from transformers import GenerationConfig
+
+    import yapo_core.lm_eval_model  # noqa: F401 (registers the "yapo" model)
+
+    model_dir, vector, questions = world
+    GenerationConfig(max_new_tokens=40, do_sample=False).save_pretrained(model_dir)
+    config = {**_task(questions), "generation_kwargs": {"until": ["never"], "max_gen_toks": 3, "do_sample": False}}
+    res = lm_eval.simple_evaluate(model="yapo", model_args={"pretrained": str(model_dir), "vector": str(vector),
+                                                           "multiplier": "1", "device": "cpu"},
+                                  tasks=[config], log_samples=True, batch_size=4)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    lengths = [len(tokenizer(s["resps"][0][0], add_special_tokens=False).input_ids)
+               for s in res["samples"]["yapo_general_questions"]]
+    assert lengths and max(lengths) <= 3 + 1  # 3 tokens (+1: decoded text may tokenise one longer)

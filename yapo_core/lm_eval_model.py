@@ -73,9 +73,14 @@ class SteeredLM(HFLM):
         with self.steered():
             return super()._model_call(*args, **kwargs)
 
-    def _model_generate(self, *args, **kwargs):
+    def _model_generate(self, context, max_length: int, stop: list[str], **generation_kwargs):
+        """lm-eval's generation, steered, and capped where lm-eval caps it (``max_gen_toks``): it gives
+        ``max_length``, which a model's own ``generation_config.max_new_tokens`` would override."""
+        if self.model.generation_config.max_new_tokens is not None and "max_new_tokens" not in generation_kwargs:
+            generation_kwargs["max_new_tokens"] = max_length - context.shape[1]  # the same cap, as the model reads it
+            max_length = None
         with self.steered():
-            return super()._model_generate(*args, **kwargs)
+            return super()._model_generate(context, max_length, stop, **generation_kwargs)
 
 
 def lm_eval_capability(model, tokenizer, tasks: list[str], include_path: str | None = None, limit: int | None = None,
@@ -89,7 +94,7 @@ def lm_eval_capability(model, tokenizer, tasks: list[str], include_path: str | N
 
     if not tasks:
         raise SettingsError("give at least one lm-eval task, e.g. mmlu.")
-    harness = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    harness = SteeredLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)  # no vector: lm-eval's own
     manager = TaskManager(include_path=include_path) if include_path else TaskManager()
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
