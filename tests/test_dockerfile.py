@@ -21,6 +21,7 @@ def test_dockerfile_promises():
     assert "EXPOSE 7860" in DOCKERFILE and "HEALTHCHECK" in DOCKERFILE
     assert "python -m yapo_core demo build" in DOCKERFILE
     assert 'CMD ["python", "app.py"]' in DOCKERFILE
+    assert re.search(r"^RUN pip install --no-deps \.", DOCKERFILE, re.M)  # the `yapo` command, as the docs use it
     assert re.search(r"^\s+YAPO_PUBLIC=1$", DOCKERFILE, re.M)  # it listens on 0.0.0.0: public mode unless turned off
     assert re.search(r"^STOPSIGNAL SIGINT$", DOCKERFILE, re.M)  # docker stop closes the app instead of killing it
     assert "HF_TOKEN=" not in DOCKERFILE.split("FROM", 1)[1].replace("-e HF_TOKEN=", "")  # no baked token
