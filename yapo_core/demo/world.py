@@ -37,8 +37,8 @@ from . import corpus
 from .build_lm import train_lm, train_tokenizer
 from .build_tasks import write_tasks
 from .config import BUILD_SIZES, BUILD_THREADS, DEMO_MODEL_NAME, FORMAT_VERSION, BuildSize, build_size, is_recipe
+from .staging import COMPLETE_MARKER, no_transformers_bars, one_build_at_a_time, replace_world
 
-COMPLETE_MARKER = "COMPLETE"
 CAPABILITY_TOKENS = 8
 """New tokens a general question's answer is read from (the answers are one or two words)."""
 
@@ -248,58 +248,17 @@ def build_demo_world(
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(seed, size)
     if not force and (world := load_demo_world(root, seed, size, knobs)) is not None:
         return world
-    with _one_build_at_a_time(root):  # another process's build of this world: wait for it and take it
+    with one_build_at_a_time(root):  # another process's build of this world: wait for it and take it
         if not force and (world := load_demo_world(root, seed, size, knobs)) is not None:
             return world
         staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.building-", dir=root.parent))
         try:
             world = _build(staging, seed, sized, size, progress)
-            _replace_world(staging, root)
+            replace_world(staging, root)
         finally:
             if staging.exists():
                 shutil.rmtree(staging)
     return _world_at(root, world.layer, world.stats)
-
-
-@contextmanager
-def _one_build_at_a_time(root: Path):
-    """Hold the lock of the world at ``root`` (a file beside it; processes, containers that share
-    the cache and threads alike wait for it), and remove what a build that was killed left."""
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with open(root.parent / f".{root.name}.lock", "a") as lock:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: no lock between processes
-            fcntl = None
-        if fcntl is not None:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            for stale in root.parent.glob(f".{root.name}.building-*"):  # no build of it runs but this one
-                shutil.rmtree(stale, ignore_errors=True)
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-_WORLD_ENTRIES = {"model", "sae", "tasks", "stats.json", COMPLETE_MARKER}
-
-
-def _replace_world(staging: Path, root: Path) -> None:
-    """Move a finished build to ``root``, removing an older world there but nothing else (a link
-    there is replaced, and the world it points to is left as it is)."""
-    if root.is_symlink():
-        root.unlink()
-    elif root.exists():
-        unknown = sorted(p.name for p in root.iterdir() if p.name not in _WORLD_ENTRIES)
-        if unknown:
-            raise YapoError(
-                f"cannot build the demo world into {str(root)!r}: it holds files the build did not "
-                f"write ({', '.join(unknown[:5])}); choose an empty or new folder."
-            )
-        (root / COMPLETE_MARKER).unlink(missing_ok=True)
-        shutil.rmtree(root)
-    os.replace(staging, root)
 
 
 @contextmanager
@@ -359,7 +318,8 @@ def _build(root: Path, seed: int, size: BuildSize, size_name: str, progress: boo
 
         model = train_lm(tokenizer, examples, size, random.Random(rng.random()), progress)
         world.model_dir.mkdir(parents=True)
-        model.save_pretrained(world.model_dir)
+        with contextlib.nullcontext() if progress else no_transformers_bars():
+            model.save_pretrained(world.model_dir)
         tokenizer.save_pretrained(world.model_dir)
         stage("model")
 
