@@ -1284,6 +1284,12 @@ def test_two_builds_of_one_world_at_once_build_it_once(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".w.lock", "w"]
 
 
+def test_an_unwritable_cache_is_named_by_its_variable(monkeypatch):
+    monkeypatch.setenv("YAPO_CACHE_DIR", "/proc/yapo-cache")
+    with pytest.raises(SettingsError, match="YAPO_CACHE_DIR='/proc/yapo-cache' cannot be written"):
+        demo.build_demo_world(size="mini", progress=False)
+
+
 def test_an_empty_cache_variable_is_the_default_cache(monkeypatch):
     monkeypatch.setenv("YAPO_CACHE_DIR", "")
     assert demo_world.default_cache_dir(0, "mini") == Path.home() / ".cache" / "yapo-studio" / "demo" / (

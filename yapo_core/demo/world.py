@@ -248,6 +248,8 @@ def build_demo_world(
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(seed, size)
     if not force and (world := load_demo_world(root, seed, size, knobs)) is not None:
         return world
+    if cache_dir is None:  # a build: the folder it goes to must take files, named as the user sets it
+        checks.folder("YAPO_CACHE_DIR", Path(os.environ.get("YAPO_CACHE_DIR") or root.parent.parent))
     with one_build_at_a_time(root):  # another process's build of this world: wait for it and take it
         if not force and (world := load_demo_world(root, seed, size, knobs)) is not None:
             return world
