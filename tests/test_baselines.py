@@ -112,3 +112,13 @@ def independent_sas(model, tokenizer, pairs, sae, tau):
     on_pos, on_neg = (pos > 0).float().mean(0) >= tau, (neg > 0).float().mean(0) >= tau
     keep = on_pos != on_neg
     return (pos.mean(0) - neg.mean(0)) * keep
+
+
+def test_sas_keeps_a_latent_active_in_exactly_tau_of_a_sides_examples():
+    """"At least a fraction τ": a latent on in 7 of 10 positive examples is kept at τ = 0.7, and at
+    τ = 1 a latent on in every example is."""
+    on_in_seven = torch.zeros(10, 2)
+    on_in_seven[:7, 0] = 1.0
+    assert sas_direction(on_in_seven, torch.zeros(10, 2), 0.7)[0].tolist() == pytest.approx([0.7, 0.0])
+    always = torch.tensor([[1.0, 0.0], [2.0, 0.0]])
+    assert sas_direction(always, torch.zeros(2, 2), 1.0)[0].tolist() == [1.5, 0.0]

@@ -343,3 +343,14 @@ def test_wrongly_named_or_shaped_files_are_named_for_what_they_are(tmp_path):
         load_pairs(tabs)
     tabs.rename(tmp_path / "pairs.tsv")
     assert len(load_pairs(tmp_path / "pairs.tsv")) == 1
+
+
+def test_held_out_counts_round_to_the_nearest_pair():
+    assert [len(split_pairs(range(n), 0.2)[1]) for n in (8, 9, 13)] == [2, 2, 3]
+
+
+def test_countries_are_matched_in_any_case_in_the_data_too():
+    df = _dcl_frame()
+    df["country"] = df["country"].str.capitalize()  # "Egypt", "Uk" in the data
+    p = load_pairs(df, country="EGYPT", localization="nolocalized")
+    assert len(p) == 1 and p[0].prompt == "egypt nolocalized mcq?"

@@ -1,5 +1,6 @@
 """Steered and unsteered generation in one batched call."""
 
+import pytest
 import torch
 from conftest import make_model, make_sae
 
@@ -7,11 +8,12 @@ from yapo_core import SteeringVector, generate
 from yapo_core.generation import encode_for_generation
 
 
-def test_one_batch_matches_separate_runs(tokenizer):
+@pytest.mark.parametrize("prompts", [["Do you like tea?", "Hi"], ["Hi", "Do you like tea?"]])
+def test_one_batch_matches_separate_runs(tokenizer, prompts):
+    """Each reply starts after its own prompt, the longest first or not (the batch is padded left)."""
     model, sae = make_model("llama"), make_sae()
     vec = SteeringVector("sparse", torch.randn(128, generator=torch.Generator().manual_seed(0)) * 3,
                          "blocks.1.hook_resid_post", sae=sae)
-    prompts = ["Do you like tea?", "Hi"]
     out = generate(model, tokenizer, prompts, vec, multipliers=[0.0, 2.0], max_new_tokens=6)
     assert [sorted(o) for o in out] == [[0.0, 2.0], [0.0, 2.0]]
     for prompt, answers in zip(prompts, out):

@@ -55,3 +55,12 @@ def test_mcq_pairs_against_every_option_keep_the_answer_format_and_leave_other_p
 ])
 def test_the_letter_an_answer_gives_and_whether_it_opens_with_it(answer, found):
     assert answer_letter(answer) == found
+
+
+def test_options_are_a_run_of_letters_from_a():
+    """Lines such as "Q: ..." or "R: ..." before the options do not outvote the real ones, and a
+    run that does not start at A is not an option list."""
+    from yapo_core.options import option_letters
+
+    assert option_letters("Q: x\nR: y\nS: z\nA. tea\nB. rice") == "AB"
+    assert option_letters("B. x\nC. y") == "ABCD"

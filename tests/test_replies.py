@@ -107,3 +107,18 @@ def test_the_fluency_metric_reads_steered_answers_against_unsteered_ones(tokeniz
     pairs = [PreferencePair("p", "Koshari.", "Burgers."), PreferencePair("Q?\nA. x\nB. y", "A", "B")]
     assert "fluency" in ev.applicable_metrics(pairs) and ev.default_metric(pairs) == "preference"
     assert "fluency" in ev.GENERATING_METRICS and "fluency" not in ev.TARGET_METRICS
+
+
+def test_a_loop_of_four_tokens_and_a_token_at_exactly_the_share_are_not_fluent(tokenizer):
+    """Replies of four tokens can loop (",,,,"), and one token at ``max_share`` (0.3) "or more" of
+    the reply is a loop."""
+    from yapo_core.generation import Reply
+
+    assert fluency_problem(tokenizer, Reply("x", [7, 7, 7, 7], ended=True), 64).startswith("it repeats")
+    at_share = Reply("x", [1, 1, 1, 2, 3, 4, 5, 6, 7, 8], ended=True)  # 3 of 10
+    assert fluency_problem(tokenizer, at_share, 64).startswith("it repeats")
+    assert fluency_problem(tokenizer, Reply("x", [1, 1, 2, 3, 4, 5, 6, 7, 8, 9], ended=True), 64) is None
+
+
+def test_the_word_i_opening_a_reply_is_not_letter_i():
+    assert parse_answer_letter("I think so", "ABCDEFGHIJ") is None

@@ -15,7 +15,7 @@ from yapo_core import hub, training
 from yapo_core.demo import caveats
 from yapo_core.errors import DataError, ModelLoadError, SAELoadError, SettingsError, VectorFileError
 from yapo_core.evaluation import generation_accuracy
-from yapo_core.export import load_vector
+from yapo_core.export import load_vector, save_vector
 from yapo_core.generation import generate
 from yapo_core.steering import dense_equivalent
 from yapo_studio import catalog as S_catalog
@@ -490,6 +490,10 @@ def test_export_round_trip_and_loading_a_vector_file(ready, tmp_path):
     with pytest.raises(DataError, match="not accepted"):
         ready.load_vector_file(ready.bundle.spec.model + "/config.json")
     assert load_vector(result.safetensors).metadata["steps"] == "4"
+    other = load_vector(result.safetensors)
+    other.metadata["model_fingerprint"] = "0" * len(other.metadata["model_fingerprint"])  # another model's weights
+    with pytest.raises(VectorFileError, match="differ"):  # the app never loads it as if it were this model's
+        ready.load_vector_file(save_vector(other, tmp_path / "other.safetensors"))
 
 
 def test_features_and_sweep_through_the_session(ready):

@@ -171,3 +171,11 @@ def test_limits_columns_and_countries_of_the_wrong_kind():
                         "chosen-mcq": ["A"], "rejected_m_mcq": ["B"]})
     with pytest.raises(DataError, match="country=5 must be a country name"):
         load_pairs(dcl, country=5)
+
+
+def test_blank_lines_of_spaces_or_commas_are_skipped_and_a_semicolon_in_a_comma_header_is_text():
+    from yapo_core.tables import read_delimited
+
+    assert len(read_delimited("prompt,chosen,rejected\nq,a,b\n   \n,,\n", "x.csv")) == 1
+    table = read_delimited("prompt,chosen,rejected;note\nq,a,b;c\n", "x.csv")
+    assert list(table.columns) == ["prompt", "chosen", "rejected;note"]

@@ -5,7 +5,7 @@ import pickle
 
 import pytest
 import torch
-from conftest import consistent_pairs, make_model, make_sae
+from conftest import consistent_pairs, make_model, make_sae, make_tokenizer
 
 from yapo_core import PreferencePair, TrainConfig, Trainer, TrainingError
 from yapo_core.chunked import train_chunk
@@ -234,3 +234,13 @@ def test_settings_a_user_may_not_mean_are_noted():
     assert batch.startswith("batch_size=32 is more than the 12 training pairs")
     assert schedule_notes(TrainConfig(kind="dense", layer=1, warmup_steps=10, batch_size=4), 60, 12) == []
     assert schedule_notes(TrainConfig(kind="dense", layer=1, warmup_steps=60, batch_size=4), 60, 12) == []  # reaches lr
+
+
+def test_training_draws_both_directions():
+    """The objective is bi-directional (docs/method.md §3): each step draws d = +1 or −1, so a run
+    trains the vector towards the chosen answers and, negated, towards the rejected ones."""
+    model, sae = make_model("llama"), make_sae()
+    config = TrainConfig(kind="sparse", max_steps=20, batch_size=2, lr=0.01, warmup_steps=1, seed=0)
+    steps = list(Trainer(model, make_tokenizer(), consistent_pairs(6), config, sae=sae))
+    drawn = [m.multiplier for m in steps]
+    assert set(drawn) == {-1.0, 1.0} and 5 <= drawn.count(1.0) <= 15
