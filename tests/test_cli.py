@@ -208,6 +208,12 @@ def test_eval_scores_a_folders_held_out_split_the_metric_needs(tmp_path, model_d
     assert scored("--split", "train", "--metric", "generation") == ("generation", "train", 8)
     assert main([*base, "--metric", "behaviour_open"]) == 2
     assert "held-out split(s) of" in (err := capsys.readouterr().err) and "behaviour (test_infer split)" in err
+    assert main([*base, "--schema", "pairs", "--metric", "generation"]) == 0  # test_infer is not of this schema
+    out, err = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1])["split"] == "test" and "the test_infer split of" in err
+    (folder / "test.csv").write_text("")
+    assert main([*base, "--schema", "pairs"]) == 2
+    assert "no held-out split of" in (err := capsys.readouterr().err) and "test:" in err and "test_infer:" in err
     (folder / "test.csv").unlink()
     (folder / "test_infer.csv").unlink()
     assert main([*base, "--metric", "generation"]) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 from dataclasses import replace
@@ -1282,6 +1283,9 @@ def test_two_builds_of_one_world_at_once_build_it_once(tmp_path, monkeypatch):
         thread.join()
     assert len(calls) == 1 and [w.root for w in worlds] == [tmp_path / "w"] * 2
     assert sorted(p.name for p in tmp_path.iterdir()) == [".w.lock", "w"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "w").stat().st_mode & 0o777 == 0o777 & ~umask  # readable by whoever shares the cache
 
 
 def test_an_unwritable_cache_is_named_by_its_variable(monkeypatch):

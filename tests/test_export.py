@@ -333,12 +333,17 @@ def test_a_gguf_export_that_would_be_all_zeros_is_refused_and_the_hint_is_llama_
     with pytest.raises(SettingsError, match="every latent this sparse vector moves is lowered"):
         export_gguf(raised, tmp_path / "neg.gguf", model=model, sae=sae, multiplier=-1.0)
     assert list(tmp_path.iterdir()) == []  # no file, no partial one
+    with pytest.raises(SettingsError, match="this vector is all zeros"):
+        export_gguf(SteeringVector("dense", torch.zeros(32), "blocks.1.hook_resid_post"), tmp_path / "z.gguf", model=model)
     lowered = SteeringVector("sparse", -raised.values, raised.hook_name, sae=sae)
     assert export_gguf(lowered, tmp_path / "neg.gguf", model=model, sae=sae, multiplier=-1.0)["dropped_fraction"] == 0
     dense = SteeringVector("dense", torch.ones(32), "blocks.1.hook_resid_post", metadata={"model_type": "qwen3_moe"})
     export_gguf(dense, tmp_path / "moe.gguf")
     hint = gguf.GGUFReader(tmp_path / "moe.gguf").fields["controlvector.model_hint"]
     assert bytes(hint.parts[-1]).decode() == "qwen3moe"  # as llama.cpp's converter names the architecture
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "moe.gguf").stat().st_mode & 0o777 == 0o666 & ~umask  # made as other files are
 
 
 def test_a_vector_file_of_a_newer_format_is_refused_by_its_version(tmp_path):

@@ -134,7 +134,6 @@ def test_an_unreachable_hub_fails_within_seconds(catalog, monkeypatch):
     assert time.perf_counter() - start < 15
 
 
-
 def test_yapo_device_map_loads_models_through_accelerate(tiny_world, catalog, monkeypatch):
     monkeypatch.setenv("YAPO_DEVICE_MAP", "auto")
     spec = S_catalog.spec_for(catalog.preset("custom"), model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir))

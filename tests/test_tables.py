@@ -179,3 +179,20 @@ def test_blank_lines_of_spaces_or_commas_are_skipped_and_a_semicolon_in_a_comma_
     assert len(read_delimited("prompt,chosen,rejected\nq,a,b\n   \n,,\n", "x.csv")) == 1
     table = read_delimited("prompt,chosen,rejected;note\nq,a,b;c\n", "x.csv")
     assert list(table.columns) == ["prompt", "chosen", "rejected;note"]
+
+
+def test_split_names_of_a_folder_a_dataset_dict_and_an_unreachable_hub_dataset(tmp_path, monkeypatch):
+    import datasets
+
+    from yapo_core import hub
+    from yapo_core.tables import split_names
+
+    (tmp_path / "train.csv").write_text("prompt,chosen,rejected\nq,a,b\n")
+    (tmp_path / "test_infer-00000-of-00002.jsonl").write_text("{}\n")
+    assert split_names(tmp_path) == ["test_infer", "train"] and split_names(tmp_path / "train.csv") is None
+    rows = datasets.Dataset.from_dict({"prompt": ["q"], "chosen": ["a"], "rejected": ["b"]})
+    assert split_names(datasets.DatasetDict({"train": rows, "test": rows})) == ["train", "test"]
+    monkeypatch.setattr(hub, "datasets_offline", lambda: False)
+    monkeypatch.setattr(hub, "is_offline", lambda: False)
+    monkeypatch.setattr(hub, "host_reachable", lambda url, timeout=3.0: False)
+    assert split_names("owner/unreachable-data") is None  # loading it says why

@@ -95,3 +95,23 @@ def unwritable(folder: Path) -> str | None:
     except OSError as exc:
         return f"{str(folder)!r}: {exc.strerror or exc}"
     return None
+
+
+def _umask() -> int:
+    """This process's umask, read without setting it (``os.umask`` sets it for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def made_as_usual(path: str | os.PathLike) -> None:
+    """Give ``path`` the modes a file or folder made by ``open``/``mkdir`` gets (the umask's), where
+    ``tempfile`` made it owner-only; a file system without modes is left as it is."""
+    try:
+        os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~_umask())
+    except OSError:
+        pass

@@ -97,7 +97,7 @@ def load_pairs_from_args(args, training: bool = True, split: str | None = None):
 
 
 HELD_OUT_SPLITS = ("test", "test_infer", "validation")
-"""The splits ``yapo eval`` scores when ``--split`` is not given, as the app's tasks hold them."""
+"""The splits ``yapo eval`` scores when ``--split`` is not given (the app's tasks hold the first two)."""
 
 
 def eval_pairs(args) -> tuple:
@@ -106,6 +106,7 @@ def eval_pairs(args) -> tuple:
     metric is measured on (BiPO's ``test_infer`` for the behaviour rate, ``test`` for the rest), as
     the Evaluate page picks it; one file is scored whole (``None``)."""
     import sys
+    from pathlib import Path
 
     from .errors import DataError
     from .evaluation import SPECIFIC_FIRST, default_metric, get_metric, metric_splits
@@ -115,17 +116,30 @@ def eval_pairs(args) -> tuple:
     held_out = [name for name in HELD_OUT_SPLITS if name in (names or ())]
     if not held_out:
         pairs = load_pairs_from_args(args, training=False)
-        split = args.split or ("train" if names else None)
-        if names:
-            print(f"note: {args.data!r} has no test split (it has {', '.join(names)}); scoring its train split, which "
-                  "a vector may have been trained on: choose another with --split.", file=sys.stderr)
-        return pairs, default_metric(pairs) if args.metric == "auto" else args.metric, split
-    splits = {name: load_pairs_from_args(args, training=False, split=name) for name in held_out}
+        one_file = args.split is None and names is None and (
+            str(args.data).startswith(("http://", "https://")) or Path(args.data).expanduser().is_file())
+        if args.split is None and not one_file:
+            had = f"it has {', '.join(names)}" if names else "its splits could not be listed"
+            print(f"note: {args.data!r} has no test split ({had}); scoring its train split, which a vector may have "
+                  "been trained on: choose another with --split.", file=sys.stderr)
+        return pairs, default_metric(pairs) if args.metric == "auto" else args.metric, None if one_file else (
+            args.split or "train")
+    splits, unread = {}, {}
+    for name in held_out:  # a split of another shape (BiPO's A/B test_infer beside open answers) is left out
+        try:
+            splits[name] = load_pairs_from_args(args, training=False, split=name)
+        except DataError as exc:
+            unread[name] = str(exc)
+    for name, problem in unread.items():
+        print(f"note: the {name} split of {args.data!r} was not read ({problem})", file=sys.stderr)
+    if not splits:
+        raise DataError(f"no held-out split of {args.data!r} could be read ({'; '.join(f'{n}: {p}' for n, p in unread.items())})"
+                        "; fix the options above, or choose a split with --split.")
     found = metric_splits({name: list(pairs) for name, pairs in splits.items()})
     metric = next(k for k in SPECIFIC_FIRST if k in found) if args.metric == "auto" else args.metric
     chosen = get_metric(metric)
     if chosen.key not in found:
-        raise DataError(f"the {chosen.label} cannot score the held-out split(s) of {args.data!r} ({', '.join(held_out)}):"
+        raise DataError(f"the {chosen.label} cannot score the held-out split(s) of {args.data!r} ({', '.join(splits)}):"
                         f" it needs {chosen.needs}. Metrics that can: "
                         f"{', '.join(f'{key} ({split} split)' for key, split in found.items())}; or choose a split "
                         "with --split.")

@@ -94,7 +94,7 @@ def split_pairs(pairs: Sequence, fraction: float, seed: int = 0,
     With ``group`` (a pair's group, e.g. the offer a question asks about), whole groups are held
     out: that ``fraction`` of the groups (at least one, at most all but one), so a held-out pair
     shares its group with no kept pair, as a test split that holds out whole offers or topics
-    asks; both parts then keep the pairs' order. Without ``group`` both come in a random order."""
+    asks; both parts then keep the pairs' order. Without ``group`` a split comes in a random order."""
     checks.number("fraction", fraction, least=0, most=0.9)
     pairs = list(pairs)
     generator = torch.Generator().manual_seed(checks.seed(seed))

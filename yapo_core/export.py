@@ -138,17 +138,6 @@ def check_output_path(path: str | Path, example: str = "vector.safetensors") -> 
     return path
 
 
-def _umask() -> int:
-    """This process's umask, read without setting it (``os.umask`` sets it for every thread)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
-
-
 def save_vector(vector: SteeringVector, path: str | Path, sae: nn.Module | None = None) -> Path:
     """Write ``vector`` to a ``.safetensors`` file with self-describing metadata."""
     from safetensors import SafetensorError
@@ -163,10 +152,7 @@ def save_vector(vector: SteeringVector, path: str | Path, sae: nn.Module | None 
     os.close(handle)
     try:
         save_file({"vector": values}, partial, metadata=meta)
-        try:  # safetensors writes owner-only; a vector file is for sharing, made as other files are (the umask)
-            os.chmod(partial, 0o666 & ~_umask())
-        except OSError:  # a file system without modes: the file is still written
-            pass
+        checks.made_as_usual(partial)  # safetensors writes owner-only; a vector file is for sharing
         os.replace(partial, path)
     except (OSError, SafetensorError) as exc:  # a full disk: said as such, and no partial file left behind
         Path(partial).unlink(missing_ok=True)
@@ -273,12 +259,13 @@ def check_vector_matches(vector, model, sae=None, allow_other_model=False, name=
 
 
 def _gguf_architecture(model_type: str) -> str:
-    """``model_type`` as llama.cpp names the architecture (``qwen3_moe`` → ``qwen3moe``, ``mistral`` →
-    ``llama``, which is how its converter writes Mistral models); a type it does not know, as given."""
+    """``model_type`` as llama.cpp names the architecture (``qwen3_moe`` → ``qwen3moe``; ``mistral``
+    and ``mixtral`` → ``llama`` and ``gemma3_text`` → ``gemma3``, as its converter writes them); a
+    type it does not know, as given."""
     import gguf
 
     known = set(gguf.MODEL_ARCH_NAMES.values())
-    joined = {"mistral": "llama"}.get(model_type, model_type.replace("_", ""))
+    joined = {"mistral": "llama", "mixtral": "llama", "gemma3_text": "gemma3"}.get(model_type, model_type.replace("_", ""))
     return joined if joined in known else model_type
 
 
@@ -332,11 +319,12 @@ def export_gguf(
                               "vector at a later block (an SAE hooked there, or a dense vector's layer of 1 or more).")
     delta, dropped = dense_equivalent(vector, sae, multiplier)
     if not bool(delta.any()):
+        if not bool(vector.values.any()):
+            raise SettingsError("this vector is all zeros: it steers nothing, and there is nothing to export.")
         raise SettingsError(
             f"at multiplier {multiplier:g} every latent this sparse vector moves is lowered, and lowering a latent "
-            "has no fixed dense equivalent: the control vector would be all zeros. Export at the multiplier you "
-            "mean to steer with (llama.cpp's strength scales a file linearly, so export a negative multiplier "
-            "here rather than giving llama.cpp a negative strength).")
+            "has no fixed dense equivalent, so no control vector steers like it at this sign (the file would be "
+            "all zeros). Steer with its .safetensors file (YaPO Studio, yapo_core) at this sign instead.")
     # the hint is informational (llama.cpp's loader reads only the direction tensors): the model's
     # architecture as llama.cpp names it, which cvector-generator writes; without the model, the type
     # and depth its vector file recorded (older files: the model id's last part, and block L + 1)
@@ -360,10 +348,11 @@ def export_gguf(
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
+        writer.close()
+        checks.made_as_usual(partial)  # mkstemp makes it owner-only; a control vector is for sharing
     except BaseException:
         writer.close()
         partial.unlink(missing_ok=True)
         raise
-    writer.close()
     os.replace(partial, path)
     return {"path": str(path), "layer": layer, "dropped_fraction": dropped, "norm": float(delta.norm())}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -58,10 +59,11 @@ def explain_hub_error(what: str, source: str, exc: BaseException, repo_id: str |
             f"{what} {source!r} is gated or needs a login: accept its licence on "
             f"https://huggingface.co/{repo} and set HF_TOKEN (or run `hf auth login`)."
         )
-    if is_offline() or "offline" in low or "connection" in low or "resolve" in low:
+    switch = "HF_HUB_OFFLINE" if is_offline() else "HF_DATASETS_OFFLINE" if what == "dataset" and datasets_offline() else ""
+    if switch or "offline" in low or "connection" in low or "resolve" in low:
         return (
             f"{what} {source!r} is not in the local Hugging Face cache and the Hub cannot be "
-            f"reached ({'HF_HUB_OFFLINE is set' if is_offline() else 'no network?'}). Download it once while "
+            f"reached ({f'{switch} is set' if switch else 'no network?'}). Download it once while "
             "online, or pass a local folder."
         )
     if "not found" in low or "404" in low or "repository" in low or "is not a valid" in low:
@@ -99,8 +101,10 @@ def require_hub(what: str, repo_id: str, error: type[YapoError], repo_type: str 
     In offline mode the libraries fail fast themselves. Online, an unreachable Hub makes them
     retry for minutes, also for files already in the cache, hence the advice to go offline.
     """
-    if is_offline() or (repo_type == "dataset" and datasets_offline()):
-        return
+    if is_offline() or (repo_type == "dataset" and datasets_offline()) or not is_repo_id(repo_id):
+        return  # offline the libraries fail fast; a name that is no repo id is explained by explain_hub_error
+    if any(urllib.request.getproxies().get(scheme) for scheme in ("https", "all")):
+        return  # the Hub is reached through a proxy, which a direct connection does not test
     endpoint = hub_endpoint()
     if host_reachable(endpoint):
         return

@@ -77,7 +77,7 @@ class SteeredLM(HFLM):
         """lm-eval's generation, steered, and capped where lm-eval caps it (``max_gen_toks``): it gives
         ``max_length``, which a model's own ``generation_config.max_new_tokens`` would override."""
         if self.model.generation_config.max_new_tokens is not None and "max_new_tokens" not in generation_kwargs:
-            generation_kwargs["max_new_tokens"] = max_length - context.shape[1]  # the same cap, as the model reads it
+            generation_kwargs["max_new_tokens"] = max(1, max_length - context.shape[1])  # the same cap, as the model reads it
             max_length = None
         with self.steered():
             return super()._model_generate(context, max_length, stop, **generation_kwargs)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataError
-from .hub import explain_hub_error, require_hub
+from .hub import explain_hub_error, is_repo_id, require_hub
 
 SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 _PICKLES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
@@ -111,18 +111,26 @@ def read_local(path: Path, split: str | None = None):
 
 
 def split_names(source: Any) -> list[str] | None:
-    """The splits ``source`` holds where that is known without reading it (a local folder's
-    ``<split>.<suffix>`` files and shards, a ``DatasetDict``'s keys), else ``None`` (one file, a
-    table, a hub dataset)."""
+    """The splits ``source`` holds where that is known without reading its rows (a local folder's
+    ``<split>.<suffix>`` files and shards, a ``DatasetDict``'s keys, a hub dataset's split names),
+    else ``None`` (one file, a table, a hub dataset that cannot be reached)."""
     try:
         import datasets
     except ImportError:  # pragma: no cover - datasets is a hard requirement
         datasets = None
     if datasets is not None and isinstance(source, datasets.DatasetDict):
         return list(source)
-    if not isinstance(source, (str, os.PathLike)) or not Path(source).expanduser().is_dir():
+    if not isinstance(source, (str, os.PathLike)):
         return None
     folder = Path(source).expanduser()
+    if not folder.exists() and datasets is not None and is_repo_id(str(source)):  # a hub dataset: its split names
+        try:
+            require_hub("dataset", str(source), DataError, repo_type="dataset")
+            return list(datasets.get_dataset_split_names(str(source)))
+        except Exception:  # unreachable, gated, not cached offline: loading it says why
+            return None
+    if not folder.is_dir():
+        return None
     return sorted({f.stem.split("-")[0] for f in folder.iterdir() if f.suffix.lower() in SUFFIXES})
 
 

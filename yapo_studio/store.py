@@ -82,7 +82,7 @@ _LOADED: "weakref.WeakValueDictionary[LoadSpec, Bundle]" = weakref.WeakValueDict
 
 def load_bundle(spec: LoadSpec, label: str = "") -> Bundle:
     """Load model, tokenizer and SAE of ``spec`` and check that they fit together."""
-    if not is_local_source(spec.model):
+    if not is_local_source(spec.model):  # load_model checks too; the model's answer comes before the SAE's
         require_hub("model", spec.model, ModelLoadError)
     if spec.sae_release:
         from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory

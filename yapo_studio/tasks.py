@@ -221,7 +221,6 @@ def load_task(spec: TaskSpec, catalog_tasks: dict | None = None, rejected_model:
         return _demo_task(spec)
     if spec.source == "culture":
         dataset = catalog_tasks.get("culture", {}).get("dataset", "MBZUAI-Paris/Deep-Culture-Lense")
-        hub.require_hub("dataset", dataset, DataError, repo_type="dataset")
         kw = dict(country=spec.country, localization=spec.localization, form=spec.form,
                   rejected_model=spec.rejected_model or rejected_model, limit=spec.limit)
         train = load_pairs(dataset, split="train", **kw)

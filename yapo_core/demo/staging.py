@@ -41,8 +41,8 @@ def one_build_at_a_time(root: Path):
         if fcntl is not None:
             fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            for stale in root.parent.glob(f".{root.name}.building-*"):  # no build of it runs but this one
-                shutil.rmtree(stale, ignore_errors=True)
+            for stale in root.parent.glob(f".{root.name}.building-*") if fcntl is not None else ():
+                shutil.rmtree(stale, ignore_errors=True)  # with the lock held, no build of it runs but this one
             yield
         finally:
             if fcntl is not None:

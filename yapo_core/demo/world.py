@@ -254,6 +254,7 @@ def build_demo_world(
         if not force and (world := load_demo_world(root, seed, size, knobs)) is not None:
             return world
         staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.building-", dir=root.parent))
+        checks.made_as_usual(staging)  # the world is read by whoever shares the cache, as a folder made by mkdir
         try:
             world = _build(staging, seed, sized, size, progress)
             replace_world(staging, root)
