@@ -1,5 +1,7 @@
 """yapo_core.plots: the figures the app and the CLI draw."""
 
+import pytest
+
 from yapo_core.plots import multiplier_sweep
 
 
@@ -39,3 +41,20 @@ def test_a_long_title_is_wrapped_with_the_room_it_needs():
     assert len(lines) == 2 and " ".join(lines) == text and max(map(len, lines)) <= 80
     assert (fig.layout.margin.t, fig.layout.height) == (56, 376)
     assert (set_title(fig, text).layout.height, set_title(fig, "short").layout.height) == (376, 360)  # not added twice
+
+
+def test_long_runs_draw_per_batch_metrics_faint_under_their_moving_average():
+    from yapo_core.plots import smoothed, training_curves
+    from yapo_core.training import StepMetrics
+
+    assert smoothed([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])  # debiased: no ramp up from 0
+    assert smoothed([0.0, 1.0], weight=0.5) == pytest.approx([0.0, 2 / 3])
+    noisy = [StepMetrics(i, 200, 0, 0.6 + 0.1 * (-1) ** i, 1.0, 0.1, 0.1, 0.0, 1.0, 3, 1e-4, 1.0, 0.01)
+             for i in range(1, 201)]
+    fig = training_curves([("a", noisy)])
+    loss = [t for t in fig.data if t.xaxis == "x"]
+    assert [t.opacity for t in loss] == [0.3, 1.0]  # the raw batches faint, the average over them
+    assert max(loss[1].y[50:]) - min(loss[1].y[50:]) < 0.02 < max(loss[0].y) - min(loss[0].y)
+    assert len([t for t in fig.data if t.showlegend]) == 1  # one legend entry per run
+    short = training_curves([("a", noisy[:20])])
+    assert all(t.opacity in (None, 1.0) for t in short.data) and len(short.data) == 5  # short runs: as they are

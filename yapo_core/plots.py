@@ -28,6 +28,21 @@ TRAINING_METRICS: tuple[tuple[str, str], ...] = (
 )
 
 
+NOISY_METRICS = ("loss", "reward_accuracy", "margin")
+"""Metrics of one batch each step, drawn faint with a smoothed line over them on long runs."""
+SMOOTHING = 0.95
+"""The exponential moving average's weight on the past (TensorBoard's smoothing, debiased)."""
+
+
+def smoothed(values: Sequence[float], weight: float = SMOOTHING) -> list[float]:
+    """``values`` as an exponential moving average, debiased so that it starts at the first value."""
+    out, average = [], 0.0
+    for i, value in enumerate(values, 1):
+        average = weight * average + (1 - weight) * value
+        out.append(average / (1 - weight**i))
+    return out
+
+
 def run_color(i: int) -> str:
     """A run's colour, stable by its position in the session (the same in every figure)."""
     return PALETTE[i % len(PALETTE)]
@@ -39,13 +54,16 @@ def training_curves(
     colors: Sequence[str] | None = None,
     height: int = 480,
     max_points: int = 1500,
+    smooth_from: int = 100,
 ) -> go.Figure:
     """One panel per metric, every run overlaid (one colour per run, one legend entry).
 
-    The loss panel has a dashed line at ln 2, where the objective starts (v = 0). ``uirevision``
-    is fixed, so zoom and legend toggles survive the figure being rebuilt every second. Runs
-    longer than ``max_points`` steps are thinned evenly (the last step is always kept), so the
-    figure sent to the browser stays small.
+    The loss panel has a dashed line at ln 2, where the objective starts (v = 0). Loss, reward
+    accuracy and margin are one batch's each step: on runs of ``smooth_from`` steps or more they
+    are drawn faint, with their moving average (:func:`smoothed`) over them. ``uirevision`` is
+    fixed, so zoom and legend toggles survive the figure being rebuilt every second. Runs longer
+    than ``max_points`` steps are thinned evenly (the last step is always kept; the average is
+    taken over every step first), so the figure sent to the browser stays small.
     """
     cols = 3
     rows = math.ceil(len(metrics) / cols)
@@ -53,24 +71,32 @@ def training_curves(
                         horizontal_spacing=0.07, vertical_spacing=0.16)
     for r, (label, history) in enumerate(runs):
         color = colors[r] if colors else run_color(r)
-        history = thin(history, max_points)
-        steps = [m.step for m in history]
+        smooth = len(history) >= smooth_from
+        kept = thin(range(len(history)), max_points)
+        steps = [history[i].step for i in kept]
         for p, (field, _) in enumerate(metrics):
-            fig.add_trace(
-                go.Scatter(
-                    x=steps,
-                    y=[getattr(m, field) for m in history],
-                    mode="lines+markers" if len(steps) < 40 else "lines",
-                    marker=dict(size=4),
-                    line=dict(color=color, width=2),
-                    name=label,
-                    legendgroup=label,
-                    showlegend=p == 0,
-                    hovertemplate=f"{label}<br>step %{{x}}<br>%{{y:.4g}}<extra></extra>",
-                ),
-                row=p // cols + 1,
-                col=p % cols + 1,
-            )
+            values = [getattr(m, field) for m in history]
+            noisy = smooth and field in NOISY_METRICS
+            lines = [(values, dict(color=color, width=1), 0.3, "")] if noisy else []
+            lines.append((smoothed(values) if noisy else values, dict(color=color, width=2), 1.0,
+                          " (moving average)" if noisy else ""))
+            for y, line, opacity, what in lines:
+                fig.add_trace(
+                    go.Scatter(
+                        x=steps,
+                        y=[y[i] for i in kept],
+                        mode="lines+markers" if len(steps) < 40 else "lines",
+                        marker=dict(size=4),
+                        line=line,
+                        opacity=opacity,
+                        name=label,
+                        legendgroup=label,
+                        showlegend=p == 0 and opacity == 1.0,
+                        hovertemplate=f"{label}{what}<br>step %{{x}}<br>%{{y:.4g}}<extra></extra>",
+                    ),
+                    row=p // cols + 1,
+                    col=p % cols + 1,
+                )
     loss_panel = [i for i, (field, _) in enumerate(metrics) if field == "loss"]
     if loss_panel:
         i = loss_panel[0]
