@@ -68,8 +68,9 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
             setup.restored, state, setup_shown).then(
             lambda: [gr.update(interactive=True)] * len(session_buttons), None, session_buttons)
         demo.unload(ctx.end_session)
-        train_tab.select(train.on_open, state, [train_page.summary, train_page.status, train_page.curves,
-                                                train_page.timer, train_page.which, *train_page.defaults])
+        train_tab.select(train.on_open, [state, train_page.filled_for],
+                         [train_page.summary, train_page.status, train_page.curves, train_page.timer, train_page.which,
+                          *train_page.defaults, train_page.filled_for])
         for tab, picker in ((features_tab, features_picker), (compare_tab, compare_picker), (export_tab, export_picker)):
             tab.select(vector_choices, [state, picker.dropdown, picker.listed], [picker.dropdown, picker.listed])
         evaluate_tab.select(evaluate.vector_checklist, [state, evaluate_vectors, evaluate_metric, evaluate_listed],

@@ -104,15 +104,27 @@ def task_summary(session: Session) -> str:
     return f"✓ **Task loaded**: {esc(task.describe())}{notes}{caveat_text(task.caveat_for(session.method.key))}"
 
 
+TASK_CONTROLS = ("source", "name", "country", "localization", "form", "behaviour")
+"""The task fields :func:`restored` sets from the loaded task's spec, in the order Setup lists them."""
+
+
 def restored(session: Session | None) -> list:
     """What Setup shows of a session a page comes back to (a reload, a dropped connection): its
-    model, task and method; nothing changes for a new session."""
+    model, task (and the task fields it was asked with, so that Load task loads it again, not the
+    page's first choice) and method; nothing changes for a new session."""
     if session is None or getattr(session, "bundle", None) is None:
-        return [gr.skip()] * 5
-    if session.task is None:
-        return [model_summary(session), gr.skip(), gr.skip(), session.method.key, method_summary(session)]
+        return [gr.skip()] * (5 + len(TASK_CONTROLS))
+    spec = session.task_spec if session.task is not None else None
+    if spec is None:
+        return [model_summary(session), gr.skip(), gr.skip(), session.method.key, method_summary(session),
+                *[gr.skip()] * len(TASK_CONTROLS)]
+    fields = [spec.source, spec.name if spec.source == "demo" else gr.skip(),
+              (spec.country or ALL_COUNTRIES) if spec.source == "culture" else gr.skip(),
+              spec.localization if spec.source in ("demo", "culture") else gr.skip(),
+              spec.form if spec.source in ("demo", "culture") else gr.skip(),
+              spec.name if spec.source == "behaviour" else gr.skip()]
     return [model_summary(session), task_summary(session), gr.update(value=pairs_frame(session), visible=True),
-            session.method.key, method_summary(session)]
+            session.method.key, method_summary(session), *fields]
 
 
 def file_status(session: Session | None, chosen: bool) -> str:
@@ -280,5 +292,6 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
                                        upload, prompt_col, chosen_col, rejected_col, test_fraction],
                         [task_status, task_preview], concurrency_id=HEAVY, concurrency_limit=ctx.heavy_jobs)
     method.change(on_method, [state, method], method_info)
-    return demo_task, [load_model_btn, load_task_btn], [model_status, task_status, task_preview, method, method_info]
+    return demo_task, [load_model_btn, load_task_btn], [model_status, task_status, task_preview, method, method_info,
+                                                        source, demo_task, country, localization, form, behaviour]
 

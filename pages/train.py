@@ -44,6 +44,7 @@ class TrainPage:
     timer: gr.Timer
     which: gr.Dropdown
     defaults: list  # the fields a preset may set (PRESET_FIELDS), in that order
+    filled_for: gr.State  # the preset, task and method this page filled them in for (defaults_key)
 
 
 def setup_summary(session: Session | None) -> str:
@@ -193,7 +194,8 @@ def build(state: gr.State) -> TrainPage:
     timer.tick(tick, [state, drawn], [status, plot, timer, drawn], show_progress="hidden", concurrency_limit=None)
     stop.click(on_stop, state, [status, plot, timer])
     remove.click(on_remove, [state, which], [status, plot, timer, which])
-    return TrainPage(summary, status, plot, timer, which, [lr, warmup, epochs, max_steps, batch, mcq_rejected])
+    return TrainPage(summary, status, plot, timer, which, [lr, warmup, epochs, max_steps, batch, mcq_rejected],
+                     gr.State(None))
 
 
 def removable(session: Session | None) -> dict:
@@ -205,15 +207,20 @@ def removable(session: Session | None) -> dict:
 PRESET_FIELDS = ("lr", "warmup_steps", "epochs", "max_steps", "batch_size", "mcq_rejected")
 
 
-def preset_defaults(session: Session | None) -> list:
-    """The preset's recommended hyper-parameters for the loaded task and method, filled in once per
-    loaded preset, task and method; later visits keep what the user typed."""
+def defaults_key(session: Session | None) -> tuple | None:
+    """The loaded preset, task and method, whose recommended hyper-parameters the page shows."""
     if session is None or session.preset is None:
+        return None
+    return session.preset.key, session.task.label if session.task is not None else None, session.method.key
+
+
+def preset_defaults(session: Session | None, filled_for: tuple | None = None) -> list:
+    """The preset's recommended hyper-parameters for the loaded task and method, unless this page
+    filled them in for the same preset, task and method already (``filled_for``, the page's own
+    memory: a reloaded page is filled again), so that later visits keep what the user typed."""
+    key = defaults_key(session)
+    if key is None or filled_for == key:
         return [gr.update() for _ in PRESET_FIELDS]
-    key = (session.preset.key, session.task.label if session.task is not None else None, session.method.key)
-    if session.train_fields_for == key:
-        return [gr.update() for _ in PRESET_FIELDS]
-    session.train_fields_for = key
     config = session.default_config()
     updates = [gr.update(value=(getattr(config, f) or 0) if f == "max_steps" else getattr(config, f)) for f in PRESET_FIELDS]
     # the choice of rejected answers acts on multiple-choice pairs only: shown where the task has them
@@ -222,7 +229,8 @@ def preset_defaults(session: Session | None) -> list:
     return updates
 
 
-def on_open(session: Session | None):
-    """When the tab is shown: the setup summary, the runs, polling while any is active, and the
-    loaded preset's recommended hyper-parameters (see :func:`preset_defaults`)."""
-    return (setup_summary(session), *snapshot(session), removable(session), *preset_defaults(session))
+def on_open(session: Session | None, filled_for: tuple | None = None):
+    """When the tab is shown: the setup summary, the runs, polling while any is active, the loaded
+    preset's recommended hyper-parameters (see :func:`preset_defaults`) and what they were filled for."""
+    return (setup_summary(session), *snapshot(session), removable(session), *preset_defaults(session, filled_for),
+            defaults_key(session))

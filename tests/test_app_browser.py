@@ -255,8 +255,17 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
     page.reload()
     succeed(page, "#model-status", "✓ Loaded")
     assert "morocco" in page.locator("#task-status").inner_text()
+    # the task's fields as it was loaded, so that Load task loads it again, not the list's first task
+    page.wait_for_function("() => document.querySelector('#demo-task input').value.includes('morocco')")
     page.get_by_role("tab", name="Train").click()
     page.locator("#run-status").filter(has_text=f"step {steps}/").wait_for()
+    # the preset's own hyper-parameters again, not the generic ones a new page starts with
+    lr = page.get_by_label("Learning rate", exact=True)
+    for _ in range(100):  # the tab's opening fills them in
+        if float(lr.input_value()) == demo.TRAINING["lr"]:
+            break
+        page.wait_for_timeout(100)
+    assert float(lr.input_value()) == demo.TRAINING["lr"]
 
     # Features: the new vector is preselected; its cards appear.
     page.get_by_role("tab", name="Features").click()

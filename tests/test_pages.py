@@ -84,6 +84,10 @@ def test_a_page_that_comes_back_finds_its_session_and_a_closed_one_stops_its_run
     assert again is s and same == token and run.active
     shown = setup.restored(again)  # Setup shows the model, the task and the method again
     assert shown[0].startswith("✓ **Loaded**") and shown[1].startswith("✓ **Task loaded**") and shown[3] == "yapo"
+    assert shown[5] == "file"  # and the task's fields as it was asked, so Load task loads it again
+    s.task_spec = TaskSpec("demo", name="power-seeking")  # as a demo task leaves it
+    fields = dict(zip(setup.TASK_CONTROLS, setup.restored(again)[5:]))
+    assert (fields["source"], fields["name"]) == ("demo", "power-seeking")
     other, other_token = ctx.open_session("not-a-token", SimpleNamespace(session_hash="tab-3"))
     assert other is not s and other_token != token  # a token nobody holds: a fresh session
     ctx.state_deleted(s)  # the first page's state, dropped by Gradio: the session is still held
@@ -448,9 +452,11 @@ def test_train_page_fills_the_defaults_of_each_loaded_task_once(monkeypatch, tmp
     s.load_task(TaskSpec("demo", name="culture-egypt", localization="nolocalized"))
     shown = train.preset_defaults(s)
     assert steps(shown) == TRAINING["max_steps"]
-    assert steps(train.preset_defaults(s)) is None  # a later visit keeps what the user typed
+    filled = train.defaults_key(s)
+    assert steps(train.preset_defaults(s, filled)) is None  # a later visit keeps what the user typed
+    assert steps(train.preset_defaults(s)) == TRAINING["max_steps"]  # a reloaded page is filled again
     s.load_task(TaskSpec("demo", name="power-seeking"))  # another task: its own defaults
-    shown = train.preset_defaults(s)
+    shown = train.preset_defaults(s, filled)
     assert steps(shown) == OPEN_TRAINING["max_steps"] != TRAINING["max_steps"]
     assert rejected(shown) is False  # open answers: no multiple-choice pairs to set against other options
     # answers that give the option's text, then its letter, are set against every option too

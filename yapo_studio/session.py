@@ -90,7 +90,7 @@ class Session:
         self._added: dict[str, int] = {}  # every label given, removed vectors' too (never given again), and its
         # place in the order they came: vectors() lists them so, and a page tells a new vector by its label
         self._workdir: Path | None = None
-        self.train_fields_for: tuple | None = None  # preset and task whose defaults the Train page last showed
+        self.task_spec: TaskSpec | None = None  # what the loaded task was asked as (a page that comes back shows it)
 
     # -- setup --
 
@@ -119,6 +119,7 @@ class Session:
     def load_task(self, spec: TaskSpec) -> Task:
         default_rejected = self.preset.dcl_rejected_model if self.preset else None
         self.task = load_task(spec, self.catalog.tasks if self.catalog else {}, default_rejected)
+        self.task_spec = spec
         return self.task
 
     def require_ready(self) -> Bundle:
