@@ -6,6 +6,7 @@ import gradio as gr
 import pandas as pd
 
 from yapo_core.errors import SettingsError
+from yapo_core.evaluation import METRICS
 from yapo_core.generation import STEER_POSITIONS
 from yapo_core.hooks import hook_point_from_name
 from yapo_core.plots import multiplier_sweep
@@ -151,7 +152,7 @@ def build(ctx: AppContext, state: gr.State) -> VectorPicker:
     def on_sweep(session, label, ms):
         session = need(session)
         curves = session.evaluate([label], "preference", parse_multipliers(ms))
-        return multiplier_sweep(curves)
+        return multiplier_sweep(curves, y_title=METRICS["preference"].label)
 
     def on_vector(session, label, positions_):  # nothing made with another vector stays under this one
         return (where_steering_applies(session, label, positions_), prompt_choices(session, label), *no_answers(),

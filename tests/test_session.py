@@ -421,8 +421,8 @@ def test_behaviour_tasks_read_a_local_copy_of_bipo(monkeypatch, catalog):
     task = S_tasks.load_task(S_tasks.TaskSpec("behaviour", name="power-seeking", limit=10), catalog.tasks)
     assert len(task.train) == 10 and task.train.schema == "bipo"
     # each metric on the split it needs: BiPO's A/B behaviour rate on test_infer, the rest on test
-    assert task.metrics() == {"preference": "test", "mcq": "test_infer", "mcq_generated": "test_infer",
-                              "behaviour": "test_infer", "generation": "test", "fluency": "test"}
+    assert task.metrics() == {"preference": "test", "mcq_generated": "test_infer",  # no MCQ accuracy: it would
+                              "behaviour": "test_infer", "generation": "test", "fluency": "test"}  # repeat the rate
     assert task.pairs_for("behaviour").schema == "bipo_ab" and task.pairs_for("preference") is task.test
     with pytest.raises(SettingsError, match="metric 'accuracy' is unknown"):
         task.pairs_for("accuracy")
@@ -548,7 +548,7 @@ def test_evaluate_sweeps_every_chosen_vector(ready, monkeypatch):
     assert seen == ["prompt", "all"]
     assert ready.metrics_for([yapo.name]) == {"preference": "test", "generation": "test", "fluency": "test"}
     with pytest.raises(SettingsError, match="MCQ accuracy .* cannot score file · pairs.jsonl: it needs multiple-choice "
-                                            "pairs.*Metrics for this task: held-out preference accuracy, generation"):
+                                            "pairs.*Metrics for this task: held-out preference accuracy .*, generation"):
         ready.evaluate([yapo.name], "mcq", [0.0, 1.0])  # the test answers are sentences
     with pytest.raises(SettingsError, match="at least one vector"):
         ready.evaluate([], "preference", [1.0])

@@ -262,7 +262,8 @@ def _generation(model, tokenizer, pairs, vector, m, sae, steer_positions):
 
 
 METRICS: dict[str, Metric] = {
-    "preference": Metric("preference", "held-out preference accuracy", "any preference pairs", _preference),
+    "preference": Metric("preference", "held-out preference accuracy (pairs the vector moves towards the chosen answer;"
+                         " none at m = 0, where nothing moves)", "any preference pairs", _preference),
     "mcq": Metric("mcq", "MCQ accuracy (answer-letter likelihood)",
                   "multiple-choice pairs whose chosen answer is an option letter", _mcq, _is_mcq),
     "mcq_generated": Metric("mcq_generated", "MCQ accuracy (generated answer)",

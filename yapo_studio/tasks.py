@@ -122,8 +122,12 @@ class Task:
         return {"test": self.test, **self.extra}
 
     def metrics(self) -> dict[str, str]:
-        """Each metric that can score this task, with the split it is measured on."""
-        return metric_splits({name: pairs.pairs for name, pairs in self.splits().items()})
+        """Each metric that can score this task, with the split it is measured on; not MCQ accuracy
+        where the behaviour rate is measured on the same A/B questions (the same figure twice)."""
+        found = metric_splits({name: pairs.pairs for name, pairs in self.splits().items()})
+        if "behaviour" in found and found.get("mcq") == found["behaviour"]:
+            del found["mcq"]
+        return found
 
     def pairs_for(self, metric: str) -> PairSet:
         """The split ``metric`` is measured on, or an error naming the metrics that apply."""
