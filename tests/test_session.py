@@ -295,7 +295,7 @@ def _one_running_one_queued(tiny_world, catalog, second_steps: int, same_session
     first = a.start_run(a.default_config(max_steps=10_000, epochs=100_000, **QUICK))  # runs until stopped
     while first.status != "running":
         time.sleep(0.02)
-    second = b.start_run(b.default_config(max_steps=second_steps, epochs=100_000, **QUICK))
+    second = b.start_run(b.default_config(max_steps=second_steps, epochs=100_000, **{**QUICK, "seed": 1}))
     time.sleep(0.5)
     assert second.status == "queued"
     return a, first, second
@@ -313,7 +313,9 @@ def test_queued_runs_start_in_the_order_they_were_asked_for(tiny_world, catalog)
     take the slot first, and a queued run says what it waits for."""
     a, first, second = _one_running_one_queued(tiny_world, catalog, 10_000, same_session=False)
     assert "(waiting for a run to finish)" in second.describe()
-    later = a.start_run(a.default_config(max_steps=10_000, epochs=100_000, **QUICK))  # the first user again, after the other
+    with pytest.raises(SettingsError, match="is already training this method on this task with these settings"):
+        a.start_run(a.default_config(max_steps=10_000, epochs=100_000, **QUICK))  # Start clicked twice: refused
+    later = a.start_run(a.default_config(max_steps=10_000, epochs=100_000, **{**QUICK, "seed": 7}))  # the first user again
     time.sleep(0.3)
     assert later.status == "queued" and "(waiting for 1 run(s) ahead of it)" in later.describe()
     first.stop()

@@ -159,6 +159,11 @@ class Session:
             config = replace(config, layer=bundle.layer)
         asked = config
         config = replace(config, max_steps=self._within_step_cap(config.max_steps))
+        twin = next((r for r in self.run_list() if r.active and r.method.key == self.method.key and r.task is self.task
+                     and r.bundle is bundle and r.config == config), None)
+        if twin is not None:  # a second click on Start: the same vector again (training is deterministic)
+            raise SettingsError(f"“{twin.name}” is already training this method on this task with these settings, "
+                                "which give the same vector; wait for it, or change a setting (the seed, say).")
         if sum(r.active for r in self.run_list()) >= 2:
             raise SettingsError("two runs are already going in this session; stop one or wait for it.")
         if len(self.runs) + len(self.files) >= self.max_runs:
