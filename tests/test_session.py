@@ -6,6 +6,7 @@ import math
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from app_fixtures import tiny_world, write_pairs_jsonl  # noqa: F401 (fixture)
@@ -815,3 +816,18 @@ def test_a_runs_notes_reach_the_page_whether_it_trains_in_one_go_or_in_chunks(re
     wait(run, 120)
     assert run.status == "finished", run.error
     assert [n.split(" is longer")[0] for n in run.notes] == ["warmup_steps=100"]
+
+
+def test_an_upload_with_too_little_to_learn_from_is_refused_or_flagged(tmp_path):
+    rows = [("Q1?", "a", "b"), ("Q2?", "a", "a"), ("Q3?", "c", "c")]
+    same = tmp_path / "same.csv"
+    pd.DataFrame(rows, columns=["prompt", "chosen", "rejected"]).to_csv(same, index=False)
+    with pytest.raises(DataError, match="'same.csv' has 1 usable pair"):  # two of three teach nothing
+        S_tasks.load_task(S_tasks.TaskSpec("file", path=str(same)))
+    few = tmp_path / "few.csv"
+    pd.DataFrame([*rows, ("Q4?", "d", "e"), ("Q5?", "f", "g")], columns=["prompt", "chosen", "rejected"]).to_csv(
+        few, index=False)
+    task = S_tasks.load_task(S_tasks.TaskSpec("file", path=str(few)))
+    notes = task.notes()
+    assert notes[0].startswith("the file: 2 of 5 pair(s) have the same chosen and rejected answer")  # the file's count
+    assert any(n.startswith("the file: only 4 training pair(s) after 1 held out") for n in notes)

@@ -92,6 +92,10 @@ class TaskSpec:
     limit: int | None = None
 
 
+MIN_TRAIN_PAIRS = 8
+"""Fewer training pairs than this in an uploaded file get a note on Setup."""
+
+
 @dataclass
 class Task:
     """Training pairs, the test split, and further test splits that some metrics need (BiPO's
@@ -102,6 +106,7 @@ class Task:
     test: PairSet
     extra: dict[str, PairSet] = field(default_factory=dict)
     caveat: str = ""  # what a user must know before training on it (shown on the Setup page)
+    file_notes: list[str] = field(default_factory=list)  # what the loader noticed in an uploaded file, before its split
     method_caveats: dict[str, str] = field(default_factory=dict)  # the same for one method (by key) only
 
     def caveat_for(self, method: str) -> str:
@@ -115,8 +120,9 @@ class Task:
 
     def notes(self) -> list[str]:
         """What the loader noticed in each split (rows skipped, pairs that teach nothing), by split."""
-        return [f"{split} split: {note}" for split, pairs in (("train", self.train), ("test", self.test),
-                                                               *self.extra.items()) for note in pairs.notes]
+        return [f"the file: {note}" for note in self.file_notes] + [
+            f"{split} split: {note}" for split, pairs in (("train", self.train), ("test", self.test),
+                                                         *self.extra.items()) for note in pairs.notes]
 
     def splits(self) -> dict[str, PairSet]:
         return {"test": self.test, **self.extra}
@@ -251,10 +257,17 @@ def load_task(spec: TaskSpec, catalog_tasks: dict | None = None, rejected_model:
             raise DataError("upload a CSV, TSV, JSONL, JSON or Parquet file first.")
         path = check_upload(spec.path, DATA_SUFFIXES, "data file")
         pairs = load_pairs(str(path), schema=spec.schema, columns=spec.columns or None, limit=spec.limit)
-        if len(pairs) < 2:
-            raise DataError(f"{path.name!r} has {len(pairs)} usable pair(s); at least 2 are needed (train + test).")
+        useful = sum(p.chosen != p.rejected for p in pairs)
+        if useful < 2:
+            raise DataError(f"{path.name!r} has {useful} usable pair(s) (read, with chosen and rejected answers that "
+                            "differ); at least 2 are needed (train + test).")
         train, test = pairs.split(spec.test_fraction, seed=0)
-        return Task(f"file · {path.name}", train, test)
+        notes, train.notes = list(train.notes), []  # the whole file's, said as such
+        if len(train) < MIN_TRAIN_PAIRS:
+            notes.append(f"only {len(train)} training pair(s) after {len(test)} held out for testing: a vector learns "
+                         "little from so few, and the test accuracy moves in large steps (the public runs train on "
+                         "hundreds).")
+        return Task(f"file · {path.name}", train, test, file_notes=notes)
     raise SettingsError(f"task source {spec.source!r} is unknown; use demo, culture, behaviour or file.")
 
 
