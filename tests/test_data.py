@@ -354,3 +354,12 @@ def test_countries_are_matched_in_any_case_in_the_data_too():
     df["country"] = df["country"].str.capitalize()  # "Egypt", "Uk" in the data
     p = load_pairs(df, country="EGYPT", localization="nolocalized")
     assert len(p) == 1 and p[0].prompt == "egypt nolocalized mcq?"
+
+
+def test_a_missing_column_with_none_left_to_map_says_to_add_it():
+    with pytest.raises(DataError, match="Every column it has is used already: add a rejected column to the data"):
+        load_pairs([{"prompt": "q", "chosen": "a"}], schema="pairs")
+    with pytest.raises(DataError, match="Map yours with columns"):
+        load_pairs([{"prompt": "q", "chosen": "a", "worse": "b"}], schema="pairs")
+    with pytest.raises(DataError, match=r"the data has 2 column\(s\), \['chosen', 'prompt'\]: preference pairs need three"):
+        load_pairs([{"prompt": "q", "chosen": "a"}])  # auto schema

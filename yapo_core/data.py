@@ -127,6 +127,9 @@ def detect_schema(columns: Iterable[str]) -> str:
     for schema in ("dcl", "bipo_ab", "bipo", "pairs"):
         if set(SCHEMA_COLUMNS[schema].values()) <= cols:
             return schema
+    if len(cols) < 3:  # nothing a mapping could make whole
+        raise DataError(f"the data has {len(cols)} column(s), {sorted(cols)}: preference pairs need three (a prompt, "
+                        "a chosen and a rejected answer); add the missing one(s) to the data.")
     raise DataError(
         f"cannot tell the schema of columns {sorted(cols)}: expected prompt/chosen/rejected, "
         "question/matching/not_matching, question/A/B/matching, or Deep-Culture-Lense columns. "
@@ -137,10 +140,12 @@ def detect_schema(columns: Iterable[str]) -> str:
 def _require(df, wanted: dict[str, str], schema: str) -> None:
     missing = [f"{role} -> {col!r}" for role, col in wanted.items() if col not in df.columns]
     if missing:
-        raise DataError(
-            f"column(s) {', '.join(missing)} missing for schema {schema!r}; the data has "
-            f"{list(df.columns)}. Map yours with columns={{'<role>': '<your column>'}}."
-        )
+        spare = [c for c in df.columns if c not in wanted.values()]  # columns a mapping could still name
+        roles = [role for role, col in wanted.items() if col not in df.columns]
+        advice = ("Map yours with columns={'<role>': '<your column>'}." if spare else
+                  f"Every column it has is used already: add a {' and a '.join(roles)} column to the data.")
+        raise DataError(f"column(s) {', '.join(missing)} missing for schema {schema!r}; the data has "
+                        f"{list(df.columns)}. {advice}")
 
 
 def _known_headers(df, mapping: dict[str, str] | None = None):
