@@ -152,8 +152,13 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.CheckboxGroup, gr.Radio,
             raise SettingsError(f"the comparison uses the Metric chosen above, and “{METRICS[metric_].label}” does not "
                                 "measure the task's target, so no multiplier can be chosen on it; choose another "
                                 "Metric above.")
-        result = session.compare(metric_, parse_multipliers(ms), methods_, max_steps=steps or None,
-                                 on_progress=lambda msg: progress(None, desc=msg))
+        said = []  # the stage: a plan, then each method's vector and sweep (a bar with text; no bar shows no text)
+
+        def say(msg: str) -> None:
+            said.append(msg)
+            progress(min(0.95, len(said) / (2 * len(methods_) + 2)), desc=msg)
+
+        result = session.compare(metric_, parse_multipliers(ms), methods_, max_steps=steps or None, on_progress=say)
         sweep_fig, _ = result.figures()
         return (gr.update(value=pd.DataFrame(result.table()), visible=True), sweep_fig, loaded_task(session),
                 comparison_note(session, methods_))
