@@ -309,6 +309,9 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
     page.get_by_text("Compare methods: YaPO, BiPO, CAA and SAS on the loaded task").click()
     page.get_by_label("Training steps (0: the preset's)").fill("3")
     page.get_by_role("button", name="Compare methods", exact=True).click()
+    # its stage is shown while it works (a progress bar with text; no bar showed a bare spinner)
+    page.get_by_text(re.compile(r"(yapo|bipo|caa|sas): (building the vector|sweeping multipliers)")).first.wait_for(
+        state="visible", timeout=120_000)
     # on the full-size world (YAPO_DEMO_SIZE=full) the four sweeps and capability checks take about
     # five minutes on two shared cores
     # (a case-sensitive match: the progress text above the table says "sas: sweeping multipliers")
