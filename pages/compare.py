@@ -55,6 +55,21 @@ def prompt_choices(session: Session | None, label: str | None) -> dict:
     return gr.update(choices=[(_short(p), p) for p in prompts], value=None)
 
 
+def expected_answer(session: Session | None, label: str | None, prompt: str | None) -> str:
+    """What the picked test prompt's pair holds: the chosen answer (the vector's target) and the
+    rejected one, to read the answers against (an MCQ answer is only a letter)."""
+    if session is None or not prompt:
+        return ""
+    try:
+        pair = session.test_pair(label if label in session.vectors() else None, prompt)
+    except SettingsError:
+        return ""
+    if pair is None:
+        return ""
+    return (f"The test pair's **chosen** answer (the vector's target): {esc(_short(pair.chosen, 120))} · "
+            f"**rejected**: {esc(_short(pair.rejected, 120))}")
+
+
 def _short(prompt: str, width: int = 90) -> str:
     flat = " ".join(prompt.split())
     return flat if len(flat) <= width else flat[: width - 1] + "…"
@@ -89,6 +104,7 @@ def build(ctx: AppContext, state: gr.State) -> VectorPicker:
     where = gr.Markdown(where_steering_applies(None, None), elem_id="where-steering")
     prompt = gr.Textbox(label="Prompt", lines=3, elem_id="compare-prompt",
                         placeholder="Type a prompt, or pick one from the test split above.")
+    expected = gr.Markdown("", elem_id="expected-answer")
     multiplier = gr.Slider(-2, 2, value=1.0, step=0.1, label="Multiplier m", elem_id="multiplier")
     positions = gr.Radio([(STEER_LABELS[k], k) for k in STEER_POSITIONS], value="all", label="Steer",
                          elem_id="steer-positions")
@@ -170,4 +186,7 @@ def build(ctx: AppContext, state: gr.State) -> VectorPicker:
     vector.change(on_vector, [state, vector, positions], [where, test_prompt, plain, steered, note, grid, sweep_plot])
     positions.change(where_steering_applies, [state, vector, positions], where)
     test_prompt.change(lambda p: gr.update(value=p) if p else gr.update(), test_prompt, prompt)
+    test_prompt.change(expected_answer, [state, vector, test_prompt], expected)
+    # a prompt typed by the user is no test prompt: the list and the expected answer let go of theirs
+    prompt.input(lambda: (gr.update(value=None), ""), None, [test_prompt, expected])
     return picker

@@ -284,6 +284,7 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
     assert "every prompt token" in note and "every generated token" in note
     pick(page, "test-prompt")
     page.wait_for_function("() => document.querySelector('#compare-prompt textarea').value.length > 0")
+    page.locator("#expected-answer").filter(has_text="chosen answer (the vector's target)").wait_for()
     generate(page)
     page.screenshot(path=str(shots / "compare.png"), full_page=True)
     # The option beside the method: steer the prompt tokens only; the page says so.

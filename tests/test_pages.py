@@ -269,6 +269,11 @@ def test_compare_says_where_steering_applies(trained):
     assert "every token" in compare.where_steering_applies(None, None)
     prompts = compare.prompt_choices(trained, label)["choices"]
     assert prompts and all(len(shown) <= 90 and "\n" not in shown for shown, _ in prompts)
+    # a picked test prompt shows its pair's answers, to read the steered one against
+    pair = trained.task.test.pairs[0]
+    shown = compare.expected_answer(trained, label, pair.prompt)
+    assert f"**chosen** answer (the vector's target): {compare.esc(pair.chosen)[:119]}" in shown and "**rejected**" in shown
+    assert compare.expected_answer(trained, label, "a prompt of my own") == ""
 
 
 def test_compare_says_when_the_steered_answer_derails(trained):

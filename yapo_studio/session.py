@@ -251,6 +251,11 @@ class Session:
         task = task or self.task
         return [p.prompt for p in evenly_spaced(task.test.pairs, n)] if task else []
 
+    def test_pair(self, label: str | None, prompt: str):
+        """The test pair of the vector's task (or the session's) whose prompt is ``prompt``, or None."""
+        task = (self.entry(label).task if label else None) or self.task
+        return next((p for p in task.test.pairs if p.prompt == prompt), None) if task else None
+
     def generate_stream(self, label: str, prompt: str, multipliers: Sequence[float], max_new_tokens: int = 64,
                         do_sample: bool = False, temperature: float = 1.0, seed: int = 0,
                         steer_positions: str = "all") -> Iterator[dict[float, str]]:
