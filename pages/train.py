@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from yapo_core.errors import SettingsError
 from yapo_core.objectives import ENGINES
 from yapo_core.options import MCQ_REJECTED, sets_against_other_options
 from yapo_core.plots import run_color, training_curves
@@ -182,8 +183,9 @@ def build(state: gr.State) -> TrainPage:
     @user_errors
     def on_remove(session, name):
         session = need(session)
-        if name:
-            session.delete(name)
+        if not name:
+            raise SettingsError("choose the run or vector file to remove in the list beside Remove.")
+        session.delete(name)
         return (*snapshot(session), removable(session))
 
     hparams = [lr, warmup, epochs, max_steps, batch, beta, clip, decay, seed, max_length, engine, mcq_rejected]

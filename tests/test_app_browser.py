@@ -266,6 +266,13 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
             break
         page.wait_for_timeout(100)
     assert float(lr.input_value()) == demo.TRAINING["lr"]
+    # Remove with nothing chosen says what to choose (it did nothing, silently)
+    page.get_by_text("Remove a run or a loaded vector file").click()
+    page.get_by_role("button", name="Remove", exact=True).click()
+    page.get_by_test_id("toast-text").filter(has_text="choose the run or vector file to remove").wait_for()
+    page.get_by_test_id("toast-close").first.click()
+    page.get_by_test_id("toast-text").first.wait_for(state="detached", timeout=10_000)
+    page.locator("#run-status").filter(has_text=f"step {steps}/").wait_for()  # the run is still there
 
     # Features: the new vector is preselected; its cards appear.
     page.get_by_role("tab", name="Features").click()
