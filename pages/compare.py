@@ -49,7 +49,7 @@ def prompt_choices(session: Session | None, label: str | None) -> dict:
     prompts = []
     if session is not None:
         try:
-            prompts = session.test_prompts(label if label in session.vectors() else None)
+            prompts = [p.prompt for p in session.test_pairs(label if label in session.vectors() else None)]
         except SettingsError:
             prompts = []
     return gr.update(choices=[(_short(p), p) for p in prompts], value=None)
@@ -61,7 +61,8 @@ def expected_answer(session: Session | None, label: str | None, prompt: str | No
     if session is None or not prompt:
         return ""
     try:
-        pair = session.test_pair(label if label in session.vectors() else None, prompt)
+        pairs = session.test_pairs(label if label in session.vectors() else None)
+        pair = next((p for p in pairs if p.prompt == prompt), None)  # the list shows these pairs' prompts
     except SettingsError:
         return ""
     if pair is None:

@@ -459,7 +459,7 @@ def test_mcq_sweeps_carry_the_accuracy_of_one_letter_everywhere(ready, tmp_path)
 def test_streamed_generation_ends_with_the_batched_result(ready):
     run = ready.start_run(ready.default_config(max_steps=4, **QUICK))
     wait(run)
-    prompt = ready.test_prompts()[0]
+    prompt = ready.test_pairs()[0].prompt
     parts = list(ready.generate_stream(run.name, prompt, [0.0, 2.0], max_new_tokens=8))
     b = ready.bundle
     direct = generate(b.model, b.tokenizer, prompt, run.vector, [0.0, 2.0], sae=b.sae, max_new_tokens=8)[0]

@@ -245,16 +245,10 @@ class Session:
 
     # -- using vectors --
 
-    def test_prompts(self, label: str | None = None, n: int = 50) -> list[str]:
-        """Prompts of the test split of the vector's task (or the session's task)."""
-        task = self.entry(label).task if label else self.task
-        task = task or self.task
-        return [p.prompt for p in evenly_spaced(task.test.pairs, n)] if task else []
-
-    def test_pair(self, label: str | None, prompt: str):
-        """The test pair of the vector's task (or the session's) whose prompt is ``prompt``, or None."""
+    def test_pairs(self, label: str | None = None, n: int = 50) -> list:
+        """``n`` pairs, evenly spaced, of the test split of the vector's task (or the session's task)."""
         task = (self.entry(label).task if label else None) or self.task
-        return next((p for p in task.test.pairs if p.prompt == prompt), None) if task else None
+        return list(evenly_spaced(task.test.pairs, n)) if task else []
 
     def generate_stream(self, label: str, prompt: str, multipliers: Sequence[float], max_new_tokens: int = 64,
                         do_sample: bool = False, temperature: float = 1.0, seed: int = 0,
