@@ -3,6 +3,8 @@ resumed, and summarised as the paper's table."""
 
 import json
 
+from conftest import make_model
+
 from yapo_core import comparison
 from yapo_core.errors import YapoError
 
@@ -92,3 +94,33 @@ def test_the_campaign_on_one_file_takes_its_test_rows_from_test_data(tmp_path, m
     monkeypatch.setattr(campaign, "compare_methods", measured)
     main([*argv, "--test-data", str(folder / "test.jsonl")])
     assert sizes == [(4, 2)]  # egypt's 4 training rows; its 2 test rows, from --test-data
+
+
+def test_the_average_takes_each_country_at_its_validation_chosen_multiplier():
+    from yapo_core.campaign import CampaignResult
+    from yapo_core.comparison import ComparisonResult, MethodResult
+
+    def country(test_at_1, test_at_2):  # validation chooses 1; the test split would prefer 2
+        caa = MethodResult("caa", 1.0, accuracy={1.0: test_at_1, 2.0: test_at_2}, validation_accuracy={1.0: 0.9, 2.0: 0.1})
+        return ComparisonResult("t", 0.25, [caa], {})
+
+    result = CampaignResult("m", {"egypt": country(0.4, 0.8), "uk": country(0.6, 1.0)})
+    assert result.averages() == {"unsteered": 25.0, "caa": 50.0}
+
+
+def test_a_resumed_country_keeps_its_earlier_results_on_disk(tmp_path, monkeypatch):
+    """Interrupted twice: the results stored before the first interruption are still stored."""
+    from yapo_core import campaign
+    from yapo_core.comparison import MethodResult
+
+    out = tmp_path / "c"
+    (out / "uk").mkdir(parents=True)
+    (out / "uk" / "partial.json").write_text(json.dumps([MethodResult("caa", 1.0, accuracy={0.0: 0.5}).to_json()]))
+
+    def interrupted(*args, on_result, **kwargs):
+        on_result(MethodResult("sas", 1.0, accuracy={0.0: 0.5}))
+        raise YapoError("interrupted")
+
+    monkeypatch.setattr(campaign, "compare_methods", interrupted)
+    campaign.compare_countries(make_model("llama"), None, None, lambda country, split: [], ["uk"], out)
+    assert [r["method"] for r in json.loads((out / "uk" / "partial.json").read_text())] == ["caa", "sas"]

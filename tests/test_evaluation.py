@@ -302,3 +302,15 @@ def test_generated_answers_are_asked_under_the_pairs_system_prompt(tokenizer, mo
     mixed = [pairs[0], PreferencePair(pairs[1].prompt, answer, "B", system="Another.")]
     with pytest.raises(DataError, match="2 different system prompts"):
         ev.evaluate_metric(metric, None, tokenizer, mixed, None)
+
+
+def test_capability_change_is_steered_minus_unsteered():
+    model = make_model("llama")
+    vec = SteeringVector("dense", torch.ones(32), "blocks.1.hook_resid_post")
+    ids = torch.tensor([[5, 6, 7]])
+    measure = lambda: float(model(ids).logits[0, -1, 9])  # noqa: E731
+    base = measure()
+    with vec.apply(model, 2.0):
+        steered = measure()
+    assert steered != base
+    assert capability_change(measure, model, vec, 2.0) == {"unsteered": base, "steered": steered, "change": steered - base}

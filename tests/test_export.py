@@ -357,3 +357,11 @@ def test_a_vector_file_of_a_newer_format_is_refused_by_its_version(tmp_path):
     save_file(load_file(str(path)), str(path), metadata={**meta, "format_version": "2"})
     with pytest.raises(VectorFileError, match="format version '2'"):
         load_vector(path)
+
+
+def test_a_loaded_vector_keeps_its_training_settings_when_saved_again(tmp_path):
+    vec = SteeringVector("dense", torch.ones(32), "blocks.1.hook_resid_post",
+                         metadata={"training": '{"lr": 0.5}', "steps": "3"})
+    again = save_vector(load_vector(save_vector(vec, tmp_path / "a.safetensors")), tmp_path / "b.safetensors")
+    _, meta = open_safetensors(again)
+    assert (meta["training"], meta["steps"]) == ('{"lr": 0.5}', "3")

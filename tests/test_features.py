@@ -255,3 +255,30 @@ def test_a_texts_activations_do_not_depend_on_the_batch_it_is_read_in():
     torch.testing.assert_close(batched, alone, rtol=1e-4, atol=1e-5)
     [(ids, _)] = F.sae_codes(model, tok, sae, ["x" * 2000], range(4))  # past the 512 positions: cut, not an index error
     assert len(ids) <= 512
+
+
+def test_mean_active_is_the_mean_where_the_latent_fires(tokenizer):
+    model, sae = make_model("llama"), make_sae()
+    texts = F.dialogue_texts(tokenizer, consistent_pairs(3, seed=4), with_answer=False)
+    latents = list(range(0, 128, 9))
+    everything = torch.cat([v for _, v in F.sae_codes(model, tokenizer, sae, texts, latents)])
+    activity = F.latent_activity(model, tokenizer, sae, texts, latents)
+    partial = [c for c in range(len(latents)) if 0 < int((everything[:, c] > 0).sum()) < len(everything)]
+    assert partial  # latents that fire on some tokens only
+    for c in partial:
+        fired = everything[:, c][everything[:, c] > 0]
+        assert activity[latents[c]].mean_active == pytest.approx(float(fired.mean()))
+
+
+def test_an_example_shows_window_tokens_after_its_peak(tokenizer):
+    model, sae = make_model("llama"), sae_with_constant_latents(on=3, off=4)
+    text = "A text long enough to have many tokens after its first one."
+    example = F.latent_activity(model, tokenizer, sae, [text], [3], window=2)[3].examples[0]
+    assert len(example.tokens) == min(example.peak, 2) + 1 + 2  # up to 2 before the peak, the peak, 2 after
+
+
+def test_the_tokens_a_direction_suppresses_have_negative_scores(tokenizer):
+    model, head = model_with_loud_token("llama", 40)
+    lens = F.logit_lens(model, tokenizer, -head[40], k=5)
+    assert lens.bottom[0].token_id == 40 and lens.bottom[0].score < 0
+    assert [t.score for t in lens.bottom] == sorted(t.score for t in lens.bottom)  # most lowered first

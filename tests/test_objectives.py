@@ -264,3 +264,22 @@ def test_a_step_needs_the_model_to_itself_only_with_an_sae_that_keeps_state_betw
     assert SimpleObjective(model, sae, point, "sparse").exclusive is exclusive
     assert SimpleObjective(model, sae, point, "dense").exclusive is False
     assert FastObjective(model, make_sae(), point, "sparse").exclusive is False
+
+
+def test_phi3_windows_every_block_as_its_attention_does(tokenizer):
+    model = make_model("phi3")
+    model.config.sliding_window = 6  # Phi-3-mini's config sets one (2047); the tiny config none
+    cfg = dict(kind="dense", layer=1, max_steps=2, batch_size=4, lr=0.05, warmup_steps=1, seed=3, grad_clip=1e9)
+    fast = Trainer(model, tokenizer, _pairs(), TrainConfig(engine="fast", **cfg))
+    assert fast.objective.share_prompt
+    check_steps_against_the_oracle(fast, tokenizer, model, None, "dense", 1, "post", cfg["max_steps"])
+
+
+def test_a_cache_on_disk_is_keyed_by_its_hook_point(tokenizer, tmp_path):
+    from yapo_core.encoding import encode_pairs
+
+    model = make_model("llama")
+    encoded, _ = encode_pairs(tokenizer, _pairs(6))
+    one = PairCache.build(model, None, HookPoint(1, "post"), encoded, 0, cache_dir=tmp_path)
+    two = PairCache.build(model, None, HookPoint(2, "post"), encoded, 0, cache_dir=tmp_path)
+    assert one.key != two.key and not torch.equal(one[0].prompt_h, two[0].prompt_h)

@@ -552,3 +552,7 @@ def test_setup_says_which_task_stays_loaded_when_a_file_is_chosen_or_cleared(tra
     assert setup.file_status(None, chosen=False) == "No file is chosen; no task is loaded."
     assert setup.file_status(trained, chosen=True).startswith("A new file is chosen: press **Load task** to use it (the task")
     assert setup.file_status(trained, chosen=False).startswith("No file is chosen; the task loaded is still")
+
+
+def test_a_number_at_its_least_is_taken():
+    assert common.number(0, "Max steps", int, 0, " (all epochs)") == 0

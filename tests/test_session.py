@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -13,6 +14,7 @@ from app_fixtures import tiny_world, write_pairs_jsonl  # noqa: F401 (fixture)
 from conftest import make_sae
 
 from yapo_core import hub, training
+from yapo_core.data import PairSet, PreferencePair
 from yapo_core.demo import caveats
 from yapo_core.errors import DataError, ModelLoadError, SAELoadError, SettingsError, VectorFileError
 from yapo_core.evaluation import generation_accuracy
@@ -831,3 +833,26 @@ def test_an_upload_with_too_little_to_learn_from_is_refused_or_flagged(tmp_path)
     notes = task.notes()
     assert notes[0].startswith("the file: 2 of 5 pair(s) have the same chosen and rejected answer")  # the file's count
     assert any(n.startswith("the file: only 4 training pair(s) after 1 held out") for n in notes)
+
+
+def test_the_eta_is_the_steps_left_at_the_pace_so_far():
+    run = S_runs.Run("1", "run", None, None, None, None)
+    run.status, run._running_since, run._finished_at = "running", 100.0, 110.0  # 10 s for 2 steps
+    run.trainer = SimpleNamespace(step=2, total_steps=10, history=[])
+    assert run.eta() == 40.0 and "step 2/10, about 40 s left" in run.describe()
+
+
+def test_mcq_accuracy_is_kept_where_it_is_measured_on_another_split_than_the_behaviour_rate():
+    abcd = [PreferencePair("Q?\nA. x\nB. y\nC. z\nAnswer with the letter.", "C", "A")]
+    ab = [PreferencePair("Q?\n(A) yes\n(B) no", "A", "B")]
+    pairs = lambda p: PairSet(p, "x", {}, "x")  # noqa: E731
+    task = S_tasks.Task("t", pairs(abcd), pairs(abcd), {"test_infer": pairs(ab)})
+    assert task.metrics()["behaviour"] == "test_infer" and task.metrics()["mcq"] == "test"
+
+
+def test_setup_lists_only_the_demo_tasks_it_can_load(monkeypatch, tmp_path):
+    monkeypatch.setenv("YAPO_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("YAPO_DEMO_SIZE", "mini")
+    S_tasks.ensure_demo_world(progress=False)
+    kinds = S_tasks.demo_task_kinds()
+    assert kinds["culture-egypt"] == "culture" and set(kinds.values()) == {"culture", "behaviour"}  # no "general"
