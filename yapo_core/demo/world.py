@@ -249,7 +249,7 @@ def build_demo_world(
     if not force and (world := load_demo_world(root, seed, size, knobs)) is not None:
         return world
     if cache_dir is None:  # a build: the folder it goes to must take files, named as the user sets it
-        checks.folder("YAPO_CACHE_DIR", Path(os.environ.get("YAPO_CACHE_DIR") or root.parent.parent))
+        checks.folder("YAPO_CACHE_DIR", root.parent.parent)  # default_cache_dir's base: $YAPO_CACHE_DIR or its default
     with one_build_at_a_time(root):  # another process's build of this world: wait for it and take it
         if not force and (world := load_demo_world(root, seed, size, knobs)) is not None:
             return world
