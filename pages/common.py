@@ -150,8 +150,8 @@ _LIBRARY_TO_APP = (  # the library's advice, as a user of the app follows it
 
 def in_app_terms(message: str) -> str:
     """A library error's ``message`` with its advice as the app's controls give it (the column
-    fields for ``columns=``; no Python keyword the page has no field for; no local folder in a
-    public app), and an uploaded file named as the user named it."""
+    fields for ``columns=``; no Python keyword the page has no field for; a local folder as the
+    Custom preset's, none in a public app), and an uploaded file named as the user named it."""
     import re
 
     from gradio.utils import get_upload_folder
@@ -162,6 +162,12 @@ def in_app_terms(message: str) -> str:
     message = re.sub(re.escape(get_upload_folder().rstrip("/")) + r"/(?:[^/'\s]+/)*", "", message)
     if current().public:  # a public app loads no local folder: no advice to give one
         message = re.sub(r",? or (?:pass |give )?(?:an existing |a )local folder", "", message)
+    elif message.startswith("dataset "):  # the app takes a dataset's rows as an uploaded file, not a folder
+        message = re.sub(r"or (?:pass |give )(?:an existing |a )local folder", "or upload its rows as a file on Setup",
+                         message)
+    else:  # only the Custom preset takes a folder
+        message = re.sub(r"or (?:pass |give )(an existing |a )local folder",
+                         r"or choose the Custom preset on Setup and give \1local folder", message)
     # a training setting the library names as a parameter ("lr=-0.1 must be ..."): by its field on Train
     message = re.sub(r"^([a-z_]+)=", lambda m: f"{TRAIN_FIELDS[m[1]]} = " if m[1] in TRAIN_FIELDS else m[0], message)
     return re.sub(r"\buse layer=(\d+)", r"use layer \1", message)
@@ -267,6 +273,22 @@ def vector_labels(session: Session | None, listed: list[str] | None = None) -> t
     return labels, [label for label in labels if label not in listed] if listed else []
 
 
+def vector_options(session: Session | None, labels: list[str]) -> list[tuple[str, str]]:
+    """``labels`` as a vector list's (shown, value) choices: a run's vector that is not its finished
+    one says so (a run stopped at its first step is a vector too, of one step)."""
+    runs = {run.name: run for run in session.run_list()} if hasattr(session, "run_list") else {}
+    out = []
+    for label in labels:
+        run, note = runs.get(label), ""
+        if run is not None and run.method.trained and run.status != "finished":
+            of = f" of {run.total_steps}" if run.total_steps else ""
+            note = {"stopped": f" (stopped at step {run.step}{of})",
+                    "failed": f" (failed; its last good vector, step {run.step}{of})"}.get(
+                run.status, f" (training: its vector at step {run.step}{of} when listed)")
+        out.append((label + note, label))
+    return out
+
+
 def vector_choices(session: Session | None, value: str | None = None,
                    listed: list[str] | None = None) -> tuple[dict, list[str]]:
     """A dropdown update listing the session's vectors, and the labels listed: the newest of the
@@ -277,7 +299,7 @@ def vector_choices(session: Session | None, value: str | None = None,
         value = added[-1]
     elif value not in labels:
         value = labels[-1] if labels else None
-    return gr.update(choices=labels, value=value), labels
+    return gr.update(choices=vector_options(session, labels), value=value), labels
 
 
 def esc(text) -> str:

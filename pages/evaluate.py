@@ -24,6 +24,7 @@ from .common import (
     parse_multipliers,
     user_errors,
     vector_labels,
+    vector_options,
 )
 
 HELP = """Which multiplier, and which method? Each vector is measured on **its own task's held-out data** at every
@@ -61,7 +62,7 @@ def vector_checklist(session: Session | None, chosen: list[str] | None = None, m
     it still exists, else every vector."""
     labels, added = vector_labels(session, listed)
     keep = added or [c for c in (chosen or []) if c in labels] or labels
-    return gr.update(choices=labels, value=keep), metric_choices(session, keep, metric), labels
+    return gr.update(choices=vector_options(session, labels), value=keep), metric_choices(session, keep, metric), labels
 
 
 def loaded_task(session: Session | None) -> str | None:

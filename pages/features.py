@@ -34,12 +34,20 @@ def lens_html(lens: LogitLens) -> str:
             f"<div><span class='lbl'>suppresses</span>{down}</div></div>")
 
 
-def histogram_html(counts: list[int]) -> str:
+def histogram_html(counts: list[int], edges: list[float] | None = None) -> str:
+    """The non-zero activations' histogram as inline bars between its least and largest value;
+    each bar's tooltip gives its range and count."""
     if not counts:
         return ""
     peak = max(counts) or 1
-    bars = "".join(f"<span style='height:{max(2, round(28 * c / peak))}px' title='{c}'></span>" for c in counts)
-    return f"<div class='hist' title='histogram of non-zero activations'>{bars}</div>"
+    edges = edges if edges and len(edges) == len(counts) + 1 else None
+    bars = "".join(f"<span style='height:{max(2, round(28 * c / peak))}px' "
+                   f"title='{c:,} token{'' if c == 1 else 's'}" + (f" in [{edges[i]:.3g}, {edges[i + 1]:.3g})'" if edges else "'") + "></span>"
+                   for i, c in enumerate(counts))
+    ends = (f"<span class='hist-end'>{edges[0]:.3g}</span>", f"<span class='hist-end'>{edges[-1]:.3g}</span>") \
+        if edges else ("", "")
+    return (f"<span class='hist-wrap'>{ends[0]}<span class='hist' title='histogram of the non-zero activations "
+            f"(height: tokens per bin)'>{bars}</span>{ends[1]}</span>")
 
 
 def example_html(tokens: list[str], values: list[float], scale: float) -> str:
@@ -63,7 +71,7 @@ def latent_card_html(card: LatentCard, explanation: str | None = None) -> str:
     a = card.activity
     if a is not None:
         parts.append(f"<div class='density'>fires on <b>{a.density:.1%}</b> of {a.n_tokens:,} tokens · max {a.max_value:.3g}"
-                     f" · mean when active {a.mean_active:.3g}{histogram_html(a.histogram_counts)}</div>")
+                     f" · mean when active {a.mean_active:.3g}{histogram_html(a.histogram_counts, a.histogram_edges)}</div>")
         if a.examples:
             parts.append("<div class='lbl'>top-activating tokens on the task's pairs</div>")
             parts += [example_html(e.tokens, e.values, a.max_value) for e in a.examples]

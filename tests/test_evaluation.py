@@ -126,6 +126,41 @@ def test_sweep_and_capability_change_with_a_vector(tokenizer):
     assert capability_change(counted, model, vec, 0.0) == none and len(calls) == 2  # at 0 the model is measured once
 
 
+class CountingGuard:
+    """A guard that counts how often it is entered, and a model hook that counts passes made outside it."""
+
+    def __init__(self, model):
+        self.entered, self.held, self.outside = 0, False, 0
+        model.register_forward_pre_hook(lambda module, args: setattr(self, "outside", self.outside + (not self.held)))
+
+    def __call__(self):
+        self.entered += 1
+        return self
+
+    def __enter__(self):
+        self.held = True
+
+    def __exit__(self, *exc):
+        self.held = False
+
+
+def test_a_guard_holds_the_model_one_multiplier_at_a_time(tokenizer):
+    """A shared model is held per multiplier (others go on between them), and the preference
+    accuracy's unsteered pass is taken once for the whole sweep, under the guard too."""
+    from yapo_core.evaluation import evaluate_metric
+
+    model = make_model("llama")
+    vec = SteeringVector("dense", torch.ones(32), "blocks.1.hook_resid_post")
+    guard = CountingGuard(model)
+    plain = evaluate_metric("preference", model, tokenizer, consistent_pairs(4), vec, [0.0, 1.0, 2.0])
+    assert guard.outside > 0  # the hook sees passes made with no guard
+    guard.outside = 0
+    held = evaluate_metric("preference", model, tokenizer, consistent_pairs(4), vec, [0.0, 1.0, 2.0], guard=guard)
+    assert held == plain and guard.entered == 4 and guard.outside == 0  # the unsteered pass, then one per multiplier
+    evaluate_metric("fluency", model, tokenizer, consistent_pairs(2), vec, [0.0, 1.0], guard=guard)
+    assert guard.entered == 6 and guard.outside == 0
+
+
 def test_preference_accuracy_of_a_vector_that_does_nothing_is_zero(tokenizer):
     model = make_model("llama")
     vec = SteeringVector("dense", torch.zeros(32), "blocks.1.hook_resid_post")

@@ -9,6 +9,8 @@ import pytest
 
 from yapo_studio.fair_lock import FairLock
 
+pytestmark = pytest.mark.timeout(120)  # a lock that never lets go fails here instead of hanging the suite
+
 
 def test_reentrant_and_released_only_by_its_owner():
     lock = FairLock()

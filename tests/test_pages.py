@@ -161,9 +161,25 @@ def test_library_errors_become_user_messages_never_tracebacks():
 def test_vector_dropdowns_keep_the_choice_or_take_the_newest(trained):
     label = next(iter(trained.vectors()))
     update, listed = common.vector_choices(trained, None)
-    assert update["choices"] == [label] and update["value"] == label and listed == [label]
+    assert update["choices"] == [(label, label)] and update["value"] == label and listed == [label]
     assert common.vector_choices(trained, label, listed)[0]["value"] == label
     assert common.vector_choices(None, "gone") == (gr.update(choices=[], value=None), [])
+
+
+def test_vector_lists_say_which_vectors_are_not_a_finished_runs():
+    """A run stopped at its first step is a vector of one step: the lists say so, keeping its label as the value."""
+    def run(name, status, trained=True):
+        return SimpleNamespace(name=name, status=status, step=1, total_steps=600,
+                               method=SimpleNamespace(trained=trained))
+
+    runs = [run("a", "finished"), run("b", "stopped"), run("c", "running"), run("d", "failed"),
+            run("e", "stopped", trained=False)]
+    session = SimpleNamespace(run_list=lambda: runs)
+    shown = dict((value, text) for text, value in common.vector_options(session, ["a", "b", "c", "d", "e", "file"]))
+    assert shown["a"] == "a" and shown["e"] == "e" and shown["file"] == "file"
+    assert shown["b"] == "b (stopped at step 1 of 600)"
+    assert shown["c"].startswith("c (training: its vector at step 1 of 600")
+    assert shown["d"].startswith("d (failed; its last good vector, step 1 of 600")
 
 
 class Listed:
@@ -322,6 +338,9 @@ def test_feature_cards_escape_tokens_and_scale_highlights():
     assert "<script>" not in html and "&lt;script&gt;" in html and "&lt;b&gt;" in html
     assert "a⏎b" in html and "v = -0.5" in html and "tea &amp; coffee" in html
     assert "rgba(234,88,12,1.00)" in html and "20.0%" in html and "neuronpedia.org/m/s/7" in html
+    # the histogram's ends are its least and largest activation; each bar names its range
+    assert "<span class='hist-end'>0</span>" in html and "<span class='hist-end'>2</span>" in html
+    assert "title='1 token in [1, 2)'" in html
     local = F.LatentCard(8, 0.1, "cosine", lens, None, None)
     assert "no Neuronpedia page" in features.latent_card_html(local) and "cos = +0.100" in features.latent_card_html(local)
     empty = F.FeatureReport(vector=None, latents=[], n_texts=0)
@@ -521,10 +540,16 @@ def test_setup_says_when_the_method_needs_an_sae_the_model_lacks(tiny_world, ctx
         s.close()
 
 
-def test_a_public_app_gives_no_advice_to_load_a_local_folder(monkeypatch, ctx):
+def test_local_folder_advice_names_the_custom_preset_and_a_public_app_gives_none(monkeypatch, ctx):
     offline = ("model 'a/b' is not in the local Hugging Face cache and the Hub cannot be reached. Download it once "
                "while online, or pass a local folder.")
-    assert "local folder" in common.in_app_terms(offline)
+    assert common.in_app_terms(offline).endswith("or choose the Custom preset on Setup and give a local folder.")
+    assert common.in_app_terms("SAE release 'r/x' was not found: check the spelling of the Hugging Face id, or pass "
+                               "an existing local folder.").endswith("the Custom preset on Setup and give an existing "
+                                                                    "local folder.")
+    assert common.in_app_terms("dataset 'a/b' is not in the local Hugging Face cache and the Hub cannot be reached. "
+                               "Download it once while online, or pass a local folder.").endswith(
+        "or upload its rows as a file on Setup.")
     assert "local folder" in setup.preset_notes(ctx, "custom")
     monkeypatch.setenv("YAPO_PUBLIC", "1")
     assert common.in_app_terms(offline).endswith("Download it once while online.")

@@ -58,3 +58,9 @@ def test_long_runs_draw_per_batch_metrics_faint_under_their_moving_average():
     assert len([t for t in fig.data if t.showlegend]) == 1  # one legend entry per run
     short = training_curves([("a", noisy[:20])])
     assert all(t.opacity in (None, 1.0) for t in short.data) and len(short.data) == 5  # short runs: as they are
+    # the ln 2 line and axes on every panel with a run; with none, no panel draws axes (not the loss panel alone)
+    assert len(short.layout.shapes) == 1 and short.layout.xaxis.visible is not False
+    empty = training_curves([])
+    assert not empty.layout.shapes and "No runs yet" in empty.layout.annotations[-1].text
+    axes = [empty.layout[name] for name in empty.layout if name.startswith(("xaxis", "yaxis"))]
+    assert len(axes) == 12 and all(axis.visible is False for axis in axes)

@@ -121,6 +121,11 @@ def test_caps_on_prompts_tokens_and_steps(ready, monkeypatch):
     capped = ready.start_run(ready.default_config(max_steps=None, **QUICK))
     wait(capped)
     assert capped.status == "finished" and capped.step == 3
+    assert "steps" not in capped.name  # the cap is the default run's length: nothing to name
+    monkeypatch.setattr(ready, "training_defaults", lambda: {"max_steps": 3})  # a preset that sets the cap's steps
+    asked_all = ready.start_run(ready.default_config(max_steps=None, **QUICK))
+    wait(asked_all)
+    assert asked_all.step == 3 and "steps all" not in asked_all.name  # it ran the cap's 3 steps, not all epochs
 
 
 def test_an_unreachable_hub_fails_within_seconds(catalog, monkeypatch):
@@ -311,6 +316,7 @@ def test_the_limiter_queues_runs_beyond_its_slots(tiny_world, catalog):
     assert second.status == "finished" and first.status == "stopped"
 
 
+@pytest.mark.timeout(300)  # a slot never released fails here instead of hanging the suite
 def test_queued_runs_start_in_the_order_they_were_asked_for(tiny_world, catalog):
     """First come, first served: a user who queues a second run while another user's waits does not
     take the slot first, and a queued run says what it waits for."""
@@ -329,6 +335,7 @@ def test_queued_runs_start_in_the_order_they_were_asked_for(tiny_world, catalog)
     wait(second), wait(later)
 
 
+@pytest.mark.timeout(300)  # a slot never released fails here instead of hanging the suite
 def test_the_limiter_serves_waiting_jobs_in_turn():
     import threading
 
@@ -358,6 +365,7 @@ def test_the_limiter_serves_waiting_jobs_in_turn():
         limiter.release()
 
 
+@pytest.mark.timeout(300)  # a slot never released fails here instead of hanging the suite
 def test_a_queued_run_stopped_while_it_waits_never_starts(tiny_world, catalog):
     """One Stop ends a tab's running run and its queued one: the queued run must not take the slot
     the stopped one frees, nor start training once it has it."""

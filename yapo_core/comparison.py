@@ -229,12 +229,9 @@ def compare_methods(
     if choose_by != metric:
         say(f"multipliers are chosen by the {METRICS[choose_by].label} on the validation split: the "
             f"{METRICS[metric].label} cannot score its pairs")
-    def score(pairs, vector, ms, by=metric) -> dict[float, float]:
-        out = {}
-        for m in ms if vector is not None else [0.0]:  # one multiplier at a time under the guard
-            with guard():
-                out.update(evaluate_metric(by, model, tokenizer, pairs, vector, [m], sae=sae))
-        return out
+    def score(pairs, vector, ms, by=metric) -> dict[float, float]:  # one multiplier at a time under the guard
+        return evaluate_metric(by, model, tokenizer, pairs, vector, ms if vector is not None else [0.0], sae=sae,
+                               guard=guard)
 
     def measure() -> float:
         with guard():

@@ -19,8 +19,9 @@ one table the CLI, the app and the method comparison choose metrics from.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, ContextManager, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -87,18 +88,21 @@ def score_pairs(
 
 def score_pairs_sweep(model: nn.Module, tokenizer, pairs: Sequence[PreferencePair], vector: SteeringVector | None,
                       multipliers: Sequence[float], sae: nn.Module | None = None, batch_size: int = 8,
-                      max_length: int | None = None) -> dict[float, PairScores]:
+                      max_length: int | None = None, guard: Callable[[], ContextManager] = nullcontext,
+                      ) -> dict[float, PairScores]:
     """:func:`score_pairs` at each multiplier, with the unsteered log-probs (which no multiplier
-    changes) computed once."""
+    changes) computed once. ``guard()`` is entered around each pass over the pairs (unsteered,
+    then one per multiplier)."""
     room = capped_length(model, max_length)
     encoded, report = encode_pairs(tokenizer, pairs, room)
     if not encoded:
         raise DataError(f"all {len(pairs)} pair(s) have an answer longer than the {room} tokens the model reads: none "
                         "can be scored; shorten the answers.")
-    reference = pair_logprobs(model, tokenizer, encoded, batch_size)
+    with guard():
+        reference = pair_logprobs(model, tokenizer, encoded, batch_size)
     out = {}
     for m in multipliers:
-        with steered(model, vector, m, sae):
+        with guard(), steered(model, vector, m, sae):
             scores = pair_logprobs(model, tokenizer, encoded, batch_size)
         out[m] = PairScores(scores[:, 0], scores[:, 1], reference[:, 0], reference[:, 1])
     return out
@@ -353,9 +357,11 @@ def get_metric(key: str) -> Metric:
 
 def evaluate_metric(metric: str, model, tokenizer, pairs: Sequence[PreferencePair], vector: SteeringVector | None,
                     multipliers: Sequence[float] = DEFAULT_MULTIPLIERS, sae=None,
-                    steer_positions: str = "all") -> dict[float, float]:
+                    steer_positions: str = "all", guard: Callable[[], ContextManager] = nullcontext) -> dict[float, float]:
     """``metric`` on ``pairs`` at each multiplier (see :data:`METRICS`); without a vector, the
-    unsteered model once (at 0)."""
+    unsteered model once (at 0). ``guard()`` is entered around each use of the model (one
+    multiplier; the preference accuracy's unsteered pass, taken once for the sweep): a shared
+    model is held one multiplier at a time."""
     chosen = get_metric(metric)
     if steer_positions not in STEER_POSITIONS:
         raise SettingsError(f"steer_positions={steer_positions!r} is unknown; use one of {list(STEER_POSITIONS)}.")
@@ -370,5 +376,10 @@ def evaluate_metric(metric: str, model, tokenizer, pairs: Sequence[PreferencePai
     ms = multipliers if vector is not None else [0.0]
     if chosen.key == "preference":  # the unsteered log-probs once for the whole sweep, not once per multiplier
         return {float(m): float((scores.reward_margin > 0).float().mean())
-                for m, scores in score_pairs_sweep(model, tokenizer, pairs, vector, [float(m) for m in ms], sae).items()}
-    return sweep(lambda m: chosen.score(model, tokenizer, pairs, vector, m, sae, steer_positions), ms)
+                for m, scores in score_pairs_sweep(model, tokenizer, pairs, vector, [float(m) for m in ms], sae,
+                                                   guard=guard).items()}
+
+    def at(m: float) -> float:
+        with guard():
+            return chosen.score(model, tokenizer, pairs, vector, m, sae, steer_positions)
+    return sweep(at, ms)

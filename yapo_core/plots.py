@@ -98,7 +98,7 @@ def training_curves(
                     col=p % cols + 1,
                 )
     loss_panel = [i for i, (field, _) in enumerate(metrics) if field == "loss"]
-    if loss_panel:
+    if loss_panel and runs:  # with no runs, no panel draws axes (an empty one would show ln 2's alone)
         i = loss_panel[0]
         fig.add_hline(y=math.log(2), line=dict(color="#9ca3af", dash="dash", width=1),
                       annotation_text="ln 2", annotation_position="top right", row=i // cols + 1, col=i % cols + 1)
@@ -112,6 +112,8 @@ def training_curves(
         uirevision="training",
     )
     if not runs:
+        fig.update_xaxes(visible=False)
+        fig.update_yaxes(visible=False)
         fig.add_annotation(text="No runs yet: press Start.", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
     return fig
 

@@ -157,7 +157,6 @@ class Session:
                                 "Use a dense method (BiPO, CAA) or load an SAE.")
         if config.kind == "dense" and bundle.sae is None and config.layer is None:
             config = replace(config, layer=bundle.layer)
-        asked = config
         config = replace(config, max_steps=self._within_step_cap(config.max_steps))
         twin = next((r for r in self.run_list() if r.active and r.method.key == self.method.key and r.task is self.task
                      and r.bundle is bundle and r.config == config), None)
@@ -170,8 +169,9 @@ class Session:
             raise SettingsError(f"this session keeps at most {self.max_runs} vectors; remove one first (Train page).")
         self._counter += 1
         run_id = f"run{self._counter}"
-        name = name or (f"{self._counter}. {self.method.label.split()[0]} · {self.task.label}"
-                        + settings_changed(asked, self.default_config(layer=asked.layer)))
+        defaults = self.default_config(layer=config.layer)  # named as run: a step limit by the app's cap
+        defaults = replace(defaults, max_steps=min((n for n in (defaults.max_steps, current().max_steps) if n), default=None))
+        name = name or f"{self._counter}. {self.method.label.split()[0]} · {self.task.label}" + settings_changed(config, defaults)
         run = Run(run_id, name, self.method, config, self.task, bundle)
         run.chunk_seconds = chunk_seconds()
         self.runs[run_id] = run
@@ -297,9 +297,8 @@ class Session:
                 raise SettingsError(f"{label}: this vector has no task with a test split; load a task first.")
             pairs = _scored_pairs(e.task, metric, max_items)
             b = e.bundle
-            with b.lock:
-                curve = ev.evaluate_metric(metric, b.model, b.tokenizer, pairs, e.vector, multipliers, sae=b.sae,
-                                           steer_positions=steer_positions)
+            curve = ev.evaluate_metric(metric, b.model, b.tokenizer, pairs, e.vector, multipliers, sae=b.sae,
+                                       steer_positions=steer_positions, guard=lambda: b.lock)  # a multiplier at a time
             curves.append((label, list(curve.items())))
         return curves
 
