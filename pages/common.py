@@ -162,7 +162,9 @@ def in_app_terms(message: str) -> str:
     message = re.sub(re.escape(get_upload_folder().rstrip("/")) + r"/(?:[^/'\s]+/)*", "", message)
     if current().public:  # a public app loads no local folder: no advice to give one
         message = re.sub(r",? or (?:pass |give )?(?:an existing |a )local folder", "", message)
-    elif message.startswith("dataset "):  # the app takes a dataset's rows as an uploaded file, not a folder
+    elif message.startswith("dataset 'cais/mmlu'"):  # the capability check's questions: no upload replaces them
+        message = re.sub(r",? or (?:pass |give )(?:an existing |a )local folder", "", message)
+    elif message.startswith("dataset "):  # the app takes a task's rows as an uploaded file, not a folder
         message = re.sub(r"or (?:pass |give )(?:an existing |a )local folder", "or upload its rows as a file on Setup",
                          message)
     else:  # only the Custom preset takes a folder

@@ -34,6 +34,12 @@ def lens_html(lens: LogitLens) -> str:
             f"<div><span class='lbl'>suppresses</span>{down}</div></div>")
 
 
+def _bin(edges: list[float], i: int) -> str:
+    """Bin ``i``'s range as torch.histogram counts it: half-open, but for the last bin, which is closed."""
+    lo, hi = edges[i], edges[i + 1]
+    return f"at {lo:.3g}" if lo == hi else f"in [{lo:.3g}, {hi:.3g}{']' if i == len(edges) - 2 else ')'}"
+
+
 def histogram_html(counts: list[int], edges: list[float] | None = None) -> str:
     """The non-zero activations' histogram as inline bars between its least and largest value;
     each bar's tooltip gives its range and count."""
@@ -42,7 +48,7 @@ def histogram_html(counts: list[int], edges: list[float] | None = None) -> str:
     peak = max(counts) or 1
     edges = edges if edges and len(edges) == len(counts) + 1 else None
     bars = "".join(f"<span style='height:{max(2, round(28 * c / peak))}px' "
-                   f"title='{c:,} token{'' if c == 1 else 's'}" + (f" in [{edges[i]:.3g}, {edges[i + 1]:.3g})'" if edges else "'") + "></span>"
+                   f"title='{c:,} token{'' if c == 1 else 's'}" + (f" {_bin(edges, i)}'" if edges else "'") + "></span>"
                    for i, c in enumerate(counts))
     ends = (f"<span class='hist-end'>{edges[0]:.3g}</span>", f"<span class='hist-end'>{edges[-1]:.3g}</span>") \
         if edges else ("", "")

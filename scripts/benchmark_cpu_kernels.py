@@ -1,4 +1,4 @@
-"""What pinning torch's CPU kernels to AVX2 (``yapo_core._cpu``) costs: training steps of a model the
+"""What pinning torch's CPU kernels and MKL's code path to AVX2 (``yapo_core._cpu``) costs: training steps of a model the
 size of the demo LM, timed with the pinned kernels and with the CPU's own, in alternating child
 processes (the kernels are chosen when torch starts), and the ratio of their median step times.
 
@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 
 from report import write_report
+
+from yapo_core._cpu import PIN_VARIABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +52,7 @@ print(json.dumps({"kernels": torch.backends.cpu.get_cpu_capability(), "times": t
 
 
 def run(setting: str, steps: int, length: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "YAPO_CPU_KERNELS")}
+    env = {k: v for k, v in os.environ.items() if k not in (*PIN_VARIABLES, "YAPO_CPU_KERNELS")}
     env.update({"OMP_WAIT_POLICY": "PASSIVE", **({"YAPO_CPU_KERNELS": "native"} if setting == "native" else {})})
     out = subprocess.run([sys.executable, "-c", CHILD, str(steps), str(length)], cwd=ROOT, env=env,
                          capture_output=True, text=True, check=True)

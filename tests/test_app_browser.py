@@ -44,9 +44,12 @@ README_SHOTS = os.environ.get("YAPO_DEMO_SIZE") == "full" and bool(os.environ.ge
 # A first Load builds the world: seconds for the mini one, 380 to 1,250 s for the full one on 2 cores.
 LOAD_MS = 1_500_000 if os.environ.get("YAPO_DEMO_SIZE") == "full" else 300_000
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium)"
-)
+pytestmark = [
+    pytest.mark.skipif(not CHROMIUM.exists(),
+                       reason="Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium)"),
+    # the full world's walk may build the world (LOAD_MS) and train to the end: more than the suite's timeout
+    pytest.mark.timeout(5400 if os.environ.get("YAPO_DEMO_SIZE") == "full" else 1800),
+]
 
 
 def free_port() -> int:

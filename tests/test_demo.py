@@ -237,9 +237,11 @@ def test_a_finished_world_is_reused(world, monkeypatch):
 
 
 def test_a_world_built_on_other_cpu_kernels_is_not_reused(world, tmp_path):
-    """A world's stats record torch's CPU kernels (AVX2, AVX512); built on others it is another
-    model, so it is rebuilt rather than taken for the one these kernels build."""
+    """A world's stats record torch's CPU kernels (AVX2, AVX512) and MKL's code path; built on others
+    it is another model, so it is rebuilt rather than taken for the one these kernels build."""
     import shutil
+
+    from yapo_core._cpu import mkl_branch
 
     copy = tmp_path / "world"
     shutil.copytree(world.root, copy)
@@ -249,9 +251,14 @@ def test_a_world_built_on_other_cpu_kernels_is_not_reused(world, tmp_path):
     stats["machine"]["torch_cpu_capability"] = "NOT-THESE"
     (copy / "stats.json").write_text(json.dumps(stats))
     assert demo.load_demo_world(copy, seed=3, size="mini") is None
-    del stats["machine"]  # a world from before the record: nothing to tell, reused
+    stats["machine"]["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    assert stats["machine"]["mkl_branch"] == mkl_branch()  # MKL's code path for matrix products, recorded too
+    stats["machine"]["mkl_branch"] = "AVX512" if mkl_branch() != "AVX512" else "AVX2"
     (copy / "stats.json").write_text(json.dumps(stats))
-    assert demo.load_demo_world(copy, seed=3, size="mini") is not None
+    assert demo.load_demo_world(copy, seed=3, size="mini") is None
+    del stats["machine"]  # a world from before the record: built on MKL's own choice ("auto")
+    (copy / "stats.json").write_text(json.dumps(stats))
+    assert (demo.load_demo_world(copy, seed=3, size="mini") is None) == (mkl_branch() != "auto")
 
 
 def test_the_build_is_deterministic(world, tmp_path):

@@ -112,6 +112,8 @@ def test_latent_activity_known_density_and_values(tokenizer):
     assert 1 <= len(always.examples) <= 2 and all(len(e.tokens) == len(e.values) <= 11 for e in always.examples)
     assert len({tuple(e.tokens) for e in always.examples}) == len(always.examples)
     assert sum(always.histogram_counts) == n_tokens
+    # one value everywhere: one bar at it, not a range padded below zero around it
+    assert always.histogram_counts == [n_tokens] and always.histogram_edges == pytest.approx([1.0, 1.0])
     assert never.density == 0.0 and never.examples == [] and never.histogram_counts == []
 
 

@@ -340,7 +340,7 @@ def test_feature_cards_escape_tokens_and_scale_highlights():
     assert "rgba(234,88,12,1.00)" in html and "20.0%" in html and "neuronpedia.org/m/s/7" in html
     # the histogram's ends are its least and largest activation; each bar names its range
     assert "<span class='hist-end'>0</span>" in html and "<span class='hist-end'>2</span>" in html
-    assert "title='1 token in [1, 2)'" in html
+    assert "title='1 token in [0, 1)'" in html and "title='1 token in [1, 2]'" in html  # the last bin is closed
     local = F.LatentCard(8, 0.1, "cosine", lens, None, None)
     assert "no Neuronpedia page" in features.latent_card_html(local) and "cos = +0.100" in features.latent_card_html(local)
     empty = F.FeatureReport(vector=None, latents=[], n_texts=0)
@@ -550,6 +550,9 @@ def test_local_folder_advice_names_the_custom_preset_and_a_public_app_gives_none
     assert common.in_app_terms("dataset 'a/b' is not in the local Hugging Face cache and the Hub cannot be reached. "
                                "Download it once while online, or pass a local folder.").endswith(
         "or upload its rows as a file on Setup.")
+    assert common.in_app_terms("dataset 'cais/mmlu' is not in the local Hugging Face cache and the Hub cannot be "
+                               "reached. Download it once while online, or pass a local folder.").endswith(
+        "Download it once while online.")  # the capability check's questions: no upload stands in for them
     assert "local folder" in setup.preset_notes(ctx, "custom")
     monkeypatch.setenv("YAPO_PUBLIC", "1")
     assert common.in_app_terms(offline).endswith("Download it once while online.")

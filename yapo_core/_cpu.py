@@ -2,11 +2,12 @@
 (a demo world's build, a trained vector) are the same on every x86-64 machine.
 
 Torch picks its elementwise and reduction kernels by the CPU's instruction set (AVX2 or AVX-512),
-and the two round differently: the same seed then builds another demo model on an AVX-512 machine
-than on an AVX2 one, with other steering figures (docs/results.md, "Results"). Pinned to AVX2, the
-kernels every x86-64 CPU of the last decade has, an AVX-512 machine rebuilds the stored world and
-its figures. This module must not import torch: ``yapo_core/__init__`` calls :func:`pin_cpu_kernels`
-first thing.
+and so does MKL, which runs its matrix products; the code paths round differently, and the same
+seed then builds another demo model on an AVX-512 machine than on an AVX2 one, with other steering
+figures (docs/results.md, "Results"). Both are pinned to AVX2, the instructions every x86-64 CPU of
+the last decade has: torch's kernels by ``ATEN_CPU_CAPABILITY``, MKL's by its conditional numerical
+reproducibility branch (``MKL_CBWR``). This module must not import torch: ``yapo_core/__init__``
+calls :func:`pin_cpu_kernels` first thing (MKL reads its setting at its first call).
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ from collections.abc import Mapping, MutableMapping
 
 PINNED = "avx2"
 """``ATEN_CPU_CAPABILITY``'s value: torch's AVX2 kernels."""
+
+MKL_PINNED = "AVX2"
+"""``MKL_CBWR``'s value: MKL's AVX2 code path, the same on every CPU that has AVX2."""
+
+PIN_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_CBWR")
+"""The environment variables the pin sets; one the user set already leaves the pin to them."""
 
 X86_64 = ("x86_64", "amd64")
 """``platform.machine()`` of an x86-64 CPU (lower case; Windows says AMD64)."""
@@ -42,13 +49,13 @@ def native_requested(environ: Mapping[str, str] = os.environ) -> bool:
 
 def pin_cpu_kernels(environ: MutableMapping[str, str] = os.environ, cpuinfo_path: str = "/proc/cpuinfo",
                     machine: str | None = None) -> str | None:
-    """Set ``ATEN_CPU_CAPABILITY=avx2`` (torch's AVX2 kernels) on an x86-64 Linux CPU that has AVX2
-    and FMA, unless it is set already (the user's choice wins) or ``YAPO_CPU_KERNELS=native`` asks
-    for the CPU's own best kernels. Returns the value set, or None where nothing was set.
+    """Set ``ATEN_CPU_CAPABILITY=avx2`` (torch's AVX2 kernels) and ``MKL_CBWR=AVX2`` (MKL's AVX2
+    code path for matrix products) on an x86-64 Linux CPU that has AVX2 and FMA, unless either is
+    set already (the user's choice wins) or ``YAPO_CPU_KERNELS=native`` asks for the CPU's own best
+    kernels. Returns ``ATEN_CPU_CAPABILITY``'s value set, or None where nothing was set.
 
-    It takes effect only if torch is imported afterwards. Matrix products (MKL) are not affected:
-    they gave the same results on an AVX2 and an AVX-512 CPU (docs/performance.md)."""
-    if "ATEN_CPU_CAPABILITY" in environ or native_requested(environ):
+    It takes effect only if torch is imported (and MKL called) afterwards."""
+    if any(name in environ for name in PIN_VARIABLES) or native_requested(environ):
         return None
     if (machine or platform.machine()).lower() not in X86_64:
         return None
@@ -59,5 +66,10 @@ def pin_cpu_kernels(environ: MutableMapping[str, str] = os.environ, cpuinfo_path
         return None
     if not NEEDED_FLAGS <= flags:
         return None
-    environ["ATEN_CPU_CAPABILITY"] = PINNED
+    environ["ATEN_CPU_CAPABILITY"], environ["MKL_CBWR"] = PINNED, MKL_PINNED
     return PINNED
+
+
+def mkl_branch(environ: Mapping[str, str] = os.environ) -> str:
+    """The MKL code path a build runs on: ``MKL_CBWR``'s value, or ``"auto"`` (MKL's own choice by the CPU)."""
+    return environ.get("MKL_CBWR", "").strip().upper() or "auto"

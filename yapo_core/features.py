@@ -297,7 +297,9 @@ def latent_activity(
                 )
             )
         counts, edges = [], []
-        if len(active):
+        if len(active) and float(active.min()) == float(active.max()):  # one value: one bar, not a padded range
+            counts, edges = [len(active)], [float(active.min())] * 2
+        elif len(active):  # bins from the least to the largest value, the last one closed
             hist = torch.histogram(active, bins=bins)
             counts, edges = [int(c) for c in hist.hist], [float(e) for e in hist.bin_edges]
         result[index] = LatentActivity(

@@ -29,7 +29,7 @@ import transformers
 from tqdm.auto import tqdm
 
 from .. import checks
-from .._cpu import X86_64, native_requested
+from .._cpu import MKL_PINNED, X86_64, mkl_branch, native_requested
 from ..data import PairSet, load_pairs
 from ..errors import SettingsError, YapoError
 from ..hooks import HookPoint
@@ -216,8 +216,9 @@ def load_demo_world(cache_dir: str | os.PathLike | None = None, seed: int = 0, s
     stats = json.loads((root / "stats.json").read_text())
     if stats.get("knobs", {}) != build_size(size, knobs).knobs:
         return None
-    built_on = stats.get("machine", {}).get("torch_cpu_capability")
-    if built_on is not None and built_on != torch.backends.cpu.get_cpu_capability():
+    built_on = stats.get("machine", {})
+    if built_on.get("torch_cpu_capability", torch.backends.cpu.get_cpu_capability()) != \
+            torch.backends.cpu.get_cpu_capability() or built_on.get("mkl_branch", "auto") != mkl_branch():
         return None
     return _world_at(root, marker["layer"], stats)
 
@@ -278,19 +279,21 @@ def _deterministic(seed: int):
         torch.set_num_threads(threads)
 
 
-def kernel_warning(capability: str, machine: str) -> str | None:
-    """What to tell a user whose build runs on other kernels than the stored worlds' (torch's AVX2
-    ones on x86-64; ``yapo_core._cpu``), or None."""
-    if machine.lower() not in X86_64 or capability in ("AVX2", "DEFAULT"):
-        return None
-    return (f"this demo world is built with torch's {capability} kernels, which round differently from the AVX2 "
-            "ones the stored worlds and their figures were built with, so it is another model. To rebuild "
-            "the stored world, import yapo_core before torch runs anything, or set ATEN_CPU_CAPABILITY=avx2 "
+def kernel_warning(capability: str, machine: str, mkl: str = MKL_PINNED) -> str | None:
+    """What to tell a user whose build runs on other kernels than the stored worlds' (torch's and
+    MKL's AVX2 ones on x86-64; ``yapo_core._cpu``), or None."""
+    if machine.lower() not in X86_64 or capability == "DEFAULT" or (capability == "AVX2" and mkl == MKL_PINNED):
+        return None  # no AVX2 (DEFAULT): no pin can apply, and no stored world to match
+    kernels = " and ".join(([f"torch's {capability} kernels"] if capability not in ("AVX2", "DEFAULT") else [])
+                           + ([f"MKL's {mkl} code path"] if mkl != MKL_PINNED else []))
+    return (f"this demo world is built with {kernels}, which round differently from the AVX2 ones the stored "
+            "worlds and their figures were built with, so it is another model. To rebuild the stored world, "
+            "import yapo_core before torch runs anything, or set ATEN_CPU_CAPABILITY=avx2 and MKL_CBWR=AVX2 "
             "(YAPO_CPU_KERNELS=native asks for this on purpose).")
 
 
 def _build(root: Path, seed: int, size: BuildSize, size_name: str, progress: bool) -> DemoWorld:
-    note = kernel_warning(torch.backends.cpu.get_cpu_capability(), platform.machine())
+    note = kernel_warning(torch.backends.cpu.get_cpu_capability(), platform.machine(), mkl_branch())
     if note and not native_requested():
         warnings.warn(note, stacklevel=3)
     started = time.perf_counter()
@@ -378,14 +381,15 @@ def _build(root: Path, seed: int, size: BuildSize, size_name: str, progress: boo
 
 def _machine() -> dict[str, str | int]:
     """What the build's float results depend on besides the versions: the CPU, and the vector
-    instructions torch's kernels use on it (their reductions round differently; docs/results.md)."""
+    instructions torch's kernels and MKL's matrix products use on it (they round differently;
+    docs/results.md)."""
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.partition(":")[2].strip()
                 break
-    return {"cpu": cpu, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    return {"cpu": cpu, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "mkl_branch": mkl_branch(),
             "build_threads": BUILD_THREADS}
 
 
