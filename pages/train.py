@@ -156,8 +156,9 @@ def build(state: gr.State) -> TrainPage:
     drawn = gr.State(None)  # what the curves showed when the timer last drew them, and when
     with gr.Accordion("Remove a run or a loaded vector file", open=False):
         with gr.Row():
-            which = gr.Dropdown([], label="Vector")
-            remove = gr.Button("Remove", size="sm")
+            which = gr.Dropdown([], label="Vector", elem_id="remove-vector")
+            remove = gr.Button(REMOVE, size="sm", elem_id="remove")
+    armed = gr.State(None)  # the vector the next click on Remove removes (see remove_click)
 
     @user_errors
     def on_start(session, lr_, warmup_, epochs_, max_steps_, batch_, beta_, clip_, decay_, seed_, max_length_, engine_,
@@ -180,14 +181,6 @@ def build(state: gr.State) -> TrainPage:
         need(session).stop_all()
         return snapshot(session)
 
-    @user_errors
-    def on_remove(session, name):
-        session = need(session)
-        if not name:
-            raise SettingsError("choose the run or vector file to remove in the list beside Remove.")
-        session.delete(name)
-        return (*snapshot(session), removable(session))
-
     hparams = [lr, warmup, epochs, max_steps, batch, beta, clip, decay, seed, max_length, engine, mcq_rejected]
     # Off while a start is handled, so that a double click does not queue the same run twice.
     start.click(lambda: gr.update(interactive=False), None, start, queue=False) \
@@ -195,9 +188,27 @@ def build(state: gr.State) -> TrainPage:
         .then(lambda: gr.update(interactive=True), None, start, queue=False)
     timer.tick(tick, [state, drawn], [status, plot, timer, drawn], show_progress="hidden", concurrency_limit=None)
     stop.click(on_stop, state, [status, plot, timer])
-    remove.click(on_remove, [state, which], [status, plot, timer, which])
+    remove.click(user_errors(remove_click), [state, which, armed], [status, plot, timer, which, remove, armed])
+    which.change(lambda: (gr.update(value=REMOVE, variant="secondary"), None), None, [remove, armed])
     return TrainPage(summary, status, plot, timer, which, [lr, warmup, epochs, max_steps, batch, mcq_rejected],
                      gr.State(None))
+
+
+REMOVE = "Remove"
+
+
+def remove_click(session: Session | None, name: str | None, armed: str | None):
+    """Remove asks twice: a first click on a chosen vector arms the button for it (a run's vector
+    may have taken long to train), a second click removes it; choosing another vector disarms it.
+    Updates the status, plot, timer, vector list, button and the armed vector."""
+    session = need(session)
+    if not name:
+        raise SettingsError("choose the run or vector file to remove in the list beside Remove.")
+    if armed != name:
+        return (gr.skip(), gr.skip(), gr.skip(), gr.skip(),
+                gr.update(value=f"Click again to remove “{name}”", variant="stop"), name)
+    session.delete(name)
+    return (*snapshot(session), removable(session), gr.update(value=REMOVE, variant="secondary"), None)
 
 
 def removable(session: Session | None) -> dict:

@@ -275,6 +275,10 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
     page.get_by_test_id("toast-text").filter(has_text="choose the run or vector file to remove").wait_for()
     page.get_by_test_id("toast-close").first.click()
     page.get_by_test_id("toast-text").first.wait_for(state="detached", timeout=10_000)
+    # with the run chosen, a first click asks again instead of removing it
+    pick(page, "remove-vector")
+    page.locator("#remove").click()
+    page.locator("#remove").filter(has_text="Click again to remove").wait_for()
     page.locator("#run-status").filter(has_text=f"step {steps}/").wait_for()  # the run is still there
 
     # Features: the new vector is preselected; its cards appear.

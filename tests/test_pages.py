@@ -228,6 +228,26 @@ def test_pages_select_a_vector_added_since_they_last_listed(tiny_world, trained,
         s.close()
 
 
+def test_remove_asks_twice_before_it_removes_a_vector(tiny_world, trained, ctx):
+    path = trained.export(next(iter(trained.vectors())), multiplier=1.0).safetensors
+    s = ctx.new_session()
+    try:
+        s.load_preset(ctx.catalog.preset("custom"), model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir))
+        s.load_task(TaskSpec("file", path=str(tiny_world.data_file)))
+        first, second = s.load_vector_file(path).label, s.load_vector_file(path).label
+        with pytest.raises(SettingsError, match="choose the run or vector file to remove"):
+            train.remove_click(s, None, None)
+        *_, button, armed = train.remove_click(s, first, None)  # the first click arms the button, removes nothing
+        assert armed == first and button["value"] == f"Click again to remove “{first}”" and first in s.vectors()
+        *_, button, armed = train.remove_click(s, second, first)  # armed for another vector: arms for this one
+        assert armed == second and {first, second} <= set(s.vectors())
+        *_, which, button, armed = train.remove_click(s, second, second)  # the second click removes it
+        assert armed is None and button["value"] == train.REMOVE and second not in s.vectors()
+        assert which["choices"] == [first] and first in s.vectors()
+    finally:
+        s.close()
+
+
 def test_evaluate_offers_the_metrics_of_the_chosen_vectors_tasks(trained):
     label = next(iter(trained.vectors()))
     vectors, metric, _ = evaluate.vector_checklist(trained, None, "mcq")
