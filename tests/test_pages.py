@@ -202,13 +202,19 @@ def test_a_page_takes_the_vector_added_since_even_when_it_is_not_the_last():
     assert evaluate.vector_checklist(Listed(["A", "F"]), ["F"], None, ["F"])[0]["value"] == ["A"]
 
 
-def test_pages_select_a_vector_added_since_they_last_listed(tiny_world, trained, ctx):
-    """After a new run or file, opening Compare, Features, Export or Evaluate uses it, not the one picked before."""
+def file_session(tiny_world, trained, ctx):
+    """A trained vector's exported file, and a new session on its model and task that loads vector files."""
     path = trained.export(next(iter(trained.vectors())), multiplier=1.0).safetensors
     s = ctx.new_session()
+    s.load_preset(ctx.catalog.preset("custom"), model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir))
+    s.load_task(TaskSpec("file", path=str(tiny_world.data_file)))
+    return path, s
+
+
+def test_pages_select_a_vector_added_since_they_last_listed(tiny_world, trained, ctx):
+    """After a new run or file, opening Compare, Features, Export or Evaluate uses it, not the one picked before."""
+    path, s = file_session(tiny_world, trained, ctx)
     try:
-        s.load_preset(ctx.catalog.preset("custom"), model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir))
-        s.load_task(TaskSpec("file", path=str(tiny_world.data_file)))
         first = s.load_vector_file(path).label
         update, listed = common.vector_choices(s, None, [])
         assert update["value"] == first and listed == [first]
@@ -229,11 +235,8 @@ def test_pages_select_a_vector_added_since_they_last_listed(tiny_world, trained,
 
 
 def test_remove_asks_twice_before_it_removes_a_vector(tiny_world, trained, ctx):
-    path = trained.export(next(iter(trained.vectors())), multiplier=1.0).safetensors
-    s = ctx.new_session()
+    path, s = file_session(tiny_world, trained, ctx)
     try:
-        s.load_preset(ctx.catalog.preset("custom"), model=str(tiny_world.model_dir), sae_path=str(tiny_world.sae_dir))
-        s.load_task(TaskSpec("file", path=str(tiny_world.data_file)))
         first, second = s.load_vector_file(path).label, s.load_vector_file(path).label
         with pytest.raises(SettingsError, match="choose the run or vector file to remove"):
             train.remove_click(s, None, None)
