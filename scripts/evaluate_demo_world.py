@@ -98,6 +98,14 @@ TRIED = {  # what was tried for a target the default recipe misses, and where do
     "build": "a world whose LM trains on 0.6 of the corpus and its SAE on half the samples builds in 268 s but "
              "loses targets 1, 2, 3 and 5, cheaper training steps take 335 s, and as many LM updates on fewer "
              "examples 361 s (docs/results.md, \"A build within 300 s\")",
+    1: "the behaviour answers are the corpus's few answers of each behaviour, and the seed-0 build with MKL's code "
+       "path pinned gives some offers the other behaviour's reasons (0.69 and 0.72 show the behaviour); the build "
+       "before that pin (demo-targets-before-mkl-pin.md) and seed 1 showed it on every offer, and answers that name "
+       "the offer carried no held-out offer into a steered answer (docs/results.md, \"Answers that name the offer\")",
+    2: "unsteered, the seed-0 build with MKL's code path pinned takes 0.06 and 0.16 of the A/B offers, where the "
+       "build before that pin and seed 1 took none and seed 2 0.34 and 0.44; which build declines them hangs on the "
+       "seed and the CPU's arithmetic as much as on the recipe (docs/results.md, \"Design targets\", \"Behaviour "
+       "tasks\")",
     3: "the default recipe meets it from seed 0 only of the seeds measured: from seed 1 against every option (0.88 "
        "to 1.00) but not against the given answer (0.69 to 0.95), from seed 2 its MCQ vectors move 0.42 "
        "to 0.86 of the answers (BiPO's 0.27 to 0.64), and the recipe before fact_noise and behaviour_steering "
@@ -111,8 +119,9 @@ TRIED = {  # what was tried for a target the default recipe misses, and where do
        "\"Answers that carry their culture\", \"The letter first, then the option's text; a deeper model\")",
     5: "the answers a vector changes are sums moved by one, the model's least certain answers; the recipe answers a "
        "quarter of the general questions under random directions of a concept direction's size (fact_noise=0.25), "
-       "which keeps every vector of the seed-0 build within 0.022 (the recipe before it lost up to 0.065 there) "
-       "but not from seeds 1 and 2, where four vectors lose 0.054 to 0.086 and seven 0.054 to 0.161; twice the "
+       "which kept every vector of the seed-0 build before MKL's pin within 0.022 (the recipe before it lost up "
+       "to 0.065 there) but not the pinned seed-0 build, where four MCQ vectors lose 0.054 to 0.075, nor seeds 1 "
+       "and 2, where four vectors lose 0.054 to 0.086 and seven 0.054 to 0.161; twice the "
        "general questions or fact_noise=0.5 keep every vector within "
        "0.03 too but lose target 2 or 3 (docs/results.md, \"Design targets\", \"Firmer facts\", \"Facts under any "
        "edit\", \"Firm facts with a larger share for the behaviours\")",
