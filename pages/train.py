@@ -189,12 +189,17 @@ def build(state: gr.State) -> TrainPage:
     timer.tick(tick, [state, drawn], [status, plot, timer, drawn], show_progress="hidden", concurrency_limit=None)
     stop.click(on_stop, state, [status, plot, timer])
     remove.click(user_errors(remove_click), [state, which, armed], [status, plot, timer, which, remove, armed])
-    which.change(lambda: (gr.update(value=REMOVE, variant="secondary"), None), None, [remove, armed])
+    which.change(lambda: (disarmed(), None), None, [remove, armed])
     return TrainPage(summary, status, plot, timer, which, [lr, warmup, epochs, max_steps, batch, mcq_rejected],
                      gr.State(None))
 
 
 REMOVE = "Remove"
+
+
+def disarmed() -> dict:
+    """The Remove button as it is before a first click arms it."""
+    return gr.update(value=REMOVE, variant="secondary")
 
 
 def remove_click(session: Session | None, name: str | None, armed: str | None):
@@ -208,7 +213,7 @@ def remove_click(session: Session | None, name: str | None, armed: str | None):
         return (gr.skip(), gr.skip(), gr.skip(), gr.skip(),
                 gr.update(value=f"Click again to remove “{name}”", variant="stop"), name)
     session.delete(name)
-    return (*snapshot(session), removable(session), gr.update(value=REMOVE, variant="secondary"), None)
+    return (*snapshot(session), removable(session), disarmed(), None)
 
 
 def removable(session: Session | None) -> dict:

@@ -284,7 +284,7 @@ def kernel_warning(capability: str, machine: str, mkl: str = MKL_PINNED) -> str 
     MKL's AVX2 ones on x86-64; ``yapo_core._cpu``), or None."""
     if machine.lower() not in X86_64 or capability == "DEFAULT" or (capability == "AVX2" and mkl == MKL_PINNED):
         return None  # no AVX2 (DEFAULT): no pin can apply, and no stored world to match
-    kernels = " and ".join(([f"torch's {capability} kernels"] if capability not in ("AVX2", "DEFAULT") else [])
+    kernels = " and ".join(([f"torch's {capability} kernels"] if capability != "AVX2" else [])
                            + ([f"MKL's {mkl} code path"] if mkl != MKL_PINNED else []))
     return (f"this demo world is built with {kernels}, which round differently from the AVX2 ones the stored "
             "worlds and their figures were built with, so it is another model. To rebuild the stored world, "
