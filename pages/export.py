@@ -69,22 +69,24 @@ def build(ctx: AppContext, state: gr.State) -> VectorPicker:
 
     def not_loaded():  # a refused file leaves no earlier file's "Loaded" note as if it were its own
         return ("⚠ This file was not loaded (the message says why); the vectors loaded before are unchanged.",
-                gr.skip(), gr.skip())
+                gr.skip(), gr.skip(), gr.skip())
 
     @user_errors(cleared=not_loaded)
     def on_upload(session, path, current, listed):
         session = need(session)
         if not path:
-            return gr.update(), gr.update(), listed
+            return gr.update(), gr.update(), listed, gr.skip()
         entry = session.load_vector_file(path)
         v = entry.vector
         text = (f"✓ **Loaded** {esc(entry.label)}: {v.kind} ({v.method}) vector, {v.l0():,} non-zero of {v.width:,}, "
                 f"steering `{esc(v.hook_name)}`; trained on `{esc(v.model_id or 'unknown model')}`. Use it on Compare.")
-        return text, *vector_choices(session, current, listed)
+        # the box empties once its file is loaded, so the note speaks of the last file loaded, and a file the
+        # browser itself refuses later (type or size: no event reaches the server) leaves no file shown as if loaded
+        return text, *vector_choices(session, current, listed), gr.update(value=None)
 
     export.click(on_export, [state, vector, multiplier], [note, st_file, gguf_file],
                  concurrency_id=HEAVY, concurrency_limit=ctx.heavy_jobs)
-    upload.upload(on_upload, [state, upload, vector, picker.listed], [load_note, vector, picker.listed])
+    upload.upload(on_upload, [state, upload, vector, picker.listed], [load_note, vector, picker.listed, upload])
     for control in (vector, multiplier):  # the files offered are those of the vector and multiplier shown
         control.change(no_files, None, [note, st_file, gguf_file])
     return picker

@@ -368,7 +368,8 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
 
     foreign = tmp_path / "foreign.safetensors"
     save_file({"weight": torch.ones(3)}, str(foreign))
-    page.locator("#vector-upload").get_by_role("button", name="Clear").click()
+    # the box empties once its file is loaded: the note speaks of the last file loaded
+    page.wait_for_function(f"() => !document.querySelector('#vector-upload').innerText.includes({saved.name!r})")
     page.locator("#vector-upload input[type=file]").set_input_files(str(foreign))
     page.locator("#load-note").filter(has_text="This file was not loaded").wait_for(timeout=30_000)
     assert "not a YaPO Studio steering vector" in page.get_by_test_id("toast-text").first.inner_text()
