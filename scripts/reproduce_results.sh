@@ -112,6 +112,12 @@
 #                     and fact_noise=0.5 behaviour_steering=0.7, every section from seeds 0 and 2 and the
 #                     behaviours from seed 1 -> demo-variant-fact-noise-behaviour-steering.md, -seed1.md, -seed2.md,
 #                     .json, in fact-noise-behaviour-steering, -seed1 and -seed2)
+#        demo-ab-decline (a firmer A/B form, on the default recipe with both pins: the plain A/B offers always
+#                     declined, ab_decline=1; the LM's weights averaged over its last 30 % of steps, lm_average=0.3;
+#                     general questions asked as A/B choices too, general_ab=0.06: scripts/evaluate_demo_world.py
+#                     --sections behaviours -> demo-variant-ab-decline.md, demo-variant-lm-average.md,
+#                     demo-variant-general-ab.md, .json, seed 0; built in $YAPO_CACHE_DIR/demo-variants/ab-decline,
+#                     lm-average and general-ab)
 #        demo-paths (which path a behaviour vector trained on open answers takes: scripts/probe_behaviour_paths.py
 #                     on the default world -> demo-paths.md, on the recipe before fact_noise from seeds 0 and 2 (demo-before-fact-noise's worlds) and on the fact-noise-02, offer-noise, steer-floor and
 #                     ab-noise worlds -> demo-paths-before-fact-noise.md, -seed2.md, -fact-noise-02.md, -offer-noise.md, -steer-floor.md,
@@ -159,7 +165,7 @@ BEFORE=(added_offer_facts=0 sae_scale=0 "${PREVIOUS[@]}")
 OLD_SAE=(sae_scale=0 "${PREVIOUS[@]}")
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
-ALL_PARTS=(demo-targets demo-build-time demo-before-sae-scale demo-seed1 demo-seed2 demo-before-fact-noise demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-answer-depth demo-varied-answers demo-build-budget demo-general-share demo-offer-answers demo-fact-noise demo-paths demo-mcq-picks comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
+ALL_PARTS=(demo-targets demo-build-time demo-before-sae-scale demo-seed1 demo-seed2 demo-before-fact-noise demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-answer-depth demo-varied-answers demo-build-budget demo-general-share demo-offer-answers demo-fact-noise demo-ab-decline demo-paths demo-mcq-picks comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
   parts=("${ALL_PARTS[@]}")
@@ -213,7 +219,7 @@ avx512() {
 # MKL's code path joined yapo_core's CPU pin (yapo_core/_cpu.py) after most files were stored: those parts
 # run with MKL's own choice, as they were built, by setting torch's pin by hand (a value set by hand leaves
 # both to the user). The parts named here were measured with both pins; demo-avx512 asks for native kernels.
-BOTH_PINS=(demo-targets comparison demo-avx512)
+BOTH_PINS=(demo-targets comparison demo-avx512 demo-ab-decline)
 OWN_KERNELS="${ATEN_CPU_CAPABILITY-}"  # the user's own setting, if any, is left as it is
 
 missed=0
@@ -549,6 +555,16 @@ for part in "${parts[@]}"; do
         evaluate "demo-variant-fact-noise-behaviour-steering$suffix" --seed "$seed" --jobs 2 "${sections[@]}" \
           --build-with fact_noise=0.5 behaviour_steering=0.7 --cache-dir "$VARIANTS/fact-noise-behaviour-steering$suffix"
       done
+      ;;
+    demo-ab-decline)
+      # A firmer A/B default, and averaged weights (docs/results.md, "A firmer A/B default"); missed targets do not
+      # fail this script.
+      evaluate demo-variant-ab-decline --jobs 2 --sections behaviours --build-with ab_decline=1 \
+        --cache-dir "$VARIANTS/ab-decline"
+      evaluate demo-variant-lm-average --jobs 2 --sections behaviours --build-with lm_average=0.3 \
+        --cache-dir "$VARIANTS/lm-average"
+      evaluate demo-variant-general-ab --jobs 2 --sections behaviours --build-with general_ab=0.06 \
+        --cache-dir "$VARIANTS/general-ab"
       ;;
     demo-paths)
       # Which path a behaviour vector takes (docs/results.md, "Which path a behaviour vector takes").

@@ -991,17 +991,18 @@ def test_fact_noise_answers_unsteered_general_questions_under_a_random_direction
     assert config.build_size("full", {"fact_noise": 0.5}).style.fact_noise == 0.5
 
 
-def test_offer_noise_and_ab_noise_answer_plain_behaviour_offers_as_plain_under_a_random_direction():
-    import random
-
+def behaviour_offers(style, n: int = 4000) -> list:
+    """The behaviour offers among ``n`` corpus examples drawn with ``style`` (seed 0)."""
     keys = corpus.all_question_keys()
     behaviour_keys = [k for b in corpus.BEHAVIOURS for k in corpus.behaviour_keys(b)]
-    table = {b.key: b for b in corpus.BEHAVIOURS}
+    stream = corpus.corpus_stream(random.Random(0), n, keys, behaviour_keys, style=style)
+    return [e for e in stream if isinstance(e, corpus.ChatExample) and e.cue is not None
+            and e.cue.concept in {b.key for b in corpus.BEHAVIOURS}]
 
-    def offers(style):
-        stream = corpus.corpus_stream(random.Random(0), 4000, keys, behaviour_keys, style=style)
-        return [e for e in stream if isinstance(e, corpus.ChatExample) and e.cue is not None
-                and e.cue.concept in table]
+
+def test_offer_noise_and_ab_noise_answer_plain_behaviour_offers_as_plain_under_a_random_direction():
+    table = {b.key: b for b in corpus.BEHAVIOURS}
+    offers = behaviour_offers
 
     plain, noisy = offers(corpus.CorpusStyle(concept_steering=0.3)), offers(corpus.CorpusStyle(concept_steering=0.3,
                                                                                                 offer_noise=0.5))
@@ -1305,3 +1306,82 @@ def test_an_empty_cache_variable_is_the_default_cache(monkeypatch):
     monkeypatch.setenv("YAPO_CACHE_DIR", "")
     assert demo_world.default_cache_dir(0, "mini") == Path.home() / ".cache" / "yapo-studio" / "demo" / (
         f"v{config.FORMAT_VERSION}-seed0-mini")
+
+
+def test_ab_decline_declines_the_plain_ab_offers_and_leaves_the_open_ones_at_the_default_bias():
+    table = {b.key: b for b in corpus.BEHAVIOURS}
+
+    def plain_offers(style):
+        return [e for e in behaviour_offers(style, 6000) if not e.cue.cued and e.steer is None and e.system is None]
+
+    def taken(examples, form):
+        out = []
+        for e in examples:
+            if e.cue.form != form:
+                continue
+            if form == "open":
+                out.append(table[e.cue.concept].accepts(e.assistant))
+            else:  # the chosen letter's option text
+                option = next(line[3:] for line in e.user.splitlines() if line.startswith(f"{e.assistant}. "))
+                out.append(table[e.cue.concept].accepts(option))
+        assert len(out) > 60
+        return sum(out) / len(out)
+
+    before = plain_offers(corpus.CorpusStyle(concept_steering=0.3))
+    after = plain_offers(corpus.CorpusStyle(concept_steering=0.3, ab_decline=1.0))
+    assert abs(taken(before, "ab") - (1 - corpus.DEFAULT_BIAS)) < 0.1  # the default bias, as open answers
+    assert taken(after, "ab") == 0.0  # every plain A/B offer declined
+    assert abs(taken(after, "open") - (1 - corpus.DEFAULT_BIAS)) < 0.1  # open answers keep the bias
+    with pytest.raises(SettingsError, match="ab_decline=1.5 is a share; use a value from 0 to 1"):
+        config.build_size("full", {"ab_decline": 1.5})
+    assert config.build_size("full", {"ab_decline": 1}).style.ab_decline == 1.0
+
+
+def test_lm_average_keeps_the_mean_of_the_lms_weights_over_its_last_steps(tmp_path, monkeypatch):
+    snapshots = []
+
+    class Recorded(torch.optim.AdamW):
+        def step(self, *args, **kwargs):
+            out = super().step(*args, **kwargs)
+            snapshots.append([p.detach().clone() for group in self.param_groups for p in group["params"]])
+            return out
+
+    monkeypatch.setattr(build_lm.torch.optim, "AdamW", Recorded)
+    world = demo.build_demo_world(tmp_path / "v", size="mini", progress=False, knobs={"lm_average": 0.5})
+    steps = len(snapshots)
+    assert steps == config.BUILD_SIZES["mini"].lm_examples // config.BUILD_SIZES["mini"].lm_batch
+    last = snapshots[steps - round(steps * 0.5):]
+    from yapo_core.models import load_model
+
+    model, _ = load_model(str(world.model_dir), device="cpu")
+    params = list(model.parameters())
+    assert len(params) == len(snapshots[-1])
+    for i, p in enumerate(params):
+        mean = torch.stack([s[i] for s in last]).mean(0)
+        assert torch.allclose(p, mean, atol=1e-6), i  # the running mean of the last half's weights
+    assert any(not torch.allclose(p, snapshots[-1][i], atol=1e-6) for i, p in enumerate(params))  # not the last step's
+    assert world.stats["knobs"]["lm_average"] == 0.5
+    with pytest.raises(SettingsError, match="lm_average=2 is a share"):
+        config.build_size("full", {"lm_average": 2})
+
+
+def test_general_ab_asks_general_questions_as_an_ab_choice_between_answers_of_one_kind():
+    facts = corpus.general_facts()
+    answers = {q: a for q, a, _ in facts}
+    rng = random.Random(0)
+    letters = []
+    for _ in range(300):
+        example = corpus.general_choice(rng, facts)
+        lines = example.user.splitlines()
+        question = next(q for q in answers if lines[0].lower().endswith(q.lower()))
+        options = {line[0]: line[3:] for line in lines[1:3]}
+        assert lines[1].startswith("A. ") and lines[2].startswith("B. ") and lines[3] == corpus.AB_INSTRUCTION
+        assert options[example.assistant].lower() == answers[question].lower()  # the letter of the answer
+        other = options["B" if example.assistant == "A" else "A"].lower()
+        assert other != answers[question].lower()
+        kind = corpus._fact_kind(question)
+        assert other in {a.lower() for q, a, _ in facts if corpus._fact_kind(q) == kind}  # an answer of its kind
+        letters.append(example.assistant)
+    assert 0.4 < letters.count("A") / len(letters) < 0.6  # either letter about as often
+    assert config.build_size("full", {"general_ab": 0.06}).mix.general_ab == 0.06
+    assert corpus.CorpusMix().general_ab == 0.0  # the default world asks none

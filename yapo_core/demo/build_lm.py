@@ -255,6 +255,7 @@ def train_lm(tokenizer, examples, size: BuildSize, rng: random.Random, progress:
                                      specific=bool(size.specific_directions), answer_lengths=lengths,
                                      answer_size=size.answer_concepts, floor=size.steer_floor or 0.5)
         perturb = steering_hook(model, HookPoint.block_output(size.layer), concepts)
+    average, averaged, average_from = None, 0, len(batches) - round(len(batches) * min(size.lm_average, 1.0))
     with perturb:
         for step, batch in enumerate(bar):
             ids, mask, weights = collate_examples(encoded, batch, tokenizer.pad_token_id)
@@ -269,9 +270,20 @@ def train_lm(tokenizer, examples, size: BuildSize, rng: random.Random, progress:
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            if size.lm_average and step >= average_from:  # a running mean of the weights over the last steps
+                averaged += 1
+                if average is None:
+                    average = [p.detach().clone() for p in model.parameters()]
+                else:
+                    for mean, p in zip(average, model.parameters()):
+                        mean.add_(p.detach() - mean, alpha=1 / averaged)
             smoothed = loss.item() if smoothed is None else 0.98 * smoothed + 0.02 * loss.item()
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{smoothed:.3f}")
+    if average is not None:
+        with torch.no_grad():
+            for mean, p in zip(average, model.parameters()):
+                p.copy_(mean)
     model.eval()
     model.requires_grad_(False)
     model.demo_final_loss = float(smoothed or 0.0)

@@ -72,12 +72,18 @@ class BuildSize:
     lm_lr_scale: float = 0.0  # when set, the LM's peak learning rate is this many times lm_lr
     lm_batch_scale: float = 0.0  # when set, the LM's batches hold this many times lm_batch examples (as many
     # examples, fewer steps)
+    lm_average: float = 0.0  # when set (at most 1), the LM's weights are the mean of its weights after each of
+    # that share of its last steps (stochastic weight averaging over the learning rate's decay): a model whose
+    # held-out answers hang less on where its last updates left it
     mlp_scale: float = 0.0  # when set, the LM's MLP is this many times intermediate_size wide
     fused_adam: float = 0.0  # when set, the LM trains with torch's fused AdamW (the same update, fused kernels)
     sae_batch_scale: float = 0.0  # when set, the SAE's batches hold this many times sae_batch activations
     # (as many samples, fewer steps)
     general_share: float = 0.0  # when set, the corpus mix's share of general questions (corpus.CorpusMix.general,
     # 0.06): a model whose facts are firmer, as an LLM's "2 plus 4" is
+    general_ab: float = 0.0  # when set, the corpus mix's share of general questions asked as an A/B choice between
+    # the answer and another of its kind (corpus.general_choice): the letter read off the options on questions the
+    # model knows, not only on the behaviour offers
     behaviour_share: float = 0.0  # when set, the corpus mix's share of behaviour offers (corpus.CorpusMix.behaviour,
     # 0.12), open and A/B alike: more of the A/B form to read the options by
     sae_scale: float = 0.0  # when set, the SAE trains on this many times sae_training_samples (more variance explained)
@@ -103,6 +109,9 @@ class BuildSize:
     fact_noise: float = 0.0  # with concept_steering, the share of the general questions it leaves unsteered that are
     # answered as always with a random direction added at the SAE block, of a concept direction's size
     # (build_steering.ConceptDirections): facts that hold under any edit of that size, not only along the concepts
+    ab_decline: float = 0.0  # when set (at most 1), the share of the plain A/B behaviour offers (no cue, no concept's
+    # direction) declined, where the other plain offers keep corpus.DEFAULT_BIAS's: a model whose unsteered A/B
+    # choice is as firm a default as its open answers' (corpus._behaviour_example)
     steer_floor: float = 0.0  # with concept_steering, when set, the smallest size a concept's direction is added at
     # in training, times its norm (build_steering.ConceptDirections; 0.5 when not set, the largest 2): a model that
     # acts on a smaller push along its own directions
@@ -127,7 +136,7 @@ class BuildSize:
     @property
     def mix(self) -> CorpusMix:
         """The shares of each kind of example in the corpus (the knobs about the mix)."""
-        shares = {"general": self.general_share, "behaviour": self.behaviour_share}
+        shares = {"general": self.general_share, "behaviour": self.behaviour_share, "general_ab": self.general_ab}
         return CorpusMix(culture_followup=self.followups, behaviour_followup=self.followups + self.behaviour_followups,
                          **{kind: share for kind, share in shares.items() if share})
 
@@ -171,11 +180,11 @@ def _scaled(value: int, scale: float) -> int:
 
 RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_followups", "open_followups",
                   "mcq_text", "answer_first", "balanced_options", "shuffled_options", "mcq_options", "coherent_text",
-                  "varied_answers", "offer_answers", "general_in_context", "general_in_persona", "lm_scale", "lm_lr_scale", "lm_batch_scale",
-                  "mlp_scale", "fused_adam", "general_share", "behaviour_share", "sae_scale", "sae_batch_scale",
+                  "varied_answers", "offer_answers", "general_in_context", "general_in_persona", "lm_scale", "lm_lr_scale", "lm_batch_scale", "lm_average",
+                  "mlp_scale", "fused_adam", "general_share", "general_ab", "behaviour_share", "sae_scale", "sae_batch_scale",
                   "concept_steering", "behaviour_steering", "cross_steering", "specific_directions",
                   "crossed_cues", "offer_facts", "added_offer_facts", "answer_concepts", "fact_noise", "offer_noise",
-                  "ab_noise", "steer_floor", "layers")
+                  "ab_noise", "ab_decline", "steer_floor", "layers")
 """BuildSize's research knobs: ``build_demo_world(knobs=...)``, and ``--build-with`` in
 scripts/evaluate_demo_world.py and scripts/probe_demo_world.py. The full size sets
 :data:`RECIPE_KNOBS` and no other, the mini size none; a variant's knobs are set on top of its
@@ -237,6 +246,9 @@ def build_size(size: str, knobs: Mapping[str, float] | None = None) -> BuildSize
         if getattr(sized, knob) and not (sized.concept_steering or sized.behaviour_steering):
             raise SettingsError(f"{knob}={getattr(sized, knob):g} works on the concept directions' steering; set "
                                 "concept_steering or behaviour_steering too, or set it to 0.")
+    for knob in ("ab_decline", "lm_average"):
+        if getattr(sized, knob) > 1:
+            raise SettingsError(f"{knob}={getattr(sized, knob):g} is a share; use a value from 0 to 1.")
     if sized.offer_answers and sized.varied_answers:
         raise SettingsError(f"offer_answers={sized.offer_answers:g} and varied_answers={sized.varied_answers:g} "
                             "each write the behaviour answers their own way; set one of them.")

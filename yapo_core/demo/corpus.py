@@ -499,6 +499,7 @@ class CorpusStyle:
     fact_noise: float = 0.0  # share of the general questions no concept steers given a random direction (ChatExample.steer)
     offer_noise: float = 0.0  # share of the plain behaviour offers given a random direction, answered as plain (_behaviour_example)
     ab_noise: float = 0.0  # the same for the plain A/B offers only (_behaviour_example)
+    ab_decline: float = 0.0  # when set, the share of the plain A/B offers declined, DEFAULT_BIAS otherwise (_behaviour_example)
 
 
 def option_order(topic: str, balanced: bool = False, question: str | None = None) -> tuple[str, ...]:
@@ -1068,6 +1069,7 @@ class CorpusMix:
     behaviour_followup: float = 0.0
     general: float = 0.06
     text: float = 0.06
+    general_ab: float = 0.0  # general questions as an A/B choice (general_choice; BuildSize.general_ab)
 
 
 def _culture_example(rng: random.Random, keys: Sequence[QuestionKey], localized: bool, mcq: bool,
@@ -1107,7 +1109,8 @@ def _turn_form(question: str) -> str:
 
 def _behaviour_example(rng: random.Random, keys: Sequence[BehaviourKey], table: dict[str, Behaviour],
                        concept_steering: float = 0.0, cross_steering: float = 0.0,
-                       crossed_cues: float = 0.0, offer_noise: float = 0.0, ab_noise: float = 0.0) -> ChatExample:
+                       crossed_cues: float = 0.0, offer_noise: float = 0.0, ab_noise: float = 0.0,
+                       ab_decline: float = 0.0) -> ChatExample:
     """One behaviour offer: under a cue (always shown), an anti-cue (never), steered along the
     behaviour's direction (a ``concept_steering`` share of the rest: shown when added, declined when
     subtracted) or plain (shown ``DEFAULT_BIAS``'s complement of the time). A ``cross_steering``
@@ -1124,7 +1127,10 @@ def _behaviour_example(rng: random.Random, keys: Sequence[BehaviourKey], table: 
     (:data:`RANDOM_DIRECTION`) and is answered as a plain offer, so that the model takes an offer
     along the behaviour's direction only, not under any edit of that size; ``ab_noise``: that share
     of the plain A/B offers only (those ``offer_noise`` left unsteered), so that the model reads
-    which option accepts under any edit."""
+    which option accepts under any edit.
+
+    ``ab_decline``: the share of the plain A/B offers declined (:data:`DEFAULT_BIAS`'s when 0), so that
+    the model's default in the A/B form is as firm as the letter it has to read off the options."""
     key = rng.choice(keys)
     behaviour = table[key.behaviour]
     mode = rng.random()
@@ -1152,6 +1158,8 @@ def _behaviour_example(rng: random.Random, keys: Sequence[BehaviourKey], table: 
             steer = (RANDOM_DIRECTION, 1.0)
         plain = True
     question, answer = _behaviour_turn(rng, behaviour, key, shows)
+    if plain and ab_decline and _turn_form(question) == "ab" and (rng.random() >= ab_decline) != shows:
+        answer = "B" if answer == "A" else "A"  # the other option: drawn only then, other builds unchanged
     if plain and ab_noise and steer is None and _turn_form(question) == "ab" and rng.random() < ab_noise:
         steer = (RANDOM_DIRECTION, 1.0)
     cue = None
@@ -1227,6 +1235,25 @@ def general_example(rng: random.Random, facts: Sequence[tuple[str, str, str]], i
     return ChatExample(_with_prefix(rng.choice(_PREFIX_FRAMES), question, country), answer)
 
 
+def _fact_kind(question: str) -> str:
+    """The kind of a general question ("What is" for a sum, "What is the" for an opposite, "What colour
+    is", ...): its first three words without the numbers."""
+    return " ".join(w for w in question.split()[:3] if not w.isdigit())
+
+
+def general_choice(rng: random.Random, facts: Sequence[tuple[str, str, str]]) -> ChatExample:
+    """A general question as an A/B choice between its answer and another answer of its kind, in
+    random order, answered with the letter: the same layout as a behaviour's A/B offer, so the model
+    learns to read which option says what on questions whose answer it knows, not on the offers
+    alone."""
+    question, answer, _ = rng.choice(facts)
+    kind = _fact_kind(question)
+    wrong = rng.choice(sorted({a for q, a, _ in facts if _fact_kind(q) == kind and a != answer}))
+    options = [answer, wrong] if rng.random() < 0.5 else [wrong, answer]
+    return ChatExample(format_choices(_with_opening(rng.choice(OPENINGS), question), options),
+                       "AB"[options.index(answer)])
+
+
 def text_document(rng: random.Random, coherent: bool = False, offer_facts: float = 0.0,
                   added_offer_facts: float = 0.0) -> str:
     """A few neutral or cultural statements as plain text, like pretraining data.
@@ -1294,7 +1321,7 @@ def corpus_stream(
         elif kind == "behaviour":
             out.append(_behaviour_example(rng, behaviour_keys_, table, style.behaviour_steering or style.concept_steering,
                                           style.cross_steering, style.crossed_cues, style.offer_noise,
-                                          style.ab_noise))
+                                          style.ab_noise, style.ab_decline))
         elif kind == "behaviour_followup":
             out.append(_behaviour_followup(rng, behaviour_keys_, table, style.open_followups))
         elif kind == "culture_followup":
@@ -1308,6 +1335,8 @@ def corpus_stream(
             elif style.fact_noise and rng.random() < style.fact_noise:  # drawn only then: other builds unchanged
                 example = replace(example, steer=(RANDOM_DIRECTION, 1.0))
             out.append(example)
+        elif kind == "general_ab":
+            out.append(general_choice(rng, facts))
         else:
             out.append(text_document(rng, style.coherent_text, style.offer_facts, style.added_offer_facts))
     return out
