@@ -100,10 +100,12 @@ TRIED = {  # what was tried for a target the default recipe misses, and where do
              "examples 361 s (docs/results.md, \"A build within 300 s\")",
     1: "the behaviour answers are the corpus's few answers of each behaviour, and the seed-0 build with MKL's code "
        "path pinned gives some offers the other behaviour's reasons (0.69 and 0.72 show the behaviour); the build "
-       "before that pin (demo-targets-before-mkl-pin.md) and seed 1 showed it on every offer, and answers that name "
+       "before that pin (demo-targets-before-mkl-pin.md) and seed 1 showed it on every offer (with both pins seed 1 "
+       "on 0.94 and 0.88, seed 2 on 1.00 and 0.56), and answers that name "
        "the offer carried no held-out offer into a steered answer (docs/results.md, \"Answers that name the offer\")",
     2: "unsteered, the seed-0 build with MKL's code path pinned takes 0.06 and 0.16 of the A/B offers, where the "
-       "build before that pin and seed 1 took none and seed 2 0.34 and 0.44; which build declines them hangs on the "
+       "build before that pin and seed 1 took none and seed 2 0.34 and 0.44 (with both pins seed 1 none, seed 2 0.19 "
+       "and 0.09); which build declines them hangs on the "
        "seed and the CPU's arithmetic as much as on the recipe; declining every plain A/B offer in the corpus, "
        "averaging the LM's weights over its last steps, or asking general questions as A/B choices too did not meet "
        "it from seed 0 (docs/results.md, \"Design targets\", \"Behaviour tasks\", \"A firmer A/B form\")",

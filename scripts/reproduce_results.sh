@@ -95,6 +95,9 @@
 #        demo-build-time (the default world built alone in an empty folder: yapo demo build -> its stats.json as
 #                     demo-build-quiet.json; run it on quiet cores)
 #        demo-seed2 (the default recipe from seed 2: scripts/evaluate_demo_world.py -> demo-targets-seed2.md, .json)
+#        demo-seeds-both-pins (the default recipe's behaviours from seeds 1 and 2 with both CPU pins:
+#                     scripts/evaluate_demo_world.py --sections behaviours -> demo-behaviours-seed1-both-pins.md,
+#                     -seed2-both-pins.md, .json; built in $YAPO_CACHE_DIR/demo-variants/both-pins-seed1 and -seed2)
 #        demo-before-fact-noise (the recipe before fact_noise=0.25 and behaviour_steering=0.7 joined the default one,
 #                     from seeds 0 and 2, built in $YAPO_CACHE_DIR/demo-variants/before-fact-noise and -seed2 ->
 #                     demo-targets-before-fact-noise.md, -seed2.md, .json: what the variant studies compare with)
@@ -165,7 +168,7 @@ BEFORE=(added_offer_facts=0 sae_scale=0 "${PREVIOUS[@]}")
 OLD_SAE=(sae_scale=0 "${PREVIOUS[@]}")
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
-ALL_PARTS=(demo-targets demo-build-time demo-before-sae-scale demo-seed1 demo-seed2 demo-before-fact-noise demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-answer-depth demo-varied-answers demo-build-budget demo-general-share demo-offer-answers demo-fact-noise demo-ab-decline demo-paths demo-mcq-picks comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
+ALL_PARTS=(demo-targets demo-build-time demo-before-sae-scale demo-seed1 demo-seed2 demo-seeds-both-pins demo-before-fact-noise demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-answer-depth demo-varied-answers demo-build-budget demo-general-share demo-offer-answers demo-fact-noise demo-ab-decline demo-paths demo-mcq-picks comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
   parts=("${ALL_PARTS[@]}")
@@ -219,7 +222,7 @@ avx512() {
 # MKL's code path joined yapo_core's CPU pin (yapo_core/_cpu.py) after most files were stored: those parts
 # run with MKL's own choice, as they were built, by setting torch's pin by hand (a value set by hand leaves
 # both to the user). The parts named here were measured with both pins; demo-avx512 asks for native kernels.
-BOTH_PINS=(demo-targets comparison demo-avx512 demo-ab-decline)
+BOTH_PINS=(demo-targets comparison demo-avx512 demo-ab-decline demo-seeds-both-pins)
 OWN_KERNELS="${ATEN_CPU_CAPABILITY-}"  # the user's own setting, if any, is left as it is
 
 missed=0
@@ -263,6 +266,14 @@ for part in "${parts[@]}"; do
     demo-seed2)
       # The default recipe from a third seed (docs/results.md, "Design targets"); missed targets do not fail this script.
       evaluate demo-targets-seed2 --jobs 2 --seed 2
+      ;;
+    demo-seeds-both-pins)
+      # The default recipe's behaviours from seeds 1 and 2 on the world both pins build (docs/results.md, "Design
+      # targets"); missed targets do not fail this script.
+      for seed in 1 2; do
+        evaluate "demo-behaviours-seed$seed-both-pins" --jobs 2 --seed "$seed" --sections behaviours \
+          --cache-dir "$VARIANTS/both-pins-seed$seed"
+      done
       ;;
     demo-before-fact-noise)
       # The recipe before behaviour_steering and fact_noise joined it, from seeds 0 and 2 (docs/results.md,
