@@ -106,9 +106,11 @@ TRIED = {  # what was tried for a target the default recipe misses, and where do
     2: "unsteered, the seed-0 build with MKL's code path pinned takes 0.06 and 0.16 of the A/B offers, where the "
        "build before that pin and seed 1 took none and seed 2 0.34 and 0.44 (with both pins seed 1 none, seed 2 0.19 "
        "and 0.09); which build declines them hangs on the "
-       "seed and the CPU's arithmetic as much as on the recipe; declining every plain A/B offer in the corpus, "
-       "averaging the LM's weights over its last steps, or asking general questions as A/B choices too did not meet "
-       "it from seed 0 (docs/results.md, \"Design targets\", \"Behaviour tasks\", \"A firmer A/B form\")",
+       "seed and the CPU's arithmetic as much as on the recipe; the model reads A/B options weakly (unsteered it "
+       "takes 0.12 of its own training offers laid out as test_infer), and declining every plain A/B offer in the "
+       "corpus, averaging the LM's weights, asking general questions as A/B choices or the held-out offers plainly "
+       "did not meet it from seed 0 (docs/results.md, \"Design targets\", \"Behaviour tasks\", \"A firmer A/B "
+       "form\")",
     3: "the default recipe meets it from seed 0 only of the seeds measured: from seed 1 against every option (0.88 "
        "to 1.00) but not against the given answer (0.69 to 0.95), from seed 2 its MCQ vectors move 0.42 "
        "to 0.86 of the answers (BiPO's 0.27 to 0.64), and the recipe before fact_noise and behaviour_steering "

@@ -117,10 +117,11 @@
 #                     .json, in fact-noise-behaviour-steering, -seed1 and -seed2)
 #        demo-ab-decline (a firmer A/B form, on the default recipe with both pins: the plain A/B offers always
 #                     declined, ab_decline=1; the LM's weights averaged over its last 30 % of steps, lm_average=0.3;
-#                     general questions asked as A/B choices too, general_ab=0.06: scripts/evaluate_demo_world.py
-#                     --sections behaviours -> demo-variant-ab-decline.md, demo-variant-lm-average.md,
-#                     demo-variant-general-ab.md, .json, seed 0; built in $YAPO_CACHE_DIR/demo-variants/ab-decline,
-#                     lm-average and general-ab)
+#                     general questions asked as A/B choices too, general_ab=0.06; half the plain offers asked about
+#                     any offer, held-out ones too, known_offers=0.5: scripts/evaluate_demo_world.py --sections
+#                     behaviours -> demo-variant-ab-decline.md, demo-variant-lm-average.md, demo-variant-general-ab.md,
+#                     demo-variant-known-offers.md, .json, seed 0; built in $YAPO_CACHE_DIR/demo-variants/ab-decline,
+#                     lm-average, general-ab and known-offers)
 #        demo-paths (which path a behaviour vector trained on open answers takes: scripts/probe_behaviour_paths.py
 #                     on the default world -> demo-paths.md, on the recipe before fact_noise from seeds 0 and 2 (demo-before-fact-noise's worlds) and on the fact-noise-02, offer-noise, steer-floor and
 #                     ab-noise worlds -> demo-paths-before-fact-noise.md, -seed2.md, -fact-noise-02.md, -offer-noise.md, -steer-floor.md,
@@ -576,6 +577,8 @@ for part in "${parts[@]}"; do
         --cache-dir "$VARIANTS/lm-average"
       evaluate demo-variant-general-ab --jobs 2 --sections behaviours --build-with general_ab=0.06 \
         --cache-dir "$VARIANTS/general-ab"
+      evaluate demo-variant-known-offers --jobs 2 --sections behaviours --build-with known_offers=0.5 \
+        --cache-dir "$VARIANTS/known-offers"
       ;;
     demo-paths)
       # Which path a behaviour vector takes (docs/results.md, "Which path a behaviour vector takes").

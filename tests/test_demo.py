@@ -1385,3 +1385,27 @@ def test_general_ab_asks_general_questions_as_an_ab_choice_between_answers_of_on
     assert 0.4 < letters.count("A") / len(letters) < 0.6  # either letter about as often
     assert config.build_size("full", {"general_ab": 0.06}).mix.general_ab == 0.06
     assert corpus.CorpusMix().general_ab == 0.0  # the default world asks none
+
+
+def test_known_offers_asks_plain_offers_about_held_out_offers_and_nothing_else_about_them():
+    rng = random.Random(0)
+    splits = {b.key: corpus.split_behaviour_keys(rng, b) for b in corpus.BEHAVIOURS}
+    train = [k for tr, _ in splits.values() for k in tr]
+    held_out = {corpus.behaviour_question(b, k) for b in corpus.BEHAVIOURS for k in splits[b.key][1]}
+
+    def offers(style):
+        stream = corpus.corpus_stream(random.Random(0), 6000, corpus.all_question_keys(), train, style=style)
+        return [e for e in stream if isinstance(e, corpus.ChatExample) and e.cue is not None
+                and e.cue.concept in splits]
+
+    def asks_held_out(e):
+        return e.user.splitlines()[0] in held_out
+
+    plain_style = corpus.CorpusStyle(concept_steering=0.3)
+    assert not any(asks_held_out(e) for e in offers(plain_style))  # the default corpus holds them out
+    known = offers(corpus.CorpusStyle(concept_steering=0.3, known_offers=1.0))
+    asked = [e for e in known if asks_held_out(e)]
+    assert len(asked) > 50
+    assert all(not e.cue.cued and e.steer is None and e.system is None for e in asked)  # plain offers only
+    assert {e.cue.form for e in asked} == {"open", "ab"}
+    assert config.build_size("full", {"known_offers": 0.5}).style.known_offers == 0.5

@@ -112,6 +112,10 @@ class BuildSize:
     ab_decline: float = 0.0  # when set (at most 1), the share of the plain A/B behaviour offers (no cue, no concept's
     # direction) declined, where the other plain offers keep corpus.DEFAULT_BIAS's: a model whose unsteered A/B
     # choice is as firm a default as its open answers' (corpus._behaviour_example)
+    known_offers: float = 0.0  # when set (at most 1), the share of the plain behaviour offers (no cue, no concept's
+    # direction) that ask about any offer, the test splits' held-out ones too, answered as plain offers: a model with a
+    # default for every offer, as an LLM's prior covers offers a steering vector never trained on; the steering
+    # vectors' training pairs still hold those offers out (corpus._behaviour_example)
     steer_floor: float = 0.0  # with concept_steering, when set, the smallest size a concept's direction is added at
     # in training, times its norm (build_steering.ConceptDirections; 0.5 when not set, the largest 2): a model that
     # acts on a smaller push along its own directions
@@ -184,7 +188,7 @@ RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_f
                   "mlp_scale", "fused_adam", "general_share", "general_ab", "behaviour_share", "sae_scale", "sae_batch_scale",
                   "concept_steering", "behaviour_steering", "cross_steering", "specific_directions",
                   "crossed_cues", "offer_facts", "added_offer_facts", "answer_concepts", "fact_noise", "offer_noise",
-                  "ab_noise", "ab_decline", "steer_floor", "layers")
+                  "ab_noise", "ab_decline", "known_offers", "steer_floor", "layers")
 """BuildSize's research knobs: ``build_demo_world(knobs=...)``, and ``--build-with`` in
 scripts/evaluate_demo_world.py and scripts/probe_demo_world.py. The full size sets
 :data:`RECIPE_KNOBS` and no other, the mini size none; a variant's knobs are set on top of its
@@ -246,7 +250,7 @@ def build_size(size: str, knobs: Mapping[str, float] | None = None) -> BuildSize
         if getattr(sized, knob) and not (sized.concept_steering or sized.behaviour_steering):
             raise SettingsError(f"{knob}={getattr(sized, knob):g} works on the concept directions' steering; set "
                                 "concept_steering or behaviour_steering too, or set it to 0.")
-    for knob in ("ab_decline", "lm_average"):
+    for knob in ("ab_decline", "lm_average", "known_offers"):
         if getattr(sized, knob) > 1:
             raise SettingsError(f"{knob}={getattr(sized, knob):g} is a share; use a value from 0 to 1.")
     if sized.offer_answers and sized.varied_answers:

@@ -500,6 +500,7 @@ class CorpusStyle:
     offer_noise: float = 0.0  # share of the plain behaviour offers given a random direction, answered as plain (_behaviour_example)
     ab_noise: float = 0.0  # the same for the plain A/B offers only (_behaviour_example)
     ab_decline: float = 0.0  # when set, the share of the plain A/B offers declined, DEFAULT_BIAS otherwise (_behaviour_example)
+    known_offers: float = 0.0  # share of the plain offers drawn from every offer, the test splits' too (_behaviour_example)
 
 
 def option_order(topic: str, balanced: bool = False, question: str | None = None) -> tuple[str, ...]:
@@ -1110,7 +1111,7 @@ def _turn_form(question: str) -> str:
 def _behaviour_example(rng: random.Random, keys: Sequence[BehaviourKey], table: dict[str, Behaviour],
                        concept_steering: float = 0.0, cross_steering: float = 0.0,
                        crossed_cues: float = 0.0, offer_noise: float = 0.0, ab_noise: float = 0.0,
-                       ab_decline: float = 0.0) -> ChatExample:
+                       ab_decline: float = 0.0, known_offers: float = 0.0) -> ChatExample:
     """One behaviour offer: under a cue (always shown), an anti-cue (never), steered along the
     behaviour's direction (a ``concept_steering`` share of the rest: shown when added, declined when
     subtracted) or plain (shown ``DEFAULT_BIAS``'s complement of the time). A ``cross_steering``
@@ -1130,7 +1131,11 @@ def _behaviour_example(rng: random.Random, keys: Sequence[BehaviourKey], table: 
     which option accepts under any edit.
 
     ``ab_decline``: the share of the plain A/B offers declined (:data:`DEFAULT_BIAS`'s when 0), so that
-    the model's default in the A/B form is as firm as the letter it has to read off the options."""
+    the model's default in the A/B form is as firm as the letter it has to read off the options.
+
+    ``known_offers``: that share of the plain offers asks about any offer of the behaviour, those the
+    test splits hold out too (never under a cue or a direction), so the model has its default for
+    every offer, as an LLM's prior covers offers a steering vector never trained on."""
     key = rng.choice(keys)
     behaviour = table[key.behaviour]
     mode = rng.random()
@@ -1156,6 +1161,8 @@ def _behaviour_example(rng: random.Random, keys: Sequence[BehaviourKey], table: 
         shows = rng.random() >= DEFAULT_BIAS
         if offer_noise and rng.random() < offer_noise:  # drawn only then: other builds unchanged
             steer = (RANDOM_DIRECTION, 1.0)
+        if known_offers and rng.random() < known_offers:  # drawn only then: other builds unchanged
+            key = rng.choice(behaviour_keys(behaviour))
         plain = True
     question, answer = _behaviour_turn(rng, behaviour, key, shows)
     if plain and ab_decline and _turn_form(question) == "ab" and (rng.random() >= ab_decline) != shows:
@@ -1321,7 +1328,7 @@ def corpus_stream(
         elif kind == "behaviour":
             out.append(_behaviour_example(rng, behaviour_keys_, table, style.behaviour_steering or style.concept_steering,
                                           style.cross_steering, style.crossed_cues, style.offer_noise,
-                                          style.ab_noise, style.ab_decline))
+                                          style.ab_noise, style.ab_decline, style.known_offers))
         elif kind == "behaviour_followup":
             out.append(_behaviour_followup(rng, behaviour_keys_, table, style.open_followups))
         elif kind == "culture_followup":
