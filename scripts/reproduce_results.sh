@@ -120,8 +120,10 @@
 #                     general questions asked as A/B choices too, general_ab=0.06; half the plain offers asked about
 #                     any offer, held-out ones too, known_offers=0.5: scripts/evaluate_demo_world.py --sections
 #                     behaviours -> demo-variant-ab-decline.md, demo-variant-lm-average.md, demo-variant-general-ab.md,
-#                     demo-variant-known-offers.md, .json, seed 0; built in $YAPO_CACHE_DIR/demo-variants/ab-decline,
-#                     lm-average, general-ab and known-offers)
+#                     demo-variant-known-offers.md, .json, seed 0; and the LM trained twice as long, lm_scale=2, from
+#                     seeds 0 and 2 -> demo-variant-lm-scale2.md, -seed2.md, .json; built in
+#                     $YAPO_CACHE_DIR/demo-variants/ab-decline, lm-average, general-ab, known-offers, lm-scale2 and
+#                     lm-scale2-seed2)
 #        demo-paths (which path a behaviour vector trained on open answers takes: scripts/probe_behaviour_paths.py
 #                     on the default world -> demo-paths.md, on the recipe before fact_noise from seeds 0 and 2 (demo-before-fact-noise's worlds) and on the fact-noise-02, offer-noise, steer-floor and
 #                     ab-noise worlds -> demo-paths-before-fact-noise.md, -seed2.md, -fact-noise-02.md, -offer-noise.md, -steer-floor.md,
@@ -579,6 +581,13 @@ for part in "${parts[@]}"; do
         --cache-dir "$VARIANTS/general-ab"
       evaluate demo-variant-known-offers --jobs 2 --sections behaviours --build-with known_offers=0.5 \
         --cache-dir "$VARIANTS/known-offers"
+      # the LM trained on twice the corpus (over the build budget), from seeds 0 and 2
+      for seed in 0 2; do
+        suffix=""
+        [ "$seed" = 0 ] || suffix="-seed$seed"
+        evaluate "demo-variant-lm-scale2$suffix" --seed "$seed" --jobs 2 --sections behaviours --build-with lm_scale=2 \
+          --cache-dir "$VARIANTS/lm-scale2$suffix"
+      done
       ;;
     demo-paths)
       # Which path a behaviour vector takes (docs/results.md, "Which path a behaviour vector takes").
