@@ -121,7 +121,8 @@
 #                     any offer, held-out ones too, known_offers=0.5: scripts/evaluate_demo_world.py --sections
 #                     behaviours -> demo-variant-ab-decline.md, demo-variant-lm-average.md, demo-variant-general-ab.md,
 #                     demo-variant-known-offers.md, .json, seed 0; and the LM trained twice as long, lm_scale=2, from
-#                     seeds 0 and 2 -> demo-variant-lm-scale2.md, -seed2.md, .json; built in
+#                     seeds 0 and 2 -> demo-variant-lm-scale2.md, -seed2.md, and seed 0's egypt and nepal ->
+#                     demo-variant-lm-scale2-culture-egypt-nepal.md, .json; built in
 #                     $YAPO_CACHE_DIR/demo-variants/ab-decline, lm-average, general-ab, known-offers, lm-scale2 and
 #                     lm-scale2-seed2)
 #        demo-paths (which path a behaviour vector trained on open answers takes: scripts/probe_behaviour_paths.py
@@ -588,6 +589,8 @@ for part in "${parts[@]}"; do
         evaluate "demo-variant-lm-scale2$suffix" --seed "$seed" --jobs 2 --sections behaviours --build-with lm_scale=2 \
           --cache-dir "$VARIANTS/lm-scale2$suffix"
       done
+      evaluate demo-variant-lm-scale2-culture-egypt-nepal --jobs 2 --sections culture --countries egypt,nepal \
+        --build-with lm_scale=2 --cache-dir "$VARIANTS/lm-scale2"
       ;;
     demo-paths)
       # Which path a behaviour vector takes (docs/results.md, "Which path a behaviour vector takes").
