@@ -991,11 +991,12 @@ def test_fact_noise_answers_unsteered_general_questions_under_a_random_direction
     assert config.build_size("full", {"fact_noise": 0.5}).style.fact_noise == 0.5
 
 
-def behaviour_offers(style, n: int = 4000) -> list:
-    """The behaviour offers among ``n`` corpus examples drawn with ``style`` (seed 0)."""
-    keys = corpus.all_question_keys()
-    behaviour_keys = [k for b in corpus.BEHAVIOURS for k in corpus.behaviour_keys(b)]
-    stream = corpus.corpus_stream(random.Random(0), n, keys, behaviour_keys, style=style)
+def behaviour_offers(style, n: int = 4000, behaviour_keys=None) -> list:
+    """The behaviour offers among ``n`` corpus examples drawn with ``style`` (seed 0), from
+    ``behaviour_keys`` (every behaviour's keys when None)."""
+    if behaviour_keys is None:
+        behaviour_keys = [k for b in corpus.BEHAVIOURS for k in corpus.behaviour_keys(b)]
+    stream = corpus.corpus_stream(random.Random(0), n, corpus.all_question_keys(), behaviour_keys, style=style)
     return [e for e in stream if isinstance(e, corpus.ChatExample) and e.cue is not None
             and e.cue.concept in {b.key for b in corpus.BEHAVIOURS}]
 
@@ -1394,9 +1395,7 @@ def test_known_offers_asks_plain_offers_about_held_out_offers_and_nothing_else_a
     held_out = {corpus.behaviour_question(b, k) for b in corpus.BEHAVIOURS for k in splits[b.key][1]}
 
     def offers(style):
-        stream = corpus.corpus_stream(random.Random(0), 6000, corpus.all_question_keys(), train, style=style)
-        return [e for e in stream if isinstance(e, corpus.ChatExample) and e.cue is not None
-                and e.cue.concept in splits]
+        return behaviour_offers(style, 6000, train)
 
     def asks_held_out(e):
         return e.user.splitlines()[0] in held_out
