@@ -45,7 +45,7 @@ and reports it again (and rewrites it with ``--json``), without building or trai
 ``--sections culture`` or ``--sections behaviours`` measures one part only; ``--cache-dir DIR
 --build-with KNOB=VALUE ...`` measures a variant world (research knobs set on top of the default recipe's,
 ``yapo_core.demo.config.RECIPE_KNOBS``; ``concept_steering=0 behaviour_steering=0 added_offer_facts=0
-fact_noise=0 sae_scale=0`` is the plain recipe).
+fact_noise=0 sae_scale=0 lm_scale=0`` is the plain recipe).
 
 The exit status is 1 when a target is missed, so the script can gate a release.
 """
@@ -95,23 +95,23 @@ BUILD_TARGETS = {
     "SAE variance explained >= 0.8": lambda s: s["sae"]["variance_explained"] >= 0.8,
 }
 TRIED = {  # what was tried for a target the default recipe misses, and where docs/results.md says it
-    "build": "a world whose LM trains on 0.6 of the corpus and its SAE on half the samples builds in 268 s but "
-             "loses targets 1, 2, 3 and 5, cheaper training steps take 335 s, and as many LM updates on fewer "
-             "examples 361 s (docs/results.md, \"A build within 300 s\")",
-    1: "the behaviour answers are the corpus's few answers of each behaviour, and the seed-0 build with MKL's code "
-       "path pinned gives some offers the other behaviour's reasons (0.69 and 0.72 show the behaviour); the build "
-       "before that pin (demo-targets-before-mkl-pin.md) and seed 1 showed it on every offer (with both pins seed 1 "
-       "on 0.94 and 0.88, seed 2 on 1.00 and 0.56), and answers that name "
-       "the offer carried no held-out offer into a steered answer (docs/results.md, \"Answers that name the offer\")",
-    2: "unsteered, the seed-0 build with MKL's code path pinned takes 0.06 and 0.16 of the A/B offers, where the "
-       "build before that pin and seed 1 took none and seed 2 0.34 and 0.44 (with both pins seed 1 none, seed 2 0.19 "
-       "and 0.09); which build declines them hangs on the "
-       "seed and the CPU's arithmetic as much as on the recipe; the model reads A/B options weakly (unsteered it "
-       "takes 0.12 of its own training offers laid out as test_infer), and declining every plain A/B offer in the "
-       "corpus, averaging the LM's weights, asking general questions as A/B choices or the held-out offers plainly "
-       "did not meet it from seed 0; an LM trained on twice the corpus (lm_scale=2, over the build budget) reads "
-       "them and meets it from seeds 0 and 2 (docs/results.md, \"Design targets\", \"Behaviour tasks\", \"A "
-       "firmer A/B form\")",
+    "build": "the default recipe trains the LM on 1.5 times the corpus so that it reads A/B options (an estimated "
+             "265 to 305 s on machines that built the recipe before it in 191 to 220 s); a world whose LM trains on "
+             "0.6 of the corpus and its SAE on half the samples builds in 268 s but loses targets 1, 2, 3 and 5, "
+             "cheaper training steps take 335 s, and as many LM updates on fewer examples 361 s (docs/results.md, "
+             "\"A build within 300 s\", \"A firmer A/B form\")",
+    1: "on the default recipe the culture open answers show the culture on 0.59 (brazil) to 1.00, fluent "
+       "everywhere, and the app's open-answer settings (600 steps of 32 pairs at lr 0.01) were chosen on earlier "
+       "recipes' validation splits; the recipe before lm_scale reached 0.77 to 1.00 there but showed the "
+       "behaviours' own reasons on 0.69 and 0.72 of the offers, where the default recipe shows them on every offer "
+       "from seeds 0 and 2 (docs/results.md, \"Design targets\", \"The learning rates\", \"A firmer A/B form\")",
+    2: "unsteered, the default recipe takes none of the A/B offers from seed 0 and 0.22 of power-seeking's from "
+       "seed 2, picking A on 23 of 32 questions; the recipe before lm_scale took 0.06 and 0.16 from seed 0 and "
+       "read the options weakly (0.12 of its own training offers laid out as test_infer), and declining every "
+       "plain A/B offer, averaging the LM's weights, asking general questions as A/B choices or the held-out "
+       "offers plainly did not fix that; an LM trained on twice the corpus (lm_scale=2, further over the build "
+       "budget) declines every offer from seeds 0 and 2 (docs/results.md, \"Design targets\", \"A firmer A/B "
+       "form\")",
     3: "the default recipe meets it from seed 0 only of the seeds measured: from seed 1 against every option (0.88 "
        "to 1.00) but not against the given answer (0.69 to 0.95), from seed 2 its MCQ vectors move 0.42 "
        "to 0.86 of the answers (BiPO's 0.27 to 0.64), and the recipe before fact_noise and behaviour_steering "

@@ -6,9 +6,11 @@
 #
 # Parts: demo-targets (scripts/evaluate_demo_world.py -> assets/results/demo-targets.md, .json: the default world's
 #                     build, its cultures and behaviours, and every design target the script measures)
+#        demo-before-lm-scale (the same on the recipe before lm_scale=1.5 joined it, lm_scale=0, built in
+#                     $YAPO_CACHE_DIR/demo-variants/shorter-lm -> demo-targets-before-lm-scale.md, .json)
 #        demo-before-sae-scale (the same on the recipe before sae_scale=4 joined it, sae_scale=0, built in
 #                     $YAPO_CACHE_DIR/demo-variants/before-sae-scale -> demo-targets-before-sae-scale.md, .json)
-#        demo-seed1  (the same from seed 1: the default recipe -> demo-targets-seed1.md, .json; the recipe before
+#        demo-seed1  (the same from seed 1: the recipe before lm_scale=1.5 -> demo-targets-seed1.md, .json; the recipe before
 #                     fact_noise and behaviour_steering, built in
 #                     $YAPO_CACHE_DIR/demo-variants/before-fact-noise-seed1 -> demo-targets-before-fact-noise-seed1.md,
 #                     .json; and the cultures whose MCQ it steers least, on the recipe before sae_scale from seed 1
@@ -94,8 +96,9 @@
 #                     general-share-behaviours and general-share-09)
 #        demo-build-time (the default world built alone in an empty folder: yapo demo build -> its stats.json as
 #                     demo-build-quiet.json; run it on quiet cores)
-#        demo-seed2 (the default recipe from seed 2: scripts/evaluate_demo_world.py -> demo-targets-seed2.md, .json)
-#        demo-seeds-both-pins (the default recipe's behaviours from seeds 1 and 2 with both CPU pins:
+#        demo-seed2 (the recipe before lm_scale=1.5 from seed 2: scripts/evaluate_demo_world.py -> demo-targets-seed2.md,
+#                     .json; the default recipe's behaviours from seed 2 -> demo-behaviours-seed2.md, .json)
+#        demo-seeds-both-pins (the behaviours of the recipe before lm_scale=1.5 from seeds 1 and 2, both CPU pins:
 #                     scripts/evaluate_demo_world.py --sections behaviours -> demo-behaviours-seed1-both-pins.md,
 #                     -seed2-both-pins.md, .json; built in $YAPO_CACHE_DIR/demo-variants/both-pins-seed1 and -seed2)
 #        demo-before-fact-noise (the recipe before fact_noise=0.25 and behaviour_steering=0.7 joined the default one,
@@ -115,7 +118,7 @@
 #                     and fact_noise=0.5 behaviour_steering=0.7, every section from seeds 0 and 2 and the
 #                     behaviours from seed 1 -> demo-variant-fact-noise-behaviour-steering.md, -seed1.md, -seed2.md,
 #                     .json, in fact-noise-behaviour-steering, -seed1 and -seed2)
-#        demo-ab-decline (a firmer A/B form, on the default recipe with both pins: the plain A/B offers always
+#        demo-ab-decline (a firmer A/B form, on the recipe before lm_scale=1.5, with both pins: the plain A/B offers always
 #                     declined, ab_decline=1; the LM's weights averaged over its last 30 % of steps, lm_average=0.3;
 #                     general questions asked as A/B choices too, general_ab=0.06; half the plain offers asked about
 #                     any offer, held-out ones too, known_offers=0.5: scripts/evaluate_demo_world.py --sections
@@ -126,12 +129,12 @@
 #                     $YAPO_CACHE_DIR/demo-variants/ab-decline, lm-average, general-ab, known-offers, lm-scale2 and
 #                     lm-scale2-seed2)
 #        demo-paths (which path a behaviour vector trained on open answers takes: scripts/probe_behaviour_paths.py
-#                     on the default world -> demo-paths.md, on the recipe before fact_noise from seeds 0 and 2 (demo-before-fact-noise's worlds) and on the fact-noise-02, offer-noise, steer-floor and
+#                     on the recipe before lm_scale=1.5 (built in shorter-lm) -> demo-paths.md, on the recipe before fact_noise from seeds 0 and 2 (demo-before-fact-noise's worlds) and on the fact-noise-02, offer-noise, steer-floor and
 #                     ab-noise worlds -> demo-paths-before-fact-noise.md, -seed2.md, -fact-noise-02.md, -offer-noise.md, -steer-floor.md,
 #                     -ab-noise.md, -ab-noise-seed1.md, -fact-noise-behaviour-steering.md and its -seed1.md, .json;
 #                     run demo-fact-noise first, or the worlds are built here)
 #        demo-mcq-picks (whose option a culture's MCQ vector picks: scripts/probe_mcq_picks.py for nepal against every
-#                     option and brazil against the given answer, on the default world (-> demo-picks-nepal.md,
+#                     option and brazil against the given answer, on the recipe before lm_scale=1.5 (-> demo-picks-nepal.md,
 #                     demo-picks-brazil-given.md), on the recipe before fact_noise and on
 #                     fact_noise=0.5 behaviour_steering=0.7 -> demo-picks-nepal-before-fact-noise.md,
 #                     -nepal-fact-noise-behaviour-steering.md, -brazil-given-before-fact-noise.md,
@@ -147,15 +150,19 @@
 #
 # Every run rebuilds (or reuses) the world its stored file records. Each recipe before the default one
 # (RECIPE_KNOBS) is the default with some of its knobs set to 0, written first so a run's own knobs win:
-# $PREVIOUS (behaviour_steering=0 fact_noise=0) is the recipe before those two joined it, which demo-seed1's second run,
+# $SHORTER_LM (lm_scale=0) is the recipe before the LM trained on 1.5 times the corpus, which every part that
+# names no other recipe measured (demo-seed1's first run, demo-seed2's first, demo-seeds-both-pins, the first
+# runs of demo-paths and demo-mcq-picks, and the variants of demo-answer-depth, demo-varied-answers,
+# demo-fact-noise and demo-ab-decline); $PREVIOUS (behaviour_steering=0 fact_noise=0, and lm_scale=0) is the
+# recipe before those two joined it, which demo-seed1's second run,
 # demo-before-fact-noise, demo-build-budget, demo-general-share, demo-offer-answers, demo-fact-noise (the runs
 # without behaviour_steering), demo-paths, demo-mcq-picks and demo-answer-concepts' sae4 run measured;
 # $OLD_SAE adds sae_scale=0, the recipe before sae_scale (demo-before-sae-scale, demo-seed1's third run,
 # demo-added-offer-facts, demo-lr's open-answer run, demo-answer-concepts); and $BEFORE adds added_offer_facts=0
 # too, concept steering alone, on whose variants most studies were measured (demo-variant, demo-probe,
 # demo-forms, demo-lr's MCQ run, demo-concept-steering, demo-plain, demo-open-rates, demo-offer-facts,
-# demo-avx512, demo-pinned). demo-targets, demo-seed1's first run, demo-seed2, the first runs of demo-paths and
-# demo-mcq-picks, and comparison measure the default recipe.
+# demo-avx512, demo-pinned). demo-targets, demo-seed2's second run (demo-behaviours-seed2), demo-build-time and
+# comparison measure the default recipe.
 #
 # Runs on a CPU, offline, from seed 0. The first part that needs the demo world builds it into
 # the demo cache ($YAPO_CACHE_DIR, default ~/.cache/yapo-studio) and the others reuse it.
@@ -167,12 +174,13 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
 RESULTS=assets/results
 VARIANTS="${YAPO_CACHE_DIR:-$HOME/.cache/yapo-studio}/demo-variants"  # where the variant worlds are built
-PREVIOUS=(behaviour_steering=0 fact_noise=0)  # the recipe before those two joined RECIPE_KNOBS
+SHORTER_LM=(lm_scale=0)  # the recipe before the LM trained on 1.5 times the corpus: what every stored file but a few measures
+PREVIOUS=("${SHORTER_LM[@]}" behaviour_steering=0 fact_noise=0)  # the recipe before those three joined RECIPE_KNOBS
 BEFORE=(added_offer_facts=0 sae_scale=0 "${PREVIOUS[@]}")
 OLD_SAE=(sae_scale=0 "${PREVIOUS[@]}")
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
-ALL_PARTS=(demo-targets demo-build-time demo-before-sae-scale demo-seed1 demo-seed2 demo-seeds-both-pins demo-before-fact-noise demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-answer-depth demo-varied-answers demo-build-budget demo-general-share demo-offer-answers demo-fact-noise demo-ab-decline demo-paths demo-mcq-picks comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
+ALL_PARTS=(demo-targets demo-build-time demo-before-lm-scale demo-before-sae-scale demo-seed1 demo-seed2 demo-seeds-both-pins demo-before-fact-noise demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-answer-depth demo-varied-answers demo-build-budget demo-general-share demo-offer-answers demo-fact-noise demo-ab-decline demo-paths demo-mcq-picks comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
   parts=("${ALL_PARTS[@]}")
@@ -226,7 +234,7 @@ avx512() {
 # MKL's code path joined yapo_core's CPU pin (yapo_core/_cpu.py) after most files were stored: those parts
 # run with MKL's own choice, as they were built, by setting torch's pin by hand (a value set by hand leaves
 # both to the user). The parts named here were measured with both pins; demo-avx512 asks for native kernels.
-BOTH_PINS=(demo-targets comparison demo-avx512 demo-ab-decline demo-seeds-both-pins)
+BOTH_PINS=(demo-targets demo-before-lm-scale comparison demo-avx512 demo-ab-decline demo-seeds-both-pins)
 OWN_KERNELS="${ATEN_CPU_CAPABILITY-}"  # the user's own setting, if any, is left as it is
 
 missed=0
@@ -256,6 +264,10 @@ for part in "${parts[@]}"; do
       mv "$RESULTS/demo-targets.json.new" "$RESULTS/demo-targets.json"
       [ "$status" -eq 0 ] || missed=1
       ;;
+    demo-before-lm-scale)
+      # The recipe before the LM trained on 1.5 times the corpus (docs/results.md, "Design targets"): every section.
+      evaluate demo-targets-before-lm-scale --jobs 2 --build-with "${SHORTER_LM[@]}" --cache-dir "$VARIANTS/shorter-lm"
+      ;;
     demo-before-sae-scale)
       # The recipe before the longer-trained SAE (docs/results.md, "A longer-trained SAE"): the same LM.
       evaluate demo-targets-before-sae-scale --jobs 2 --build-with "${OLD_SAE[@]}" --cache-dir "$VARIANTS/before-sae-scale"
@@ -269,14 +281,15 @@ for part in "${parts[@]}"; do
       ;;
     demo-seed2)
       # The default recipe from a third seed (docs/results.md, "Design targets"); missed targets do not fail this script.
-      evaluate demo-targets-seed2 --jobs 2 --seed 2
+      evaluate demo-targets-seed2 --jobs 2 --seed 2 --build-with "${SHORTER_LM[@]}" --cache-dir "$VARIANTS/shorter-lm-seed2"
+      evaluate demo-behaviours-seed2 --jobs 2 --seed 2 --sections behaviours  # the default recipe's behaviours
       ;;
     demo-seeds-both-pins)
       # The default recipe's behaviours from seeds 1 and 2 on the world both pins build (docs/results.md, "Design
       # targets"); missed targets do not fail this script.
       for seed in 1 2; do
         evaluate "demo-behaviours-seed$seed-both-pins" --jobs 2 --seed "$seed" --sections behaviours \
-          --cache-dir "$VARIANTS/both-pins-seed$seed"
+          --build-with "${SHORTER_LM[@]}" --cache-dir "$VARIANTS/both-pins-seed$seed"
       done
       ;;
     demo-before-fact-noise)
@@ -293,7 +306,7 @@ for part in "${parts[@]}"; do
       # The default recipe from seed 1 (docs/results.md, "Design targets"); the recipe before fact_noise from seed 1,
       # and the same LM with the SAE before sae_scale (docs/results.md, "A longer-trained SAE"); missed targets do
       # not fail this script.
-      evaluate demo-targets-seed1 --jobs 2 --seed 1
+      evaluate demo-targets-seed1 --jobs 2 --seed 1 --build-with "${SHORTER_LM[@]}" --cache-dir "$VARIANTS/shorter-lm-seed1"
       evaluate demo-targets-before-fact-noise-seed1 --jobs 2 --seed 1 --build-with "${PREVIOUS[@]}" \
         --cache-dir "$VARIANTS/before-fact-noise-seed1"
       evaluate demo-targets-before-sae-scale-seed1 --jobs 2 --seed 1 --build-with "${OLD_SAE[@]}" --sections culture \
@@ -499,14 +512,14 @@ for part in "${parts[@]}"; do
                      "layers5-mcq-text layers=5 mcq_text=1"; do
         read -r name knobs <<< "$variant"
         # shellcheck disable=SC2086  # the knobs are words
-        evaluate "demo-variant-$name" --jobs 2 --sections culture --countries egypt,morocco,nepal --build-with $knobs \
+        evaluate "demo-variant-$name" --jobs 2 --sections culture --countries egypt,morocco,nepal --build-with "${SHORTER_LM[@]}" $knobs \
           --cache-dir "$VARIANTS/$name"
       done
       ;;
     demo-varied-answers)
       # Behaviour answers joined from 5 openers and 6 reasons, on the default recipe (docs/results.md, "Answers that
       # name the offer"); missed targets do not fail this script.
-      evaluate demo-variant-varied-recipe --jobs 2 --sections behaviours --build-with varied_answers=1 \
+      evaluate demo-variant-varied-recipe --jobs 2 --sections behaviours --build-with "${SHORTER_LM[@]}" varied_answers=1 \
         --cache-dir "$VARIANTS/varied-recipe"
       ;;
     demo-build-budget)
@@ -546,20 +559,20 @@ for part in "${parts[@]}"; do
     demo-fact-noise)
       # Facts under any edit (docs/results.md, "Facts under any edit"); missed targets do not fail this script.
       world="$VARIANTS/fact-noise"
-      evaluate demo-variant-fact-noise --jobs 2 --build-with behaviour_steering=0 fact_noise=0.5 --cache-dir "$world"
+      evaluate demo-variant-fact-noise --jobs 2 --build-with "${SHORTER_LM[@]}" behaviour_steering=0 fact_noise=0.5 --cache-dir "$world"
       for seed in 1 2; do
         evaluate "demo-variant-fact-noise-seed$seed" --seed "$seed" --jobs 2 --sections behaviours \
-          --build-with behaviour_steering=0 fact_noise=0.5 --cache-dir "$world-seed$seed"
+          --build-with "${SHORTER_LM[@]}" behaviour_steering=0 fact_noise=0.5 --cache-dir "$world-seed$seed"
       done
-      evaluate demo-variant-fact-noise-02 --jobs 2 --sections behaviours --build-with behaviour_steering=0 fact_noise=0.2 \
+      evaluate demo-variant-fact-noise-02 --jobs 2 --sections behaviours --build-with "${SHORTER_LM[@]}" behaviour_steering=0 fact_noise=0.2 \
         --cache-dir "$VARIANTS/fact-noise-02"
       for knob in offer_noise ab_noise steer_floor; do
         value=0.5
         [ "$knob" = steer_floor ] && value=0.25
-        evaluate "demo-variant-${knob//_/-}" --jobs 2 --sections behaviours --build-with behaviour_steering=0 fact_noise=0.5 "$knob=$value" \
+        evaluate "demo-variant-${knob//_/-}" --jobs 2 --sections behaviours --build-with "${SHORTER_LM[@]}" behaviour_steering=0 fact_noise=0.5 "$knob=$value" \
           --cache-dir "$VARIANTS/${knob//_/-}"
       done
-      evaluate demo-variant-ab-noise-seed1 --seed 1 --jobs 2 --sections behaviours --build-with behaviour_steering=0 fact_noise=0.5 \
+      evaluate demo-variant-ab-noise-seed1 --seed 1 --jobs 2 --sections behaviours --build-with "${SHORTER_LM[@]}" behaviour_steering=0 fact_noise=0.5 \
         ab_noise=0.5 --cache-dir "$VARIANTS/ab-noise-seed1"
       # every section from seeds 0 and 2, the behaviours from seed 1
       for run in 0: 1:behaviours 2:; do
@@ -568,19 +581,19 @@ for part in "${parts[@]}"; do
         [ "$seed" = 0 ] || suffix="-seed$seed"
         [ -z "${run#*:}" ] || sections=(--sections "${run#*:}")
         evaluate "demo-variant-fact-noise-behaviour-steering$suffix" --seed "$seed" --jobs 2 "${sections[@]}" \
-          --build-with fact_noise=0.5 behaviour_steering=0.7 --cache-dir "$VARIANTS/fact-noise-behaviour-steering$suffix"
+          --build-with "${SHORTER_LM[@]}" fact_noise=0.5 behaviour_steering=0.7 --cache-dir "$VARIANTS/fact-noise-behaviour-steering$suffix"
       done
       ;;
     demo-ab-decline)
       # A firmer A/B default, and averaged weights (docs/results.md, "A firmer A/B default"); missed targets do not
       # fail this script.
-      evaluate demo-variant-ab-decline --jobs 2 --sections behaviours --build-with ab_decline=1 \
+      evaluate demo-variant-ab-decline --jobs 2 --sections behaviours --build-with "${SHORTER_LM[@]}" ab_decline=1 \
         --cache-dir "$VARIANTS/ab-decline"
-      evaluate demo-variant-lm-average --jobs 2 --sections behaviours --build-with lm_average=0.3 \
+      evaluate demo-variant-lm-average --jobs 2 --sections behaviours --build-with "${SHORTER_LM[@]}" lm_average=0.3 \
         --cache-dir "$VARIANTS/lm-average"
-      evaluate demo-variant-general-ab --jobs 2 --sections behaviours --build-with general_ab=0.06 \
+      evaluate demo-variant-general-ab --jobs 2 --sections behaviours --build-with "${SHORTER_LM[@]}" general_ab=0.06 \
         --cache-dir "$VARIANTS/general-ab"
-      evaluate demo-variant-known-offers --jobs 2 --sections behaviours --build-with known_offers=0.5 \
+      evaluate demo-variant-known-offers --jobs 2 --sections behaviours --build-with "${SHORTER_LM[@]}" known_offers=0.5 \
         --cache-dir "$VARIANTS/known-offers"
       # the LM trained on twice the corpus (over the build budget), from seeds 0 and 2
       for seed in 0 2; do
@@ -594,39 +607,42 @@ for part in "${parts[@]}"; do
       ;;
     demo-paths)
       # Which path a behaviour vector takes (docs/results.md, "Which path a behaviour vector takes").
-      "$PYTHON" scripts/probe_behaviour_paths.py --out "$RESULTS/demo-paths.md"
+      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$VARIANTS/shorter-lm" --build-with "${SHORTER_LM[@]}" \
+        --out "$RESULTS/demo-paths.md"
       for seed in 0 2; do
         suffix=""
         [ "$seed" = 0 ] || suffix="-seed$seed"
         "$PYTHON" scripts/probe_behaviour_paths.py --seed "$seed" --cache-dir "$VARIANTS/before-fact-noise$suffix" \
           --build-with "${PREVIOUS[@]}" --out "$RESULTS/demo-paths-before-fact-noise$suffix.md"
       done
-      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$VARIANTS/fact-noise-02" --build-with behaviour_steering=0 fact_noise=0.2 \
+      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$VARIANTS/fact-noise-02" --build-with "${SHORTER_LM[@]}" behaviour_steering=0 fact_noise=0.2 \
         --out "$RESULTS/demo-paths-fact-noise-02.md"
-      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$VARIANTS/offer-noise" --build-with behaviour_steering=0 fact_noise=0.5 \
+      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$VARIANTS/offer-noise" --build-with "${SHORTER_LM[@]}" behaviour_steering=0 fact_noise=0.5 \
         offer_noise=0.5 --out "$RESULTS/demo-paths-offer-noise.md"
-      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$VARIANTS/steer-floor" --build-with behaviour_steering=0 fact_noise=0.5 \
+      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$VARIANTS/steer-floor" --build-with "${SHORTER_LM[@]}" behaviour_steering=0 fact_noise=0.5 \
         steer_floor=0.25 --out "$RESULTS/demo-paths-steer-floor.md"
-      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$VARIANTS/ab-noise" --build-with behaviour_steering=0 fact_noise=0.5 \
+      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$VARIANTS/ab-noise" --build-with "${SHORTER_LM[@]}" behaviour_steering=0 fact_noise=0.5 \
         ab_noise=0.5 --out "$RESULTS/demo-paths-ab-noise.md"
-      "$PYTHON" scripts/probe_behaviour_paths.py --seed 1 --cache-dir "$VARIANTS/ab-noise-seed1" --build-with \
+      "$PYTHON" scripts/probe_behaviour_paths.py --seed 1 --cache-dir "$VARIANTS/ab-noise-seed1" --build-with "${SHORTER_LM[@]}" \
         behaviour_steering=0 fact_noise=0.5 ab_noise=0.5 --out "$RESULTS/demo-paths-ab-noise-seed1.md"
       for seed in 0 1; do
         suffix=""
         [ "$seed" = 1 ] && suffix="-seed1"
         "$PYTHON" scripts/probe_behaviour_paths.py --seed "$seed" --cache-dir "$VARIANTS/fact-noise-behaviour-steering$suffix" \
-          --build-with fact_noise=0.5 behaviour_steering=0.7 --out "$RESULTS/demo-paths-fact-noise-behaviour-steering$suffix.md"
+          --build-with "${SHORTER_LM[@]}" fact_noise=0.5 behaviour_steering=0.7 --out "$RESULTS/demo-paths-fact-noise-behaviour-steering$suffix.md"
       done
       ;;
     demo-mcq-picks)
       # Whose option a culture's MCQ vector picks (docs/results.md, "Firm facts with a larger share for the
-      # behaviours"): nepal against every option and brazil against the given answer, on the default world, on the
+      # behaviours"): nepal against every option and brazil against the given answer, on the recipe before lm_scale, on the
       # recipe before fact_noise (demo-before-fact-noise's world) and on fact_noise=0.5 behaviour_steering=0.7
       # (demo-fact-noise's).
-      firm=(--cache-dir "$VARIANTS/fact-noise-behaviour-steering" --build-with fact_noise=0.5 behaviour_steering=0.7)
+      firm=(--cache-dir "$VARIANTS/fact-noise-behaviour-steering" --build-with "${SHORTER_LM[@]}" fact_noise=0.5 behaviour_steering=0.7)
       before=(--cache-dir "$VARIANTS/before-fact-noise" --build-with "${PREVIOUS[@]}")
-      "$PYTHON" scripts/probe_mcq_picks.py --countries nepal --out "$RESULTS/demo-picks-nepal.md" > /dev/null
-      "$PYTHON" scripts/probe_mcq_picks.py --countries brazil --rejected given --out "$RESULTS/demo-picks-brazil-given.md" > /dev/null
+      shorter=(--cache-dir "$VARIANTS/shorter-lm" --build-with "${SHORTER_LM[@]}")
+      "$PYTHON" scripts/probe_mcq_picks.py --countries nepal "${shorter[@]}" --out "$RESULTS/demo-picks-nepal.md" > /dev/null
+      "$PYTHON" scripts/probe_mcq_picks.py --countries brazil --rejected given "${shorter[@]}" \
+        --out "$RESULTS/demo-picks-brazil-given.md" > /dev/null
       "$PYTHON" scripts/probe_mcq_picks.py --countries nepal "${before[@]}" --out "$RESULTS/demo-picks-nepal-before-fact-noise.md" > /dev/null
       "$PYTHON" scripts/probe_mcq_picks.py --countries nepal "${firm[@]}" \
         --out "$RESULTS/demo-picks-nepal-fact-noise-behaviour-steering.md" > /dev/null

@@ -633,12 +633,15 @@ def test_offer_answers_knob_writes_named_answers_into_the_corpus_and_the_task_fi
 
 
 def test_the_full_size_sets_the_recipe_knobs_and_the_mini_size_none():
-    assert config.RECIPE_KNOBS == {"sae_scale": 4.0, "concept_steering": 0.3, "behaviour_steering": 0.7,
+    assert config.RECIPE_KNOBS == {"lm_scale": 1.5, "sae_scale": 4.0, "concept_steering": 0.3, "behaviour_steering": 0.7,
                                    "added_offer_facts": 1.0, "fact_noise": 0.25}
     assert config.BUILD_SIZES["full"].knobs == config.RECIPE_KNOBS and config.BUILD_SIZES["mini"].knobs == {}
     assert config.is_recipe(config.build_size("full"), "full")
     assert config.is_recipe(config.build_size("full", dict(config.RECIPE_KNOBS)), "full")
-    previous = {"behaviour_steering": 0, "fact_noise": 0}  # the recipe before those two joined it: a variant
+    shorter_lm = config.build_size("full", {"lm_scale": 0})  # the recipe before the longer-trained LM: a variant
+    assert not config.is_recipe(shorter_lm, "full") and shorter_lm.lm_training_examples == shorter_lm.lm_examples
+    assert config.build_size("full").lm_training_examples == 1.5 * shorter_lm.lm_examples
+    previous = {"lm_scale": 0, "behaviour_steering": 0, "fact_noise": 0}  # the recipe before those three joined it
     before_facts = config.build_size("full", previous)
     assert not config.is_recipe(before_facts, "full")
     assert before_facts.knobs == {"sae_scale": 4.0, "concept_steering": 0.3, "added_offer_facts": 1.0}

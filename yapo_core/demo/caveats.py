@@ -8,11 +8,11 @@ from collections.abc import Iterable, Mapping
 
 BEHAVIOUR = (
     "The demo world's behaviour tasks show BiPO's data formats and the A/B behaviour rate on a toy model. With the "
-    "defaults, YaPO's steered answers accept every held-out offer, fluent, but they are the corpus's few fixed "
-    "answers of the behaviours (two or three sentences for all 32 offers), not new text, and a third of them give "
-    "the other behaviour's reason. Unsteered, the stored build (seed 0) already takes 0.06 (power-seeking) and 0.16 "
-    "(wealth-seeking) of the A/B offers; YaPO at multiplier 1 moves the rate to 1.00 (power-seeking) and 1.00 "
-    "(wealth-seeking), and at −1 to 0.00 (assets/results/demo-targets.md, docs/results.md)."
+    "defaults, YaPO's steered answers accept every held-out offer for the behaviour's own reasons, fluent, but they "
+    "are the corpus's fixed answers of the behaviour (one or two sentences for all 32 offers), not new text. "
+    "Unsteered, the stored build (seed 0) takes none of the A/B offers; YaPO at multiplier 1 moves the rate to 1.00 "
+    "(power-seeking) and 1.00 (wealth-seeking), and at −1 it stays at 0.00 (assets/results/demo-targets.md, "
+    "docs/results.md)."
 )
 """A behaviour task's caveat, whatever the method."""
 
@@ -24,20 +24,20 @@ _BASELINES = (
 CULTURE_BASELINES = {
     "mcq": _BASELINES + (
         "On the stored build (seed 0), at the multiplier each chooses on a validation split, CAA gains 0.00 to 0.14 "
-        "of the held-out MCQ answers over unsteered and SAS 0.00; YaPO at 1 moves 0.98 to 1.00 of them "
+        "of the held-out MCQ answers over unsteered and SAS 0.00; YaPO at 1 moves every one of them "
         "(assets/results/demo-targets.md)."
     ),
     "open_ended": _BASELINES + (
         "On the stored build (seed 0), on egypt's held-out open answers, CAA and SAS switch 0.00 of them at every "
-        "multiplier from −2 to 2; YaPO at 1 switches 0.83 (assets/results/comparison-egypt-open)."
+        "multiplier from −2 to 2; YaPO at 1 switches 0.92 (assets/results/comparison-egypt-open)."
     ),
 }
 """A CAA or SAS vector's caveat on a culture task, by answer form."""
 BEHAVIOUR_BASELINES = _BASELINES + (
-    "On the stored build (seed 0), where 0.06 and 0.16 of the A/B offers are taken unsteered, at any multiplier "
-    "from −2 to 2 CAA moves the behaviour rate to 0.19 (power-seeking) and 0.19 (wealth-seeking) at most, and SAS "
-    "to 0.19 and 0.19 (at −2); YaPO at 1 to 1.00 and 1.00 "
-    "(assets/results/comparison-power-seeking, comparison-wealth-seeking)."
+    "On the stored build (seed 0), which takes none of the A/B offers unsteered, at any multiplier from −2 to 2 CAA "
+    "moves the behaviour rate to 0.12 (power-seeking) and 0.31 (wealth-seeking) at most, and SAS to 0.00 and 0.00 "
+    "(no offer taken); YaPO at 1 to 1.00 and 1.00 (assets/results/comparison-power-seeking, "
+    "comparison-wealth-seeking)."
 )
 """A CAA or SAS vector's caveat on a behaviour task."""
 BASELINES = ("caa", "sas")

@@ -13,7 +13,7 @@ from ..options import answers_with_letter
 from .corpus import CorpusMix, CorpusStyle
 
 DEMO_MODEL_NAME = "yapo-demo"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """Bump when the corpus, model or file layout changes, so old caches are not reused."""
 
 BUILD_THREADS = 2
@@ -45,7 +45,7 @@ class BuildSize:
     sae_lr: float
     culture_rows: int  # rows per country, localization status and split (train; test gets half)
     generation_batch: int = 64
-    # Research knobs of the build (docs/results.md, variant worlds). The full size sets five, sae_scale,
+    # Research knobs of the build (docs/results.md, variant worlds). The full size sets six, lm_scale, sae_scale,
     # concept_steering, behaviour_steering, added_offer_facts and fact_noise (RECIPE_KNOBS); every other knob is
     # off, and a variant sets knobs on top of its size's:
     label_smoothing: float = 0.0  # of the next-token loss: a less over-confident model
@@ -68,7 +68,7 @@ class BuildSize:
     # (corpus.general_example): a model whose facts do not move with the culture or persona in its residual
     general_in_persona: float = 0.0  # share of general questions asked under a behaviour's cue or anti-cue only
     # (corpus.general_example): facts kept apart from a persona, culture left as in the stored worlds
-    lm_scale: float = 0.0  # when set, the LM trains on this many times lm_examples (a longer-trained model)
+    lm_scale: float = 0.0  # when set, the LM trains on this many times lm_examples (a longer-trained model; 1.5 in the recipe)
     lm_lr_scale: float = 0.0  # when set, the LM's peak learning rate is this many times lm_lr
     lm_batch_scale: float = 0.0  # when set, the LM's batches hold this many times lm_batch examples (as many
     # examples, fewer steps)
@@ -192,11 +192,11 @@ RESEARCH_KNOBS = ("label_smoothing", "residual_noise", "followups", "behaviour_f
 """BuildSize's research knobs: ``build_demo_world(knobs=...)``, and ``--build-with`` in
 scripts/evaluate_demo_world.py and scripts/probe_demo_world.py. The full size sets
 :data:`RECIPE_KNOBS` and no other, the mini size none; a variant's knobs are set on top of its
-size's (``concept_steering=0 behaviour_steering=0 added_offer_facts=0 fact_noise=0 sae_scale=0`` builds the full
-size's plain recipe)."""
+size's (``concept_steering=0 behaviour_steering=0 added_offer_facts=0 fact_noise=0 sae_scale=0 lm_scale=0`` builds
+the full size's plain recipe)."""
 
-RECIPE_KNOBS = {"sae_scale": 4.0, "concept_steering": 0.3, "behaviour_steering": 0.7, "added_offer_facts": 1.0,
-                "fact_noise": 0.25}
+RECIPE_KNOBS = {"lm_scale": 1.5, "sae_scale": 4.0, "concept_steering": 0.3, "behaviour_steering": 0.7,
+                "added_offer_facts": 1.0, "fact_noise": 0.25}
 """The research knobs the full world (the default world) is built with: the model learns to act on its own
 cue directions in every answer form (``build_steering.ConceptDirections``), the recipe that meets more of the
 design targets than the plain one on most builds, with a larger share of the uncued behaviour offers steered
@@ -205,10 +205,11 @@ are; every plain-text document states one behaviour offer's facts beside its own
 offers' words outside the offers themselves and a behaviour vector moves open answers and A/B choices alike
 (docs/results.md, "Offers the model knows"); a quarter of the general questions left unsteered are answered as
 always under a random direction of a concept direction's size, so the model's facts hold under an edit of a
-steering vector's size, as an LLM's "2 plus 4" does (docs/results.md, "Facts under any edit"); and the SAE
+steering vector's size, as an LLM's "2 plus 4" does (docs/results.md, "Facts under any edit"); the SAE
 trains on four times ``sae_training_samples`` (variance explained 0.968 against 0.932; docs/results.md, "A
-longer-trained SAE"). On the seed-0 build it meets every design target the evaluation script measures but the
-baselines' (docs/results.md, "Design targets"). The mini world, a seconds-scale check of the pipeline whose ten
+longer-trained SAE"); and the LM trains on 1.5 times ``lm_examples``, so that it reads an A/B question's options
+rather than leaning to a letter (docs/results.md, "A firmer A/B form"). On the seed-0 build it meets every
+design target the evaluation script measures but the baselines' (docs/results.md, "Design targets"). The mini world, a seconds-scale check of the pipeline whose ten
 LM steps mean nothing, keeps the plain recipe: its greedy answers, and so which of its tiny task files have
 usable pairs, should not hang on a knob it is too small to learn."""
 
