@@ -7,7 +7,7 @@
 # Parts: demo-targets (scripts/evaluate_demo_world.py -> assets/results/demo-targets.md, .json: the default world's
 #                     build, its cultures and behaviours, and every design target the script measures)
 #        demo-before-lm-scale (the same on the recipe before lm_scale=1.5 joined it, lm_scale=0, built in
-#                     $YAPO_CACHE_DIR/demo-variants/shorter-lm -> demo-targets-before-lm-scale.md, .json)
+#                     $YAPO_CACHE_DIR/demo-variants/before-lm-scale -> demo-targets-before-lm-scale.md, .json)
 #        demo-before-sae-scale (the same on the recipe before sae_scale=4 joined it, sae_scale=0, built in
 #                     $YAPO_CACHE_DIR/demo-variants/before-sae-scale -> demo-targets-before-sae-scale.md, .json)
 #        demo-seed1  (the same from seed 1: the recipe before lm_scale=1.5 -> demo-targets-seed1.md, .json; the recipe before
@@ -95,7 +95,7 @@
 #                     built in $YAPO_CACHE_DIR/demo-variants/general-share, general-share-seed1,
 #                     general-share-behaviours and general-share-09)
 #        demo-build-time (the default world built alone in an empty folder: yapo demo build -> its stats.json as
-#                     demo-build-quiet.json; run it on quiet cores)
+#                     demo-build-quiet.json; run it on quiet cores; the stored file is the recipe before lm_scale's)
 #        demo-seed2 (the recipe before lm_scale=1.5 from seed 2: scripts/evaluate_demo_world.py -> demo-targets-seed2.md,
 #                     .json; the default recipe's behaviours from seed 2 -> demo-behaviours-seed2.md, .json)
 #        demo-seeds-both-pins (the behaviours of the recipe before lm_scale=1.5 from seeds 1 and 2, both CPU pins:
@@ -129,7 +129,7 @@
 #                     $YAPO_CACHE_DIR/demo-variants/ab-decline, lm-average, general-ab, known-offers, lm-scale2 and
 #                     lm-scale2-seed2)
 #        demo-paths (which path a behaviour vector trained on open answers takes: scripts/probe_behaviour_paths.py
-#                     on the recipe before lm_scale=1.5 (built in shorter-lm) -> demo-paths.md, on the recipe before fact_noise from seeds 0 and 2 (demo-before-fact-noise's worlds) and on the fact-noise-02, offer-noise, steer-floor and
+#                     on the recipe before lm_scale=1.5 (built in before-lm-scale) -> demo-paths.md, on the recipe before fact_noise from seeds 0 and 2 (demo-before-fact-noise's worlds) and on the fact-noise-02, offer-noise, steer-floor and
 #                     ab-noise worlds -> demo-paths-before-fact-noise.md, -seed2.md, -fact-noise-02.md, -offer-noise.md, -steer-floor.md,
 #                     -ab-noise.md, -ab-noise-seed1.md, -fact-noise-behaviour-steering.md and its -seed1.md, .json;
 #                     run demo-fact-noise first, or the worlds are built here)
@@ -266,7 +266,7 @@ for part in "${parts[@]}"; do
       ;;
     demo-before-lm-scale)
       # The recipe before the LM trained on 1.5 times the corpus (docs/results.md, "Design targets"): every section.
-      evaluate demo-targets-before-lm-scale --jobs 2 --build-with "${SHORTER_LM[@]}" --cache-dir "$VARIANTS/shorter-lm"
+      evaluate demo-targets-before-lm-scale --jobs 2 --build-with "${SHORTER_LM[@]}" --cache-dir "$VARIANTS/before-lm-scale"
       ;;
     demo-before-sae-scale)
       # The recipe before the longer-trained SAE (docs/results.md, "A longer-trained SAE"): the same LM.
@@ -281,7 +281,7 @@ for part in "${parts[@]}"; do
       ;;
     demo-seed2)
       # The default recipe from a third seed (docs/results.md, "Design targets"); missed targets do not fail this script.
-      evaluate demo-targets-seed2 --jobs 2 --seed 2 --build-with "${SHORTER_LM[@]}" --cache-dir "$VARIANTS/shorter-lm-seed2"
+      evaluate demo-targets-seed2 --jobs 2 --seed 2 --build-with "${SHORTER_LM[@]}" --cache-dir "$VARIANTS/before-lm-scale-seed2"
       evaluate demo-behaviours-seed2 --jobs 2 --seed 2 --sections behaviours  # the default recipe's behaviours
       ;;
     demo-seeds-both-pins)
@@ -306,7 +306,7 @@ for part in "${parts[@]}"; do
       # The default recipe from seed 1 (docs/results.md, "Design targets"); the recipe before fact_noise from seed 1,
       # and the same LM with the SAE before sae_scale (docs/results.md, "A longer-trained SAE"); missed targets do
       # not fail this script.
-      evaluate demo-targets-seed1 --jobs 2 --seed 1 --build-with "${SHORTER_LM[@]}" --cache-dir "$VARIANTS/shorter-lm-seed1"
+      evaluate demo-targets-seed1 --jobs 2 --seed 1 --build-with "${SHORTER_LM[@]}" --cache-dir "$VARIANTS/before-lm-scale-seed1"
       evaluate demo-targets-before-fact-noise-seed1 --jobs 2 --seed 1 --build-with "${PREVIOUS[@]}" \
         --cache-dir "$VARIANTS/before-fact-noise-seed1"
       evaluate demo-targets-before-sae-scale-seed1 --jobs 2 --seed 1 --build-with "${OLD_SAE[@]}" --sections culture \
@@ -607,7 +607,7 @@ for part in "${parts[@]}"; do
       ;;
     demo-paths)
       # Which path a behaviour vector takes (docs/results.md, "Which path a behaviour vector takes").
-      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$VARIANTS/shorter-lm" --build-with "${SHORTER_LM[@]}" \
+      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$VARIANTS/before-lm-scale" --build-with "${SHORTER_LM[@]}" \
         --out "$RESULTS/demo-paths.md"
       for seed in 0 2; do
         suffix=""
@@ -639,7 +639,7 @@ for part in "${parts[@]}"; do
       # (demo-fact-noise's).
       firm=(--cache-dir "$VARIANTS/fact-noise-behaviour-steering" --build-with "${SHORTER_LM[@]}" fact_noise=0.5 behaviour_steering=0.7)
       before=(--cache-dir "$VARIANTS/before-fact-noise" --build-with "${PREVIOUS[@]}")
-      shorter=(--cache-dir "$VARIANTS/shorter-lm" --build-with "${SHORTER_LM[@]}")
+      shorter=(--cache-dir "$VARIANTS/before-lm-scale" --build-with "${SHORTER_LM[@]}")
       "$PYTHON" scripts/probe_mcq_picks.py --countries nepal "${shorter[@]}" --out "$RESULTS/demo-picks-nepal.md" > /dev/null
       "$PYTHON" scripts/probe_mcq_picks.py --countries brazil --rejected given "${shorter[@]}" \
         --out "$RESULTS/demo-picks-brazil-given.md" > /dev/null
