@@ -68,7 +68,7 @@ class BuildSize:
     # (corpus.general_example): a model whose facts do not move with the culture or persona in its residual
     general_in_persona: float = 0.0  # share of general questions asked under a behaviour's cue or anti-cue only
     # (corpus.general_example): facts kept apart from a persona, culture left as in the stored worlds
-    lm_scale: float = 0.0  # when set, the LM trains on this many times lm_examples (a longer-trained model; 1.5 in the recipe)
+    lm_scale: float = 0.0  # when set, the LM trains on this many times lm_examples (a longer-trained model)
     lm_lr_scale: float = 0.0  # when set, the LM's peak learning rate is this many times lm_lr
     lm_batch_scale: float = 0.0  # when set, the LM's batches hold this many times lm_batch examples (as many
     # examples, fewer steps)
