@@ -37,28 +37,12 @@ from yapo_core.training import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import world_pool  # noqa: E402
-from choose_open_lr import choose_best, load_world, world_arguments, write_report  # noqa: E402
+from choose_open_lr import choose_best, label, load_world, parse_candidates, world_arguments, write_report  # noqa: E402
 from evaluate_demo_world import capability_at, general  # noqa: E402
 
 VALIDATION = 0.2
 CANDIDATES = "0.01:600:32,0.01:1200:16"
 CONSTRUCTIONS = ("every_option", "given")  # the app's MCQ pairs; the papers' (the given rejected answer only)
-
-
-def parse_candidates(text: str) -> list[tuple[float, int, int]]:
-    """``"0.01:1200:16,..."`` as ``[(lr, steps, batch), ...]``."""
-    out = []
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        fields = part.split(":")
-        if len(fields) != 3:
-            raise ValueError(f"candidate {part!r}: write LR:STEPS:BATCH, e.g. 0.01:1200:16")
-        out.append((float(fields[0]), int(fields[1]), int(fields[2])))
-    return out
-
-
-def label(candidate: tuple[float, int, int]) -> str:
-    lr, steps, batch = candidate
-    return f"lr {lr:g}, {steps} steps, batch {batch}"
 
 
 def candidate_row(world, model, tokenizer, sae, country: str, method: str, candidate, rejected: str) -> dict:

@@ -1,20 +1,24 @@
-"""Choose the demo world's learning rate for open answers on validation data, never on the test split.
+"""Choose the demo world's training settings for open answers on validation data, never on the test split.
 
-    python scripts/choose_open_lr.py --out assets/results/demo-open-lr.md    # about 18 min
-    python scripts/choose_open_lr.py --size mini --steps 2 --lrs 0.01        # checks the script in seconds
+    python scripts/choose_open_lr.py --jobs 2 --out assets/results/demo-open-lr.md    # about 30 min on 2 cores
+    python scripts/choose_open_lr.py --size mini --steps 2 --lrs 0.01                 # checks the script in seconds
 
-Each open-answer task of the demo world (the behaviours, and the open-ended form of ``--countries``)
+A candidate is a learning rate, a number of steps and a batch size (``LR:STEPS:BATCH``; ``--lrs``
+is the shorthand for rates at the demo's steps and batch, ``yapo_core.demo.OPEN_TRAINING``). Each
+open-answer task of the demo world (the behaviours, and the open-ended form of ``--countries``)
 has its training pairs split 75/25 (seeded; a behaviour's by whole offers, as its test split holds
-out whole offers, so validation asks about offers never trained on): YaPO and BiPO vectors are trained on the 75 % at each
-learning rate of ``--lrs`` with the demo's other settings (``yapo_core.demo.OPEN_TRAINING``: 600
-steps, every token steered), and the held-out 25 % of prompts are answered greedily at multiplier 1.
-A reply is *good* when it is fluent (:func:`yapo_core.replies.is_fluent`) and shows the target
-(for a behaviour, it accepts the offer for this behaviour's reasons: ``Behaviour.shows``, the test
-of ``scripts/evaluate_demo_world.py``; for a culture, the culture's answer). The chosen rate is the
-one with the highest mean good share over every task, for each method (the smaller on a tie): the
-candidates for ``yapo_core.demo.OPEN_TRAINING`` (YaPO's) and ``OPEN_TRAINING_DENSE`` (BiPO's),
-which the app adopts once ``scripts/evaluate_demo_world.py`` has measured them on the test splits.
-The default rates stop at 0.01, 20x the public runs' 5e-4 (the demo world's design target 6).
+out whole offers, so validation asks about offers never trained on): YaPO and BiPO vectors are
+trained on the 75 % with each candidate (20 warm-up steps, every token steered), and the held-out
+25 % of prompts are answered greedily at multiplier 1. A reply is *good* when it is fluent
+(:func:`yapo_core.replies.is_fluent`) and shows the target (for a behaviour, it accepts the offer
+for this behaviour's reasons: ``Behaviour.shows``, the test of ``scripts/evaluate_demo_world.py``;
+for a culture, the culture's answer). The chosen candidate is the one with the highest mean good
+share over every task, for each method (on a tie, the one that reads the fewest training examples,
+steps x batch, then the smaller rate): the candidates for ``yapo_core.demo.OPEN_TRAINING`` (YaPO's)
+and ``OPEN_TRAINING_DENSE`` (BiPO's), which the app adopts once ``scripts/evaluate_demo_world.py``
+has measured them on the test splits. The default candidates stop at 0.01, 20x the public runs'
+5e-4 (the demo world's design target 6); at that rate, more steps move a vector further.
+``--jobs 2`` measures on two worker processes (:mod:`world_pool`), half the time on 2 cores.
 """
 
 from __future__ import annotations
@@ -38,6 +42,23 @@ import world_pool  # noqa: E402
 
 TOKENS = 48
 VALIDATION = 0.25  # the behaviours' test share of offers (corpus.split_behaviour_keys)
+LRS = (0.005, 0.007, 0.01)
+
+
+def parse_candidates(text: str) -> list[tuple[float, int, int]]:
+    """``"0.01:1200:16,..."`` as ``[(lr, steps, batch), ...]``."""
+    out = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        fields = part.split(":")
+        if len(fields) != 3:
+            raise ValueError(f"candidate {part!r}: write LR:STEPS:BATCH, e.g. 0.01:1200:16")
+        out.append((float(fields[0]), int(fields[1]), int(fields[2])))
+    return out
+
+
+def label(candidate: tuple[float, int, int]) -> str:
+    lr, steps, batch = candidate
+    return f"lr {lr:g}, {steps} steps, batch {batch}"
 
 
 def open_tasks(world, countries: list[str]) -> dict:
@@ -51,33 +72,44 @@ def open_tasks(world, countries: list[str]) -> dict:
                               lambda pair, reply, b=behaviour: b.shows(reply),
                               lambda pair, b=behaviour: b.offer_of(pair.prompt))
     for country in countries:
-        out[f"culture-{country} (open)"] = (
+        out[culture_task(country)] = (
             list(world.culture(country).pairs("train", form="open_ended")),
             lambda pair, reply: pair.chosen.split(".")[0].lower() in reply.lower(),  # "Koshari" opens the answer
             None)
     return out
 
 
-def measure(model, tokenizer, sae, tasks: dict, lrs: list[float], steps: int | None) -> list[dict]:
-    rows = []
-    for name, (pairs, shows, group) in tasks.items():
-        fit, held = split_pairs(pairs, VALIDATION, seed=0, group=group)
-        for method in ("yapo", "bipo"):
-            for lr in lrs:
-                settings = {**OPEN_TRAINING, "lr": lr, **({"max_steps": steps} if steps else {})}
-                vector = make_vector(method, model, tokenizer, fit, sae=sae, config=TrainConfig(epochs=10_000, **settings))
-                replies = [r[1.0] for r in generate(model, tokenizer, [p.prompt for p in held], vector, [1.0], sae=sae,
-                                                    max_new_tokens=TOKENS)]
-                fluent = [is_fluent(tokenizer, r, TOKENS) for r in replies]
-                shown = [shows(p, r) for p, r in zip(held, replies)]
-                row = {"task": name, "method": method, "lr": lr, "n_validation": len(held),
-                       "norm": round(vector.norm(), 2), "fluent": sum(fluent) / len(held),
-                       "shows": sum(shown) / len(held), "good": sum(f and s for f, s in zip(fluent, shown)) / len(held),
-                       "example": replies[0]}
-                rows.append(row)
-                print(f"{name} {method} lr {lr:g}: fluent {row['fluent']:.2f}, shows {row['shows']:.2f}, "
-                      f"good {row['good']:.2f}", file=sys.stderr, flush=True)
-    return rows
+def culture_task(country: str) -> str:
+    return f"culture-{country} (open)"
+
+
+def candidate_row(world, model, tokenizer, sae, name: str, method: str, candidate) -> dict:
+    """One validation figure: ``method``'s vector for the open-answer task ``name`` trained with
+    ``candidate`` on its first part, its held-out prompts answered at multiplier 1."""
+    countries = [c for c in corpus.TARGET_COUNTRIES if culture_task(c) == name]
+    pairs, shows, group = open_tasks(world, countries)[name]
+    fit, held = split_pairs(pairs, VALIDATION, seed=0, group=group)
+    lr, steps, batch = candidate
+    settings = {**OPEN_TRAINING, "lr": lr, "max_steps": steps, "batch_size": batch}
+    vector = make_vector(method, model, tokenizer, fit, sae=sae, config=TrainConfig(epochs=10_000, **settings))
+    replies = [r[1.0] for r in generate(model, tokenizer, [p.prompt for p in held], vector, [1.0], sae=sae,
+                                        max_new_tokens=TOKENS)]
+    fluent = [is_fluent(tokenizer, r, TOKENS) for r in replies]
+    shown = [shows(p, r) for p, r in zip(held, replies)]
+    row = {"task": name, "method": method, "lr": lr, "steps": steps, "batch": batch, "n_validation": len(held),
+           "norm": round(vector.norm(), 2), "fluent": sum(fluent) / len(held),
+           "shows": sum(shown) / len(held), "good": sum(f and s for f, s in zip(fluent, shown)) / len(held),
+           "example": replies[0]}
+    print(f"{name} {method} {label(candidate)}: fluent {row['fluent']:.2f}, shows {row['shows']:.2f}, "
+          f"good {row['good']:.2f}, norm {row['norm']:g}", file=sys.stderr, flush=True)
+    return row
+
+
+def measure(loaded: tuple, where: tuple, names: list[str], candidates, methods=("yapo", "bipo"),
+            jobs: int = 1) -> list[dict]:
+    """Every :func:`candidate_row`, run on ``jobs`` worker processes (:mod:`world_pool`)."""
+    tasks = [(candidate_row, (name, method, c)) for name in names for method in methods for c in candidates]
+    return world_pool.run(tasks, jobs, loaded, where, cost=lambda t: t[1][2][1] * (1 + t[1][2][2] / 32))
 
 
 def choose_best(rows: list[dict], candidates: list, key, score: str, tiebreak) -> dict[str, tuple]:
@@ -95,27 +127,30 @@ def choose_best(rows: list[dict], candidates: list, key, score: str, tiebreak) -
     return out
 
 
-def choose(rows: list[dict], lrs: list[float]) -> dict[str, tuple[float, dict[float, float]]]:
-    """For each method, the learning rate with the best mean good share over the tasks (the smaller
-    on a tie) and every rate's mean."""
-    return choose_best(rows, lrs, key=lambda r: r["lr"], score="good", tiebreak=lambda lr: lr)
+def choose(rows: list[dict], candidates) -> dict[str, tuple[tuple[float, int, int], dict]]:
+    """For each method, the candidate with the best mean good share over the tasks (on a tie, the
+    fewest steps x batch, then the smaller rate) and every candidate's mean."""
+    return choose_best(rows, candidates, key=lambda r: (r["lr"], r["steps"], r["batch"]), score="good",
+                       tiebreak=lambda c: (c[1] * c[2], c[0]))
 
 
 def report(rows: list[dict], chosen: dict, world) -> str:
-    lines = [f"## The demo's learning rate for open answers, chosen on validation data (world `{world.root.name}`)", "",
-             f"Written by `python scripts/choose_open_lr.py`. Training pairs split {1 - VALIDATION:.0%} / "
-             f"{VALIDATION:.0%} (seed 0; a behaviour's by whole offers, as its test split holds out whole offers); vectors trained on the first part with the demo's open-answer settings "
-             f"({OPEN_TRAINING['max_steps']} steps) at each learning rate; the held-out prompts answered greedily "
-             f"at multiplier 1, every token steered. *Good*: fluent and showing the target.", "",
-             "| task | method | lr | validation prompts | vector norm | fluent | shows | good | a reply |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"## The demo's training settings for open answers, chosen on validation data (world `{world.root.name}`)",
+             "", f"Written by `python scripts/choose_open_lr.py`. Training pairs split {1 - VALIDATION:.0%} / "
+             f"{VALIDATION:.0%} (seed 0; a behaviour's by whole offers, as its test split holds out whole offers); "
+             f"vectors trained on the first part with each candidate ({OPEN_TRAINING['warmup_steps']} warm-up "
+             "steps); the held-out prompts answered greedily at multiplier 1, every token steered. *Good*: fluent "
+             "and showing the target.", "",
+             "| task | method | lr | steps | batch | validation prompts | vector norm | fluent | shows | good | a reply |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['task']} | {r['method']} | {r['lr']:g} | {r['n_validation']} | {r['norm']:g} | "
-                     f"{r['fluent']:.2f} | {r['shows']:.2f} | {r['good']:.2f} | {r['example'][:60]!r} |")
+        lines.append(f"| {r['task']} | {r['method']} | {r['lr']:g} | {r['steps']} | {r['batch']} | {r['n_validation']} "
+                     f"| {r['norm']:g} | {r['fluent']:.2f} | {r['shows']:.2f} | {r['good']:.2f} | "
+                     f"{r['example'][:60]!r} |")
     lines.append("")
-    for method, (lr, means) in chosen.items():
-        lines.append(f"- {method}: mean good share per learning rate "
-                     + ", ".join(f"{rate:g}: {m:.2f}" for rate, m in means.items()) + f". **Chosen: {lr:g}.**")
+    for method, (c, means) in chosen.items():
+        lines.append(f"- {method}: mean good share per candidate "
+                     + "; ".join(f"{label(k)}: {m:.2f}" for k, m in means.items()) + f". **Chosen: {label(c)}.**")
     return "\n".join(lines) + "\n"
 
 
@@ -151,18 +186,40 @@ def write_report(out: str | None, text: str, figures: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lrs", default="0.005,0.007,0.01", help="learning rates to compare, comma-separated")
+    parser.add_argument("--candidates", default=None, help="LR:STEPS:BATCH, comma-separated (default: --lrs)")
+    parser.add_argument("--lrs", default=",".join(f"{lr:g}" for lr in LRS),
+                        help="learning rates at the demo's steps and batch, comma-separated (when no --candidates)")
+    parser.add_argument("--steps", type=int, default=None, help="the steps of every --lrs rate (default: the demo's)")
     parser.add_argument("--countries", default="egypt", help="cultures whose open answers are measured")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's)")
+    parser.add_argument("--methods", default="yapo,bipo", help="yapo, bipo or both (the default)")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes, one thread each (default 1: run here)")
     world_arguments(parser)
     args = parser.parse_args(argv)
-    lrs = [float(x) for x in args.lrs.split(",") if x.strip()]
-    world, model, tokenizer, sae = load_world(parser, args)
+    try:
+        candidates = parse_candidates(args.candidates) if args.candidates else [
+            (float(x), args.steps or OPEN_TRAINING["max_steps"], OPEN_TRAINING["batch_size"])
+            for x in args.lrs.split(",") if x.strip()]
+    except ValueError as e:
+        parser.error(f"--candidates: {e}")
+    if not candidates:
+        parser.error("--candidates: name at least one LR:STEPS:BATCH")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods or set(methods) - {"yapo", "bipo"}:
+        parser.error(f"--methods {args.methods!r}: use yapo, bipo or yapo,bipo")
     countries = [c.strip() for c in args.countries.split(",") if c.strip()]
-    rows = measure(model, tokenizer, sae, open_tasks(world, countries), lrs, args.steps)
-    chosen = choose(rows, lrs)
+    if set(countries) - set(corpus.TARGET_COUNTRIES):
+        parser.error(f"--countries {args.countries!r}: use some of {', '.join(corpus.TARGET_COUNTRIES)}")
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: use 1 or more worker processes")
+    loaded = load_world(parser, args)
+    world = loaded[0]
+    names = list(open_tasks(world, countries))
+    where = (args.cache_dir, args.seed, args.size, parse_knobs(args.build_with or []))
+    rows = measure(loaded, where, names, candidates, methods, args.jobs)
+    chosen = choose(rows, candidates)
     write_report(args.out, report(rows, chosen, world), {
-        "chosen": {m: lr for m, (lr, _) in chosen.items()}, "means": {m: means for m, (_, means) in chosen.items()},
+        "chosen": {m: dict(zip(("lr", "max_steps", "batch_size"), c)) for m, (c, _) in chosen.items()},
+        "means": {m: {label(k): v for k, v in means.items()} for m, (_, means) in chosen.items()},
         "rows": rows, "world": world.root.name})
     return 0
 

@@ -95,8 +95,9 @@ BUILD_TARGETS = {
     "SAE variance explained >= 0.8": lambda s: s["sae"]["variance_explained"] >= 0.8,
 }
 TRIED = {  # what was tried for a target the default recipe misses, and where docs/results.md says it
-    "build": "the default recipe trains the LM on 1.5 times the corpus so that it reads A/B options (an estimated "
-             "256 to 297 s on machines that built the recipe before it in 191 to 220 s); a world whose LM trains on "
+    "build": "the default recipe trains the LM on 1.5 times the corpus so that it reads A/B options (770 s on "
+             "quiet cores of an AMD EPYC; an estimated 256 to 297 s on machines that built the recipe before it in 191 "
+             "to 220 s); a world whose LM trains on "
              "0.6 of the corpus and its SAE on half the samples builds in 268 s but loses targets 1, 2, 3 and 5, "
              "cheaper training steps take 335 s, and as many LM updates on fewer examples 361 s (docs/results.md, "
              "\"A build within 300 s\", \"A firmer A/B form\")",

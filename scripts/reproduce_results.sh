@@ -31,6 +31,9 @@
 #        demo-lr     (scripts/choose_open_lr.py -> demo-open-lr.md, .json: the open-answer learning rates, and
 #                     scripts/choose_mcq_lr.py -> demo-mcq-lr.md, .json: the MCQ training settings, chosen on
 #                     validation splits of the training pairs of the recipe before sae_scale and of concept steering alone)
+#        demo-open-steps (scripts/choose_open_lr.py --methods yapo on the default world, every culture and behaviour,
+#                     at lr 0.01 with 600, 900 and 1200 steps of 32 pairs and 1200 of 16 -> demo-open-steps.md, .json:
+#                     YaPO's open-answer settings, chosen on validation splits of the default recipe)
 #        demo-open-rates (scripts/choose_open_lr.py on the plain recipe's world -> demo-open-lr-plain.md, .json;
 #                     then scripts/evaluate_demo_world.py on egypt and the behaviours with the open-answer
 #                     rates, from seed 0 and seed 1 of the plain recipe ->
@@ -180,7 +183,7 @@ BEFORE=(added_offer_facts=0 sae_scale=0 "${PREVIOUS[@]}")
 OLD_SAE=(sae_scale=0 "${PREVIOUS[@]}")
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
-ALL_PARTS=(demo-targets demo-build-time demo-before-lm-scale demo-before-sae-scale demo-seed1 demo-seed2 demo-seeds-both-pins demo-before-fact-noise demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-answer-depth demo-varied-answers demo-build-budget demo-general-share demo-offer-answers demo-fact-noise demo-ab-decline demo-paths demo-mcq-picks comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
+ALL_PARTS=(demo-targets demo-open-steps demo-build-time demo-before-lm-scale demo-before-sae-scale demo-seed1 demo-seed2 demo-seeds-both-pins demo-before-fact-noise demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-answer-depth demo-varied-answers demo-build-budget demo-general-share demo-offer-answers demo-fact-noise demo-ab-decline demo-paths demo-mcq-picks comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
   parts=("${ALL_PARTS[@]}")
@@ -364,6 +367,11 @@ for part in "${parts[@]}"; do
         --out "$RESULTS/demo-open-lr.md" > /dev/null
       "$PYTHON" scripts/choose_mcq_lr.py --methods yapo --candidates 0.01:1200:16,0.01:2400:16 --jobs 2 \
         --build-with "${BEFORE[@]}" --cache-dir "$VARIANTS/concept-steering-alone" --out "$RESULTS/demo-mcq-lr.md" > /dev/null
+      ;;
+    demo-open-steps)
+      # YaPO's open-answer settings on the default world; the rate stays at 0.01 (20x the public runs' 5e-4)
+      "$PYTHON" scripts/choose_open_lr.py --methods yapo --countries egypt,morocco,uk,spain,brazil,india,nepal --jobs 2 \
+        --candidates 0.01:600:32,0.01:900:32,0.01:1200:32,0.01:1200:16 --out "$RESULTS/demo-open-steps.md" > /dev/null
       ;;
     demo-open-rates)
       # On the plain recipe (concept_steering=0).

@@ -361,19 +361,22 @@ def test_the_lm_eval_check_compares_lm_eval_with_the_projects_metric(tmp_path):
 
 
 def test_the_open_answer_learning_rate_is_chosen_on_validation_data(tmp_path):
-    """scripts/choose_open_lr.py on a miniature world: a row per task, method and rate, and the
-    choice rule (the best mean good share; the smaller rate on a tie)."""
+    """scripts/choose_open_lr.py on a miniature world: a row per task, method and candidate, and the
+    choice rule (the best mean good share; on a tie the fewest steps x batch, then the smaller rate)."""
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         import choose_open_lr
     finally:
         sys.path.remove(str(ROOT / "scripts"))
-    rows = [{"method": "yapo", "lr": lr, "good": good}
-            for lr, good in ((0.01, 0.5), (0.01, 0.7), (0.005, 0.6), (0.005, 0.6), (0.002, 0.2), (0.002, 0.2))]
-    rows += [{"method": "bipo", "lr": lr, "good": good} for lr, good in ((0.01, 0.9), (0.005, 0.3), (0.002, 0.0))]
-    chosen = choose_open_lr.choose(rows, [0.002, 0.005, 0.01])
-    assert chosen["yapo"][0] == 0.005 and chosen["yapo"][1][0.002] == 0.2  # 0.005 ties 0.01 at 0.6: the smaller
-    assert chosen["bipo"][0] == 0.01  # each method its own
+    a, b, c, d = (0.002, 600, 32), (0.005, 600, 32), (0.01, 600, 32), (0.01, 1200, 32)
+    rows = [{"method": "yapo", "lr": lr, "steps": s, "batch": n, "good": good}
+            for (lr, s, n), good in ((c, 0.5), (c, 0.7), (b, 0.6), (b, 0.6), (a, 0.2), (a, 0.2), (d, 0.6), (d, 0.6))]
+    rows += [{"method": "bipo", "lr": lr, "steps": s, "batch": n, "good": good}
+             for (lr, s, n), good in ((c, 0.8), (b, 0.3), (a, 0.0), (d, 0.9))]
+    chosen = choose_open_lr.choose(rows, [a, b, c, d])
+    assert chosen["yapo"][0] == b and chosen["yapo"][1][a] == 0.2  # b, c and d tie at 0.6: fewest steps, smaller rate
+    assert chosen["bipo"][0] == d  # each method its own
+    assert choose_open_lr.parse_candidates("0.01:1200:16, 0.3:600:32") == [(0.01, 1200, 16), (0.3, 600, 32)]
     env = {**os.environ, "YAPO_CACHE_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     out = tmp_path / "lr.md"
     result = subprocess.run([sys.executable, "scripts/choose_open_lr.py", "--size", "mini", "--steps", "2",
@@ -383,8 +386,9 @@ def test_the_open_answer_learning_rate_is_chosen_on_validation_data(tmp_path):
     figures = json.loads(out.with_suffix(".json").read_text())
     tasks = {(r["task"], r["method"]) for r in figures["rows"]}
     assert tasks == {(t, m) for t in ("power-seeking", "wealth-seeking", "culture-egypt (open)") for m in ("yapo", "bipo")}
-    assert figures["chosen"] == {"yapo": 0.01, "bipo": 0.01} and all(r["n_validation"] >= 1 for r in figures["rows"])
-    assert out.read_text().count("**Chosen: 0.01.**") == 2
+    expected = {"lr": 0.01, "max_steps": 2, "batch_size": 32}
+    assert figures["chosen"] == {"yapo": expected, "bipo": expected} and all(r["n_validation"] >= 1 for r in figures["rows"])
+    assert out.read_text().count("**Chosen: lr 0.01, 2 steps, batch 32.**") == 2
 
 
 def test_the_mcq_training_settings_are_chosen_on_validation_data(tmp_path):
