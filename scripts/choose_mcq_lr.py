@@ -37,7 +37,15 @@ from yapo_core.training import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import world_pool  # noqa: E402
-from choose_open_lr import choose_best, label, load_world, parse_candidates, world_arguments, write_report  # noqa: E402
+from choose_open_lr import (  # noqa: E402
+    checked_choices,
+    choose_best,
+    label,
+    load_world,
+    parse_candidates,
+    world_arguments,
+    write_report,
+)
 from evaluate_demo_world import capability_at, general  # noqa: E402
 
 VALIDATION = 0.2
@@ -109,20 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="worker processes, one thread each (default 1: run here)")
     world_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        candidates = parse_candidates(args.candidates)
-    except ValueError as e:
-        parser.error(f"--candidates: {e}")
-    if not candidates:
-        parser.error("--candidates: name at least one LR:STEPS:BATCH")
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not methods or set(methods) - {"yapo", "bipo"}:
-        parser.error(f"--methods {args.methods!r}: use yapo, bipo or yapo,bipo")
+    candidates, methods = checked_choices(parser, args, lambda: parse_candidates(args.candidates))
     constructions = [c.strip() for c in args.constructions.split(",") if c.strip()]
     if not constructions or set(constructions) - set(CONSTRUCTIONS):
         parser.error(f"--constructions {args.constructions!r}: use every_option, given or both")
-    if args.jobs < 1:
-        parser.error(f"--jobs {args.jobs}: use 1 or more worker processes")
     loaded = load_world(parser, args)
     countries = [c.strip() for c in args.countries.split(",") if c.strip()]
     where = (args.cache_dir, args.seed, args.size, parse_knobs(args.build_with or []))

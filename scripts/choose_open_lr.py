@@ -166,6 +166,23 @@ def world_arguments(parser: argparse.ArgumentParser) -> None:
                              "added_offer_facts=0 fact_noise=0 sae_scale=0: the plain recipe)")
 
 
+def checked_choices(parser: argparse.ArgumentParser, args, candidates) -> tuple[list, list[str]]:
+    """The candidates (``candidates()``, which parses them) and ``--methods`` of a chooser's
+    arguments, each checked, and ``--jobs`` checked; a wrong one ends the run with its fix."""
+    try:
+        parsed = candidates()
+    except ValueError as e:
+        parser.error(f"--candidates: {e}")
+    if not parsed:
+        parser.error("--candidates: name at least one LR:STEPS:BATCH")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods or set(methods) - {"yapo", "bipo"}:
+        parser.error(f"--methods {args.methods!r}: use yapo, bipo or yapo,bipo")
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: use 1 or more worker processes")
+    return parsed, methods
+
+
 def load_world(parser: argparse.ArgumentParser, args) -> tuple:
     """The world of :func:`world_arguments` (built on first use), its model, tokenizer and SAE."""
     try:
@@ -195,22 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="worker processes, one thread each (default 1: run here)")
     world_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        candidates = parse_candidates(args.candidates) if args.candidates else [
-            (float(x), args.steps or OPEN_TRAINING["max_steps"], OPEN_TRAINING["batch_size"])
-            for x in args.lrs.split(",") if x.strip()]
-    except ValueError as e:
-        parser.error(f"--candidates: {e}")
-    if not candidates:
-        parser.error("--candidates: name at least one LR:STEPS:BATCH")
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not methods or set(methods) - {"yapo", "bipo"}:
-        parser.error(f"--methods {args.methods!r}: use yapo, bipo or yapo,bipo")
+    candidates, methods = checked_choices(parser, args, lambda: parse_candidates(args.candidates) if args.candidates else [
+        (float(x), args.steps or OPEN_TRAINING["max_steps"], OPEN_TRAINING["batch_size"])
+        for x in args.lrs.split(",") if x.strip()])
     countries = [c.strip() for c in args.countries.split(",") if c.strip()]
     if set(countries) - set(corpus.TARGET_COUNTRIES):
         parser.error(f"--countries {args.countries!r}: use some of {', '.join(corpus.TARGET_COUNTRIES)}")
-    if args.jobs < 1:
-        parser.error(f"--jobs {args.jobs}: use 1 or more worker processes")
     loaded = load_world(parser, args)
     world = loaded[0]
     names = list(open_tasks(world, countries))
