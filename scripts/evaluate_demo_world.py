@@ -42,6 +42,11 @@ gain, the capability kept, and learning rates within 20x of the public runs' 5e-
 replies again with the current tests of a reply (``Behaviour.accepts`` and ``Behaviour.shows``),
 and reports it again (and rewrites it with ``--json``), without building or training anything.
 
+``--mcq-from JSON`` takes the culture MCQ rows (every method, both constructions) from a file this
+script wrote with ``--json`` on the same world (every build figure equal but the timings and the
+cache's format version) with the same MCQ settings, and measures the rest: what changes when only
+the open-answer settings do, in a quarter of the time. The report names the file.
+
 ``--sections culture`` or ``--sections behaviours`` measures one part only; ``--cache-dir DIR
 --build-with KNOB=VALUE ...`` measures a variant world (research knobs set on top of the default recipe's,
 ``yapo_core.demo.config.RECIPE_KNOBS``; ``concept_steering=0 behaviour_steering=0 added_offer_facts=0
@@ -437,7 +442,7 @@ def report(stats: dict, steer: dict | None) -> str:
         lines += [
             "",
             f"Held-out non-localized MCQ accuracy per target culture ({'; '.join(METRICS[m].label for m in sorted(scored))}; "
-            f"training: {settings}). \"One letter "
+            f"training: {settings}){'; rows from ' + steer['mcq_from'] if steer.get('mcq_from') else ''}). \"One letter "
             "everywhere\" is the accuracy of answering the test split's most common gold letter to every question: "
             "a vector that only raises that letter's logit reaches it without steering any answer's culture.",
             "",
@@ -571,6 +576,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--build-with", nargs="*", default=[], metavar="KNOB=VALUE",
                         help="measure a variant world built (or reused) at --cache-dir with these research knobs "
                              "(yapo_core.demo.config.RESEARCH_KNOBS)")
+    parser.add_argument("--mcq-from", metavar="JSON",
+                        help="take the culture MCQ rows from this file (written by --json on the same world with the "
+                             "same MCQ settings) and measure the rest")
     parser.add_argument("--rescore", metavar="JSON",
                         help="score the behaviour replies stored in this file (written by --json) again and report it, "
                              "without building or training")
@@ -610,15 +618,20 @@ def main(argv: list[str] | None = None) -> int:
         # One task per culture's MCQ, per behaviour and per culture's open answers, the longest first,
         # each given to the next free worker (world_pool); the report does not depend on --jobs.
         culture, behaving = "culture" in sections, "behaviours" in sections
+        stored = stored_mcq_rows(parser, args.mcq_from, stats, settings, countries) if args.mcq_from and culture else None
         keys = [b.key for b in corpus.BEHAVIOURS] if behaving else []
-        tasks = ([(culture_row, (c, settings)) for c in countries] if culture else []) \
+        tasks = ([(culture_row, (c, settings)) for c in countries] if culture and stored is None else []) \
             + [(behaviour_row, (key, by_method)) for key in keys] \
             + ([(open_row, (i, c, open_settings, args.generations)) for i, c in enumerate(countries)] if culture else [])
         done = world_pool.run(tasks, args.jobs, (world, model, tokenizer, sae), (args.cache_dir, args.seed, args.size, knobs))
+        if stored is not None:
+            done = stored + done
         n = len(countries) if culture else 0
         if culture:
             steer = culture_section(world, model, tokenizer, countries, settings, open_settings, done[:n],
                                     done[n + len(keys):])
+            if stored is not None:
+                steer["mcq_from"] = Path(args.mcq_from).name
         if behaving:
             behaviour_rows = behaviour_section(world, model, tokenizer, dict(zip(keys, done[n:n + len(keys)])))
 
@@ -627,6 +640,31 @@ def main(argv: list[str] | None = None) -> int:
                    "rates": {"MCQ and A/B pairs": settings["lr"], **{
                        f"open answers, {'YaPO' if m == 'yapo' else 'BiPO'}": by_method[m]["lr"] for m in ("yapo", "bipo")}}
                    if not args.no_steering else {}}, args.json)
+
+
+BUILD_TIMINGS = ("build_seconds", "stage_seconds", "format_version")  # what two builds of one world may differ in
+
+
+def stored_mcq_rows(parser, path: str, stats: dict, settings: dict, countries: list[str]) -> list[dict]:
+    """The culture MCQ rows of ``countries`` that a run stored at ``path`` (``--json``) measured on
+    this world (``stats``: every build figure equal but :data:`BUILD_TIMINGS`) with these MCQ
+    ``settings``; a file that measured anything else ends the run with what differs."""
+    try:
+        stored = json.loads(Path(path).read_text(), object_hook=_multiplier_keys)
+    except (OSError, ValueError) as e:
+        parser.error(f"--mcq-from {path}: cannot read it ({e}); give a file written by --json")
+    build, steer = stored.get("build") or {}, stored.get("steering") or {}
+    differ = sorted(k for k in {*build, *stats} - set(BUILD_TIMINGS) if build.get(k) != stats.get(k))
+    if differ:
+        parser.error(f"--mcq-from {path}: measured another world (build figures {', '.join(differ)} differ); "
+                     "give a file written on this world, or drop --mcq-from")
+    if steer.get("settings") != settings:
+        parser.error(f"--mcq-from {path}: its MCQ vectors were trained with {steer.get('settings')}, not {settings}; "
+                     "drop --mcq-from to train them again")
+    missing = [c for c in countries if c not in steer.get("countries", {})]
+    if missing:
+        parser.error(f"--mcq-from {path}: it has no MCQ rows for {missing}; drop those from --countries")
+    return [steer["countries"][c] for c in countries]
 
 
 def rescore(stored: dict) -> dict:

@@ -360,6 +360,33 @@ def test_the_lm_eval_check_compares_lm_eval_with_the_projects_metric(tmp_path):
     assert "| 1 |" in result.stdout
 
 
+def test_the_evaluation_reuses_stored_mcq_rows_only_from_the_same_world_and_settings(tmp_path):
+    """scripts/evaluate_demo_world.py --mcq-from: the culture MCQ rows come from the stored run, the
+    open answers are measured again with the settings of this run; a file from another world or
+    trained with other MCQ settings is refused, naming what differs."""
+    env = {**os.environ, "YAPO_CACHE_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "scripts/evaluate_demo_world.py", "--size", "mini", "--countries", "egypt",
+            "--sections", "culture", "--generations", "0", "--mcq-steps", "4"]
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    subprocess.run(base + ["--steps", "3", "--json", str(first)], cwd=ROOT, env=env, capture_output=True, timeout=600)
+    stored = json.loads(first.read_text())
+    result = subprocess.run(base + ["--steps", "5", "--mcq-from", str(first), "--json", str(second)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode in (0, 1), result.stderr[-3000:]
+    again = json.loads(second.read_text())["steering"]
+    assert again["countries"] == stored["steering"]["countries"] and again["mcq_from"] == "first.json"
+    assert again["open_settings"]["max_steps"] == 5 and stored["steering"]["open_settings"]["max_steps"] == 3
+    assert "rows from first.json" in result.stdout
+    refused = subprocess.run(base[:-1] + ["6", "--mcq-from", str(first)], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert refused.returncode == 2 and "its MCQ vectors were trained with" in refused.stderr
+    stored["build"]["sae"]["variance_explained"] += 0.01
+    first.write_text(json.dumps(stored))
+    refused = subprocess.run(base + ["--mcq-from", str(first)], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=600)
+    assert refused.returncode == 2 and "measured another world (build figures sae differ)" in refused.stderr
+
+
 def test_the_open_answer_learning_rate_is_chosen_on_validation_data(tmp_path):
     """scripts/choose_open_lr.py on a miniature world: a row per task, method and candidate, and the
     choice rule (the best mean good share; on a tie the fewest steps x batch, then the smaller rate)."""
