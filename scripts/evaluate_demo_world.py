@@ -88,6 +88,7 @@ from yapo_core.training import TrainConfig, Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import world_pool  # noqa: E402
+from choose_open_lr import parse_candidates  # noqa: E402
 
 BUILD_BUDGET = 300  # seconds
 BUILD_TARGETS = {
@@ -576,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--build-with", nargs="*", default=[], metavar="KNOB=VALUE",
                         help="measure a variant world built (or reused) at --cache-dir with these research knobs "
                              "(yapo_core.demo.config.RESEARCH_KNOBS)")
+    parser.add_argument("--open-settings", metavar="LR:STEPS:BATCH",
+                        help="YaPO's settings for open answers (default: the demo world's, yapo_core.demo.OPEN_TRAINING)")
     parser.add_argument("--mcq-from", metavar="JSON",
                         help="take the culture MCQ rows from this file (written by --json on the same world with the "
                              "same MCQ settings) and measure the rest")
@@ -613,7 +616,14 @@ def main(argv: list[str] | None = None) -> int:
         settings = {**mcq_defaults, **steps, **({"max_steps": args.mcq_steps} if args.mcq_steps else {})}
         if settings["max_steps"] != mcq_defaults["max_steps"]:  # the defaults' epochs end at their own step count
             settings.pop("epochs", None)
-        open_settings = {**OPEN_TRAINING, **steps}
+        open_settings = dict(OPEN_TRAINING)
+        if args.open_settings:  # then --steps, which sets every run's steps
+            try:
+                ((lr, max_steps, batch),) = parse_candidates(args.open_settings)
+            except ValueError as e:
+                parser.error(f"--open-settings: {e}")
+            open_settings.update(lr=lr, max_steps=max_steps, batch_size=batch)
+        open_settings.update(steps)
         by_method = {"yapo": open_settings, "bipo": {**OPEN_TRAINING_DENSE, **steps}}
         # One task per culture's MCQ, per behaviour and per culture's open answers, the longest first,
         # each given to the next free worker (world_pool); the report does not depend on --jobs.

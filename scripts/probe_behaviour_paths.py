@@ -53,9 +53,9 @@ def forms(model, tokenizer, sae, behaviour, infer, prompts, vector) -> dict[str,
     return {"ab_rate": round(ab, 4), "open_accepts": round(E.reply_shares(behaviour, replies)["accepts_at_1"], 4)}
 
 
-def probe(world, model, tokenizer, sae, behaviour, steps: int | None = None) -> dict:
-    """The module's measures for one behaviour (``steps``: the vector's training steps, when not the
-    app's). The vector's edit is its mean over the held-out offers' last positions, so its two parts
+def probe(world, model, tokenizer, sae, behaviour, steps: int | None = None, batch: int | None = None) -> dict:
+    """The module's measures for one behaviour (``steps`` and ``batch``: the vector's training steps
+    and batch of pairs, when not the app's). The vector's edit is its mean over the held-out offers' last positions, so its two parts
     are dense vectors: what a sparse vector adds differs a little from position to position."""
     splits, prompts, plain, cues = E.behaviour_cues(world, model, tokenizer, 32)
     train, infer = splits[behaviour.key]["train"], splits[behaviour.key]["test_infer"]
@@ -68,7 +68,7 @@ def probe(world, model, tokenizer, sae, behaviour, steps: int | None = None) -> 
     row = {"cue_norm": round(cue.norm().item(), 2),
            "along_cue": {f"{s:g}": forms(model, tokenizer, sae, behaviour, infer, open_prompts, dense(s * cue))
                          for s in CUE_SIZES}}
-    settings = {**OPEN_TRAINING, **({"max_steps": steps} if steps else {})}
+    settings = {**OPEN_TRAINING, **({"max_steps": steps} if steps else {}), **({"batch_size": batch} if batch else {})}
     vector = make_vector("yapo", model, tokenizer, train, sae=sae, config=TrainConfig(epochs=10_000, **settings))
     edit = E.vector_edit(vector, plain[behaviour.key], sae)
     along = (edit @ cue / (cue @ cue)).item()
@@ -120,6 +120,7 @@ def world_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", choices=["full", "mini"], default="full")
     parser.add_argument("--steps", type=int, help="the vectors' training steps (default the app's)")
+    parser.add_argument("--batch", type=int, help="their batch of pairs (default the app's)")
     parser.add_argument("--build-with", nargs="*", default=[], metavar="KNOB=VALUE",
                         help="build (or reuse) at --cache-dir a world with these research knobs set")
     parser.add_argument("--out", help="also write the Markdown report here (and its .json twin)")
@@ -146,7 +147,7 @@ def write_report(text: str, out: str | None, figures: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = world_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0])).parse_args(argv)
     world, model, tokenizer, sae = load_world(args)
-    rows = {b.key: probe(world, model, tokenizer, sae, b, args.steps) for b in corpus.BEHAVIOURS}
+    rows = {b.key: probe(world, model, tokenizer, sae, b, args.steps, args.batch) for b in corpus.BEHAVIOURS}
     write_report(report(world.stats, rows), args.out, {"build": world.stats, "behaviours": rows})
     return 0
 

@@ -73,8 +73,8 @@ TOKENS = 24
 
 
 class Probe:
-    def __init__(self, world, n: int, steps: int):
-        self.world, self.n, self.steps = world, n, steps
+    def __init__(self, world, n: int, steps: int, batch: int = OPEN_TRAINING["batch_size"]):
+        self.world, self.n, self.steps, self.batch = world, n, steps, batch
         self.model, self.tok = load_model(world.model_dir, device="cpu")
         self.sae = load_sae(path=world.sae_dir, device="cpu")
         self.point = HookPoint.block_output(world.layer)
@@ -192,7 +192,8 @@ class Probe:
 
     def trained_vector(self, train, test, lr: float, shows) -> dict:
         vector = make_vector("yapo", self.model, self.tok, train, sae=self.sae,
-                             config=TrainConfig(epochs=10_000, **{**OPEN_TRAINING, "lr": lr, "max_steps": self.steps}))
+                             config=TrainConfig(epochs=10_000, **{**OPEN_TRAINING, "lr": lr, "max_steps": self.steps,
+                                                                 "batch_size": self.batch}))
         row = {"lr": lr, "norm": round(vector.norm(), 2), "l0": vector.l0(), "top10_mass": round(vector.top_mass(10), 3)}
         for m in (-1.0, 0.0, 1.0):
             chosen, rejected = self.answer_logprobs(test, vector, m)
@@ -303,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=OPEN_TRAINING["lr"],
                         help="learning rate of the trained vectors (on open answers: default the demo's for them)")
     parser.add_argument("--steps", type=int, default=OPEN_TRAINING["max_steps"], help="their training steps")
+    parser.add_argument("--batch", type=int, default=OPEN_TRAINING["batch_size"], help="their batch of pairs")
     parser.add_argument("--n", type=int, default=16, help="prompts per measurement")
     parser.add_argument("--build-with", nargs="*", default=[], metavar="KNOB=VALUE",
                         help="build (or reuse) at --cache-dir a world whose build size has these research knobs "
@@ -320,9 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     world = load_demo_world(args.cache_dir, seed=args.seed, size=args.size, knobs=knobs)
     if world is None:
         parser.error("no finished demo world there: build one first (yapo demo build, or evaluate_demo_world.py)")
-    probe = Probe(world, args.n, args.steps)
+    probe = Probe(world, args.n, args.steps, args.batch)
     countries = args.country.split(",")
-    result = {"world": str(world.root.name), "lr": args.lr, "steps": args.steps, "n": args.n}
+    result = {"world": str(world.root.name), "lr": args.lr, "steps": args.steps, "batch": args.batch, "n": args.n}
     if args.forms_only:
         stats = world.stats
         result["build"] = {"knobs": stats.get("knobs", {}), "seconds": stats.get("build_seconds"),

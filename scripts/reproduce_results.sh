@@ -6,6 +6,8 @@
 #
 # Parts: demo-targets (scripts/evaluate_demo_world.py -> assets/results/demo-targets.md, .json: the default world's
 #                     build, its cultures and behaviours, and every design target the script measures)
+#        demo-open-600 (the same with YaPO's open-answer settings before demo-open-steps chose them, 600 steps of 32
+#                     pairs -> demo-targets-open-600.md, .json; its MCQ rows are demo-targets.md's)
 #        demo-before-lm-scale (the same on the recipe before lm_scale=1.5 joined it, lm_scale=0, built in
 #                     $YAPO_CACHE_DIR/demo-variants/before-lm-scale -> demo-targets-before-lm-scale.md, .json)
 #        demo-before-sae-scale (the same on the recipe before sae_scale=4 joined it, sae_scale=0, built in
@@ -164,8 +166,8 @@
 # demo-added-offer-facts, demo-lr's open-answer run, demo-answer-concepts); and $BEFORE adds added_offer_facts=0
 # too, concept steering alone, on whose variants most studies were measured (demo-variant, demo-probe,
 # demo-forms, demo-lr's MCQ run, demo-concept-steering, demo-plain, demo-open-rates, demo-offer-facts,
-# demo-avx512, demo-pinned). demo-targets, demo-seed2's second run (demo-behaviours-seed2), demo-build-time and
-# comparison measure the default recipe.
+# demo-avx512, demo-pinned). demo-targets, demo-open-steps, demo-open-600, demo-seed2's second run
+# (demo-behaviours-seed2), demo-build-time and comparison measure the default recipe.
 #
 # Runs on a CPU, offline, from seed 0. The first part that needs the demo world builds it into
 # the demo cache ($YAPO_CACHE_DIR, default ~/.cache/yapo-studio) and the others reuse it.
@@ -181,9 +183,13 @@ SHORTER_LM=(lm_scale=0)  # the recipe before the LM trained on 1.5 times the cor
 PREVIOUS=("${SHORTER_LM[@]}" behaviour_steering=0 fact_noise=0)  # the recipe before those three joined RECIPE_KNOBS
 BEFORE=(added_offer_facts=0 sae_scale=0 "${PREVIOUS[@]}")
 OLD_SAE=(sae_scale=0 "${PREVIOUS[@]}")
+# YaPO's open-answer settings before demo-open-steps chose 1200 steps of 16 pairs: what every stored evaluation and
+# probe but demo-targets.md, demo-open-steps.md and comparison-* measured (the scripts' own options)
+OPEN_BEFORE=(--open-settings 0.01:600:32)
+PROBE_BEFORE=(--steps 600 --batch 32)
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
-ALL_PARTS=(demo-targets demo-open-steps demo-build-time demo-before-lm-scale demo-before-sae-scale demo-seed1 demo-seed2 demo-seeds-both-pins demo-before-fact-noise demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-answer-depth demo-varied-answers demo-build-budget demo-general-share demo-offer-answers demo-fact-noise demo-ab-decline demo-paths demo-mcq-picks comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
+ALL_PARTS=(demo-targets demo-open-steps demo-open-600 demo-build-time demo-before-lm-scale demo-before-sae-scale demo-seed1 demo-seed2 demo-seeds-both-pins demo-before-fact-noise demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-answer-depth demo-varied-answers demo-build-budget demo-general-share demo-offer-answers demo-fact-noise demo-ab-decline demo-paths demo-mcq-picks comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
   parts=("${ALL_PARTS[@]}")
@@ -194,7 +200,7 @@ fi
 evaluate() {
   local name=$1 status=0
   shift
-  "$PYTHON" scripts/evaluate_demo_world.py "$@" --json "$RESULTS/$name.json" > "$RESULTS/$name.md" || status=$?
+  "$PYTHON" scripts/evaluate_demo_world.py "${OPEN_BEFORE[@]}" "$@" --json "$RESULTS/$name.json" > "$RESULTS/$name.md" || status=$?
   [ "$status" -le 1 ] || exit "$status"
 }
 
@@ -205,7 +211,7 @@ forms() {
   shift
   local where=()
   [ $# -eq 0 ] || where=(--cache-dir "$VARIANTS/$name" --build-with "${BEFORE[@]}" "$@")
-  "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco "${where[@]}" \
+  "$PYTHON" scripts/probe_demo_world.py "${PROBE_BEFORE[@]}" --forms-only --country egypt,morocco "${where[@]}" \
     --out "$RESULTS/demo-forms-$name.md" > /dev/null
 }
 
@@ -228,7 +234,7 @@ avx512() {
   shift 2
   local knobs=()
   [ $# -eq 0 ] || knobs=(--build-with "${BEFORE[@]}" "$@")
-  YAPO_CPU_KERNELS=native "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --seed "$seed" "${knobs[@]}" \
+  YAPO_CPU_KERNELS=native "$PYTHON" scripts/evaluate_demo_world.py "${OPEN_BEFORE[@]}" --sections behaviours --seed "$seed" "${knobs[@]}" \
     --cache-dir "$VARIANTS/avx512-$name" \
     --json "$RESULTS/demo-avx512-$name.json" > "$RESULTS/demo-avx512-$name.md" || status=$?
   [ "$status" -le 1 ] || exit "$status"
@@ -282,6 +288,9 @@ for part in "${parts[@]}"; do
       cp "$fresh/world/stats.json" "$RESULTS/demo-build-quiet.json"
       rm -rf "$fresh"
       ;;
+    demo-open-600)
+      evaluate demo-targets-open-600 --jobs 2 --open-settings 0.01:600:32
+      ;;
     demo-seed2)
       # The default recipe from a third seed (docs/results.md, "Design targets"); missed targets do not fail this script.
       evaluate demo-targets-seed2 --jobs 2 --seed 2 --build-with "${SHORTER_LM[@]}" --cache-dir "$VARIANTS/before-lm-scale-seed2"
@@ -332,14 +341,14 @@ for part in "${parts[@]}"; do
         read -r name args <<< "$run"
         status=0
         # shellcheck disable=SC2086
-        "$PYTHON" scripts/evaluate_demo_world.py $args "${plain[@]}" \
+        "$PYTHON" scripts/evaluate_demo_world.py "${OPEN_BEFORE[@]}" $args "${plain[@]}" \
           --json "$RESULTS/demo-$name-plain.json" > "$RESULTS/demo-$name-plain.md" || status=$?
         [ "$status" -le 1 ] || exit "$status"
       done
       ;;
     demo-forms)
       # "default": the world of concept steering alone, the default world when it was measured
-      "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco --build-with "${BEFORE[@]}" \
+      "$PYTHON" scripts/probe_demo_world.py "${PROBE_BEFORE[@]}" --forms-only --country egypt,morocco --build-with "${BEFORE[@]}" \
         --cache-dir "$VARIANTS/concept-steering-alone" --out "$RESULTS/demo-forms-default.md" > /dev/null
       forms plain concept_steering=0
       forms balanced concept_steering=0 balanced_options=1
@@ -351,20 +360,20 @@ for part in "${parts[@]}"; do
       ;;
     demo-probe)
       # on the world of concept steering alone (the default world when it was measured)
-      "$PYTHON" scripts/probe_demo_world.py --lr 0.01 --build-with "${BEFORE[@]}" \
+      "$PYTHON" scripts/probe_demo_world.py "${PROBE_BEFORE[@]}" --lr 0.01 --build-with "${BEFORE[@]}" \
         --cache-dir "$VARIANTS/concept-steering-alone" --out "$RESULTS/demo-probe.md" > /dev/null
-      "$PYTHON" scripts/probe_demo_world.py --lr 0.01 --build-with concept_steering=0 "${BEFORE[@]}" \
+      "$PYTHON" scripts/probe_demo_world.py "${PROBE_BEFORE[@]}" --lr 0.01 --build-with concept_steering=0 "${BEFORE[@]}" \
         --cache-dir "$VARIANTS/plain" \
         --out "$RESULTS/demo-probe-plain.md" > /dev/null
-      "$PYTHON" scripts/probe_demo_world.py --lr 0.01 --build-with concept_steering=0 followups=0.08 "${BEFORE[@]}" \
+      "$PYTHON" scripts/probe_demo_world.py "${PROBE_BEFORE[@]}" --lr 0.01 --build-with concept_steering=0 followups=0.08 "${BEFORE[@]}" \
         --cache-dir "$VARIANTS/followups" \
         --out "$RESULTS/demo-probe-followups.md" > /dev/null
       ;;
     demo-lr)
       # each on the world it was chosen on: the open-answer rates on the recipe before sae_scale, the MCQ
       # settings on concept steering alone
-      "$PYTHON" scripts/choose_open_lr.py --build-with "${OLD_SAE[@]}" --cache-dir "$VARIANTS/before-sae-scale" \
-        --out "$RESULTS/demo-open-lr.md" > /dev/null
+      "$PYTHON" scripts/choose_open_lr.py --candidates 0.005:600:32,0.007:600:32,0.01:600:32 \
+        --build-with "${OLD_SAE[@]}" --cache-dir "$VARIANTS/before-sae-scale" --out "$RESULTS/demo-open-lr.md" > /dev/null
       "$PYTHON" scripts/choose_mcq_lr.py --methods yapo --candidates 0.01:1200:16,0.01:2400:16 --jobs 2 \
         --build-with "${BEFORE[@]}" --cache-dir "$VARIANTS/concept-steering-alone" --out "$RESULTS/demo-mcq-lr.md" > /dev/null
       ;;
@@ -375,14 +384,14 @@ for part in "${parts[@]}"; do
       ;;
     demo-open-rates)
       # On the plain recipe (concept_steering=0).
-      "$PYTHON" scripts/choose_open_lr.py --lrs 0.002,0.005,0.007,0.01 --out "$RESULTS/demo-open-lr-plain.md" \
+      "$PYTHON" scripts/choose_open_lr.py --candidates 0.002:600:32,0.005:600:32,0.007:600:32,0.01:600:32 --out "$RESULTS/demo-open-lr-plain.md" \
         --build-with concept_steering=0 "${BEFORE[@]}" \
         --cache-dir "$VARIANTS/plain" > /dev/null
       for seed in 0 1; do
         status=0
         suffix=""
         [ "$seed" -eq 0 ] || suffix="-seed$seed"
-        "$PYTHON" scripts/evaluate_demo_world.py --seed "$seed" --build-with concept_steering=0 "${BEFORE[@]}" \
+        "$PYTHON" scripts/evaluate_demo_world.py "${OPEN_BEFORE[@]}" --seed "$seed" --build-with concept_steering=0 "${BEFORE[@]}" \
           --cache-dir "$VARIANTS/plain$suffix" --countries egypt --generations 1 \
           --json "$RESULTS/demo-open-rates-seed$seed.json" > "$RESULTS/demo-open-rates-seed$seed.md" || status=$?
         [ "$status" -le 1 ] || exit "$status"
@@ -470,11 +479,11 @@ for part in "${parts[@]}"; do
     demo-offer-facts)
       # The default recipe with offer_facts (docs/results.md, "Offers the model knows"); missed targets do not fail this script.
       status=0
-      "$PYTHON" scripts/evaluate_demo_world.py --jobs 2 --build-with offer_facts=0.3 "${BEFORE[@]}" \
+      "$PYTHON" scripts/evaluate_demo_world.py "${OPEN_BEFORE[@]}" --jobs 2 --build-with offer_facts=0.3 "${BEFORE[@]}" \
         --cache-dir "$VARIANTS/offer-facts" \
         --json "$RESULTS/demo-variant-offer-facts.json" > "$RESULTS/demo-variant-offer-facts.md" || status=$?
       [ "$status" -le 1 ] || exit "$status"
-      "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --seed 1 --jobs 2 --build-with offer_facts=0.3 "${BEFORE[@]}" \
+      "$PYTHON" scripts/evaluate_demo_world.py "${OPEN_BEFORE[@]}" --sections behaviours --seed 1 --jobs 2 --build-with offer_facts=0.3 "${BEFORE[@]}" \
         --cache-dir "$VARIANTS/offer-facts-seed1" \
         --json "$RESULTS/demo-variant-offer-facts-seed1.json" > "$RESULTS/demo-variant-offer-facts-seed1.md" || status=$?
       [ "$status" -le 1 ] || exit "$status"
@@ -503,12 +512,12 @@ for part in "${parts[@]}"; do
         --cache-dir "$world-sae4"
       # where CAA and SAS point against the cue direction the model acts on, on the recipe before sae_scale (the
       # world demo-before-sae-scale measures) and on this one
-      "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco,nepal --build-with "${OLD_SAE[@]}" \
+      "$PYTHON" scripts/probe_demo_world.py "${PROBE_BEFORE[@]}" --forms-only --country egypt,morocco,nepal --build-with "${OLD_SAE[@]}" \
         --cache-dir "$VARIANTS/before-sae-scale" \
         --out "$RESULTS/demo-forms-baselines.md" > /dev/null
-      "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco,nepal --cache-dir "$world" \
+      "$PYTHON" scripts/probe_demo_world.py "${PROBE_BEFORE[@]}" --forms-only --country egypt,morocco,nepal --cache-dir "$world" \
         --build-with answer_concepts=1 answer_first=1 "${OLD_SAE[@]}" --out "$RESULTS/demo-forms-answer-concepts.md" > /dev/null
-      "$PYTHON" scripts/probe_demo_world.py --forms-only --country egypt,morocco,nepal --cache-dir "$world-letters" \
+      "$PYTHON" scripts/probe_demo_world.py "${PROBE_BEFORE[@]}" --forms-only --country egypt,morocco,nepal --cache-dir "$world-letters" \
         --build-with answer_concepts=1 "${OLD_SAE[@]}" --out "$RESULTS/demo-forms-answer-concepts-letters.md" > /dev/null
       ;;
     demo-answer-depth)
@@ -615,28 +624,28 @@ for part in "${parts[@]}"; do
       ;;
     demo-paths)
       # Which path a behaviour vector takes (docs/results.md, "Which path a behaviour vector takes").
-      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$VARIANTS/before-lm-scale" --build-with "${SHORTER_LM[@]}" \
+      "$PYTHON" scripts/probe_behaviour_paths.py "${PROBE_BEFORE[@]}" --cache-dir "$VARIANTS/before-lm-scale" --build-with "${SHORTER_LM[@]}" \
         --out "$RESULTS/demo-paths.md"
       for seed in 0 2; do
         suffix=""
         [ "$seed" = 0 ] || suffix="-seed$seed"
-        "$PYTHON" scripts/probe_behaviour_paths.py --seed "$seed" --cache-dir "$VARIANTS/before-fact-noise$suffix" \
+        "$PYTHON" scripts/probe_behaviour_paths.py "${PROBE_BEFORE[@]}" --seed "$seed" --cache-dir "$VARIANTS/before-fact-noise$suffix" \
           --build-with "${PREVIOUS[@]}" --out "$RESULTS/demo-paths-before-fact-noise$suffix.md"
       done
-      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$VARIANTS/fact-noise-02" --build-with "${SHORTER_LM[@]}" behaviour_steering=0 fact_noise=0.2 \
+      "$PYTHON" scripts/probe_behaviour_paths.py "${PROBE_BEFORE[@]}" --cache-dir "$VARIANTS/fact-noise-02" --build-with "${SHORTER_LM[@]}" behaviour_steering=0 fact_noise=0.2 \
         --out "$RESULTS/demo-paths-fact-noise-02.md"
-      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$VARIANTS/offer-noise" --build-with "${SHORTER_LM[@]}" behaviour_steering=0 fact_noise=0.5 \
+      "$PYTHON" scripts/probe_behaviour_paths.py "${PROBE_BEFORE[@]}" --cache-dir "$VARIANTS/offer-noise" --build-with "${SHORTER_LM[@]}" behaviour_steering=0 fact_noise=0.5 \
         offer_noise=0.5 --out "$RESULTS/demo-paths-offer-noise.md"
-      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$VARIANTS/steer-floor" --build-with "${SHORTER_LM[@]}" behaviour_steering=0 fact_noise=0.5 \
+      "$PYTHON" scripts/probe_behaviour_paths.py "${PROBE_BEFORE[@]}" --cache-dir "$VARIANTS/steer-floor" --build-with "${SHORTER_LM[@]}" behaviour_steering=0 fact_noise=0.5 \
         steer_floor=0.25 --out "$RESULTS/demo-paths-steer-floor.md"
-      "$PYTHON" scripts/probe_behaviour_paths.py --cache-dir "$VARIANTS/ab-noise" --build-with "${SHORTER_LM[@]}" behaviour_steering=0 fact_noise=0.5 \
+      "$PYTHON" scripts/probe_behaviour_paths.py "${PROBE_BEFORE[@]}" --cache-dir "$VARIANTS/ab-noise" --build-with "${SHORTER_LM[@]}" behaviour_steering=0 fact_noise=0.5 \
         ab_noise=0.5 --out "$RESULTS/demo-paths-ab-noise.md"
-      "$PYTHON" scripts/probe_behaviour_paths.py --seed 1 --cache-dir "$VARIANTS/ab-noise-seed1" --build-with "${SHORTER_LM[@]}" \
+      "$PYTHON" scripts/probe_behaviour_paths.py "${PROBE_BEFORE[@]}" --seed 1 --cache-dir "$VARIANTS/ab-noise-seed1" --build-with "${SHORTER_LM[@]}" \
         behaviour_steering=0 fact_noise=0.5 ab_noise=0.5 --out "$RESULTS/demo-paths-ab-noise-seed1.md"
       for seed in 0 1; do
         suffix=""
         [ "$seed" = 1 ] && suffix="-seed1"
-        "$PYTHON" scripts/probe_behaviour_paths.py --seed "$seed" --cache-dir "$VARIANTS/fact-noise-behaviour-steering$suffix" \
+        "$PYTHON" scripts/probe_behaviour_paths.py "${PROBE_BEFORE[@]}" --seed "$seed" --cache-dir "$VARIANTS/fact-noise-behaviour-steering$suffix" \
           --build-with "${SHORTER_LM[@]}" fact_noise=0.5 behaviour_steering=0.7 --out "$RESULTS/demo-paths-fact-noise-behaviour-steering$suffix.md"
       done
       ;;
@@ -663,7 +672,7 @@ for part in "${parts[@]}"; do
       # The plain recipe built from nothing in a fresh cache (with yapo_core's pinned AVX2 kernels).
       status=0
       fresh=$(mktemp -d)
-      "$PYTHON" scripts/evaluate_demo_world.py --sections behaviours --build-with concept_steering=0 "${BEFORE[@]}" --cache-dir "$fresh/plain" \
+      "$PYTHON" scripts/evaluate_demo_world.py "${OPEN_BEFORE[@]}" --sections behaviours --build-with concept_steering=0 "${BEFORE[@]}" --cache-dir "$fresh/plain" \
         --json "$RESULTS/demo-behaviours-pinned.json" > "$RESULTS/demo-behaviours-pinned.md" || status=$?
       rm -rf "$fresh"
       [ "$status" -le 1 ] || exit "$status"

@@ -1117,17 +1117,21 @@ def test_open_answers_train_at_a_rate_for_each_kind_of_vector(monkeypatch):
     assert strip(training_settings(open_pairs)) == OPEN_TRAINING == open_training("sparse")
     assert strip(training_settings(open_pairs, "dense")) == OPEN_TRAINING_DENSE == open_training("dense")
     assert strip(training_settings(mcq, "dense")) == strip(training_settings(mcq)) == TRAINING  # one rate for letters
-    assert training_settings(open_pairs)["epochs"] == 200  # 70 pairs: 3 batches of 32 an epoch, 600 steps
+    assert training_settings(open_pairs)["epochs"] == 240  # 70 pairs: 5 batches of 16 an epoch, 1200 steps
+    assert training_settings(open_pairs, "dense")["epochs"] == 200  # 3 batches of 32 an epoch, 600 steps
     with pytest.raises(SettingsError, match="kind='latent'"):
         open_training("latent")
     # what a comparison gives each method of its own: what its kind's settings change, unless set
     from yapo_core.demo import config as demo_config
     from yapo_core.demo import settings_by_method
 
+    # YaPO's open-answer settings were chosen on the default world, BiPO's on an earlier one: a comparison
+    # gives BiPO its own steps and batch
+    assert settings_by_method(open_pairs, ["yapo", "bipo"]) == {"bipo": {"batch_size": 32, "max_steps": 600}}
     monkeypatch.setattr(demo_config, "OPEN_TRAINING_DENSE", {**OPEN_TRAINING, "lr": 0.02, "max_steps": 300})
     assert settings_by_method(open_pairs, ["yapo", "bipo", "caa"]) == {"bipo": {"lr": 0.02, "max_steps": 300}}
     assert settings_by_method(open_pairs, ["bipo"], keep=["max_steps"]) == {"bipo": {"lr": 0.02}}
-    assert settings_by_method(open_pairs, ["yapo", "bipo"], base_kind="dense") == {"yapo": {"lr": 0.01, "max_steps": 600}}
+    assert settings_by_method(open_pairs, ["yapo", "bipo"], base_kind="dense") == {"yapo": {"lr": 0.01, "max_steps": 1200}}
     assert settings_by_method(mcq, ["yapo", "bipo"]) == {}  # one rate for letters
 
 

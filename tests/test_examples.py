@@ -370,13 +370,18 @@ def test_the_evaluation_reuses_stored_mcq_rows_only_from_the_same_world_and_sett
     first, second = tmp_path / "first.json", tmp_path / "second.json"
     subprocess.run(base + ["--steps", "3", "--json", str(first)], cwd=ROOT, env=env, capture_output=True, timeout=600)
     stored = json.loads(first.read_text())
-    result = subprocess.run(base + ["--steps", "5", "--mcq-from", str(first), "--json", str(second)], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(base + ["--open-settings", "0.005:5:8", "--mcq-from", str(first), "--json", str(second)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode in (0, 1), result.stderr[-3000:]
     again = json.loads(second.read_text())["steering"]
     assert again["countries"] == stored["steering"]["countries"] and again["mcq_from"] == "first.json"
-    assert again["open_settings"]["max_steps"] == 5 and stored["steering"]["open_settings"]["max_steps"] == 3
+    assert stored["steering"]["open_settings"]["max_steps"] == 3  # --open-settings sets YaPO's open-answer settings
+    assert {k: again["open_settings"][k] for k in ("lr", "max_steps", "batch_size")} == {"lr": 0.005, "max_steps": 5,
+                                                                                       "batch_size": 8}
     assert "rows from first.json" in result.stdout
+    wrong = subprocess.run(base + ["--open-settings", "0.01:5"], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert wrong.returncode == 2 and "--open-settings: candidate '0.01:5': write LR:STEPS:BATCH" in wrong.stderr
     refused = subprocess.run(base[:-1] + ["6", "--mcq-from", str(first)], cwd=ROOT, env=env, capture_output=True,
                              text=True, timeout=600)
     assert refused.returncode == 2 and "its MCQ vectors were trained with" in refused.stderr

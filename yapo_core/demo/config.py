@@ -320,21 +320,25 @@ default answer alone the objective can be met while a third option wins the argm
 ``scripts/evaluate_demo_world.py`` measures both choices; docs/results.md reports them.
 """
 
-OPEN_TRAINING = {"lr": 0.01, "warmup_steps": 20, "batch_size": 32, "max_steps": 600, "mcq_rejected": "every_option"}
+OPEN_TRAINING = {"lr": 0.01, "warmup_steps": 20, "batch_size": 16, "max_steps": 1200, "mcq_rejected": "every_option"}
 """Training settings for sparse (YaPO) vectors on pairs whose answers are open text (a culture's
-open-ended form, the behaviours): 600 steps of 32 pairs at 0.01, 20x the public runs' 5e-4, the
-rate ``scripts/choose_open_lr.py`` chose on validation splits of an earlier recipe's world (0.98 of
-held-out answers fluent and on target, against 0.94 at 0.007 and 0.82 at 0.005; docs/results.md,
-"The learning rates"); on the default world it keeps 0.89 to 1.00 of them on target, all fluent.
+open-ended form, the behaviours): 1200 steps of 16 pairs at 0.01, 20x the public runs' 5e-4, the
+candidate ``scripts/choose_open_lr.py`` chose on validation splits of the default world's every
+culture and behaviour (0.97 of held-out answers fluent and on target, the same as 1200 steps of 32
+pairs, which read twice the examples, against 0.94 for 900 of 32 and 0.85 for 600 of 32;
+docs/results.md, "The learning rates").
 
-Every generated token is steered, so the vector's size decides whether the steered text stays
-fluent: a vector large enough to flip a one-letter MCQ answer (norms of 70 and more on earlier worlds) turns open
-answers into loops ("Koshari with with with"); 600 steps keep these near 35.
+At the rate's 20x bound, Adam's steps set how far a vector moves: 600 steps left the cultures' open
+vectors near norm 35, too short to move some of the answers at multiplier 1 (brazil 0.56 on
+validation), and 1200 bring them to 51 to 59 with every steered answer fluent. Every generated
+token is steered, so the vector's size also decides whether the steered text stays fluent: on
+earlier worlds, vectors of norm 70 and more turned open answers into loops ("Koshari with with with").
 """
 
-OPEN_TRAINING_DENSE = dict(OPEN_TRAINING)
-"""The same for dense (BiPO) vectors: ``scripts/choose_open_lr.py`` chooses 0.01 for them too (0.89
-of held-out answers good, against 0.70 at 0.007)."""
+OPEN_TRAINING_DENSE = {"lr": 0.01, "warmup_steps": 20, "batch_size": 32, "max_steps": 600, "mcq_rejected": "every_option"}
+"""The settings for dense (BiPO) vectors on open answers: 600 steps of 32 pairs at 0.01, which
+``scripts/choose_open_lr.py`` chose on an earlier recipe's world (0.89 of held-out answers good,
+against 0.70 at 0.007); YaPO's longer run was chosen on the default world for YaPO only."""
 
 
 def open_training(kind: str = "sparse") -> dict:
