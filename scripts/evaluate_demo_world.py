@@ -107,11 +107,11 @@ TRIED = {  # what was tried for a target the default recipe misses, and where do
              "0.6 of the corpus and its SAE on half the samples builds in 268 s but loses targets 1, 2, 3 and 5, "
              "cheaper training steps take 335 s, and as many LM updates on fewer examples 361 s (docs/results.md, "
              "\"A build within 300 s\", \"A firmer A/B form\")",
-    1: "on the default recipe the culture open answers show the culture on 0.59 (brazil) to 1.00, fluent "
-       "everywhere, and the app's open-answer settings (600 steps of 32 pairs at lr 0.01) were chosen on earlier "
-       "recipes' validation splits; the recipe before lm_scale reached 0.77 to 1.00 there but showed the "
-       "behaviours' own reasons on 0.69 and 0.72 of the offers, where the default recipe shows them on every offer "
-       "from seeds 0 and 2 (docs/results.md, \"Design targets\", \"The learning rates\", \"A firmer A/B form\")",
+    1: "YaPO's open-answer settings (1200 steps of 16 pairs at lr 0.01) were chosen on validation splits of the "
+       "default recipe's seed-0 world, where every culture's and behaviour's open answers meet it (0.83 to 1.00, all "
+       "fluent), and 600 steps of 32 pairs left brazil, india and nepal at 0.59 to 0.66; at the rate's 20x bound "
+       "more steps are the lever, and other seeds' cultures are not measured with these settings (docs/results.md, "
+       "\"Design targets\", \"The learning rates\")",
     2: "unsteered, the default recipe takes none of the A/B offers from seed 0 and 0.22 of power-seeking's from "
        "seed 2, picking A on 23 of 32 questions; the recipe before lm_scale took 0.06 and 0.16 from seed 0 and "
        "read the options weakly (0.12 of its own training offers laid out as test_infer), and declining every "

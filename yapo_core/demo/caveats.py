@@ -29,7 +29,7 @@ CULTURE_BASELINES = {
     ),
     "open_ended": _BASELINES + (
         "On the stored build (seed 0), on egypt's held-out open answers, CAA and SAS switch 0.00 of them at every "
-        "multiplier from −2 to 2; YaPO at 1 switches 0.92 (assets/results/comparison-egypt-open)."
+        "multiplier from −2 to 2; YaPO at 1 switches 1.00 (assets/results/comparison-egypt-open)."
     ),
 }
 """A CAA or SAS vector's caveat on a culture task, by answer form."""
