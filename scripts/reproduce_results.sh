@@ -6,8 +6,8 @@
 #
 # Parts: demo-targets (scripts/evaluate_demo_world.py -> assets/results/demo-targets.md, .json: the default world's
 #                     build, its cultures and behaviours, and every design target the script measures)
-#        demo-open-600 (the same with YaPO's open-answer settings before demo-open-steps chose them, 600 steps of 32
-#                     pairs -> demo-targets-open-600.md, .json; its MCQ rows are demo-targets.md's)
+#        demo-open-600 (the same with YaPO's open answers at BiPO's settings, not demo-open-steps' choice: 600 steps of 32
+#                     pairs -> demo-targets-open-600.md, .json; demo-targets.md takes its MCQ rows from it)
 #        demo-before-lm-scale (the same on the recipe before lm_scale=1.5 joined it, lm_scale=0, built in
 #                     $YAPO_CACHE_DIR/demo-variants/before-lm-scale -> demo-targets-before-lm-scale.md, .json)
 #        demo-before-sae-scale (the same on the recipe before sae_scale=4 joined it, sae_scale=0, built in
@@ -183,7 +183,7 @@ SHORTER_LM=(lm_scale=0)  # the recipe before the LM trained on 1.5 times the cor
 PREVIOUS=("${SHORTER_LM[@]}" behaviour_steering=0 fact_noise=0)  # the recipe before those three joined RECIPE_KNOBS
 BEFORE=(added_offer_facts=0 sae_scale=0 "${PREVIOUS[@]}")
 OLD_SAE=(sae_scale=0 "${PREVIOUS[@]}")
-# YaPO's open-answer settings before demo-open-steps chose 1200 steps of 16 pairs: what every stored evaluation and
+# YaPO's open answers at 600 steps of 32 pairs, not demo-open-steps' 1200 of 16: what every stored evaluation and
 # probe but demo-targets.md, demo-open-steps.md and comparison-* measured (the scripts' own options)
 OPEN_BEFORE=(--open-settings 0.01:600:32)
 PROBE_BEFORE=(--steps 600 --batch 32)
