@@ -118,7 +118,8 @@ def test_train_on_a_demo_world_model_fills_in_the_demo_worlds_settings(tmp_path,
     assert f"note: the demo world's setting --warmup-steps={warmup} is longer than the run of 2 steps" in printed
     assert "mcq_rejected" not in printed  # open answers: a setting for letter answers is not shown
     config, printed = trained("--lr", "0.002", "--kind", "dense", "--warmup-steps", "5")  # what the user gives wins
-    assert config["lr"] == 0.002 and config["batch_size"] == expected["batch_size"] and "lr " not in printed
+    dense = demo.training_settings(task.pairs("train"), "dense")  # a dense vector: the demo's settings for its kind
+    assert config["lr"] == 0.002 and config["batch_size"] == dense["batch_size"] and "lr " not in printed
     assert "note: --warmup-steps=5 is longer than the run" in printed  # the user's own, named as given
     assert not demo.is_demo_model(tmp_path)
     # the capability change of a vector, on the demo world's own general questions
