@@ -418,9 +418,12 @@ def test_the_open_answer_learning_rate_is_chosen_on_validation_data(tmp_path):
     figures = json.loads(out.with_suffix(".json").read_text())
     tasks = {(r["task"], r["method"]) for r in figures["rows"]}
     assert tasks == {(t, m) for t in ("power-seeking", "wealth-seeking", "culture-egypt (open)") for m in ("yapo", "bipo")}
-    expected = {"lr": 0.01, "max_steps": 2, "batch_size": 32}
+    from yapo_core.demo import OPEN_TRAINING
+
+    batch = OPEN_TRAINING["batch_size"]  # --lrs: each rate at the demo's batch for open answers
+    expected = {"lr": 0.01, "max_steps": 2, "batch_size": batch}
     assert figures["chosen"] == {"yapo": expected, "bipo": expected} and all(r["n_validation"] >= 1 for r in figures["rows"])
-    assert out.read_text().count("**Chosen: lr 0.01, 2 steps, batch 32.**") == 2
+    assert out.read_text().count(f"**Chosen: lr 0.01, 2 steps, batch {batch}.**") == 2
 
 
 def test_the_mcq_training_settings_are_chosen_on_validation_data(tmp_path):
