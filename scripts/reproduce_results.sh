@@ -12,7 +12,8 @@
 #                     $YAPO_CACHE_DIR/demo-variants/before-lm-scale -> demo-targets-before-lm-scale.md, .json)
 #        demo-before-sae-scale (the same on the recipe before sae_scale=4 joined it, sae_scale=0, built in
 #                     $YAPO_CACHE_DIR/demo-variants/before-sae-scale -> demo-targets-before-sae-scale.md, .json)
-#        demo-seed1  (the same from seed 1: the recipe before lm_scale=1.5 -> demo-targets-seed1.md, .json; the recipe before
+#        demo-seed1  (the same from seed 1: the recipe before lm_scale=1.5 -> demo-targets-seed1.md, .json; the default
+#                     recipe's behaviours with YaPO's open answers at 1200 steps of 16 -> demo-behaviours-seed1.md, .json; the recipe before
 #                     fact_noise and behaviour_steering, built in
 #                     $YAPO_CACHE_DIR/demo-variants/before-fact-noise-seed1 -> demo-targets-before-fact-noise-seed1.md,
 #                     .json; and the cultures whose MCQ it steers least, on the recipe before sae_scale from seed 1
@@ -319,6 +320,8 @@ for part in "${parts[@]}"; do
       # and the same LM with the SAE before sae_scale (docs/results.md, "A longer-trained SAE"); missed targets do
       # not fail this script.
       evaluate demo-targets-seed1 --jobs 2 --seed 1 --build-with "${SHORTER_LM[@]}" --cache-dir "$VARIANTS/before-lm-scale-seed1"
+      # the default recipe's behaviours with the app's own open-answer settings (OPEN_TRAINING)
+      evaluate demo-behaviours-seed1 --jobs 2 --seed 1 --sections behaviours --open-settings 0.01:1200:16
       evaluate demo-targets-before-fact-noise-seed1 --jobs 2 --seed 1 --build-with "${PREVIOUS[@]}" \
         --cache-dir "$VARIANTS/before-fact-noise-seed1"
       evaluate demo-targets-before-sae-scale-seed1 --jobs 2 --seed 1 --build-with "${OLD_SAE[@]}" --sections culture \
