@@ -38,6 +38,7 @@ from yapo_core.training import TrainConfig
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import world_pool  # noqa: E402
 from choose_open_lr import (  # noqa: E402
+    candidate_cost,
     checked_choices,
     choose_best,
     label,
@@ -75,7 +76,7 @@ def measure(loaded: tuple, where: tuple, countries: list[str], candidates, metho
     """Every :func:`candidate_row`, run on ``jobs`` worker processes (:mod:`world_pool`)."""
     tasks = [(candidate_row, (country, method, c, rejected)) for country in countries for method in methods
              for c in candidates for rejected in constructions]
-    return world_pool.run(tasks, jobs, loaded, where, cost=lambda t: t[1][2][1] * (1 + t[1][2][2] / 32))
+    return world_pool.run(tasks, jobs, loaded, where, cost=candidate_cost)
 
 
 def choose(rows: list[dict], candidates) -> dict[str, tuple[tuple[float, int, int], dict]]:

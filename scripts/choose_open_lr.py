@@ -1,6 +1,6 @@
 """Choose the demo world's training settings for open answers on validation data, never on the test split.
 
-    python scripts/choose_open_lr.py --jobs 2 --out assets/results/demo-open-lr.md    # about 30 min on 2 cores
+    python scripts/choose_open_lr.py --jobs 2 --out assets/results/demo-open-lr.md    # about 18 min of one core's work, halved
     python scripts/choose_open_lr.py --size mini --steps 2 --lrs 0.01                 # checks the script in seconds
 
 A candidate is a learning rate, a number of steps and a batch size (``LR:STEPS:BATCH``; ``--lrs``
@@ -105,11 +105,19 @@ def candidate_row(world, model, tokenizer, sae, name: str, method: str, candidat
     return row
 
 
+def candidate_cost(task: tuple) -> float:
+    """About how long a chooser's task runs, for :func:`world_pool.run` to start the longest first:
+    its candidate's (the task's third argument) steps, each costing a little more with a larger batch
+    (on this model a step is mostly per-operation overhead)."""
+    _, steps, batch = task[1][2]
+    return steps * (1 + batch / 32)
+
+
 def measure(loaded: tuple, where: tuple, names: list[str], candidates, methods=("yapo", "bipo"),
             jobs: int = 1) -> list[dict]:
     """Every :func:`candidate_row`, run on ``jobs`` worker processes (:mod:`world_pool`)."""
     tasks = [(candidate_row, (name, method, c)) for name in names for method in methods for c in candidates]
-    return world_pool.run(tasks, jobs, loaded, where, cost=lambda t: t[1][2][1] * (1 + t[1][2][2] / 32))
+    return world_pool.run(tasks, jobs, loaded, where, cost=candidate_cost)
 
 
 def choose_best(rows: list[dict], candidates: list, key, score: str, tiebreak) -> dict[str, tuple]:
