@@ -622,9 +622,13 @@ def main(argv: list[str] | None = None) -> int:
         open_settings = dict(OPEN_TRAINING)
         if args.open_settings:  # then --steps, which sets every run's steps
             try:
-                ((lr, max_steps, batch),) = parse_candidates(args.open_settings)
+                chosen = parse_candidates(args.open_settings)
             except ValueError as e:
                 parser.error(f"--open-settings: {e}")
+            if len(chosen) != 1:
+                parser.error(f"--open-settings takes one LR:STEPS:BATCH, not {len(chosen)} ({args.open_settings!r}); "
+                             "to choose among several, use scripts/choose_open_lr.py --candidates")
+            ((lr, max_steps, batch),) = chosen
             open_settings.update(lr=lr, max_steps=max_steps, batch_size=batch)
         open_settings.update(steps)
         by_method = {"yapo": open_settings, "bipo": {**OPEN_TRAINING_DENSE, **steps}}

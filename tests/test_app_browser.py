@@ -5,7 +5,9 @@ playwright: load the demo preset, see an unreachable source fail with a message,
 task, train while the curves grow (past 30 steps, then Stop; for the README's screenshots, the
 page's own settings to the end), open feature cards, compare steered and unsteered answers, sweep
 the multiplier on Evaluate, compare the four methods and check capability, export and download the
-vector, and load the file back. One screenshot per page goes to
+vector, and load the file back. Two more walks train with the defaults the page fills in: a
+behaviour task (power-seeking, swept on its A/B split) and a culture's open answers (nepal, swept
+for generation accuracy and fluency on its held-out split). One screenshot per page goes to
 ``$YAPO_SCREENSHOTS`` when set (e.g. ``assets/screenshots``), else to the test's tmp folder.
 
 The app uses the ``mini`` demo world unless ``YAPO_DEMO_SIZE`` says otherwise (``full`` gives
@@ -384,22 +386,69 @@ def test_behaviour_task_walk(page, shots, request):
     """A behaviour task with the defaults the app fills in: train to the end, compare, and sweep the
     behaviour rate, which the Evaluate page offers on the A/B split (``test_infer``). Once, with
     training in a background thread: the chunked mode adds nothing to this walk."""
+    walk_once(request, behaviour_walk, page, shots, "failure-behaviour.png")
+
+
+def walk_once(request, walk_, page, shots: Path, failure: str) -> None:
+    """Run ``walk_(page, shots)`` in the thread mode only (the chunked mode adds nothing to it),
+    saving the page as ``failure`` when it fails."""
     if request.node.callspec.params["app_url"] != "thread":
-        pytest.skip("the behaviour walk runs once, in the thread mode")
+        pytest.skip(f"{walk_.__name__} runs once, in the thread mode")
     try:
-        behaviour_walk(page, shots)
+        walk_(page, shots)
     except BaseException:
-        page.screenshot(path=str(shots / "failure-behaviour.png"), full_page=True)
+        page.screenshot(path=str(shots / failure), full_page=True)
         raise
 
 
-def behaviour_walk(page, shots: Path) -> None:
+def pick_demo_task(page, task: str) -> None:
+    """On Setup, with the demo preset loaded (loading it when it is not), pick the demo world's ``task``.
+    An earlier walk's messages are closed first (errors stay until closed)."""
+    while page.get_by_test_id("toast-close").count():
+        page.get_by_test_id("toast-close").first.click()
+        page.wait_for_timeout(300)
     page.get_by_role("tab", name="Setup").click()
     if "✓ Loaded" not in page.locator("#model-status").inner_text():
         page.get_by_role("button", name="Load model").click()
         succeed(page, "#model-status", "✓ Loaded", timeout=LOAD_MS)
     page.get_by_role("radio", name="Demo world").click()
-    pick(page, "demo-task", "behaviour · power-seeking")
+    pick(page, "demo-task", task)
+
+
+def train_with_open_defaults(page, name: str) -> int:
+    """On Train, for the loaded open-answer task ``name``: the page fills in the preset's open-answer
+    settings; train with them, untouched, to the end. The run's step count."""
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#train-summary").filter(has_text=name).wait_for()
+    assert float(page.get_by_label("Learning rate", exact=True).input_value()) == demo.OPEN_TRAINING["lr"]
+    max_steps = int(page.get_by_label("Max steps (0: all epochs)", exact=True).input_value())
+    assert max_steps == demo.OPEN_TRAINING["max_steps"]
+    train_to_end(page)
+    assert f"step {max_steps}/" in page.locator("#run-status").inner_text().split(name)[-1]
+    return max_steps
+
+
+def compare_every_token(page, name: str) -> tuple[str, str]:
+    """On Compare, the vector of ``name`` at the method's m = 1, every token steered, on the first
+    held-out prompt: the unsteered and steered answers. The steered one reads like text, or the
+    page says that it does not (the mini world's model is too small to write text unsteered; on the
+    full world it does)."""
+    page.get_by_role("tab", name="Compare").click()
+    page.wait_for_function("(v) => document.querySelector('#compare-vector input').value.includes(v)", arg=name)
+    page.get_by_role("radio", name="every token (the method)").click()  # an earlier walk may leave prompt tokens only
+    page.locator("#where-steering").filter(has_text="every generated token").wait_for()
+    pick(page, "test-prompt")
+    page.wait_for_function("() => document.querySelector('#compare-prompt textarea').value.length > 0")
+    generate(page)
+    plain, steered = (page.locator(f"#{s} textarea").input_value() for s in ("unsteered", "steered"))
+    note = page.locator("#fluency-note").inner_text()
+    if not looping(plain):
+        assert not looping(steered) or note.strip(), f"a degenerate steered answer, and no word from the page: {steered!r}"
+    return plain, steered
+
+
+def behaviour_walk(page, shots: Path) -> None:
+    pick_demo_task(page, "behaviour · power-seeking")
     page.get_by_role("radio", name="open-ended").wait_for(state="hidden")  # a culture task's choices, not a behaviour's
     page.get_by_role("button", name="Load task").click()
     succeed(page, "#task-status", "demo behaviour · power-seeking")  # (the culture task's status said "✓ Task loaded")
@@ -408,13 +457,7 @@ def behaviour_walk(page, shots: Path) -> None:
     page.screenshot(path=str(shots / "setup-behaviour.png"), full_page=True)  # the page says what the demo's behaviours do and do not
 
     # Train with the page's defaults, untouched: the open-answer rate and the preset's step count.
-    page.get_by_role("tab", name="Train").click()
-    page.locator("#train-summary").filter(has_text="power-seeking").wait_for()
-    assert float(page.get_by_label("Learning rate", exact=True).input_value()) == demo.OPEN_TRAINING["lr"]
-    max_steps = int(page.get_by_label("Max steps (0: all epochs)", exact=True).input_value())
-    assert max_steps == demo.OPEN_TRAINING["max_steps"]
-    train_to_end(page)
-    assert f"step {max_steps}/" in page.locator("#run-status").inner_text().split("power-seeking")[-1]
+    train_with_open_defaults(page, "power-seeking")
     page.screenshot(path=str(shots / "train-behaviour.png"), full_page=True)
 
     # Features opens on the new vector with none of the culture vector's cards under its name.
@@ -425,18 +468,7 @@ def behaviour_walk(page, shots: Path) -> None:
 
     # Compare at the method's m = 1, every token steered: the steered answer reads like text, or
     # the page says that it does not.
-    page.get_by_role("tab", name="Compare").click()
-    page.wait_for_function("() => document.querySelector('#compare-vector input').value.includes('power-seeking')")
-    page.get_by_role("radio", name="every token (the method)").click()  # the culture walk left prompt tokens only
-    page.locator("#where-steering").filter(has_text="every generated token").wait_for()
-    pick(page, "test-prompt")
-    page.wait_for_function("() => document.querySelector('#compare-prompt textarea').value.length > 0")
-    generate(page)
-    plain, steered = (page.locator(f"#{s} textarea").input_value() for s in ("unsteered", "steered"))
-    note = page.locator("#fluency-note").inner_text()
-    # (the mini world's model is too small to write text unsteered; on the full world it does)
-    if not looping(plain):
-        assert not looping(steered) or note.strip(), f"a degenerate steered answer, and no word from the page: {steered!r}"
+    compare_every_token(page, "power-seeking")
     page.screenshot(path=str(shots / "compare-behaviour.png"), full_page=True)
 
     # Evaluate: the behaviour rate is offered on test_infer and sweeps without an error.
@@ -479,3 +511,64 @@ def behaviour_walk(page, shots: Path) -> None:
     good.write_text("prompt,chosen,rejected\n" + "".join(f"Q{i}?,yes {i},no {i}\n" for i in range(10)))
     page.locator("#task-upload input[type=file]").set_input_files(str(good))
     page.locator("#task-status").filter(has_text="the task loaded is still demo behaviour · power-seeking").wait_for()
+
+
+def test_culture_open_walk(page, shots, request):
+    """A culture task's open-answer form with the defaults the app fills in: train to the end,
+    compare at the method's m = 1 with every token steered, and sweep generation accuracy and
+    fluency on the held-out split. On the full world the held-out answers show the culture and read
+    like text (design target 1). Once, in the thread mode, like the behaviour walk."""
+    walk_once(request, culture_open_walk, page, shots, "failure-culture-open.png")
+
+
+def sweep_values(page, metric: str, vector: str) -> list[float]:
+    """Sweep ``metric`` (its label's start) for the vector named ``vector`` alone at m = 0 and 1;
+    the two values, from the plot."""
+    boxes = page.locator("#eval-vectors label")
+    for i in range(boxes.count()):
+        checked = boxes.nth(i).locator("input").is_checked()
+        if checked != (vector in boxes.nth(i).inner_text()):
+            boxes.nth(i).click()
+    page.get_by_role("radio", name=re.compile("^" + re.escape(metric))).click()
+    page.get_by_label("Multipliers", exact=True).fill("0, 1")
+    page.evaluate("() => { const g = document.querySelector('#eval-plot .js-plotly-plot'); if (g) g.data = [] }")
+    page.get_by_role("button", name="Sweep").click()
+    page.wait_for_function("(v) => { const g = document.querySelector('#eval-plot .js-plotly-plot');"
+                           " return g && g.data.length === 1 && g.data[0].name.includes(v) && g.data[0].x.length === 2 }",
+                           arg=vector, timeout=600_000)
+    assert page.get_by_test_id("toast-text").count() == 0 and "Traceback" not in page.content()
+    return page.evaluate("() => Array.from(document.querySelector('#eval-plot .js-plotly-plot').data[0].y)")
+
+
+def culture_open_walk(page, shots: Path) -> None:
+    full = os.environ.get("YAPO_DEMO_SIZE") == "full"
+    pick_demo_task(page, "culture · nepal")
+    page.get_by_role("radio", name="open-ended").click()
+    page.get_by_role("button", name="Load task").click()
+    succeed(page, "#task-status", "nepal")
+    assert "✓ Task loaded" in page.locator("#task-status").inner_text()
+
+    # Train with the page's defaults, untouched: the open-answer settings of the preset.
+    train_with_open_defaults(page, "nepal")
+
+    # Compare at m = 1, every token steered, on a held-out prompt whose chosen answer is named.
+    plain, steered = compare_every_token(page, "nepal")
+    page.locator("#expected-answer").filter(has_text="chosen answer (the vector's target)").wait_for()
+    if full:
+        assert not looping(steered) and steered != plain, (plain, steered)
+    page.screenshot(path=str(shots / "compare-culture-open.png"), full_page=True)
+
+    # Evaluate offers generation accuracy and fluency on the held-out split, not the MCQ metrics.
+    page.get_by_role("tab", name="Evaluate").click()
+    page.locator("#eval-vectors").filter(has_text="nepal").wait_for()
+    page.locator("#eval-metric").filter(has_text=re.compile(r"generation accuracy .* · test")).wait_for()
+    accuracy = sweep_values(page, "generation accuracy", "nepal")
+    offered = page.locator("#eval-metric").inner_text()
+    assert "MCQ accuracy" not in offered and "behaviour rate" not in offered, offered
+    fluent = sweep_values(page, "fluent answers", "nepal")
+    page.screenshot(path=str(shots / "evaluate-culture-open.png"), full_page=True)
+    print(f"nepal's open answers at m = 0, 1: generation accuracy {accuracy}, fluent {fluent}; first held-out "
+          f"question: {plain!r} -> {steered!r}")  # (shown with pytest -rP)
+    if full:  # design target 1 on the app's own run: shows the culture on >= 70 %, fluent on >= 90 %
+        assert accuracy[0] <= 0.4 and accuracy[1] >= 0.7, accuracy
+        assert fluent[1] >= 0.9, fluent

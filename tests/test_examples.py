@@ -401,6 +401,9 @@ def test_the_evaluation_reuses_stored_mcq_rows_only_from_the_same_world_and_sett
     wrong = subprocess.run(base + ["--open-settings", "0.01:5"], cwd=ROOT, env=env, capture_output=True, text=True,
                            timeout=600)
     assert wrong.returncode == 2 and "--open-settings: candidate '0.01:5': write LR:STEPS:BATCH" in wrong.stderr
+    two = subprocess.run(base + ["--open-settings", "0.01:5:8,0.02:5:8"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert two.returncode == 2 and "--open-settings takes one LR:STEPS:BATCH, not 2" in two.stderr
     refused = subprocess.run(base[:-1] + ["6", "--mcq-from", str(first)], cwd=ROOT, env=env, capture_output=True,
                              text=True, timeout=600)
     assert refused.returncode == 2 and "its MCQ vectors were trained with" in refused.stderr
