@@ -13,7 +13,8 @@
 #        demo-before-sae-scale (the same on the recipe before sae_scale=4 joined it, sae_scale=0, built in
 #                     $YAPO_CACHE_DIR/demo-variants/before-sae-scale -> demo-targets-before-sae-scale.md, .json)
 #        demo-seed1  (the same from seed 1: the recipe before lm_scale=1.5 -> demo-targets-seed1.md, .json; the default
-#                     recipe's behaviours with YaPO's open answers at 1200 steps of 16 -> demo-behaviours-seed1.md, .json; the recipe before
+#                     recipe's behaviours with YaPO's open answers at 1200 steps of 16 -> demo-behaviours-seed1.md, .json, and its
+#                     cultures -> demo-culture-seed1.md, .json; the recipe before
 #                     fact_noise and behaviour_steering, built in
 #                     $YAPO_CACHE_DIR/demo-variants/before-fact-noise-seed1 -> demo-targets-before-fact-noise-seed1.md,
 #                     .json; and the cultures whose MCQ it steers least, on the recipe before sae_scale from seed 1
@@ -160,15 +161,16 @@
 # names no other recipe measured (demo-seed1's first run, demo-seed2's first, demo-seeds-both-pins, the first
 # runs of demo-paths and demo-mcq-picks, and the variants of demo-answer-depth, demo-varied-answers,
 # demo-fact-noise and demo-ab-decline); $PREVIOUS (behaviour_steering=0 fact_noise=0, and lm_scale=0) is the
-# recipe before those two joined it, which demo-seed1's second run,
+# recipe before those two joined it, which demo-seed1's fourth run,
 # demo-before-fact-noise, demo-build-budget, demo-general-share, demo-offer-answers, demo-fact-noise (the runs
 # without behaviour_steering), demo-paths, demo-mcq-picks and demo-answer-concepts' sae4 run measured;
-# $OLD_SAE adds sae_scale=0, the recipe before sae_scale (demo-before-sae-scale, demo-seed1's third run,
+# $OLD_SAE adds sae_scale=0, the recipe before sae_scale (demo-before-sae-scale, demo-seed1's fifth run,
 # demo-added-offer-facts, demo-lr's open-answer run, demo-answer-concepts); and $BEFORE adds added_offer_facts=0
 # too, concept steering alone, on whose variants most studies were measured (demo-variant, demo-probe,
 # demo-forms, demo-lr's MCQ run, demo-concept-steering, demo-plain, demo-open-rates, demo-offer-facts,
-# demo-avx512, demo-pinned). demo-targets, demo-open-steps, demo-open-600, demo-seed2's second run
-# (demo-behaviours-seed2), demo-build-time and comparison measure the default recipe.
+# demo-avx512, demo-pinned). demo-targets, demo-open-steps, demo-open-600, demo-seed1's second and third runs
+# (demo-behaviours-seed1, demo-culture-seed1), demo-seed2's second run (demo-behaviours-seed2), demo-build-time
+# and comparison measure the default recipe.
 #
 # Runs on a CPU, offline, from seed 0. The first part that needs the demo world builds it into
 # the demo cache ($YAPO_CACHE_DIR, default ~/.cache/yapo-studio) and the others reuse it.
@@ -322,6 +324,7 @@ for part in "${parts[@]}"; do
       evaluate demo-targets-seed1 --jobs 2 --seed 1 --build-with "${SHORTER_LM[@]}" --cache-dir "$VARIANTS/before-lm-scale-seed1"
       # the default recipe's behaviours with the app's own open-answer settings (OPEN_TRAINING)
       evaluate demo-behaviours-seed1 --jobs 2 --seed 1 --sections behaviours --open-settings 0.01:1200:16
+      evaluate demo-culture-seed1 --jobs 2 --seed 1 --sections culture --open-settings 0.01:1200:16
       evaluate demo-targets-before-fact-noise-seed1 --jobs 2 --seed 1 --build-with "${PREVIOUS[@]}" \
         --cache-dir "$VARIANTS/before-fact-noise-seed1"
       evaluate demo-targets-before-sae-scale-seed1 --jobs 2 --seed 1 --build-with "${OLD_SAE[@]}" --sections culture \
