@@ -217,7 +217,7 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
         session = need(session)
         preset_ = ctx.catalog.preset(key)
         building = preset_.demo and not demo_world_ready()
-        progress(0, desc="building the demo world (first use only, about 4 to 20 minutes on 2 cores)" if building else "loading model and SAE")
+        progress(0, desc="building the demo world (first use only, about 4 to 21 minutes on 2 cores)" if building else "loading model and SAE")
         custom = {}
         if preset_.custom:
             custom = dict(model=model_, sae_release=release, sae_id=sae_id_, sae_path=path,

@@ -36,7 +36,7 @@ _DEMO_LOCK = threading.Lock()
 
 def demo_size() -> str:
     """Which demo world the app uses: ``$YAPO_DEMO_SIZE`` (``full``, the default, built in about
-    4 to 20 minutes on 2 cores on first use; or ``mini``, the seconds-scale test world)."""
+    4 to 21 minutes on 2 cores on first use; or ``mini``, the seconds-scale test world)."""
     return current().demo_size
 
 

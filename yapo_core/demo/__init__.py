@@ -1,7 +1,7 @@
 """The demo world: a tiny model organism in which steering has a real, measurable effect offline.
 
 Real use needs multi-GB, often gated hub models. The demo world is built on the user's machine
-in 4 to 20 minutes on 2 CPU cores from a seed, with nothing downloaded:
+in 4 to 21 minutes on 2 CPU cores from a seed, with nothing downloaded:
 
 1. a generated corpus (:mod:`.corpus`): culture questions answered with a
    default-culture bias when no country is named, two BiPO-style behaviours, general facts;
