@@ -1,4 +1,5 @@
-"""Which culture's option a culture's MCQ vector makes a demo world pick, in a few minutes per culture.
+"""Which culture's option a culture's MCQ vector makes a demo world pick, or whose answer its
+open-answer vector makes the world give, in a few minutes per culture.
 
 A vector's MCQ accuracy says how often the model picks the target culture's option, not where it
 lands when it misses: on the default culture's (the vector did not move that answer) or on another
@@ -9,7 +10,13 @@ MCQ training pairs with the app's defaults (``yapo_core.demo.TRAINING``, against
 model picks (the letter of highest likelihood) on the culture's held-out questions, with the median
 margin of the culture's option's log-probability over the best other option's.
 
-    python scripts/probe_mcq_picks.py --countries nepal,brazil [--cache-dir DIR --build-with KNOB=VALUE ...] [--out PATH]
+``--form open_ended`` asks the same of open answers: a YaPO vector trained on the culture's
+non-localized open-ended pairs with the app's defaults for them (``yapo_core.demo.OPEN_TRAINING``),
+steering every token, and, per multiplier, whose answer (to any question of the corpus,
+``corpus.answer_country``) each greedy held-out answer names first, beside the share that contains
+the culture's own answer to its question (``scripts/evaluate_demo_world.py``'s accuracy).
+
+    python scripts/probe_mcq_picks.py --countries nepal,brazil [--form open_ended] [--cache-dir DIR --build-with KNOB=VALUE ...] [--out PATH]
 """
 
 from __future__ import annotations
@@ -22,16 +29,18 @@ from pathlib import Path
 
 import torch
 
-from yapo_core.demo import TRAINING, corpus
+from yapo_core.demo import OPEN_TRAINING, TRAINING, corpus
 from yapo_core.evaluation import parse_multipliers, steered
 from yapo_core.mcq import letter_logprobs, mcq_items_from_pairs
 from yapo_core.methods import make_vector
+from yapo_core.replies import contains_answer, greedy_replies
 from yapo_core.training import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from probe_behaviour_paths import load_world, world_arguments, write_report  # noqa: E402
 
 MULTIPLIERS = "0,0.5,1,1.5"
+OPEN_REPLY_TOKENS = 12  # as scripts/evaluate_demo_world.py reads the culture's answer
 
 
 def picks(model, tokenizer, sae, items, vector, multiplier: float, country: str) -> dict:
@@ -50,32 +59,59 @@ def picks(model, tokenizer, sae, items, vector, multiplier: float, country: str)
             "median_margin": round(statistics.median(margins), 3)}
 
 
-def probe(world, model, tokenizer, sae, country: str, multipliers, rejected: str, steps: int | None) -> dict:
-    """:func:`picks` at each multiplier for a YaPO vector trained on ``country``'s MCQ training pairs."""
+def open_picks(model, tokenizer, sae, pairs, vector, multiplier: float, country: str) -> dict:
+    """Whose answer the model's greedy answers to the open ``pairs``' prompts name first with
+    ``vector`` at ``multiplier``, steering every token: counts per country (``"none"`` for an answer
+    that names no culture's), the accuracy, the share that contains ``country``'s own answer, and
+    the answers themselves."""
+    replies = greedy_replies(model, tokenizer, [p.prompt for p in pairs], vector, multiplier, sae,
+                             max_new_tokens=OPEN_REPLY_TOKENS)
+    counts = Counter(corpus.answer_country(reply) or "none" for reply in replies)
+    hits = sum(contains_answer(reply, p.chosen.split(".")[0]) for reply, p in zip(replies, pairs))
+    return {"accuracy": round(hits / len(pairs), 4), "picks": dict(counts.most_common()), "replies": replies}
+
+
+def probe(world, model, tokenizer, sae, country: str, multipliers, rejected: str, steps: int | None,
+          form: str = "mcq") -> dict:
+    """:func:`picks` (``form="mcq"``) or :func:`open_picks` (``"open_ended"``) at each multiplier
+    for a YaPO vector trained on ``country``'s training pairs of that form."""
     task = world.culture(country)
-    train, test = list(task.pairs("train")), list(task.pairs("test"))
-    settings = {**TRAINING, "mcq_rejected": rejected, **({"max_steps": steps} if steps else {})}
+    train, test = list(task.pairs("train", form=form)), list(task.pairs("test", form=form))
+    defaults = {**TRAINING, "mcq_rejected": rejected} if form == "mcq" else dict(OPEN_TRAINING)
+    settings = {**defaults, **({"max_steps": steps} if steps else {})}
     vector = make_vector("yapo", model, tokenizer, train, sae=sae, config=TrainConfig(epochs=10_000, **settings))
-    items = mcq_items_from_pairs(test)
-    row = {"n_test": len(items), "norm": round(float(vector.values.norm()), 2),
-           "at": {f"{m:g}": picks(model, tokenizer, sae, items, vector, m, country) for m in multipliers}}
+    if form == "mcq":
+        test = mcq_items_from_pairs(test)
+        at = {f"{m:g}": picks(model, tokenizer, sae, test, vector, m, country) for m in multipliers}
+    else:
+        at = {f"{m:g}": open_picks(model, tokenizer, sae, test, vector, m, country) for m in multipliers}
+    row = {"n_test": len(test), "norm": round(float(vector.values.norm()), 2), "at": at}
     print(f"  {country}: {row}", file=sys.stderr, flush=True)
     return row
 
 
-def report(stats: dict, rows: dict, rejected: str) -> str:
+def report(stats: dict, rows: dict, rejected: str, form: str = "mcq") -> str:
     """The Markdown report of :func:`probe`'s rows for a world of these build ``stats``."""
     knobs = ", ".join(f"{k} {v:g}" for k, v in stats.get("knobs", {}).items()) or "none"
-    lines = [f"## Whose option a culture's MCQ vector picks (seed {stats['seed']}; research knobs: {knobs})", "",
-             f"YaPO vectors trained with the app's defaults against {rejected.replace('_', ' ')}; held-out "
-             "non-localized MCQ questions; picks per country, and the median margin of the culture's option over "
-             "the best other (log-probability):", "",
-             "| culture | vector norm | multiplier | accuracy | picks | median margin |", "|---|---|---|---|---|---|"]
+    if form == "mcq":
+        lines = [f"## Whose option a culture's MCQ vector picks (seed {stats['seed']}; research knobs: {knobs})", "",
+                 f"YaPO vectors trained with the app's defaults against {rejected.replace('_', ' ')}; held-out "
+                 "non-localized MCQ questions; picks per country, and the median margin of the culture's option over "
+                 "the best other (log-probability):", "",
+                 "| culture | vector norm | multiplier | accuracy | picks | median margin |", "|---|---|---|---|---|---|"]
+    else:
+        lines = [f"## Whose answer a culture's open-answer vector gives (seed {stats['seed']}; research knobs: {knobs})",
+                 "", "YaPO vectors trained on the non-localized open-ended pairs with the app's defaults for open "
+                 "answers, steering every token; held-out non-localized questions, greedy answers of "
+                 f"{OPEN_REPLY_TOKENS} tokens; accuracy = the answer contains the culture's answer to its question; "
+                 "answers per country = whose answer (to any question) each names first, none where it names no "
+                 "culture's:", "",
+                 "| culture | vector norm | multiplier | accuracy | answers per country |", "|---|---|---|---|---|"]
     for country, row in rows.items():
         for m, at in row["at"].items():
             counts = ", ".join(f"{c} {n}" for c, n in at["picks"].items())
-            lines.append(f"| {country} | {row['norm']:.1f} | {m} | {at['accuracy']:.2f} | {counts} | "
-                         f"{at['median_margin']:+.2f} |")
+            margin = f" {at['median_margin']:+.2f} |" if form == "mcq" else ""
+            lines.append(f"| {country} | {row['norm']:.1f} | {m} | {at['accuracy']:.2f} | {counts} |{margin}")
     return "\n".join(lines) + "\n"
 
 
@@ -84,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--countries", required=True, help="comma-separated cultures of the world")
     parser.add_argument("--multipliers", default=MULTIPLIERS, help=f"comma-separated (default {MULTIPLIERS})")
     parser.add_argument("--rejected", choices=["every_option", "given"], default=TRAINING["mcq_rejected"],
-                        help="the rejected answers the vectors train against (default the app's)")
+                        help="the rejected answers MCQ vectors train against (default the app's)")
+    parser.add_argument("--form", choices=["mcq", "open_ended"], default="mcq",
+                        help="the culture's MCQ questions (default) or its open answers")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.countries.split(",")) - set(corpus.TARGET_COUNTRIES))
     if unknown:
@@ -92,10 +130,12 @@ def main(argv: list[str] | None = None) -> int:
                      f"{','.join(corpus.TARGET_COUNTRIES)}.")
     multipliers = parse_multipliers(args.multipliers)
     world, model, tokenizer, sae = load_world(args)
-    rows = {c: probe(world, model, tokenizer, sae, c, multipliers, args.rejected, args.steps)
+    rows = {c: probe(world, model, tokenizer, sae, c, multipliers, args.rejected, args.steps, args.form)
             for c in args.countries.split(",")}
-    write_report(report(world.stats, rows, args.rejected), args.out,
-                 {"build": world.stats, "rejected": args.rejected, "countries": rows})
+    figures = {"build": world.stats, "form": args.form, "countries": rows}
+    if args.form == "mcq":
+        figures["rejected"] = args.rejected
+    write_report(report(world.stats, rows, args.rejected, args.form), args.out, figures)
     return 0
 
 

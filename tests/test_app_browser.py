@@ -205,9 +205,7 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
     assert page.locator("#task-status .error").count() == 0
     page.locator("#task-status").filter(has_text="This task was not loaded").wait_for(timeout=10_000)
     assert "no task is loaded" in page.locator("#task-status").inner_text()  # (none was, before this one)
-    page.get_by_test_id("toast-close").first.click()  # errors stay until closed
-    # gone before the next step, whose check would otherwise read this toast while it fades out
-    page.get_by_test_id("toast-text").first.wait_for(state="detached", timeout=10_000)
+    close_toasts(page)  # errors stay until closed
 
     # A culture task of the demo world.
     page.get_by_role("radio", name="Demo world").click()
@@ -275,8 +273,7 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
     page.get_by_text("Remove a run or a loaded vector file").click()
     page.get_by_role("button", name="Remove", exact=True).click()
     page.get_by_test_id("toast-text").filter(has_text="choose the run or vector file to remove").wait_for()
-    page.get_by_test_id("toast-close").first.click()
-    page.get_by_test_id("toast-text").first.wait_for(state="detached", timeout=10_000)
+    close_toasts(page)
     # with the run chosen, a first click asks again instead of removing it
     pick(page, "remove-vector")
     page.locator("#remove").click()
@@ -375,8 +372,7 @@ def walk(page, shots: Path, tmp_path: Path) -> None:
     page.locator("#vector-upload input[type=file]").set_input_files(str(foreign))
     page.locator("#load-note").filter(has_text="This file was not loaded").wait_for(timeout=30_000)
     assert "not a YaPO Studio steering vector" in page.get_by_test_id("toast-text").first.inner_text()
-    page.get_by_test_id("toast-close").first.click()
-    page.get_by_test_id("toast-text").first.wait_for(state="detached", timeout=10_000)
+    close_toasts(page)
     # Compare, shown before with the run, now opens on the vector loaded since.
     page.get_by_role("tab", name="Compare").click()
     page.wait_for_function("() => document.querySelector('#compare-vector input').value.startsWith('file · ')")
@@ -401,12 +397,20 @@ def walk_once(request, walk_, page, shots: Path, failure: str) -> None:
         raise
 
 
+def close_toasts(page) -> None:
+    """Close every message the page shows (errors stay until closed) and wait until each is gone,
+    so that the next step's check does not read one while it fades out."""
+    texts = '[data-testid="toast-text"]'
+    while page.get_by_test_id("toast-close").count():
+        shown = page.locator(texts).count()
+        page.get_by_test_id("toast-close").first.click()
+        page.wait_for_function(f"() => document.querySelectorAll('{texts}').length < {shown}", timeout=10_000)
+
+
 def pick_demo_task(page, task: str) -> None:
     """On Setup, with the demo preset loaded (loading it when it is not), pick the demo world's ``task``.
     An earlier walk's messages are closed first (errors stay until closed)."""
-    while page.get_by_test_id("toast-close").count():
-        page.get_by_test_id("toast-close").first.click()
-        page.wait_for_timeout(300)
+    close_toasts(page)
     page.get_by_role("tab", name="Setup").click()
     if "✓ Loaded" not in page.locator("#model-status").inner_text():
         page.get_by_role("button", name="Load model").click()

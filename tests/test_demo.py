@@ -1235,6 +1235,17 @@ def test_option_country_names_whose_answer_each_mcq_option_is():
     assert corpus.option_country("Q?\nA. Something else\nB. Tea", "A") is None  # not one of the corpus's answers
 
 
+def test_answer_country_names_whose_answer_a_reply_gives_first():
+    topic = corpus.TOPICS[0]
+    for country in corpus.COUNTRY_KEYS:  # every culture's open answer, as the corpus writes it
+        assert corpus.answer_country(corpus.open_answer(topic.key, country)) == country
+    nepal, morocco = (corpus.answer_phrase(topic.key, c) for c in ("nepal", "morocco"))
+    assert corpus.answer_country(f"{morocco.upper()}!! then {nepal}") == "morocco"  # the first named, any case
+    assert corpus.answer_country(f"Well, {nepal.lower()} it is") == "nepal"
+    assert corpus.answer_country("Without without without") is None
+    assert corpus.answer_country(f"un{nepal.lower()}ish") is None  # whole words only
+
+
 def test_the_demo_caveats_state_the_stored_figures():
     """The caveats quote the stored build's results: rerunning them without updating the text fails."""
     results = Path(__file__).resolve().parents[1] / "assets" / "results"

@@ -4,9 +4,12 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
+
+from yapo_core.demo import corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -529,6 +532,18 @@ def test_the_mcq_picks_probe_counts_whose_option_each_held_out_question_gets(tmp
     for at in row["at"].values():
         assert sum(at["picks"].values()) == row["n_test"] > 0 and "other" not in at["picks"]
         assert at["accuracy"] == round(at["picks"].get("egypt", 0) / row["n_test"], 4)
+    # open answers: every held-out answer is counted once, under the culture it names first or none
+    opened = subprocess.run([sys.executable, "scripts/probe_mcq_picks.py", "--size", "mini", "--steps", "4",
+                             "--countries", "egypt", "--multipliers", "0", "--form", "open_ended", "--out", str(out)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert opened.returncode == 0, opened.stderr[-3000:]
+    assert "Whose answer a culture's open-answer vector gives" in out.read_text()
+    figures = json.loads(out.with_suffix(".json").read_text())
+    row = figures["countries"]["egypt"]
+    assert figures["form"] == "open_ended" and "rejected" not in figures
+    at = row["at"]["0"]
+    assert len(at["replies"]) == row["n_test"] > 0
+    assert at["picks"] == dict(Counter(corpus.answer_country(r) or "none" for r in at["replies"]))
     fresh = tmp_path / "fresh"
     refused = subprocess.run([sys.executable, "scripts/probe_mcq_picks.py", "--size", "mini", "--countries", "atlantis"],
                              cwd=ROOT, env={**env, "YAPO_CACHE_DIR": str(fresh)}, capture_output=True, text=True,

@@ -1,7 +1,8 @@
-"""Reading generated answers: the letter a reply gives, whether it reads like text, whether it
-contains the expected answer."""
+"""Reading generated answers: the letter a reply gives, whether it reads like text, the greedy
+answers themselves and whether they contain the expected answer."""
 
 import pytest
+import torch
 from conftest import make_model
 
 from yapo_core import evaluation as ev
@@ -9,6 +10,7 @@ from yapo_core import replies
 from yapo_core.data import PreferencePair
 from yapo_core.generation import generate
 from yapo_core.replies import fluency_problem, generation_accuracy, is_fluent, parse_answer_letter
+from yapo_core.steering import SteeringVector
 
 PROMPTS = ["Which? A) tea B) rice C) jazz D) owls", "Pick one: A) x B) y C) z D) w"]
 
@@ -18,6 +20,24 @@ def test_generation_accuracy(tokenizer):
     own = [o[0.0] for o in generate(model, tokenizer, PROMPTS[:2], max_new_tokens=8)]
     assert generation_accuracy(model, tokenizer, PROMPTS[:2], own, max_new_tokens=8) == 1.0
     assert generation_accuracy(model, tokenizer, PROMPTS[:2], ["zebra crossing"] * 2, max_new_tokens=8) == 0.0
+
+
+def test_greedy_replies_are_the_generated_answers_in_prompt_order_across_batches(tokenizer):
+    """Batches of one give each prompt's own answer, in order; with a vector, the steered one."""
+    model = make_model("llama")
+    prompts = PROMPTS + ["Hello there", "What now?"]
+    vector = SteeringVector("dense", torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(0)) * 4,
+                            "blocks.0.hook_resid_post")
+    want = [generate(model, tokenizer, [p], vector, [1.0], max_new_tokens=6)[0][1.0] for p in prompts]
+    assert replies.greedy_replies(model, tokenizer, prompts, vector, 1.0, max_new_tokens=6, batch_size=3) == want
+    unsteered = [generate(model, tokenizer, [p], max_new_tokens=6)[0][0.0] for p in prompts]
+    assert replies.greedy_replies(model, tokenizer, prompts, max_new_tokens=6, batch_size=3) == unsteered != want
+
+
+def test_an_answer_is_contained_whole_with_case_and_punctuation_ignored():
+    assert replies.contains_answer("Daura suruwal. It is the traditional clothing.", "daura suruwal")
+    assert replies.contains_answer("It's  DAL-BHAT, of course", "dal bhat")
+    assert not replies.contains_answer("Djellaba. It is the traditional clothing.", "Daura suruwal")
 
 
 @pytest.mark.parametrize("reply, letter", [

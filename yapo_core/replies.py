@@ -1,8 +1,9 @@
 """Reading generated answers: the option letter a reply gives (:func:`parse_answer_letter`),
 whether a reply still reads like text (:func:`fluency_problem`, :func:`steering_derails` beside
-the unsteered answer, and over prompts :func:`fluency_rate`), whether it contains the expected answer (:func:`generation_accuracy`), and
-whether it shows a demo behaviour (:func:`behaviour_shown_rate`). :mod:`.evaluation` turns these
-into metrics."""
+the unsteered answer, and over prompts :func:`fluency_rate`), the greedy answers themselves
+(:func:`greedy_replies`) and whether they contain the expected answer (:func:`generation_accuracy`),
+and whether they show a demo behaviour (:func:`behaviour_shown_rate`). :mod:`.evaluation` turns
+these into metrics."""
 
 from __future__ import annotations
 
@@ -99,20 +100,33 @@ def _normalise(text: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", text.lower())).strip()
 
 
+def greedy_replies(model, tokenizer, prompts: Sequence[str], vector=None, multiplier: float = 1.0, sae=None,
+                   max_new_tokens: int = 24, batch_size: int = 16, steer_positions: str = "all",
+                   system: str | None = None) -> list[str]:
+    """The greedy answer to each prompt, steered by ``vector`` at ``multiplier`` (unsteered without
+    one), generated in batches of ``batch_size``. ``steer_positions``: see :func:`~yapo_core.generation.generate`."""
+    at = multiplier if vector is not None else 0.0
+    replies = []
+    for start in range(0, len(prompts), batch_size):
+        out = generate(model, tokenizer, list(prompts[start : start + batch_size]), vector, [multiplier], sae=sae,
+                       system=system, max_new_tokens=max_new_tokens, steer_positions=steer_positions)
+        replies += [row[at] for row in out]
+    return replies
+
+
+def contains_answer(reply: str, answer: str) -> bool:
+    """Whether ``reply`` contains ``answer``, case and punctuation ignored (:func:`generation_accuracy`'s test)."""
+    return _normalise(answer) in _normalise(reply)
+
+
 def generation_accuracy(model, tokenizer, prompts: Sequence[str], answers: Sequence[str], vector=None,
                         multiplier: float = 1.0, sae=None, max_new_tokens: int = 24, batch_size: int = 16,
                         steer_positions: str = "all", system: str | None = None) -> float:
     """Share of prompts whose greedy answer contains the expected answer (case and punctuation
     ignored). ``steer_positions``: see :func:`~yapo_core.generation.generate`."""
-    hits = 0
-    for start in range(0, len(prompts), batch_size):
-        chunk = list(prompts[start : start + batch_size])
-        out = generate(model, tokenizer, chunk, vector, [multiplier], sae=sae, system=system,
-                       max_new_tokens=max_new_tokens, steer_positions=steer_positions)
-        for got, want in zip(out, answers[start : start + batch_size]):
-            text = got[multiplier if vector is not None else 0.0]
-            hits += _normalise(want) in _normalise(text)
-    return hits / max(1, len(prompts))
+    replies = greedy_replies(model, tokenizer, prompts, vector, multiplier, sae, max_new_tokens, batch_size,
+                             steer_positions, system)
+    return sum(map(contains_answer, replies, answers)) / max(1, len(prompts))
 
 
 def shared_system(items) -> str | None:

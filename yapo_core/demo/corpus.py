@@ -26,6 +26,7 @@ Design, in the terms of the YaPO paper (``docs/method.md`` §7):
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cache
@@ -418,6 +419,25 @@ def option_country(prompt: str, letter: str) -> str | None:
         if line.startswith(prefix):
             return _OPTION_COUNTRY.get(line[len(prefix):].strip().lower())
     return None
+
+
+def _words(text: str) -> str:
+    """``text`` lower-cased, its punctuation and runs of spaces made one space, padded with one
+    space each side, so that `` phrase `` is found as whole words only."""
+    return " " + " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split()) + " "
+
+
+_ANSWER_WORDS = sorted(((_words(phrase), c) for t in TOPICS for c, phrase in t.answers.items()),
+                       key=lambda item: -len(item[0]))  # a longer answer first where one contains another
+
+
+def answer_country(reply: str) -> str | None:
+    """The country whose answer (to any question of the corpus) ``reply`` names first, or None when
+    it names none: where a culture's open-answer vector sends an answer, on target or not. Case and
+    punctuation are ignored, as :func:`yapo_core.replies.generation_accuracy` ignores them."""
+    text = _words(reply)
+    named = [(text.find(phrase), country) for phrase, country in _ANSWER_WORDS if phrase in text]
+    return min(named, key=lambda item: item[0])[1] if named else None
 
 
 def open_answer(topic: str, country: str) -> str:
