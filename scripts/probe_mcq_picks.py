@@ -41,6 +41,7 @@ from probe_behaviour_paths import load_world, world_arguments, write_report  # n
 
 MULTIPLIERS = "0,0.5,1,1.5"
 OPEN_REPLY_TOKENS = 12  # as scripts/evaluate_demo_world.py reads the culture's answer
+MISSES_SHOWN = 3  # per row of the open answers' report (the JSON holds every one)
 
 
 def picks(model, tokenizer, sae, items, vector, multiplier: float, country: str) -> dict:
@@ -62,13 +63,17 @@ def picks(model, tokenizer, sae, items, vector, multiplier: float, country: str)
 def open_picks(model, tokenizer, sae, pairs, vector, multiplier: float, country: str) -> dict:
     """Whose answer the model's greedy answers to the open ``pairs``' prompts name first with
     ``vector`` at ``multiplier``, steering every token: counts per country (``"none"`` for an answer
-    that names no culture's), the accuracy, the share that contains ``country``'s own answer, and
+    that names no culture's), the accuracy, the share that contains ``country``'s own answer, the
+    answers that do not (``"wanted → given"``: the culture's answer, the first sentence given), and
     the answers themselves."""
     replies = greedy_replies(model, tokenizer, [p.prompt for p in pairs], vector, multiplier, sae,
                              max_new_tokens=OPEN_REPLY_TOKENS)
     counts = Counter(corpus.answer_country(reply) or "none" for reply in replies)
-    hits = sum(contains_answer(reply, p.chosen.split(".")[0]) for reply, p in zip(replies, pairs))
-    return {"accuracy": round(hits / len(pairs), 4), "picks": dict(counts.most_common()), "replies": replies}
+    wanted = [p.chosen.split(".")[0] for p in pairs]  # the culture's short answer opens each reply
+    misses = Counter(f"{want} → {reply.split('.')[0].strip()}" for reply, want in zip(replies, wanted)
+                     if not contains_answer(reply, want))
+    return {"accuracy": round((len(pairs) - misses.total()) / len(pairs), 4), "picks": dict(counts.most_common()),
+            "misses": dict(misses.most_common()), "replies": replies}
 
 
 def probe(world, model, tokenizer, sae, country: str, multipliers, rejected: str, steps: int | None,
@@ -105,13 +110,17 @@ def report(stats: dict, rows: dict, rejected: str, form: str = "mcq") -> str:
                  "answers, steering every token; held-out non-localized questions, greedy answers of "
                  f"{OPEN_REPLY_TOKENS} tokens; accuracy = the answer contains the culture's answer to its question; "
                  "answers per country = whose answer (to any question) each names first, none where it names no "
-                 "culture's:", "",
-                 "| culture | vector norm | multiplier | accuracy | answers per country |", "|---|---|---|---|---|"]
+                 "culture's; the most frequent misses, the culture's answer → the answer's first sentence:", "",
+                 "| culture | vector norm | multiplier | accuracy | answers per country | most frequent misses |",
+                 "|---|---|---|---|---|---|"]
     for country, row in rows.items():
         for m, at in row["at"].items():
             counts = ", ".join(f"{c} {n}" for c, n in at["picks"].items())
-            margin = f" {at['median_margin']:+.2f} |" if form == "mcq" else ""
-            lines.append(f"| {country} | {row['norm']:.1f} | {m} | {at['accuracy']:.2f} | {counts} |{margin}")
+            if form == "mcq":
+                last = f"{at['median_margin']:+.2f}"
+            else:
+                last = "; ".join(f"{miss} ({n})" for miss, n in list(at["misses"].items())[:MISSES_SHOWN]) or "none"
+            lines.append(f"| {country} | {row['norm']:.1f} | {m} | {at['accuracy']:.2f} | {counts} | {last} |")
     return "\n".join(lines) + "\n"
 
 

@@ -145,7 +145,8 @@
 #                     demo-picks-brazil-given.md), on the recipe before fact_noise and on
 #                     fact_noise=0.5 behaviour_steering=0.7 -> demo-picks-nepal-before-fact-noise.md,
 #                     -nepal-fact-noise-behaviour-steering.md, -brazil-given-before-fact-noise.md,
-#                     -brazil-given-fact-noise-behaviour-steering.md, .json)
+#                     -brazil-given-fact-noise-behaviour-steering.md, .json; and whose answer each culture's
+#                     open-answer vector gives, on the default world -> demo-open-picks.md, .json)
 #        demo-pinned (scripts/evaluate_demo_world.py --sections behaviours on the plain recipe built in a fresh cache
 #                     -> demo-behaviours-pinned.md, .json: the same build on another CPU, with the pinned kernels)
 #        build-speed (scripts/benchmark_demo_build.py -> assets/results/build-speed.md, .json)
@@ -673,6 +674,9 @@ for part in "${parts[@]}"; do
         --out "$RESULTS/demo-picks-brazil-given-before-fact-noise.md" > /dev/null
       "$PYTHON" scripts/probe_mcq_picks.py --countries brazil --rejected given "${firm[@]}" \
         --out "$RESULTS/demo-picks-brazil-given-fact-noise-behaviour-steering.md" > /dev/null
+      # whose answer each culture's open-answer vector gives, on the default world (docs/results.md, "Open-ended answers")
+      "$PYTHON" scripts/probe_mcq_picks.py --countries egypt,morocco,uk,spain,brazil,india,nepal --form open_ended \
+        --out "$RESULTS/demo-open-picks.md" > /dev/null
       ;;
     demo-pinned)
       # The plain recipe built from nothing in a fresh cache (with yapo_core's pinned AVX2 kernels).

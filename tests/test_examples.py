@@ -544,6 +544,8 @@ def test_the_mcq_picks_probe_counts_whose_option_each_held_out_question_gets(tmp
     at = row["at"]["0"]
     assert len(at["replies"]) == row["n_test"] > 0
     assert at["picks"] == dict(Counter(corpus.answer_country(r) or "none" for r in at["replies"]))
+    assert sum(at["misses"].values()) == round((1 - at["accuracy"]) * row["n_test"])
+    assert all(" → " in miss for miss in at["misses"])
     fresh = tmp_path / "fresh"
     refused = subprocess.run([sys.executable, "scripts/probe_mcq_picks.py", "--size", "mini", "--countries", "atlantis"],
                              cwd=ROOT, env={**env, "YAPO_CACHE_DIR": str(fresh)}, capture_output=True, text=True,
