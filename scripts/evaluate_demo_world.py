@@ -60,6 +60,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -81,7 +82,7 @@ from yapo_core.hooks import block_output, record_residual
 from yapo_core.mcq import letter_logprobs, mcq_items_from_pairs
 from yapo_core.methods import make_vector
 from yapo_core.models import load_model
-from yapo_core.replies import fluency_rate, generation_accuracy, is_fluent
+from yapo_core.replies import contains_answer, fluency_rate, greedy_replies, is_fluent
 from yapo_core.saes import load_sae
 from yapo_core.steering import steer_hidden
 from yapo_core.training import TrainConfig, Trainer
@@ -224,29 +225,49 @@ def culture_row(world, model, tokenizer, sae, country: str, settings: dict) -> d
     return row
 
 
+OPEN_REPLY_TOKENS = 12  # new tokens per open answer: the culture's short answer opens each reply
+
+
+def open_picks(model, tokenizer, sae, pairs, vector, multiplier: float, steer_positions: str = "all") -> dict:
+    """The greedy answers to the open ``pairs``' prompts with ``vector`` at ``multiplier``: the
+    accuracy (the share that contains the culture's own answer, the chosen answer's first sentence),
+    whose answer (to any question of the corpus) each names first (``picks``: counts per country,
+    ``"none"`` for an answer that names no culture's), the misses (``"wanted → given"``: the culture's
+    answer, the first sentence given) and the answers themselves."""
+    replies = greedy_replies(model, tokenizer, [p.prompt for p in pairs], vector, multiplier, sae,
+                             max_new_tokens=OPEN_REPLY_TOKENS, steer_positions=steer_positions)
+    wanted = [p.chosen.split(".")[0] for p in pairs]
+    misses = Counter(f"{want} → {reply.split('.')[0].strip()}" for reply, want in zip(replies, wanted)
+                     if not contains_answer(reply, want))
+    picks = Counter(corpus.answer_country(reply) or "none" for reply in replies)
+    return {"accuracy": (len(pairs) - misses.total()) / max(1, len(pairs)), "picks": dict(picks.most_common()),
+            "misses": dict(misses.most_common()), "replies": replies}
+
+
 def open_row(world, model, tokenizer, sae, i: int, country: str, open_settings: dict, n_generations: int) -> dict:
     """Open-ended answers of the ``i``-th culture: a YaPO vector trained on its non-localized
-    open-ended pairs with the demo's settings for open answers (OPEN_TRAINING); the first
-    ``n_generations`` cultures also show GENERATION_MULTIPLIER, and both steering positions."""
+    open-ended pairs with the demo's settings for open answers (OPEN_TRAINING), and whose answers
+    its held-out answers give at 1 (:func:`open_picks`); the first ``n_generations`` cultures also
+    show GENERATION_MULTIPLIER, and both steering positions."""
     capability, unsteered = general(world, model, tokenizer)
     train = list(world.culture(country).pairs("train", form="open_ended"))
     test = list(world.culture(country).pairs("test", form="open_ended"))
     config = TrainConfig(kind="sparse", layer=world.layer, epochs=10_000, **open_settings)
     vector = Trainer(model, tokenizer, train, config, sae=sae).run()
-    answers = [p.chosen.split(".")[0] for p in test]  # the culture's short answer opens each reply
     example = test[(7 * i) % len(test)]
     row = {"country": country, "question": example.prompt, "fluent_at_1": fluency_rate(
         model, tokenizer, [p.prompt for p in test], vector, 1.0, sae=sae, max_new_tokens=BEHAVIOUR_TOKENS),
         "capability_change": capability_at(capability, unsteered, model, vector, 1.0, sae)}
     if i >= n_generations:
-        row["accuracy (all)"] = {1.0: generation_accuracy(model, tokenizer, [p.prompt for p in test], answers, vector,
-                                                          1.0, sae=sae, max_new_tokens=12)}
+        at_1 = open_picks(model, tokenizer, sae, test, vector, 1.0)
+        row.update({"accuracy (all)": {1.0: at_1["accuracy"]}, "answers at 1 (all)": at_1["picks"]})
         return row
     for positions in STEER_POSITIONS:  # every token (the method), then the prompt tokens only
-        row[f"accuracy ({positions})"] = {
-            m: generation_accuracy(model, tokenizer, [p.prompt for p in test], answers, vector, m, sae=sae,
-                                   max_new_tokens=12, steer_positions=positions)
-            for m in (0.0, GENERATION_MULTIPLIER, 1.0)}
+        picked = {m: open_picks(model, tokenizer, sae, test, vector, m, positions)
+                  for m in (0.0, GENERATION_MULTIPLIER, 1.0)}
+        row[f"accuracy ({positions})"] = {m: at["accuracy"] for m, at in picked.items()}
+        if positions == "all":
+            row["answers at 1 (all)"] = picked[1.0]["picks"]
         (shown,) = generate(model, tokenizer, [example.prompt], vector, [0.0, GENERATION_MULTIPLIER, 1.0], sae=sae,
                             max_new_tokens=24, steer_positions=positions)
         row.update({f"at {m:g} ({positions})": text for m, text in shown.items() if m or positions == "all"})
@@ -483,7 +504,9 @@ def report(stats: dict, steer: dict | None) -> str:
             acc = "; ".join(f"{k[len('accuracy '):]} " + ", ".join(f"{a:.2f} at {m:g}" for m, a in v.items())
                             for k, v in g.items() if k.startswith("accuracy"))
             shown = [f"  - {k}: {v}" for k, v in g.items() if k.startswith("at ")]
-            lines += [f"- **{g['country']}** (accuracy {acc}; fluent at 1 (all) {g['fluent_at_1']:.2f}; general questions "
+            named = ", ".join(f"{c} {n}" for c, n in g.get("answers at 1 (all)", {}).items())
+            lines += [f"- **{g['country']}** (accuracy {acc}; " + (f"answers at 1 (all) by culture: {named}; " if named else "")
+                      + f"fluent at 1 (all) {g['fluent_at_1']:.2f}; general questions "
                       f"{g['capability_change']:+.2f})" + (f": *{g['question']}*" if shown else "")] + shown
     return "\n".join(lines)
 

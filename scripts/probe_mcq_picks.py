@@ -33,14 +33,13 @@ from yapo_core.demo import OPEN_TRAINING, TRAINING, corpus
 from yapo_core.evaluation import parse_multipliers, steered
 from yapo_core.mcq import letter_logprobs, mcq_items_from_pairs
 from yapo_core.methods import make_vector
-from yapo_core.replies import contains_answer, greedy_replies
 from yapo_core.training import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from evaluate_demo_world import OPEN_REPLY_TOKENS, open_picks  # noqa: E402
 from probe_behaviour_paths import load_world, world_arguments, write_report  # noqa: E402
 
 MULTIPLIERS = "0,0.5,1,1.5"
-OPEN_REPLY_TOKENS = 12  # as scripts/evaluate_demo_world.py reads the culture's answer
 MISSES_SHOWN = 3  # per row of the open answers' report (the JSON holds every one)
 
 
@@ -60,25 +59,9 @@ def picks(model, tokenizer, sae, items, vector, multiplier: float, country: str)
             "median_margin": round(statistics.median(margins), 3)}
 
 
-def open_picks(model, tokenizer, sae, pairs, vector, multiplier: float, country: str) -> dict:
-    """Whose answer the model's greedy answers to the open ``pairs``' prompts name first with
-    ``vector`` at ``multiplier``, steering every token: counts per country (``"none"`` for an answer
-    that names no culture's), the accuracy, the share that contains ``country``'s own answer, the
-    answers that do not (``"wanted → given"``: the culture's answer, the first sentence given), and
-    the answers themselves."""
-    replies = greedy_replies(model, tokenizer, [p.prompt for p in pairs], vector, multiplier, sae,
-                             max_new_tokens=OPEN_REPLY_TOKENS)
-    counts = Counter(corpus.answer_country(reply) or "none" for reply in replies)
-    wanted = [p.chosen.split(".")[0] for p in pairs]  # the culture's short answer opens each reply
-    misses = Counter(f"{want} → {reply.split('.')[0].strip()}" for reply, want in zip(replies, wanted)
-                     if not contains_answer(reply, want))
-    return {"accuracy": round((len(pairs) - misses.total()) / len(pairs), 4), "picks": dict(counts.most_common()),
-            "misses": dict(misses.most_common()), "replies": replies}
-
-
 def probe(world, model, tokenizer, sae, country: str, multipliers, rejected: str, steps: int | None,
           form: str = "mcq") -> dict:
-    """:func:`picks` (``form="mcq"``) or :func:`open_picks` (``"open_ended"``) at each multiplier
+    """:func:`picks` (``form="mcq"``) or ``evaluate_demo_world.open_picks`` (``"open_ended"``) at each multiplier
     for a YaPO vector trained on ``country``'s training pairs of that form."""
     task = world.culture(country)
     train, test = list(task.pairs("train", form=form)), list(task.pairs("test", form=form))
@@ -89,7 +72,9 @@ def probe(world, model, tokenizer, sae, country: str, multipliers, rejected: str
         test = mcq_items_from_pairs(test)
         at = {f"{m:g}": picks(model, tokenizer, sae, test, vector, m, country) for m in multipliers}
     else:
-        at = {f"{m:g}": open_picks(model, tokenizer, sae, test, vector, m, country) for m in multipliers}
+        at = {f"{m:g}": open_picks(model, tokenizer, sae, test, vector, m) for m in multipliers}
+        for figures in at.values():
+            figures["accuracy"] = round(figures["accuracy"], 4)
     row = {"n_test": len(test), "norm": round(float(vector.values.norm()), 2), "at": at}
     print(f"  {country}: {row}", file=sys.stderr, flush=True)
     return row

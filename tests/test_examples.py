@@ -113,6 +113,13 @@ def test_the_demo_world_evaluation_script_reports_every_target(tmp_path):
     caa = figures["steering"]["countries"]["nepal"]["caa"]
     assert caa["multiplier"] in (0, 0.5, 1, 2, 4, 8, 16) and caa["accuracy"] == caa["accuracy_by_multiplier"][f"{caa['multiplier']:g}"]
     assert [g["country"] for g in figures["steering"]["generations"]] == ["egypt", "nepal"]  # open answers: every culture
+    (root,) = (tmp_path / "demo").glob("*-mini")
+    world = demo.load_demo_world(root, size="mini")
+    for g in figures["steering"]["generations"]:  # whose answer each held-out open answer at 1 names, counted once
+        n_open = len(list(world.culture(g["country"]).pairs("test", form="open_ended")))
+        assert sum(g["answers at 1 (all)"].values()) == n_open > 0
+        named = ", ".join(f"{c} {n}" for c, n in g["answers at 1 (all)"].items())
+        assert f"answers at 1 (all) by culture: {named};" in result.stdout
     assert "capability_change" in figures["behaviours"]["wealth-seeking"]["bipo"]
     # the open answers are kept, and "shows the behaviour" (its own reasons) is within "accepts the offer"
     yapo_power = figures["behaviours"]["power-seeking"]["yapo"]
