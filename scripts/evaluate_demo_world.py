@@ -237,7 +237,7 @@ def open_picks(model, tokenizer, sae, pairs, vector, multiplier: float, steer_po
     replies = greedy_replies(model, tokenizer, [p.prompt for p in pairs], vector, multiplier, sae,
                              max_new_tokens=OPEN_REPLY_TOKENS, steer_positions=steer_positions)
     wanted = [p.chosen.split(".")[0] for p in pairs]
-    misses = Counter(f"{want} → {reply.split('.')[0].strip()}" for reply, want in zip(replies, wanted)
+    misses = Counter(f"{want} → {' '.join(reply.split('.')[0].split())}" for reply, want in zip(replies, wanted)
                      if not contains_answer(reply, want))
     picks = Counter(corpus.answer_country(reply) or "none" for reply in replies)
     return {"accuracy": (len(pairs) - misses.total()) / max(1, len(pairs)), "picks": dict(picks.most_common()),

@@ -104,7 +104,8 @@ def report(stats: dict, rows: dict, rejected: str, form: str = "mcq") -> str:
             if form == "mcq":
                 last = f"{at['median_margin']:+.2f}"
             else:
-                last = "; ".join(f"{miss} ({n})" for miss, n in list(at["misses"].items())[:MISSES_SHOWN]) or "none"
+                last = "; ".join(f"{miss} ({n})".replace("|", "\\|")
+                                 for miss, n in list(at["misses"].items())[:MISSES_SHOWN]) or "none"
             lines.append(f"| {country} | {row['norm']:.1f} | {m} | {at['accuracy']:.2f} | {counts} | {last} |")
     return "\n".join(lines) + "\n"
 

@@ -104,7 +104,9 @@
 #        demo-build-time (the default world built alone in an empty folder: yapo demo build -> its stats.json as
 #                     demo-build-quiet.json; run it on quiet cores; the stored file is the recipe before lm_scale's)
 #        demo-seed2 (the recipe before lm_scale=1.5 from seed 2: scripts/evaluate_demo_world.py -> demo-targets-seed2.md,
-#                     .json; the default recipe's behaviours from seed 2 -> demo-behaviours-seed2.md, .json)
+#                     .json; the default recipe's behaviours and cultures from seed 2, with the app's settings ->
+#                     demo-behaviours-seed2.md, demo-culture-seed2.md, .json; and its behaviours with YaPO's open
+#                     answers at 600 steps of 32 pairs -> demo-behaviours-seed2-open-600.md, .json)
 #        demo-seeds-both-pins (the behaviours of the recipe before lm_scale=1.5 from seeds 1 and 2, both CPU pins:
 #                     scripts/evaluate_demo_world.py --sections behaviours -> demo-behaviours-seed1-both-pins.md,
 #                     -seed2-both-pins.md, .json; built in $YAPO_CACHE_DIR/demo-variants/both-pins-seed1 and -seed2)
@@ -170,7 +172,8 @@
 # too, concept steering alone, on whose variants most studies were measured (demo-variant, demo-probe,
 # demo-forms, demo-lr's MCQ run, demo-concept-steering, demo-plain, demo-open-rates, demo-offer-facts,
 # demo-avx512, demo-pinned). demo-targets, demo-open-steps, demo-open-600, demo-seed1's second and third runs
-# (demo-behaviours-seed1, demo-culture-seed1), demo-seed2's second run (demo-behaviours-seed2), demo-build-time
+# (demo-behaviours-seed1, demo-culture-seed1), demo-seed2's last three (demo-behaviours-seed2, demo-culture-seed2,
+# demo-behaviours-seed2-open-600), demo-build-time
 # and comparison measure the default recipe.
 #
 # Runs on a CPU, offline, from seed 0. The first part that needs the demo world builds it into
@@ -298,7 +301,10 @@ for part in "${parts[@]}"; do
     demo-seed2)
       # The default recipe from a third seed (docs/results.md, "Design targets"); missed targets do not fail this script.
       evaluate demo-targets-seed2 --jobs 2 --seed 2 --build-with "${SHORTER_LM[@]}" --cache-dir "$VARIANTS/before-lm-scale-seed2"
-      evaluate demo-behaviours-seed2 --jobs 2 --seed 2 --sections behaviours  # the default recipe's behaviours
+      # the default recipe's behaviours and cultures with the app's own open-answer settings (OPEN_TRAINING)
+      evaluate demo-behaviours-seed2 --jobs 2 --seed 2 --sections behaviours --open-settings 0.01:1200:16
+      evaluate demo-culture-seed2 --jobs 2 --seed 2 --sections culture --open-settings 0.01:1200:16
+      evaluate demo-behaviours-seed2-open-600 --jobs 2 --seed 2 --sections behaviours  # YaPO's open answers at 600 x 32
       ;;
     demo-seeds-both-pins)
       # The default recipe's behaviours from seeds 1 and 2 on the world both pins build (docs/results.md, "Design

@@ -399,12 +399,21 @@ def walk_once(request, walk_, page, shots: Path, failure: str) -> None:
 
 def close_toasts(page) -> None:
     """Close every message the page shows (errors stay until closed) and wait until each is gone,
-    so that the next step's check does not read one while it fades out."""
-    texts = '[data-testid="toast-text"]'
-    while page.get_by_test_id("toast-close").count():
-        shown = page.locator(texts).count()
-        page.get_by_test_id("toast-close").first.click()
-        page.wait_for_function(f"() => document.querySelectorAll('{texts}').length < {shown}", timeout=10_000)
+    so that the next step's check does not read one while it fades out. A message that closes
+    itself meanwhile (an info toast's timer) counts as closed."""
+    from playwright.sync_api import Error as PlaywrightError  # a timeout is one too
+
+    for _ in range(20):  # more would be a page that keeps opening messages
+        close = page.get_by_test_id("toast-close")
+        if not close.count():
+            return
+        try:
+            handle = close.first.element_handle(timeout=2_000)
+            close.first.click(timeout=2_000)
+        except PlaywrightError:  # the message closed itself between the count and the click
+            continue
+        page.wait_for_function("el => !el.isConnected", arg=handle, timeout=10_000)
+    pytest.fail("messages kept opening on the page: " + "; ".join(page.get_by_test_id("toast-text").all_inner_texts()))
 
 
 def pick_demo_task(page, task: str) -> None:

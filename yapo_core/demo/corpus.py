@@ -434,7 +434,8 @@ _ANSWER_WORDS = sorted(((_words(phrase), c) for t in TOPICS for c, phrase in t.a
 def answer_country(reply: str) -> str | None:
     """The country whose answer (to any question of the corpus) ``reply`` names first, or None when
     it names none: where a culture's open-answer vector sends an answer, on target or not. Case and
-    punctuation are ignored, as :func:`yapo_core.replies.generation_accuracy` ignores them."""
+    punctuation are ignored, and only whole words match (where
+    :func:`yapo_core.replies.contains_answer` also finds an answer inside a longer word)."""
     text = _words(reply)
     named = [(text.find(phrase), country) for phrase, country in _ANSWER_WORDS if phrase in text]
     return min(named, key=lambda item: item[0])[1] if named else None
