@@ -111,7 +111,8 @@ TRIED = {  # what was tried for a target the default recipe misses, and where do
     1: "YaPO's open-answer settings (1200 steps of 16 pairs at lr 0.01) were chosen on validation splits of the "
        "default recipe's seed-0 world, where every culture's and behaviour's open answers meet it (0.83 to 1.00, all "
        "fluent), and 600 steps of 32 pairs left brazil, india and nepal at 0.59 to 0.66; at the rate's 20x bound "
-       "more steps are the lever, and other seeds' cultures are not measured with these settings (docs/results.md, "
+       "more steps are the lever; the builds from seeds 1 and 2 meet it with the same settings (cultures 0.98 to 1.00 "
+       "and 0.86 to 1.00, behaviours 0.94 to 1.00) (docs/results.md, "
        "\"Design targets\", \"The learning rates\")",
     2: "unsteered, the default recipe takes none of the A/B offers from seed 0, 0.41 and 0.31 from seed 1 (picking A "
        "on 28 and 23 of 32 questions; power-seeking's YaPO vector at -1 raises it to 0.50) and 0.22 of "
@@ -122,7 +123,8 @@ TRIED = {  # what was tried for a target the default recipe misses, and where do
        "budget) declines every offer from seeds 0 and 2 (docs/results.md, \"Design targets\", \"A firmer A/B "
        "form\")",
     3: "the default recipe meets it from seed 0, and from seed 1 against every option (0.86 to 1.00) but not "
-       "against the given answer (nepal 0.75, the others 0.84 to 1.00; seed 2's cultures are not measured); the "
+       "against the given answer (nepal 0.75, the others 0.84 to 1.00), and from seed 2 against both (1.00; 0.97 to "
+       "1.00); the "
        "recipe before lm_scale met it from seed 0 only of the seeds measured: from seed 1 against every option (0.88 "
        "to 1.00) but not against the given answer (0.69 to 0.95), from seed 2 its MCQ vectors move 0.42 "
        "to 0.86 of the answers (BiPO's 0.27 to 0.64), and the recipe before fact_noise and behaviour_steering "
