@@ -120,7 +120,8 @@ TRIED = {  # what was tried for a target the default recipe misses, and where do
        "read the options weakly (0.12 of its own training offers laid out as test_infer), and declining every "
        "plain A/B offer, averaging the LM's weights, asking general questions as A/B choices or the held-out "
        "offers plainly did not fix that; an LM trained on twice the corpus (lm_scale=2, further over the build "
-       "budget) declines every offer from seeds 0 and 2 (docs/results.md, \"Design targets\", \"A firmer A/B "
+       "budget) meets it from seeds 0, 1 and 2, unsteered taking none of the offers but 0.06 of wealth-seeking's from "
+       "seed 1 (docs/results.md, \"Design targets\", \"A firmer A/B "
        "form\")",
     3: "the default recipe meets it from seed 0, and from seed 1 against every option (0.86 to 1.00) but not "
        "against the given answer (nepal 0.75, the others 0.84 to 1.00), and from seed 2 against both (1.00; 0.97 to "

@@ -133,10 +133,10 @@
 #                     any offer, held-out ones too, known_offers=0.5: scripts/evaluate_demo_world.py --sections
 #                     behaviours -> demo-variant-ab-decline.md, demo-variant-lm-average.md, demo-variant-general-ab.md,
 #                     demo-variant-known-offers.md, .json, seed 0; and the LM trained twice as long, lm_scale=2, from
-#                     seeds 0 and 2 -> demo-variant-lm-scale2.md, -seed2.md, and seed 0's egypt and nepal ->
+#                     seeds 0, 1 and 2 -> demo-variant-lm-scale2.md, -seed1.md, -seed2.md, and seed 0's egypt and nepal ->
 #                     demo-variant-lm-scale2-culture-egypt-nepal.md, .json; built in
-#                     $YAPO_CACHE_DIR/demo-variants/ab-decline, lm-average, general-ab, known-offers, lm-scale2 and
-#                     lm-scale2-seed2)
+#                     $YAPO_CACHE_DIR/demo-variants/ab-decline, lm-average, general-ab, known-offers, lm-scale2,
+#                     lm-scale2-seed1 and lm-scale2-seed2)
 #        demo-paths (which path a behaviour vector trained on open answers takes: scripts/probe_behaviour_paths.py
 #                     on the recipe before lm_scale=1.5 (built in before-lm-scale) -> demo-paths.md, on the recipe before fact_noise from seeds 0 and 2 (demo-before-fact-noise's worlds) and on the fact-noise-02, offer-noise, steer-floor and
 #                     ab-noise worlds -> demo-paths-before-fact-noise.md, -seed2.md, -fact-noise-02.md, -offer-noise.md, -steer-floor.md,
@@ -625,8 +625,8 @@ for part in "${parts[@]}"; do
         --cache-dir "$VARIANTS/general-ab"
       evaluate demo-variant-known-offers --jobs 2 --sections behaviours --build-with "${SHORTER_LM[@]}" known_offers=0.5 \
         --cache-dir "$VARIANTS/known-offers"
-      # the LM trained on twice the corpus (over the build budget), from seeds 0 and 2
-      for seed in 0 2; do
+      # the LM trained on twice the corpus (over the build budget), from seeds 0, 1 and 2
+      for seed in 0 1 2; do
         suffix=""
         [ "$seed" = 0 ] || suffix="-seed$seed"
         evaluate "demo-variant-lm-scale2$suffix" --seed "$seed" --jobs 2 --sections behaviours --build-with lm_scale=2 \
