@@ -29,7 +29,7 @@ COPY --chown=app:app . .
 # the `yapo` command beside `python -m yapo_core` (its dependencies are installed above)
 RUN pip install --no-deps . && rm -rf build ./*.egg-info
 USER 1000
-# The demo world, built once here (3 to 7 minutes on 2 quiet cores; deterministic from its seed) so
+# The demo world, built once here (4 to 13 minutes on 2 quiet cores; deterministic from its seed) so
 # that the app starts at once and works offline.
 RUN python -m yapo_core demo build --size full
 

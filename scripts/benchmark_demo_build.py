@@ -15,6 +15,11 @@ and prints each as a time per token (or per activation) and as a ratio to the bu
 The settings take turns (``--rounds``) and each keeps its fastest round. Ratios are what to read:
 absolute times depend on what else the cores are doing.
 
+It also prints the floor that arithmetic sets: the matrix products' work in the build's LM training
+(the profiler's FLOPs per token, times the tokens of the build's corpus) over this machine's own
+throughput on those products' shapes (plain ``a @ b`` at the build's thread count), the LM stage's
+least possible seconds here however the rest of a step were made cheaper.
+
     python scripts/benchmark_demo_build.py      # about two minutes on 2 cores
 
 Writes the figures as Markdown and JSON (``--out``, default ``assets/results/build-speed.md``).
@@ -88,17 +93,49 @@ def time_lm(tokenizer, encoded, knobs: dict, steps: int, profile: bool = False):
     for rows in timed:
         step(rows)
     per_token = (time.perf_counter() - started) / tokens
-    share = None
+    products = None
     if profile:
         from torch.profiler import profile as torch_profile
 
-        with torch_profile() as prof:
+        with torch_profile(with_flops=True) as prof:
             for rows in timed[:10]:
                 step(rows)
         events = prof.key_averages()
         total = sum(e.self_cpu_time_total for e in events)
-        share = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm")) / total
-    return per_token, share
+        mm = [e for e in events if e.key in MATMULS]
+        seconds = sum(e.self_cpu_time_total for e in mm) / 1e6
+        flops = sum(e.flops for e in mm)
+        profiled = sum(len(encoded[i][0]) for rows in timed[:10] for i in rows)
+        products = {"share": seconds * 1e6 / total, "flops_per_token": flops / profiled,
+                    "gflops": flops / seconds / 1e9}
+    return per_token, products
+
+
+MATMULS = ("aten::mm", "aten::addmm", "aten::bmm")
+"""The profiler's names of matrix products."""
+
+
+def matmul_throughput(size, tokens: int, vocab: int, rounds: int = 3) -> dict[str, float]:
+    """GFLOP/s of plain float32 ``a @ b`` on this machine, for each product shape of the LM's step
+    (``tokens`` rows: the tokens of one batch; ``vocab`` the tokenizer's size), the best of ``rounds`` timings of about 0.2 s each."""
+    import torch
+
+    h, m, v = size.hidden_size, size.mlp_size, vocab
+    shapes = {"attention": (tokens, h, h), "MLP up": (tokens, h, m), "MLP down": (tokens, m, h), "LM head": (tokens, h, v)}
+    out = {}
+    for name, (a, b, c) in shapes.items():
+        x, y = torch.randn(a, b), torch.randn(b, c)
+        for _ in range(3):  # warm-up
+            x @ y
+        reps = max(3, int(2e10 / (2 * a * b * c)))
+        best = float("inf")
+        for _ in range(rounds):
+            started = time.perf_counter()
+            for _ in range(reps):
+                x @ y
+            best = min(best, (time.perf_counter() - started) / reps)
+        out[name] = 2 * a * b * c / best / 1e9
+    return out
 
 
 def time_sae(knobs: dict, steps: int) -> float:
@@ -159,10 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     for round_ in range(args.rounds):  # settings take turns, and each keeps its fastest round
         for name, knobs in variants.items():
             profile = name == "the build's step" and round_ == 0
-            per_token, share = time_lm(tokenizer, encoded, knobs, steps=args.lm_steps, profile=profile)
+            per_token, products = time_lm(tokenizer, encoded, knobs, steps=args.lm_steps, profile=profile)
             lm[name]["us_per_token"] = min(lm[name]["us_per_token"], per_token * 1e6)
-            if share is not None:
-                lm[name]["matmul_share"] = share
+            if products is not None:
+                lm[name]["matmul_share"] = products["share"]
+                lm[name]["matmul_flops_per_token"] = products["flops_per_token"]
+                lm[name]["matmul_gflops"] = products["gflops"]
             print(f"LM, {name}: {per_token * 1e6:.1f} us per token", file=sys.stderr)
         for batch in sae:
             per_activation = time_sae({"sae_batch_scale": batch / size.sae_batch}, args.sae_steps) * 1e6
@@ -173,8 +212,24 @@ def main(argv: list[str] | None = None) -> int:
 
     body = ["| LM step | µs per token | speed-up over the build's step |", "|---|---|---|"]
     body += [f"| {name} | {r['us_per_token']:.1f} | {base / r['us_per_token']:.2f}x |" for name, r in lm.items()]
-    share = lm["the build's step"]["matmul_share"]
-    body += ["", f"Matrix products are {share:.0%} of the build's LM step (torch's profiler, self CPU time).", "",
+    build = lm["the build's step"]
+    mean_tokens = sum(len(ids) for ids, _ in encoded) / len(encoded)
+    build_tokens = size.lm_training_examples * mean_tokens
+    throughput = matmul_throughput(size, round(size.lm_batch_size * mean_tokens), len(tokenizer))
+    best = max(throughput.values())
+    floor = {"build_tokens": build_tokens, "tflop": build_tokens * build["matmul_flops_per_token"] / 1e12,
+             "throughput_gflops": throughput, "floor_seconds": build_tokens * build["matmul_flops_per_token"] / best / 1e9,
+             "lm_seconds_at_this_rate": build_tokens * build["us_per_token"] / 1e6}
+    body += ["", f"Matrix products are {build['matmul_share']:.0%} of the build's LM step (torch's profiler, self CPU "
+             f"time) and run there at {build['matmul_gflops']:.0f} GFLOP/s.", "",
+             "| the build's LM training | figure |", "|---|---|",
+             f"| tokens ({size.lm_training_examples:,} examples of {mean_tokens:.1f} tokens on average) | {build_tokens / 1e6:.2f} million |",
+             f"| matrix products per token (forward and backward, padding included) | {build['matmul_flops_per_token'] / 1e6:.2f} MFLOP |",
+             f"| matrix products in all | {floor['tflop']:.1f} TFLOP |",
+             "| this machine's `a @ b` on the step's shapes (" + ", ".join(f"{k} {g:.0f}" for k, g in throughput.items())
+             + f") | best {best:.0f} GFLOP/s |",
+             f"| **the LM stage's floor: the products alone at that best rate** | **{floor['floor_seconds']:.0f} s** |",
+             f"| the LM stage at the build's step's measured rate | {floor['lm_seconds_at_this_rate']:.0f} s |", "",
              "| SAE step (sae-lens) | µs per activation | speed-up over the build's batch |", "|---|---|---|"]
     body += [f"| batch {b} | {r['us_per_activation']:.1f} | {sae_base / r['us_per_activation']:.2f}x |"
              for b, r in sae.items()]
@@ -182,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         write_report(args.out, "Where the demo build's time goes", "python scripts/benchmark_demo_build.py "
                      + " ".join(argv if argv is not None else sys.argv[1:]), body,
-                     {"lm": lm, "sae": {str(b): r for b, r in sae.items()}},
+                     {"lm": lm, "sae": {str(b): r for b, r in sae.items()}, "floor": floor},
                      note=" (ratios in one run; absolute times depend on the machine's load)")
     return 0
 

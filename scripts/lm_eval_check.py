@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -37,10 +36,6 @@ def task_config(path: Path) -> dict:
             "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}]}
 
 
-def _normalise(text: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", text.lower())).strip()
-
-
 def run(size: str, country: str, steps: int) -> dict:
     import lm_eval
 
@@ -50,7 +45,7 @@ def run(size: str, country: str, steps: int) -> dict:
     from yapo_core.generation import generate
     from yapo_core.methods import make_vector
     from yapo_core.models import load_model
-    from yapo_core.replies import generation_accuracy
+    from yapo_core.replies import contains_answer, generation_accuracy
     from yapo_core.saes import load_sae
 
     world = build_demo_world(size=size)
@@ -74,7 +69,7 @@ def run(size: str, country: str, steps: int) -> dict:
         ours = [o[m if m else 0.0] for o in generate(model, tokenizer, prompts, vector if m else None, [m], sae=sae,
                                                      max_new_tokens=MAX_TOKENS)]
         rows[f"{m:g}"] = {
-            "lm_eval_contains_answer": sum(_normalise(a) in _normalise(r) for r, a in zip(replies, answers)) / len(answers),
+            "lm_eval_contains_answer": sum(contains_answer(r, a) for r, a in zip(replies, answers)) / len(answers),
             "project_generation_accuracy": generation_accuracy(model, tokenizer, prompts, answers, vector if m else None,
                                                                m, sae=sae, max_new_tokens=MAX_TOKENS),
             "same_reply_share": sum(r.strip() == o.strip() for r, o in zip(replies, ours)) / len(answers),

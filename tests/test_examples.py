@@ -362,6 +362,12 @@ def test_the_build_benchmark_times_each_lm_and_sae_setting_against_the_builds(tm
     assert set(figures["lm"]) == {"the build's step", "fused AdamW", "batches of 64", "MLP of 256"}
     assert set(figures["sae"]) == {"512", "1024", "2048"} and 0 < figures["lm"]["the build's step"]["matmul_share"] < 1
     assert "| the build's step | " in result.stdout and "| 1.00x |" in result.stdout
+    floor = figures["floor"]  # the products' work over the machine's best rate on their shapes
+    assert floor["floor_seconds"] == pytest.approx(
+        floor["tflop"] * 1e3 / max(floor["throughput_gflops"].values()), rel=1e-6)
+    assert set(floor["throughput_gflops"]) == {"attention", "MLP up", "MLP down", "LM head"}
+    assert floor["floor_seconds"] > 0 and floor["lm_seconds_at_this_rate"] > 0
+    assert "the LM stage's floor" in result.stdout
 
 
 def test_the_cpu_kernel_benchmark_times_pinned_and_native_kernels(tmp_path):

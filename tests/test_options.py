@@ -4,7 +4,7 @@ import pytest
 
 from yapo_core.data import PreferencePair
 from yapo_core.errors import DataError
-from yapo_core.options import against_every_option, answer_letter, option_letters
+from yapo_core.options import against_every_option, answer_letter, option_letters, plain_text
 
 
 def test_option_letters_are_read_from_the_prompt():
@@ -64,3 +64,10 @@ def test_options_are_a_run_of_letters_from_a():
 
     assert option_letters("Q: x\nR: y\nS: z\nA. tea\nB. rice") == "AB"
     assert option_letters("B. x\nC. y") == "ABCD"
+
+
+def test_plain_text_is_what_replies_and_answers_are_compared_as():
+    assert plain_text("  The Feast-of Lights!\n(at dusk) ") == "the feast of lights at dusk"
+    assert plain_text("Ful medames, with bread.") == "ful medames with bread"
+    assert plain_text("Crème brûlée") == "crème brûlée"  # letters beyond ASCII are kept
+    assert plain_text("...") == ""

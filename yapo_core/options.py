@@ -115,6 +115,12 @@ def is_letter_answer(text: str) -> bool:
     return bool(_BARE_LETTER.match(text))
 
 
+def plain_text(text: str) -> str:
+    """``text`` lower-cased, with its punctuation and runs of whitespace made one space and no space
+    at either end: how a reply and an expected answer are compared (``"The Feast!"`` -> ``"the feast"``)."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
 MCQ_REJECTED = ("given", "every_option")
 
 

@@ -7,14 +7,13 @@ these into metrics."""
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from typing import Sequence
 
 from .data import PreferencePair
 from .errors import DataError
 from .generation import Reply, generate
-from .options import is_letter_answer, letter_readings
+from .options import is_letter_answer, letter_readings, plain_text
 
 
 def parse_answer_letter(reply: str, letters: str) -> str | None:
@@ -96,10 +95,6 @@ def fluency_rate(model, tokenizer, prompts: Sequence[str], vector=None, multipli
     return fluent / max(1, len(prompts))
 
 
-def _normalise(text: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", text.lower())).strip()
-
-
 def greedy_replies(model, tokenizer, prompts: Sequence[str], vector=None, multiplier: float = 1.0, sae=None,
                    max_new_tokens: int = 24, batch_size: int = 16, steer_positions: str = "all",
                    system: str | None = None) -> list[str]:
@@ -116,7 +111,7 @@ def greedy_replies(model, tokenizer, prompts: Sequence[str], vector=None, multip
 
 def contains_answer(reply: str, answer: str) -> bool:
     """Whether ``reply`` contains ``answer``, case and punctuation ignored (:func:`generation_accuracy`'s test)."""
-    return _normalise(answer) in _normalise(reply)
+    return plain_text(answer) in plain_text(reply)
 
 
 def generation_accuracy(model, tokenizer, prompts: Sequence[str], answers: Sequence[str], vector=None,

@@ -26,12 +26,13 @@ Design, in the terms of the YaPO paper (``docs/method.md`` §7):
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cache
 from itertools import product
 from typing import NamedTuple
+
+from ..options import plain_text
 
 DEFAULT_COUNTRY = "usa"
 """The culture a non-localized question gets by default, as in the paper's Western-default bias."""
@@ -424,7 +425,7 @@ def option_country(prompt: str, letter: str) -> str | None:
 def _words(text: str) -> str:
     """``text`` lower-cased, its punctuation and runs of spaces made one space, padded with one
     space each side, so that `` phrase `` is found as whole words only."""
-    return " " + " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split()) + " "
+    return f" {plain_text(text)} "
 
 
 _ANSWER_WORDS = sorted(((_words(phrase), c) for t in TOPICS for c, phrase in t.answers.items()),
