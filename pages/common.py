@@ -18,7 +18,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from yapo_core.errors import SettingsError, YapoError
+from yapo_core.errors import ADVICE, SettingsError, YapoError
 from yapo_core.evaluation import parse_multipliers as core_parse_multipliers
 from yapo_studio.catalog import Catalog, load_catalog
 from yapo_studio.runs import JobLimiter
@@ -129,25 +129,6 @@ def need(session: Session | None) -> Session:
     return session
 
 
-_LIBRARY_TO_APP = (  # the library's advice, as a user of the app follows it
-    ("Name yours with columns={'prompt': ..., 'chosen': ..., 'rejected': ...}.",
-     "Map yours with the Prompt, Chosen and Rejected column fields under the file."),
-    ("Map yours with columns={'<role>': '<your column>'}.",
-     "Map yours with the Prompt, Chosen and Rejected column fields under the file."),
-    ("load the matching model, or pass allow_other_model=True if you mean to.",
-     "load the model it was trained on (Setup) to use it."),
-    ("with rejected_model=", "in the \"Rejected answers of model\" field (Culture source; for an uploaded file, map "
-                             "the Prompt, Chosen and Rejected columns instead)"),
-    ("use form='open_ended'.", "choose the open-ended answer form."),
-    ("use form='mcq'.", "choose the multiple-choice answer form."),
-    ("raise max_length (now", "raise Max length (tokens) on Train (now"),
-    ("(mcq_rejected='every_option')", "(MCQ rejected answers “every_option” on Train)"),
-    ("localization='nolocalized'", "Prompts “nolocalized”"),
-    (", or validation_fraction=0 to report each method at its best test multiplier, labelled as such.",
-     " (Setup: a smaller “Share held out for testing”, or a larger file)."),
-)
-
-
 def in_app_terms(message: str) -> str:
     """A library error's ``message`` with its advice as the app's controls give it (the column
     fields for ``columns=``; no Python keyword the page has no field for; a local folder as the
@@ -156,8 +137,9 @@ def in_app_terms(message: str) -> str:
 
     from gradio.utils import get_upload_folder
 
-    for library, app_terms in _LIBRARY_TO_APP:
-        message = message.replace(library, app_terms)
+    for advice in ADVICE:
+        if advice.app is not None:
+            message = message.replace(advice.library, advice.app)
     # an uploaded file by its own name, not the server's temporary path to it
     message = re.sub(re.escape(get_upload_folder().rstrip("/")) + r"/(?:[^/'\s]+/)*", "", message)
     if current().public:  # a public app loads no local folder: no advice to give one

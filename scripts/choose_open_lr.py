@@ -61,22 +61,27 @@ def label(candidate: tuple[float, int, int]) -> str:
     return f"lr {lr:g}, {steps} steps, batch {batch}"
 
 
-def open_tasks(world, countries: list[str]) -> dict:
-    """``{name: (training pairs, shows(pair, reply), group(pair))}`` for every open-answer task.
+def open_task_names(countries: list[str]) -> list[str]:
+    """The open-answer tasks the chooser measures: every behaviour, and these cultures' open answers."""
+    return [b.key for b in corpus.BEHAVIOURS] + [culture_task(c) for c in countries]
+
+
+def open_task(world, name: str) -> tuple:
+    """``(training pairs, shows(pair, reply), group(pair))`` of the open-answer task ``name``, whose
+    pairs alone are read.
 
     The validation split holds out what the task's test split holds out: whole offers for a
     behaviour (``corpus.split_behaviour_keys``), questions for a culture (``None``: any pair)."""
-    out = {}
     for behaviour in corpus.BEHAVIOURS:
-        out[behaviour.key] = (list(world.task(behaviour.key).pairs("train")),
-                              lambda pair, reply, b=behaviour: b.shows(reply),
-                              lambda pair, b=behaviour: b.offer_of(pair.prompt))
-    for country in countries:
-        out[culture_task(country)] = (
-            list(world.culture(country).pairs("train", form="open_ended")),
-            lambda pair, reply: pair.chosen.split(".")[0].lower() in reply.lower(),  # "Koshari" opens the answer
-            None)
-    return out
+        if behaviour.key == name:
+            return (list(world.task(behaviour.key).pairs("train")), lambda pair, reply: behaviour.shows(reply),
+                    lambda pair: behaviour.offer_of(pair.prompt))
+    for country in corpus.TARGET_COUNTRIES:
+        if culture_task(country) == name:
+            return (list(world.culture(country).pairs("train", form="open_ended")),
+                    lambda pair, reply: pair.chosen.split(".")[0].lower() in reply.lower(),  # "Koshari" opens the answer
+                    None)
+    raise KeyError(f"no open-answer task {name!r}; the tasks are {open_task_names(list(corpus.TARGET_COUNTRIES))}")
 
 
 def culture_task(country: str) -> str:
@@ -86,8 +91,7 @@ def culture_task(country: str) -> str:
 def candidate_row(world, model, tokenizer, sae, name: str, method: str, candidate) -> dict:
     """One validation figure: ``method``'s vector for the open-answer task ``name`` trained with
     ``candidate`` on its first part, its held-out prompts answered at multiplier 1."""
-    countries = [c for c in corpus.TARGET_COUNTRIES if culture_task(c) == name]
-    pairs, shows, group = open_tasks(world, countries)[name]
+    pairs, shows, group = open_task(world, name)
     fit, held = split_pairs(pairs, VALIDATION, seed=0, group=group)
     lr, steps, batch = candidate
     settings = {**OPEN_TRAINING, "lr": lr, "max_steps": steps, "batch_size": batch}
@@ -228,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--countries {args.countries!r}: use some of {', '.join(corpus.TARGET_COUNTRIES)}")
     loaded = load_world(parser, args)
     world = loaded[0]
-    names = list(open_tasks(world, countries))
+    names = open_task_names(countries)
     where = (args.cache_dir, args.seed, args.size, parse_knobs(args.build_with or []))
     rows = measure(loaded, where, names, candidates, methods, args.jobs)
     chosen = choose(rows, candidates)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from .errors import YapoError
+from .errors import ADVICE, YapoError
 
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -152,38 +152,14 @@ def read_multipliers(text: str) -> list[float]:
     return parse_multipliers(text)
 
 
-_API_TO_CLI = (  # the library's advice, as a command-line user follows it
-    ("pass allow_other_model=True if you mean to", "pass --allow-other-model if you mean to"),
-    ("pass sae=.", "give --sae-path, or --sae-release and --sae-id (or train a dense vector: --kind dense --layer N)."),
-    ("pass sae= (load it with yapo_core.load_sae; ", "give --sae-path, or --sae-release and --sae-id ("),
-    ("needs layer= (or an SAE to take it from)", "needs --layer N (or an SAE to take it from: --sae-path, or "
-                                                 "--sae-release and --sae-id)"),
-    ("give either path=<local SAE folder> or both release= and sae_id=.",
-     "give either --sae-path <local SAE folder> or both --sae-release and --sae-id."),
-    ("Name yours with columns={'prompt': ..., 'chosen': ..., 'rejected': ...}.",
-     "Name yours with --columns prompt=<column>,chosen=<column>,rejected=<column>."),
-    ("Map yours with columns={'<role>': '<your column>'}.", "Map yours with --columns <role>=<your column>."),
-    ("with rejected_model=", "with --rejected-model"),
-    ("raise max_length (now", "raise --max-length (now"),
-    ("localization='nolocalized'", "--localization nolocalized"),
-    ("mcq_rejected='every_option'", "--mcq-rejected every_option"),
-    ("choose one with split=.", "choose one with --split."),
-    ("with columns=.", "with --columns."),
-    ("use form='open_ended'.", "use --form open_ended."),
-    ("use form='mcq'.", "use --form mcq."),
-    # no option sets it: the comparison always holds a validation split out
-    (", or validation_fraction=0 to report each method at its best test multiplier, labelled as such.", "."),
-)
-
-
 def in_cli_terms(message: str, parser: argparse.ArgumentParser | None = None) -> str:
     """A library error's ``message`` with its advice in command-line terms: ``pass sae=`` becomes
     the SAE options, ``use layer=1`` ``--layer 1``, and a leading ``max_steps=-5`` (a setting the
     parser has as an option) ``--max-steps=-5``."""
     import re
 
-    for api, cli in _API_TO_CLI:
-        message = message.replace(api, cli)
+    for advice in ADVICE:
+        message = message.replace(advice.library, advice.cli)
     message = re.sub(r"\buse layer=(\d+)", r"use --layer \1", message)
     if parser is not None:
         options = {a.dest for p in [parser, *_subparsers(parser)] for a in p._actions
