@@ -16,9 +16,10 @@ The settings take turns (``--rounds``) and each keeps its fastest round. Ratios 
 absolute times depend on what else the cores are doing.
 
 It also prints the floor that arithmetic sets: the matrix products' work in the build's LM training
-(the profiler's FLOPs per token, times the tokens of the build's corpus) over this machine's own
-throughput on those products' shapes (plain ``a @ b`` at the build's thread count), the LM stage's
-least possible seconds here however the rest of a step were made cheaper.
+(the profiler's FLOPs per token of its linear layers, times the tokens of the build's corpus; the
+fused attention kernel's products are not counted) over this machine's best throughput on those
+products' shapes (plain ``a @ b`` at the build's thread count), the LM stage's least possible
+seconds here however the rest of a step were made cheaper.
 
     python scripts/benchmark_demo_build.py      # about two minutes on 2 cores
 
@@ -97,15 +98,16 @@ def time_lm(tokenizer, encoded, knobs: dict, steps: int, profile: bool = False):
     if profile:
         from torch.profiler import profile as torch_profile
 
+        profiled_rows = timed[:: max(1, len(timed) // 10)][:10]  # spread over the lengths (timed runs short to long)
         with torch_profile(with_flops=True) as prof:
-            for rows in timed[:10]:
+            for rows in profiled_rows:
                 step(rows)
         events = prof.key_averages()
         total = sum(e.self_cpu_time_total for e in events)
         mm = [e for e in events if e.key in MATMULS]
         seconds = sum(e.self_cpu_time_total for e in mm) / 1e6
         flops = sum(e.flops for e in mm)
-        profiled = sum(len(encoded[i][0]) for rows in timed[:10] for i in rows)
+        profiled = sum(len(encoded[i][0]) for rows in profiled_rows for i in rows)
         products = {"share": seconds * 1e6 / total, "flops_per_token": flops / profiled,
                     "gflops": flops / seconds / 1e9}
     return per_token, products
@@ -117,11 +119,15 @@ MATMULS = ("aten::mm", "aten::addmm", "aten::bmm")
 
 def matmul_throughput(size, tokens: int, vocab: int, rounds: int = 3) -> dict[str, float]:
     """GFLOP/s of plain float32 ``a @ b`` on this machine, for each product shape of the LM's step
-    (``tokens`` rows: the tokens of one batch; ``vocab`` the tokenizer's size), the best of ``rounds`` timings of about 0.2 s each."""
+    (``tokens`` rows: the tokens of one batch; ``vocab`` the tokenizer's size): the linear layers'
+    forward products (their input-gradient products have the same sizes) and their weight-gradient
+    products, whose inner size is the tokens; the best of ``rounds`` timings of about 0.2 s each."""
     import torch
 
     h, m, v = size.hidden_size, size.mlp_size, vocab
-    shapes = {"attention": (tokens, h, h), "MLP up": (tokens, h, m), "MLP down": (tokens, m, h), "LM head": (tokens, h, v)}
+    shapes = {"attention": (tokens, h, h), "MLP up": (tokens, h, m), "MLP down": (tokens, m, h), "LM head": (tokens, h, v),
+              "attention, weight gradient": (h, tokens, h), "MLP up, weight gradient": (m, tokens, h),
+              "MLP down, weight gradient": (h, tokens, m), "LM head, weight gradient": (v, tokens, h)}
     out = {}
     for name, (a, b, c) in shapes.items():
         x, y = torch.randn(a, b), torch.randn(b, c)
@@ -224,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
              f"time) and run there at {build['matmul_gflops']:.0f} GFLOP/s.", "",
              "| the build's LM training | figure |", "|---|---|",
              f"| tokens ({size.lm_training_examples:,} examples of {mean_tokens:.1f} tokens on average) | {build_tokens / 1e6:.2f} million |",
-             f"| matrix products per token (forward and backward, padding included) | {build['matmul_flops_per_token'] / 1e6:.2f} MFLOP |",
+             f"| the linear layers' matrix products per token (forward and backward, padding included; not the attention "
+             f"kernel's own) | {build['matmul_flops_per_token'] / 1e6:.2f} MFLOP |",
              f"| matrix products in all | {floor['tflop']:.1f} TFLOP |",
              "| this machine's `a @ b` on the step's shapes (" + ", ".join(f"{k} {g:.0f}" for k, g in throughput.items())
              + f") | best {best:.0f} GFLOP/s |",

@@ -4,7 +4,13 @@ import ast
 import re
 from pathlib import Path
 
-from yapo_core.errors import ADVICE
+import pytest
+
+from pages.common import in_app_terms
+from yapo_core.cli_args import in_cli_terms
+from yapo_core.data import PreferencePair
+from yapo_core.errors import ADVICE, DataError
+from yapo_core.options import against_every_option
 
 CORE = Path(__file__).resolve().parents[1] / "yapo_core"
 
@@ -51,6 +57,7 @@ def _can_write(parts: list[str], phrase: str) -> bool:
 
 def test_every_phrase_of_advice_is_one_the_library_writes():
     strings = _library_strings()
+    assert len(ADVICE) >= 17 and len(strings) > 1000
     stale = [a.library for a in ADVICE if not any(_can_write(parts, a.library) for parts in strings)]
     assert not stale, f"advice no message of the library contains: {stale}"
 
@@ -68,3 +75,12 @@ def test_a_phrase_is_found_across_an_f_strings_formatted_values_only_where_it_ca
     assert _can_write(parts, "use form='mcq'.") and _can_write(parts, "ones: use form=")
     assert not _can_write(parts, "use form='mcq'!") and not _can_write(parts, "it had 3 ones")
     assert _can_write(parts, "it has 3 ones")  # any text for a formatted value
+
+
+def test_a_library_error_reads_in_each_interfaces_terms():
+    with pytest.raises(DataError) as raised:  # a letter answer whose prompt lists no options
+        against_every_option([PreferencePair("Which one? Say the letter.", "B", "A")])
+    message = str(raised.value)
+    assert message.endswith("train them with mcq_rejected='given'.")
+    assert in_cli_terms(message).endswith("train them with --mcq-rejected given.")
+    assert in_app_terms(message).endswith("train them with MCQ rejected answers “given” on Train.")

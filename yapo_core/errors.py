@@ -66,6 +66,7 @@ ADVICE = (
     Advice("raise max_length (now", "raise --max-length (now", "raise Max length (tokens) on Train (now"),
     Advice("localization='nolocalized'", "--localization nolocalized", "Prompts “nolocalized”"),
     Advice("mcq_rejected='every_option'", "--mcq-rejected every_option", "MCQ rejected answers “every_option” on Train"),
+    Advice("mcq_rejected='given'", "--mcq-rejected given", "MCQ rejected answers “given” on Train"),
     Advice("choose one with split=.", "choose one with --split."),
     Advice("with columns=.", "with --columns."),
     Advice("use form='open_ended'.", "use --form open_ended.", "choose the open-ended answer form."),
