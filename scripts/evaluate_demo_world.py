@@ -125,8 +125,8 @@ TRIED = {  # what was tried for a target the default recipe misses, and where do
        "form\")",
     3: "the default recipe meets it from seed 0, and from seed 1 against every option (0.86 to 1.00) but not "
        "against the given answer (nepal 0.75, the others 0.84 to 1.00), and from seed 2 against both (1.00; 0.97 to "
-       "1.00); the "
-       "recipe before lm_scale met it from seed 0 only of the seeds measured: from seed 1 against every option (0.88 "
+       "1.00); an LM trained on twice the corpus (lm_scale=2) meets it from seed 1 against both (every culture 1.00 "
+       "against every option, 0.98 to 1.00 against the given answer); the recipe before lm_scale met it from seed 0 only of the seeds measured: from seed 1 against every option (0.88 "
        "to 1.00) but not against the given answer (0.69 to 0.95), from seed 2 its MCQ vectors move 0.42 "
        "to 0.86 of the answers (BiPO's 0.27 to 0.64), and the recipe before fact_noise and behaviour_steering "
        "missed it from seed 1 (mean 0.67), where neither a longer-trained SAE nor 3600 MCQ steps lifted it; with "

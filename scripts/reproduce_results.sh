@@ -133,8 +133,10 @@
 #                     any offer, held-out ones too, known_offers=0.5: scripts/evaluate_demo_world.py --sections
 #                     behaviours -> demo-variant-ab-decline.md, demo-variant-lm-average.md, demo-variant-general-ab.md,
 #                     demo-variant-known-offers.md, .json, seed 0; and the LM trained twice as long, lm_scale=2, from
-#                     seeds 0, 1 and 2 -> demo-variant-lm-scale2.md, -seed1.md, -seed2.md, and seed 0's egypt and nepal ->
-#                     demo-variant-lm-scale2-culture-egypt-nepal.md, .json; built in
+#                     seeds 0, 1 and 2 -> demo-variant-lm-scale2.md, -seed1.md, -seed2.md, seed 0's egypt and nepal ->
+#                     demo-variant-lm-scale2-culture-egypt-nepal.md, .json, and seed 1's seven cultures with the app's
+#                     open-answer settings -> demo-variant-lm-scale2-seed1-culture-nepal-india-uk-spain-brazil.md and
+#                     demo-variant-lm-scale2-seed1-culture-egypt-morocco.md, .json; built in
 #                     $YAPO_CACHE_DIR/demo-variants/ab-decline, lm-average, general-ab, known-offers, lm-scale2,
 #                     lm-scale2-seed1 and lm-scale2-seed2)
 #        demo-paths (which path a behaviour vector trained on open answers takes: scripts/probe_behaviour_paths.py
@@ -634,6 +636,11 @@ for part in "${parts[@]}"; do
       done
       evaluate demo-variant-lm-scale2-culture-egypt-nepal --jobs 2 --sections culture --countries egypt,nepal \
         --build-with lm_scale=2 --cache-dir "$VARIANTS/lm-scale2"
+      # seed 1's cultures, with the app's open-answer settings as demo-culture-seed1 (in two runs)
+      for countries in nepal,india,uk,spain,brazil egypt,morocco; do
+        evaluate "demo-variant-lm-scale2-seed1-culture-${countries//,/-}" --seed 1 --jobs 2 --sections culture \
+          --countries "$countries" --open-settings 0.01:1200:16 --build-with lm_scale=2 --cache-dir "$VARIANTS/lm-scale2-seed1"
+      done
       ;;
     demo-paths)
       # Which path a behaviour vector takes (docs/results.md, "Which path a behaviour vector takes").
