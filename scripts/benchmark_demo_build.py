@@ -223,9 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     build_tokens = size.lm_training_examples * mean_tokens
     throughput = matmul_throughput(size, round(size.lm_batch_size * mean_tokens), len(tokenizer))
     best = max(throughput.values())
-    floor = {"build_tokens": build_tokens, "tflop": build_tokens * build["matmul_flops_per_token"] / 1e12,
-             "throughput_gflops": throughput, "floor_seconds": build_tokens * build["matmul_flops_per_token"] / best / 1e9,
-             "lm_seconds_at_this_rate": build_tokens * build["us_per_token"] / 1e6}
+    flops = build_tokens * build["matmul_flops_per_token"]
+    floor = {"build_tokens": build_tokens, "tflop": flops / 1e12, "throughput_gflops": throughput,
+             "floor_seconds": flops / (best * 1e9), "lm_seconds_at_this_rate": build_tokens * build["us_per_token"] / 1e6}
     body += ["", f"Matrix products are {build['matmul_share']:.0%} of the build's LM step (torch's profiler, self CPU "
              f"time) and run there at {build['matmul_gflops']:.0f} GFLOP/s.", "",
              "| the build's LM training | figure |", "|---|---|",
