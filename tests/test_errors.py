@@ -44,9 +44,12 @@ def _can_write(parts: list[str], phrase: str) -> bool:
     # the phrase starts in one literal part and ends in a later one (never inside a formatted value)
     suffixes = lambda text: "(?:" + "|".join(re.escape(text[k:]) for k in range(len(text))) + ")"  # noqa: E731
     prefixes = lambda text: "(?:" + "|".join(re.escape(text[:k]) for k in range(1, len(text) + 1)) + ")"  # noqa: E731
+    # cheap exact filters first: the phrase starts with a suffix of parts[i] and ends with a prefix of parts[j]
+    starts = [any(phrase.startswith(part[k:]) for k in range(len(part))) for part in parts]
+    ends = [any(phrase.endswith(part[:k]) for k in range(1, len(part) + 1)) for part in parts]
     for i in range(len(parts)):
         for j in range(i + 1, len(parts)):
-            if not parts[i] or not parts[j]:
+            if not (starts[i] and ends[j]):
                 continue
             pattern = (suffixes(parts[i]) + ".*" + "".join(re.escape(p) + ".*" for p in parts[i + 1 : j])
                        + prefixes(parts[j]))
