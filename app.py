@@ -4,16 +4,15 @@ Pages live in ``pages/`` (one module each) and call ``yapo_core`` only; this fil
 into tabs that share one per-user :class:`~yapo_studio.session.Session` (a ``gr.State``, found again
 from a token the browser keeps), so two users never see each other's runs.
 
-Environment: ``YAPO_HOST`` / ``GRADIO_SERVER_NAME`` (default 127.0.0.1: local only),
-``YAPO_PORT`` / ``GRADIO_SERVER_PORT`` (7860), ``YAPO_DEMO_SIZE`` (``full``, the default, or ``mini``),
-``YAPO_MAX_UPLOAD_MB`` (50), ``YAPO_HEAVY_JOBS`` (2), ``YAPO_TRAINING_JOBS`` (1), ``YAPO_SESSION_GRACE_S`` (120), ``YAPO_PRESETS``,
-``YAPO_BIPO_DIR`` (a local copy of BiPO's data/ folder).
+Its settings are environment variables (:class:`yapo_studio.settings.Settings`); ``python app.py
+--help`` lists them with their defaults.
 
 A server that seems stuck: ``kill -USR1 <pid>`` prints every thread's stack to its stderr.
 """
 
 from __future__ import annotations
 
+import argparse
 import faulthandler
 import logging
 import signal
@@ -25,7 +24,7 @@ from pages import compare, evaluate, export, features, setup, train
 from pages.common import AppContext, vector_choices
 from yapo_core.errors import SettingsError
 from yapo_core.models import use_available_cores
-from yapo_studio.settings import current
+from yapo_studio.settings import current, variables
 
 CSS = (Path(__file__).resolve().parent / "assets" / "app.css").read_text(encoding="utf-8")
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
@@ -89,7 +88,18 @@ def server_address(env=None) -> tuple[str, int]:
     return settings.host, settings.port
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
+    """``python app.py --help`` says what the app reads, and starts nothing; the app takes no other
+    argument: its settings are environment variables (:mod:`yapo_studio.settings`)."""
+    parser = argparse.ArgumentParser(
+        prog="python app.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="YaPO Studio's web app: serves on http://127.0.0.1:7860 unless the environment says otherwise.",
+        epilog="environment variables (default):\n" + "\n".join(f"  {line}" for line in variables()))
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line for every request Gradio makes to itself
     if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>` prints every thread's stack to stderr (a hung server)

@@ -41,6 +41,19 @@ def trained(tiny_world, ctx):
     s.close()
 
 
+def test_app_help_lists_every_setting_and_starts_nothing(capsys, monkeypatch):
+    monkeypatch.setattr(app, "build_app", lambda ctx: pytest.fail("--help built the app"))
+    with pytest.raises(SystemExit) as stopped:
+        app.main(["--help"])
+    assert stopped.value.code == 0
+    said = capsys.readouterr().out
+    for variable in ("YAPO_HOST", "YAPO_PORT", "YAPO_CACHE_DIR", "YAPO_SESSION_GRACE_S"):
+        assert variable in said
+    assert "YAPO_PORT, else GRADIO_SERVER_PORT [default: 7860]" in said and "[default: assets/presets.json]" in said
+    with pytest.raises(SystemExit):  # an argument the app does not take is refused, not ignored
+        app.main(["--port", "8000"])
+
+
 def test_the_app_assembles_and_listens_locally_by_default(ctx):
     demo = app.build_app(ctx)
     assert isinstance(demo, gr.Blocks)

@@ -8,8 +8,10 @@ none of these; it has its own few (``YAPO_CACHE_DIR`` for the demo world's cache
 
 from __future__ import annotations
 
+import inspect
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Mapping
 
@@ -45,19 +47,33 @@ class Settings:
     bipo_dir: str | None = None  # YAPO_BIPO_DIR: a local copy of BiPO's data/ folder
     device_map: str | None = None  # YAPO_DEVICE_MAP: "auto" spreads each model over every GPU
     train_chunk_seconds: float | None = None  # YAPO_TRAIN_CHUNK_SECONDS: train in chunks (ZeroGPU)
-    cache_dir: str | None = None  # YAPO_CACHE_DIR (read by yapo_core.demo): the demo world's cache
+    cache_dir: str | None = None  # YAPO_CACHE_DIR (read by yapo_core.demo): the demo world's cache, else ~/.cache/yapo-studio
     zero_gpu: bool = False  # SPACES_ZERO_GPU: set by Hugging Face on ZeroGPU Spaces
     public: bool = False  # YAPO_PUBLIC (1/0); default: on when SPACE_ID is set (a Hugging Face Space)
     allow_models: tuple[str, ...] = ()  # YAPO_ALLOW_MODELS: hub ids a public app loads besides the presets'
     allow_saes: tuple[str, ...] = ()  # YAPO_ALLOW_SAES: sae-lens releases a public app loads besides the presets'
     max_prompt_chars: int = 20_000  # YAPO_MAX_PROMPT_CHARS (public default 2000)
     max_new_tokens: int = 512  # YAPO_MAX_NEW_TOKENS (public default 128)
-    max_steps: int | None = None  # YAPO_MAX_STEPS: training steps per run (public default PUBLIC_MAX_STEPS)
+    max_steps: int | None = None  # YAPO_MAX_STEPS: training steps per run (public default: the demo's steps)
     session_grace_s: float = 120.0  # YAPO_SESSION_GRACE_S: how long a closed page's session waits for it (0: none)
 
     @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
+
+
+def variables() -> list[str]:
+    """Each setting's line as :class:`Settings` documents it, with its default: the variables that
+    set it (``python app.py --help`` prints them)."""
+    said = dict(re.findall(r"^\s+(\w+): .+?  # (.+)$", inspect.getsource(Settings), flags=re.M))
+    lines = []
+    for f in fields(Settings):
+        default = f.default
+        shown = ("not set" if default is None or default == () else f"{int(default)}" if isinstance(default, bool)
+                 else str(default.relative_to(ROOT)) if isinstance(default, Path) else f"{default:g}"
+                 if isinstance(default, float) else str(default))
+        lines.append(f"{said[f.name]} [default: {shown}]")
+    return lines
 
 
 def _positive(env: Mapping[str, str], name: str, default, kind=int, zero: bool = False):
