@@ -79,7 +79,8 @@ def build(ctx: AppContext, state: gr.State) -> VectorPicker:
         entry = session.load_vector_file(path)
         v = entry.vector
         text = (f"✓ **Loaded** {esc(entry.label)}: {v.kind} ({v.method}) vector, {v.l0():,} non-zero of {v.width:,}, "
-                f"steering `{esc(v.hook_name)}`; trained on `{esc(v.model_id or 'unknown model')}`. Use it on Compare.")
+                f"steering `{esc(v.hook_name)}`, checked against the loaded model ({esc(entry.bundle.label)}; "
+                + (f"the file names it `{esc(v.model_id)}`" if v.model_id else "the file names no model") + "). Use it on Compare.")
         # the box empties once its file is loaded, so the note speaks of the last file loaded, and a file the
         # browser itself refuses later (type or size: no event reaches the server) leaves no file shown as if loaded
         return text, *vector_choices(session, current, listed), gr.update(value=None)

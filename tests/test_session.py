@@ -490,6 +490,8 @@ def test_export_round_trip_and_loading_a_vector_file(ready, tmp_path):
     assert entry.label in ready.vectors() and entry.source == "file"
     again = ready.load_vector_file(result.safetensors)
     assert again.label != entry.label
+    # a loaded file exports under its own name, not its label's "file · … safetensors"
+    assert ready.export(again.label).safetensors.name == f"{result.safetensors.stem}-2.safetensors"
     later = ready.start_run(ready.default_config(max_steps=2, **QUICK))
     wait(later)
     assert list(ready.vectors()) == [run.name, entry.label, again.label, later.name]  # in the order they came

@@ -420,7 +420,9 @@ class Session:
         (multiplier,) = checks.multipliers([multiplier], "multiplier")
         e = self.entry(label)
         b = e.bundle
-        stem = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()[:80] or "vector"
+        # a loaded file's name, not its label ("file · morocco.safetensors (2)" exports as morocco-2.safetensors)
+        name = label.removeprefix("file · ").replace(".safetensors", "") if e.source == "file" else label
+        stem = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()[:80] or "vector"
         folder = Path(tempfile.mkdtemp(prefix="export-", dir=self.workdir()))
         st = save_vector(e.vector, folder / f"{stem}.safetensors", sae=b.sae)
         gguf, gguf_error, dropped = None, None, None
