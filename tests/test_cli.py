@@ -392,6 +392,17 @@ def test_compare_on_your_own_model_trains_the_public_runs_epochs_without_steps(t
     assert "max_steps" not in saved and TrainConfig(**saved).epochs == 20
 
 
+def test_features_says_when_a_latent_never_fires_on_the_pairs():
+    from yapo_core import features as F
+    from yapo_core.cli_features import render
+
+    lens = F.LogitLens([F.TokenScore("tea", 5, 1.5)], [F.TokenScore("cola", 6, -1.0)])
+    card = F.VectorCard("sparse", "yapo", 16, 1, 6.2, 1.0, 3.0, 0.0, 0.0, lens)
+    silent = F.LatentActivity(index=3, n_tokens=40, density=0.0, max_value=0.0, mean_active=0.0)
+    printed = render(F.FeatureReport(card, [F.LatentCard(3, 6.2, "value", lens, silent, None)], 8), "blocks.1")
+    assert "never active on the 40 tokens of the task's pairs" in printed and "mean when active" not in printed
+
+
 def test_features_prints_the_vectors_top_latents_as_the_features_page_does(tmp_path, model_dir, sae_dir, data_csv, capsys):
     from yapo_core.export import load_vector
     from yapo_core.features import top_latents

@@ -377,6 +377,10 @@ def test_feature_cards_escape_tokens_and_scale_highlights():
     # the histogram's ends are its least and largest activation; each bar names its range
     assert "<span class='hist-end'>0</span>" in html and "<span class='hist-end'>2</span>" in html
     assert "title='1 token in [0, 1)'" in html and "title='1 token in [1, 2]'" in html  # the last bin is closed
+    silent = F.LatentActivity(index=9, n_tokens=10, density=0.0, max_value=0.0, mean_active=0.0, examples=[],
+                              histogram_counts=[], histogram_edges=[])
+    quiet = features.latent_card_html(F.LatentCard(9, 6.2, "value", lens, silent, None))
+    assert "never fires on the 10 tokens" in quiet and "mean when active" not in quiet  # not "fires on 0.0% · max 0"
     local = F.LatentCard(8, 0.1, "cosine", lens, None, None)
     assert "no Neuronpedia page" in features.latent_card_html(local) and "cos = +0.100" in features.latent_card_html(local)
     empty = F.FeatureReport(vector=None, latents=[], n_texts=0)

@@ -58,7 +58,9 @@ def render(report, hook: str, explanations: dict[int, str] | None = None) -> str
         if explanations is not None:
             lines.append(f"  Neuronpedia: {explanations.get(card.index, '(no explanation)')}")
         a = card.activity
-        if a is not None:
+        if a is not None and a.density == 0:
+            lines.append(f"  never active on the {a.n_tokens:,} tokens of the task's pairs")
+        elif a is not None:
             lines.append(f"  active on {a.density:.1%} of {a.n_tokens:,} tokens, max {a.max_value:.3g}, "
                          f"mean when active {a.mean_active:.3g}")
             for e in a.examples:
