@@ -105,6 +105,13 @@ def test_the_compare_command_on_the_miniature_demo_world(tmp_path, monkeypatch, 
     assert "power-seeking, wealth-seeking" in capsys.readouterr().err
 
 
+def test_a_rows_norm_keeps_a_small_vectors_size_and_an_empty_vector_says_so():
+    short = comparison.MethodResult("yapo", 0.0, accuracy={1.0: 0.0}, l0=505, norm=0.0312)
+    assert short.row()["norm"] == "0.0312" and short.row()["L0"] == 505  # not "L0 505 · norm 0.0"
+    empty = comparison.MethodResult("sas", 0.0, accuracy={0.0: 0.1}, l0=0, norm=0.0)
+    assert empty.row()["L0"].startswith("0 (an empty vector") and empty.row()["norm"] == "0"
+
+
 def test_the_reported_multiplier_is_chosen_on_validation_never_on_test():
     r = comparison.MethodResult("yapo", 0.0, accuracy={0.5: 0.9, 1.0: 0.2}, validation_accuracy={0.5: 0.1, 1.0: 0.6})
     assert r.chosen_multiplier == 1.0 and r.row()["accuracy at it"] == "0.20"

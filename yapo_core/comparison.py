@@ -92,8 +92,8 @@ class MethodResult:
             "accuracy at 2": f"{acc[2.0]:.2f}" if 2.0 in acc else "— (not swept)",
             "capability change": f"{self.capability_change:+.3f}" if self.capability_change is not None else "—",
             **({"unparseable replies": f"{self.unparseable:.2f}"} if self.unparseable is not None else {}),
-            "L0": self.l0,
-            "norm": f"{self.norm:.1f}" if self.norm is not None else "—",
+            "L0": self.l0 if self.l0 else "0 (an empty vector: it steers nothing)",
+            "norm": f"{self.norm:.3g}" if self.norm is not None else "—",
             "seconds": f"{self.seconds:.0f}",
         }
 
@@ -258,7 +258,7 @@ def compare_methods(
         accuracy = score(test_pairs, vector, multipliers)
         below = next((i + 1 for i, loss in enumerate(losses) if loss < LOSS_THRESHOLD), None)
         result = MethodResult(method.key, seconds, below, losses[-1] if losses else None, accuracy, l0=vector.l0(),
-                              loss_curve=losses, validation_accuracy=on_validation, norm=round(vector.norm(), 2))
+                              loss_curve=losses, validation_accuracy=on_validation, norm=float(f"{vector.norm():.4g}"))
         if metric == "mcq_generated":
             with guard():
                 result.unparseable = mcq_generation_report(model, tokenizer, mcq_items_from_pairs(test_pairs), vector,

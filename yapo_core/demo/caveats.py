@@ -24,7 +24,7 @@ _BASELINES = (
 CULTURE_BASELINES = {
     "mcq": _BASELINES + (
         "On the stored build (seed 0), at the multiplier each chooses on a validation split, CAA gains 0.00 to 0.14 "
-        "of the held-out MCQ answers over unsteered and SAS 0.00; YaPO at 1 moves every one of them "
+        "of the held-out MCQ answers over unsteered and SAS 0.00; YaPO, trained with the demo's settings, at 1 moves every one of them "
         "(assets/results/demo-targets.md)."
     ),
     "open_ended": _BASELINES + (
