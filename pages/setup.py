@@ -127,12 +127,14 @@ def restored(session: Session | None) -> list:
             session.method.key, method_summary(session), *fields]
 
 
-def file_status(session: Session | None, chosen: bool) -> str:
+def file_status(session: Session | None, chosen: bool, recognised: bool = True) -> str:
     """Setup's task line when a file is chosen (``chosen``) or cleared: it says which task is loaded
-    until the file is, so that a failed load never reads as the file's, nor a cleared file as chosen."""
+    until the file is, so that a failed load never reads as the file's, nor a cleared file as chosen;
+    a file whose schema is not ``recognised`` is mapped first."""
     loaded = session.task if session is not None else None
     if chosen:
-        return "A new file is chosen: press **Load task** to use it" + (
+        step = "press **Load task** to use it" if recognised else "map its three columns below, then press **Load task**"
+        return f"A new file is chosen: {step}" + (
             f" (the task loaded is still {esc(loaded.describe())})." if loaded else ".")
     return "No file is chosen; " + (f"the task loaded is still {esc(loaded.describe())}." if loaded else "no task is loaded.")
 
@@ -240,8 +242,8 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
     def on_upload(session, path):
         if not path:  # cleared, or refused before it reached the page: no file is chosen any more
             return no_preview(file_status(session, chosen=False))
-        status = file_status(session, chosen=True)
         p = preview_file(path)
+        status = file_status(session, chosen=True, recognised=bool(p.schema))
         info = f"{p.n_rows} rows, columns: {', '.join(f'`{esc(c)}`' for c in p.columns)}. "
         info += (f"Recognised as **{p.schema}**; leave the mapping on (auto)." if p.schema
                  else "Schema not recognised: map the three columns below.")

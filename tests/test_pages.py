@@ -620,6 +620,9 @@ def test_setup_says_which_task_stays_loaded_when_a_file_is_chosen_or_cleared(tra
     assert setup.file_status(None, chosen=False) == "No file is chosen; no task is loaded."
     assert setup.file_status(trained, chosen=True).startswith("A new file is chosen: press **Load task** to use it (the task")
     assert setup.file_status(trained, chosen=False).startswith("No file is chosen; the task loaded is still")
+    # a file whose columns must be mapped says so, not "press Load task", which would fail on it
+    assert setup.file_status(None, chosen=True, recognised=False).startswith(
+        "A new file is chosen: map its three columns below, then press **Load task**")
 
 
 def test_a_number_at_its_least_is_taken():
