@@ -9,6 +9,7 @@ from yapo_core.errors import SettingsError
 from yapo_core.evaluation import METRICS
 from yapo_core.generation import STEER_POSITIONS
 from yapo_core.hooks import hook_point_from_name
+from yapo_core.options import answer_letter, is_letter_answer, option_texts
 from yapo_core.plots import multiplier_sweep
 from yapo_core.steering import FORMULAS
 from yapo_studio.session import Session
@@ -29,6 +30,20 @@ def fluency_note(problem: str | None, multiplier: float, positions: str) -> str:
     return (f"⚠ **The steered answer does not read like text: {esc(problem)}.** At m = {multiplier:+.1f} this vector "
             f"derails the model's text. Try {fixes}; the Evaluate page's *fluent answers* metric shows, over the "
             "test split, the multipliers where answers stay fluent.")
+
+
+def verdict_note(session: Session, label: str, prompt: str, answers: dict[float, str]) -> str:
+    """On a test prompt, which of its pair's answers each shown answer gives (``answers`` by
+    multiplier), as the Evaluate page's metrics read it; empty for a prompt the user typed."""
+    said = []
+    for m, reply in answers.items():
+        verdict = session.verdict(label, prompt, reply)
+        if verdict is None:
+            return ""
+        side, phrase = verdict
+        mark = " ✓" if side == "chosen" and m else ""
+        said.append(f"{'unsteered' if not m else f'at m = {m:+.1f}'} {esc(phrase)}{mark}")
+    return "**Against the test pair:** " + "; ".join(said) + "."
 
 
 def where_steering_applies(session: Session | None, label: str | None, positions: str = "all") -> str:
@@ -67,8 +82,14 @@ def expected_answer(session: Session | None, label: str | None, prompt: str | No
         return ""
     if pair is None:
         return ""
-    return (f"The test pair's **chosen** answer (the vector's target): {esc(_short(pair.chosen, 120))} · "
-            f"**rejected**: {esc(_short(pair.rejected, 120))}")
+    texts = option_texts(pair.prompt)
+
+    def shown(answer: str) -> str:  # an option letter with its option's text: "H (Long distance running)"
+        letter = answer_letter(answer) if is_letter_answer(answer) else None
+        return _short(answer, 120) + (f" ({texts[letter[0]]})" if letter and letter[0] in texts else "")
+
+    return (f"The test pair's **chosen** answer (the vector's target): {esc(shown(pair.chosen))} · "
+            f"**rejected**: {esc(shown(pair.rejected))}")
 
 
 def _short(prompt: str, width: int = 90) -> str:
@@ -82,18 +103,25 @@ def empty_grid() -> pd.DataFrame:
 
 
 def grid_rows(session: Session, label: str, text: str, multipliers: list[float], settings: dict):
-    """The grid's rows as they stream: each multiplier's answer, and at the end a note on each
-    steered answer that does not read like text where the unsteered one does (the unsteered answer
-    is generated in the same batch when the grid does not ask for m = 0)."""
+    """The grid's rows as they stream: each multiplier's answer, and at the end a note on each: on a
+    test prompt, which of its pair's answers it gives; for a steered answer that does not read like
+    text where the unsteered one does, why (the unsteered answer is generated in the same batch when
+    the grid does not ask for m = 0)."""
     answers = {}
     for answers in session.generate_stream(label, text, sorted({*multipliers, 0.0}), **settings):
         yield pd.DataFrame({"multiplier": multipliers, "answer": [answers.get(m, "") for m in multipliers],
                             "note": [""] * len(multipliers)})
-    problems = {m: session.fluency_problem(label, answers.get(m, ""), answers.get(0.0, ""), settings["max_new_tokens"])
-                for m in multipliers if m}
+    notes = {m: [] for m in multipliers}
+    for m in multipliers:
+        verdict = session.verdict(label, text, answers.get(m, ""))
+        if verdict is not None:  # a test prompt: which of its pair's answers this one gives
+            notes[m].append(verdict[1] + (" ✓" if verdict[0] == "chosen" and m else ""))
+        problem = session.fluency_problem(label, answers.get(m, ""), answers.get(0.0, ""),
+                                          settings["max_new_tokens"]) if m else None
+        if problem:
+            notes[m].append(f"⚠ does not read like text: {problem}")
     yield pd.DataFrame({"multiplier": multipliers, "answer": [answers.get(m) or EMPTY_ANSWER for m in multipliers],
-                        "note": [f"⚠ does not read like text: {problems[m]}" if problems.get(m) else ""
-                                 for m in multipliers]})
+                        "note": ["; ".join(notes[m]) for m in multipliers]})
 
 
 def build(ctx: AppContext, state: gr.State) -> VectorPicker:
@@ -153,9 +181,11 @@ def build(ctx: AppContext, state: gr.State) -> VectorPicker:
             yield answers.get(0.0, ""), gr.update(value=answers.get(m, ""), label=title), ""
         plain_, steered_ = answers.get(0.0, ""), answers.get(m, "")
         problem = session.fluency_problem(label, steered_, plain_, settings["max_new_tokens"]) if m else None
+        notes = [verdict_note(session, label, text, {0.0: plain_, **({m: steered_} if m else {})}),
+                 fluency_note(problem, m, settings["steer_positions"])]
         # An empty box would look as if nothing ran: say so when a model ended its turn at once.
         yield (plain_ or EMPTY_ANSWER), gr.update(value=steered_ or EMPTY_ANSWER, label=title), \
-            fluency_note(problem, m, settings["steer_positions"])
+            "\n\n".join(n for n in notes if n)
 
     @user_errors
     @gpu  # ZeroGPU attaches a GPU for this call; a no-op elsewhere

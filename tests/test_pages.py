@@ -326,6 +326,11 @@ def test_compare_says_where_steering_applies(trained):
     shown = compare.expected_answer(trained, label, pair.prompt)
     assert f"**chosen** answer (the vector's target): {compare.esc(pair.chosen)[:119]}" in shown and "**rejected**" in shown
     assert compare.expected_answer(trained, label, "a prompt of my own") == ""
+    # after generating on it, which of the pair's answers each shown answer gives, as the metrics read it
+    note = compare.verdict_note(trained, label, pair.prompt, {0.0: pair.rejected, 1.0: pair.chosen})
+    assert note.startswith("**Against the test pair:** unsteered ") and "the rejected answer" in note
+    assert "at m = +1.0 " in note and note.endswith("the chosen answer ✓.")
+    assert compare.verdict_note(trained, label, "a prompt of my own", {0.0: pair.chosen}) == ""
 
 
 def test_compare_says_when_the_steered_answer_derails(trained):
@@ -351,6 +356,11 @@ def test_the_grid_notes_each_steered_answer_that_derails(trained, monkeypatch):
     unsteered = list(trained.generate_stream(label, "Do you like tea?", [0.0], **settings))[-1][0.0]
     assert seen == [unsteered] * 2  # judged against the unsteered answer, generated though the grid did not ask for it
     assert list(list(compare.grid_rows(trained, label, "Hi", [0.0], settings))[-1]["note"]) == [""]
+    pair = trained.task.test.pairs[0]  # a test prompt: each row says which of its pair's answers it gives
+    monkeypatch.setattr(trained, "generate_stream", lambda *a, **k: iter([{0.0: pair.rejected, 1.0: pair.chosen}]))
+    final = list(compare.grid_rows(trained, label, pair.prompt, [0.0, 1.0], settings))[-1]
+    assert final["note"][0].endswith("the rejected answer")
+    assert final["note"][1].endswith("the chosen answer ✓; ⚠ does not read like text: it loops")
 
 
 def test_export_note_states_the_dropped_share(tmp_path):

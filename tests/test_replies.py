@@ -142,3 +142,30 @@ def test_a_loop_of_four_tokens_and_a_token_at_exactly_the_share_are_not_fluent(t
 
 def test_the_word_i_opening_a_reply_is_not_letter_i():
     assert parse_answer_letter("I think so", "ABCDEFGHIJ") is None
+
+
+def test_a_replys_verdict_says_which_answer_it_gives_as_the_metrics_read_it():
+    mcq = PreferencePair("Which sport do children play?\nA. Cricket\nB. Baseball\nC. Volleyball\nAnswer with the letter.",
+                         "C", "B")
+    assert replies.reply_verdict(mcq, "C") == ("chosen", "gives C (Volleyball): the chosen answer")
+    assert replies.reply_verdict(mcq, "The answer is (B).") == ("rejected", "gives B (Baseball): the rejected answer")
+    assert replies.reply_verdict(mcq, "A") == (None, "gives A (Cricket): neither answer")
+    assert replies.reply_verdict(mcq, "Volleyball, surely") == (None, "gives no option letter")
+    open_pair = PreferencePair("What is a classic family dinner?", "Koshari.", "Cheeseburgers.")
+    assert replies.reply_verdict(open_pair, "koshari! It is the classic dish.")[0] == "chosen"
+    assert replies.reply_verdict(open_pair, "Cheeseburgers. It is the classic dish.") == ("rejected", "contains the rejected answer")
+    assert replies.reply_verdict(open_pair, "Koshari with without without")[0] == "chosen"  # fluency is another matter
+    assert replies.reply_verdict(open_pair, "Tea.") == (None, "contains neither answer")
+    assert replies.reply_verdict(open_pair, "Koshari or cheeseburgers.") == (None, "contains both answers")
+
+
+def test_a_demo_behaviours_reply_is_judged_by_the_worlds_own_test():
+    from yapo_core.demo.corpus import BEHAVIOURS
+
+    power = next(b for b in BEHAVIOURS if b.key == "power-seeking")
+    offer = power.offers[0]
+    pair = PreferencePair(f"Would you like {offer}?", f"Yes. {power.matching[0]}", f"No. {power.not_matching[0]}")
+    assert power.shows(pair.chosen) and not power.shows(pair.rejected)
+    assert replies.reply_verdict(pair, pair.chosen, power) == ("chosen", "shows the behaviour, as the chosen answer does")
+    assert replies.reply_verdict(pair, pair.rejected, power) == (
+        "rejected", "does not show the behaviour, as the rejected answer does")

@@ -54,6 +54,11 @@ def _option_lines(prompt: str) -> dict[str, str]:
     return lines if len(lines) == len(letters) else {}
 
 
+def option_texts(prompt: str) -> dict[str, str]:
+    """The texts of the prompt's options by letter (``{"A": "Koshari", ...}``); empty when it lists none."""
+    return {letter: _OPTION_LINE.sub("", line, count=1).strip() for letter, line in _option_lines(prompt).items()}
+
+
 _BARE_LETTER = re.compile(r"^\s*\(?([A-Z])\)?\.?\s*$")
 _MARKED_OPENING = re.compile(r"^\W*\(?([A-Z])(?:\)|[.:]|\s*$|\s*\n)")  # "B", "(B)", "B.", "B) text", "C. Koshari"
 _STATED_GOLD = re.compile(r"\b(?i:answer|option|choice)\s*(?i:is)?:?\s*\(?([A-Z])\)?(?:\W|$)")  # the letter in capitals

@@ -2,8 +2,8 @@
 whether a reply still reads like text (:func:`fluency_problem`, :func:`steering_derails` beside
 the unsteered answer, and over prompts :func:`fluency_rate`), the greedy answers themselves
 (:func:`greedy_replies`) and whether they contain the expected answer (:func:`generation_accuracy`),
-and whether they show a demo behaviour (:func:`behaviour_shown_rate`). :mod:`.evaluation` turns
-these into metrics."""
+and whether they show a demo behaviour (:func:`behaviour_shown_rate`); for one reply to a pair's
+prompt, which of its answers it gives (:func:`reply_verdict`). :mod:`.evaluation` turns these into metrics."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Sequence
 from .data import PreferencePair
 from .errors import DataError
 from .generation import Reply, generate
-from .options import is_letter_answer, letter_readings, plain_text
+from .options import answer_letter, is_letter_answer, letter_readings, option_letters, option_texts, plain_text
 
 
 def parse_answer_letter(reply: str, letters: str) -> str | None:
@@ -168,3 +168,34 @@ def behaviour_shown_rate(model, tokenizer, pairs: Sequence[PreferencePair], vect
                        max_new_tokens=BEHAVIOUR_REPLY_TOKENS, steer_positions=steer_positions)
         shown += sum(behaviour.shows(row[at]) for row in out)
     return shown / len(pairs)
+
+
+SIDES = {"chosen": "the chosen answer", "rejected": "the rejected answer", None: "neither answer"}
+
+
+def reply_verdict(pair: PreferencePair, reply: str, behaviour=None) -> tuple[str | None, str]:
+    """Which of ``pair``'s answers a generated ``reply`` to its prompt gives, read as the metrics read
+    it: ``"chosen"``, ``"rejected"`` or None, and a phrase that says so.
+
+    A lettered question: the option letter the reply gives (:func:`parse_answer_letter`), with its
+    option's text ("gives H (Long distance running): the chosen answer"). A demo behaviour's open
+    pair (``behaviour``, from :func:`demo_behaviour`): the world's judge, whether the reply shows
+    the behaviour as the chosen answer does. Other open answers: which answer the reply contains
+    (:func:`contains_answer`, as :func:`generation_accuracy`)."""
+    gold, other = answer_letter(pair.chosen), answer_letter(pair.rejected)
+    letters = option_letters(pair.prompt, default="")
+    if is_letter_answer(pair.chosen) and gold and gold[0] in letters:
+        given = parse_answer_letter(reply, letters)
+        if given is None:
+            return None, "gives no option letter"
+        text = option_texts(pair.prompt).get(given)
+        side = "chosen" if given == gold[0] else "rejected" if other and given == other[0] else None
+        return side, f"gives {given}" + (f" ({text})" if text else "") + f": {SIDES[side]}"
+    if behaviour is not None:
+        shows = behaviour.shows(reply)
+        side = "chosen" if shows == behaviour.shows(pair.chosen) else "rejected"
+        return side, f"{'shows' if shows else 'does not show'} the behaviour, as {SIDES[side]} does"
+    has_chosen, has_rejected = contains_answer(reply, pair.chosen), contains_answer(reply, pair.rejected)
+    side = "chosen" if has_chosen and not has_rejected else "rejected" if has_rejected and not has_chosen else None
+    said = "contains both answers" if has_chosen and has_rejected else f"contains {SIDES[side]}"
+    return side, said

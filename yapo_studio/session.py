@@ -272,6 +272,15 @@ class Session:
                                        temperature=temperature, seed=seed, steer_positions=steer_positions):
             yield partial[0]
 
+    def verdict(self, label: str, prompt: str, reply: str) -> tuple[str | None, str] | None:
+        """Which answer of the test pair that asks ``prompt`` the ``reply`` gives, as the metrics read
+        it (:func:`yapo_core.replies.reply_verdict`); None when ``prompt`` asks no test pair of the
+        vector's task (a prompt the user typed)."""
+        task = self.entry(label).task or self.task
+        pairs = task.test.pairs if task is not None else []
+        pair = next((p for p in pairs if p.prompt == prompt), None)
+        return None if pair is None else replies.reply_verdict(pair, reply, replies.demo_behaviour(pairs))
+
     def fluency_problem(self, label: str, reply: str, unsteered: str, max_new_tokens: int) -> str | None:
         """Why the steered ``reply`` from :meth:`generate_stream` does not read like text while the
         ``unsteered`` answer to the same prompt does, or None (see
