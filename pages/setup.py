@@ -10,7 +10,15 @@ from yapo_core.hooks import hook_point_from_name
 from yapo_core.methods import METHODS, Method
 from yapo_studio.session import Session
 from yapo_studio.settings import current
-from yapo_studio.tasks import DATA_SUFFIXES, TaskSpec, demo_task_kinds, demo_task_label, demo_world_ready, preview_file
+from yapo_studio.tasks import (
+    DATA_SUFFIXES,
+    TaskSpec,
+    demo_task_kinds,
+    demo_task_label,
+    demo_world_ready,
+    preview_file,
+    spoken,
+)
 
 from .common import HEAVY, AppContext, caveat_text, esc, in_app_terms, need, user_errors
 
@@ -182,9 +190,10 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
             rejected_model = gr.Textbox(label="Rejected answers of model (rejected_<model>_… columns)",
                                         placeholder="e.g. gemma_2_2b_it; empty: the preset's model")
     with gr.Row(visible=True) as culture_options:
-        localization = gr.Radio(culture.get("localization", ["both", "localized", "nolocalized"]), value="nolocalized",
+        localization = gr.Radio([(spoken(v), v) for v in culture.get("localization", ["both", "localized", "nolocalized"])],
+                                value="nolocalized",
                                 label="Prompts", info="localized prompts name the country; non-localized ones do not")
-        form = gr.Radio([("multiple choice", "mcq"), ("open-ended", "open_ended")], value="mcq", label="Answer form")
+        form = gr.Radio([("multiple choice", "mcq"), (spoken("open_ended"), "open_ended")], value="mcq", label="Answer form")
     with gr.Group(visible=False) as behaviour_box:
         behaviour = gr.Dropdown(behaviours, value=behaviours[0] if behaviours else None, label="Behaviour",
                                 info="BiPO's train.csv and test.csv; set YAPO_BIPO_DIR to read a local copy")

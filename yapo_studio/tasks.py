@@ -224,6 +224,17 @@ def _behaviour_source(catalog_tasks: dict, behaviour: str, split: str) -> str:
     return url.format(behaviour=behaviour, split=split)
 
 
+SPOKEN = {"nolocalized": "non-localized", "localized": "localized", "both": "both", "mcq": "MCQ",
+          "open_ended": "open-ended"}
+"""How a task's label and the Setup page say the data's own values (Deep-Culture-Lense's
+``localization_status`` and answer form)."""
+
+
+def spoken(value: str) -> str:
+    """``value`` as a task's label says it (:data:`SPOKEN`), or as it is."""
+    return SPOKEN.get(value, value)
+
+
 def load_task(spec: TaskSpec, catalog_tasks: dict | None = None, rejected_model: str | None = None) -> Task:
     """Train and test pairs for ``spec`` (``rejected_model`` is the preset's default for culture data)."""
     catalog_tasks = catalog_tasks or {}
@@ -235,7 +246,7 @@ def load_task(spec: TaskSpec, catalog_tasks: dict | None = None, rejected_model:
                   rejected_model=spec.rejected_model or rejected_model, limit=spec.limit)
         train = load_pairs(dataset, split="train", **kw)
         test = load_pairs(dataset, split="test", **kw)
-        label = f"culture · {spec.country or 'all countries'} · {spec.localization} · {spec.form}"
+        label = f"culture · {spec.country or 'all countries'} · {spoken(spec.localization)} · {spoken(spec.form)}"
         return Task(label, train, test)
     if spec.source == "behaviour":
         behaviours = catalog_tasks.get("behaviour", {}).get("behaviours", ["power-seeking", "wealth-seeking", "hallucination", "jailbreak"])
@@ -281,7 +292,7 @@ def _demo_task(spec: TaskSpec) -> Task:
     train, test = task.pairs("train", **kw), task.pairs("test", **kw)
     notes = dict(caveat=caveats.task_caveat(task.kind), method_caveats=caveats.method_caveats(task.kind, spec.form))
     if task.kind == "culture":
-        return Task(f"demo culture · {task.country} · {spec.localization} · {spec.form}", train, test, **notes)
+        return Task(f"demo culture · {task.country} · {spoken(spec.localization)} · {spoken(spec.form)}", train, test, **notes)
     return Task(f"demo behaviour · {task.name}", train, test, {"test_infer": task.pairs("test_infer", limit=spec.limit)},
                 **notes)
 
