@@ -104,6 +104,16 @@ def test_steering_derails_only_where_the_unsteered_answer_reads_like_text(tokeni
     assert replies.steering_derails(tokenizer, loop, loop, 64) is None  # not the vector's doing
     assert replies.steering_derails(tokenizer, "Yes, I accept.", "No, thank you.", 64) is None
     assert replies.steering_derails(tokenizer, loop, None, 64) is not None  # no unsteered answer: judged alone
+    # a loop inside a longer reply: under the metric's 30 % share, but four of a token in a row
+    from yapo_core.generation import Reply
+
+    words = list(range(10, 30))
+    inner = Reply("…", words[:12] + [7, 7, 7, 7] + words[12:], ended=True)
+    assert fluency_problem(tokenizer, inner, 64) is None  # the metric's loose test, as the design targets define it
+    assert replies.steering_derails(tokenizer, inner, "No, thank you.", 64) == (
+        f"it repeats {tokenizer.decode([7])!r} 4 times in a row")
+    assert replies.steering_derails(tokenizer, Reply("…", words[:12] + [7, 7, 7] + words[12:]), "No.", 64) is None
+    assert replies.steering_derails(tokenizer, "Yes.", inner, 64) is None  # the unsteered answer loops too
 
 
 def test_the_fluency_metric_reads_steered_answers_against_unsteered_ones(tokenizer, monkeypatch):

@@ -25,10 +25,12 @@ def parse_answer_letter(reply: str, letters: str) -> str | None:
 
 
 def fluency_problem(tokenizer, reply: str, max_new_tokens: int, max_share: float = 0.3,
-                    unsteered: str | None = None) -> str | None:
+                    unsteered: str | None = None, max_run: int | None = None) -> str | None:
     """Why ``reply`` does not read like text, or None when it does: it is empty, one token makes up
     ``max_share`` or more of it (a loop: ",,,,", "with with with"; replies of one to three tokens
-    cannot loop), or it runs to ``max_new_tokens`` without ending its turn.
+    cannot loop), or it runs to ``max_new_tokens`` without ending its turn. With ``max_run``, also
+    a token repeated that many times in a row (a loop inside a longer reply: "… her her her her
+    bouquet."); the fluency metric leaves it off, as the design targets define fluent answers.
 
     Given the ``unsteered`` answer to the same prompt, the reply is judged against it: running to the
     limit, or ending at once, counts only where the unsteered answer did not (a real model's long
@@ -41,6 +43,13 @@ def fluency_problem(tokenizer, reply: str, max_new_tokens: int, max_share: float
         top, count = Counter(ids).most_common(1)[0]
         if count / len(ids) >= max_share:
             return f"it repeats {tokenizer.decode([top])!r} ({count / len(ids):.0%} of its tokens)"
+    if max_run:
+        run, longest = 1, (1, ids[0])
+        for before, token in zip(ids, ids[1:]):
+            run = run + 1 if token == before else 1
+            longest = max(longest, (run, token), key=lambda r: r[0])
+        if longest[0] >= max_run:
+            return f"it repeats {tokenizer.decode([longest[1]])!r} {longest[0]} times in a row"
     if not ended and (base is None or base[1]):
         return f"it does not end its turn within {max_new_tokens} tokens" + (
             "" if base is None else " (the unsteered answer does)")
@@ -56,13 +65,19 @@ def _tokens(tokenizer, reply: str, max_new_tokens: int) -> tuple[list[int], bool
     return ids, len(ids) < max_new_tokens
 
 
+DERAIL_RUN = 4
+"""A token this many times in a row is a loop for :func:`steering_derails` (Compare's note)."""
+
+
 def steering_derails(tokenizer, reply: str, unsteered: str | None, max_new_tokens: int) -> str | None:
     """Why the steered ``reply`` does not read like text where the ``unsteered`` answer to the same
     prompt does (None when it reads like text, or when the unsteered answer derails too: not the
-    vector's doing); without an unsteered answer, the reply is judged alone."""
-    if unsteered is not None and fluency_problem(tokenizer, unsteered, max_new_tokens, unsteered=unsteered):
+    vector's doing); without an unsteered answer, the reply is judged alone. Stricter than the
+    fluency metric: a run of :data:`DERAIL_RUN` identical tokens counts too."""
+    if unsteered is not None and fluency_problem(tokenizer, unsteered, max_new_tokens, unsteered=unsteered,
+                                                 max_run=DERAIL_RUN):
         return None
-    return fluency_problem(tokenizer, reply, max_new_tokens, unsteered=unsteered)
+    return fluency_problem(tokenizer, reply, max_new_tokens, unsteered=unsteered, max_run=DERAIL_RUN)
 
 
 def is_fluent(tokenizer, reply: str, max_new_tokens: int, max_share: float = 0.3) -> bool:
