@@ -27,23 +27,26 @@ def fluency_note(problem: str | None, multiplier: float, positions: str) -> str:
     if problem is None:
         return ""
     fixes = "a smaller multiplier" + (", or steering the prompt tokens only" if positions == "all" else "")
+    loose = (" (it counts a loop by its share of an answer, so it lets a short run like this one pass)"
+             if "in a row" in problem else "")
     return (f"⚠ **The steered answer does not read like text: {esc(problem)}.** At m = {multiplier:+.1f} this vector "
             f"derails the model's text. Try {fixes}; the Evaluate page's *fluent answers* metric shows, over the "
-            "test split, the multipliers where answers stay fluent.")
+            f"test split, the multipliers where answers stay fluent{loose}.")
 
 
 def verdict_note(session: Session, label: str, prompt: str, answers: dict[float, str]) -> str:
     """On a test prompt, which of its pair's answers each shown answer gives (``answers`` by
     multiplier), as the Evaluate page's metrics read it; empty for a prompt the user typed."""
-    said = []
-    for m, reply in answers.items():
-        verdict = session.verdict(label, prompt, reply)
-        if verdict is None:
-            return ""
-        side, phrase = verdict
-        mark = " ✓" if side == "chosen" and m else ""
-        said.append(f"{'unsteered' if not m else f'at m = {m:+.1f}'} {esc(phrase)}{mark}")
+    verdicts = session.verdicts(label, prompt, answers)
+    if not verdicts:
+        return ""
+    said = [f"{'unsteered' if not m else f'at m = {m:+.1f}'} {esc(verdict_phrase(*verdicts[m], m))}" for m in answers]
     return "**Against the test pair:** " + "; ".join(said) + "."
+
+
+def verdict_phrase(side: str | None, phrase: str, m: float) -> str:
+    """A verdict's phrase, marked ✓ where a steered answer (m > 0) gives the vector's target."""
+    return phrase + (" ✓" if side == "chosen" and m > 0 else "")
 
 
 def where_steering_applies(session: Session | None, label: str | None, positions: str = "all") -> str:
@@ -76,8 +79,7 @@ def expected_answer(session: Session | None, label: str | None, prompt: str | No
     if session is None or not prompt:
         return ""
     try:
-        pairs = session.test_pairs(label if label in session.vectors() else None)
-        pair = next((p for p in pairs if p.prompt == prompt), None)  # the list shows these pairs' prompts
+        pair = session.test_pair(label if label in session.vectors() else None, prompt)
     except SettingsError:
         return ""
     if pair is None:
@@ -112,10 +114,10 @@ def grid_rows(session: Session, label: str, text: str, multipliers: list[float],
         yield pd.DataFrame({"multiplier": multipliers, "answer": [answers.get(m, "") for m in multipliers],
                             "note": [""] * len(multipliers)})
     notes = {m: [] for m in multipliers}
+    verdicts = session.verdicts(label, text, {m: answers.get(m, "") for m in multipliers})
     for m in multipliers:
-        verdict = session.verdict(label, text, answers.get(m, ""))
-        if verdict is not None:  # a test prompt: which of its pair's answers this one gives
-            notes[m].append(verdict[1] + (" ✓" if verdict[0] == "chosen" and m else ""))
+        if m in verdicts:  # a test prompt: which of its pair's answers this one gives
+            notes[m].append(verdict_phrase(*verdicts[m], m))
         problem = session.fluency_problem(label, answers.get(m, ""), answers.get(0.0, ""),
                                           settings["max_new_tokens"]) if m else None
         if problem:

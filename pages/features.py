@@ -76,8 +76,8 @@ def latent_card_html(card: LatentCard, explanation: str | None = None) -> str:
     parts.append(lens_html(card.logit_lens))
     a = card.activity
     if a is not None and a.density == 0:  # a latent the vector sets that the SAE never turns on for these pairs
-        parts.append(f"<div class='density'>never fires on the {a.n_tokens:,} tokens of the task's pairs: only the "
-                     "vector turns it on</div>")
+        why = ": only the vector turns it on" if card.weight_kind == "value" else ""  # a sparse vector's own entry
+        parts.append(f"<div class='density'>never fires on the {a.n_tokens:,} tokens of the task's pairs{why}</div>")
     elif a is not None:
         parts.append(f"<div class='density'>fires on <b>{a.density:.1%}</b> of {a.n_tokens:,} tokens · max {a.max_value:.3g}"
                      f" · mean when active {a.mean_active:.3g}{histogram_html(a.histogram_counts, a.histogram_edges)}</div>")

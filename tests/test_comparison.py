@@ -110,6 +110,7 @@ def test_a_rows_norm_keeps_a_small_vectors_size_and_an_empty_vector_says_so():
     assert short.row()["norm"] == "0.0312" and short.row()["L0"] == 505  # not "L0 505 · norm 0.0"
     empty = comparison.MethodResult("sas", 0.0, accuracy={0.0: 0.1}, l0=0, norm=0.0)
     assert empty.row()["L0"].startswith("0 (an empty vector") and empty.row()["norm"] == "0"
+    assert comparison.MethodResult("caa", 0.0, accuracy={1.0: 0.5}, l0=2304, norm=1234.5).row()["norm"] == "1,234"
 
 
 def test_the_reported_multiplier_is_chosen_on_validation_never_on_test():

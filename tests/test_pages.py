@@ -391,6 +391,7 @@ def test_feature_cards_escape_tokens_and_scale_highlights():
                               histogram_counts=[], histogram_edges=[])
     quiet = features.latent_card_html(F.LatentCard(9, 6.2, "value", lens, silent, None))
     assert "never fires on the 10 tokens" in quiet and "mean when active" not in quiet  # not "fires on 0.0% · max 0"
+    assert "only the vector" not in features.latent_card_html(F.LatentCard(9, 0.3, "cosine", lens, silent, None))  # dense
     local = F.LatentCard(8, 0.1, "cosine", lens, None, None)
     assert "no Neuronpedia page" in features.latent_card_html(local) and "cos = +0.100" in features.latent_card_html(local)
     empty = F.FeatureReport(vector=None, latents=[], n_texts=0)

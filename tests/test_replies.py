@@ -107,12 +107,16 @@ def test_steering_derails_only_where_the_unsteered_answer_reads_like_text(tokeni
     # a loop inside a longer reply: under the metric's 30 % share, but four of a token in a row
     from yapo_core.generation import Reply
 
-    words = list(range(10, 30))
-    inner = Reply("…", words[:12] + [7, 7, 7, 7] + words[12:], ended=True)
+    kinds = {i: tokenizer.decode([i]) for i in range(len(tokenizer))}
+    word = next(i for i, t in kinds.items() if t.strip().isalpha())
+    digit = next(i for i, t in kinds.items() if t.strip().isdigit())
+    words = [i for i, t in kinds.items() if t.strip().isalpha() and i != word][:20]
+    inner = Reply("…", words[:12] + [word] * 4 + words[12:], ended=True)
     assert fluency_problem(tokenizer, inner, 64) is None  # the metric's loose test, as the design targets define it
     assert replies.steering_derails(tokenizer, inner, "No, thank you.", 64) == (
-        f"it repeats {tokenizer.decode([7])!r} 4 times in a row")
-    assert replies.steering_derails(tokenizer, Reply("…", words[:12] + [7, 7, 7] + words[12:]), "No.", 64) is None
+        f"it repeats {kinds[word]!r} 4 times in a row")
+    assert replies.steering_derails(tokenizer, Reply("…", words[:12] + [word] * 3 + words[12:]), "No.", 64) is None
+    assert replies.steering_derails(tokenizer, Reply("…", words[:12] + [digit] * 4 + words[12:]), "No.", 64) is None  # 10000
     assert replies.steering_derails(tokenizer, "Yes.", inner, 64) is None  # the unsteered answer loops too
 
 
@@ -167,6 +171,11 @@ def test_a_replys_verdict_says_which_answer_it_gives_as_the_metrics_read_it():
     assert replies.reply_verdict(open_pair, "Koshari with without without")[0] == "chosen"  # fluency is another matter
     assert replies.reply_verdict(open_pair, "Tea.") == (None, "contains neither answer")
     assert replies.reply_verdict(open_pair, "Koshari or cheeseburgers.") == (None, "contains both answers")
+    # the letter stated after the text, as the generated-MCQ metric reads it; options not listed one per line
+    stated = PreferencePair(mcq.prompt, "Volleyball, option C.", "Baseball, option B.")
+    assert replies.reply_verdict(stated, "C") == ("chosen", "gives C (Volleyball): the chosen answer")
+    inline = PreferencePair("Pick one: A) tea B) coffee", "A", "B")
+    assert replies.reply_verdict(inline, "I would have the coffee")[0] is None  # never "contains 'A'"
 
 
 def test_a_demo_behaviours_reply_is_judged_by_the_worlds_own_test():

@@ -93,7 +93,7 @@ class MethodResult:
             "capability change": f"{self.capability_change:+.3f}" if self.capability_change is not None else "—",
             **({"unparseable replies": f"{self.unparseable:.2f}"} if self.unparseable is not None else {}),
             "L0": self.l0 if self.l0 else "0 (an empty vector: it steers nothing)",
-            "norm": f"{self.norm:.3g}" if self.norm is not None else "—",
+            "norm": "—" if self.norm is None else f"{self.norm:.3g}" if self.norm < 1000 else f"{self.norm:,.0f}",
             "seconds": f"{self.seconds:.0f}",
         }
 

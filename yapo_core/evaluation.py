@@ -41,7 +41,7 @@ from .mcq import (
     mcq_items_from_pairs,
     one_letter_accuracy,
 )
-from .options import answer_letter, is_letter_answer, option_letters
+from .options import chosen_letter, is_letter_answer, option_letters
 from .replies import (
     behaviour_shown_rate,
     demo_behaviour,
@@ -205,11 +205,8 @@ class Metric:
 def _letter_question(pair: PreferencePair, letters: str | None = None, stated: bool = False) -> bool:
     """The pair answers a lettered question with one of its letters (``letters`` when given): an
     answer that opens with the letter, or (``stated``) one that also may state it after its text
-    ("Koshari, option B.")."""
-    found = answer_letter(pair.chosen)
-    options = option_letters(pair.prompt, default="")
-    return bool(found and (found[1] or stated) and len(options) >= 2 and found[0] in options
-                and (letters is None or options == letters))
+    ("Koshari, option B."); see :func:`~.options.chosen_letter`."""
+    return chosen_letter(pair, stated) is not None and (letters is None or option_letters(pair.prompt, "") == letters)
 
 
 def _is_mcq(pairs) -> bool:

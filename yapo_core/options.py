@@ -96,6 +96,15 @@ def answer_letter(answer: str) -> tuple[str, bool] | None:
     return next(letter_readings(answer), None)
 
 
+def chosen_letter(pair: Pair, stated: bool = False) -> str | None:
+    """The option letter ``pair``'s chosen answer gives, when its prompt lists two or more lettered
+    options and the answer opens with one of their letters (``"H"``, ``"C. Koshari"``) or, with
+    ``stated``, states it after its text (``"Koshari, option C."``); None otherwise."""
+    found = answer_letter(pair.chosen)
+    options = option_letters(pair.prompt, default="")
+    return found[0] if found and (found[1] or stated) and len(options) >= 2 and found[0] in options else None
+
+
 def answers_with_letter(pair: Pair) -> bool:
     """The pair's prompt lists lettered options and its chosen answer opens with one of their
     letters (``"H"``, ``"(B)"``, ``"C. Koshari"``), rather than giving text first."""

@@ -13,7 +13,15 @@ from typing import Sequence
 from .data import PreferencePair
 from .errors import DataError
 from .generation import Reply, generate
-from .options import answer_letter, is_letter_answer, letter_readings, option_letters, option_texts, plain_text
+from .options import (
+    answer_letter,
+    chosen_letter,
+    is_letter_answer,
+    letter_readings,
+    option_letters,
+    option_texts,
+    plain_text,
+)
 
 
 def parse_answer_letter(reply: str, letters: str) -> str | None:
@@ -29,8 +37,9 @@ def fluency_problem(tokenizer, reply: str, max_new_tokens: int, max_share: float
     """Why ``reply`` does not read like text, or None when it does: it is empty, one token makes up
     ``max_share`` or more of it (a loop: ",,,,", "with with with"; replies of one to three tokens
     cannot loop), or it runs to ``max_new_tokens`` without ending its turn. With ``max_run``, also
-    a token repeated that many times in a row (a loop inside a longer reply: "… her her her her
-    bouquet."); the fluency metric leaves it off, as the design targets define fluent answers.
+    a word's token repeated that many times in a row (a loop inside a longer reply: "… her her her
+    her bouquet."; not digits or punctuation); the fluency metric leaves it off, as the design
+    targets define fluent answers.
 
     Given the ``unsteered`` answer to the same prompt, the reply is judged against it: running to the
     limit, or ending at once, counts only where the unsteered answer did not (a real model's long
@@ -43,11 +52,12 @@ def fluency_problem(tokenizer, reply: str, max_new_tokens: int, max_share: float
         top, count = Counter(ids).most_common(1)[0]
         if count / len(ids) >= max_share:
             return f"it repeats {tokenizer.decode([top])!r} ({count / len(ids):.0%} of its tokens)"
-    if max_run:
+    if max_run:  # a word's token, run after run; not digits ("10000") or punctuation ("!!!!"), which may repeat
         run, longest = 1, (1, ids[0])
         for before, token in zip(ids, ids[1:]):
             run = run + 1 if token == before else 1
-            longest = max(longest, (run, token), key=lambda r: r[0])
+            if run > longest[0] and any(c.isalpha() for c in tokenizer.decode([token])):
+                longest = (run, token)
         if longest[0] >= max_run:
             return f"it repeats {tokenizer.decode([longest[1]])!r} {longest[0]} times in a row"
     if not ended and (base is None or base[1]):
@@ -192,25 +202,28 @@ def reply_verdict(pair: PreferencePair, reply: str, behaviour=None) -> tuple[str
     """Which of ``pair``'s answers a generated ``reply`` to its prompt gives, read as the metrics read
     it: ``"chosen"``, ``"rejected"`` or None, and a phrase that says so.
 
-    A lettered question: the option letter the reply gives (:func:`parse_answer_letter`), with its
-    option's text ("gives H (Long distance running): the chosen answer"). A demo behaviour's open
-    pair (``behaviour``, from :func:`demo_behaviour`): the world's judge, whether the reply shows
-    the behaviour as the chosen answer does. Other open answers: which answer the reply contains
-    (:func:`contains_answer`, as :func:`generation_accuracy`)."""
-    gold, other = answer_letter(pair.chosen), answer_letter(pair.rejected)
-    letters = option_letters(pair.prompt, default="")
-    if is_letter_answer(pair.chosen) and gold and gold[0] in letters:
+    A lettered question (:func:`~.options.chosen_letter`, the letter first or stated after the
+    text, as the generated-MCQ metric reads it): the option letter the reply gives
+    (:func:`parse_answer_letter`), with its option's text ("gives H (Long distance running): the
+    chosen answer"). A demo behaviour's open pair (``behaviour``, from :func:`demo_behaviour`): the
+    world's judge, whether the reply shows the behaviour as the chosen answer does. Other open
+    answers: which answer the reply contains (:func:`contains_answer`, as :func:`generation_accuracy`)."""
+    gold = chosen_letter(pair, stated=True)
+    if gold is not None:
+        letters = option_letters(pair.prompt, default="")
         given = parse_answer_letter(reply, letters)
         if given is None:
             return None, "gives no option letter"
+        other = answer_letter(pair.rejected)
         text = option_texts(pair.prompt).get(given)
-        side = "chosen" if given == gold[0] else "rejected" if other and given == other[0] else None
+        side = "chosen" if given == gold else "rejected" if other and given == other[0] else None
         return side, f"gives {given}" + (f" ({text})" if text else "") + f": {SIDES[side]}"
+    if is_letter_answer(pair.chosen):  # a letter whose options the prompt does not list one per line
+        return None, "cannot be read against a letter whose options the prompt does not list"
     if behaviour is not None:
         shows = behaviour.shows(reply)
         side = "chosen" if shows == behaviour.shows(pair.chosen) else "rejected"
         return side, f"{'shows' if shows else 'does not show'} the behaviour, as {SIDES[side]} does"
     has_chosen, has_rejected = contains_answer(reply, pair.chosen), contains_answer(reply, pair.rejected)
     side = "chosen" if has_chosen and not has_rejected else "rejected" if has_rejected and not has_chosen else None
-    said = "contains both answers" if has_chosen and has_rejected else f"contains {SIDES[side]}"
-    return side, said
+    return side, "contains both answers" if has_chosen and has_rejected else f"contains {SIDES[side]}"

@@ -21,7 +21,7 @@ import tempfile
 import threading
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from yapo_core import checks, replies
 from yapo_core import evaluation as ev
@@ -272,14 +272,22 @@ class Session:
                                        temperature=temperature, seed=seed, steer_positions=steer_positions):
             yield partial[0]
 
-    def verdict(self, label: str, prompt: str, reply: str) -> tuple[str | None, str] | None:
-        """Which answer of the test pair that asks ``prompt`` the ``reply`` gives, as the metrics read
-        it (:func:`yapo_core.replies.reply_verdict`); None when ``prompt`` asks no test pair of the
-        vector's task (a prompt the user typed)."""
+    def test_pair(self, label: str | None, prompt: str | None):
+        """The first pair of the test split of the vector's task (or the session's task) that asks
+        ``prompt``, or None (a prompt the user typed)."""
+        task = (self.entry(label).task if label else None) or self.task
+        return next((p for p in task.test.pairs if p.prompt == prompt), None) if task and prompt else None
+
+    def verdicts(self, label: str, prompt: str, answers: Mapping[float, str]) -> dict[float, tuple[str | None, str]]:
+        """For each of ``answers`` (by multiplier) to ``prompt``, which answer of its test pair
+        (:meth:`test_pair`) it gives, as the metrics read it (:func:`yapo_core.replies.reply_verdict`);
+        empty when ``prompt`` asks no test pair."""
+        pair = self.test_pair(label, prompt)
+        if pair is None:
+            return {}
         task = self.entry(label).task or self.task
-        pairs = task.test.pairs if task is not None else []
-        pair = next((p for p in pairs if p.prompt == prompt), None)
-        return None if pair is None else replies.reply_verdict(pair, reply, replies.demo_behaviour(pairs))
+        behaviour = replies.demo_behaviour(task.test.pairs)
+        return {m: replies.reply_verdict(pair, reply, behaviour) for m, reply in answers.items()}
 
     def fluency_problem(self, label: str, reply: str, unsteered: str, max_new_tokens: int) -> str | None:
         """Why the steered ``reply`` from :meth:`generate_stream` does not read like text while the

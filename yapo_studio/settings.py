@@ -49,12 +49,12 @@ class Settings:
     train_chunk_seconds: float | None = None  # YAPO_TRAIN_CHUNK_SECONDS: train in chunks (ZeroGPU)
     cache_dir: str | None = None  # YAPO_CACHE_DIR (read by yapo_core.demo): the demo world's cache, else ~/.cache/yapo-studio
     zero_gpu: bool = False  # SPACES_ZERO_GPU: set by Hugging Face on ZeroGPU Spaces
-    public: bool = False  # YAPO_PUBLIC (1/0); default: on when SPACE_ID is set (a Hugging Face Space)
+    public: bool = False  # YAPO_PUBLIC (1/0): a public app's limits; on by itself where SPACE_ID is set (a Hugging Face Space)
     allow_models: tuple[str, ...] = ()  # YAPO_ALLOW_MODELS: hub ids a public app loads besides the presets'
     allow_saes: tuple[str, ...] = ()  # YAPO_ALLOW_SAES: sae-lens releases a public app loads besides the presets'
     max_prompt_chars: int = 20_000  # YAPO_MAX_PROMPT_CHARS (public default 2000)
     max_new_tokens: int = 512  # YAPO_MAX_NEW_TOKENS (public default 128)
-    max_steps: int | None = None  # YAPO_MAX_STEPS: training steps per run (public default: the demo's steps)
+    max_steps: int | None = None  # YAPO_MAX_STEPS: a cap on a run's training steps (public: the demo's steps)
     session_grace_s: float = 120.0  # YAPO_SESSION_GRACE_S: how long a closed page's session waits for it (0: none)
 
     @property
@@ -72,7 +72,7 @@ def variables() -> list[str]:
         shown = ("not set" if default is None or default == () else f"{int(default)}" if isinstance(default, bool)
                  else str(default.relative_to(ROOT)) if isinstance(default, Path) else f"{default:g}"
                  if isinstance(default, float) else str(default))
-        lines.append(f"{said[f.name]} [default: {shown}]")
+        lines.append(f"{said.get(f.name, f.name)} [default: {shown}]")  # a field without its comment still starts
     return lines
 
 
