@@ -71,7 +71,7 @@ def preset_notes(ctx: AppContext, key: str) -> str:
 
 def method_text(method: Method) -> str:
     """What a method makes and how its vector is applied."""
-    return f"{method.summary}; applied as `{method.formula}`."
+    return f"{method.summary[:1].upper()}{method.summary[1:]}; applied as `{method.formula}`."  # a sentence
 
 
 def missing_sae(session: Session) -> str:

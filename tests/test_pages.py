@@ -374,6 +374,14 @@ def test_export_note_states_the_dropped_share(tmp_path):
     assert "No GGUF: cannot steer block 0" in export.export_note(failed, "dense")
 
 
+def test_setup_says_each_method_in_a_sentence():
+    from yapo_core.methods import METHODS
+
+    for method in METHODS.values():
+        text = setup.method_text(method)
+        assert text[0].isupper() and text.endswith(f"applied as `{method.formula}`."), text
+
+
 def test_feature_cards_escape_tokens_and_scale_highlights():
     lens = F.LogitLens([F.TokenScore("<script>", 5, 1.5)], [F.TokenScore("a\nb", 6, -1.0)])
     activity = F.LatentActivity(index=7, n_tokens=10, density=0.2, max_value=2.0, mean_active=1.0,
