@@ -46,7 +46,13 @@ def test_train_generate_export(tmp_path, model_dir, sae_dir, data_csv, capsys):
     assert main(["generate", "--model", str(model_dir), "--vector", str(out), "--prompt", "Do you like tea?",
                  "--multipliers", "0,1", "--max-new-tokens", "5", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
-    assert "--- unsteered:" in printed and "--- steered x1:" in printed
+    assert "--- unsteered:" in printed and "--- steered x1:" in printed and "reads as" not in printed
+    # with the pair's answers, each answer is read against them, as the Compare page reads a test pair's
+    ask = ["generate", "--model", str(model_dir), "--vector", str(out), "--prompt", "Do you like tea?",
+           "--max-new-tokens", "5", "--device", "cpu", "--chosen", "Yes, I like tea.", "--rejected", "No, thank you."]
+    assert main(ask) == 0
+    assert capsys.readouterr().out.count("(reads as: contains") == 2
+    assert main(ask[:-2]) == 2 and "--chosen and --rejected come one each per --prompt" in capsys.readouterr().err
     assert main(["export", "--vector", str(out), "--out", str(tmp_path / "v.gguf"), "--model", str(model_dir)]) == 0
     assert (tmp_path / "v.gguf").stat().st_size > 0
 

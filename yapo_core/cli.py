@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt", action="append", required=True, help="prompt (repeat for several)")
     g.add_argument("--multipliers", default="0,1", help="comma-separated, 0 = unsteered (default 0,1)")
     g.add_argument("--system", help="system prompt")
+    g.add_argument("--chosen", action="append", help="with --rejected, one per --prompt in order: the pair's answers; "
+                   "each answer is read against them as the app's Compare page reads a test pair's")
+    g.add_argument("--rejected", action="append", help="with --chosen: the pair's rejected answer, one per --prompt")
     g.add_argument("--max-new-tokens", type=int, default=64)
     g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     g.add_argument("--temperature", type=float, default=None, help="with --sample (default 1)")
@@ -175,13 +178,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_generate(args) -> int:
+    from .data import PreferencePair
     from .generation import generate
-    from .replies import steering_derails
+    from .replies import demo_behaviour, reply_verdict, steering_derails
 
     given = [flag for flag, value in (("--temperature", args.temperature), ("--top-p", args.top_p)) if value is not None]
     if given and not args.sample:
         raise SettingsError(f"{' and '.join(given)} set{'s' if len(given) == 1 else ''} how answers are sampled, and "
                             "without --sample they are decoded greedily: add --sample, or leave it out.")
+    pairs = [None] * len(args.prompt)
+    if args.chosen or args.rejected:
+        counts = [len(args.prompt), len(args.chosen or []), len(args.rejected or [])]
+        if len(set(counts)) > 1:
+            raise SettingsError("--chosen and --rejected come one each per --prompt, in order: {} prompts, {} chosen and "
+                                "{} rejected answers given.".format(*counts))
+        pairs = [PreferencePair(*texts) for texts in zip(args.prompt, args.chosen, args.rejected)]
     model, tokenizer = load_model_from_args(args)
     vector, sae = load_vector_from_args(args, model)
     multipliers = read_multipliers(args.multipliers)
@@ -190,11 +201,13 @@ def cmd_generate(args) -> int:
                        temperature=1.0 if args.temperature is None else args.temperature,
                        top_p=1.0 if args.top_p is None else args.top_p, seed=args.seed,
                        steer_positions=args.steer_positions)
-    for prompt, answers in zip(args.prompt, results):
+    for prompt, pair, answers in zip(args.prompt, pairs, results):
         print(f"### prompt: {prompt}")
         for m, text in answers.items():
             label = "unsteered" if m == 0 else f"steered x{m:g}"
             print(f"--- {label}:\n{text}")
+            if pair is not None:  # which of the pair's answers it gives, as the metrics read it
+                print(f"(reads as: {reply_verdict(pair, text, demo_behaviour([pair]))[1]})")
             problem = None if m == 0 else steering_derails(tokenizer, text, answers.get(0.0), args.max_new_tokens)
             if problem:  # as the app's Compare page says under the answers
                 print(f"(note: the steered text derails: {problem}; a smaller multiplier, or --steer-positions "
