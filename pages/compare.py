@@ -37,7 +37,8 @@ def fluency_note(problem: str | None, multiplier: float, positions: str) -> str:
 def verdict_note(session: Session, label: str, prompt: str, answers: dict[float, str]) -> str:
     """On a test prompt, which of its pair's answers each shown answer gives (``answers`` by
     multiplier), as the Evaluate page's metrics read it; empty for a prompt the user typed."""
-    verdicts = session.verdicts(label, prompt, answers)
+    task = session.task_for(label)
+    verdicts = task.verdicts(prompt, answers) if task else {}
     if not verdicts:
         return ""
     said = [f"{'unsteered' if not m else f'at m = {m:+.1f}'} {esc(verdict_phrase(*verdicts[m], m))}" for m in answers]
@@ -79,7 +80,8 @@ def expected_answer(session: Session | None, label: str | None, prompt: str | No
     if session is None or not prompt:
         return ""
     try:
-        pair = session.test_pair(label if label in session.vectors() else None, prompt)
+        task = session.task_for(label if label in session.vectors() else None)
+        pair = task.test_pair(prompt) if task else None
     except SettingsError:
         return ""
     if pair is None:
@@ -114,7 +116,8 @@ def grid_rows(session: Session, label: str, text: str, multipliers: list[float],
         yield pd.DataFrame({"multiplier": multipliers, "answer": [answers.get(m, "") for m in multipliers],
                             "note": [""] * len(multipliers)})
     notes = {m: [] for m in multipliers}
-    verdicts = session.verdicts(label, text, {m: answers.get(m, "") for m in multipliers})
+    task = session.task_for(label)
+    verdicts = task.verdicts(text, {m: answers.get(m, "") for m in multipliers}) if task else {}
     for m in multipliers:
         if m in verdicts:  # a test prompt: which of its pair's answers this one gives
             notes[m].append(verdict_phrase(*verdicts[m], m))

@@ -21,7 +21,7 @@ import tempfile
 import threading
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Iterator, Sequence
 
 from yapo_core import checks, replies
 from yapo_core import evaluation as ev
@@ -245,9 +245,13 @@ class Session:
 
     # -- using vectors --
 
+    def task_for(self, label: str | None) -> Task | None:
+        """The task of the vector ``label`` (a file's: the session's task), or without one the session's."""
+        return (self.entry(label).task if label else None) or self.task
+
     def test_pairs(self, label: str | None = None, n: int = 50) -> list:
-        """``n`` pairs, evenly spaced, of the test split of the vector's task (or the session's task)."""
-        task = (self.entry(label).task if label else None) or self.task
+        """``n`` pairs, evenly spaced, of the test split of :meth:`task_for` ``label``."""
+        task = self.task_for(label)
         return list(evenly_spaced(task.test.pairs, n)) if task else []
 
     def generate_stream(self, label: str, prompt: str, multipliers: Sequence[float], max_new_tokens: int = 64,
@@ -272,37 +276,16 @@ class Session:
                                        temperature=temperature, seed=seed, steer_positions=steer_positions):
             yield partial[0]
 
-    def test_pair(self, label: str | None, prompt: str | None):
-        """The first pair of the test split of the vector's task (or the session's task) that asks
-        ``prompt``, or None (a prompt the user typed)."""
-        task = (self.entry(label).task if label else None) or self.task
-        return next((p for p in task.test.pairs if p.prompt == prompt), None) if task and prompt else None
-
-    def verdicts(self, label: str, prompt: str, answers: Mapping[float, str]) -> dict[float, tuple[str | None, str]]:
-        """For each of ``answers`` (by multiplier) to ``prompt``, which answer of its test pair
-        (:meth:`test_pair`) it gives, as the metrics read it (:func:`yapo_core.replies.reply_verdict`);
-        empty when ``prompt`` asks no test pair."""
-        pair = self.test_pair(label, prompt)
-        if pair is None:
-            return {}
-        task = self.entry(label).task or self.task
-        behaviour = replies.demo_behaviour(task.test.pairs)
-        return {m: replies.reply_verdict(pair, reply, behaviour) for m, reply in answers.items()}
-
     def fluency_problem(self, label: str, reply: str, unsteered: str, max_new_tokens: int) -> str | None:
         """Why the steered ``reply`` from :meth:`generate_stream` does not read like text while the
-        ``unsteered`` answer to the same prompt does, or None (see
-        :func:`yapo_core.replies.fluency_problem`)."""
+        ``unsteered`` answer to the same prompt does, or None (:func:`yapo_core.replies.steering_derails`)."""
         return replies.steering_derails(self.entry(label).bundle.tokenizer, reply, unsteered, max_new_tokens)
 
     def evaluate(self, labels: Sequence[str], metric: str, multipliers: Sequence[float], max_items: int = 64,
                  steer_positions: str = "all") -> list[tuple[str, list[tuple[float, float]]]]:
         """One curve per vector: ``metric`` (a key of :data:`yapo_core.evaluation.METRICS`) on at most
-        ``max_items`` pairs of its task's test split, at each multiplier.
-
-        ``steer_positions`` applies to the generation metric: ``"all"`` (the method) or
-        ``"prompt"`` (see :func:`~yapo_core.generation.generate`).
-        """
+        ``max_items`` pairs of its task's test split, at each multiplier. ``steer_positions`` applies to
+        the generating metrics: ``"all"`` (the method) or ``"prompt"`` (:func:`~yapo_core.generation.generate`)."""
         ev.get_metric(metric)
         checks.whole("max_items", max_items, 1)
         if not labels:
@@ -426,7 +409,7 @@ class Session:
         b = e.bundle
         if b.sae is None:
             raise SettingsError("feature cards need an SAE; this model was loaded without one.")
-        task = e.task or self.task
+        task = self.task_for(label)
         pairs = (task.test.pairs + task.train.pairs)[:n_texts] if task else []
         with b.lock:
             texts = dialogue_texts(b.tokenizer, pairs)

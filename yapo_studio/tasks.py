@@ -8,7 +8,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 from urllib.parse import urlparse
 
 from yapo_core import hub
@@ -16,6 +16,7 @@ from yapo_core.data import PairSet, detect_schema, load_pairs
 from yapo_core.demo import build_demo_world_isolated, caveats, load_demo_world
 from yapo_core.errors import DataError, SettingsError
 from yapo_core.evaluation import METRICS, get_metric, metric_splits
+from yapo_core.replies import demo_behaviour, reply_verdict
 from yapo_core.tables import SUFFIXES as DATA_SUFFIXES
 from yapo_core.tables import read_table
 
@@ -108,6 +109,20 @@ class Task:
     caveat: str = ""  # what a user must know before training on it (shown on the Setup page)
     file_notes: list[str] = field(default_factory=list)  # what the loader noticed in an uploaded file, before its split
     method_caveats: dict[str, str] = field(default_factory=dict)  # the same for one method (by key) only
+
+    def test_pair(self, prompt: str | None):
+        """The first pair of the test split that asks ``prompt``, or None (a prompt the user typed)."""
+        return next((p for p in self.test.pairs if p.prompt == prompt), None) if prompt else None
+
+    def verdicts(self, prompt: str, answers: Mapping[float, str]) -> dict[float, tuple[str | None, str]]:
+        """For each of ``answers`` (by multiplier) to ``prompt``, which answer of its test pair
+        (:meth:`test_pair`) it gives, as the metrics read it (:func:`yapo_core.replies.reply_verdict`);
+        empty when ``prompt`` asks no test pair."""
+        pair = self.test_pair(prompt)
+        if pair is None:
+            return {}
+        behaviour = demo_behaviour(self.test.pairs)
+        return {m: reply_verdict(pair, reply, behaviour) for m, reply in answers.items()}
 
     def caveat_for(self, method: str) -> str:
         """What a user must know before making a ``method`` vector for this task: the task's caveat,
