@@ -101,9 +101,7 @@ def lm_eval_capability(model, tokenizer, tasks: list[str], include_path: str | N
         raise SettingsError(f"lm-eval task(s) {unknown} are unknown" + (f" (with include_path {include_path!r})"
                                                                        if include_path else "") + ".")
     try:  # load the tasks' data now, before any training, so that an unreachable dataset fails at once
-        from lm_eval.tasks import get_task_dict
-
-        get_task_dict(list(tasks), manager)
+        manager.load(list(tasks))
     except Exception as exc:
         raise SettingsError(f"the data of lm-eval task(s) {tasks} could not be loaded: {exc}") from exc
 
