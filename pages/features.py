@@ -68,7 +68,7 @@ def example_html(tokens: list[str], values: list[float], scale: float) -> str:
 def latent_card_html(card: LatentCard, explanation: str | None = None) -> str:
     weight = f"v = {card.weight:+.4g}" if card.weight_kind == "value" else f"cos = {card.weight:+.3f}"
     link = (f"<a href='{esc(card.neuronpedia_url)}' target='_blank' rel='noopener'>Neuronpedia ↗</a>"
-            if card.neuronpedia_url else "<span class='muted'>no Neuronpedia page for this SAE</span>")
+            if card.neuronpedia_url else "")  # an SAE without pages says so once, above the cards
     parts = [f"<div class='latent-card' data-index='{card.index}'>",
              f"<div class='card-head'><b>latent #{card.index}</b> <span class='w {'pos' if card.weight >= 0 else 'neg'}'>{weight}</span> {link}</div>"]
     if explanation:
@@ -106,7 +106,9 @@ def cards_html(report: FeatureReport, explanations: dict[int, str] | None = None
     if not report.latents:
         return "<div class='muted'>No latents to show: the vector is zero (train a few steps first).</div>"
     explanations = explanations or {}
-    return "<div class='cards'>" + "".join(latent_card_html(c, explanations.get(c.index)) for c in report.latents) + "</div>"
+    note = ("" if any(c.neuronpedia_url for c in report.latents)
+            else "<div class='muted'>This SAE has no Neuronpedia pages: the cards read it locally.</div>")
+    return note + "<div class='cards'>" + "".join(latent_card_html(c, explanations.get(c.index)) for c in report.latents) + "</div>"
 
 
 def bars(report: FeatureReport):

@@ -401,7 +401,13 @@ def test_feature_cards_escape_tokens_and_scale_highlights():
     assert "never fires on the 10 tokens" in quiet and "mean when active" not in quiet  # not "fires on 0.0% · max 0"
     assert "only the vector" not in features.latent_card_html(F.LatentCard(9, 0.3, "cosine", lens, silent, None))  # dense
     local = F.LatentCard(8, 0.1, "cosine", lens, None, None)
-    assert "no Neuronpedia page" in features.latent_card_html(local) and "cos = +0.100" in features.latent_card_html(local)
+    assert "Neuronpedia" not in features.latent_card_html(local) and "cos = +0.100" in features.latent_card_html(local)
+    linked = F.LatentCard(7, 0.2, "cosine", lens, None, "https://www.neuronpedia.org/x/7")
+    assert "Neuronpedia ↗" in features.latent_card_html(linked)
+    # an SAE without pages says so once above its cards, not on each card
+    unlisted = features.cards_html(F.FeatureReport(vector=None, latents=[local, local], n_texts=0))
+    assert unlisted.count("no Neuronpedia pages") == 1
+    assert "no Neuronpedia pages" not in features.cards_html(F.FeatureReport(vector=None, latents=[linked], n_texts=0))
     empty = F.FeatureReport(vector=None, latents=[], n_texts=0)
     assert "vector is zero" in features.cards_html(empty)
 

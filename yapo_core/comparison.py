@@ -1,8 +1,8 @@
 """YaPO, BiPO, CAA and SAS on the same task, measured the same way.
 
 :func:`compare_methods` trains or computes each method's vector on the same training pairs and
-reports, per method: steps until the training loss first falls below 0.1 (YaPO, BiPO), the
-final loss, MCQ accuracy over a multiplier sweep (at the multiplier chosen on a validation split
+reports, per method: steps until the training loss first falls below a loss every trained method
+reaches (0.1 where each gets there, see :func:`convergence_threshold`; YaPO, BiPO), the final loss, MCQ accuracy over a multiplier sweep (at the multiplier chosen on a validation split
 carved from the training pairs, at 1 and at 2, where the paper reports CAA and SAS collapse) and
 the capability change at the chosen multiplier.
 :func:`demo_comparison` runs it on a task of the built-in demo world (a culture, or a behaviour by BiPO's protocol).
@@ -47,6 +47,31 @@ from .training import TrainConfig
 LOSS_THRESHOLD = 0.1
 
 
+def smoothed(losses: Sequence[float]) -> list[float]:
+    """The loss curve's trailing mean over a twentieth of its steps (one step's loss is noisy)."""
+    window = max(1, len(losses) // 20)
+    out, total = [], 0.0
+    for i, loss in enumerate(losses):
+        total += loss - (losses[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def convergence_threshold(curves: Sequence[Sequence[float]]) -> float:
+    """The loss the "steps to loss < T" column counts to: 0.1 where every curve's smoothed loss
+    falls below it; otherwise 1.1 times the highest smoothed final loss, so that each method gets
+    there and the column says how soon (a small model's losses can end far above 0.1)."""
+    ends = [smoothed(c)[-1] for c in curves if c]
+    if not ends or all(min(smoothed(c)) < LOSS_THRESHOLD for c in curves if c):
+        return LOSS_THRESHOLD
+    return float(f"{1.1 * max(ends):.3g}")
+
+
+def steps_below(losses: Sequence[float], threshold: float) -> int | None:
+    """The first step (from 1) at which the smoothed loss is below ``threshold``; None if never."""
+    return next((i + 1 for i, loss in enumerate(smoothed(losses)) if loss < threshold), None)
+
+
 @dataclass
 class MethodResult:
     method: str
@@ -79,13 +104,16 @@ class MethodResult:
         scores = self.validation_accuracy or self.accuracy
         return best_multiplier(scores)
 
-    def row(self) -> dict:
+    def row(self, threshold: float = LOSS_THRESHOLD) -> dict:
+        """The table's row; ``threshold`` is the loss its steps column counts to (see :func:`convergence_threshold`)."""
         acc = self.accuracy
         chosen = self.chosen_multiplier
+        steps = steps_below(self.loss_curve, threshold) if self.loss_curve else None
+        final = smoothed(self.loss_curve)[-1] if self.loss_curve else self.final_loss  # as the threshold reads it
         return {
             "method": get_method(self.method).label.split(" (")[0],
-            "steps to loss < 0.1": self.steps_to_loss_below_0_1 if self.steps_to_loss_below_0_1 is not None else "—",
-            "final loss": f"{self.final_loss:.3f}" if self.final_loss is not None else "—",
+            f"steps to loss < {threshold:g}": steps if steps is not None else "—",
+            "final loss": f"{final:.3f}" if final is not None else "—",
             "multiplier (validation)" if self.validation_accuracy else "best multiplier (test)": f"{chosen:g}",
             "accuracy at it": f"{acc[chosen]:.2f}",
             "accuracy at 1": f"{acc[1.0]:.2f}" if 1.0 in acc else "— (not swept)",
@@ -112,8 +140,14 @@ class ComparisonResult:
     metric: str = "mcq"
     one_letter: tuple[str, float] | None = None  # MCQ: the test split's most common gold letter and its share
 
+    @property
+    def loss_threshold(self) -> float:
+        """The loss the steps column counts to, shared by the methods: :func:`convergence_threshold`."""
+        return convergence_threshold([r.loss_curve for r in self.results])
+
     def table(self) -> list[dict]:
-        return [r.row() for r in self.results]
+        threshold = self.loss_threshold
+        return [r.row(threshold) for r in self.results]
 
     def to_markdown(self) -> str:
         rows = self.table()
@@ -143,7 +177,7 @@ class ComparisonResult:
         sweep_fig.update_layout(yaxis_range=[0, 1])
         set_title(sweep_fig, f"{label} by multiplier — {self.task}.{self._chooser()}")
         loss_fig = loss_curves([(label, r.loss_curve) for label, r in zip(labels, self.results) if r.loss_curve],
-                               threshold=LOSS_THRESHOLD)
+                               threshold=self.loss_threshold)
         return sweep_fig, loss_fig
 
     def save(self, folder: str | Path) -> Path:
@@ -256,7 +290,7 @@ def compare_methods(
         say(f"{method.key}: sweeping multipliers")
         on_validation = score(held, vector, multipliers, choose_by) if held else {}
         accuracy = score(test_pairs, vector, multipliers)
-        below = next((i + 1 for i, loss in enumerate(losses) if loss < LOSS_THRESHOLD), None)
+        below = steps_below(losses, LOSS_THRESHOLD)
         result = MethodResult(method.key, seconds, below, losses[-1] if losses else None, accuracy, l0=vector.l0(),
                               loss_curve=losses, validation_accuracy=on_validation, norm=float(f"{vector.norm():.4g}"))
         if metric == "mcq_generated":
