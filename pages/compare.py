@@ -161,7 +161,9 @@ def build(ctx: AppContext, state: gr.State) -> VectorPicker:
         grid = gr.Dataframe(headers=["multiplier", "answer", "note"], interactive=False, wrap=True, elem_id="grid")
     with gr.Accordion("Sweep: held-out preference accuracy against the multiplier", open=False):
         gr.Markdown("Share of the test split's pairs whose chosen answer gains more log-probability than the rejected "
-                    "one under the vector (at m = 0 no pair gains anything, so the share is 0).")
+                    "one under the vector (at m = 0 no pair gains anything, so the share is 0). It can rise at "
+                    "negative m too: a reversed vector that pushes the rejected answer down more than the chosen "
+                    "one counts as moving towards the chosen answer.")
         with gr.Row():
             sweep_ms = gr.Textbox("-2, -1, -0.5, 0, 0.5, 1, 2", label="Multipliers", scale=3)
             sweep_btn = gr.Button("Sweep", scale=1)
