@@ -7,7 +7,7 @@ import gradio as gr
 import pandas as pd
 
 from yapo_core.errors import SettingsError
-from yapo_core.evaluation import GENERATING_METRICS, METRICS, TARGET_METRICS
+from yapo_core.evaluation import GENERATING_METRICS, METRICS, SPECIFIC_FIRST, TARGET_METRICS
 from yapo_core.generation import STEER_POSITIONS
 from yapo_core.methods import METHODS
 from yapo_core.plots import multiplier_sweep, set_title
@@ -33,8 +33,9 @@ each on the split it needs: *MCQ accuracy* reads the most likely answer letter (
 greedy reply (*generated answer*; a reply with no option letter counts as wrong); *behaviour rate* is
 BiPO's A/B evaluation (its `test_infer` questions); *behaviour shown in open answers* judges a demo behaviour's
 greedy answers to its held-out offers (accepted for the behaviour's own reasons); *preference accuracy* works for any
-pairs (the share whose chosen answer gains more log-probability than the rejected one under the vector; 0 at m = 0
-and below, where no chosen answer gains: a ties-count-as-failures share, as in training); *generation
+pairs (the share whose chosen answer gains more log-probability than the rejected one under the vector; 0 at m = 0,
+where nothing gains: ties count as failures, as in training; it can rise at negative m too, where the reversed vector
+pushes the rejected answer down more than the chosen one); *generation
 accuracy* finds the expected answer in greedy open answers; the metrics that generate steer every token (the method)
 or only the prompt tokens, as chosen; *fluent answers* is the share of
 greedy steered answers that still read like text (no token loop, and the turn ends where the unsteered answer's does):
@@ -51,8 +52,20 @@ def metric_choices(session: Session | None, labels: list[str] | None, current: s
     found = found or (task.metrics() if task is not None and not labels else {})
     found = found or {key: "test" for key in METRICS}  # nothing chosen or loaded yet: offer them all
     choices = [(f"{METRICS[k].label} · {split}", k) for k, split in found.items()]
-    value = current if current in found else next(iter(found))
-    return gr.update(choices=choices, value=value)
+    # the task's own metric first (behaviour rate, MCQ accuracy, ...), preference accuracy last
+    value = current if current in found else next((k for k in SPECIFIC_FIRST if k in found), next(iter(found)))
+    return gr.update(choices=choices, value=value, info=partly_applicable(session, labels or [], found))
+
+
+def partly_applicable(session: Session | None, labels: list[str], found: dict) -> str | None:
+    """Why a metric one ticked vector's task has is not offered: it does not apply to another's."""
+    if session is None or len(labels) < 2:
+        return None
+    some = [k for k in METRICS if k not in found and any(k in session.metrics_for([label]) for label in labels)]
+    if not some:
+        return None
+    return ("Offered: the metrics every ticked vector's task has. Tick only the vectors of one task for "
+            + ", ".join(METRICS[k].label.split(" (")[0] for k in some) + ".")
 
 
 def vector_checklist(session: Session | None, chosen: list[str] | None = None, metric: str | None = None,

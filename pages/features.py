@@ -80,7 +80,9 @@ def latent_card_html(card: LatentCard, explanation: str | None = None) -> str:
         parts.append(f"<div class='density'>never fires on the {a.n_tokens:,} tokens of the task's pairs{why}</div>")
     elif a is not None:
         parts.append(f"<div class='density'>fires on <b>{a.density:.1%}</b> of {a.n_tokens:,} tokens · max {a.max_value:.3g}"
-                     f" · mean when active {a.mean_active:.3g}{histogram_html(a.histogram_counts, a.histogram_edges)}</div>")
+                     f" · mean when active {a.mean_active:.3g}"
+                     + (f" · histogram {histogram_html(a.histogram_counts, a.histogram_edges)}" if a.histogram_counts else "")
+                     + "</div>")
         if a.examples:
             parts.append("<div class='lbl'>top-activating tokens on the task's pairs</div>")
             parts += [example_html(e.tokens, e.values, a.max_value) for e in a.examples]

@@ -15,7 +15,7 @@ from yapo_studio.tasks import (
     TaskSpec,
     demo_task_kinds,
     demo_task_label,
-    demo_world_ready,
+    demo_world_state,
     preview_file,
     spoken,
 )
@@ -116,12 +116,27 @@ TASK_CONTROLS = ("source", "name", "country", "localization", "form", "behaviour
 """The task fields :func:`restored` sets from the loaded task's spec, in the order Setup lists them."""
 
 
+NO_MODEL = "No model loaded yet."
+
+
+def no_model_status() -> str:
+    """Setup's model line before a model is loaded, saying where the demo world stands: a page
+    reloaded during the first build (or opened beside one) must not read as if nothing ran."""
+    state = demo_world_state()
+    if state == "ready":
+        return NO_MODEL + " The demo world is built: with the demo preset, **Load model** takes seconds."
+    if state == "building":
+        return (NO_MODEL + " **The demo world is being built** (started before this page was opened or reloaded): "
+                "press **Load model** with the demo preset to wait for it; the model loads when the build ends.")
+    return NO_MODEL
+
+
 def restored(session: Session | None) -> list:
     """What Setup shows of a session a page comes back to (a reload, a dropped connection): its
     model, task (and the task fields it was asked with, so that Load task loads it again, not the
     page's first choice) and method; nothing changes for a new session."""
     if session is None or getattr(session, "bundle", None) is None:
-        return [gr.skip()] * (5 + len(TASK_CONTROLS))
+        return [no_model_status(), *[gr.skip()] * (4 + len(TASK_CONTROLS))]
     spec = session.task_spec if session.task is not None else None
     if spec is None:
         return [model_summary(session), gr.skip(), gr.skip(), session.method.key, method_summary(session),
@@ -177,7 +192,7 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
             sae_release = gr.Textbox(label="SAE release (sae-lens registry)", placeholder="gpt2-small-res-jb")
             sae_id = gr.Textbox(label="SAE id", placeholder="blocks.8.hook_resid_pre")
             sae_path = gr.Textbox(label="…or a local sae-lens SAE folder", placeholder="/path/to/sae", visible=not public)
-    model_status = gr.Markdown("No model loaded yet.", elem_id="model-status")
+    model_status = gr.Markdown(NO_MODEL, elem_id="model-status")
 
     gr.Markdown("### 2 · Task (preference pairs: prompt, chosen, rejected)")
     source = gr.Radio(SOURCES, value="demo", label="Source", elem_id="task-source")
@@ -227,8 +242,10 @@ def build(ctx: AppContext, state: gr.State) -> tuple[gr.Dropdown, list[gr.Button
     def on_load_model(session, key, model_, release, sae_id_, path, layer_, progress=gr.Progress(track_tqdm=True)):
         session = need(session)
         preset_ = ctx.catalog.preset(key)
-        building = preset_.demo and not demo_world_ready()
-        progress(0, desc="building the demo world (first use only, about 4 to 21 minutes on 2 cores)" if building else "loading model and SAE")
+        state = demo_world_state() if preset_.demo else "ready"
+        progress(0, desc={"absent": "building the demo world (first use only, about 4 to 21 minutes on 2 cores)",
+                          "building": "waiting for the demo world's build, started before (it loads when the build ends)"}
+                 .get(state, "loading model and SAE"))
         custom = {}
         if preset_.custom:
             custom = dict(model=model_, sae_release=release, sae_id=sae_id_, sae_path=path,

@@ -10,7 +10,7 @@ import gradio as gr
 from yapo_core.errors import SettingsError
 from yapo_core.objectives import ENGINES
 from yapo_core.options import MCQ_REJECTED, sets_against_other_options
-from yapo_core.plots import run_color, training_curves
+from yapo_core.plots import NOISY_METRICS, SMOOTH_FROM, run_color, smoothed, training_curves
 from yapo_core.training import TrainConfig
 from yapo_studio.runs import CHUNK_SECONDS, Run, chunk_seconds, format_seconds
 from yapo_studio.session import Session
@@ -65,8 +65,12 @@ def run_html(i: int, run: Run) -> str:
     if history:
         m = history[-1]
         norm = f"{m.vector_norm:,.0f}" if m.vector_norm >= 99.95 else f"{m.vector_norm:#.3g}"  # 1.00, 0.585, 49.4, 170
-        bits.append(f"loss {m.loss:.4f} · reward acc {m.reward_accuracy:.2f} · margin {m.margin:+.3f} · "
-                    f"‖v‖ {norm} · L0 {m.l0}")
+        # one batch's figures each step: on a long run, quote the moving averages the curves draw
+        noisy = {f: smoothed([getattr(h, f) for h in history])[-1] if len(history) >= SMOOTH_FROM else getattr(m, f)
+                 for f in NOISY_METRICS}
+        which = " (moving averages)" if len(history) >= SMOOTH_FROM else " (this batch)"
+        bits.append(f"loss {noisy['loss']:.4f} · reward acc {noisy['reward_accuracy']:.2f} · "
+                    f"margin {noisy['margin']:+.3f}{which} · ‖v‖ {norm} · L0 {m.l0}")
     if run.status in ("finished", "stopped") and run.elapsed():
         bits.append(f"took {format_seconds(run.elapsed())}")
     error = f"<div class='run-error'>{esc(run.error)}</div>" if run.error else ""

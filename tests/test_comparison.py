@@ -114,23 +114,21 @@ def test_a_rows_norm_keeps_a_small_vectors_size_and_an_empty_vector_says_so():
 
 
 def test_the_steps_column_counts_to_a_loss_every_trained_method_reaches():
-    fast = [1.0] * 10 + [0.5] * 90  # at 0.5 from step 11
-    slow = [1.0] * 50 + [0.6] * 50  # at 0.6 from step 51
+    fast = [1.0] * 10 + [0.5] * 290  # at 0.5 from step 11
+    slow = [1.0] * 50 + [0.6] * 250  # at 0.6 from step 51
     runs = [comparison.MethodResult("yapo", 0.0, accuracy={1.0: 1.0}, loss_curve=fast),
             comparison.MethodResult("bipo", 0.0, accuracy={1.0: 1.0}, loss_curve=slow),
             comparison.MethodResult("caa", 0.0, accuracy={1.0: 0.0})]
     result = comparison.ComparisonResult("t", 0.0, runs, {})
     assert result.loss_threshold == 0.66  # neither falls below 0.1: 1.1 x the higher final loss
-    column = [r["steps to loss < 0.66"] for r in result.table()]
-    # the trailing mean over 5 steps crosses 0.66 on the fourth step at each one's lower loss; CAA trains nothing
-    assert column == [14, 55, "—"]
-    # where every curve gets below 0.1 the column counts to 0.1, on the smoothed loss
+    table = result.table()
+    # the moving average the Train page draws falls below 0.66 13 and 36 steps after each drop; CAA trains nothing
+    assert [r["steps to loss < 0.66"] for r in table] == [23, 86, "—"]
+    assert [r["final loss"] for r in table] == ["0.500", "0.600", "—"]  # the same moving average's end
+    # where every curve gets below 0.1 the column counts to 0.1
     low = comparison.ComparisonResult("t", 0.0, [comparison.MethodResult("yapo", 0.0, accuracy={1.0: 1.0},
-                                                                        loss_curve=[1.0] * 20 + [0.05] * 20)], {})
-    assert low.loss_threshold == 0.1 and low.table()[0]["steps to loss < 0.1"] == 22
-    assert comparison.smoothed([1.0, 3.0, 5.0]) == [1.0, 3.0, 5.0]  # a window of one twentieth of the steps, at least 1
-    assert comparison.smoothed([3.0] * 20 + [1.0]) == [3.0] * 20 + [1.0]
-    assert comparison.smoothed([3.0] * 39 + [1.0])[-1] == 2.0  # 40 steps: the last two
+                                                                        loss_curve=[1.0] * 20 + [0.05] * 100)], {})
+    assert low.loss_threshold == 0.1 and low.table()[0]["steps to loss < 0.1"] == 70
     assert comparison.steps_below([0.5, 0.4], 0.1) is None
 
 

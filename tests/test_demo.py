@@ -762,6 +762,18 @@ def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     assert demo.default_cache_dir(7, "mini") != demo.default_cache_dir(7)
 
 
+def test_a_running_build_is_seen_from_outside_it_and_not_after_it(monkeypatch, tmp_path):
+    from yapo_core.demo.staging import one_build_at_a_time
+
+    monkeypatch.setenv("YAPO_CACHE_DIR", str(tmp_path))
+    root = demo.default_cache_dir(0, "mini")
+    assert not demo.demo_world_building(size="mini")  # no lock file yet
+    with one_build_at_a_time(root):  # a build holds the lock (here in this process; the app's runs in a child)
+        assert demo.demo_world_building(size="mini") and demo.demo_world_building(root)
+        assert not demo.demo_world_building(size="full")  # another world's lock is not this one's
+    assert (root.parent / f".{root.name}.lock").is_file() and not demo.demo_world_building(size="mini")
+
+
 def test_residual_offsets_move_whole_sequences_within_their_bound():
     from yapo_core.demo.build_steering import residual_offsets
 

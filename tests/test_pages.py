@@ -102,6 +102,7 @@ def test_a_page_that_comes_back_finds_its_session_and_a_closed_one_stops_its_run
     fields = dict(zip(setup.TASK_CONTROLS, setup.restored(again)[5:]))
     assert (fields["source"], fields["name"]) == ("demo", "power-seeking")
     other, other_token = ctx.open_session("not-a-token", SimpleNamespace(session_hash="tab-3"))
+    assert setup.restored(other)[0].startswith(setup.NO_MODEL)  # a session without a model: only the status line
     assert other is not s and other_token != token  # a token nobody holds: a fresh session
     ctx.state_deleted(s)  # the first page's state, dropped by Gradio: the session is still held
     assert run.active
@@ -268,14 +269,27 @@ def test_evaluate_offers_the_metrics_of_the_chosen_vectors_tasks(trained):
     label = next(iter(trained.vectors()))
     vectors, metric, _ = evaluate.vector_checklist(trained, None, "mcq")
     assert vectors["value"] == [label]
-    # open answers: no MCQ or A/B metric, and the choice falls back to one that applies
-    assert [key for _, key in metric["choices"]] == ["preference", "generation", "fluency"] and metric["value"] == "preference"
+    # open answers: no MCQ or A/B metric; the choice falls back to the task's own metric, not preference accuracy
+    assert [key for _, key in metric["choices"]] == ["preference", "generation", "fluency"] and metric["value"] == "generation"
     assert metric["choices"][1][0].endswith("· test")
     assert evaluate.metric_choices(trained, [label], "generation")["value"] == "generation"
     # no vector checked: the loaded task's metrics, what a method comparison on it measures
     assert [key for _, key in evaluate.metric_choices(trained, [], "mcq")["choices"]] == list(trained.task.metrics())
     assert "mcq" not in trained.task.metrics()
     assert len(evaluate.metric_choices(None, [])["choices"]) == 7  # nothing chosen: all of them
+    assert metric["info"] is None  # one vector: nothing is left out
+
+
+def test_evaluate_says_which_metrics_two_tasks_vectors_do_not_share():
+    own = {"mcq": {"preference": "test", "mcq": "test"}, "ab": {"preference": "test", "behaviour": "test_infer"}}
+    session = SimpleNamespace(task=None, metrics_for=lambda labels: {
+        k: v for k, v in own[labels[0]].items() if all(k in own[label] for label in labels)})
+    both = evaluate.metric_choices(session, ["mcq", "ab"], "mcq")
+    assert [key for _, key in both["choices"]] == ["preference"] and both["value"] == "preference"
+    assert "Tick only the vectors of one task for MCQ accuracy, behaviour rate." == both["info"].split(". ", 1)[1]
+    alone = evaluate.metric_choices(session, ["ab"], "preference")
+    assert alone["value"] == "preference" and alone["info"] is None  # a metric the user chose stays chosen
+    assert evaluate.metric_choices(session, ["ab"], "mcq")["value"] == "behaviour"  # else the task's own metric
 
 
 def test_a_method_s_caveat_for_the_task_shows_on_train_and_under_a_comparison(trained):
@@ -394,6 +408,7 @@ def test_feature_cards_escape_tokens_and_scale_highlights():
     assert "rgba(234,88,12,1.00)" in html and "20.0%" in html and "neuronpedia.org/m/s/7" in html
     # the histogram's ends are its least and largest activation; each bar names its range
     assert "<span class='hist-end'>0</span>" in html and "<span class='hist-end'>2</span>" in html
+    assert "mean when active 1 · histogram <span class='hist-wrap'>" in html  # its first end is not read with the mean
     assert "title='1 token in [0, 1)'" in html and "title='1 token in [1, 2]'" in html  # the last bin is closed
     silent = F.LatentActivity(index=9, n_tokens=10, density=0.0, max_value=0.0, mean_active=0.0, examples=[],
                               histogram_counts=[], histogram_edges=[])
@@ -451,6 +466,23 @@ def test_train_page_status_and_polling(trained):
         common.number(None, "epochs", int)
     with pytest.raises(SettingsError, match=r"Max steps is -5; enter 0 \(all epochs\) or more"):
         common.number(-5, "Max steps", int, 0, " (all epochs)")
+
+
+def test_a_long_runs_status_quotes_the_moving_averages_the_curves_draw():
+    from yapo_core.training import StepMetrics
+
+    def run(losses):
+        history = [StepMetrics(i + 1, len(losses), 0, loss, 1.0 if loss < 0.5 else 0.0, 0.1, 0.0, 0.0, 50.0, 300, 0.01, 1.0, 0.01)
+                   for i, loss in enumerate(losses)]
+        return SimpleNamespace(total_steps=len(losses), step=len(losses), eta=lambda: None, history=history,
+                               status="finished", elapsed=lambda: 10.0, error=None, notes=[], name="1. YaPO")
+
+    short = train.run_html(0, run([0.7, 0.3]))
+    assert "loss 0.3000 · reward acc 1.00 · margin +0.100 (this batch)" in short
+    noisy = [0.2, 0.8] * 150  # one batch's loss swings; its moving average is about 0.5
+    long = train.run_html(0, run(noisy))
+    assert "(moving averages)" in long and "loss 0.8000" not in long
+    assert "loss 0.5" in long or "loss 0.4" in long  # not the last batch's 0.8
 
 
 class EndingRun:
@@ -652,3 +684,19 @@ def test_setup_says_which_task_stays_loaded_when_a_file_is_chosen_or_cleared(tra
 
 def test_a_number_at_its_least_is_taken():
     assert common.number(0, "Max steps", int, 0, " (all epochs)") == 0
+
+
+def test_setup_says_where_the_demo_world_stands_before_a_model_is_loaded(monkeypatch, tmp_path):
+    """A page opened or reloaded while the first build runs (in another process) says so, and one
+    opened after it says Load model takes seconds: not a bare "No model loaded yet"."""
+    from yapo_core.demo import default_cache_dir
+    from yapo_core.demo.staging import one_build_at_a_time
+    from yapo_studio import tasks as studio_tasks
+
+    monkeypatch.setenv("YAPO_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("YAPO_DEMO_SIZE", "mini")
+    assert setup.no_model_status() == setup.NO_MODEL
+    with one_build_at_a_time(default_cache_dir(0, "mini")):
+        assert "being built" in setup.no_model_status() and studio_tasks.demo_world_state() == "building"
+    monkeypatch.setattr(studio_tasks, "demo_world_ready", lambda: True)
+    assert "takes seconds" in setup.no_model_status()

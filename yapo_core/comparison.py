@@ -40,27 +40,18 @@ from .evaluation import (
 )
 from .methods import METHODS, get_method, make_vector
 from .models import load_model
-from .plots import loss_curves, multiplier_sweep, set_title
+from .plots import loss_curves, multiplier_sweep, set_title, smoothed
 from .saes import check_sae_fits, load_sae_for
 from .training import TrainConfig
 
 LOSS_THRESHOLD = 0.1
 
 
-def smoothed(losses: Sequence[float]) -> list[float]:
-    """The loss curve's trailing mean over a twentieth of its steps (one step's loss is noisy)."""
-    window = max(1, len(losses) // 20)
-    out, total = [], 0.0
-    for i, loss in enumerate(losses):
-        total += loss - (losses[i - window] if i >= window else 0.0)
-        out.append(total / min(i + 1, window))
-    return out
-
-
 def convergence_threshold(curves: Sequence[Sequence[float]]) -> float:
     """The loss the "steps to loss < T" column counts to: 0.1 where every curve's smoothed loss
-    falls below it; otherwise 1.1 times the highest smoothed final loss, so that each method gets
-    there and the column says how soon (a small model's losses can end far above 0.1)."""
+    (:func:`~yapo_core.plots.smoothed`, as the Train page draws it) falls below it; otherwise 1.1
+    times the highest smoothed final loss, so that each method gets there and the column says how
+    soon (a small model's losses can end far above 0.1)."""
     ends = [smoothed(c)[-1] for c in curves if c]
     if not ends or all(min(smoothed(c)) < LOSS_THRESHOLD for c in curves if c):
         return LOSS_THRESHOLD

@@ -30,6 +30,8 @@ TRAINING_METRICS: tuple[tuple[str, str], ...] = (
 
 NOISY_METRICS = ("loss", "reward_accuracy", "margin")
 """Metrics of one batch each step, drawn faint with a smoothed line over them on long runs."""
+SMOOTH_FROM = 100
+"""Runs of this many steps or more have their noisy metrics drawn (and quoted) as moving averages."""
 SMOOTHING = 0.95
 """The exponential moving average's weight on the past (TensorBoard's smoothing, debiased)."""
 
@@ -54,7 +56,7 @@ def training_curves(
     colors: Sequence[str] | None = None,
     height: int = 480,
     max_points: int = 1500,
-    smooth_from: int = 100,
+    smooth_from: int = SMOOTH_FROM,
 ) -> go.Figure:
     """One panel per metric, every run overlaid (one colour per run, one legend entry).
 

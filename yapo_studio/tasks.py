@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 from yapo_core import hub
 from yapo_core.data import PairSet, detect_schema, load_pairs
-from yapo_core.demo import build_demo_world_isolated, caveats, load_demo_world
+from yapo_core.demo import build_demo_world_isolated, caveats, demo_world_building, load_demo_world
 from yapo_core.errors import DataError, SettingsError
 from yapo_core.evaluation import METRICS, get_metric, metric_splits
 from yapo_core.replies import demo_behaviour, reply_verdict
@@ -56,6 +56,14 @@ def ensure_demo_world(progress: bool = True):
 def demo_world_ready() -> bool:
     """Whether the demo world of :func:`demo_size` is built (loading it is then a matter of seconds)."""
     return load_demo_world(size=demo_size()) is not None
+
+
+def demo_world_state() -> str:
+    """``ready`` (built: loading it takes seconds), ``building`` (a build runs now, in this process or
+    another: one started before a page reload, in another tab, or by ``yapo demo build``) or ``absent``."""
+    if demo_world_ready():
+        return "ready"
+    return "building" if demo_world_building(size=demo_size()) else "absent"
 
 
 def demo_task_kinds() -> dict[str, str]:

@@ -37,9 +37,10 @@ from .world import (
     DemoWorld,
     build_demo_world,
     default_cache_dir,
+    demo_world_building,
     is_demo_model,
     load_demo_world,
 )
 
 __all__ = ["BUILD_SIZES", "TASK_KINDS", "caveats", "OPEN_TRAINING", "OPEN_TRAINING_DENSE", "SIZES", "TRAINING", "BuildSize", "DemoTask",
-           "DemoWorld", "build_demo_world", "build_demo_world_isolated", "default_cache_dir", "is_demo_model", "load_demo_world", "open_training", "settings_by_method", "training_settings"]
+           "DemoWorld", "build_demo_world", "build_demo_world_isolated", "default_cache_dir", "demo_world_building", "is_demo_model", "load_demo_world", "open_training", "settings_by_method", "training_settings"]

@@ -49,6 +49,25 @@ def one_build_at_a_time(root: Path):
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def build_running(root: Path) -> bool:
+    """Whether a build of the world at ``root`` holds its lock now (in any process; False where
+    locks between processes are not available)."""
+    lock_path = root.parent / f".{root.name}.lock"
+    if not lock_path.is_file():
+        return False
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return False
+    with open(lock_path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        return False
+
+
 _WORLD_ENTRIES = {"model", "sae", "tasks", "stats.json", COMPLETE_MARKER}
 
 

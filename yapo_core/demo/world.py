@@ -37,7 +37,7 @@ from . import corpus
 from .build_lm import train_lm, train_tokenizer
 from .build_tasks import write_tasks
 from .config import BUILD_SIZES, BUILD_THREADS, DEMO_MODEL_NAME, FORMAT_VERSION, BuildSize, build_size, is_recipe
-from .staging import COMPLETE_MARKER, no_transformers_bars, one_build_at_a_time, replace_world
+from .staging import COMPLETE_MARKER, build_running, no_transformers_bars, one_build_at_a_time, replace_world
 
 CAPABILITY_TOKENS = 8
 """New tokens a general question's answer is read from (the answers are one or two words)."""
@@ -221,6 +221,11 @@ def load_demo_world(cache_dir: str | os.PathLike | None = None, seed: int = 0, s
             torch.backends.cpu.get_cpu_capability() or built_on.get("mkl_branch", "auto") != mkl_branch():
         return None
     return _world_at(root, marker["layer"], stats)
+
+
+def demo_world_building(cache_dir: str | os.PathLike | None = None, seed: int = 0, size: str = "full") -> bool:
+    """Whether a build of the world at ``cache_dir`` (or the default folder) runs now, in any process."""
+    return build_running(Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(seed, size))
 
 
 def build_demo_world(
