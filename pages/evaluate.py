@@ -57,13 +57,14 @@ def metric_choices(session: Session | None, labels: list[str] | None, current: s
     return gr.update(choices=choices, value=value, info=partly_applicable(session, labels or [], found))
 
 
-def partly_applicable(session: Session | None, labels: list[str], found: dict) -> str | None:
-    """Why a metric one ticked vector's task has is not offered: it does not apply to another's."""
+def partly_applicable(session: Session | None, labels: list[str], found: dict) -> str:
+    """Why a metric one ticked vector's task has is not offered: it does not apply to another's
+    ("" when nothing is left out: Gradio drops a None update, which would leave an earlier line)."""
     if session is None or len(labels) < 2:
-        return None
+        return ""
     some = [k for k in METRICS if k not in found and any(k in session.metrics_for([label]) for label in labels)]
     if not some:
-        return None
+        return ""
     return ("Offered: the metrics every ticked vector's task has. Tick only the vectors of one task for "
             + ", ".join(METRICS[k].label.split(" (")[0] for k in some) + ".")
 

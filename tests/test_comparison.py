@@ -130,6 +130,8 @@ def test_the_steps_column_counts_to_a_loss_every_trained_method_reaches():
                                                                         loss_curve=[1.0] * 20 + [0.05] * 100)], {})
     assert low.loss_threshold == 0.1 and low.table()[0]["steps to loss < 0.1"] == 70
     assert comparison.steps_below([0.5, 0.4], 0.1) is None
+    assert comparison.convergence_threshold([fast]) == 0.1  # one method trained: nothing to compare it with
+    assert comparison.convergence_threshold([fast, slow, [float("nan")] * 5]) == 0.66  # a broken curve is left out
 
 
 def test_the_reported_multiplier_is_chosen_on_validation_never_on_test():

@@ -772,6 +772,14 @@ def test_a_running_build_is_seen_from_outside_it_and_not_after_it(monkeypatch, t
         assert demo.demo_world_building(size="mini") and demo.demo_world_building(root)
         assert not demo.demo_world_building(size="full")  # another world's lock is not this one's
     assert (root.parent / f".{root.name}.lock").is_file() and not demo.demo_world_building(size="mini")
+    import fcntl
+
+    with open(root.parent / f".{root.name}.lock", "rb") as probe:
+        fcntl.flock(probe, fcntl.LOCK_SH)  # another page's probe, for a moment: a shared lock is no build
+        assert not demo.demo_world_building(size="mini")
+    odd = tmp_path / "odd" / "world"
+    (odd.parent / ".world.lock").mkdir(parents=True)  # a lock this process cannot open: no build, and no error
+    assert not demo.demo_world_building(odd)
 
 
 def test_residual_offsets_move_whole_sequences_within_their_bound():

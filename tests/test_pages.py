@@ -277,7 +277,7 @@ def test_evaluate_offers_the_metrics_of_the_chosen_vectors_tasks(trained):
     assert [key for _, key in evaluate.metric_choices(trained, [], "mcq")["choices"]] == list(trained.task.metrics())
     assert "mcq" not in trained.task.metrics()
     assert len(evaluate.metric_choices(None, [])["choices"]) == 7  # nothing chosen: all of them
-    assert metric["info"] is None  # one vector: nothing is left out
+    assert metric["info"] == ""  # one vector: nothing is left out (and an earlier line is cleared, not kept)
 
 
 def test_evaluate_says_which_metrics_two_tasks_vectors_do_not_share():
@@ -288,7 +288,7 @@ def test_evaluate_says_which_metrics_two_tasks_vectors_do_not_share():
     assert [key for _, key in both["choices"]] == ["preference"] and both["value"] == "preference"
     assert "Tick only the vectors of one task for MCQ accuracy, behaviour rate." == both["info"].split(". ", 1)[1]
     alone = evaluate.metric_choices(session, ["ab"], "preference")
-    assert alone["value"] == "preference" and alone["info"] is None  # a metric the user chose stays chosen
+    assert alone["value"] == "preference" and alone["info"] == ""  # a metric the user chose stays chosen
     assert evaluate.metric_choices(session, ["ab"], "mcq")["value"] == "behaviour"  # else the task's own metric
 
 

@@ -1,16 +1,18 @@
 """YaPO, BiPO, CAA and SAS on the same task, measured the same way.
 
 :func:`compare_methods` trains or computes each method's vector on the same training pairs and
-reports, per method: steps until the training loss first falls below a loss every trained method
-reaches (0.1 where each gets there, see :func:`convergence_threshold`; YaPO, BiPO), the final loss, MCQ accuracy over a multiplier sweep (at the multiplier chosen on a validation split
-carved from the training pairs, at 1 and at 2, where the paper reports CAA and SAS collapse) and
-the capability change at the chosen multiplier.
-:func:`demo_comparison` runs it on a task of the built-in demo world (a culture, or a behaviour by BiPO's protocol).
+reports, per method: the steps until the training loss first falls below a loss every trained
+method reaches (YaPO, BiPO; :func:`convergence_threshold`), the final loss, MCQ accuracy over a
+multiplier sweep (at the multiplier chosen on a validation split carved from the training pairs,
+at 1 and at 2, where the paper reports CAA and SAS collapse) and the capability change at the
+chosen multiplier. :func:`demo_comparison` runs it on a task of the built-in demo world (a
+culture, or a behaviour by BiPO's protocol).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -48,14 +50,15 @@ LOSS_THRESHOLD = 0.1
 
 
 def convergence_threshold(curves: Sequence[Sequence[float]]) -> float:
-    """The loss the "steps to loss < T" column counts to: 0.1 where every curve's smoothed loss
-    (:func:`~yapo_core.plots.smoothed`, as the Train page draws it) falls below it; otherwise 1.1
-    times the highest smoothed final loss, so that each method gets there and the column says how
-    soon (a small model's losses can end far above 0.1)."""
-    ends = [smoothed(c)[-1] for c in curves if c]
-    if not ends or all(min(smoothed(c)) < LOSS_THRESHOLD for c in curves if c):
+    """The loss the "steps to loss < T" column counts to, on each curve's moving average
+    (:func:`~yapo_core.plots.smoothed`, the line the Train page draws over a long run): 0.1 where
+    every curve falls below it, or where fewer than two methods trained (nothing to compare);
+    otherwise 1.1 times the highest smoothed final loss, so that each method gets there and the
+    column says which got there first (a small model's losses can end far above 0.1)."""
+    trained = [smoothed(c) for c in curves if c and all(math.isfinite(x) for x in c)]
+    if len(trained) < 2 or all(min(c) < LOSS_THRESHOLD for c in trained):
         return LOSS_THRESHOLD
-    return float(f"{1.1 * max(ends):.3g}")
+    return float(f"{1.1 * max(c[-1] for c in trained):.3g}")
 
 
 def steps_below(losses: Sequence[float], threshold: float) -> int | None:
@@ -67,8 +70,8 @@ def steps_below(losses: Sequence[float], threshold: float) -> int | None:
 class MethodResult:
     method: str
     seconds: float
-    steps_to_loss_below_0_1: int | None = None
-    final_loss: float | None = None
+    steps_to_loss_below_0_1: int | None = None  # of the loss's moving average; the table's column may count to more
+    final_loss: float | None = None  # the last step's loss; the table shows where the moving average ends
     accuracy: dict[float, float] = field(default_factory=dict)  # on the test split, per multiplier
     capability_change: float | None = None  # at the chosen multiplier
     l0: int = 0
@@ -167,8 +170,11 @@ class ComparisonResult:
                                      if self.one_letter else ())
         sweep_fig.update_layout(yaxis_range=[0, 1])
         set_title(sweep_fig, f"{label} by multiplier — {self.task}.{self._chooser()}")
-        loss_fig = loss_curves([(label, r.loss_curve) for label, r in zip(labels, self.results) if r.loss_curve],
+        # the moving averages the steps column reads, and its threshold
+        loss_fig = loss_curves([(label, smoothed(r.loss_curve)) for label, r in zip(labels, self.results) if r.loss_curve],
                                threshold=self.loss_threshold)
+        set_title(loss_fig, f"training loss (moving average); dotted: the loss the steps column counts to, "
+                            f"{self.loss_threshold:g}")
         return sweep_fig, loss_fig
 
     def save(self, folder: str | Path) -> Path:

@@ -50,21 +50,23 @@ def one_build_at_a_time(root: Path):
 
 
 def build_running(root: Path) -> bool:
-    """Whether a build of the world at ``root`` holds its lock now (in any process; False where
-    locks between processes are not available)."""
-    lock_path = root.parent / f".{root.name}.lock"
-    if not lock_path.is_file():
-        return False
+    """Whether a build of the world at ``root`` holds its lock now, in any process. The probe asks
+    for a shared lock, which only a build's exclusive one refuses (two probes never see each
+    other), on a read-only handle (a cache it cannot write is read, not an error); False where locks
+    between processes are not available (Windows)."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         return False
-    with open(lock_path, "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(lock, fcntl.LOCK_UN)
+    try:
+        with open(root.parent / f".{root.name}.lock", "rb") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            return False
+    except OSError:  # no lock file yet, or none this process may open
         return False
 
 
