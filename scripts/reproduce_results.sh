@@ -37,7 +37,8 @@
 #                     validation splits of the training pairs of the recipe before sae_scale and of concept steering alone)
 #        demo-open-steps (scripts/choose_open_lr.py --methods yapo on the default world, every culture and behaviour,
 #                     at lr 0.01 with 600, 900 and 1200 steps of 32 pairs and 1200 of 16 -> demo-open-steps.md, .json:
-#                     YaPO's open-answer settings, chosen on validation splits of the default recipe)
+#                     YaPO's open-answer settings, chosen on validation splits of the default recipe; and 1200
+#                     against 2400 steps of 16 on brazil, nepal and the behaviours -> demo-open-steps-2400.md, .json)
 #        demo-open-rates (scripts/choose_open_lr.py on the plain recipe's world -> demo-open-lr-plain.md, .json;
 #                     then scripts/evaluate_demo_world.py on egypt and the behaviours with the open-answer
 #                     rates, from seed 0 and seed 1 of the plain recipe ->
@@ -396,6 +397,9 @@ for part in "${parts[@]}"; do
       # YaPO's open-answer settings on the default world; the rate stays at 0.01 (20x the public runs' 5e-4)
       "$PYTHON" scripts/choose_open_lr.py --methods yapo --countries egypt,morocco,uk,spain,brazil,india,nepal --jobs 2 \
         --candidates 0.01:600:32,0.01:900:32,0.01:1200:32,0.01:1200:16 --out "$RESULTS/demo-open-steps.md" > /dev/null
+      # twice the chosen steps, on the two cultures short of every validation answer and the behaviours
+      "$PYTHON" scripts/choose_open_lr.py --methods yapo --countries brazil,nepal --jobs 2 \
+        --candidates 0.01:1200:16,0.01:2400:16 --out "$RESULTS/demo-open-steps-2400.md" > /dev/null
       ;;
     demo-open-rates)
       # On the plain recipe (concept_steering=0).
