@@ -62,7 +62,8 @@ def partly_applicable(session: Session | None, labels: list[str], found: dict) -
     ("" when nothing is left out: Gradio drops a None update, which would leave an earlier line)."""
     if session is None or len(labels) < 2:
         return ""
-    some = [k for k in METRICS if k not in found and any(k in session.metrics_for([label]) for label in labels)]
+    each = [session.metrics_for([label]) for label in labels]
+    some = [k for k in METRICS if k not in found and any(k in own for own in each)]
     if not some:
         return ""
     return ("Offered: the metrics every ticked vector's task has. Tick only the vectors of one task for "

@@ -171,10 +171,10 @@ class ComparisonResult:
         sweep_fig.update_layout(yaxis_range=[0, 1])
         set_title(sweep_fig, f"{label} by multiplier — {self.task}.{self._chooser()}")
         # the moving averages the steps column reads, and its threshold
+        threshold = self.loss_threshold
         loss_fig = loss_curves([(label, smoothed(r.loss_curve)) for label, r in zip(labels, self.results) if r.loss_curve],
-                               threshold=self.loss_threshold)
-        set_title(loss_fig, f"training loss (moving average); dotted: the loss the steps column counts to, "
-                            f"{self.loss_threshold:g}")
+                               threshold=threshold)
+        set_title(loss_fig, f"training loss (moving average); dotted: the loss the steps column counts to, {threshold:g}")
         return sweep_fig, loss_fig
 
     def save(self, folder: str | Path) -> Path:

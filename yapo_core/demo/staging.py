@@ -28,12 +28,17 @@ def no_transformers_bars():
             hf_logging.enable_progress_bar()
 
 
+def lock_path(root: Path) -> Path:
+    """The lock file of the world at ``root``: beside it, so that it outlives the world's folder."""
+    return root.parent / f".{root.name}.lock"
+
+
 @contextmanager
 def one_build_at_a_time(root: Path):
     """Hold the lock of the world at ``root`` (a file beside it; processes, containers that share
     the cache and threads alike wait for it), and remove what a build that was killed left."""
     root.parent.mkdir(parents=True, exist_ok=True)
-    with open(root.parent / f".{root.name}.lock", "a") as lock:
+    with open(lock_path(root), "a") as lock:
         try:
             import fcntl
         except ImportError:  # pragma: no cover - Windows: no lock between processes
@@ -59,7 +64,7 @@ def build_running(root: Path) -> bool:
     except ImportError:  # pragma: no cover - Windows
         return False
     try:
-        with open(root.parent / f".{root.name}.lock", "rb") as lock:
+        with open(lock_path(root), "rb") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
