@@ -5,8 +5,8 @@
 
 A candidate is a learning rate, a number of steps and a batch size (``LR:STEPS:BATCH``; ``--lrs``
 is the shorthand for rates at the demo's steps and batch, ``yapo_core.demo.OPEN_TRAINING``). Each
-open-answer task of the demo world (the behaviours, and the open-ended form of ``--countries``)
-has its training pairs split 75/25 (seeded; a behaviour's by whole offers, as its test split holds
+open-answer task of the demo world (the behaviours, and the open-ended form of ``--countries``;
+``--kinds culture`` or ``behaviour`` measures one kind alone) has its training pairs split 75/25 (seeded; a behaviour's by whole offers, as its test split holds
 out whole offers, so validation asks about offers never trained on): YaPO and BiPO vectors are
 trained on the 75 % with each candidate (20 warm-up steps, every token steered), and the held-out
 25 % of prompts are answered greedily at multiplier 1. A reply is *good* when it is fluent
@@ -15,7 +15,8 @@ for this behaviour's reasons: ``Behaviour.shows``, the test of ``scripts/evaluat
 for a culture, the culture's answer). The chosen candidate is the one with the highest mean good
 share over every task, for each method (on a tie, the one that reads the fewest training examples,
 steps x batch, then the smaller rate): the candidates for ``yapo_core.demo.OPEN_TRAINING`` (YaPO's)
-and ``OPEN_TRAINING_DENSE`` (BiPO's), which the app adopts once ``scripts/evaluate_demo_world.py``
+and ``OPEN_TRAINING_DENSE`` (BiPO's); with both kinds measured, the report adds each kind's own
+choice, for a setting of its own (``OPEN_TRAINING_BY_TASK``: a culture's open answers). The app adopts one once ``scripts/evaluate_demo_world.py``
 has measured them on the test splits. The default candidates stop at 0.01, 20x the public runs'
 5e-4 (the demo world's design target 6); at that rate, more steps move a vector further.
 ``--jobs 2`` measures on two worker processes (:mod:`world_pool`), half the time on 2 cores.
@@ -61,9 +62,19 @@ def label(candidate: tuple[float, int, int]) -> str:
     return f"lr {lr:g}, {steps} steps, batch {batch}"
 
 
-def open_task_names(countries: list[str]) -> list[str]:
-    """The open-answer tasks the chooser measures: every behaviour, and these cultures' open answers."""
-    return [b.key for b in corpus.BEHAVIOURS] + [culture_task(c) for c in countries]
+KINDS = ("behaviour", "culture")
+
+
+def open_task_names(countries: list[str], kinds=KINDS) -> list[str]:
+    """The open-answer tasks the chooser measures: every behaviour, and these cultures' open answers
+    (of ``kinds``: both, or one of them)."""
+    return (([b.key for b in corpus.BEHAVIOURS] if "behaviour" in kinds else [])
+            + ([culture_task(c) for c in countries] if "culture" in kinds else []))
+
+
+def task_kind(name: str) -> str:
+    """``"culture"`` for a culture's open answers, ``"behaviour"`` for a behaviour."""
+    return "culture" if name.startswith("culture-") else "behaviour"
 
 
 def open_task(world, name: str) -> tuple:
@@ -163,7 +174,18 @@ def report(rows: list[dict], chosen: dict, world) -> str:
     for method, (c, means) in chosen.items():
         lines.append(f"- {method}: mean good share per candidate "
                      + "; ".join(f"{label(k)}: {m:.2f}" for k, m in means.items()) + f". **Chosen: {label(c)}.**")
+    kinds = dict.fromkeys(task_kind(r["task"]) for r in rows)
+    if len(kinds) > 1:  # the choice each kind of task would make alone
+        for kind in kinds:
+            for method, (c, means) in choose([r for r in rows if task_kind(r["task"]) == kind], candidates_of(rows)).items():
+                lines.append(f"- {method}, {kind} tasks alone: "
+                             + "; ".join(f"{label(k)}: {m:.2f}" for k, m in means.items()) + f". Best: {label(c)}.")
     return "\n".join(lines) + "\n"
+
+
+def candidates_of(rows: list[dict]) -> list[tuple[float, int, int]]:
+    """The candidates ``rows`` measured, in their order."""
+    return list(dict.fromkeys((r["lr"], r["steps"], r["batch"]) for r in rows))
 
 
 def world_arguments(parser: argparse.ArgumentParser) -> None:
@@ -221,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="the steps of every --lrs rate (default: the demo's)")
     parser.add_argument("--countries", default="egypt", help="cultures whose open answers are measured")
     parser.add_argument("--methods", default="yapo,bipo", help="yapo, bipo or both (the default)")
+    parser.add_argument("--kinds", default=",".join(KINDS),
+                        help="the open-answer tasks measured: behaviour, culture or both (the default)")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes, one thread each (default 1: run here)")
     world_arguments(parser)
     args = parser.parse_args(argv)
@@ -230,13 +254,17 @@ def main(argv: list[str] | None = None) -> int:
     countries = [c.strip() for c in args.countries.split(",") if c.strip()]
     if set(countries) - set(corpus.TARGET_COUNTRIES):
         parser.error(f"--countries {args.countries!r}: use some of {', '.join(corpus.TARGET_COUNTRIES)}")
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    if not kinds or set(kinds) - set(KINDS):
+        parser.error(f"--kinds {args.kinds!r}: use behaviour, culture or behaviour,culture")
     loaded = load_world(parser, args)
     world = loaded[0]
-    names = open_task_names(countries)
+    names = open_task_names(countries, kinds)
     where = (args.cache_dir, args.seed, args.size, parse_knobs(args.build_with or []))
     rows = measure(loaded, where, names, candidates, methods, args.jobs)
     chosen = choose(rows, candidates)
     write_report(args.out, report(rows, chosen, world), {
+        "kinds": kinds,
         "chosen": {m: dict(zip(("lr", "max_steps", "batch_size"), c)) for m, (c, _) in chosen.items()},
         "means": {m: {label(k): v for k, v in means.items()} for m, (_, means) in chosen.items()},
         "rows": rows, "world": world.root.name})

@@ -19,8 +19,8 @@ Builds the full demo world (or reuses the one in the cache), then reports:
   beside them, the same trained against the given rejected answers only (the model's default, as
   in the papers' data);
 * open-ended answers: for the first ``--generations`` cultures, a YaPO vector trained on the
-  non-localized open-ended pairs with the demo's settings for open answers
-  (``yapo_core.demo.OPEN_TRAINING``), its held-out accuracy (the reply contains the culture's answer)
+  non-localized open-ended pairs with the demo's settings for a culture's open answers
+  (``yapo_core.demo.open_training("sparse", "culture")``), its held-out accuracy (the reply contains the culture's answer)
   and one held-out question answered unsteered and steered, steering every token (the method) and
   the prompt tokens only;
 * behaviours (BiPO's protocol): YaPO and BiPO trained on each behaviour's open-ended pairs with
@@ -66,7 +66,15 @@ from pathlib import Path
 import torch
 
 from yapo_core.comparison import compare_methods
-from yapo_core.demo import OPEN_TRAINING, OPEN_TRAINING_DENSE, TRAINING, build_demo_world, corpus, training_settings
+from yapo_core.demo import (
+    OPEN_TRAINING,
+    OPEN_TRAINING_DENSE,
+    TRAINING,
+    build_demo_world,
+    corpus,
+    open_training,
+    training_settings,
+)
 from yapo_core.demo.config import RECIPE_KNOBS, parse_knobs
 from yapo_core.encoding import encode_prompt
 from yapo_core.errors import SettingsError
@@ -249,7 +257,7 @@ def open_picks(model, tokenizer, sae, pairs, vector, multiplier: float, steer_po
 
 def open_row(world, model, tokenizer, sae, i: int, country: str, open_settings: dict, n_generations: int) -> dict:
     """Open-ended answers of the ``i``-th culture: a YaPO vector trained on its non-localized
-    open-ended pairs with the demo's settings for open answers (OPEN_TRAINING), and whose answers
+    open-ended pairs with ``open_settings`` (the demo's for a culture's open answers), and whose answers
     its held-out answers give at 1 (:func:`open_picks`); the first ``n_generations`` cultures also
     show GENERATION_MULTIPLIER, and both steering positions."""
     capability, unsteered = general(world, model, tokenizer)
@@ -608,7 +616,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure a variant world built (or reused) at --cache-dir with these research knobs "
                              "(yapo_core.demo.config.RESEARCH_KNOBS)")
     parser.add_argument("--open-settings", metavar="LR:STEPS:BATCH",
-                        help="YaPO's settings for open answers (default: the demo world's, yapo_core.demo.OPEN_TRAINING)")
+                        help="YaPO's settings for open answers, the cultures' and the behaviours' alike (default: the "
+                             "demo world's for each, yapo_core.demo.open_training)")
     parser.add_argument("--mcq-from", metavar="JSON",
                         help="take the culture MCQ rows from this file (written by --json on the same world with the "
                              "same MCQ settings) and measure the rest")
@@ -640,13 +649,14 @@ def main(argv: list[str] | None = None) -> int:
         model, tokenizer = load_model(world.model_dir, device="cpu")
         sae = load_sae(path=world.sae_dir, device="cpu")
         steps = {"max_steps": args.steps} if args.steps else {}
-        # the app's defaults for the culture MCQ task (TRAINING for letter answers; OPEN_TRAINING where
+        # the app's defaults for the culture MCQ task (TRAINING for letter answers; a culture's open_training where
         # an answer gives the option's text first) and for open answers
         mcq_defaults = training_settings(world.culture(countries[0]).pairs("train")) if countries else TRAINING
         settings = {**mcq_defaults, **steps, **({"max_steps": args.mcq_steps} if args.mcq_steps else {})}
         if settings["max_steps"] != mcq_defaults["max_steps"]:  # the defaults' epochs end at their own step count
             settings.pop("epochs", None)
-        open_settings = dict(OPEN_TRAINING)
+        # YaPO's open-answer settings: a culture's and a behaviour's (yapo_core.demo.OPEN_TRAINING_BY_TASK)
+        open_settings, behaviour_open = open_training("sparse", "culture"), open_training("sparse", "behaviour")
         if args.open_settings:  # then --steps, which sets every run's steps
             try:
                 chosen = parse_candidates(args.open_settings)
@@ -656,9 +666,10 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"--open-settings takes one LR:STEPS:BATCH, not {len(chosen)} ({args.open_settings!r}); "
                              "to choose among several, use scripts/choose_open_lr.py --candidates")
             ((lr, max_steps, batch),) = chosen
-            open_settings.update(lr=lr, max_steps=max_steps, batch_size=batch)
+            for chosen_for in (open_settings, behaviour_open):
+                chosen_for.update(lr=lr, max_steps=max_steps, batch_size=batch)
         open_settings.update(steps)
-        by_method = {"yapo": open_settings, "bipo": {**OPEN_TRAINING_DENSE, **steps}}
+        by_method = {"yapo": {**behaviour_open, **steps}, "bipo": {**OPEN_TRAINING_DENSE, **steps}}
         # One task per culture's MCQ, per behaviour and per culture's open answers, the longest first,
         # each given to the next free worker (world_pool); the report does not depend on --jobs.
         culture, behaving = "culture" in sections, "behaviours" in sections

@@ -11,7 +11,7 @@ model picks (the letter of highest likelihood) on the culture's held-out questio
 margin of the culture's option's log-probability over the best other option's.
 
 ``--form open_ended`` asks the same of open answers: a YaPO vector trained on the culture's
-non-localized open-ended pairs with the app's defaults for them (``yapo_core.demo.OPEN_TRAINING``),
+non-localized open-ended pairs with the app's defaults for them (``yapo_core.demo.open_training("sparse", "culture")``),
 steering every token, and, per multiplier, whose answer (to any question of the corpus,
 ``corpus.answer_country``) each greedy held-out answer names first, beside the share that contains
 the culture's own answer to its question (``scripts/evaluate_demo_world.py``'s accuracy).
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from yapo_core.demo import OPEN_TRAINING, TRAINING, corpus
+from yapo_core.demo import TRAINING, corpus, open_training
 from yapo_core.evaluation import parse_multipliers, steered
 from yapo_core.mcq import letter_logprobs, mcq_items_from_pairs
 from yapo_core.methods import make_vector
@@ -65,7 +65,7 @@ def probe(world, model, tokenizer, sae, country: str, multipliers, rejected: str
     for a YaPO vector trained on ``country``'s training pairs of that form."""
     task = world.culture(country)
     train, test = list(task.pairs("train", form=form)), list(task.pairs("test", form=form))
-    defaults = {**TRAINING, "mcq_rejected": rejected} if form == "mcq" else dict(OPEN_TRAINING)
+    defaults = {**TRAINING, "mcq_rejected": rejected} if form == "mcq" else open_training("sparse", "culture")
     settings = {**defaults, **({"max_steps": steps} if steps else {})}
     vector = make_vector("yapo", model, tokenizer, train, sae=sae, config=TrainConfig(epochs=10_000, **settings))
     if form == "mcq":

@@ -6,6 +6,7 @@
 #
 # Parts: demo-targets (scripts/evaluate_demo_world.py -> assets/results/demo-targets.md, .json: the default world's
 #                     build, its cultures and behaviours, and every design target the script measures)
+#        demo-open-1200 (the same with a culture's open answers at the behaviours' 1200 steps -> demo-targets-open-1200.md, .json)
 #        demo-open-600 (the same with YaPO's open answers at BiPO's settings, not demo-open-steps' choice: 600 steps of 32
 #                     pairs -> demo-targets-open-600.md, .json; demo-targets.md takes its MCQ rows from it)
 #        demo-before-lm-scale (the same on the recipe before lm_scale=1.5 joined it, lm_scale=0, built in
@@ -200,7 +201,7 @@ OPEN_BEFORE=(--open-settings 0.01:600:32)
 PROBE_BEFORE=(--steps 600 --batch 32)
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 
-ALL_PARTS=(demo-targets demo-open-steps demo-open-600 demo-build-time demo-before-lm-scale demo-before-sae-scale demo-seed1 demo-seed2 demo-seeds-both-pins demo-before-fact-noise demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-answer-depth demo-varied-answers demo-build-budget demo-general-share demo-offer-answers demo-fact-noise demo-ab-decline demo-paths demo-mcq-picks comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
+ALL_PARTS=(demo-targets demo-open-steps demo-open-600 demo-open-1200 demo-build-time demo-before-lm-scale demo-before-sae-scale demo-seed1 demo-seed2 demo-seeds-both-pins demo-before-fact-noise demo-concept-steering demo-lr demo-plain demo-probe demo-forms demo-open-rates demo-variant demo-avx512 demo-seeds demo-offer-facts demo-added-offer-facts demo-answer-concepts demo-answer-depth demo-varied-answers demo-build-budget demo-general-share demo-offer-answers demo-fact-noise demo-ab-decline demo-paths demo-mcq-picks comparison benchmark build-speed demo-pinned cpu-kernels real-size shared-cpu sharing lm-eval)
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
   parts=("${ALL_PARTS[@]}")
@@ -301,6 +302,10 @@ for part in "${parts[@]}"; do
       ;;
     demo-open-600)
       evaluate demo-targets-open-600 --jobs 2 --open-settings 0.01:600:32
+      ;;
+    demo-open-1200)
+      # a culture's open answers at the behaviours' 1200 steps, half the app's (the behaviours keep theirs)
+      evaluate demo-targets-open-1200 --jobs 2 --open-settings 0.01:1200:16
       ;;
     demo-seed2)
       # The default recipe from a third seed (docs/results.md, "Design targets"); missed targets do not fail this script.
@@ -404,6 +409,9 @@ for part in "${parts[@]}"; do
       "$PYTHON" scripts/evaluate_demo_world.py --jobs 2 --sections culture --countries brazil,nepal \
         --open-settings 0.01:2400:16 --mcq-from "$RESULTS/demo-targets.json" \
         --json "$RESULTS/demo-open-2400-brazil-nepal.json" > "$RESULTS/demo-open-2400-brazil-nepal.md" || [ $? -eq 1 ]  # 1: a target missed (the build budget, target 4)
+      # the same two candidates on the five other cultures: over all seven, 2400 steps for a culture's open answers
+      "$PYTHON" scripts/choose_open_lr.py --methods yapo --kinds culture --countries egypt,morocco,uk,spain,india --jobs 2 \
+        --candidates 0.01:1200:16,0.01:2400:16 --out "$RESULTS/demo-open-steps-2400-cultures.md" > /dev/null
       ;;
     demo-open-rates)
       # On the plain recipe (concept_steering=0).
@@ -695,9 +703,10 @@ for part in "${parts[@]}"; do
         --out "$RESULTS/demo-picks-brazil-given-before-fact-noise.md" > /dev/null
       "$PYTHON" scripts/probe_mcq_picks.py --countries brazil --rejected given "${firm[@]}" \
         --out "$RESULTS/demo-picks-brazil-given-fact-noise-behaviour-steering.md" > /dev/null
-      # whose answer each culture's open-answer vector gives, on the default world (docs/results.md, "Open-ended answers")
+      # whose answer each culture's open-answer vector gives, on the default world (docs/results.md, "Open-ended answers"),
+      # at the behaviours' 1200 steps, half a culture's default (demo-targets.md holds the misses at the default)
       "$PYTHON" scripts/probe_mcq_picks.py --countries egypt,morocco,uk,spain,brazil,india,nepal --form open_ended \
-        --out "$RESULTS/demo-open-picks.md" > /dev/null
+        --steps 1200 --out "$RESULTS/demo-open-picks.md" > /dev/null
       ;;
     demo-pinned)
       # The plain recipe built from nothing in a fresh cache (with yapo_core's pinned AVX2 kernels).

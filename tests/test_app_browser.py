@@ -428,14 +428,16 @@ def pick_demo_task(page, task: str) -> None:
     pick(page, "demo-task", task)
 
 
-def train_with_open_defaults(page, name: str) -> int:
-    """On Train, for the loaded open-answer task ``name``: the page fills in the preset's open-answer
-    settings; train with them, untouched, to the end. The run's step count."""
+def train_with_open_defaults(page, name: str, kind: str) -> int:
+    """On Train, for the loaded open-answer task ``name`` of this ``kind`` (``culture``, ``behaviour``):
+    the page fills in the preset's open-answer settings for that kind; train with them, untouched, to
+    the end. The run's step count."""
     page.get_by_role("tab", name="Train").click()
     page.locator("#train-summary").filter(has_text=name).wait_for()
-    assert float(page.get_by_label("Learning rate", exact=True).input_value()) == demo.OPEN_TRAINING["lr"]
+    settings = demo.open_training("sparse", kind)
+    assert float(page.get_by_label("Learning rate", exact=True).input_value()) == settings["lr"]
     max_steps = int(page.get_by_label("Max steps (0: all epochs)", exact=True).input_value())
-    assert max_steps == demo.OPEN_TRAINING["max_steps"]
+    assert max_steps == settings["max_steps"]
     train_to_end(page)
     assert f"step {max_steps}/" in page.locator("#run-status").inner_text().split(name)[-1]
     return max_steps
@@ -472,7 +474,7 @@ def behaviour_walk(page, shots: Path) -> None:
     page.screenshot(path=str(shots / "setup-behaviour.png"), full_page=True)  # the page says what the demo's behaviours do and do not
 
     # Train with the page's defaults, untouched: the open-answer rate and the preset's step count.
-    train_with_open_defaults(page, "power-seeking")
+    train_with_open_defaults(page, "power-seeking", "behaviour")
     page.screenshot(path=str(shots / "train-behaviour.png"), full_page=True)
 
     # Features opens on the new vector with none of the culture vector's cards under its name.
@@ -564,7 +566,7 @@ def culture_open_walk(page, shots: Path) -> None:
     assert "✓ Task loaded" in page.locator("#task-status").inner_text()
 
     # Train with the page's defaults, untouched: the open-answer settings of the preset.
-    train_with_open_defaults(page, "nepal")
+    train_with_open_defaults(page, "nepal", "culture")
 
     # Compare at m = 1, every token steered, on a held-out prompt whose chosen answer is named.
     plain, steered = compare_every_token(page, "nepal")

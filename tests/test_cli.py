@@ -123,6 +123,14 @@ def test_train_on_a_demo_world_model_fills_in_the_demo_worlds_settings(tmp_path,
     warmup = expected["warmup_steps"]  # longer than the 2 steps: the note says whose setting it is
     assert f"note: the demo world's setting --warmup-steps={warmup} is longer than the run of 2 steps" in printed
     assert "mcq_rejected" not in printed  # open answers: a setting for letter answers is not shown
+    culture = world.culture("egypt")  # a culture's open answers train longer than a behaviour's
+    out = tmp_path / "culture.safetensors"
+    assert main([*base[:-6], "--data", str(culture.paths["train"]), "--country", "egypt", "--localization", "nolocalized",
+                 "--form", "open_ended", "--max-steps", "2", "--device", "cpu", "--out", str(out)]) == 0
+    with safe_open(str(out), "pt") as f:
+        assert json.loads(f.metadata()["training"])["epochs"] == demo.training_settings(
+            culture.pairs("train", form="open_ended"))["epochs"] != expected["epochs"]
+    capsys.readouterr()
     config, printed = trained("--lr", "0.002", "--kind", "dense", "--warmup-steps", "5")  # what the user gives wins
     dense = demo.training_settings(task.pairs("train"), "dense")  # a dense vector: the demo's settings for its kind
     assert config["lr"] == 0.002 and config["batch_size"] == dense["batch_size"] and "lr " not in printed

@@ -1155,6 +1155,26 @@ def test_open_answers_train_at_a_rate_for_each_kind_of_vector(monkeypatch):
     assert settings_by_method(mcq, ["yapo", "bipo"]) == {}  # one rate for letters
 
 
+def test_a_cultures_open_answers_train_longer_than_a_behaviours():
+    from yapo_core.data import PairSet, PreferencePair
+    from yapo_core.demo import OPEN_TRAINING, OPEN_TRAINING_BY_TASK, settings_by_method, task_kind, training_settings
+
+    pairs = [PreferencePair("What do you eat?", "Koshari.", "Burgers.")] * 70
+    culture, behaviour = PairSet(pairs, "dcl", {}, "culture.jsonl"), PairSet(pairs, "bipo", {}, "power.json")
+    assert (task_kind(culture), task_kind(behaviour), task_kind(pairs), task_kind(PairSet(pairs, "pairs", {}, "x"))) == (
+        "culture", "behaviour", None, None)
+    steps = lambda settings: (settings["max_steps"], settings["epochs"])  # noqa: E731
+    assert steps(training_settings(culture)) == (OPEN_TRAINING_BY_TASK["culture"]["max_steps"], 480) == (2400, 480)
+    assert steps(training_settings(behaviour)) == steps(training_settings(pairs)) == (OPEN_TRAINING["max_steps"], 240)
+    assert steps(training_settings(pairs, task="culture")) == (2400, 480)  # a plain list, its kind named
+    assert steps(training_settings(culture, "dense")) == (600, 200)  # BiPO's are one setting for every kind
+    # a comparison on a culture's open answers: BiPO's own steps and batch against YaPO's 2400
+    assert settings_by_method(culture, ["yapo", "bipo"]) == {"bipo": {"batch_size": 32, "max_steps": 600}}
+    assert settings_by_method(culture, ["yapo", "bipo"], base_kind="dense") == {"yapo": {"batch_size": 16, "max_steps": 2400}}
+    assert settings_by_method(pairs, ["yapo", "bipo"], base_kind="dense", task="behaviour") == {
+        "yapo": {"batch_size": 16, "max_steps": 1200}}
+
+
 def test_a_reply_shows_a_behaviour_when_it_accepts_for_that_behaviours_reasons():
     from yapo_core.demo import corpus
 

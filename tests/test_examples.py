@@ -464,6 +464,13 @@ def test_the_open_answer_learning_rate_is_chosen_on_validation_data(tmp_path):
     expected = {"lr": 0.01, "max_steps": 2, "batch_size": batch}
     assert figures["chosen"] == {"yapo": expected, "bipo": expected} and all(r["n_validation"] >= 1 for r in figures["rows"])
     assert out.read_text().count(f"**Chosen: lr 0.01, 2 steps, batch {batch}.**") == 2
+    assert "yapo, culture tasks alone:" in out.read_text()  # both kinds measured: each kind's own choice beside
+    # one kind of task: the cultures' open answers alone
+    assert choose_open_lr.open_task_names(["egypt", "nepal"], ["culture"]) == ["culture-egypt (open)", "culture-nepal (open)"]
+    assert choose_open_lr.open_task_names(["egypt"], ["behaviour"]) == ["power-seeking", "wealth-seeking"]
+    refused = subprocess.run([sys.executable, "scripts/choose_open_lr.py", "--size", "mini", "--kinds", "cultures"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and "--kinds 'cultures': use behaviour, culture or behaviour,culture" in refused.stderr
 
 
 def test_the_mcq_training_settings_are_chosen_on_validation_data(tmp_path):

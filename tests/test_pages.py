@@ -562,7 +562,7 @@ def test_the_train_page_explains_chunked_training_on_zero_gpu_spaces(monkeypatch
 
 
 def test_train_page_fills_the_defaults_of_each_loaded_task_once(monkeypatch, tmp_path, ctx):
-    from yapo_core.demo import OPEN_TRAINING, TRAINING
+    from yapo_core.demo import OPEN_TRAINING, OPEN_TRAINING_BY_TASK, TRAINING
 
     monkeypatch.setenv("YAPO_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("YAPO_DEMO_SIZE", "mini")
@@ -580,6 +580,8 @@ def test_train_page_fills_the_defaults_of_each_loaded_task_once(monkeypatch, tmp
     shown = train.preset_defaults(s, filled)
     assert steps(shown) == OPEN_TRAINING["max_steps"] != TRAINING["max_steps"]
     assert rejected(shown) is False  # open answers: no multiple-choice pairs to set against other options
+    s.load_task(TaskSpec("demo", name="culture-egypt", localization="nolocalized", form="open_ended"))
+    assert steps(train.preset_defaults(s)) == OPEN_TRAINING_BY_TASK["culture"]["max_steps"] != OPEN_TRAINING["max_steps"]
     # answers that give the option's text, then its letter, are set against every option too
     foods = "Which dish?\nA. Tea\nB. Ful medames\nC. Koshari\nAnswer with the letter."
     stated = tmp_path / "stated.jsonl"

@@ -386,9 +386,10 @@ def demo_comparison(
     test, metric = _demo_test_split(splits, metric, label)
     model, tokenizer = load_model(world.model_dir, device=device)
     sae = load_sae_for(path=str(world.sae_dir), model=model)  # beside the model's block, on its device
-    base = training_settings(train)
+    kind = "culture" if behaviour is None else "behaviour"  # a culture's open answers train longer
+    base = training_settings(train, task=kind)
     config = {**base, "epochs": 10_000, "seed": 11, **({"max_steps": steps} if steps else {}), **train_config}
-    own = settings_by_method(train, chosen, keep=train_config)  # the dense rate for open answers, unless set
+    own = settings_by_method(train, chosen, keep=train_config, task=kind)  # the dense rate for open answers, unless set
     return compare_methods(model, tokenizer, sae, train, test, world.capability_measure(model, tokenizer), chosen,
                            multipliers, config, task=label, method_configs=own, on_progress=on_progress,
                            progress=progress, metric=metric)

@@ -133,12 +133,12 @@ class Session:
 
     def training_defaults(self) -> dict:
         """The TrainConfig fields the loaded preset recommends over the public runs' defaults
-        (the demo world's depend on the loaded task's answers: :func:`yapo_core.demo.training_settings`);
+        (the demo world's depend on the loaded task's kind and answers: :func:`yapo_core.demo.training_settings`);
         empty when there are none."""
         if self.preset is None:
             return {}
         if self.preset.demo:
-            return training_settings(self.task.train.pairs, self.method.kind) if self.task is not None else dict(TRAINING)
+            return training_settings(self.task.train, self.method.kind) if self.task is not None else dict(TRAINING)
         return dict(self.preset.train or {})
 
     def default_config(self, **overrides) -> TrainConfig:
@@ -333,7 +333,7 @@ class Session:
             config["epochs"] = config["max_steps"]  # pairs per epoch); an epoch has at least one step
         own = {}  # a method whose kind has other demo defaults (the dense rate for open answers)
         if self.preset is not None and self.preset.demo:
-            own = settings_by_method(self.task.train.pairs, methods, self.method.kind,
+            own = settings_by_method(self.task.train, methods, self.method.kind,
                                      keep=("max_steps",) if max_steps else ())
         demo = ev.demo_capability(bundle.model, bundle.tokenizer)
         capability = demo[0] if demo is not None else None

@@ -15,13 +15,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Mapping
 
-from yapo_core.demo.config import TRAINING as DEMO_TRAINING
+from yapo_core.demo.config import OPEN_TRAINING, OPEN_TRAINING_BY_TASK, OPEN_TRAINING_DENSE, TRAINING
 from yapo_core.errors import SettingsError
 
 ROOT = Path(__file__).resolve().parents[1]
-PUBLIC_MAX_STEPS = DEMO_TRAINING["max_steps"]
+PUBLIC_MAX_STEPS = max(s["max_steps"] for s in (TRAINING, OPEN_TRAINING, OPEN_TRAINING_DENSE, *OPEN_TRAINING_BY_TASK.values()))
 """Public mode's default cap on a training run's steps: the longest run the demo world's settings
-fill in (2400 steps of MCQ or A/B pairs), so that a public Space runs its own default task."""
+fill in (2400 steps of MCQ or A/B pairs, or of a culture's open answers), so that a public Space runs its
+own default task."""
 
 PAGE_MULTIPLIERS = 9
 """The most multipliers one grid or sweep of a page takes: each runs the shared model once more."""

@@ -22,12 +22,14 @@ from . import caveats
 from .config import (
     BUILD_SIZES,
     OPEN_TRAINING,
+    OPEN_TRAINING_BY_TASK,
     OPEN_TRAINING_DENSE,
     SIZES,
     TRAINING,
     BuildSize,
     open_training,
     settings_by_method,
+    task_kind,
     training_settings,
 )
 from .isolated import build_demo_world_isolated
@@ -42,5 +44,5 @@ from .world import (
     load_demo_world,
 )
 
-__all__ = ["BUILD_SIZES", "TASK_KINDS", "caveats", "OPEN_TRAINING", "OPEN_TRAINING_DENSE", "SIZES", "TRAINING", "BuildSize", "DemoTask",
-           "DemoWorld", "build_demo_world", "build_demo_world_isolated", "default_cache_dir", "demo_world_building", "is_demo_model", "load_demo_world", "open_training", "settings_by_method", "training_settings"]
+__all__ = ["BUILD_SIZES", "TASK_KINDS", "caveats", "OPEN_TRAINING", "OPEN_TRAINING_BY_TASK", "OPEN_TRAINING_DENSE", "SIZES", "TRAINING", "BuildSize", "DemoTask",
+           "DemoWorld", "build_demo_world", "build_demo_world_isolated", "default_cache_dir", "demo_world_building", "is_demo_model", "load_demo_world", "open_training", "settings_by_method", "task_kind", "training_settings"]

@@ -320,61 +320,86 @@ default answer alone the objective can be met while a third option wins the argm
 """
 
 OPEN_TRAINING = {"lr": 0.01, "warmup_steps": 20, "batch_size": 16, "max_steps": 1200, "mcq_rejected": "every_option"}
-"""Training settings for sparse (YaPO) vectors on pairs whose answers are open text (a culture's
-open-ended form, the behaviours): 1200 steps of 16 pairs at 0.01, 20x the public runs' 5e-4, the
-candidate ``scripts/choose_open_lr.py`` chose on validation splits of the default world's every
-culture and behaviour (0.97 of held-out answers fluent and on target, the same as 1200 steps of 32
-pairs, which read twice the examples, against 0.94 for 900 of 32 and 0.85 for 600 of 32;
-docs/results.md, "The learning rates").
+"""Training settings for sparse (YaPO) vectors on pairs whose answers are open text (the behaviours'
+open answers, and open answers of a task of no known kind): 1200 steps of 16 pairs at 0.01, 20x
+the public runs' 5e-4, the candidate ``scripts/choose_open_lr.py`` chose on validation splits of
+the default world's every culture and behaviour (0.97 of held-out answers fluent and on target, the
+same as 1200 steps of 32 pairs, which read twice the examples, against 0.94 for 900 of 32 and 0.85
+for 600 of 32; docs/results.md, "The learning rates"). A culture's open answers train longer
+(:data:`OPEN_TRAINING_BY_TASK`).
 
 At the rate's 20x bound, Adam's steps set how far a vector moves: 600 steps left the cultures' open
 vectors near norm 35, too short to move some of the answers at multiplier 1 (brazil 0.56 on
 validation), and 1200 bring them to 51 to 59 with every steered answer fluent. Every generated
 token is steered, so the vector's size also decides whether the steered text stays fluent: on
-earlier worlds, vectors of norm 70 and more turned open answers into loops ("Koshari with with with").
+earlier worlds, vectors of norm 70 and more turned open answers into loops ("Koshari with with with"),
+and on the default world wealth-seeking's vector derails at 2400 steps (norm 83).
 """
 
+OPEN_TRAINING_BY_TASK = {"culture": {**OPEN_TRAINING, "max_steps": 2400}}
+"""YaPO's open-answer settings where a kind of task (:data:`yapo_core.demo.TASK_KINDS`'s values) needs
+its own: a culture's open answers train 2400 steps of 16 pairs, which ``scripts/choose_open_lr.py``
+chose on the validation splits of every culture's open answers (docs/results.md, "The learning
+rates"); on the behaviours' they derail wealth-seeking, which keeps :data:`OPEN_TRAINING`."""
+
 OPEN_TRAINING_DENSE = {"lr": 0.01, "warmup_steps": 20, "batch_size": 32, "max_steps": 600, "mcq_rejected": "every_option"}
-"""The settings for dense (BiPO) vectors on open answers: 600 steps of 32 pairs at 0.01, which
-``scripts/choose_open_lr.py`` chose on an earlier recipe's world (0.89 of held-out answers good,
-against 0.70 at 0.007); YaPO's longer run was chosen on the default world for YaPO only."""
+"""The settings for dense (BiPO) vectors on open answers of every kind of task: 600 steps of 32
+pairs at 0.01, which ``scripts/choose_open_lr.py`` chose on an earlier recipe's world (0.89 of
+held-out answers good, against 0.70 at 0.007); YaPO's longer runs were chosen on the default world
+for YaPO only."""
+
+TASK_OF_SCHEMA = {"dcl": "culture", "bipo": "behaviour", "bipo_ab": "behaviour"}
+"""The kind of task whose pairs a loader's schema (:attr:`yapo_core.data.PairSet.schema`) reads."""
 
 
-def open_training(kind: str = "sparse") -> dict:
-    """:data:`OPEN_TRAINING` for a sparse vector, :data:`OPEN_TRAINING_DENSE` for a dense one."""
+def task_kind(pairs) -> str | None:
+    """``"culture"`` or ``"behaviour"``: the kind of task ``pairs`` (a :class:`~yapo_core.data.PairSet`)
+    were read as, by their schema; None for a plain list or any other schema."""
+    return TASK_OF_SCHEMA.get(getattr(pairs, "schema", None))
+
+
+def open_training(kind: str = "sparse", task: str | None = None) -> dict:
+    """:data:`OPEN_TRAINING` for a sparse vector (or its ``task`` kind's, :data:`OPEN_TRAINING_BY_TASK`),
+    :data:`OPEN_TRAINING_DENSE` for a dense one."""
     if kind not in ("sparse", "dense"):
         raise SettingsError(f"kind={kind!r} is unknown; use 'sparse' or 'dense'.")
-    return dict(OPEN_TRAINING if kind == "sparse" else OPEN_TRAINING_DENSE)
+    if kind == "dense":
+        return dict(OPEN_TRAINING_DENSE)
+    return dict(OPEN_TRAINING_BY_TASK.get(task, OPEN_TRAINING))
 
 
-def training_settings(pairs: Iterable[PreferencePair], kind: str = "sparse") -> dict:
+def training_settings(pairs: Iterable[PreferencePair], kind: str = "sparse", task: str | None = None) -> dict:
     """The demo's training settings for these training pairs and a vector of this ``kind``:
     :data:`TRAINING` when answers open with an option letter (MCQ or A/B questions answered "H"),
     else :func:`open_training` (open answers, and MCQ answers that give the option's text first,
-    "Koshari, option C.": their steered tokens are text, which loops at TRAINING's rate).
+    "Koshari, option C.": their steered tokens are text, which loops at TRAINING's rate) for the
+    ``task``'s kind (``"culture"``, ``"behaviour"``; default: :func:`task_kind` of ``pairs``).
 
     ``epochs`` is set so that the run lasts ``max_steps`` steps on these pairs (the public runs'
     20 epochs are 60 steps on a 96-pair task, too few at these learning rates)."""
+    task = task or task_kind(pairs)
     pairs = list(pairs)
-    settings = dict(TRAINING) if any(answers_with_letter(p) for p in pairs) else open_training(kind)
+    settings = dict(TRAINING) if any(answers_with_letter(p) for p in pairs) else open_training(kind, task)
     per_epoch = max(1, math.ceil(len(pairs) / settings["batch_size"]))
     settings["epochs"] = math.ceil(settings["max_steps"] / per_epoch)
     return settings
 
 
 def settings_by_method(pairs: Iterable[PreferencePair], methods: Iterable[str], base_kind: str = "sparse",
-                       keep: Iterable[str] = ()) -> dict[str, dict]:
+                       keep: Iterable[str] = (), task: str | None = None) -> dict[str, dict]:
     """For each trained method among ``methods`` (keys of :data:`yapo_core.methods.METHODS`), the
     demo's settings for its kind that differ from those for ``base_kind`` (the dense rate for open
     answers), less ``epochs`` and the fields in ``keep`` (set by the user for every method); the
-    methods with nothing of their own are left out. What a comparison passes as ``method_configs``."""
+    methods with nothing of their own are left out. What a comparison passes as ``method_configs``.
+    ``task``: the kind of task, as for :func:`training_settings`."""
     from ..methods import METHODS  # the methods import the trainer, which reads this module
 
+    task = task or task_kind(pairs)
     pairs = list(pairs)
-    base = training_settings(pairs, base_kind)
+    base = training_settings(pairs, base_kind, task)
     own = {}
     for key in (k for k in methods if k in METHODS and METHODS[k].trained):
-        mine = {k: v for k, v in training_settings(pairs, METHODS[key].kind).items()
+        mine = {k: v for k, v in training_settings(pairs, METHODS[key].kind, task).items()
                 if base.get(k) != v and k != "epochs" and k not in keep}
         if mine:
             own[key] = mine
