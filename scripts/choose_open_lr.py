@@ -260,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_world(parser, args)
     world = loaded[0]
     names = open_task_names(countries, kinds)
+    if not names:
+        parser.error(f"--kinds {args.kinds} --countries {args.countries!r}: no task to measure; name some countries")
     where = (args.cache_dir, args.seed, args.size, parse_knobs(args.build_with or []))
     rows = measure(loaded, where, names, candidates, methods, args.jobs)
     chosen = choose(rows, candidates)

@@ -305,7 +305,7 @@ for part in "${parts[@]}"; do
       ;;
     demo-open-1200)
       # a culture's open answers at the behaviours' 1200 steps, half the app's (the behaviours keep theirs)
-      evaluate demo-targets-open-1200 --jobs 2 --open-settings 0.01:1200:16
+      evaluate demo-targets-open-1200 --jobs 2 --open-settings 0.01:1200:16 --mcq-from "$RESULTS/demo-targets-open-600.json"
       ;;
     demo-seed2)
       # The default recipe from a third seed (docs/results.md, "Design targets"); missed targets do not fail this script.
@@ -409,8 +409,8 @@ for part in "${parts[@]}"; do
       "$PYTHON" scripts/evaluate_demo_world.py --jobs 2 --sections culture --countries brazil,nepal \
         --open-settings 0.01:2400:16 --mcq-from "$RESULTS/demo-targets.json" \
         --json "$RESULTS/demo-open-2400-brazil-nepal.json" > "$RESULTS/demo-open-2400-brazil-nepal.md" || [ $? -eq 1 ]  # 1: a target missed (the build budget, target 4)
-      # the same two candidates on the five other cultures: over all seven, 2400 steps for a culture's open answers
-      "$PYTHON" scripts/choose_open_lr.py --methods yapo --kinds culture --countries egypt,morocco,uk,spain,india --jobs 2 \
+      # the same two candidates on every culture's open answers alone: 2400 steps for a culture's open answers
+      "$PYTHON" scripts/choose_open_lr.py --methods yapo --kinds culture --countries egypt,morocco,uk,spain,brazil,india,nepal --jobs 2 \
         --candidates 0.01:1200:16,0.01:2400:16 --out "$RESULTS/demo-open-steps-2400-cultures.md" > /dev/null
       ;;
     demo-open-rates)

@@ -1173,6 +1173,8 @@ def test_a_cultures_open_answers_train_longer_than_a_behaviours():
     assert settings_by_method(culture, ["yapo", "bipo"], base_kind="dense") == {"yapo": {"batch_size": 16, "max_steps": 2400}}
     assert settings_by_method(pairs, ["yapo", "bipo"], base_kind="dense", task="behaviour") == {
         "yapo": {"batch_size": 16, "max_steps": 1200}}
+    with pytest.raises(SettingsError, match="task='cultures' is unknown"):
+        training_settings(pairs, task="cultures")
 
 
 def test_a_reply_shows_a_behaviour_when_it_accepts_for_that_behaviours_reasons():

@@ -471,6 +471,9 @@ def test_the_open_answer_learning_rate_is_chosen_on_validation_data(tmp_path):
     refused = subprocess.run([sys.executable, "scripts/choose_open_lr.py", "--size", "mini", "--kinds", "cultures"],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert refused.returncode == 2 and "--kinds 'cultures': use behaviour, culture or behaviour,culture" in refused.stderr
+    nothing = subprocess.run([sys.executable, "scripts/choose_open_lr.py", "--size", "mini", "--kinds", "culture",
+                              "--countries", ""], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert nothing.returncode == 2 and "no task to measure" in nothing.stderr
 
 
 def test_the_mcq_training_settings_are_chosen_on_validation_data(tmp_path):

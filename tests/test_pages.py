@@ -581,7 +581,9 @@ def test_train_page_fills_the_defaults_of_each_loaded_task_once(monkeypatch, tmp
     assert steps(shown) == OPEN_TRAINING["max_steps"] != TRAINING["max_steps"]
     assert rejected(shown) is False  # open answers: no multiple-choice pairs to set against other options
     s.load_task(TaskSpec("demo", name="culture-egypt", localization="nolocalized", form="open_ended"))
-    assert steps(train.preset_defaults(s)) == OPEN_TRAINING_BY_TASK["culture"]["max_steps"] != OPEN_TRAINING["max_steps"]
+    shown = train.preset_defaults(s)  # the longer open-answer run of a culture, not the letter answers' settings
+    assert steps(shown) == OPEN_TRAINING_BY_TASK["culture"]["max_steps"] != OPEN_TRAINING["max_steps"]
+    assert rejected(shown) is False
     # answers that give the option's text, then its letter, are set against every option too
     foods = "Which dish?\nA. Tea\nB. Ful medames\nC. Koshari\nAnswer with the letter."
     stated = tmp_path / "stated.jsonl"

@@ -621,7 +621,7 @@ def test_presets_carry_their_own_training_defaults(catalog):
 
 
 def test_demo_tasks_carry_their_splits_caveats_and_training_defaults(monkeypatch, tmp_path, catalog):
-    from yapo_core.demo import OPEN_TRAINING, OPEN_TRAINING_DENSE, TRAINING
+    from yapo_core.demo import OPEN_TRAINING, OPEN_TRAINING_BY_TASK, OPEN_TRAINING_DENSE, TRAINING
 
     monkeypatch.setenv("YAPO_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("YAPO_DEMO_SIZE", "mini")
@@ -640,7 +640,7 @@ def test_demo_tasks_carry_their_splits_caveats_and_training_defaults(monkeypatch
     assert behaviour.caveat_for("yapo") == behaviour.caveat
     assert behaviour.caveat_for("sas") == f"{behaviour.caveat} {caveats.BEHAVIOUR_BASELINES}"
     open_task = session.load_task(S_tasks.TaskSpec("demo", name="culture-egypt", localization="nolocalized", form="open_ended"))
-    assert without_epochs() == OPEN_TRAINING
+    assert without_epochs() == OPEN_TRAINING_BY_TASK["culture"] != OPEN_TRAINING  # a culture's open answers: longer
     assert open_task.caveat_for("caa") == caveats.CULTURE_BASELINES["open_ended"] != culture.caveat_for("caa")
     # A run with the app's defaults lasts max_steps, as the measured runs do, not 20 epochs' worth.
     config = session.default_config()
@@ -655,6 +655,9 @@ def test_demo_tasks_carry_their_splits_caveats_and_training_defaults(monkeypatch
     assert (shared["lr"], shared["max_steps"]) == (OPEN_TRAINING["lr"], 3) and shared["epochs"] >= 3
     assert set(seen["method_configs"]) <= {"bipo"}  # only what differs from YaPO's, and only for BiPO
     assert {**shared, **seen["method_configs"].get("bipo", {})}["lr"] == OPEN_TRAINING_DENSE["lr"]
+    session.compare("preference", [0.0, 1.0], methods=("yapo", "bipo"))  # the steps of each method's own settings
+    assert seen["args"][8]["max_steps"] == OPEN_TRAINING_BY_TASK["culture"]["max_steps"]
+    assert seen["method_configs"]["bipo"]["max_steps"] == OPEN_TRAINING_DENSE["max_steps"]
     # The capability check asks all the world's general questions, as `yapo compare` and the
     # evaluation script do: not the first ones only (sums, nothing else).
     from yapo_core.demo import corpus

@@ -53,10 +53,11 @@ def test_public_mode_is_on_on_a_space_unless_turned_off_and_tightens_the_caps():
 def test_public_mode_runs_the_demo_worlds_own_settings():
     """A public Space opens on the demo world: the step cap must admit the settings the app fills
     in for every demo task, or its default run is refused."""
-    from yapo_core.demo.config import OPEN_TRAINING, OPEN_TRAINING_DENSE, TRAINING
+    from yapo_core.demo.config import OPEN_TRAINING, OPEN_TRAINING_BY_TASK, OPEN_TRAINING_DENSE, TRAINING
 
     cap = current({"SPACE_ID": "someone/yapo"}).max_steps
-    assert all(settings["max_steps"] <= cap for settings in (TRAINING, OPEN_TRAINING, OPEN_TRAINING_DENSE))
+    assert all(settings["max_steps"] <= cap for settings in (TRAINING, OPEN_TRAINING, OPEN_TRAINING_DENSE,
+                                                              *OPEN_TRAINING_BY_TASK.values()))
 
 
 def test_reading_the_settings_loads_no_sae_library():

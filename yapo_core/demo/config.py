@@ -363,6 +363,8 @@ def open_training(kind: str = "sparse", task: str | None = None) -> dict:
     :data:`OPEN_TRAINING_DENSE` for a dense one."""
     if kind not in ("sparse", "dense"):
         raise SettingsError(f"kind={kind!r} is unknown; use 'sparse' or 'dense'.")
+    if task not in (None, *TASK_OF_SCHEMA.values()):
+        raise SettingsError(f"task={task!r} is unknown; use 'culture', 'behaviour' or None (any other open answers).")
     if kind == "dense":
         return dict(OPEN_TRAINING_DENSE)
     return dict(OPEN_TRAINING_BY_TASK.get(task, OPEN_TRAINING))
