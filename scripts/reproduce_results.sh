@@ -412,6 +412,9 @@ for part in "${parts[@]}"; do
       # the same two candidates on every culture's open answers alone: 2400 steps for a culture's open answers
       "$PYTHON" scripts/choose_open_lr.py --methods yapo --kinds culture --countries egypt,morocco,uk,spain,brazil,india,nepal --jobs 2 \
         --candidates 0.01:1200:16,0.01:2400:16 --out "$RESULTS/demo-open-steps-2400-cultures.md" > /dev/null
+      # BiPO's open-answer settings (chosen on an earlier world) against twice the steps, on this world
+      "$PYTHON" scripts/choose_open_lr.py --methods bipo --countries egypt,morocco,uk,spain,brazil,india,nepal --jobs 2 \
+        --candidates 0.01:600:32,0.01:1200:32,0.01:1200:16 --out "$RESULTS/demo-open-steps-bipo.md" > /dev/null
       ;;
     demo-open-rates)
       # On the plain recipe (concept_steering=0).
