@@ -16,8 +16,9 @@ for a culture, the culture's answer). The chosen candidate is the one with the h
 share over every task, for each method (on a tie, the one that reads the fewest training examples,
 steps x batch, then the smaller rate): the candidates for ``yapo_core.demo.OPEN_TRAINING`` (YaPO's)
 and ``OPEN_TRAINING_DENSE`` (BiPO's); with both kinds measured, the report adds each kind's own
-choice, for a setting of its own (``OPEN_TRAINING_BY_TASK``: a culture's open answers). The app adopts one once ``scripts/evaluate_demo_world.py``
-has measured them on the test splits. The default candidates stop at 0.01, 20x the public runs'
+choice, for a setting of its own (``OPEN_TRAINING_BY_TASK`` and ``OPEN_TRAINING_DENSE_BY_TASK``: a
+culture's open answers). The app adopts one once ``scripts/evaluate_demo_world.py`` or ``yapo compare``
+has measured it on test splits. The default candidates stop at 0.01, 20x the public runs'
 5e-4 (the demo world's design target 6); at that rate, more steps move a vector further.
 ``--jobs 2`` measures on two worker processes (:mod:`world_pool`), half the time on 2 cores.
 """
@@ -72,7 +73,7 @@ def open_task_names(countries: list[str], kinds=KINDS) -> list[str]:
             + ([culture_task(c) for c in countries] if "culture" in kinds else []))
 
 
-def task_kind(name: str) -> str:
+def kind_of_task(name: str) -> str:
     """``"culture"`` for a culture's open answers, ``"behaviour"`` for a behaviour."""
     return "culture" if name.startswith("culture-") else "behaviour"
 
@@ -174,10 +175,10 @@ def report(rows: list[dict], chosen: dict, world) -> str:
     for method, (c, means) in chosen.items():
         lines.append(f"- {method}: mean good share per candidate "
                      + "; ".join(f"{label(k)}: {m:.2f}" for k, m in means.items()) + f". **Chosen: {label(c)}.**")
-    kinds = dict.fromkeys(task_kind(r["task"]) for r in rows)
+    kinds = dict.fromkeys(kind_of_task(r["task"]) for r in rows)
     if len(kinds) > 1:  # the choice each kind of task would make alone
         for kind in kinds:
-            for method, (c, means) in choose([r for r in rows if task_kind(r["task"]) == kind], candidates_of(rows)).items():
+            for method, (c, means) in choose([r for r in rows if kind_of_task(r["task"]) == kind], candidates_of(rows)).items():
                 lines.append(f"- {method}, {kind} tasks alone: "
                              + "; ".join(f"{label(k)}: {m:.2f}" for k, m in means.items()) + f". Best: {label(c)}.")
     return "\n".join(lines) + "\n"

@@ -669,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
             for chosen_for in (open_settings, behaviour_open):
                 chosen_for.update(lr=lr, max_steps=max_steps, batch_size=batch)
         open_settings.update(steps)
-        by_method = {"yapo": {**behaviour_open, **steps}, "bipo": {**OPEN_TRAINING_DENSE, **steps}}
+        by_method = {"yapo": {**behaviour_open, **steps}, "bipo": {**open_training("dense", "behaviour"), **steps}}
         # One task per culture's MCQ, per behaviour and per culture's open answers, the longest first,
         # each given to the next free worker (world_pool); the report does not depend on --jobs.
         culture, behaving = "culture" in sections, "behaviours" in sections

@@ -40,7 +40,9 @@
 #                     at lr 0.01 with 600, 900 and 1200 steps of 32 pairs and 1200 of 16 -> demo-open-steps.md, .json:
 #                     YaPO's open-answer settings, chosen on validation splits of the default recipe; and 1200
 #                     against 2400 steps of 16 on brazil, nepal and the behaviours -> demo-open-steps-2400.md, .json;
-#                     brazil's and nepal's test splits at 2400 -> demo-open-2400-brazil-nepal.md, .json)
+#                     brazil's and nepal's test splits at 2400 -> demo-open-2400-brazil-nepal.md, .json; every
+#                     culture's at 1200 and 2400 -> demo-open-steps-2400-cultures.md, .json; BiPO's -> demo-open-steps-bipo.md,
+#                     demo-open-steps-bipo-2400.md, .json: its 2400 steps of 32 for a culture's open answers)
 #        demo-open-rates (scripts/choose_open_lr.py on the plain recipe's world -> demo-open-lr-plain.md, .json;
 #                     then scripts/evaluate_demo_world.py on egypt and the behaviours with the open-answer
 #                     rates, from seed 0 and seed 1 of the plain recipe ->
@@ -412,9 +414,12 @@ for part in "${parts[@]}"; do
       # the same two candidates on every culture's open answers alone: 2400 steps for a culture's open answers
       "$PYTHON" scripts/choose_open_lr.py --methods yapo --kinds culture --countries egypt,morocco,uk,spain,brazil,india,nepal --jobs 2 \
         --candidates 0.01:1200:16,0.01:2400:16 --out "$RESULTS/demo-open-steps-2400-cultures.md" > /dev/null
-      # BiPO's open-answer settings (chosen on an earlier world) against twice the steps, on this world
+      # BiPO's open-answer settings chosen on an earlier world (600 steps of 32) against twice the steps, on this world
       "$PYTHON" scripts/choose_open_lr.py --methods bipo --countries egypt,morocco,uk,spain,brazil,india,nepal --jobs 2 \
         --candidates 0.01:600:32,0.01:1200:32,0.01:1200:16 --out "$RESULTS/demo-open-steps-bipo.md" > /dev/null
+      # the better of those on every culture's open answers alone against twice its steps: 2400 steps of 32 for a culture's
+      "$PYTHON" scripts/choose_open_lr.py --methods bipo --kinds culture --countries egypt,morocco,uk,spain,brazil,india,nepal --jobs 2 \
+        --candidates 0.01:1200:32,0.01:2400:32 --out "$RESULTS/demo-open-steps-bipo-2400.md" > /dev/null
       ;;
     demo-open-rates)
       # On the plain recipe (concept_steering=0).

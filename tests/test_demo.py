@@ -1157,7 +1157,15 @@ def test_open_answers_train_at_a_rate_for_each_kind_of_vector(monkeypatch):
 
 def test_a_cultures_open_answers_train_longer_than_a_behaviours():
     from yapo_core.data import PairSet, PreferencePair
-    from yapo_core.demo import OPEN_TRAINING, OPEN_TRAINING_BY_TASK, settings_by_method, task_kind, training_settings
+    from yapo_core.demo import (
+        OPEN_TRAINING,
+        OPEN_TRAINING_BY_TASK,
+        OPEN_TRAINING_DENSE,
+        OPEN_TRAINING_DENSE_BY_TASK,
+        settings_by_method,
+        task_kind,
+        training_settings,
+    )
 
     pairs = [PreferencePair("What do you eat?", "Koshari.", "Burgers.")] * 70
     culture, behaviour = PairSet(pairs, "dcl", {}, "culture.jsonl"), PairSet(pairs, "bipo", {}, "power.json")
@@ -1167,10 +1175,14 @@ def test_a_cultures_open_answers_train_longer_than_a_behaviours():
     assert steps(training_settings(culture)) == (OPEN_TRAINING_BY_TASK["culture"]["max_steps"], 480) == (2400, 480)
     assert steps(training_settings(behaviour)) == steps(training_settings(pairs)) == (OPEN_TRAINING["max_steps"], 240)
     assert steps(training_settings(pairs, task="culture")) == (2400, 480)  # a plain list, its kind named
-    assert steps(training_settings(culture, "dense")) == (600, 200)  # BiPO's are one setting for every kind
-    # a comparison on a culture's open answers: BiPO's own steps and batch against YaPO's 2400
-    assert settings_by_method(culture, ["yapo", "bipo"]) == {"bipo": {"batch_size": 32, "max_steps": 600}}
-    assert settings_by_method(culture, ["yapo", "bipo"], base_kind="dense") == {"yapo": {"batch_size": 16, "max_steps": 2400}}
+    # BiPO's too: 2400 steps of 32 on a culture's (3 batches an epoch), 600 on a behaviour's
+    assert steps(training_settings(culture, "dense")) == (OPEN_TRAINING_DENSE_BY_TASK["culture"]["max_steps"], 800) == (2400, 800)
+    assert steps(training_settings(behaviour, "dense")) == steps(training_settings(pairs, "dense")) == (
+        OPEN_TRAINING_DENSE["max_steps"], 200) == (600, 200)
+    # a comparison on a culture's open answers: BiPO's own batch, both 2400 steps; on a behaviour's, its own steps too
+    assert settings_by_method(culture, ["yapo", "bipo"]) == {"bipo": {"batch_size": 32}}
+    assert settings_by_method(culture, ["yapo", "bipo"], base_kind="dense") == {"yapo": {"batch_size": 16}}
+    assert settings_by_method(behaviour, ["yapo", "bipo"]) == {"bipo": {"batch_size": 32, "max_steps": 600}}
     assert settings_by_method(pairs, ["yapo", "bipo"], base_kind="dense", task="behaviour") == {
         "yapo": {"batch_size": 16, "max_steps": 1200}}
     with pytest.raises(SettingsError, match="task='cultures' is unknown"):

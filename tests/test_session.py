@@ -621,7 +621,13 @@ def test_presets_carry_their_own_training_defaults(catalog):
 
 
 def test_demo_tasks_carry_their_splits_caveats_and_training_defaults(monkeypatch, tmp_path, catalog):
-    from yapo_core.demo import OPEN_TRAINING, OPEN_TRAINING_BY_TASK, OPEN_TRAINING_DENSE, TRAINING
+    from yapo_core.demo import (
+        OPEN_TRAINING,
+        OPEN_TRAINING_BY_TASK,
+        OPEN_TRAINING_DENSE,
+        OPEN_TRAINING_DENSE_BY_TASK,
+        TRAINING,
+    )
 
     monkeypatch.setenv("YAPO_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("YAPO_DEMO_SIZE", "mini")
@@ -657,7 +663,9 @@ def test_demo_tasks_carry_their_splits_caveats_and_training_defaults(monkeypatch
     assert {**shared, **seen["method_configs"].get("bipo", {})}["lr"] == OPEN_TRAINING_DENSE["lr"]
     session.compare("preference", [0.0, 1.0], methods=("yapo", "bipo"))  # the steps of each method's own settings
     assert seen["args"][8]["max_steps"] == OPEN_TRAINING_BY_TASK["culture"]["max_steps"]
-    assert seen["method_configs"]["bipo"]["max_steps"] == OPEN_TRAINING_DENSE["max_steps"]
+    bipo = {**seen["args"][8], **seen["method_configs"]["bipo"]}  # BiPO's own settings for a culture's open answers
+    assert (bipo["max_steps"], bipo["batch_size"]) == tuple(OPEN_TRAINING_DENSE_BY_TASK["culture"][k] for k in ("max_steps", "batch_size"))
+    assert OPEN_TRAINING_DENSE_BY_TASK["culture"] != OPEN_TRAINING_DENSE
     # The capability check asks all the world's general questions, as `yapo compare` and the
     # evaluation script do: not the first ones only (sums, nothing else).
     from yapo_core.demo import corpus

@@ -24,6 +24,7 @@ from .config import (
     OPEN_TRAINING,
     OPEN_TRAINING_BY_TASK,
     OPEN_TRAINING_DENSE,
+    OPEN_TRAINING_DENSE_BY_TASK,
     SIZES,
     TRAINING,
     BuildSize,
@@ -44,5 +45,5 @@ from .world import (
     load_demo_world,
 )
 
-__all__ = ["BUILD_SIZES", "TASK_KINDS", "caveats", "OPEN_TRAINING", "OPEN_TRAINING_BY_TASK", "OPEN_TRAINING_DENSE", "SIZES", "TRAINING", "BuildSize", "DemoTask",
+__all__ = ["BUILD_SIZES", "TASK_KINDS", "caveats", "OPEN_TRAINING", "OPEN_TRAINING_BY_TASK", "OPEN_TRAINING_DENSE", "OPEN_TRAINING_DENSE_BY_TASK", "SIZES", "TRAINING", "BuildSize", "DemoTask",
            "DemoWorld", "build_demo_world", "build_demo_world_isolated", "default_cache_dir", "demo_world_building", "is_demo_model", "load_demo_world", "open_training", "settings_by_method", "task_kind", "training_settings"]
