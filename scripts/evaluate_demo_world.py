@@ -116,11 +116,11 @@ TRIED = {  # what was tried for a target the default recipe misses, and where do
              "0.6 of the corpus and its SAE on half the samples builds in 268 s but loses targets 1, 2, 3 and 5, "
              "cheaper training steps take 335 s, and as many LM updates on fewer examples 361 s (docs/results.md, "
              "\"A build within 300 s\", \"A firmer A/B form\")",
-    1: "YaPO's open-answer settings (1200 steps of 16 pairs at lr 0.01) were chosen on validation splits of the "
-       "default recipe's seed-0 world, where every culture's and behaviour's open answers meet it (0.83 to 1.00, all "
-       "fluent), and 600 steps of 32 pairs left brazil, india and nepal at 0.59 to 0.66; at the rate's 20x bound "
-       "more steps are the lever; the builds from seeds 1 and 2 meet it with the same settings (cultures 0.98 to 1.00 "
-       "and 0.86 to 1.00, behaviours 0.94 to 1.00) (docs/results.md, "
+    1: "YaPO's open-answer settings (lr 0.01; 2400 steps of 16 pairs for a culture's, 1200 for a behaviour's) were "
+       "chosen on validation splits of the default recipe's seed-0 world, where every culture's and behaviour's open "
+       "answers meet it (0.94 to 1.00, all fluent), and 600 steps of 32 pairs left brazil, india and nepal at 0.59 to "
+       "0.66; at the rate's 20x bound more steps are the lever; the builds from seeds 1 and 2 meet it with 1200 steps "
+       "of 16 for every kind (cultures 0.98 to 1.00 and 0.86 to 1.00, behaviours 0.94 to 1.00) (docs/results.md, "
        "\"Design targets\", \"The learning rates\")",
     2: "unsteered, the default recipe takes none of the A/B offers from seed 0, 0.41 and 0.31 from seed 1 (picking A "
        "on 28 and 23 of 32 questions; power-seeking's YaPO vector at -1 raises it to 0.50) and 0.22 of "

@@ -7,7 +7,7 @@
 # Parts: demo-targets (scripts/evaluate_demo_world.py -> assets/results/demo-targets.md, .json: the default world's
 #                     build, its cultures and behaviours, and every design target the script measures)
 #        demo-open-1200 (the same with a culture's open answers at the behaviours' 1200 steps -> demo-targets-open-1200.md, .json)
-#        demo-open-600 (the same with YaPO's open answers at BiPO's settings, not demo-open-steps' choice: 600 steps of 32
+#        demo-open-600 (the same with YaPO's open answers at BiPO's behaviour settings, not demo-open-steps' choice: 600 steps of 32
 #                     pairs -> demo-targets-open-600.md, .json; demo-targets.md takes its MCQ rows from it)
 #        demo-before-lm-scale (the same on the recipe before lm_scale=1.5 joined it, lm_scale=0, built in
 #                     $YAPO_CACHE_DIR/demo-variants/before-lm-scale -> demo-targets-before-lm-scale.md, .json)

@@ -132,6 +132,13 @@ def test_train_on_a_demo_world_model_fills_in_the_demo_worlds_settings(tmp_path,
     with safe_open(str(out), "pt") as f:  # epochs that last a culture's open-answer steps, batch 16
         assert json.loads(f.metadata()["training"])["epochs"] == math.ceil(
             demo.OPEN_TRAINING_BY_TASK["culture"]["max_steps"] / math.ceil(n / 16)) != expected["epochs"]
+    assert main([*base[:-6], "--data", str(culture.paths["train"]), "--country", "egypt", "--localization", "nolocalized",
+                 "--form", "open_ended", "--kind", "dense", "--layer", str(world.layer), "--max-steps", "2",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    with safe_open(str(out), "pt") as f:  # a dense vector: BiPO's culture setting, 2400 steps of 32 pairs
+        training = json.loads(f.metadata()["training"])
+    assert (training["batch_size"], training["epochs"]) == (32, math.ceil(
+        demo.OPEN_TRAINING_DENSE_BY_TASK["culture"]["max_steps"] / math.ceil(n / 32)))
     capsys.readouterr()
     config, printed = trained("--lr", "0.002", "--kind", "dense", "--warmup-steps", "5")  # what the user gives wins
     dense = demo.training_settings(task.pairs("train"), "dense")  # a dense vector: the demo's settings for its kind

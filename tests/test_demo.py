@@ -1145,8 +1145,8 @@ def test_open_answers_train_at_a_rate_for_each_kind_of_vector(monkeypatch):
     from yapo_core.demo import config as demo_config
     from yapo_core.demo import settings_by_method
 
-    # YaPO's open-answer settings were chosen on the default world, BiPO's on an earlier one: a comparison
-    # gives BiPO its own steps and batch
+    # open answers of no known kind: BiPO's behaviour settings, 600 steps of 32; a comparison gives BiPO
+    # its own steps and batch
     assert settings_by_method(open_pairs, ["yapo", "bipo"]) == {"bipo": {"batch_size": 32, "max_steps": 600}}
     monkeypatch.setattr(demo_config, "OPEN_TRAINING_DENSE", {**OPEN_TRAINING, "lr": 0.02, "max_steps": 300})
     assert settings_by_method(open_pairs, ["yapo", "bipo", "caa"]) == {"bipo": {"lr": 0.02, "max_steps": 300}}
