@@ -307,7 +307,7 @@ def _build(root: Path, seed: int, size: BuildSize, size_name: str, progress: boo
     stages = tqdm(total=6, desc="demo world", disable=not progress, unit="stage")
 
     def stage(name: str) -> None:
-        timings[name] = round(time.perf_counter() - started - sum(timings.values()), 2)
+        timings[name] = max(0.0, round(time.perf_counter() - started - sum(timings.values()), 2))  # never -0.0
         stages.set_postfix_str(name)
         stages.update(1)
 
