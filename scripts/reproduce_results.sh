@@ -59,7 +59,8 @@
 #                     AVX-512 CPU only -> demo-avx512-NAME.md, .json: the plain recipe; concept_steering, with
 #                     specific_directions and with crossed_cues, from seeds 0, 1 and 2; side by side in demo-avx512.md)
 #        comparison  (yapo compare --country egypt  -> assets/results/comparison-egypt/, and CAA and SAS up to
-#                     multiplier 64 -> assets/results/comparison-egypt-baselines/; its open answers -> comparison-egypt-open/;
+#                     multiplier 64 -> assets/results/comparison-egypt-baselines/; its open answers -> comparison-egypt-open/,
+#                     and nepal's -> comparison-nepal-open/;
 #                     yapo compare --behaviour NAME
 #                     -> comparison-power-seeking/, comparison-wealth-seeking/: BiPO's protocol)
 #        benchmark   (scripts/benchmark_trainer.py  -> assets/results/benchmark.md, .json)
@@ -509,6 +510,7 @@ for part in "${parts[@]}"; do
       "$PYTHON" -m yapo_core compare --country egypt --methods caa,sas --multipliers 0,1,2,4,8,16,32,64 \
         --out "$RESULTS/comparison-egypt-baselines"
       "$PYTHON" -m yapo_core compare --country egypt --form open_ended --out "$RESULTS/comparison-egypt-open"
+      "$PYTHON" -m yapo_core compare --country nepal --form open_ended --out "$RESULTS/comparison-nepal-open"
       "$PYTHON" -m yapo_core compare --behaviour power-seeking --out "$RESULTS/comparison-power-seeking"
       "$PYTHON" -m yapo_core compare --behaviour wealth-seeking --out "$RESULTS/comparison-wealth-seeking"
       ;;
