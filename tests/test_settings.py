@@ -53,11 +53,12 @@ def test_public_mode_is_on_on_a_space_unless_turned_off_and_tightens_the_caps():
 def test_public_mode_runs_the_demo_worlds_own_settings():
     """A public Space opens on the demo world: the step cap must admit the settings the app fills
     in for every demo task, or its default run is refused."""
-    from yapo_core.demo.config import OPEN_TRAINING, OPEN_TRAINING_BY_TASK, OPEN_TRAINING_DENSE, TRAINING
+    from yapo_core.demo.config import TRAINING, open_training
 
     cap = current({"SPACE_ID": "someone/yapo"}).max_steps
-    assert all(settings["max_steps"] <= cap for settings in (TRAINING, OPEN_TRAINING, OPEN_TRAINING_DENSE,
-                                                              *OPEN_TRAINING_BY_TASK.values()))
+    opened = [open_training(kind, task) for kind in ("sparse", "dense") for task in (None, "culture", "behaviour")]
+    assert all(settings["max_steps"] <= cap for settings in (TRAINING, *opened))
+    assert max(settings["max_steps"] for settings in (TRAINING, *opened)) == cap  # and no more
 
 
 def test_reading_the_settings_loads_no_sae_library():

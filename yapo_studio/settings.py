@@ -15,18 +15,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Mapping
 
-from yapo_core.demo.config import (
-    OPEN_TRAINING,
-    OPEN_TRAINING_BY_TASK,
-    OPEN_TRAINING_DENSE,
-    OPEN_TRAINING_DENSE_BY_TASK,
-    TRAINING,
-)
+from yapo_core.demo.config import longest_run
 from yapo_core.errors import SettingsError
 
 ROOT = Path(__file__).resolve().parents[1]
-PUBLIC_MAX_STEPS = max(s["max_steps"] for s in (TRAINING, OPEN_TRAINING, OPEN_TRAINING_DENSE, *OPEN_TRAINING_BY_TASK.values(),
-                                                  *OPEN_TRAINING_DENSE_BY_TASK.values()))
+PUBLIC_MAX_STEPS = longest_run()
 """Public mode's default cap on a training run's steps: the longest run the demo world's settings
 fill in (2400 steps of MCQ or A/B pairs, or of a culture's open answers), so that a public Space runs its
 own default task."""

@@ -377,6 +377,13 @@ def open_training(kind: str = "sparse", task: str | None = None) -> dict:
     return dict(OPEN_TRAINING_BY_TASK.get(task, OPEN_TRAINING))
 
 
+def longest_run() -> int:
+    """The most steps any of the demo's settings runs: :data:`TRAINING`'s, or :func:`open_training`'s
+    for either kind of vector and any kind of task (the cap a public Space must admit)."""
+    runs = [open_training(kind, task) for kind in ("sparse", "dense") for task in (None, *set(TASK_OF_SCHEMA.values()))]
+    return max(settings["max_steps"] for settings in (TRAINING, *runs))
+
+
 def training_settings(pairs: Iterable[PreferencePair], kind: str = "sparse", task: str | None = None) -> dict:
     """The demo's training settings for these training pairs and a vector of this ``kind``:
     :data:`TRAINING` when answers open with an option letter (MCQ or A/B questions answered "H"),
