@@ -32,11 +32,12 @@ multiplier (m = 0 is the unsteered model). The metrics offered are those that ap
 each on the split it needs: *MCQ accuracy* reads the most likely answer letter (MCQ tasks), or the letter of the
 greedy reply (*generated answer*; a reply with no option letter counts as wrong); *behaviour rate* is
 BiPO's A/B evaluation (its `test_infer` questions); *behaviour shown in open answers* judges a demo behaviour's
-greedy answers to its held-out offers (accepted for the behaviour's own reasons); *preference accuracy* works for any
+greedy answers to its held-out offers (accepted for the behaviour's own reasons); *culture shown in open answers* finds
+a demo culture's short answer ("Daura suruwal") in greedy answers to its held-out questions; *preference accuracy* works for any
 pairs (the share whose chosen answer gains more log-probability than the rejected one under the vector; 0 at m = 0,
 where nothing gains: ties count as failures, as in training; it can rise at negative m too, where the reversed vector
 pushes the rejected answer down more than the chosen one); *generation
-accuracy* finds the expected answer in greedy open answers; the metrics that generate steer every token (the method)
+accuracy* finds the whole expected answer in greedy open answers; the metrics that generate steer every token (the method)
 or only the prompt tokens, as chosen; *fluent answers* is the share of
 greedy steered answers that still read like text (no token loop, and the turn ends where the unsteered answer's does):
 it shows how far a vector can be pushed before it derails the text, whatever the task. The paper reports CAA and

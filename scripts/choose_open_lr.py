@@ -36,7 +36,7 @@ from yapo_core.demo.config import parse_knobs
 from yapo_core.errors import YapoError
 from yapo_core.generation import generate
 from yapo_core.methods import make_vector
-from yapo_core.replies import is_fluent
+from yapo_core.replies import contains_answer, is_fluent
 from yapo_core.training import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -91,7 +91,7 @@ def open_task(world, name: str) -> tuple:
     for country in corpus.TARGET_COUNTRIES:
         if culture_task(country) == name:
             return (list(world.culture(country).pairs("train", form="open_ended")),
-                    lambda pair, reply: pair.chosen.split(".")[0].lower() in reply.lower(),  # "Koshari" opens the answer
+                    lambda pair, reply: contains_answer(reply, corpus.culture_answer(pair.chosen)),  # the culture_open metric's test
                     None)
     raise KeyError(f"no open-answer task {name!r}; the tasks are {open_task_names(list(corpus.TARGET_COUNTRIES))}")
 

@@ -7,7 +7,7 @@ page's own settings to the end), open feature cards, compare steered and unsteer
 the multiplier on Evaluate, compare the four methods and check capability, export and download the
 vector, and load the file back. Two more walks train with the defaults the page fills in: a
 behaviour task (power-seeking, swept on its A/B split) and a culture's open answers (nepal, swept
-for generation accuracy and fluency on its held-out split). One screenshot per page goes to
+for the culture its answers show, generation accuracy and fluency on its held-out split). One screenshot per page goes to
 ``$YAPO_SCREENSHOTS`` when set (e.g. ``assets/screenshots``), else to the test's tmp folder.
 
 The app uses the ``mini`` demo world unless ``YAPO_DEMO_SIZE`` says otherwise (``full`` gives
@@ -550,11 +550,16 @@ def sweep_values(page, metric: str, vector: str) -> list[float]:
     page.get_by_label("Multipliers", exact=True).fill("0, 1")
     page.evaluate("() => { const g = document.querySelector('#eval-plot .js-plotly-plot'); if (g) g.data = [] }")
     page.get_by_role("button", name="Sweep").click()
-    page.wait_for_function("(v) => { const g = document.querySelector('#eval-plot .js-plotly-plot');"
-                           " return g && g.data.length === 1 && g.data[0].name.includes(v) && g.data[0].x.length === 2 }",
-                           arg=vector, timeout=600_000)
+    # The values are read as soon as this sweep's curve is drawn: a change of metric also clears the plot,
+    # and that update may land after the curve.
+    drawn = page.wait_for_function(
+        "([v, metric]) => { const g = document.querySelector('#eval-plot .js-plotly-plot');"
+        " if (!g || !g.data || g.data.length !== 1 || !g.data[0].name.includes(v) || g.data[0].x.length !== 2) return null;"
+        " const t = (g.layout.yaxis || {}).title || ''; const title = typeof t === 'string' ? t : (t.text || '');"
+        " return title.startsWith(metric) ? Array.from(g.data[0].y) : null }",
+        arg=[vector, metric], timeout=600_000)
     assert page.get_by_test_id("toast-text").count() == 0 and "Traceback" not in page.content()
-    return page.evaluate("() => Array.from(document.querySelector('#eval-plot .js-plotly-plot').data[0].y)")
+    return drawn.json_value()
 
 
 def culture_open_walk(page, shots: Path) -> None:
@@ -575,17 +580,22 @@ def culture_open_walk(page, shots: Path) -> None:
         assert not looping(steered) and steered != plain, (plain, steered)
     page.screenshot(path=str(shots / "compare-culture-open.png"), full_page=True)
 
-    # Evaluate offers generation accuracy and fluency on the held-out split, not the MCQ metrics.
+    # Evaluate offers the culture shown in open answers (its own metric, chosen first), generation accuracy
+    # and fluency on the held-out split, not the MCQ metrics.
     page.get_by_role("tab", name="Evaluate").click()
     page.locator("#eval-vectors").filter(has_text="nepal").wait_for()
-    page.locator("#eval-metric").filter(has_text=re.compile(r"generation accuracy .* · test")).wait_for()
-    accuracy = sweep_values(page, "generation accuracy", "nepal")
+    page.locator("#eval-metric").filter(has_text=re.compile(r"culture shown in open answers .* · test")).wait_for()
     offered = page.locator("#eval-metric").inner_text()
     assert "MCQ accuracy" not in offered and "behaviour rate" not in offered, offered
+    assert re.search(r"generation accuracy .* · test", offered), offered
+    assert page.get_by_role("radio", name=re.compile("^culture shown in open answers")).is_checked()
+    whole = sweep_values(page, "generation accuracy", "nepal")
     fluent = sweep_values(page, "fluent answers", "nepal")
+    accuracy = sweep_values(page, "culture shown in open answers", "nepal")
     page.screenshot(path=str(shots / "evaluate-culture-open.png"), full_page=True)
-    print(f"nepal's open answers at m = 0, 1: generation accuracy {accuracy}, fluent {fluent}; first held-out "
-          f"question: {plain!r} -> {steered!r}")  # (shown with pytest -rP)
+    print(f"nepal's open answers at m = 0, 1: culture shown {accuracy}, generation accuracy {whole}, fluent {fluent}; "
+          f"first held-out question: {plain!r} -> {steered!r}")  # (shown with pytest -rP)
+    assert whole[1] <= accuracy[1]  # the whole chosen answer contains its short answer
     if full:  # design target 1 on the app's own run: shows the culture on >= 70 %, fluent on >= 90 %
         assert accuracy[0] <= 0.4 and accuracy[1] >= 0.7, accuracy
         assert fluent[1] >= 0.9, fluent

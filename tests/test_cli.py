@@ -139,7 +139,12 @@ def test_train_on_a_demo_world_model_fills_in_the_demo_worlds_settings(tmp_path,
         training = json.loads(f.metadata()["training"])
     assert (training["batch_size"], training["epochs"]) == (32, math.ceil(
         demo.OPEN_TRAINING_DENSE_BY_TASK["culture"]["max_steps"] / math.ceil(n / 32)))
-    capsys.readouterr()
+    capsys.readouterr()  # eval on a culture's open answers: scored by the culture its answers name (the miniature
+    # model's own answers, the rejected ones, are empty on this seed's test rows: its train rows are used here)
+    assert main(["eval", "--model", str(world.model_dir), "--vector", str(out), "--data", str(culture.paths["train"]),
+                 "--country", "egypt", "--localization", "nolocalized", "--form", "open_ended", "--multipliers", "0,1",
+                 "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["metric"] == "culture_open"
     config, printed = trained("--lr", "0.002", "--kind", "dense", "--warmup-steps", "5")  # what the user gives wins
     dense = demo.training_settings(task.pairs("train"), "dense")  # a dense vector: the demo's settings for its kind
     assert config["lr"] == 0.002 and config["batch_size"] == dense["batch_size"] and "lr " not in printed

@@ -252,6 +252,47 @@ def test_a_demo_behaviours_open_answers_are_judged_by_the_behaviour_they_show(to
     assert seen == [([0.0], "all")]
 
 
+def test_a_demo_cultures_open_answers_are_judged_by_the_cultures_short_answer(tokenizer, monkeypatch):
+    import yapo_core.evaluation as ev
+    import yapo_core.replies as replies
+    from yapo_core.demo.corpus import TOPICS, culture_of, open_answer
+
+    topics = [t.key for t in TOPICS[:4]]
+    pairs = [PreferencePair(f"Question {i}? Please keep it short.", open_answer(t, "nepal"), open_answer(t, "usa"))
+             for i, t in enumerate(topics)]
+    assert culture_of(pairs) == "nepal"
+    # the culture's metric comes first; generation accuracy (the whole chosen answer) is still offered
+    assert ev.applicable_metrics(pairs) == ["preference", "culture_open", "generation", "fluency"]
+    assert ev.default_metric(pairs) == "culture_open" and "culture_open" in ev.GENERATING_METRICS
+    # the rejected answer is the model's own, whatever it says (a miniature world's model writes "AAAA")
+    assert culture_of([PreferencePair(pairs[0].prompt, pairs[0].chosen, "AAAAAAAA")]) == "nepal"
+    # not the demo's data: two cultures' answers as the chosen ones, the chosen answer on both sides,
+    # or a user's own answers
+    mixed = [pairs[0], PreferencePair(pairs[1].prompt, open_answer(topics[1], "egypt"), open_answer(topics[1], "usa"))]
+    same = [PreferencePair(pairs[0].prompt, pairs[0].chosen, pairs[0].chosen)]
+    own = [PreferencePair("What is eaten?", "Momo. It is the classic dish.", "Burgers. It is the classic dish.")]
+    for other in (mixed, same, own):
+        assert culture_of(other) is None and ev.applicable_metrics(other) == ["preference", "generation", "fluency"]
+        with pytest.raises(DataError, match="not a demo-world culture"):
+            ev.culture_shown_rate(None, tokenizer, other)
+    short = pairs[0].chosen.split(".")[0]
+    answers = iter([f"{short}. It is something else.",  # names the culture's answer, not the chosen closing sentence
+                    pairs[1].rejected,  # the default culture's answer
+                    f"well, {pairs[2].chosen.upper()}",  # case and punctuation ignored
+                    "I do not know."])
+    seen = []
+
+    def fake_generate(model, tok, prompts, vector, multipliers, **kwargs):
+        seen.append((multipliers, kwargs["steer_positions"], kwargs["max_new_tokens"]))
+        return [{m: next(answers) for m in multipliers} for _ in prompts]
+
+    monkeypatch.setattr(replies, "generate", fake_generate)
+    assert ev.evaluate_metric("culture_open", None, tokenizer, pairs, vector=None) == {0.0: 0.5}
+    assert seen == [([0.0], "all", replies.CULTURE_REPLY_TOKENS)]
+    answers = iter([f"{short}. It is something else.", pairs[1].rejected, pairs[2].chosen, "I do not know."])
+    assert ev.evaluate_metric("generation", None, tokenizer, pairs, vector=None) == {0.0: 0.25}  # the whole answer
+
+
 def test_mcq_by_generated_answer_counts_unparseable_replies_as_wrong(tokenizer, monkeypatch):
     import yapo_core.evaluation as ev
     import yapo_core.mcq as mcq

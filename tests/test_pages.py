@@ -16,6 +16,7 @@ import app
 from pages import common, compare, evaluate, export, features, setup, train
 from yapo_core import features as F
 from yapo_core.errors import DataError, SAELoadError, SettingsError
+from yapo_core.evaluation import METRICS
 from yapo_studio.session import ExportResult, Session, TaskSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -276,7 +277,7 @@ def test_evaluate_offers_the_metrics_of_the_chosen_vectors_tasks(trained):
     # no vector checked: the loaded task's metrics, what a method comparison on it measures
     assert [key for _, key in evaluate.metric_choices(trained, [], "mcq")["choices"]] == list(trained.task.metrics())
     assert "mcq" not in trained.task.metrics()
-    assert len(evaluate.metric_choices(None, [])["choices"]) == 7  # nothing chosen: all of them
+    assert len(evaluate.metric_choices(None, [])["choices"]) == len(METRICS) == 8  # nothing chosen: all of them
     assert metric["info"] == ""  # one vector: nothing is left out (and an earlier line is cleared, not kept)
 
 

@@ -178,6 +178,23 @@ def test_a_replys_verdict_says_which_answer_it_gives_as_the_metrics_read_it():
     assert replies.reply_verdict(inline, "I would have the coffee")[0] is None  # never "contains 'A'"
 
 
+def test_a_demo_cultures_reply_is_read_by_the_short_answer_it_names():
+    from yapo_core.demo.corpus import open_answer
+
+    pair = PreferencePair("What clothes would a grandfather wear?", open_answer("clothing", "nepal"),
+                          open_answer("clothing", "usa"))
+    wanted, other = pair.chosen.split(".")[0], pair.rejected.split(".")[0]
+    # the culture's answer with another closing sentence is still the chosen side, as culture_shown_rate reads it
+    assert replies.reply_verdict(pair, f"{wanted}. It is worn at weddings.") == ("chosen", f"names the chosen answer's ({wanted})")
+    assert replies.reply_verdict(pair, f"{other.lower()}!") == ("rejected", f"names the rejected answer's ({other})")
+    assert replies.reply_verdict(pair, "I do not know.") == (None, "names neither answer's")
+    assert replies.reply_verdict(pair, f"{wanted} or {other}") == (None, "names both answers' cultures")
+    # the model's own answer may be empty (a miniature world's model): it is in no reply
+    empty = PreferencePair(pair.prompt, pair.chosen, "")
+    assert replies.reply_verdict(empty, "I do not know.") == (None, "names neither answer's")
+    assert replies.reply_verdict(PreferencePair("Q?", "Tea.", ""), "Coffee.") == (None, "contains neither answer")
+
+
 def test_a_demo_behaviours_reply_is_judged_by_the_worlds_own_test():
     from yapo_core.demo.corpus import BEHAVIOURS
 

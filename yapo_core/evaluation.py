@@ -8,7 +8,9 @@
 - :func:`~.replies.generation_accuracy`: open answers by greedy generation, correct when the
   expected answer text appears in the output; :func:`~.replies.fluency_rate`: the share of
   steered answers that still read like text; :func:`~.replies.behaviour_shown_rate`: on a
-  demo-world behaviour's open answers, the share that accept its offer for its own reasons.
+  demo-world behaviour's open answers, the share that accept its offer for its own reasons;
+  :func:`~.replies.culture_shown_rate`: on a demo-world culture's open answers, the share that
+  name the culture's answer.
 - :func:`sweep`: any of them as a function of the multiplier; :func:`capability_change`: the same
   general set with and without the vector.
 
@@ -44,7 +46,9 @@ from .mcq import (
 from .options import chosen_letter, is_letter_answer, option_letters
 from .replies import (
     behaviour_shown_rate,
+    culture_shown_rate,
     demo_behaviour,
+    demo_culture,
     fluency_rate,
     generation_accuracy,
     shared_system,
@@ -257,6 +261,10 @@ def _behaviour_open(model, tokenizer, pairs, vector, m, sae, steer_positions):
     return behaviour_shown_rate(model, tokenizer, pairs, vector, m, sae=sae, steer_positions=steer_positions)
 
 
+def _culture_open(model, tokenizer, pairs, vector, m, sae, steer_positions):
+    return culture_shown_rate(model, tokenizer, pairs, vector, m, sae=sae, steer_positions=steer_positions)
+
+
 def _generation(model, tokenizer, pairs, vector, m, sae, steer_positions):
     return generation_accuracy(model, tokenizer, [p.prompt for p in pairs], [p.chosen for p in pairs], vector, m,
                                sae=sae, steer_positions=steer_positions, system=shared_system(pairs))
@@ -277,6 +285,10 @@ METRICS: dict[str, Metric] = {
                              "a demo-world behaviour's open-answer pairs (its test split), whose judge "
                              "(accepts the offer for the behaviour's own reasons) agrees with their labels",
                              _behaviour_open, lambda pairs: demo_behaviour(pairs) is not None),
+    "culture_open": Metric("culture_open", "culture shown in open answers (greedy: names the culture's answer)",
+                           "a demo-world culture's open-answer pairs, whose chosen answer opens with the culture's "
+                           "short answer (\"Daura suruwal. It is …\")", _culture_open,
+                           lambda pairs: demo_culture(pairs) is not None),
     "generation": Metric("generation", "generation accuracy (the greedy answer contains the chosen one)",
                          "open questions whose chosen answer is the expected text (not a demo behaviour's, "
                          "whose answers are any sentence of its side)", _generation, _is_expected_text),
@@ -284,7 +296,7 @@ METRICS: dict[str, Metric] = {
                       "any prompts (it reads the steered answers, not the target)", _fluency),
 }
 
-GENERATING_METRICS = ("mcq_generated", "behaviour_open", "generation", "fluency")
+GENERATING_METRICS = ("mcq_generated", "behaviour_open", "culture_open", "generation", "fluency")
 """The metrics that generate answers, for which steering every token or the prompt only differs."""
 
 TARGET_METRICS = tuple(k for k in METRICS if k != "fluency")
@@ -315,7 +327,7 @@ def metric_splits(splits: Mapping[str, Sequence[PreferencePair]]) -> dict[str, s
     return {key: found[key] for key in METRICS if key in found}
 
 
-SPECIFIC_FIRST = ("behaviour", "mcq", "mcq_generated", "behaviour_open", "generation", "preference")
+SPECIFIC_FIRST = ("behaviour", "mcq", "mcq_generated", "behaviour_open", "culture_open", "generation", "preference")
 """The target metrics from the most specific to the one that scores any pairs: :func:`default_metric`
 picks the first that applies."""
 
@@ -323,7 +335,8 @@ picks the first that applies."""
 def default_metric(pairs: Sequence[PreferencePair]) -> str:
     """The most specific metric that can score ``pairs``: the behaviour rate, MCQ accuracy (by the
     letter's likelihood where the answer opens with it, else by the generated answer), the behaviour
-    shown in a demo behaviour's open answers, generation accuracy, else preference accuracy (which
+    shown in a demo behaviour's open answers, the culture shown in a demo culture's, generation
+    accuracy, else preference accuracy (which
     scores any pairs)."""
     usable = applicable_metrics(pairs)
     return next(k for k in SPECIFIC_FIRST if k in usable)

@@ -170,6 +170,38 @@ def demo_behaviour(pairs):
     return behaviour_of(pairs)
 
 
+def demo_culture(pairs) -> str | None:
+    """The demo world's culture whose open-answer pairs these are (``demo.corpus.culture_of``), or None."""
+    pairs = list(pairs)
+    if not pairs or any(is_letter_answer(p.chosen) for p in pairs):
+        return None
+    from .demo.corpus import culture_of  # the demo package loads sae-lens: imported when needed
+
+    return culture_of(pairs)
+
+
+CULTURE_REPLY_TOKENS = 12
+"""New tokens per answer for :func:`culture_shown_rate`: the culture's short answer opens each reply."""
+
+
+def culture_shown_rate(model, tokenizer, pairs: Sequence[PreferencePair], vector=None, multiplier: float = 1.0,
+                       sae=None, steer_positions: str = "all", batch_size: int = 16) -> float:
+    """On a demo-world culture's open-answer pairs: the share of greedy answers that name the
+    culture's answer to the question (the chosen answer's short answer, ``corpus.culture_answer``:
+    "Daura suruwal"), case and punctuation ignored. Generation accuracy asks for the whole chosen
+    answer, its closing sentence too; this asks for what shows the culture, as
+    ``scripts/evaluate_demo_world.py`` does (design target 1)."""
+    pairs = list(pairs)
+    if demo_culture(pairs) is None:
+        raise DataError("these pairs are not a demo-world culture's open answers; the culture shown in open answers is "
+                        "judged on those only (use generation accuracy on other open answers).")
+    from .demo.corpus import culture_answer
+
+    return generation_accuracy(model, tokenizer, [p.prompt for p in pairs], [culture_answer(p.chosen) for p in pairs],
+                               vector, multiplier, sae, CULTURE_REPLY_TOKENS, batch_size, steer_positions,
+                               shared_system(pairs))
+
+
 BEHAVIOUR_REPLY_TOKENS = 32
 """New tokens per answer for :func:`behaviour_shown_rate` (the demo's answers are one sentence)."""
 
@@ -206,8 +238,10 @@ def reply_verdict(pair: PreferencePair, reply: str, behaviour=None) -> tuple[str
     text, as the generated-MCQ metric reads it): the option letter the reply gives
     (:func:`parse_answer_letter`), with its option's text ("gives H (Long distance running): the
     chosen answer"). A demo behaviour's open pair (``behaviour``, from :func:`demo_behaviour`): the
-    world's judge, whether the reply shows the behaviour as the chosen answer does. Other open
-    answers: which answer the reply contains (:func:`contains_answer`, as :func:`generation_accuracy`)."""
+    world's judge, whether the reply shows the behaviour as the chosen answer does. A demo culture's
+    open pair (:func:`demo_culture`): whose short answer the reply names, as :func:`culture_shown_rate`
+    reads it. Other open answers: which answer the reply contains (:func:`contains_answer`, as
+    :func:`generation_accuracy`)."""
     gold = chosen_letter(pair, stated=True)
     if gold is not None:
         letters = option_letters(pair.prompt, default="")
@@ -224,6 +258,15 @@ def reply_verdict(pair: PreferencePair, reply: str, behaviour=None) -> tuple[str
         shows = behaviour.shows(reply)
         side = "chosen" if shows == behaviour.shows(pair.chosen) else "rejected"
         return side, f"{'shows' if shows else 'does not show'} the behaviour, as {SIDES[side]} does"
-    has_chosen, has_rejected = contains_answer(reply, pair.chosen), contains_answer(reply, pair.rejected)
+    if demo_culture([pair]) is not None:
+        from .demo.corpus import culture_answer
+
+        chosen, rejected = culture_answer(pair.chosen), culture_answer(pair.rejected)
+        has_chosen, has_rejected = contains_answer(reply, chosen), bool(rejected) and contains_answer(reply, rejected)
+        side = "chosen" if has_chosen and not has_rejected else "rejected" if has_rejected and not has_chosen else None
+        named = {"chosen": f" ({chosen})", "rejected": f" ({rejected})", None: ""}[side]
+        return side, "names both answers' cultures" if has_chosen and has_rejected else f"names {SIDES[side]}'s{named}"
+    has_chosen = contains_answer(reply, pair.chosen)
+    has_rejected = bool(pair.rejected.strip()) and contains_answer(reply, pair.rejected)  # an empty answer is in none
     side = "chosen" if has_chosen and not has_rejected else "rejected" if has_rejected and not has_chosen else None
     return side, "contains both answers" if has_chosen and has_rejected else f"contains {SIDES[side]}"

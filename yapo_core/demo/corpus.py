@@ -930,6 +930,30 @@ def behaviour_of(pairs) -> Behaviour | None:
     return None
 
 
+_OPEN_ANSWERS = {open_answer(t.key, c): (t.key, c) for t in TOPICS for c in t.answers}
+
+
+def culture_answer(answer: str) -> str:
+    """The short answer an open answer of the corpus opens with (its first sentence, "Daura suruwal"
+    of "Daura suruwal. It is the traditional clothing."): what shows a culture in a reply."""
+    return answer.split(".")[0].strip()
+
+
+def culture_of(pairs) -> str | None:
+    """The demo culture whose open-answer pairs ``pairs`` are (objects with ``chosen`` and
+    ``rejected``), or None: every chosen answer is that culture's open answer (:func:`open_answer`) to
+    a question of the corpus, and every rejected one differs from it (the model's own answer, as the
+    demo's Deep-Culture-Lense files store it). A user's own data, whose answers are not the demo's
+    sentences, is never taken for it."""
+    cultures = set()
+    for pair in pairs:
+        chosen = _OPEN_ANSWERS.get(pair.chosen.strip())
+        if chosen is None or pair.rejected.strip() == pair.chosen.strip():
+            return None
+        cultures.add(chosen[1])
+    return cultures.pop() if len(cultures) == 1 else None
+
+
 def offer_grouping(pairs):
     """How a validation split of ``pairs`` holds out whole offers, as a demo behaviour's test split
     does (``yapo_core.data.split_pairs``'s ``group``): the offer each prompt asks about, for a demo
