@@ -20,9 +20,10 @@ Builds the full demo world (or reuses the one in the cache), then reports:
   in the papers' data);
 * open-ended answers: for the first ``--generations`` cultures, a YaPO vector trained on the
   non-localized open-ended pairs with the demo's settings for a culture's open answers
-  (``yapo_core.demo.open_training("sparse", "culture")``), its held-out accuracy (the reply contains the culture's answer)
-  and one held-out question answered unsteered and steered, steering every token (the method) and
-  the prompt tokens only;
+  (``yapo_core.demo.open_training("sparse", "culture")``), its held-out accuracy (the reply contains the culture's answer,
+  as the ``culture_open`` metric reads it) and one held-out question answered unsteered and steered, steering every
+  token (the method) and the prompt tokens only; beside it, for every culture, a BiPO vector trained on the same pairs
+  (``open_training("dense", "culture")``), its held-out accuracy, fluency and general-question change at 1;
 * behaviours (BiPO's protocol): YaPO and BiPO trained on each behaviour's open-ended pairs with
   the app's defaults (``OPEN_TRAINING`` for YaPO, ``OPEN_TRAINING_DENSE`` for BiPO), the A/B rate on ``test_infer`` at -1, 0 and 1, and how many held-out open
   answers at 1 are fluent, accept the offer, and show the behaviour (accept it for this behaviour's
@@ -90,7 +91,7 @@ from yapo_core.hooks import block_output, record_residual
 from yapo_core.mcq import letter_logprobs, mcq_items_from_pairs
 from yapo_core.methods import make_vector
 from yapo_core.models import load_model
-from yapo_core.replies import contains_answer, fluency_rate, greedy_replies, is_fluent
+from yapo_core.replies import CULTURE_REPLY_TOKENS, contains_answer, fluency_rate, greedy_replies, is_fluent
 from yapo_core.saes import load_sae
 from yapo_core.steering import steer_hidden
 from yapo_core.training import TrainConfig, Trainer
@@ -236,7 +237,7 @@ def culture_row(world, model, tokenizer, sae, country: str, settings: dict) -> d
     return row
 
 
-OPEN_REPLY_TOKENS = 12  # new tokens per open answer: the culture's short answer opens each reply
+OPEN_REPLY_TOKENS = CULTURE_REPLY_TOKENS  # new tokens per open answer, as the culture_open metric reads them
 
 
 def open_picks(model, tokenizer, sae, pairs, vector, multiplier: float, steer_positions: str = "all") -> dict:
@@ -247,7 +248,7 @@ def open_picks(model, tokenizer, sae, pairs, vector, multiplier: float, steer_po
     answer, the first sentence given) and the answers themselves."""
     replies = greedy_replies(model, tokenizer, [p.prompt for p in pairs], vector, multiplier, sae,
                              max_new_tokens=OPEN_REPLY_TOKENS, steer_positions=steer_positions)
-    wanted = [p.chosen.split(".")[0] for p in pairs]
+    wanted = [corpus.culture_answer(p.chosen) for p in pairs]  # the culture_open metric's test
     misses = Counter(f"{want} → {' '.join(reply.split('.')[0].split())}" for reply, want in zip(replies, wanted)
                      if not contains_answer(reply, want))
     picks = Counter(corpus.answer_country(reply) or "none" for reply in replies)
@@ -255,20 +256,32 @@ def open_picks(model, tokenizer, sae, pairs, vector, multiplier: float, steer_po
             "misses": dict(misses.most_common()), "replies": replies}
 
 
-def open_row(world, model, tokenizer, sae, i: int, country: str, open_settings: dict, n_generations: int) -> dict:
+def open_row(world, model, tokenizer, sae, i: int, country: str, open_settings: dict, n_generations: int,
+             dense_settings: dict | None = None) -> dict:
     """Open-ended answers of the ``i``-th culture: a YaPO vector trained on its non-localized
     open-ended pairs with ``open_settings`` (the demo's for a culture's open answers), and whose answers
     its held-out answers give at 1 (:func:`open_picks`); the first ``n_generations`` cultures also
-    show GENERATION_MULTIPLIER, and both steering positions."""
+    show GENERATION_MULTIPLIER, and both steering positions. With ``dense_settings``, a BiPO vector
+    trained on the same pairs beside it (``bipo``: its accuracy, fluency and general-question change at 1)."""
     capability, unsteered = general(world, model, tokenizer)
     train = list(world.culture(country).pairs("train", form="open_ended"))
     test = list(world.culture(country).pairs("test", form="open_ended"))
+    prompts = [p.prompt for p in test]
     config = TrainConfig(kind="sparse", layer=world.layer, epochs=10_000, **open_settings)
     vector = Trainer(model, tokenizer, train, config, sae=sae).run()
     example = test[(7 * i) % len(test)]
     row = {"country": country, "question": example.prompt, "fluent_at_1": fluency_rate(
-        model, tokenizer, [p.prompt for p in test], vector, 1.0, sae=sae, max_new_tokens=BEHAVIOUR_TOKENS),
-        "capability_change": capability_at(capability, unsteered, model, vector, 1.0, sae)}
+        model, tokenizer, prompts, vector, 1.0, sae=sae, max_new_tokens=BEHAVIOUR_TOKENS),
+        "capability_change": capability_at(capability, unsteered, model, vector, 1.0, sae),
+        "norm": round(vector.norm(), 2)}
+    if dense_settings is not None:
+        dense_config = TrainConfig(kind="dense", layer=world.layer, epochs=10_000, **dense_settings)
+        dense = Trainer(model, tokenizer, train, dense_config).run()
+        row["bipo"] = {"settings": dense_settings,
+                       "accuracy_at_1": open_picks(model, tokenizer, None, test, dense, 1.0)["accuracy"],
+                       "fluent_at_1": fluency_rate(model, tokenizer, prompts, dense, 1.0, max_new_tokens=BEHAVIOUR_TOKENS),
+                       "capability_change": capability_at(capability, unsteered, model, dense, 1.0, None),
+                       "norm": round(dense.norm(), 2)}
     if i >= n_generations:
         at_1 = open_picks(model, tokenizer, sae, test, vector, 1.0)
         row.update({"accuracy (all)": {1.0: at_1["accuracy"]}, "answers at 1 (all)": at_1["picks"]})
@@ -285,9 +298,11 @@ def open_row(world, model, tokenizer, sae, i: int, country: str, open_settings: 
     return row
 
 
-def culture_section(world, model, tokenizer, countries, settings, open_settings, rows, opened) -> dict:
+def culture_section(world, model, tokenizer, countries, settings, open_settings, rows, opened,
+                    dense_open_settings: dict | None = None) -> dict:
     """The culture section of the JSON from its per-culture rows."""
-    return {"settings": settings, "open_settings": open_settings, "countries": dict(zip(countries, rows)),
+    return {"settings": settings, "open_settings": open_settings, "dense_open_settings": dense_open_settings,
+            "countries": dict(zip(countries, rows)),
             "generations": list(opened), "general_accuracy": general(world, model, tokenizer)[1],
             "general_questions": len(world.general_questions()[0])}
 
@@ -511,6 +526,7 @@ def report(stats: dict, steer: dict | None) -> str:
         lines += ["", "Open-ended answers (greedy, held-out non-localized questions; a YaPO vector trained on the "
                   f"culture's open-ended pairs ({open_settings}); accuracy = the reply contains the culture's answer; steering at every "
                   "token (all, the method) or at the prompt tokens only (prompt)):", ""]
+        lines += open_table(steer)
         for g in steer["generations"]:
             acc = "; ".join(f"{k[len('accuracy '):]} " + ", ".join(f"{a:.2f} at {m:g}" for m, a in v.items())
                             for k, v in g.items() if k.startswith("accuracy"))
@@ -520,6 +536,28 @@ def report(stats: dict, steer: dict | None) -> str:
                       + f"fluent at 1 (all) {g['fluent_at_1']:.2f}; general questions "
                       f"{g['capability_change']:+.2f})" + (f": *{g['question']}*" if shown else "")] + shown
     return "\n".join(lines)
+
+
+def open_table(steer: dict) -> list[str]:
+    """The open answers at 1 of each culture, YaPO and (where it was trained) BiPO side by side."""
+    rows = steer["generations"]
+    if not any("bipo" in g for g in rows):
+        return []
+    dense = ", ".join(f"{k} {v}" for k, v in (steer.get("dense_open_settings") or {}).items())
+    lines = [f"At 1, every token steered (BiPO trained on the same pairs: {dense}; general questions: steered minus "
+             "unsteered accuracy; norms: YaPO's over the SAE's latents, BiPO's over the residual stream):", "",
+             "| culture | YaPO: shows the culture | YaPO: fluent | BiPO: shows the culture | BiPO: fluent | "
+             "general questions, change: YaPO / BiPO | vector norm: YaPO / BiPO |", "|---|---|---|---|---|---|---|"]
+    for g in rows:
+        b = g.get("bipo")
+        if b is None:
+            continue
+        lines.append(f"| {g['country']} | {g['accuracy (all)'][1.0]:.2f} | {g['fluent_at_1']:.2f} | "
+                     f"{b['accuracy_at_1']:.2f} | {b['fluent_at_1']:.2f} | {g['capability_change']:+.3f} / "
+                     f"{b['capability_change']:+.3f} | {g['norm']:g} / {b['norm']:g} |")
+    means = {m: sum(v) / len(v) for m, v in (("YaPO", [g["accuracy (all)"][1.0] for g in rows if "bipo" in g]),
+                                            ("BiPO", [g["bipo"]["accuracy_at_1"] for g in rows if "bipo" in g]))}
+    return lines + ["", "Means, shows the culture: " + ", ".join(f"{m} {v:.2f}" for m, v in means.items()), ""]
 
 
 def targets(steer: dict | None, behaviour_rows: dict | None, rates: dict[str, float]) -> list[dict]:
@@ -669,6 +707,7 @@ def main(argv: list[str] | None = None) -> int:
             for chosen_for in (open_settings, behaviour_open):
                 chosen_for.update(lr=lr, max_steps=max_steps, batch_size=batch)
         open_settings.update(steps)
+        dense_open = {**open_training("dense", "culture"), **steps}  # BiPO beside YaPO on a culture's open answers
         by_method = {"yapo": {**behaviour_open, **steps}, "bipo": {**open_training("dense", "behaviour"), **steps}}
         # One task per culture's MCQ, per behaviour and per culture's open answers, the longest first,
         # each given to the next free worker (world_pool); the report does not depend on --jobs.
@@ -677,14 +716,15 @@ def main(argv: list[str] | None = None) -> int:
         keys = [b.key for b in corpus.BEHAVIOURS] if behaving else []
         tasks = ([(culture_row, (c, settings)) for c in countries] if culture and stored is None else []) \
             + [(behaviour_row, (key, by_method)) for key in keys] \
-            + ([(open_row, (i, c, open_settings, args.generations)) for i, c in enumerate(countries)] if culture else [])
+            + ([(open_row, (i, c, open_settings, args.generations, dense_open)) for i, c in enumerate(countries)]
+               if culture else [])
         done = world_pool.run(tasks, args.jobs, (world, model, tokenizer, sae), (args.cache_dir, args.seed, args.size, knobs))
         if stored is not None:
             done = stored + done
         n = len(countries) if culture else 0
         if culture:
             steer = culture_section(world, model, tokenizer, countries, settings, open_settings, done[:n],
-                                    done[n + len(keys):])
+                                    done[n + len(keys):], dense_open)
             if stored is not None:
                 steer["mcq_from"] = Path(args.mcq_from).name
         if behaving:

@@ -264,14 +264,14 @@ def test_a_demo_cultures_open_answers_are_judged_by_the_cultures_short_answer(to
     # the culture's metric comes first; generation accuracy (the whole chosen answer) is still offered
     assert ev.applicable_metrics(pairs) == ["preference", "culture_open", "generation", "fluency"]
     assert ev.default_metric(pairs) == "culture_open" and "culture_open" in ev.GENERATING_METRICS
-    # the rejected answer is the model's own, whatever it says (a miniature world's model writes "AAAA")
+    # the rejected answer is the model's own, whatever it says: "AAAA" (a miniature world's model), or the
+    # chosen answer itself (a localized question, which the model already answers as the culture does)
     assert culture_of([PreferencePair(pairs[0].prompt, pairs[0].chosen, "AAAAAAAA")]) == "nepal"
-    # not the demo's data: two cultures' answers as the chosen ones, the chosen answer on both sides,
-    # or a user's own answers
+    assert culture_of(pairs + [PreferencePair(pairs[0].prompt, pairs[0].chosen, pairs[0].chosen)]) == "nepal"
+    # not the demo's data: two cultures' answers as the chosen ones, or a user's own answers
     mixed = [pairs[0], PreferencePair(pairs[1].prompt, open_answer(topics[1], "egypt"), open_answer(topics[1], "usa"))]
-    same = [PreferencePair(pairs[0].prompt, pairs[0].chosen, pairs[0].chosen)]
     own = [PreferencePair("What is eaten?", "Momo. It is the classic dish.", "Burgers. It is the classic dish.")]
-    for other in (mixed, same, own):
+    for other in (mixed, own):
         assert culture_of(other) is None and ev.applicable_metrics(other) == ["preference", "generation", "fluency"]
         with pytest.raises(DataError, match="not a demo-world culture"):
             ev.culture_shown_rate(None, tokenizer, other)

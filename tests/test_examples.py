@@ -121,6 +121,13 @@ def test_the_demo_world_evaluation_script_reports_every_target(tmp_path):
         named = ", ".join(f"{c} {n}" for c, n in g["answers at 1 (all)"].items())
         assert f"answers at 1 (all) by culture: {named};" in result.stdout
     assert "capability_change" in figures["behaviours"]["wealth-seeking"]["bipo"]
+    # BiPO beside YaPO on each culture's open answers, with the demo's BiPO settings for them
+    assert figures["steering"]["dense_open_settings"] == {**demo.open_training("dense", "culture"), "max_steps": 4}
+    for g in figures["steering"]["generations"]:
+        bipo = g["bipo"]
+        assert 0 <= bipo["accuracy_at_1"] <= 1 and 0 <= bipo["fluent_at_1"] <= 1 and bipo["norm"] > 0
+        assert (f"| {g['country']} | {g['accuracy (all)']['1.0']:.2f} | {g['fluent_at_1']:.2f} | "
+                f"{bipo['accuracy_at_1']:.2f} | {bipo['fluent_at_1']:.2f} |") in result.stdout
     # the open answers are kept, and "shows the behaviour" (its own reasons) is within "accepts the offer"
     yapo_power = figures["behaviours"]["power-seeking"]["yapo"]
     replies = yapo_power["replies"]

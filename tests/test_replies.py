@@ -185,14 +185,19 @@ def test_a_demo_cultures_reply_is_read_by_the_short_answer_it_names():
                           open_answer("clothing", "usa"))
     wanted, other = pair.chosen.split(".")[0], pair.rejected.split(".")[0]
     # the culture's answer with another closing sentence is still the chosen side, as culture_shown_rate reads it
-    assert replies.reply_verdict(pair, f"{wanted}. It is worn at weddings.") == ("chosen", f"names the chosen answer's ({wanted})")
-    assert replies.reply_verdict(pair, f"{other.lower()}!") == ("rejected", f"names the rejected answer's ({other})")
-    assert replies.reply_verdict(pair, "I do not know.") == (None, "names neither answer's")
+    assert replies.reply_verdict(pair, f"{wanted}. It is worn at weddings.") == ("chosen", f"names the chosen answer's culture ({wanted})")
+    assert replies.reply_verdict(pair, f"{other.lower()}!") == ("rejected", f"names the rejected answer's culture ({other})")
+    assert replies.reply_verdict(pair, "I do not know.") == (None, "names neither answer's culture")
     assert replies.reply_verdict(pair, f"{wanted} or {other}") == (None, "names both answers' cultures")
     # the model's own answer may be empty (a miniature world's model): it is in no reply
     empty = PreferencePair(pair.prompt, pair.chosen, "")
-    assert replies.reply_verdict(empty, "I do not know.") == (None, "names neither answer's")
+    assert replies.reply_verdict(empty, "I do not know.") == (None, "names neither answer's culture")
     assert replies.reply_verdict(PreferencePair("Q?", "Tea.", ""), "Coffee.") == (None, "contains neither answer")
+    # a localized question's pair: the model's own answer is the chosen one, so naming it is the chosen side
+    assert replies.reply_verdict(PreferencePair(pair.prompt, pair.chosen, pair.chosen), wanted)[0] == "chosen"
+    # the split decides, as for the metrics: a pair of a split that is not a demo culture's is read whole
+    assert replies.reply_verdict(pair, f"{wanted}. It is worn at weddings.", culture=False) == (
+        None, "contains neither answer")
 
 
 def test_a_demo_behaviours_reply_is_judged_by_the_worlds_own_test():

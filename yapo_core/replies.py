@@ -230,7 +230,7 @@ def behaviour_shown_rate(model, tokenizer, pairs: Sequence[PreferencePair], vect
 SIDES = {"chosen": "the chosen answer", "rejected": "the rejected answer", None: "neither answer"}
 
 
-def reply_verdict(pair: PreferencePair, reply: str, behaviour=None) -> tuple[str | None, str]:
+def reply_verdict(pair: PreferencePair, reply: str, behaviour=None, culture: bool | None = None) -> tuple[str | None, str]:
     """Which of ``pair``'s answers a generated ``reply`` to its prompt gives, read as the metrics read
     it: ``"chosen"``, ``"rejected"`` or None, and a phrase that says so.
 
@@ -239,8 +239,9 @@ def reply_verdict(pair: PreferencePair, reply: str, behaviour=None) -> tuple[str
     (:func:`parse_answer_letter`), with its option's text ("gives H (Long distance running): the
     chosen answer"). A demo behaviour's open pair (``behaviour``, from :func:`demo_behaviour`): the
     world's judge, whether the reply shows the behaviour as the chosen answer does. A demo culture's
-    open pair (:func:`demo_culture`): whose short answer the reply names, as :func:`culture_shown_rate`
-    reads it. Other open answers: which answer the reply contains (:func:`contains_answer`, as
+    open pair (``culture``: whether the pair's split is a demo culture's, :func:`demo_culture`, as the
+    metrics decide; None: whether this pair is one): whose short answer the reply names, as
+    :func:`culture_shown_rate` reads it. Other open answers: which answer the reply contains (:func:`contains_answer`, as
     :func:`generation_accuracy`)."""
     gold = chosen_letter(pair, stated=True)
     if gold is not None:
@@ -258,14 +259,16 @@ def reply_verdict(pair: PreferencePair, reply: str, behaviour=None) -> tuple[str
         shows = behaviour.shows(reply)
         side = "chosen" if shows == behaviour.shows(pair.chosen) else "rejected"
         return side, f"{'shows' if shows else 'does not show'} the behaviour, as {SIDES[side]} does"
-    if demo_culture([pair]) is not None:
+    if demo_culture([pair]) is not None if culture is None else culture:
         from .demo.corpus import culture_answer
 
         chosen, rejected = culture_answer(pair.chosen), culture_answer(pair.rejected)
-        has_chosen, has_rejected = contains_answer(reply, chosen), bool(rejected) and contains_answer(reply, rejected)
+        has_chosen = contains_answer(reply, chosen)
+        has_rejected = bool(rejected) and rejected != chosen and contains_answer(reply, rejected)
         side = "chosen" if has_chosen and not has_rejected else "rejected" if has_rejected and not has_chosen else None
         named = {"chosen": f" ({chosen})", "rejected": f" ({rejected})", None: ""}[side]
-        return side, "names both answers' cultures" if has_chosen and has_rejected else f"names {SIDES[side]}'s{named}"
+        return side, ("names both answers' cultures" if has_chosen and has_rejected
+                      else f"names {SIDES[side]}'s culture{named}")
     has_chosen = contains_answer(reply, pair.chosen)
     has_rejected = bool(pair.rejected.strip()) and contains_answer(reply, pair.rejected)  # an empty answer is in none
     side = "chosen" if has_chosen and not has_rejected else "rejected" if has_rejected and not has_chosen else None

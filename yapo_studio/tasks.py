@@ -16,7 +16,7 @@ from yapo_core.data import PairSet, detect_schema, load_pairs
 from yapo_core.demo import build_demo_world_isolated, caveats, demo_world_building, load_demo_world
 from yapo_core.errors import DataError, SettingsError
 from yapo_core.evaluation import METRICS, get_metric, metric_splits
-from yapo_core.replies import demo_behaviour, reply_verdict
+from yapo_core.replies import demo_behaviour, demo_culture, reply_verdict
 from yapo_core.tables import SUFFIXES as DATA_SUFFIXES
 from yapo_core.tables import read_table
 
@@ -129,8 +129,8 @@ class Task:
         pair = self.test_pair(prompt)
         if pair is None:
             return {}
-        behaviour = demo_behaviour(self.test.pairs)
-        return {m: reply_verdict(pair, reply, behaviour) for m, reply in answers.items()}
+        behaviour, culture = demo_behaviour(self.test.pairs), demo_culture(self.test.pairs) is not None
+        return {m: reply_verdict(pair, reply, behaviour, culture) for m, reply in answers.items()}
 
     def caveat_for(self, method: str) -> str:
         """What a user must know before making a ``method`` vector for this task: the task's caveat,

@@ -940,15 +940,15 @@ def culture_answer(answer: str) -> str:
 
 
 def culture_of(pairs) -> str | None:
-    """The demo culture whose open-answer pairs ``pairs`` are (objects with ``chosen`` and
-    ``rejected``), or None: every chosen answer is that culture's open answer (:func:`open_answer`) to
-    a question of the corpus, and every rejected one differs from it (the model's own answer, as the
-    demo's Deep-Culture-Lense files store it). A user's own data, whose answers are not the demo's
-    sentences, is never taken for it."""
+    """The demo culture whose open-answer pairs ``pairs`` are (objects with ``chosen``), or None:
+    every chosen answer is that culture's open answer (:func:`open_answer`) to one of the corpus's
+    topics. The rejected answer is the model's own, whatever it says (the chosen one itself where
+    the model already answers as the culture does, as on localized questions). A user's own data,
+    whose answers are not the demo's sentences, is never taken for it."""
     cultures = set()
     for pair in pairs:
         chosen = _OPEN_ANSWERS.get(pair.chosen.strip())
-        if chosen is None or pair.rejected.strip() == pair.chosen.strip():
+        if chosen is None:
             return None
         cultures.add(chosen[1])
     return cultures.pop() if len(cultures) == 1 else None
