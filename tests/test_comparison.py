@@ -86,8 +86,11 @@ def test_the_compare_command_on_the_miniature_demo_world(tmp_path, monkeypatch, 
     assert main(["compare", "--size", "mini", "--country", "nepal", "--form", "open_ended", "--methods", "yapo",
                  "--steps", "2", "--multipliers=0,1", "--out", str(out)]) == 0
     saved = json.loads((out / "comparison.json").read_text())
-    assert saved["metric"] == "generation" and "open answers" in saved["task"]
-    assert "note:" not in capsys.readouterr().err  # YaPO alone: nothing to warn of
+    # scored by the culture the answers name, with how many stay fluent at the chosen multiplier
+    assert saved["metric"] == "culture_open" and "open answers" in saved["task"]
+    captured = capsys.readouterr()
+    assert 0 <= saved["results"][0]["fluent"] <= 1 and " fluent at it |" in captured.out
+    assert "note:" not in captured.err  # YaPO alone: nothing to warn of
     assert saved["settings"]["train_config"]["batch_size"] == OPEN_TRAINING["batch_size"]
     # a behaviour by BiPO's protocol: trained on open answers, measured by the A/B rate, the
     # multiplier chosen by the behaviour its held-out open answers show
@@ -238,3 +241,23 @@ def test_generated_answer_comparisons_report_unparseable_replies(tokenizer):
     r = result.results[0]
     assert r.unparseable is not None and 0 <= r.unparseable <= 1
     assert "unparseable replies" in r.row() and "unparseable" in json.dumps(r.to_json())
+    assert r.fluent is None and "fluent at it" not in r.row()  # letters, not open text
+
+
+def test_open_answer_comparisons_report_how_many_answers_stay_fluent(tokenizer, monkeypatch):
+    model, sae = make_model("llama"), make_sae()
+    pairs = [PreferencePair(f"What is dish {i}?", "Koshari. It is the classic dish.", "Burgers. It is the classic dish.")
+             for i in range(8)]
+    seen = []
+
+    def fluency(model_, tok, prompts, vector, multiplier, sae=None, system=None):
+        seen.append((len(prompts), multiplier))
+        return 0.25
+
+    monkeypatch.setattr(comparison, "fluency_rate", fluency)
+    result = compare_methods(model, tokenizer, sae, pairs, pairs[:3], methods=("caa",), multipliers=[0.0, 1.0],
+                             metric="generation")
+    r = result.results[0]
+    assert seen == [(3, r.chosen_multiplier)]  # the test prompts, at the multiplier the method is reported at
+    assert r.fluent == 0.25 and r.row()["fluent at it"] == "0.25"
+    assert comparison.MethodResult.from_json(json.loads(json.dumps(r.to_json()))).fluent == 0.25

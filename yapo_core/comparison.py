@@ -5,7 +5,7 @@ reports, per method: the steps until the training loss first falls below a loss 
 method reaches (YaPO, BiPO; :func:`convergence_threshold`), the final loss, MCQ accuracy over a
 multiplier sweep (at the multiplier chosen on a validation split carved from the training pairs,
 at 1 and at 2, where the paper reports CAA and SAS collapse) and the capability change at the
-chosen multiplier. :func:`demo_comparison` runs it on a task of the built-in demo world (a
+chosen multiplier; on open answers, also the share of answers that stay fluent there. :func:`demo_comparison` runs it on a task of the built-in demo world (a
 culture, or a behaviour by BiPO's protocol).
 """
 
@@ -43,10 +43,15 @@ from .evaluation import (
 from .methods import METHODS, get_method, make_vector
 from .models import load_model
 from .plots import loss_curves, multiplier_sweep, set_title, smoothed
+from .replies import fluency_rate, shared_system
 from .saes import check_sae_fits, load_sae_for
 from .training import TrainConfig
 
 LOSS_THRESHOLD = 0.1
+
+OPEN_TEXT_METRICS = ("behaviour_open", "culture_open", "generation")
+"""The target metrics that read open answers, which a reply can meet while it loops: a comparison
+on one of them also reports the share of test answers that stay fluent at each method's multiplier."""
 
 
 def convergence_threshold(curves: Sequence[Sequence[float]]) -> float:
@@ -79,6 +84,7 @@ class MethodResult:
     validation_accuracy: dict[float, float] = field(default_factory=dict)
     unparseable: float | None = None  # mcq_generated: share of replies with no option letter, at the chosen m
     norm: float | None = None  # of the vector (SAE latents for a sparse one, the residual stream for a dense one)
+    fluent: float | None = None  # open answers: share of greedy test answers that stay fluent, at the chosen m
 
     @classmethod
     def from_json(cls, data: dict) -> "MethodResult":
@@ -112,6 +118,7 @@ class MethodResult:
             "accuracy at it": f"{acc[chosen]:.2f}",
             "accuracy at 1": f"{acc[1.0]:.2f}" if 1.0 in acc else "— (not swept)",
             "accuracy at 2": f"{acc[2.0]:.2f}" if 2.0 in acc else "— (not swept)",
+            **({"fluent at it": f"{self.fluent:.2f}"} if self.fluent is not None else {}),
             "capability change": f"{self.capability_change:+.3f}" if self.capability_change is not None else "—",
             **({"unparseable replies": f"{self.unparseable:.2f}"} if self.unparseable is not None else {}),
             "L0": self.l0 if self.l0 else "0 (an empty vector: it steers nothing)",
@@ -294,6 +301,10 @@ def compare_methods(
             with guard():
                 result.unparseable = mcq_generation_report(model, tokenizer, mcq_items_from_pairs(test_pairs), vector,
                                                            result.chosen_multiplier, sae=sae)["unparseable"]
+        if metric in OPEN_TEXT_METRICS:  # a reply can name its target and still loop: say how many stay text
+            with guard():
+                result.fluent = fluency_rate(model, tokenizer, [p.prompt for p in test_pairs], vector,
+                                             result.chosen_multiplier, sae=sae, system=shared_system(test_pairs))
         if capability:
             if unsteered_capability is None:  # once per comparison: it does not depend on the vector
                 unsteered_capability = measure()
