@@ -171,10 +171,8 @@ def demo_behaviour(pairs):
 
 
 def demo_culture(pairs) -> str | None:
-    """The demo world's culture whose open-answer pairs these are (``demo.corpus.culture_of``), or None."""
-    pairs = list(pairs)
-    if not pairs or any(is_letter_answer(p.chosen) for p in pairs):
-        return None
+    """The demo world's culture whose open-answer pairs these are (``demo.corpus.culture_of``), or
+    None (no pairs, or any chosen answer not one of the corpus's open answers: a letter never is)."""
     from .demo.corpus import culture_of  # the demo package loads sae-lens: imported when needed
 
     return culture_of(pairs)
@@ -263,13 +261,18 @@ def reply_verdict(pair: PreferencePair, reply: str, behaviour=None, culture: boo
         from .demo.corpus import culture_answer
 
         chosen, rejected = culture_answer(pair.chosen), culture_answer(pair.rejected)
-        has_chosen = contains_answer(reply, chosen)
-        has_rejected = bool(rejected) and rejected != chosen and contains_answer(reply, rejected)
-        side = "chosen" if has_chosen and not has_rejected else "rejected" if has_rejected and not has_chosen else None
+        # the model's own answer is the chosen one on a localized question: naming it names the chosen side
+        side, both = _contained_side(reply, chosen, "" if rejected == chosen else rejected)
         named = {"chosen": f" ({chosen})", "rejected": f" ({rejected})", None: ""}[side]
-        return side, ("names both answers' cultures" if has_chosen and has_rejected
-                      else f"names {SIDES[side]}'s culture{named}")
-    has_chosen = contains_answer(reply, pair.chosen)
-    has_rejected = bool(pair.rejected.strip()) and contains_answer(reply, pair.rejected)  # an empty answer is in none
+        return side, "names both answers' cultures" if both else f"names {SIDES[side]}'s culture{named}"
+    side, both = _contained_side(reply, pair.chosen, pair.rejected)
+    return side, "contains both answers" if both else f"contains {SIDES[side]}"
+
+
+def _contained_side(reply: str, chosen: str, rejected: str) -> tuple[str | None, bool]:
+    """Which of two answers ``reply`` contains (:func:`contains_answer`): ``"chosen"``, ``"rejected"``
+    or None (neither, or both), and whether it contains both. An empty answer is in no reply."""
+    has_chosen = contains_answer(reply, chosen)
+    has_rejected = bool(rejected.strip()) and contains_answer(reply, rejected)
     side = "chosen" if has_chosen and not has_rejected else "rejected" if has_rejected and not has_chosen else None
-    return side, "contains both answers" if has_chosen and has_rejected else f"contains {SIDES[side]}"
+    return side, has_chosen and has_rejected
